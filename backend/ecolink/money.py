@@ -1,0 +1,87 @@
+"""Money and hours as exact integers: micro-dollars and micro-hours.
+
+JSON carries money as a decimal string with 6 places ("29.940000") and hours as
+a number or decimal string; nothing here ever goes through a float.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+
+MICRO = 1_000_000
+
+
+class MoneyError(ValueError):
+    pass
+
+
+def parse_decimal(value: object) -> Decimal:
+    """Parse a JSON number or decimal string exactly (floats via their repr)."""
+    if isinstance(value, bool):
+        raise MoneyError("not a number")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise MoneyError("not a finite number")
+        return Decimal(repr(value))
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 40:
+            raise MoneyError("not a decimal number")
+        try:
+            d = Decimal(text)
+        except InvalidOperation as exc:
+            raise MoneyError("not a decimal number") from exc
+        if not d.is_finite():
+            raise MoneyError("not a finite number")
+        return d
+    raise MoneyError("not a number")
+
+
+def usd_to_micros(value: object) -> int:
+    """Dollars (number or string) to integer micro-dollars; more than 6 places is an error."""
+    d = parse_decimal(value)
+    micros = d * MICRO
+    if micros != micros.to_integral_value():
+        raise MoneyError("more than 6 decimal places")
+    return int(micros)
+
+
+def hours_to_micro_hours(value: object) -> int:
+    """Hours (number or string) to integer micro-hours; finer than a micro-hour is an error."""
+    d = parse_decimal(value)
+    mh = d * MICRO
+    if mh != mh.to_integral_value():
+        raise MoneyError("more than 6 decimal places")
+    return int(mh)
+
+
+def format_usd(micros: int) -> str:
+    """Integer micro-dollars to the API's string form: "-12.500000"."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), MICRO)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+def format_hours(micro_hours: int) -> str:
+    d = Decimal(micro_hours) / MICRO
+    return format(d.normalize(), "f") if d else "0"
+
+
+def mul_div_ceil(a: int, b: int, div: int) -> int:
+    """ceil(a*b/div) for non-negative integers (holds round up)."""
+    return -((-(a * b)) // div)
+
+
+def mul_div_floor(a: int, b: int, div: int) -> int:
+    """floor(a*b/div) (charges round down)."""
+    return (a * b) // div
+
+
+def round_up_micros(d: Decimal) -> int:
+    return int(d.to_integral_value(rounding=ROUND_CEILING))
+
+
+def round_down_micros(d: Decimal) -> int:
+    return int(d.to_integral_value(rounding=ROUND_FLOOR))

@@ -1,0 +1,228 @@
+"""REST client for the ecolink API (api.md), used by the dashboard and the CLI.
+
+Every mutating call sends an `Idempotency-Key` (a fresh one unless the caller
+passes its own, so a retry of the same action can reuse it). Non-2xx answers
+raise `ApiRefusal` carrying api.md's error form; a backend that cannot be
+reached raises `BackendUnreachable`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+
+class ClientError(Exception):
+    pass
+
+
+class BackendUnreachable(ClientError):
+    """The backend could not be reached at all (connection refused, timeout)."""
+
+
+class ApiRefusal(ClientError):
+    """The backend answered with its error form."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        where = f" ({self.field})" if self.field else ""
+        return f"{self.message}{where}"
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
+
+
+class EcoClient:
+    """Async client for one backend with one API key."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 15.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> EcoClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- plumbing ---------------------------------------------------------
+    async def request(self, method: str, path: str, *, json: Any = None,
+                      params: dict[str, Any] | None = None,
+                      idempotency_key: str | None = None) -> httpx.Response:
+        headers = {}
+        if method in ("POST", "PUT", "DELETE"):
+            headers["Idempotency-Key"] = idempotency_key or new_idempotency_key()
+        try:
+            resp = await self._http.request(method, path, json=json, params=params, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout,
+                httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise BackendUnreachable(f"cannot reach the backend at {self.base_url}: {exc}") from exc
+        if resp.status_code >= 400:
+            raise _refusal(resp)
+        return resp
+
+    async def _json(self, method: str, path: str, **kw: Any) -> Any:
+        resp = await self.request(method, path, **kw)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()
+
+    # -- open routes ------------------------------------------------------
+    async def healthz(self) -> dict[str, Any]:
+        return await self._json("GET", "/healthz")
+
+    # -- catalog, account, ledger ----------------------------------------
+    async def catalog(self) -> dict[str, Any]:
+        return await self._json("GET", "/catalog")
+
+    async def filesystems(self) -> list[dict[str, Any]]:
+        return (await self._json("GET", "/filesystems"))["filesystems"]
+
+    async def account(self) -> dict[str, Any]:
+        return await self._json("GET", "/account")
+
+    async def ledger(self, *, cluster_id: str | None = None, limit: int | None = None,
+                     before: int | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in
+                  {"cluster_id": cluster_id, "limit": limit, "before": before}.items()
+                  if v is not None}
+        return (await self._json("GET", "/account/ledger", params=params))["entries"]
+
+    async def ledger_csv(self, *, cluster_id: str | None = None, limit: int | None = None) -> str:
+        params: dict[str, Any] = {"format": "csv"}
+        if cluster_id:
+            params["cluster_id"] = cluster_id
+        if limit:
+            params["limit"] = limit
+        return (await self.request("GET", "/account/ledger", params=params)).text
+
+    # -- clusters ---------------------------------------------------------
+    async def clusters(self, status: str | None = None) -> list[dict[str, Any]]:
+        params = {"status": status} if status else None
+        return (await self._json("GET", "/gpu-clusters", params=params))["clusters"]
+
+    async def cluster(self, ref: str) -> dict[str, Any]:
+        return await self._json("GET", f"/gpu-clusters/{ref}")
+
+    async def launch(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return await self._json("POST", "/gpu-clusters", json=body, idempotency_key=idempotency_key)
+
+    async def scale(self, ref: str, replicas: int, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return await self._json("POST", f"/gpu-clusters/{ref}/scale", json={"replicas": replicas},
+                                idempotency_key=idempotency_key)
+
+    async def extend(self, ref: str, hours: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return await self._json("POST", f"/gpu-clusters/{ref}/extend", json={"hours": hours},
+                                idempotency_key=idempotency_key)
+
+    async def stop(self, ref: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return await self._json("POST", f"/gpu-clusters/{ref}/stop", idempotency_key=idempotency_key)
+
+    async def resume(self, ref: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return await self._json("POST", f"/gpu-clusters/{ref}/resume", idempotency_key=idempotency_key)
+
+    async def restart(self, ref: str, replica: str | None = None, *,
+                      idempotency_key: str | None = None) -> dict[str, Any]:
+        path = (f"/gpu-clusters/{ref}/replicas/{replica}/restart" if replica
+                else f"/gpu-clusters/{ref}/restart")
+        return await self._json("POST", path, idempotency_key=idempotency_key)
+
+    async def terminate(self, ref: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return await self._json("DELETE", f"/gpu-clusters/{ref}", idempotency_key=idempotency_key)
+
+    async def set_endpoint(self, ref: str, port: int, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        return await self._json("PUT", f"/gpu-clusters/{ref}/endpoint", json={"port": port},
+                                idempotency_key=idempotency_key)
+
+    async def close_endpoint(self, ref: str, *, idempotency_key: str | None = None) -> None:
+        await self._json("DELETE", f"/gpu-clusters/{ref}/endpoint", idempotency_key=idempotency_key)
+
+    async def replicas(self, ref: str) -> list[dict[str, Any]]:
+        return (await self._json("GET", f"/gpu-clusters/{ref}/replicas"))["replicas"]
+
+    async def metrics(self, ref: str, since: str | None = None) -> dict[str, Any]:
+        params = {"since": since} if since else None
+        return await self._json("GET", f"/gpu-clusters/{ref}/metrics", params=params)
+
+    async def events(self, ref: str) -> list[dict[str, Any]]:
+        return (await self._json("GET", f"/gpu-clusters/{ref}/events"))["events"]
+
+    async def logs(self, ref: str, replica: str, *, tail: int | None = None,
+                   previous: bool = False) -> str:
+        params: dict[str, Any] = {}
+        if tail is not None:
+            params["tail"] = tail
+        if previous:
+            params["previous"] = 1
+        return (await self.request("GET", f"/gpu-clusters/{ref}/replicas/{replica}/logs",
+                                   params=params)).text
+
+    async def follow_logs(self, ref: str, replica: str, *, tail: int | None = None,
+                          previous: bool = False) -> AsyncIterator[bytes]:
+        params: dict[str, Any] = {"follow": 1}
+        if tail is not None:
+            params["tail"] = tail
+        if previous:
+            params["previous"] = 1
+        try:
+            async with self._http.stream("GET", f"/gpu-clusters/{ref}/replicas/{replica}/logs",
+                                         params=params, timeout=None) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise _refusal(resp)
+                async for chunk in resp.aiter_bytes():
+                    yield chunk
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise BackendUnreachable(str(exc)) from exc
+
+    # -- sessions ---------------------------------------------------------
+    async def create_session(self, ref: str, replica: str, *, command: list[str] | None = None,
+                             tty: bool = True) -> dict[str, Any]:
+        body: dict[str, Any] = {"tty": tty}
+        if command:
+            body["command"] = command
+        return await self._json("POST", f"/gpu-clusters/{ref}/replicas/{replica}/sessions", json=body)
+
+    async def sessions(self, ref: str) -> list[dict[str, Any]]:
+        return (await self._json("GET", f"/gpu-clusters/{ref}/sessions"))["sessions"]
+
+    async def end_session(self, ref: str, sid: str) -> None:
+        await self._json("DELETE", f"/gpu-clusters/{ref}/sessions/{sid}")
+
+    # -- websockets -------------------------------------------------------
+    def ws_url(self, path: str) -> str:
+        if self.base_url.startswith("https://"):
+            return "wss://" + self.base_url[len("https://"):] + path
+        return "ws://" + self.base_url[len("http://"):] + path
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+def _refusal(resp: httpx.Response) -> ApiRefusal:
+    try:
+        err = resp.json()["error"]
+        return ApiRefusal(resp.status_code, err.get("code", "error"), err.get("message", ""),
+                          err.get("field"))
+    except Exception:
+        return ApiRefusal(resp.status_code, "error", resp.text[:200] or resp.reason_phrase)
