@@ -113,6 +113,9 @@ class ReplicaTelemetry:
     source: TelemetrySource
     gpus: tuple[GpuReading, ...] = ()
     shared: bool = False  # True when GPUs are shared with other replicas (oversubscribed)
+    # Why there are no (or partial) readings, e.g. "nvidia-smi not found in the
+    # replica"; None when the readings are complete.
+    note: str | None = None
 
 
 @dataclass(frozen=True)

@@ -196,11 +196,15 @@ class EcoClient:
             raise BackendUnreachable(str(exc)) from exc
 
     # -- sessions ---------------------------------------------------------
-    async def create_session(self, ref: str, replica: str, *, command: list[str] | None = None,
-                             tty: bool = True) -> dict[str, Any]:
+    async def create_session(self, ref: str, replica: str, *, command: list[str] | str | None = None,
+                             tty: bool = True, width: int | None = None,
+                             height: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"tty": tty}
         if command:
             body["command"] = command
+        if width and height:  # the terminal's size from the start (no resize race)
+            body["width"] = int(width)
+            body["height"] = int(height)
         return await self._json("POST", f"/gpu-clusters/{ref}/replicas/{replica}/sessions", json=body)
 
     async def sessions(self, ref: str) -> list[dict[str, Any]]:

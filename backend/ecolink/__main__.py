@@ -1,0 +1,5 @@
+"""`python -m ecolink`: the same as the `ecolink` command."""
+
+from ecolink.cli import main
+
+raise SystemExit(main())

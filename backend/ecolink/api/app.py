@@ -1,0 +1,118 @@
+"""The ASGI app: `create_app(ctx)` wires routes, auth, error answers, the watch hub
+and the lifespan (service start and clean shutdown)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from ecolink import __version__
+from ecolink.api import errors, routes, routes_clusters, watch
+from ecolink.api.auth import OPEN_PATHS, AuthMiddleware
+from ecolink.api.context import AppContext
+from ecolink.schemas import EndpointIn, ErrorBody, ExtendIn, LaunchIn, ScaleIn
+
+log = logging.getLogger(__name__)
+
+# Routers the runtime side adds (service URL, exec, kept sessions, logs): included
+# when their modules are present.
+OPTIONAL_ROUTERS = ("ecolink.api.exec", "ecolink.api.sessions", "ecolink.api.logs",
+                    "ecolink.api.proxy")
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (LaunchIn, ScaleIn, ExtendIn, EndpointIn)
+
+
+def create_app(ctx: AppContext) -> FastAPI:
+    if ctx.hub is None:
+        ctx.hub = watch.WatchHub(ctx)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ctx.service.start()
+        if ctx.telemetry is not None:
+            await ctx.telemetry.start()
+        await ctx.hub.start()
+        try:
+            yield
+        finally:
+            await ctx.hub.stop()
+            if ctx.sessions is not None and hasattr(ctx.sessions, "end_all"):
+                try:
+                    result = ctx.sessions.end_all("backend_restart")
+                    if hasattr(result, "__await__"):
+                        await result
+                except Exception:
+                    log.exception("ending kept sessions failed")
+            if ctx.telemetry is not None:
+                await ctx.telemetry.stop()
+            await ctx.service.shutdown(stop_replicas=ctx.stop_replicas_on_shutdown)
+
+    app = FastAPI(
+        title="ecolink",
+        version=__version__,
+        description="GPU clusters: launch, scale, extend, stop, resume, terminate; "
+                    "billing by holds; live watch feed.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    ctx.service.observers.append(ctx.hub)
+
+    app.include_router(routes.router)
+    app.include_router(routes_clusters.router)
+    app.include_router(watch.router)
+    for name in OPTIONAL_ROUTERS:
+        if importlib.util.find_spec(name) is not None:
+            module = importlib.import_module(name)
+            app.include_router(module.router)
+
+    app.add_middleware(AuthMiddleware)
+    errors.install(app)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        for model in (*REQUEST_MODELS, ErrorBody):
+            js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in js.pop("$defs", {}).items():
+                schemas.setdefault(name, sub)
+            schemas[model.__name__] = js
+        components["securitySchemes"] = {
+            "apiKey": {"type": "http", "scheme": "bearer",
+                       "description": "an API key: Authorization: Bearer eco_..."},
+            "consoleSession": {"type": "apiKey", "in": "cookie", "name": "eco_session"},
+        }
+        schema["security"] = [{"apiKey": []}, {"consoleSession": []}]
+        for path, ops in schema.get("paths", {}).items():
+            for method, op in ops.items():
+                if not isinstance(op, dict):
+                    continue
+                if path in OPEN_PATHS and method in ("get", "head"):
+                    op["security"] = []
+                # FastAPI documents a stock 422 for string path parameters, which
+                # cannot fail: every refusal a route makes is declared with it.
+                responses = op.get("responses", {})
+                for status in list(responses):
+                    content = responses[status].get("content", {}).get("application/json", {})
+                    if content.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                        del responses[status]
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,127 @@
+"""Error answers: every non-2xx answer ecolink makes is api.md's error form, and no
+input can make it answer a 5xx other than 503.
+
+Also the OpenAPI `responses` entries for each route's refusals (`refusals(...)`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ecolink.errors import ApiError
+from ecolink.runtime.base import ReplicaNotFound, RuntimeUnavailable
+from ecolink.schemas import ErrorBody
+from ecolink.service import Replay
+
+log = logging.getLogger(__name__)
+
+_DESCRIPTIONS = {
+    400: "malformed JSON (`invalid_request`)",
+    401: "missing, wrong or revoked credentials (`unauthenticated`)",
+    404: "unknown id or name, or not this account's (`not_found`)",
+    409: "not allowed in the current state, name in use, over the GPU budget, or an "
+         "Idempotency-Key reused with a different request (`conflict`)",
+    402: "a hold cannot be placed; the message says how much is missing "
+         "(`insufficient_balance`)",
+    413: "the request body is too large (`invalid_request`)",
+    422: "a field is missing or out of range; `field` names it (`invalid_request`)",
+    503: "the runtime cannot be reached; nothing was changed (`runtime_unavailable`)",
+}
+
+
+def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the given error statuses, all in the error form."""
+    return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in statuses}
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    err: dict[str, str] = {"code": code, "message": message}
+    if field is not None:
+        err["field"] = field
+    return JSONResponse({"error": err}, status_code=status, headers=headers)
+
+
+def _field_of(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) or None
+
+
+def validation_message(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    field = _field_of(tuple(err.get("loc", ()))) or "the body"
+    if kind == "missing":
+        return f"{field} is required"
+    if kind == "extra_forbidden":
+        return f"unknown field {field}"
+    msg = str(err.get("msg", "invalid value"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{field}: {msg}"
+
+
+def first_error_field(err: dict[str, Any]) -> str | None:
+    return _field_of(tuple(err.get("loc", ())))
+
+
+def install(app: FastAPI) -> None:
+    async def api_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        headers = {"www-authenticate": 'Bearer realm="ecolink"'} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    async def replay(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Replay)
+        return Response(exc.body, status_code=exc.status, media_type=exc.content_type,
+                        headers={"idempotent-replayed": "true"})
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return error_response(404, "not_found", "no such route")
+        if exc.status_code == 405:
+            return error_response(405, "method_not_allowed", "method not allowed here",
+                                  headers=dict(exc.headers or {}))
+        if exc.status_code >= 500:
+            return error_response(503, "runtime_unavailable", str(exc.detail))
+        return error_response(exc.status_code, "invalid_request", str(exc.detail))
+
+    async def request_validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = list(exc.errors())
+        if not errors:
+            return error_response(422, "invalid_request", "invalid request")
+        first = errors[0]
+        return error_response(422, "invalid_request", validation_message(first),
+                              first_error_field(first))
+
+    async def runtime_unavailable(_: Request, exc: Exception) -> Response:
+        return error_response(503, "runtime_unavailable",
+                              f"the runtime cannot be reached: {exc}")
+
+    async def replica_not_found(_: Request, exc: Exception) -> Response:
+        return error_response(404, "not_found", f"no replica {exc}", "replica")
+
+    async def anything(_: Request, exc: Exception) -> Response:
+        # A bug must not turn into a 500: say 503, nothing was changed (the
+        # transaction rolled back), and keep the traceback in the log.
+        log.error("unexpected error", exc_info=exc)
+        return error_response(503, "runtime_unavailable",
+                              "the request could not be completed; nothing was changed")
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(Replay, replay)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, request_validation)
+    app.add_exception_handler(RuntimeUnavailable, runtime_unavailable)
+    app.add_exception_handler(ReplicaNotFound, replica_not_found)
+    app.add_exception_handler(Exception, anything)

@@ -1,0 +1,158 @@
+"""Store records to api.md's JSON shapes (clusters, accounts, ledger entries, events)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from ecolink import billing
+from ecolink.api.context import AppContext
+from ecolink.money import format_usd
+from ecolink.runtime.base import ReplicaState
+from ecolink.store import Account, Cluster, Event, LedgerEntry, rfc3339
+
+US = 1_000_000
+
+
+def account_json(a: Account) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "name": a.name,
+        "balance": format_usd(a.balance),
+        "held": format_usd(a.held),
+        "available": format_usd(a.available),
+    }
+
+
+def ledger_entry_json(e: LedgerEntry) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "at": rfc3339(e.at),
+        "cluster_id": e.cluster_id,
+        "kind": e.kind,
+        "amount": format_usd(e.amount),
+        "balance_after": format_usd(e.balance_after),
+        "held_after": format_usd(e.held_after),
+        "memo": e.memo,
+    }
+
+
+LEDGER_CSV_COLUMNS = ["id", "at", "cluster_id", "kind", "amount", "balance_after", "held_after",
+                      "memo"]
+
+
+def ledger_csv(entries: list[LedgerEntry]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(LEDGER_CSV_COLUMNS)
+    for e in entries:
+        d = ledger_entry_json(e)
+        w.writerow(["" if d[k] is None else _csv_safe(str(d[k])) for k in LEDGER_CSV_COLUMNS])
+    return buf.getvalue()
+
+
+def _csv_safe(value: str) -> str:
+    # A cell starting with = + - @ is a formula in spreadsheets; amounts are numbers
+    # and stay as they are, free text gets a leading quote.
+    if value[:1] in ("=", "+", "@") or (value[:1] == "-" and not _is_number(value)):
+        return "'" + value
+    return value
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def event_json(e: Event) -> dict[str, Any]:
+    d: dict[str, Any] = {"at": rfc3339(e.at), "kind": e.kind, "message": e.message}
+    if e.replica is not None:
+        d["replica"] = e.replica
+    return d
+
+
+def hours_number(micro_hours: int) -> int | float:
+    whole, frac = divmod(micro_hours, US)
+    return whole if frac == 0 else float(f"{whole}.{frac:06d}")
+
+
+def endpoint_url(ctx: AppContext, c: Cluster, base: str | None = None) -> str:
+    root = (ctx.public_url or base or "").rstrip("/")
+    return f"{root}/gpu-clusters/{c.id}/service/"
+
+
+def empty_summary(ctx: AppContext) -> dict[str, Any]:
+    return {"gpus": 0, "mean_utilization": 0.0, "idle_gpus": 0,
+            "telemetry": ctx.runtime.info.telemetry}
+
+
+def gpu_summary(ctx: AppContext, c: Cluster) -> dict[str, Any]:
+    if ctx.telemetry is None or c.status not in ("pending", "running"):
+        return empty_summary(ctx)
+    summary: dict[str, Any] = ctx.telemetry.summary(c.id)
+    return summary
+
+
+def replica_states(ctx: AppContext, c: Cluster) -> list[ReplicaState]:
+    if c.status in ("terminated",):
+        return []
+    return ctx.runtime.replicas(c.id)
+
+
+def replicas_json(ctx: AppContext, c: Cluster) -> list[dict[str, Any]]:
+    """The replicas route's shape: each replica state with its GPUs and telemetry kind."""
+    states = replica_states(ctx, c)
+    if ctx.telemetry is not None:
+        out: list[dict[str, Any]] = ctx.telemetry.replicas_json(c.id, states)
+        return out
+    kind = ctx.runtime.info.telemetry
+    return [{**s.as_json(), "gpus": [], "telemetry": kind} for s in states]
+
+
+def cluster_json(ctx: AppContext, c: Cluster, *, now: int | None = None,
+                 base_url: str | None = None) -> dict[str, Any]:
+    if now is None:
+        now = ctx.service.now()
+    hourly = billing.hourly_rate(c.rate_per_gpu_hour, c.gpu_count, c.replicas)
+    burn = ctx.service.burn_rate(c)
+    hold_remaining = c.hold_total - c.released_total - c.spent_total
+    # Posted charges cover up to last_charge_at; the rest to expiry at the burn rate.
+    ahead = max(0, c.expires_at - c.last_charge_at) if burn else 0
+    projected = c.spent_total + (burn * ahead) // billing.US_PER_HOUR
+    states = replica_states(ctx, c)
+    return {
+        "id": c.id,
+        "name": c.name,
+        "region": c.region,
+        "gpu_type": c.gpu_type,
+        "gpu_count": c.gpu_count,
+        "replicas": c.replicas,
+        "image": c.image,
+        "startup_command": c.startup_command,
+        "shared_filesystems": list(c.shared_filesystems),
+        "status": c.status,
+        "status_reason": c.status_reason if c.status in ("terminated", "terminating", "failed")
+        else None,
+        "stale": not ctx.runtime.available(),
+        "created_at": rfc3339(c.created_at),
+        "started_at": rfc3339(c.started_at) if c.started_at is not None else None,
+        "expires_at": rfc3339(c.expires_at),
+        "estimated_duration_hours": hours_number(c.duration_mh),
+        "hourly_rate": format_usd(hourly),
+        "burn_rate": format_usd(burn),
+        "cost": {
+            "hold": format_usd(c.hold_total),
+            "spent": format_usd(c.spent_total),
+            "hold_remaining": format_usd(hold_remaining),
+            "projected_total": format_usd(projected),
+        },
+        "endpoint": ({"url": endpoint_url(ctx, c, base_url), "port": c.endpoint_port}
+                     if c.endpoint_port is not None else None),
+        "ready_replicas": sum(1 for s in states if s.ready),
+        "replica_states": [s.as_json() for s in states],
+        "gpu_summary": gpu_summary(ctx, c),
+    }

@@ -1,0 +1,149 @@
+"""Routes outside the clusters: health, console sessions, catalog, filesystems,
+account and ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ecolink import __version__
+from ecolink.api.auth import SESSION_COOKIE, session_cookie
+from ecolink.api.common import account_of, json_response
+from ecolink.api.context import get_ctx
+from ecolink.api.errors import refusals
+from ecolink.api.render import account_json, ledger_csv, ledger_entry_json
+from ecolink.errors import InvalidField, NotFound
+from ecolink.schemas import (
+    AccountOut,
+    AuthSessionOut,
+    CatalogOut,
+    FilesystemsOut,
+    Health,
+    LedgerOut,
+)
+from ecolink.store import SESSION_TTL_US, rfc3339
+
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=Health, tags=["open"],
+            summary="Liveness and version (no credentials needed)")
+async def healthz() -> Response:
+    return json_response({"status": "ok", "version": __version__})
+
+
+@router.post("/auth/session", status_code=201, response_model=AuthSessionOut,
+             responses=refusals(401), tags=["auth"],
+             summary="Start a console session: sets the eco_session cookie (12 hours)")
+async def create_session(request: Request) -> Response:
+    ctx = get_ctx(request)
+    acct = account_of(request)
+    now = ctx.service.now()
+    with ctx.store.tx():
+        token, expires = ctx.store.create_console_session(acct.id, now)
+    resp = json_response({"account": account_json(acct), "expires_at": rfc3339(expires)}, 201)
+    secure = ctx.tls or request.url.scheme == "https"
+    resp.set_cookie(SESSION_COOKIE, token, max_age=SESSION_TTL_US // 1_000_000, path="/",
+                    httponly=True, samesite="strict", secure=secure)
+    return resp
+
+
+@router.delete("/auth/session", status_code=204, responses=refusals(401), tags=["auth"],
+               summary="End the console session of the eco_session cookie")
+async def delete_session(request: Request) -> Response:
+    ctx = get_ctx(request)
+    token = session_cookie(request.headers)
+    if token:
+        with ctx.store.tx():
+            ctx.store.delete_console_session(token)
+    resp = Response(status_code=204)
+    secure = ctx.tls or request.url.scheme == "https"
+    resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=secure)
+    return resp
+
+
+@router.get("/catalog", response_model=CatalogOut, responses=refusals(401), tags=["catalog"],
+            summary="Regions, GPU types, per-GPU rates and GPU budgets")
+async def catalog(request: Request) -> Response:
+    return json_response(get_ctx(request).catalog.as_json())
+
+
+@router.get("/filesystems", response_model=FilesystemsOut, responses=refusals(401),
+            tags=["catalog"], summary="Shared filesystems this account may attach")
+async def filesystems(request: Request) -> Response:
+    ctx = get_ctx(request)
+    return json_response({"filesystems": ctx.service.filesystems()})
+
+
+@router.get("/account", response_model=AccountOut, responses=refusals(401), tags=["account"],
+            summary="Balance, held and available")
+async def account(request: Request) -> Response:
+    ctx = get_ctx(request)
+    return json_response(account_json(ctx.service.account(account_of(request).id)))
+
+
+def _int_param(request: Request, name: str, lo: int, hi: int | None) -> int | None:
+    values = request.query_params.getlist(name)
+    if not values:
+        return None
+    # An empty or repeated value is not an integer; a huge one would overflow SQLite.
+    hi_ = hi if hi is not None else 2**63 - 1
+    try:
+        if len(values) != 1:
+            raise ValueError(name)
+        value = int(values[0])
+    except ValueError:
+        raise InvalidField(f"{name} must be an integer", field=name) from None
+    if value < lo or value > hi_:
+        top = f" to {hi}" if hi is not None else " or more"
+        raise InvalidField(f"{name} must be {lo}{top}", field=name)
+    return value
+
+
+_LEDGER_PARAMS: list[dict[str, Any]] = [
+    {"name": "cluster_id", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "only this cluster's entries (its id or name)"},
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+    {"name": "before", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1}, "description": "entries older than this id"},
+    {"name": "format", "in": "query", "required": False,
+     "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}},
+]
+
+
+@router.get(
+    "/account/ledger",
+    response_model=LedgerOut,
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+              "description": "entries newest first (JSON, or CSV with ?format=csv)"},
+        **refusals(401, 404, 422),
+    },
+    openapi_extra={"parameters": _LEDGER_PARAMS},
+    tags=["account"],
+    summary="The account's ledger, newest first",
+)
+async def ledger(request: Request) -> Response:
+    ctx = get_ctx(request)
+    acct = account_of(request)
+    cluster_ref = request.query_params.get("cluster_id")
+    cluster_id = None
+    if cluster_ref:
+        try:
+            cluster_id = ctx.service.get_cluster(acct.id, cluster_ref).id
+        except NotFound as exc:
+            raise NotFound(exc.message, field="cluster_id") from None
+    limit = _int_param(request, "limit", 1, 1000) or 100
+    before = _int_param(request, "before", 1, None)
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise InvalidField("format must be json or csv", field="format")
+    entries = ctx.service.ledger(acct.id, cluster_id=cluster_id, limit=limit, before=before)
+    if fmt == "csv":
+        return Response(ledger_csv(entries), media_type="text/csv; charset=utf-8",
+                        headers={"content-disposition": 'attachment; filename="ledger.csv"'})
+    return json_response({"entries": [ledger_entry_json(e) for e in entries]})

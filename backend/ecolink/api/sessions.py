@@ -1,0 +1,182 @@
+"""Kept shell sessions: create, list, attach (WebSocket, channel framing), end.
+
+- `POST /gpu-clusters/{id}/replicas/{replica}/sessions` `{"command"?, "tty"?}` → 201
+- `GET /gpu-clusters/{id}/sessions` → `{"sessions": [..]}` (ended ones included)
+- `GET /gpu-clusters/{id}/sessions/{sid}/attach` (WebSocket): the kept output first,
+  then live; several clients at once; a client that disconnects leaves the session
+  running; a client too far behind is closed with code 4008
+- `DELETE /gpu-clusters/{id}/sessions/{sid}` → the ended session
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from ecolink.api.auth import require_ws_account
+from ecolink.api.common import account_of, json_response, parse_json, read_body
+from ecolink.api.context import AppContext, get_ctx
+from ecolink.api.errors import refusals
+from ecolink.api.exec import (
+    V5,
+    choose_subprotocol,
+    close_quietly,
+    deny_error,
+    pump_input,
+    status_frame,
+)
+from ecolink.errors import (
+    InvalidField,
+    MalformedRequest,
+    NotFound,
+    RuntimeUnavailableError,
+    Unauthenticated,
+)
+from ecolink.sessions import CLOSE_TOO_SLOW, ClientTooSlow, SessionManager, SessionNotFound
+
+router = APIRouter(tags=["sessions"])
+
+MAX_COMMAND = 4096
+
+
+def _manager(ctx: AppContext) -> SessionManager:
+    if ctx.sessions is None:
+        raise RuntimeUnavailableError("kept sessions are not available")
+    sm: SessionManager = ctx.sessions
+    return sm
+
+
+def _parse_create(data: Any) -> tuple[list[str] | str | None, bool, int, int]:
+    if not isinstance(data, dict):
+        raise MalformedRequest("the body must be a JSON object")
+    unknown = set(data) - {"command", "tty", "width", "height"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidField(f"unknown field {name}", name)
+    command = data.get("command")
+    if command is not None:
+        if isinstance(command, str):
+            size = len(command)
+        elif isinstance(command, list) and all(isinstance(x, str) for x in command):
+            size = sum(len(x) for x in command)
+        else:
+            raise InvalidField("command must be a string or a list of strings", "command")
+        if size > MAX_COMMAND:
+            raise InvalidField(f"command must be at most {MAX_COMMAND} characters", "command")
+    tty = data.get("tty", True)
+    if not isinstance(tty, bool):
+        raise InvalidField("tty must be true or false", "tty")
+    size_ = []
+    for name, default in (("width", 80), ("height", 24)):
+        v = data.get(name, default)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 10000:
+            raise InvalidField(f"{name} must be an integer 1..10000", name)
+        size_.append(v)
+    return command, tty, size_[0], size_[1]
+
+
+@router.post(
+    "/gpu-clusters/{id}/replicas/{replica}/sessions",
+    status_code=201,
+    responses=refusals(400, 401, 404, 422, 503),
+    summary="Start a kept shell session in a replica",
+)
+async def create_session(request: Request, id: str, replica: str) -> Response:
+    acct = account_of(request)
+    ctx = get_ctx(request)
+    cluster = ctx.service.get_cluster(acct.id, id)
+    raw = await read_body(request)
+    data = parse_json(raw) if raw.strip() else {}
+    command, tty, width, height = _parse_create(data)
+    sm = _manager(ctx)
+    s = await sm.create(cluster.id, replica, command, tty, width=width, height=height)
+    return json_response(s.as_json(), status=201)
+
+
+@router.get(
+    "/gpu-clusters/{id}/sessions",
+    responses=refusals(401, 404),
+    summary="The cluster's kept sessions, ended ones included",
+)
+async def list_sessions(request: Request, id: str) -> Response:
+    acct = account_of(request)
+    ctx = get_ctx(request)
+    cluster = ctx.service.get_cluster(acct.id, id)
+    return json_response({"sessions": _manager(ctx).list(cluster.id)})
+
+
+@router.delete(
+    "/gpu-clusters/{id}/sessions/{sid}",
+    responses=refusals(401, 404),
+    summary="End a kept session",
+)
+async def end_session(request: Request, id: str, sid: str) -> Response:
+    acct = account_of(request)
+    ctx = get_ctx(request)
+    cluster = ctx.service.get_cluster(acct.id, id)
+    sm = _manager(ctx)
+    try:
+        s = await sm.end(cluster.id, sid, "deleted")
+        return json_response(s.as_json())
+    except SessionNotFound:
+        rec = sm.known(cluster.id, sid)
+        if rec is None:
+            raise NotFound(f"no session {sid!r}", "sid") from None
+        return json_response(rec)  # ended before (a backend restart): nothing to do
+
+
+@router.websocket("/gpu-clusters/{id}/sessions/{sid}/attach")
+async def attach_session(websocket: WebSocket, id: str, sid: str) -> None:
+    try:
+        acct = await require_ws_account(websocket)
+    except Unauthenticated:
+        return
+    ctx = get_ctx(websocket)
+    try:
+        cluster = ctx.service.get_cluster(acct.id, id)
+        proto = choose_subprotocol(websocket)
+        sm = _manager(ctx)
+        try:
+            s = sm.get(cluster.id, sid)
+        except SessionNotFound:
+            rec = sm.known(cluster.id, sid)
+            why = f" (ended: {rec['ended_reason']})" if rec else ""
+            raise NotFound(f"no live session {sid!r}{why}", "sid") from None
+    except Exception as exc:
+        await deny_error(websocket, exc)
+        return
+    await websocket.accept(subprotocol=proto)
+    client = s.attach()
+
+    async def output() -> None:
+        try:
+            async for channel, data in s.frames(client):
+                await websocket.send_bytes(bytes([channel]) + data)
+        except ClientTooSlow:
+            await close_quietly(websocket, CLOSE_TOO_SLOW, "client too slow: output skipped")
+            return
+        if s.result is not None:
+            await websocket.send_bytes(status_frame(s.result))
+        await close_quietly(websocket)
+
+    out_task = asyncio.create_task(output())
+    in_task = asyncio.create_task(
+        pump_input(websocket, v5=proto == V5, write=s.write, resize=s.resize,
+                   close_stdin=s.close_stdin)
+    )
+    try:
+        await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        s.detach(client)
+        for t in (out_task, in_task):
+            t.cancel()
+        for t in (out_task, in_task):
+            with contextlib.suppress(BaseException):
+                await t
+        await close_quietly(websocket)

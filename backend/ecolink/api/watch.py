@@ -1,0 +1,298 @@
+"""The `/watch` WebSocket feed and the hub that fans changes out to its clients.
+
+Frames (api.md): a snapshot first; then `cluster` deltas (within a second of a change,
+coalesced per cluster), `cluster_removed`, `account`, `event` (never coalesced or
+dropped), `summaries` every 5 seconds, and `replicas` every second for the clusters a
+client focused. A frame is rendered once per change and shared by every client of
+that account; nothing of one account ever reaches another account's clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ecolink.api.auth import require_ws_account
+from ecolink.api.context import AppContext, get_ctx
+from ecolink.api.render import account_json, cluster_json, event_json, gpu_summary, replicas_json
+from ecolink.errors import Unauthenticated
+from ecolink.service import LISTED_AFTER_TERMINATION_US
+from ecolink.store import Event
+from ecolink.watch import ClientQueue
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+MAX_FOCUS = 100
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+class WatchClient:
+    def __init__(self, account_id: str, max_events: int) -> None:
+        self.account_id = account_id
+        self.queue = ClientQueue(max_events=max_events)
+        self.focus: set[str] = set()
+        self.known: set[str] = set()
+
+
+class WatchHub:
+    """Observer of the service; renders changes once and queues them per client."""
+
+    def __init__(self, ctx: AppContext, *, summary_interval_s: float = 5.0,
+                 replicas_interval_s: float = 1.0, flush_delay_s: float = 0.05,
+                 max_events: int = 10_000) -> None:
+        self.ctx = ctx
+        self.summary_interval_s = summary_interval_s
+        self.replicas_interval_s = replicas_interval_s
+        self.flush_delay_s = flush_delay_s
+        self.max_events = max_events
+        self.clients: defaultdict[str, set[WatchClient]] = defaultdict(set)
+        self._dirty: defaultdict[str, set[str]] = defaultdict(set)
+        self._dirty_accounts: set[str] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle --------------------------------------------------------
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name="watch-flush"),
+            asyncio.create_task(self._summaries_loop(), name="watch-summaries"),
+            asyncio.create_task(self._replicas_loop(), name="watch-replicas"),
+        ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for clients in self.clients.values():
+            for c in clients:
+                c.queue.close()
+
+    def connect(self, account_id: str) -> WatchClient:
+        client = WatchClient(account_id, self.max_events)
+        self.clients[account_id].add(client)
+        return client
+
+    def disconnect(self, client: WatchClient) -> None:
+        client.queue.close()
+        clients = self.clients.get(client.account_id)
+        if clients is not None:
+            clients.discard(client)
+            if not clients:
+                del self.clients[client.account_id]
+
+    def client_count(self) -> int:
+        return sum(len(v) for v in self.clients.values())
+
+    # -- Observer -----------------------------------------------------------
+    def cluster_changed(self, account_id: str, cluster_id: str) -> None:
+        if account_id in self.clients:
+            self._dirty[account_id].add(cluster_id)
+            self._wake.set()
+
+    def account_changed(self, account_id: str) -> None:
+        if account_id in self.clients:
+            self._dirty_accounts.add(account_id)
+            self._wake.set()
+
+    def event_added(self, event: Event) -> None:
+        clients = self.clients.get(event.account_id)
+        if not clients:
+            return
+        frame = _dumps({"type": "event", "cluster_id": event.cluster_id,
+                        "event": event_json(event)})
+        for c in clients:
+            c.queue.put_event(frame)
+
+    # -- rendering ----------------------------------------------------------
+    def snapshot(self, client: WatchClient) -> str:
+        ctx = self.ctx
+        now = ctx.service.now()
+        clusters = ctx.service.list_clusters(client.account_id)
+        client.known = {c.id for c in clusters}
+        return _dumps({
+            "type": "snapshot",
+            "clusters": [cluster_json(ctx, c, now=now) for c in clusters],
+            "account": account_json(ctx.service.account(client.account_id)),
+        })
+
+    def _flush(self) -> None:
+        ctx = self.ctx
+        dirty, self._dirty = self._dirty, defaultdict(set)
+        accounts, self._dirty_accounts = self._dirty_accounts, set()
+        now = ctx.service.now()
+        horizon = now - LISTED_AFTER_TERMINATION_US
+        for account_id, cids in dirty.items():
+            clients = self.clients.get(account_id)
+            if not clients:
+                continue
+            for cid in cids:
+                c = ctx.store.cluster(cid)
+                if c is None or c.account_id != account_id:
+                    continue
+                if c.status == "terminated" and (c.terminated_at or 0) < horizon:
+                    continue
+                frame = _dumps({"type": "cluster", "cluster": cluster_json(ctx, c, now=now)})
+                for cl in clients:
+                    cl.queue.put_state("c:" + cid, frame)
+                    cl.known.add(cid)
+        for account_id in accounts:
+            clients = self.clients.get(account_id)
+            acct = ctx.store.account(account_id)
+            if not clients or acct is None:
+                continue
+            frame = _dumps({"type": "account", "account": account_json(acct)})
+            for cl in clients:
+                cl.queue.put_state("account", frame)
+
+    def summaries_round(self) -> None:
+        ctx = self.ctx
+        for account_id, clients in list(self.clients.items()):
+            clusters = ctx.service.list_clusters(account_id)
+            ids = {c.id for c in clusters}
+            frame = _dumps({"type": "summaries",
+                            "clusters": {c.id: gpu_summary(ctx, c) for c in clusters}})
+            for cl in clients:
+                for gone in cl.known - ids:
+                    cl.queue.put_state("c:" + gone, _dumps({"type": "cluster_removed",
+                                                            "id": gone}))
+                cl.known &= ids
+                cl.queue.put_state("summaries", frame)
+
+    def _replicas_frame(self, cid: str) -> str | None:
+        c = self.ctx.store.cluster(cid)
+        if c is None:
+            return None
+        return _dumps({"type": "replicas", "cluster_id": cid,
+                       "replicas": replicas_json(self.ctx, c)})
+
+    def replicas_round(self) -> None:
+        cache: dict[str, str | None] = {}
+        for clients in list(self.clients.values()):
+            for cl in clients:
+                for cid in cl.focus:
+                    if cid not in cache:
+                        cache[cid] = self._replicas_frame(cid)
+                    frame = cache[cid]
+                    if frame is not None:
+                        cl.queue.put_state("r:" + cid, frame)
+
+    def set_focus(self, client: WatchClient, refs: list[str]) -> None:
+        focus: set[str] = set()
+        for ref in refs[:MAX_FOCUS]:
+            c = self.ctx.store.find_cluster(client.account_id, ref)
+            if c is not None:
+                focus.add(c.id)
+        client.focus = focus
+        for cid in focus:
+            frame = self._replicas_frame(cid)
+            if frame is not None:
+                client.queue.put_state("r:" + cid, frame)
+
+    # -- loops --------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # A short pause lets a burst of changes coalesce into one frame each.
+            await asyncio.sleep(self.flush_delay_s)
+            try:
+                self._flush()
+            except Exception:
+                log.exception("watch flush failed")
+
+    async def _summaries_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.summary_interval_s)
+            try:
+                self.summaries_round()
+            except Exception:
+                log.exception("watch summaries failed")
+
+    async def _replicas_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.replicas_interval_s)
+            try:
+                self.replicas_round()
+            except Exception:
+                log.exception("watch replicas failed")
+
+
+async def _sender(ws: WebSocket, client: WatchClient) -> None:
+    while True:
+        batch = await client.queue.get_batch()
+        for frame in batch:
+            await ws.send_text(frame)
+        if client.queue.overflowed:
+            # Too far behind to deliver every event: make it resync from a snapshot.
+            await ws.close(code=1013, reason="too slow; reconnect for a fresh snapshot")
+            return
+        if client.queue.closed:
+            await ws.close(code=1001, reason="server shutting down")
+            return
+
+
+async def _receiver(ws: WebSocket, hub: WatchHub, client: WatchClient) -> None:
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        text = msg.get("text")
+        if text is None and msg.get("bytes") is not None:
+            text = msg["bytes"].decode("utf-8", "replace")
+        if not text or len(text) > 64 * 1024:
+            continue
+        try:
+            data = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("type") == "focus":
+            refs = data.get("clusters")
+            if isinstance(refs, list):
+                hub.set_focus(client, [r for r in refs if isinstance(r, str)])
+
+
+@router.websocket("/watch")
+async def watch(websocket: WebSocket) -> None:
+    try:
+        account = await require_ws_account(websocket)
+    except Unauthenticated:
+        return
+    ctx = get_ctx(websocket)
+    hub: WatchHub = ctx.hub
+    await websocket.accept()
+    client = hub.connect(account.id)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await websocket.send_text(hub.snapshot(client))
+        tasks = [asyncio.create_task(_sender(websocket, client)),
+                 asyncio.create_task(_receiver(websocket, hub, client))]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            exc = t.exception()
+            if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
+                log.debug("watch client ended: %r", exc)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        hub.disconnect(client)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t

@@ -1,0 +1,159 @@
+"""Billing arithmetic: rates, holds, charges and releases, as billing.md states them.
+
+Pure functions over integers: money in micro-dollars, durations in microseconds of
+wall time (or micro-hours where the API speaks hours). No IO, no clock: the service
+layer passes `now` in and writes what these functions return to the ledger.
+
+Rounding: holds round up, charges round down, to the micro-dollar. A cluster's total
+spend is computed from its exact time segments and the ledger gets the difference
+from what was already posted, so rounding never accumulates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+# One hour in microseconds; a micro-hour is 3,600 microseconds.
+US_PER_HOUR = 3_600_000_000
+US_PER_MICRO_HOUR = 3_600
+MICRO = 1_000_000
+
+# The longest a cluster may run in total (launch plus extensions), in micro-hours.
+MAX_DURATION_MICRO_HOURS = 720 * MICRO
+MIN_HOURS_MICRO_HOURS = 10_000  # 0.01 h
+
+LedgerKind = Literal["credit", "hold", "hold_release", "charge"]
+
+# Statuses in which a cluster's GPUs are committed (charges accrue, budget counts).
+ACCRUING = frozenset({"pending", "running"})
+BUDGETED = frozenset({"pending", "running", "stopping"})
+
+
+def _ceil_div(num: int, den: int) -> int:
+    return -((-num) // den)
+
+
+def per_replica_rate(rate_per_gpu_hour: int, gpu_count: int) -> int:
+    """Micro-dollars per hour for one replica."""
+    return rate_per_gpu_hour * gpu_count
+
+
+def hourly_rate(rate_per_gpu_hour: int, gpu_count: int, replicas: int) -> int:
+    """Micro-dollars per hour for the cluster at `replicas` replicas."""
+    return rate_per_gpu_hour * gpu_count * replicas
+
+
+def hold_for_hours(rate_per_hour: int, micro_hours: int) -> int:
+    """What `micro_hours` at `rate_per_hour` costs, rounded up (a hold)."""
+    if micro_hours <= 0:
+        return 0
+    return _ceil_div(rate_per_hour * micro_hours, MICRO)
+
+
+def hold_for_duration(rate_per_hour: int, duration_us: int) -> int:
+    """What `duration_us` microseconds at `rate_per_hour` costs, rounded up (a hold)."""
+    if duration_us <= 0:
+        return 0
+    return _ceil_div(rate_per_hour * duration_us, US_PER_HOUR)
+
+
+def micro_hours_to_us(micro_hours: int) -> int:
+    return micro_hours * US_PER_MICRO_HOUR
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of time during which a cluster accrued at one hourly rate.
+
+    `end_us` None: still open (the cluster accrues now)."""
+
+    start_us: int
+    end_us: int | None
+    hourly_rate: int
+
+
+def accrued(segments: Iterable[Segment], until_us: int) -> int:
+    """Total spend of the segments up to `until_us`, rounded down once, so that
+    posting `accrued(...) - already_posted` never drifts."""
+    exact = 0  # micro-dollar-microseconds per hour
+    for seg in segments:
+        end = until_us if seg.end_us is None else min(seg.end_us, until_us)
+        if end > seg.start_us:
+            exact += seg.hourly_rate * (end - seg.start_us)
+    return exact // US_PER_HOUR
+
+
+@dataclass(frozen=True)
+class ClusterMoney:
+    """A cluster's running totals, all non-negative micro-dollars.
+
+    `hold`: all holds placed; `released`: all hold releases (as a positive number);
+    `spent`: all charges (positive). What it still holds is `hold - released - spent`."""
+
+    hold: int = 0
+    released: int = 0
+    spent: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.hold - self.released - self.spent
+
+    def with_hold(self, amount: int) -> ClusterMoney:
+        return ClusterMoney(self.hold + amount, self.released, self.spent)
+
+    def with_charge(self, amount: int) -> ClusterMoney:
+        return ClusterMoney(self.hold, self.released, self.spent + amount)
+
+    def with_release(self, amount: int) -> ClusterMoney:
+        return ClusterMoney(self.hold, self.released + amount, self.spent)
+
+
+def charge_due(money: ClusterMoney, segments: Iterable[Segment], until_us: int) -> int:
+    """The charge to post now (a positive number, 0 when nothing is due): the exact
+    spend up to `until_us` less what was already charged, never more than the
+    cluster still holds."""
+    due = accrued(segments, until_us) - money.spent
+    return max(0, min(due, money.remaining))
+
+
+def scale_up_hold(per_replica: int, old_replicas: int, new_replicas: int, remaining_us: int) -> int:
+    """Extra hold for scaling up a running cluster: (r' - r) x per-replica rate x remaining."""
+    if new_replicas <= old_replicas:
+        return 0
+    return hold_for_duration(per_replica * (new_replicas - old_replicas), remaining_us)
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One ledger line an action posts (signed as the ledger stores it)."""
+
+    kind: LedgerKind
+    amount: int
+    memo: str
+
+
+def signed(kind: LedgerKind, magnitude: int) -> int:
+    """The ledger sign of each kind: credit and hold positive, hold_release and charge negative."""
+    return magnitude if kind in ("credit", "hold") else -magnitude
+
+
+def apply_posting(balance: int, held: int, kind: LedgerKind, amount: int) -> tuple[int, int]:
+    """Account totals after one signed ledger amount.
+
+    `balance = Σ credit + Σ charge`; `held = Σ hold + Σ hold_release + Σ charge`."""
+    if kind == "credit":
+        return balance + amount, held
+    if kind in ("hold", "hold_release"):
+        return balance, held + amount
+    return balance + amount, held + amount  # charge
+
+
+def missing(available: int, needed: int) -> int:
+    """How much a hold of `needed` lacks given `available` (0: it can be placed)."""
+    return max(0, needed - available)
+
+
+def gpus(gpu_count: int, replicas: int) -> int:
+    return gpu_count * replicas

@@ -1,0 +1,493 @@
+"""The `ecolink` command: `serve`, `stop`, and the admin commands (`accounts`, `keys`,
+`filesystems`). Every command finds its state directory from `--state-dir`, else
+`ECOLINK_STATE_DIR`, else `${XDG_DATA_HOME:-~/.local/share}/ecolink`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from ecolink import __version__
+
+DEFAULT_PORT = 8765
+ACCOUNT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+FS_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+MAX_CREDIT_MICROS = 10**9 * 10**6  # one billion dollars per entry keeps sums far from overflow
+
+log = logging.getLogger("ecolink")
+
+
+class CliError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- state dir
+
+
+def state_dir_from(arg: str | None) -> Path:
+    if arg:
+        d = Path(arg).expanduser()
+    elif os.environ.get("ECOLINK_STATE_DIR"):
+        d = Path(os.environ["ECOLINK_STATE_DIR"]).expanduser()
+    else:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        d = Path(base) / "ecolink"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(d, 0o700)
+    return d
+
+
+def _open_store(state_dir: Path) -> Any:
+    from ecolink.store import Store
+
+    return Store(state_dir / "ecolink.db")
+
+
+def _now_us() -> int:
+    from ecolink.clock import SystemClock
+    from ecolink.store import to_us
+
+    return to_us(SystemClock().now())
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, socktype, proto, _, addr = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind(addr)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _write_server_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ecolink.api.app import create_app
+    from ecolink.api.context import AppContext
+    from ecolink.catalog import CatalogError, load_catalog
+    from ecolink.clock import SystemClock
+    from ecolink.service import ClusterService, local_filesystems
+
+    host: str = args.host
+    tls = bool(args.tls_cert or args.tls_key)
+    if tls and not (args.tls_cert and args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together")
+    if not is_loopback(host) and not tls and not args.insecure_http:
+        raise CliError(
+            f"refusing to serve plain HTTP on {host}, which is not a loopback address: "
+            "give --tls-cert and --tls-key, or --insecure-http if something in front "
+            "terminates TLS"
+        )
+    state_dir = state_dir_from(args.state_dir)
+    lock_file = open(state_dir / "serve.lock", "a+")  # noqa: SIM115 - held while serving
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise CliError(f"another ecolink serve is running on {state_dir}") from None
+
+    try:
+        catalog = load_catalog(args.catalog)
+    except CatalogError as exc:
+        raise CliError(str(exc)) from exc
+    clock = SystemClock()
+    store = _open_store(state_dir)
+    telemetry: Any = None
+    if args.runtime == "local":
+        from ecolink.runtime.local import LocalRuntime
+
+        runtime: Any = LocalRuntime(state_dir, clock)
+
+        def filesystems() -> list[dict[str, str]]:
+            return local_filesystems(state_dir)
+    else:
+        from ecolink.runtime.kubernetes import create_kubernetes_runtime
+
+        runtime = create_kubernetes_runtime(args.namespace, args.context, clock)
+        fs = getattr(runtime, "filesystems", None)
+
+        def filesystems() -> list[dict[str, str]]:
+            if fs is None:
+                return []
+            result: list[dict[str, str]] = fs()
+            return result
+
+    try:
+        from ecolink.telemetry import TelemetryHub
+
+        telemetry = TelemetryHub(runtime, clock)
+    except ImportError:
+        telemetry = None
+    service = ClusterService(store, runtime, catalog, clock, filesystems=filesystems,
+                             tracker=telemetry)
+    sessions: Any = None
+    try:
+        from ecolink.sessions import SessionManager
+
+        sessions = SessionManager(runtime, clock, store=store, state_dir=state_dir)
+    except ImportError:
+        sessions = None
+
+    sock = _bind(host, args.port)
+    port = sock.getsockname()[1]
+    scheme = "https" if tls else "http"
+    url = f"{scheme}://{_url_host(host)}:{port}"
+    ctx = AppContext(
+        service=service, store=store, runtime=runtime, clock=clock, state_dir=state_dir,
+        catalog=catalog, telemetry=telemetry, sessions=sessions,
+        public_url=(args.public_url or url).rstrip("/"), tls=tls,
+        stop_replicas_on_shutdown=(args.runtime == "local"),
+    )
+    app = create_app(ctx)
+    config = uvicorn.Config(
+        app,
+        log_level=args.log_level,
+        lifespan="on",
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+        timeout_graceful_shutdown=10,
+        access_log=args.access_log,
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    server_json = state_dir / "server.json"
+    pid = os.getpid()
+
+    async def run() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.02)
+        if server.started:
+            _write_server_json(server_json, {"url": url, "pid": pid, "version": __version__,
+                                             "runtime": args.runtime})
+            print(f"ecolink {__version__} serving on {url} (state dir {state_dir})",
+                  file=sys.stderr, flush=True)
+        await task
+
+    # uvicorn handles SIGTERM/SIGINT (graceful shutdown), then re-raises the signal with
+    # the handler that was there before: make that one a no-op so the clean-up below
+    # still runs and the process exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    try:
+        asyncio.run(run())
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(server_json.read_text()).get("pid") == pid:
+                server_json.unlink()
+        store.close()
+        lock_file.close()
+    return 0 if server.started else 1
+
+
+def _alive(pid: int) -> bool:
+    """True while the process runs (an exited one its parent has not reaped yet counts
+    as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    state_dir = state_dir_from(args.state_dir)
+    path = state_dir / "server.json"
+    try:
+        info = json.loads(path.read_text())
+        pid = int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        print(f"no ecolink server runs on {state_dir}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        print(f"the server (pid {pid}) was not running; removed a stale server.json",
+              file=sys.stderr)
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            print(f"stopped the server (pid {pid})")
+            return 0
+        time.sleep(0.1)
+    print(f"the server (pid {pid}) did not stop within {args.timeout} s", file=sys.stderr)
+    return 1
+
+
+# --------------------------------------------------------------------------- admin
+
+
+def _credit(store: Any, account_id: str, micros: int, memo: str) -> None:
+    from ecolink.money import format_usd
+
+    if micros == 0:
+        raise CliError("the amount must not be zero")
+    if abs(micros) > MAX_CREDIT_MICROS:
+        raise CliError("the amount is too large")
+    acct = store.account(account_id)
+    if acct is not None and acct.available + micros < 0:
+        raise CliError(
+            f"a debit of ${format_usd(-micros)} would leave the account below zero "
+            f"(available ${format_usd(acct.available)})")
+    store.post(account_id, None, "credit", micros, memo, _now_us())
+
+
+def _parse_usd(text: str) -> int:
+    from ecolink.money import MoneyError, usd_to_micros
+
+    try:
+        return usd_to_micros(text.lstrip("$"))
+    except MoneyError as exc:
+        raise CliError(f"{text!r} is not a dollar amount ({exc})") from exc
+
+
+def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
+    from ecolink.money import format_usd
+    from ecolink.store import StoreError
+
+    store = _open_store(state_dir_from(args.state_dir))
+    try:
+        if args.accounts_cmd == "create":
+            if not ACCOUNT_NAME_RE.match(args.name):
+                raise CliError("an account name is 1 to 64 letters, digits, '.', '_' or '-'")
+            micros = _parse_usd(args.credit) if args.credit is not None else 0
+            if micros < 0:
+                raise CliError("the starting credit cannot be negative")
+            with store.tx():
+                try:
+                    acct = store.create_account(args.name, _now_us())
+                except StoreError as exc:
+                    raise CliError(str(exc)) from exc
+                if micros:
+                    _credit(store, acct.id, micros, "initial credit")
+            acct = store.account(acct.id)
+            print(f"created account {acct.name} ({acct.id}) with balance "
+                  f"${format_usd(acct.balance)}", file=out)
+        elif args.accounts_cmd == "credit":
+            micros = _parse_usd(args.amount)
+            with store.tx():
+                acct = store.account_by_name(args.name)
+                if acct is None:
+                    raise CliError(f"no account named {args.name!r}")
+                _credit(store, acct.id, micros, args.memo or "credit")
+            acct = store.account(acct.id)
+            print(f"account {acct.name}: balance ${format_usd(acct.balance)}, "
+                  f"available ${format_usd(acct.available)}", file=out)
+        else:
+            rows = [("NAME", "ID", "BALANCE", "HELD", "AVAILABLE")]
+            for a in store.accounts():
+                rows.append((a.name, a.id, format_usd(a.balance), format_usd(a.held),
+                             format_usd(a.available)))
+            _table(rows, out)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
+    from ecolink.store import rfc3339
+
+    store = _open_store(state_dir_from(args.state_dir))
+    try:
+        if args.keys_cmd == "create":
+            with store.tx():
+                acct = store.account_by_name(args.account)
+                if acct is None:
+                    raise CliError(f"no account named {args.account!r}")
+                key = store.create_api_key(acct.id, _now_us())
+            # The key is shown this once (only its hash is kept), as the last word.
+            print(f"created an API key for account {acct.name}; store it now, it is not "
+                  f"shown again: {key}", file=out)
+        elif args.keys_cmd == "list":
+            rows = [("PREFIX", "ACCOUNT", "CREATED", "STATUS")]
+            for k in store.api_keys():
+                status = f"revoked {rfc3339(k.revoked_at)[:19]}Z" if k.revoked_at else "active"
+                rows.append((k.prefix, k.account_name, rfc3339(k.created_at)[:19] + "Z", status))
+            _table(rows, out)
+        else:
+            prefix = args.prefix.strip()
+            if len(prefix) < 5:
+                raise CliError("give at least the first 5 characters of the key")
+            active = [k for k in store.api_keys() if k.revoked_at is None
+                      and (k.prefix.startswith(prefix) or prefix.startswith(k.prefix))]
+            if not active:
+                raise CliError(f"no active key starts with {prefix!r}")
+            if len(active) > 1:
+                raise CliError(f"{prefix!r} matches {len(active)} keys; give more characters")
+            with store.tx():
+                store.revoke_api_keys(active[0].prefix, _now_us())
+            print(f"revoked key {active[0].prefix} of account {active[0].account_name}",
+                  file=out)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_filesystems(args: argparse.Namespace, out: TextIO) -> int:
+    from ecolink.service import local_filesystems
+
+    state_dir = state_dir_from(args.state_dir)
+    if args.fs_cmd == "create":
+        if not FS_NAME_RE.match(args.name):
+            raise CliError("a filesystem name is a DNS label: lowercase letters, digits, '-'")
+        d = state_dir / "filesystems" / args.name
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if args.description:
+            (d / ".description").write_text(args.description + "\n")
+        print(f"created filesystem {args.name} at {d}", file=out)
+    else:
+        rows = [("NAME", "DESCRIPTION")]
+        for fs in local_filesystems(state_dir):
+            rows.append((fs["name"], fs["description"]))
+        _table(rows, out)
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip(), file=out)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", default=argparse.SUPPRESS,
+                        help="state directory (default: $ECOLINK_STATE_DIR, else the XDG "
+                             "data dir)")
+
+    p = argparse.ArgumentParser(prog="ecolink", parents=[common],
+                                description="The ecolink GPU-cluster backend.")
+    p.add_argument("--version", action="version", version=f"ecolink {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", parents=[common], help="run the API server")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    s.add_argument("--runtime", choices=["local", "kubernetes"], default="local")
+    s.add_argument("--namespace", default=None, help="kubernetes namespace")
+    s.add_argument("--context", default=None, help="kubeconfig context")
+    s.add_argument("--catalog", default=None, help="catalog TOML file (default: built in)")
+    s.add_argument("--public-url", default=None,
+                   help="base of public service URLs (default: the address served on)")
+    s.add_argument("--tls-cert", default=None)
+    s.add_argument("--tls-key", default=None)
+    s.add_argument("--insecure-http", action="store_true",
+                   help="allow plain HTTP on a non-loopback address")
+    s.add_argument("--log-level", default="warning",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument("--access-log", action="store_true")
+
+    st = sub.add_parser("stop", parents=[common], help="stop the server of the state dir")
+    st.add_argument("--timeout", type=float, default=60.0)
+
+    a = sub.add_parser("accounts", parents=[common], help="manage accounts")
+    asub = a.add_subparsers(dest="accounts_cmd", required=True)
+    ac = asub.add_parser("create", parents=[common])
+    ac.add_argument("name")
+    ac.add_argument("--credit", default=None, metavar="USD")
+    acr = asub.add_parser("credit", parents=[common])
+    acr.add_argument("name")
+    acr.add_argument("amount", metavar="USD")
+    acr.add_argument("--memo", default=None)
+    asub.add_parser("list", parents=[common])
+
+    k = sub.add_parser("keys", parents=[common], help="manage API keys")
+    ksub = k.add_subparsers(dest="keys_cmd", required=True)
+    kc = ksub.add_parser("create", parents=[common])
+    kc.add_argument("--account", required=True)
+    ksub.add_parser("list", parents=[common])
+    kr = ksub.add_parser("revoke", parents=[common])
+    kr.add_argument("prefix")
+
+    f = sub.add_parser("filesystems", parents=[common], help="manage shared filesystems")
+    fsub = f.add_subparsers(dest="fs_cmd", required=True)
+    fc = fsub.add_parser("create", parents=[common])
+    fc.add_argument("name")
+    fc.add_argument("--description", default=None)
+    fsub.add_parser("list", parents=[common])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "state_dir"):
+        args.state_dir = None
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.cmd == "serve":
+            logging.getLogger().setLevel(args.log_level.upper())
+            return cmd_serve(args)
+        if args.cmd == "stop":
+            return cmd_stop(args)
+        if args.cmd == "accounts":
+            return cmd_accounts(args, sys.stdout)
+        if args.cmd == "keys":
+            return cmd_keys(args, sys.stdout)
+        if args.cmd == "filesystems":
+            return cmd_filesystems(args, sys.stdout)
+    except CliError as exc:
+        print(f"ecolink: {exc}", file=sys.stderr)
+        return 1
+    parser.error("unknown command")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

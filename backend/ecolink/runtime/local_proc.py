@@ -1,0 +1,303 @@
+"""Process plumbing for the local runtime (Linux): subreaper, /proc scans, kill sweeps.
+
+Every process the local runtime starts carries `ECO_REPLICA_UID` in its environment;
+children inherit it, so a scan of /proc finds a replica's grandchildren and
+double-forked daemons even after they left its session. The backend makes itself a
+child subreaper, so orphans of replicas are re-parented to it (not to init), and this
+module reaps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+PR_SET_CHILD_SUBREAPER = 36
+MARKER = "ECO_REPLICA_UID"
+_MARKER_B = MARKER.encode() + b"="
+
+# Pids of children a Popen of ours owns and will wait for itself: never reaped here.
+MANAGED: set[int] = set()
+
+
+def make_subreaper() -> bool:
+    """Make this process a child subreaper; False where the kernel refuses."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    state: str
+    start_time: int  # clock ticks since boot: with the pid, identifies a process
+
+
+def proc_info(pid: int) -> ProcInfo | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    rest = data[data.rfind(b")") + 2 :].split()
+    try:
+        return ProcInfo(
+            pid=pid,
+            state=rest[0].decode(),
+            ppid=int(rest[1]),
+            pgid=int(rest[2]),
+            sid=int(rest[3]),
+            start_time=int(rest[19]),
+        )
+    except (IndexError, ValueError):
+        return None
+
+
+def start_time(pid: int) -> int | None:
+    info = proc_info(pid)
+    return info.start_time if info else None
+
+
+def all_pids() -> list[int]:
+    return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+
+
+def marker_of(pid: int) -> str | None:
+    """The replica marker in a process's environment (None if absent or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read()
+    except OSError:
+        return None
+    for item in env.split(b"\0"):
+        if item.startswith(_MARKER_B):
+            return item[len(_MARKER_B) :].decode(errors="replace")
+    return None
+
+
+def find_marked(match: Callable[[str], bool], roots: Iterable[int] = ()) -> list[ProcInfo]:
+    """Live processes whose marker satisfies `match`, plus the sessions, process groups
+    and descendants of `roots` (which covers processes that emptied their environment)."""
+    me = os.getpid()
+    infos = {}
+    for pid in all_pids():
+        if pid == me:
+            continue
+        info = proc_info(pid)
+        if info is not None and info.state != "Z":
+            infos[pid] = info
+    root_set = {r for r in roots if r > 0}
+    chosen: dict[int, ProcInfo] = {}
+    for pid, info in infos.items():
+        if pid in root_set or info.sid in root_set or info.pgid in root_set:
+            chosen[pid] = info
+            continue
+        m = marker_of(pid)
+        if m is not None and match(m):
+            chosen[pid] = info
+    # Descendants of anything chosen (children by ppid), to a fixed point.
+    changed = True
+    while changed:
+        changed = False
+        for pid, info in infos.items():
+            if pid not in chosen and info.ppid in chosen:
+                chosen[pid] = info
+                changed = True
+    return list(chosen.values())
+
+
+def signal_all(procs: Iterable[ProcInfo], sig: int) -> None:
+    for p in procs:
+        # Only signal the process we saw (a reused pid has another start time).
+        if start_time(p.pid) == p.start_time:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p.pid, sig)
+
+
+def alive(procs: Iterable[ProcInfo]) -> list[ProcInfo]:
+    out = []
+    for p in procs:
+        info = proc_info(p.pid)
+        if info is not None and info.start_time == p.start_time and info.state != "Z":
+            out.append(p)
+    return out
+
+
+def reap_orphans() -> int:
+    """Reap zombie children of this process that nobody else waits for: those the
+    subreaper inherited. Children in MANAGED are never touched."""
+    me = os.getpid()
+    n = 0
+    for pid in all_pids():
+        if pid in MANAGED:
+            continue
+        info = proc_info(pid)
+        if info is None or info.ppid != me or info.state != "Z":
+            continue
+        # Re-check: a child owned by other code has its pid in no marker set; its
+        # owner waits for it. Inherited orphans carry no Popen: reap those only.
+        if _owned_elsewhere(pid):
+            continue
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+            n += 1
+    return n
+
+
+# Pids of children started by other code in this process (subprocess.Popen keeps them
+# in its private list only once they are garbage; live Popen objects are unknown to
+# us), so a zombie is only reaped after it has stayed a zombie for a full sweep.
+_zombie_seen: dict[int, int] = {}
+
+
+def _owned_elsewhere(pid: int) -> bool:
+    st = start_time(pid)
+    if st is None:
+        return True
+    if _zombie_seen.get(pid) == st:
+        _zombie_seen.pop(pid, None)
+        return False
+    _zombie_seen[pid] = st
+    return True
+
+
+def reap_orphans_now(pids: Iterable[int]) -> None:
+    """Reap zombies we know are ours (orphans we just killed)."""
+    me = os.getpid()
+    for pid in pids:
+        if pid in MANAGED:
+            continue
+        info = proc_info(pid)
+        if info is not None and info.ppid == me and info.state == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def kill_tree_sync(
+    match: Callable[[str], bool], roots: Iterable[int], grace_s: float, poll_s: float = 0.05
+) -> int:
+    """SIGTERM everything matched, wait up to `grace_s`, then SIGKILL what is left.
+    Blocking (run it in a thread). Returns how many processes were signalled."""
+    import time
+
+    roots = list(roots)
+    procs = find_marked(match, roots)
+    if not procs:
+        return 0
+    for r in roots:  # the whole process group of a root, in one go
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(r, signal.SIGTERM)
+    signal_all(procs, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    seen = {p.pid: p for p in procs}
+    while time.monotonic() < deadline:
+        reap_orphans_now(seen)
+        # Processes forked during the grace period are caught by a fresh scan.
+        for p in find_marked(match, roots):
+            if p.pid not in seen:
+                seen[p.pid] = p
+                signal_all([p], signal.SIGTERM)
+        if not alive(seen.values()):
+            return len(seen)
+        time.sleep(poll_s)
+    for _ in range(5):
+        left = alive(seen.values()) + [
+            p for p in find_marked(match, roots) if p.pid not in seen
+        ]
+        if not left:
+            break
+        for p in left:
+            seen[p.pid] = p
+        signal_all(left, signal.SIGKILL)
+        time.sleep(poll_s)
+    reap_orphans_now(seen)
+    return len(seen)
+
+
+def kill_now_sync(match: Callable[[str], bool], roots: Iterable[int]) -> int:
+    """SIGKILL everything matched at once (leftovers of a run that already ended)."""
+    import time
+
+    total = 0
+    for _ in range(5):
+        procs = find_marked(match, roots)
+        if not procs:
+            break
+        total += len(procs)
+        signal_all(procs, signal.SIGKILL)
+        time.sleep(0.02)
+        reap_orphans_now(p.pid for p in procs)
+    return total
+
+
+def free_port() -> int:
+    """A free loopback TCP port (bound and released; the replica binds it next)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class ChildExit:
+    """Await the exit of a Popen child via a pidfd, without a SIGCHLD handler or a
+    waiting thread. `wait()` reaps it and returns its exit code (128+N for signal N,
+    as containers report it)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        MANAGED.add(proc.pid)
+        self._fd = os.pidfd_open(proc.pid)
+        self._done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().add_reader(self._fd, self._ready)
+
+    def _ready(self) -> None:
+        rc = self.proc.poll()
+        if rc is None:
+            return  # spurious
+        MANAGED.discard(self.proc.pid)
+        self._close()
+        if not self._done.done():
+            self._done.set_result(128 - rc if rc < 0 else rc)
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+    @property
+    def exited(self) -> bool:
+        return self._done.done()
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._done)
+
+    def future(self) -> asyncio.Future[int]:
+        return self._done
+
+    def close(self) -> None:
+        self._close()

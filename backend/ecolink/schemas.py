@@ -1,0 +1,379 @@
+"""The API's request and answer shapes as pydantic models (api.md), for validation and
+for the OpenAPI document. Pure data: the dashboard may import this module too.
+
+Requests are strict (no silent coercion of "4" to 4, no unknown fields); answers
+allow extra fields so the backend can add to them without breaking readers.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    PlainValidator,
+    StrictStr,
+    WithJsonSchema,
+    field_validator,
+)
+
+from ecolink.money import MoneyError, hours_to_micro_hours
+
+NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
+# A container image reference: [registry[:port]/]path[:tag][@digest].
+IMAGE_PATTERN = (
+    # A registry host has a dot or a port, or is localhost (else it is a path part).
+    r"^(?:(?:localhost(?::[0-9]{1,5})?"
+    r"|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)+"
+    r"(?::[0-9]{1,5})?"
+    r"|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?:[0-9]{1,5})/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+HOURS_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*$"
+MAX_STARTUP_COMMAND_BYTES = 4096
+MAX_REPLICAS = 1000
+MIN_HOURS = Decimal("0.01")
+MAX_HOURS = Decimal(720)
+
+def _validate_hours(value: object) -> int | float | str:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("hours must be a JSON number or a decimal string")
+    check_hours(value)
+    return value
+
+
+Hours = Annotated[
+    int | float | str,
+    PlainValidator(_validate_hours),
+    WithJsonSchema({
+        "anyOf": [
+            {"type": "number", "minimum": 0.01, "maximum": 720},
+            {"type": "string", "pattern": HOURS_PATTERN, "maxLength": 40},
+        ],
+        "description": "Hours as a JSON number or a decimal string, 0.01 to 720, at most "
+                       "6 decimal places",
+        "examples": [10, "2.5"],
+    }),
+]
+
+ClusterStatus = Literal[
+    "pending", "running", "stopping", "stopped", "terminating", "terminated", "failed"
+]
+TelemetryKind = Literal["nvml", "dcgm", "nvidia-smi", "simulated"]
+Money = Annotated[str, Field(description="US dollars, exact to 6 places", examples=["29.940000"])]
+
+
+def check_hours(value: object) -> int:
+    """Hours to micro-hours, or ValueError with the reason (0.01 to 720, 6 places)."""
+    try:
+        mh = hours_to_micro_hours(value)
+    except MoneyError as exc:
+        raise ValueError(f"hours must be a decimal number with at most 6 places ({exc})") from exc
+    if mh < 10_000:
+        raise ValueError("hours must be at least 0.01")
+    if mh > 720 * 1_000_000:
+        raise ValueError("hours must be at most 720")
+    return mh
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class ExposeIn(_Request):
+    port: StrictInt = Field(ge=1, le=65535, description="the service port the replicas listen on")
+
+
+class LaunchIn(_Request):
+    name: StrictStr = Field(
+        min_length=1, max_length=40, pattern=NAME_PATTERN,
+        description="a DNS label: lowercase letters, digits and '-', starting with a letter, "
+        "not ending with '-'",
+    )
+    region: StrictStr = Field(min_length=1, max_length=100, description="a region of GET /catalog")
+    gpu_type: StrictStr = Field(min_length=1, max_length=100,
+                                description="a GPU type of the region")
+    gpu_count: StrictInt = Field(ge=1, le=1024, description="GPUs per replica, one of the "
+                                 "type's gpu_counts")
+    replicas: StrictInt = Field(ge=2, le=MAX_REPLICAS)
+    image: StrictStr = Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN,
+                             description="a container image reference")
+    estimated_duration_hours: Hours
+    startup_command: StrictStr | None = Field(
+        None, max_length=MAX_STARTUP_COMMAND_BYTES,
+        description="a shell command line run as `sh -c`, at most 4 KiB")
+    shared_filesystems: list[StrictStr] = Field(default_factory=list, max_length=32)
+    expose: ExposeIn | None = None
+
+    @field_validator("startup_command")
+    @classmethod
+    def _command(cls, v: str | None) -> str | None:
+        if v is not None:
+            if len(v.encode("utf-8")) > MAX_STARTUP_COMMAND_BYTES:
+                raise ValueError("startup_command must be at most 4 KiB")
+            if "\x00" in v:
+                raise ValueError("startup_command must not contain NUL")
+            if not v.strip():
+                raise ValueError("startup_command must not be blank")
+        return v
+
+    @field_validator("shared_filesystems")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("shared_filesystems lists a filesystem twice")
+        return v
+
+
+class ScaleIn(_Request):
+    replicas: StrictInt = Field(ge=2, le=MAX_REPLICAS)
+
+
+class ExtendIn(_Request):
+    hours: Hours
+
+
+class EndpointIn(_Request):
+    port: StrictInt = Field(ge=1, le=65535)
+
+
+# --------------------------------------------------------------------------- answers
+
+
+class ErrorDetail(BaseModel):
+    code: Literal[
+        "unauthenticated", "not_found", "invalid_request", "conflict", "insufficient_balance",
+        "runtime_unavailable", "method_not_allowed",
+    ]
+    message: str
+    field: str | None = Field(None, description="the input at fault, where one is")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(_Answer):
+    status: Literal["ok"]
+    version: str
+
+
+class GpuTypeOut(_Answer):
+    name: str
+    rate_per_gpu_hour: Money
+    gpu_counts: list[int]
+
+
+class RegionOut(_Answer):
+    name: str
+    gpu_budget: int
+    gpu_types: list[GpuTypeOut]
+
+
+class CatalogOut(_Answer):
+    regions: list[RegionOut]
+
+
+class FilesystemOut(_Answer):
+    name: str
+    description: str
+
+
+class FilesystemsOut(_Answer):
+    filesystems: list[FilesystemOut]
+
+
+class AccountOut(_Answer):
+    id: str
+    name: str
+    balance: Money
+    held: Money
+    available: Money
+
+
+class AuthSessionOut(_Answer):
+    account: AccountOut
+    expires_at: str
+
+
+class LedgerEntryOut(_Answer):
+    id: int
+    at: str
+    cluster_id: str | None
+    kind: Literal["credit", "hold", "hold_release", "charge"]
+    amount: Money
+    balance_after: Money
+    held_after: Money
+    memo: str
+
+
+class LedgerOut(_Answer):
+    entries: list[LedgerEntryOut]
+
+
+class CostOut(_Answer):
+    hold: Money
+    spent: Money
+    hold_remaining: Money
+    projected_total: Money
+
+
+class EndpointOut(_Answer):
+    url: str
+    port: int
+
+
+class ReplicaStateOut(_Answer):
+    name: str
+    index: int
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
+    ready: bool
+    restarts: int
+    reason: str | None
+    node: str | None
+
+
+class GpuSummaryOut(_Answer):
+    gpus: int
+    mean_utilization: float
+    idle_gpus: int
+    telemetry: TelemetryKind
+
+
+class ClusterOut(_Answer):
+    id: str
+    name: str
+    region: str
+    gpu_type: str
+    gpu_count: int
+    replicas: int
+    image: str
+    startup_command: str | None
+    shared_filesystems: list[str]
+    status: ClusterStatus
+    status_reason: Literal["user", "expired", "error"] | None
+    stale: bool
+    created_at: str
+    started_at: str | None
+    expires_at: str
+    estimated_duration_hours: float
+    hourly_rate: Money
+    burn_rate: Money
+    cost: CostOut
+    endpoint: EndpointOut | None
+    ready_replicas: int
+    replica_states: list[ReplicaStateOut]
+    gpu_summary: GpuSummaryOut
+
+
+class ClustersOut(_Answer):
+    clusters: list[ClusterOut]
+
+
+class GpuOut(_Answer):
+    index: int
+    uuid: str
+    name: str
+    utilization: float
+    memory_used_mib: int
+    memory_total_mib: int
+    temperature_c: float
+    power_w: float
+    power_limit_w: float
+
+
+class ReplicaOut(ReplicaStateOut):
+    gpus: list[GpuOut]
+    telemetry: TelemetryKind
+
+
+class ReplicasOut(_Answer):
+    replicas: list[ReplicaOut]
+
+
+class MetricsGpuOut(_Answer):
+    index: int
+    uuid: str
+    samples: list[list[Any]] = Field(
+        description="[t, utilization, memory_used_mib, temperature_c, power_w] per sample")
+
+
+class MetricsReplicaOut(_Answer):
+    name: str
+    gpus: list[MetricsGpuOut]
+
+
+class MetricsOut(_Answer):
+    interval_s: float
+    replicas: list[MetricsReplicaOut]
+
+
+class EventOut(_Answer):
+    at: str
+    kind: str
+    message: str
+    replica: str | None = None
+
+
+class EventsOut(_Answer):
+    events: list[EventOut]
+
+
+# --------------------------------------------------------------------------- watch frames
+
+
+class WatchSnapshot(_Answer):
+    type: Literal["snapshot"]
+    clusters: list[ClusterOut]
+    account: AccountOut
+
+
+class WatchCluster(_Answer):
+    type: Literal["cluster"]
+    cluster: ClusterOut
+
+
+class WatchClusterRemoved(_Answer):
+    type: Literal["cluster_removed"]
+    id: str
+
+
+class WatchAccount(_Answer):
+    type: Literal["account"]
+    account: AccountOut
+
+
+class WatchEvent(_Answer):
+    type: Literal["event"]
+    cluster_id: str
+    event: EventOut
+
+
+class WatchSummaries(_Answer):
+    type: Literal["summaries"]
+    clusters: dict[str, GpuSummaryOut]
+
+
+class WatchReplicas(_Answer):
+    type: Literal["replicas"]
+    cluster_id: str
+    replicas: list[ReplicaOut]
+
+
+class WatchFocus(_Request):
+    """What a client sends: the clusters whose replicas it wants every second."""
+
+    type: Literal["focus"]
+    clusters: list[StrictStr] = Field(max_length=100)

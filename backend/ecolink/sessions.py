@@ -1,0 +1,434 @@
+"""Kept exec sessions: shells that outlive a dashboard's connection (detach, reattach).
+
+Runtime-agnostic: a session is an `ExecStream` from `Runtime.exec` plus a bounded
+history of its output (`keep_bytes`, at least 1 MiB), replayed to every client that
+attaches; several clients may be attached at once, all seeing the same output.
+
+Back-pressure without unbounded memory: clients do not have queues of their own,
+each is a cursor into the shared history. The session's reader stops (and so makes
+the process wait) while a client is about to lose output it has not been sent yet;
+if that client does not catch up within `slow_grace_s`, it is dropped (closed with
+code 4008), never the others, and nothing a client keeping up has not seen is lost.
+
+Records go to the store (`kept_sessions`) so a restarted backend reports the sessions
+its restart ended (`ended_reason` "backend_restart"); without a store, a small JSON
+file in the state dir does the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shlex
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ecolink.clock import Clock
+from ecolink.runtime.base import ExecRequest, ExecResult, ExecStream, Runtime
+
+log = logging.getLogger(__name__)
+
+# At least the last MiB is always replayable: whole chunks leave the history, so
+# keep one chunk and its overhead more than that.
+DEFAULT_KEEP_BYTES = 1024 * 1024 + 2 * 64 * 1024
+FRAME_MAX = 64 * 1024
+# WebSocket close code for a client dropped because it fell too far behind.
+CLOSE_TOO_SLOW = 4008
+
+
+def _us(when: datetime) -> int:
+    from ecolink.store import to_us
+
+    return to_us(when)
+
+
+def _rfc3339_us(us: int) -> str:
+    from ecolink.store import rfc3339
+
+    return rfc3339(us)
+
+
+class SessionNotFound(Exception):
+    pass
+
+
+@dataclass(eq=False)
+class Client:
+    """One attached connection: a cursor (an absolute output offset) into the history."""
+
+    cursor: int
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    dropped: bool = False
+
+
+# Each kept chunk also counts this much towards the budget, so tiny writes cannot
+# pile up a huge number of chunk objects.
+CHUNK_OVERHEAD = 64
+
+
+class Session:
+    def __init__(
+        self,
+        manager: SessionManager,
+        sid: str,
+        cluster_id: str,
+        replica: str,
+        command: list[str],
+        tty: bool,
+        started_us: int,
+        stream: ExecStream,
+    ) -> None:
+        self.manager = manager
+        self.id = sid
+        self.cluster_id = cluster_id
+        self.replica = replica
+        self.command = command
+        self.tty = tty
+        self.started_us = started_us
+        self.stream = stream
+        # History: [start offset, channel, data] chunks, oldest first, from index `head`
+        # on (a list with a moving head: O(1) access, amortised O(1) removal).
+        self.chunks: list[tuple[int, int, bytearray]] = []
+        self.head = 0
+        self.kept = 0  # budget used by chunks[head:]
+        self.end = 0  # absolute offset after the newest byte
+        self.clients: set[Client] = set()
+        self.progress = asyncio.Event()  # a client advanced its cursor
+        self.exited = False
+        self.exit_code: int | None = None
+        self.result: ExecResult | None = None
+        self.ended_reason: str | None = None
+        self.done = asyncio.Event()  # output complete and result known
+        self.task: asyncio.Task[None] | None = None
+
+    # -- producing
+    @property
+    def start(self) -> int:
+        """Offset of the oldest byte still kept."""
+        return self.chunks[self.head][0] if self.head < len(self.chunks) else self.end
+
+    async def pump(self) -> None:
+        try:
+            while True:
+                frame = await self.stream.read()
+                if frame is None:
+                    break
+                await self._append(*frame)
+            self.result = await self.stream.result()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the runtime lost the process
+            log.warning("session %s lost its stream: %s", self.id, exc)
+            self.result = ExecResult(exit_code=None, message=str(exc))
+        finally:
+            with contextlib.suppress(Exception):
+                await self.stream.kill()
+            if self.result is None:
+                self.result = ExecResult(exit_code=None, message="the session was ended")
+            self.exited = True
+            self.exit_code = self.result.exit_code
+            if self.ended_reason is None:
+                self.ended_reason = "exited"
+            self.done.set()
+            for c in list(self.clients):
+                c.wake.set()
+            self.manager._persist_end(self)
+
+    async def _append(self, channel: int, data: bytes) -> None:
+        keep = self.manager.keep_bytes
+        need = len(data) + CHUNK_OVERHEAD
+        # Before dropping old output, make sure no attached client still needs it.
+        while self.kept + need > keep and self.head < len(self.chunks) - 1:
+            first_start, _, first = self.chunks[self.head]
+            first_end = first_start + len(first)
+            behind = [c for c in self.clients if not c.dropped and c.cursor < first_end]
+            if behind:
+                self.progress.clear()
+                try:
+                    await asyncio.wait_for(self.progress.wait(), self.manager.slow_grace_s)
+                except TimeoutError:
+                    for c in behind:
+                        if c.cursor < first_end:
+                            c.dropped = True
+                            c.wake.set()
+                continue
+            self.kept -= len(first) + CHUNK_OVERHEAD
+            self.head += 1
+            if self.head > 1024 and self.head * 2 > len(self.chunks):
+                del self.chunks[: self.head]
+                self.head = 0
+        last = self.chunks[-1] if self.head < len(self.chunks) else None
+        if last is not None and last[1] == channel and len(last[2]) + len(data) <= FRAME_MAX:
+            last[2].extend(data)  # coalesce: clients read by offset, so this is safe
+            self.kept += len(data)
+        else:
+            self.chunks.append((self.end, channel, bytearray(data)))
+            self.kept += need
+        self.end += len(data)
+        for c in self.clients:
+            c.wake.set()
+
+    # -- consuming
+    def attach(self) -> Client:
+        c = Client(cursor=self.start)
+        self.clients.add(c)
+        return c
+
+    def detach(self, c: Client) -> None:
+        self.clients.discard(c)
+        self.progress.set()
+
+    def _chunk_at(self, offset: int) -> int:
+        lo, hi = self.head, len(self.chunks) - 1
+        while lo < hi:  # the last chunk starting at or before offset
+            mid = (lo + hi + 1) // 2
+            if self.chunks[mid][0] <= offset:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    async def frames(self, c: Client) -> AsyncIterator[tuple[int, bytes]]:
+        """Output frames for one client: the kept history, then live output, until
+        the session's output is complete. Raises `ClientTooSlow` if dropped."""
+        while True:
+            if c.dropped or c.cursor < self.start:
+                c.dropped = True
+                raise ClientTooSlow()
+            if c.cursor < self.end:
+                i = self._chunk_at(c.cursor)
+                begin, channel, data = self.chunks[i]
+                piece = bytes(data[c.cursor - begin : c.cursor - begin + FRAME_MAX])
+                c.cursor += len(piece)
+                self.progress.set()
+                yield channel, piece
+                continue
+            if self.done.is_set():
+                return
+            c.wake.clear()
+            if c.cursor < self.end or self.done.is_set() or c.dropped:
+                continue
+            await c.wake.wait()
+
+    # -- input
+    async def write(self, data: bytes) -> None:
+        if not self.exited:
+            await self.stream.write(data)
+
+    async def resize(self, width: int, height: int) -> None:
+        if not self.exited:
+            await self.stream.resize(width, height)
+
+    async def close_stdin(self) -> None:
+        if not self.exited:
+            await self.stream.close_stdin()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "cluster_id": self.cluster_id,
+            "replica": self.replica,
+            "command": list(self.command),
+            "tty": self.tty,
+            "started_at": _rfc3339_us(self.started_us),
+            "exited": self.exited,
+            "exit_code": self.exit_code,
+            "ended_reason": self.ended_reason,
+            "attached": sum(1 for c in self.clients if not c.dropped),
+        }
+
+
+class ClientTooSlow(Exception):
+    """The client fell further behind than the kept history."""
+
+
+def normalize_command(command: Sequence[str] | str | None) -> list[str]:
+    """A string runs as `sh -c`; None or empty: a login shell (the runtime's choice)."""
+    if command is None:
+        return []
+    if isinstance(command, str):
+        return ["sh", "-c", command] if command.strip() else []
+    return [str(x) for x in command]
+
+
+class SessionManager:
+    """All kept sessions of this backend."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        clock: Clock,
+        *,
+        store: Any = None,
+        state_dir: Path | None = None,
+        keep_bytes: int = DEFAULT_KEEP_BYTES,
+        slow_grace_s: float = 2.0,
+    ) -> None:
+        self.runtime = runtime
+        self.clock = clock
+        self.store = store
+        self.keep_bytes = max(keep_bytes, FRAME_MAX)
+        self.slow_grace_s = slow_grace_s
+        self._file = (Path(state_dir) / "sessions.json") if (state_dir and store is None) else None
+        self._sessions: dict[str, Session] = {}
+        # Whatever was open when the last backend stopped ended with it.
+        self._end_open_records("backend_restart")
+
+    # -- records
+    def _end_open_records(self, reason: str) -> None:
+        now = _us(self.clock.now())
+        if self.store is not None:
+            self.store.end_open_kept_sessions(reason, now)
+            return
+        recs = self._file_records()
+        changed = False
+        for r in recs:
+            if not r.get("exited") and r.get("ended_reason") is None:
+                r.update(exited=True, ended_reason=reason, ended_at=now)
+                changed = True
+        if changed:
+            self._write_file(recs)
+
+    def _file_records(self) -> list[dict[str, Any]]:
+        if self._file is None:
+            return []
+        try:
+            data = json.loads(self._file.read_text())
+            return data if isinstance(data, list) else []
+        except (OSError, ValueError):
+            return []
+
+    def _write_file(self, recs: list[dict[str, Any]]) -> None:
+        if self._file is None:
+            return
+        tmp = self._file.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(recs[-1000:]))
+            os.replace(tmp, self._file)
+
+    def _persist_new(self, s: Session) -> None:
+        rec = {
+            "id": s.id, "cluster_id": s.cluster_id, "replica": s.replica,
+            "command": s.command, "tty": s.tty, "started_at": s.started_us,
+            "exited": False, "exit_code": None, "ended_reason": None, "ended_at": None,
+        }
+        try:
+            if self.store is not None:
+                self.store.save_kept_session(rec)
+            else:
+                recs = self._file_records()
+                recs.append(rec)
+                self._write_file(recs)
+        except Exception:
+            log.exception("could not record session %s", s.id)
+
+    def _persist_end(self, s: Session) -> None:
+        now = _us(self.clock.now())
+        changes = dict(exited=True, exit_code=s.exit_code, ended_reason=s.ended_reason,
+                       ended_at=now)
+        try:
+            if self.store is not None:
+                self.store.update_kept_session(s.id, **changes)
+            else:
+                recs = self._file_records()
+                for r in recs:
+                    if r.get("id") == s.id:
+                        r.update(changes)
+                self._write_file(recs)
+        except Exception:
+            log.exception("could not record the end of session %s", s.id)
+
+    # -- use
+    async def create(
+        self, cluster_id: str, replica: str, command: Sequence[str] | str | None, tty: bool = True,
+        width: int = 80, height: int = 24,
+    ) -> Session:
+        argv = normalize_command(command)
+        req = ExecRequest(command=tuple(argv), stdin=True, stdout=True, stderr=not tty, tty=tty,
+                          width=width, height=height)
+        stream = await self.runtime.exec(cluster_id, replica, req)
+        sid = "ses_" + secrets.token_hex(8)
+        s = Session(self, sid, cluster_id, replica, argv or ["(login shell)"], tty,
+                    _us(self.clock.now()), stream)
+        self._sessions[sid] = s
+        self._persist_new(s)
+        s.task = asyncio.create_task(s.pump(), name=f"session-{sid}")
+        return s
+
+    def get(self, cluster_id: str, sid: str) -> Session:
+        s = self._sessions.get(sid)
+        if s is None or s.cluster_id != cluster_id:
+            raise SessionNotFound(sid)
+        return s
+
+    def list(self, cluster_id: str) -> list[dict[str, Any]]:
+        live = {sid: s for sid, s in self._sessions.items() if s.cluster_id == cluster_id}
+        out: list[dict[str, Any]] = []
+        if self.store is not None:
+            recs = self.store.kept_sessions(cluster_id)
+        else:
+            recs = [r for r in self._file_records() if r.get("cluster_id") == cluster_id]
+        seen = set()
+        for r in recs:
+            s = live.get(r["id"])
+            if s is not None:
+                out.append(s.as_json())
+            else:
+                out.append({
+                    "id": r["id"], "cluster_id": r["cluster_id"], "replica": r["replica"],
+                    "command": list(r["command"]), "tty": bool(r["tty"]),
+                    "started_at": _rfc3339_us(int(r["started_at"])),
+                    "exited": bool(r["exited"]), "exit_code": r["exit_code"],
+                    "ended_reason": r["ended_reason"], "attached": 0,
+                })
+            seen.add(r["id"])
+        for sid, s in live.items():
+            if sid not in seen:
+                out.append(s.as_json())
+        return out
+
+    def known(self, cluster_id: str, sid: str) -> dict[str, Any] | None:
+        for r in self.list(cluster_id):
+            if r["id"] == sid:
+                return r
+        return None
+
+    async def end(self, cluster_id: str, sid: str, reason: str = "deleted") -> Session:
+        s = self.get(cluster_id, sid)
+        await self._end(s, reason)
+        # Deleted: no more attaching; its record stays listed as ended.
+        self._sessions.pop(sid, None)
+        return s
+
+    async def _end(self, s: Session, reason: str) -> None:
+        if not s.exited:
+            s.ended_reason = reason
+            with contextlib.suppress(Exception):
+                await s.stream.kill()
+        if s.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(s.task), 5)
+            except (TimeoutError, Exception):
+                s.task.cancel()
+
+    async def end_all(self, reason: str = "backend_restart") -> None:
+        await asyncio.gather(*(self._end(s, reason) for s in list(self._sessions.values())),
+                             return_exceptions=True)
+
+    def forget_cluster(self, cluster_id: str) -> None:
+        """Drop ended sessions of a cluster from memory (records stay in the store)."""
+        for sid, s in list(self._sessions.items()):
+            if s.cluster_id == cluster_id and s.exited:
+                del self._sessions[sid]
+
+
+def describe(command: Sequence[str]) -> str:
+    return shlex.join(command)

@@ -1,0 +1,731 @@
+"""The `ecotui` command: with no subcommand the dashboard; with one, a scriptable
+CLI over the same backend and the same validation.
+
+Exit codes scripts can rely on: 0 done, 1 refused by the backend, 2 usage (bad
+arguments, or a confirmation needed without --yes), 3 cannot reach the backend.
+`exec` exits with the remote command's exit code once it ran.
+
+Actions that cost money or destroy (launch, scale, extend, stop, resume,
+terminate) say what they will do and ask first; `--yes` skips the question, and
+without a terminal on standard input they never ask: they refuse (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, NoReturn, TextIO
+from urllib.parse import quote, urlencode
+
+from ecotui import __version__, costs
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.config import ConfigError, Connection, resolve_connection
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+WIDTH = 80
+
+# API field names -> the launch flags that set them, for messages.
+LAUNCH_FLAGS = {
+    "name": "--name", "region": "--region", "gpu_type": "--gpu-type",
+    "gpu_count": "--gpu-count", "replicas": "--replicas", "image": "--image",
+    "estimated_duration_hours": "--hours", "startup_command": "--startup-command",
+    "shared_filesystems": "--shared-fs", "expose": "--expose-port", "port": "--expose-port",
+}
+
+
+class UsageError(Exception):
+    """Exit 2 with this message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# -- argument parsing ------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--api", metavar="URL", default=argparse.SUPPRESS,
+                        help="backend URL (default: ECO_API_URL, the config file, else the "
+                             "local embedded backend)")
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--json", action="store_true", help="print the backend's JSON answer")
+    confirm = argparse.ArgumentParser(add_help=False)
+    confirm.add_argument("-y", "--yes", action="store_true",
+                         help="do not ask for confirmation (needed without a terminal)")
+
+    p = _Parser(prog="ecotui", description="GPU cluster dashboard and CLI. With no command, "
+                "opens the dashboard.")
+    p.add_argument("--api", metavar="URL", default=None,
+                   help="backend URL (default: ECO_API_URL, the config file, else the local "
+                        "embedded backend); the key comes from ECO_API_KEY or the config file")
+    p.add_argument("--refresh", metavar="HZ", type=_positive_float, default=4.0,
+                   help="dashboard repaint rate (default 4 per second)")
+    p.add_argument("--version", action="version", version=f"ecotui {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("ls", parents=[common, data], help="list clusters")
+    s.add_argument("--status", help="only clusters in this status")
+
+    s = sub.add_parser("show", parents=[common, data], help="one cluster in detail")
+    s.add_argument("name")
+
+    s = sub.add_parser("launch", parents=[common, data, confirm], help="launch a cluster")
+    s.add_argument("--name", required=True)
+    s.add_argument("--region", required=True)
+    s.add_argument("--gpu-type", required=True)
+    s.add_argument("--gpu-count", required=True, type=int)
+    s.add_argument("--replicas", required=True, type=int)
+    s.add_argument("--image", required=True)
+    s.add_argument("--hours", required=True, help="estimated duration in hours (decimal)")
+    s.add_argument("--startup-command")
+    s.add_argument("--shared-fs", action="append", default=[], metavar="NAME",
+                   help="attach a shared filesystem (repeatable)")
+    s.add_argument("--expose-port", type=int, metavar="PORT",
+                   help="open the public URL, forwarding to this port")
+
+    s = sub.add_parser("scale", parents=[common, data, confirm], help="change the replica count")
+    s.add_argument("name")
+    s.add_argument("replicas", type=int)
+
+    s = sub.add_parser("extend", parents=[common, data, confirm], help="add hours before expiry")
+    s.add_argument("name")
+    s.add_argument("hours")
+
+    s = sub.add_parser("restart", parents=[common, data],
+                       help="restart one replica, or the whole cluster one replica at a time")
+    s.add_argument("name")
+    s.add_argument("replica", nargs="?")
+
+    for verb, what in (("stop", "stop a cluster (its unused hold is released)"),
+                       ("resume", "resume a stopped cluster (places a new hold)"),
+                       ("terminate", "terminate a cluster (cannot be undone)")):
+        s = sub.add_parser(verb, parents=[common, data, confirm], help=what)
+        s.add_argument("name")
+
+    s = sub.add_parser("endpoint", parents=[common, data],
+                       help="open the public URL on PORT, change its port, or --close it")
+    s.add_argument("name")
+    s.add_argument("port", nargs="?", type=int)
+    s.add_argument("--close", action="store_true")
+
+    s = sub.add_parser("logs", parents=[common], help="a replica's output")
+    s.add_argument("name")
+    s.add_argument("replica")
+    s.add_argument("-f", "--follow", action="store_true")
+    s.add_argument("--tail", type=int, metavar="N")
+    s.add_argument("--previous", action="store_true", help="the run before the last restart")
+
+    s = sub.add_parser("exec", parents=[common], help="run a command in a replica: "
+                       "exec NAME REPLICA -- CMD...")
+    s.add_argument("name")
+    s.add_argument("replica")
+    s.add_argument("-i", "--stdin", action="store_true", help="pass standard input on")
+    s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD")
+
+    s = sub.add_parser("ledger", parents=[common, data], help="the account's ledger")
+    s.add_argument("--csv", action="store_true", help="the ledger as CSV")
+    s.add_argument("--cluster", metavar="NAME", help="only this cluster's entries")
+    s.add_argument("--limit", type=int, metavar="N")
+    return p
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not v > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return v
+
+
+# -- entry point -----------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version (0) or usage (2)
+        return int(exc.code or 0)
+    if args.command is None:
+        return _run_dashboard(args)
+    if args.command == "exec":
+        cmd = list(args.cmd)
+        if cmd and cmd[0] == "--":
+            cmd = cmd[1:]
+        if not cmd:
+            return _usage("exec needs a command: ecotui exec NAME REPLICA -- CMD...")
+        args.cmd = cmd
+    if args.command == "endpoint" and (args.port is None) == (not args.close):
+        return _usage("endpoint needs either a PORT or --close")
+    if args.command in CONFIRMING and not args.yes and not sys.stdin.isatty():
+        # Checked before anything is fetched: a script gets the same answer whether or
+        # not the backend is up.
+        return _usage(f"{args.command} needs confirmation; pass --yes (standard input is "
+                      "not a terminal, so ecotui does not ask)")
+    try:
+        conn = resolve_connection(args.api, None)
+    except ConfigError as exc:
+        return _usage(str(exc))
+    except Exception as exc:  # the embedded backend could not be started or found
+        _err(f"cannot reach the backend: {exc}")
+        return EXIT_UNREACHABLE
+    try:
+        return asyncio.run(_run_command(args, conn))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    try:
+        conn = resolve_connection(args.api, None)
+    except ConfigError as exc:
+        return _usage(str(exc))
+    except Exception as exc:
+        _err(f"cannot reach the backend: {exc}")
+        return EXIT_UNREACHABLE
+    from ecotui.app import run_app  # the dashboard pulls in textual; the CLI does not need it
+
+    result = run_app(conn, args.refresh)
+    return int(result) if isinstance(result, int) else EXIT_OK
+
+
+async def _run_command(args: argparse.Namespace, conn: Connection) -> int:
+    handler: Callable[..., Any] = COMMANDS[args.command]
+    client = EcoClient(conn.url, conn.key)
+    try:
+        return int(await handler(client, args) or 0)
+    except UsageError as exc:
+        return _usage(str(exc))
+    except ApiRefusal as exc:
+        _err(_refusal_words(exc, args))
+        return EXIT_REFUSED
+    except BackendUnreachable as exc:
+        _err(str(exc))
+        return EXIT_UNREACHABLE
+    except _WsUnreachable as exc:
+        _err(f"cannot reach the backend at {conn.url}: {exc}")
+        return EXIT_UNREACHABLE
+    finally:
+        await client.aclose()
+
+
+def _usage(message: str) -> int:
+    _err(message)
+    return EXIT_USAGE
+
+
+def _err(message: str) -> None:
+    print(f"ecotui: {message}", file=sys.stderr)
+
+
+def _refusal_words(exc: ApiRefusal, args: argparse.Namespace) -> str:
+    text = costs.refusal_text(exc.status, exc.message, None if exc.status == 422 else exc.field)
+    if exc.status == 422 and exc.field:
+        flag = LAUNCH_FLAGS.get(exc.field.split(".")[0]) if args.command == "launch" else None
+        return f"invalid {flag or exc.field}: {exc.message}"
+    return text
+
+
+# -- shared helpers ----------------------------------------------------------------
+
+def _print_json(value: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    json.dump(value, out, indent=2, sort_keys=False)
+    out.write("\n")
+
+
+def _confirm(args: argparse.Namespace, question: str, *, type_name: str | None = None) -> None:
+    """Ask before acting; --yes skips; no terminal on stdin: refuse (UsageError)."""
+    if getattr(args, "yes", False):
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question.rstrip('?')}: needs confirmation; pass --yes "
+                         "(standard input is not a terminal, so ecotui does not ask)")
+    print(question, file=sys.stderr)
+    if type_name is not None:
+        sys.stderr.write(f"Type the cluster's name ({type_name}) to confirm: ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip()
+        if answer != type_name:
+            raise UsageError("not confirmed: the name did not match; nothing was changed")
+        return
+    sys.stderr.write("Proceed? [y/N] ")
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise UsageError("not confirmed; nothing was changed")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _money(value: Any) -> str:
+    try:
+        return costs.usd(costs.usd_to_micros(value))
+    except (costs.MoneyError, TypeError):
+        return "-"
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return "-"
+    return costs.local_time_text(value, None, now=_now())
+
+
+def _until(value: str | None) -> str:
+    if not value:
+        return "-"
+    return costs.duration_text(costs.remaining_us(value, _now()))
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=WIDTH - 1, subsequent_indent=indent,
+                         break_on_hyphens=False, break_long_words=False)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
+           right: set[int] = frozenset(), shrink: int = 0) -> str:  # type: ignore[assignment]
+    """Columns fitted to 80: column `shrink` is cut (with …) when the table is wider."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    total = sum(widths) + 2 * (len(widths) - 1)
+    if total > WIDTH:
+        widths[shrink] = max(4, widths[shrink] - (total - WIDTH))
+
+    def fmt(row: Sequence[str]) -> str:
+        cells = []
+        for i, cell in enumerate(row):
+            if len(cell) > widths[i]:
+                cell = cell[: widths[i] - 1] + "…"
+            cells.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([fmt(headers), *(fmt(r) for r in rows)])
+
+
+# -- commands -----------------------------------------------------------------------
+
+async def cmd_ls(client: EcoClient, args: argparse.Namespace) -> int:
+    clusters = await client.clusters(args.status)
+    if args.json:
+        _print_json({"clusters": clusters})
+        return EXIT_OK
+    if not clusters:
+        print("No clusters. Launch one with: ecotui launch --help")
+        return EXIT_OK
+    rows = []
+    for c in clusters:
+        rows.append([
+            c["name"], c["status"], c["region"],
+            f"{c['replicas']}x{c['gpu_count']} {c['gpu_type']}",
+            f"{c.get('ready_replicas', 0)}/{c['replicas']}",
+            _money(c.get("burn_rate")), _money((c.get("cost") or {}).get("spent")),
+            _until(c.get("expires_at")) if c["status"] not in ("terminated", "failed") else "-",
+        ])
+    print(_table(["NAME", "STATUS", "REGION", "GPUS", "READY", "$/H", "SPENT", "EXPIRES IN"],
+                 rows, right={4, 5, 6}, shrink=0))
+    return EXIT_OK
+
+
+async def cmd_show(client: EcoClient, args: argparse.Namespace) -> int:
+    c = await client.cluster(args.name)
+    if args.json:
+        _print_json(c)
+        return EXIT_OK
+    print(render_cluster(c))
+    return EXIT_OK
+
+
+def render_cluster(c: dict[str, Any]) -> str:
+    cost = c.get("cost") or {}
+    total_gpus = int(c["replicas"]) * int(c["gpu_count"])
+    lines = [f"{c['name']}  {c['status']}" + (f" ({c['status_reason']})"
+                                             if c.get("status_reason") else "")
+             + ("  [stale]" if c.get("stale") else ""),
+             f"  id           {c['id']}",
+             f"  region       {c['region']}",
+             f"  gpus         {c['replicas']} replicas x {c['gpu_count']} {c['gpu_type']} "
+             f"({total_gpus} GPUs)",
+             f"  image        {c.get('image') or '-'}"]
+    if c.get("startup_command"):
+        lines.append(f"  startup      {c['startup_command'][:WIDTH - 15]}")
+    if c.get("shared_filesystems"):
+        lines.append(f"  filesystems  {', '.join(c['shared_filesystems'])}")
+    lines += [
+        f"  rate         {_money(c.get('hourly_rate'))}/h (now {_money(c.get('burn_rate'))}/h)",
+        f"  hold         {_money(cost.get('hold'))} placed, {_money(cost.get('hold_remaining'))}"
+        " still held",
+        f"  spent        {_money(cost.get('spent'))}, projected "
+        f"{_money(cost.get('projected_total'))}",
+        f"  started      {_when(c.get('started_at'))}",
+        f"  expires      {_when(c.get('expires_at'))} (in {_until(c.get('expires_at'))})",
+    ]
+    ep = c.get("endpoint")
+    if ep:
+        # The URL on a line of its own, never cut: it is there to be copied.
+        lines += [f"  endpoint     port {ep['port']}, public URL:", f"    {ep['url']}"]
+    else:
+        lines.append("  endpoint     none")
+    states = c.get("replica_states") or []
+    lines.append(f"  replicas     {c.get('ready_replicas', 0)}/{c['replicas']} ready")
+    if states:
+        rows = [[s["name"], s.get("phase") or "-", "yes" if s.get("ready") else "no",
+                 str(s.get("restarts", 0)), s.get("reason") or "", s.get("node") or ""]
+                for s in states]
+        table = _table(["REPLICA", "PHASE", "READY", "RESTARTS", "REASON", "NODE"], rows,
+                       right={3}, shrink=4)
+        lines += ["    " + line for line in table.splitlines()]
+    return "\n".join(line if "://" in line else line[:WIDTH] for line in lines)
+
+
+async def cmd_launch(client: EcoClient, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {
+        "name": args.name, "region": args.region, "gpu_type": args.gpu_type,
+        "gpu_count": args.gpu_count, "replicas": args.replicas, "image": args.image,
+        "estimated_duration_hours": args.hours,
+    }
+    if args.startup_command is not None:
+        body["startup_command"] = args.startup_command
+    if args.shared_fs:
+        body["shared_filesystems"] = list(args.shared_fs)
+    if args.expose_port is not None:
+        body["expose"] = {"port": args.expose_port}
+    if not args.yes:
+        _confirm(args, await _launch_question(client, args))
+    c = await client.launch(body)
+    if args.json:
+        _print_json(c)
+    else:
+        print(_wrap(f"Launched {c['name']} ({c['id']}): {_money(c['hourly_rate'])}/h, hold "
+                    f"{_money(c['cost']['hold'])}, expires {_when(c['expires_at'])}."))
+        if c.get("endpoint"):
+            print(f"Public URL: {c['endpoint']['url']}")
+    return EXIT_OK
+
+
+async def _launch_question(client: EcoClient, args: argparse.Namespace) -> str:
+    what = (f"Launch {args.name}: {args.replicas} replicas x {args.gpu_count} {args.gpu_type} "
+            f"in {args.region} for {args.hours} h")
+    try:
+        catalog, account = await asyncio.gather(client.catalog(), client.account())
+        rate = costs.catalog_rate(catalog, args.region, args.gpu_type)
+        mh = costs.parse_hours(args.hours)
+    except (costs.MoneyError, ApiRefusal):
+        return what + "?"
+    if rate is None:
+        return what + "?"
+    p = costs.launch_preview(rate, args.gpu_count, args.replicas, mh,
+                             costs.usd_to_micros(account["available"]))
+    left = (f"short by {costs.usd(p.short_by)}" if p.short_by
+            else f"{costs.usd(p.left)} left of {costs.usd(p.available)}")
+    return _wrap(f"{what} at {costs.usd(p.hourly_rate)}/h. This places a hold of "
+                 f"{costs.usd_exact(p.hold)} ({left}).")
+
+
+async def cmd_scale(client: EcoClient, args: argparse.Namespace) -> int:
+    c = await client.cluster(args.name)
+    if not args.yes:
+        per = costs.cluster_per_replica_rate(c)
+        r = int(c["replicas"])
+        new_rate = costs.usd(per * args.replicas)
+        if c["status"] not in costs.ACCRUING_STATUSES:
+            money = (f"It is {c['status']}: only the desired count changes; nothing is held "
+                     f"now. New rate when it runs: {new_rate}/h.")
+        elif args.replicas > r:
+            hold = costs.cluster_scale_hold(c, args.replicas, _now())
+            money = (f"New rate {new_rate}/h. Additional hold about {costs.usd_exact(hold)} "
+                     f"for the {_until(c['expires_at'])} remaining.")
+        else:
+            money = (f"New rate {new_rate}/h. Scaling down refunds nothing: the hold stays "
+                     "as it is.")
+        _confirm(args, _wrap(f"Scale {c['name']} from {r} to {args.replicas} replicas. {money}"))
+    c = await client.scale(c["id"], args.replicas)
+    if args.json:
+        _print_json(c)
+    else:
+        print(_wrap(f"{c['name']}: {c['replicas']} replicas, {_money(c['hourly_rate'])}/h, "
+                    f"hold {_money(c['cost']['hold'])} in all."))
+    return EXIT_OK
+
+
+async def cmd_extend(client: EcoClient, args: argparse.Namespace) -> int:
+    c = await client.cluster(args.name)
+    if not args.yes:
+        try:
+            mh = costs.parse_hours(args.hours)
+        except costs.MoneyError:
+            mh = None  # the backend will say what is wrong with it
+        if mh is not None:
+            new_expiry = costs.add_micro_hours(c["expires_at"], mh)
+            if c["status"] in costs.ACCRUING_STATUSES:
+                money = (f"Additional hold {costs.usd_exact(costs.cluster_extend_hold(c, mh))}"
+                         f" ({args.hours} h x {_money(c['hourly_rate'])}/h).")
+            else:
+                money = f"It is {c['status']}: nothing is held now."
+            _confirm(args, _wrap(f"Extend {c['name']} by {args.hours} h: it will expire "
+                                 f"{_when(new_expiry.isoformat())}. {money}"))
+        else:
+            _confirm(args, f"Extend {c['name']} by {args.hours} h?")
+    c = await client.extend(c["id"], args.hours)
+    if args.json:
+        _print_json(c)
+    else:
+        print(_wrap(f"{c['name']}: expires {_when(c['expires_at'])} "
+                    f"(in {_until(c['expires_at'])}), hold {_money(c['cost']['hold'])} in all."))
+    return EXIT_OK
+
+
+async def cmd_restart(client: EcoClient, args: argparse.Namespace) -> int:
+    c = await client.cluster(args.name)
+    answer = await client.restart(c["id"], args.replica)
+    if args.json:
+        _print_json(answer)
+    elif args.replica:
+        print(f"{args.replica}: restarting.")
+    else:
+        print(f"{c['name']}: restarting its replicas one at a time.")
+    return EXIT_OK
+
+
+async def cmd_stop(client: EcoClient, args: argparse.Namespace) -> int:
+    c = await client.cluster(args.name)
+    if not args.yes:
+        held = _money((c.get("cost") or {}).get("hold_remaining"))
+        _confirm(args, _wrap(
+            f"Stop {c['name']}: its replicas stop, charges are posted up to now and what it "
+            f"still holds (about {held}) is released. It still expires "
+            f"{_when(c['expires_at'])}."))
+    c = await client.stop(c["id"])
+    return _after(c, args, f"{c['name']}: {c['status']}; hold still held "
+                           f"{_money(c['cost']['hold_remaining'])}.")
+
+
+async def cmd_resume(client: EcoClient, args: argparse.Namespace) -> int:
+    c = await client.cluster(args.name)
+    if not args.yes:
+        hold = costs.cluster_resume_hold(c, _now())
+        _confirm(args, _wrap(
+            f"Resume {c['name']} at {_money(c['hourly_rate'])}/h: this places a new hold of "
+            f"about {costs.usd_exact(hold)} for the {_until(c['expires_at'])} until it "
+            f"expires."))
+    c = await client.resume(c["id"])
+    return _after(c, args, f"{c['name']}: {c['status']}, {_money(c['hourly_rate'])}/h, "
+                           f"expires {_when(c['expires_at'])}.")
+
+
+async def cmd_terminate(client: EcoClient, args: argparse.Namespace) -> int:
+    c = await client.cluster(args.name)
+    if not args.yes:
+        held = _money((c.get("cost") or {}).get("hold_remaining"))
+        _confirm(args, _wrap(
+            f"Terminate {c['name']}: this cannot be undone. Its replicas are deleted, "
+            f"charges are posted up to now and the unused hold (about {held}) is released."),
+            type_name=c["name"])
+    c = await client.terminate(c["id"])
+    return _after(c, args, f"{c['name']}: {c['status']}; spent {_money(c['cost']['spent'])}.")
+
+
+def _after(c: dict[str, Any], args: argparse.Namespace, text: str) -> int:
+    if args.json:
+        _print_json(c)
+    else:
+        print(_wrap(text))
+    return EXIT_OK
+
+
+async def cmd_endpoint(client: EcoClient, args: argparse.Namespace) -> int:
+    c = await client.cluster(args.name)
+    if args.close:
+        await client.close_endpoint(c["id"])
+        if args.json:
+            _print_json({"closed": True, "id": c["id"]})
+        else:
+            print(f"{c['name']}: public URL closed.")
+        return EXIT_OK
+    ep = await client.set_endpoint(c["id"], args.port)
+    if args.json:
+        _print_json(ep)
+    else:
+        print(f"{c['name']}: {ep['url']} -> port {ep['port']}")
+        print(f'curl {ep["url"]} -H "Authorization: Bearer eco_YOUR_KEY"')
+    return EXIT_OK
+
+
+async def cmd_logs(client: EcoClient, args: argparse.Namespace) -> int:
+    c = await client.cluster(args.name)
+    out = sys.stdout.buffer
+    if args.follow:
+        async for chunk in client.follow_logs(c["id"], args.replica, tail=args.tail,
+                                              previous=args.previous):
+            out.write(chunk)
+            out.flush()
+        return EXIT_OK
+    text = await client.logs(c["id"], args.replica, tail=args.tail, previous=args.previous)
+    out.write(text.encode())
+    out.flush()
+    return EXIT_OK
+
+
+async def cmd_ledger(client: EcoClient, args: argparse.Namespace) -> int:
+    cluster_id = None
+    if args.cluster:
+        cluster_id = (await client.cluster(args.cluster))["id"]
+    if args.csv:
+        text = await client.ledger_csv(cluster_id=cluster_id, limit=args.limit)
+        sys.stdout.write(text)
+        if text and not text.endswith("\n"):
+            sys.stdout.write("\n")
+        return EXIT_OK
+    entries = await client.ledger(cluster_id=cluster_id, limit=args.limit)
+    if args.json:
+        _print_json({"entries": entries})
+        return EXIT_OK
+    names: dict[str, str] = {}
+    if any(e.get("cluster_id") for e in entries):
+        try:
+            names = {c["id"]: c["name"] for c in await client.clusters()}
+        except ApiRefusal:
+            names = {}
+    rows = []
+    for e in entries:
+        at = costs.parse_time(e["at"]).astimezone()
+        cid = e.get("cluster_id")
+        rows.append([str(e["id"]), f"{at:%Y-%m-%d %H:%M}",
+                     names.get(cid, cid or "-") if cid else "-", e["kind"],
+                     _money(e["amount"]), _money(e["balance_after"]), _money(e["held_after"])])
+    if not rows:
+        print("No ledger entries.")
+        return EXIT_OK
+    print(_table(["ID", "AT", "CLUSTER", "KIND", "AMOUNT", "BALANCE", "HELD"], rows,
+                 right={0, 4, 5, 6}, shrink=2))
+    return EXIT_OK
+
+
+# -- exec: the Kubernetes channel protocol over a WebSocket ---------------------------
+
+class _WsUnreachable(Exception):
+    pass
+
+
+SUBPROTOCOLS = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
+
+
+def exit_code_from_status(status: dict[str, Any]) -> int:
+    """The remote command's exit code from a channel-3 Kubernetes Status."""
+    if status.get("status") == "Success":
+        return 0
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message"))
+            except (TypeError, ValueError):
+                break
+    return 1
+
+
+async def cmd_exec(client: EcoClient, args: argparse.Namespace) -> int:
+    import websockets
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    query = [("command", part) for part in args.cmd]
+    query += [("stdout", "1"), ("stderr", "1"), ("stdin", "1" if args.stdin else "0"),
+              ("tty", "0")]
+    path = (f"/gpu-clusters/{quote(args.name, safe='')}/replicas/"
+            f"{quote(args.replica, safe='')}/exec?{urlencode(query)}")
+    try:
+        ws = await websockets.connect(client.ws_url(path), subprotocols=SUBPROTOCOLS,  # type: ignore[arg-type]
+                                      additional_headers=client.auth_headers(),
+                                      max_size=None, open_timeout=15)
+    except InvalidStatus as exc:
+        raise _refusal_from_http(exc.response.status_code, exc.response.body) from exc
+    except (OSError, TimeoutError) as exc:
+        raise _WsUnreachable(str(exc)) from exc
+    v5 = ws.subprotocol == "v5.channel.k8s.io"
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    code: int | None = None
+    pump: asyncio.Task[None] | None = None
+    if args.stdin:
+        pump = asyncio.create_task(_pump_stdin(ws, v5))
+    try:
+        async for frame in ws:
+            if isinstance(frame, str):
+                frame = frame.encode()
+            if not frame:
+                continue
+            channel, payload = frame[0], frame[1:]
+            if channel == 1:
+                out.write(payload)
+                out.flush()
+            elif channel == 2:
+                err.write(payload)
+                err.flush()
+            elif channel == 3:
+                try:
+                    status = json.loads(payload or b"{}")
+                except ValueError:
+                    status = {"status": "Failure", "message": "unreadable exit status"}
+                code = exit_code_from_status(status)
+                # A plain non-zero exit says nothing more; other failures explain themselves.
+                if code and status.get("reason") != "NonZeroExitCode" and status.get("message"):
+                    _err(str(status["message"]))
+    except ConnectionClosed:
+        pass
+    finally:
+        if pump is not None:
+            pump.cancel()
+        await ws.close()
+    if code is None:
+        _err("the connection closed before the command's exit status arrived")
+        return EXIT_REFUSED
+    return code
+
+
+async def _pump_stdin(ws: Any, v5: bool) -> None:
+    fd = sys.stdin.fileno()
+    loop = asyncio.get_running_loop()
+    while True:
+        chunk = await loop.run_in_executor(None, os.read, fd, 65536)
+        if not chunk:
+            break
+        await ws.send(b"\x00" + chunk)
+    if v5:
+        await ws.send(b"\xff\x00")  # v5: close stdin, so the command sees end of input
+
+
+def _refusal_from_http(status: int, body: bytes | None) -> ApiRefusal:
+    try:
+        e = json.loads(body or b"")["error"]
+        return ApiRefusal(status, e.get("code", "error"), e.get("message", ""), e.get("field"))
+    except (ValueError, KeyError, TypeError):
+        text = (body or b"").decode(errors="replace")[:200]
+        return ApiRefusal(status, "error", text or f"HTTP {status}")
+
+
+CONFIRMING = frozenset({"launch", "scale", "extend", "stop", "resume", "terminate"})
+
+COMMANDS: dict[str, Callable[..., Any]] = {
+    "ls": cmd_ls, "show": cmd_show, "launch": cmd_launch, "scale": cmd_scale,
+    "extend": cmd_extend, "restart": cmd_restart, "stop": cmd_stop, "resume": cmd_resume,
+    "terminate": cmd_terminate, "endpoint": cmd_endpoint, "logs": cmd_logs, "exec": cmd_exec,
+    "ledger": cmd_ledger,
+}
+
+__all__ = ["main", "build_parser", "render_cluster", "exit_code_from_status",
+           "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "EXIT_UNREACHABLE"]

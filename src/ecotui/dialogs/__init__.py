@@ -1,0 +1,108 @@
+"""Cluster-action dialogs (Textual modal screens) and the calls that open them.
+
+Each `open_*` pushes its dialog on `app` and returns the dialog. A dialog uses
+only `app.client` (an `ecotui.client.rest.EcoClient`), `app.notify` and
+`app.push_screen`, plus, when the app has them, `app.clock` (anything with
+`now()`) and `app.tz` (the zone to show times in; default the local zone), so
+it runs in the dashboard and in a small host app alike. `cluster` is the
+cluster object as the API gives it. `callback`, when given, gets the dialog's
+result: the backend's answer, or None when cancelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from textual.app import App
+
+from ecotui.dialogs._base import ActionDialog
+from ecotui.dialogs.endpoint import EndpointDialog, curl_line
+from ecotui.dialogs.expiry import ExpiryWarningDialog
+from ecotui.dialogs.extend import ExtendDialog
+from ecotui.dialogs.launch import LaunchDialog
+from ecotui.dialogs.lifecycle import ResumeDialog, StopDialog, TerminateDialog
+from ecotui.dialogs.restart import RestartDialog
+from ecotui.dialogs.scale import ScaleDialog
+
+__all__ = [
+    "ActionDialog",
+    "EndpointDialog",
+    "ExpiryWarningDialog",
+    "ExtendDialog",
+    "LaunchDialog",
+    "RestartDialog",
+    "ResumeDialog",
+    "ScaleDialog",
+    "StopDialog",
+    "TerminateDialog",
+    "curl_line",
+    "open_endpoint",
+    "open_expiry_warning",
+    "open_extend",
+    "open_launch",
+    "open_restart",
+    "open_resume",
+    "open_scale",
+    "open_stop",
+    "open_terminate",
+]
+
+Callback = Callable[[Any], Any] | None
+
+
+def _env(app: App[Any]) -> dict[str, Any]:
+    return {"clock": getattr(app, "clock", None), "tz": getattr(app, "tz", None)}
+
+
+def _push(app: App[Any], screen: Any, callback: Callback) -> Any:
+    app.push_screen(screen, callback)
+    return screen
+
+
+def open_launch(app: App[Any], callback: Callback = None) -> LaunchDialog:
+    return _push(app, LaunchDialog(app.client, **_env(app)), callback)  # type: ignore[attr-defined]
+
+
+def open_scale(app: App[Any], cluster: dict[str, Any], callback: Callback = None) -> ScaleDialog:
+    return _push(app, ScaleDialog(cluster, app.client, **_env(app)), callback)  # type: ignore[attr-defined]
+
+
+def open_extend(app: App[Any], cluster: dict[str, Any], callback: Callback = None) -> ExtendDialog:
+    return _push(app, ExtendDialog(cluster, app.client, **_env(app)), callback)  # type: ignore[attr-defined]
+
+
+def open_endpoint(app: App[Any], cluster: dict[str, Any],
+                  callback: Callback = None) -> EndpointDialog:
+    return _push(app, EndpointDialog(cluster, app.client, **_env(app)), callback)  # type: ignore[attr-defined]
+
+
+def open_restart(app: App[Any], cluster: dict[str, Any], replica: str | None = None,
+                 callback: Callback = None) -> RestartDialog:
+    return _push(app, RestartDialog(cluster, app.client, replica, **_env(app)), callback)  # type: ignore[attr-defined]
+
+
+def open_stop(app: App[Any], cluster: dict[str, Any], callback: Callback = None) -> StopDialog:
+    return _push(app, StopDialog(cluster, app.client, **_env(app)), callback)  # type: ignore[attr-defined]
+
+
+def open_resume(app: App[Any], cluster: dict[str, Any], callback: Callback = None) -> ResumeDialog:
+    return _push(app, ResumeDialog(cluster, app.client, **_env(app)), callback)  # type: ignore[attr-defined]
+
+
+def open_terminate(app: App[Any], cluster: dict[str, Any],
+                   callback: Callback = None) -> TerminateDialog:
+    return _push(app, TerminateDialog(cluster, app.client, **_env(app)), callback)  # type: ignore[attr-defined]
+
+
+def open_expiry_warning(app: App[Any], cluster: dict[str, Any],
+                        callback: Callback = None) -> ExpiryWarningDialog:
+    """The warning; its `e` key closes it and opens the extend dialog."""
+
+    def done(choice: Any) -> None:
+        if choice == "extend":
+            open_extend(app, cluster, callback)
+        elif callback is not None:
+            callback(None)
+
+    return _push(app, ExpiryWarningDialog(cluster, **_env(app)), done)

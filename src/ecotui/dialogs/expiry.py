@@ -1,0 +1,106 @@
+"""Expiry warning: a cluster is about to reach its expiry (and terminate);
+`e` opens the extend dialog in one key."""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+from typing import Any, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from ecolink.clock import Clock, SystemClock
+from ecotui import costs
+from ecotui.dialogs._words import cluster_summary
+
+
+class ExpiryWarningDialog(ModalScreen[str | None]):
+    """Dismisses with "extend" when the user chose to extend, else None."""
+
+    DEFAULT_CSS = """
+    ExpiryWarningDialog {
+        align: center middle;
+    }
+    ExpiryWarningDialog > #dialog {
+        width: 76;
+        max-width: 100%;
+        height: auto;
+        border: round $warning;
+        border-title-style: bold;
+        background: $surface;
+        padding: 0 1;
+    }
+    ExpiryWarningDialog .text {
+        width: 100%;
+        height: auto;
+        margin: 0 0 1 0;
+    }
+    ExpiryWarningDialog #left {
+        color: $text-warning;
+        text-style: bold;
+    }
+    ExpiryWarningDialog #buttons {
+        width: 100%;
+        height: 1;
+        align-horizontal: right;
+    }
+    ExpiryWarningDialog #buttons Button {
+        margin: 0 0 0 2;
+        min-width: 10;
+        width: auto;
+        padding: 0 1;
+    }
+    """
+
+    BINDINGS: ClassVar = [
+        Binding("e", "extend", "Extend"),
+        Binding("escape", "dismiss_warning", "Dismiss"),
+    ]
+
+    def __init__(self, cluster: dict[str, Any], *, clock: Clock | None = None,
+                 tz: tzinfo | None = None) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.clock: Clock = clock if clock is not None and hasattr(clock, "now") else SystemClock()
+        self.tz = tz
+
+    def compose(self) -> ComposeResult:
+        c = self.cluster
+        with Vertical(id="dialog") as box:
+            box.border_title = f"{c['name']} expires soon"
+            yield Static("", id="left", classes="text")
+            yield Static(cluster_summary(c), classes="text")
+            yield Static(
+                "At expiry it terminates: its replicas are deleted, charges stop there and "
+                "the unused hold is released. Extend it to keep it running.", classes="text")
+            with Horizontal(id="buttons"):
+                yield Button("Dismiss", id="dismiss", compact=True)
+                yield Button("Extend… (e)", id="extend", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        self._tick()
+        self.set_interval(1.0, self._tick)
+
+    def _tick(self) -> None:
+        now = self.clock.now()
+        remaining = costs.remaining_us(self.cluster["expires_at"], now)
+        at = costs.local_time_text(self.cluster["expires_at"], self.tz, now=now)
+        text = (f"{self.cluster['name']} expires in {costs.duration_text(remaining)}, at {at}."
+                if remaining > 0 else f"{self.cluster['name']} has reached its expiry ({at}).")
+        self.query_one("#left", Static).update(text)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "extend":
+            self.action_extend()
+        else:
+            self.action_dismiss_warning()
+
+    def action_extend(self) -> None:
+        self.dismiss("extend")
+
+    def action_dismiss_warning(self) -> None:
+        self.dismiss(None)

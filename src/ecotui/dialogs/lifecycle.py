@@ -1,0 +1,170 @@
+"""Stop, resume and terminate confirmations: each says what happens to the
+cluster's hold; resume shows the new hold it places; terminate says it cannot be
+undone and asks for the cluster's name typed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from textual.widget import Widget
+from textual.widgets import Button, Input, Static
+
+from ecotui import costs
+from ecotui.dialogs._base import ActionDialog
+from ecotui.dialogs._words import cluster_summary, gpus_text
+
+
+def _held_now(cluster: dict[str, Any]) -> str:
+    cost = cluster.get("cost") or {}
+    try:
+        return costs.usd_exact(costs.usd_to_micros(cost.get("hold_remaining", "0")))
+    except costs.MoneyError:
+        return "?"
+
+
+class StopDialog(ActionDialog):
+    CONFIRM_LABEL = "Stop"
+    CONFIRM_VARIANT = "warning"
+    PROGRESS = "Stopping… waiting for the backend to confirm."
+
+    def __init__(self, cluster: dict[str, Any], client: Any, **kw: Any) -> None:
+        super().__init__(client, **kw)
+        self.cluster = cluster
+
+    def title_text(self) -> str:
+        return f"Stop {self.cluster['name']}?"
+
+    def compose_body(self) -> Iterable[Widget]:
+        c = self.cluster
+        yield Static(cluster_summary(c), classes="text")
+        yield Static(
+            f"Its replicas stop and its charges stop. Charges are posted up to now, and "
+            f"what it still holds (about {_held_now(c)}) is released to your account.",
+            classes="text")
+        yield Static(
+            f"It still expires {self.when(c['expires_at'])}. Resuming places a new hold "
+            "for the time then remaining. The public URL, if any, stays.",
+            classes="text")
+
+    async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
+        return await self.client.stop(self.cluster["id"], idempotency_key=idempotency_key)
+
+    def done_message(self, operation: str, result: Any) -> str | None:
+        return f"{result.get('name', self.cluster['name'])}: {result.get('status', 'stopping')}"
+
+
+class ResumeDialog(ActionDialog):
+    CONFIRM_LABEL = "Resume"
+    PROGRESS = "Resuming… waiting for the backend to confirm."
+
+    def __init__(self, cluster: dict[str, Any], client: Any, **kw: Any) -> None:
+        super().__init__(client, **kw)
+        self.cluster = cluster
+        self.available: int | None = None
+        self.preview_hold: int | None = None
+
+    def title_text(self) -> str:
+        return f"Resume {self.cluster['name']}?"
+
+    def compose_body(self) -> Iterable[Widget]:
+        yield Static(cluster_summary(self.cluster), classes="text")
+        yield Static("", id="preview", classes="preview")
+
+    def on_mount(self) -> None:
+        self.refresh_preview()
+        self.set_interval(1.0, self.refresh_preview)
+        self.run_worker(self._load(), group="load")
+
+    async def _load(self) -> None:
+        try:
+            account = await asyncio.wait_for(self.client.account(), 15)
+        except Exception:
+            return
+        self.available = costs.usd_to_micros(account["available"])
+        self.refresh_preview()
+
+    def refresh_preview(self) -> None:
+        if not self.composed:
+            return
+        c = self.cluster
+        now = self.now()
+        remaining = costs.remaining_us(c["expires_at"], now)
+        hold = costs.cluster_resume_hold(c, now)
+        self.preview_hold = hold
+        if remaining <= 0:
+            text = (f"{c['name']} expired {self.when(c['expires_at'])}; it cannot run again. "
+                    "Launch a new cluster instead.")
+        else:
+            lines = [
+                f"Its {gpus_text(c)} start again and charges accrue at "
+                f"{costs.usd_exact(costs.cluster_hourly_rate(c))}/h.",
+                "",
+                f"New hold          {costs.usd_exact(hold)} for the "
+                f"{costs.duration_text(remaining)} until it expires {self.when(c['expires_at'])}",
+            ]
+            if self.available is not None:
+                left = costs.left_after(self.available, hold)
+                if left < 0:
+                    lines.append(f"Available         {costs.usd_exact(self.available)}: "
+                                 f"short by {costs.usd_exact(-left)}")
+                else:
+                    lines.append(f"Available         {costs.usd_exact(self.available)} → "
+                                 f"{costs.usd_exact(left)} left")
+            text = "\n".join(lines)
+        self.query_one("#preview", Static).update(text)
+
+    async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
+        return await self.client.resume(self.cluster["id"], idempotency_key=idempotency_key)
+
+    def done_message(self, operation: str, result: Any) -> str | None:
+        return f"{result.get('name', self.cluster['name'])}: resuming"
+
+
+class TerminateDialog(ActionDialog):
+    CONFIRM_LABEL = "Terminate"
+    CONFIRM_VARIANT = "error"
+    PROGRESS = "Terminating… waiting for the backend to confirm."
+
+    def __init__(self, cluster: dict[str, Any], client: Any, **kw: Any) -> None:
+        super().__init__(client, **kw)
+        self.cluster = cluster
+
+    def title_text(self) -> str:
+        return f"Terminate {self.cluster['name']}?"
+
+    def compose_body(self) -> Iterable[Widget]:
+        c = self.cluster
+        yield Static(cluster_summary(c), classes="text")
+        url = " and its public URL closes" if c.get("endpoint") else ""
+        yield Static(
+            f"This cannot be undone: its replicas are deleted{url}. Charges are posted up "
+            f"to now and the unused hold (about {_held_now(c)}) is released.",
+            classes="text")
+        yield from self.field_row("Type its name", Input("", id="confirm_name", compact=True,
+                                                         placeholder=c["name"]))
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm_name", Input).focus()
+        self.update_confirm()
+
+    def can_submit(self, operation: str) -> bool:
+        return self.query_one("#confirm_name", Input).value.strip() == self.cluster["name"]
+
+    def update_confirm(self) -> None:
+        if self.composed and not self.busy:
+            self.query_one("#confirm", Button).disabled = not self.can_submit("confirm")
+
+    def refresh_preview(self) -> None:
+        self.update_confirm()
+
+    async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
+        return await self.client.terminate(self.cluster["id"], idempotency_key=idempotency_key)
+
+    def done_message(self, operation: str, result: Any) -> str | None:
+        return f"{result.get('name', self.cluster['name'])}: {result.get('status', 'terminating')}"
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_confirm()

@@ -1,0 +1,1 @@
+"""The dashboard's screens: clusters (home), cluster, logs, account and help."""

@@ -1,0 +1,270 @@
+"""The account: balance, held, available, the ledger (paged, filtered by cluster), ended clusters' cost.
+
+Balances are live from the watch feed; the ledger is read from the REST API
+(newest first, 100 a page, `before` an entry id) and re-read at most every few
+seconds while new entries arrive. `x` exports the ledger as CSV into the
+working directory (or the app's export directory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Input, Label, Static
+
+from ecotui.client.rest import ApiRefusal, BackendUnreachable
+from ecotui.model import Changes, fmt_duration, fmt_local, fmt_rate, fmt_usd, parse_micros, parse_time
+from ecotui.screens.base import DashboardScreen
+from ecotui.screens.keymap import ACCOUNT_VIEW, MOVEMENT
+
+PAGE = 100
+RELOAD_EVERY_S = 5.0
+
+
+class LedgerTable(DataTable):
+    BINDINGS = MOVEMENT
+
+    def action_cursor_top(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_cursor_bottom(self) -> None:
+        self.move_cursor(row=max(0, self.row_count - 1))
+
+
+class AccountScreen(DashboardScreen):
+    where = "account"
+    BINDINGS = ACCOUNT_VIEW
+
+    DEFAULT_CSS = """
+    AccountScreen #balances { height: auto; padding: 0 1; background: $boost; }
+    AccountScreen #ledger-caption { height: 1; padding: 0 1; color: $foreground 70%; }
+    AccountScreen #filter { height: 1; border: none; padding: 0 1; display: none; background: $boost; }
+    AccountScreen #filter.-shown { display: block; }
+    AccountScreen #tables { height: 1fr; }
+    AccountScreen #ledger { height: 1fr; border: round $primary 50%; border-title-color: $foreground; }
+    AccountScreen #ledger:focus { border: round $primary; }
+    AccountScreen #ended-box { width: 48; height: 1fr; }
+    AccountScreen #ended { height: 1fr; border: round $primary 50%; border-title-color: $foreground; }
+    AccountScreen.-narrow #tables { layout: vertical; }
+    AccountScreen.-narrow #ended-box { width: 1fr; height: 8; }
+    """
+
+    def __init__(self, *, export_dir: Path | None = None) -> None:
+        super().__init__()
+        self.export_dir = export_dir
+        self.cluster_filter: str | None = None  # a cluster id
+        self._befores: list[int | None] = [None]
+        self.entries: list[dict[str, Any]] = []
+        self._want_reload = False
+        self._last_load: float = 0.0
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="balances")
+        yield Label("", id="ledger-caption")
+        yield Input(placeholder="filter the ledger by cluster name or id (empty: all)", id="filter")
+        with Horizontal(id="tables"):
+            ledger = LedgerTable(id="ledger", cursor_type="row")
+            ledger.border_title = "Ledger (newest first)"
+            yield ledger
+            with Vertical(id="ended-box"):
+                ended = DataTable(id="ended", cursor_type="row")
+                ended.border_title = "Ended clusters: cost"
+                yield ended
+
+    def on_mount(self) -> None:
+        self.set_class(self.app.size.width < 120, "-narrow")
+        ledger = self.query_one("#ledger", DataTable)
+        for key, label in (("id", "#"), ("at", "at"), ("cluster", "cluster"), ("kind", "kind"),
+                           ("amount", "amount"), ("balance", "balance after"),
+                           ("held", "held after"), ("memo", "memo")):
+            ledger.add_column(label, key=key)
+        ended = self.query_one("#ended", DataTable)
+        for key, label in (("name", "cluster"), ("status", "status"), ("gpus", "GPUs"),
+                           ("spent", "cost")):
+            ended.add_column(label, key=key)
+        ledger.focus()
+        self.load_ledger()
+
+    def on_resize(self) -> None:
+        self.set_class(self.app.size.width < 120, "-narrow")
+
+    # -- data ------------------------------------------------------------------------
+    @work(group="ledger", exclusive=True)
+    async def load_ledger(self) -> None:
+        self._last_load = asyncio.get_running_loop().time()
+        self._want_reload = False
+        try:
+            entries = await self.eco.client.ledger(cluster_id=self.cluster_filter, limit=PAGE,
+                                                   before=self._befores[-1])
+        except (ApiRefusal, BackendUnreachable) as exc:
+            self.notify(f"could not read the ledger: {exc}", severity="warning", timeout=4)
+            return
+        self.entries = entries
+        self._fill_ledger()
+
+    def _fill_ledger(self) -> None:
+        table = self.query_one("#ledger", DataTable)
+        keep = table.cursor_row
+        table.clear()
+        m = self.eco.model
+        now = self.eco.clock.now()
+        for e in self.entries:
+            cid = e.get("cluster_id")
+            name = (m.clusters.get(cid) or {}).get("name", cid) if cid else "—"
+            amount = parse_micros(e.get("amount"))
+            table.add_row(str(e.get("id")), fmt_local(parse_time(e.get("at")), self.eco.tz, now=now),
+                          str(name), str(e.get("kind")), _signed(amount),
+                          fmt_usd(parse_micros(e.get("balance_after"))),
+                          fmt_usd(parse_micros(e.get("held_after"))), str(e.get("memo") or ""),
+                          key=str(e.get("id")))
+        if table.row_count:
+            table.move_cursor(row=min(keep, table.row_count - 1))
+        self._caption()
+
+    def _caption(self) -> None:
+        m = self.eco.model
+        page = len(self._befores)
+        who = "all clusters"
+        if self.cluster_filter:
+            who = f"cluster {(m.clusters.get(self.cluster_filter) or {}).get('name', self.cluster_filter)}"
+        more = "more: ]" if len(self.entries) >= PAGE else "last page"
+        text = (f"ledger · {who} · page {page} · {len(self.entries)} entries"
+                f"{' · newer: [' if page > 1 else ''} · {more} · x exports CSV")
+        self.query_one("#ledger-caption", Label).update(text)
+
+    def _balances(self) -> None:
+        m = self.eco.model
+        box = self.query_one("#balances", Static)
+        if m.account is None:
+            box.update("account: waiting for the feed")
+            return
+        a = m.account_micros
+        burn = m.running_burn
+        text = (f"{m.account.get('name', '')}  balance {fmt_usd(a.get('balance', 0))}  ·  "
+                f"held {fmt_usd(a.get('held', 0))}  ·  available {fmt_usd(a.get('available', 0))}")
+        if burn:
+            hours = a.get("available", 0) / burn
+            text += (f"\nclusters burn {fmt_rate(burn)}: available credit covers "
+                     f"{fmt_duration(hours * 3600)}")
+            if hours < 24:
+                text += "  ▲ LOW CREDIT: less than a day"
+        box.update(text)
+
+    def _ended(self) -> None:
+        table = self.query_one("#ended", DataTable)
+        rows = self.eco.model.terminated_costs()
+        table.clear()
+        total = 0
+        for c, spent in sorted(rows, key=lambda x: x[0].get("name", "")):
+            total += spent
+            table.add_row(str(c.get("name")), f"{c.get('status')} ({c.get('status_reason') or '—'})",
+                          f"{c.get('gpu_type')}×{c.get('gpu_count')}×{c.get('replicas')}",
+                          fmt_usd(spent), key=str(c.get("id")))
+        table.border_title = f"Ended clusters: cost {fmt_usd(total)}"
+
+    # -- repaint -----------------------------------------------------------------------
+    def refresh_view(self, changes: Changes, now: datetime, second: bool) -> None:
+        super().refresh_view(changes, now, second)
+        if changes.account or changes.snapshot:
+            self._balances()
+            if len(self._befores) == 1:
+                self._want_reload = True
+        if changes.clusters or changes.removed or changes.snapshot:
+            if any(self.eco.model.clusters.get(cid, {}).get("status") in ("terminated", "failed")
+                   for cid in changes.clusters) or changes.removed or changes.snapshot:
+                self._ended()
+        if second and self._want_reload:
+            loop_time = asyncio.get_running_loop().time()
+            if loop_time - self._last_load >= RELOAD_EVERY_S:
+                self.load_ledger()
+
+    def full_refresh(self, now: datetime) -> None:
+        super().full_refresh(now)
+        self._balances()
+        self._ended()
+        self._caption()
+
+    # -- keys ----------------------------------------------------------------------------
+    def action_older(self) -> None:
+        if len(self.entries) >= PAGE:
+            self._befores.append(int(self.entries[-1]["id"]))
+            self.load_ledger()
+
+    def action_newer(self) -> None:
+        if len(self._befores) > 1:
+            self._befores.pop()
+            self.load_ledger()
+
+    def action_reload(self) -> None:
+        self.load_ledger()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("-shown")
+        box.focus()
+
+    @on(Input.Submitted, "#filter")
+    def _filter(self, event: Input.Submitted) -> None:
+        ref = event.value.strip()
+        if ref:
+            c = self.eco.model.find(ref)
+            if c is None:
+                self.notify(f"no cluster named {ref}", severity="warning")
+                return
+            self.cluster_filter = str(c["id"])
+        else:
+            self.cluster_filter = None
+            event.input.remove_class("-shown")
+        self._befores = [None]
+        self.query_one("#ledger", DataTable).focus()
+        self.load_ledger()
+
+    def handle_back(self) -> bool:
+        box = self.query_one("#filter", Input)
+        if box.has_focus or self.cluster_filter:
+            box.value = ""
+            box.remove_class("-shown")
+            if self.cluster_filter:
+                self.cluster_filter = None
+                self._befores = [None]
+                self.load_ledger()
+            self.query_one("#ledger", DataTable).focus()
+            return True
+        return False
+
+    def action_export(self) -> None:
+        self.export_csv()
+
+    @work(group="export", exclusive=True)
+    async def export_csv(self) -> Path | None:
+        try:
+            text = await self.eco.client.ledger_csv(cluster_id=self.cluster_filter, limit=1000)
+        except (ApiRefusal, BackendUnreachable) as exc:
+            self.notify(f"export failed: {exc}", severity="error")
+            return None
+        stamp = self.eco.clock.now().astimezone(self.eco.tz).strftime("%Y%m%d-%H%M%S")
+        suffix = ""
+        if self.cluster_filter:
+            suffix = "-" + str((self.eco.model.clusters.get(self.cluster_filter) or {}).get(
+                "name", self.cluster_filter))
+        folder = self.export_dir or self.eco.export_dir or Path.cwd()
+        path = folder / f"ecotui-ledger{suffix}-{stamp}.csv"
+        try:
+            await asyncio.to_thread(path.write_text, text, encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"export failed: {exc}", severity="error")
+            return None
+        rows = max(0, text.count("\n") - 1)
+        self.notify(f"ledger exported: {path} ({rows} entries)", title="Export")
+        self.last_export = path
+        return path
+
+
+def _signed(micros: int) -> str:
+    return ("+" if micros > 0 else "") + fmt_usd(micros)

@@ -1,0 +1,97 @@
+"""The dashboard's one key map: bindings for every screen, the help screen and the palette.
+
+Each screen builds its BINDINGS from these lists, the help screen prints them
+by scope, the key bar and the command palette read the screen's active
+bindings, so a key is documented wherever it works and nowhere else.
+"""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+
+MOVE = Binding.Group("move")
+TOP = Binding.Group("top/bottom")
+PAGE = Binding.Group("page")
+
+GLOBAL: list[Binding] = [
+    Binding("question_mark", "app.help", "help", key_display="?"),
+    Binding("q", "app.quit", "quit"),
+    Binding("a", "app.account", "account"),
+    Binding("ctrl+p", "app.command_palette", "palette", key_display="^p"),
+    Binding("T", "app.toggle_theme", "theme"),
+    Binding("escape", "app.back", "back", key_display="esc"),
+]
+
+MOVEMENT: list[Binding] = [
+    Binding("j", "cursor_down", "down", group=MOVE),
+    Binding("k", "cursor_up", "up", group=MOVE),
+    Binding("down", "cursor_down", "down", show=False),
+    Binding("up", "cursor_up", "up", show=False),
+    Binding("g", "cursor_top", "top", group=TOP),
+    Binding("G", "cursor_bottom", "bottom", group=TOP),
+    Binding("home", "cursor_top", "top", show=False),
+    Binding("end", "cursor_bottom", "bottom", show=False),
+    Binding("ctrl+f", "page_down", "page down", key_display="^f", group=PAGE),
+    Binding("ctrl+b", "page_up", "page up", key_display="^b", group=PAGE),
+    Binding("pagedown", "page_down", "page down", show=False),
+    Binding("pageup", "page_up", "page up", show=False),
+]
+
+CLUSTERS_VIEW: list[Binding] = [
+    Binding("enter", "open", "open", key_display="⏎"),
+    Binding("slash", "filter", "filter", key_display="/"),
+    Binding("o", "next_sort", "sort"),
+    Binding("O", "reverse_sort", "reverse"),
+    Binding("m", "group", "group"),
+]
+
+# Actions on a cluster (the clusters view's current row, or the cluster view's cluster).
+ON_CLUSTER: list[Binding] = [
+    Binding("n", "launch", "launch"),
+    Binding("plus", "scale", "scale", key_display="+"),
+    Binding("e", "extend", "extend"),
+    Binding("u", "endpoint", "endpoint"),
+    Binding("R", "restart", "restart"),
+    Binding("p", "stop", "stop"),
+    Binding("P", "resume", "resume"),
+    Binding("D", "terminate", "terminate"),
+    Binding("s", "shell", "shell"),
+    Binding("l", "logs", "logs"),
+    Binding("N", "nvidia_smi", "nvidia-smi"),
+    Binding("S", "shells", "shells"),
+]
+
+LOGS_VIEW: list[Binding] = [
+    Binding("f", "toggle_follow", "follow/pause"),
+    Binding("space", "toggle_follow", "follow/pause", show=False),
+    Binding("slash", "search", "search", key_display="/"),
+    Binding("n", "next_match", "next match"),
+    Binding("N", "previous_match", "prev match"),
+    Binding("v", "toggle_previous", "previous run"),
+]
+
+ACCOUNT_VIEW: list[Binding] = [
+    Binding("slash", "filter", "filter by cluster", key_display="/"),
+    Binding("right_square_bracket", "older", "older page", key_display="]"),
+    Binding("left_square_bracket", "newer", "newer page", key_display="["),
+    Binding("x", "export", "export CSV"),
+    Binding("r", "reload", "reload"),
+]
+
+SCOPES: list[tuple[str, list[Binding]]] = [
+    ("Everywhere", GLOBAL),
+    ("Movement (tables, lists, logs)", MOVEMENT),
+    ("Clusters view", CLUSTERS_VIEW),
+    ("On a cluster (clusters view row or cluster view)", ON_CLUSTER),
+    ("Logs view", LOGS_VIEW),
+    ("Account view", ACCOUNT_VIEW),
+]
+
+TERMINAL_NOTE = "Terminal: every key goes to the shell except ctrl+], which returns focus to the dashboard."
+
+
+def key_label(b: Binding) -> str:
+    if b.key_display:
+        return b.key_display
+    return {"down": "↓", "up": "↑", "home": "home", "end": "end", "pagedown": "pgdn",
+            "pageup": "pgup", "space": "space"}.get(b.key, b.key)

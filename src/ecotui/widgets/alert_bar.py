@@ -1,0 +1,79 @@
+"""Active alerts in words, in colour and with a symbol, under the status line.
+
+Shows as many alerts as its height allows, most severe first, then how many
+more there are; hidden when there is nothing to say.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.text import Text
+from textual.widgets import Static
+
+from ecotui.model import Alert, DashboardModel, fmt_duration
+
+
+def alert_text(a: Alert, model: DashboardModel, now: datetime) -> str:
+    """The alert in words; expiry alerts count down live."""
+    if a.kind == "expiring" and a.cluster_id in model.nums:
+        c = model.clusters[a.cluster_id]
+        exp = model.nums[a.cluster_id].expires_at
+        if exp is not None:
+            return (f"{c.get('name')} expires in {fmt_duration((exp - now).total_seconds())}; "
+                    f"extend it (e) to keep it")
+    return a.message
+
+
+class AlertBar(Static):
+    DEFAULT_CSS = """
+    AlertBar {
+        height: auto;
+        max-height: 3;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+        padding: 0 1;
+        background: $error 15%;
+        display: none;
+    }
+    AlertBar.-shown { display: block; }
+    AlertBar.-tall { max-height: 5; }
+    """
+
+    COMPONENT_CLASSES = {"alert-bar--error", "alert-bar--warning", "alert-bar--more"}
+    DEFAULT_CSS += """
+    AlertBar > .alert-bar--error { color: $error; text-style: bold; }
+    AlertBar > .alert-bar--warning { color: $warning; text-style: bold; }
+    AlertBar > .alert-bar--more { color: $foreground 70%; }
+    """
+
+    def __init__(self, *, cluster_id: str | None = None, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.cluster_id = cluster_id  # None: the whole fleet
+        self._last: Text | None = None
+
+    def show(self, model: DashboardModel, now: datetime) -> None:
+        alerts = model.alerts()
+        if self.cluster_id is not None:
+            alerts = [a for a in alerts if a.cluster_id in (None, self.cluster_id)]
+        tall = (self.app.size.height >= 40)
+        self.set_class(tall, "-tall")
+        limit = 5 if tall else 3
+        text = Text(no_wrap=True, overflow="ellipsis")
+        shown = alerts if len(alerts) <= limit else alerts[: limit - 1]
+        for i, a in enumerate(shown):
+            if i:
+                text.append("\n")
+            style = self.get_component_rich_style(f"alert-bar--{a.level}")
+            word = "ALERT" if a.level == "error" else "WARNING"
+            symbol = "✖" if a.level == "error" else "▲"
+            text.append(f"{symbol} {word} {a.title}: ", style)
+            text.append(alert_text(a, model, now))
+        if len(alerts) > len(shown):
+            text.append("\n")
+            text.append(f"  … and {len(alerts) - len(shown)} more alerts",
+                        self.get_component_rich_style("alert-bar--more"))
+        self.set_class(bool(alerts), "-shown")
+        if self._last is None or text.plain != self._last.plain or text.spans != self._last.spans:
+            self._last = text
+            self.update(text)

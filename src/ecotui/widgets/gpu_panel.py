@@ -1,0 +1,187 @@
+"""Per-GPU history of one cluster: a block sparkline per GPU over a stated time window.
+
+Line API: one line per GPU, drawn only when on screen. Each cell of a sparkline
+is a fixed time bucket (`bucket_s`), so the window shown is width x bucket and
+is printed in the header; gaps (no samples, e.g. while disconnected and before
+history was restored) show as blanks, not as zeros.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from ecotui.model import DashboardModel, fmt_duration, sparkline
+from ecotui.screens.keymap import MOVEMENT
+
+FIXED = 44  # cells used by the label and readings around a sparkline
+
+
+class GpuPanel(ScrollView, can_focus=True):
+    BINDINGS = MOVEMENT
+
+    COMPONENT_CLASSES = {"gpu-panel--header", "gpu-panel--label", "gpu-panel--spark",
+                         "gpu-panel--hot", "gpu-panel--idle", "gpu-panel--dim"}
+
+    DEFAULT_CSS = """
+    GpuPanel {
+        height: 1fr;
+        min-height: 5;
+        overflow-x: hidden;
+        scrollbar-size-vertical: 1;
+        border: round $primary 50%;
+        border-title-color: $foreground;
+        background: $surface;
+    }
+    GpuPanel:focus { border: round $primary; }
+    GpuPanel > .gpu-panel--header { color: $foreground 70%; }
+    GpuPanel > .gpu-panel--label { color: $foreground 80%; }
+    GpuPanel > .gpu-panel--spark { color: $success; }
+    GpuPanel > .gpu-panel--hot { color: $warning; }
+    GpuPanel > .gpu-panel--idle { color: $foreground 45%; }
+    GpuPanel > .gpu-panel--dim { color: $foreground 55%; }
+    """
+
+    def __init__(self, model: DashboardModel, cluster_id: str, *, bucket_s: int = 5,
+                 id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model = model
+        self.cluster_id = cluster_id
+        self.bucket_s = bucket_s
+        self.now: datetime | None = None
+        self._lines: list[tuple[str, str, int | None]] = []  # (kind, replica, gpu index)
+        self._cache: dict[int, Strip] = {}
+        self.border_title = "GPUs"
+
+    def refresh_data(self, now: datetime) -> None:
+        """New samples arrived (or a second passed): rebuild the lines, repaint."""
+        self.now = now
+        lines: list[tuple[str, str, int | None]] = [("header", "", None)]
+        for r in self.model.replicas.get(self.cluster_id) or ():
+            gpus = r.get("gpus") or ()
+            if not gpus:
+                lines.append(("nogpu", r.get("name", ""), None))
+            for g in gpus:
+                lines.append(("gpu", r.get("name", ""), int(g.get("index", 0))))
+        if len(lines) == 1:
+            hist = self.model.gpu_history.get(self.cluster_id) or {}
+            for (rname, idx) in sorted(hist):
+                lines.append(("gpu", rname, idx))
+        if len(lines) == 1:
+            lines.append(("empty", "", None))
+        self._lines = lines
+        self._cache.clear()
+        self.virtual_size = Size(self.size.width, len(lines))
+        telemetry = sorted({r.get("telemetry") for r in self.model.replicas.get(self.cluster_id) or ()
+                            if r.get("telemetry")})
+        if not telemetry:
+            telemetry = self.model.telemetry_sources([self.cluster_id])
+        self.border_title = f"GPUs · telemetry: {', '.join(telemetry) or 'unknown'}"
+        self.refresh()
+
+    def _spark_width(self) -> int:
+        return max(8, self.scrollable_content_region.width - FIXED)
+
+    def window_label(self) -> str:
+        w = self._spark_width()
+        return f"utilisation, last {fmt_duration(w * self.bucket_s)} ({self.bucket_s} s per cell)"
+
+    def _buckets(self, samples, width: int) -> list[float | None]:
+        if self.now is None:
+            return []
+        end = self.now.timestamp()
+        start = end - width * self.bucket_s
+        out: list[float | None] = [None] * width
+        counts = [0] * width
+        sums = [0.0] * width
+        for s in reversed(samples):
+            t = s[0]
+            if t <= start:
+                break
+            if t > end:
+                continue
+            k = min(width - 1, int((t - start) / self.bucket_s))
+            sums[k] += s[1]
+            counts[k] += 1
+        for k in range(width):
+            if counts[k]:
+                out[k] = sums[k] / counts[k]
+        return out
+
+    def render_line(self, y: int) -> Strip:
+        i = int(self.scroll_y) + y
+        width = self.scrollable_content_region.width or self.size.width
+        base = self.rich_style
+        if i >= len(self._lines):
+            return Strip.blank(width, base)
+        cached = self._cache.get(i)
+        if cached is not None and cached.cell_length == width:
+            return cached
+        kind, rname, idx = self._lines[i]
+        if kind == "header":
+            text = f"{'replica':<12} gpu {self.window_label()}"
+            strip = Strip([Segment(text[:width].ljust(width), base + self._st("header"))], width)
+        elif kind == "empty":
+            c = self.model.clusters.get(self.cluster_id) or {}
+            status = c.get("status", "unknown")
+            text = ("no GPU readings yet" if status in ("running", "pending")
+                    else f"no GPUs: the cluster is {status}")
+            strip = Strip([Segment(text[:width].ljust(width), base + self._st("dim"))], width)
+        elif kind == "nogpu":
+            state = next((r for r in self.model.replicas.get(self.cluster_id) or ()
+                          if r.get("name") == rname), {})
+            why = state.get("reason") or state.get("phase") or "not running"
+            text = f"{_short(rname, self._prefix()):<12} —   no GPUs attached ({why})"
+            strip = Strip([Segment(text[:width].ljust(width), base + self._st("dim"))], width)
+        else:
+            strip = self._gpu_strip(rname, idx or 0, width, base)
+        self._cache[i] = strip
+        return strip
+
+    def _prefix(self) -> str:
+        return str((self.model.clusters.get(self.cluster_id) or {}).get("name", ""))
+
+    def _st(self, name: str) -> Style:
+        return self.get_component_rich_style(f"gpu-panel--{name}")
+
+    def _gpu_strip(self, rname: str, idx: int, width: int, base: Style) -> Strip:
+        hist = (self.model.gpu_history.get(self.cluster_id) or {}).get((rname, idx)) or ()
+        sw = self._spark_width()
+        buckets = self._buckets(hist, sw)
+        spark = sparkline(buckets, sw) if buckets else " " * sw
+        reading = None
+        for r in self.model.replicas.get(self.cluster_id) or ():
+            if r.get("name") == rname:
+                reading = next((g for g in r.get("gpus") or () if int(g.get("index", -1)) == idx), None)
+                break
+        if reading is None and hist:
+            t, u, mem, temp, power = hist[-1]
+            reading = {"utilization": u, "memory_used_mib": mem, "memory_total_mib": 0,
+                       "temperature_c": temp, "power_w": power, "power_limit_w": 0}
+        if reading:
+            u = float(reading.get("utilization") or 0)
+            mem = float(reading.get("memory_used_mib") or 0) / 1024
+            total = float(reading.get("memory_total_mib") or 0) / 1024
+            mem_txt = f"{mem:>3.0f}/{total:.0f}G" if total else f"{mem:>3.0f}G"
+            tail = (f" {u:>3.0f}% {mem_txt:>8} {float(reading.get('temperature_c') or 0):>3.0f}°C "
+                    f"{float(reading.get('power_w') or 0):>4.0f}W")
+        else:
+            u = 0.0
+            tail = "   no reading"
+        spark_style = "idle" if u < 5 else "hot" if u >= 90 else "spark"
+        label = f"{_short(rname, self._prefix()):<12} {idx:>3} "
+        segs = [Segment(label, base + self._st("label")),
+                Segment(spark, base + self._st(spark_style)),
+                Segment(tail, base)]
+        return Strip(segs).adjust_cell_length(width, base)
+
+
+def _short(name: str, prefix: str = "") -> str:
+    if prefix and name.startswith(prefix + "-") and len(name) > 12:
+        name = "…" + name[len(prefix):]
+    return name if len(name) <= 12 else "…" + name[-11:]

@@ -1,0 +1,117 @@
+"""A cluster's replicas: phase, readiness, restarts, node, reason and GPU readings.
+
+A DataTable with keyed rows (the replica name) updated by diff, as live
+dashboards do: stale rows removed, only changed cells updated, new rows added,
+sorted only when rows were added; the caller wraps it in `batch_update()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.widgets import DataTable
+
+from ecotui.model import sparkline
+from ecotui.screens.keymap import MOVEMENT
+
+PHASE_SYMBOL = {"Running": "●", "Pending": "◌", "Succeeded": "✓", "Failed": "✖", "Unknown": "?"}
+
+# The reason comes early (what an on-call engineer looks for), capped so GPU columns stay in view.
+COLUMNS = [("replica", "replica"), ("phase", "phase"), ("ready", "ready"), ("restarts", "restarts"),
+           ("reason", "reason"), ("node", "node"), ("gpus", "GPU util"), ("util", "util"),
+           ("mem", "mem GiB"), ("temp", "temp"), ("power", "power")]
+REASON_WIDTH = 30
+
+
+def replica_cells(r: dict[str, Any]) -> dict[str, str]:
+    """The text of each cell of one replica row (status in words and symbols)."""
+    gpus = r.get("gpus") or []
+    phase = r.get("phase") or "Unknown"
+    cells = {
+        "replica": str(r.get("name", "")),
+        "phase": f"{PHASE_SYMBOL.get(phase, '?')} {phase}",
+        "ready": "✓ yes" if r.get("ready") else "✗ no",
+        "restarts": str(r.get("restarts") or 0),
+        "node": r.get("node") or "—",
+        "reason": _cap(r.get("reason") or "", REASON_WIDTH),
+    }
+    if gpus:
+        utils = [float(g.get("utilization") or 0) for g in gpus]
+        cells["gpus"] = sparkline(utils, len(utils))
+        cells["util"] = f"{sum(utils) / len(utils):.0f}%"
+        used = sum(float(g.get("memory_used_mib") or 0) for g in gpus) / 1024
+        total = sum(float(g.get("memory_total_mib") or 0) for g in gpus) / 1024
+        cells["mem"] = f"{used:.0f}/{total:.0f}"
+        cells["temp"] = f"{max(float(g.get('temperature_c') or 0) for g in gpus):.0f}°C"
+        cells["power"] = f"{sum(float(g.get('power_w') or 0) for g in gpus):.0f}W"
+    else:
+        for k in ("gpus", "util", "mem", "temp", "power"):
+            cells[k] = "—"
+    return cells
+
+
+class ReplicasTable(DataTable):
+    BINDINGS = MOVEMENT
+
+    DEFAULT_CSS = """
+    ReplicasTable {
+        height: auto;
+        max-height: 12;
+        border: round $primary 50%;
+        border-title-color: $foreground;
+    }
+    ReplicasTable:focus { border: round $primary; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        self.border_title = "Replicas"
+        self._cells: dict[str, dict[str, str]] = {}
+        self.cell_updates = 0
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    def sync(self, replicas: list[dict[str, Any]]) -> None:
+        """Bring the rows in line with `replicas` by diff."""
+        wanted = {str(r.get("name", "")): r for r in replicas}
+        for key in [k for k in self._cells if k not in wanted]:
+            self.remove_row(key)
+            del self._cells[key]
+        added = False
+        for name, r in wanted.items():
+            cells = replica_cells(r)
+            old = self._cells.get(name)
+            if old is None:
+                self.add_row(*[cells[k] for k, _ in COLUMNS], key=name)
+                added = True
+            else:
+                for k, _ in COLUMNS:
+                    if old[k] != cells[k]:
+                        self.update_cell(name, k, cells[k], update_width=True)
+                        self.cell_updates += 1
+            self._cells[name] = cells
+        if added:
+            order = {str(r.get("name", "")): int(r.get("index", 0)) for r in replicas}
+            self.sort("replica", key=lambda name: (order.get(name, 0), name))
+
+    @property
+    def selected_replica(self) -> str | None:
+        if not self.row_count:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return None if key.value is None else str(key.value)
+
+    def action_cursor_top(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_cursor_bottom(self) -> None:
+        self.move_cursor(row=max(0, self.row_count - 1))
+
+
+def _cap(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,76 @@
+"""The top line of every screen: where we are, connection state, credit, alerts, clock.
+
+Each part is its own label so a change repaints only that label; the
+connection state is always shown in words and a symbol, not by colour alone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Label
+
+from ecotui.model import DashboardModel, fmt_local, fmt_usd
+
+
+class StatusBar(Horizontal):
+    DEFAULT_CSS = """
+    StatusBar {
+        height: 1;
+        background: $panel;
+        color: $foreground;
+    }
+    StatusBar Label { padding: 0 1; height: 1; }
+    StatusBar #sb-title { text-style: bold; color: $accent; }
+    StatusBar #sb-where { width: 1fr; color: $foreground 80%; }
+    StatusBar .-ok { color: $success; }
+    StatusBar .-warning { color: $warning; text-style: bold; }
+    StatusBar .-error { color: $error; text-style: bold reverse; }
+    StatusBar #sb-clock { color: $foreground 70%; }
+    StatusBar.-narrow #sb-credit { display: none; }
+    """
+
+    def __init__(self, where: str = "") -> None:
+        super().__init__()
+        self._where = where
+
+    def compose(self) -> ComposeResult:
+        yield Label("ecotui", id="sb-title")
+        yield Label(self._where, id="sb-where")
+        yield Label("", id="sb-alerts")
+        yield Label("", id="sb-credit")
+        yield Label("", id="sb-conn")
+        yield Label("", id="sb-clock")
+
+    def set_where(self, where: str) -> None:
+        self._set("#sb-where", where)
+
+    def _set(self, selector: str, text: str, level: str | None = None) -> None:
+        label = self.query_one(selector, Label)
+        if getattr(label, "_eco_text", None) != text:
+            label._eco_text = text  # type: ignore[attr-defined]
+            label.update(text)
+        if level is not None:
+            for lv in ("ok", "warning", "error"):
+                label.set_class(lv == level, f"-{lv}")
+
+    def show(self, model: DashboardModel, now: datetime, tz: tzinfo | None) -> None:
+        self.set_class(self.app.size.width < 110, "-narrow")
+        text, level = model.connection_label(now)
+        self._set("#sb-conn", text, level)
+        alerts = model.alerts()
+        if alerts:
+            worst = "error" if any(a.level == "error" for a in alerts) else "warning"
+            n = len(alerts)
+            self._set("#sb-alerts", f"{'✖' if worst == 'error' else '▲'} {n} alert{'s' if n != 1 else ''}",
+                      worst)
+        else:
+            self._set("#sb-alerts", "✓ no alerts", "ok")
+        if model.account is not None:
+            avail = model.account_micros.get("available", 0)
+            self._set("#sb-credit", f"available {fmt_usd(avail)}")
+        else:
+            self._set("#sb-credit", "")
+        self._set("#sb-clock", fmt_local(now, tz, now=now))
