@@ -163,78 +163,78 @@ async def watch_fanout(url: str, key: str, api: httpx.AsyncClient, ids: list[str
             "total_s": total_s, "frames": sum(frames)}
 
 
-async def bench(args: argparse.Namespace, state: Path) -> None:
+def start_server(state: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     (state / "catalog.toml").write_text(CATALOG)
     ecolink(state, "accounts", "create", "bench", "--credit", "100000000")
     key = ecolink(state, "keys", "create", "--account", "bench").split()[-1]
-    log = open(state / "serve.out", "wb")  # noqa: SIM115
+    log = open(state / "serve.out", "wb")  # noqa: SIM115 - the child writes it
     proc = subprocess.Popen([sys.executable, "-m", "ecolink", "serve", "--port", "0",
                              "--catalog", str(state / "catalog.toml"), "--state-dir", str(state)],
                             env=env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(300):
-            try:
-                info = json.loads((state / "server.json").read_text())
-                if info["pid"] == proc.pid:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        url = info["url"]
-        async with httpx.AsyncClient(base_url=url, timeout=120,
-                                     headers={"Authorization": f"Bearer {key}"}) as api:
-            t = time.perf_counter()
-            ids = await launch_all(api, args.clusters, args.replicas)
-            launch_s = time.perf_counter() - t
-            print(f"launched {len(ids)} clusters x {args.replicas} replicas in {launch_s:.1f} s "
-                  f"({len(ids) / launch_s:.1f} launches/s)")
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                cs = (await api.get("/gpu-clusters")).json()["clusters"]
-                running = sum(1 for c in cs if c["status"] == "running")
-                if running == len(ids):
-                    break
-                await asyncio.sleep(1)
-            print(f"{running}/{len(ids)} running; list answer "
-                  f"{len((await api.get('/gpu-clusters')).content) / 1e6:.2f} MB")
-            # Warm up, then measure each kind in turn on the same server.
-            await timed(api, "/healthz", 20)
-            health = await timed(api, "/healthz", args.requests)
-            gets: list[float] = []
-            rng = random.Random(2)
-            for _ in range(args.requests):
-                cid = rng.choice(ids)
-                t = time.perf_counter()
-                r = await api.get(f"/gpu-clusters/{cid}")
-                gets.append(time.perf_counter() - t)
-                assert r.status_code == 200
-            lists = await timed(api, "/gpu-clusters", max(20, args.requests // 4))
-            hm = statistics.median(health)
-            print()
-            print(f"GET /healthz          {fmt_ms(health)}   (baseline, n={len(health)})")
-            print(f"GET /gpu-clusters/id  {fmt_ms(gets)}   x{statistics.median(gets) / hm:6.1f} "
-                  f"median, x{pct(gets, 99) / pct(health, 99):6.1f} p99 (n={len(gets)})")
-            print(f"GET /gpu-clusters     {fmt_ms(lists)}   x{statistics.median(lists) / hm:6.1f} "
-                  f"median, x{pct(lists, 99) / pct(health, 99):6.1f} p99 (n={len(lists)}, "
-                  f"{len(ids)} clusters)")
-            print()
-            w = await watch_fanout(url, key, api, ids, args.clients, args.changes)
-            lat = w["latencies"]
-            print(f"watch: {args.clients} clients connected and got their snapshots "
-                  f"({w['snapshot_bytes'] / 1e6:.2f} MB each) in {w['connect_s']:.1f} s")
-            print(f"watch: {w['actions']} state changes (stop, then resume) sent in "
-                  f"{w['actions_s']:.1f} s; {len(lat)} deliveries, {w['missing']} missing, "
-                  f"{w['frames']} frames in all")
-            if lat:
-                print(f"watch: request -> frame at client   {fmt_ms(lat)}   "
-                      f"max {max(lat) * 1000:.1f} ms")
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    log.close()
+    for _ in range(600):
         try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            info = json.loads((state / "server.json").read_text())
+            if info["pid"] == proc.pid:
+                return proc, str(info["url"]), key
+        except (OSError, ValueError):
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("ecolink serve did not start:\n" + (state / "serve.out").read_text())
+
+
+async def bench(args: argparse.Namespace, url: str, key: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=120,
+                                 headers={"Authorization": f"Bearer {key}"}) as api:
+        t = time.perf_counter()
+        ids = await launch_all(api, args.clusters, args.replicas)
+        launch_s = time.perf_counter() - t
+        print(f"launched {len(ids)} clusters x {args.replicas} replicas in {launch_s:.1f} s "
+              f"({len(ids) / launch_s:.1f} launches/s)")
+        deadline = time.monotonic() + 120
+        running = 0
+        while time.monotonic() < deadline:
+            cs = (await api.get("/gpu-clusters")).json()["clusters"]
+            running = sum(1 for c in cs if c["status"] == "running")
+            if running == len(ids):
+                break
+            await asyncio.sleep(1)
+        print(f"{running}/{len(ids)} running; list answer "
+              f"{len((await api.get('/gpu-clusters')).content) / 1e6:.2f} MB")
+        # Warm up, then measure each kind in turn on the same server.
+        await timed(api, "/healthz", 20)
+        health = await timed(api, "/healthz", args.requests)
+        gets: list[float] = []
+        rng = random.Random(2)
+        for _ in range(args.requests):
+            cid = rng.choice(ids)
+            t = time.perf_counter()
+            r = await api.get(f"/gpu-clusters/{cid}")
+            gets.append(time.perf_counter() - t)
+            assert r.status_code == 200
+        lists = await timed(api, "/gpu-clusters", max(20, args.requests // 4))
+        hm = statistics.median(health)
+        print()
+        print(f"GET /healthz          {fmt_ms(health)}   (baseline, n={len(health)})")
+        print(f"GET /gpu-clusters/id  {fmt_ms(gets)}   x{statistics.median(gets) / hm:6.1f} "
+              f"median, x{pct(gets, 99) / pct(health, 99):6.1f} p99 (n={len(gets)})")
+        print(f"GET /gpu-clusters     {fmt_ms(lists)}   x{statistics.median(lists) / hm:6.1f} "
+              f"median, x{pct(lists, 99) / pct(health, 99):6.1f} p99 (n={len(lists)}, "
+              f"{len(ids)} clusters)")
+        print()
+        w = await watch_fanout(url, key, api, ids, args.clients, args.changes)
+        lat = w["latencies"]
+        print(f"watch: {args.clients} clients connected and got their snapshots "
+              f"({w['snapshot_bytes'] / 1e6:.2f} MB each) in {w['connect_s']:.1f} s")
+        print(f"watch: {w['actions']} state changes (stop, then resume) sent in "
+              f"{w['actions_s']:.1f} s; {len(lat)} deliveries, {w['missing']} missing, "
+              f"{w['frames']} frames in all")
+        if lat:
+            print(f"watch: request -> frame at client   {fmt_ms(lat)}   "
+                  f"max {max(lat) * 1000:.1f} ms")
 
 
 def main() -> None:
@@ -247,9 +247,18 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the state dir")
     args = p.parse_args()
     state = Path(tempfile.mkdtemp(prefix="ecolink-bench-"))
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        asyncio.run(bench(args, state))
+        proc, url, key = start_server(state)
+        asyncio.run(bench(args, url, key))
     finally:
+        if proc is not None:
+            # A clean stop ends the replicas (and posts their charges).
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         if args.keep:
             print(f"state dir: {state}")
         else:

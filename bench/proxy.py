@@ -49,6 +49,10 @@ async def load(host: str, ports: list[int], path: str, headers: dict[str, str], 
                 t0 = time.perf_counter()
                 writer.write(req)
                 status_line = await reader.readline()
+                if not status_line:  # the server ended the keep-alive: reconnect
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    continue
                 length = 0
                 while True:
                     line = await reader.readline()
@@ -94,6 +98,7 @@ pid {workdir}/nginx.pid;
 events {{ worker_connections 1024; }}
 http {{
   access_log off;
+  keepalive_requests 1000000;
   upstream replicas {{
 {servers}    keepalive 64;
   }}

@@ -145,6 +145,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 return
     except (ConnectionError, asyncio.IncompleteReadError, ValueError):
         return
+    except asyncio.CancelledError:
+        return  # shutting down: end quietly
     finally:
         with contextlib.suppress(Exception):
             writer.close()

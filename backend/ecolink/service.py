@@ -871,8 +871,9 @@ class ClusterService:
                         if fresh.spent_total != before:
                             posted += 1
                             changed.append(fresh)
-            for c in changed:
-                self._notify_cluster(c)
+            # Periodic charges move the balance, not the cluster's state: watchers get
+            # the account frame; clusters' `spent` shows with their next change (a
+            # frame per cluster per minute would swamp a feed of a thousand clusters).
             if changed:
                 self._notify_account(account_id)
         return posted

@@ -24,7 +24,6 @@ import logging
 import os
 import secrets
 import shlex
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime

@@ -12,6 +12,7 @@ micro-dollars.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -47,9 +48,13 @@ def from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
+@functools.lru_cache(maxsize=65536)
 def rfc3339(us: int) -> str:
-    """RFC 3339 UTC with microseconds: 2026-01-01T00:00:00.000000Z."""
-    return from_us(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds: 2026-01-01T00:00:00.000000Z. (Cached: the same
+    few instants of every cluster are formatted again and again.)"""
+    d = from_us(us)
+    return (f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:"
+            f"{d.second:02d}.{d.microsecond:06d}Z")
 
 
 # --------------------------------------------------------------------------- records
@@ -111,12 +116,16 @@ class Cluster:
 _CLUSTER_COLUMNS = [f.name for f in fields(Cluster)]
 
 
+_FS_INDEX = _CLUSTER_COLUMNS.index("shared_filesystems")
+_SUSPENDED_INDEX = _CLUSTER_COLUMNS.index("suspended")
+
+
 def _cluster_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Cluster:
     values = list(row)
-    d = dict(zip(_CLUSTER_COLUMNS, values, strict=True))
-    d["shared_filesystems"] = tuple(json.loads(d["shared_filesystems"] or "[]"))
-    d["suspended"] = bool(d["suspended"])
-    return Cluster(**d)
+    fs = values[_FS_INDEX]
+    values[_FS_INDEX] = () if not fs or fs == "[]" else tuple(json.loads(fs))
+    values[_SUSPENDED_INDEX] = bool(values[_SUSPENDED_INDEX])
+    return Cluster(*values)
 
 
 def _cluster_to_row(c: Cluster) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from ecotui.client.rest import EcoClient
@@ -127,9 +128,12 @@ class EcoApp(App):
         changes = self.model.take_changes()
         self._notify_alerts(self.model.take_new_alerts())
         screen = self.dashboard_screen()
-        if screen is not None and screen.is_mounted and (changes or second):
-            with self.batch_update():
-                screen.refresh_view(changes, now, second)
+        if screen is not None and screen.ready and (changes or second):
+            try:
+                with self.batch_update():
+                    screen.refresh_view(changes, now, second)
+            except NoMatches:
+                return  # the screen is being torn down (app exit)
             self.paints += 1
         self.focus_changed()
 
@@ -143,9 +147,12 @@ class EcoApp(App):
     def focus_changed(self) -> None:
         """Send the watch focus when the clusters on screen changed."""
         screen = self.dashboard_screen()
-        if screen is None or not screen.is_mounted:
+        if screen is None or not screen.ready:
             return
-        ids = frozenset(screen.wanted_focus())
+        try:
+            ids = frozenset(screen.wanted_focus())
+        except NoMatches:
+            return
         if ids != self._sent_focus:
             self._sent_focus = ids
             self.model.set_focus(ids)

@@ -20,7 +20,6 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
-from urllib.parse import quote, urlencode
 
 from ecotui import __version__, costs
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
@@ -215,9 +214,6 @@ async def _run_command(args: argparse.Namespace, conn: Connection) -> int:
     except BackendUnreachable as exc:
         _err(str(exc))
         return EXIT_UNREACHABLE
-    except _WsUnreachable as exc:
-        _err(f"cannot reach the backend at {conn.url}: {exc}")
-        return EXIT_UNREACHABLE
     finally:
         await client.aclose()
 
@@ -235,7 +231,8 @@ def _refusal_words(exc: ApiRefusal, args: argparse.Namespace) -> str:
     text = costs.refusal_text(exc.status, exc.message, None if exc.status == 422 else exc.field)
     if exc.status == 422 and exc.field:
         flag = LAUNCH_FLAGS.get(exc.field.split(".")[0]) if args.command == "launch" else None
-        return f"invalid {flag or exc.field}: {exc.message}"
+        message = exc.message.removeprefix(f"{exc.field}: ")
+        return f"invalid {flag or exc.field}: {message}"
     return text
 
 
@@ -618,104 +615,46 @@ async def cmd_ledger(client: EcoClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- exec: the Kubernetes channel protocol over a WebSocket ---------------------------
-
-class _WsUnreachable(Exception):
-    pass
-
-
-SUBPROTOCOLS = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
-
-
-def exit_code_from_status(status: dict[str, Any]) -> int:
-    """The remote command's exit code from a channel-3 Kubernetes Status."""
-    if status.get("status") == "Success":
-        return 0
-    for cause in (status.get("details") or {}).get("causes") or []:
-        if cause.get("reason") == "ExitCode":
-            try:
-                return int(cause.get("message"))
-            except (TypeError, ValueError):
-                break
-    return 1
-
+# -- exec: one command in a replica, over the exec WebSocket ---------------------------
 
 async def cmd_exec(client: EcoClient, args: argparse.Namespace) -> int:
-    import websockets
-    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    """Run the command; its stdout and stderr to ours; its exit code as ours."""
+    from ecotui.client.exec import STDOUT, open_exec
 
-    query = [("command", part) for part in args.cmd]
-    query += [("stdout", "1"), ("stderr", "1"), ("stdin", "1" if args.stdin else "0"),
-              ("tty", "0")]
-    path = (f"/gpu-clusters/{quote(args.name, safe='')}/replicas/"
-            f"{quote(args.replica, safe='')}/exec?{urlencode(query)}")
-    try:
-        ws = await websockets.connect(client.ws_url(path), subprotocols=SUBPROTOCOLS,  # type: ignore[arg-type]
-                                      additional_headers=client.auth_headers(),
-                                      max_size=None, open_timeout=15)
-    except InvalidStatus as exc:
-        raise _refusal_from_http(exc.response.status_code, exc.response.body) from exc
-    except (OSError, TimeoutError) as exc:
-        raise _WsUnreachable(str(exc)) from exc
-    v5 = ws.subprotocol == "v5.channel.k8s.io"
+    conn = await open_exec(client, args.name, args.replica, args.cmd, stdin=args.stdin)
     out, err = sys.stdout.buffer, sys.stderr.buffer
-    code: int | None = None
-    pump: asyncio.Task[None] | None = None
-    if args.stdin:
-        pump = asyncio.create_task(_pump_stdin(ws, v5))
+    pump = asyncio.create_task(_pump_stdin(conn)) if args.stdin else None
     try:
-        async for frame in ws:
-            if isinstance(frame, str):
-                frame = frame.encode()
-            if not frame:
-                continue
-            channel, payload = frame[0], frame[1:]
-            if channel == 1:
-                out.write(payload)
-                out.flush()
-            elif channel == 2:
-                err.write(payload)
-                err.flush()
-            elif channel == 3:
-                try:
-                    status = json.loads(payload or b"{}")
-                except ValueError:
-                    status = {"status": "Failure", "message": "unreadable exit status"}
-                code = exit_code_from_status(status)
-                # A plain non-zero exit says nothing more; other failures explain themselves.
-                if code and status.get("reason") != "NonZeroExitCode" and status.get("message"):
-                    _err(str(status["message"]))
-    except ConnectionClosed:
-        pass
+        async for channel, payload in conn.frames():
+            stream = out if channel == STDOUT else err
+            stream.write(payload)
+            stream.flush()
     finally:
         if pump is not None:
             pump.cancel()
-        await ws.close()
-    if code is None:
+        await conn.close()
+    status = conn.status
+    if status is None:
         _err("the connection closed before the command's exit status arrived")
         return EXIT_REFUSED
-    return code
+    if status.success:
+        return EXIT_OK
+    if status.exit_code is None:
+        # Not the command's own exit (it could not start, ...): say why.
+        _err(status.message or status.reason or "the command failed")
+        return EXIT_REFUSED
+    return status.exit_code
 
 
-async def _pump_stdin(ws: Any, v5: bool) -> None:
+async def _pump_stdin(conn: Any) -> None:
     fd = sys.stdin.fileno()
     loop = asyncio.get_running_loop()
     while True:
         chunk = await loop.run_in_executor(None, os.read, fd, 65536)
         if not chunk:
             break
-        await ws.send(b"\x00" + chunk)
-    if v5:
-        await ws.send(b"\xff\x00")  # v5: close stdin, so the command sees end of input
-
-
-def _refusal_from_http(status: int, body: bytes | None) -> ApiRefusal:
-    try:
-        e = json.loads(body or b"")["error"]
-        return ApiRefusal(status, e.get("code", "error"), e.get("message", ""), e.get("field"))
-    except (ValueError, KeyError, TypeError):
-        text = (body or b"").decode(errors="replace")[:200]
-        return ApiRefusal(status, "error", text or f"HTTP {status}")
+        await conn.send_stdin(chunk)
+    await conn.close_stdin()  # v5: the command sees the end of its input
 
 
 CONFIRMING = frozenset({"launch", "scale", "extend", "stop", "resume", "terminate"})
@@ -727,5 +666,5 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "ledger": cmd_ledger,
 }
 
-__all__ = ["main", "build_parser", "render_cluster", "exit_code_from_status",
+__all__ = ["main", "build_parser", "render_cluster",
            "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "EXIT_UNREACHABLE"]

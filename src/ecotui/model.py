@@ -305,6 +305,9 @@ class DashboardModel:
         self._restart_times: dict[str, dict[str, deque[datetime]]] = {}
         self._restarts_seen: dict[str, dict[str, int]] = {}
         self._running_burn = 0
+        # telemetry source per cluster and how many clusters report each (kept incrementally)
+        self._telemetry_of: dict[str, str] = {}
+        self._telemetry_count: dict[str, int] = {}
 
         self._changes = Changes()
 
@@ -365,6 +368,7 @@ class DashboardModel:
             if c is None:
                 continue
             old = c.get("gpu_summary")
+            self._note_telemetry(cid, summary)
             if old != summary:
                 c = dict(c)
                 c["gpu_summary"] = summary
@@ -519,6 +523,7 @@ class DashboardModel:
         if c.get("status") in LIVE_STATUSES:
             self._running_burn += nums.burn
         summary = c.get("gpu_summary")
+        self._note_telemetry(cid, summary)
         if summary and (old is None or old.get("gpu_summary") != summary):
             if old is None:
                 self._push_spark(cid, summary)
@@ -533,6 +538,7 @@ class DashboardModel:
     def _remove(self, cid: str) -> None:
         old = self.clusters.pop(cid, None)
         nums = self.nums.pop(cid, None)
+        self._note_telemetry(cid, None)
         if old is not None and nums is not None and old.get("status") in LIVE_STATUSES:
             self._running_burn -= nums.burn
         for d in (self.events, self.replicas, self.replicas_at, self.cluster_at, self.util_spark,
@@ -790,9 +796,26 @@ class DashboardModel:
         return "… connecting", "warning"
 
     # -- the clusters list -------------------------------------------------
+    def _note_telemetry(self, cid: str, summary: dict[str, Any] | None) -> None:
+        src = (summary or {}).get("telemetry")
+        old = self._telemetry_of.get(cid)
+        if src == old:
+            return
+        if old is not None:
+            self._telemetry_count[old] -= 1
+            if not self._telemetry_count[old]:
+                del self._telemetry_count[old]
+            del self._telemetry_of[cid]
+        if src:
+            self._telemetry_of[cid] = src
+            self._telemetry_count[src] = self._telemetry_count.get(src, 0) + 1
+
     def telemetry_sources(self, ids: Iterable[str] | None = None) -> list[str]:
+        """Telemetry sources reported (by these clusters, or by all: kept counted)."""
+        if ids is None:
+            return sorted(self._telemetry_count)
         seen: set[str] = set()
-        for cid in (ids if ids is not None else self.clusters):
+        for cid in ids:
             c = self.clusters.get(cid)
             src = ((c or {}).get("gpu_summary") or {}).get("telemetry")
             if src:

@@ -19,10 +19,15 @@ LAUNCH: dict[str, Any] = {
 BURST = 8
 
 
+def _holds(store: Any) -> int:
+    return int(store.execute("SELECT COUNT(*) FROM ledger WHERE kind = 'hold'").fetchone()[0])
+
+
 def _burst(srv: Any, requests: list[tuple[str, str, dict[str, Any] | None, str]],
-           delay_s: float) -> dict[str, httpx.Response]:
-    """Send the requests concurrently, SIGKILL the server after `delay_s`; returns the
-    answers that arrived (by idempotency key)."""
+           extra_commits: int) -> dict[str, httpx.Response]:
+    """Send the requests concurrently and SIGKILL the server as soon as the database
+    shows `extra_commits` more holds than before (so the kill lands inside the burst,
+    however fast or slow the machine); returns the answers that arrived, by key."""
     answers: dict[str, httpx.Response] = {}
     lock = threading.Lock()
 
@@ -35,11 +40,18 @@ def _burst(srv: Any, requests: list[tuple[str, str, dict[str, Any] | None, str]]
         except httpx.HTTPError:
             pass  # the server died under it
 
-    threads = [threading.Thread(target=send, args=req) for req in requests]
-    for t in threads:
-        t.start()
-    time.sleep(delay_s)
-    srv.kill()
+    store = srv.store()
+    try:
+        start = _holds(store)
+        threads = [threading.Thread(target=send, args=req) for req in requests]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 20
+        while _holds(store) < start + extra_commits and time.monotonic() < deadline:
+            time.sleep(0.001)
+        srv.kill()
+    finally:
+        store.close()
     for t in threads:
         t.join(15)
     return answers
@@ -64,7 +76,7 @@ def test_sigkill_during_launches_loses_and_doubles_nothing(ecolink_server: Any) 
     for round_ in range(3):
         reqs = [("POST", "/gpu-clusters", {**LAUNCH, "name": f"r{round_}-{i}"},
                  uuid.uuid4().hex) for i in range(BURST)]
-        answers = _burst(srv, reqs, (0.06, 0.12, 0.2)[round_])
+        answers = _burst(srv, reqs, 1 + round_)
         srv.restart()
         _audit(srv)
         with srv.client() as c:
@@ -123,7 +135,7 @@ def test_sigkill_during_scales_and_extends(ecolink_server: Any) -> None:
                          uuid.uuid4().hex))
         with srv.client() as c:
             before = {cid: c.get(f"/gpu-clusters/{cid}").json() for cid in ids}
-        answers = _burst(srv, reqs, (0.05, 0.1, 0.15)[round_])
+        answers = _burst(srv, reqs, 1 + round_)
         srv.restart()
         _audit(srv)
         with srv.client() as c:

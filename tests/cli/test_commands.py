@@ -27,7 +27,11 @@ def env(shared_ecolink_server, monkeypatch, tmp_path):
     monkeypatch.setenv("ECO_API_URL", shared_ecolink_server.url)
     monkeypatch.setenv("ECO_API_KEY", key)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    return {"ECO_API_URL": shared_ecolink_server.url, "ECO_API_KEY": key}
+    yield {"ECO_API_URL": shared_ecolink_server.url, "ECO_API_KEY": key}
+    # End this account's replicas now rather than all at once at server shutdown.
+    with shared_ecolink_server.client(key) as api:
+        for c in api.get("/gpu-clusters").json()["clusters"]:
+            api.delete(f"/gpu-clusters/{c['id']}")
 
 
 class Run:
@@ -282,13 +286,12 @@ def test_exec_streams_and_exit_code(run, env):
 
 def test_confirmations_refuse_without_a_terminal_and_change_nothing(run, env):
     run(*launch_args("web"))
-    before = run.json("show", "web")
     p = ecotui(env, "terminate", "web")
     assert p.returncode == 2 and b"--yes" in p.stderr
     p = ecotui(env, "scale", "web", "5")
     assert p.returncode == 2
     after = run.json("show", "web")
-    assert after["status"] == before["status"] and after["replicas"] == 2
+    assert after["status"] in ("pending", "running") and after["replicas"] == 2
 
 
 def test_terminate_asks_for_the_name_on_a_terminal(run, env):

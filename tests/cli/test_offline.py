@@ -122,16 +122,6 @@ def test_no_subcommand_runs_the_dashboard(monkeypatch, unreachable):
     assert seen["hz"] == 10.0
 
 
-def test_exit_code_from_status():
-    ok = {"metadata": {}, "status": "Success"}
-    bad = {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
-           "message": "command terminated with non-zero exit code: 3",
-           "details": {"causes": [{"reason": "ExitCode", "message": "3"}]}}
-    assert cli.exit_code_from_status(ok) == 0
-    assert cli.exit_code_from_status(bad) == 3
-    assert cli.exit_code_from_status({"status": "Failure", "message": "no such"}) == 1
-
-
 # -- connection settings ------------------------------------------------------------
 
 def write_config(base: Path, text: str) -> None:

@@ -15,10 +15,10 @@ from datetime import UTC
 from typing import Any
 
 import pytest
-from ecolink.clock import FakeClock, SystemClock
 from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 
+from ecolink.clock import FakeClock, SystemClock
 from ecotui import costs, dialogs
 from ecotui.client.rest import EcoClient
 
@@ -39,7 +39,11 @@ class Host(App[None]):
 def account(shared_ecolink_server):
     """(url, key) of a new account with $10,000 on the shared backend."""
     key = shared_ecolink_server.new_account("acct-" + secrets.token_hex(4), "10000")
-    return shared_ecolink_server.url, key
+    yield shared_ecolink_server.url, key
+    # End this account's replicas now rather than all at once at server shutdown.
+    with shared_ecolink_server.client(key) as api:
+        for c in api.get("/gpu-clusters").json()["clusters"]:
+            api.delete(f"/gpu-clusters/{c['id']}")
 
 
 @pytest.fixture
@@ -68,7 +72,9 @@ async def holds(client: EcoClient, cluster_id: str) -> list[dict[str, Any]]:
 
 async def click(pilot, selector: str) -> None:
     """Click a button; a Button ignores clicks during its 0.2 s pressed look, so wait
-    that out first (the backend answers faster than that)."""
+    that out first (the backend answers faster than that). Pending input changes are
+    handled first: clearing a field's error moves the buttons."""
+    await settle(pilot)
     button = pilot.app.screen.query_one(selector)
     while button.has_class("-active"):
         await pilot.pause(0.05)

@@ -60,6 +60,7 @@ async def read_until(stream, needle: bytes, timeout: float = 10) -> bytes:
     return buf
 
 
+
 @pytest.mark.parametrize("protocol", [V5, V4])
 async def test_exec_output_and_exit_codes(running, protocol):
     runtime, spec, reps = running
@@ -90,8 +91,16 @@ async def test_interactive_shell_with_resize(running, protocol):
         await stream.write(b"stty size\n")
         await read_until(stream, b"24 80")
         await stream.resize(132, 40)
-        await stream.write(b"stty size\n")
-        await read_until(stream, b"40 132")
+        # Resize and stdin travel separately: ask until the new size shows.
+        seen = b""
+        deadline = time.monotonic() + 10
+        while b"40 132" not in seen:
+            assert time.monotonic() < deadline, f"size never changed: {seen!r}"
+            await stream.write(b"stty size\n")
+            try:
+                seen += await read_until(stream, b"40 132", timeout=1)
+            except TimeoutError:
+                pass
         await stream.write(b"exit 7\n")
         await collect(stream)
         assert (await stream.result()).exit_code == 7
@@ -210,9 +219,18 @@ async def test_service_target_through_port_forward(running, admin, namespace):
     with local_server("alpha") as pa, local_server("beta") as pb:
         forward_pod_port(admin, namespace, reps[0].name, 8080, pa)
         forward_pod_port(admin, namespace, reps[1].name, 8080, pb)
-        # KWOK picks the objects up from its informer.
-        await asyncio.sleep(1.0)
         async with httpx.AsyncClient(timeout=10) as http_client:
+            # KWOK picks the PortForward objects up from an informer: wait.
+            for rep in reps:
+                hp = await runtime.service_target(spec.cluster_id, rep.name, 8080)
+                deadline = time.monotonic() + 15
+                while True:
+                    try:
+                        await http_client.get(f"http://{hp.host}:{hp.port}/warmup")
+                        break
+                    except httpx.TransportError:
+                        assert time.monotonic() < deadline, "port-forward never worked"
+                        await asyncio.sleep(0.3)
             seen = []
             for rep in reps:
                 hp = await runtime.service_target(spec.cluster_id, rep.name, 8080)
@@ -286,11 +304,15 @@ async def test_telemetry_from_dcgm_exporter(running, admin, namespace):
         with local_server("dcgm", Exporter) as port:
             forward_pod_port(admin, namespace, exporter, 9400, port)
             deadline = time.monotonic() + 20
-            while core.read_namespaced_pod(exporter, namespace).status.phase != "Running":
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.2)
-            await asyncio.sleep(1.0)
-            readings = await runtime.telemetry(spec.cluster_id)
+            while True:
+                # Until KWOK runs the pod and knows the PortForward, the
+                # runtime finds no (or a silent) exporter.
+                runtime._dcgm_cache = (0.0, None)
+                readings = await runtime.telemetry(spec.cluster_id)
+                if {t.source for t in readings} == {"dcgm"} and all(t.gpus for t in readings):
+                    break
+                assert time.monotonic() < deadline, readings
+                await asyncio.sleep(0.3)
         by_name = {t.replica: t for t in readings}
         assert {t.source for t in readings} == {"dcgm"}
         for i, rep in enumerate(reps):

@@ -333,17 +333,24 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def pids_running(needle: str) -> list[int]:
-    """Pids whose command line contains `needle` (Linux /proc)."""
+def process_table() -> list[bytes]:
+    """Command lines (NUL turned into space) of every live, non-zombie process."""
     out = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ")
-            stat = (d / "stat").read_text()
+            stat = (d / "stat").read_bytes()
         except OSError:
             continue
-        if needle.encode() in cmd and ") Z " not in stat:
-            out.append(int(d.name))
+        if b") Z " not in stat:
+            out.append(cmd)
     return out
+
+
+def pids_running(needle: str, *, prefix: bool = False) -> list[bytes]:
+    """Live processes whose command line contains `needle` (with `prefix`: starts with
+    it), zombies left out (Linux /proc)."""
+    n = needle.encode()
+    return [c for c in process_table() if (c.startswith(n) if prefix else n in c)]

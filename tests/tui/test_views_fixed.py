@@ -113,7 +113,8 @@ async def test_cluster_expires_countdown_alert_then_terminated():
         assert "embed-serve expires" not in screen_text(fx.app)
         await open_cluster(pilot, fx, "embed-serve")
         await wait_for_text(pilot, "expired: terminated at its expiry")
-        assert "embed-serve-0" not in screen_text(fx.app)  # no replicas run any more
+        assert "● Running" not in screen_text(fx.app)  # no replicas run any more
+        assert "no GPUs: the cluster is terminated" in screen_text(fx.app)
         assert "· terminated (expired)" in screen_text(fx.app)
 
 
@@ -346,7 +347,7 @@ async def test_cluster_view_shows_cost_url_gpus_and_events():
         assert "launched llama-serve with 8 replicas" in text
         assert "● Running" in text and "node-us-east-00" in text
         # The history restored from /metrics is drawn (idle: the lowest block).
-        gpu_line = next(ln for ln in text.splitlines() if "-0" in ln and "9/80G" in ln)
+        gpu_line = next(ln for ln in text.splitlines() if "9/80G" in ln)
         assert "▁▁▁▁" in gpu_line
 
 
@@ -360,13 +361,15 @@ async def test_logs_view_search_pause_and_previous_run():
         assert "logs of vision-serve-0" in screen_text(fx.app)
         assert "current run · live · following" in screen_text(fx.app)
         await pilot.press("f")
-        await wait_for_text(pilot, "paused · 0 new lines")
-        await pilot.press("slash", *"health", "enter")
-        await wait_for_text(pilot, "search “health”: 6 matches (1/6)")
+        await wait_for_text(pilot, "paused (+0)")
+        await pilot.press("slash", *"health")
+        await wait_for_text(pilot, "“health” 6 matches")
+        await pilot.press("enter")
+        await wait_for_text(pilot, "“health” 1/6")
         await pilot.press("n")
-        await wait_for_text(pilot, "(2/6)")
+        await wait_for_text(pilot, "“health” 2/6")
         await pilot.press("N", "N")
-        await wait_for_text(pilot, "(6/6)")
+        await wait_for_text(pilot, "“health” 6/6")
         await pilot.press("v")
         await wait_for_text(pilot, "RuntimeError: CUDA error: out of memory")
         assert "previous run" in screen_text(fx.app)

@@ -4,6 +4,7 @@ resume, restarts, terminate (no orphans), logs, shared filesystems, exec, GPUs."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -122,7 +123,7 @@ async def run_exec(runtime, cid, replica, req) -> tuple[bytes, bytes, int | None
 
 async def test_replicas_run_with_their_environment(rt, tmp_path):
     runtime, rec = rt
-    cmd = 'echo "$PORT $ECO_REPLICA_INDEX $ECO_REPLICA_NAME $ECO_CLUSTER_ID" > info; exec sleep 300'
+    cmd = 'echo "$PORT $ECO_REPLICA_INDEX $ECO_REPLICA_NAME $ECO_CLUSTER_ID $HOME" > info; exec sleep 300'
     await runtime.apply(spec(startup_command=cmd))
     await until(running(runtime, "c1", 2), what="2 running")
     assert [r.name for r in rec.states["c1"]] == ["web-0", "web-1"]
@@ -130,8 +131,9 @@ async def test_replicas_run_with_their_environment(rt, tmp_path):
     for i in range(2):
         info = tmp_path / "state" / "replicas" / "c1" / f"web-{i}" / "info"
         await until(lambda info=info: info.exists() and info.read_text().strip(), what="info")
-        port, index, name, cid = info.read_text().split()
+        port, index, name, cid, home = info.read_text().split()
         assert (index, name, cid) == (str(i), f"web-{i}", "c1")
+        assert home == str(info.parent)  # its working dir is its home
         assert int(port) == runtime.replica_port("c1", f"web-{i}")
         ports.add(port)
     assert len(ports) == 2  # each replica its own port
@@ -413,10 +415,18 @@ async def test_flood_is_bounded(tmp_path):
     await runtime.start(Recorder(), [])
     try:
         await runtime.apply(spec(replicas=1, startup_command="exec yes flood"))
-        await asyncio.sleep(1.0)
-        total = sum(p.stat().st_size for p in (tmp_path / "logs" / "c1").iterdir())
-        assert total <= 200_000
+        await until(lambda: (tmp_path / "logs" / "c1" / "web-0.log.1").exists(), what="rotation")
+        for _ in range(10):
+            await asyncio.sleep(0.1)
+            total = 0
+            for p in (tmp_path / "logs" / "c1").iterdir():
+                with contextlib.suppress(FileNotFoundError):  # rotated meanwhile
+                    total += p.stat().st_size
+            assert total <= 200_000
         assert runtime.replicas("c1")[0].phase == "Running"
+        # It did flood: the files were rotated, and still hold output.
+        tail = await collect(runtime.logs("c1", "web-0", tail=1, follow=False, previous=False))
+        assert set(tail) <= set(b"flood\n")  # (the newest line may be half written)
     finally:
         await runtime.shutdown(stop_replicas=True)
 

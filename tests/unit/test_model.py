@@ -228,14 +228,19 @@ def test_metrics_restore_fills_the_gap_before_live_samples(clock):
 
 def test_focus_keeps_history_only_for_clusters_on_screen_plus_a_few(clock):
     model = DashboardModel(clock, history_clusters=2)
-    fleet = GeneratedFleet(6, replicas=2, gpus=1)
+    fleet = GeneratedFleet(12, replicas=2, gpus=1)
     model.apply(fleet.snapshot_frame())
-    ids = [cid for cid, c in fleet.clusters.items() if c["replica_states"]]
+    ids = [cid for cid, c in fleet.clusters.items() if c["status"] == "running"]
+    assert model.set_focus(ids[:3]) is True
+    assert model.set_focus(ids[:3]) is False
     for cid in ids:
         model.apply(fleet.replicas_frame(cid, 0.0))
-    assert model.set_focus(ids[:1]) is True
-    assert model.set_focus(ids[:1]) is False
-    assert len(model.gpu_history) == 2 and ids[0] in model.gpu_history
+    # Frames for clusters not in focus (in flight from before a focus change) are dropped.
+    assert set(model.gpu_history) == set(ids[:3]) == set(model.replicas)
+    model.set_focus(ids[3:4])
+    model.apply(fleet.replicas_frame(ids[3], 1.0))
+    assert len(model.gpu_history) == 2 and ids[3] in model.gpu_history
+    assert ids[2] in model.gpu_history  # the most recent of the others stays
 
 
 def test_connection_states_and_stale_data(model, clock):
@@ -471,3 +476,17 @@ def test_terminated_costs_and_find(model):
     assert model.find("beta")["id"] == "b"
     assert model.find("b")["id"] == "b"
     assert model.find("alpha") is None  # a terminated name may be reused
+
+
+def test_telemetry_sources_are_counted_incrementally(model):
+    a = cluster("a", "alpha")
+    b = cluster("b", "beta")
+    b["gpu_summary"]["telemetry"] = "nvml"
+    model.apply(snapshot(a, b))
+    assert model.telemetry_sources() == ["nvml", "simulated"]
+    assert model.telemetry_sources(["a"]) == ["simulated"]
+    model.apply({"type": "cluster_removed", "id": "b"})
+    assert model.telemetry_sources() == ["simulated"]
+    model.apply({"type": "summaries", "clusters": {"a": {"gpus": 8, "mean_utilization": 1.0,
+                                                           "idle_gpus": 0, "telemetry": "dcgm"}}})
+    assert model.telemetry_sources() == ["dcgm"]

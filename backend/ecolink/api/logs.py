@@ -18,6 +18,7 @@ from ecolink.api.common import account_of
 from ecolink.api.context import get_ctx
 from ecolink.api.errors import refusals
 from ecolink.errors import InvalidField
+from ecolink.runtime.base import ReplicaNotFound
 
 router = APIRouter(tags=["replicas"])
 
@@ -64,7 +65,10 @@ async def replica_logs(request: Request, id: str, replica: str) -> Response:
     tail = _tail(request)
     follow = _flag(request, "follow")
     previous = _flag(request, "previous")
-    # Raises ReplicaNotFound (404) before anything is sent.
+    # An unknown replica is a 404 before anything is sent (a runtime whose logs()
+    # only fails once iterated must not turn that into a broken 200).
+    if replica not in {r.name for r in ctx.runtime.replicas(cluster.id)}:
+        raise ReplicaNotFound(replica)
     source = ctx.runtime.logs(cluster.id, replica, tail=tail, follow=follow, previous=previous)
 
     async def body() -> AsyncIterator[bytes]:

@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import h11
 import websockets
 from fastapi import APIRouter
-from starlette.background import BackgroundTask
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -37,6 +37,8 @@ from ecolink.runtime.base import HostPort, ReplicaNotFound, RuntimeUnavailable
 log = logging.getLogger(__name__)
 
 router = APIRouter()
+
+CONNECT_TIMEOUT_S = 5.0
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -52,16 +54,45 @@ RESPONSE_SKIP = frozenset({
 })
 
 
+class UpstreamError(Exception):
+    """The replica could not be reached or broke the exchange."""
+
+
+class _Conn:
+    """One HTTP/1.1 connection to a replica (h11 over asyncio streams)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.CLIENT)
+
+    def usable(self) -> bool:
+        return not self.writer.is_closing() and not self.reader.at_eof()
+
+    async def _next_event(self) -> Any:
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                data = await self.reader.read(65536)
+                self.h11.receive_data(data)  # b"" tells h11 the peer closed
+                continue
+            return event
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
 class _State:
-    """Per-app proxy state: the upstream HTTP client and round-robin counters."""
+    """Per-app proxy state: idle keep-alive connections per replica, round-robin
+    counters. A small HTTP/1.1 client of our own: request and response bodies
+    stream through in both directions, nothing is held whole, and a request costs
+    a fraction of what a general-purpose client costs."""
+
+    MAX_IDLE = 64
 
     def __init__(self) -> None:
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=5.0, read=None, write=None, pool=30.0),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self.idle: dict[tuple[str, int], list[_Conn]] = {}
         self.counters: dict[str, itertools.count[int]] = {}
 
     def next(self, cluster_id: str) -> int:
@@ -69,6 +100,35 @@ class _State:
         if c is None:
             c = self.counters[cluster_id] = itertools.count()
         return next(c)
+
+    async def connect(self, host: str, port: int, fresh: bool = False) -> tuple[_Conn, bool]:
+        """A connection to host:port, and whether it was reused."""
+        pool = self.idle.get((host, port))
+        while pool and not fresh:
+            conn = pool.pop()
+            if conn.usable():
+                return conn, True
+            conn.close()
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=65536), CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamError(f"cannot connect to {host}:{port}: {exc}") from exc
+        return _Conn(reader, writer), False
+
+    def release(self, host: str, port: int, conn: _Conn) -> None:
+        ok = (conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE
+              and conn.usable())
+        if ok:
+            try:
+                conn.h11.start_next_cycle()
+            except h11.LocalProtocolError:
+                ok = False
+        pool = self.idle.setdefault((host, port), [])
+        if ok and len(pool) < self.MAX_IDLE:
+            pool.append(conn)
+        else:
+            conn.close()
 
 
 def _state(ctx: AppContext) -> _State:
@@ -174,75 +234,142 @@ async def proxy_http(request: Request) -> Response:
     cluster_id, targets = await _targets(ctx, acct.id, ref)
     headers = _forward_headers(request, HOP_BY_HOP, _prefix(ref))
     path = _upstream_path(request, ref)
-    has_body = ("content-length" in request.headers and request.headers["content-length"] != "0") \
-        or "transfer-encoding" in request.headers
-    client = _state(ctx).client
+    length = request.headers.get("content-length")
+    chunked = "transfer-encoding" in request.headers
+    if chunked:
+        # The body's length is not known: send it on chunked, whatever it came as.
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.append(("Transfer-Encoding", "chunked"))
+    has_body = chunked or (length is not None and length != "0")
+    state = _state(ctx)
     body_started = False
-
-    async def body() -> AsyncIterator[bytes]:
-        nonlocal body_started
-        body_started = True
-        async for chunk in request.stream():
-            if chunk:
-                yield chunk
-
     last_error: Exception | None = None
     for target in targets:
-        url = f"http://{target.host}:{target.port}{path}"
-        req = client.build_request(
-            request.method, url, headers=headers, content=body() if has_body else None
-        )
-        try:
-            upstream = await client.send(req, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            last_error = exc
-            if body_started:
-                break  # the body is partly consumed: another replica cannot get it whole
-            continue
-        except httpx.HTTPError as exc:
-            last_error = exc
+        for fresh in (False, True):
+            try:
+                conn, reused = await state.connect(target.host, target.port, fresh)
+            except UpstreamError as exc:
+                last_error = exc
+                break  # this replica is unreachable: the next one
+            try:
+                body_started = body_started or has_body
+                response = await _exchange(conn, request, target, headers, path, has_body)
+            except UpstreamError as exc:
+                conn.close()
+                last_error = exc
+                # A reused connection may have been closed by the replica meanwhile:
+                # try a fresh one, unless the body is gone already.
+                if reused and not body_started:
+                    continue
+                raise RuntimeUnavailableError(
+                    "the replica behind the service URL broke the exchange") from exc
+            return _respond(state, target, conn, response, request.method)
+        if body_started:
             break
-        resp_headers = [(k, v) for k, v in upstream.headers.multi_items()
-                        if k.lower() not in RESPONSE_SKIP]
-        return StreamingResponse(
-            _relay(upstream),
-            status_code=upstream.status_code,
-            headers=_header_dict(resp_headers),
-            background=BackgroundTask(upstream.aclose),
-        )
     log.info("service %s unreachable: %s", cluster_id, last_error)
     raise RuntimeUnavailableError("no replica behind the service URL could be reached")
 
 
-def _header_dict(items: list[tuple[str, str]]) -> Any:
-    # StreamingResponse takes a mapping; repeated headers (Set-Cookie) must survive.
-    from starlette.datastructures import MutableHeaders
-
-    h = MutableHeaders()
-    for k, v in items:
-        h.append(k, v)
-    return h
-
-
-async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+async def _exchange(conn: _Conn, request: Request, target: HostPort,
+                    headers: list[tuple[str, str]], path: str, has_body: bool) -> Any:
+    """Send the request (streaming its body) and read the response head."""
     try:
-        async for chunk in upstream.aiter_raw():
-            yield chunk
-    except httpx.HTTPError as exc:
-        # Headers are out: all we can do is end the body early.
-        log.info("upstream ended early: %s", exc)
-    finally:
-        await upstream.aclose()
+        h = [("Host", f"{target.host}:{target.port}"), *headers]
+        if not has_body and request.method not in ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE"):
+            h.append(("Content-Length", "0"))
+        conn.writer.write(conn.h11.send(h11.Request(method=request.method, target=path,
+                                                    headers=h)))
+        if has_body:
+            async for chunk in request.stream():
+                if chunk:
+                    conn.writer.write(conn.h11.send(h11.Data(data=chunk)))
+                    await conn.writer.drain()
+        conn.writer.write(conn.h11.send(h11.EndOfMessage()))
+        await conn.writer.drain()
+        while True:
+            event = await conn._next_event()
+            if isinstance(event, h11.InformationalResponse):
+                continue  # 100 Continue and friends: we already sent the body
+            if isinstance(event, h11.Response):
+                return event
+            raise UpstreamError(f"unexpected {type(event).__name__} from the replica")
+    except (OSError, h11.ProtocolError, asyncio.IncompleteReadError) as exc:
+        raise UpstreamError(str(exc) or type(exc).__name__) from exc
 
 
-router.add_api_route(
-    "/gpu-clusters/{id}/service/{path:path}",
-    proxy_http,
-    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
-             "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT",
-             "SEARCH", "QUERY"],
-    include_in_schema=False,
-)
+# Answers up to this size (by Content-Length) are relayed without a watcher for the
+# client's disconnection: they end soon anyway. Longer or open-ended ones use
+# StreamingResponse, which stops pulling from the replica when the client goes.
+SMALL_BODY = 1024 * 1024
+
+
+class _SmallRelay(Response):
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]],
+                 body: AsyncIterator[bytes]) -> None:
+        self.status_code = status
+        self.raw_headers = headers
+        self.body_iter = body
+        self.background = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        async for chunk in self.body_iter:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _respond(state: _State, target: HostPort, conn: _Conn, response: Any, method: str) -> Response:
+    raw_headers: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    for k, v in response.headers:
+        name = k.lower()
+        if name.decode("latin-1") in RESPONSE_SKIP:
+            continue
+        if name == b"content-length":
+            with contextlib.suppress(ValueError):
+                length = int(v)
+        raw_headers.append((name, v))
+
+    async def body() -> AsyncIterator[bytes]:
+        done = False
+        try:
+            while True:
+                event = await conn._next_event()
+                if isinstance(event, h11.Data):
+                    yield bytes(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    done = True
+                    return
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+        except (OSError, h11.ProtocolError) as exc:
+            # Headers are out: all we can do is end the body early.
+            log.info("upstream ended early: %s", exc)
+        finally:
+            if done:
+                state.release(target.host, target.port, conn)
+            else:
+                conn.close()
+
+    if length is not None and length <= SMALL_BODY:
+        return _SmallRelay(response.status_code, raw_headers, body())
+    resp_headers = MutableHeaders(raw=raw_headers)
+    return StreamingResponse(body(), status_code=response.status_code, headers=resp_headers)
+
+
+class _ProxyEndpoint:
+    """A plain ASGI endpoint (no FastAPI request parsing) that takes every method
+    there is; ApiErrors go to the app's handlers like any route's."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive, send)
+        response = await proxy_http(request)
+        await response(scope, receive, send)
+
+
+router.add_route("/gpu-clusters/{id}/service/{path:path}", _ProxyEndpoint(), methods=None,
+                 include_in_schema=False)
 
 
 @router.websocket("/gpu-clusters/{id}/service/{path:path}")

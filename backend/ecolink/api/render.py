@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 from ecolink import billing
@@ -113,17 +114,14 @@ def replicas_json(ctx: AppContext, c: Cluster) -> list[dict[str, Any]]:
     return [{**s.as_json(), "gpus": [], "telemetry": kind} for s in states]
 
 
-def cluster_json(ctx: AppContext, c: Cluster, *, now: int | None = None,
-                 base_url: str | None = None) -> dict[str, Any]:
-    if now is None:
-        now = ctx.service.now()
+def _store_fields(ctx: AppContext, c: Cluster, base_url: str | None) -> dict[str, Any]:
+    """The part of a cluster's JSON that only changes when its store row does."""
     hourly = billing.hourly_rate(c.rate_per_gpu_hour, c.gpu_count, c.replicas)
     burn = ctx.service.burn_rate(c)
     hold_remaining = c.hold_total - c.released_total - c.spent_total
     # Posted charges cover up to last_charge_at; the rest to expiry at the burn rate.
     ahead = max(0, c.expires_at - c.last_charge_at) if burn else 0
     projected = c.spent_total + (burn * ahead) // billing.US_PER_HOUR
-    states = replica_states(ctx, c)
     return {
         "id": c.id,
         "name": c.name,
@@ -137,7 +135,6 @@ def cluster_json(ctx: AppContext, c: Cluster, *, now: int | None = None,
         "status": c.status,
         "status_reason": c.status_reason if c.status in ("terminated", "terminating", "failed")
         else None,
-        "stale": not ctx.runtime.available(),
         "created_at": rfc3339(c.created_at),
         "started_at": rfc3339(c.started_at) if c.started_at is not None else None,
         "expires_at": rfc3339(c.expires_at),
@@ -152,7 +149,52 @@ def cluster_json(ctx: AppContext, c: Cluster, *, now: int | None = None,
         },
         "endpoint": ({"url": endpoint_url(ctx, c, base_url), "port": c.endpoint_port}
                      if c.endpoint_port is not None else None),
+    }
+
+
+def _runtime_fields(ctx: AppContext, c: Cluster) -> dict[str, Any]:
+    """The part that comes from the runtime and telemetry (changes without the store)."""
+    states = replica_states(ctx, c)
+    return {
+        "stale": not ctx.runtime.available(),
         "ready_replicas": sum(1 for s in states if s.ready),
         "replica_states": [s.as_json() for s in states],
         "gpu_summary": gpu_summary(ctx, c),
     }
+
+
+def cluster_json(ctx: AppContext, c: Cluster, *, now: int | None = None,
+                 base_url: str | None = None) -> dict[str, Any]:
+    """api.md's cluster object."""
+    d = _store_fields(ctx, c, base_url)
+    d.update(_runtime_fields(ctx, c))
+    return d
+
+
+_CACHE_MAX = 50_000
+
+
+def cluster_json_text(ctx: AppContext, c: Cluster, *, base_url: str | None = None) -> str:
+    """The cluster object as JSON text, the same as `cluster_json`, with the store part
+    encoded once per row version (lists of a thousand clusters stay cheap)."""
+    cache: dict[tuple[str, str | None], tuple[tuple[Any, ...], str]] = ctx.extra.setdefault(
+        "cluster_json_cache", {})
+    key = (c.id, base_url)
+    # Every field the store part shows (the version alone could repeat after a
+    # transaction that rendered and then did not commit).
+    sig = (c.version, c.status, c.status_reason, c.replicas, c.hold_total, c.released_total,
+           c.spent_total, c.last_charge_at, c.expires_at, c.duration_mh, c.started_at,
+           c.endpoint_port, c.suspended)
+    hit = cache.get(key)
+    if hit is not None and hit[0] == sig:
+        head = hit[1]
+    else:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        head = _dumps(_store_fields(ctx, c, base_url))[1:-1]
+        cache[key] = (sig, head)
+    return "{" + head + "," + _dumps(_runtime_fields(ctx, c))[1:]
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -27,7 +27,13 @@ from ecolink.api.common import (
 )
 from ecolink.api.context import AppContext, get_ctx
 from ecolink.api.errors import refusals
-from ecolink.api.render import cluster_json, endpoint_url, event_json, replicas_json
+from ecolink.api.render import (
+    cluster_json,
+    cluster_json_text,
+    endpoint_url,
+    event_json,
+    replicas_json,
+)
 from ecolink.errors import InvalidField
 from ecolink.schemas import (
     ClusterOut,
@@ -142,17 +148,18 @@ async def list_clusters(request: Request) -> Response:
                 raise InvalidField(f"unknown status {s!r}; one of {', '.join(STATUSES)}",
                                    field="status")
     clusters = ctx.service.list_clusters(acct.id, statuses)
-    now = ctx.service.now()
     base = _base(ctx, request)
-    return json_response({"clusters": [cluster_json(ctx, c, now=now, base_url=base)
-                                       for c in clusters]})
+    text = ",".join(cluster_json_text(ctx, c, base_url=base) for c in clusters)
+    return Response(('{"clusters":[' + text + "]}").encode("utf-8"),
+                    media_type="application/json")
 
 
 @router.get("/gpu-clusters/{id}", response_model=ClusterOut, responses=refusals(401, 404),
             summary="One cluster, by id or name")
 async def get_cluster(request: Request, id: str) -> Response:
     ctx, _, c = _lookup(request, id)
-    return json_response(cluster_json(ctx, c, base_url=_base(ctx, request)))
+    return Response(cluster_json_text(ctx, c, base_url=_base(ctx, request)).encode("utf-8"),
+                    media_type="application/json")
 
 
 # ---------------------------------------------------------------------------- actions

@@ -21,7 +21,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ecolink.api.auth import require_ws_account
 from ecolink.api.context import AppContext, get_ctx
-from ecolink.api.render import account_json, cluster_json, event_json, gpu_summary, replicas_json
+from ecolink.api.render import (
+    account_json,
+    cluster_json_text,
+    event_json,
+    gpu_summary,
+    replicas_json,
+)
 from ecolink.errors import Unauthenticated
 from ecolink.service import LISTED_AFTER_TERMINATION_US
 from ecolink.store import Event
@@ -61,6 +67,7 @@ class WatchHub:
         self._dirty_accounts: set[str] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._snapshots: dict[str, tuple[frozenset[str], str]] = {}
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
@@ -101,11 +108,13 @@ class WatchHub:
 
     # -- Observer -----------------------------------------------------------
     def cluster_changed(self, account_id: str, cluster_id: str) -> None:
+        self._snapshots.pop(account_id, None)
         if account_id in self.clients:
             self._dirty[account_id].add(cluster_id)
             self._wake.set()
 
     def account_changed(self, account_id: str) -> None:
+        self._snapshots.pop(account_id, None)
         if account_id in self.clients:
             self._dirty_accounts.add(account_id)
             self._wake.set()
@@ -121,15 +130,24 @@ class WatchHub:
 
     # -- rendering ----------------------------------------------------------
     def snapshot(self, client: WatchClient) -> str:
+        """The first frame. Clients of one account connecting close together share one
+        rendering; any change of that account's clusters or account drops it (the
+        client is registered before, so it gets the change as a frame of its own)."""
         ctx = self.ctx
-        now = ctx.service.now()
+        cached = self._snapshots.get(client.account_id)
+        if cached is not None:
+            ids, text = cached
+            client.known = set(ids)
+            return text
         clusters = ctx.service.list_clusters(client.account_id)
-        client.known = {c.id for c in clusters}
-        return _dumps({
-            "type": "snapshot",
-            "clusters": [cluster_json(ctx, c, now=now) for c in clusters],
-            "account": account_json(ctx.service.account(client.account_id)),
-        })
+        ids = frozenset(c.id for c in clusters)
+        client.known = set(ids)
+        text = ('{"type":"snapshot","clusters":['
+                + ",".join(cluster_json_text(ctx, c) for c in clusters)
+                + '],"account":' + _dumps(account_json(ctx.service.account(client.account_id)))
+                + "}")
+        self._snapshots[client.account_id] = (ids, text)
+        return text
 
     def _flush(self) -> None:
         ctx = self.ctx
@@ -147,7 +165,7 @@ class WatchHub:
                     continue
                 if c.status == "terminated" and (c.terminated_at or 0) < horizon:
                     continue
-                frame = _dumps({"type": "cluster", "cluster": cluster_json(ctx, c, now=now)})
+                frame = '{"type":"cluster","cluster":' + cluster_json_text(ctx, c) + "}"
                 for cl in clients:
                     cl.queue.put_state("c:" + cid, frame)
                     cl.known.add(cid)

@@ -27,6 +27,10 @@ ACCOUNT_ANNOTATION = "ecolink/account-id"
 NAME_ANNOTATION = "ecolink/cluster-name"
 # Same key as `kubectl rollout restart`, so either tool's restart is understood.
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+# PersistentVolumeClaims offered as shared filesystems carry this label.
+FILESYSTEM_LABEL = "ecolink.filesystem"
+FILESYSTEM_SELECTOR = f"{FILESYSTEM_LABEL}=true"
+DESCRIPTION_ANNOTATION = "ecolink/description"
 CONTAINER = "main"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -352,3 +356,15 @@ def replica_state(pod: Mapping[str, Any], index: int) -> ReplicaState:
         reason=pod_reason(pod),
         node=(pod.get("spec") or {}).get("nodeName") or None,
     )
+
+
+def filesystem_entry(pvc: Mapping[str, Any]) -> dict[str, str]:
+    meta = pvc.get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    size = (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+    phase = (pvc.get("status") or {}).get("phase") or "Pending"
+    default = f"PersistentVolumeClaim {meta.get('name')}" + (f", {size}" if size else "")
+    return {
+        "name": str(meta.get("name")),
+        "description": str(ann.get(DESCRIPTION_ANNOTATION) or f"{default} ({phase})"),
+    }

@@ -98,7 +98,7 @@ async def _open(
         if status >= 500 and "container not found" not in message:
             raise RuntimeUnavailable(f"API server answered {status}: {message}") from e
         raise RuntimeError_(f"API server answered {status}: {message}") from e
-    except (OSError, asyncio.TimeoutError, websockets.exceptions.InvalidHandshake) as e:
+    except (TimeoutError, OSError, websockets.exceptions.InvalidHandshake) as e:
         raise RuntimeUnavailable(f"cannot reach the API server: {e}") from e
 
 
@@ -282,7 +282,7 @@ class PortForwardListener:
         self._target, self._ns, self._pod, self._port = target, namespace, pod, port
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._conns: set[tuple[asyncio.StreamWriter, list[ClientConnection]]] = set()
+        self._conns: dict[int, tuple[asyncio.StreamWriter, list[ClientConnection]]] = {}
         self.address: HostPort | None = None
         self.on_unavailable: Callable[[], None] | None = None
 
@@ -298,8 +298,7 @@ class PortForwardListener:
             self._tasks.add(task)
         ws: ClientConnection | None = None
         holder: list[ClientConnection] = []
-        conn = (writer, holder)
-        self._conns.add(conn)
+        self._conns[id(writer)] = (writer, holder)
         try:
             try:
                 ws = await _open(
@@ -328,7 +327,7 @@ class PortForwardListener:
             # Closing the listener ends its connections; not an error.
             pass
         finally:
-            self._conns.discard(conn)
+            self._conns.pop(id(writer), None)
             if ws is not None:
                 with contextlib.suppress(Exception):
                     await ws.close()
@@ -342,7 +341,7 @@ class PortForwardListener:
         if self._server is not None:
             self._server.close()
         # End every tunnel by closing its ends; the handlers then return.
-        for writer, holder in list(self._conns):
+        for writer, holder in list(self._conns.values()):
             writer.close()
             for ws in holder:
                 with contextlib.suppress(Exception):

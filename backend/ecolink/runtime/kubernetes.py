@@ -121,6 +121,7 @@ class KubernetesRuntime(Runtime):
         self._terminating: set[str] = set()
         self._restoring: set[str] = set()
         self._health: dict[str, bool] = {}
+        self._pvcs: dict[str, Obj] = {}
         self._available = False
         self._synced: dict[str, asyncio.Event] = {}
         self._watchers: list[WatchLoop] = []
@@ -199,6 +200,12 @@ class KubernetesRuntime(Runtime):
                 lambda ok, err: self._on_health("pods", ok, err),
                 timeout_seconds=self._watch_timeout,
             ),
+            # Shared filesystems: not needed for availability (RBAC may forbid).
+            WatchLoop(
+                "filesystems", self._core.list_namespaced_persistent_volume_claim, (self._ns,),
+                ko.FILESYSTEM_SELECTOR, self._loop, self._on_pvcs_synced, self._on_pvc_event,
+                lambda ok, err: None, timeout_seconds=self._watch_timeout,
+            ),
         ]
         for w in self._watchers:
             w.start()
@@ -207,7 +214,7 @@ class KubernetesRuntime(Runtime):
         # unreachable API server is not fatal: the loops keep trying.
         # Each loop reports health once it has listed (after the sync) or failed.
         deadline = time.monotonic() + 10
-        while len(self._health) < len(self._watchers) and time.monotonic() < deadline:
+        while len(self._health) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
     async def shutdown(self, stop_replicas: bool) -> None:
@@ -286,6 +293,24 @@ class KubernetesRuntime(Runtime):
             return
         # Deleted by someone else while we still want it: bring it back.
         self._spawn(self._restore(cid, ["deleted"]))
+
+    def _on_pvcs_synced(self, items: list[Obj]) -> None:
+        self._pvcs = {p["metadata"]["name"]: p for p in items}
+
+    def _on_pvc_event(self, kind: str, pvc: Obj) -> None:
+        if kind == "DELETED":
+            self._pvcs.pop(pvc["metadata"]["name"], None)
+        else:
+            self._pvcs[pvc["metadata"]["name"]] = pvc
+
+    def filesystems(self) -> list[dict[str, str]]:
+        """Shared filesystems: the namespace's PersistentVolumeClaims labelled
+        `ecolink.filesystem=true` (from a watch; no IO here)."""
+        return [
+            ko.filesystem_entry(p)
+            for name, p in sorted(self._pvcs.items())
+            if not (p.get("metadata") or {}).get("deletionTimestamp")
+        ]
 
     def _on_pods_synced(self, items: list[Obj]) -> None:
         fresh: dict[str, dict[str, Obj]] = {}
@@ -889,4 +914,7 @@ def create_kubernetes_runtime(
 ) -> Runtime:
     """The runtime `ecolink serve --runtime kubernetes` uses: credentials
     found as kubectl finds them (KUBECONFIG, ~/.kube/config, in-cluster)."""
+    # urllib3 warns on every retried connection; while the API server is down
+    # that is one line per request. The runtime reports outages itself.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     return KubernetesRuntime(load_target(namespace=namespace, context=context), clock)

@@ -4,8 +4,8 @@ A replica runs its cluster's startup command (`sh -c`), or the built-in demo HTT
 service when there is none, in `replicas/<cluster_id>/<replica>/` under the state dir,
 in its own session, with `PORT` (a free loopback port of its own: processes cannot
 share a port the way pods can, so the cluster's endpoint port maps to it), its index,
-name, cluster id, `CUDA_VISIBLE_DEVICES`, `ECO_FS_<NAME>` for each shared filesystem
-(also linked into the working dir) and a marker variable that every process it
+name, cluster id, `CUDA_VISIBLE_DEVICES`, `HOME` (the working dir), `ECO_FS_<NAME>`
+for each shared filesystem (also linked into the working dir) and a marker variable that every process it
 starts inherits. Crashes restart with exponential backoff; output goes to rotated
 log files (`local_logs`); stop/scale/restart/terminate end whole process trees,
 double-forked daemons included (`local_proc`: the backend is a child subreaper and
@@ -411,6 +411,9 @@ class LocalRuntime(Runtime):
             ECO_IMAGE=spec.image,
             ECO_TELEMETRY=self.source.kind,
             CUDA_VISIBLE_DEVICES=",".join(map(str, r.gpus)),
+            # The working dir is the replica's home, as a container's is its own:
+            # the user's dotfiles (and whatever their login scripts run) stay out.
+            HOME=str(r.workdir),
         )
         env[MARKER] = r.uid
         for fs in spec.shared_filesystems:

@@ -52,7 +52,7 @@ class AccountScreen(DashboardScreen):
     AccountScreen #ended-box { width: 48; height: 1fr; }
     AccountScreen #ended { height: 1fr; border: round $primary 50%; border-title-color: $foreground; }
     AccountScreen.-narrow #tables { layout: vertical; }
-    AccountScreen.-narrow #ended-box { width: 1fr; height: 8; }
+    AccountScreen.-narrow #ended-box { width: 1fr; height: 6; }
     """
 
     def __init__(self, *, export_dir: Path | None = None) -> None:
@@ -146,14 +146,13 @@ class AccountScreen(DashboardScreen):
             return
         a = m.account_micros
         burn = m.running_burn
-        text = (f"{m.account.get('name', '')}  balance {fmt_usd(a.get('balance', 0))}  ·  "
-                f"held {fmt_usd(a.get('held', 0))}  ·  available {fmt_usd(a.get('available', 0))}")
+        text = (f"{m.account.get('name', '')} · balance {fmt_usd(a.get('balance', 0))} · "
+                f"held {fmt_usd(a.get('held', 0))} · available {fmt_usd(a.get('available', 0))}")
         if burn:
             hours = a.get("available", 0) / burn
-            text += (f"\nclusters burn {fmt_rate(burn)}: available credit covers "
-                     f"{fmt_duration(hours * 3600)}")
+            text += f"\nburn {fmt_rate(burn)}: credit lasts {fmt_duration(hours * 3600)}"
             if hours < 24:
-                text += "  ▲ LOW CREDIT: less than a day"
+                text += " ▲ LOW CREDIT: under a day"
         box.update(text)
 
     def _ended(self) -> None:

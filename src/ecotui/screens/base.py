@@ -58,8 +58,14 @@ class DashboardScreen(Screen):
         self.query_one(StatusBar).show(self.eco.model, now, self.eco.tz)
         self.query_one(AlertBar).show(self.eco.model, now)
 
+    ready = False  # children composed and mounted: refresh_view may run
+
     def on_mount(self) -> None:
+        self.ready = True
         self.call_after_refresh(self._initial_paint)
+
+    def on_unmount(self) -> None:
+        self.ready = False
 
     def on_screen_resume(self) -> None:
         self.call_after_refresh(self._initial_paint)

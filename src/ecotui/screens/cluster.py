@@ -50,7 +50,7 @@ class ClusterScreen(DashboardScreen):
                           text-overflow: ellipsis; }
     ClusterScreen #body { layout: horizontal; height: 1fr; }
     ClusterScreen #left { width: 1fr; height: 1fr; }
-    ClusterScreen #right { width: 52; height: 1fr; }
+    ClusterScreen #right { width: 46; height: 1fr; }
     ClusterScreen #events { height: 1fr; border: round $primary 50%; border-title-color: $foreground;
                             scrollbar-size-vertical: 1; }
     ClusterScreen #events:focus { border: round $primary; }

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Container, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
 from ecotui.screens.keymap import SCOPES, TERMINAL_NOTE, key_label
 
 
-def help_tables() -> list[Table]:
+def help_tables() -> list[Group]:
     tables = []
     for scope, bindings in SCOPES:
-        table = Table(title=scope, title_justify="left", title_style="bold", show_header=False,
-                      box=None, padding=(0, 2), expand=False)
+        table = Table(show_header=False, box=None, padding=(0, 2), expand=False)
         table.add_column("key", style="bold", no_wrap=True, min_width=10)
         table.add_column("does")
         by_action: dict[str, list[Binding]] = {}
@@ -25,7 +25,8 @@ def help_tables() -> list[Table]:
             by_action.setdefault(b.description, []).append(b)
         for desc, bs in by_action.items():
             table.add_row(" ".join(key_label(b) for b in bs), desc)
-        tables.append(table)
+        # The heading is its own line (a table title would wrap and be cut off).
+        tables.append(Group(Text(scope, style="bold"), table))
     return tables
 
 
@@ -41,28 +42,38 @@ class HelpScreen(Screen):
     DEFAULT_CSS = """
     HelpScreen { background: $surface; }
     HelpScreen #help-title { height: 1; background: $panel; text-style: bold; padding: 0 1; }
-    HelpScreen VerticalScroll { padding: 0 2; }
-    HelpScreen .help-table { margin: 1 0 0 0; width: 1fr; height: auto; }
-    HelpScreen #help-grid { layout: grid; grid-size: 1; grid-gutter: 0 4; height: auto;
-                            grid-rows: auto; }
-    HelpScreen.-wide #help-grid { grid-size: 2; }
+    HelpScreen VerticalScroll { padding: 1 2; }
+    HelpScreen #help-keys { width: 1fr; height: auto; }
     """
 
     def compose(self) -> ComposeResult:
         yield Static("ecotui help · esc or ? closes · every key below is also in the command "
                      "palette (ctrl+p)", id="help-title")
         with VerticalScroll():
-            with Container(id="help-grid"):
-                for table in help_tables():
-                    yield Static(table, classes="help-table")
-            yield Static(Text("\n" + TERMINAL_NOTE + "\nStatus is always in words and symbols: "
-                              "● running  ◌ pending  ◑ stopping/terminating  ○ stopped  · terminated  "
-                              "✖ failed  ~ stale (runtime unreachable)  ✖/▲ alert  ✓ ready  ✗ not ready"
-                              "\nTimes are local times. NO_COLOR is respected."),
-                         classes="help-table")
+            yield Static(id="help-keys")
 
     def on_mount(self) -> None:
-        self.set_class(self.app.size.width >= 120, "-wide")
+        self._render_keys()
+
+    def on_resize(self) -> None:
+        self._render_keys()
+
+    def _render_keys(self) -> None:
+        sections = help_tables()
+        columns = 2 if self.app.size.width >= 120 else 1
+        grid = Table.grid(padding=(0, 6))
+        for _ in range(columns):
+            grid.add_column()
+        for i in range(0, len(sections), columns):
+            row = list(sections[i:i + columns])
+            row += [Text("")] * (columns - len(row))
+            grid.add_row(*row)
+            grid.add_row(*([Text("")] * columns))
+        note = Text(TERMINAL_NOTE + "\nStatus is always in words and symbols: "
+                    "● running  ◌ pending  ◑ stopping/terminating  ○ stopped  · terminated  "
+                    "✖ failed  ~ stale (runtime unreachable)  ✖/▲ alert  ✓ ready  ✗ not ready"
+                    "\nTimes are local times. NO_COLOR is respected.")
+        self.query_one("#help-keys", Static).update(Group(grid, note))
 
     def action_scroll_down(self) -> None:
         self.query_one(VerticalScroll).scroll_down()

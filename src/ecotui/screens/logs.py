@@ -42,7 +42,7 @@ class LogsScreen(DashboardScreen):
     @property
     def where(self) -> str:  # type: ignore[override]
         c = self.eco.model.clusters.get(self.cluster_id) or {}
-        return f"clusters › {c.get('name', self.cluster_id)} › logs of {self.replica}"
+        return f"{c.get('name', self.cluster_id)} › logs of {self.replica}"
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="log-caption")
@@ -105,12 +105,14 @@ class LogsScreen(DashboardScreen):
         view = self.log_view
         parts = [f"{'previous run' if self.previous else 'current run'} · {self.stream_state}"]
         if not self.previous:
-            parts.append("following" if view.follow else f"paused · {view.unseen} new lines")
+            parts.append("following" if view.follow else f"paused (+{view.unseen})")
         parts.append(f"{len(view.lines)} lines")
         if view.search:
             n = len(view.matches)
-            at = f" ({view.match_index + 1}/{n})" if view.match_index >= 0 else ""
-            parts.append(f"search “{view.search}”: {n} match{'es' if n != 1 else ''}{at}")
+            if view.match_index >= 0:
+                parts.append(f"“{view.search}” {view.match_index + 1}/{n}")
+            else:
+                parts.append(f"“{view.search}” {n} match{'es' if n != 1 else ''}")
         text = " · ".join(parts)
         label = self.query_one("#log-caption", Label)
         if getattr(label, "_eco_text", None) != text:

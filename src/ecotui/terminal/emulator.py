@@ -293,26 +293,30 @@ class Terminal:
             else:
                 self._lf()
             if seg:
-                if "\r" in seg:
-                    pieces = seg.split("\r")
-                    p0 = pieces[0]
-                    if p0:
-                        self._print(p0)
-                    for p in pieces[1:]:
-                        self.x = 0
-                        self.wrap_pending = False
-                        if p:
-                            self._print(p)
-                else:
-                    self._print(seg)
+                self._segment(seg)
+
+    def _segment(self, seg: str) -> None:
+        """Text without LF; CR returns to column 0."""
+        if "\r" not in seg:
+            self._print(seg)
+            return
+        pieces = seg.split("\r")
+        p0 = pieces[0]
+        if p0:
+            self._print(p0)
+        for p in pieces[1:]:
+            self.x = 0
+            self.wrap_pending = False
+            if p:
+                self._print(p)
 
     def _bulk(self, text: str, segs: list[str], nl: int) -> bool:
-        """Many `line\\r\\n` lines at once: only the last screenful becomes rows.
+        """Many `line\r\n` lines at once: only the last screenful becomes rows.
 
-        Applies when every line ends with CR LF, has no other CR, is plain
-        ASCII that fits the width, and the lines scroll the whole screen with
-        a pen that erases to the default background. Returns False (nothing
-        done) otherwise.
+        Applies when every line between the first and the last LF ends with
+        CR, has no other CR, is plain ASCII that fits the width, and the lines
+        scroll the whole screen with a pen that erases to the default
+        background. Returns False (nothing done) otherwise.
         """
         cols = self.cols
         rows = self.rows
@@ -320,13 +324,17 @@ class Terminal:
                 or self.newline_mode or not text.isascii() or "\x1b" in text
                 or self.styles.fill(self.pen) != 0):
             return False
-        if text.count("\r\n") != nl or text.count("\r") != nl:
+        inner = text[len(segs[0]) + 1: len(text) - len(segs[nl])]
+        if inner.count("\r") != nl - 1 or inner.count("\r\n") != nl - 1:
             return False
-        if max(map(len, segs)) > cols + 1:
+        if max(map(len, segs[1:nl])) > cols + 1:
             return False
-        # The first line continues the current row; written normally.
-        self._print_cr(segs[0])
+        # The first piece continues the current row; written normally.
+        if segs[0]:
+            self._segment(segs[0])
         self._lf()
+        self.x = 0
+        self.wrap_pending = False
         middle = segs[1:nl]
         # Walk down to the bottom row normally (rows below may hold old text).
         i = 0
@@ -349,7 +357,8 @@ class Terminal:
                         self._push_history(ln)
                 k = r - (rows - 1)
                 if keep_history and k:
-                    moved = rest[:k] if k <= (hist.maxlen or 0) else rest[k - (hist.maxlen or 0):k]
+                    cap = hist.maxlen or 0
+                    moved = rest[:k] if k <= cap else rest[k - cap:k]
                     if pen == 0:
                         hist.extend([s[:-1] for s in moved])
                     else:
@@ -367,7 +376,7 @@ class Terminal:
         self.wrap_pending = False
         last = segs[nl]
         if last:
-            self._print(last)
+            self._segment(last)
         return True
 
     def _print_cr(self, seg: str) -> None:

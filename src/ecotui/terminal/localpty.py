@@ -17,9 +17,13 @@ import pty
 import signal
 import struct
 import termios
+import time
 from collections.abc import Callable, Sequence
 
 READ_SIZE = 65536
+FULL_READ = 4000  # a read this long means more is probably coming
+GATHER_S = 0.004  # how long to keep gathering a flood before handing it on
+MAX_BATCH = 1 << 20
 
 
 class LocalPty:
@@ -61,21 +65,43 @@ class LocalPty:
         self._loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
+        """Drain what the program wrote. A pty hands out at most 4 KiB a read, so
+        while the program floods (full reads) keep reading for a moment: one
+        large chunk parses far faster than many small ones, and the program
+        never waits on the loop between them."""
         assert self.fd is not None
-        try:
-            data = os.read(self.fd, READ_SIZE)
-        except BlockingIOError:
+        chunks: list[bytes] = []
+        total = 0
+        deadline = 0.0
+        while total < MAX_BATCH:
+            try:
+                data = os.read(self.fd, READ_SIZE)
+            except BlockingIOError:
+                if not chunks or len(chunks[-1]) < FULL_READ:
+                    break  # the burst is over
+                now = time.perf_counter()
+                if not deadline:
+                    deadline = now + GATHER_S
+                elif now > deadline:
+                    break
+                os.sched_yield()
+                continue
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    raise
+                data = b""
+            if not data:
+                if chunks:
+                    break
+                self._finish()
+                return
+            chunks.append(data)
+            total += len(data)
+        if not chunks:
             return
-        except OSError as exc:
-            if exc.errno != errno.EIO:
-                raise
-            data = b""
-        if not data:
-            self._finish()
-            return
-        self.bytes_read += len(data)
+        self.bytes_read += total
         if self._on_output is not None:
-            self._on_output(data)
+            self._on_output(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _finish(self) -> None:
         if self.fd is None:

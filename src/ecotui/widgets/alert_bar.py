@@ -56,20 +56,26 @@ class AlertBar(Static):
         alerts = model.alerts()
         if self.cluster_id is not None:
             alerts = [a for a in alerts if a.cluster_id in (None, self.cluster_id)]
-        tall = (self.app.size.height >= 40)
+        height = self.app.size.height
+        tall = height >= 40
         self.set_class(tall, "-tall")
-        limit = 5 if tall else 3
+        # A small terminal gives alerts one line (the status line counts them all).
+        limit = 5 if tall else 3 if height >= 30 else 1
         text = Text(no_wrap=True, overflow="ellipsis")
-        shown = alerts if len(alerts) <= limit else alerts[: limit - 1]
+        if limit == 1 or len(alerts) <= limit:
+            shown = alerts[:limit]
+        else:
+            shown = alerts[: limit - 1]
         for i, a in enumerate(shown):
             if i:
                 text.append("\n")
             style = self.get_component_rich_style(f"alert-bar--{a.level}")
             word = "ALERT" if a.level == "error" else "WARNING"
             symbol = "✖" if a.level == "error" else "▲"
-            text.append(f"{symbol} {word} {a.title}: ", style)
+            count = f"1/{len(alerts)} " if limit == 1 and len(alerts) > 1 else ""
+            text.append(f"{symbol} {word} {count}{a.title}: ", style)
             text.append(alert_text(a, model, now))
-        if len(alerts) > len(shown):
+        if len(alerts) > len(shown) and limit > 1:
             text.append("\n")
             text.append(f"  … and {len(alerts) - len(shown)} more alerts",
                         self.get_component_rich_style("alert-bar--more"))

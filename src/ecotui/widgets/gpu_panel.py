@@ -62,13 +62,15 @@ class GpuPanel(ScrollView, can_focus=True):
         """New samples arrived (or a second passed): rebuild the lines, repaint."""
         self.now = now
         lines: list[tuple[str, str, int | None]] = [("header", "", None)]
+        status = (self.model.clusters.get(self.cluster_id) or {}).get("status")
+        running = status in ("running", "pending", "stopping")
         for r in self.model.replicas.get(self.cluster_id) or ():
             gpus = r.get("gpus") or ()
             if not gpus:
                 lines.append(("nogpu", r.get("name", ""), None))
             for g in gpus:
                 lines.append(("gpu", r.get("name", ""), int(g.get("index", 0))))
-        if len(lines) == 1:
+        if len(lines) == 1 and running:
             hist = self.model.gpu_history.get(self.cluster_id) or {}
             for (rname, idx) in sorted(hist):
                 lines.append(("gpu", rname, idx))
@@ -182,6 +184,7 @@ class GpuPanel(ScrollView, can_focus=True):
 
 
 def _short(name: str, prefix: str = "") -> str:
-    if prefix and name.startswith(prefix + "-") and len(name) > 12:
-        name = "…" + name[len(prefix):]
+    """A replica's name without its cluster's name in front ("web-3" in cluster "web": "3")."""
+    if prefix and name.startswith(prefix + "-") and len(name) > len(prefix) + 1:
+        name = name[len(prefix) + 1:]
     return name if len(name) <= 12 else "…" + name[-11:]

@@ -31,6 +31,7 @@ from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
+from textual.binding import Binding
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.strip import Strip
@@ -64,6 +65,9 @@ _CURRENT_MATCH = Style(bgcolor="dark_orange", color="black", bold=True)
 
 class TerminalView(Widget, can_focus=True):
     """A terminal screen fed with a program's output."""
+
+    BINDINGS = [Binding(RELEASE_KEY, "release", "dashboard keys", key_display=RELEASE_KEY_DISPLAY,
+                        priority=True)]
 
     DEFAULT_CSS = """
     TerminalView {
@@ -100,6 +104,9 @@ class TerminalView(Widget, can_focus=True):
         self.term = Terminal(cols, rows, scrollback=scrollback)
         self.fps = max(1.0, fps)
         self.input_sink: Callable[[bytes], None] | None = None
+        # Typed input (keys, pastes, mouse) goes here first when set; True: delivered
+        # (broadcast to several shells), False: send it to this one as usual.
+        self.user_input_hook: Callable[[bytes], bool] | None = None
         self.resize_sink: Callable[[int, int], None] | None = None
         self.frame_listeners: list[Callable[[], None]] = []
         self.frames = 0  # frames painted (tests and the benchmark read it)
@@ -153,10 +160,25 @@ class TerminalView(Widget, can_focus=True):
 
     def send(self, data: bytes, *, user: bool = True) -> None:
         """Bytes for the program (keys, pastes, replies to its queries)."""
-        if user and self._view_top is not None:
+        if not data:
+            return
+        if user:
+            if self._view_top is not None:
+                self.scroll_to_bottom()
+            if self.user_input_hook is not None and self.user_input_hook(data):
+                return
+        if self.input_sink is not None:
+            self.input_sink(data)
+
+    def deliver(self, data: bytes) -> None:
+        """Typed input from elsewhere (a broadcast): to this program, no hooks."""
+        if self._view_top is not None:
             self.scroll_to_bottom()
         if self.input_sink is not None and data:
             self.input_sink(data)
+
+    def action_release(self) -> None:
+        self.post_message(self.Released(self))
 
     # -- frames ---------------------------------------------------------------------------------
     def schedule_frame(self) -> None:
@@ -312,11 +334,10 @@ class TerminalView(Widget, can_focus=True):
         return key != RELEASE_KEY
 
     async def on_key(self, event: events.Key) -> None:
+        if event.key == RELEASE_KEY:
+            return  # the binding (action_release) takes it
         event.stop()
         event.prevent_default()
-        if event.key == RELEASE_KEY:
-            self.post_message(self.Released(self))
-            return
         term = self.term
         data = encode_key(event.key, event.character, app_cursor=term.app_cursor,
                           app_keypad=term.app_keypad)

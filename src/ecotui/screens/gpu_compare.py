@@ -1,0 +1,153 @@
+"""`nvidia-smi` in every replica of a cluster, side by side (the dashboard's `N`).
+
+Each replica runs `nvidia-smi` through a one-shot exec (api.md, "Exec");
+the outputs are shown in columns as they come back. A replica where the
+command fails says exactly how: not installed (exit 127 and the shell's
+message), another exit code with its stderr, or why the exec could not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import HorizontalScroll, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Static
+
+from ecotui.client.exec import CommandResult, run_command
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+
+COMMAND = ["nvidia-smi"]
+
+GPU_COMPARE_VIEW: list[Binding] = [
+    Binding("r", "rerun", "run again"),
+]
+
+
+def describe(result: CommandResult) -> tuple[str, str]:
+    """(one line saying how it went, the text to show)."""
+    out = result.stdout.decode("utf-8", "replace")
+    err = result.stderr.decode("utf-8", "replace")
+    if result.error is not None:
+        return f"could not run nvidia-smi: {result.error}", (out + err).rstrip()
+    if result.exit_code == 0:
+        return "exit code 0", out.rstrip()
+    if result.exit_code == 127:
+        return ("nvidia-smi is not installed in this replica (exit code 127)",
+                (err or out).rstrip() or "command not found")
+    return f"nvidia-smi failed with exit code {result.exit_code}", (out + err).rstrip()
+
+
+class ReplicaColumn(Vertical):
+    DEFAULT_CSS = """
+    ReplicaColumn { width: auto; min-width: 40; max-width: 100; height: 1fr; margin-right: 1;
+                    border: round $primary; }
+    ReplicaColumn > .title { height: 1; text-style: bold; }
+    ReplicaColumn > .outcome { height: auto; color: $text-muted; }
+    ReplicaColumn > .outcome.-failed { color: $error; text-style: bold; }
+    ReplicaColumn > VerticalScroll { height: 1fr; width: auto; }
+    ReplicaColumn .output { width: auto; text-wrap: nowrap; }
+    """
+
+    def __init__(self, replica: str, node: str | None) -> None:
+        super().__init__()
+        self.replica = replica
+        self.node = node
+        self.outcome = "running nvidia-smi…"
+        self.output = ""
+        self.failed = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(f"{self.replica} · node {self.node or '?'}"), classes="title")
+        yield Static(Text(self.outcome), classes="outcome")
+        with VerticalScroll():
+            yield Static(Text(self.output), classes="output")
+
+    def show(self, outcome: str, output: str, failed: bool) -> None:
+        self.outcome, self.output, self.failed = outcome, output, failed
+        if not self.is_mounted:
+            return
+        o = self.query_one(".outcome", Static)
+        o.update(Text(outcome))
+        o.set_class(failed, "-failed")
+        self.query_one(".output", Static).update(Text(output, no_wrap=True))
+
+
+class GpuCompareScreen(Screen[None]):
+    """The outputs of `nvidia-smi` in every replica of one cluster."""
+
+    BINDINGS = GPU_COMPARE_VIEW
+    DEFAULT_CSS = """
+    GpuCompareScreen #gpu-title { height: 1; background: $panel; padding: 0 1; }
+    GpuCompareScreen #columns { height: 1fr; }
+    """
+
+    def __init__(self, client: EcoClient, cluster: dict[str, Any], *, timeout: float = 30.0) -> None:
+        super().__init__()
+        self.client = client
+        self.cluster = cluster
+        self.cluster_id = str(cluster.get("id"))
+        self.timeout = timeout
+        self.columns: dict[str, ReplicaColumn] = {}
+        self.done = asyncio.Event()
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(f"nvidia-smi in every replica of {self.cluster.get('name')}"),
+                     id="gpu-title")
+        yield HorizontalScroll(id="columns")
+        try:
+            from ecotui.widgets.keybar import KeyBar
+        except ImportError:
+            return
+        yield KeyBar()
+
+    def on_mount(self) -> None:
+        self.run_all()
+
+    def action_rerun(self) -> None:
+        self.run_all()
+
+    @work(group="nvidia-smi", exclusive=True, exit_on_error=False)
+    async def run_all(self) -> None:
+        self.done.clear()
+        states = self.cluster.get("replica_states") or []
+        try:
+            fresh = await self.client.cluster(self.cluster_id)
+            states = fresh.get("replica_states") or states
+        except (ApiRefusal, BackendUnreachable):
+            pass
+        box = self.query_one("#columns", HorizontalScroll)
+        await box.remove_children()
+        self.columns = {}
+        if not states:
+            await box.mount(Static("This cluster has no replicas."))
+            self.done.set()
+            return
+        for r in states:
+            col = ReplicaColumn(str(r.get("name")), r.get("node"))
+            self.columns[col.replica] = col
+        await box.mount_all(list(self.columns.values()))
+
+        async def one(col: ReplicaColumn) -> None:
+            result = await run_command(self.client, self.cluster_id, col.replica, COMMAND,
+                                       timeout=self.timeout)
+            outcome, text = describe(result)
+            col.show(outcome, text, not result.ok)
+
+        await asyncio.gather(*(one(c) for c in self.columns.values()))
+        self.done.set()
+
+
+async def open_gpu_compare(app: App[Any], cluster: dict[str, Any]) -> GpuCompareScreen:
+    """`N`: run nvidia-smi in every replica of the cluster and compare."""
+    client = getattr(app, "client", None)
+    if client is None:
+        raise RuntimeError("the app has no REST client (app.client)")
+    screen = GpuCompareScreen(client, cluster)
+    await app.push_screen(screen)
+    return screen
