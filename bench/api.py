@@ -102,7 +102,9 @@ async def watch_fanout(url: str, key: str, api: httpx.AsyncClient, ids: list[str
                        clients: int, changes: int) -> dict[str, Any]:
     ws_url = "ws://" + url.split("://", 1)[1] + "/watch"
     sent: dict[tuple[str, str], float] = {}
+    answered: dict[tuple[str, str], float] = {}
     latencies: list[float] = []
+    arrivals: list[tuple[tuple[str, str], float]] = []
     missing = 0
     conns = []
     t = time.perf_counter()
@@ -131,7 +133,9 @@ async def watch_fanout(url: str, key: str, api: httpx.AsyncClient, ids: list[str
                 k = (f["cluster"]["id"], f["cluster"]["status"])
                 if k in expect and k not in got[i] and k in sent:
                     got[i].add(k)
-                    latencies.append(time.perf_counter() - sent[k])
+                    now = time.perf_counter()
+                    latencies.append(now - sent[k])
+                    arrivals.append((k, now))
                 if all(len(g) == len(expect) for g in got):
                     done.set()
         except websockets.ConnectionClosed:
@@ -142,10 +146,12 @@ async def watch_fanout(url: str, key: str, api: httpx.AsyncClient, ids: list[str
     for cid in targets:
         sent[(cid, "stopped")] = time.perf_counter()
         r = await api.post(f"/gpu-clusters/{cid}/stop")
+        answered[(cid, "stopped")] = time.perf_counter()
         assert r.status_code == 200, r.text
     for cid in targets:
         sent[(cid, "running")] = time.perf_counter()
         r = await api.post(f"/gpu-clusters/{cid}/resume")
+        answered[(cid, "running")] = time.perf_counter()
         assert r.status_code == 200, r.text
     actions_s = time.perf_counter() - t0
     try:
@@ -158,7 +164,9 @@ async def watch_fanout(url: str, key: str, api: httpx.AsyncClient, ids: list[str
         task.cancel()
     for ws in conns:
         await ws.close()
-    return {"latencies": latencies, "missing": missing, "connect_s": connect_s,
+    # From the API's answer to the frame at the client (negative: the frame came first).
+    after_answer = [t - answered[k] for k, t in arrivals if k in answered]
+    return {"latencies": latencies, "after_answer": after_answer, "missing": missing, "connect_s": connect_s,
             "snapshot_bytes": snap_bytes, "actions": 2 * changes, "actions_s": actions_s,
             "total_s": total_s, "frames": sum(frames)}
 
@@ -233,8 +241,11 @@ async def bench(args: argparse.Namespace, url: str, key: str) -> None:
               f"{w['actions_s']:.1f} s; {len(lat)} deliveries, {w['missing']} missing, "
               f"{w['frames']} frames in all")
         if lat:
-            print(f"watch: request -> frame at client   {fmt_ms(lat)}   "
+            print(f"watch: request sent -> frame at client   {fmt_ms(lat)}   "
                   f"max {max(lat) * 1000:.1f} ms")
+            aa = w["after_answer"]
+            print(f"watch: API answer   -> frame at client   {fmt_ms(aa)}   "
+                  f"max {max(aa) * 1000:.1f} ms  (the state change itself excluded)")
 
 
 def main() -> None:

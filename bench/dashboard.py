@@ -30,6 +30,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -219,7 +220,7 @@ def measure(clusters: int, args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "backend"),
                                          env.get("PYTHONPATH", "")])
-    port_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"ecotui-bench-{os.getpid()}-{clusters}.port"
+    port_file = Path(tempfile.gettempdir()) / f"ecotui-bench-{os.getpid()}-{clusters}.port"
     port_file.unlink(missing_ok=True)
     feed = subprocess.Popen([sys.executable, __file__, "--serve-feed", str(clusters),
                              "--replicas", str(args.replicas), "--gpus", str(args.gpus),

@@ -23,7 +23,9 @@ Fixture names are stable; other test folders rely on them.
 `api` (function scope) -> httpx.Client with `base_url=ecolink_server.url` and the key.
 `ecolink_server_factory` (function scope) -> callable(**opts) -> EcolinkServer, for
   servers with options: catalog=PATH (a catalog TOML file), credit="10000",
-  extra_args=[...] (more `ecolink serve` flags), env={...}. All are stopped at teardown.
+  extra_args=[...] (more `ecolink serve` flags), env={...}, start=True (False: call
+  .start() yourself), verify=True|CA_PATH (for --tls-cert servers; .client() uses it).
+  All are stopped at teardown.
 `shared_ecolink_server` (module scope) -> EcolinkServer shared by a test module.
 `fresh_api` (function scope) -> httpx.Client for a NEW account ($10,000) on the shared
   server: tests in one module share the process but never see each other's clusters.
@@ -41,6 +43,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -86,8 +89,12 @@ def _port_free(port: int) -> bool:
 class EcolinkServer:
     def __init__(self, state_dir: Path, *, catalog: str | None = None,
                  extra_args: list[str] | None = None, env: dict[str, str] | None = None,
-                 account: str = "test", credit: str = "10000") -> None:
+                 account: str = "test", credit: str = "10000",
+                 verify: str | bool = True) -> None:
         self.state_dir = state_dir
+        # A CA file becomes an SSL context (httpx wants one).
+        self.verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=verify)
+                                              if isinstance(verify, str) else verify)
         self.catalog = catalog
         self.extra_args = list(extra_args or [])
         self.env = _env(env)
@@ -129,7 +136,8 @@ class EcolinkServer:
                 if info.get("pid") == self.proc.pid:
                     self.url = info["url"]
                     self.port = int(self.url.rsplit(":", 1)[1])
-                    if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    if httpx.get(self.url + "/healthz", timeout=2,
+                                 verify=self.verify).status_code == 200:
                         return
             except (OSError, ValueError, httpx.HTTPError):
                 pass
@@ -184,11 +192,12 @@ class EcolinkServer:
 
     # -- clients -------------------------------------------------------------
     def client(self, key: str | None = None, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout,
+        return httpx.Client(base_url=self.url, timeout=timeout, verify=self.verify,
                             headers={"Authorization": f"Bearer {key or self.key}"})
 
     def ws_url(self, path: str) -> str:
-        return "ws://" + self.url.split("://", 1)[1] + path
+        scheme = "wss://" if self.url.startswith("https://") else "ws://"
+        return scheme + self.url.split("://", 1)[1] + path
 
     def store(self) -> Any:
         from ecolink.store import Store
@@ -222,10 +231,10 @@ def ecolink_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
     def make(*, catalog: str | os.PathLike[str] | None = None, credit: str = "10000",
              extra_args: list[str] | None = None, env: dict[str, str] | None = None,
-             start: bool = True) -> EcolinkServer:
+             start: bool = True, verify: str | bool = True) -> EcolinkServer:
         d = tmp_path_factory.mktemp("ecolink")
         srv = EcolinkServer(d, catalog=str(catalog) if catalog else None, credit=credit,
-                            extra_args=extra_args, env=env)
+                            extra_args=extra_args, env=env, verify=verify)
         servers.append(srv)
         if start:
             srv.start()

@@ -192,6 +192,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         proxy_headers=False,
     )
+    redact_logs()  # after uvicorn.Config: it sets up its handlers
     server = uvicorn.Server(config)
     server_json = state_dir / "server.json"
     pid = os.getpid()
@@ -237,6 +238,41 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+_SECRETS = (
+    (re.compile(r"(?i)\b(bearer\s+)[^\s,;'\"]+"), r"\1***"),
+    (re.compile(r"(?i)(eco_session=)[^;\s'\"]+"), r"\1***"),
+    (re.compile(r"eco_[A-Za-z0-9_-]{8,}"), "eco_***"),
+)
+
+
+def _redact(text: str) -> str:
+    for pattern, repl in _SECRETS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """Keeps API keys and session tokens out of every log line (at debug level the
+    WebSocket handshake logs request headers, Authorization and Cookie included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _redact(v) if isinstance(v, str) else v
+                           for k, v in record.args.items()}
+        return True
+
+
+def redact_logs() -> None:
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+                handler.addFilter(RedactSecrets())
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

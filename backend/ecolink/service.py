@@ -61,8 +61,10 @@ log = logging.getLogger(__name__)
 US = 1_000_000
 TERMINAL = frozenset({"terminated", "failed"})
 LIVE = frozenset({"pending", "running", "stopping", "stopped", "terminating"})
+EXPIRABLE = ("pending", "running", "stopping", "stopped")
 STATUSES = ("pending", "running", "stopping", "stopped", "terminating", "terminated", "failed")
 LISTED_AFTER_TERMINATION_US = 7 * 24 * 3600 * US
+CHARGE_BATCH = 50
 WARNINGS = ((1, 30 * 60 * US), (2, 5 * 60 * US))  # (bit, how long before expiry)
 NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 
@@ -837,12 +839,11 @@ class ClusterService:
         """Expire every cluster whose time is up; returns how many."""
         now = self.now()
         n = 0
-        for c in self.store.list_clusters(None, statuses=("pending", "running", "stopping",
-                                                          "stopped")):
-            if c.expires_at <= now:
-                async with self._locked(c.account_id):
-                    fresh = self.store.cluster(c.id)
-                    if fresh is not None and fresh.status in LIVE and fresh.expires_at <= now:
+        for cid, account_id, expires_at, _ in self.store.deadlines(EXPIRABLE):
+            if expires_at <= now:
+                async with self._locked(account_id):
+                    fresh = self.store.cluster(cid)
+                    if fresh is not None and fresh.status in EXPIRABLE and fresh.expires_at <= now:
                         await self._expire_locked(fresh, now)
                         n += 1
         return n
@@ -858,19 +859,24 @@ class ClusterService:
                 by_account[c.account_id].append(c)
         posted = 0
         for account_id, clusters in by_account.items():
-            async with self._locked(account_id):
-                changed: list[Cluster] = []
-                with self.store.tx():
-                    for stale in clusters:
-                        fresh = self.store.cluster(stale.id)
-                        if fresh is None or fresh.status not in ACCRUING or fresh.suspended:
-                            continue
-                        before = fresh.spent_total
-                        self._settle(fresh, now, now)
-                        self.store.update_cluster(fresh)
-                        if fresh.spent_total != before:
-                            posted += 1
-                            changed.append(fresh)
+            changed = False
+            # In batches, one transaction each, yielding in between: a thousand
+            # clusters' charges must not hold the event loop for long.
+            for i in range(0, len(clusters), CHARGE_BATCH):
+                async with self._locked(account_id):
+                    with self.store.tx():
+                        for stale in clusters[i:i + CHARGE_BATCH]:
+                            fresh = self.store.cluster(stale.id)
+                            if (fresh is None or fresh.status not in ACCRUING
+                                    or fresh.suspended or fresh.expires_at <= now):
+                                continue
+                            before = fresh.spent_total
+                            self._settle(fresh, now, now)
+                            self.store.update_cluster(fresh)
+                            if fresh.spent_total != before:
+                                posted += 1
+                                changed = True
+                await asyncio.sleep(0)
             # Periodic charges move the balance, not the cluster's state: watchers get
             # the account frame; clusters' `spent` shows with their next change (a
             # frame per cluster per minute would swamp a feed of a thousand clusters).
@@ -881,20 +887,19 @@ class ClusterService:
     def warn_expiring(self) -> list[Event]:
         now = self.now()
         out: list[Event] = []
-        for c in self.store.list_clusters(None, statuses=("pending", "running", "stopping",
-                                                          "stopped")):
-            left = c.expires_at - now
+        for cid, _, expires_at, warned in self.store.deadlines(EXPIRABLE):
+            left = expires_at - now
             if left <= 0:
                 continue
             new_bits = 0
             for bit, before in WARNINGS:
-                if left <= before and not c.warned & bit:
+                if left <= before and not warned & bit:
                     new_bits |= bit
             if not new_bits:
                 continue
             minutes = max(1, -(-left // (60 * US)))
             with self.store.tx():
-                fresh = self.store.cluster(c.id)
+                fresh = self.store.cluster(cid)
                 if fresh is None:
                     continue
                 fresh.warned |= new_bits
@@ -912,10 +917,9 @@ class ClusterService:
         """The next expiry or warning moment (microseconds), for the reaper's sleep."""
         now = self.now()
         best: int | None = None
-        for c in self.store.list_clusters(None, statuses=("pending", "running", "stopping",
-                                                          "stopped")):
-            moments = [c.expires_at] + [c.expires_at - before for bit, before in WARNINGS
-                                        if not c.warned & bit]
+        for _, _, expires_at, warned in self.store.deadlines(EXPIRABLE):
+            moments = [expires_at] + [expires_at - before for bit, before in WARNINGS
+                                      if not warned & bit]
             for m in moments:
                 if m > now and (best is None or m < best):
                     best = m

@@ -642,6 +642,17 @@ class Store:
         sql += " ORDER BY created_at, id"
         return [_cluster_from_row(r) for r in self._conn.execute(sql, params).fetchall()]
 
+    def deadlines(self, statuses: Iterable[str]) -> list[tuple[str, str, int, int]]:
+        """(id, account_id, expires_at, warned) of the clusters in `statuses`: what the
+        reaper needs, without reading whole rows."""
+        st = list(statuses)
+        rows = self._conn.execute(
+            "SELECT id, account_id, expires_at, warned FROM clusters"
+            f" WHERE status IN ({', '.join('?' * len(st))})",
+            st,
+        ).fetchall()
+        return [(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
+
     def gpus_in_use(self, account_id: str, region: str, statuses: Iterable[str],
                     exclude: str | None = None) -> int:
         st = list(statuses)

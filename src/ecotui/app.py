@@ -151,11 +151,12 @@ class EcoApp(App):
             return
         try:
             ids = frozenset(screen.wanted_focus())
+            history = screen.wanted_history()
         except NoMatches:
             return
+        self.model.set_focus(ids, history)
         if ids != self._sent_focus:
             self._sent_focus = ids
-            self.model.set_focus(ids)
             self._send_focus(sorted(ids))
 
     @work(group="focus", exclusive=True)

@@ -149,11 +149,6 @@ def sparkline(values: Iterable[float | None], width: int, *, top: float = 100.0)
     return "".join(out) + " " * (width - len(out))
 
 
-def status_label(status: str, *, stale: bool = False) -> str:
-    word = f"{STATUS_SYMBOL.get(status, '?')} {status}"
-    return f"~{word} (stale)" if stale else word
-
-
 # -- per-cluster numbers, parsed once per cluster frame ------------------------
 
 @dataclass(frozen=True)
@@ -262,7 +257,7 @@ class DashboardModel:
     """State of one dashboard session: clusters, account, events, replicas, history, alerts."""
 
     def __init__(self, clock: Clock, *, history_len: int = 900, spark_len: int = 24,
-                 events_len: int = 500, history_clusters: int = 16) -> None:
+                 events_len: int = 500, history_clusters: int = 4) -> None:
         self.clock = clock
         self.history_len = history_len
         self.spark_len = spark_len
@@ -277,6 +272,7 @@ class DashboardModel:
         self.replicas: dict[str, list[dict[str, Any]]] = {}
         self.replicas_at: dict[str, datetime] = {}
         self.cluster_at: dict[str, datetime] = {}
+        self.stale_ids: set[str] = set()  # clusters whose runtime states are the last known
         # Per focused cluster: (replica name, gpu index) -> bounded samples.
         self.gpu_history: OrderedDict[str, dict[tuple[str, int], deque[Sample]]] = OrderedDict()
         self.util_spark: dict[str, deque[float]] = {}
@@ -284,6 +280,9 @@ class DashboardModel:
         self.connection = ConnectionInfo()
         self.snapshots = 0
         self.focused: frozenset[str] = frozenset()
+        # Clusters whose per-GPU history is kept (those a cluster view shows); the others
+        # in focus keep only their latest replicas and mean utilisation.
+        self.history_wanted: frozenset[str] = frozenset()
         self._focus_used = False
 
         # view options
@@ -389,24 +388,30 @@ class DashboardModel:
         self.replicas[cid] = reps
         self.replicas_at[cid] = now
         self._changes.replicas.add(cid)
-        hist = self._history_for(cid)
-        t = now.timestamp()
         total = n = 0.0
-        for r in reps:
-            for g in r.get("gpus") or ():
-                key = (r.get("name", ""), int(g.get("index", 0)))
-                dq = hist.get(key)
-                if dq is None:
-                    dq = hist[key] = deque(maxlen=self.history_len)
-                u = float(g.get("utilization") or 0.0)
-                dq.append((t, u, float(g.get("memory_used_mib") or 0),
-                           float(g.get("temperature_c") or 0.0), float(g.get("power_w") or 0.0)))
-                total += u
-                n += 1
+        if cid in self.history_wanted or not self._focus_used:
+            hist = self._history_for(cid)
+            t = now.timestamp()
+            for r in reps:
+                for g in r.get("gpus") or ():
+                    key = (r.get("name", ""), int(g.get("index", 0)))
+                    dq = hist.get(key)
+                    if dq is None:
+                        dq = hist[key] = deque(maxlen=self.history_len)
+                    u = float(g.get("utilization") or 0.0)
+                    dq.append((t, u, float(g.get("memory_used_mib") or 0),
+                               float(g.get("temperature_c") or 0.0), float(g.get("power_w") or 0.0)))
+                    total += u
+                    n += 1
+            self._changes.history.add(cid)
+        else:
+            for r in reps:
+                for g in r.get("gpus") or ():
+                    total += float(g.get("utilization") or 0.0)
+                    n += 1
         if n:
             self.live_util[cid] = total / n
             self._changes.clusters.add(cid)
-        self._changes.history.add(cid)
 
     def _on_connection(self, frame: dict[str, Any], now: datetime) -> None:
         conn = self.connection
@@ -462,30 +467,36 @@ class DashboardModel:
     def load_account(self, account: dict[str, Any]) -> None:
         self._put_account(account)
 
-    def set_focus(self, ids: Iterable[str]) -> bool:
-        """The clusters now on screen; returns True when that set changed.
+    def set_focus(self, ids: Iterable[str], history: Iterable[str] | None = None) -> bool:
+        """The clusters now on screen (and, of those, the ones whose per-GPU history a
+        view draws; default all). Returns True when the focus changed.
 
-        Replicas and GPU history are kept only for those (plus a few recent ones),
-        so memory stays bounded however large the fleet."""
+        Replicas are kept only for focused clusters and GPU history only for the
+        history clusters (plus a few recent ones), so memory stays bounded however
+        large the fleet and however long the session."""
         new = frozenset(ids)
+        wanted = new if history is None else frozenset(history)
         self._focus_used = True
-        if new == self.focused:
+        if new == self.focused and wanted == self.history_wanted:
             return False
         self.focused = new
-        for cid in new:
+        self.history_wanted = wanted
+        for cid in list(self.replicas):
+            if cid not in new:
+                del self.replicas[cid]
+                self.live_util.pop(cid, None)
+        for cid in wanted:
             if cid in self.gpu_history:
                 self.gpu_history.move_to_end(cid)
         self._evict()
         return True
 
     def _evict(self) -> None:
-        while len(self.gpu_history) > max(self.history_clusters, len(self.focused)):
-            victim = next((k for k in self.gpu_history if k not in self.focused), None)
+        while len(self.gpu_history) > max(self.history_clusters, len(self.history_wanted)):
+            victim = next((k for k in self.gpu_history if k not in self.history_wanted), None)
             if victim is None:
                 break
             del self.gpu_history[victim]
-            self.replicas.pop(victim, None)
-            self.live_util.pop(victim, None)
 
     # -- internals -----------------------------------------------------------
     def _history_for(self, cid: str) -> dict[tuple[str, int], deque[Sample]]:
@@ -507,6 +518,10 @@ class DashboardModel:
             c = {**c, "gpu_summary": old["gpu_summary"]}
         self.clusters[cid] = c
         self.cluster_at[cid] = now
+        if c.get("stale"):
+            self.stale_ids.add(cid)
+        else:
+            self.stale_ids.discard(cid)
         if c.get("status") in ("stopped", "terminated", "failed") and cid in self.replicas:
             # No replicas run any more: per-second replica frames stop, drop the last ones.
             del self.replicas[cid]
@@ -538,6 +553,7 @@ class DashboardModel:
     def _remove(self, cid: str) -> None:
         old = self.clusters.pop(cid, None)
         nums = self.nums.pop(cid, None)
+        self.stale_ids.discard(cid)
         self._note_telemetry(cid, None)
         if old is not None and nums is not None and old.get("status") in LIVE_STATUSES:
             self._running_burn -= nums.burn
@@ -790,6 +806,8 @@ class DashboardModel:
                 secs = max(0.0, (conn.next_retry_at - now).total_seconds())
                 wait = f" in {fmt_duration(secs + 0.999)}" if secs > 0 else " now"
             stale = " · data stale" if self.snapshots else ""
+            if conn.error and "401" in conn.error:
+                return f"✖ API key refused (401) · retry{wait}{stale}", "error"
             return f"↻ reconnecting{wait} (attempt {conn.attempt}){stale}", "error"
         if conn.state == "closed":
             return "✖ disconnected", "error"

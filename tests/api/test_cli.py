@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,3 +127,23 @@ def test_port_zero_and_healthz_version(ecolink_server: Any) -> None:
     assert ecolink_server.port > 0
     assert httpx.get(ecolink_server.url + "/healthz").json() == {"status": "ok",
                                                                  "version": __version__}
+
+
+def test_serve_over_tls_sets_a_secure_session_cookie(ecolink_server_factory: Any,
+                                                      tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    srv = ecolink_server_factory(extra_args=["--tls-cert", str(cert), "--tls-key", str(key)],
+                                 verify=str(cert))
+    assert srv.url.startswith("https://127.0.0.1:")
+    with srv.client() as c:
+        r = c.post("/auth/session")
+        assert r.status_code == 201
+        assert "secure" in r.headers["set-cookie"].lower().replace("samesite", "")
+    # The port does not also answer plain HTTP.
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(srv.url.replace("https://", "http://") + "/healthz", timeout=3)

@@ -356,6 +356,7 @@ def test_ledger_json_csv_and_paging(fresh_api: httpx.Client) -> None:
     assert rows[-1]["cluster_id"] == ""
     for bad, field in [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"),
                        ({"limit": "x"}, "limit"), ({"before": "-1"}, "before"),
+                       ({"before": str(10**30)}, "before"), ({"limit": "9" * 50}, "limit"),
                        ({"format": "xml"}, "format")]:
         err(fresh_api.get("/account/ledger", params=bad), 422, "invalid_request", field)
 

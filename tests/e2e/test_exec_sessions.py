@@ -119,6 +119,16 @@ async def test_exec_refusals(shared_ecolink_server, fresh_api, cluster):
     ch = await connect(exec_url(srv, cid, "box-0", ["no-such-program-xyz"]), key)
     await ch.run_to_end()
     assert exit_code(ch.status) == 127 and b"no-such-program-xyz" in ch.err
+    # The same for kept sessions, and their other refusals.
+    base = f"/gpu-clusters/{cid}/replicas/box-0/sessions"
+    r = fresh_api.post(base, json={"command": ["no-such-program-xyz"]})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "command"
+    assert fresh_api.post(base, json={"tty": "yes"}).status_code == 422
+    assert fresh_api.post(base, json={"command": 5}).status_code == 422
+    assert fresh_api.post(base, content=b"{not json").status_code == 400
+    assert fresh_api.post(f"/gpu-clusters/{cid}/replicas/box-9/sessions", json={}).status_code == 404
+    assert httpx.post(srv.url + base, json={}).status_code == 401
+    assert fresh_api.delete(f"/gpu-clusters/{cid}/sessions/ses_nope").status_code == 404
 
 
 async def test_client_disconnect_ends_the_exec(shared_ecolink_server, fresh_api, cluster):
@@ -127,7 +137,7 @@ async def test_client_disconnect_ends_the_exec(shared_ecolink_server, fresh_api,
     ch = await connect(exec_url(srv, cid, "box-0", ["sh", "-c", "yes | cat"]), key)
     await ch.recv_one()
     assert len(set(marked_processes(srv.state_dir, cid)) - before) >= 2
-    await ch.ws.close()
+    ch.ws.transport.abort()  # gone without a goodbye, mid-stream
     deadline = time.monotonic() + 10
     while set(marked_processes(srv.state_dir, cid)) - before:
         assert time.monotonic() < deadline, "the exec outlived its client"

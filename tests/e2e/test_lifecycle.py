@@ -80,8 +80,8 @@ def test_scale_stop_resume_restart_terminate_leave_nothing(shared_ecolink_server
     assert pids_of(srv.state_dir, cid, ["life-0"])["life-0"] == before["life-0"]
 
     # Terminate: nothing it started is left, daemons included.
+    wait_until(lambda: len(marked_processes(srv.state_dir, cid)) >= 6, what="6 processes")
     leftovers = marked_processes(srv.state_dir, cid)
-    assert len(leftovers) >= 6
     assert api.delete(f"/gpu-clusters/{cid}").status_code == 200
     wait_for(api, cid, lambda x: x["status"] == "terminated")
     wait_until(lambda: marked_processes(srv.state_dir, cid) == [], what="no orphans")

@@ -75,9 +75,12 @@ class TestEnv:
             time.sleep(0.1)
 
     def start_apiserver(self) -> None:
+        counter = self.kubeconfig.parent / "api-restarts"
+        before = int(counter.read_text() or 0)
         os.kill(self.pid, signal.SIGUSR2)
         deadline = time.monotonic() + 120
-        while not self._healthy():
+        # Wait until the script has also restarted the components behind it.
+        while int(counter.read_text() or 0) <= before or not self._healthy():
             os.kill(self.pid, 0)  # raises when the control plane died
             assert time.monotonic() < deadline, "the API server did not come back"
             time.sleep(0.2)

@@ -6,11 +6,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from textual.widgets import OptionList
-
-from ecotui.client.rest import EcoClient
-from ecotui.screens.gpu_compare import GpuCompareScreen, open_gpu_compare
-from ecotui.screens.shells import ShellPicker, open_shell
 from shell_helpers import (
     HostApp,
     launch,
@@ -21,6 +16,11 @@ from shell_helpers import (
     type_line,
     wait_until,
 )
+from textual.widgets import OptionList
+
+from ecotui.client.rest import EcoClient
+from ecotui.screens.gpu_compare import GpuCompareScreen, open_gpu_compare
+from ecotui.screens.shells import ShellPicker, open_shell
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -52,13 +52,10 @@ async def test_detach_and_reattach_replays_and_continues(client, cluster):
         await pilot.press("ctrl+right_square_bracket", "d")
         screen = shells(app)
         await wait_until(lambda: not screen.panes, what="the tab to close")
-        await wait_until(lambda: True)
         s = await _session(client, cid, sid)
         assert not s["exited"] and s["ended_reason"] is None
         # Reattach from the picker's list of running sessions.
         await pilot.press("o")
-        await pilot.pause(1)
-        print("DBG", app.screen, app.focused, [ (w.name, w.state, w.error) for w in app.workers])
         await wait_until(lambda: isinstance(app.screen, ShellPicker), what="the picker")
         picker = app.screen
         sessions = picker.query_one("#sessions", OptionList)

@@ -5,11 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from ecotui.client.rest import EcoClient
-from ecotui.screens.shells import open_shell
 from shell_helpers import (
-    PROMPT,
     HostApp,
     launch,
     on_prompt,
@@ -19,6 +15,9 @@ from shell_helpers import (
     type_line,
     wait_until,
 )
+
+from ecotui.client.rest import EcoClient
+from ecotui.screens.shells import open_shell
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -129,3 +128,14 @@ async def test_every_key_goes_to_the_shell_but_ctrl_right_bracket(client, cluste
         assert shells(app).split
         await pilot.press("enter")
         assert view.has_focus
+
+
+async def test_default_login_shell_bash_else_sh(client, cluster):
+    """No command: the backend's login shell (bash, else sh) answers like any shell."""
+    app = HostApp(client)
+    async with app.run_test(size=(100, 30)) as pilot:
+        pane = await open_shell(app, cluster, "box-0")
+        assert pane.command is None
+        await ready_shell(pane)
+        await type_line(pilot, "echo login-$((2+3))")
+        await wait_until(lambda: shows(pane.view, "login-5"), what="the login shell to answer")

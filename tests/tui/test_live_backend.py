@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from tui.helpers import launch_body, live_app, row_text, screen_text, wait_for, wait_for_text
+from ecotui.app import EcoApp
+from tui.helpers import (
+    Connection,
+    launch_body,
+    live_app,
+    row_text,
+    screen_text,
+    wait_for,
+    wait_for_text,
+)
 
 
 async def test_clusters_view_shows_a_launched_cluster_live(ecolink_server, api):
-    app = live_app(ecolink_server.url, ecolink_server.key)
+    # The app as `ecotui` builds it: only a connection (URL and key).
+    app = EcoApp(Connection(ecolink_server.url, ecolink_server.key), refresh_hz=20)
     async with app.run_test(size=(160, 48)) as pilot:
         await wait_for_text(pilot, "● connected")
         assert "0 clusters" in screen_text(app)
@@ -134,3 +142,9 @@ async def test_account_view_shows_balances_and_the_ledger(ecolink_server, api, t
         await wait_for(pilot, lambda: list(tmp_path.glob("ecotui-ledger-*.csv")), what="CSV file")
         csv_text = next(tmp_path.glob("ecotui-ledger-*.csv")).read_text()
         assert "hold" in csv_text and "5.000000" in csv_text
+
+
+async def test_a_refused_key_is_said_in_words(ecolink_server):
+    app = live_app(ecolink_server.url, "eco_not_a_key")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_for_text(pilot, "✖ API key refused (401)")

@@ -112,7 +112,7 @@ async def test_cluster_expires_countdown_alert_then_terminated():
         assert "4m" not in row and "—" in row
         assert "embed-serve expires" not in screen_text(fx.app)
         await open_cluster(pilot, fx, "embed-serve")
-        await wait_for_text(pilot, "expired: terminated at its expiry")
+        await wait_for_text(pilot, "✖ expired: terminated at")
         assert "● Running" not in screen_text(fx.app)  # no replicas run any more
         assert "no GPUs: the cluster is terminated" in screen_text(fx.app)
         assert "· terminated (expired)" in screen_text(fx.app)
@@ -213,8 +213,13 @@ async def test_focus_follows_the_rows_on_screen_only():
         await pilot.press("ctrl+f", "ctrl+f")
         await wait_for(pilot, lambda: set(fx.source.focused) == set(table.visible_keys())
                        and set(fx.source.focused) != first, what="focus moved with the page")
-        # The GPU history is kept for the focused clusters plus a few, not for 1000.
-        assert len(fx.app.model.gpu_history) <= max(16, len(fx.source.focused))
+        # The list keeps the latest readings of the rows on screen and no per-GPU history.
+        assert set(fx.app.model.replicas) <= set(fx.source.focused)
+        assert fx.app.model.gpu_history == {}
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(fx.source.focused) == 1, what="cluster view focus")
+        (cid,) = fx.source.focused
+        await wait_for(pilot, lambda: list(fx.app.model.gpu_history) == [cid], what="history")
 
 
 async def test_only_changed_cells_of_rows_on_screen_are_repainted():
@@ -344,7 +349,7 @@ async def test_cluster_view_shows_cost_url_gpus_and_events():
         assert "URL http://127.0.0.1:8600/gpu-clusters/gc_00000/service/ → port 8000" in text
         assert "GPUs · telemetry: simulated" in text
         assert "utilisation, last" in text and "(5 s per cell)" in text
-        assert "launched llama-serve with 8 replicas" in text
+        assert "▶ launched llama-serve with 8" in text
         assert "● Running" in text and "node-us-east-00" in text
         # The history restored from /metrics is drawn (idle: the lowest block).
         gpu_line = next(ln for ln in text.splitlines() if "9/80G" in ln)
@@ -423,3 +428,40 @@ async def test_connection_pseudo_frames_render_as_words():
                                         next_retry_at=fx.clock.now() + timedelta(seconds=8),
                                         error="connection lost"))
         await wait_for_text(pilot, "↻ reconnecting in 8s (attempt 2) · data stale")
+
+
+async def test_a_cluster_with_stale_states_says_so():
+    fx = fixed_app()
+    cid = cid_of(fx, "tts-serve")
+    async with fx.app.run_test(size=BIG) as pilot:
+        await wait_for_text(pilot, "12 clusters")
+        c = copy.deepcopy(fx.fleet.clusters[cid])
+        c["stale"] = True
+        fx.source.push({"type": "cluster", "cluster": c})
+        await wait_for(pilot, lambda: "~running" in row_text(fx.app, "tts-serve"),
+                       what="stale row")
+        assert "~ 1 cluster stale (runtime unreachable)" in screen_text(fx.app)
+        assert row_text(fx.app, "tts-serve").lstrip().startswith("~")
+        await open_cluster(pilot, fx, "tts-serve")
+        assert "~ STALE: runtime unreachable, last known states" in screen_text(fx.app)
+
+
+async def test_replicas_table_is_updated_by_diff():
+    fx = fixed_app()
+    cid = cid_of(fx, "tts-serve")
+    async with fx.app.run_test(size=BIG) as pilot:
+        await wait_for_text(pilot, "12 clusters")
+        await open_cluster(pilot, fx, "tts-serve")
+        await wait_for_text(pilot, "tts-serve-7")
+        table = fx.app.screen.query_one("ReplicasTable")
+        before = table.cell_updates
+        reps = copy.deepcopy(fx.app.model.replicas[cid])
+        reps[2]["restarts"] = 1  # one cell of one row
+        fx.source.push({"type": "replicas", "cluster_id": cid, "replicas": reps})
+        await wait_for(pilot, lambda: table.cell_updates > before, what="a cell update")
+        assert table.cell_updates - before == 1
+        assert table.row_count == 8
+        # A replica goes away (scaled down): its row is removed, the others stay.
+        fx.source.push({"type": "replicas", "cluster_id": cid, "replicas": reps[:7]})
+        await wait_for(pilot, lambda: table.row_count == 7, what="row removed")
+        assert table.cell_updates - before == 1

@@ -241,6 +241,14 @@ def test_focus_keeps_history_only_for_clusters_on_screen_plus_a_few(clock):
     model.apply(fleet.replicas_frame(ids[3], 1.0))
     assert len(model.gpu_history) == 2 and ids[3] in model.gpu_history
     assert ids[2] in model.gpu_history  # the most recent of the others stays
+    assert set(model.replicas) == {ids[3]}
+    # Focused for the list only (no history drawn): latest readings, no history kept.
+    model.set_focus(ids[4:6], history=[])
+    for cid in ids[4:6]:
+        model.apply(fleet.replicas_frame(cid, 2.0))
+    assert set(model.replicas) == set(ids[4:6])
+    assert not set(ids[4:6]) & set(model.gpu_history)
+    assert model.mean_util(ids[4]) == model.live_util[ids[4]]
 
 
 def test_connection_states_and_stale_data(model, clock):
@@ -258,6 +266,9 @@ def test_connection_states_and_stale_data(model, clock):
     assert text == "↻ reconnecting in 4s (attempt 3) · data stale" and level == "error"
     assert model.is_stale()
     assert model.take_changes().connection
+    model.apply(connection_frame("reconnecting", attempt=4, error="the API key was refused (401)",
+                                 next_retry_at=clock.now() + timedelta(seconds=30)))
+    assert model.connection_label()[0] == "✖ API key refused (401) · retry in 30s · data stale"
 
 
 # -- sorting, filtering, grouping -------------------------------------------------------

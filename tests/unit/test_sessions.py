@@ -71,7 +71,7 @@ def manager(tmp_path: Path):
 
 
 async def drain(session, client, into: bytearray, limit: int | None = None) -> None:
-    async for ch, data in session.frames(client):
+    async for _ch, data in session.frames(client):
         into += data
         if limit is not None and len(into) >= limit:
             return

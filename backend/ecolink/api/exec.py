@@ -202,13 +202,16 @@ async def exec_ws(websocket: WebSocket, id: str, replica: str) -> None:
         req = exec_request(websocket)
         proto = choose_subprotocol(websocket)
         stream = await ctx.runtime.exec(cluster.id, replica, req)
-    except FileNotFoundError as exc:
-        # The program does not exist: like a shell, exit code 127 with a message.
+    except (FileNotFoundError, PermissionError) as exc:
+        # The program does not exist or cannot run: like a shell, exit code 127 or
+        # 126 with a message on stderr.
+        missing = isinstance(exc, FileNotFoundError)
         proto = choose_subprotocol(websocket)
         await websocket.accept(subprotocol=proto)
-        msg = f"exec: {exc.filename or 'command'}: not found\n".encode()
+        what = "not found" if missing else "permission denied"
+        msg = f"exec: {exc.filename or 'command'}: {what}\n".encode()
         await websocket.send_bytes(bytes([1 if req.tty else 2]) + msg)
-        await websocket.send_bytes(status_frame(ExecResult(exit_code=127)))
+        await websocket.send_bytes(status_frame(ExecResult(exit_code=127 if missing else 126)))
         await close_quietly(websocket)
         return
     except Exception as exc:

@@ -109,7 +109,8 @@ _LEDGER_PARAMS: list[dict[str, Any]] = [
     {"name": "limit", "in": "query", "required": False,
      "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
     {"name": "before", "in": "query", "required": False,
-     "schema": {"type": "integer", "minimum": 1}, "description": "entries older than this id"},
+     "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+     "description": "entries older than this id"},
     {"name": "format", "in": "query", "required": False,
      "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}},
 ]
@@ -138,7 +139,7 @@ async def ledger(request: Request) -> Response:
         except NotFound as exc:
             raise NotFound(exc.message, field="cluster_id") from None
     limit = _int_param(request, "limit", 1, 1000) or 100
-    before = _int_param(request, "before", 1, None)
+    before = _int_param(request, "before", 1, 2**63 - 1)
     fmt = request.query_params.get("format", "json")
     if fmt not in ("json", "csv"):
         raise InvalidField("format must be json or csv", field="format")

@@ -95,7 +95,11 @@ async def create_session(request: Request, id: str, replica: str) -> Response:
     data = parse_json(raw) if raw.strip() else {}
     command, tty, width, height = _parse_create(data)
     sm = _manager(ctx)
-    s = await sm.create(cluster.id, replica, command, tty, width=width, height=height)
+    try:
+        s = await sm.create(cluster.id, replica, command, tty, width=width, height=height)
+    except (FileNotFoundError, PermissionError) as exc:
+        raise InvalidField(f"command: cannot run {exc.filename or 'it'}: {exc.strerror}",
+                           "command") from None
     return json_response(s.as_json(), status=201)
 
 

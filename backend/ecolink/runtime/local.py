@@ -317,6 +317,12 @@ class LocalRuntime(Runtime):
         if self._pump is not None:
             await asyncio.to_thread(self._pump.stop)
             self._pump = None
+        if self._subreaper:
+            # Orphans from now on are not ours to reap any more.
+            make_subreaper(False)
+            self._subreaper = False
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(reap_orphans)
         self._listener = _NullListener()
 
     # ------------------------------------------------------------------ reports

@@ -95,6 +95,8 @@ class LocalExec(ExecStream):
                         raise
                     data = b""
                 if data:
+                    if len(data) < CHUNK:
+                        data = self._more(fd, data)
                     return self._outs[fd], data
                 self._close_out(fd)
                 break
@@ -121,6 +123,23 @@ class LocalExec(ExecStream):
                         loop.remove_reader(fd)
                     exit_fut.remove_done_callback(on_exit)
         return None
+
+    @staticmethod
+    def _more(fd: int, data: bytes) -> bytes:
+        """Whatever else is ready on fd right now, up to CHUNK: a PTY hands out at
+        most about 4 KiB a read, and fewer, larger frames cost much less."""
+        parts = [data]
+        size = len(data)
+        while size < CHUNK:
+            try:
+                more = os.read(fd, CHUNK - size)
+            except (BlockingIOError, OSError):
+                break  # nothing more now, or EIO (seen again by the next read)
+            if not more:
+                break
+            parts.append(more)
+            size += len(more)
+        return b"".join(parts) if len(parts) > 1 else data
 
     async def _wait_readable(self, fds: list[int], timeout: float) -> bool:
         loop = asyncio.get_running_loop()

@@ -28,11 +28,12 @@ _MARKER_B = MARKER.encode() + b"="
 MANAGED: set[int] = set()
 
 
-def make_subreaper() -> bool:
-    """Make this process a child subreaper; False where the kernel refuses."""
+def make_subreaper(on: bool = True) -> bool:
+    """Make this process a child subreaper (or stop being one); False where the
+    kernel refuses."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0) == 0)
     except OSError:
         return False
 

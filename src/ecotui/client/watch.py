@@ -145,7 +145,7 @@ class WatchClient:
                 error = f"bad backend URL: {exc}"
             except ConnectionClosed as exc:
                 error = f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
-            except (OSError, TimeoutError, InvalidHandshake, asyncio.TimeoutError) as exc:
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
                 error = f"cannot reach the backend: {exc}" if str(exc) else "cannot reach the backend"
             finally:
                 self._ws = None

@@ -19,7 +19,15 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, Static
 
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
-from ecotui.model import Changes, fmt_duration, fmt_local, fmt_rate, fmt_usd, parse_micros, parse_time
+from ecotui.model import (
+    Changes,
+    fmt_duration,
+    fmt_local,
+    fmt_rate,
+    fmt_usd,
+    parse_micros,
+    parse_time,
+)
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.keymap import ACCOUNT_VIEW, MOVEMENT
 

@@ -79,6 +79,10 @@ class DashboardScreen(Screen):
         """Clusters whose replicas this screen shows (sent as the watch focus)."""
         return []
 
+    def wanted_history(self) -> list[str]:
+        """Clusters whose per-GPU history this screen draws (a subset of the focus)."""
+        return []
+
     def handle_back(self) -> bool:
         """Escape: undo something local first (close a search). True if handled."""
         return False

@@ -223,6 +223,9 @@ class ClusterScreen(DashboardScreen):
     def wanted_focus(self) -> list[str]:
         return [self.cluster_id]
 
+    def wanted_history(self) -> list[str]:
+        return [self.cluster_id]
+
     def current_cluster(self) -> dict[str, Any] | None:
         return self.cluster
 

@@ -92,7 +92,7 @@ class ClustersScreen(DashboardScreen):
         stale = bool(c.get("stale"))
         status_text = f"{STATUS_SYMBOL.get(status, '?')} {status}"
         if stale:
-            status_text = f"~{status} (stale)"
+            status_text = f"~{status}"  # the caption says how many are stale, in words
         mu = m.mean_util(cid)
         uw = widths.get("util", 14)
         if mu is None:
@@ -137,7 +137,7 @@ class ClustersScreen(DashboardScreen):
             touched = touched | set(table.visible_keys())
         if touched:
             table.update_rows(touched)
-        if changes.order or changes.snapshot or changes.removed or (second and changes.clusters):
+        if changes.order or changes.snapshot or changes.removed or changes.clusters:
             self._caption()
 
     def full_refresh(self, now: datetime) -> None:
@@ -161,6 +161,9 @@ class ClustersScreen(DashboardScreen):
         parts.append(f"sort: {COLUMN_LABEL.get(m.sort_column, m.sort_column)} "
                      f"{'▼' if m.sort_reverse else '▲'}")
         parts.append(f"group: {m.group_by or 'none'}")
+        if m.stale_ids:
+            n = len(m.stale_ids)
+            parts.append(f"~ {n} cluster{'s' if n != 1 else ''} stale (runtime unreachable)")
         sources = m.telemetry_sources()
         parts.append(f"telemetry: {', '.join(sources) if sources else 'none yet'}")
         burn = m.running_burn

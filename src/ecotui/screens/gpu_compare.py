@@ -16,6 +16,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import HorizontalScroll, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Static
 
@@ -70,9 +71,10 @@ class ReplicaColumn(Vertical):
 
     def show(self, outcome: str, output: str, failed: bool) -> None:
         self.outcome, self.output, self.failed = outcome, output, failed
-        if not self.is_mounted:
+        try:
+            o = self.query_one(".outcome", Static)
+        except NoMatches:  # not composed yet: compose() shows the values
             return
-        o = self.query_one(".outcome", Static)
         o.update(Text(outcome))
         o.set_class(failed, "-failed")
         self.query_one(".output", Static).update(Text(output, no_wrap=True))

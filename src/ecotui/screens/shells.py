@@ -30,6 +30,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Label, OptionList, Select, Static, Tab, Tabs
 from textual.widgets.option_list import Option
@@ -176,10 +177,12 @@ class ShellPane(Vertical):
         return ""
 
     def _show(self) -> None:
-        if not self.is_mounted:
+        try:
+            header = self.query_one(".shell-header", Static)
+            status = self.query_one(".shell-status", Static)
+        except NoMatches:  # not composed yet
             return
-        self.query_one(".shell-header", Static).update(Text(self.header_text(), no_wrap=True))
-        status = self.query_one(".shell-status", Static)
+        header.update(Text(self.header_text(), no_wrap=True))
         text = self.status_text()
         status.update(Text(text))
         status.set_class(bool(text), "-shown")
@@ -242,6 +245,14 @@ class ShellPane(Vertical):
 
     @work(group="session", exclusive=True, exit_on_error=False)
     async def run_session(self) -> None:
+        try:
+            await self._session_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # shown in the pane, never a crash of the dashboard
+            self._set_state("error", f"the shell failed: {exc!r}")
+
+    async def _session_loop(self) -> None:
         backoff = 0.25
         while not self._leaving:
             if self.sid is None:
@@ -434,7 +445,7 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
         self.dismiss(choice)
 
     @on(OptionList.OptionSelected, "#sessions")
-    def _attach(self, event: OptionList.OptionSelected) -> None:
+    def _attach_session(self, event: OptionList.OptionSelected) -> None:
         sid = event.option.id
         s = next((x for x in self.sessions if str(x.get("id")) == sid), None)
         if s is None or not self.cluster_id:
@@ -504,6 +515,9 @@ class ShellsScreen(Screen[None]):
                           command: list[str] | str | None = None, sid: str | None = None,
                           focus: bool = True) -> ShellPane:
         pane = ShellPane(self.client, cluster, replica, command=command, sid=sid)
+        return await self.add_pane(pane, focus=focus)
+
+    async def add_pane(self, pane: ShellPane, *, focus: bool = True) -> ShellPane:
         self.panes[pane.pane_id] = pane
         self.order.append(pane.pane_id)
         await self.query_one("#panes", Horizontal).mount(pane)
@@ -636,6 +650,12 @@ class ShellsScreen(Screen[None]):
 
     @work(group="picker", exclusive=True, exit_on_error=False)
     async def open_picker(self, cluster_id: str | None = None, replica: str | None = None) -> None:
+        try:
+            await self._pick(cluster_id, replica)
+        except Exception as exc:
+            self.notify(f"Cannot open a shell: {exc}", severity="error")
+
+    async def _pick(self, cluster_id: str | None, replica: str | None) -> None:
         try:
             clusters = await self.client.clusters()
         except (ApiRefusal, BackendUnreachable) as exc:

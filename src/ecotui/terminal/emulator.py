@@ -105,7 +105,7 @@ class Terminal:
         self.alt: list[Line] = [Line() for _ in range(self.rows)]
         self.lines = self.main
         self.all_dirty = True
-        self._snapshot: list[tuple[Line, int]] = []
+        self._snapshot: list[tuple[Line, int, int]] = []
         self.title = ""
         self.icon_title = ""
         self.cwd = ""
@@ -146,7 +146,6 @@ class Terminal:
         self.tabs = set(range(8, self.cols, 8))
         self._saved_main = _Saved()
         self._saved_alt = _Saved()
-        self.last_char = " "
 
     # -- public API -------------------------------------------------------------------
     def feed(self, data: bytes | str) -> None:
@@ -186,11 +185,12 @@ class Terminal:
         same one changed; the renderer asks once per frame."""
         lines = self.lines
         snap = self._snapshot
-        self._snapshot = [(ln, ln.gen) for ln in lines]
+        self._snapshot = [(ln, ln.gen, ln.end) for ln in lines]
         if self.all_dirty or len(snap) != len(lines):
             self.all_dirty = False
             return None
-        return {y for y, ln in enumerate(lines) if snap[y][0] is not ln or snap[y][1] != ln.gen}
+        return {y for y, ln in enumerate(lines)
+                if snap[y][0] is not ln or snap[y][1] != ln.gen or snap[y][2] != ln.end}
 
     def line(self, y: int) -> Line:
         return self.lines[y]
@@ -229,56 +229,73 @@ class Terminal:
             else:
                 print_(text)
         styles = self.styles
-        sgr_cache = styles.sgr_cache
+        pen_cache = styles.pen_cache
         sgr = styles.sgr
         c0 = self._c0
         csi = self._csi
         n = len(parts)
+        pen = self.pen  # kept local while only SGRs and appends touch it
+        from_pen = pen_cache(pen).get  # SGR transitions from the current pen
         for i in range(1, n, 2):
             c = parts[i]
-            if len(c) == 1:
-                c0(c)
-            elif c[1] == "[":
-                if c[-1] == "m" and c[2:3] not in _NOT_SGR:
-                    sid = sgr_cache.get((self.pen, c))
-                    self.pen = sid if sid is not None else sgr(self.pen, c[2:-1], c)
-                else:
-                    csi(c)
+            sid = from_pen(c)  # only SGR sequences are ever in this cache
+            if sid is not None or (c[-1] == "m" and len(c) > 2 and c[1] == "["
+                                   and c[2:3] not in _NOT_SGR):
+                if sid is None:
+                    sid = sgr(pen, c[2:-1], c)
+                if sid != pen:
+                    pen = sid
+                    from_pen = pen_cache(pen).get
             else:
-                k = c[1]
-                if k == "]":
-                    self._osc(c)
-                elif k in "P_^X":
-                    self._dcs(c)
+                self.pen = pen
+                if len(c) == 1:
+                    c0(c)
+                elif c[1] == "[":
+                    csi(c)
                 else:
-                    self._esc(c)
-            text = parts[i + 1]
-            if text:
-                if "\n" in text or "\r" in text:
-                    if text == "\r\n" and not self.newline_mode:
-                        self.x = 0
-                        self.wrap_pending = False
-                        y = self.y
-                        if y == self.bottom:
-                            self._scroll_up(1)
-                        elif y < self.rows - 1:
-                            self.y = y + 1
+                    k = c[1]
+                    if k == "]":
+                        self._osc(c)
+                    elif k in "P_^X":
+                        self._dcs(c)
                     else:
-                        block(text)
-                    continue
-                if text.isascii() and not self.wrap_pending:
+                        self._esc(c)
+                if self.pen != pen:
+                    pen = self.pen
+                    from_pen = pen_cache(pen).get
+            text = parts[i + 1]
+            if not text:
+                continue
+            if text.isascii() and text.isprintable():  # no CR, LF or stray ESC
+                if not self.wrap_pending:
                     x = self.x
                     w = len(text)
                     line = self.lines[self.y]
                     if (line.segs is not None and x == line.end and x + w < self.cols
-                            and not self._graphics and not self.insert and "\x1b" not in text):
+                            and not self._graphics and not self.insert):
                         # Append a run to a row in run form (see line.py).
-                        line.segs.append((text, self.pen))
-                        line.end = self.x = x + w
-                        line.gen += 1
-                        self.last_char = text[-1]
+                        line.segs.append((text, pen))
+                        line.end = self.x = x + w  # `end` changing marks the row dirty
                         continue
+                self.pen = pen
                 print_(text)
+            elif "\n" in text or "\r" in text:
+                if text == "\r\n" and not self.newline_mode:
+                    self.x = 0
+                    self.wrap_pending = False
+                    y = self.y
+                    if y == self.bottom:
+                        self.pen = pen
+                        self._scroll_up(1)
+                    elif y < self.rows - 1:
+                        self.y = y + 1
+                else:
+                    self.pen = pen
+                    block(text)
+            else:
+                self.pen = pen
+                print_(text)
+        self.pen = pen
 
     def _block(self, text: str) -> None:
         """Printable text with CR and LF in it."""
@@ -396,7 +413,6 @@ class Terminal:
                 y = self.y
                 self.lines[y].write(x, text, n, self.pen, self.cols)
                 self.x = x + n
-                self.last_char = text[-1]
                 return
         if self._graphics:
             text = text.translate(DEC_GRAPHICS)
@@ -472,7 +488,6 @@ class Terminal:
             if self.insert:
                 line.insert_blanks(x, hw, self.styles.fill(self.pen), cols)
             line.write(x, head, hw, self.pen, cols)
-            self.last_char = head[-1]
             x += hw
             if x >= cols:
                 self.x = cols - 1
@@ -623,7 +638,7 @@ class Terminal:
             self._graphics = self.charsets[self.gl] == "0"
         elif body == "#8":
             fill = "E" * self.cols
-            for y, ln in enumerate(self.lines):
+            for ln in self.lines:
                 ln.erase(0, self.cols, 0, self.cols)
                 ln.write(0, fill, self.cols, 0, self.cols)
             self.top, self.bottom = 0, self.rows - 1
@@ -827,9 +842,16 @@ class Terminal:
         self._scroll_down(self._p(params))
 
     def _rep(self, params: list[int]) -> None:
+        """REP: the character before the cursor (the one just printed), n times more."""
         n = min(self._p(params), self.cols * self.rows)
-        ch = self.last_char
-        if WIDTHS[ch] == 0:
+        x = self.x if self.wrap_pending else self.x - 1
+        if x < 0:
+            return
+        line = self.lines[self.y]
+        ch, _ = line.cell(x, self.cols)
+        if ch == "" and x:
+            ch, _ = line.cell(x - 1, self.cols)
+        if not ch or WIDTHS[ch[0]] == 0:
             return
         self._print_plain(ch * n)
 

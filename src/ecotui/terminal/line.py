@@ -76,7 +76,9 @@ class Line:
         self.chars: list[str] | None = None
         self.styles: list[int] | None = None
         self.wrapped = False  # the text goes on in the next line (autowrap)
-        self.gen = 0  # bumped on every change; renderers cache on (line, gen)
+        # Bumped on every change but an append in run form (which moves `end`);
+        # renderers cache on (line, gen, end).
+        self.gen = 0
 
     # -- form changes -------------------------------------------------------
     def materialize(self, cols: int) -> None:

@@ -222,13 +222,14 @@ def sgr_delta(params: str) -> tuple[bool, int | None, int | None, int, int]:
 class StyleTable:
     """Interns styles to small ints; caches SGR transitions and erase fills."""
 
-    __slots__ = ("styles", "_ids", "sgr_cache", "_fill", "_deltas")
+    __slots__ = ("styles", "_ids", "sgr_by_pen", "_cached", "_fill", "_deltas")
 
     def __init__(self) -> None:
         self.styles: list[Style] = [DEFAULT_STYLE]
         self._ids: dict[Style, int] = {DEFAULT_STYLE: 0}
-        # (style id, the whole "ESC [ ... m" sequence) -> style id
-        self.sgr_cache: dict[tuple[int, str], int] = {}
+        # style id -> {the whole "ESC [ ... m" sequence: the style id after it}
+        self.sgr_by_pen: dict[int, dict[str, int]] = {}
+        self._cached = 0
         self._fill: dict[int, int] = {0: 0}
         self._deltas: dict[str, tuple[bool, int | None, int | None, int, int]] = {}
 
@@ -240,10 +241,18 @@ class StyleTable:
             self._ids[style] = sid
         return sid
 
+    def pen_cache(self, sid: int) -> dict[str, int]:
+        """The SGR transitions known from style `sid` (filled by `sgr`)."""
+        d = self.sgr_by_pen.get(sid)
+        if d is None:
+            d = self.sgr_by_pen[sid] = {}
+        return d
+
     def sgr(self, sid: int, params: str, sequence: str | None = None) -> int:
         """Style id after applying `CSI params m` to style `sid` (cached)."""
-        key = (sid, sequence if sequence is not None else f"\x1b[{params}m")
-        new = self.sgr_cache.get(key)
+        key = sequence if sequence is not None else f"\x1b[{params}m"
+        cache = self.pen_cache(sid)
+        new = cache.get(key)
         if new is None:
             delta = self._deltas.get(params)
             if delta is None:
@@ -255,9 +264,12 @@ class StyleTable:
             fg, bg, flags = DEFAULT_STYLE if reset else self.styles[sid]
             new = self.intern((fg if dfg is None else dfg, bg if dbg is None else dbg,
                                (flags & ~clear) | set_))
-            if len(self.sgr_cache) > 50_000:
-                self.sgr_cache.clear()
-            self.sgr_cache[key] = new
+            self._cached += 1
+            if self._cached > 50_000:
+                for d in self.sgr_by_pen.values():
+                    d.clear()
+                self._cached = 0
+            cache[key] = new
         return new
 
     def fill(self, sid: int) -> int:

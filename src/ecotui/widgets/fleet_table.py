@@ -107,6 +107,7 @@ class FleetTable(ScrollView, can_focus=True):
         self.sort_reverse = False
         self.empty_text = "no clusters"
         self.renders = 0  # lines rendered (the benchmark reads it)
+        self._header_cache: tuple[tuple, Strip] | None = None
 
     # -- data ------------------------------------------------------------------
     @property
@@ -227,6 +228,7 @@ class FleetTable(ScrollView, can_focus=True):
         super().notify_style_update()
         self._styles.clear()
         self._strips.clear()
+        self._header_cache = None
 
     def _style(self, name: str) -> Style:
         style = self._styles.get(name)
@@ -261,6 +263,14 @@ class FleetTable(ScrollView, can_focus=True):
         return strip
 
     def _header_strip(self, width: int, base: Style) -> Strip:
+        key = (width, self.sort_column, self.sort_reverse, len(self._styles))
+        if self._header_cache is not None and self._header_cache[0] == key:
+            return self._header_cache[1]
+        strip = self._build_header(width, base)
+        self._header_cache = (key, strip)
+        return strip
+
+    def _build_header(self, width: int, base: Style) -> Strip:
         segs: list[Segment] = []
         header = base + self._style("header")
         sorted_style = base + self._style("sorted")

@@ -115,7 +115,7 @@ class TerminalView(Widget, can_focus=True):
         self._frame_timer: Timer | None = None
         self._last_frame = 0.0
         self._sync_since: float | None = None
-        self._strips: OrderedDict[int, tuple[object, int, int, Strip]] = OrderedDict()
+        self._strips: OrderedDict[int, tuple[object, object, int, Strip]] = OrderedDict()
         self._styles: dict[int, Style] = {}
         self._base: Style | None = None
         self._cursor_row: int | None = None
@@ -124,7 +124,7 @@ class TerminalView(Widget, can_focus=True):
         # Selection in absolute (row, col); search matches as (row, col0, col1).
         self._sel_anchor: tuple[int, int] | None = None
         self._sel_end: tuple[int, int] | None = None
-        self._selecting = False
+        self._drag_selecting = False
         self.search_pattern = ""
         self._matches: list[tuple[int, int, int]] = []
         self._match_index = -1
@@ -243,6 +243,8 @@ class TerminalView(Widget, can_focus=True):
         if flags & REVERSE:
             fgc, bgc = (bgc or base.bgcolor or Color.parse("black"),
                         fgc or base.color or Color.parse("white"))
+        if flags & HIDDEN:  # drawn in the background colour (Textual has no conceal)
+            fgc = bgc or base.bgcolor
         style = Style(color=fgc, bgcolor=bgc, bold=bool(flags & BOLD) or None,
                       dim=bool(flags & DIM) or None, italic=bool(flags & ITALIC) or None,
                       underline=bool(flags & UNDERLINE) or None,
@@ -299,7 +301,7 @@ class TerminalView(Widget, can_focus=True):
         base = self._base_style()
         if item is None:
             return Strip.blank(width, base)
-        gen = item.gen if isinstance(item, Line) else -1
+        gen = (item.gen, item.end) if isinstance(item, Line) else -1
         key = id(item)
         cached = self._strips.get(key)
         if cached is not None and cached[0] is item and cached[1] == gen and cached[2] == width:
@@ -380,15 +382,15 @@ class TerminalView(Widget, can_focus=True):
             return
         row = self.view_top() + event.y
         self._sel_anchor = self._sel_end = (row, event.x)
-        self._selecting = True
+        self._drag_selecting = True
         self.capture_mouse()
         self.refresh()
 
     def on_mouse_move(self, event: events.MouseMove) -> None:
-        if self.term.mouse_tracking and not self._selecting and not event.shift:
+        if self.term.mouse_tracking and not self._drag_selecting and not event.shift:
             self._report("move", event, max(0, event.button - 1))
             return
-        if self._selecting:
+        if self._drag_selecting:
             row = self.view_top() + max(0, min(event.y, self.size.height - 1))
             self._sel_end = (row, max(0, min(event.x, self.size.width - 1)))
             self.refresh()
@@ -396,8 +398,8 @@ class TerminalView(Widget, can_focus=True):
     def on_mouse_up(self, event: events.MouseUp) -> None:
         event.stop()
         self.release_mouse()
-        if self._selecting:
-            self._selecting = False
+        if self._drag_selecting:
+            self._drag_selecting = False
             text = self.selected_text()
             if text:
                 self.app.copy_to_clipboard(text)
