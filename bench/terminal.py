@@ -154,12 +154,28 @@ class _Probe(TerminalView):
         super().__init__(**kw)  # type: ignore[arg-type]
         self.want: Callable[[int, str], bool] | None = None
         self.seen_at: float | None = None
+        self.seen = asyncio.Event()
+
+    def expect(self, want: Callable[[int, str], bool]) -> None:
+        self.seen_at = None
+        self.seen.clear()
+        self.want = want
 
     def render_line(self, y: int) -> Strip:
         strip = super().render_line(y)
         if self.want is not None and self.seen_at is None and self.want(y, strip.text):
             self.seen_at = time.perf_counter()
+            self.seen.set()
         return strip
+
+
+async def _seen(tv: _Probe, timeout: float) -> bool:
+    """Wait for the painted row without polling (polling would slow the loop it measures)."""
+    try:
+        await asyncio.wait_for(tv.seen.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
 
 
 class _BenchApp(App[None]):
@@ -196,15 +212,14 @@ async def bench_widget(flood_runs: int, ctrl_c_runs: int, keystrokes: int, count
         last = str(count)
 
         for _ in range(flood_runs):
-            tv.want = lambda y, text: text.rstrip() == last
-            tv.seen_at = None
             await pilot.press("ctrl+l")
             await pilot.pause(0.2)
             await pilot.press(*f"seq 1 {count}")
             await pilot.pause(0.1)
+            tv.expect(lambda y, text: text.rstrip() == last)
             t0 = time.perf_counter()
             await pilot.press("enter")
-            await _wait(lambda: tv.seen_at is not None, 120)
+            await _seen(tv, 120)
             assert tv.seen_at is not None, "the flood's last line never showed"
             out["flood"].append(tv.seen_at - t0)
             tv.want = None
@@ -213,11 +228,10 @@ async def bench_widget(flood_runs: int, ctrl_c_runs: int, keystrokes: int, count
         for _ in range(ctrl_c_runs):
             await pilot.press(*"yes", "enter")
             await pilot.pause(0.5)  # let the flood run
-            tv.seen_at = None
-            tv.want = lambda y, text: y == tv.term.y and text.rstrip() == PROMPT.rstrip()
+            tv.expect(lambda y, text: y == tv.term.y and text.rstrip() == PROMPT.rstrip())
             t0 = time.perf_counter()
             await pilot.press("ctrl+c")
-            await _wait(lambda: tv.seen_at is not None, 10)
+            await _seen(tv, 10)
             assert tv.seen_at is not None, "Ctrl-C did not bring the prompt back"
             out["ctrl_c"].append(tv.seen_at - t0)
             tv.want = None
@@ -230,11 +244,10 @@ async def bench_widget(flood_runs: int, ctrl_c_runs: int, keystrokes: int, count
             ch = "abcdefghijklmnopqrstuvwxyz"[i % 26]
             typed += ch
             expect = PROMPT + typed
-            tv.seen_at = None
-            tv.want = lambda y, text, expect=expect: text.rstrip() == expect  # type: ignore[misc]
+            tv.expect(lambda y, text, expect=expect: text.rstrip() == expect)  # type: ignore[misc]
             t0 = time.perf_counter()
             await pilot.press(ch)
-            await _wait(lambda: tv.seen_at is not None, 5)
+            await _seen(tv, 5)
             if tv.seen_at is not None:
                 out["key"].append(tv.seen_at - t0)
             if len(typed) >= 60:

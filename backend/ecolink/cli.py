@@ -208,11 +208,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)
         await task
 
-    # uvicorn handles SIGTERM/SIGINT (graceful shutdown), then re-raises the signal with
-    # the handler that was there before: make that one a no-op so the clean-up below
-    # still runs and the process exits 0.
+    # uvicorn handles SIGTERM/SIGINT while it serves (graceful shutdown), then re-raises
+    # the signal with the handler that was there before. Ours asks for that same
+    # shutdown (also when the signal comes before uvicorn installed its own), so the
+    # clean-up below still runs and the process exits 0.
+    def on_signal(*_: object) -> None:
+        server.should_exit = True
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
+        signal.signal(sig, on_signal)
     try:
         asyncio.run(run())
     finally:

@@ -70,24 +70,26 @@ def test_watch_snapshot_deltas_events_focus_and_summaries(shared_ecolink_server:
                 assert snap["account"]["held"] == pre["cost"]["hold"]
                 # The other account's cluster never shows up in this feed.
                 theirs = (await other.post("/gpu-clusters", json=LAUNCH)).json()
-                t0 = time.monotonic()
+                # Deltas arrive within a second of the change (timed from the answer:
+                # how long the runtime takes to start replicas is not the feed's).
                 mine = (await api.post("/gpu-clusters", json=LAUNCH)).json()
+                t0 = time.monotonic()
                 delta = await feed.next(lambda f: f["type"] == "cluster"
                                         and f["cluster"]["id"] == mine["id"], 5)
-                assert time.monotonic() - t0 < 1.5
+                assert time.monotonic() - t0 < 1.0
                 assert delta["cluster"]["name"] == "w"
                 ev = await feed.next(lambda f: f["type"] == "event"
                                      and f["cluster_id"] == mine["id"], 5)
                 assert ev["event"]["kind"] == "launched"
                 acct = await feed.next(lambda f: f["type"] == "account", 5)
                 assert acct["account"]["held"] != snap["account"]["held"]
-                # A state change arrives within a second.
+                stopped = (await api.post(f"/gpu-clusters/{mine['id']}/stop")).json()
+                assert stopped["status"] == "stopped"
                 t1 = time.monotonic()
-                await api.post(f"/gpu-clusters/{mine['id']}/stop")
                 await feed.next(lambda f: f["type"] == "cluster"
                                 and f["cluster"]["id"] == mine["id"]
                                 and f["cluster"]["status"] == "stopped", 5)
-                assert time.monotonic() - t1 < 1.5
+                assert time.monotonic() - t1 < 1.0
                 # Focus: replicas at once, then every second.
                 await ws.send(json.dumps({"type": "focus",
                                           "clusters": [pre["id"], theirs["id"]]}))

@@ -50,6 +50,7 @@ from reliability.support import (
     V4,
     V5,
     RawWS,
+    check_money,
     exec_once,
     launch_body,
     pids_running,
@@ -258,7 +259,8 @@ def _curl(case: Any, headers: dict[str, str]) -> str:
 
 @pytest.fixture
 def fuzz_server(ecolink_server_factory: Any, tmp_path: Any) -> Any:
-    catalog = write_catalog(tmp_path / "catalog.toml", budget_a=8, budget_b=4)
+    # Small budgets: at most 12 + 6 replica processes per account, whatever is sent.
+    catalog = write_catalog(tmp_path / "catalog.toml", budget_a=12, budget_b=6)
     return ecolink_server_factory(catalog=catalog, credit="100000")
 
 
@@ -285,6 +287,13 @@ def test_fuzz_every_operation(fuzz_server: Any) -> None:
     for mode, gen, n in PLAN:
         for op in operations:
             fz.drive(op, mode, gen, n)
+    # More of what changes state (and money), in turn, so clusters go through
+    # launch, scale, extend, endpoint, stop, resume and terminate many times.
+    changing = [op for op in operations if op.method.upper() in ("POST", "PUT", "DELETE")
+                and op.path.startswith("/gpu-clusters") and "sessions" not in op.path]
+    for _ in range(3):
+        for op in changing:
+            fz.drive(op, "key", GenerationMode.POSITIVE, 15)
     rounds = 0
     while fz.count < TARGET_REQUESTS and rounds < 10:
         rounds += 1
@@ -303,6 +312,14 @@ def test_fuzz_every_operation(fuzz_server: Any) -> None:
     failures = "\n\n".join(f"--- {k}\n{v}" for k, v in list(fz.failures.items())[:30])
     assert not fz.failures, f"{len(fz.failures)} distinct failures:\n{failures}"
     assert fz.count >= TARGET_REQUESTS
+    # Whatever the fuzzer did, the money still adds up.
+    with srv.client() as c:
+        check_money(c, where="after fuzzing")
+    store = srv.store()
+    try:
+        assert not store.audit(), store.audit()
+    finally:
+        store.close()
     assert set(fz.by_op) == labels, f"operations never called: {labels - set(fz.by_op)}"
     assert fz.launched >= 3, "steering failed: hardly any launch reached the runtime"
     assert fz.by_status[200] + fz.by_status[201] >= fz.count // 10

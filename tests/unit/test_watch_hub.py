@@ -75,3 +75,39 @@ def test_hub_coalesces_isolates_and_announces_removal(tmp_path: Path) -> None:
         assert hub.client_count() == 0
 
     asyncio.run(main())
+
+
+def test_a_reused_snapshot_comes_with_what_changed_since(tmp_path: Path) -> None:
+    async def main() -> None:
+        service, runtime, clock, store = make_service()
+        ctx = AppContext(service=service, store=store, runtime=runtime, clock=clock,
+                         state_dir=tmp_path, catalog=service.catalog)
+        hub = WatchHub(ctx)
+        service.observers.append(hub)
+        alice = new_account(service, "alice", 1000)
+        await service.start(background=False)
+        first = await service.launch(alice, LaunchRequest(
+            name="a", region="us-east", gpu_type="L40S", gpu_count=1, replicas=2,
+            image="img", duration_mh=MH))
+        c1 = hub.connect(alice)
+        s1 = hub.snapshot(c1)
+        later = await service.launch(alice, LaunchRequest(
+            name="b", region="us-east", gpu_type="L40S", gpu_count=1, replicas=2,
+            image="img", duration_mh=MH))
+        c2 = hub.connect(alice)
+        c2.queue.drain()
+        s2 = hub.snapshot(c2)
+        assert s2 == s1  # the same rendering, reused
+        ids = [c["id"] for c in json.loads(s2)["clusters"]]
+        assert ids == [first.id]
+        queued = _frames(c2)
+        assert any(f["type"] == "cluster" and f["cluster"]["id"] == later.id  # type: ignore[index]
+                   for f in queued)
+        assert any(f["type"] == "account" for f in queued)
+        assert c2.known == {first.id, later.id}
+        # Too old: rendered afresh, with both clusters.
+        hub._snapshots[alice] = (*hub._snapshots[alice][:2], 0.0)
+        c3 = hub.connect(alice)
+        assert len(json.loads(hub.snapshot(c3))["clusters"]) == 2
+
+    asyncio.run(main())

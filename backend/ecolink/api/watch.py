@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 MAX_FOCUS = 100
+# How long a rendered snapshot may be reused, and for how many changes since.
+SNAPSHOT_MAX_AGE_S = 5.0
+SNAPSHOT_MAX_CHANGES = 200
 
 
 def _dumps(data: Any) -> str:
@@ -67,7 +71,9 @@ class WatchHub:
         self._dirty_accounts: set[str] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._snapshots: dict[str, tuple[frozenset[str], str]] = {}
+        self._snapshots: dict[str, tuple[frozenset[str], str, float]] = {}
+        self._changed_since: dict[str, set[str]] = {}
+        self._account_changed_since: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
@@ -108,13 +114,18 @@ class WatchHub:
 
     # -- Observer -----------------------------------------------------------
     def cluster_changed(self, account_id: str, cluster_id: str) -> None:
-        self._snapshots.pop(account_id, None)
+        if account_id in self._snapshots:
+            since = self._changed_since.setdefault(account_id, set())
+            since.add(cluster_id)
+            if len(since) > SNAPSHOT_MAX_CHANGES:
+                self._snapshots.pop(account_id, None)
         if account_id in self.clients:
             self._dirty[account_id].add(cluster_id)
             self._wake.set()
 
     def account_changed(self, account_id: str) -> None:
-        self._snapshots.pop(account_id, None)
+        if account_id in self._snapshots:
+            self._account_changed_since.add(account_id)
         if account_id in self.clients:
             self._dirty_accounts.add(account_id)
             self._wake.set()
@@ -130,23 +141,38 @@ class WatchHub:
 
     # -- rendering ----------------------------------------------------------
     def snapshot(self, client: WatchClient) -> str:
-        """The first frame. Clients of one account connecting close together share one
-        rendering; any change of that account's clusters or account drops it (the
-        client is registered before, so it gets the change as a frame of its own)."""
+        """The first frame. Clients of one account that connect close together share
+        one rendering (a snapshot of a thousand clusters is a megabyte): a cached
+        snapshot up to SNAPSHOT_MAX_AGE_S old is sent with fresh frames for whatever
+        changed since it was made, queued right behind it."""
         ctx = self.ctx
-        cached = self._snapshots.get(client.account_id)
-        if cached is not None:
-            ids, text = cached
+        account_id = client.account_id
+        cached = self._snapshots.get(account_id)
+        if cached is not None and time.monotonic() - cached[2] <= SNAPSHOT_MAX_AGE_S:
+            ids, text, _ = cached
             client.known = set(ids)
+            for cid in self._changed_since.get(account_id, ()):
+                c = ctx.store.cluster(cid)
+                if c is not None and c.account_id == account_id:
+                    client.queue.put_state(
+                        "c:" + cid, '{"type":"cluster","cluster":' + cluster_json_text(ctx, c) + "}")
+                    client.known.add(cid)
+            if account_id in self._account_changed_since:
+                acct = ctx.store.account(account_id)
+                if acct is not None:
+                    client.queue.put_state("account", _dumps({"type": "account",
+                                                              "account": account_json(acct)}))
             return text
-        clusters = ctx.service.list_clusters(client.account_id)
+        clusters = ctx.service.list_clusters(account_id)
         ids = frozenset(c.id for c in clusters)
         client.known = set(ids)
         text = ('{"type":"snapshot","clusters":['
                 + ",".join(cluster_json_text(ctx, c) for c in clusters)
-                + '],"account":' + _dumps(account_json(ctx.service.account(client.account_id)))
+                + '],"account":' + _dumps(account_json(ctx.service.account(account_id)))
                 + "}")
-        self._snapshots[client.account_id] = (ids, text)
+        self._snapshots[account_id] = (ids, text, time.monotonic())
+        self._changed_since[account_id] = set()
+        self._account_changed_since.discard(account_id)
         return text
 
     def _flush(self) -> None:

@@ -606,32 +606,47 @@ class KubernetesRuntime(Runtime):
     async def _ensure_service(self, spec: ClusterSpec, owner: Obj) -> None:
         name = ko.object_name(spec.cluster_id)
         desired = ko.service(spec, owner)
-        try:
-            live = await self._call(self._core.read_namespaced_service, name, self._ns)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        # The garbage collector may be removing an old Service (of a Deployment
+        # deleted by hand) while we look: read, then create or fix, again.
+        for _attempt in range(5):
             try:
-                await self._call(
-                    self._core.create_namespaced_service, self._ns,
-                    k8s_client.V1Service.from_dict(desired),
-                )
-            except ApiException as e2:
-                if e2.status != 409:
+                live = await self._call(self._core.read_namespaced_service, name, self._ns)
+            except ApiException as e:
+                if e.status != 404:
                     raise
-            return
-        want_ports = [(p["port"], p["targetPort"]) for p in desired["spec"]["ports"]]
-        have_ports = [(p.get("port"), p.get("targetPort")) for p in live["spec"].get("ports") or []]
-        owners = [o.get("uid") for o in live["metadata"].get("ownerReferences") or []]
-        if want_ports != have_ports or owner["metadata"]["uid"] not in owners:
+                try:
+                    await self._call(
+                        self._core.create_namespaced_service, self._ns,
+                        k8s_client.V1Service.from_dict(desired),
+                    )
+                    return
+                except ApiException as e2:
+                    if e2.status == 409:
+                        await asyncio.sleep(0.2)
+                        continue
+                    raise
+            if (live.get("metadata") or {}).get("deletionTimestamp"):
+                await asyncio.sleep(0.2)
+                continue
+            want = [(p["port"], p["targetPort"]) for p in desired["spec"]["ports"]]
+            have = [(p.get("port"), p.get("targetPort")) for p in live["spec"].get("ports") or []]
+            owners = [o.get("uid") for o in live["metadata"].get("ownerReferences") or []]
+            if want == have and owner["metadata"]["uid"] in owners:
+                return
             patch = {
                 "metadata": {"ownerReferences": desired["metadata"]["ownerReferences"]},
                 "spec": {"ports": desired["spec"]["ports"] or None},
             }
-            await self._call(
-                self._core.patch_namespaced_service, name, self._ns, patch,
-                _content_type=MERGE_PATCH,
-            )
+            try:
+                await self._call(
+                    self._core.patch_namespaced_service, name, self._ns, patch,
+                    _content_type=MERGE_PATCH,
+                )
+                return
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+        raise RuntimeError_(f"could not settle the Service of {spec.cluster_id}")
 
     async def terminate(self, cluster_id: str) -> None:
         self._terminating.add(cluster_id)

@@ -229,13 +229,13 @@ class Terminal:
             else:
                 print_(text)
         styles = self.styles
-        pen_cache = styles.pen_cache
+        by_pen = styles.sgr_by_pen
         sgr = styles.sgr
         c0 = self._c0
         csi = self._csi
         n = len(parts)
         pen = self.pen  # kept local while only SGRs and appends touch it
-        from_pen = pen_cache(pen).get  # SGR transitions from the current pen
+        from_pen = by_pen[pen].get  # SGR transitions from the current pen
         for i in range(1, n, 2):
             c = parts[i]
             sid = from_pen(c)  # only SGR sequences are ever in this cache
@@ -245,7 +245,7 @@ class Terminal:
                     sid = sgr(pen, c[2:-1], c)
                 if sid != pen:
                     pen = sid
-                    from_pen = pen_cache(pen).get
+                    from_pen = by_pen[pen].get
             else:
                 self.pen = pen
                 if len(c) == 1:
@@ -262,7 +262,7 @@ class Terminal:
                         self._esc(c)
                 if self.pen != pen:
                     pen = self.pen
-                    from_pen = pen_cache(pen).get
+                    from_pen = by_pen[pen].get
             text = parts[i + 1]
             if not text:
                 continue

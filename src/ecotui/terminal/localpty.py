@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 READ_SIZE = 65536
 FULL_READ = 4000  # a read this long means more is probably coming
 GATHER_S = 0.004  # how long to keep gathering a flood before handing it on
-MAX_BATCH = 1 << 20
+MAX_BATCH = 128 * 1024  # bounded so a key press never waits long behind a flood
 
 
 class LocalPty:

@@ -219,6 +219,13 @@ def sgr_delta(params: str) -> tuple[bool, int | None, int | None, int, int]:
     return False, fg, bg, set_, clear
 
 
+class _ByPen(dict[int, dict[str, int]]):
+    def __missing__(self, sid: int) -> dict[str, int]:
+        d: dict[str, int] = {}
+        self[sid] = d
+        return d
+
+
 class StyleTable:
     """Interns styles to small ints; caches SGR transitions and erase fills."""
 
@@ -228,7 +235,7 @@ class StyleTable:
         self.styles: list[Style] = [DEFAULT_STYLE]
         self._ids: dict[Style, int] = {DEFAULT_STYLE: 0}
         # style id -> {the whole "ESC [ ... m" sequence: the style id after it}
-        self.sgr_by_pen: dict[int, dict[str, int]] = {}
+        self.sgr_by_pen: dict[int, dict[str, int]] = _ByPen()
         self._cached = 0
         self._fill: dict[int, int] = {0: 0}
         self._deltas: dict[str, tuple[bool, int | None, int | None, int, int]] = {}
@@ -243,33 +250,33 @@ class StyleTable:
 
     def pen_cache(self, sid: int) -> dict[str, int]:
         """The SGR transitions known from style `sid` (filled by `sgr`)."""
-        d = self.sgr_by_pen.get(sid)
-        if d is None:
-            d = self.sgr_by_pen[sid] = {}
-        return d
+        return self.sgr_by_pen[sid]
 
     def sgr(self, sid: int, params: str, sequence: str | None = None) -> int:
         """Style id after applying `CSI params m` to style `sid` (cached)."""
         key = sequence if sequence is not None else f"\x1b[{params}m"
-        cache = self.pen_cache(sid)
+        cache = self.sgr_by_pen[sid]
         new = cache.get(key)
+        if new is not None:
+            return new
+        delta = self._deltas.get(params)
+        if delta is None:
+            delta = sgr_delta(params)
+            if len(self._deltas) > 50_000:
+                self._deltas.clear()
+            self._deltas[params] = delta
+        reset, dfg, dbg, set_, clear = delta
+        fg, bg, flags = DEFAULT_STYLE if reset else self.styles[sid]
+        style = (fg if dfg is None else dfg, bg if dbg is None else dbg, (flags & ~clear) | set_)
+        new = self._ids.get(style)
         if new is None:
-            delta = self._deltas.get(params)
-            if delta is None:
-                delta = sgr_delta(params)
-                if len(self._deltas) > 50_000:
-                    self._deltas.clear()
-                self._deltas[params] = delta
-            reset, dfg, dbg, set_, clear = delta
-            fg, bg, flags = DEFAULT_STYLE if reset else self.styles[sid]
-            new = self.intern((fg if dfg is None else dfg, bg if dbg is None else dbg,
-                               (flags & ~clear) | set_))
-            self._cached += 1
-            if self._cached > 50_000:
-                for d in self.sgr_by_pen.values():
-                    d.clear()
-                self._cached = 0
-            cache[key] = new
+            new = self.intern(style)
+        self._cached += 1
+        if self._cached > 50_000:
+            for d in self.sgr_by_pen.values():
+                d.clear()
+            self._cached = 0
+        cache[key] = new
         return new
 
     def fill(self, sid: int) -> int:
