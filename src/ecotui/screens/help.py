@@ -11,12 +11,12 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
-from ecotui.screens.keymap import SCOPES, TERMINAL_NOTE, key_label
+from ecotui.screens.keymap import TERMINAL_NOTE, all_scopes, key_label
 
 
 def help_tables() -> list[Group]:
     tables = []
-    for scope, bindings in SCOPES:
+    for scope, bindings in all_scopes():
         table = Table(show_header=False, box=None, padding=(0, 2), expand=False)
         table.add_column("key", style="bold", no_wrap=True, min_width=10)
         table.add_column("does")
@@ -73,7 +73,9 @@ class HelpScreen(Screen):
                     "● running  ◌ pending  ◑ stopping/terminating  ○ stopped  · terminated  "
                     "✖ failed  ~ stale (runtime unreachable)  ✖/▲ alert  ✓ ready  ✗ not ready"
                     "\nTimes are local times. NO_COLOR is respected.")
-        self.query_one("#help-keys", Static).update(Group(grid, note))
+        # The notes come first: they hold the one key that leaves a shell, which
+        # must be readable without scrolling.
+        self.query_one("#help-keys", Static).update(Group(note, Text(""), grid))
 
     def action_scroll_down(self) -> None:
         self.query_one(VerticalScroll).scroll_down()

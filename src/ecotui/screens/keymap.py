@@ -87,6 +87,15 @@ SCOPES: list[tuple[str, list[Binding]]] = [
     ("Account view", ACCOUNT_VIEW),
 ]
 
+
+def all_scopes() -> list[tuple[str, list[Binding]]]:
+    """SCOPES plus the shell screens' keys (imported late: those screens import
+    widgets that import this module)."""
+    from ecotui.screens.gpu_compare import GPU_COMPARE_VIEW
+    from ecotui.screens.shells import SHELLS_VIEW
+
+    return [*SCOPES, ("Shells view", SHELLS_VIEW), ("nvidia-smi side by side", GPU_COMPARE_VIEW)]
+
 TERMINAL_NOTE = "Terminal: every key goes to the shell except ctrl+], which returns focus to the dashboard."
 
 
