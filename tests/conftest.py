@@ -5,7 +5,7 @@ Fixture names are stable; other test folders rely on them.
 `ecolink_server` (function scope) -> `EcolinkServer`: a fresh `ecolink serve` subprocess
   on a free 127.0.0.1 port, its own tmp state dir, the local runtime, the packaged
   catalog, and an account "test" with $10,000.000000 of credit.
-    .url          "http://127.0.0.1:PORT"
+    .url          "http://127.0.0.1:PORT"   (.port: PORT)
     .key          the account's API key ("eco_...")
     .account      the account's name ("test")
     .state_dir    pathlib.Path of the state dir
@@ -19,6 +19,8 @@ Fixture names are stable; other test folders rely on them.
     .kill()       SIGKILL the server (replicas keep running until the next start)
     .stop()       SIGTERM and wait for a clean exit (`ecolink stop` does the same)
     .restart()    start the server again on the same state dir, same port if free
+    .start(port=0) start it (factory with start=False; restart() does stop + start)
+    .close()      stop it and kill any replica a SIGKILLed server left behind
     .store()      an `ecolink.store.Store` on the server's database (caller closes)
 `api` (function scope) -> httpx.Client with `base_url=ecolink_server.url` and the key.
 `ecolink_server_factory` (function scope) -> callable(**opts) -> EcolinkServer, for
