@@ -13,6 +13,10 @@ code 4008), never the others, and nothing a client keeping up has not seen is lo
 Records go to the store (`kept_sessions`) so a restarted backend reports the sessions
 its restart ended (`ended_reason` "backend_restart"); without a store, a small JSON
 file in the state dir does the same.
+
+Bounded per cluster: at most `max_live` (32) sessions still running (one more is
+refused with 409 conflict), and of the ended ones only the newest `keep_ended` (32)
+are kept in memory and listed; older ones are forgotten.
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from ecolink.clock import Clock
-from ecolink.runtime.base import ExecRequest, ExecResult, ExecStream, Runtime
+from ecolink.errors import Conflict
+from ecolink.runtime.base import (
+    ExecRequest,
+    ExecResult,
+    ExecStream,
+    ReplicaNotFound,
+    Runtime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,8 @@ DEFAULT_KEEP_BYTES = 1024 * 1024 + 2 * 64 * 1024
 FRAME_MAX = 64 * 1024
 # WebSocket close code for a client dropped because it fell too far behind.
 CLOSE_TOO_SLOW = 4008
+MAX_LIVE_SESSIONS = 32  # per cluster
+KEEP_ENDED_SESSIONS = 32  # per cluster
 
 
 def _us(when: datetime) -> int:
@@ -140,6 +153,7 @@ class Session:
             for c in list(self.clients):
                 c.wake.set()
             self.manager._persist_end(self)
+            self.manager._forget_old(self.cluster_id)
 
     async def _append(self, channel: int, data: bytes) -> None:
         keep = self.manager.keep_bytes
@@ -270,12 +284,19 @@ class SessionManager:
         state_dir: Path | None = None,
         keep_bytes: int = DEFAULT_KEEP_BYTES,
         slow_grace_s: float = 2.0,
+        max_live: int = MAX_LIVE_SESSIONS,
+        keep_ended: int = KEEP_ENDED_SESSIONS,
     ) -> None:
         self.runtime = runtime
         self.clock = clock
         self.store = store
         self.keep_bytes = max(keep_bytes, FRAME_MAX)
         self.slow_grace_s = slow_grace_s
+        self.max_live = max_live
+        self.keep_ended = keep_ended
+        # Creations under way per cluster (between the limit check and the runtime's
+        # answer), so that concurrent requests cannot overshoot the limit.
+        self._starting: dict[str, int] = {}
         self._file = (Path(state_dir) / "sessions.json") if (state_dir and store is None) else None
         self._sessions: dict[str, Session] = {}
         # Whatever was open when the last backend stopped ended with it.
@@ -353,7 +374,22 @@ class SessionManager:
         argv = normalize_command(command)
         req = ExecRequest(command=tuple(argv), stdin=True, stdout=True, stderr=not tty, tty=tty,
                           width=width, height=height)
-        stream = await self.runtime.exec(cluster_id, replica, req)
+        live = self.live_count(cluster_id) + self._starting.get(cluster_id, 0)
+        if live >= self.max_live:
+            # An unknown replica is a 404 first, as api.md orders the checks.
+            if replica not in {r.name for r in self.runtime.replicas(cluster_id)}:
+                raise ReplicaNotFound(replica)
+            raise Conflict(
+                f"the cluster already has {self.max_live} live sessions, the most allowed; "
+                "end one (DELETE .../sessions/{sid}) before starting another"
+            )
+        self._starting[cluster_id] = self._starting.get(cluster_id, 0) + 1
+        try:
+            stream = await self.runtime.exec(cluster_id, replica, req)
+        finally:
+            left = self._starting.pop(cluster_id, 1) - 1
+            if left:
+                self._starting[cluster_id] = left
         sid = "ses_" + secrets.token_hex(8)
         s = Session(self, sid, cluster_id, replica, argv or ["(login shell)"], tty,
                     _us(self.clock.now()), stream)
@@ -361,6 +397,18 @@ class SessionManager:
         self._persist_new(s)
         s.task = asyncio.create_task(s.pump(), name=f"session-{sid}")
         return s
+
+    def live_count(self, cluster_id: str) -> int:
+        return sum(1 for s in self._sessions.values()
+                   if s.cluster_id == cluster_id and not s.exited)
+
+    def _forget_old(self, cluster_id: str) -> None:
+        """Keep only the newest `keep_ended` ended sessions of a cluster in memory."""
+        ended = sorted((s for s in self._sessions.values()
+                        if s.cluster_id == cluster_id and s.exited),
+                       key=lambda s: s.started_us)
+        for s in ended[: max(0, len(ended) - self.keep_ended)]:
+            self._sessions.pop(s.id, None)
 
     def get(self, cluster_id: str, sid: str) -> Session:
         s = self._sessions.get(sid)
@@ -392,6 +440,12 @@ class SessionManager:
         for sid, s in live.items():
             if sid not in seen:
                 out.append(s.as_json())
+        # Ended sessions beyond the newest `keep_ended` are forgotten.
+        ended = [r for r in out if r["exited"] or r["ended_reason"] is not None]
+        if len(ended) > self.keep_ended:
+            ended.sort(key=lambda r: r["started_at"])  # fixed-width RFC 3339: sortable
+            drop = {r["id"] for r in ended[: len(ended) - self.keep_ended]}
+            out = [r for r in out if r["id"] not in drop]
         return out
 
     def known(self, cluster_id: str, sid: str) -> dict[str, Any] | None:

@@ -319,6 +319,36 @@ async def test_terminate_leaves_nothing_running(rt, tmp_path):
     assert rec.states["c1"] == []
 
 
+async def test_scale_down_scans_all_of_proc_once(rt, tmp_path, monkeypatch):
+    # Replicas that ignore SIGTERM (daemons included) keep the stop waiting for the whole
+    # grace period: the wait polls the tracked processes only, and all of /proc is
+    # scanned once, at the end, however long the wait.
+    import ecolink.runtime.local_proc as local_proc
+
+    runtime, _ = rt
+    s = spec(replicas=4, startup_command=DAEMONS)
+    await runtime.apply(s)
+    await until(running(runtime, "c1", 4))
+    wds = [tmp_path / "state" / "replicas" / "c1" / f"web-{i}" for i in (1, 2, 3)]
+    await until(lambda: all((w / "daemon.pid").exists() and (w / "daemon.pid").read_text().strip()
+                            for w in wds), what="daemons")
+    daemons = [int((w / "daemon.pid").read_text()) for w in wds]
+    scans = []
+    real = local_proc.find_marked
+    monkeypatch.setattr(local_proc, "find_marked",
+                        lambda *a, **kw: scans.append(1) or real(*a, **kw))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await runtime.apply(replace(s, replicas=1))
+    took = loop.time() - t0
+    monkeypatch.undo()
+    assert took >= runtime.grace_s  # TERM was ignored: the grace period was waited out
+    assert len(scans) == 1
+    assert not any(pid_alive(d) for d in daemons)
+    left = set(runtime.processes_of("c1"))
+    assert left and all(local_proc.marker_of(p).split(".")[2] == "web-0" for p in left)
+
+
 async def test_crash_kills_what_the_run_left(rt, tmp_path):
     runtime, _ = rt
     cmd = "sh -c 'setsid sleep 303 & echo $! > d.pid'; sleep 0.3; exit 1"

@@ -2,13 +2,17 @@
 
 `text/plain`; with `follow=1` the answer streams new output until the replica goes
 away or the client disconnects; `previous=1` is the run before the last restart;
-`tail=N` the last N lines.
+`tail=N` the last N lines. The query parameters are checked exactly as the
+OpenAPI document describes them (flags `0`, `1`, `true`, `false`; `tail` a whole
+number 0..1000000), so whatever the document calls invalid is refused with 422.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -22,40 +26,52 @@ from ecolink.runtime.base import ReplicaNotFound
 
 router = APIRouter(tags=["replicas"])
 
-TRUE = {"1", "true", "yes", "on"}
-FALSE = {"0", "false", "no", "off", ""}
+TRUE = ("1", "true")
+FALSE = ("0", "false")
+MAX_TAIL = 1_000_000
+_DIGITS = re.compile(r"[0-9]{1,7}")
+
+_FLAG_SCHEMA: dict[str, Any] = {"type": "string", "enum": [*TRUE, *FALSE], "default": "0"}
+LOGS_PARAMS: list[dict[str, Any]] = [
+    {"name": "tail", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_TAIL},
+     "description": "only the last N lines (default: everything kept)"},
+    {"name": "follow", "in": "query", "required": False, "schema": _FLAG_SCHEMA,
+     "description": "`1`/`true`: keep streaming new output until the replica goes away"},
+    {"name": "previous", "in": "query", "required": False, "schema": _FLAG_SCHEMA,
+     "description": "`1`/`true`: the run before the last restart"},
+]
 
 
 def _flag(request: Request, name: str) -> bool:
     value = request.query_params.get(name)
     if value is None:
         return False
-    v = value.strip().lower()
-    if v in TRUE:
+    if value in TRUE:
         return True
-    if v in FALSE:
+    if value in FALSE:
         return False
     raise InvalidField(f"{name} must be 1, 0, true or false", name)
 
 
 def _tail(request: Request) -> int | None:
     value = request.query_params.get("tail")
-    if value is None or value == "":
+    if value is None:
         return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise InvalidField("tail must be a whole number of lines", "tail") from None
-    if not 0 <= n <= 1_000_000:
-        raise InvalidField("tail must be 0..1000000", "tail")
-    return n
+    # ASCII digits only: int() would also take signs, spaces, underscores and other
+    # scripts' digits, which the document does not allow.
+    if not _DIGITS.fullmatch(value) or int(value) > MAX_TAIL:
+        raise InvalidField(f"tail must be a whole number of lines, 0..{MAX_TAIL}", "tail")
+    return int(value)
 
 
 @router.get(
     "/gpu-clusters/{id}/replicas/{replica}/logs",
     responses={**refusals(401, 404, 422, 503),
-               200: {"content": {"text/plain": {}}, "description": "the replica's output"}},
+               200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                     "description": "the replica's output"}},
     response_class=Response,
+    openapi_extra={"parameters": LOGS_PARAMS},
     summary="A replica's output (tail, follow, previous run)",
 )
 async def replica_logs(request: Request, id: str, replica: str) -> Response:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -43,6 +44,50 @@ from ecolink.sessions import CLOSE_TOO_SLOW, ClientTooSlow, SessionManager, Sess
 router = APIRouter(tags=["sessions"])
 
 MAX_COMMAND = 4096
+MAX_SIZE = 10000
+
+
+# The body of POST .../sessions as the OpenAPI document shows it. The handler checks
+# the body by hand (`_parse_create`) with the same rules, so that api.md's order of
+# checks holds; a command's total length is at most MAX_COMMAND too.
+class SessionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="SessionIn")
+    command: (
+        Annotated[str, Field(max_length=MAX_COMMAND)]
+        | list[Annotated[str, Field(max_length=MAX_COMMAND)]]
+        | None
+    ) = Field(default=None, description="a string runs as `sh -c`; none: a login shell")
+    tty: bool = True
+    width: int = Field(default=80, ge=1, le=MAX_SIZE)
+    height: int = Field(default=24, ge=1, le=MAX_SIZE)
+
+
+class SessionOut(BaseModel):
+    model_config = ConfigDict(title="SessionOut")
+    id: str
+    cluster_id: str
+    replica: str
+    command: list[str]
+    tty: bool
+    started_at: str = Field(json_schema_extra={"format": "date-time"})
+    exited: bool
+    exit_code: int | None
+    ended_reason: Literal["exited", "backend_restart", "deleted"] | None
+    attached: int = Field(ge=0)
+
+
+class SessionsOut(BaseModel):
+    model_config = ConfigDict(title="SessionsOut")
+    sessions: list[SessionOut]
+
+
+# Inline (the app's component list is not this module's): a plain, $ref-free schema.
+_CREATE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": SessionIn.model_json_schema()}},
+    }
+}
 
 
 def _manager(ctx: AppContext) -> SessionManager:
@@ -75,8 +120,8 @@ def _parse_create(data: Any) -> tuple[list[str] | str | None, bool, int, int]:
     size_ = []
     for name, default in (("width", 80), ("height", 24)):
         v = data.get(name, default)
-        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 10000:
-            raise InvalidField(f"{name} must be an integer 1..10000", name)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_SIZE:
+            raise InvalidField(f"{name} must be an integer 1..{MAX_SIZE}", name)
         size_.append(v)
     return command, tty, size_[0], size_[1]
 
@@ -84,8 +129,12 @@ def _parse_create(data: Any) -> tuple[list[str] | str | None, bool, int, int]:
 @router.post(
     "/gpu-clusters/{id}/replicas/{replica}/sessions",
     status_code=201,
-    responses=refusals(400, 401, 404, 422, 503),
+    response_model=SessionOut,
+    responses=refusals(400, 401, 404, 409, 413, 422, 503),
+    openapi_extra=_CREATE_BODY,
     summary="Start a kept shell session in a replica",
+    description="409 `conflict` once the cluster has 32 kept sessions still running; "
+                "end one first. Of the ended sessions, the newest 32 are listed.",
 )
 async def create_session(request: Request, id: str, replica: str) -> Response:
     acct = account_of(request)
@@ -105,6 +154,7 @@ async def create_session(request: Request, id: str, replica: str) -> Response:
 
 @router.get(
     "/gpu-clusters/{id}/sessions",
+    response_model=SessionsOut,
     responses=refusals(401, 404),
     summary="The cluster's kept sessions, ended ones included",
 )
@@ -117,6 +167,7 @@ async def list_sessions(request: Request, id: str) -> Response:
 
 @router.delete(
     "/gpu-clusters/{id}/sessions/{sid}",
+    response_model=SessionOut,
     responses=refusals(401, 404),
     summary="End a kept session",
 )

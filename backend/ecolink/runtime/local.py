@@ -8,8 +8,9 @@ name, cluster id, `CUDA_VISIBLE_DEVICES`, `HOME` (the working dir), `ECO_FS_<NAM
 for each shared filesystem (also linked into the working dir) and a marker variable that every process it
 starts inherits. Crashes restart with exponential backoff; output goes to rotated
 log files (`local_logs`); stop/scale/restart/terminate end whole process trees,
-double-forked daemons included (`local_proc`: the backend is a child subreaper and
-scans /proc for the marker).
+double-forked daemons included (`local_proc`: the backend is a child subreaper, so
+orphans come back to it; it polls only the processes it tracks while they die, and
+scans all of /proc for the marker once, at the end of a stop, scale-down or terminate).
 
 After the backend was killed (SIGKILL), `start()` does not adopt what still runs:
 it kills every process that carries this state dir's marker and starts the replicas
@@ -30,7 +31,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -61,6 +62,7 @@ from ecolink.runtime.local_proc import (
     port_free,
     reap_orphans,
     start_time,
+    sweep_sync,
 )
 from ecolink.telemetry import GpuSource, detect_source
 
@@ -303,6 +305,8 @@ class LocalRuntime(Runtime):
             )
             for c in clusters:
                 c.replicas.clear()
+            prefix = f"{self.rid}."
+            await self._sweep(lambda m: m.startswith(prefix))
         else:
             for c in clusters:
                 for r in c.replicas.values():
@@ -384,6 +388,9 @@ class LocalRuntime(Runtime):
             if gone:
                 await asyncio.gather(*(self._remove(c, r) for r in gone))
                 self._write_record(c)
+        if gone:
+            uids = {r.uid for r in gone}
+            await self._sweep(lambda m: m in uids)
 
     def _new_replica(self, c: _Cluster, index: int) -> _Replica:
         spec = c.spec
@@ -496,7 +503,8 @@ class LocalRuntime(Runtime):
                 r.wake.clear()
                 try:
                     # Whatever the last run left behind (daemons) goes first.
-                    await asyncio.to_thread(kill_now_sync, lambda m: m == r.uid, [])
+                    if r.runs:
+                        await self._kill_leftovers(r)
                     last = r.logs.writer
                     if last is not None and not last.done.is_set():
                         # Let the last run's output reach its file before it becomes `prev`.
@@ -515,7 +523,7 @@ class LocalRuntime(Runtime):
                 if r.want == "restart":
                     continue
                 # The process ended on its own: a crash (as for a container, even exit 0).
-                await asyncio.to_thread(kill_now_sync, lambda m: m == r.uid, [])
+                await self._kill_leftovers(r)
                 if loop.time() - started >= self.stable_after_s:
                     r.failures = 0
                 r.failures += 1
@@ -596,12 +604,29 @@ class LocalRuntime(Runtime):
         """End the current run and everything it started (SIGTERM, then SIGKILL)."""
         proc = r.proc
         roots = [proc.pid] if proc is not None and r.exit and not r.exit.exited else []
-        await asyncio.to_thread(kill_tree_sync, lambda m: m == r.uid, roots, self.grace_s)
+        uid = r.uid
+        # As a subreaper, everything the run started is its descendant or our orphan:
+        # no need to scan all of /proc (the stop's last sweep covers the rest).
+        await asyncio.to_thread(kill_tree_sync, lambda m: m == uid, roots, self.grace_s,
+                                full_scan=not self._subreaper)
         if r.exit is not None:
             try:
                 await asyncio.wait_for(r.exit.wait(), 2.0)
             except TimeoutError:  # should not happen after SIGKILL
                 log.warning("replica %s did not exit", r.name)
+
+    async def _kill_leftovers(self, r: _Replica) -> None:
+        """Kill what an ended run left behind (daemons): as a subreaper, those are our
+        orphans, found without a scan of all /proc."""
+        uid = r.uid
+        await asyncio.to_thread(kill_now_sync, lambda m: m == uid, [],
+                                full_scan=not self._subreaper)
+
+    async def _sweep(self, match: Callable[[str], bool]) -> None:
+        """The one full /proc scan at the end of a stop or terminate, in a thread."""
+        n = await asyncio.to_thread(sweep_sync, match, self.grace_s)
+        if n:
+            log.info("ended %d escaped process(es)", n)
 
     async def _remove(self, c: _Cluster, r: _Replica) -> None:
         r.removed = True
@@ -636,7 +661,7 @@ class LocalRuntime(Runtime):
                 c.replicas.clear()
                 await asyncio.gather(*(self._remove(c, r) for r in gone))
         # Anything that still carries the cluster's marker (belt and braces).
-        await asyncio.to_thread(kill_tree_sync, lambda m: m.startswith(prefix), [], self.grace_s)
+        await self._sweep(lambda m: m.startswith(prefix))
         self._clusters.pop(cluster_id, None)
         await asyncio.to_thread(shutil.rmtree, self._workdir(cluster_id), True)
         await asyncio.to_thread(shutil.rmtree, self._logs_dir(cluster_id), True)

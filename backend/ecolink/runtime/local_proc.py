@@ -78,6 +78,23 @@ def all_pids() -> list[int]:
     return [int(n) for n in os.listdir("/proc") if n.isdigit()]
 
 
+def children_of(pid: int) -> list[int]:
+    """Direct children of `pid` (zombies included), from each of its threads'
+    `children` file: a few small reads instead of a scan of all /proc."""
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out += [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def marker_of(pid: int) -> str | None:
     """The replica marker in a process's environment (None if absent or unreadable)."""
     try:
@@ -85,41 +102,92 @@ def marker_of(pid: int) -> str | None:
             env = f.read()
     except OSError:
         return None
-    for item in env.split(b"\0"):
-        if item.startswith(_MARKER_B):
-            return item[len(_MARKER_B) :].decode(errors="replace")
-    return None
+    i = env.find(_MARKER_B)
+    while i > 0 and env[i - 1] != 0:  # only at the start of an entry
+        i = env.find(_MARKER_B, i + 1)
+    if i < 0:
+        return None
+    j = env.find(b"\0", i)
+    return env[i + len(_MARKER_B) : j if j >= 0 else len(env)].decode(errors="replace")
+
+
+def _live(pid: int) -> ProcInfo | None:
+    info = proc_info(pid)
+    return info if info is not None and info.state != "Z" else None
+
+
+def _descendants(chosen: dict[int, ProcInfo]) -> None:
+    """Add every live descendant of `chosen` (by the children files) in place."""
+    todo = list(chosen)
+    while todo:
+        for child in children_of(todo.pop()):
+            if child not in chosen:
+                info = _live(child)
+                if info is not None:
+                    chosen[child] = info
+                    todo.append(child)
 
 
 def find_marked(match: Callable[[str], bool], roots: Iterable[int] = ()) -> list[ProcInfo]:
-    """Live processes whose marker satisfies `match`, plus the sessions, process groups
-    and descendants of `roots` (which covers processes that emptied their environment)."""
+    """Full scan: live processes whose marker satisfies `match`, plus the sessions,
+    process groups and descendants of `roots` (which covers processes that emptied
+    their environment). Reads every process's environ: costly on a busy machine, so
+    only for a last sweep, never in a polling loop (`tracked` is the cheap way)."""
     me = os.getpid()
-    infos = {}
+    root_set = {r for r in roots if r > 0}
+    chosen: dict[int, ProcInfo] = {}
     for pid in all_pids():
         if pid == me:
             continue
-        info = proc_info(pid)
-        if info is not None and info.state != "Z":
-            infos[pid] = info
+        m = marker_of(pid)
+        if m is not None and match(m):
+            info = _live(pid)
+        elif root_set:
+            info = _live(pid)
+            if info is not None and not (
+                pid in root_set or info.sid in root_set or info.pgid in root_set
+            ):
+                info = None
+        else:
+            continue
+        if info is not None:
+            chosen[pid] = info
+    _descendants(chosen)
+    return list(chosen.values())
+
+
+def tracked(
+    match: Callable[[str], bool], roots: Iterable[int], known: Iterable[ProcInfo] = ()
+) -> dict[int, ProcInfo]:
+    """Cheap discovery without scanning /proc: `roots` and `known` processes still
+    alive, their descendants, and the orphans this process (a child subreaper)
+    inherited whose session or group is a root's or whose marker matches (that is
+    where double-forked daemons end up)."""
+    me = os.getpid()
     root_set = {r for r in roots if r > 0}
     chosen: dict[int, ProcInfo] = {}
-    for pid, info in infos.items():
-        if pid in root_set or info.sid in root_set or info.pgid in root_set:
+    for r in root_set:
+        info = _live(r)
+        if info is not None:
+            chosen[r] = info
+    for p in known:
+        info = _live(p.pid)
+        if info is not None and info.start_time == p.start_time:
+            chosen[p.pid] = info
+    for pid in children_of(me):
+        if pid in chosen:
+            continue
+        info = _live(pid)
+        if info is None:
+            continue
+        if info.sid in root_set or info.pgid in root_set:
             chosen[pid] = info
             continue
         m = marker_of(pid)
         if m is not None and match(m):
             chosen[pid] = info
-    # Descendants of anything chosen (children by ppid), to a fixed point.
-    changed = True
-    while changed:
-        changed = False
-        for pid, info in infos.items():
-            if pid not in chosen and info.ppid in chosen:
-                chosen[pid] = info
-                changed = True
-    return list(chosen.values())
+    _descendants(chosen)
+    return chosen
 
 
 def signal_all(procs: Iterable[ProcInfo], sig: int) -> None:
@@ -141,14 +209,14 @@ def alive(procs: Iterable[ProcInfo]) -> list[ProcInfo]:
 
 def reap_orphans() -> int:
     """Reap zombie children of this process that nobody else waits for: those the
-    subreaper inherited. Children in MANAGED are never touched."""
-    me = os.getpid()
+    subreaper inherited. Children in MANAGED are never touched. Reads only this
+    process's children files, not all of /proc."""
     n = 0
-    for pid in all_pids():
+    for pid in children_of(os.getpid()):
         if pid in MANAGED:
             continue
         info = proc_info(pid)
-        if info is None or info.ppid != me or info.state != "Z":
+        if info is None or info.state != "Z":
             continue
         # Re-check: a child owned by other code has its pid in no marker set; its
         # owner waits for it. Inherited orphans carry no Popen: reap those only.
@@ -190,59 +258,103 @@ def reap_orphans_now(pids: Iterable[int]) -> None:
 
 
 def kill_tree_sync(
-    match: Callable[[str], bool], roots: Iterable[int], grace_s: float, poll_s: float = 0.05
+    match: Callable[[str], bool],
+    roots: Iterable[int],
+    grace_s: float,
+    poll_s: float = 0.05,
+    *,
+    full_scan: bool = True,
 ) -> int:
     """SIGTERM everything matched, wait up to `grace_s`, then SIGKILL what is left.
-    Blocking (run it in a thread). Returns how many processes were signalled."""
-    import time
+    Blocking (run it in a thread). Returns how many processes were signalled.
 
-    roots = list(roots)
-    procs = find_marked(match, roots)
-    if not procs:
+    While waiting, only the processes already known are polled (plus their new
+    children and inherited orphans: `tracked`). With `full_scan`, one scan of all
+    /proc at the start finds what tracking cannot (a backend that is no subreaper,
+    leftovers of an earlier backend); `sweep_sync` is the scan for the end."""
+    roots = [r for r in roots if r > 0]
+    seen = tracked(match, roots)
+    if full_scan:
+        for p in find_marked(match, roots):
+            seen.setdefault(p.pid, p)
+    if not seen:
         return 0
     for r in roots:  # the whole process group of a root, in one go
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(r, signal.SIGTERM)
-    signal_all(procs, signal.SIGTERM)
+    return _term_then_kill(match, seen, grace_s, poll_s)
+
+
+def _term_then_kill(
+    match: Callable[[str], bool], seen: dict[int, ProcInfo], grace_s: float, poll_s: float
+) -> int:
+    """SIGTERM `seen`, poll only them (and what `tracked` adds) until they are gone
+    or `grace_s` passed, then SIGKILL the rest."""
+    import time
+
+    signal_all(seen.values(), signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    seen = {p.pid: p for p in procs}
-    while time.monotonic() < deadline:
+    while True:
         reap_orphans_now(seen)
-        # Processes forked during the grace period are caught by a fresh scan.
-        for p in find_marked(match, roots):
-            if p.pid not in seen:
-                seen[p.pid] = p
+        # Children forked during the grace period (and their orphans) get TERM too.
+        left = alive(seen.values())
+        for pid, p in tracked(match, (), left).items():
+            if pid not in seen:
+                seen[pid] = p
                 signal_all([p], signal.SIGTERM)
-        if not alive(seen.values()):
+                left.append(p)
+        if not left:
             return len(seen)
+        if time.monotonic() >= deadline:
+            break
         time.sleep(poll_s)
     for _ in range(5):
-        left = alive(seen.values()) + [
-            p for p in find_marked(match, roots) if p.pid not in seen
-        ]
+        left = alive(seen.values())
+        for pid, p in tracked(match, (), left).items():
+            if pid not in seen:
+                seen[pid] = p
+                left.append(p)
         if not left:
             break
-        for p in left:
-            seen[p.pid] = p
         signal_all(left, signal.SIGKILL)
-        time.sleep(poll_s)
+        time.sleep(0.02)
     reap_orphans_now(seen)
     return len(seen)
 
 
-def kill_now_sync(match: Callable[[str], bool], roots: Iterable[int]) -> int:
-    """SIGKILL everything matched at once (leftovers of a run that already ended)."""
+def kill_now_sync(
+    match: Callable[[str], bool], roots: Iterable[int], *, full_scan: bool = True
+) -> int:
+    """SIGKILL everything matched at once (leftovers of a run that already ended).
+    Without `full_scan`, only what `tracked` finds (this process's inherited orphans)."""
     import time
 
     total = 0
+    roots = list(roots)
     for _ in range(5):
-        procs = find_marked(match, roots)
+        found = tracked(match, roots)
+        if full_scan:
+            for p in find_marked(match, roots):
+                found.setdefault(p.pid, p)
+        if not found:
+            break
+        total += len(found)
+        signal_all(found.values(), signal.SIGKILL)
+        time.sleep(0.02)
+        reap_orphans_now(found)
+    return total
+
+
+def sweep_sync(match: Callable[[str], bool], grace_s: float, poll_s: float = 0.05) -> int:
+    """The last sweep after a stop or terminate: one full scan for processes still
+    carrying a matching marker (escapees no tracking found). Only if there are any
+    are they ended (TERM, grace, KILL) and the scan repeated."""
+    total = 0
+    for _ in range(3):
+        procs = find_marked(match)
         if not procs:
             break
-        total += len(procs)
-        signal_all(procs, signal.SIGKILL)
-        time.sleep(0.02)
-        reap_orphans_now(p.pid for p in procs)
+        total += _term_then_kill(match, {p.pid: p for p in procs}, grace_s, poll_s)
     return total
 
 
