@@ -144,9 +144,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         def filesystems() -> list[dict[str, str]]:
             return local_filesystems(state_dir)
     else:
+        from ecolink.runtime.base import RuntimeUnavailable
         from ecolink.runtime.kubernetes import create_kubernetes_runtime
 
-        runtime = create_kubernetes_runtime(args.namespace, args.context, clock)
+        try:
+            runtime = create_kubernetes_runtime(args.namespace, args.context, clock)
+        except RuntimeUnavailable as exc:
+            store.close()
+            raise CliError(str(exc)) from exc
         fs = getattr(runtime, "filesystems", None)
 
         def filesystems() -> list[dict[str, str]]:
