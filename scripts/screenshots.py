@@ -138,6 +138,20 @@ async def light_theme(pilot: Pilot, d: Demo) -> None:
     await pilot.press("T")
 
 
+async def launch_dialog(pilot: Pilot, d: Demo) -> None:
+    await until(pilot, lambda: shows(d.app, "12 clusters"))
+    await pilot.press("n")
+    await until(pilot, lambda: shows(d.app, "Launch a cluster"))
+    await pilot.press(*"inference-b")
+    await until(pilot, lambda: shows(d.app, "inference-b"))
+
+
+async def scale_dialog(pilot: Pilot, d: Demo) -> None:
+    await cluster_view(pilot, d)
+    await pilot.press("plus")
+    await until(pilot, lambda: shows(d.app, "Scale"))
+
+
 Drive = Callable[[Pilot, Demo], Awaitable[None]]
 
 # (file name without .svg, terminal size, driver)
@@ -152,6 +166,8 @@ SHOTS: list[tuple[str, tuple[int, int], Drive]] = [
     ("help", (160, 48), help_screen),
     ("reconnecting", (120, 30), reconnecting),
     ("clusters-light", (160, 48), light_theme),
+    ("launch-80x24", (80, 24), launch_dialog),
+    ("scale", (120, 36), scale_dialog),
 ]
 
 

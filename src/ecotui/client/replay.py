@@ -421,6 +421,15 @@ def fleet_transport(fleet: GeneratedFleet) -> httpx.MockTransport:
             return httpx.Response(200, json={"status": "ok", "version": "demo"})
         if path == "/account":
             return httpx.Response(200, json=fleet.account)
+        if path == "/catalog":
+            return httpx.Response(200, json={"regions": [
+                {"name": region, "gpu_budget": 256, "gpu_types": [
+                    {"name": name, "rate_per_gpu_hour": usd(rate), "gpu_counts": [1, 2, 4, 8]}
+                    for name, rate, _mem, _power in GPU_TYPES]}
+                for region in REGIONS]})
+        if path == "/filesystems":
+            return httpx.Response(200, json={"filesystems": [
+                {"name": "models", "description": "shared model weights"}]})
         if path == "/account/ledger":
             cid = q.get("cluster_id") or None
             if q.get("format") == "csv":

@@ -52,6 +52,10 @@ _TOKEN = re.compile(
     r")"
 )
 _split = _TOKEN.split
+# Controls that need the tokenizer (everything but CR and LF, ESC included).
+# Checking a chunk for them with one character class is ~6x cheaper than the
+# tokenizer's alternation, and floods of plain lines have none.
+_NEEDS_TOKENS = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]").search
 
 _NOT_SGR = ("<", "=", ">", "?")
 _MAX_PENDING = 1 << 20  # an unterminated OSC/DCS longer than this is dropped
@@ -155,6 +159,9 @@ class Terminal:
             s = self._pending + s
             self._pending = ""
         if not s:
+            return
+        if _NEEDS_TOKENS(s) is None:
+            self._run([s])
             return
         parts = _split(s)
         last = parts[-1]
