@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import re
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -122,6 +122,15 @@ class Replay(Exception):
         self.status = status
         self.content_type = content_type
         self.body = body
+
+
+@contextlib.contextmanager
+def _runtime_errors() -> Iterator[None]:
+    """A runtime that cannot be reached becomes the API's 503 (nothing changed)."""
+    try:
+        yield
+    except RuntimeUnavailable as exc:
+        raise RuntimeUnavailableError(f"the runtime cannot be reached: {exc}") from exc
 
 
 def money_of(c: Cluster) -> ClusterMoney:
@@ -228,10 +237,8 @@ class ClusterService:
         return self._spec(c, run=c.status in ACCRUING)
 
     async def _apply(self, spec: ClusterSpec) -> None:
-        try:
+        with _runtime_errors():
             await self.runtime.apply(spec)
-        except RuntimeUnavailable as exc:
-            raise RuntimeUnavailableError(f"the runtime cannot be reached: {exc}") from exc
 
     async def _compensate(self, spec: ClusterSpec | None, cluster_id: str) -> None:
         """Best effort: put the runtime back after a commit that did not happen."""
@@ -653,10 +660,8 @@ class ClusterService:
             if c.status == "terminated":
                 await self._no_change(account_id, idem, c)
                 return c
-            try:
+            with _runtime_errors():
                 await self.runtime.terminate(c.id)
-            except RuntimeUnavailable as exc:
-                raise RuntimeUnavailableError(f"the runtime cannot be reached: {exc}") from exc
             with self.store.tx():
                 c = self.get_cluster(account_id, c.id)
                 self._stop_accruing(c, now, now)
@@ -685,10 +690,8 @@ class ClusterService:
                 raise Conflict(f"cannot restart a {c.status} cluster")
         # The rolling restart may take a while: it changes no money, so it runs
         # without holding the account's lock.
-        try:
+        with _runtime_errors():
             await self.runtime.restart(c.id)
-        except RuntimeUnavailable as exc:
-            raise RuntimeUnavailableError(f"the runtime cannot be reached: {exc}") from exc
         async with self._locked(account_id):
             now = self.now()
             with self.store.tx():
@@ -710,11 +713,10 @@ class ClusterService:
             if c.status not in ACCRUING:
                 raise Conflict(f"cannot restart a replica of a {c.status} cluster")
         try:
-            await self.runtime.restart(c.id, replica)
+            with _runtime_errors():
+                await self.runtime.restart(c.id, replica)
         except ReplicaNotFound as exc:
             raise NotFound(f"no replica {replica!r} in cluster {c.name}", field="replica") from exc
-        except RuntimeUnavailable as exc:
-            raise RuntimeUnavailableError(f"the runtime cannot be reached: {exc}") from exc
         state = next((s for s in self.runtime.replicas(c.id) if s.name == replica), None)
         if state is None:
             state = ReplicaState(name=replica, index=0, phase="Pending", ready=False)
