@@ -351,7 +351,11 @@ async def test_launch_sends_only_when_confirmed_with_every_field():
         d.query_one("#hours", Input).value = "10"
         d.query_one("#startup_command", Input).value = "python -m http.server $PORT"
         d.query_one("#shared_fs").select("weights")
+        assert str(d.query_one("#expose").label).startswith("off:")
         await pilot.click("#expose")
+        await settle(pilot)
+        # The checkbox says its state in words, not by colour alone.
+        assert str(d.query_one("#expose").label).startswith("on:")
         d.query_one("#port", Input).value = "8080"
         await settle(pilot)
         assert d.preview is not None and d.preview.hold == 300_000_000

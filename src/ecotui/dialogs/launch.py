@@ -139,7 +139,7 @@ class LaunchDialog(ActionDialog):
         else:
             rows += self.field_row("Filesystems", Static("none available", id="shared_fs"))
         rows.append(Horizontal(Label("Public URL", classes="label"),
-                               Checkbox("expose on port", id="expose", compact=True),
+                               Checkbox(_expose_label(False), id="expose", compact=True),
                                Input("8000", id="port", compact=True, type="integer",
                                      disabled=True),
                                classes="row", id="port-row"))
@@ -208,6 +208,8 @@ class LaunchDialog(ActionDialog):
     @on(Checkbox.Changed, "#expose")
     def _expose_changed(self, event: Checkbox.Changed) -> None:
         event.stop()
+        # Said in words too: a checkbox's state is otherwise only its colour.
+        event.checkbox.label = _expose_label(event.value)
         self.query_one("#port", Input).disabled = not event.value
         self.clear_field_error("port")
 
@@ -316,3 +318,7 @@ class LaunchDialog(ActionDialog):
         return (f"Launched {result['name']}: "
                 f"{costs.usd_exact(costs.usd_to_micros(result['hourly_rate']))}/h, "
                 f"hold {costs.usd_exact(costs.usd_to_micros(result['cost']['hold']))}")
+
+
+def _expose_label(on: bool) -> str:
+    return "on: expose on port" if on else "off: expose on port"
