@@ -13,6 +13,7 @@ What it guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
 from datetime import datetime, tzinfo
@@ -355,6 +356,16 @@ class ActionDialog(ModalScreen[Any]):
         if wid and event.input.has_class("field-invalid") and (
                 self._marked_values.get(wid) != event.value):
             self.clear_field_error(wid)
+        self.refresh_preview()
+
+    async def load_available(self) -> None:
+        """The account's available money, for previews that say what is left.
+        A preview works without it; the backend checks anyway."""
+        try:
+            account = await asyncio.wait_for(self.client.account(), 15)
+        except Exception:
+            return
+        self.available = costs.usd_to_micros(account["available"])
         self.refresh_preview()
 
     def refresh_preview(self) -> None:

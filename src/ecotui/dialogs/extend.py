@@ -3,7 +3,6 @@ cluster runs; nothing while stopped) and the new expiry time in local time."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,15 +50,7 @@ class ExtendDialog(ActionDialog):
         self.refresh_preview()
         self.query_one("#hours", Input).focus()
         self.set_interval(1.0, self.refresh_preview)
-        self.run_worker(self._load(), group="load")
-
-    async def _load(self) -> None:
-        try:
-            account = await asyncio.wait_for(self.client.account(), 15)
-        except Exception:
-            return
-        self.available = costs.usd_to_micros(account["available"])
-        self.refresh_preview()
+        self.run_worker(self.load_available(), group="load")
 
     def refresh_preview(self) -> None:
         if not self.composed:

@@ -4,7 +4,6 @@ undone and asks for the cluster's name typed."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,15 +74,7 @@ class ResumeDialog(ActionDialog):
     def on_mount(self) -> None:
         self.refresh_preview()
         self.set_interval(1.0, self.refresh_preview)
-        self.run_worker(self._load(), group="load")
-
-    async def _load(self) -> None:
-        try:
-            account = await asyncio.wait_for(self.client.account(), 15)
-        except Exception:
-            return
-        self.available = costs.usd_to_micros(account["available"])
-        self.refresh_preview()
+        self.run_worker(self.load_available(), group="load")
 
     def refresh_preview(self) -> None:
         if not self.composed:
