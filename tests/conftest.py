@@ -274,3 +274,24 @@ def fresh_api(shared_ecolink_server: EcolinkServer) -> Iterator[httpx.Client]:
     with shared_ecolink_server.client(key) as client:
         client.account_key = key  # type: ignore[attr-defined]
         yield client
+
+
+# Markers: `slow` for every test that starts processes (a backend, replicas, a
+# shell, tmux, the control plane), `k8s` for the kubernetes tier. A fast local
+# run is `scripts/test -m "not slow"`; CI runs everything.
+_SLOW_DIRS = {"api", "e2e", "reliability", "security", "k8s"}
+_SLOW_FIXTURES = {"ecolink_server", "ecolink_server_factory", "shared_ecolink_server",
+                  "fresh_api", "api", "k8s_env", "live_backend"}
+_SLOW_FILES = {"test_local_runtime.py", "test_widget_shell.py", "test_widget_sessions.py",
+               "test_terminal_corpus.py", "test_live_backend.py", "test_against_backend.py",
+               "test_commands.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        rel = Path(str(item.fspath)).relative_to(ROOT / "tests")
+        if rel.parts[0] == "k8s":
+            item.add_marker(pytest.mark.k8s)
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if rel.parts[0] in _SLOW_DIRS or rel.name in _SLOW_FILES or fixtures & _SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
