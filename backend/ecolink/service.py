@@ -16,6 +16,7 @@ charges and the runtime listener's status updates cannot invalidate a check made
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -191,6 +192,8 @@ class ClusterService:
         self._suspects: dict[str, float] = {}
         self.reconcile_grace_s = reconcile_grace_s
         self._last_now = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
@@ -271,6 +274,23 @@ class ClusterService:
             return False
         return True
 
+    def _on_loop(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the event loop (answers are rendered there: they read the
+        runtime's state) and wait for it; called from the writer thread."""
+        loop = self._loop
+        if loop is None or self._loop_thread is threading.current_thread():
+            return fn()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return done.result(timeout=30)
+
     async def _commit(self, body: Callable[[], T],
                       undo: Callable[[], Awaitable[bool]] | None = None) -> T:
         """Run `body` as one transaction in the store's writer thread.
@@ -278,6 +298,9 @@ class ClusterService:
         If it does not commit, `undo` puts the runtime back as it was, so the action
         did not happen at all. A database that cannot be written answers 503, saying
         whether the runtime could be put back (only then was nothing changed)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.current_thread()
         try:
             return await self.store.run_write(body)
         except StoreBusy as exc:
@@ -311,7 +334,7 @@ class ClusterService:
     ) -> None:
         if idem is None:
             return
-        status, content_type, body = idem.respond(result)
+        status, content_type, body = self._on_loop(lambda: idem.respond(result))
         self.store.save_idempotency(
             IdempotencyRecord(account_id, idem.key, idem.fingerprint, status, content_type,
                               body, now)
