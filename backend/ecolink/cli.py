@@ -51,10 +51,11 @@ def state_dir_from(arg: str | None) -> Path:
     return d
 
 
-def _open_store(state_dir: Path) -> Any:
-    from ecolink.store import Store
+def _open_store(state_dir: Path, busy_timeout_s: float | None = None) -> Any:
+    from ecolink.store import BUSY_TIMEOUT_MS, Store
 
-    return Store(state_dir / "ecolink.db")
+    timeout_ms = BUSY_TIMEOUT_MS if busy_timeout_s is None else int(busy_timeout_s * 1000)
+    return Store(state_dir / "ecolink.db", busy_timeout_ms=timeout_ms)
 
 
 def _now_us() -> int:
@@ -109,7 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ecolink.api.app import create_app
     from ecolink.api.context import AppContext
     from ecolink.catalog import CatalogError, load_catalog
-    from ecolink.clock import SystemClock
+    from ecolink.clock import SteadyClock, SystemClock
     from ecolink.service import ClusterService, local_filesystems
 
     host: str = args.host
@@ -133,8 +134,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         catalog = load_catalog(args.catalog)
     except CatalogError as exc:
         raise CliError(str(exc)) from exc
-    clock = SystemClock()
-    store = _open_store(state_dir)
+    # Steps of the wall clock are checked against a clock that never steps.
+    clock = SteadyClock(SystemClock(), max_step_s=args.max_clock_step)
+    store = _open_store(state_dir, busy_timeout_s=args.db_busy_timeout)
     telemetry: Any = None
     if args.runtime == "local":
         from ecolink.runtime.local import LocalRuntime
@@ -476,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="warning",
                    choices=["critical", "error", "warning", "info", "debug"])
     s.add_argument("--access-log", action="store_true")
+    s.add_argument("--db-busy-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long a write waits for a database another process holds "
+                        "before the request answers 503 (default 10)")
+    s.add_argument("--max-clock-step", type=float, default=60.0, metavar="SECONDS",
+                   help="wall-clock steps forward larger than this (and every step "
+                        "backwards) are logged and not followed (default 60)")
 
     st = sub.add_parser("stop", parents=[common], help="stop the server of the state dir")
     st.add_argument("--timeout", type=float, default=60.0)

@@ -359,6 +359,10 @@ class LocalRuntime(Runtime):
         c = self._clusters.get(cluster_id)
         return self._states(c) if c else []
 
+    def cluster_ids(self) -> list[str]:
+        """The clusters this runtime keeps (running or stopped), for reconciliation."""
+        return list(self._clusters)
+
     # ------------------------------------------------------------------ apply
     async def apply(self, spec: ClusterSpec) -> None:
         c = self._clusters.get(spec.cluster_id)
