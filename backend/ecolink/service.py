@@ -421,6 +421,15 @@ class ClusterService:
             if not any(s.phase in ("Pending", "Running", "Unknown") for s in states):
                 c.status = "stopped"
 
+    def _follow_runtime(self, c: Cluster) -> None:
+        """Derive the status again from the replicas as they are now: reports that came
+        while the action's transaction was being written found the old record (or no
+        cluster yet, during a launch)."""
+        probe = dataclasses.replace(c)
+        self._derive_status(probe, self.now())
+        if probe.status != c.status:
+            self._spawn(self._save_status(c.id, c.status, probe.status, probe.started_at))
+
     def _update_warnings(self, c: Cluster, now: int) -> None:
         """Forget warnings whose moment moved out again (after an extension)."""
         for bit, before in WARNINGS:
@@ -567,6 +576,7 @@ class ClusterService:
                     self._early_events.pop(c.id, None)
         if self.tracker is not None:
             self.tracker.track(c.id)
+        self._follow_runtime(c)
         self._notify_cluster(c)
         self._notify_account(account_id)
         for ev in events:
@@ -630,6 +640,7 @@ class ClusterService:
                 return c, ev
 
             c, ev = await self._commit(body, undo)
+        self._follow_runtime(c)
         self._notify_cluster(c)
         self._notify_account(account_id)
         self._notify_event(ev)
@@ -702,6 +713,7 @@ class ClusterService:
                 return c, ev
 
             c, ev = await self._commit(body, lambda: self._compensate(before, c.id))
+        self._follow_runtime(c)
         self._notify_cluster(c)
         self._notify_account(account_id)
         self._notify_event(ev)
@@ -741,6 +753,7 @@ class ClusterService:
             c, ev = await self._commit(body, lambda: self._compensate(before, c.id))
         if self.tracker is not None:
             self.tracker.track(c.id)
+        self._follow_runtime(c)
         self._notify_cluster(c)
         self._notify_account(account_id)
         self._notify_event(ev)
