@@ -74,14 +74,30 @@ class Segment:
     hourly_rate: int
 
 
-def accrued(segments: Iterable[Segment], until_us: int) -> int:
-    """Total spend of the segments up to `until_us`, rounded down once, so that
-    posting `accrued(...) - already_posted` never drifts."""
-    exact = 0  # micro-dollar-microseconds per hour
+def segment_start(segments: Iterable[Segment], now_us: int) -> int:
+    """Where a new segment starts: now, but never before an earlier one ended (a wall
+    clock stepped backwards must not open a segment over time already billed)."""
+    start = now_us
     for seg in segments:
+        start = max(start, seg.start_us if seg.end_us is None else seg.end_us)
+    return start
+
+
+def accrued(segments: Iterable[Segment], until_us: int) -> int:
+    """Total spend of the segments (in the order they were opened) up to `until_us`,
+    rounded down once, so that posting `accrued(...) - already_posted` never drifts.
+
+    Time is counted once: a segment that starts before the previous one ended counts
+    only from that end, so no stretch of time is ever paid for twice."""
+    exact = 0  # micro-dollar-microseconds per hour
+    covered = None  # the end of the time counted so far
+    for seg in segments:
+        start = seg.start_us if covered is None else max(seg.start_us, covered)
         end = until_us if seg.end_us is None else min(seg.end_us, until_us)
-        if end > seg.start_us:
-            exact += seg.hourly_rate * (end - seg.start_us)
+        if end > start:
+            exact += seg.hourly_rate * (end - start)
+        seg_end = seg.start_us if seg.end_us is None else seg.end_us
+        covered = seg_end if covered is None else max(covered, seg_end, start)
     return exact // US_PER_HOUR
 
 

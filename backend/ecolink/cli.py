@@ -51,10 +51,11 @@ def state_dir_from(arg: str | None) -> Path:
     return d
 
 
-def _open_store(state_dir: Path) -> Any:
-    from ecolink.store import Store
+def _open_store(state_dir: Path, busy_timeout_s: float | None = None) -> Any:
+    from ecolink.store import BUSY_TIMEOUT_MS, Store
 
-    return Store(state_dir / "ecolink.db")
+    timeout_ms = BUSY_TIMEOUT_MS if busy_timeout_s is None else int(busy_timeout_s * 1000)
+    return Store(state_dir / "ecolink.db", busy_timeout_ms=timeout_ms)
 
 
 def _now_us() -> int:
@@ -109,7 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ecolink.api.app import create_app
     from ecolink.api.context import AppContext
     from ecolink.catalog import CatalogError, load_catalog
-    from ecolink.clock import SystemClock
+    from ecolink.clock import SteadyClock, SystemClock
     from ecolink.service import ClusterService, local_filesystems
 
     host: str = args.host
@@ -133,13 +134,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         catalog = load_catalog(args.catalog)
     except CatalogError as exc:
         raise CliError(str(exc)) from exc
-    clock = SystemClock()
-    store = _open_store(state_dir)
+    # Steps of the wall clock are checked against a clock that never steps.
+    clock = SteadyClock(SystemClock(), max_step_s=args.max_clock_step)
+    store = _open_store(state_dir, busy_timeout_s=args.db_busy_timeout)
     telemetry: Any = None
+    with contextlib.suppress(OSError):
+        (state_dir / RUNTIME_FILE).write_text(args.runtime + "\n")
     if args.runtime == "local":
         from ecolink.runtime.local import LocalRuntime
 
-        runtime: Any = LocalRuntime(state_dir, clock)
+        if _local_single_account(state_dir):
+            names = [a.name for a in store.accounts()]
+            if len(names) > 1:
+                store.close()
+                raise CliError(
+                    f"{_single_account_reason()}, and this state directory has "
+                    f"{len(names)} accounts ({', '.join(names)}): run the backend as root, "
+                    "or give each account a state directory of its own")
+            print(f"ecolink: {_single_account_reason()}", file=sys.stderr, flush=True)
+            log.warning("%s", _single_account_reason())
+        quota = (None if args.replica_disk_quota is None
+                 else int(args.replica_disk_quota * 1024 * 1024))
+        runtime: Any = LocalRuntime(state_dir, clock, disk_quota_bytes=quota,
+                                    disk_check_interval_s=args.replica_disk_check)
 
         def filesystems() -> list[dict[str, str]]:
             return local_filesystems(state_dir)
@@ -338,6 +355,27 @@ def _parse_usd(text: str) -> int:
         raise CliError(f"{text!r} is not a dollar amount ({exc})") from exc
 
 
+RUNTIME_FILE = "runtime"  # which runtime the state dir's backend serves with
+
+
+def _local_single_account(state_dir: Path) -> bool:
+    """Whether this state dir's backend runs local replicas as its own user (it
+    cannot change uids), so that it may serve one account only."""
+    from ecolink.runtime.local_users import replica_uids_wanted
+
+    try:
+        runtime = (state_dir / RUNTIME_FILE).read_text().strip()
+    except OSError:
+        runtime = "local"  # the default of `serve`
+    return runtime == "local" and not replica_uids_wanted()
+
+
+def _single_account_reason() -> str:
+    from ecolink.runtime.local_users import single_account_note
+
+    return single_account_note()
+
+
 def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
     from ecolink.money import format_usd
     from ecolink.store import StoreError
@@ -351,6 +389,13 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
             if micros < 0:
                 raise CliError("the starting credit cannot be negative")
             with store.tx():
+                existing = store.accounts()
+                if existing and _local_single_account(state_dir_from(args.state_dir)):
+                    raise CliError(
+                        f"refusing a second account: {_single_account_reason()}, and "
+                        f"account {existing[0].name!r} exists. Run the backend as root "
+                        "(each account's replicas then run under their own uid), or use "
+                        "another state directory for this account")
                 try:
                     acct = store.create_account(args.name, _now_us())
                 except StoreError as exc:
@@ -476,6 +521,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="warning",
                    choices=["critical", "error", "warning", "info", "debug"])
     s.add_argument("--access-log", action="store_true")
+    s.add_argument("--db-busy-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long a write waits for a database another process holds "
+                        "before the request answers 503 (default 10)")
+    s.add_argument("--replica-disk-quota", type=float, default=10240.0, metavar="MIB",
+                   help="local runtime: a replica whose working dir grows past this is "
+                        "stopped, with the reason shown (default 10240 MiB)")
+    s.add_argument("--replica-disk-check", type=float, default=10.0, metavar="SECONDS",
+                   help="local runtime: how often replicas' disk use is checked (default 10)")
+    s.add_argument("--max-clock-step", type=float, default=60.0, metavar="SECONDS",
+                   help="wall-clock steps forward larger than this (and every step "
+                        "backwards) are logged and not followed (default 60)")
 
     st = sub.add_parser("stop", parents=[common], help="stop the server of the state dir")
     st.add_argument("--timeout", type=float, default=60.0)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class Clock(Protocol):
@@ -31,10 +36,71 @@ class FakeClock:
         self._now = when
 
     def advance(self, seconds: float) -> None:
-        from datetime import timedelta
-
         self._now = self._now + timedelta(seconds=seconds)
 
 
 def monotonic() -> float:
     return time.monotonic()
+
+
+def steady_seconds() -> float:
+    """Seconds on a clock that never steps: CLOCK_BOOTTIME (it counts suspend, as real
+    time passes for the clusters) where there is one, else the monotonic clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        return time.clock_gettime(boottime)
+    return time.monotonic()
+
+
+class SteadyClock:
+    """The wall clock, checked against a clock that never steps.
+
+    Follows the wall clock while it agrees with the elapsed steady time (within
+    `tolerance_s`, and forward steps up to `max_step_s`). A step backwards, or forward
+    by more than `max_step_s`, is logged and not followed: time goes on from the
+    steady clock, so no cluster pays for time that did not run and none expires
+    early. Readings never go backwards. Once the wall clock agrees again (it was put
+    right), it is followed again."""
+
+    def __init__(self, wall: Clock | None = None,
+                 steady: Callable[[], float] = steady_seconds, *,
+                 tolerance_s: float = 2.0, max_step_s: float = 60.0) -> None:
+        self._wall = wall or SystemClock()
+        self._steady = steady
+        self.tolerance_s = tolerance_s
+        self.max_step_s = max_step_s
+        self._anchor: tuple[datetime, float] | None = None
+        self._last: datetime | None = None
+        self._stepped = False
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            wall = self._wall.now()
+            mono = self._steady()
+            if self._anchor is None:
+                self._anchor = (wall, mono)
+                result = wall
+            else:
+                a_wall, a_mono = self._anchor
+                steady = a_wall + timedelta(seconds=mono - a_mono)
+                drift = (wall - steady).total_seconds()
+                if -self.tolerance_s <= drift <= self.max_step_s:
+                    if self._stepped:
+                        log.warning("the wall clock agrees with the elapsed time again; "
+                                    "following it")
+                        self._stepped = False
+                    self._anchor = (wall, mono)
+                    result = wall
+                else:
+                    if not self._stepped:
+                        log.warning(
+                            "the wall clock stepped %s by %.1f s against the elapsed time; "
+                            "not followed: time goes on from the steady clock",
+                            "backwards" if drift < 0 else "forward", abs(drift))
+                        self._stepped = True
+                    result = steady
+            if self._last is not None and result < self._last:
+                result = self._last
+            self._last = result
+            return result

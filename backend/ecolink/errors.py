@@ -60,3 +60,11 @@ class InsufficientBalance(ApiError):
 class RuntimeUnavailableError(ApiError):
     status = 503
     code = "runtime_unavailable"
+
+
+class StoreUnavailableError(ApiError):
+    """503: the database could not be written in time (another process holds its write
+    lock, or the disk failed). The message says whether anything was changed."""
+
+    status = 503
+    code = "store_unavailable"

@@ -155,7 +155,7 @@ class EndpointIn(_Request):
 class ErrorDetail(BaseModel):
     code: Literal[
         "unauthenticated", "not_found", "invalid_request", "conflict", "insufficient_balance",
-        "runtime_unavailable", "method_not_allowed",
+        "runtime_unavailable", "store_unavailable", "method_not_allowed",
     ]
     message: str
     field: str | None = Field(None, description="the input at fault, where one is")

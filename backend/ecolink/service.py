@@ -16,26 +16,29 @@ charges and the runtime listener's status updates cannot invalidate a check made
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
 import re
+import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ecolink import billing
 from ecolink.billing import ACCRUING, BUDGETED, ClusterMoney
 from ecolink.catalog import Catalog
-from ecolink.clock import Clock
+from ecolink.clock import Clock, monotonic
 from ecolink.errors import (
     Conflict,
     InsufficientBalance,
     InvalidField,
     NotFound,
     RuntimeUnavailableError,
+    StoreUnavailableError,
 )
 from ecolink.money import format_usd
 from ecolink.runtime.base import (
@@ -52,11 +55,13 @@ from ecolink.store import (
     IdempotencyRecord,
     LedgerEntry,
     Store,
+    StoreBusy,
     new_id,
     to_us,
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 US = 1_000_000
 TERMINAL = frozenset({"terminated", "failed"})
@@ -167,6 +172,7 @@ class ClusterService:
         tracker: Tracker | None = None,
         charge_interval_s: float = 60.0,
         tick_s: float = 5.0,
+        reconcile_grace_s: float = 15.0,
     ) -> None:
         self.store = store
         self.runtime = runtime
@@ -179,7 +185,15 @@ class ClusterService:
         self.observers: list[Observer] = []
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Runtime events for clusters whose launch has not committed yet.
+        # (Read and written from the event loop and the store's writer thread.)
         self._early_events: dict[str, list[tuple[int, str, str, str | None]]] = {}
+        self._early_lock = threading.Lock()
+        # Differences between store and runtime seen once: cluster id -> when.
+        self._suspects: dict[str, float] = {}
+        self.reconcile_grace_s = reconcile_grace_s
+        self._last_now = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
@@ -188,7 +202,13 @@ class ClusterService:
 
     # ------------------------------------------------------------------ helpers
     def now(self) -> int:
-        return to_us(self.clock.now())
+        """The clock's time in microseconds, never earlier than a time already used:
+        a wall clock stepped backwards must not open or bill time twice."""
+        now = to_us(self.clock.now())
+        if now < self._last_now:
+            return self._last_now
+        self._last_now = now
+        return now
 
     @contextlib.asynccontextmanager
     async def _locked(self, account_id: str) -> AsyncIterator[None]:
@@ -240,16 +260,64 @@ class ClusterService:
         with _runtime_errors():
             await self.runtime.apply(spec)
 
-    async def _compensate(self, spec: ClusterSpec | None, cluster_id: str) -> None:
-        """Best effort: put the runtime back after a commit that did not happen."""
+    async def _compensate(self, spec: ClusterSpec | None, cluster_id: str) -> bool:
+        """Best effort: put the runtime back after a commit that did not happen.
+        True when it is back; else the reaper finds the difference and repairs it."""
         try:
             if spec is None:
                 await self.runtime.terminate(cluster_id)
             else:
                 await self.runtime.apply(spec)
         except Exception:
-            log.exception("could not put cluster %s back; the next start reconciles it",
+            log.exception("could not put cluster %s back; the reaper will reconcile it",
                           cluster_id)
+            return False
+        return True
+
+    def _on_loop(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the event loop (answers are rendered there: they read the
+        runtime's state) and wait for it; called from the writer thread."""
+        loop = self._loop
+        if loop is None or self._loop_thread is threading.current_thread():
+            return fn()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return done.result(timeout=30)
+
+    async def _commit(self, body: Callable[[], T],
+                      undo: Callable[[], Awaitable[bool]] | None = None) -> T:
+        """Run `body` as one transaction in the store's writer thread.
+
+        If it does not commit, `undo` puts the runtime back as it was, so the action
+        did not happen at all. A database that cannot be written answers 503, saying
+        whether the runtime could be put back (only then was nothing changed)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.current_thread()
+        try:
+            return await self.store.run_write(body)
+        except StoreBusy as exc:
+            log.warning("a transaction could not be stored: %s", exc)
+            restored = True if undo is None else await undo()
+            if restored:
+                raise StoreUnavailableError(
+                    "the database cannot be written now (another process holds it, or the "
+                    "disk failed); nothing was changed, try again") from exc
+            raise StoreUnavailableError(
+                "the database cannot be written now, and the runtime could not be put back "
+                "yet; nothing was charged, and the backend restores the cluster to its last "
+                "stored state") from exc
+        except BaseException:
+            if undo is not None:
+                await undo()
+            raise
 
     def _check_idempotency(self, account_id: str, idem: Idempotency | None, now: int) -> None:
         if idem is None:
@@ -266,7 +334,7 @@ class ClusterService:
     ) -> None:
         if idem is None:
             return
-        status, content_type, body = idem.respond(result)
+        status, content_type, body = self._on_loop(lambda: idem.respond(result))
         self.store.save_idempotency(
             IdempotencyRecord(account_id, idem.key, idem.fingerprint, status, content_type,
                               body, now)
@@ -276,8 +344,7 @@ class ClusterService:
         """An action that changes nothing still records its answer for retries."""
         if idem is not None:
             now = self.now()
-            with self.store.tx():
-                self._save_idempotency(account_id, idem, result, now)
+            await self._commit(lambda: self._save_idempotency(account_id, idem, result, now))
 
     def _event(self, c: Cluster, kind: str, message: str, at: int,
                replica: str | None = None) -> Event:
@@ -339,9 +406,12 @@ class ClusterService:
         return billing.hourly_rate(c.rate_per_gpu_hour, c.gpu_count,
                                    c.replicas if replicas is None else replicas)
 
-    def _derive_status(self, c: Cluster, now: int) -> None:
-        """Move pending -> running and stopping -> stopped from the observed replicas."""
-        states = self.runtime.replicas(c.id)
+    def _derive_status(self, c: Cluster, now: int,
+                       states: Sequence[ReplicaState] | None = None) -> None:
+        """Move pending -> running and stopping -> stopped from the observed replicas
+        (`states`: read from the runtime on the event loop before a transaction)."""
+        if states is None:
+            states = self.runtime.replicas(c.id)
         if c.status == "pending":
             running = sum(1 for s in states if s.phase == "Running")
             if running >= c.replicas > 0:
@@ -350,6 +420,15 @@ class ClusterService:
         elif c.status == "stopping":
             if not any(s.phase in ("Pending", "Running", "Unknown") for s in states):
                 c.status = "stopped"
+
+    def _follow_runtime(self, c: Cluster) -> None:
+        """Derive the status again from the replicas as they are now: reports that came
+        while the action's transaction was being written found the old record (or no
+        cluster yet, during a launch)."""
+        probe = dataclasses.replace(c)
+        self._derive_status(probe, self.now())
+        if probe.status != c.status:
+            self._spawn(self._save_status(c.id, c.status, probe.status, probe.started_at))
 
     def _update_warnings(self, c: Cluster, now: int) -> None:
         """Forget warnings whose moment moved out again (after an extension)."""
@@ -459,36 +538,45 @@ class ClusterService:
                 last_charge_at=now,
                 version=0,
             )
-            self._early_events[c.id] = []
+            with self._early_lock:
+                self._early_events[c.id] = []
             try:
                 await self._apply(self._spec(c, run=True))
-                try:
-                    with self.store.tx():
-                        self.store.insert_cluster(c)
-                        self._hold(c, hold, f"launch: {_hours(req.duration_mh)} h at "
-                                            f"${format_usd(rate)}/h", now)
-                        self.store.open_segment(c.id, now, rate)
-                        self._derive_status(c, now)
-                        self._update_warnings(c, now)
-                        self.store.update_cluster(c)
-                        events = [self._event(
-                            c, "launched",
-                            f"launched {c.replicas} x {c.gpu_count} {c.gpu_type} in {c.region} "
-                            f"for {_hours(req.duration_mh)} h; hold ${format_usd(hold)}", now)]
-                        if c.endpoint_port is not None:
-                            events.append(self._event(
-                                c, "endpoint_changed",
-                                f"public URL opened on port {c.endpoint_port}", now))
-                        for at, kind, msg, replica in self._early_events.get(c.id, []):
-                            events.append(self._event(c, kind, msg, at, replica))
-                        self._save_idempotency(account_id, idem, c, now)
-                except BaseException:
-                    await self._compensate(None, c.id)
-                    raise
+                states = self.runtime.replicas(c.id)
+
+                def body() -> list[Event]:
+                    self.store.insert_cluster(c)
+                    self._hold(c, hold, f"launch: {_hours(req.duration_mh)} h at "
+                                        f"${format_usd(rate)}/h", now)
+                    self.store.open_segment(c.id, now, rate)
+                    self._derive_status(c, now, states)
+                    self._update_warnings(c, now)
+                    self.store.update_cluster(c)
+                    events = [self._event(
+                        c, "launched",
+                        f"launched {c.replicas} x {c.gpu_count} {c.gpu_type} in {c.region} "
+                        f"for {_hours(req.duration_mh)} h; hold ${format_usd(hold)}", now)]
+                    if c.endpoint_port is not None:
+                        events.append(self._event(
+                            c, "endpoint_changed",
+                            f"public URL opened on port {c.endpoint_port}", now))
+                    with self._early_lock:
+                        early = list(self._early_events.get(c.id, []))
+                    for at, kind, msg, replica in early:
+                        events.append(self._event(c, kind, msg, at, replica))
+                    self._save_idempotency(account_id, idem, c, now)
+                    with self._early_lock:
+                        # From here on runtime events find the cluster in the store.
+                        self._early_events.pop(c.id, None)
+                    return events
+
+                events = await self._commit(body, lambda: self._compensate(None, c.id))
             finally:
-                self._early_events.pop(c.id, None)
+                with self._early_lock:
+                    self._early_events.pop(c.id, None)
         if self.tracker is not None:
             self.tracker.track(c.id)
+        self._follow_runtime(c)
         self._notify_cluster(c)
         self._notify_account(account_id)
         for ev in events:
@@ -510,6 +598,7 @@ class ClusterService:
             now = self.now()
             self._check_idempotency(account_id, idem, now)
             c = await self._current(account_id, ref, now)
+            cid = c.id
             if c.status in TERMINAL or c.status == "terminating":
                 raise Conflict(f"cannot scale a {c.status} cluster")
             old = c.replicas
@@ -518,6 +607,7 @@ class ClusterService:
                 return c
             running = c.status in ACCRUING
             extra_hold = 0
+            undo: Callable[[], Awaitable[bool]] | None = None
             if running:
                 if replicas > old:
                     self._check_budget(account_id, c.region, c.gpu_count * replicas, c.id)
@@ -527,26 +617,30 @@ class ClusterService:
                 self._check_balance(account_id, extra_hold)
                 new = dataclasses.replace(c, replicas=replicas)
                 await self._apply(self._spec(new, run=True))
-            try:
-                with self.store.tx():
-                    c = self.get_cluster(account_id, c.id)
-                    if running and not c.suspended:
-                        self._stop_accruing(c, now, now)
-                        self.store.open_segment(c.id, now, self._hourly(c, replicas))
-                    c.replicas = replicas
-                    self._hold(c, extra_hold, f"scale {old} -> {replicas} replicas", now)
-                    if running:
-                        self._derive_status(c, now)
-                    self.store.update_cluster(c)
-                    ev = self._event(c, "scaled", f"scaled from {old} to {replicas} replicas"
-                                     + (f"; hold ${format_usd(extra_hold)}" if extra_hold else ""),
-                                     now)
-                    self._save_idempotency(account_id, idem, c, now)
-            except BaseException:
+                before = self._spec(c, run=True)
+
+                def undo() -> Awaitable[bool]:
+                    return self._compensate(before, c.id)
+            states = self.runtime.replicas(c.id)
+
+            def body() -> tuple[Cluster, Event]:
+                c = self.get_cluster(account_id, cid)
+                if running and not c.suspended:
+                    self._stop_accruing(c, now, now)
+                    self.store.open_segment(c.id, now, self._hourly(c, replicas))
+                c.replicas = replicas
+                self._hold(c, extra_hold, f"scale {old} -> {replicas} replicas", now)
                 if running:
-                    await self._compensate(self._spec(dataclasses.replace(c, replicas=old),
-                                                      run=True), c.id)
-                raise
+                    self._derive_status(c, now, states)
+                self.store.update_cluster(c)
+                ev = self._event(c, "scaled", f"scaled from {old} to {replicas} replicas"
+                                 + (f"; hold ${format_usd(extra_hold)}" if extra_hold else ""),
+                                 now)
+                self._save_idempotency(account_id, idem, c, now)
+                return c, ev
+
+            c, ev = await self._commit(body, undo)
+        self._follow_runtime(c)
         self._notify_cluster(c)
         self._notify_account(account_id)
         self._notify_event(ev)
@@ -558,6 +652,7 @@ class ClusterService:
             now = self.now()
             self._check_idempotency(account_id, idem, now)
             c = await self._current(account_id, ref, now)
+            cid = c.id
             if c.duration_mh + micro_hours > billing.MAX_DURATION_MICRO_HOURS:
                 left = billing.MAX_DURATION_MICRO_HOURS - c.duration_mh
                 raise InvalidField(
@@ -568,7 +663,9 @@ class ClusterService:
             running = c.status in ACCRUING
             hold = billing.hold_for_hours(self._hourly(c), micro_hours) if running else 0
             self._check_balance(account_id, hold)
-            with self.store.tx():
+
+            def body() -> tuple[Cluster, Event]:
+                c = self.get_cluster(account_id, cid)
                 if running and not c.suspended:
                     self._settle(c, now, now)
                 self._hold(c, hold, f"extend by {_hours(micro_hours)} h", now)
@@ -579,6 +676,9 @@ class ClusterService:
                 ev = self._event(c, "extended", f"extended by {_hours(micro_hours)} h"
                                  + (f"; hold ${format_usd(hold)}" if hold else ""), now)
                 self._save_idempotency(account_id, idem, c, now)
+                return c, ev
+
+            c, ev = await self._commit(body)
         self._notify_cluster(c)
         self._notify_account(account_id)
         self._notify_event(ev)
@@ -590,26 +690,30 @@ class ClusterService:
             now = self.now()
             self._check_idempotency(account_id, idem, now)
             c = await self._current(account_id, ref, now)
+            cid = c.id
             if c.status in ("stopping", "stopped"):
                 await self._no_change(account_id, idem, c)
                 return c
             if c.status in TERMINAL or c.status == "terminating":
                 raise Conflict(f"cannot stop a {c.status} cluster")
+            before = self._spec(c, run=True)
             await self._apply(self._spec(c, run=False))
-            try:
-                with self.store.tx():
-                    c = self.get_cluster(account_id, c.id)
-                    self._stop_accruing(c, now, now)
-                    self._release(c, "stop: release the unused hold", now)
-                    c.status = "stopping"
-                    c.suspended = False
-                    self._derive_status(c, now)
-                    self.store.update_cluster(c)
-                    ev = self._event(c, "stopped", "stopped", now)
-                    self._save_idempotency(account_id, idem, c, now)
-            except BaseException:
-                await self._compensate(self._spec(c, run=True), c.id)
-                raise
+            states = self.runtime.replicas(c.id)
+
+            def body() -> tuple[Cluster, Event]:
+                c = self.get_cluster(account_id, cid)
+                self._stop_accruing(c, now, now)
+                self._release(c, "stop: release the unused hold", now)
+                c.status = "stopping"
+                c.suspended = False
+                self._derive_status(c, now, states)
+                self.store.update_cluster(c)
+                ev = self._event(c, "stopped", "stopped", now)
+                self._save_idempotency(account_id, idem, c, now)
+                return c, ev
+
+            c, ev = await self._commit(body, lambda: self._compensate(before, c.id))
+        self._follow_runtime(c)
         self._notify_cluster(c)
         self._notify_account(account_id)
         self._notify_event(ev)
@@ -620,6 +724,7 @@ class ClusterService:
             now = self.now()
             self._check_idempotency(account_id, idem, now)
             c = await self._current(account_id, ref, now)
+            cid = c.id
             if c.status in ACCRUING:
                 await self._no_change(account_id, idem, c)
                 return c
@@ -628,24 +733,27 @@ class ClusterService:
             self._check_budget(account_id, c.region, c.gpu_count * c.replicas, c.id)
             hold = billing.hold_for_duration(self._hourly(c), c.expires_at - now)
             self._check_balance(account_id, hold)
+            before = self._spec(c, run=False)
             await self._apply(self._spec(c, run=True))
-            try:
-                with self.store.tx():
-                    c = self.get_cluster(account_id, c.id)
-                    self._hold(c, hold, "resume: hold for the time to expiry", now)
-                    self.store.open_segment(c.id, now, self._hourly(c))
-                    c.last_charge_at = now
-                    c.status = "pending"
-                    c.started_at = None
-                    self._derive_status(c, now)
-                    self.store.update_cluster(c)
-                    ev = self._event(c, "resumed", f"resumed; hold ${format_usd(hold)}", now)
-                    self._save_idempotency(account_id, idem, c, now)
-            except BaseException:
-                await self._compensate(self._spec(c, run=False), c.id)
-                raise
+            states = self.runtime.replicas(c.id)
+
+            def body() -> tuple[Cluster, Event]:
+                c = self.get_cluster(account_id, cid)
+                self._hold(c, hold, "resume: hold for the time to expiry", now)
+                self.store.open_segment(c.id, now, self._hourly(c))
+                c.last_charge_at = max(c.last_charge_at, now)
+                c.status = "pending"
+                c.started_at = None
+                self._derive_status(c, now, states)
+                self.store.update_cluster(c)
+                ev = self._event(c, "resumed", f"resumed; hold ${format_usd(hold)}", now)
+                self._save_idempotency(account_id, idem, c, now)
+                return c, ev
+
+            c, ev = await self._commit(body, lambda: self._compensate(before, c.id))
         if self.tracker is not None:
             self.tracker.track(c.id)
+        self._follow_runtime(c)
         self._notify_cluster(c)
         self._notify_account(account_id)
         self._notify_event(ev)
@@ -657,13 +765,23 @@ class ClusterService:
             now = self.now()
             self._check_idempotency(account_id, idem, now)
             c = await self._current(account_id, ref, now)
+            cid = c.id
             if c.status == "terminated":
                 await self._no_change(account_id, idem, c)
                 return c
+            # What runs now, to start again if the store cannot record the termination:
+            # a cluster the store still calls running must have its replicas.
+            before = self.spec_for(c) if c.status in ACCRUING else None
             with _runtime_errors():
                 await self.runtime.terminate(c.id)
-            with self.store.tx():
-                c = self.get_cluster(account_id, c.id)
+
+            async def undo() -> bool:
+                if before is None:
+                    return True
+                return await self._compensate(before, c.id)
+
+            def body() -> tuple[Cluster, Event]:
+                c = self.get_cluster(account_id, cid)
                 self._stop_accruing(c, now, now)
                 self._release(c, "terminate: release the unused hold", now)
                 c.status = "terminated"
@@ -674,6 +792,9 @@ class ClusterService:
                 self.store.update_cluster(c)
                 ev = self._event(c, "terminated", "terminated by the user", now)
                 self._save_idempotency(account_id, idem, c, now)
+                return c, ev
+
+            c, ev = await self._commit(body, undo)
         if self.tracker is not None:
             self.tracker.untrack(c.id)
         self._notify_cluster(c)
@@ -686,6 +807,7 @@ class ClusterService:
             now = self.now()
             self._check_idempotency(account_id, idem, now)
             c = await self._current(account_id, ref, now)
+            cid = c.id
             if c.status not in ACCRUING:
                 raise Conflict(f"cannot restart a {c.status} cluster")
         # The rolling restart may take a while: it changes no money, so it runs
@@ -694,10 +816,14 @@ class ClusterService:
             await self.runtime.restart(c.id)
         async with self._locked(account_id):
             now = self.now()
-            with self.store.tx():
-                c = self.get_cluster(account_id, c.id)
+
+            def body() -> tuple[Cluster, Event]:
+                c = self.get_cluster(account_id, cid)
                 ev = self._event(c, "restarted", "rolling restart of every replica", now)
                 self._save_idempotency(account_id, idem, c, now)
+                return c, ev
+
+            c, ev = await self._commit(body)
         self._notify_cluster(c)
         self._notify_event(ev)
         return c
@@ -722,76 +848,67 @@ class ClusterService:
             state = ReplicaState(name=replica, index=0, phase="Pending", ready=False)
         async with self._locked(account_id):
             now = self.now()
-            with self.store.tx():
+
+            def body() -> Event:
                 ev = self._event(c, "restarted", f"replica {replica} restarted", now, replica)
                 self._save_idempotency(account_id, idem, state, now)
+                return ev
+
+            ev = await self._commit(body)
         self._notify_cluster(c)
         self._notify_event(ev)
         return state
 
-    async def set_endpoint(self, account_id: str, ref: str, port: int,
-                           idem: Idempotency | None = None) -> Cluster:
+    async def _set_port(self, account_id: str, ref: str, port: int | None,
+                        idem: Idempotency | None) -> Cluster:
+        """Open, move or close the public URL (`port` None closes it)."""
         async with self._locked(account_id):
             now = self.now()
             self._check_idempotency(account_id, idem, now)
             c = await self._current(account_id, ref, now)
-            if c.status in ("terminated", "terminating"):
+            cid = c.id
+            if port is not None and c.status in ("terminated", "terminating"):
                 raise Conflict(f"cannot open the public URL of a {c.status} cluster")
             old = c.endpoint_port
             if old == port:
                 await self._no_change(account_id, idem, c)
                 return c
-            new = dataclasses.replace(c, endpoint_port=port)
             active = c.status in ACCRUING
+            undo: Callable[[], Awaitable[bool]] | None = None
             if active:
-                await self._apply(self._spec(new, run=True))
-            try:
-                with self.store.tx():
-                    c = self.get_cluster(account_id, c.id)
-                    c.endpoint_port = port
-                    self.store.update_cluster(c)
-                    msg = (f"public URL opened on port {port}" if old is None
-                           else f"public URL now forwards to port {port} (was {old})")
-                    ev = self._event(c, "endpoint_changed", msg, now)
-                    self._save_idempotency(account_id, idem, c, now)
-            except BaseException:
-                if active:
-                    await self._compensate(self._spec(dataclasses.replace(new, endpoint_port=old),
-                                                      run=True), c.id)
-                raise
+                before = self._spec(c, run=True)
+                await self._apply(self._spec(dataclasses.replace(c, endpoint_port=port),
+                                             run=True))
+
+                def undo() -> Awaitable[bool]:
+                    return self._compensate(before, c.id)
+
+            def body() -> tuple[Cluster, Event]:
+                c = self.get_cluster(account_id, cid)
+                c.endpoint_port = port
+                self.store.update_cluster(c)
+                if port is None:
+                    msg = "public URL closed"
+                elif old is None:
+                    msg = f"public URL opened on port {port}"
+                else:
+                    msg = f"public URL now forwards to port {port} (was {old})"
+                ev = self._event(c, "endpoint_changed", msg, now)
+                self._save_idempotency(account_id, idem, c, now)
+                return c, ev
+
+            c, ev = await self._commit(body, undo)
         self._notify_cluster(c)
         self._notify_event(ev)
         return c
 
+    async def set_endpoint(self, account_id: str, ref: str, port: int,
+                           idem: Idempotency | None = None) -> Cluster:
+        return await self._set_port(account_id, ref, port, idem)
+
     async def close_endpoint(self, account_id: str, ref: str,
                              idem: Idempotency | None = None) -> Cluster:
-        async with self._locked(account_id):
-            now = self.now()
-            self._check_idempotency(account_id, idem, now)
-            c = await self._current(account_id, ref, now)
-            old = c.endpoint_port
-            if old is None:
-                await self._no_change(account_id, idem, c)
-                return c
-            new = dataclasses.replace(c, endpoint_port=None)
-            active = c.status in ACCRUING
-            if active:
-                await self._apply(self._spec(new, run=True))
-            try:
-                with self.store.tx():
-                    c = self.get_cluster(account_id, c.id)
-                    c.endpoint_port = None
-                    self.store.update_cluster(c)
-                    ev = self._event(c, "endpoint_changed", "public URL closed", now)
-                    self._save_idempotency(account_id, idem, c, now)
-            except BaseException:
-                if active:
-                    await self._compensate(self._spec(dataclasses.replace(new, endpoint_port=old),
-                                                      run=True), c.id)
-                raise
-        self._notify_cluster(c)
-        self._notify_event(ev)
-        return c
+        return await self._set_port(account_id, ref, None, idem)
 
     # ------------------------------------------------------------------ expiry and charges
     async def _expire_locked(self, c: Cluster, now: int) -> None:
@@ -800,17 +917,26 @@ class ClusterService:
         The money side commits first: expiry is not a request that can be refused, and
         charges stop at expires_at whatever the runtime says. If the runtime cannot be
         reached the cluster stays `terminating` and the reaper tries again."""
-        with self.store.tx():
-            c = self.store.cluster(c.id) or c
-            if c.status in TERMINAL or c.status == "terminating":
-                return
+        cid = c.id
+
+        def body() -> tuple[Cluster, Event] | None:
+            c = self.store.cluster(cid)
+            if c is None or c.status in TERMINAL or c.status == "terminating":
+                return None
             self._stop_accruing(c, c.expires_at, now)
             self._release(c, "expiry: release the unused hold", now)
             c.status = "terminating"
             c.status_reason = "expired"
             c.suspended = False
             self.store.update_cluster(c)
-            ev = self._event(c, "expired", "the cluster reached its expiry and was terminated", now)
+            ev = self._event(c, "expired", "the cluster reached its expiry and was terminated",
+                             now)
+            return c, ev
+
+        done = await self._commit(body)
+        if done is None:
+            return
+        c, ev = done
         self._notify_cluster(c)
         self._notify_account(c.account_id)
         self._notify_event(ev)
@@ -826,13 +952,20 @@ class ClusterService:
         except Exception:
             log.exception("removing %s failed; will retry", c.id)
             return
-        with self.store.tx():
+        now = self.now()
+
+        def body() -> Cluster | None:
             fresh = self.store.cluster(c.id)
             if fresh is None or fresh.status != "terminating":
-                return
+                return None
             fresh.status = "terminated"
-            fresh.terminated_at = self.now()
+            fresh.terminated_at = now
             self.store.update_cluster(fresh)
+            return fresh
+
+        fresh = await self._commit(body)
+        if fresh is None:
+            return
         if self.tracker is not None:
             self.tracker.untrack(c.id)
         self._notify_cluster(fresh)
@@ -841,7 +974,8 @@ class ClusterService:
         """Expire every cluster whose time is up; returns how many."""
         now = self.now()
         n = 0
-        for cid, account_id, expires_at, _ in self.store.deadlines(EXPIRABLE):
+        deadlines = await self.store.run_read(lambda: self.store.deadlines(EXPIRABLE))
+        for cid, account_id, expires_at, _ in deadlines:
             if expires_at <= now:
                 async with self._locked(account_id):
                     fresh = self.store.cluster(cid)
@@ -856,29 +990,37 @@ class ClusterService:
         now = self.now()
         due_before = now if force else now - int(self.charge_interval_us * 5 / 6)
         by_account: dict[str, list[Cluster]] = defaultdict(list)
-        for c in self.store.list_clusters(None, statuses=ACCRUING):
+        accruing = await self.store.run_read(
+            lambda: self.store.list_clusters(None, statuses=ACCRUING))
+        for c in accruing:
             if not c.suspended and c.last_charge_at <= due_before and c.expires_at > now:
                 by_account[c.account_id].append(c)
         posted = 0
         for account_id, clusters in by_account.items():
             changed = False
-            # In batches, one transaction each, yielding in between: a thousand
-            # clusters' charges must not hold the event loop for long.
+            # In batches, one transaction each: a thousand clusters' charges must not
+            # hold the writer for long.
             for i in range(0, len(clusters), CHARGE_BATCH):
+                batch = clusters[i:i + CHARGE_BATCH]
+
+                def body(batch: list[Cluster] = batch) -> int:
+                    n = 0
+                    for stale in batch:
+                        fresh = self.store.cluster(stale.id)
+                        if (fresh is None or fresh.status not in ACCRUING
+                                or fresh.suspended or fresh.expires_at <= now):
+                            continue
+                        before = fresh.spent_total
+                        self._settle(fresh, now, now)
+                        self.store.update_cluster(fresh)
+                        if fresh.spent_total != before:
+                            n += 1
+                    return n
+
                 async with self._locked(account_id):
-                    with self.store.tx():
-                        for stale in clusters[i:i + CHARGE_BATCH]:
-                            fresh = self.store.cluster(stale.id)
-                            if (fresh is None or fresh.status not in ACCRUING
-                                    or fresh.suspended or fresh.expires_at <= now):
-                                continue
-                            before = fresh.spent_total
-                            self._settle(fresh, now, now)
-                            self.store.update_cluster(fresh)
-                            if fresh.spent_total != before:
-                                posted += 1
-                                changed = True
-                await asyncio.sleep(0)
+                    n = await self._commit(body)
+                posted += n
+                changed = changed or n > 0
             # Periodic charges move the balance, not the cluster's state: watchers get
             # the account frame; clusters' `spent` shows with their next change (a
             # frame per cluster per minute would swamp a feed of a thousand clusters).
@@ -886,10 +1028,11 @@ class ClusterService:
                 self._notify_account(account_id)
         return posted
 
-    def warn_expiring(self) -> list[Event]:
+    async def warn_expiring(self) -> list[Event]:
         now = self.now()
         out: list[Event] = []
-        for cid, _, expires_at, warned in self.store.deadlines(EXPIRABLE):
+        deadlines = await self.store.run_read(lambda: self.store.deadlines(EXPIRABLE))
+        for cid, _, expires_at, warned in deadlines:
             left = expires_at - now
             if left <= 0:
                 continue
@@ -900,19 +1043,24 @@ class ClusterService:
             if not new_bits:
                 continue
             minutes = max(1, -(-left // (60 * US)))
-            with self.store.tx():
+
+            def body(cid: str = cid, new_bits: int = new_bits, left: int = left,
+                     minutes: int = minutes) -> Event | None:
                 fresh = self.store.cluster(cid)
                 if fresh is None:
-                    continue
+                    return None
                 fresh.warned |= new_bits
                 # Both moments may pass at once: one warning is enough.
                 fresh.warned |= sum(bit for bit, before in WARNINGS if left <= before)
                 self.store.update_cluster(fresh)
-                ev = self._event(fresh, "expiry_warning",
-                                 f"expires in {minutes} minute{'s' if minutes != 1 else ''}; "
-                                 "extend it to keep it running", now)
-            out.append(ev)
-            self._notify_event(ev)
+                return self._event(fresh, "expiry_warning",
+                                   f"expires in {minutes} minute{'s' if minutes != 1 else ''}; "
+                                   "extend it to keep it running", now)
+
+            ev = await self._commit(body)
+            if ev is not None:
+                out.append(ev)
+                self._notify_event(ev)
         return out
 
     def next_deadline(self) -> int | None:
@@ -927,19 +1075,102 @@ class ClusterService:
                     best = m
         return best
 
+    async def reconcile(self) -> int:
+        """Repair what differs between the store (the source of truth) and the runtime:
+        a cluster that should run but whose replicas are gone (an action whose commit
+        failed and whose undo failed too), a stopped cluster with replicas still
+        running, a cluster the runtime runs that the store ended or never recorded.
+        A difference must be seen on two rounds `reconcile_grace_s` apart (a runtime
+        converges in its own time); each repair is logged and recorded as an event."""
+        if not self._runtime_started:
+            return 0
+        mono = monotonic()
+        seen: set[str] = set()
+        repaired = 0
+
+        def confirmed(cid: str) -> bool:
+            seen.add(cid)
+            first = self._suspects.setdefault(cid, mono)
+            return mono - first >= self.reconcile_grace_s
+
+        clusters = await self.store.run_read(lambda: self.store.list_clusters(
+            None, statuses=("pending", "running", "stopped")))
+        for c in clusters:
+            live = [s for s in self.runtime.replicas(c.id)
+                    if s.phase in ("Pending", "Running", "Unknown")]
+            if c.status in ACCRUING:
+                wrong = not self.runtime.replicas(c.id) and c.replicas > 0
+                what = f"is {c.status} but the runtime runs none of its {c.replicas} replicas"
+            else:
+                wrong = bool(live)
+                what = f"is stopped but the runtime still runs {len(live)} replicas"
+            if not wrong or not confirmed(c.id):
+                continue
+            async with self._locked(c.account_id):
+                fresh = self.store.cluster(c.id)
+                if fresh is None or fresh.status != c.status:
+                    continue
+                log.warning("reconcile: cluster %s %s; putting the runtime back", c.id, what)
+                try:
+                    await self.runtime.apply(self.spec_for(fresh))
+                except Exception as exc:
+                    log.warning("reconcile: could not repair cluster %s: %s", c.id, exc)
+                    continue
+                now = self.now()
+                message = (f"the runtime differed from the record (the cluster {what}); "
+                           "it was put back")
+
+                def record(f: Cluster = fresh, m: str = message, t: int = now) -> Event:
+                    return self._event(f, "reconciled", m, t)
+
+                ev = await self._commit(record)
+            self._suspects.pop(c.id, None)
+            self._notify_event(ev)
+            repaired += 1
+        ids = getattr(self.runtime, "cluster_ids", None)
+        if ids is not None:
+            for cid in list(ids()):
+                with self._early_lock:
+                    launching = cid in self._early_events
+                if launching:
+                    continue
+                known = self.store.cluster(cid)
+                if known is not None and known.status not in TERMINAL:
+                    continue
+                if not confirmed(cid):
+                    continue
+                log.warning("reconcile: the runtime runs cluster %s, which is %s in the store; "
+                            "removing it", cid, "unknown" if known is None else known.status)
+                try:
+                    await self.runtime.terminate(cid)
+                except Exception as exc:
+                    log.warning("reconcile: could not remove cluster %s: %s", cid, exc)
+                    continue
+                self._suspects.pop(cid, None)
+                repaired += 1
+        for cid in set(self._suspects) - seen:
+            del self._suspects[cid]
+        return repaired
+
     async def tick(self) -> None:
-        """One reaper round: expiry, warnings, charges, retries, pruning."""
+        """One reaper round: expiry, warnings, charges, retries, repairs, pruning."""
         await self.expire_due()
-        self.warn_expiring()
+        await self.warn_expiring()
         await self.post_charges()
         if self._runtime_started:
-            for c in self.store.list_clusters(None, statuses=("terminating",)):
+            terminating = await self.store.run_read(
+                lambda: self.store.list_clusters(None, statuses=("terminating",)))
+            for c in terminating:
                 async with self._locked(c.account_id):
                     await self._finish_terminating(c)
+        await self.reconcile()
         now = self.now()
-        with self.store.tx():
+
+        def prune() -> None:
             self.store.prune_idempotency(now)
             self.store.prune_console_sessions(now)
+
+        await self._commit(prune)
 
     async def _reaper(self) -> None:
         while True:
@@ -964,16 +1195,26 @@ class ClusterService:
         """Reconcile after a start: expire what expired while down (charging only up to
         expires_at), resume accrual of clusters a clean shutdown suspended, hand the
         runtime the clusters it should run, start the reaper."""
+        latest = await self.store.run_read(self.store.latest_time)
+        if latest is not None:
+            if latest > to_us(self.clock.now()):
+                log.warning("the clock reads earlier than the last recorded time by %.1f s; "
+                            "time is counted from the record, never backwards",
+                            (latest - to_us(self.clock.now())) / US)
+            self._last_now = max(self._last_now, latest)
         now = self.now()
-        self.store.end_open_kept_sessions("backend_restart", now)
+        await self._commit(lambda: self.store.end_open_kept_sessions("backend_restart", now))
         await self.expire_due()
-        with self.store.tx():
+
+        def resume_accrual() -> None:
             for c in self.store.list_clusters(None, statuses=ACCRUING):
                 if c.suspended:
                     c.suspended = False
                     self.store.open_segment(c.id, now, self._hourly(c))
-                    c.last_charge_at = now
+                    c.last_charge_at = max(c.last_charge_at, now)
                     self.store.update_cluster(c)
+
+        await self._commit(resume_accrual)
         await self._start_runtime()
         if background:
             self._task = asyncio.create_task(self._reaper(), name="ecolink-reaper")
@@ -995,8 +1236,10 @@ class ClusterService:
             before = c.status
             self._derive_status(c, now)
             if c.status != before:
-                with self.store.tx():
+                def save(c: Cluster = c) -> None:
                     self.store.update_cluster(c)
+
+                await self._commit(save)
             if self.tracker is not None and c.status in ACCRUING:
                 self.tracker.track(c.id)
 
@@ -1012,17 +1255,20 @@ class ClusterService:
         for t in list(self._background):
             t.cancel()
         now = self.now()
+
+        def final() -> None:
+            for c in self.store.list_clusters(None, statuses=ACCRUING):
+                if c.suspended:
+                    continue
+                if stop_replicas:
+                    self._stop_accruing(c, now, now)
+                    c.suspended = True
+                else:
+                    self._settle(c, now, now)
+                self.store.update_cluster(c)
+
         try:
-            with self.store.tx():
-                for c in self.store.list_clusters(None, statuses=ACCRUING):
-                    if c.suspended:
-                        continue
-                    if stop_replicas:
-                        self._stop_accruing(c, now, now)
-                        c.suspended = True
-                    else:
-                        self._settle(c, now, now)
-                    self.store.update_cluster(c)
+            await self._commit(final)
         except Exception:
             log.exception("posting the final charges failed")
         try:
@@ -1031,41 +1277,77 @@ class ClusterService:
             log.exception("runtime shutdown failed")
 
     # ------------------------------------------------------------------ RuntimeListener
+    # The runtime calls these on the event loop: they read, and hand any write to a
+    # task (the writer thread), so that a locked database never stalls the runtime.
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def replicas_changed(self, cluster_id: str, replicas: Sequence[ReplicaState]) -> None:
         c = self.store.cluster(cluster_id)
         if c is None:
             return
         before = c.status
         now = self.now()
-        self._derive_status(c, now)
-        if c.status != before and not self.store.in_tx:
-            with self.store.tx():
-                fresh = self.store.cluster(cluster_id)
-                if fresh is not None and fresh.status == before:
-                    fresh.status, fresh.started_at = c.status, c.started_at
-                    self.store.update_cluster(fresh)
-                    c = fresh
+        self._derive_status(c, now, replicas)
+        if c.status != before:
+            self._spawn(self._save_status(cluster_id, before, c.status, c.started_at))
         self._notify_cluster(c)
+
+    async def _save_status(self, cluster_id: str, before: str, status: str,
+                           started_at: int | None) -> None:
+        def body() -> Cluster | None:
+            fresh = self.store.cluster(cluster_id)
+            if fresh is None or fresh.status != before:
+                return None
+            fresh.status, fresh.started_at = status, started_at
+            self.store.update_cluster(fresh)
+            return fresh
+
+        try:
+            fresh = await self._commit(body)
+        except StoreUnavailableError:
+            log.warning("could not record that cluster %s is %s; the next change will",
+                        cluster_id, status)
+            return
+        if fresh is not None:
+            self._notify_cluster(fresh)
 
     def runtime_event(self, cluster_id: str, kind: str, message: str,
                       replica: str | None = None) -> None:
         now = self.now()
-        if cluster_id in self._early_events:
-            self._early_events[cluster_id].append((now, kind, message, replica))
+        with self._early_lock:
+            early = self._early_events.get(cluster_id)
+            if early is not None:
+                early.append((now, kind, message, replica))
+                return
+        self._spawn(self._save_event(cluster_id, now, kind, message, replica))
+
+    async def _save_event(self, cluster_id: str, now: int, kind: str, message: str,
+                          replica: str | None) -> None:
+        def body() -> Event | None:
+            with self._early_lock:
+                early = self._early_events.get(cluster_id)
+                if early is not None:  # a launch that has not committed yet
+                    early.append((now, kind, message, replica))
+                    return None
+            c = self.store.cluster(cluster_id)
+            if c is None:
+                return None
+            return self._event(c, kind, message, now, replica)
+
+        try:
+            ev = await self._commit(body)
+        except StoreUnavailableError:
+            log.warning("could not record the event %s of cluster %s: %s", kind, cluster_id,
+                        message)
             return
-        c = self.store.cluster(cluster_id)
-        if c is None:
-            return
-        if self.store.in_tx:
-            return  # cannot happen: transactions never span an await
-        with self.store.tx():
-            ev = self._event(c, kind, message, now, replica)
-        self._notify_event(ev)
+        if ev is not None:
+            self._notify_event(ev)
 
     def cluster_failed(self, cluster_id: str, message: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._fail(cluster_id, message))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self._fail(cluster_id, message))
 
     async def _fail(self, cluster_id: str, message: str) -> None:
         c = self.store.cluster(cluster_id)
@@ -1073,17 +1355,23 @@ class ClusterService:
             return
         async with self._locked(c.account_id):
             now = self.now()
-            with self.store.tx():
-                fresh = self.store.cluster(cluster_id)
-                if fresh is None or fresh.status not in ACCRUING:
-                    return
-                c = fresh
+
+            def body() -> tuple[Cluster, Event] | None:
+                c = self.store.cluster(cluster_id)
+                if c is None or c.status not in ACCRUING:
+                    return None
                 self._stop_accruing(c, now, now)
                 self._release(c, "failed: release the unused hold", now)
                 c.status = "failed"
                 c.status_reason = "error"
                 self.store.update_cluster(c)
                 ev = self._event(c, "replica_failed", f"the cluster failed: {message}", now)
+                return c, ev
+
+            done = await self._commit(body)
+        if done is None:
+            return
+        c, ev = done
         if self.tracker is not None:
             self.tracker.untrack(c.id)
         self._notify_cluster(c)

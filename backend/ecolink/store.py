@@ -2,8 +2,15 @@
 
 Holds accounts, API keys (hashed), console sessions, clusters and their time
 segments, the append-only ledger, events, idempotency records and kept shell
-session records. Migrations run on open. All calls are synchronous and short; the
-service layer groups each action's writes in one `tx()` so they commit together.
+session records. Migrations run on open. The calls are synchronous; the service
+layer groups each action's writes in one `tx()` so they commit together.
+
+One writer, many readers: `tx()` uses the one write connection (behind a lock, so
+one transaction at a time in this process); reads outside a transaction use a
+connection of their own thread, which WAL lets read while a writer (of this process
+or another) holds the write lock. An event loop never calls the store directly:
+`run_write` runs a transaction in the single writer thread and `run_read` runs reads
+in a small pool, so a locked or slow database delays those calls only.
 
 Times are integer microseconds since the Unix epoch (UTC); money integer
 micro-dollars.
@@ -11,6 +18,7 @@ micro-dollars.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -18,21 +26,32 @@ import hmac
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ecolink.billing import LedgerKind, Segment, apply_posting
+from ecolink.billing import LedgerKind, Segment, apply_posting, segment_start
 
 KEY_PREFIX_LEN = 12  # "eco_" + 8 characters, shown by `keys list`
 SESSION_TTL_US = 12 * 3600 * 1_000_000
 IDEMPOTENCY_TTL_US = 24 * 3600 * 1_000_000
 
 
+T = TypeVar("T")
+BUSY_TIMEOUT_MS = 10_000
+
+
 class StoreError(Exception):
     pass
+
+
+class StoreBusy(StoreError):
+    """The database could not be written (locked past the busy timeout, or a disk
+    error); the transaction was rolled back, so nothing of it was stored."""
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -319,22 +338,71 @@ def new_id(prefix: str) -> str:
 class Store:
     """The SQLite database of one state directory."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL",
+                 busy_timeout_ms: int = BUSY_TIMEOUT_MS, readers: int = 4) -> None:
         self.path = str(path)
-        self._conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-        )
-        self._conn.execute("PRAGMA foreign_keys = ON")
+        self.busy_timeout_ms = busy_timeout_ms
+        self._writer = self._connect()
         if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._writer.execute("PRAGMA journal_mode = WAL")
         # FULL: a committed ledger entry survives even a power cut, not only a crash.
-        self._conn.execute(f"PRAGMA synchronous = {synchronous}")
-        self._conn.execute("PRAGMA busy_timeout = 10000")
-        self._in_tx = False
+        self._writer.execute(f"PRAGMA synchronous = {synchronous}")
+        self._wlock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="ecolink-db-writer")
+        self._read_pool = ThreadPoolExecutor(readers, thread_name_prefix="ecolink-db-reader")
         self._migrate()
 
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=self.busy_timeout_ms / 1000)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The writer inside this thread's transaction, else this thread's reader (an
+        in-memory database has one connection only)."""
+        if getattr(self._local, "in_tx", False) or self.path == ":memory:":
+            return self._writer
+        conn: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            self._local.reader = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
     def close(self) -> None:
-        self._conn.close()
+        self._write_pool.shutdown(wait=True)
+        self._read_pool.shutdown(wait=True)
+        with self._readers_lock:
+            for conn in self._readers:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._readers.clear()
+        self._writer.close()
+
+    # -- off the event loop --------------------------------------------------
+    async def run_write(self, fn: Callable[[], T]) -> T:
+        """Run `fn` inside one transaction, in the writer thread (an in-memory database,
+        which has one connection and no lock to wait for, runs it here)."""
+        def job() -> T:
+            with self.tx():
+                return fn()
+        if self.path == ":memory:":
+            return job()
+        return await asyncio.get_running_loop().run_in_executor(self._write_pool, job)
+
+    async def run_read(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (reads only) in a reader thread."""
+        if self.path == ":memory:":
+            return fn()
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, fn)
 
     # -- schema ------------------------------------------------------------
     def schema_version(self) -> int:
@@ -359,26 +427,41 @@ class Store:
     # -- transactions ------------------------------------------------------
     @contextlib.contextmanager
     def tx(self) -> Iterator[None]:
-        """One write transaction; everything inside commits together or not at all."""
-        if self._in_tx:
+        """One write transaction; everything inside commits together or not at all.
+
+        A database that stays locked past the busy timeout, or fails to commit, raises
+        `StoreBusy` after rolling back: nothing of the transaction was stored."""
+        if getattr(self._local, "in_tx", False):
             raise StoreError("nested transaction")
-        self._conn.execute("BEGIN IMMEDIATE")
-        self._in_tx = True
-        try:
-            yield
-        except BaseException:
-            self._in_tx = False
-            self._conn.execute("ROLLBACK")
-            raise
-        self._in_tx = False
-        self._conn.execute("COMMIT")
+        with self._wlock:
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreBusy(f"the database cannot be written: {exc}") from exc
+            self._local.in_tx = True
+            try:
+                yield
+                self._before_commit()
+                self._writer.execute("COMMIT")
+            except BaseException as exc:
+                self._local.in_tx = False
+                with contextlib.suppress(sqlite3.Error):
+                    self._writer.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise StoreBusy(f"the database cannot be written: {exc}") from exc
+                raise
+            finally:
+                self._local.in_tx = False
+
+    def _before_commit(self) -> None:
+        """A seam for tests that make a commit fail."""
 
     @property
     def in_tx(self) -> bool:
-        return self._in_tx
+        return bool(getattr(self._local, "in_tx", False))
 
     def _write(self) -> None:
-        if not self._in_tx:
+        if not self.in_tx:
             raise StoreError("writes need a transaction")
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
@@ -663,13 +746,27 @@ class Store:
         ).fetchone()
         return int(row[0])
 
+    def latest_time(self) -> int | None:
+        """The latest instant the database records (ledger, segments, charges): a
+        restarted backend never counts time from before it."""
+        row = self._conn.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(at) FROM ledger), 0),"
+            " COALESCE((SELECT MAX(MAX(start_at, COALESCE(end_at, 0))) FROM cluster_segments), 0),"
+            " COALESCE((SELECT MAX(last_charge_at) FROM clusters), 0))"
+        ).fetchone()
+        return int(row[0]) if row and row[0] else None
+
     # -- segments ------------------------------------------------------------
-    def open_segment(self, cluster_id: str, start: int, hourly_rate: int) -> None:
+    def open_segment(self, cluster_id: str, start: int, hourly_rate: int) -> int:
+        """Open a time segment at `start`, or where the previous one ended if that is
+        later (see `billing.segment_start`); returns where it starts."""
         self._write()
+        start = segment_start(self.segments(cluster_id), start)
         self._conn.execute(
             "INSERT INTO cluster_segments (cluster_id, start_at, hourly_rate) VALUES (?, ?, ?)",
             (cluster_id, start, hourly_rate),
         )
+        return start
 
     def close_segment(self, cluster_id: str, end: int) -> None:
         self._write()
@@ -804,7 +901,7 @@ class Store:
 
     @contextlib.contextmanager
     def _maybe_tx(self) -> Iterator[None]:
-        if self._in_tx:
+        if self.in_tx:
             yield
         else:
             with self.tx():

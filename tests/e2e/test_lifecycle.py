@@ -24,9 +24,13 @@ MESSY = ("echo $$ > pid; sleep 1000 & "
 
 
 def pids_of(state_dir: Path, cid: str, names: list[str]) -> dict[str, int]:
+    from ecolink.clock import SystemClock
+    from ecolink.runtime.local import LocalRuntime
+
+    runtime = LocalRuntime(state_dir, SystemClock())  # where its replicas' files are
     out = {}
     for n in names:
-        f = state_dir / "replicas" / cid / n / "pid"
+        f = runtime.workdir(cid, n) / "pid"
         out[n] = int(f.read_text()) if f.exists() and f.read_text().strip() else 0
     return out
 

@@ -129,7 +129,7 @@ async def test_replicas_run_with_their_environment(rt, tmp_path):
     assert [r.name for r in rec.states["c1"]] == ["web-0", "web-1"]
     ports = set()
     for i in range(2):
-        info = tmp_path / "state" / "replicas" / "c1" / f"web-{i}" / "info"
+        info = runtime.workdir("c1", f"web-{i}") / "info"
         await until(lambda info=info: info.exists() and info.read_text().strip(), what="info")
         port, index, name, cid, home = info.read_text().split()
         assert (index, name, cid) == (str(i), f"web-{i}", "c1")
@@ -302,7 +302,7 @@ async def test_terminate_leaves_nothing_running(rt, tmp_path):
     runtime, rec = rt
     await runtime.apply(spec(startup_command=DAEMONS))
     await until(running(runtime, "c1", 2))
-    wd = tmp_path / "state" / "replicas" / "c1" / "web-0"
+    wd = runtime.workdir("c1", "web-0")
     await until(lambda: (wd / "daemon.pid").exists() and (wd / "bg.pid").exists()
                 and (wd / "daemon.pid").read_text().strip(), what="daemons")
     daemon = int((wd / "daemon.pid").read_text())
@@ -315,7 +315,7 @@ async def test_terminate_leaves_nothing_running(rt, tmp_path):
     assert not pid_alive(daemon) and not pid_alive(bg)
     assert runtime.processes_of("c1") == []
     assert runtime.replicas("c1") == []
-    assert not (tmp_path / "state" / "replicas" / "c1").exists()
+    assert not (runtime.files_root / "replicas" / "c1").exists()
     assert rec.states["c1"] == []
 
 
@@ -329,7 +329,7 @@ async def test_scale_down_scans_all_of_proc_once(rt, tmp_path, monkeypatch):
     s = spec(replicas=4, startup_command=DAEMONS)
     await runtime.apply(s)
     await until(running(runtime, "c1", 4))
-    wds = [tmp_path / "state" / "replicas" / "c1" / f"web-{i}" for i in (1, 2, 3)]
+    wds = [runtime.files_root / "replicas" / "c1" / f"web-{i}" for i in (1, 2, 3)]
     await until(lambda: all((w / "daemon.pid").exists() and (w / "daemon.pid").read_text().strip()
                             for w in wds), what="daemons")
     daemons = [int((w / "daemon.pid").read_text()) for w in wds]
@@ -353,7 +353,7 @@ async def test_crash_kills_what_the_run_left(rt, tmp_path):
     runtime, _ = rt
     cmd = "sh -c 'setsid sleep 303 & echo $! > d.pid'; sleep 0.3; exit 1"
     await runtime.apply(spec(replicas=1, startup_command=cmd))
-    wd = tmp_path / "state" / "replicas" / "c1" / "web-0"
+    wd = runtime.workdir("c1", "web-0")
     await until(lambda: (wd / "d.pid").exists() and (wd / "d.pid").read_text().strip())
     first = int((wd / "d.pid").read_text())
     await until(lambda: runtime.replicas("c1")[0].restarts >= 1)
@@ -469,7 +469,7 @@ async def test_shared_filesystem(rt, tmp_path):
     fs = tmp_path / "state" / "filesystems" / "model-weights"
     await until(lambda: (fs / "web-0").exists() and (fs / "web-1").exists())
     for name in ("web-0", "web-1"):
-        link = tmp_path / "state" / "replicas" / "c1" / name / "model-weights"
+        link = runtime.files_root / "replicas" / "c1" / name / "model-weights"
         assert link.is_symlink()
         assert sorted(p.name for p in link.iterdir()) == ["web-0", "web-1"]
 
@@ -482,7 +482,7 @@ async def test_exec_pipes_tty_and_exit_codes(rt):
         runtime, "c1", "web-1",
         ExecRequest(command=("sh", "-c", "echo out; echo err >&2; pwd; echo $ECO_REPLICA_NAME; exit 7")),
     )
-    assert out.split() == [b"out", str(Path(runtime.state_dir, "replicas/c1/web-1")).encode(), b"web-1"]
+    assert out.split() == [b"out", str(runtime.workdir("c1", "web-1")).encode(), b"web-1"]
     assert err == b"err\n" and code == 7
     out, err, code = await run_exec(
         runtime, "c1", "web-0",
@@ -525,21 +525,21 @@ async def test_start_replaces_what_an_earlier_backend_left(tmp_path):
     await first.start(Recorder(), [])
     await first.apply(s)
     await until(running(first, "c1", 2))
-    wd = tmp_path / "replicas" / "c1" / "web-0"
+    wd = first.workdir("c1", "web-0")
     await until(lambda: (wd / "bg.pid").exists() and (wd / "bg.pid").read_text().strip())
     old = set(first.replica_pids("c1").values()) | {int((wd / "bg.pid").read_text())}
     # As after a SIGKILL of the backend: the processes stay, the runtime is gone.
     await first.shutdown(stop_replicas=False)
     assert all(pid_alive(p) for p in old)
     # A stale cluster the store no longer knows is cleaned up too.
-    (tmp_path / "replicas" / "gone").mkdir()
+    (first.files_root / "replicas" / "gone").mkdir()
     second = LocalRuntime(tmp_path, SystemClock(), telemetry_source=SyntheticSource())
     rec = Recorder()
     await second.start(rec, [s])
     try:
         await until(running(second, "c1", 2))
         await until(lambda: not any(pid_alive(p) for p in old), what="old processes killed")
-        assert not (tmp_path / "replicas" / "gone").exists()
+        assert not (first.files_root / "replicas" / "gone").exists()
         assert set(second.replica_pids("c1").values()).isdisjoint(old)
     finally:
         await second.shutdown(stop_replicas=True)
@@ -567,7 +567,7 @@ async def test_real_gpus_are_partitioned_then_shared(tmp_path):
         cmd = 'echo "$CUDA_VISIBLE_DEVICES" > gpus; exec sleep 300'
         await runtime.apply(spec(gpu_count=2, startup_command=cmd))
         await until(running(runtime, "c1", 2))
-        wd = tmp_path / "replicas" / "c1"
+        wd = runtime.files_root / "replicas" / "c1"
         await until(lambda: all((wd / f"web-{i}" / "gpus").exists() for i in range(2)))
         seen = sorted((wd / f"web-{i}" / "gpus").read_text().strip() for i in range(2))
         assert seen == ["0,1", "2,3"]

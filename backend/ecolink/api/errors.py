@@ -32,7 +32,9 @@ _DESCRIPTIONS = {
          "(`insufficient_balance`)",
     413: "the request body is too large (`invalid_request`)",
     422: "a field is missing or out of range; `field` names it (`invalid_request`)",
-    503: "the runtime cannot be reached; nothing was changed (`runtime_unavailable`)",
+    503: "the runtime cannot be reached; nothing was changed (`runtime_unavailable`), or the "
+         "database cannot be written in time (`store_unavailable`; the message says "
+         "whether anything was changed)",
 }
 
 

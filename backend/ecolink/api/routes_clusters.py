@@ -81,10 +81,17 @@ def _base(ctx: AppContext, request: Request) -> str:
 
 def _renderer(ctx: AppContext, request: Request) -> Callable[[Any], dict[str, Any]]:
     base = _base(ctx, request)
+    last: list[tuple[Cluster, dict[str, Any]]] = []
 
     def render(c: Any) -> dict[str, Any]:
         assert isinstance(c, Cluster)
-        return cluster_json(ctx, c, base_url=base)
+        # The answer stored for an Idempotency-Key (rendered inside the action's
+        # transaction) and the answer sent are one and the same rendering.
+        if last and last[0][0] is c:
+            return last[0][1]
+        out = cluster_json(ctx, c, base_url=base)
+        last[:] = [(c, out)]
+        return out
 
     return render
 

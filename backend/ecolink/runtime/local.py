@@ -64,11 +64,20 @@ from ecolink.runtime.local_proc import (
     start_time,
     sweep_sync,
 )
+from ecolink.runtime.local_users import (
+    Credentials,
+    ReplicaUsers,
+    default_replica_root,
+    directory_size,
+    popen_credentials,
+    replica_uids_wanted,
+    searchable_path,
+)
 from ecolink.telemetry import GpuSource, detect_source
 
 log = logging.getLogger(__name__)
 
-Want = Literal["run", "restart", "remove"]
+Want = Literal["run", "restart", "remove", "over_quota"]
 
 
 def _describe_exit(code: int) -> str:
@@ -158,7 +167,8 @@ class _Replica:
         self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.removed = False
-        self.abandoned = False  # the backend shuts down and leaves the process running
+        self.abandoned = False
+        self.creds: Credentials | None = None  # the uid it runs as (None: the backend's)  # the backend shuts down and leaves the process running
 
     def state(self) -> ReplicaState:
         return ReplicaState(
@@ -196,6 +206,10 @@ class LocalRuntime(Runtime):
         probe_interval_s: float = 1.0,
         log_max_bytes: int = 8 * 1024 * 1024,
         log_backups: int = 3,
+        replica_uids: bool | None = None,
+        replica_root: Path | None = None,
+        disk_quota_bytes: int | None = None,
+        disk_check_interval_s: float = 10.0,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.clock = clock
@@ -208,6 +222,17 @@ class LocalRuntime(Runtime):
         self.probe_interval_s = probe_interval_s
         self.log_max_bytes = log_max_bytes
         self.log_backups = log_backups
+        # Replicas under their own uids (None: whenever the backend runs as root).
+        if replica_uids is None:
+            replica_uids = replica_uids_wanted()
+        self.users: ReplicaUsers | None = (
+            ReplicaUsers(self.state_dir, replica_root or default_replica_root(self.state_dir))
+            if replica_uids else None)
+        # Where replicas' own files live: outside the state dir when they run as others.
+        self.files_root = self.users.root if self.users is not None else self.state_dir
+        self.disk_quota_bytes = disk_quota_bytes
+        self.disk_check_interval_s = disk_check_interval_s
+        self._quota_task: asyncio.Task[None] | None = None
         # Marks every process of this state dir: a second backend on another state dir
         # never touches ours.
         self.rid = hashlib.blake2b(
@@ -232,8 +257,19 @@ class LocalRuntime(Runtime):
 
     # ------------------------------------------------------------------ paths
     def _workdir(self, cid: str, name: str | None = None) -> Path:
-        d = self.state_dir / "replicas" / cid
+        d = self.files_root / "replicas" / cid
         return d / name if name else d
+
+    def workdir(self, cluster_id: str, replica: str) -> Path:
+        """A replica's working dir (its HOME)."""
+        return self._workdir(cluster_id, replica)
+
+    def shared_filesystem_dir(self, name: str) -> Path:
+        if self.users is not None:
+            return self.users.shared_filesystem(name)
+        target = self.state_dir / "filesystems" / name
+        target.mkdir(parents=True, exist_ok=True)
+        return target.resolve()
 
     def _logs_dir(self, cid: str) -> Path:
         return self.state_dir / "logs" / cid
@@ -244,6 +280,10 @@ class LocalRuntime(Runtime):
     # ------------------------------------------------------------------ lifecycle
     async def start(self, listener: RuntimeListener, known: Sequence[ClusterSpec]) -> None:
         self._listener = listener
+        if self.users is not None:
+            await asyncio.to_thread(self.users.prepare)
+        if self.disk_quota_bytes is not None and self._quota_task is None:
+            self._quota_task = asyncio.create_task(self._quota_loop(), name="local-quota")
         self._subreaper = make_subreaper()
         self.info.details["subreaper"] = "yes" if self._subreaper else "no"
         self._ensure_pump()
@@ -251,7 +291,7 @@ class LocalRuntime(Runtime):
             self._reaper = asyncio.create_task(self._reap_loop(), name="local-reaper")
         # What an earlier backend left running: kill it all, then start afresh.
         roots: list[int] = []
-        replicas_root = self.state_dir / "replicas"
+        replicas_root = self.files_root / "replicas"
         known_ids = {s.cluster_id for s in known}
         if replicas_root.is_dir():
             for d in replicas_root.iterdir():
@@ -287,6 +327,30 @@ class LocalRuntime(Runtime):
             self._pump = LogPump()
         return self._pump
 
+    async def _quota_loop(self) -> None:
+        """Stop any replica whose working dir (its HOME) grew past the disk quota."""
+        quota = self.disk_quota_bytes
+        assert quota is not None
+        while True:
+            await asyncio.sleep(self.disk_check_interval_s)
+            for c in list(self._clusters.values()):
+                for r in list(c.replicas.values()):
+                    if r.phase != "Running" or r.want != "run":
+                        continue
+                    try:
+                        used = await asyncio.to_thread(directory_size, r.workdir, quota)
+                    except Exception:
+                        log.exception("disk check of %s failed", r.name)
+                        continue
+                    if used > quota and r.want == "run":
+                        mib = 1024 * 1024
+                        r.reason = (f"stopped: its files grew past the disk quota "
+                                    f"({used // mib} MiB used, quota {quota // mib} MiB)")
+                        log.warning("replica %s of %s: %s", r.name, c.spec.cluster_id,
+                                    r.reason)
+                        r.want = "over_quota"
+                        r.wake.set()
+
     async def _reap_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
@@ -318,6 +382,11 @@ class LocalRuntime(Runtime):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
             self._reaper = None
+        if self._quota_task is not None:
+            self._quota_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._quota_task
+            self._quota_task = None
         if self._pump is not None:
             await asyncio.to_thread(self._pump.stop)
             self._pump = None
@@ -359,6 +428,10 @@ class LocalRuntime(Runtime):
         c = self._clusters.get(cluster_id)
         return self._states(c) if c else []
 
+    def cluster_ids(self) -> list[str]:
+        """The clusters this runtime keeps (running or stopped), for reconciliation."""
+        return list(self._clusters)
+
     # ------------------------------------------------------------------ apply
     async def apply(self, spec: ClusterSpec) -> None:
         c = self._clusters.get(spec.cluster_id)
@@ -397,16 +470,23 @@ class LocalRuntime(Runtime):
         name = f"{spec.name}-{index}"
         workdir = self._workdir(spec.cluster_id, name)
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        creds = None
+        if self.users is not None:
+            creds = self.users.credentials(spec.account_id)
+            self.users.own_workdir(workdir, creds)
         for fs in spec.shared_filesystems:
-            target = self.state_dir / "filesystems" / fs
-            target.mkdir(parents=True, exist_ok=True)
+            target = self.shared_filesystem_dir(fs)
             link = workdir / fs
             if not link.is_symlink():
                 with contextlib.suppress(FileExistsError):
-                    link.symlink_to(target.resolve(), target_is_directory=True)
+                    link.symlink_to(target, target_is_directory=True)
+                if creds is not None:
+                    with contextlib.suppress(OSError):
+                        os.lchown(link, creds.uid, creds.gid)
         logs = LogSet(self._logs_dir(spec.cluster_id) / name, self.log_max_bytes, self.log_backups)
         uid = f"{self.rid}.{spec.cluster_id}.{name}.{secrets.token_hex(4)}"
         r = _Replica(c, index, uid, free_port(), self._gpus.take(spec.gpu_count), workdir, logs)
+        r.creds = creds
         r.task = asyncio.create_task(self._supervise(c, r), name=f"replica-{name}")
         return r
 
@@ -430,7 +510,10 @@ class LocalRuntime(Runtime):
         )
         env[MARKER] = r.uid
         for fs in spec.shared_filesystems:
-            env[fs_env_name(fs)] = str((self.state_dir / "filesystems" / fs).resolve())
+            env[fs_env_name(fs)] = str(self.shared_filesystem_dir(fs))
+        if r.creds is not None:
+            env["USER"] = env["LOGNAME"] = f"replica{r.creds.uid}"
+            env["PATH"] = searchable_path(env.get("PATH", os.defpath))
         return env
 
     def _write_record(self, c: _Cluster) -> None:
@@ -451,6 +534,7 @@ class LocalRuntime(Runtime):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(rec))
+            os.chmod(tmp, 0o600)
             os.replace(tmp, path)
 
     # ------------------------------------------------------------------ supervision
@@ -459,6 +543,8 @@ class LocalRuntime(Runtime):
         env = self._env(c, r)
         if spec.startup_command:
             argv = ["sh", "-c", spec.startup_command]
+        elif self.users is not None:
+            argv = self.users.demo_argv()
         else:
             argv = [sys.executable, "-m", "ecolink.demo_service"]
             env["PYTHONPATH"] = os.pathsep.join(
@@ -479,6 +565,7 @@ class LocalRuntime(Runtime):
                 env=env,
                 start_new_session=True,
                 close_fds=True,
+                **popen_credentials(r.creds),
             )
         except BaseException:
             os.close(read_fd)
@@ -521,6 +608,15 @@ class LocalRuntime(Runtime):
                 if r.want == "remove":
                     break
                 if r.want == "restart":
+                    continue
+                if r.want == "over_quota":
+                    # Stopped for filling its disk: not restarted until asked to.
+                    await self._kill_leftovers(r)
+                    reason = r.reason or "over its disk quota"
+                    self._set(r, phase="Failed", ready=False, reason=reason)
+                    self._event(c, "replica_failed", f"{r.name} stopped: {reason}", r.name)
+                    self._check_cluster_failed(c)
+                    await r.wake.wait()
                     continue
                 # The process ended on its own: a crash (as for a container, even exit 0).
                 await self._kill_leftovers(r)
@@ -730,7 +826,7 @@ class LocalRuntime(Runtime):
     async def exec(self, cluster_id: str, replica: str, request: ExecRequest) -> ExecStream:
         c, r = self._lookup(cluster_id, replica)
         env = self._env(c, r)
-        return spawn_exec(request, cwd=r.workdir, env=env)
+        return spawn_exec(request, cwd=r.workdir, env=env, creds=r.creds)
 
     def logs(
         self, cluster_id: str, replica: str, *, tail: int | None, follow: bool, previous: bool

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ecolink.runtime.base import STDERR, STDOUT, ExecRequest, ExecResult, ExecStream
 from ecolink.runtime.local_proc import ChildExit
+from ecolink.runtime.local_users import Credentials, popen_credentials
 
 CHUNK = 64 * 1024
 # After the process exits, output still in flight (a PTY hands data over
@@ -236,8 +237,11 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def spawn_exec(request: ExecRequest, *, cwd: Path, env: Mapping[str, str]) -> LocalExec:
-    """Start `request` in a replica's directory with its environment."""
+def spawn_exec(request: ExecRequest, *, cwd: Path, env: Mapping[str, str],
+               creds: Credentials | None = None) -> LocalExec:
+    """Start `request` in a replica's directory with its environment, as the uid its
+    replica runs as (`creds`; None: the backend's own)."""
+    as_replica = popen_credentials(creds)
     argv = list(request.command) if request.command else login_shell_argv()
     full_env = dict(env)
     full_env.update(dict(request.env))
@@ -245,6 +249,10 @@ def spawn_exec(request: ExecRequest, *, cwd: Path, env: Mapping[str, str]) -> Lo
         full_env.setdefault("TERM", "xterm-256color")
         master, slave = pty.openpty()
         try:
+            if creds is not None:
+                # Its terminal is its own: programs that reopen /dev/tty need that.
+                os.fchown(slave, creds.uid, creds.gid)
+                os.fchmod(slave, 0o620)
             set_winsize(master, request.width, request.height)
             proc = subprocess.Popen(
                 argv,
@@ -256,6 +264,7 @@ def spawn_exec(request: ExecRequest, *, cwd: Path, env: Mapping[str, str]) -> Lo
                 start_new_session=True,
                 preexec_fn=_set_ctty,
                 close_fds=True,
+                **as_replica,
             )
         except BaseException:
             os.close(master)
@@ -283,6 +292,7 @@ def spawn_exec(request: ExecRequest, *, cwd: Path, env: Mapping[str, str]) -> Lo
             env=full_env,
             start_new_session=True,
             close_fds=True,
+            **as_replica,
         )
     except BaseException:
         for fd in (stdin_w, out_r, err_r):

@@ -1,0 +1,154 @@
+"""A locked database never freezes the event loop, and an action whose commit fails
+happens not at all (a real `ecolink serve`, the local runtime).
+
+Another process takes SQLite's write lock (`BEGIN IMMEDIATE`) and holds it:
+- for 8 s, under the default busy timeout: `/healthz` answers within 0.5 s all along,
+  clusters and the account can be read, and a write waits and succeeds;
+- for longer than a short busy timeout (`--db-busy-timeout 1`): terminate, stop,
+  scale and resume answer 503 `store_unavailable` saying nothing was changed, the
+  cluster keeps (or gets back) its replicas, no money moves, and the same action
+  succeeds once the lock is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from reliability.support import check_money, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+LAUNCH = {"region": "us-east", "gpu_type": "L40S", "gpu_count": 1, "replicas": 2,
+          "image": "busybox:1.36", "estimated_duration_hours": 2,
+          "startup_command": "exec sleep 1000"}
+
+HOLDER = (
+    "import sqlite3, sys, time\n"
+    "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
+    "c.execute('BEGIN IMMEDIATE')\n"
+    "print('taken', flush=True)\n"
+    "time.sleep(float(sys.argv[2]))\n"
+    "c.execute('ROLLBACK')\n"
+)
+
+
+@contextlib.contextmanager
+def write_lock_held(db: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
+    """Another process holds the database's write lock for `seconds` from now."""
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(db), str(seconds)],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "taken"
+        yield p
+        p.wait(timeout=seconds + 10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def ready(api: httpx.Client, cid: str, n: int) -> dict[str, Any]:
+    return wait_for(lambda: (lambda c: c if c["status"] == "running" and c["ready_replicas"] == n
+                             else None)(api.get(f"/gpu-clusters/{cid}").json()),
+                    what=f"{n} ready replicas")
+
+
+def test_a_held_write_lock_never_freezes_the_api(ecolink_server: Any) -> None:
+    srv = ecolink_server
+    with srv.client() as api:
+        r = api.post("/gpu-clusters", json={**LAUNCH, "name": "locked"})
+        assert r.status_code == 201, r.text
+        cid = r.json()["id"]
+        ready(api, cid, 2)
+        health: list[float] = []
+        reads: list[int] = []
+        write: dict[str, Any] = {}
+
+        def extend() -> None:
+            with srv.client() as w:
+                t = time.monotonic()
+                resp = w.post(f"/gpu-clusters/{cid}/extend", json={"hours": 1})
+                write.update(status=resp.status_code, body=resp.json(),
+                             seconds=time.monotonic() - t)
+
+        with write_lock_held(srv.state_dir / "ecolink.db", 8.0):
+            t0 = time.monotonic()
+            writer = threading.Thread(target=extend)
+            writer.start()
+            with httpx.Client(base_url=srv.url, timeout=10) as h:
+                while time.monotonic() - t0 < 7.5:
+                    t = time.monotonic()
+                    assert h.get("/healthz").status_code == 200
+                    health.append(time.monotonic() - t)
+                    reads.append(api.get("/gpu-clusters").status_code)
+                    reads.append(api.get("/account").status_code)
+                    reads.append(api.get(f"/gpu-clusters/{cid}").status_code)
+                    time.sleep(0.1)
+            writer.join(timeout=30)
+        assert len(health) >= 20 and max(health) < 0.5, (len(health), max(health))
+        assert set(reads) == {200}
+        # The write waited for the lock, then went through.
+        assert write["status"] == 200, write
+        assert write["seconds"] > 1.0
+        assert write["body"]["estimated_duration_hours"] == 3
+        check_money(api)
+
+
+# action: (method, path, body, replicas launched)
+ACTIONS: dict[str, tuple[str, str, dict[str, Any] | None, int]] = {
+    "terminate": ("DELETE", "", None, 2),
+    "stop": ("POST", "/stop", None, 2),
+    "scale up": ("POST", "/scale", {"replicas": 3}, 2),
+    "scale down": ("POST", "/scale", {"replicas": 2}, 3),
+    "resume": ("POST", "/resume", None, 2),
+}
+
+
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_an_action_whose_commit_fails_leaves_the_cluster_whole(
+        ecolink_server_factory: Any, action: str) -> None:
+    srv = ecolink_server_factory(extra_args=["--db-busy-timeout", "1"])
+    method, path, body, n = ACTIONS[action]
+    with srv.client() as api:
+        r = api.post("/gpu-clusters", json={**LAUNCH, "name": "whole", "replicas": n})
+        assert r.status_code == 201, r.text
+        cid = r.json()["id"]
+        ready(api, cid, n)
+        if action == "resume":
+            assert api.post(f"/gpu-clusters/{cid}/stop").status_code == 200
+            wait_for(lambda: api.get(f"/gpu-clusters/{cid}").json()["status"] == "stopped")
+        before = api.get(f"/gpu-clusters/{cid}").json()
+        money = check_money(api)
+        entries = len(api.get("/account/ledger", params={"limit": 1000}).json()["entries"])
+
+        with write_lock_held(srv.state_dir / "ecolink.db", 4.0):
+            r = api.request(method, f"/gpu-clusters/{cid}{path}", json=body)
+            assert r.status_code == 503, r.text
+            err = r.json()["error"]
+            assert err["code"] == "store_unavailable"
+            assert "nothing was changed" in err["message"]
+
+        # As before: same status and count, its replicas back, no money moved.
+        after = api.get(f"/gpu-clusters/{cid}").json()
+        assert (after["status"], after["replicas"]) == (before["status"], before["replicas"])
+        if before["status"] == "running":
+            ready(api, cid, n)
+        else:
+            assert after["ready_replicas"] == 0
+        assert check_money(api)["account"]["balance"] == money["account"]["balance"]
+        assert len(api.get("/account/ledger", params={"limit": 1000}).json()["entries"]) \
+            == entries
+        # And it goes through once the database can be written.
+        r = api.request(method, f"/gpu-clusters/{cid}{path}", json=body)
+        assert r.status_code == 200, r.text
+        check_money(api)
