@@ -108,6 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ecolink.api.app import create_app
     from ecolink.api.context import AppContext
+    from ecolink.api.edge_rules import MAX_FRAME
     from ecolink.catalog import CatalogError, load_catalog
     from ecolink.clock import SystemClock
     from ecolink.service import ClusterService, local_filesystems
@@ -122,6 +123,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "give --tls-cert and --tls-key, or --insecure-http if something in front "
             "terminates TLS"
         )
+    service_domain = None
+    if args.service_domain:
+        from ecolink.api.edge_rules import normalize_suffix
+
+        try:
+            service_domain = normalize_suffix(args.service_domain)
+        except ValueError as exc:
+            raise CliError(f"--service-domain: {exc}") from None
     state_dir = state_dir_from(args.state_dir)
     lock_file = open(state_dir / "serve.lock", "a+")  # noqa: SIM115 - held while serving
     try:
@@ -185,6 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         catalog=catalog, telemetry=telemetry, sessions=sessions,
         public_url=(args.public_url or url).rstrip("/"), tls=tls,
         stop_replicas_on_shutdown=(args.runtime == "local"),
+        service_domain=service_domain,
     )
     app = create_app(ctx)
     config = uvicorn.Config(
@@ -196,6 +206,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
         access_log=args.access_log,
         proxy_headers=False,
+        # No WebSocket message larger than the largest any route takes is ever
+        # buffered; each route's own, smaller limit is the auth middleware's.
+        ws_max_size=MAX_FRAME,
     )
     redact_logs()  # after uvicorn.Config: it sets up its handlers
     server = uvicorn.Server(config)
@@ -469,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--catalog", default=None, help="catalog TOML file (default: built in)")
     s.add_argument("--public-url", default=None,
                    help="base of public service URLs (default: the address served on)")
+    s.add_argument("--service-domain", default=None, metavar="SUFFIX",
+                   help="serve each cluster's service URL on its own origin, "
+                        "gc-ID.SUFFIX (needs wildcard DNS and certificate for *.SUFFIX)")
     s.add_argument("--tls-cert", default=None)
     s.add_argument("--tls-key", default=None)
     s.add_argument("--insecure-http", action="store_true",
@@ -499,6 +515,16 @@ def build_parser() -> argparse.ArgumentParser:
     kr = ksub.add_parser("revoke", parents=[common])
     kr.add_argument("prefix")
 
+    se = sub.add_parser("sessions", parents=[common], help="manage console sessions")
+    sesub = se.add_subparsers(dest="sessions_cmd", required=True)
+    sl = sesub.add_parser("list", parents=[common])
+    sl.add_argument("--account", default=None)
+    sr = sesub.add_parser("revoke", parents=[common])
+    sr.add_argument("id", nargs="?", default=None, help="a session id (or its first characters)")
+    sr.add_argument("--account", default=None, help="every session of this account")
+    sr.add_argument("--key", default=None, metavar="PREFIX",
+                    help="every session minted by this key")
+
     f = sub.add_parser("filesystems", parents=[common], help="manage shared filesystems")
     fsub = f.add_subparsers(dest="fs_cmd", required=True)
     fc = fsub.add_parser("create", parents=[common])
@@ -527,6 +553,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_keys(args, sys.stdout)
         if args.cmd == "filesystems":
             return cmd_filesystems(args, sys.stdout)
+        if args.cmd == "sessions":
+            from ecolink.cli_sessions import cmd_sessions
+
+            return cmd_sessions(args, sys.stdout)
     except CliError as exc:
         print(f"ecolink: {exc}", file=sys.stderr)
         return 1
