@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 import httpx
+
 from reliability.support import wait_for
 
 LAUNCH = {"region": "us-east", "gpu_type": "L40S", "gpu_count": 1, "replicas": 2,
@@ -19,7 +20,6 @@ def launch_service(client: httpx.Client, name: str, **extra: Any) -> dict[str, A
     r = client.post("/gpu-clusters", json={**LAUNCH, "name": name, "expose": {"port": 8080},
                                            **extra})
     assert r.status_code == 201, r.text
-    cluster: dict[str, Any] = r.json()
     wait_for(lambda: client.get(f"/gpu-clusters/{name}").json()["ready_replicas"] == 2, 30,
              what=f"{name} ready")
     return client.get(f"/gpu-clusters/{name}").json()  # type: ignore[no-any-return]
