@@ -195,6 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         public_url=(args.public_url or url).rstrip("/"), tls=tls,
         stop_replicas_on_shutdown=(args.runtime == "local"),
         service_domain=service_domain,
+        max_websockets_per_account=args.max_websockets_per_account,
     )
     app = create_app(ctx)
     config = uvicorn.Config(
@@ -462,7 +463,16 @@ def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
 # --------------------------------------------------------------------------- parser
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from ecolink.api.edge_rules import MAX_WEBSOCKETS_PER_ACCOUNT
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", default=argparse.SUPPRESS,
                         help="state directory (default: $ECOLINK_STATE_DIR, else the XDG "
@@ -485,6 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--service-domain", default=None, metavar="SUFFIX",
                    help="serve each cluster's service URL on its own origin, "
                         "gc-ID.SUFFIX (needs wildcard DNS and certificate for *.SUFFIX)")
+    s.add_argument("--max-websockets-per-account", type=_positive_int,
+                   default=MAX_WEBSOCKETS_PER_ACCOUNT, metavar="N",
+                   help="WebSockets one account may hold open at once "
+                        f"(default {MAX_WEBSOCKETS_PER_ACCOUNT})")
     s.add_argument("--tls-cert", default=None)
     s.add_argument("--tls-key", default=None)
     s.add_argument("--insecure-http", action="store_true",

@@ -62,9 +62,18 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+def _int(text: str) -> int | float:
+    # No integer the API takes has more than 40 digits; a longer one is out of range
+    # (an infinity, refused by the field that gets it), not a reason to build a huge
+    # integer or to call valid JSON invalid.
+    if len(text.lstrip("-")) > 40:
+        return float("-inf") if text.startswith("-") else float("inf")
+    return int(text)
+
+
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants, parse_int=_int)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise MalformedRequest("the body is not valid JSON") from None
 
