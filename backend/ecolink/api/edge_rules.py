@@ -203,6 +203,10 @@ WATCH_FRAME_LIMIT = 8 * KIB
 EXEC_FRAME_LIMIT = MIB + 1
 SERVICE_FRAME_LIMIT = MIB
 DEFAULT_FRAME_LIMIT = 8 * KIB
+# What a replica may send to a client through a service WebSocket, per message (the
+# backend holds at most a few such messages per socket).
+SERVICE_UPSTREAM_FRAME_LIMIT = 16 * MIB
+SERVICE_UPSTREAM_QUEUE = 4
 # The most any route takes: what the server itself buffers at most per message.
 MAX_FRAME = max(WATCH_FRAME_LIMIT, EXEC_FRAME_LIMIT, SERVICE_FRAME_LIMIT, DEFAULT_FRAME_LIMIT)
 

@@ -31,7 +31,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ecolink.api.auth import require_ws_account
 from ecolink.api.context import AppContext, get_ctx
-from ecolink.api.edge_rules import strip_session_cookie
+from ecolink.api.edge_rules import (
+    SERVICE_UPSTREAM_FRAME_LIMIT,
+    SERVICE_UPSTREAM_QUEUE,
+    strip_session_cookie,
+)
 from ecolink.api.exec import close_quietly, deny_error
 from ecolink.errors import NotFound, RuntimeUnavailableError, Unauthenticated
 from ecolink.runtime.base import HostPort, ReplicaNotFound, RuntimeUnavailable
@@ -396,7 +400,8 @@ async def proxy_ws(websocket: WebSocket, id: str, path: str) -> None:
                 f"ws://{target.host}:{target.port}{upath}",
                 additional_headers=headers,
                 subprotocols=offered or None,  # type: ignore[arg-type]
-                max_size=None,
+                max_size=SERVICE_UPSTREAM_FRAME_LIMIT,
+                max_queue=SERVICE_UPSTREAM_QUEUE,
                 compression=None,
                 open_timeout=10,
                 ping_interval=None,
