@@ -93,8 +93,7 @@ def create_app(ctx: AppContext) -> FastAPI:
                                "description": "opens the service URLs "
                                               "/gpu-clusters/{id}/service/... only"},
         }
-        # The cookie opens none of the routes documented here.
-        schema["security"] = [{"apiKey": []}]
+        schema["security"] = [{"apiKey": []}, {"consoleSession": []}]
         for path, ops in schema.get("paths", {}).items():
             for method, op in ops.items():
                 if not isinstance(op, dict):
