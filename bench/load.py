@@ -65,13 +65,15 @@ class Backend:
                                str(self.state)], env=_env(), check=True, capture_output=True,
                               text=True).stdout
 
-    def start(self) -> None:
+    def start(self, websockets: int = 64) -> None:
         self.cli("accounts", "create", "load", "--credit", "1000000")
         self.key = self.cli("keys", "create", "--account", "load").split()[-1]
         log = open(self.state / "serve.out", "ab")  # noqa: SIM115 - the child holds it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ecolink", "serve", "--port", "0", "--runtime", "local",
-             "--state-dir", str(self.state)],
+             "--state-dir", str(self.state),
+             # One account holds every socket here: room for them all.
+             "--max-websockets-per-account", str(websockets)],
             env=_env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + 60
@@ -424,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             tmp = tempfile.TemporaryDirectory(prefix="ecolink-load-")
             backend = Backend(Path(tmp.name))
-            backend.start()
+            backend.start(websockets=max(64, args.exec + args.kept + args.watch + 16))
             assert backend.proc is not None
             url, key, pid = backend.url, backend.key, backend.proc.pid
         report = asyncio.run(run(args, url, key, pid))

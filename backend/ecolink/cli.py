@@ -109,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ecolink.api.app import create_app
     from ecolink.api.context import AppContext
+    from ecolink.api.edge_rules import MAX_FRAME
     from ecolink.catalog import CatalogError, load_catalog
     from ecolink.clock import SteadyClock, SystemClock
     from ecolink.service import ClusterService, local_filesystems
@@ -123,6 +124,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "give --tls-cert and --tls-key, or --insecure-http if something in front "
             "terminates TLS"
         )
+    service_domain = None
+    if args.service_domain:
+        from ecolink.api.edge_rules import normalize_suffix
+
+        try:
+            service_domain = normalize_suffix(args.service_domain)
+        except ValueError as exc:
+            raise CliError(f"--service-domain: {exc}") from None
     state_dir = state_dir_from(args.state_dir)
     lock_file = open(state_dir / "serve.lock", "a+")  # noqa: SIM115 - held while serving
     try:
@@ -202,6 +211,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         catalog=catalog, telemetry=telemetry, sessions=sessions,
         public_url=(args.public_url or url).rstrip("/"), tls=tls,
         stop_replicas_on_shutdown=(args.runtime == "local"),
+        service_domain=service_domain,
+        max_websockets_per_account=args.max_websockets_per_account,
     )
     app = create_app(ctx)
     config = uvicorn.Config(
@@ -213,6 +224,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
         access_log=args.access_log,
         proxy_headers=False,
+        # No WebSocket message larger than the largest any route takes is ever
+        # buffered; each route's own, smaller limit is the auth middleware's.
+        ws_max_size=MAX_FRAME,
     )
     redact_logs()  # after uvicorn.Config: it sets up its handlers
     server = uvicorn.Server(config)
@@ -494,7 +508,16 @@ def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
 # --------------------------------------------------------------------------- parser
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from ecolink.api.edge_rules import MAX_WEBSOCKETS_PER_ACCOUNT
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", default=argparse.SUPPRESS,
                         help="state directory (default: $ECOLINK_STATE_DIR, else the XDG "
@@ -514,6 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--catalog", default=None, help="catalog TOML file (default: built in)")
     s.add_argument("--public-url", default=None,
                    help="base of public service URLs (default: the address served on)")
+    s.add_argument("--service-domain", default=None, metavar="SUFFIX",
+                   help="serve each cluster's service URL on its own origin, "
+                        "gc-ID.SUFFIX (needs wildcard DNS and certificate for *.SUFFIX)")
+    s.add_argument("--max-websockets-per-account", type=_positive_int,
+                   default=MAX_WEBSOCKETS_PER_ACCOUNT, metavar="N",
+                   help="WebSockets one account may hold open at once "
+                        f"(default {MAX_WEBSOCKETS_PER_ACCOUNT})")
     s.add_argument("--tls-cert", default=None)
     s.add_argument("--tls-key", default=None)
     s.add_argument("--insecure-http", action="store_true",
@@ -555,6 +585,16 @@ def build_parser() -> argparse.ArgumentParser:
     kr = ksub.add_parser("revoke", parents=[common])
     kr.add_argument("prefix")
 
+    se = sub.add_parser("sessions", parents=[common], help="manage console sessions")
+    sesub = se.add_subparsers(dest="sessions_cmd", required=True)
+    sl = sesub.add_parser("list", parents=[common])
+    sl.add_argument("--account", default=None)
+    sr = sesub.add_parser("revoke", parents=[common])
+    sr.add_argument("id", nargs="?", default=None, help="a session id (or its first characters)")
+    sr.add_argument("--account", default=None, help="every session of this account")
+    sr.add_argument("--key", default=None, metavar="PREFIX",
+                    help="every session minted by this key")
+
     f = sub.add_parser("filesystems", parents=[common], help="manage shared filesystems")
     fsub = f.add_subparsers(dest="fs_cmd", required=True)
     fc = fsub.add_parser("create", parents=[common])
@@ -583,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_keys(args, sys.stdout)
         if args.cmd == "filesystems":
             return cmd_filesystems(args, sys.stdout)
+        if args.cmd == "sessions":
+            from ecolink.cli_sessions import cmd_sessions
+
+            return cmd_sessions(args, sys.stdout)
     except CliError as exc:
         print(f"ecolink: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,10 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 
 MICRO = 1_000_000
+# No amount of dollars or hours ecolink deals in comes near 10**30; past that (or
+# below 10**-30) a value is refused before any arithmetic, which could overflow the
+# decimal context ("1e999999" * 10**6) or build an integer of a million digits.
+MAX_MAGNITUDE = 30
 
 
 class MoneyError(ValueError):
@@ -39,22 +43,31 @@ def parse_decimal(value: object) -> Decimal:
     raise MoneyError("not a number")
 
 
+def _in_range(d: Decimal) -> Decimal:
+    if d and not -MAX_MAGNITUDE <= d.adjusted() <= MAX_MAGNITUDE:
+        raise MoneyError("out of range")
+    return d
+
+
+def _to_micros(value: object) -> int:
+    d = _in_range(parse_decimal(value))
+    try:
+        micros = d * MICRO
+        if micros != micros.to_integral_value():
+            raise MoneyError("more than 6 decimal places")
+        return int(micros)
+    except ArithmeticError:  # decimal's Overflow and friends
+        raise MoneyError("out of range") from None
+
+
 def usd_to_micros(value: object) -> int:
     """Dollars (number or string) to integer micro-dollars; more than 6 places is an error."""
-    d = parse_decimal(value)
-    micros = d * MICRO
-    if micros != micros.to_integral_value():
-        raise MoneyError("more than 6 decimal places")
-    return int(micros)
+    return _to_micros(value)
 
 
 def hours_to_micro_hours(value: object) -> int:
     """Hours (number or string) to integer micro-hours; finer than a micro-hour is an error."""
-    d = parse_decimal(value)
-    mh = d * MICRO
-    if mh != mh.to_integral_value():
-        raise MoneyError("more than 6 decimal places")
-    return int(mh)
+    return _to_micros(value)
 
 
 def format_usd(micros: int) -> str:

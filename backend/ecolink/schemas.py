@@ -73,6 +73,8 @@ def check_hours(value: object) -> int:
     try:
         mh = hours_to_micro_hours(value)
     except MoneyError as exc:
+        if str(exc) == "out of range":
+            raise ValueError("hours must be 0.01 to 720") from None
         raise ValueError(f"hours must be a decimal number with at most 6 places ({exc})") from exc
     if mh < 10_000:
         raise ValueError("hours must be at least 0.01")

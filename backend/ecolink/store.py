@@ -102,6 +102,19 @@ class ApiKeyInfo:
     last_used_at: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleSessionInfo:
+    id: str  # the first characters of the token's hash: names it, reveals nothing
+    account_id: str
+    account_name: str
+    key_prefix: str
+    created_at: int
+    expires_at: int
+
+
+SESSION_ID_LEN = 12
+
+
 @dataclass(slots=True)
 class Cluster:
     id: str
@@ -314,6 +327,13 @@ _MIGRATIONS: list[str] = [
         ended_at INTEGER
     );
     CREATE INDEX kept_sessions_cluster ON kept_sessions(cluster_id);
+    """,
+    # 2: a console session belongs to the API key that minted it and ends with it.
+    # Sessions minted before cannot be tied to a key: they end here.
+    """
+    DELETE FROM console_sessions;
+    ALTER TABLE console_sessions ADD COLUMN key_id INTEGER REFERENCES api_keys(id);
+    CREATE INDEX console_sessions_key ON console_sessions(key_id);
     """,
 ]
 
@@ -587,10 +607,16 @@ class Store:
         raise StoreError("could not draw a unique key")
 
     def account_for_key(self, key: str) -> Account | None:
+        found = self.authenticate_key(key)
+        return found[1] if found else None
+
+    def authenticate_key(self, key: str) -> tuple[int, Account] | None:
+        """The id of the active key `key` and its account, or None."""
         if not key.startswith("eco_") or len(key) > 200:
             return None
         row = self._conn.execute(
-            "SELECT account_id, key_hash FROM api_keys WHERE prefix = ? AND revoked_at IS NULL",
+            "SELECT account_id, key_hash, id FROM api_keys"
+            " WHERE prefix = ? AND revoked_at IS NULL",
             (key[:KEY_PREFIX_LEN],),
         ).fetchone()
         # Hash anyway when the prefix is unknown so both paths cost the same.
@@ -598,7 +624,8 @@ class Store:
         stored = row[1] if row else hash_secret("eco_" + "x" * 43)
         if not hmac.compare_digest(candidate, stored) or row is None:
             return None
-        return self.account(row[0])
+        acct = self.account(row[0])
+        return (int(row[2]), acct) if acct is not None else None
 
     def api_keys(self) -> list[ApiKeyInfo]:
         rows = self._conn.execute(
@@ -624,30 +651,76 @@ class Store:
         self._conn.executemany(
             "UPDATE api_keys SET revoked_at = ? WHERE prefix = ?", [(now, p) for p in found]
         )
+        # The key's console sessions end with it (they would no longer authenticate
+        # anyway: a session is checked against its key on every use).
+        self._conn.executemany(
+            "DELETE FROM console_sessions WHERE key_id IN"
+            " (SELECT id FROM api_keys WHERE prefix = ?)", [(p,) for p in found]
+        )
         return found
 
     # -- console sessions ----------------------------------------------------
-    def create_console_session(self, account_id: str, now: int) -> tuple[str, int]:
+    def create_console_session(self, account_id: str, now: int, key_id: int) -> tuple[str, int]:
+        """A new session of the account, tied to the API key `key_id` that mints it."""
         self._write()
         token = secrets.token_urlsafe(32)
         expires = now + SESSION_TTL_US
         self._conn.execute(
-            "INSERT INTO console_sessions (token_hash, account_id, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?)",
-            (hash_secret(token), account_id, now, expires),
+            "INSERT INTO console_sessions (token_hash, account_id, created_at, expires_at,"
+            " key_id) VALUES (?, ?, ?, ?, ?)",
+            (hash_secret(token), account_id, now, expires, key_id),
         )
         return token, expires
 
     def account_for_session(self, token: str, now: int) -> Account | None:
+        """The session's account while the session lives and the key that minted it
+        is not revoked (checked on every use: a revocation in any process that shares
+        the database ends the session at once)."""
         if not token or len(token) > 200:
             return None
         row = self._conn.execute(
-            "SELECT account_id, expires_at FROM console_sessions WHERE token_hash = ?",
+            "SELECT s.account_id, s.expires_at FROM console_sessions s"
+            " JOIN api_keys k ON k.id = s.key_id AND k.revoked_at IS NULL"
+            " AND k.account_id = s.account_id WHERE s.token_hash = ?",
             (hash_secret(token),),
         ).fetchone()
         if row is None or row[1] <= now:
             return None
         return self.account(row[0])
+
+    def console_sessions(self, now: int) -> list[ConsoleSessionInfo]:
+        """The live console sessions, oldest first."""
+        rows = self._conn.execute(
+            "SELECT substr(s.token_hash, 1, ?), s.account_id, a.name, k.prefix, s.created_at,"
+            " s.expires_at FROM console_sessions s JOIN accounts a ON a.id = s.account_id"
+            " JOIN api_keys k ON k.id = s.key_id AND k.revoked_at IS NULL"
+            " WHERE s.expires_at > ? ORDER BY s.created_at, s.token_hash",
+            (SESSION_ID_LEN, now),
+        ).fetchall()
+        return [ConsoleSessionInfo(*r) for r in rows]
+
+    def revoke_console_sessions(self, *, id_prefix: str | None = None,
+                                account_id: str | None = None,
+                                key_prefix: str | None = None) -> int:
+        """End the sessions matching every given filter (at least one); their count."""
+        self._write()
+        where: list[str] = []
+        params: list[Any] = []
+        if id_prefix is not None:
+            like = id_prefix.lower().replace("%", "").replace("_", "") + "%"
+            where.append("token_hash LIKE ?")
+            params.append(like)
+        if account_id is not None:
+            where.append("account_id = ?")
+            params.append(account_id)
+        if key_prefix is not None:
+            where.append("key_id IN (SELECT id FROM api_keys WHERE prefix = ?)")
+            params.append(key_prefix)
+        if not where:
+            raise StoreError("say which sessions to end")
+        cur = self._conn.execute(
+            "DELETE FROM console_sessions WHERE " + " AND ".join(where), params)
+        return int(cur.rowcount)
 
     def delete_console_session(self, token: str) -> None:
         self._write()

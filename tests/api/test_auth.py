@@ -91,12 +91,25 @@ def test_console_session_cookie(shared_ecolink_server: Any) -> None:
         assert "httponly" in low and "samesite=strict" in low and "max-age=43200" in low
         assert "secure" not in low.replace("samesite", "")  # plain HTTP on loopback
         token = r.cookies["eco_session"]
+    # The cookie opens service URLs only (tests/security): never the API, and it
+    # cannot mint another session or end itself without a key.
     browser = httpx.Client(base_url=url, cookies={"eco_session": token})
-    assert browser.get("/account").json()["name"] == "test"
-    r = browser.delete("/auth/session")
-    assert r.status_code == 204
-    browser.cookies.clear()
-    _is_401(httpx.get(url + "/account", cookies={"eco_session": token}))
+    _is_401(browser.get("/account"))
+    _is_401(browser.post("/auth/session"))
+    _is_401(browser.delete("/auth/session"))
+    with shared_ecolink_server.client() as c:
+        r = c.delete("/auth/session", headers={"Cookie": f"eco_session={token}"})
+        assert r.status_code == 204
+        assert "max-age=0" in r.headers["set-cookie"].lower()
+        store = shared_ecolink_server.store()
+        try:
+            from ecolink.clock import SystemClock
+            from ecolink.store import to_us
+
+            assert store.account_for_session(token, to_us(SystemClock().now())) is None
+        finally:
+            store.close()
+    browser.close()
 
 
 def test_watch_refuses_bad_credentials_before_the_upgrade(shared_ecolink_server: Any) -> None:

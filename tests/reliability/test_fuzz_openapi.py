@@ -379,16 +379,22 @@ def _refused(srv: Any, path: str, subprotocols: list[str]) -> int:
     return raw.status
 
 
-def _app_garbage(ws: Any) -> None:
-    """Well-formed WebSocket frames with nonsense inside."""
-    for frame in (b"", b"\x07junk", b"\x04{not json", b"\x04" + json.dumps(
-            {"Width": -1, "Height": 1e30}).encode(), b'\x04{"Width": "a"}', b"\x04[]",
-            b"\xff", b"\xff\x09", b"\x03" + b"{}", bytes(range(256)) * 40):
-        ws.send(frame)
-    for text in ("hello", "{", json.dumps({"type": "focus", "clusters": "x"}),
-                 json.dumps({"type": "focus", "clusters": [f"c{i}" for i in range(5000)]}),
-                 json.dumps({"type": "focus", "clusters": [None, 3, {}]}), "\u0000" * 100):
-        ws.send(text)
+def _app_garbage(ws: Any, limit: int = 1 << 20) -> None:
+    """Well-formed WebSocket frames with nonsense inside, none over the route's
+    message limit (a larger one closes the socket with 1009: tests/security)."""
+    frames = [b"", b"\x07junk", b"\x04{not json", b"\x04" + json.dumps(
+              {"Width": -1, "Height": 1e30}).encode(), b'\x04{"Width": "a"}', b"\x04[]",
+              b"\xff", b"\xff\x09", b"\x03" + b"{}", bytes(range(256)) * 40]
+    texts = ["hello", "{", json.dumps({"type": "focus", "clusters": "x"}),
+             json.dumps({"type": "focus", "clusters": [f"c{i}" for i in range(5000)]}),
+             json.dumps({"type": "focus", "clusters": [f"c{i}" for i in range(500)]}),
+             json.dumps({"type": "focus", "clusters": [None, 3, {}]}), "\u0000" * 100]
+    for frame in frames:
+        if len(frame) <= limit:
+            ws.send(frame)
+    for text in texts:
+        if len(text.encode()) <= limit:
+            ws.send(text)
 
 
 def _wait_gone(needle: str, timeout: float = 15.0) -> None:
@@ -437,7 +443,7 @@ def test_websockets_survive_abuse(fuzz_server: Any) -> None:
     with ws_connect(srv.ws_url(attach_path), srv.key, subprotocols=[V4]) as ws:
         _app_garbage(ws)
     with ws_connect(srv.ws_url("/watch"), srv.key) as ws:
-        _app_garbage(ws)
+        _app_garbage(ws, limit=8 * 1024)
         ws.send(json.dumps({"type": "focus", "clusters": ["wsfz"]}))
         seen = set()
         deadline = time.monotonic() + 10

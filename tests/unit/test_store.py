@@ -150,7 +150,11 @@ def test_console_sessions_expire_after_12_hours(tmp_path: Path) -> None:
     store = Store(tmp_path / "e.db")
     with store.tx():
         a = store.create_account("alice", NOW)
-        token, expires = store.create_console_session(a.id, NOW)
+        key = store.create_api_key(a.id, NOW)
+    found = store.authenticate_key(key)
+    assert found is not None and found[1].id == a.id
+    with store.tx():
+        token, expires = store.create_console_session(a.id, NOW, found[0])
     assert expires - NOW == SESSION_TTL_US == 12 * 3600 * 1_000_000
     assert store.account_for_session(token, NOW + 1) is not None
     assert store.account_for_session(token, expires) is None
@@ -158,6 +162,36 @@ def test_console_sessions_expire_after_12_hours(tmp_path: Path) -> None:
     with store.tx():
         store.delete_console_session(token)
     assert store.account_for_session(token, NOW + 1) is None
+
+
+def test_console_sessions_end_with_the_key_that_minted_them(tmp_path: Path) -> None:
+    store = Store(tmp_path / "e.db")
+    with store.tx():
+        a = store.create_account("alice", NOW)
+        key, other = store.create_api_key(a.id, NOW), store.create_api_key(a.id, NOW)
+    kid = store.authenticate_key(key)
+    oid = store.authenticate_key(other)
+    assert kid is not None and oid is not None
+    with store.tx():
+        t1, _ = store.create_console_session(a.id, NOW, kid[0])
+        t2, _ = store.create_console_session(a.id, NOW, kid[0])
+        t3, _ = store.create_console_session(a.id, NOW, oid[0])
+    listed = store.console_sessions(NOW + 1)
+    assert [s.key_prefix for s in listed].count(key[:12]) == 2 and len(listed) == 3
+    assert all(s.account_name == "alice" and len(s.id) == 12 for s in listed)
+    # Revoking in another connection (another process) ends them on next use.
+    second = Store(tmp_path / "e.db")
+    with second.tx():
+        second.revoke_api_keys(key[:12], NOW)
+    second.close()
+    assert store.account_for_session(t1, NOW + 1) is None
+    assert store.account_for_session(t2, NOW + 1) is None
+    assert store.account_for_session(t3, NOW + 1) is not None
+    assert [s.key_prefix for s in store.console_sessions(NOW + 1)] == [other[:12]]
+    only = store.console_sessions(NOW + 1)[0]
+    with store.tx():
+        assert store.revoke_console_sessions(id_prefix=only.id[:8]) == 1
+    assert store.account_for_session(t3, NOW + 1) is None
 
 
 def test_idempotency_records_are_per_account_and_kept_24_hours(tmp_path: Path) -> None:

@@ -89,7 +89,9 @@ def create_app(ctx: AppContext) -> FastAPI:
         components["securitySchemes"] = {
             "apiKey": {"type": "http", "scheme": "bearer",
                        "description": "an API key: Authorization: Bearer eco_..."},
-            "consoleSession": {"type": "apiKey", "in": "cookie", "name": "eco_session"},
+            "consoleSession": {"type": "apiKey", "in": "cookie", "name": "eco_session",
+                               "description": "opens the service URLs "
+                                              "/gpu-clusters/{id}/service/... only"},
         }
         schema["security"] = [{"apiKey": []}, {"consoleSession": []}]
         for path, ops in schema.get("paths", {}).items():

@@ -1,5 +1,5 @@
-"""Authentication: API keys (`Authorization: Bearer eco_...`) and console sessions
-(the `eco_session` cookie).
+"""Authentication: API keys (`Authorization: Bearer eco_...`) everywhere, and console
+sessions (the `eco_session` cookie) on service URLs only (rules in `edge_rules`).
 
 `AuthMiddleware` runs before routing and before any body is read: a request to an
 authenticated route without valid credentials gets 401 whatever it carries. It
@@ -8,20 +8,22 @@ leaves the account in `scope["state"]["account"]` for the handlers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
-from http.cookies import CookieError, SimpleCookie
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from ecolink.api import edge_rules
 from ecolink.api.context import AppContext, get_ctx
+from ecolink.api.edge_rules import SESSION_COOKIE as SESSION_COOKIE
 from ecolink.errors import Unauthenticated
 from ecolink.store import Account, to_us
 
-SESSION_COOKIE = "eco_session"
 # Routes anyone may call (GET/HEAD only).
 OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 
@@ -30,8 +32,10 @@ _UNAUTHENTICATED = json.dumps(
                "message": "missing, wrong or revoked credentials"}}
 ).encode()
 
+Headers = Mapping[str, str] | list[tuple[bytes, bytes]]
 
-def _header(headers: Mapping[str, str] | list[tuple[bytes, bytes]], name: str) -> str | None:
+
+def _header(headers: Headers, name: str) -> str | None:
     if isinstance(headers, list):
         raw = name.encode("latin-1")
         for k, v in headers:
@@ -41,7 +45,17 @@ def _header(headers: Mapping[str, str] | list[tuple[bytes, bytes]], name: str) -
     return headers.get(name)
 
 
-def bearer_token(headers: Mapping[str, str] | list[tuple[bytes, bytes]]) -> str | None:
+def _all(headers: Headers, name: str) -> list[str]:
+    if isinstance(headers, list):
+        return edge_rules.header_values(headers, name.encode("latin-1"))
+    getlist = getattr(headers, "getlist", None)
+    if getlist is not None:
+        return list(getlist(name))
+    value = headers.get(name)
+    return [value] if value is not None else []
+
+
+def bearer_token(headers: Headers) -> str | None:
     value = _header(headers, "authorization")
     if not value:
         return None
@@ -51,46 +65,51 @@ def bearer_token(headers: Mapping[str, str] | list[tuple[bytes, bytes]]) -> str 
     return token.strip()
 
 
-def session_cookie(headers: Mapping[str, str] | list[tuple[bytes, bytes]]) -> str | None:
-    value = _header(headers, "cookie")
-    if not value:
-        return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(value)
-    except CookieError:
-        # A malformed neighbour cookie must not hide ours: fall back to a plain split.
-        for part in value.split(";"):
-            k, _, v = part.strip().partition("=")
-            if k == SESSION_COOKIE and v:
-                return v
-        return None
-    morsel = jar.get(SESSION_COOKIE)
-    return morsel.value if morsel and morsel.value else None
+def session_cookie(headers: Headers) -> str | None:
+    """The `eco_session` token of the Cookie headers, in any form they carry it
+    (edge_rules parses; None when absent or ambiguous)."""
+    return edge_rules.session_token(_all(headers, "cookie"))
 
 
-def authenticate_headers(
-    ctx: AppContext, headers: Mapping[str, str] | list[tuple[bytes, bytes]]
-) -> Account | None:
-    """The account the credentials in `headers` belong to, or None."""
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    account: Account
+    via: str  # "key" or "cookie"
+    key_id: int | None  # the API key's id, when a key authenticated
+
+
+def credentials(ctx: AppContext, headers: Headers, path: str) -> Credentials | None:
+    """Who the credentials in `headers` belong to, for a request to `path`: an API key
+    anywhere; the console-session cookie on service URLs only."""
     token = bearer_token(headers)
     if token is not None:
-        acct = ctx.store.account_for_key(token)
-        if acct is not None:
-            return acct
+        found = ctx.store.authenticate_key(token)
+        if found is not None:
+            return Credentials(found[1], "key", found[0])
+    if not edge_rules.cookie_allowed(path):
+        return None
     cookie = session_cookie(headers)
     if cookie is not None:
-        return ctx.store.account_for_session(cookie, to_us(ctx.clock.now()))
+        acct = ctx.store.account_for_session(cookie, to_us(ctx.clock.now()))
+        if acct is not None:
+            return Credentials(acct, "cookie", None)
     return None
 
 
+def authenticate_headers(ctx: AppContext, headers: Headers, path: str = "") -> Account | None:
+    """The account the credentials in `headers` belong to, or None."""
+    found = credentials(ctx, headers, path)
+    return found.account if found else None
+
+
 def authenticate(conn: HTTPConnection) -> Account | None:
-    """The account of an HTTP request or WebSocket (key or session cookie), or None."""
+    """The account of an HTTP request or WebSocket, or None."""
     state = conn.scope.get("state") or {}
     acct = state.get("account")
     if isinstance(acct, Account):
         return acct
-    return authenticate_headers(get_ctx(conn), conn.scope.get("headers") or [])
+    return authenticate_headers(get_ctx(conn), conn.scope.get("headers") or [],
+                                conn.scope.get("path", ""))
 
 
 def require_account(conn: HTTPConnection) -> Account:
@@ -110,23 +129,44 @@ async def require_ws_account(websocket: WebSocket) -> Account:
     return acct
 
 
-async def deny_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+async def deny_websocket(scope: Scope, receive: Receive, send: Send, status: int = 401,
+                         body: bytes = _UNAUTHENTICATED) -> None:
+    """Refuse a WebSocket upgrade with an HTTP answer in the error form."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
-        await send({
-            "type": "websocket.http.response.start",
-            "status": 401,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(_UNAUTHENTICATED)).encode()),
-                        (b"www-authenticate", b'Bearer realm="ecolink"')],
-        })
-        await send({"type": "websocket.http.response.body", "body": _UNAUTHENTICATED})
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b'Bearer realm="ecolink"'))
+        await send({"type": "websocket.http.response.start", "status": status,
+                    "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
     else:
         # The server cannot send an HTTP answer: refuse the handshake (403 on the wire).
         await send({"type": "websocket.close", "code": 1008})
 
 
+def _error(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def _allowed_origins(ctx: AppContext, scope: Scope) -> list[str]:
+    """The origins a cookie-authenticated WebSocket may come from: the API's own (as
+    this request reached it, and its public URL) and the cluster's service origin."""
+    headers = scope.get("headers") or []
+    scheme = "https" if ctx.tls or scope.get("scheme") in ("https", "wss") else "http"
+    out = []
+    host = _header(headers, "host")
+    if host:
+        out.append(f"{scheme}://{host}")
+    if ctx.public_url:
+        out.append(ctx.public_url)
+    return out
+
+
 class AuthMiddleware:
-    """Checks credentials first, for every route but the open ones."""
+    """Checks credentials first, for every route but the open ones; on a service host
+    of the separate service origin, maps the request onto the cluster's service URL;
+    caps each account's WebSockets and the size of what a client sends on each."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -136,21 +176,112 @@ class AuthMiddleware:
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if (kind == "http" and scope["method"] in ("GET", "HEAD")
+        ctx: AppContext = scope["app"].state.ctx
+        headers = scope.get("headers") or []
+        state: dict[str, Any] = scope.setdefault("state", {})
+        service_origin = False
+        if ctx.service_domain:
+            ref = edge_rules.service_host_ref(_header(headers, "host"), ctx.service_domain)
+            if ref is not None:
+                _onto_service_path(scope, ref)
+                service_origin = True
+        state["service_origin"] = service_origin
+        if (not service_origin and kind == "http" and scope["method"] in ("GET", "HEAD")
                 and scope["path"] in OPEN_PATHS):
             await self.app(scope, receive, send)
             return
-        ctx: AppContext = scope["app"].state.ctx
-        acct = authenticate_headers(ctx, scope.get("headers") or [])
-        if acct is None:
+        if kind == "http" and edge_rules.service_ref(scope["path"]) is not None:
+            send = _with_csp(send, edge_rules.service_csp(service_origin).encode())
+        found = credentials(ctx, headers, scope["path"])
+        if found is None:
             if kind == "http":
                 await _send_401(send)
             else:
                 await deny_websocket(scope, receive, send)
             return
-        state: dict[str, Any] = scope.setdefault("state", {})
-        state["account"] = acct
-        await self.app(scope, receive, send)
+        state["account"] = found.account
+        state["auth"] = found.via
+        state["key_id"] = found.key_id
+        if kind == "http":
+            await self.app(scope, receive, send)
+            return
+        await self._websocket(ctx, found, scope, receive, send)
+
+    async def _websocket(self, ctx: AppContext, found: Credentials, scope: Scope,
+                         receive: Receive, send: Send) -> None:
+        if found.via == "cookie":
+            origin = _header(scope.get("headers") or [], "origin")
+            allowed = _allowed_origins(ctx, scope)
+            if not edge_rules.origin_allowed(origin, allowed):
+                await deny_websocket(scope, receive, send, 403, _error(
+                    "forbidden_origin",
+                    f"a console session opens WebSockets from {allowed[0] if allowed else 'this origin'} only"))
+                return
+        counts: dict[str, int] = ctx.extra.setdefault("websockets_open", {})
+        acct_id = found.account.id
+        cap = ctx.max_websockets_per_account
+        if counts.get(acct_id, 0) >= cap:
+            await deny_websocket(scope, receive, send, 429, _error(
+                "too_many_websockets",
+                f"this account has {cap} WebSockets open, the most allowed; close one first"))
+            return
+        counts[acct_id] = counts.get(acct_id, 0) + 1
+        limit = edge_rules.frame_limit(scope["path"])
+        closed = False
+
+        async def guarded_send(message: Message) -> None:
+            if closed:
+                return  # we closed the socket for the app: what it sends goes nowhere
+            await send(message)
+
+        async def limited_receive() -> Message:
+            nonlocal closed
+            message = await receive()
+            if message["type"] != "websocket.receive" or closed:
+                return message
+            data = message.get("bytes")
+            text = message.get("text")
+            size = len(data) if data is not None else 0
+            if text is not None:
+                size = len(text) if len(text) * 4 <= limit else len(text.encode("utf-8"))
+            if size <= limit:
+                return message
+            closed = True
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": 1009,
+                            "reason": f"message too big: at most {limit} bytes here"})
+            return {"type": "websocket.disconnect", "code": 1009}
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        finally:
+            left = counts.get(acct_id, 1) - 1
+            if left > 0:
+                counts[acct_id] = left
+            else:
+                counts.pop(acct_id, None)
+
+
+def _with_csp(send: Send, policy: bytes) -> Send:
+    """`send` that puts the service URL's Content-Security-Policy first on the answer
+    (browsers enforce every policy they get, so a replica's own adds, never loosens)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [(b"content-security-policy", policy),
+                                              *message.get("headers", [])]}
+        await send(message)
+
+    return sending
+
+
+def _onto_service_path(scope: Scope, ref: str) -> None:
+    """A request to a cluster's service origin is its service URL, path and all."""
+    prefix = f"/gpu-clusters/{ref}/service"
+    scope["path"] = prefix + scope["path"]
+    raw = scope.get("raw_path")
+    if raw:
+        scope["raw_path"] = prefix.encode("latin-1") + raw
 
 
 async def _send_401(send: Send) -> None:

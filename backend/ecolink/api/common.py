@@ -62,9 +62,18 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+def _int(text: str) -> int | float:
+    # No integer the API takes has more than 40 digits; a longer one is out of range
+    # (an infinity, refused by the field that gets it), not a reason to build a huge
+    # integer or to call valid JSON invalid.
+    if len(text.lstrip("-")) > 40:
+        return float("-inf") if text.startswith("-") else float("inf")
+    return int(text)
+
+
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants, parse_int=_int)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise MalformedRequest("the body is not valid JSON") from None
 
@@ -95,10 +104,24 @@ def fingerprint(request: Request, data: Any) -> str:
     h = hashlib.sha256()
     h.update(request.method.encode())
     h.update(b"\0")
-    h.update(request.url.path.encode())
+    h.update(_canonical_path(request).encode())
     h.update(b"\0")
     h.update(canonical.encode())
     return h.hexdigest()
+
+
+def _canonical_path(request: Request) -> str:
+    """The request's path with the cluster named by its id: the same action sent by
+    name and retried by id (or the other way) is one action."""
+    cluster_id = getattr(request.state, "cluster_id", None)
+    route = request.scope.get("route")
+    path_format = getattr(route, "path_format", None)
+    if not cluster_id or not isinstance(path_format, str):
+        return request.url.path
+    params = {**request.path_params, "id": cluster_id}
+    for name, value in params.items():
+        path_format = path_format.replace("{" + name + "}", str(value))
+    return path_format
 
 
 def idempotency(request: Request, data: Any,

@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
+from ecolink.api.edge_rules import MAX_WEBSOCKETS_PER_ACCOUNT
 from ecolink.catalog import Catalog
 from ecolink.clock import Clock
 from ecolink.runtime.base import Runtime
@@ -32,6 +33,10 @@ class AppContext:
     tls: bool = False
     # Local replicas stop with the backend; kubernetes replicas keep running.
     stop_replicas_on_shutdown: bool = True
+    # A separate service origin: cluster gc_X is served at gc-X.{service_domain}.
+    service_domain: str | None = None
+    # WebSockets one account may hold open at once.
+    max_websockets_per_account: int = MAX_WEBSOCKETS_PER_ACCOUNT
     # The watch hub (ecolink.api.watch.WatchHub), made by create_app.
     hub: Any = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -14,7 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
+from ecolink.api.auth import deny_websocket
 from ecolink.errors import ApiError
 from ecolink.runtime.base import ReplicaNotFound, RuntimeUnavailable
 from ecolink.schemas import ErrorBody
@@ -36,6 +38,9 @@ _DESCRIPTIONS = {
          "database cannot be written in time (`store_unavailable`; the message says "
          "whether anything was changed)",
 }
+
+
+_NO_ROUTE = b'{"error":{"code":"not_found","message":"no such route"}}'
 
 
 def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -120,6 +125,17 @@ def install(app: FastAPI) -> None:
         return error_response(503, "runtime_unavailable",
                               "the request could not be completed; nothing was changed")
 
+    default = app.router.default
+
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        # A WebSocket to no route gets the same JSON 404 as an HTTP request, not a
+        # bare refusal of the handshake.
+        if scope["type"] == "websocket":
+            await deny_websocket(scope, receive, send, 404, _NO_ROUTE)
+            return
+        await default(scope, receive, send)
+
+    app.router.default = not_found
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(Replay, replay)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -5,7 +5,8 @@ replicas in turn (round-robin), through `Runtime.service_target` (a loopback add
 that reaches the replica: its own port locally, a port-forward on Kubernetes).
 Request and response bodies stream in both directions without being held whole.
 The prefix up to `/service` is stripped; `X-Forwarded-For/-Proto/-Host/-Prefix` are
-set; `Authorization` and the `eco_session` cookie never reach the replica. Answers:
+set; `Authorization` and the `eco_session` cookie never reach the replica (the auth
+middleware adds the Content-Security-Policy sandbox to every answer). Answers:
 401 (the auth middleware, before anything else), 404 no such cluster or no endpoint,
 503 no ready replica or none reachable. A replica's own answers pass unchanged.
 """
@@ -28,8 +29,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ecolink.api.auth import SESSION_COOKIE, require_ws_account
+from ecolink.api.auth import require_ws_account
 from ecolink.api.context import AppContext, get_ctx
+from ecolink.api.edge_rules import (
+    SERVICE_UPSTREAM_FRAME_LIMIT,
+    SERVICE_UPSTREAM_QUEUE,
+    strip_session_cookie,
+)
 from ecolink.api.exec import close_quietly, deny_error
 from ecolink.errors import NotFound, RuntimeUnavailableError, Unauthenticated
 from ecolink.runtime.base import HostPort, ReplicaNotFound, RuntimeUnavailable
@@ -139,25 +145,19 @@ def _state(ctx: AppContext) -> _State:
     return st
 
 
-def _strip_session_cookie(value: str) -> str | None:
-    kept = [p for p in (x.strip() for x in value.split(";"))
-            if p and p.split("=", 1)[0].strip() != SESSION_COOKIE]
-    return "; ".join(kept) if kept else None
-
-
 def _forward_headers(conn: Request | WebSocket, skip: frozenset[str], prefix: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     # Headers the client named in Connection are hop-by-hop too.
     named = {h.strip().lower() for h in conn.headers.get("connection", "").split(",")}
     prior_xff = []
+    # Every Cookie header at once, parsed as the auth middleware parses it: the
+    # session token goes in whatever form it came.
+    cookies = strip_session_cookie(conn.headers.getlist("cookie"))
+    if cookies:
+        out.append(("Cookie", cookies))
     for k, v in conn.headers.items():
         lk = k.lower()
-        if lk in skip or lk in named:
-            continue
-        if lk == "cookie":
-            stripped = _strip_session_cookie(v)
-            if stripped:
-                out.append((k, stripped))
+        if lk in skip or lk in named or lk == "cookie":
             continue
         if lk == "x-forwarded-for":
             prior_xff.append(v)
@@ -201,8 +201,14 @@ async def _targets(ctx: AppContext, account_id: str, ref: str) -> tuple[str, lis
     return cluster.id, out
 
 
-def _prefix(ref: str) -> str:
+def _prefix(conn: Request | WebSocket, ref: str) -> str:
+    if _on_service_origin(conn):
+        return ""  # the service origin serves the cluster at its root
     return f"/gpu-clusters/{quote(ref, safe='')}/service"
+
+
+def _on_service_origin(conn: Request | WebSocket) -> bool:
+    return bool((conn.scope.get("state") or {}).get("service_origin"))
 
 
 def _upstream_path(conn: Request | WebSocket, ref: str) -> str:
@@ -232,7 +238,7 @@ async def proxy_http(request: Request) -> Response:
     ref = request.path_params["id"]
     acct = request.state.account
     cluster_id, targets = await _targets(ctx, acct.id, ref)
-    headers = _forward_headers(request, HOP_BY_HOP, _prefix(ref))
+    headers = _forward_headers(request, HOP_BY_HOP, _prefix(request, ref))
     path = _upstream_path(request, ref)
     length = request.headers.get("content-length")
     chunked = "transfer-encoding" in request.headers
@@ -384,7 +390,7 @@ async def proxy_ws(websocket: WebSocket, id: str, path: str) -> None:
     except Exception as exc:
         await deny_error(websocket, exc)
         return
-    headers = _forward_headers(websocket, WS_SKIP, _prefix(id))
+    headers = _forward_headers(websocket, WS_SKIP, _prefix(websocket, id))
     offered = list(websocket.scope.get("subprotocols") or [])
     upath = _upstream_path(websocket, id)
     upstream = None
@@ -394,7 +400,8 @@ async def proxy_ws(websocket: WebSocket, id: str, path: str) -> None:
                 f"ws://{target.host}:{target.port}{upath}",
                 additional_headers=headers,
                 subprotocols=offered or None,  # type: ignore[arg-type]
-                max_size=None,
+                max_size=SERVICE_UPSTREAM_FRAME_LIMIT,
+                max_queue=SERVICE_UPSTREAM_QUEUE,
                 compression=None,
                 open_timeout=10,
                 ping_interval=None,

@@ -6,9 +6,11 @@ import csv
 import io
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from ecolink import billing
 from ecolink.api.context import AppContext
+from ecolink.api.edge_rules import service_host
 from ecolink.money import format_usd
 from ecolink.runtime.base import ReplicaState
 from ecolink.store import Account, Cluster, Event, LedgerEntry, rfc3339
@@ -83,6 +85,12 @@ def hours_number(micro_hours: int) -> int | float:
 
 def endpoint_url(ctx: AppContext, c: Cluster, base: str | None = None) -> str:
     root = (ctx.public_url or base or "").rstrip("/")
+    if ctx.service_domain:
+        # The cluster's own origin: its host name under the service domain, on the
+        # scheme and port of the public URL.
+        parts = urlsplit(root)
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme or 'https'}://{service_host(c.id, ctx.service_domain)}{port}/"
     return f"{root}/gpu-clusters/{c.id}/service/"
 
 

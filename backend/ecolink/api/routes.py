@@ -13,9 +13,10 @@ from ecolink import __version__
 from ecolink.api.auth import SESSION_COOKIE, session_cookie
 from ecolink.api.common import account_of, json_response
 from ecolink.api.context import get_ctx
+from ecolink.api.edge_rules import cookie_domain
 from ecolink.api.errors import refusals
 from ecolink.api.render import account_json, ledger_csv, ledger_entry_json
-from ecolink.errors import InvalidField, NotFound
+from ecolink.errors import InvalidField, NotFound, Unauthenticated
 from ecolink.schemas import (
     AccountOut,
     AuthSessionOut,
@@ -41,27 +42,38 @@ async def healthz() -> Response:
 async def create_session(request: Request) -> Response:
     ctx = get_ctx(request)
     acct = account_of(request)
+    key_id = getattr(request.state, "key_id", None)
+    if getattr(request.state, "auth", None) != "key" or key_id is None:
+        # Only an API key mints a session (the middleware already lets no cookie here).
+        raise Unauthenticated("only an API key can start a console session")
     now = ctx.service.now()
     with ctx.store.tx():
-        token, expires = ctx.store.create_console_session(acct.id, now)
+        token, expires = ctx.store.create_console_session(acct.id, now, key_id)
     resp = json_response({"account": account_json(acct), "expires_at": rfc3339(expires)}, 201)
     secure = ctx.tls or request.url.scheme == "https"
     resp.set_cookie(SESSION_COOKIE, token, max_age=SESSION_TTL_US // 1_000_000, path="/",
-                    httponly=True, samesite="strict", secure=secure)
+                    httponly=True, samesite="strict", secure=secure,
+                    domain=cookie_domain(request.headers.get("host"), ctx.service_domain))
     return resp
 
 
 @router.delete("/auth/session", status_code=204, responses=refusals(401), tags=["auth"],
-               summary="End the console session of the eco_session cookie")
+               summary="End the console session of the eco_session cookie (with an API key "
+               "of the same account)")
 async def delete_session(request: Request) -> Response:
     ctx = get_ctx(request)
+    acct = account_of(request)
     token = session_cookie(request.headers)
     if token:
-        with ctx.store.tx():
-            ctx.store.delete_console_session(token)
+        owner = ctx.store.account_for_session(token, ctx.service.now())
+        # A key ends its own account's session, never another's.
+        if owner is not None and owner.id == acct.id:
+            with ctx.store.tx():
+                ctx.store.delete_console_session(token)
     resp = Response(status_code=204)
     secure = ctx.tls or request.url.scheme == "https"
-    resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=secure)
+    resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=secure,
+                       domain=cookie_domain(request.headers.get("host"), ctx.service_domain))
     return resp
 
 

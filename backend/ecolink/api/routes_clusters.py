@@ -99,7 +99,9 @@ def _renderer(ctx: AppContext, request: Request) -> Callable[[Any], dict[str, An
 def _lookup(request: Request, ref: str) -> tuple[AppContext, str, Cluster]:
     ctx = get_ctx(request)
     acct = account_of(request)
-    return ctx, acct.id, ctx.service.get_cluster(acct.id, ref)
+    c = ctx.service.get_cluster(acct.id, ref)
+    request.state.cluster_id = c.id  # Idempotency-Key fingerprints name it by id
+    return ctx, acct.id, c
 
 
 # ---------------------------------------------------------------------------- launch, list, get
