@@ -84,10 +84,14 @@ def nvml_health(
     n: Any,
     handle: Any,
     *,
-    owner_of: Callable[[int], str | None] = _replica_of_pid,
-    name_of: Callable[[int], str | None] = _proc_name,
+    owner_of: Callable[[int], str | None] | None = None,
+    name_of: Callable[[int], str | None] | None = None,
 ) -> GpuHealth:
-    """Everything NVML tells about one GPU's health (XIDs come from `XidWatcher`)."""
+    """Everything NVML tells about one GPU's health (XIDs come from `XidWatcher`).
+    `owner_of` maps a pid to the replica that runs it (default: the local runtime's
+    process marker); `name_of` names a pid (default: /proc/PID/comm)."""
+    owner_of = owner_of or _replica_of_pid
+    name_of = name_of or _proc_name
 
     def ecc(kind: int, counter: int) -> int | None:
         v = _try(lambda: n.nvmlDeviceGetTotalEccErrors(handle, kind, counter))

@@ -134,8 +134,8 @@ def health_lines(health: Mapping[str, Any] | None) -> list[tuple[str, str]]:
         ("throttling", throttle_words(h.throttle)),
         ("clocks", f"SM {fmt(h.sm_clock_mhz, ' MHz')} (max {fmt(h.sm_clock_max_mhz, ' MHz')}), "
                    f"memory {fmt(h.mem_clock_mhz, ' MHz')}"),
-        ("PCIe", f"gen {fmt(h.pcie_gen)} of {fmt(h.pcie_gen_max)}, x{fmt(h.pcie_width)} of "
-                 f"x{fmt(h.pcie_width_max)}, replays {fmt(h.pcie_replays)}"),
+        ("PCIe", f"gen {fmt(h.pcie_gen)} of {fmt(h.pcie_gen_max)}, width {_lanes(h.pcie_width)} of "
+                 f"{_lanes(h.pcie_width_max)}, replays {fmt(h.pcie_replays)}"),
     ]
     if h.nvlink_links is None and h.nvlink_errors() is None:
         out.append(("NVLink", UNKNOWN))
@@ -162,6 +162,10 @@ def health_lines(health: Mapping[str, Any] | None) -> list[tuple[str, str]]:
             out.append(("process", f"pid {p.pid} {p.name or '?'} {fmt(p.used_memory_mib, ' MiB')}"
                                    f" in {p.replica or 'replica unknown'}"))
     return out
+
+
+def _lanes(width: int | None) -> str:
+    return UNKNOWN if width is None else f"x{width}"
 
 
 def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
