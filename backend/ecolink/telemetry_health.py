@@ -7,7 +7,6 @@ The verdict rules themselves are pure and live in `ecocore.gpu_health`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping

@@ -23,18 +23,23 @@ async def test_clusters_view_shows_health_of_each_cluster():
         await wait_for_text(pilot, "12 clusters")
         text = screen_text(fx.app)
         assert "health" in text
-        # tts-serve has a GPU that fell off the bus; rerank-serve one thermally throttled.
-        row = next(line for line in text.splitlines() if "tts-serve" in line)
-        assert "✖ 1 fail" in row
+        # vision-serve has a GPU that fell off the bus; rerank-serve one thermally throttled.
+        row = next(line for line in text.splitlines() if "vision-serve" in line)
+        assert "✖ fail" in row
         row = next(line for line in text.splitlines() if "rerank-serve" in line)
-        assert "▲ 1 degr" in row
+        assert "▲ degr" in row
+        row = next(line for line in text.splitlines() if "bert-serve" in line)
+        assert "✓ ok" in row
+        # A pending cluster has no GPU readings yet: no verdict, not "ok".
+        row = next(line for line in text.splitlines() if "mistral-serve" in line)
+        assert "✓" not in row and "unkn" not in row
 
 
 async def test_failing_gpu_raises_an_alert_with_its_reason():
     fx = fixed_app(12)
     async with fx.app.run_test(size=(160, 48)) as pilot:
         await wait_for_text(pilot, "12 clusters")
-        alerts = {a.kind: a for a in fx.app.model.cluster_alerts("gc_00009")}
+        alerts = {a.kind: a for a in fx.app.model.cluster_alerts("gc_00007")}
         assert alerts["gpu_health"].level == "error"
         assert "XID 79" in alerts["gpu_health"].message
         degraded = {a.kind: a for a in fx.app.model.cluster_alerts("gc_00005")}
@@ -51,7 +56,7 @@ async def test_fleet_view_lists_every_gpu_worst_first_and_sorts():
         assert f"{expected} GPUs" in screen_text(fx.app)
         first = screen.gpus[screen.table.cursor_key]
         assert first["health"]["verdict"] == "failing"
-        assert first["cluster"] == "tts-serve" and first["index"] == 3
+        assert first["cluster"] == "vision-serve" and first["index"] == 3
         await pilot.press("o")  # utilisation, busiest first
         await pilot.pause(0.05)
         utils = [screen.gpus[k]["utilization"] for k in screen._order]
@@ -89,8 +94,8 @@ async def test_restart_is_one_key_from_a_failing_gpu_row():
         await pilot.press("R")
         await wait_for(pilot, lambda: type(fx.app.screen).__name__ == "RestartDialog")
         dialog = fx.app.screen
-        assert dialog.replica == "tts-serve-0"
-        assert dialog.title_text() == "Restart tts-serve-0?"
+        assert dialog.replica == "vision-serve-0"
+        assert dialog.title_text() == "Restart vision-serve-0?"
 
 
 async def test_gpu_detail_shows_every_reading_and_unknowns():

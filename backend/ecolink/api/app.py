@@ -13,7 +13,17 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from ecolink import __version__
-from ecolink.api import errors, exec, logs, proxy, routes, routes_clusters, routes_gpus, sessions, watch
+from ecolink.api import (
+    errors,
+    exec,
+    logs,
+    proxy,
+    routes,
+    routes_clusters,
+    routes_gpus,
+    sessions,
+    watch,
+)
 from ecolink.api.auth import OPEN_PATHS, AuthMiddleware
 from ecolink.api.context import AppContext
 from ecolink.schemas import EndpointIn, ErrorBody, ExtendIn, LaunchIn, ScaleIn

@@ -5,6 +5,7 @@ carry (or carries as `N/A`) is None.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -176,6 +177,15 @@ def _health_from_smi(gpu: ET.Element) -> GpuHealth:
         mig_instances=instances,
         processes=processes,
     )
+
+
+def with_process_owner(g: GpuReading, replica: str) -> GpuReading:
+    """nvidia-smi ran inside `replica`: the processes it lists on its GPUs are the replica's."""
+    h = g.health
+    if h is None or not h.processes:
+        return g
+    procs = tuple(dataclasses.replace(p, replica=replica) for p in h.processes)
+    return dataclasses.replace(g, health=dataclasses.replace(h, processes=procs))
 
 
 class NvidiaSmiXmlError(ValueError):

@@ -233,10 +233,10 @@ class GeneratedFleet:
         return round(max(0.0, min(100.0, base + wobble)), 1)
 
     def _sick(self, cid: str, replica: int, gpu: int) -> str | None:
-        """Which GPUs are unwell (fixed): cluster 9's GPU 0/3 fell off the bus, cluster
+        """Which GPUs are unwell (fixed): cluster 7's GPU 0/3 fell off the bus, cluster
         5's GPU 1/2 is thermally throttled; in large fleets a few more of each."""
         i = int(cid[3:])
-        if (i == 9 or (i >= 10 and i % 211 == 17)) and replica == 0 and gpu == 3:
+        if (i == 7 or (i >= 10 and i % 211 == 17)) and replica == 0 and gpu == 3:
             return "failing"
         if (i == 5 or (i >= 10 and i % 97 == 13)) and replica == 1 and gpu == 2:
             return "degraded"
@@ -363,8 +363,14 @@ class GeneratedFleet:
                     r = self.gpu_reading(cid, s["index"], g, t - end)
                     samples.append([iso(datetime.fromtimestamp(t, UTC)), r["utilization"],
                                     r["memory_used_mib"], r["temperature_c"], r["power_w"]])
+                sick = self._sick(cid, s["index"], g)
+                changes = [[iso(self.start - timedelta(minutes=20)), "ok", None]]
+                if sick:
+                    h = self.gpu_health(cid, s["index"], g, 0.0)
+                    at = self.start - timedelta(minutes=7 if sick == "failing" else 12)
+                    changes.append([iso(at), h["verdict"], h["reason"]])
                 gpus.append({"index": g, "uuid": f"GPU-{cid[3:]}-{s['index']:02d}-{g:02d}",
-                             "samples": samples})
+                             "samples": samples, "health": changes})
             reps.append({"name": s["name"], "gpus": gpus})
         return {"interval_s": interval_s, "replicas": reps}
 

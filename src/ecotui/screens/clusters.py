@@ -16,7 +16,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import Input, Label
 
-from ecotui.gpu_health import HEALTH_LEVEL, cluster_health, label
+from ecotui.gpu_health import HEALTH_LEVEL, cluster_health
 from ecotui.model import (
     STATUS_SYMBOL,
     Changes,
@@ -37,7 +37,7 @@ COLUMNS = [
     Column("gpu", "GPUs", 13, 4),
     Column("replicas", "ready", 5, 2, align="right"),
     Column("util", "GPU util", 14, 3),
-    Column("health", "health", 10, 1),
+    Column("health", "health", 8, 1),
     Column("burn", "burn/h", 10, 2, align="right"),
     Column("spent", "spent", 11, 6, align="right"),
     Column("expires", "expires in", 10, 1, align="right"),
@@ -53,12 +53,13 @@ def health_cell(c: dict[str, Any]) -> Cell:
     """The GPU health of a cluster in a word and a symbol (unknown until telemetry says)."""
     if c.get("status") not in ("running", "pending", "stopping"):
         return ("—", "dim")
+    if not (c.get("gpu_summary") or {}).get("gpus"):
+        return ("—", "dim")  # no GPU reports yet (pending, not scheduled)
     verdict, _, failing, degraded = cluster_health(c)
-    text = label(verdict)
-    if verdict == "failing" and failing:
-        text = f"✖ {failing} fail"
-    elif verdict == "degraded" and degraded:
-        text = f"▲ {degraded} degr"
+    n = failing if verdict == "failing" else degraded if verdict == "degraded" else 0
+    count = "" if n <= 1 else f" {n}" if n <= 9 else "+"
+    text = {"ok": "✓ ok", "degraded": "▲ degr", "failing": "✖ fail",
+            "unknown": "? unkn"}.get(verdict, "? unkn") + count
     return (text, HEALTH_LEVEL.get(verdict, "dim"))
 
 

@@ -32,16 +32,18 @@ GPUS_VIEW: list[Binding] = [
     Binding("r", "reload", "reload"),
 ]
 
+# At 80 columns: health, replica, GPU, the reason, utilisation, idle cost and memory.
 COLUMNS = [
-    Column("health", "health", 11, 0),
-    Column("where", "cluster/replica", 0, 0, min_width=16),
+    Column("health", "health", 10, 0),
+    Column("where", "replica", 16, 0, min_width=14),
     Column("gpu", "GPU", 3, 0, align="right", min_width=3),
+    Column("reason", "reason", 0, 1, min_width=22),
     Column("util", "util", 5, 1, align="right", min_width=5),
-    Column("mem", "mem GiB", 9, 1, align="right", min_width=9),
-    Column("temp", "temp", 5, 2, align="right", min_width=5),
     Column("idle", "idle $/h", 8, 2, align="right", min_width=8),
-    Column("name", "type", 18, 4),
-    Column("reason", "reason", 30, 3),
+    Column("mem", "mem GiB", 9, 3, align="right", min_width=9),
+    Column("temp", "temp", 5, 3, align="right", min_width=5),
+    Column("cluster", "cluster", 16, 4),
+    Column("name", "type", 18, 5),
 ]
 
 SORTS = ("health", "util", "mem", "temp", "idle")
@@ -171,7 +173,7 @@ class GpusScreen(DashboardScreen):
                  else f"{shown} of {total} GPUs match “{self.filter_text}”"]
         parts.append(f"✖ {counts['failing']} failing · ▲ {counts['degraded']} degraded · "
                      f"? {counts['unknown']} unknown")
-        parts.append(f"sort: {SORT_LABEL[self.sort_column]} {'▲' if self.sort_reverse else '▼'}")
+        parts.append(f"sort: {SORT_LABEL[self.sort_column]} {'▼' if self.sort_reverse else '▲'}")
         if not self.loaded:
             parts = ["loading GPUs …"]
         if self.error:
@@ -194,7 +196,8 @@ class GpusScreen(DashboardScreen):
         name = str(g.get("name") or "").removeprefix("NVIDIA ")
         return {
             "health": (label(verdict), level),
-            "where": (f"{g.get('cluster')}/{g.get('replica')}", level if verdict == "failing" else ""),
+            "where": (str(g.get("replica")), level if verdict == "failing" else ""),
+            "cluster": (str(g.get("cluster")), "dim"),
             "gpu": (str(g.get("index")), ""),
             "util": (f"{float(g.get('utilization') or 0):.0f}%", ""),
             "mem": (f"{used:.0f}/{total:.0f}", ""),

@@ -19,7 +19,7 @@ GLOBAL: list[Binding] = [
     Binding("a", "app.account", "account"),
     Binding("ctrl+p", "app.command_palette", "palette", key_display="^p"),
     Binding("T", "app.toggle_theme", "theme"),
-    Binding("H", "app.show_gpus", "GPUs"),
+    Binding("H", "app.show_gpus", "fleet health"),
     Binding("escape", "app.back", "back", key_display="esc"),
 ]
 

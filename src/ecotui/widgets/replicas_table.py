@@ -11,7 +11,8 @@ from typing import Any
 
 from textual.widgets import DataTable
 
-from ecotui.gpu_health import label, replica_health
+from ecotui.gpu_health import label as health_label
+from ecotui.gpu_health import replica_health
 from ecotui.model import sparkline
 from ecotui.screens.keymap import MOVEMENT
 
@@ -37,7 +38,7 @@ def replica_cells(r: dict[str, Any]) -> dict[str, str]:
         "node": r.get("node") or "—",
         "reason": _cap(r.get("reason") or "", REASON_WIDTH),
     }
-    cells["health"] = label(replica_health(r).level) if gpus else "—"
+    cells["health"] = health_label(replica_health(r).level) if gpus else "—"
     if gpus:
         utils = [float(g.get("utilization") or 0) for g in gpus]
         cells["gpus"] = sparkline(utils, len(utils))
