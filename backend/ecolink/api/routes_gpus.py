@@ -27,7 +27,17 @@ router = APIRouter(tags=["gpus"])
 _PARAMS: list[dict[str, Any]] = [
     {"name": "unhealthy", "in": "query", "required": False,
      "schema": {"type": "boolean"}, "description": "only degraded and failing GPUs"},
+    {"name": "brief", "in": "query", "required": False, "schema": {"type": "boolean"},
+     "description": "health as verdict and reason only (the full readings are on the "
+                    "cluster's replicas route); for lists of thousands of GPUs"},
 ]
+
+
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "false").strip().lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise InvalidField(f"{name} must be true or false", field=name)
+    return raw in ("true", "1")
 
 
 @router.get("/gpus", response_model=FleetGpusOut, responses=refusals(401, 422),
@@ -36,10 +46,8 @@ _PARAMS: list[dict[str, Any]] = [
 async def fleet_gpus(request: Request) -> Response:
     ctx = get_ctx(request)
     acct = account_of(request)
-    raw = request.query_params.get("unhealthy", "false").strip().lower()
-    if raw not in ("true", "false", "1", "0"):
-        raise InvalidField("unhealthy must be true or false", field="unhealthy")
-    only_bad = raw in ("true", "1")
+    only_bad = _flag(request, "unhealthy")
+    brief = _flag(request, "brief")
     rows: list[dict[str, Any]] = []
     verdicts: list[Verdict] = []
     for c in ctx.service.list_clusters(acct.id, ["pending", "running", "stopping"]):
@@ -67,7 +75,7 @@ async def fleet_gpus(request: Request) -> Response:
                     "power_w": g.get("power_w"),
                     "telemetry": rep.get("telemetry"),
                     "idle_cost_per_hour": format_usd(per_gpu if idle else 0),
-                    "health": h,
+                    "health": {"verdict": level, "reason": h.get("reason")} if brief else h,
                 })
     overall = worst(verdicts)
     return json_response({

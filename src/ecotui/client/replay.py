@@ -305,7 +305,8 @@ class GeneratedFleet:
                 "power_w": round(60 + (power_limit - 60) * u / 100, 1), "power_limit_w": power_limit,
                 "health": self.gpu_health(cid, replica, gpu, t)}
 
-    def fleet_gpus(self, t: float = 0.0, *, unhealthy: bool = False) -> dict[str, Any]:
+    def fleet_gpus(self, t: float = 0.0, *, unhealthy: bool = False,
+                   brief: bool = False) -> dict[str, Any]:
         """The `GET /gpus` answer: every GPU of the live clusters."""
         rows: list[dict[str, Any]] = []
         verdicts = []
@@ -328,7 +329,7 @@ class GeneratedFleet:
                         "temperature_c": g["temperature_c"], "power_w": g["power_w"],
                         "telemetry": self.telemetry,
                         "idle_cost_per_hour": usd(per_gpu if g["utilization"] < 5.0 else 0),
-                        "health": h,
+                        "health": {"verdict": h["verdict"], "reason": h["reason"]} if brief else h,
                     })
         overall = worst(verdicts)
         return {"gpus": rows, "health": {
@@ -525,7 +526,7 @@ def fleet_transport(fleet: GeneratedFleet) -> httpx.MockTransport:
             return httpx.Response(200, json={"clusters": list(fleet.clusters.values())})
         if path == "/gpus":
             return httpx.Response(200, json=fleet.fleet_gpus(
-                unhealthy=q.get("unhealthy") in ("1", "true")))
+                unhealthy=q.get("unhealthy") in ("1", "true"), brief=q.get("brief") in ("1", "true")))
         m = _CLUSTER_ROUTE.match(path)
         if m:
             ref, rest = m.group(1), m.group(2) or ""

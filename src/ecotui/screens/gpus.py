@@ -133,7 +133,7 @@ class GpusScreen(DashboardScreen):
     @work(group="gpus", exclusive=True)
     async def load(self) -> None:
         try:
-            data = await self.eco.client.fleet_gpus()
+            data = await self.eco.client.fleet_gpus(brief=True)
         except Exception as exc:  # unreachable backend: keep the last rows, say so
             self.error = str(exc) or type(exc).__name__
             self._caption()
