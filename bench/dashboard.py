@@ -10,6 +10,9 @@ app, Textual's headless driver at 160x48), then reports for the dashboard proces
 - peak memory (max RSS),
 - time to first paint (app start to the first screen update showing the clusters),
 - key-press-to-repaint latency, median and p95 (cursor moves, sort, reverse, group),
+- the same latency in the fleet GPU view (`H`: every GPU of every cluster; cursor
+  moves, sort by health/utilisation/memory/temperature/idle cost, reverse), measured in
+  the same run as the clusters view, for fleets of up to 10,000 GPUs,
 
 and the ratios between the two sizes. The feed sends what the backend sends: the
 snapshot, each cluster's changes about once a minute (its charges) with an account
@@ -17,6 +20,7 @@ frame each, summaries every 5 s, replicas every second for the focused clusters.
 
     python bench/dashboard.py                 # 1000 and 10 clusters, 30 s each
     python bench/dashboard.py --seconds 60 --sizes 1000,100,10
+    python bench/dashboard.py --sizes 130 --seconds 10   # about 8,000 GPUs: both views
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ async def serve_feed(clusters: int, replicas: int, gpus: int, port_file: Path) -
             return json_response(200, fleet.account)
         if path == "/account/ledger":
             return json_response(200, {"entries": fleet.ledger(limit=int(q.get("limit", 100)))})
+        if path == "/gpus":
+            return json_response(200, fleet.fleet_gpus(time.monotonic() - start,
+                                                       brief=q.get("brief") == "true"))
         parts = path.strip("/").split("/")
         if len(parts) >= 3 and parts[0] == "gpu-clusters" and parts[1] in fleet.clusters:
             cid = parts[1]
@@ -139,7 +146,8 @@ async def serve_feed(clusters: int, replicas: int, gpus: int, port_file: Path) -
 
 # -- the dashboard (its own process) ----------------------------------------------------
 
-async def run_dashboard(url: str, seconds: float, presses: int, size: tuple[int, int]) -> dict[str, Any]:
+async def run_dashboard(url: str, seconds: float, presses: int, size: tuple[int, int],
+                        gpu_view: bool = False) -> dict[str, Any]:
     from ecotui.app import EcoApp
     from ecotui.client.rest import EcoClient
     from ecotui.client.watch import WatchClient
@@ -209,12 +217,42 @@ async def run_dashboard(url: str, seconds: float, presses: int, size: tuple[int,
         result["latency_median_ms"] = statistics.median(latencies) * 1000
         result["latency_p95_ms"] = latencies[max(0, int(round(0.95 * len(latencies))) - 1)] * 1000
         result["presses"] = len(latencies)
+
+        if gpu_view:
+            # The fleet GPU view, same process, same feed: open it, wait for every GPU.
+            from ecotui.screens.gpus import GpusScreen
+
+            app.simulate_key("H")
+            t0 = time.perf_counter()
+            while not (isinstance(app.screen, GpusScreen) and app.screen.loaded):
+                await asyncio.sleep(0.005)
+            result["gpu_view_first_paint_s"] = time.perf_counter() - t0
+            result["gpus"] = len(app.screen.gpus)
+            await asyncio.sleep(1.0)
+            gkeys = ["j", "k", "o", "j", "k", "O", "j", "k", "o"]
+            glat: list[float] = []
+            for i in range(presses):
+                key = gkeys[i % len(gkeys)]
+                seen = len(displays)
+                t0 = time.perf_counter()
+                app.simulate_key(key)
+                while len(displays) == seen:
+                    await asyncio.sleep(0.0005)
+                glat.append(displays[seen] - t0)
+                await asyncio.sleep(0.05)
+            glat.sort()
+            result["gpu_latency_median_ms"] = statistics.median(glat) * 1000
+            result["gpu_latency_p95_ms"] = glat[max(0, int(round(0.95 * len(glat))) - 1)] * 1000
         del pilot
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
 
 # -- the driver ---------------------------------------------------------------------------
+
+# The fleet GPU view is measured up to this many GPUs (its list is read whole over REST).
+MAX_GPU_VIEW = 10_000
+
 
 def measure(clusters: int, args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ)
@@ -232,8 +270,10 @@ def measure(clusters: int, args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError("the feed server did not start")
             time.sleep(0.05)
         url = f"http://127.0.0.1:{port_file.read_text()}"
+        gpus = clusters * args.replicas * args.gpus
+        extra = ["--gpu-view"] if gpus <= MAX_GPU_VIEW else []
         out = subprocess.run([sys.executable, __file__, "--dashboard", url, "--seconds",
-                              str(args.seconds), "--presses", str(args.presses)],
+                              str(args.seconds), "--presses", str(args.presses), *extra],
                              env=env, capture_output=True, text=True, timeout=args.seconds + 300)
         if out.returncode != 0:
             raise RuntimeError(f"dashboard run failed:\n{out.stderr[-3000:]}")
@@ -255,13 +295,15 @@ def main() -> None:
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--dashboard", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser.add_argument("--gpu-view", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.serve_feed is not None:
         asyncio.run(serve_feed(args.serve_feed, args.replicas, args.gpus, args.port_file))
         return
     if args.dashboard:
-        res = asyncio.run(run_dashboard(args.dashboard, args.seconds, args.presses, (160, 48)))
+        res = asyncio.run(run_dashboard(args.dashboard, args.seconds, args.presses, (160, 48),
+                                        gpu_view=args.gpu_view))
         print(json.dumps(res))
         return
 
@@ -275,6 +317,10 @@ def main() -> None:
             ("time to first paint s", "first_paint_s", "{:.3f}"),
             ("key to repaint median ms", "latency_median_ms", "{:.1f}"),
             ("key to repaint p95 ms", "latency_p95_ms", "{:.1f}"),
+            ("GPUs in the GPU view", "gpus", "{:.0f}"),
+            ("GPU view: first paint s", "gpu_view_first_paint_s", "{:.3f}"),
+            ("GPU view: key to repaint median", "gpu_latency_median_ms", "{:.1f}"),
+            ("GPU view: key to repaint p95 ms", "gpu_latency_p95_ms", "{:.1f}"),
             ("screen updates per s (idle)", "paints_per_s", "{:.1f}"),
             ("terminal output KiB per s (idle)", "terminal_kib_per_s", "{:.1f}")]
     big, small = sizes[0], sizes[-1]
@@ -284,9 +330,17 @@ def main() -> None:
           f"{args.seconds:g} s CPU window, {args.presses} key presses, python {sys.version.split()[0]}")
     print(head)
     for label, key, fmt in rows:
-        vals = "".join(f"{fmt.format(results[n][key]):>16}" for n in sizes)
-        ratio = results[big][key] / results[small][key] if results[small][key] else float("nan")
+        vals = "".join(f"{fmt.format(results[n][key]) if key in results[n] else '—':>16}"
+                       for n in sizes)
+        a, b = results[big].get(key), results[small].get(key)
+        ratio = a / b if a is not None and b else float("nan")
         print(f"{label:30}{vals}{ratio:>9.2f}x")
+    for n in sizes:
+        r = results[n]
+        if "gpu_latency_p95_ms" in r:
+            print(f"{n} clusters ({r['gpus']:.0f} GPUs): key to repaint p95, GPU view "
+                  f"{r['gpu_latency_p95_ms']:.1f} ms beside clusters view "
+                  f"{r['latency_p95_ms']:.1f} ms: {r['gpu_latency_p95_ms'] / r['latency_p95_ms']:.2f}x")
     if args.json:
         print(json.dumps(results, indent=2))
 

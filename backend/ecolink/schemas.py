@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from ecolink.money import MoneyError, hours_to_micro_hours
+from ecolink.schemas_health import GpuHealthOut, HealthSummaryOut
 
 NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
 # A container image reference: [registry[:port]/]path[:tag][@digest].
@@ -248,6 +249,7 @@ class ReplicaStateOut(_Answer):
 
 
 class GpuSummaryOut(_Answer):
+    health: HealthSummaryOut | None = None
     gpus: int
     mean_utilization: float
     idle_gpus: int
@@ -294,6 +296,7 @@ class GpuOut(_Answer):
     temperature_c: float
     power_w: float
     power_limit_w: float
+    health: GpuHealthOut | None = None
 
 
 class ReplicaOut(ReplicaStateOut):
@@ -310,6 +313,8 @@ class MetricsGpuOut(_Answer):
     uuid: str
     samples: list[list[Any]] = Field(
         description="[t, utilization, memory_used_mib, temperature_c, power_w] per sample")
+    health: list[list[Any]] = Field(
+        default_factory=list, description="[t, verdict, reason] at each change of verdict")
 
 
 class MetricsReplicaOut(_Answer):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ecocore.gpu_health import worst
 from ecolink.clock import Clock
 from ecolink.runtime.base import (
     GpuReading,
@@ -33,6 +35,7 @@ from ecolink.runtime.base import (
     Runtime,
     TelemetrySource,
 )
+from ecolink.telemetry_health import HealthTracker, XidWatcher, nvml_health, synthetic_health
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,19 @@ class NvmlSource(GpuSource):
         nvml.nvmlInit()
         self._count = int(nvml.nvmlDeviceGetCount())
         self._static: dict[int, tuple[Any, str, str, int, float]] = {}
+        self._xids: XidWatcher | None = None
+        self._pending_xids: dict[str, list[Any]] = {}
+
+    def _xid_events(self, uuid: str, now: datetime) -> tuple[Any, ...] | None:
+        """XIDs logged for `uuid` since the last read (None: no XID events here)."""
+        if self._xids is None:
+            handles = {self._device(i)[2]: self._device(i)[0] for i in range(self._count)}
+            self._xids = XidWatcher(self._nvml, handles)
+        for u, e in self._xids.drain(now.timestamp()):
+            self._pending_xids.setdefault(u, []).append(e)
+        if uuid not in self._xids.supported:
+            return None
+        return tuple(self._pending_xids.pop(uuid, ()))
 
     def device_count(self) -> int | None:
         return self._count
@@ -132,6 +148,8 @@ class NvmlSource(GpuSource):
                 lambda h=handle: float(n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU)), 0.0
             )
             power = self._try(lambda h=handle: n.nvmlDeviceGetPowerUsage(h) / 1000.0, 0.0)
+            health = nvml_health(n, handle)
+            health = dataclasses.replace(health, xid_events=self._xid_events(uuid, now))
             out.append(
                 GpuReading(
                     index=index,
@@ -143,11 +161,14 @@ class NvmlSource(GpuSource):
                     temperature_c=round(temp, 1),
                     power_w=round(float(power), 1),
                     power_limit_w=round(limit, 1),
+                    health=health,
                 )
             )
         return tuple(out)
 
     def close(self) -> None:
+        if self._xids is not None:
+            self._xids.close()
         with contextlib.suppress(Exception):
             self._nvml.nvmlShutdown()
 
@@ -239,6 +260,10 @@ class SyntheticSource(GpuSource):
                     temperature_c=round(temp, 1),
                     power_w=round(power, 1),
                     power_limit_w=limit,
+                    health=synthetic_health(
+                        self._unit, replica_key, replica_key.rpartition("/")[2], index, t,
+                        active=active, util=util, mem_used=mem_used, gpu_type=gpu_type,
+                    ),
                 )
             )
         return tuple(out)
@@ -318,6 +343,7 @@ class TelemetryHub:
         # cluster -> replica -> gpu uuid -> (index, ring)
         self._hist: dict[str, dict[str, dict[str, tuple[int, _Ring]]]] = {}
         self._listeners: list[Callable[[str], Any]] = []
+        self.health = HealthTracker()
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -394,6 +420,10 @@ class TelemetryHub:
 
     def _record(self, cid: str, readings: list[ReplicaTelemetry]) -> None:
         now = self.clock.now().timestamp()
+        readings = [
+            dataclasses.replace(rt, gpus=tuple(self.health.apply(g, now) for g in rt.gpus))
+            for rt in readings
+        ]
         self._latest[cid] = readings
         hist = self._hist.setdefault(cid, {})
         for rt in readings:
@@ -412,6 +442,7 @@ class TelemetryHub:
                 newest = gpus[uuid][1].newest_t()
                 if newest is None or newest < horizon:
                     del gpus[uuid]
+                    self.health.forget({uuid})
             if not gpus:
                 del hist[replica]
 
@@ -453,7 +484,12 @@ class TelemetryHub:
                     ]
                     for i in ring.since(after)
                 ]
-                gl.append({"index": index, "uuid": uuid, "samples": samples})
+                health = [
+                    [_rfc3339(t), level, reason]
+                    for t, level, reason in self.health.history(uuid)
+                    if after is None or t > after
+                ]
+                gl.append({"index": index, "uuid": uuid, "samples": samples, "health": health})
             replicas.append({"name": replica, "gpus": gl})
         return {
             "interval_s": self.interval_s,
@@ -465,7 +501,15 @@ class TelemetryHub:
         readings = self._latest.get(cluster_id, [])
         utils = [g.utilization for rt in readings for g in rt.gpus]
         source = readings[0].source if readings else self._source()
+        verdicts = [g.verdict for rt in readings for g in rt.gpus if g.verdict is not None]
+        overall = worst(verdicts)
         return {
+            "health": {
+                "verdict": overall.level,
+                "reason": overall.reason,
+                "failing": sum(1 for v in verdicts if v.level == "failing"),
+                "degraded": sum(1 for v in verdicts if v.level == "degraded"),
+            },
             "gpus": len(utils),
             "mean_utilization": round(sum(utils) / len(utils), 1) if utils else 0.0,
             "idle_gpus": sum(1 for u in utils if u < IDLE_UTILIZATION),

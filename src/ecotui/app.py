@@ -196,6 +196,13 @@ class EcoApp(App):
         if not isinstance(self.screen, AccountScreen):
             self.push_screen(AccountScreen())
 
+    def action_show_gpus(self) -> None:
+        """The fleet GPU view (`:gpus`): every GPU across all clusters, worst first."""
+        from ecotui.screens.gpus import GpusScreen
+
+        if not isinstance(self.screen, GpusScreen):
+            self.push_screen(GpusScreen())
+
     def action_back(self) -> None:
         screen = self.screen
         if isinstance(screen, DashboardScreen) and screen.handle_back():

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
-from ecotui import __version__, costs
+from ecotui import __version__, cli_gpus, costs
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.config import ConfigError, Connection, resolve_connection
 
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("show", parents=[common, data], help="one cluster in detail")
     s.add_argument("name")
+    cli_gpus.register(sub, common, data)
 
     s = sub.add_parser("launch", parents=[common, data, confirm], help="launch a cluster")
     s.add_argument("--name", required=True)
@@ -380,6 +381,9 @@ def render_cluster(c: dict[str, Any]) -> str:
         lines += [f"  endpoint     port {ep['port']}, public URL:", f"    {ep['url']}"]
     else:
         lines.append("  endpoint     none")
+    health = cli_gpus.health_summary(c)
+    if health:
+        lines.append(f"  gpu health   {health}")
     states = c.get("replica_states") or []
     lines.append(f"  replicas     {c.get('ready_replicas', 0)}/{c['replicas']} ready")
     if states:
@@ -663,7 +667,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "ls": cmd_ls, "show": cmd_show, "launch": cmd_launch, "scale": cmd_scale,
     "extend": cmd_extend, "restart": cmd_restart, "stop": cmd_stop, "resume": cmd_resume,
     "terminate": cmd_terminate, "endpoint": cmd_endpoint, "logs": cmd_logs, "exec": cmd_exec,
-    "ledger": cmd_ledger,
+    "ledger": cmd_ledger, "gpus": cli_gpus.cmd_gpus,
 }
 
 __all__ = ["main", "build_parser", "render_cluster",

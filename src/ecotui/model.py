@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+from ecotui.gpu_health import cluster_health, gpu_health_alerts, health_rank
+
 MICRO = 1_000_000
 
 # Alert thresholds (issue text): expiring soon at 30 and 5 minutes; GPUs idle
@@ -48,7 +50,8 @@ UNSCHEDULABLE_WORDS = ("unschedulable", "insufficient", "failedscheduling",
                        "didn't match", "no nodes", "not enough")
 CRASH_WORDS = ("crashloop", "back-off", "backoff")
 
-SORT_COLUMNS = ("name", "status", "region", "gpu", "replicas", "util", "burn", "spent", "expires")
+SORT_COLUMNS = ("name", "status", "region", "gpu", "replicas", "util", "health", "burn", "spent",
+                "expires")
 GROUPINGS = (None, "region", "status")
 
 
@@ -373,8 +376,10 @@ class DashboardModel:
                 c["gpu_summary"] = summary
                 self.clusters[cid] = c
                 self._changes.clusters.add(cid)
-                if self.sort_column == "util":
+                if self.sort_column in ("util", "health"):
                     self._order_dirty()
+                if (old or {}).get("health") != summary.get("health"):
+                    self._recompute_alerts(cid, now)
             self._push_spark(cid, summary)
             self._track_idle(cid, summary, now)
 
@@ -720,6 +725,7 @@ class DashboardModel:
                              f"{name}: {who} crash-looping ({restarts} restarts)"
                              + (f": {reason}" if reason else ""),
                              stage=",".join(r.get("name", "") for r in crashing)))
+        out.extend(gpu_health_alerts(cid, c))
         since = self._idle_since.get(cid)
         if status == "running" and since is not None and now - since >= IDLE_AFTER:
             idle = self._idle_min.get(cid, 0)
@@ -857,6 +863,8 @@ class DashboardModel:
             return c.get("region", "")
         if col == "gpu":
             return (c.get("gpu_type", ""), c.get("gpu_count", 0))
+        if col == "health":
+            return -health_rank(cluster_health(c)[0])
         if col == "replicas":
             return (c.get("ready_replicas", 0), c.get("replicas", 0))
         if col == "util":

@@ -477,7 +477,7 @@ def test_generated_fleet_shows_every_alert_kind():
         model.apply(fleet.summaries_frame(0.0))
         model.tick()
     assert {a.kind for a in model.alerts()} == {"expiring", "idle", "crashloop", "failed",
-                                                 "unschedulable", "low_credit"}
+                                                 "unschedulable", "low_credit", "gpu_health"}
 
 
 def test_terminated_costs_and_find(model):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ecocore.gpu_health import GpuHealth
 from ecolink.clock import FakeClock
 from ecolink.runtime.base import GpuReading, ReplicaState, ReplicaTelemetry, RuntimeInfo
 from ecolink.telemetry import NvmlSource, SyntheticSource, TelemetryHub, _Ring, detect_source
@@ -69,6 +70,8 @@ def test_nvml_source_reads_real_fields():
         temperature_c=51.0,
         power_w=251.0,
         power_limit_w=700.0,
+        # A driver that offers none of the health calls: every health field unknown.
+        health=GpuHealth(),
     )
     # Static fields are read once per device; out-of-range indices are skipped.
     src.read("c/r-0", "H100", [0, 1, 5], active=True, now=T0)

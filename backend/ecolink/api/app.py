@@ -13,7 +13,17 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from ecolink import __version__
-from ecolink.api import errors, exec, logs, proxy, routes, routes_clusters, sessions, watch
+from ecolink.api import (
+    errors,
+    exec,
+    logs,
+    proxy,
+    routes,
+    routes_clusters,
+    routes_gpus,
+    sessions,
+    watch,
+)
 from ecolink.api.auth import OPEN_PATHS, AuthMiddleware
 from ecolink.api.context import AppContext
 from ecolink.schemas import EndpointIn, ErrorBody, ExtendIn, LaunchIn, ScaleIn
@@ -66,6 +76,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(proxy.router)
     app.include_router(routes.router)
     app.include_router(routes_clusters.router)
+    app.include_router(routes_gpus.router)
     app.include_router(watch.router)
     app.include_router(exec.router)
     app.include_router(sessions.router)

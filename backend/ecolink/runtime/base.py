@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from ecocore.gpu_health import GpuHealth, Verdict
+
 TelemetrySource = Literal["nvml", "dcgm", "nvidia-smi", "simulated"]
 
 # Replica phases, as Kubernetes names pod phases.
@@ -92,8 +94,14 @@ class GpuReading:
     temperature_c: float
     power_w: float
     power_limit_w: float
+    # Health readings (None: the source gives none) and the verdict the telemetry hub
+    # computed for them (ecocore.gpu_health).
+    health: GpuHealth | None = None
+    verdict: Verdict | None = None
 
     def as_json(self) -> dict[str, object]:
+        health = (self.health or GpuHealth()).as_json()
+        health.update((self.verdict or Verdict("unknown", "not evaluated")).as_json())
         return {
             "index": self.index,
             "uuid": self.uuid,
@@ -104,6 +112,7 @@ class GpuReading:
             "temperature_c": self.temperature_c,
             "power_w": self.power_w,
             "power_limit_w": self.power_limit_w,
+            "health": health,
         }
 
 

@@ -17,6 +17,11 @@ from collections.abc import Iterable
 from prometheus_client.parser import text_string_to_metric_families
 
 from ecolink.runtime.base import GpuReading
+from ecolink.runtime.gpu_parsers import DCGM_HEALTH_FIELDS, DCGM_THROTTLE, DCGM_XID, dcgm_health
+
+
+def _health_field(name: str) -> bool:
+    return name in DCGM_HEALTH_FIELDS or name == DCGM_XID or name in DCGM_THROTTLE
 
 NVIDIA_SMI_FIELDS = (
     "index",
@@ -82,23 +87,34 @@ def parse_nvidia_smi(output: str) -> list[GpuReading]:
     return readings
 
 
-def parse_dcgm(text: str) -> dict[tuple[str, str], list[GpuReading]]:
+def parse_dcgm(
+    text: str, *, include_unowned: bool = False
+) -> dict[tuple[str, str], list[GpuReading]]:
     """Readings per (namespace, pod) from DCGM exporter metrics. GPUs that no
     pod holds (no `pod` label) are left out."""
     per_gpu: dict[tuple[str, str, str], dict[str, object]] = defaultdict(dict)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            field = _DCGM.get(sample.name)
-            if field is None:
+            # The parser names counter samples `<family>_total`; DCGM's names are
+            # upper case, so a lower-case `_total` is always the parser's.
+            name = sample.name.removesuffix("_total")
+            field = _DCGM.get(name)
+            if field is None and not _health_field(name):
                 continue
             labels = sample.labels
             pod = labels.get("pod") or labels.get("exported_pod")
             ns = labels.get("namespace") or labels.get("exported_namespace")
             if not pod or not ns:
-                continue
+                if not include_unowned:
+                    continue
+                pod, ns = "", ""
             key = (ns, pod, labels.get("UUID") or labels.get("uuid") or labels.get("gpu", ""))
             gpu = per_gpu[key]
-            gpu[field] = sample.value
+            if field is not None:
+                gpu[field] = sample.value
+            raw = gpu.setdefault("raw", {})
+            raw[name] = sample.value  # type: ignore[index]
+            gpu["labels"] = labels
             gpu.setdefault("index", labels.get("gpu", "0"))
             gpu.setdefault("name", labels.get("modelName", ""))
     out: dict[tuple[str, str], list[GpuReading]] = defaultdict(list)
@@ -119,6 +135,7 @@ def parse_dcgm(text: str) -> dict[tuple[str, str], list[GpuReading]]:
                 temperature_c=float(f.get("temperature_c", 0.0)),  # type: ignore[arg-type]
                 power_w=float(f.get("power_w", 0.0)),  # type: ignore[arg-type]
                 power_limit_w=float(f.get("power_limit_w", 0.0)),  # type: ignore[arg-type]
+                health=dcgm_health(f.get("raw") or {}, f.get("labels") or {}),  # type: ignore[arg-type]
             )
         )
     for readings in out.values():

@@ -45,6 +45,12 @@ from ecolink.runtime.base import (
     RuntimeListener,
     RuntimeUnavailable,
 )
+from ecolink.runtime.gpu_parsers import (
+    NVIDIA_SMI_XML_COMMAND,
+    NvidiaSmiXmlError,
+    parse_nvidia_smi_xml,
+    with_process_owner,
+)
 from ecolink.runtime.kube_client import KubeTarget, load_target
 from ecolink.runtime.kube_stream import (
     EXEC_PROTOCOLS,
@@ -54,9 +60,7 @@ from ecolink.runtime.kube_stream import (
 from ecolink.runtime.kube_telemetry import (
     DCGM_PORT,
     DCGM_SELECTORS,
-    NVIDIA_SMI_COMMAND,
     parse_dcgm,
-    parse_nvidia_smi,
 )
 from ecolink.runtime.kube_watch import Obj, WatchLoop
 
@@ -851,7 +855,8 @@ class KubernetesRuntime(Runtime):
         return result
 
     async def _run_smi(self, pod: str) -> ReplicaTelemetry:
-        req = ExecRequest(command=NVIDIA_SMI_COMMAND, stdout=True, stderr=True)
+        # The full XML report: utilisation and memory as before, plus the health readings.
+        req = ExecRequest(command=NVIDIA_SMI_XML_COMMAND, stdout=True, stderr=True)
         try:
             stream = await KubeExecStream.open(
                 self._t, self._ns, pod, ko.CONTAINER, req, protocols=self.exec_protocols
@@ -881,7 +886,13 @@ class KubernetesRuntime(Runtime):
             else:
                 note = f"nvidia-smi failed (exit code {result.exit_code})"
             return ReplicaTelemetry(pod, "nvidia-smi", (), note=f"{note}: {why}"[:300])
-        gpus = parse_nvidia_smi(out.decode(errors="replace"))
+        try:
+            gpus = [
+                with_process_owner(g, pod)
+                for g in parse_nvidia_smi_xml(out.decode(errors="replace"))
+            ]
+        except NvidiaSmiXmlError as e:
+            return ReplicaTelemetry(pod, "nvidia-smi", (), note=str(e)[:300])
         return ReplicaTelemetry(
             pod, "nvidia-smi", tuple(gpus),
             note=None if gpus else "nvidia-smi reported no GPU",

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from ecocore.gpu_health import GpuHealth, GpuProcess, Verdict, XidEvent, evaluate, worst
 from ecotui.client.watch import connection_frame
 
 MICRO = 1_000_000
@@ -231,14 +232,58 @@ class GeneratedFleet:
         wobble = 18 * math.sin(t / 23.0 + replica * 0.9 + gpu * 0.37) + 6 * math.sin(t / 7.0 + gpu)
         return round(max(0.0, min(100.0, base + wobble)), 1)
 
+    def _sick(self, cid: str, replica: int, gpu: int) -> str | None:
+        """Which GPUs are unwell (fixed): cluster 7's GPU 0/3 fell off the bus, cluster
+        5's GPU 1/2 is thermally throttled; in large fleets a few more of each."""
+        i = int(cid[3:])
+        if (i == 7 or (i >= 10 and i % 211 == 17)) and replica == 0 and gpu == 3:
+            return "failing"
+        if (i == 5 or (i >= 10 and i % 97 == 13)) and replica == 1 and gpu == 2:
+            return "degraded"
+        return None
+
+    def gpu_health(self, cid: str, replica: int, gpu: int, t: float) -> dict[str, Any]:
+        """A health reading (api.md's shape) for one generated GPU, with its verdict."""
+        now = self.start.timestamp() + t
+        sick = self._sick(cid, replica, gpu)
+        u = self._util(cid, replica, gpu, t)
+        c = self.clusters.get(cid)
+        mem_total = next((g[2] for g in GPU_TYPES if c and g[0] == c["gpu_type"]), 81920)
+        name = c["name"] if c else cid
+        h = GpuHealth(
+            xid_events=(XidEvent(79, self.start.timestamp() - 420),) if sick == "failing" else (),
+            ecc_sbe_volatile=0, ecc_dbe_volatile=0, ecc_sbe_aggregate=2, ecc_dbe_aggregate=0,
+            retired_pages_sbe=0, retired_pages_dbe=0, retired_pages_pending=False,
+            remap_correctable=0, remap_uncorrectable=0, remap_pending=False, remap_failed=False,
+            throttle={"thermal": 720.0 + max(0.0, t)} if sick == "degraded" else {},
+            sm_clock_mhz=1380 if sick == "degraded" else 1980, sm_clock_max_mhz=1980,
+            mem_clock_mhz=2619, pcie_gen=5, pcie_gen_max=5, pcie_width=16, pcie_width_max=16,
+            pcie_replays=0, nvlink_links=18, nvlink_crc_errors=0, nvlink_replay_errors=0,
+            nvlink_recovery_errors=0, mig_mode=False, mig_instances=(),
+            processes=(GpuProcess(4100 + gpu, "python", int(mem_total * (0.1 + 0.8 * u / 100)),
+                                  f"{name}-{replica}"),),
+        )
+        v = evaluate(h, now)
+        return {**h.as_json(), **v.as_json()}
+
     def _summary(self, cid: str, t: float, status: str,
                  states: list[dict[str, Any]]) -> dict[str, Any]:
         running = [s for s in states if s["phase"] == "Running"]
         if status != "running" or not running:
-            return {"gpus": 0, "mean_utilization": None, "idle_gpus": 0, "telemetry": self.telemetry}
+            return {"gpus": 0, "mean_utilization": None, "idle_gpus": 0, "telemetry": self.telemetry,
+                    "health": {"verdict": "unknown", "reason": "no GPUs", "failing": 0,
+                               "degraded": 0}}
         utils = [self._util(cid, s["index"], g, t) for s in running for g in range(self.g)]
+        sick = [self._sick(cid, s["index"], g) for s in running for g in range(self.g)]
+        failing, degraded = sick.count("failing"), sick.count("degraded")
+        verdict = worst(
+            [Verdict("ok")]
+            + ([Verdict("failing", "XID 79: GPU has fallen off the bus")] if failing else [])
+            + ([Verdict("degraded", "thermal throttling for 12m00s")] if degraded else []))
         return {"gpus": len(utils), "mean_utilization": round(sum(utils) / len(utils), 1),
-                "idle_gpus": sum(1 for u in utils if u < 5.0), "telemetry": self.telemetry}
+                "idle_gpus": sum(1 for u in utils if u < 5.0), "telemetry": self.telemetry,
+                "health": {"verdict": verdict.level, "reason": verdict.reason,
+                           "failing": failing, "degraded": degraded}}
 
     def summaries_frame(self, t: float) -> dict[str, Any]:
         out = {}
@@ -257,7 +302,40 @@ class GeneratedFleet:
                 "memory_used_mib": int(mem_total * (0.1 + 0.8 * u / 100)),
                 "memory_total_mib": mem_total,
                 "temperature_c": round(32 + u * 0.45, 1),
-                "power_w": round(60 + (power_limit - 60) * u / 100, 1), "power_limit_w": power_limit}
+                "power_w": round(60 + (power_limit - 60) * u / 100, 1), "power_limit_w": power_limit,
+                "health": self.gpu_health(cid, replica, gpu, t)}
+
+    def fleet_gpus(self, t: float = 0.0, *, unhealthy: bool = False,
+                   brief: bool = False) -> dict[str, Any]:
+        """The `GET /gpus` answer: every GPU of the live clusters."""
+        rows: list[dict[str, Any]] = []
+        verdicts = []
+        for cid, c in self.clusters.items():
+            if c["status"] not in ("running", "pending", "stopping"):
+                continue
+            per_gpu = next(g[1] for g in GPU_TYPES if g[0] == c["gpu_type"])
+            for rep in self.replicas_list(cid, t):
+                for g in rep["gpus"]:
+                    h = g["health"]
+                    verdicts.append(Verdict(h["verdict"], h["reason"]))
+                    if unhealthy and h["verdict"] not in ("degraded", "failing"):
+                        continue
+                    rows.append({
+                        "cluster_id": cid, "cluster": c["name"], "region": c["region"],
+                        "replica": rep["name"], "index": g["index"], "uuid": g["uuid"],
+                        "name": g["name"], "utilization": g["utilization"],
+                        "memory_used_mib": g["memory_used_mib"],
+                        "memory_total_mib": g["memory_total_mib"],
+                        "temperature_c": g["temperature_c"], "power_w": g["power_w"],
+                        "telemetry": self.telemetry,
+                        "idle_cost_per_hour": usd(per_gpu if g["utilization"] < 5.0 else 0),
+                        "health": {"verdict": h["verdict"], "reason": h["reason"]} if brief else h,
+                    })
+        overall = worst(verdicts)
+        return {"gpus": rows, "health": {
+            "verdict": overall.level, "reason": overall.reason,
+            "failing": sum(1 for v in verdicts if v.level == "failing"),
+            "degraded": sum(1 for v in verdicts if v.level == "degraded")}}
 
     def replicas_list(self, cid: str, t: float) -> list[dict[str, Any]]:
         c = self.clusters[cid]
@@ -286,8 +364,14 @@ class GeneratedFleet:
                     r = self.gpu_reading(cid, s["index"], g, t - end)
                     samples.append([iso(datetime.fromtimestamp(t, UTC)), r["utilization"],
                                     r["memory_used_mib"], r["temperature_c"], r["power_w"]])
+                sick = self._sick(cid, s["index"], g)
+                changes = [[iso(self.start - timedelta(minutes=20)), "ok", None]]
+                if sick:
+                    h = self.gpu_health(cid, s["index"], g, 0.0)
+                    at = self.start - timedelta(minutes=7 if sick == "failing" else 12)
+                    changes.append([iso(at), h["verdict"], h["reason"]])
                 gpus.append({"index": g, "uuid": f"GPU-{cid[3:]}-{s['index']:02d}-{g:02d}",
-                             "samples": samples})
+                             "samples": samples, "health": changes})
             reps.append({"name": s["name"], "gpus": gpus})
         return {"interval_s": interval_s, "replicas": reps}
 
@@ -440,6 +524,9 @@ def fleet_transport(fleet: GeneratedFleet) -> httpx.MockTransport:
                 cluster_id=cid, limit=int(q.get("limit") or 100), before=before)})
         if path == "/gpu-clusters":
             return httpx.Response(200, json={"clusters": list(fleet.clusters.values())})
+        if path == "/gpus":
+            return httpx.Response(200, json=fleet.fleet_gpus(
+                unhealthy=q.get("unhealthy") in ("1", "true"), brief=q.get("brief") in ("1", "true")))
         m = _CLUSTER_ROUTE.match(path)
         if m:
             ref, rest = m.group(1), m.group(2) or ""

@@ -160,6 +160,12 @@ class EcoClient:
     async def replicas(self, ref: str) -> list[dict[str, Any]]:
         return (await self._json("GET", f"/gpu-clusters/{ref}/replicas"))["replicas"]
 
+    async def fleet_gpus(self, *, unhealthy: bool = False, brief: bool = False) -> dict[str, Any]:
+        """Every GPU of the account's live clusters with its health (`GET /gpus`); `brief`:
+        the verdict and reason only."""
+        params = {k: "true" for k, on in (("unhealthy", unhealthy), ("brief", brief)) if on}
+        return await self._json("GET", "/gpus", params=params or None)
+
     async def metrics(self, ref: str, since: str | None = None) -> dict[str, Any]:
         params = {"since": since} if since else None
         return await self._json("GET", f"/gpu-clusters/{ref}/metrics", params=params)

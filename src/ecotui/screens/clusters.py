@@ -16,6 +16,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import Input, Label
 
+from ecotui.gpu_health import HEALTH_LEVEL, cluster_health
 from ecotui.model import (
     STATUS_SYMBOL,
     Changes,
@@ -36,6 +37,7 @@ COLUMNS = [
     Column("gpu", "GPUs", 13, 4),
     Column("replicas", "ready", 5, 2, align="right"),
     Column("util", "GPU util", 14, 3),
+    Column("health", "health", 8, 1),
     Column("burn", "burn/h", 10, 2, align="right"),
     Column("spent", "spent", 11, 6, align="right"),
     Column("expires", "expires in", 10, 1, align="right"),
@@ -45,6 +47,20 @@ COLUMN_LABEL["gpu"] = "GPUs"
 
 STATUS_LEVEL = {"running": "ok", "pending": "warning", "stopping": "warning", "stopped": "dim",
                 "terminating": "dim", "terminated": "dim", "failed": "error"}
+
+
+def health_cell(c: dict[str, Any]) -> Cell:
+    """The GPU health of a cluster in a word and a symbol (unknown until telemetry says)."""
+    if c.get("status") not in ("running", "pending", "stopping"):
+        return ("—", "dim")
+    if not (c.get("gpu_summary") or {}).get("gpus"):
+        return ("—", "dim")  # no GPU reports yet (pending, not scheduled)
+    verdict, _, failing, degraded = cluster_health(c)
+    n = failing if verdict == "failing" else degraded if verdict == "degraded" else 0
+    count = "" if n <= 1 else f" {n}" if n <= 9 else "+"
+    text = {"ok": "✓ ok", "degraded": "▲ degr", "failing": "✖ fail",
+            "unknown": "? unkn"}.get(verdict, "? unkn") + count
+    return (text, HEALTH_LEVEL.get(verdict, "dim"))
 
 
 class ClustersScreen(DashboardScreen):
@@ -120,6 +136,7 @@ class ClustersScreen(DashboardScreen):
             "gpu": (f"{c.get('gpu_type', '')}×{c.get('gpu_count', 0)}", dim),
             "replicas": (f"{ready}/{desired}", rep_level or dim),
             "util": (util, "warning" if any(a.kind == "idle" for a in alerts) else dim),
+            "health": health_cell(c),
             "burn": (fmt_rate(nums.burn) if nums.burn else "—", dim),
             "spent": (fmt_usd(nums.spent), dim),
             "expires": (expires, exp_level or dim),

@@ -19,6 +19,7 @@ GLOBAL: list[Binding] = [
     Binding("a", "app.account", "account"),
     Binding("ctrl+p", "app.command_palette", "palette", key_display="^p"),
     Binding("T", "app.toggle_theme", "theme"),
+    Binding("H", "app.show_gpus", "fleet health"),
     Binding("escape", "app.back", "back", key_display="esc"),
 ]
 
@@ -92,9 +93,12 @@ def all_scopes() -> list[tuple[str, list[Binding]]]:
     """SCOPES plus the shell screens' keys (imported late: those screens import
     widgets that import this module)."""
     from ecotui.screens.gpu_compare import GPU_COMPARE_VIEW
+    from ecotui.screens.gpu_detail import GPU_DETAIL_VIEW
+    from ecotui.screens.gpus import GPUS_VIEW
     from ecotui.screens.shells import SHELLS_VIEW
 
-    return [*SCOPES, ("Shells view", SHELLS_VIEW), ("nvidia-smi side by side", GPU_COMPARE_VIEW)]
+    return [*SCOPES, ("Shells view", SHELLS_VIEW), ("nvidia-smi side by side", GPU_COMPARE_VIEW),
+            ("GPUs view (H)", GPUS_VIEW), ("GPU detail", GPU_DETAIL_VIEW)]
 
 TERMINAL_NOTE = "Terminal: every key goes to the shell except ctrl+], which returns focus to the dashboard."
 

@@ -11,13 +11,16 @@ from typing import Any
 
 from textual.widgets import DataTable
 
+from ecotui.gpu_health import label as health_label
+from ecotui.gpu_health import replica_health
 from ecotui.model import sparkline
 from ecotui.screens.keymap import MOVEMENT
 
 PHASE_SYMBOL = {"Running": "●", "Pending": "◌", "Succeeded": "✓", "Failed": "✖", "Unknown": "?"}
 
 # The reason comes early (what an on-call engineer looks for), capped so GPU columns stay in view.
-COLUMNS = [("replica", "replica"), ("phase", "phase"), ("ready", "ready"), ("restarts", "restarts"),
+COLUMNS = [("replica", "replica"), ("phase", "phase"), ("ready", "ready"), ("health", "GPU health"),
+           ("restarts", "restarts"),
            ("reason", "reason"), ("node", "node"), ("gpus", "GPU util"), ("util", "util"),
            ("mem", "mem GiB"), ("temp", "temp"), ("power", "power")]
 REASON_WIDTH = 30
@@ -35,6 +38,7 @@ def replica_cells(r: dict[str, Any]) -> dict[str, str]:
         "node": r.get("node") or "—",
         "reason": _cap(r.get("reason") or "", REASON_WIDTH),
     }
+    cells["health"] = health_label(replica_health(r).level) if gpus else "—"
     if gpus:
         utils = [float(g.get("utilization") or 0) for g in gpus]
         cells["gpus"] = sparkline(utils, len(utils))

@@ -1,0 +1,89 @@
+"""The fleet's GPUs: every GPU of the account's running clusters, with its health.
+
+`GET /gpus` answers one row per GPU (cluster, replica, readings, health verdict) and
+the fleet's rolled-up verdict; `?unhealthy=true` keeps degraded and failing GPUs only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ecocore.gpu_health import Verdict, worst
+from ecolink.api.common import account_of, json_response
+from ecolink.api.context import get_ctx
+from ecolink.api.errors import refusals
+from ecolink.api.render import replicas_json
+from ecolink.errors import InvalidField
+from ecolink.money import format_usd
+from ecolink.schemas_health import FleetGpusOut
+from ecolink.telemetry import IDLE_UTILIZATION
+
+router = APIRouter(tags=["gpus"])
+
+_PARAMS: list[dict[str, Any]] = [
+    {"name": "unhealthy", "in": "query", "required": False,
+     "schema": {"type": "boolean"}, "description": "only degraded and failing GPUs"},
+    {"name": "brief", "in": "query", "required": False, "schema": {"type": "boolean"},
+     "description": "health as verdict and reason only (the full readings are on the "
+                    "cluster's replicas route); for lists of thousands of GPUs"},
+]
+
+
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "false").strip().lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise InvalidField(f"{name} must be true or false", field=name)
+    return raw in ("true", "1")
+
+
+@router.get("/gpus", response_model=FleetGpusOut, responses=refusals(401, 422),
+            openapi_extra={"parameters": _PARAMS},
+            summary="Every GPU of the account's clusters, with its health")
+async def fleet_gpus(request: Request) -> Response:
+    ctx = get_ctx(request)
+    acct = account_of(request)
+    only_bad = _flag(request, "unhealthy")
+    brief = _flag(request, "brief")
+    rows: list[dict[str, Any]] = []
+    verdicts: list[Verdict] = []
+    for c in ctx.service.list_clusters(acct.id, ["pending", "running", "stopping"]):
+        per_gpu = c.rate_per_gpu_hour
+        for rep in replicas_json(ctx, c):
+            for g in rep.get("gpus") or ():
+                h = g.get("health") or {}
+                level = h.get("verdict", "unknown")
+                verdicts.append(Verdict(level, h.get("reason")))
+                if only_bad and level not in ("degraded", "failing"):
+                    continue
+                idle = g.get("utilization", 0.0) < IDLE_UTILIZATION
+                rows.append({
+                    "cluster_id": c.id,
+                    "cluster": c.name,
+                    "region": c.region,
+                    "replica": rep.get("name"),
+                    "index": g.get("index"),
+                    "uuid": g.get("uuid"),
+                    "name": g.get("name"),
+                    "utilization": g.get("utilization"),
+                    "memory_used_mib": g.get("memory_used_mib"),
+                    "memory_total_mib": g.get("memory_total_mib"),
+                    "temperature_c": g.get("temperature_c"),
+                    "power_w": g.get("power_w"),
+                    "telemetry": rep.get("telemetry"),
+                    "idle_cost_per_hour": format_usd(per_gpu if idle else 0),
+                    "health": {"verdict": level, "reason": h.get("reason")} if brief else h,
+                })
+    overall = worst(verdicts)
+    return json_response({
+        "gpus": rows,
+        "health": {
+            "verdict": overall.level,
+            "reason": overall.reason,
+            "failing": sum(1 for v in verdicts if v.level == "failing"),
+            "degraded": sum(1 for v in verdicts if v.level == "degraded"),
+        },
+    })

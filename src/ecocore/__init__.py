@@ -1,0 +1,1 @@
+"""Pure rules shared by the dashboard and the backend: no IO, no framework imports."""
