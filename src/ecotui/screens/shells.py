@@ -289,8 +289,15 @@ class ShellPane(Vertical):
             term = self.view.term
             self._outq.put_nowait(("resize", (term.cols, term.rows)))
             sender = asyncio.create_task(self._sender(conn))
+            replay = conn.replay_bytes  # the first bytes are kept output, shown again
             try:
                 async for _channel, data in conn.frames():
+                    if replay > 0:
+                        old, data = data[:replay], data[replay:]
+                        replay -= len(old)
+                        self.view.feed(old, replay=True)
+                        if not data:
+                            continue
                     self.view.feed(data)
             finally:
                 sender.cancel()

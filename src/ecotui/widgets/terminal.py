@@ -131,16 +131,23 @@ class TerminalView(Widget, can_focus=True):
         self._mouse_buttons = 0
 
     # -- output from the program --------------------------------------------------------
-    def feed(self, data: bytes) -> None:
-        """Bytes the program wrote; repainted at the next frame."""
+    def feed(self, data: bytes, *, replay: bool = False) -> None:
+        """Bytes the program wrote; repainted at the next frame.
+
+        `replay`: the bytes are kept output shown again (a re-attached session).
+        Their queries were answered when they were live, so they get no answer
+        now (an answer would reach the program of today as typed keys), and
+        their clipboard writes are not done again."""
         term = self.term
         term.feed(data)
         replies = term.take_replies()
-        if replies:
+        if replies and not replay:
             self.send(replies, user=False)
         if term.clipboard:
-            for _selection, text in term.take_clipboard():
-                self.app.copy_to_clipboard(text)
+            writes = term.take_clipboard()
+            if not replay:
+                for _selection, text in writes:
+                    self.app.copy_to_clipboard(text)
         if term.bell_count != self._bells:
             self._bells = term.bell_count
             self.post_message(self.Bell(self))
