@@ -480,6 +480,7 @@ class ShellsScreen(Screen[None]):
     ShellsScreen #panes ShellPane { display: none; }
     ShellsScreen #panes ShellPane.-visible { display: block; }
     ShellsScreen #panes.-split ShellPane.-visible { width: 1fr; }
+    ShellsScreen #panes.-split ShellPane.-divider { border-left: outer $accent; }
     ShellsScreen #shells-empty { height: 1fr; content-align: center middle; color: $text-muted; }
     """
 
@@ -558,9 +559,12 @@ class ShellsScreen(Screen[None]):
 
     def _layout(self) -> None:
         visible = self._visible()
+        # Side by side, the right pane (the later one on screen) draws a divider.
+        right = max(visible, key=self.order.index) if len(visible) > 1 else None
         for pid, pane in self.panes.items():
             pane.set_class(pid in visible, "-visible")
             pane.set_class(pid == self.active, "-focused")
+            pane.set_class(pid == right, "-divider")
         self.query_one("#panes").set_class(self.split and len(visible) > 1, "-split")
         self.query_one("#shells-empty").display = not self.panes
 
