@@ -785,11 +785,24 @@ class Terminal:
                 lines[y].wrapped = False
             lines[self.y].erase(0, self.x + 1, fill, cols)
         elif mode == 2:
-            for ln in lines:
-                ln.erase(0, cols, fill, cols)
-                ln.wrapped = False
+            self._clear_screen()
         elif mode == 3:
             self.history.clear()
+
+    def _clear_screen(self) -> None:
+        """ED 2. On the main screen the rows down to the last one in use go to the
+        scrollback first, as tmux does (its `scroll-on-clear`, on by default)."""
+        lines = self.lines
+        fill = self.styles.fill(self.pen)
+        if not self.alt_active:
+            last = max((y for y, ln in enumerate(lines) if ln.runs()), default=-1)
+            for y in range(last + 1):
+                self._push_history(lines[y])
+                lines[y] = Line(fill)
+        cols = self.cols
+        for ln in lines:
+            ln.erase(0, cols, fill, cols)
+            ln.wrapped = False
 
     def _el(self, params: list[int]) -> None:
         mode = params[0] if params else 0
@@ -925,6 +938,11 @@ class Terminal:
             self.autowrap = on
             if not on:
                 self.wrap_pending = False
+        elif p == 3:
+            # DECCOLM: the width stays (the window decides it); as tmux, the screen is
+            # cleared and the cursor goes home.
+            self._goto(0, 0)
+            self._clear_screen()
         elif p == 25:
             self.cursor_visible = on
         elif p == 66:
