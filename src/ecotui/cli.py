@@ -5,30 +5,44 @@ Exit codes scripts can rely on: 0 done, 1 refused by the backend, 2 usage (bad
 arguments, or a confirmation needed without --yes), 3 cannot reach the backend.
 `exec` exits with the remote command's exit code once it ran.
 
-Actions that cost money or destroy (launch, scale, extend, stop, resume,
-terminate) say what they will do and ask first; `--yes` skips the question, and
-without a terminal on standard input they never ask: they refuse (exit 2).
+Actions that change or cost something (launch, scale, extend, restart, stop,
+resume, terminate, endpoint) say what they will do and ask first; `--yes` skips
+the question, and without a terminal on standard input they never ask: they
+refuse (exit 2). Reads take `--json` (shapes in README.md, "The CLI"). Text
+from the backend or a replica is printed with its control characters shown
+(`safe_text.py`), so it cannot act on the reader's terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
 from ecotui import __version__, cli_gpus, costs
+from ecotui.cli_io import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    UsageError,
+    confirm,
+    json_parent,
+    needs_yes_message,
+    print_json,
+    say,
+    yes_parent,
+)
+from ecotui.cli_io import err as _err
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.config import ConfigError, Connection, resolve_connection
-
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
+from ecotui.safe_text import visible, visible_lines
 
 WIDTH = 80
 
@@ -39,10 +53,6 @@ LAUNCH_FLAGS = {
     "estimated_duration_hours": "--hours", "startup_command": "--startup-command",
     "shared_filesystems": "--shared-fs", "expose": "--expose-port", "port": "--expose-port",
 }
-
-
-class UsageError(Exception):
-    """Exit 2 with this message."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,11 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--api", metavar="URL", default=argparse.SUPPRESS,
                         help="backend URL (default: ECO_API_URL, the config file, else the "
                              "local embedded backend)")
-    data = argparse.ArgumentParser(add_help=False)
-    data.add_argument("--json", action="store_true", help="print the backend's JSON answer")
-    confirm = argparse.ArgumentParser(add_help=False)
-    confirm.add_argument("-y", "--yes", action="store_true",
-                         help="do not ask for confirmation (needed without a terminal)")
+    data = json_parent()
+    confirm = yes_parent()
 
     p = _Parser(prog="ecotui", description="GPU cluster dashboard and CLI. With no command, "
                 "opens the dashboard.")
@@ -103,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("hours")
 
-    s = sub.add_parser("restart", parents=[common, data],
+    s = sub.add_parser("restart", parents=[common, data, confirm],
                        help="restart one replica, or the whole cluster one replica at a time")
     s.add_argument("name")
     s.add_argument("replica", nargs="?")
@@ -114,18 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(verb, parents=[common, data, confirm], help=what)
         s.add_argument("name")
 
-    s = sub.add_parser("endpoint", parents=[common, data],
+    s = sub.add_parser("endpoint", parents=[common, data, confirm],
                        help="open the public URL on PORT, change its port, or --close it")
     s.add_argument("name")
     s.add_argument("port", nargs="?", type=int)
     s.add_argument("--close", action="store_true")
 
-    s = sub.add_parser("logs", parents=[common], help="a replica's output")
+    s = sub.add_parser("logs", parents=[common, json_parent(
+        "JSON: {cluster, replica, previous, lines}; with -f one {line} object per line")],
+        help="a replica's output")
     s.add_argument("name")
     s.add_argument("replica")
     s.add_argument("-f", "--follow", action="store_true")
     s.add_argument("--tail", type=int, metavar="N")
     s.add_argument("--previous", action="store_true", help="the run before the last restart")
+    s.add_argument("--raw", action="store_true",
+                   help="the bytes as written, even to a terminal (control characters "
+                        "are otherwise shown, not obeyed)")
 
     s = sub.add_parser("exec", parents=[common], help="run a command in a replica: "
                        "exec NAME REPLICA -- CMD...")
@@ -138,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", action="store_true", help="the ledger as CSV")
     s.add_argument("--cluster", metavar="NAME", help="only this cluster's entries")
     s.add_argument("--limit", type=int, metavar="N")
+
+    s = sub.add_parser("completion", help="print shell completion: "
+                       "eval \"$(ecotui completion bash)\"")
+    s.add_argument("shell", choices=["bash", "zsh", "fish"])
     return p
 
 
@@ -161,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if args.command is None:
         return _run_dashboard(args)
+    if args.command == "completion":  # needs no backend
+        from ecotui.completion import script
+
+        sys.stdout.write(script(args.shell, parser))
+        return EXIT_OK
     if args.command == "exec":
         cmd = list(args.cmd)
         if cmd and cmd[0] == "--":
@@ -173,8 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in CONFIRMING and not args.yes and not sys.stdin.isatty():
         # Checked before anything is fetched: a script gets the same answer whether or
         # not the backend is up.
-        return _usage(f"{args.command} needs confirmation; pass --yes (standard input is "
-                      "not a terminal, so ecotui does not ask)")
+        return _usage(needs_yes_message(args.command))
     try:
         conn = resolve_connection(args.api, None)
     except ConfigError as exc:
@@ -224,10 +244,6 @@ def _usage(message: str) -> int:
     return EXIT_USAGE
 
 
-def _err(message: str) -> None:
-    print(f"ecotui: {message}", file=sys.stderr)
-
-
 def _refusal_words(exc: ApiRefusal, args: argparse.Namespace) -> str:
     text = costs.refusal_text(exc.status, exc.message, None if exc.status == 422 else exc.field)
     if exc.status == 422 and exc.field:
@@ -239,31 +255,8 @@ def _refusal_words(exc: ApiRefusal, args: argparse.Namespace) -> str:
 
 # -- shared helpers ----------------------------------------------------------------
 
-def _print_json(value: Any, out: TextIO | None = None) -> None:
-    out = out or sys.stdout
-    json.dump(value, out, indent=2, sort_keys=False)
-    out.write("\n")
-
-
-def _confirm(args: argparse.Namespace, question: str, *, type_name: str | None = None) -> None:
-    """Ask before acting; --yes skips; no terminal on stdin: refuse (UsageError)."""
-    if getattr(args, "yes", False):
-        return
-    if not sys.stdin.isatty():
-        raise UsageError(f"{question.rstrip('?')}: needs confirmation; pass --yes "
-                         "(standard input is not a terminal, so ecotui does not ask)")
-    print(question, file=sys.stderr)
-    if type_name is not None:
-        sys.stderr.write(f"Type the cluster's name ({type_name}) to confirm: ")
-        sys.stderr.flush()
-        answer = sys.stdin.readline().strip()
-        if answer != type_name:
-            raise UsageError("not confirmed: the name did not match; nothing was changed")
-        return
-    sys.stderr.write("Proceed? [y/N] ")
-    sys.stderr.flush()
-    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-        raise UsageError("not confirmed; nothing was changed")
+_print_json = print_json  # the shared helpers (cli_io.py), under their old names here
+_confirm = confirm
 
 
 def _now() -> datetime:
@@ -297,14 +290,16 @@ def _wrap(text: str, indent: str = "") -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
-           right: set[int] = frozenset(), shrink: int = 0) -> str:  # type: ignore[assignment]
-    """Columns fitted to 80: column `shrink` is cut (with …) when the table is wider."""
+           right: set[int] = frozenset(), shrink: int | None = 0) -> str:  # type: ignore[assignment]
+    """Columns fitted to 80: column `shrink` is cut (with …) when the table is wider
+    (None: nothing is cut, values are printed whole)."""
+    rows = [[visible(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
     total = sum(widths) + 2 * (len(widths) - 1)
-    if total > WIDTH:
+    if total > WIDTH and shrink is not None:
         widths[shrink] = max(4, widths[shrink] - (total - WIDTH))
 
     def fmt(row: Sequence[str]) -> str:
@@ -326,7 +321,7 @@ async def cmd_ls(client: EcoClient, args: argparse.Namespace) -> int:
         _print_json({"clusters": clusters})
         return EXIT_OK
     if not clusters:
-        print("No clusters. Launch one with: ecotui launch --help")
+        say("No clusters. Launch one with: ecotui launch --help")
         return EXIT_OK
     rows = []
     for c in clusters:
@@ -337,7 +332,7 @@ async def cmd_ls(client: EcoClient, args: argparse.Namespace) -> int:
             _money(c.get("burn_rate")), _money((c.get("cost") or {}).get("spent")),
             _until(c.get("expires_at")) if c["status"] not in ("terminated", "failed") else "-",
         ])
-    print(_table(["NAME", "STATUS", "REGION", "GPUS", "READY", "$/H", "SPENT", "EXPIRES IN"],
+    say(_table(["NAME", "STATUS", "REGION", "GPUS", "READY", "$/H", "SPENT", "EXPIRES IN"],
                  rows, right={4, 5, 6}, shrink=0))
     return EXIT_OK
 
@@ -347,7 +342,7 @@ async def cmd_show(client: EcoClient, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(c)
         return EXIT_OK
-    print(render_cluster(c))
+    say(render_cluster(c))
     return EXIT_OK
 
 
@@ -363,7 +358,8 @@ def render_cluster(c: dict[str, Any]) -> str:
              f"({total_gpus} GPUs)",
              f"  image        {c.get('image') or '-'}"]
     if c.get("startup_command"):
-        lines.append(f"  startup      {c['startup_command'][:WIDTH - 15]}")
+        # Whole, on one line, so it can be copied (control characters shown, not obeyed).
+        lines.append(f"  startup      {visible(c['startup_command'])}")
     if c.get("shared_filesystems"):
         lines.append(f"  filesystems  {', '.join(c['shared_filesystems'])}")
     lines += [
@@ -391,9 +387,10 @@ def render_cluster(c: dict[str, Any]) -> str:
                  str(s.get("restarts", 0)), s.get("reason") or "", s.get("node") or ""]
                 for s in states]
         table = _table(["REPLICA", "PHASE", "READY", "RESTARTS", "REASON", "NODE"], rows,
-                       right={3}, shrink=4)
+                       right={3}, shrink=None)
         lines += ["    " + line for line in table.splitlines()]
-    return "\n".join(line if "://" in line else line[:WIDTH] for line in lines)
+    # Every value whole: a long one makes its line longer than 80, never cut.
+    return "\n".join(visible(line) for line in lines)
 
 
 async def cmd_launch(client: EcoClient, args: argparse.Namespace) -> int:
@@ -414,10 +411,10 @@ async def cmd_launch(client: EcoClient, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(c)
     else:
-        print(_wrap(f"Launched {c['name']} ({c['id']}): {_money(c['hourly_rate'])}/h, hold "
+        say(_wrap(f"Launched {c['name']} ({c['id']}): {_money(c['hourly_rate'])}/h, hold "
                     f"{_money(c['cost']['hold'])}, expires {_when(c['expires_at'])}."))
         if c.get("endpoint"):
-            print(f"Public URL: {c['endpoint']['url']}")
+            say(f"Public URL: {c['endpoint']['url']}")
     return EXIT_OK
 
 
@@ -461,7 +458,7 @@ async def cmd_scale(client: EcoClient, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(c)
     else:
-        print(_wrap(f"{c['name']}: {c['replicas']} replicas, {_money(c['hourly_rate'])}/h, "
+        say(_wrap(f"{c['name']}: {c['replicas']} replicas, {_money(c['hourly_rate'])}/h, "
                     f"hold {_money(c['cost']['hold'])} in all."))
     return EXIT_OK
 
@@ -488,20 +485,26 @@ async def cmd_extend(client: EcoClient, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(c)
     else:
-        print(_wrap(f"{c['name']}: expires {_when(c['expires_at'])} "
+        say(_wrap(f"{c['name']}: expires {_when(c['expires_at'])} "
                     f"(in {_until(c['expires_at'])}), hold {_money(c['cost']['hold'])} in all."))
     return EXIT_OK
 
 
 async def cmd_restart(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
+    if args.replica:
+        _confirm(args, _wrap(f"Restart {args.replica} of {c['name']}: its process is killed "
+                             "and started again; what runs in it is lost."))
+    else:
+        _confirm(args, _wrap(f"Restart every replica of {c['name']}, one at a time: each "
+                             "process is killed and started again."))
     answer = await client.restart(c["id"], args.replica)
     if args.json:
         _print_json(answer)
     elif args.replica:
-        print(f"{args.replica}: restarting.")
+        say(f"{args.replica}: restarting.")
     else:
-        print(f"{c['name']}: restarting its replicas one at a time.")
+        say(f"{c['name']}: restarting its replicas one at a time.")
     return EXIT_OK
 
 
@@ -547,39 +550,71 @@ def _after(c: dict[str, Any], args: argparse.Namespace, text: str) -> int:
     if args.json:
         _print_json(c)
     else:
-        print(_wrap(text))
+        say(_wrap(text))
     return EXIT_OK
 
 
 async def cmd_endpoint(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
+    ep_now = c.get("endpoint")
+    if args.close:
+        _confirm(args, _wrap(f"Close the public URL of {c['name']}: requests to it are refused "
+                             "from now on."))
+    elif ep_now:
+        _confirm(args, _wrap(f"Change the public URL of {c['name']} from port {ep_now['port']} "
+                             f"to port {args.port}."))
+    else:
+        _confirm(args, _wrap(f"Open a public URL for {c['name']}, forwarding to port "
+                             f"{args.port}: anyone with an API key of this account can reach "
+                             "it."))
     if args.close:
         await client.close_endpoint(c["id"])
         if args.json:
             _print_json({"closed": True, "id": c["id"]})
         else:
-            print(f"{c['name']}: public URL closed.")
+            say(f"{c['name']}: public URL closed.")
         return EXIT_OK
     ep = await client.set_endpoint(c["id"], args.port)
     if args.json:
         _print_json(ep)
     else:
-        print(f"{c['name']}: {ep['url']} -> port {ep['port']}")
-        print(f'curl {ep["url"]} -H "Authorization: Bearer eco_YOUR_KEY"')
+        say(f"{c['name']}: {ep['url']} -> port {ep['port']}")
+        say(f'curl {ep["url"]} -H "Authorization: Bearer eco_YOUR_KEY"')
     return EXIT_OK
 
 
 async def cmd_logs(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     out = sys.stdout.buffer
+    # To a terminal, a replica's control characters are shown, not obeyed (--raw: obeyed).
+    safe = not args.raw and sys.stdout.isatty()
     if args.follow:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
         async for chunk in client.follow_logs(c["id"], args.replica, tail=args.tail,
                                               previous=args.previous):
-            out.write(chunk)
+            if args.json:
+                pending += decoder.decode(chunk)
+                *done, pending = pending.split("\n")
+                for line in done:
+                    out.write(json.dumps({"line": line}).encode() + b"\n")
+            elif safe:
+                out.write(visible_lines(decoder.decode(chunk)).encode())
+            else:
+                out.write(chunk)
             out.flush()
+        if args.json and pending:
+            out.write(json.dumps({"line": pending}).encode() + b"\n")
         return EXIT_OK
     text = await client.logs(c["id"], args.replica, tail=args.tail, previous=args.previous)
-    out.write(text.encode())
+    if args.json:
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        _print_json({"cluster": c["name"], "replica": args.replica,
+                     "previous": bool(args.previous), "lines": lines})
+        return EXIT_OK
+    out.write((visible_lines(text) if safe else text).encode())
     out.flush()
     return EXIT_OK
 
@@ -590,6 +625,8 @@ async def cmd_ledger(client: EcoClient, args: argparse.Namespace) -> int:
         cluster_id = (await client.cluster(args.cluster))["id"]
     if args.csv:
         text = await client.ledger_csv(cluster_id=cluster_id, limit=args.limit)
+        if sys.stdout.isatty():
+            text = visible_lines(text)
         sys.stdout.write(text)
         if text and not text.endswith("\n"):
             sys.stdout.write("\n")
@@ -612,9 +649,9 @@ async def cmd_ledger(client: EcoClient, args: argparse.Namespace) -> int:
                      names.get(cid, cid or "-") if cid else "-", e["kind"],
                      _money(e["amount"]), _money(e["balance_after"]), _money(e["held_after"])])
     if not rows:
-        print("No ledger entries.")
+        say("No ledger entries.")
         return EXIT_OK
-    print(_table(["ID", "AT", "CLUSTER", "KIND", "AMOUNT", "BALANCE", "HELD"], rows,
+    say(_table(["ID", "AT", "CLUSTER", "KIND", "AMOUNT", "BALANCE", "HELD"], rows,
                  right={0, 4, 5, 6}, shrink=2))
     return EXIT_OK
 
@@ -661,7 +698,8 @@ async def _pump_stdin(conn: Any) -> None:
     await conn.close_stdin()  # v5: the command sees the end of its input
 
 
-CONFIRMING = frozenset({"launch", "scale", "extend", "stop", "resume", "terminate"})
+CONFIRMING = frozenset({"launch", "scale", "extend", "restart", "stop", "resume", "terminate",
+                        "endpoint"})
 
 COMMANDS: dict[str, Callable[..., Any]] = {
     "ls": cmd_ls, "show": cmd_show, "launch": cmd_launch, "scale": cmd_scale,

@@ -4,7 +4,6 @@ human output (readable at 80 columns), `--json`, and exit codes (0 done,
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import secrets
@@ -12,46 +11,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
+from typing import Any
 
 from ecotui import cli, costs
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def env(shared_ecolink_server, monkeypatch, tmp_path):
-    """A new $10,000 account on the shared backend, set in ECO_API_URL / ECO_API_KEY."""
-    key = shared_ecolink_server.new_account("cli-" + secrets.token_hex(4), "10000")
-    monkeypatch.setenv("ECO_API_URL", shared_ecolink_server.url)
-    monkeypatch.setenv("ECO_API_KEY", key)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    yield {"ECO_API_URL": shared_ecolink_server.url, "ECO_API_KEY": key}
-    # End this account's replicas now rather than all at once at server shutdown.
-    with shared_ecolink_server.client(key) as api:
-        for c in api.get("/gpu-clusters").json()["clusters"]:
-            api.delete(f"/gpu-clusters/{c['id']}")
-
-
-class Run:
-    def __init__(self, capsys):
-        self.capsys = capsys
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        code = cli.main(list(argv))
-        out = self.capsys.readouterr()
-        return code, out.out, out.err
-
-    def json(self, *argv: str):
-        code, out, err = self(*argv, "--json")
-        assert code == 0, err
-        return json.loads(out)
-
-
-@pytest.fixture
-def run(capsys, env):
-    return Run(capsys)
 
 
 def launch_args(name: str = "web", *extra: str, replicas: str = "2", gpus: str = "2",
@@ -75,7 +39,7 @@ def ecotui(env, *argv: str, input: bytes | None = None, timeout: float = 60):
                           stdin=None if input is not None else subprocess.DEVNULL)
 
 
-def wait_running(run: Run, name: str, timeout: float = 30) -> dict:
+def wait_running(run: Any, name: str, timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         c = run.json("show", name)
@@ -194,30 +158,30 @@ def test_stop_resume_terminate(run):
 def test_restart(run):
     run(*launch_args("web"))
     wait_running(run, "web")
-    code, out, err = run("restart", "web", "web-1")
+    code, out, err = run("restart", "web", "web-1", "--yes")
     assert code == 0, err
     assert "web-1" in out
-    state = run.json("restart", "web", "web-0")
+    state = run.json("restart", "web", "web-0", "--yes")
     assert state["name"] == "web-0"
-    code, out, _ = run("restart", "web")
+    code, out, _ = run("restart", "web", "--yes")
     assert code == 0 and "one at a time" in out
-    code, _, err = run("restart", "web", "web-9")
+    code, _, err = run("restart", "web", "web-9", "--yes")
     assert code == 1
 
 
 def test_endpoint(run):
     run(*launch_args("web"))
-    ep = run.json("endpoint", "web", "8000")
+    ep = run.json("endpoint", "web", "8000", "--yes")
     assert ep["port"] == 8000 and ep["url"].endswith("/service/")
-    code, out, _ = run("endpoint", "web", "9000")
+    code, out, _ = run("endpoint", "web", "9000", "--yes")
     assert code == 0
     assert f"{ep['url']} -> port 9000" in out
     assert f'curl {ep["url"]} -H "Authorization: Bearer eco_YOUR_KEY"' in out
     assert run.json("show", "web")["endpoint"] == {"url": ep["url"], "port": 9000}
-    code, out, _ = run("endpoint", "web", "--close")
+    code, out, _ = run("endpoint", "web", "--close", "--yes")
     assert code == 0 and "closed" in out
     assert run.json("show", "web")["endpoint"] is None
-    code, _, err = run("endpoint", "web", "0")
+    code, _, err = run("endpoint", "web", "0", "--yes")
     assert code == 1 and "port" in err
 
 

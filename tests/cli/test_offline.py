@@ -40,10 +40,10 @@ def unreachable(monkeypatch, tmp_path):
     ["launch", "--name", "a", "--region", "us-east", "--gpu-type", "H100-80GB",
      "--gpu-count", "1", "--replicas", "2", "--image", "x", "--hours", "1", "--yes"],
     ["scale", "web", "3", "--yes"], ["extend", "web", "1", "--yes"],
-    ["restart", "web"], ["restart", "web", "web-0"],
+    ["restart", "web", "--yes"], ["restart", "web", "web-0", "--yes"],
     ["stop", "web", "--yes"], ["resume", "web", "--yes"], ["terminate", "web", "--yes"],
-    ["endpoint", "web", "8000"], ["endpoint", "web", "--close"],
-    ["logs", "web", "web-0"], ["logs", "web", "web-0", "-f"],
+    ["endpoint", "web", "8000", "--yes"], ["endpoint", "web", "--close", "--yes"],
+    ["logs", "web", "web-0"], ["logs", "web", "web-0", "-f"], ["logs", "web", "web-0", "--json"],
     ["exec", "web", "web-0", "--", "true"],
     ["ledger"], ["ledger", "--csv"], ["ledger", "--json"],
 ])
@@ -90,7 +90,8 @@ def test_usage_errors_exit_2(unreachable, argv, capsys, monkeypatch):
     ["launch", "--name", "a", "--region", "us-east", "--gpu-type", "H100-80GB",
      "--gpu-count", "1", "--replicas", "2", "--image", "x", "--hours", "1"],
     ["scale", "web", "3"], ["extend", "web", "1"], ["stop", "web"], ["resume", "web"],
-    ["terminate", "web"],
+    ["terminate", "web"], ["restart", "web"], ["restart", "web", "web-0"],
+    ["endpoint", "web", "8000"], ["endpoint", "web", "--close"],
 ])
 def test_confirmations_refuse_without_a_terminal(unreachable, argv, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", open(os.devnull))  # not a terminal
@@ -182,3 +183,60 @@ def test_no_url_anywhere_uses_the_embedded_backend(tmp_path, monkeypatch):
     c = resolve_connection(None, None, env={"XDG_CONFIG_HOME": str(tmp_path)})
     assert (c.url, c.key, c.source) == ("http://127.0.0.1:5", "eco_embedded", "embedded")
     assert calls == [None]
+
+
+def _subcommands() -> dict[str, object]:
+    import argparse
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+# What changes or costs something, and what reads: the grammar every command follows.
+CHANGES = {"launch", "scale", "extend", "restart", "stop", "resume", "terminate", "endpoint"}
+READS = {"ls", "show", "ledger", "logs"}
+
+
+def test_the_grammar_every_command_that_changes_takes_yes_and_every_read_json() -> None:
+    commands = _subcommands()
+    for name in CHANGES:
+        opts = {o for a in commands[name]._actions for o in a.option_strings}
+        assert {"--yes", "-y", "--json"} <= opts, name
+    for name in READS:
+        opts = {o for a in commands[name]._actions for o in a.option_strings}
+        assert "--json" in opts and "--yes" not in opts, name
+    assert CHANGES == set(cli.CONFIRMING)
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_a_script_naming_every_command_and_option(shell, capsys) -> None:
+    assert cli.main(["completion", shell]) == 0  # no backend needed
+    out = capsys.readouterr().out
+    for name, sub in _subcommands().items():
+        assert name in out
+        for action in sub._actions:
+            for opt in action.option_strings:
+                if opt.startswith("--"):
+                    assert (opt if shell != "fish" else f"-l {opt[2:]}") in out, (name, opt)
+    assert cli.main(["completion", "tcsh"]) == 2
+
+
+def test_bash_completion_completes_commands_options_and_choices(capsys, tmp_path) -> None:
+    cli.main(["completion", "bash"])
+    script = tmp_path / "ecotui.bash"
+    script.write_text(capsys.readouterr().out)
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(f"'{w}'" for w in words)
+        proc = subprocess.run(
+            ["bash", "-c", f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1};"
+                           ' _ecotui; printf "%s\\n" "${COMPREPLY[@]}"'],
+            capture_output=True, text=True, check=True)
+        return proc.stdout.split()
+
+    assert complete("ecotui", "te") == ["terminate"]
+    assert complete("ecotui", "--api", "http://x", "res") == ["restart", "resume"]
+    assert complete("ecotui", "endpoint", "web", "--c") == ["--close"]
+    assert complete("ecotui", "restart", "web", "--y") == ["--yes"]
+    assert complete("ecotui", "completion", "") == ["-h", "--help", "bash", "zsh", "fish"]

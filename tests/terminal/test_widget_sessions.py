@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from shell_helpers import (
+    PROMPT,
     HostApp,
     launch,
     on_prompt,
@@ -162,3 +163,40 @@ async def test_nvidia_smi_in_every_replica_side_by_side(client, cluster):
                 assert "nvidia-smi" in col.outcome and ("exit code" in col.outcome
                                                         or "could not run" in col.outcome)
                 assert col.output
+
+
+async def test_reattach_does_not_answer_the_queries_of_replayed_output(client, cluster):
+    """A program's old terminal queries (DSR, DA) in the kept output get no second answer:
+    the answer would reach today's program as typed keys (`2RR` in vim)."""
+    app = HostApp(client)
+    async with app.run_test(size=(100, 30)) as pilot:
+        pane = await open_shell(app, cluster, "box-0", command=["sh"])
+        await ready_shell(pane)
+        sid = pane.sid
+        # Live: the query is answered, and the program reads the answer.
+        await type_line(pilot, "stty raw -echo; printf '\\033[5n'; head -c 4 | od -An -c; "
+                               "stty sane; echo asked")
+        await wait_until(lambda: shows(pane.view, "033   [   0   n") and on_prompt(pane.view),
+                         what="the live query answered")
+        await pilot.press("ctrl+right_square_bracket", "d")
+        screen = shells(app)
+        await wait_until(lambda: not screen.panes, what="the tab to close")
+        again = await screen.add_session(cluster, "box-0", command=["sh"], sid=sid)
+        sent: list[bytes] = []
+        sink = again.view.input_sink
+        assert sink is not None
+
+        def spy(data: bytes) -> None:
+            sent.append(data)
+            sink(data)
+
+        again.view.input_sink = spy
+        await wait_until(lambda: again.state == "live" and shows(again.view, "asked"),
+                         what="the kept output replayed")
+        await pilot.pause(0.5)
+        assert again.attaches == 1 and b"".join(sent) == b""
+        await type_line(pilot, "echo clean-$((6*7))")
+        await wait_until(lambda: shows(again.view, "clean-42"), what="the command run")
+        assert shows(again.view, PROMPT + "echo clean-$((6*7))")
+        assert not any("0n" in row for row in again.view.term.display()
+                       if row.startswith(PROMPT))

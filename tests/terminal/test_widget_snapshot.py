@@ -57,3 +57,32 @@ def test_terminal_tab_snapshot(snap_compare) -> None:
         await pilot.pause(0.3)
 
     assert snap_compare(SnapApp(), terminal_size=(100, 34), run_before=settle)
+
+
+class FakeClient:
+    """The one call the picker makes: the cluster's running sessions."""
+
+    async def sessions(self, cluster_id: str) -> list[dict]:
+        return [{"id": "ses_a1", "replica": "train-0", "command": ["bash"], "attached": 1},
+                {"id": "ses_b2", "replica": "train-1", "command": ["python3", "train.py"],
+                 "attached": 0}]
+
+
+class PickerApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield Static("dashboard")
+
+    async def on_mount(self) -> None:
+        from ecotui.screens.shells import ShellPicker
+
+        other = {"id": "gc_other", "name": "serve", "replica_states": [
+            {"name": "serve-0", "ready": True}]}
+        await self.push_screen(ShellPicker(FakeClient(), [CLUSTER, other], "gc_snap",  # type: ignore[arg-type]
+                                           open_sids={"ses_a1"}))
+
+
+def test_shell_picker_at_80x24_snapshot(snap_compare) -> None:
+    async def settle(pilot) -> None:
+        await pilot.pause(0.3)
+
+    assert snap_compare(PickerApp(), terminal_size=(80, 24), run_before=settle)

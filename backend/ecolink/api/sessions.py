@@ -206,8 +206,15 @@ async def attach_session(websocket: WebSocket, id: str, sid: str) -> None:
     except Exception as exc:
         await deny_error(websocket, exc)
         return
-    await websocket.accept(subprotocol=proto)
     client = s.attach()
+    # How many bytes of the first frames are replayed history (a terminal must not
+    # answer the queries in them again: the program that asked is long past them).
+    replay = str(max(0, s.end - client.cursor)).encode()
+    try:
+        await websocket.accept(subprotocol=proto, headers=[(b"x-eco-replay-bytes", replay)])
+    except BaseException:
+        s.detach(client)
+        raise
 
     async def output() -> None:
         try:

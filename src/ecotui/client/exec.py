@@ -77,6 +77,12 @@ class ExecConnection:
         self.close_code: int | None = None
         self.close_reason: str = ""
         self._send_lock = asyncio.Lock()
+        # Attach: how many bytes of output at the start are the replayed history.
+        self.replay_bytes = 0
+        response = getattr(ws, "response", None)
+        raw = response.headers.get("x-eco-replay-bytes") if response is not None else None
+        with contextlib.suppress(TypeError, ValueError):
+            self.replay_bytes = max(0, int(raw or 0))
 
     @property
     def v5(self) -> bool:

@@ -289,8 +289,15 @@ class ShellPane(Vertical):
             term = self.view.term
             self._outq.put_nowait(("resize", (term.cols, term.rows)))
             sender = asyncio.create_task(self._sender(conn))
+            replay = conn.replay_bytes  # the first bytes are kept output, shown again
             try:
                 async for _channel, data in conn.frames():
+                    if replay > 0:
+                        old, data = data[:replay], data[replay:]
+                        replay -= len(old)
+                        self.view.feed(old, replay=True)
+                        if not data:
+                            continue
                     self.view.feed(data)
             finally:
                 sender.cancel()
@@ -346,55 +353,76 @@ class ShellPane(Vertical):
 
 
 class ShellPicker(ModalScreen[dict[str, Any] | None]):
-    """Choose a cluster, a replica and a command, or a running session to attach to."""
+    """Choose a cluster, a replica and a command, or a running session to attach to.
+
+    Fits 80x24: one row per field, the sessions list scrolls, the buttons stay
+    in view. Enter opens what has focus: the highlighted session in the list,
+    else a new shell with the fields (on a Select, Enter opens its list)."""
 
     BINDINGS = [Binding("escape", "cancel", "cancel")]
     DEFAULT_CSS = """
     ShellPicker { align: center middle; }
-    ShellPicker > Vertical { width: 80; height: auto; max-height: 90%; border: thick $accent;
-                             background: $surface; padding: 1 2; }
-    ShellPicker Label { margin-top: 1; }
-    ShellPicker OptionList { height: auto; max-height: 10; }
-    ShellPicker Horizontal { height: auto; margin-top: 1; }
+    ShellPicker > Vertical { width: 80; max-width: 100%; height: auto; max-height: 100%;
+                             border: round $accent; background: $surface; padding: 0 1; }
+    ShellPicker .picker-row { height: 1; margin-top: 1; }
+    ShellPicker .picker-row > Label { width: 9; }
+    ShellPicker .picker-row > Select, ShellPicker .picker-row > Input { width: 1fr; }
+    ShellPicker #sessions-label { margin-top: 1; }
+    ShellPicker OptionList { height: auto; max-height: 6; }
+    ShellPicker #picker-buttons { height: 1; margin-top: 1; }
+    ShellPicker #picker-buttons Button { margin-right: 2; }
     """
 
     def __init__(self, client: EcoClient, clusters: list[dict[str, Any]],
-                 cluster_id: str | None = None, replica: str | None = None) -> None:
+                 cluster_id: str | None = None, replica: str | None = None,
+                 open_sids: set[str] | None = None) -> None:
         super().__init__()
         self.client = client
         self.clusters = {str(c.get("id")): c for c in clusters}
         self.cluster_id = cluster_id or (next(iter(self.clusters)) if self.clusters else None)
         self.replica = replica
         self.sessions: list[dict[str, Any]] = []
+        self.open_sids = open_sids or set()  # sessions already shown in a tab
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("[b]Open a shell[/b]")
-            yield Label("cluster")
-            yield Select([(str(c.get("name") or cid), cid) for cid, c in self.clusters.items()],
-                         value=self.cluster_id or Select.BLANK, allow_blank=False, id="cluster")
-            yield Label("replica")
-            yield Select([], id="replica")
-            yield Label("command (empty: a login shell, bash, else sh)")
-            yield Input(placeholder="bash", id="command")
-            yield Label("or attach to a running session")
+            yield Label("[b]Open a shell[/b]  [dim]enter: open · tab: next field · esc: cancel[/dim]")
+            with Horizontal(classes="picker-row"):
+                yield Label("cluster")
+                yield Select([(str(c.get("name") or cid), cid) for cid, c in self.clusters.items()],
+                             value=self.cluster_id or Select.BLANK, allow_blank=False, id="cluster",
+                             compact=True)
+            with Horizontal(classes="picker-row"):
+                yield Label("replica")
+                options = self._replica_options()
+                yield Select(options or [("no replica", "")], allow_blank=False, id="replica",
+                             compact=True)
+            with Horizontal(classes="picker-row"):
+                yield Label("command")
+                yield Input(placeholder="empty: a login shell (bash, else sh)", id="command",
+                            compact=True)
+            yield Label("or attach to a running session:", id="sessions-label")
             yield OptionList(id="sessions")
-            with Horizontal():
-                yield Button("Open", variant="primary", id="open")
-                yield Button("Cancel", id="cancel")
+            with Horizontal(id="picker-buttons"):
+                yield Button("Open", variant="primary", id="open", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self._fill_replicas()
         self.load_sessions()
         self.query_one("#command", Input).focus()
 
+    def _replica_options(self) -> list[tuple[str, str]]:
+        c = self.clusters.get(self.cluster_id or "") or {}
+        return [(f"{r.get('name')}{'' if r.get('ready') else ' (not ready)'}", str(r.get("name")))
+                for r in c.get("replica_states") or []]
+
     def _fill_replicas(self) -> None:
         c = self.clusters.get(self.cluster_id or "") or {}
         states = c.get("replica_states") or []
-        options = [(f"{r.get('name')}{'' if r.get('ready') else ' (not ready)'}", str(r.get("name")))
-                   for r in states]
+        options = self._replica_options()
         sel = self.query_one("#replica", Select)
-        sel.set_options(options)
+        sel.set_options(options or [("no replica", "")])
         names = [o[1] for o in options]
         pick = self.replica if self.replica in names else (
             next((str(r.get("name")) for r in states if r.get("ready")), names[0] if names else None))
@@ -422,14 +450,18 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
         self.sessions = [s for s in sessions if not s.get("exited") and not s.get("ended_reason")]
         for s in self.sessions:
             cmd = " ".join(s.get("command") or []) or "shell"
-            ol.add_option(Option(f"{s.get('replica')}: {cmd}  (session {s.get('id')}, "
-                                 f"{s.get('attached', 0)} attached)", id=str(s.get("id"))))
+            where = "open in a tab" if str(s.get("id")) in self.open_sids else \
+                f"{s.get('attached', 0)} attached"
+            ol.add_option(Option(Text(f"{s.get('replica')}: {cmd}  (session {s.get('id')}, {where})"),
+                                 id=str(s.get("id"))))
+        if self.sessions:
+            ol.highlighted = 0  # Enter on the list takes the first one; Down moves from there
 
     def _choice(self) -> dict[str, Any] | None:
         if not self.cluster_id:
             return None
         replica = self.query_one("#replica", Select).value
-        if replica is Select.BLANK:
+        if replica is Select.BLANK or not replica:
             return None
         command = self.query_one("#command", Input).value.strip()
         return {"cluster": self.clusters[self.cluster_id], "replica": str(replica),
@@ -473,6 +505,7 @@ class ShellsScreen(Screen[None]):
     ShellsScreen #panes ShellPane { display: none; }
     ShellsScreen #panes ShellPane.-visible { display: block; }
     ShellsScreen #panes.-split ShellPane.-visible { width: 1fr; }
+    ShellsScreen #panes.-split ShellPane.-divider { border-left: outer $accent; }
     ShellsScreen #shells-empty { height: 1fr; content-align: center middle; color: $text-muted; }
     """
 
@@ -511,9 +544,23 @@ class ShellsScreen(Screen[None]):
     def panes_of(self, cluster_id: str) -> list[ShellPane]:
         return [self.panes[k] for k in self.order if self.panes[k].cluster_id == cluster_id]
 
+    def pane_of_session(self, sid: str | None) -> ShellPane | None:
+        """The tab already showing kept session `sid`, if one does."""
+        if sid is None:
+            return None
+        return next((p for p in self.panes.values()
+                     if p.sid == sid and p.state not in ENDED_STATES), None)
+
     async def add_session(self, cluster: dict[str, Any], replica: str, *,
                           command: list[str] | str | None = None, sid: str | None = None,
                           focus: bool = True) -> ShellPane:
+        """A tab for a new session, or for kept session `sid`; a session already in a
+        tab is not opened twice (keys would reach it twice): that tab is focused."""
+        open_already = self.pane_of_session(sid)
+        if open_already is not None:
+            self.activate(open_already.pane_id, focus_terminal=focus)
+            self.notify(f"Session {sid} is already open in a tab: focused it")
+            return open_already
         pane = ShellPane(self.client, cluster, replica, command=command, sid=sid)
         return await self.add_pane(pane, focus=focus)
 
@@ -551,9 +598,12 @@ class ShellsScreen(Screen[None]):
 
     def _layout(self) -> None:
         visible = self._visible()
+        # Side by side, the right pane (the later one on screen) draws a divider.
+        right = max(visible, key=self.order.index) if len(visible) > 1 else None
         for pid, pane in self.panes.items():
             pane.set_class(pid in visible, "-visible")
             pane.set_class(pid == self.active, "-focused")
+            pane.set_class(pid == right, "-divider")
         self.query_one("#panes").set_class(self.split and len(visible) > 1, "-split")
         self.query_one("#shells-empty").display = not self.panes
 
@@ -667,8 +717,9 @@ class ShellsScreen(Screen[None]):
             return
         if cluster_id is None and self.active_pane is not None:
             cluster_id = self.active_pane.cluster_id
+        open_sids = {p.sid for p in self.panes.values() if p.sid and p.state not in ENDED_STATES}
         choice = await self.app.push_screen_wait(
-            ShellPicker(self.client, clusters, cluster_id, replica))
+            ShellPicker(self.client, clusters, cluster_id, replica, open_sids))
         if choice:
             await self.add_session(choice["cluster"], choice["replica"],
                                    command=choice.get("command"), sid=choice.get("sid"))
@@ -682,8 +733,13 @@ class ShellsScreen(Screen[None]):
     def _broadcast(self, cluster_id: str, data: bytes) -> bool:
         if self.broadcast_cluster != cluster_id:
             return False
+        # Once per session, however many tabs show it (a tab still connecting has no
+        # session id yet: it counts as its own).
+        reached: set[str] = set()
         for pane in self.panes_of(cluster_id):
-            if pane.state not in ENDED_STATES:
+            key = pane.sid or pane.pane_id
+            if pane.state not in ENDED_STATES and key not in reached:
+                reached.add(key)
                 pane.view.deliver(data)
         return True
 
@@ -709,17 +765,24 @@ class ShellsScreen(Screen[None]):
             return
         self.broadcast_cluster = cluster_id
         have = {p.replica for p in self.panes_of(cluster_id) if p.state not in ENDED_STATES}
+        opened: list[str] = []
         for r in cluster.get("replica_states") or []:
             name = str(r.get("name"))
             if r.get("ready") and name not in have:
                 await self.add_session(cluster, name, command=command, focus=False)
+                opened.append(name)
         for p in self.panes_of(cluster_id):
             self._hook(p)
-        n = len(self.panes_of(cluster_id))
+        n = len({p.sid or p.pane_id for p in self.panes_of(cluster_id)
+                 if p.state not in ENDED_STATES})
         banner = self.query_one("#broadcast-banner", Static)
+        new = f"; opened new shells in {', '.join(opened)}" if opened else ""
         banner.update(Text(f"BROADCAST ON: what you type in a shell of {cluster.get('name')} goes to "
-                           f"all {n} of its shells (b: off)"))
+                           f"all {n} of its sessions{new} (b: off)"))
         banner.add_class("-shown")
+        if opened:
+            self.notify(f"Broadcast opened {len(opened)} new shell{'s' if len(opened) > 1 else ''} "
+                        f"to reach every ready replica: {', '.join(opened)}")
 
     def _broadcast_off(self) -> None:
         cid = self.broadcast_cluster

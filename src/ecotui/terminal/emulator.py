@@ -36,6 +36,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .line import WIDTHS, Line, history_runs, history_text, history_wrapped
+from .reflow import reflow
 from .style import StyleTable
 
 # One token: a control sequence (group 1). Text between tokens is printable
@@ -43,10 +44,10 @@ from .style import StyleTable
 # chunk is left inside the last text part and kept for the next chunk.
 _TOKEN = re.compile(
     r"("
-    r"\x1b\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]"  # CSI
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC, BEL or ST terminated
-    r"|\x1b[P_^X][^\x1b]*\x1b\\"  # DCS, APC, PM, SOS
-    r"|\x1b[\x20-\x2f]*[\x30-\x4f\x51-\x57\x59\x5a\x5c\x60-\x7e]"  # other ESC sequences
+    r"\x1b\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e\x18\x1a]"  # CSI (CAN, SUB: aborted)
+    r"|\x1b\][^\x07\x1b\x18\x1a]*(?:\x07|\x1b\\|[\x18\x1a])"  # OSC, BEL or ST terminated
+    r"|\x1b[P_^X][^\x1b\x18\x1a]*(?:\x1b\\|[\x18\x1a])"  # DCS, APC, PM, SOS
+    r"|\x1b[\x20-\x2f]*[\x30-\x4f\x51-\x57\x59\x5a\x5c\x60-\x7e\x18\x1a]"  # other ESC sequences
     r"|\x1b(?=[^\x20-\x7e])"  # ESC followed by a non-printable: cancelled
     r"|[\x00-\x09\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]"  # C0 controls except CR, LF, ESC
     r")"
@@ -257,6 +258,8 @@ class Terminal:
                 self.pen = pen
                 if len(c) == 1:
                     c0(c)
+                elif c[-1] in "\x18\x1a":
+                    pass  # CAN or SUB inside a sequence: it is abandoned, nothing shown
                 elif c[1] == "[":
                     csi(c)
                 else:
@@ -782,11 +785,24 @@ class Terminal:
                 lines[y].wrapped = False
             lines[self.y].erase(0, self.x + 1, fill, cols)
         elif mode == 2:
-            for ln in lines:
-                ln.erase(0, cols, fill, cols)
-                ln.wrapped = False
+            self._clear_screen()
         elif mode == 3:
             self.history.clear()
+
+    def _clear_screen(self) -> None:
+        """ED 2. On the main screen the rows down to the last one in use go to the
+        scrollback first, as tmux does (its `scroll-on-clear`, on by default)."""
+        lines = self.lines
+        fill = self.styles.fill(self.pen)
+        if not self.alt_active:
+            last = max((y for y, ln in enumerate(lines) if ln.runs()), default=-1)
+            for y in range(last + 1):
+                self._push_history(lines[y])
+                lines[y] = Line(fill)
+        cols = self.cols
+        for ln in lines:
+            ln.erase(0, cols, fill, cols)
+            ln.wrapped = False
 
     def _el(self, params: list[int]) -> None:
         mode = params[0] if params else 0
@@ -922,6 +938,11 @@ class Terminal:
             self.autowrap = on
             if not on:
                 self.wrap_pending = False
+        elif p == 3:
+            # DECCOLM: the width stays (the window decides it); as tmux, the screen is
+            # cleared and the cursor goes home.
+            self._goto(0, 0)
+            self._clear_screen()
         elif p == 25:
             self.cursor_visible = on
         elif p == 66:
@@ -1041,6 +1062,11 @@ class Terminal:
             self.icon_title = arg
         elif num == "7":
             self.cwd = arg
+        elif num == "8":
+            # OSC 8 ; params ; URI: text written from here on links to URI (empty: ends).
+            params, _, uri = arg.partition(";")
+            link_id = next((v[3:] for v in params.split(":") if v.startswith("id=")), "")
+            self.pen = self.styles.with_link(self.pen, uri if len(uri) <= 2048 else "", link_id)
         elif num == "52":
             selection, _, data = arg.partition(";")
             if data == "?":
@@ -1080,21 +1106,24 @@ class Terminal:
 
     # -- resize -------------------------------------------------------------------------------
     def resize(self, cols: int, rows: int) -> None:
-        """New size. No reflow of wrapped lines: rows are cut or padded; on the
-        main screen rows that no longer fit above the cursor go to the
-        scrollback, and a taller screen takes them back."""
+        """New size. A new width reflows the main screen and the scrollback
+        (`_reflow_main`); the alternate screen's rows are cut or padded. A new
+        height alone: on the main screen rows that no longer fit above the
+        cursor go to the scrollback, and a taller screen takes them back."""
         cols = max(1, cols)
         rows = max(1, rows)
         if cols == self.cols and rows == self.rows:
             return
         old_cols = self.cols
-        for buf in (self.main, self.alt):
-            for ln in buf:
-                if cols != old_cols:
-                    ln.resize(old_cols, cols)
-        # Height: the main screen keeps the cursor row in view.
-        self._resize_rows(self.main, rows, is_main=True)
-        self._resize_rows(self.alt, rows, is_main=False)
+        if cols != old_cols:
+            self._reflow_main(cols, rows)
+            for ln in self.alt:
+                ln.resize(old_cols, cols)
+            self._resize_rows(self.alt, rows, is_main=False)
+        else:
+            # Height: the main screen keeps the cursor row in view.
+            self._resize_rows(self.main, rows, is_main=True)
+            self._resize_rows(self.alt, rows, is_main=False)
         self.cols = cols
         self.rows = rows
         self.top, self.bottom = 0, rows - 1
@@ -1106,6 +1135,37 @@ class Terminal:
             s.y = min(s.y, rows - 1)
         self.lines = self.alt if self.alt_active else self.main
         self.all_dirty = True
+
+    def _reflow_main(self, cols: int, rows: int) -> None:
+        """A new width for the main screen: its wrapped lines and the scrollback's are
+        rewrapped (`reflow.py`); the rows that no longer fit go to the scrollback, and
+        the scrollback fills a screen with room to spare, as in tmux."""
+        main = self.main
+        on_main = not self.alt_active
+        cur_y, cur_x = (self.y, self.x) if on_main else (self._saved_main.y, self._saved_main.x)
+        if on_main and self.wrap_pending:
+            cur_x += 1
+        last = max((y for y, ln in enumerate(main) if ln.text() or ln.wrapped), default=-1)
+        used = main[: max(last, cur_y) + 1]
+        hist = self.history
+        old_len = len(hist)
+        items: list[Line | str] = [*hist, *used]
+        rewrapped, (ry, rx) = reflow(items, self.cols, cols, (old_len + cur_y, cur_x))
+        start = max(0, len(rewrapped) - rows)
+        if ry < start:
+            start = ry
+        screen = [ln if isinstance(ln, Line) else _line_from_history(ln, cols)
+                  for ln in rewrapped[start:start + rows]]
+        screen.extend(Line() for _ in range(rows - len(screen)))
+        hist.clear()
+        hist.extend(ln.compact() if isinstance(ln, Line) else ln for ln in rewrapped[:start])
+        self.history_added += len(hist) - old_len
+        self.main[:] = screen
+        ry -= start
+        if on_main:
+            self.y, self.x = ry, min(rx, cols - 1)
+        else:
+            self._saved_main.y, self._saved_main.x = ry, min(rx, cols - 1)
 
     def _resize_rows(self, buf: list[Line], rows: int, *, is_main: bool) -> None:
         old = len(buf)

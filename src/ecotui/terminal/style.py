@@ -24,6 +24,11 @@ STRIKE = 128
 DOUBLE_UNDERLINE = 256
 OVERLINE = 512
 
+# Flags above the attribute bits hold a hyperlink (OSC 8): an index into
+# `StyleTable.links`. SGR never changes them; erased cells do not carry them.
+LINK_SHIFT = 10
+LINK_MASK = ~((1 << LINK_SHIFT) - 1)
+
 Style = tuple[int, int, int]  # (fg, bg, flags)
 
 DEFAULT_STYLE: Style = (DEFAULT, DEFAULT, 0)
@@ -229,7 +234,8 @@ class _ByPen(dict[int, dict[str, int]]):
 class StyleTable:
     """Interns styles to small ints; caches SGR transitions and erase fills."""
 
-    __slots__ = ("styles", "_ids", "sgr_by_pen", "_cached", "_fill", "_deltas")
+    __slots__ = ("styles", "_ids", "sgr_by_pen", "_cached", "_fill", "_deltas", "links",
+                 "_link_ids")
 
     def __init__(self) -> None:
         self.styles: list[Style] = [DEFAULT_STYLE]
@@ -239,6 +245,28 @@ class StyleTable:
         self._cached = 0
         self._fill: dict[int, int] = {0: 0}
         self._deltas: dict[str, tuple[bool, int | None, int | None, int, int]] = {}
+        self.links: list[str] = [""]  # OSC 8 targets; index 0: no link
+        self._link_ids: dict[tuple[str, str], int] = {}
+
+    def with_link(self, sid: int, uri: str, link_id: str = "") -> int:
+        """Style `sid` with the hyperlink `uri` (empty: without a link)."""
+        fg, bg, flags = self.styles[sid]
+        n = 0
+        if uri:
+            key = (link_id, uri)
+            got = self._link_ids.get(key)
+            if got is None:
+                if len(self.links) >= 4096:  # a program making endless links: reuse none
+                    return self.intern((fg, bg, flags & ~LINK_MASK))
+                got = self._link_ids[key] = len(self.links)
+                self.links.append(uri)
+            n = got
+        return self.intern((fg, bg, (flags & ~LINK_MASK) | (n << LINK_SHIFT)))
+
+    def link(self, sid: int) -> str:
+        """The hyperlink of style `sid`, or ""."""
+        n = self.styles[sid][2] >> LINK_SHIFT
+        return self.links[n] if 0 < n < len(self.links) else ""
 
     def intern(self, style: Style) -> int:
         sid = self._ids.get(style)
@@ -266,7 +294,9 @@ class StyleTable:
                 self._deltas.clear()
             self._deltas[params] = delta
         reset, dfg, dbg, set_, clear = delta
-        fg, bg, flags = DEFAULT_STYLE if reset else self.styles[sid]
+        fg, bg, flags = self.styles[sid]
+        if reset:  # a hyperlink outlives SGR 0
+            fg, bg, flags = DEFAULT, DEFAULT, flags & LINK_MASK
         style = (fg if dfg is None else dfg, bg if dbg is None else dbg, (flags & ~clear) | set_)
         new = self._ids.get(style)
         if new is None:

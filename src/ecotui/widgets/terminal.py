@@ -58,6 +58,7 @@ from ecotui.terminal.style import (
 RELEASE_KEY = "ctrl+right_square_bracket"
 RELEASE_KEY_DISPLAY = "ctrl+]"
 
+_OPENABLE = ("http", "https", "mailto")
 _SELECTION = Style(reverse=True)
 _MATCH = Style(bgcolor="yellow", color="black")
 _CURRENT_MATCH = Style(bgcolor="dark_orange", color="black", bold=True)
@@ -131,16 +132,23 @@ class TerminalView(Widget, can_focus=True):
         self._mouse_buttons = 0
 
     # -- output from the program --------------------------------------------------------
-    def feed(self, data: bytes) -> None:
-        """Bytes the program wrote; repainted at the next frame."""
+    def feed(self, data: bytes, *, replay: bool = False) -> None:
+        """Bytes the program wrote; repainted at the next frame.
+
+        `replay`: the bytes are kept output shown again (a re-attached session).
+        Their queries were answered when they were live, so they get no answer
+        now (an answer would reach the program of today as typed keys), and
+        their clipboard writes are not done again."""
         term = self.term
         term.feed(data)
         replies = term.take_replies()
-        if replies:
+        if replies and not replay:
             self.send(replies, user=False)
         if term.clipboard:
-            for _selection, text in term.take_clipboard():
-                self.app.copy_to_clipboard(text)
+            writes = term.take_clipboard()
+            if not replay:
+                for _selection, text in writes:
+                    self.app.copy_to_clipboard(text)
         if term.bell_count != self._bells:
             self._bells = term.bell_count
             self.post_message(self.Bell(self))
@@ -250,7 +258,8 @@ class TerminalView(Widget, can_focus=True):
                       underline=bool(flags & UNDERLINE) or None,
                       underline2=bool(flags & DOUBLE_UNDERLINE) or None,
                       blink=bool(flags & BLINK) or None, conceal=bool(flags & HIDDEN) or None,
-                      strike=bool(flags & STRIKE) or None, overline=bool(flags & OVERLINE) or None)
+                      strike=bool(flags & STRIKE) or None, overline=bool(flags & OVERLINE) or None,
+                      link=self.term.styles.link(sid) or None)
         return base + style
 
     def on_resize(self, event: events.Resize) -> None:
@@ -326,9 +335,20 @@ class TerminalView(Widget, can_focus=True):
         term = self.term
         if (self._view_top is None and term.cursor_visible and y == term.y
                 and self.has_focus and not self.disabled):
-            x = min(term.x, width - 1)
-            strip = _overlay(strip, x, x + 1, Style(reverse=True))
+            x0, x1 = self._cursor_span(min(term.x, width - 1))
+            strip = _overlay(strip, x0, x1, Style(reverse=True))
         return strip
+
+    def _cursor_span(self, x: int) -> tuple[int, int]:
+        """Cells the cursor covers: both halves of a wide character, so the glyph shows."""
+        term = self.term
+        line = term.lines[term.y]
+        ch, _ = line.cell(x, term.cols)
+        if ch == "" and x > 0:  # the right half of a wide character
+            return x - 1, x + 1
+        if ch and x + 1 < term.cols and line.cell(x + 1, term.cols)[0] == "":
+            return x, x + 2
+        return x, x + 1
 
     # -- keys, paste, focus -----------------------------------------------------------------------
     def check_consume_key(self, key: str, character: str | None = None) -> bool:
@@ -404,7 +424,10 @@ class TerminalView(Widget, can_focus=True):
             if text:
                 self.app.copy_to_clipboard(text)
             elif self._sel_anchor == self._sel_end:
+                anchor = self._sel_anchor
                 self.clear_selection()
+                if anchor is not None:
+                    self.open_link(*anchor)
             return
         if self._reporting(event) or self._mouse_buttons:
             self._mouse_buttons = max(0, self._mouse_buttons - 1)
@@ -457,6 +480,29 @@ class TerminalView(Widget, can_focus=True):
     def scroll_to_bottom(self) -> None:
         self._view_top = None
         self.refresh()
+
+    # -- hyperlinks (OSC 8) --------------------------------------------------------------------
+    def link_at(self, row: int, col: int) -> str:
+        """The hyperlink of the cell at (absolute row, column), or ""."""
+        item = self._item_at(row)
+        if item is None:
+            return ""
+        runs = item.render_runs(self.term.cols) if isinstance(item, Line) else history_runs(item)
+        x = 0
+        for text, sid in runs:
+            x += text_width(text)
+            if col < x:
+                return self.term.styles.link(sid)
+        return ""
+
+    def open_link(self, row: int, col: int) -> str:
+        """Open the hyperlink under (absolute row, column) with the app (a click does this)."""
+        uri = self.link_at(row, col)
+        # A program chose the link: only web and mail links are opened, never files.
+        if uri.split(":", 1)[0].lower() not in _OPENABLE:
+            return ""
+        self.app.open_url(uri)
+        return uri
 
     # -- text of rows, selection, search ------------------------------------------------------
     def row_text(self, row: int) -> str:

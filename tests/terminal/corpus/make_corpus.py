@@ -1,7 +1,8 @@
 """Regenerate the terminal corpus: real programs' output and tmux's screen for it.
 
 Usage: python tests/terminal/corpus/make_corpus.py [NAME ...]
-Needs tmux, vim, less, htop, top, bash on PATH.
+Needs tmux, vim, less, htop, top, mc, vttest, bash on PATH (Debian: apt-get
+install tmux vim less htop procps mc vttest).
 
 For each entry a program runs in a pseudo-terminal of a fixed size (our own
 recorder, below) while scripted keys are typed; every byte it writes is kept
@@ -270,6 +271,29 @@ def _sgr_all() -> bytes:
     return "".join(out).encode()
 
 
+def _cancel_and_links() -> bytes:
+    """CAN and SUB inside sequences (they abandon them), OSC 8 hyperlinks (kept as text)."""
+    out = [
+        "\x1b[2J\x1b[H",
+        "csi: \x1b[3\x18mA \x1b[31\x1amB \x1b[1;\x18C\r\n",
+        "osc: \x1b]0;title\x18D \x1b]8;;http://x\x1aE\x07\r\n",
+        "esc: \x1b(\x18F \x1b#\x1aG \x1b\x18H\r\n",
+        "links: \x1b]8;;https://example.com/a\x1b\\\x1b[1mbold link\x1b[0m tail\x1b]8;;\x1b\\ after\r\n",
+        "\x1b]8;id=7;https://example.com/b\x07\x1b[32mgreen\x1b]8;;\x07 \x1b[4mund\x1b[24m\r\n",
+        "ctl: a\x18b\x1ac\x1b[2;5H\x18\x1a\x1b[7mrev\x1b[27m",
+    ]
+    return "".join(out).encode()
+
+
+def _vttest(keys: list[bytes]) -> Any:
+    """vttest driven to one of its screens: it asks for the terminal's identity
+    first (answered as a VT100 with AVO), then each key is typed after a pause."""
+    steps: list[tuple[str, Any]] = [("wait", 0.3), ("send", b"\x1b[?1;2c"), ("wait", 2.2)]
+    for key in keys:
+        steps += [("send", key), ("wait", 0.7)]
+    return lambda: record(["vttest"], 80, 24, steps, env=_env(HOME="/tmp"))
+
+
 def entries(tmp: Path) -> dict[str, tuple[int, int, Any]]:
     """name -> (cols, rows, producer returning bytes)."""
     tree = tmp / "tree"
@@ -329,12 +353,30 @@ def entries(tmp: Path) -> dict[str, tuple[int, int, Any]]:
              ("wait", 0.5), ("send", b"\x02%"), ("wait", 0.5), ("send", b"seq 100 140\r"),
              ("wait", 0.8)], cwd=str(tmp), env=_env(HOME=str(home), SHELL="/bin/sh"))),
         "vt_synthetic": (80, 24, lambda: _synthetic_vt()),
+        "vt_cancel_links": (80, 24, lambda: _cancel_and_links()),
+        "mc": (80, 24, lambda: record(
+            ["mc", "-u", "-d", "tree", "tree/src"], 80, 24,
+            [("wait", 2.5), ("send", b"\x1b[B\x1b[B\x1b[B"), ("wait", 0.8), ("send", b"\t"),
+             ("wait", 0.8), ("send", b"\x1b[B"), ("wait", 1.5)], cwd=str(tmp), env=env)),
+        # vttest screens: menu 1 (cursor movements), 2 (screen features), 8 (VT102).
+        "vttest_box": (80, 24, _vttest([b"1\r"])),
+        "vttest_autowrap": (80, 24, _vttest([b"1\r", b"\r", b"\r"])),
+        "vttest_wrap": (80, 24, _vttest([b"2\r"])),
+        "vttest_tabs": (80, 24, _vttest([b"2\r", b"\r"])),
+        "vttest_80col": (80, 24, _vttest([b"2\r"] + [b"\r"] * 3)),
+        "vttest_soft_scroll": (80, 24, _vttest([b"2\r"] + [b"\r"] * 6)),
+        "vttest_jump_scroll": (80, 24, _vttest([b"2\r"] + [b"\r"] * 9)),
+        "vttest_origin": (80, 24, _vttest([b"2\r"] + [b"\r"] * 10)),
+        "vttest_accordion": (80, 24, _vttest([b"8\r"])),
+        "vttest_accordion_end": (80, 24, _vttest([b"8\r", b"\r"])),
+        "vttest_insert_mode": (80, 24, _vttest([b"8\r", b"\r", b"\r"])),
+        "vttest_delete_char": (80, 24, _vttest([b"8\r"] + [b"\r"] * 3)),
         "sgr_all": (80, 24, lambda: _sgr_all()),
     }
 
 
 def main(argv: list[str]) -> int:
-    for tool in ("tmux", "vim", "less", "htop", "top", "bash"):
+    for tool in ("tmux", "vim", "less", "htop", "top", "mc", "vttest", "bash"):
         if not shutil.which(tool):
             print(f"missing {tool}", file=sys.stderr)
             return 2
