@@ -16,6 +16,7 @@ from textual.widgets import Button, Input, Static
 
 from ecotui.dialogs._base import ActionDialog
 from ecotui.dialogs._words import cluster_summary
+from ecotui.widgets.controls import EcoInput
 
 
 def curl_line(url: str) -> str:
@@ -59,7 +60,7 @@ class EndpointDialog(ActionDialog):
                 "load-balanced, to this port on every ready replica.", id="url",
                 classes="text")
             port = ""
-        yield from self.field_row("Port", Input(port, id="port", compact=True, type="integer",
+        yield from self.field_row("Port", EcoInput(port, id="port", compact=True, type="integer",
                                                 placeholder="8000"))
 
     def compose_extra_buttons(self) -> Iterable[Widget]:

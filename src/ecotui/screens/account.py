@@ -30,6 +30,7 @@ from ecotui.model import (
 )
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.keymap import ACCOUNT_VIEW, MOVEMENT
+from ecotui.widgets.controls import EcoInput
 
 PAGE = 100
 RELOAD_EVERY_S = 5.0
@@ -75,7 +76,7 @@ class AccountScreen(DashboardScreen):
     def compose_body(self) -> ComposeResult:
         yield Static("", id="balances")
         yield Label("", id="ledger-caption")
-        yield Input(placeholder="filter the ledger by cluster name or id (empty: all)", id="filter")
+        yield EcoInput(placeholder="filter the ledger by cluster name or id (empty: all)", id="filter")
         with Horizontal(id="tables"):
             ledger = LedgerTable(id="ledger", cursor_type="row")
             ledger.border_title = "Ledger (newest first)"

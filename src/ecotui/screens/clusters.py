@@ -26,6 +26,7 @@ from ecotui.model import (
 )
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.keymap import CLUSTERS_VIEW, ON_CLUSTER
+from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.fleet_table import Cell, Column, FleetTable
 
 COLUMNS = [
@@ -66,7 +67,7 @@ class ClustersScreen(DashboardScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="caption")
-        yield Input(placeholder="filter clusters: name, region, status, GPU type (enter keeps, esc clears)",
+        yield EcoInput(placeholder="filter clusters: name, region, status, GPU type (enter keeps, esc clears)",
                     id="filter")
         yield FleetTable(COLUMNS, self._cells, id="fleet")
 

@@ -45,6 +45,13 @@ CLUSTERS_VIEW: list[Binding] = [
     Binding("m", "group", "group"),
 ]
 
+CLUSTER_VIEW: list[Binding] = [
+    Binding("slash", "filter", "filter", key_display="/"),
+    Binding("1", "panel_gpus", "GPUs"),
+    Binding("2", "panel_cost", "cost"),
+    Binding("3", "panel_events", "events"),
+]
+
 # Actions on a cluster (the clusters view's current row, or the cluster view's cluster).
 ON_CLUSTER: list[Binding] = [
     Binding("n", "launch", "launch"),
@@ -82,6 +89,7 @@ SCOPES: list[tuple[str, list[Binding]]] = [
     ("Everywhere", GLOBAL),
     ("Movement (tables, lists, logs)", MOVEMENT),
     ("Clusters view", CLUSTERS_VIEW),
+    ("Cluster view", CLUSTER_VIEW),
     ("On a cluster (clusters view row or cluster view)", ON_CLUSTER),
     ("Logs view", LOGS_VIEW),
     ("Account view", ACCOUNT_VIEW),

@@ -18,6 +18,7 @@ from ecotui.client.rest import ApiRefusal, BackendUnreachable
 from ecotui.model import Changes
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.keymap import LOGS_VIEW
+from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.log_view import LogView
 
 
@@ -46,7 +47,7 @@ class LogsScreen(DashboardScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="log-caption")
-        yield Input(placeholder="search the log (enter: go to first match, esc: clear)", id="search")
+        yield EcoInput(placeholder="search the log (enter: go to first match, esc: clear)", id="search")
         yield LogView(id="log")
 
     @property
