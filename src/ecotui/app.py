@@ -21,6 +21,7 @@ from typing import Any
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.command import CommandPalette, SearchIcon
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
@@ -196,9 +197,15 @@ class EcoApp(App):
         if not isinstance(self.screen, AccountScreen):
             self.push_screen(AccountScreen())
 
+    def action_command_line(self) -> None:
+        screen = self.screen
+        if isinstance(screen, DashboardScreen):
+            screen.open_command_line()
+
     def action_back(self) -> None:
         screen = self.screen
-        if isinstance(screen, DashboardScreen) and screen.handle_back():
+        if isinstance(screen, DashboardScreen) and (screen.close_command_line()
+                                                     or screen.handle_back()):
             return
         if len(self.screen_stack) > 1:
             self.pop_screen()
@@ -220,6 +227,14 @@ class EcoApp(App):
                                 f"key {key_label(b)}",
                                 partial(self._run_from_palette, b.action, active.node))
         yield from super().get_system_commands(screen)
+
+    def on_command_palette_opened(self, event: CommandPalette.Opened) -> None:
+        # The default icon is an emoji whose width terminals disagree on: a plain
+        # character instead.
+        for palette in self.screen_stack:
+            if isinstance(palette, CommandPalette):
+                for icon in palette.query(SearchIcon):
+                    icon.icon = "›"
 
     def _run_from_palette(self, action: str, node: Any) -> None:
         self.call_later(self.run_action, action, node)

@@ -12,7 +12,12 @@ Pure: no textual, no rich.
 
 from __future__ import annotations
 
+import re
 import unicodedata
+
+# Colour and style sequences (SGR) of program output: dropped from log lines, the
+# rest of any escape sequence is shown, not obeyed.
+_SGR = re.compile(r"\x1b\[[0-9;:]*m")
 
 # C0 controls and DEL as the Unicode "control pictures" (ESC -> ␛, BEL -> ␇).
 _PICTURES = {c: chr(0x2400 + c) for c in range(0x20)}
@@ -61,8 +66,12 @@ def visible(text: object, *, tabs: int | None = None) -> str:
 
 
 def visible_line(text: object) -> str:
-    """One line of a log: tabs expanded, a trailing CR or LF dropped, the rest visible."""
+    """One line of a log: colour codes and a trailing CR or LF dropped, tabs expanded,
+    every other control character visible."""
     if text is None:
         return ""
     s = text if isinstance(text, str) else str(text)
-    return visible(s.rstrip("\r\n"), tabs=8)
+    s = s.rstrip("\r\n")
+    if "\x1b" in s:
+        s = _SGR.sub("", s)
+    return visible(s, tabs=8)

@@ -288,10 +288,12 @@ class ClusterScreen(DashboardScreen):
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(f"{visible(c.get('name'))} ", "bold")
         st = f"{STATUS_SYMBOL.get(status, '?')} {status}"
+        if c.get("status_reason"):
+            st += f" ({visible(c['status_reason'])})"
         t.append(st, "bold red" if status == "failed" else "bold green" if status == "running"
                  else "bold yellow" if status == "pending" else "bold")
         if c.get("stale"):
-            t.append(" ~ STALE", "bold yellow")
+            t.append(" ~ STALE: runtime unreachable, last known states", "bold yellow")
         if nums.expires_at is not None and status not in ("terminated", "failed"):
             left = (nums.expires_at - now).total_seconds()
             t.append(" · ")
@@ -299,10 +301,6 @@ class ClusterScreen(DashboardScreen):
                      "bold red" if left <= 300 else "bold yellow" if left <= 1800 else "")
         t.append(f" · burn {fmt_rate(nums.burn) if nums.burn else '—'}")
         t.append(f" · spent {fmt_usd(nums.spent)}")
-        if c.get("status_reason"):
-            t.append(f" · {visible(c['status_reason'])}", "dim")
-        if c.get("stale"):
-            t.append(" (runtime unreachable, last known states)", "yellow")
         if wide:
             t.append(f" · {visible(c.get('id'))}", "dim")
         t.append("\n")
@@ -312,6 +310,7 @@ class ClusterScreen(DashboardScreen):
                  f"{c.get('ready_replicas', 0)}/{c.get('replicas', 0)} ready · ")
         ep = c.get("endpoint")
         if ep:
+            t.append("URL ", "bold")
             t.append(visible(ep.get("url")), "underline")
             t.append(f" → port {ep.get('port')}")
         else:

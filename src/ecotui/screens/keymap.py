@@ -15,6 +15,7 @@ PAGE = Binding.Group("page")
 
 GLOBAL: list[Binding] = [
     Binding("question_mark", "app.help", "help", key_display="?"),
+    Binding("colon", "app.command_line", "command", key_display=":"),
     Binding("q", "app.quit", "quit"),
     Binding("a", "app.account", "account"),
     Binding("ctrl+p", "app.command_palette", "palette", key_display="^p"),
@@ -75,6 +76,8 @@ LOGS_VIEW: list[Binding] = [
     Binding("n", "next_match", "next match"),
     Binding("N", "previous_match", "prev match"),
     Binding("v", "toggle_previous", "previous run"),
+    Binding("right_square_bracket", "next_replica", "next replica", key_display="]"),
+    Binding("left_square_bracket", "previous_replica", "prev replica", key_display="["),
 ]
 
 ACCOUNT_VIEW: list[Binding] = [
