@@ -31,6 +31,7 @@ from ecotui.model import Alert, Clock, DashboardModel, SystemClock
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.clusters import ClustersScreen
 from ecotui.screens.keymap import GLOBAL
+from ecotui.text import visible
 
 DARK_THEME = "textual-dark"
 LIGHT_THEME = "textual-light"
@@ -178,6 +179,14 @@ class EcoApp(App):
         self._first_snapshot_notified = True
         for a in alerts:
             self.notify(a.message, title=a.title, severity="error" if a.level == "error" else "warning")
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """A toast. Its text often holds names and reasons from the backend: never
+        read as markup, control characters shown (`ecotui.text.visible`)."""
+        text = "\n".join(visible(line) for line in str(message).split("\n"))
+        super().notify(text, title=visible(title), severity=severity, timeout=timeout,
+                       markup=False)
 
     # -- navigation ------------------------------------------------------------------
     def open_cluster(self, cluster_id: str) -> None:

@@ -23,7 +23,7 @@ _SGR = re.compile(r"\x1b\[[0-9;:]*m")
 _PICTURES = {c: chr(0x2400 + c) for c in range(0x20)}
 _PICTURES[0x7F] = "\u2421"  # ␡
 
-__all__ = ["visible", "visible_line"]
+__all__ = ["money_in_cents", "visible", "visible_line"]
 
 
 def _stand_in(ch: str) -> str | None:
@@ -75,3 +75,20 @@ def visible_line(text: object) -> str:
     if "\x1b" in s:
         s = _SGR.sub("", s)
     return visible(s, tabs=8)
+
+
+_MONEY = re.compile(r"\$(\d[\d,]*)\.(\d{3,6})(?!\d)")
+
+
+def money_in_cents(text: str) -> str:
+    """Dollar amounts written to the micro-dollar in a sentence from the backend
+    (`hold $1.800000`) rounded half up to the cent (`hold $1.80`) for reading."""
+
+    def cents(m: re.Match[str]) -> str:
+        whole = int(m.group(1).replace(",", ""))
+        micros = whole * 1_000_000 + int(m.group(2).ljust(6, "0"))
+        c = (micros + 5_000) // 10_000
+        grouped = f"{c // 100:,}" if "," in m.group(1) else str(c // 100)
+        return f"${grouped}.{c % 100:02d}"
+
+    return _MONEY.sub(cents, text)

@@ -33,7 +33,7 @@ from ecolink.clock import Clock, SystemClock
 from ecotui import costs
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, new_idempotency_key
 from ecotui.dialogs._words import field_words
-from ecotui.text import visible
+from ecotui.text import money_in_cents, visible
 
 
 class ActionDialog(ModalScreen[Any]):
@@ -351,7 +351,7 @@ class ActionDialog(ModalScreen[Any]):
 
     def show_refusal(self, exc: ApiRefusal) -> None:
         self.refusal = exc
-        message = field_words(exc.field, exc.message)
+        message = money_in_cents(field_words(exc.field, exc.message))
         text = costs.refusal_text(exc.status, message, exc.field)
         marked = self.mark_field(exc.field, message) if exc.field else False
         if marked and exc.status == 422:

@@ -33,7 +33,7 @@ from ecotui.model import (
 )
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.keymap import CLUSTER_VIEW, ON_CLUSTER
-from ecotui.text import visible
+from ecotui.text import money_in_cents, visible
 from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.cost_panel import CostPanel
 from ecotui.widgets.gpu_panel import GpuPanel
@@ -226,6 +226,7 @@ class ClusterScreen(DashboardScreen):
             self.query_one(GpuPanel).refresh_data(now)
         if cid in changes.events:
             self._events()
+            self._replicas()
         if cid in changes.removed:
             self.notify("This cluster is no longer listed by the backend", severity="warning")
 
@@ -241,12 +242,30 @@ class ClusterScreen(DashboardScreen):
         self._events()
 
     def _replicas(self) -> None:
-        rows = self.eco.model.replica_rows(self.cluster_id)
+        rows = self._with_restarts(self.eco.model.replica_rows(self.cluster_id))
         if self.filter_text:
             needle = self.filter_text.lower()
             rows = [r for r in rows if needle in " ".join(
                 str(r.get(k) or "") for k in ("name", "phase", "reason", "node")).lower()]
         self.query_one(ReplicasTable).sync(rows)
+
+    def _with_restarts(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A replica restarted by hand keeps `restarts` (crashes) as it was; its reason
+        cell says when it was restarted, so the table shows it at any size."""
+        last: dict[str, Any] = {}
+        for ev in self.eco.model.events.get(self.cluster_id, ()):
+            if ev.get("kind") == "restarted" and ev.get("replica"):
+                last[str(ev["replica"])] = ev.get("at")
+        if not last:
+            return rows
+        now = self.eco.clock.now()
+        out = []
+        for r in rows:
+            at = last.get(str(r.get("name")))
+            if at and not r.get("reason"):
+                r = {**r, "reason": f"↻ restarted {fmt_local(parse_time(at), self.eco.tz, now=now)}"}
+            out.append(r)
+        return out
 
     def _events(self) -> None:
         log = self.query_one("#events", RichLog)
@@ -270,7 +289,7 @@ class ClusterScreen(DashboardScreen):
             style = "bold red" if level == "error" else "bold yellow" if level == "warning" else ""
             # The symbol and the message say what happened; the kind is the fallback.
             line.append(f"{EVENT_SYMBOL.get(kind, '·')} ", style)
-            line.append(visible(ev.get("message") or kind.replace("_", " ")), style)
+            line.append(money_in_cents(visible(ev.get("message") or kind.replace("_", " "))), style)
             log.write(line)
         self._events_written = len(events)
         self._written_last = _ev_key(events[-1]) if events else None
@@ -321,6 +340,8 @@ class ClusterScreen(DashboardScreen):
             started = parse_time(c.get("started_at") or c.get("created_at"))
             t.append(f" · started {fmt_local(started, self.eco.tz, now=now)}")
             t.append(f" · image {visible(c.get('image', ''))}", "dim")
+            if c.get("startup_command"):
+                t.append(f" · command {visible(c['startup_command'])}", "dim")
         if getattr(info, "_eco_plain", None) != (t.plain, len(t.spans)):
             info._eco_plain = (t.plain, len(t.spans))  # type: ignore[attr-defined]
             info.update(t)
