@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import re
 
+from test_dialog_behaviour import Host, ScriptedClient, cluster, settle
 from textual import events
 from textual.widgets import Button, Input, Select
 from textual.widgets._select import SelectCurrent
 
 from ecotui import dialogs
 from ecotui.client.rest import ApiRefusal
-from test_dialog_behaviour import Host, ScriptedClient, cluster, settle
 
 SMALL = (80, 24)
 TWO_REGIONS = {"regions": [

@@ -166,10 +166,10 @@ class ClustersScreen(DashboardScreen):
             self._spin += 1
             text, _level = m.connection_label()
             url = getattr(self.eco.client, "base_url", "")
-            what = {"connecting": "waiting for the backend's first snapshot",
-                    "reconnecting": "the backend does not answer yet"}.get(m.connection.state,
-                                                                          text)
-            text = f"{frame} {what} ({url}) · {text}"
+            if m.connection.state in ("connecting", "connected"):
+                text = f"{frame} waiting for the backend's first snapshot ({url})"
+            else:
+                text = f"{frame} waiting for the backend ({url}): {text}"
         elif not m.clusters:
             text = EMPTY_TEXT
         else:
