@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.suggester import Suggester
 from textual.widgets import Input, Static
@@ -205,13 +205,18 @@ class CommandLine(Vertical):
     DEFAULT_CSS = """
     CommandLine { dock: bottom; height: auto; display: none; background: $boost; }
     CommandLine.-shown { display: block; }
-    CommandLine CommandInput { height: 1; border: none; padding: 0 1; background: $boost; }
+    CommandLine #cmd-row { height: 1; }
+    CommandLine #cmd-colon { width: 2; padding: 0 0 0 1; text-style: bold; }
+    CommandLine CommandInput { height: 1; width: 1fr; border: none; padding: 0;
+                               background: $boost; }
     CommandLine #cmd-hint { height: 1; padding: 0 1; color: $foreground 70%; }
     """
 
     def compose(self) -> ComposeResult:
-        yield CommandInput(placeholder=":command (tab completes, enter runs, esc closes)",
-                           id="cmd-input")
+        with Horizontal(id="cmd-row"):
+            yield Static(":", id="cmd-colon", markup=False)
+            yield CommandInput(placeholder="command (tab completes, enter runs, esc closes)",
+                               id="cmd-input")
         yield Static("", id="cmd-hint")
 
     @property
