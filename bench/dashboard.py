@@ -4,7 +4,8 @@ For each fleet size (default 1,000 clusters x 8 replicas x 8 GPUs, and 10 cluste
 beside it in the same run) it starts a feed server in its own process (the /watch
 WebSocket and the few REST routes the dashboard reads, speaking api.md's shapes over
 loopback) and the dashboard in another (the real watch and REST clients, the real
-app, Textual's headless driver at 160x48), then reports for the dashboard process:
+app, Textual's headless driver at 160x48, or `--size 80x24` as over SSH in a tmux
+pane), then reports for the dashboard process:
 
 - CPU seconds per minute while the feed runs (no keys pressed),
 - peak memory (max RSS),
@@ -21,6 +22,7 @@ frame each, summaries every 5 s, replicas every second for the focused clusters.
     python bench/dashboard.py                 # 1000 and 10 clusters, 30 s each
     python bench/dashboard.py --seconds 60 --sizes 1000,100,10
     python bench/dashboard.py --sizes 130 --seconds 10   # about 8,000 GPUs: both views
+    python bench/dashboard.py --size 80x24      # the terminal an SSH user has
 """
 
 from __future__ import annotations
@@ -273,7 +275,8 @@ def measure(clusters: int, args: argparse.Namespace) -> dict[str, Any]:
         gpus = clusters * args.replicas * args.gpus
         extra = ["--gpu-view"] if gpus <= MAX_GPU_VIEW else []
         out = subprocess.run([sys.executable, __file__, "--dashboard", url, "--seconds",
-                              str(args.seconds), "--presses", str(args.presses), *extra],
+                              str(args.seconds), "--presses", str(args.presses),
+                              "--size", args.size, *extra],
                              env=env, capture_output=True, text=True, timeout=args.seconds + 300)
         if out.returncode != 0:
             raise RuntimeError(f"dashboard run failed:\n{out.stderr[-3000:]}")
@@ -296,13 +299,15 @@ def main() -> None:
     parser.add_argument("--dashboard", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--gpu-view", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--size", default="160x48", help="terminal size, COLSxROWS (e.g. 80x24)")
     args = parser.parse_args()
 
     if args.serve_feed is not None:
         asyncio.run(serve_feed(args.serve_feed, args.replicas, args.gpus, args.port_file))
         return
     if args.dashboard:
-        res = asyncio.run(run_dashboard(args.dashboard, args.seconds, args.presses, (160, 48),
+        cols, rows = (int(v) for v in args.size.lower().split("x"))
+        res = asyncio.run(run_dashboard(args.dashboard, args.seconds, args.presses, (cols, rows),
                                         gpu_view=args.gpu_view))
         print(json.dumps(res))
         return
@@ -326,7 +331,7 @@ def main() -> None:
     big, small = sizes[0], sizes[-1]
     head = f"{'':30}" + "".join(f"{str(n) + ' clusters':>16}" for n in sizes) + f"{'ratio':>10}"
     print()
-    print(f"dashboard at 160x48, {args.replicas} replicas x {args.gpus} GPUs per cluster, "
+    print(f"dashboard at {args.size}, {args.replicas} replicas x {args.gpus} GPUs per cluster, "
           f"{args.seconds:g} s CPU window, {args.presses} key presses, python {sys.version.split()[0]}")
     print(head)
     for label, key, fmt in rows:

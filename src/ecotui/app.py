@@ -21,6 +21,7 @@ from typing import Any
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.command import CommandPalette, SearchIcon
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
@@ -30,6 +31,7 @@ from ecotui.model import Alert, Clock, DashboardModel, SystemClock
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.clusters import ClustersScreen
 from ecotui.screens.keymap import GLOBAL
+from ecotui.text import visible
 
 DARK_THEME = "textual-dark"
 LIGHT_THEME = "textual-light"
@@ -178,6 +180,14 @@ class EcoApp(App):
         for a in alerts:
             self.notify(a.message, title=a.title, severity="error" if a.level == "error" else "warning")
 
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """A toast. Its text often holds names and reasons from the backend: never
+        read as markup, control characters shown (`ecotui.text.visible`)."""
+        text = "\n".join(visible(line) for line in str(message).split("\n"))
+        super().notify(text, title=visible(title), severity=severity, timeout=timeout,
+                       markup=False)
+
     # -- navigation ------------------------------------------------------------------
     def open_cluster(self, cluster_id: str) -> None:
         from ecotui.screens.cluster import ClusterScreen
@@ -203,9 +213,15 @@ class EcoApp(App):
         if not isinstance(self.screen, GpusScreen):
             self.push_screen(GpusScreen())
 
+    def action_command_line(self) -> None:
+        screen = self.screen
+        if isinstance(screen, DashboardScreen):
+            screen.open_command_line()
+
     def action_back(self) -> None:
         screen = self.screen
-        if isinstance(screen, DashboardScreen) and screen.handle_back():
+        if isinstance(screen, DashboardScreen) and (screen.close_command_line()
+                                                     or screen.handle_back()):
             return
         if len(self.screen_stack) > 1:
             self.pop_screen()
@@ -227,6 +243,14 @@ class EcoApp(App):
                                 f"key {key_label(b)}",
                                 partial(self._run_from_palette, b.action, active.node))
         yield from super().get_system_commands(screen)
+
+    def on_command_palette_opened(self, event: CommandPalette.Opened) -> None:
+        # The default icon is an emoji whose width terminals disagree on: a plain
+        # character instead.
+        for palette in self.screen_stack:
+            if isinstance(palette, CommandPalette):
+                for icon in palette.query(SearchIcon):
+                    icon.icon = "›"
 
     def _run_from_palette(self, action: str, node: Any) -> None:
         self.call_later(self.run_action, action, node)

@@ -1,4 +1,4 @@
-"""SVG snapshots of every dashboard view at 80x24 and 160x48, with a fixed clock and a
+"""SVG snapshots of every dashboard view at 80x24 and 200x50, with a fixed clock and a
 generated fleet (frames injected at the watch-client seam, REST from the same fleet).
 
 Notifications are cleared before each picture (one test keeps them, to show alert
@@ -14,7 +14,7 @@ from textual.widgets import Input
 
 from tui.helpers import fixed_app, screen_text, wait_for, wait_for_text
 
-SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((200, 50), id="200x50")]
 
 
 def app_with_history():
@@ -157,3 +157,58 @@ def test_alert_notifications_light_theme(snap_compare):
         assert "Idle GPUs" in screen_text(fx.app)
 
     assert snap_compare(fx.app, terminal_size=(160, 48), run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_clusters_view_empty(snap_compare, size):
+    fx = fixed_app(0)
+
+    async def run_before(pilot: Pilot) -> None:
+        await wait_for_text(pilot, "press n to launch")
+        await settle(pilot)
+
+    assert snap_compare(fx.app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_command_line(snap_compare, size):
+    fx = app_with_history()
+
+    async def run_before(pilot: Pilot) -> None:
+        await wait_for_text(pilot, "12 clusters")
+        await pilot.press("colon", *"cluster ", "v")
+        await wait_for_text(pilot, "vision-serve")
+        await settle(pilot)
+
+    assert snap_compare(fx.app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("panel", ["2", "3"])
+def test_cluster_view_panels_at_80x24(snap_compare, panel):
+    fx = app_with_history()
+
+    async def run_before(pilot: Pilot) -> None:
+        await wait_for_text(pilot, "12 clusters")
+        fx.app.open_cluster("gc_00007")
+        await wait_for(pilot, lambda: getattr(fx.app.screen, "_loaded", False))
+        await pilot.press(panel)
+        await wait_for_text(pilot, "hourly rate" if panel == "2" else "exited with code")
+        await settle(pilot)
+
+    assert snap_compare(fx.app, terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_export_dialog(snap_compare, size, tmp_path):
+    fx = fixed_app(12, export_dir=tmp_path / "exports")
+
+    async def run_before(pilot: Pilot) -> None:
+        await wait_for_text(pilot, "12 clusters")
+        await pilot.press("a")
+        await wait_for_text(pilot, "28 entries")
+        fx.app.screen.export_dir = type(tmp_path)("/home/me/exports")
+        await pilot.press("x")
+        await wait_for_text(pilot, "Export the ledger as CSV")
+        await settle(pilot)
+
+    assert snap_compare(fx.app, terminal_size=size, run_before=run_before)

@@ -1,5 +1,5 @@
-"""SVG snapshots of every cluster-action dialog at 80x24, with fixed data and a
-fixed clock, so a change to what a dialog shows is seen and reviewed.
+"""SVG snapshots of every cluster-action dialog at 80x24 and 200x50, with fixed data
+and a fixed clock, so a change to what a dialog shows is seen and reviewed.
 
 Update after an intended change: pytest tests/snapshots/test_dialogs.py --snapshot-update
 """
@@ -10,6 +10,7 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 
@@ -83,6 +84,17 @@ class Host(App[None]):
         self.dialog = self.opener(self)
 
 
+SIZE: tuple[int, int] = (80, 24)
+
+
+@pytest.fixture(autouse=True, params=[(80, 24), (200, 50)], ids=["80x24", "200x50"])
+def size(request: Any) -> tuple[int, int]:
+    """Every dialog at both sizes."""
+    global SIZE
+    SIZE = request.param
+    return SIZE
+
+
 def cluster(**changes: Any) -> dict[str, Any]:
     c = copy.deepcopy(CLUSTER)
     c.update(changes)
@@ -108,7 +120,7 @@ def snap(snap_compare: Any, opener: Any, *, typing: str = "", keys: tuple[str, .
             await pilot.press(*typing)
         await settle(pilot)
 
-    return snap_compare(Host(opener), terminal_size=(80, 24), run_before=run_before)
+    return snap_compare(Host(opener), terminal_size=SIZE, run_before=run_before)
 
 
 def test_launch_form(snap_compare):
@@ -125,7 +137,7 @@ def test_launch_form_short_of_credit(snap_compare):
         d.query_one("#hours", Input).value = "30"
         await settle(pilot)
 
-    assert snap_compare(Host(dialogs.open_launch), terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(Host(dialogs.open_launch), terminal_size=SIZE, run_before=run_before)
 
 
 def test_scale_up(snap_compare):

@@ -110,7 +110,8 @@ def row_text(app: EcoApp, name: str) -> str:
     region = tables.first().region
     lines = screen_text(app).splitlines()[region.y + 1:region.bottom]
     for line in lines:
-        if f" {name} " in line:
+        # the cursor row marks the name with › (focused) or · (not focused)
+        if any(f"{mark}{name} " in line for mark in (" ", "›", "·")):
             return line
     return ""
 

@@ -137,8 +137,10 @@ async def test_account_view_shows_balances_and_the_ledger(ecolink_server, api, t
         assert "balance $10,000.00" in text
         assert "held $5.00" in text  # 1 h x $5.00/h
         assert "available $9,995.00" in text
-        assert "+$5.00" in text and "payer" in text
+        assert "-$5.00" in text and "payer" in text  # the hold takes $5.00 from available
         await pilot.press("x")
+        await wait_for_text(pilot, "Export the ledger as CSV")
+        await pilot.press("enter")
         await wait_for(pilot, lambda: list(tmp_path.glob("ecotui-ledger-*.csv")), what="CSV file")
         csv_text = next(tmp_path.glob("ecotui-ledger-*.csv")).read_text()
         assert "hold" in csv_text and "5.000000" in csv_text

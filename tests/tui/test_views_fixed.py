@@ -167,7 +167,7 @@ async def test_sort_filter_and_group_from_the_keyboard():
     fx = fixed_app()
     async with fx.app.run_test(size=BIG) as pilot:
         await wait_for_text(pilot, "12 clusters")
-        names = lambda: [ln.split()[1] if ln.split()[0] in "✖▲~" else ln.split()[0]  # noqa: E731
+        names = lambda: [(ln.split()[1] if ln.split()[0] in "✖▲~" else ln.split()[0]).lstrip("✖▲~›·")  # noqa: E731
                          for ln in screen_text(fx.app).splitlines()
                          if "-serve" in ln and "/h" in ln or "—" in ln and "-serve" in ln]
         assert names()[0] == "asr-serve"
@@ -394,7 +394,10 @@ async def test_account_view_ledger_filter_ended_costs_and_csv(tmp_path):
         await pilot.press("slash", *"llama-serve", "enter")
         await wait_for_text(pilot, "cluster llama-serve · page 1 · 2 entries")
         assert any("cluster_id=gc_00000" in r for r in fx.requests)
-        await pilot.press("x")
+        await pilot.press("x")  # asks where, the export directory offered
+        await wait_for_text(pilot, "Export the ledger as CSV")
+        assert str(tmp_path) in screen_text(fx.app)
+        await pilot.press("enter")
         await wait_for(pilot, lambda: list(tmp_path.glob("*.csv")), what="CSV")
         (path,) = tmp_path.glob("*.csv")
         assert path.name == "ecotui-ledger-llama-serve-20260302-140000.csv"

@@ -23,6 +23,8 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.events import DescendantBlur, DescendantFocus
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
@@ -30,6 +32,8 @@ from textual.widgets import Button, Input, Label, Static
 from ecolink.clock import Clock, SystemClock
 from ecotui import costs
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, new_idempotency_key
+from ecotui.dialogs._words import field_words
+from ecotui.text import money_in_cents, visible
 
 
 class ActionDialog(ModalScreen[Any]):
@@ -44,6 +48,8 @@ class ActionDialog(ModalScreen[Any]):
         max-width: 100%;
         height: auto;
         max-height: 100%;
+        overflow-y: auto;
+        scrollbar-size-vertical: 1;
         border: round $accent;
         border-title-color: $text;
         border-title-style: bold;
@@ -68,6 +74,10 @@ class ActionDialog(ModalScreen[Any]):
     ActionDialog .row > .label {
         width: 18;
         color: $text-muted;
+    }
+    ActionDialog .row.-focus > .label {
+        color: $text;
+        text-style: bold reverse;
     }
     ActionDialog .row > Input {
         width: 1fr;
@@ -104,11 +114,22 @@ class ActionDialog(ModalScreen[Any]):
     ActionDialog #status.-progress {
         color: $text-warning;
     }
+    ActionDialog #foot {
+        dock: bottom;
+        width: 100%;
+        height: auto;
+        background: $surface;
+    }
     ActionDialog #buttons {
         width: 100%;
         height: 1;
         margin: 1 0 0 0;
         align-horizontal: right;
+    }
+    ActionDialog #keys {
+        width: 1fr;
+        height: 1;
+        color: $text-muted;
     }
     ActionDialog #buttons Button {
         margin: 0 0 0 2;
@@ -154,16 +175,24 @@ class ActionDialog(ModalScreen[Any]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog") as box:
             box.border_title = self.title_text()
+            # The status line and the buttons are docked: when the dialog is taller
+            # than the terminal the body scrolls and confirm stays in view.
+            with Vertical(id="foot"):
+                yield Static("", id="status")
+                with Horizontal(id="buttons"):
+                    yield Label(self.keys_text(), id="keys")
+                    yield from self.compose_extra_buttons()
+                    yield Button("Cancel", id="cancel", compact=True)
+                    yield Button(self.CONFIRM_LABEL, id="confirm", variant=self.CONFIRM_VARIANT,
+                                 compact=True)
             yield from self.compose_body()
-            yield Static("", id="status")
-            with Horizontal(id="buttons"):
-                yield from self.compose_extra_buttons()
-                yield Button("Cancel", id="cancel", compact=True)
-                yield Button(self.CONFIRM_LABEL, id="confirm", variant=self.CONFIRM_VARIANT,
-                             compact=True)
 
     def title_text(self) -> str:
         return self.TITLE
+
+    def keys_text(self) -> str:
+        """The keys that close the dialog, said beside the buttons."""
+        return f"^s {str(self.CONFIRM_LABEL).lower()} · esc cancel"
 
     def compose_body(self) -> Iterable[Widget]:
         return ()
@@ -180,6 +209,25 @@ class ActionDialog(ModalScreen[Any]):
             children.append(Static(hint, classes="hint", id=hint_id))
         yield Horizontal(*children, classes="row", id=f"{widget.id}-row")
         yield Static("", classes="field-error", id=f"{widget.id}-error")
+
+    def on_descendant_focus(self, event: DescendantFocus) -> None:
+        self._mark_focused_row()
+
+    def on_descendant_blur(self, event: DescendantBlur) -> None:
+        self.call_after_refresh(self._mark_focused_row)
+
+    def _mark_focused_row(self) -> None:
+        """The focused field's label is marked `›` and drawn reversed, so focus is
+        visible in plain text and without colour."""
+        focused = self.focused
+        for row in self.query(".row"):
+            has = focused is not None and focused in row.walk_children()
+            row.set_class(has, "-focus")
+            for label in row.query(".label"):
+                if isinstance(label, Label):
+                    text = str(getattr(label, "_eco_label", None) or label.content)
+                    label._eco_label = text  # type: ignore[attr-defined]
+                    label.update(Content(("› " if has else "") + text))
 
     @property
     def composed(self) -> bool:
@@ -278,7 +326,7 @@ class ActionDialog(ModalScreen[Any]):
     # -- showing state --------------------------------------------------------
     def set_status(self, text: str, kind: str | None = None) -> None:
         status = self.query_one("#status", Static)
-        status.update(text)
+        status.update(Content(visible(text)))
         status.set_class(bool(text), "-shown")
         status.set_class(kind == "error", "-error")
         status.set_class(kind == "progress", "-progress")
@@ -287,6 +335,14 @@ class ActionDialog(ModalScreen[Any]):
         for button in self.query("#buttons Button"):
             if button.id != "cancel":
                 button.disabled = disabled
+        # The button row is always in view: it says that the request is out, too.
+        for confirm in self.query("#confirm").results(Button):
+            if disabled:
+                confirm._eco_label = getattr(confirm, "_eco_label", None) or confirm.label  # type: ignore[attr-defined]
+                confirm.label = self.PROGRESS.split(" ", 1)[0]
+            elif getattr(confirm, "_eco_label", None) is not None:
+                confirm.label = confirm._eco_label  # type: ignore[attr-defined]
+                confirm._eco_label = None  # type: ignore[attr-defined]
         if not disabled:
             self.update_confirm()
 
@@ -295,8 +351,9 @@ class ActionDialog(ModalScreen[Any]):
 
     def show_refusal(self, exc: ApiRefusal) -> None:
         self.refusal = exc
-        text = costs.refusal_text(exc.status, exc.message, exc.field)
-        marked = self.mark_field(exc.field, exc.message) if exc.field else False
+        message = money_in_cents(field_words(exc.field, exc.message))
+        text = costs.refusal_text(exc.status, message, exc.field)
+        marked = self.mark_field(exc.field, message) if exc.field else False
         if marked and exc.status == 422:
             self.set_status("The backend refused this input: see the marked field.", "error")
         else:
@@ -325,7 +382,7 @@ class ActionDialog(ModalScreen[Any]):
         errors = self.query(f"#{widget.id}-error")
         if errors:
             err = errors.first(Static)
-            err.update(message)
+            err.update(Content(visible(message)))
             err.add_class("-shown")
         return True
 

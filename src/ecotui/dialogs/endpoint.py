@@ -16,6 +16,8 @@ from textual.widgets import Button, Input, Static
 
 from ecotui.dialogs._base import ActionDialog
 from ecotui.dialogs._words import cluster_summary
+from ecotui.text import visible
+from ecotui.widgets.controls import EcoInput
 
 
 def curl_line(url: str) -> str:
@@ -48,18 +50,20 @@ class EndpointDialog(ActionDialog):
         yield Static(cluster_summary(self.cluster), classes="text")
         if self.endpoint:
             yield Static(
-                f"{self.endpoint['url']}\n"
-                f"forwards to port {self.endpoint['port']} on every ready replica, "
-                "load-balanced. Requests need an API key or a console session. A new port "
-                "keeps the URL.", id="url", classes="text")
+                f"{visible(self.endpoint['url'])}\n"
+                f"forwards to port {self.endpoint['port']} of each ready replica, "
+                "load-balanced (on the local runtime: the port each replica was given in "
+                "$PORT). Requests need the header `Authorization: Bearer API_KEY`. "
+                "A new port keeps the URL.", id="url", classes="text", markup=False)
             port = str(self.endpoint["port"])
         else:
             yield Static(
-                "No public URL yet. Opening one forwards authenticated requests, "
-                "load-balanced, to this port on every ready replica.", id="url",
-                classes="text")
+                "No public URL yet. Opening one forwards requests that carry "
+                "`Authorization: Bearer API_KEY`, load-balanced, to this port of each ready "
+                "replica (on the local runtime: the port in each replica's $PORT).", id="url",
+                classes="text", markup=False)
             port = ""
-        yield from self.field_row("Port", Input(port, id="port", compact=True, type="integer",
+        yield from self.field_row("Port", EcoInput(port, id="port", compact=True, type="integer",
                                                 placeholder="8000"))
 
     def compose_extra_buttons(self) -> Iterable[Widget]:

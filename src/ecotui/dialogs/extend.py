@@ -12,6 +12,7 @@ from textual.widgets import Input, Static
 from ecotui import costs
 from ecotui.dialogs._base import ActionDialog
 from ecotui.dialogs._words import cluster_summary
+from ecotui.widgets.controls import EcoInput
 
 
 class ExtendDialog(ActionDialog):
@@ -34,7 +35,7 @@ class ExtendDialog(ActionDialog):
         yield Static(cluster_summary(self.cluster), classes="text")
         yield Static("", id="expiry", classes="text")
         yield from self.field_row(
-            "Hours to add", Input(self.initial_hours, id="hours", compact=True, type="number"),
+            "Hours to add", EcoInput(self.initial_hours, id="hours", compact=True, type="number"),
             hint=self._hours_hint())
         yield Static("", id="preview", classes="preview")
 
@@ -74,17 +75,17 @@ class ExtendDialog(ActionDialog):
         new_expiry = costs.add_micro_hours(c["expires_at"], mh)
         lines = [f"New expiry        {self.when(new_expiry)}"]
         if c.get("status") in costs.ACCRUING_STATUSES:
-            lines.append(f"Additional hold   {costs.usd_exact(hold)} "
+            lines.append(f"Additional hold   {costs.usd(hold)} "
                          f"({costs.format_hours(mh)} h × "
-                         f"{costs.usd_exact(costs.cluster_hourly_rate(c))}/h)")
+                         f"{costs.usd(costs.cluster_hourly_rate(c))}/h)")
             if self.available is not None:
                 left = costs.left_after(self.available, hold)
                 if left < 0:
-                    lines.append(f"Available         {costs.usd_exact(self.available)}: "
-                                 f"short by {costs.usd_exact(-left)}")
+                    lines.append(f"Available         {costs.usd(self.available)}: "
+                                 f"short by {costs.usd(-left)}")
                 else:
-                    lines.append(f"Available         {costs.usd_exact(self.available)} → "
-                                 f"{costs.usd_exact(left)} left")
+                    lines.append(f"Available         {costs.usd(self.available)} → "
+                                 f"{costs.usd(left)} left")
         else:
             lines.append(f"{c['name']} is {c['status']}: only the expiry moves; nothing is "
                          "held now.")

@@ -19,6 +19,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionLis
 
 from ecotui import costs
 from ecotui.dialogs._base import ActionDialog
+from ecotui.widgets.controls import EcoCheckbox, EcoInput, EcoSelectionList
 
 
 class LaunchDialog(ActionDialog):
@@ -112,7 +113,7 @@ class LaunchDialog(ActionDialog):
             self.query_one("#loading", Static).update("The catalog offers no region.")
             return
         rows: list[Widget] = []
-        rows += self.field_row("Name", Input("", id="name", compact=True,
+        rows += self.field_row("Name", EcoInput("", id="name", compact=True,
                                              placeholder="a DNS label, e.g. inference-a"))
         rows += self.field_row("Region", Select([(r, r) for r in regions], id="region",
                                                 allow_blank=False, compact=True))
@@ -122,25 +123,27 @@ class LaunchDialog(ActionDialog):
         counts = self._gpu_counts(regions[0], types[0][1]) if types else [("1", 1)]
         rows += self.field_row("GPUs per replica", Select(counts, id="gpu_count",
                                                           allow_blank=False, compact=True))
-        rows += self.field_row("Replicas", Input("2", id="replicas", compact=True, type="integer"),
+        rows += self.field_row("Replicas", EcoInput("2", id="replicas", compact=True, type="integer"),
                                hint="", hint_id="replicas-hint")
-        rows += self.field_row("Image", Input("", id="image", compact=True,
+        rows += self.field_row("Image", EcoInput("", id="image", compact=True,
                                               placeholder="registry/name:tag"))
-        rows += self.field_row("Duration (hours)", Input("1", id="hours", compact=True,
+        rows += self.field_row("Duration (hours)", EcoInput("1", id="hours", compact=True,
                                                          type="number"),
                                hint="then it terminates")
-        rows += self.field_row("Startup command", Input("", id="startup_command", compact=True,
-                                                        placeholder="optional: sh -c line"))
+        rows += self.field_row("Startup command", EcoInput("", id="startup_command", compact=True,
+                                                        placeholder="optional sh -c line; serve on $PORT"))
         fs = self.filesystems or []
         if fs:
-            rows += self.field_row("Filesystems", SelectionList[str](
+            rows += self.field_row("Filesystems", EcoSelectionList(
                 *[(f"{f['name']}  {f.get('description') or ''}".rstrip(), f["name"])
                   for f in fs], id="shared_fs", compact=True))
         else:
-            rows += self.field_row("Filesystems", Static("none available", id="shared_fs"))
+            rows += self.field_row("Filesystems", Static(
+                "none yet: `ecolink filesystems create NAME` makes one", id="shared_fs",
+                markup=False))
         rows.append(Horizontal(Label("Public URL", classes="label"),
-                               Checkbox(_expose_label(False), id="expose", compact=True),
-                               Input("8000", id="port", compact=True, type="integer",
+                               EcoCheckbox(_expose_label(False), id="expose", compact=True),
+                               EcoInput("8000", id="port", compact=True, type="integer",
                                      disabled=True),
                                classes="row", id="port-row"))
         rows.append(Static("", classes="field-error", id="port-error"))
@@ -161,7 +164,7 @@ class LaunchDialog(ActionDialog):
 
     def _gpu_types(self, region: str) -> list[tuple[str, str]]:
         r = self._region(region) or {}
-        return [(f"{t['name']}  {costs.usd_exact(costs.usd_to_micros(t['rate_per_gpu_hour']))}"
+        return [(f"{t['name']}  {costs.usd(costs.usd_to_micros(t['rate_per_gpu_hour']))}"
                  "/GPU-h", t["name"]) for t in r.get("gpu_types", [])]
 
     def _gpu_counts(self, region: str, gpu_type: str) -> list[tuple[str, int]]:
@@ -181,7 +184,13 @@ class LaunchDialog(ActionDialog):
         types = self._gpu_types(str(event.value))
         sel = self.query_one("#gpu_type", Select)
         if types:
+            current = self._value("gpu_type")
             sel.set_options(types)
+            if current in [v for _, v in types]:
+                sel.value = current
+            # The collapsed Select shows its label only when the value changes: a type
+            # offered in both regions would keep the old region's price. Redraw it.
+            sel.mutate_reactive(Select.value)
         self.clear_field_error("region")
         self.refresh_preview()
 
@@ -258,18 +267,18 @@ class LaunchDialog(ActionDialog):
         if rate is None or replicas is None or mh is None or not gpu_count:
             self.preview = None
             preview.update("Enter replicas and hours to see the rate and the hold.\n"
-                           f"Available {costs.usd_exact(available)}")
+                           f"Available {costs.usd(available)}")
             preview.remove_class("-short")
             self.update_confirm()
             return
         p = costs.launch_preview(rate, int(gpu_count), replicas, mh, available)
         self.preview = p
-        line1 = (f"{costs.usd_exact(rate)}/GPU-h × {gpu_count} GPUs × {replicas} replicas = "
-                 f"{costs.usd_exact(p.hourly_rate)}/h")
-        line2 = (f"Hold {costs.usd_exact(p.hold)} for {costs.format_hours(mh)} h · available "
-                 f"{costs.usd_exact(available)} → ")
-        line2 += (f"short by {costs.usd_exact(p.short_by)}" if p.short_by
-                  else f"{costs.usd_exact(p.left)} left")
+        line1 = (f"{costs.usd(rate)}/GPU-h × {gpu_count} GPUs × {replicas} replicas = "
+                 f"{costs.usd(p.hourly_rate)}/h")
+        line2 = (f"Hold {costs.usd(p.hold)} for {costs.format_hours(mh)} h · available "
+                 f"{costs.usd(available)} → ")
+        line2 += (f"short by {costs.usd(p.short_by)}" if p.short_by
+                  else f"{costs.usd(p.left)} left")
         preview.update(f"{line1}\n{line2}")
         preview.set_class(p.short_by > 0, "-short")
         self.update_confirm()
@@ -316,8 +325,8 @@ class LaunchDialog(ActionDialog):
 
     def done_message(self, operation: str, result: Any) -> str | None:
         return (f"Launched {result['name']}: "
-                f"{costs.usd_exact(costs.usd_to_micros(result['hourly_rate']))}/h, "
-                f"hold {costs.usd_exact(costs.usd_to_micros(result['cost']['hold']))}")
+                f"{costs.usd(costs.usd_to_micros(result['hourly_rate']))}/h, "
+                f"hold {costs.usd(costs.usd_to_micros(result['cost']['hold']))}")
 
 
 def _expose_label(on: bool) -> str:

@@ -13,12 +13,13 @@ from textual.widgets import Button, Input, Static
 from ecotui import costs
 from ecotui.dialogs._base import ActionDialog
 from ecotui.dialogs._words import cluster_summary, gpus_text
+from ecotui.widgets.controls import EcoInput
 
 
 def _held_now(cluster: dict[str, Any]) -> str:
     cost = cluster.get("cost") or {}
     try:
-        return costs.usd_exact(costs.usd_to_micros(cost.get("hold_remaining", "0")))
+        return costs.usd(costs.usd_to_micros(cost.get("hold_remaining", "0")))
     except costs.MoneyError:
         return "?"
 
@@ -90,19 +91,19 @@ class ResumeDialog(ActionDialog):
         else:
             lines = [
                 f"Its {gpus_text(c)} start again and charges accrue at "
-                f"{costs.usd_exact(costs.cluster_hourly_rate(c))}/h.",
+                f"{costs.usd(costs.cluster_hourly_rate(c))}/h.",
                 "",
-                f"New hold          {costs.usd_exact(hold)} for the "
+                f"New hold          {costs.usd(hold)} for the "
                 f"{costs.duration_text(remaining)} until it expires {self.when(c['expires_at'])}",
             ]
             if self.available is not None:
                 left = costs.left_after(self.available, hold)
                 if left < 0:
-                    lines.append(f"Available         {costs.usd_exact(self.available)}: "
-                                 f"short by {costs.usd_exact(-left)}")
+                    lines.append(f"Available         {costs.usd(self.available)}: "
+                                 f"short by {costs.usd(-left)}")
                 else:
-                    lines.append(f"Available         {costs.usd_exact(self.available)} → "
-                                 f"{costs.usd_exact(left)} left")
+                    lines.append(f"Available         {costs.usd(self.available)} → "
+                                 f"{costs.usd(left)} left")
             text = "\n".join(lines)
         self.query_one("#preview", Static).update(text)
 
@@ -133,7 +134,7 @@ class TerminateDialog(ActionDialog):
             f"This cannot be undone: its replicas are deleted{url}. Charges are posted up "
             f"to now and the unused hold (about {_held_now(c)}) is released.",
             classes="text")
-        yield from self.field_row("Type its name", Input("", id="confirm_name", compact=True,
+        yield from self.field_row("Type its name", EcoInput("", id="confirm_name", compact=True,
                                                          placeholder=c["name"]))
 
     def on_mount(self) -> None:

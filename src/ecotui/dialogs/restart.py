@@ -6,9 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from textual.widget import Widget
-from textual.widgets import RadioButton, RadioSet, Static
+from textual.widgets import RadioSet, Static
 
 from ecotui.dialogs._base import ActionDialog
+from ecotui.widgets.controls import EcoRadioButton
 
 
 class RestartDialog(ActionDialog):
@@ -33,9 +34,9 @@ class RestartDialog(ActionDialog):
             classes="text")
         buttons = []
         if self.replica:
-            buttons.append(RadioButton(f"Only replica {self.replica}", value=True,
+            buttons.append(EcoRadioButton(f"Only replica {self.replica}", value=True,
                                        id="one", compact=True))
-        buttons.append(RadioButton(
+        buttons.append(EcoRadioButton(
             f"The whole cluster ({c['replicas']} replicas), one replica at a time",
             value=not self.replica, id="all", compact=True))
         yield RadioSet(*buttons, id="scope", compact=True, classes="text")

@@ -14,6 +14,7 @@ from textual.widgets import Input, Static
 from ecotui import costs
 from ecotui.dialogs._base import ActionDialog
 from ecotui.dialogs._words import cluster_summary
+from ecotui.widgets.controls import EcoInput
 
 
 class ScaleDialog(ActionDialog):
@@ -35,7 +36,7 @@ class ScaleDialog(ActionDialog):
     def compose_body(self) -> Iterable[Widget]:
         yield Static(cluster_summary(self.cluster), classes="text")
         yield from self.field_row(
-            "Replicas", Input(str(self.cluster["replicas"]), id="replicas", compact=True,
+            "Replicas", EcoInput(str(self.cluster["replicas"]), id="replicas", compact=True,
                               type="integer"),
             hint="", hint_id="replicas-hint")
         yield Static("", id="preview", classes="preview")
@@ -86,8 +87,8 @@ class ScaleDialog(ActionDialog):
         per = costs.cluster_per_replica_rate(c)
         r = int(c["replicas"])
         new_rate = per * r_new
-        rate_line = (f"New hourly rate   {costs.usd_exact(new_rate)}/h "
-                     f"(now {costs.usd_exact(per * r)}/h)")
+        rate_line = (f"New hourly rate   {costs.usd(new_rate)}/h "
+                     f"(now {costs.usd(per * r)}/h)")
         now = self.now()
         remaining = costs.remaining_us(c["expires_at"], now)
         if stopped:
@@ -100,7 +101,7 @@ class ScaleDialog(ActionDialog):
             hold = costs.cluster_scale_hold(c, r_new, now)
             self.preview_hold = hold
             lines = [rate_line,
-                     f"Additional hold   {costs.usd_exact(hold)} for the "
+                     f"Additional hold   {costs.usd(hold)} for the "
                      f"{costs.duration_text(remaining)} remaining"]
             if self.available is not None:
                 left = costs.left_after(self.available, hold)
@@ -118,10 +119,10 @@ class ScaleDialog(ActionDialog):
 
     def _left_line(self, left: int) -> str:
         if left < 0:
-            return (f"Available         {costs.usd_exact(self.available or 0)}: "
-                    f"short by {costs.usd_exact(-left)}")
-        return (f"Available         {costs.usd_exact(self.available or 0)} → "
-                f"{costs.usd_exact(left)} left")
+            return (f"Available         {costs.usd(self.available or 0)}: "
+                    f"short by {costs.usd(-left)}")
+        return (f"Available         {costs.usd(self.available or 0)} → "
+                f"{costs.usd(left)} left")
 
     def request_for(self, operation: str) -> Any:
         raw = self.query_one("#replicas", Input).value.strip()

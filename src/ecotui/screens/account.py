@@ -2,20 +2,26 @@
 
 Balances are live from the watch feed; the ledger is read from the REST API
 (newest first, 100 a page, `before` an entry id) and re-read at most every few
-seconds while new entries arrive. `x` exports the ledger as CSV into the
-working directory (or the app's export directory).
+seconds while new entries arrive. `x` asks where to export the ledger as CSV
+(default: the app's export directory, else ~/Downloads or home). The amount
+column is unsigned; "available ±" says what each entry did to the money the
+account can spend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label, Static
 
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
@@ -30,6 +36,8 @@ from ecotui.model import (
 )
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.keymap import ACCOUNT_VIEW, MOVEMENT
+from ecotui.text import visible
+from ecotui.widgets.controls import EcoInput
 
 PAGE = 100
 RELOAD_EVERY_S = 5.0
@@ -60,7 +68,9 @@ class AccountScreen(DashboardScreen):
     AccountScreen #ended-box { width: 48; height: 1fr; }
     AccountScreen #ended { height: 1fr; border: round $primary 50%; border-title-color: $foreground; }
     AccountScreen.-narrow #tables { layout: vertical; }
-    AccountScreen.-narrow #ended-box { width: 1fr; height: 6; }
+    AccountScreen.-narrow #ended-box { width: 1fr; height: auto; max-height: 8; }
+    AccountScreen.-narrow #ended { height: auto; max-height: 8; }
+    AccountScreen #ended-box.-empty { display: none; }
     """
 
     def __init__(self, *, export_dir: Path | None = None) -> None:
@@ -75,7 +85,7 @@ class AccountScreen(DashboardScreen):
     def compose_body(self) -> ComposeResult:
         yield Static("", id="balances")
         yield Label("", id="ledger-caption")
-        yield Input(placeholder="filter the ledger by cluster name or id (empty: all)", id="filter")
+        yield EcoInput(placeholder="filter the ledger by cluster name or id (empty: all)", id="filter")
         with Horizontal(id="tables"):
             ledger = LedgerTable(id="ledger", cursor_type="row")
             ledger.border_title = "Ledger (newest first)"
@@ -89,7 +99,8 @@ class AccountScreen(DashboardScreen):
         self.set_class(self.app.size.width < 120, "-narrow")
         ledger = self.query_one("#ledger", DataTable)
         for key, label in (("id", "#"), ("at", "at"), ("cluster", "cluster"), ("kind", "kind"),
-                           ("amount", "amount"), ("balance", "balance after"),
+                           ("amount", "amount"), ("available", "avail ±"),
+                           ("balance", "balance after"),
                            ("held", "held after"), ("memo", "memo")):
             ledger.add_column(label, key=key)
         ended = self.query_one("#ended", DataTable)
@@ -126,10 +137,13 @@ class AccountScreen(DashboardScreen):
             cid = e.get("cluster_id")
             name = (m.clusters.get(cid) or {}).get("name", cid) if cid else "—"
             amount = parse_micros(e.get("amount"))
+            kind = str(e.get("kind"))
+            words, effect = ledger_effect(kind, amount)
             table.add_row(str(e.get("id")), fmt_local(parse_time(e.get("at")), self.eco.tz, now=now),
-                          str(name), str(e.get("kind")), _signed(amount),
+                          Text(visible(name)), Text(words), Text(fmt_usd(abs(amount))),
+                          Text(_signed(effect) if effect else "0"),
                           fmt_usd(parse_micros(e.get("balance_after"))),
-                          fmt_usd(parse_micros(e.get("held_after"))), str(e.get("memo") or ""),
+                          fmt_usd(parse_micros(e.get("held_after"))), Text(visible(e.get("memo") or "")),
                           key=str(e.get("id")))
         if table.row_count:
             table.move_cursor(row=min(keep, table.row_count - 1))
@@ -170,10 +184,13 @@ class AccountScreen(DashboardScreen):
         total = 0
         for c, spent in sorted(rows, key=lambda x: x[0].get("name", "")):
             total += spent
-            table.add_row(str(c.get("name")), f"{c.get('status')} ({c.get('status_reason') or '—'})",
-                          f"{c.get('gpu_type')}×{c.get('gpu_count')}×{c.get('replicas')}",
+            table.add_row(Text(visible(c.get("name"))),
+                          Text(visible(f"{c.get('status')} ({c.get('status_reason') or '—'})")),
+                          Text(visible(f"{c.get('gpu_type')}×{c.get('gpu_count')}×{c.get('replicas')}")),
                           fmt_usd(spent), key=str(c.get("id")))
         table.border_title = f"Ended clusters: cost {fmt_usd(total)}"
+        # No ended cluster: the ledger gets the rows.
+        self.query_one("#ended-box").set_class(not rows, "-empty")
 
     # -- repaint -----------------------------------------------------------------------
     def refresh_view(self, changes: Changes, now: datetime, second: bool) -> None:
@@ -246,22 +263,36 @@ class AccountScreen(DashboardScreen):
         return False
 
     def action_export(self) -> None:
-        self.export_csv()
-
-    @work(group="export", exclusive=True)
-    async def export_csv(self) -> Path | None:
-        try:
-            text = await self.eco.client.ledger_csv(cluster_id=self.cluster_filter, limit=1000)
-        except (ApiRefusal, BackendUnreachable) as exc:
-            self.notify(f"export failed: {exc}", severity="error")
-            return None
+        """Ask where to write the CSV (a file name in a folder that is not the
+        current directory unless the user types it), then write it."""
         stamp = self.eco.clock.now().astimezone(self.eco.tz).strftime("%Y%m%d-%H%M%S")
         suffix = ""
         if self.cluster_filter:
             suffix = "-" + str((self.eco.model.clusters.get(self.cluster_filter) or {}).get(
                 "name", self.cluster_filter))
-        folder = self.export_dir or self.eco.export_dir or Path.cwd()
+        folder = self.export_dir or self.eco.export_dir or default_export_dir()
         path = folder / f"ecotui-ledger{suffix}-{stamp}.csv"
+
+        def chosen(answer: str | None) -> None:
+            if answer:
+                self.export_csv(Path(answer).expanduser())
+
+        self.app.push_screen(ExportDialog(path), chosen)
+
+    @work(group="export", exclusive=True)
+    async def export_csv(self, path: Path | None = None) -> Path | None:
+        try:
+            text = await self.eco.client.ledger_csv(cluster_id=self.cluster_filter, limit=1000)
+        except (ApiRefusal, BackendUnreachable) as exc:
+            self.notify(f"export failed: {exc}", severity="error")
+            return None
+        if path is None:
+            stamp = self.eco.clock.now().astimezone(self.eco.tz).strftime("%Y%m%d-%H%M%S")
+            folder = self.export_dir or self.eco.export_dir or default_export_dir()
+            path = folder / f"ecotui-ledger-{stamp}.csv"
+        if path.exists():
+            self.notify(f"not exported: {path} exists", severity="error")
+            return None
         try:
             await asyncio.to_thread(path.write_text, text, encoding="utf-8")
         except OSError as exc:
@@ -275,3 +306,63 @@ class AccountScreen(DashboardScreen):
 
 def _signed(micros: int) -> str:
     return ("+" if micros > 0 else "") + fmt_usd(micros)
+
+
+def ledger_effect(kind: str, amount: int) -> tuple[str, int]:
+    """(what the entry did, in words; what it did to the available money).
+
+    The ledger's own signs are about `balance` and `held` (a hold is +, its
+    release −); a person reads what happened to the money they can spend.
+    """
+    if kind == "hold":
+        return "hold", -abs(amount)
+    if kind == "hold_release":
+        return "release", abs(amount)
+    if kind == "charge":
+        return "charge", 0
+    if kind == "credit":
+        return "credit", amount
+    return kind.replace("_", " "), 0
+
+
+def default_export_dir() -> Path:
+    """Where a CSV goes by default: $XDG_DOWNLOAD_DIR, ~/Downloads, else home."""
+    env = os.environ.get("XDG_DOWNLOAD_DIR")
+    if env and Path(env).is_dir():
+        return Path(env)
+    downloads = Path.home() / "Downloads"
+    return downloads if downloads.is_dir() else Path.home()
+
+
+class ExportDialog(ModalScreen[str | None]):
+    """Where to write the ledger CSV: a path to confirm or edit."""
+
+    DEFAULT_CSS = """
+    ExportDialog { align: center middle; }
+    ExportDialog > Vertical { width: 76; max-width: 100%; height: auto; border: round $accent;
+                              padding: 0 1; background: $surface; }
+    ExportDialog EcoInput { height: 1; border: none; padding: 0; background: $boost; }
+    ExportDialog #export-keys { color: $text-muted; margin: 1 0 0 0; }
+    """
+    BINDINGS: ClassVar = [Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def compose(self) -> ComposeResult:
+        with Vertical() as box:
+            box.border_title = "Export the ledger as CSV"
+            yield Static("Write to:", markup=False)
+            yield EcoInput(str(self.path), id="export-path", select_on_focus=False)
+            yield Static("enter writes · esc cancels", id="export-keys", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one(EcoInput).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -18,6 +18,7 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 
 from ecotui.model import Changes
+from ecotui.screens.command_line import CommandLine
 from ecotui.widgets.alert_bar import AlertBar
 from ecotui.widgets.keybar import KeyBar
 from ecotui.widgets.status_bar import StatusBar
@@ -41,6 +42,15 @@ class DashboardScreen(Screen):
         yield AlertBar(cluster_id=self.alert_cluster, id="alerts")
         yield from self.compose_body()
         yield KeyBar()
+        yield CommandLine()
+
+    def open_command_line(self) -> None:
+        self.query_one(CommandLine).open()
+
+    def close_command_line(self) -> bool:
+        """Close the command line if it is open (escape). True if it was."""
+        found = self.query(CommandLine)
+        return bool(found) and found.first().close()
 
     def compose_body(self) -> ComposeResult:
         yield from ()

@@ -3,8 +3,11 @@
 Replicas come once a second from the watch feed while this view is open (it
 focuses the cluster); GPU history and events are fetched from the REST API when
 the view opens and again after a reconnect, so graphs have no hole where the
-connection was down. Two columns on a wide terminal, one scrolling column on
-a narrow one.
+connection was down. Two columns on a wide terminal. On a narrow one (80×24)
+the header line carries status, time left, burn rate and spent, the replica
+table drops columns by priority instead of scrolling sideways, and the panel
+under it is one key away: `1` GPUs, `2` cost, `3` events. `/` filters the
+replicas and the events.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Container, Vertical
-from textual.widgets import RichLog, Static
+from textual.widgets import Input, RichLog, Static
 
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
 from ecotui.model import (
@@ -24,10 +27,14 @@ from ecotui.model import (
     Changes,
     fmt_duration,
     fmt_local,
+    fmt_rate,
+    fmt_usd,
     parse_time,
 )
 from ecotui.screens.base import DashboardScreen
-from ecotui.screens.keymap import ON_CLUSTER
+from ecotui.screens.keymap import CLUSTER_VIEW, ON_CLUSTER
+from ecotui.text import money_in_cents, visible
+from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.cost_panel import CostPanel
 from ecotui.widgets.gpu_panel import GpuPanel
 from ecotui.widgets.replicas_table import ReplicasTable
@@ -43,22 +50,34 @@ EVENT_LEVEL = {"replica_crashed": "error", "replica_failed": "error", "expired":
 class ClusterScreen(DashboardScreen):
     """Everything about one cluster."""
 
-    BINDINGS = ON_CLUSTER
+    BINDINGS = CLUSTER_VIEW + ON_CLUSTER
+    PANELS = ("gpus", "cost", "events")
 
     DEFAULT_CSS = """
     ClusterScreen #info { height: 2; padding: 0 1; background: $boost; text-wrap: nowrap;
                           text-overflow: ellipsis; }
+    ClusterScreen #filter { height: 1; border: none; padding: 0 1; display: none;
+                            background: $boost; }
+    ClusterScreen #filter.-shown { display: block; }
     ClusterScreen #body { layout: horizontal; height: 1fr; }
     ClusterScreen #left { width: 1fr; height: 1fr; }
     ClusterScreen #right { width: 46; height: 1fr; }
     ClusterScreen #events { height: 1fr; border: round $primary 50%; border-title-color: $foreground;
                             scrollbar-size-vertical: 1; }
     ClusterScreen #events:focus { border: round $primary; }
-    ClusterScreen.-narrow #body { layout: vertical; overflow-y: auto; }
-    ClusterScreen.-narrow #left { height: auto; }
-    ClusterScreen.-narrow #right { width: 1fr; height: auto; }
-    ClusterScreen.-narrow GpuPanel { height: 12; }
-    ClusterScreen.-narrow #events { height: 10; }
+    ClusterScreen.-narrow #body { layout: vertical; overflow: hidden hidden; }
+    ClusterScreen.-narrow ReplicasTable { max-height: 11; }
+    ClusterScreen.-narrow #right { width: 1fr; }
+    ClusterScreen.-narrow.-p-gpus #left { height: 1fr; }
+    ClusterScreen.-narrow.-p-gpus #right { display: none; }
+    ClusterScreen.-narrow.-p-cost #gpus { display: none; }
+    ClusterScreen.-narrow.-p-cost #left { height: auto; }
+    ClusterScreen.-narrow.-p-cost #right { height: 1fr; }
+    ClusterScreen.-narrow.-p-cost #events { display: none; }
+    ClusterScreen.-narrow.-p-events #gpus { display: none; }
+    ClusterScreen.-narrow.-p-events #left { height: auto; }
+    ClusterScreen.-narrow.-p-events #right { height: 1fr; }
+    ClusterScreen.-narrow.-p-events #cost { display: none; }
     ClusterScreen .-error { color: $error; text-style: bold; }
     ClusterScreen .-warning { color: $warning; text-style: bold; }
     """
@@ -70,6 +89,8 @@ class ClusterScreen(DashboardScreen):
         self._events_written = 0
         self._written_last: tuple[Any, ...] | None = None
         self._loaded = False
+        self.panel = "gpus"
+        self.filter_text = ""
 
     @property
     def cluster(self) -> dict[str, Any] | None:
@@ -82,6 +103,8 @@ class ClusterScreen(DashboardScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="info")
+        yield EcoInput(placeholder="filter replicas and events (enter keeps, esc clears)",
+                       id="filter")
         with Container(id="body"):
             with Vertical(id="left"):
                 yield ReplicasTable(id="replicas")
@@ -90,11 +113,14 @@ class ClusterScreen(DashboardScreen):
                 yield CostPanel(self.eco.model, self.cluster_id, id="cost")
                 log = RichLog(id="events", max_lines=500, wrap=True, markup=False, auto_scroll=True,
                               min_width=20)
-                log.border_title = "Events"
+                log.border_title = "3 Events"
                 yield log
 
     def on_mount(self) -> None:
+        self.query_one(GpuPanel).title_prefix = "1 GPUs"
+        self.query_one(CostPanel).border_title = "2 Cost"
         self._layout_for(self.app.size.width)
+        self._show_panel(self.panel)
         self.query_one(ReplicasTable).focus()
         self.load_history()
 
@@ -103,6 +129,73 @@ class ClusterScreen(DashboardScreen):
 
     def _layout_for(self, width: int) -> None:
         self.set_class(width < 120, "-narrow")
+        table = self.query_one(ReplicasTable)
+        # the table's border and scrollbar take 4 cells
+        table.fit_width(max(20, (width if width < 120 else width - 46) - 4))
+
+    @property
+    def narrow(self) -> bool:
+        return self.has_class("-narrow")
+
+    # -- panels: one key each ----------------------------------------------------
+    def _show_panel(self, panel: str) -> None:
+        self.panel = panel
+        for p in self.PANELS:
+            self.set_class(p == panel, f"-p-{p}")
+
+    def _panel_key(self, panel: str) -> None:
+        self._show_panel(panel)
+        target = {"gpus": "#gpus", "cost": "#cost", "events": "#events"}[panel]
+        widget = self.query_one(target)
+        if widget.focusable:
+            widget.focus()
+        if panel == "cost":
+            self.query_one(CostPanel).show(self.eco.clock.now(), self.eco.tz)
+
+    def action_panel_gpus(self) -> None:
+        self._panel_key("gpus")
+
+    def action_panel_cost(self) -> None:
+        self._panel_key("cost")
+
+    def action_panel_events(self) -> None:
+        self._panel_key("events")
+
+    # -- filter: replicas and events ---------------------------------------------------
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", EcoInput)
+        box.add_class("-shown")
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self._set_filter(event.value.strip())
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        box = self.query_one("#filter", EcoInput)
+        if not box.value:
+            box.remove_class("-shown")
+        self.query_one(ReplicasTable).focus()
+
+    def _set_filter(self, text: str) -> None:
+        if text == self.filter_text:
+            return
+        self.filter_text = text
+        self._replicas()
+        self._events_written = 0
+        self.query_one("#events", RichLog).clear()
+        self._events()
+
+    def handle_back(self) -> bool:
+        box = self.query_one("#filter", EcoInput)
+        if box.has_focus or box.value:
+            box.value = ""
+            box.remove_class("-shown")
+            self._set_filter("")
+            self.query_one(ReplicasTable).focus()
+            return True
+        return False
 
     # -- data from the REST API ----------------------------------------------------
     @work(group="cluster-history", exclusive=True)
@@ -133,6 +226,7 @@ class ClusterScreen(DashboardScreen):
             self.query_one(GpuPanel).refresh_data(now)
         if cid in changes.events:
             self._events()
+            self._replicas()
         if cid in changes.removed:
             self.notify("This cluster is no longer listed by the backend", severity="warning")
 
@@ -148,7 +242,30 @@ class ClusterScreen(DashboardScreen):
         self._events()
 
     def _replicas(self) -> None:
-        self.query_one(ReplicasTable).sync(self.eco.model.replica_rows(self.cluster_id))
+        rows = self._with_restarts(self.eco.model.replica_rows(self.cluster_id))
+        if self.filter_text:
+            needle = self.filter_text.lower()
+            rows = [r for r in rows if needle in " ".join(
+                str(r.get(k) or "") for k in ("name", "phase", "reason", "node")).lower()]
+        self.query_one(ReplicasTable).sync(rows)
+
+    def _with_restarts(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A replica restarted by hand keeps `restarts` (crashes) as it was; its reason
+        cell says when it was restarted, so the table shows it at any size."""
+        last: dict[str, Any] = {}
+        for ev in self.eco.model.events.get(self.cluster_id, ()):
+            if ev.get("kind") == "restarted" and ev.get("replica"):
+                last[str(ev["replica"])] = ev.get("at")
+        if not last:
+            return rows
+        now = self.eco.clock.now()
+        out = []
+        for r in rows:
+            at = last.get(str(r.get("name")))
+            if at and not r.get("reason"):
+                r = {**r, "reason": f"↻ restarted {fmt_local(parse_time(at), self.eco.tz, now=now)}"}
+            out.append(r)
+        return out
 
     def _events(self) -> None:
         log = self.query_one("#events", RichLog)
@@ -160,16 +277,19 @@ class ClusterScreen(DashboardScreen):
             log.clear()
             self._events_written = 0
         now = self.eco.clock.now()
+        needle = self.filter_text.lower()
         for ev in events[self._events_written:]:
             at = parse_time(ev.get("at"))
             kind = str(ev.get("kind", ""))
+            if needle and needle not in f"{kind} {ev.get('message') or ''} {ev.get('replica') or ''}".lower():
+                continue
             line = Text(no_wrap=False)
             line.append(f"{fmt_local(at, self.eco.tz, now=now)} ", "dim")
             level = EVENT_LEVEL.get(kind)
             style = "bold red" if level == "error" else "bold yellow" if level == "warning" else ""
             # The symbol and the message say what happened; the kind is the fallback.
             line.append(f"{EVENT_SYMBOL.get(kind, '·')} ", style)
-            line.append(str(ev.get("message") or kind.replace("_", " ")), style)
+            line.append(money_in_cents(visible(ev.get("message") or kind.replace("_", " "))), style)
             log.write(line)
         self._events_written = len(events)
         self._written_last = _ev_key(events[-1]) if events else None
@@ -178,43 +298,50 @@ class ClusterScreen(DashboardScreen):
         c = self.cluster
         info = self.query_one("#info", Static)
         if c is None:
-            info.update(Text(f"cluster {self.cluster_id}: not in the feed (yet)", "bold"))
+            info.update(Text(f"cluster {visible(self.cluster_id)}: not in the feed (yet)", "bold"))
             return
         nums = self.eco.model.nums[self.cluster_id]
         status = c.get("status", "")
         wide = self.app.size.width >= 120
+        # Line 1: what someone on call needs first, also at 80 columns.
         t = Text(no_wrap=True, overflow="ellipsis")
-        t.append(f"{c.get('name')} ", "bold")
-        if wide:
-            t.append(f"{c.get('id')}  ", "dim")
+        t.append(f"{visible(c.get('name'))} ", "bold")
         st = f"{STATUS_SYMBOL.get(status, '?')} {status}"
         if c.get("status_reason"):
-            st += f" ({c['status_reason']})"
+            st += f" ({visible(c['status_reason'])})"
         t.append(st, "bold red" if status == "failed" else "bold green" if status == "running"
                  else "bold yellow" if status == "pending" else "bold")
         if c.get("stale"):
             t.append(" ~ STALE: runtime unreachable, last known states", "bold yellow")
-        t.append(f" · {c.get('region')} · {c.get('gpu_type')}×{c.get('gpu_count')}"
-                 f"{' per replica' if wide else ''} · "
-                 f"{c.get('ready_replicas', 0)}/{c.get('replicas', 0)} ready")
+        if nums.expires_at is not None and status not in ("terminated", "failed"):
+            left = (nums.expires_at - now).total_seconds()
+            t.append(" · ")
+            t.append(f"{fmt_duration(left)} left" if left > 0 else "expired",
+                     "bold red" if left <= 300 else "bold yellow" if left <= 1800 else "")
+        t.append(f" · burn {fmt_rate(nums.burn) if nums.burn else '—'}")
+        t.append(f" · spent {fmt_usd(nums.spent)}")
         if wide:
-            t.append(f" · image {c.get('image', '')}", "dim")
+            t.append(f" · {visible(c.get('id'))}", "dim")
         t.append("\n")
+        # Line 2: where, what, and how to reach it.
+        t.append(f"{visible(c.get('region'))} · {visible(c.get('gpu_type'))}×{c.get('gpu_count')}"
+                 f"{' per replica' if wide else ''} · "
+                 f"{c.get('ready_replicas', 0)}/{c.get('replicas', 0)} ready · ")
         ep = c.get("endpoint")
         if ep:
             t.append("URL ", "bold")
-            t.append(str(ep.get("url")), "underline")
+            t.append(visible(ep.get("url")), "underline")
             t.append(f" → port {ep.get('port')}")
         else:
             t.append("no public URL (u opens one)", "dim")
+        if nums.expires_at is not None and status not in ("terminated", "failed"):
+            t.append(f" · expires {fmt_local(nums.expires_at, self.eco.tz, now=now)}")
         if wide:
             started = parse_time(c.get("started_at") or c.get("created_at"))
             t.append(f" · started {fmt_local(started, self.eco.tz, now=now)}")
-        if nums.expires_at is not None and status not in ("terminated", "failed"):
-            left = (nums.expires_at - now).total_seconds()
-            t.append(f" · expires {fmt_local(nums.expires_at, self.eco.tz, now=now)} ")
-            t.append(f"(in {fmt_duration(left)})" if left > 0 else "(expired)",
-                     "bold red" if left <= 300 else "bold yellow" if left <= 1800 else "")
+            t.append(f" · image {visible(c.get('image', ''))}", "dim")
+            if c.get("startup_command"):
+                t.append(f" · command {visible(c['startup_command'])}", "dim")
         if getattr(info, "_eco_plain", None) != (t.plain, len(t.spans)):
             info._eco_plain = (t.plain, len(t.spans))  # type: ignore[attr-defined]
             info.update(t)

@@ -27,6 +27,8 @@ from ecotui.model import (
 )
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.keymap import CLUSTERS_VIEW, ON_CLUSTER
+from ecotui.text import visible
+from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.fleet_table import Cell, Column, FleetTable
 
 COLUMNS = [
@@ -44,6 +46,9 @@ COLUMNS = [
 ]
 COLUMN_LABEL = {c.key: (c.label or "alerts") for c in COLUMNS}
 COLUMN_LABEL["gpu"] = "GPUs"
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+EMPTY_TEXT = "No clusters yet: press n to launch the first one"
 
 STATUS_LEVEL = {"running": "ok", "pending": "warning", "stopping": "warning", "stopped": "dim",
                 "terminating": "dim", "terminated": "dim", "failed": "error"}
@@ -79,10 +84,11 @@ class ClustersScreen(DashboardScreen):
     def __init__(self) -> None:
         super().__init__()
         self._now: datetime | None = None
+        self._spin = 0
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="caption")
-        yield Input(placeholder="filter clusters: name, region, status, GPU type (enter keeps, esc clears)",
+        yield EcoInput(placeholder="filter clusters: name, region, status, GPU type (enter keeps, esc clears)",
                     id="filter")
         yield FleetTable(COLUMNS, self._cells, id="fleet")
 
@@ -96,7 +102,7 @@ class ClustersScreen(DashboardScreen):
         c = m.clusters.get(cid)
         nums = m.nums.get(cid)
         if c is None or nums is None:
-            return {"name": (cid, "dim")}
+            return {"name": (visible(cid), "dim")}
         now = self._now or self.eco.clock.now()
         status = c.get("status", "")
         alerts = m.cluster_alerts(cid)
@@ -130,10 +136,10 @@ class ClustersScreen(DashboardScreen):
         dim = "dim" if status in ("terminated", "stopped") else ""
         return {
             "alert": (marker, level),
-            "name": (str(c.get("name", cid)), level or dim),
+            "name": (visible(c.get("name", cid)), level or dim),
             "status": (status_text, "warning" if stale else STATUS_LEVEL.get(status, "")),
-            "region": (str(c.get("region", "")), dim),
-            "gpu": (f"{c.get('gpu_type', '')}×{c.get('gpu_count', 0)}", dim),
+            "region": (visible(c.get("region", "")), dim),
+            "gpu": (f"{visible(c.get('gpu_type', ''))}×{c.get('gpu_count', 0)}", dim),
             "replicas": (f"{ready}/{desired}", rep_level or dim),
             "util": (util, "warning" if any(a.kind == "idle" for a in alerts) else dim),
             "health": health_cell(c),
@@ -156,6 +162,8 @@ class ClustersScreen(DashboardScreen):
             table.update_rows(touched)
         if changes.order or changes.snapshot or changes.removed or changes.clusters:
             self._caption()
+        if second or changes.connection or changes.snapshot:
+            self._empty_state()
 
     def full_refresh(self, now: datetime) -> None:
         super().full_refresh(now)
@@ -163,6 +171,33 @@ class ClustersScreen(DashboardScreen):
         self._sync_rows()
         self.table.invalidate_all()
         self._caption()
+        self._empty_state()
+
+    def _empty_state(self) -> None:
+        """What an empty table says: what the dashboard waits for (with a spinner)
+        until the backend's first snapshot, then how to launch the first cluster."""
+        m = self.eco.model
+        table = self.table
+        if m.snapshots == 0:
+            frame = SPINNER[int(self.eco.clock.now().timestamp() * 4 + self._spin) % len(SPINNER)]
+            self._spin += 1
+            text, _level = m.connection_label()
+            url = getattr(self.eco.client, "base_url", "")
+            if m.connection.state in ("connecting", "connected"):
+                text = f"{frame} waiting for the backend's first snapshot ({url})"
+            else:
+                text = f"{frame} waiting for the backend ({url}): {text}"
+        elif not m.clusters:
+            text = EMPTY_TEXT
+        else:
+            return
+        if table.empty_text != text:
+            table.empty_text = text
+            table.refresh()
+
+    def _spin_tick(self) -> None:
+        if self.eco.model.snapshots == 0 and self.is_attached:
+            self._empty_state()
 
     def _sync_rows(self) -> None:
         m = self.eco.model
@@ -264,3 +299,4 @@ class ClustersScreen(DashboardScreen):
 
     def on_mount(self) -> None:
         self.table.focus()
+        self.set_interval(0.25, self._spin_tick, name="spinner")

@@ -15,6 +15,7 @@ PAGE = Binding.Group("page")
 
 GLOBAL: list[Binding] = [
     Binding("question_mark", "app.help", "help", key_display="?"),
+    Binding("colon", "app.command_line", "command", key_display=":"),
     Binding("q", "app.quit", "quit"),
     Binding("a", "app.account", "account"),
     Binding("ctrl+p", "app.command_palette", "palette", key_display="^p"),
@@ -46,6 +47,13 @@ CLUSTERS_VIEW: list[Binding] = [
     Binding("m", "group", "group"),
 ]
 
+CLUSTER_VIEW: list[Binding] = [
+    Binding("slash", "filter", "filter", key_display="/"),
+    Binding("1", "panel_gpus", "GPUs"),
+    Binding("2", "panel_cost", "cost"),
+    Binding("3", "panel_events", "events"),
+]
+
 # Actions on a cluster (the clusters view's current row, or the cluster view's cluster).
 ON_CLUSTER: list[Binding] = [
     Binding("n", "launch", "launch"),
@@ -69,6 +77,8 @@ LOGS_VIEW: list[Binding] = [
     Binding("n", "next_match", "next match"),
     Binding("N", "previous_match", "prev match"),
     Binding("v", "toggle_previous", "previous run"),
+    Binding("right_square_bracket", "next_replica", "next replica", key_display="]"),
+    Binding("left_square_bracket", "previous_replica", "prev replica", key_display="["),
 ]
 
 ACCOUNT_VIEW: list[Binding] = [
@@ -83,6 +93,7 @@ SCOPES: list[tuple[str, list[Binding]]] = [
     ("Everywhere", GLOBAL),
     ("Movement (tables, lists, logs)", MOVEMENT),
     ("Clusters view", CLUSTERS_VIEW),
+    ("Cluster view", CLUSTER_VIEW),
     ("On a cluster (clusters view row or cluster view)", ON_CLUSTER),
     ("Logs view", LOGS_VIEW),
     ("Account view", ACCOUNT_VIEW),

@@ -12,12 +12,15 @@ from datetime import datetime
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.content import Content
 from textual.widgets import Input, Label
 
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
 from ecotui.model import Changes
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.keymap import LOGS_VIEW
+from ecotui.text import visible
+from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.log_view import LogView
 
 
@@ -42,11 +45,11 @@ class LogsScreen(DashboardScreen):
     @property
     def where(self) -> str:  # type: ignore[override]
         c = self.eco.model.clusters.get(self.cluster_id) or {}
-        return f"{c.get('name', self.cluster_id)} › logs of {self.replica}"
+        return f"{visible(c.get('name', self.cluster_id))} › logs of {visible(self.replica)}"
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="log-caption")
-        yield Input(placeholder="search the log (enter: go to first match, esc: clear)", id="search")
+        yield EcoInput(placeholder="search the log (enter: go to first match, esc: clear)", id="search")
         yield LogView(id="log")
 
     @property
@@ -64,7 +67,8 @@ class LogsScreen(DashboardScreen):
         view.clear()
         client = self.eco.client
         if self.previous:
-            self.stream_state = "previous run"
+            self.stream_state = "loading"
+            self._caption()
             try:
                 text = await client.logs(self.cluster_id, self.replica, tail=self.tail, previous=True)
             except (ApiRefusal, BackendUnreachable) as exc:
@@ -73,6 +77,7 @@ class LogsScreen(DashboardScreen):
                 return
             view.feed(text)
             view.flush()
+            self.stream_state = "loaded"
             if not text:
                 self.stream_state = "empty: no run before the last restart"
             self._caption()
@@ -103,7 +108,8 @@ class LogsScreen(DashboardScreen):
 
     def _caption(self) -> None:
         view = self.log_view
-        parts = [f"{'previous run' if self.previous else 'current run'} · {self.stream_state}"]
+        parts = [visible(self.replica),
+                 f"{'previous run' if self.previous else 'current run'} · {self.stream_state}"]
         if not self.previous:
             parts.append("following" if view.follow else f"paused (+{view.unseen})")
         parts.append(f"{len(view.lines)} lines")
@@ -117,7 +123,7 @@ class LogsScreen(DashboardScreen):
         label = self.query_one("#log-caption", Label)
         if getattr(label, "_eco_text", None) != text:
             label._eco_text = text  # type: ignore[attr-defined]
-            label.update(text)
+            label.update(Content(text))
 
     def refresh_view(self, changes: Changes, now: datetime, second: bool) -> None:
         super().refresh_view(changes, now, second)
@@ -161,6 +167,23 @@ class LogsScreen(DashboardScreen):
     def action_previous_match(self) -> None:
         self.log_view.jump(-1)
         self._caption()
+
+    def _switch_replica(self, step: int) -> None:
+        from ecotui.screens.command_line import replica_names
+
+        names = replica_names(self.eco, self.cluster_id)
+        if not names:
+            return
+        i = names.index(self.replica) if self.replica in names else -1
+        self.replica = names[(i + step) % len(names)]
+        self.query_one("StatusBar").set_where(self.where)  # type: ignore[attr-defined]
+        self.stream()
+
+    def action_next_replica(self) -> None:
+        self._switch_replica(1)
+
+    def action_previous_replica(self) -> None:
+        self._switch_replica(-1)
 
     def action_toggle_previous(self) -> None:
         self.previous = not self.previous

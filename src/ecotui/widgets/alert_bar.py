@@ -12,6 +12,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ecotui.model import Alert, DashboardModel, fmt_duration
+from ecotui.text import visible
 
 
 def alert_text(a: Alert, model: DashboardModel, now: datetime) -> str:
@@ -73,8 +74,8 @@ class AlertBar(Static):
             word = "ALERT" if a.level == "error" else "WARNING"
             symbol = "✖" if a.level == "error" else "▲"
             count = f"1/{len(alerts)} " if limit == 1 and len(alerts) > 1 else ""
-            text.append(f"{symbol} {word} {count}{a.title}: ", style)
-            text.append(alert_text(a, model, now))
+            text.append(f"{symbol} {word} {count}{visible(a.title)}: ", style)
+            text.append(visible(alert_text(a, model, now)))
         if len(alerts) > len(shown) and limit > 1:
             text.append("\n")
             text.append(f"  … and {len(alerts) - len(shown)} more alerts",

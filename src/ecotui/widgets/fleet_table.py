@@ -258,8 +258,13 @@ class FleetTable(ScrollView, can_focus=True):
         if strip is None:
             strip = self._strips[row] = self._row_strip(row, width, base)
         if i == self.cursor:
+            # The cursor row is marked by a glyph too (between the alert column and the
+            # name), so it shows in plain text and without colour.
             cursor = self._style("cursor")
-            strip = Strip([Segment(seg.text, (seg.style or base) + cursor) for seg in strip], width)
+            segs = [Segment(seg.text, (seg.style or base) + cursor) for seg in strip]
+            if len(segs) > 1 and segs[1].text == " ":
+                segs[1] = Segment("›" if self.has_focus else "·", segs[1].style)
+            strip = Strip(segs, width)
         return strip
 
     def _header_strip(self, width: int, base: Style) -> Strip:

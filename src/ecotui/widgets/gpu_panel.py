@@ -18,8 +18,10 @@ from textual.strip import Strip
 
 from ecotui.model import DashboardModel, fmt_duration, sparkline
 from ecotui.screens.keymap import MOVEMENT
+from ecotui.text import visible
 
-FIXED = 44  # cells used by the label and readings around a sparkline
+FIXED = 48  # cells used by the label and readings around a sparkline
+NAME_WIDTH = 16
 
 
 class GpuPanel(ScrollView, can_focus=True):
@@ -56,7 +58,8 @@ class GpuPanel(ScrollView, can_focus=True):
         self.now: datetime | None = None
         self._lines: list[tuple[str, str, int | None]] = []  # (kind, replica, gpu index)
         self._cache: dict[int, Strip] = {}
-        self.border_title = "GPUs"
+        self.title_prefix = "GPUs"
+        self.border_title = self.title_prefix
 
     def refresh_data(self, now: datetime) -> None:
         """New samples arrived (or a second passed): rebuild the lines, repaint."""
@@ -83,15 +86,26 @@ class GpuPanel(ScrollView, can_focus=True):
                             if r.get("telemetry")})
         if not telemetry:
             telemetry = self.model.telemetry_sources([self.cluster_id])
-        self.border_title = f"GPUs · telemetry: {', '.join(telemetry) or 'unknown'}"
+        self.border_title = f"{self.title_prefix} · telemetry: {', '.join(telemetry) or 'unknown'}"
         self.refresh()
 
     def _spark_width(self) -> int:
         return max(8, self.scrollable_content_region.width - FIXED)
 
     def window_label(self) -> str:
+        """What the sparklines cover: the window, or less when history is shorter."""
         w = self._spark_width()
-        return f"utilisation, last {fmt_duration(w * self.bucket_s)} ({self.bucket_s} s per cell)"
+        span = w * self.bucket_s
+        oldest = None
+        for samples in (self.model.gpu_history.get(self.cluster_id) or {}).values():
+            if samples:
+                t = samples[0][0]
+                oldest = t if oldest is None else min(oldest, t)
+        if self.now is not None and oldest is not None:
+            span = min(span, max(self.bucket_s, int(self.now.timestamp() - oldest)))
+        elif oldest is None:
+            return f"utilisation ({self.bucket_s} s per cell, no history yet)"
+        return f"utilisation, last {fmt_duration(span)} ({self.bucket_s} s per cell)"
 
     def _buckets(self, samples, width: int) -> list[float | None]:
         if self.now is None:
@@ -126,7 +140,7 @@ class GpuPanel(ScrollView, can_focus=True):
             return cached
         kind, rname, idx = self._lines[i]
         if kind == "header":
-            text = f"{'replica':<12} gpu {self.window_label()}"
+            text = f"{'replica':<{NAME_WIDTH}} {'gpu':>3} {self.window_label()}"
             strip = Strip([Segment(text[:width].ljust(width), base + self._st("header"))], width)
         elif kind == "empty":
             c = self.model.clusters.get(self.cluster_id) or {}
@@ -138,7 +152,7 @@ class GpuPanel(ScrollView, can_focus=True):
             state = next((r for r in self.model.replicas.get(self.cluster_id) or ()
                           if r.get("name") == rname), {})
             why = state.get("reason") or state.get("phase") or "not running"
-            text = f"{_short(rname, self._prefix()):<12} —   no GPUs attached ({why})"
+            text = f"{_short(rname):<{NAME_WIDTH}}   — no GPUs attached ({visible(why)})"
             strip = Strip([Segment(text[:width].ljust(width), base + self._st("dim"))], width)
         else:
             strip = self._gpu_strip(rname, idx or 0, width, base)
@@ -176,15 +190,14 @@ class GpuPanel(ScrollView, can_focus=True):
             u = 0.0
             tail = "   no reading"
         spark_style = "idle" if u < 5 else "hot" if u >= 90 else "spark"
-        label = f"{_short(rname, self._prefix()):<12} {idx:>3} "
+        label = f"{_short(rname):<{NAME_WIDTH}} {idx:>3} "
         segs = [Segment(label, base + self._st("label")),
                 Segment(spark, base + self._st(spark_style)),
                 Segment(tail, base)]
         return Strip(segs).adjust_cell_length(width, base)
 
 
-def _short(name: str, prefix: str = "") -> str:
-    """A replica's name without its cluster's name in front ("web-3" in cluster "web": "3")."""
-    if prefix and name.startswith(prefix + "-") and len(name) > len(prefix) + 1:
-        name = name[len(prefix) + 1:]
-    return name if len(name) <= 12 else "…" + name[-11:]
+def _short(name: str) -> str:
+    """A replica's whole name, or its end when longer than the column ("…serve-3")."""
+    name = visible(name)
+    return name if len(name) <= NAME_WIDTH else "…" + name[-(NAME_WIDTH - 1):]

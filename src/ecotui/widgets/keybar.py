@@ -1,9 +1,11 @@
-"""The footer: every key the current screen answers to, wrapped over as many lines as needed.
+"""The footer: the keys the current screen answers to, on at most two lines.
 
-Unlike a one-line footer it never hides keys off screen at 80 columns; an item
-(key and what it does) is never split across lines; keys are clickable (mouse
-too). It reads the screen's active bindings, so it always agrees with the help
-screen and the command palette.
+An item (key and what it does) is never split across lines; keys are clickable
+(mouse too). It reads the screen's active bindings, so it always agrees with the
+help screen and the command palette. When they do not all fit in two lines (80
+columns), the keys of this view come first, then the command line and help,
+then movement, then the other global keys; what is left out ends in
+`? all keys`, and the help screen lists every one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class KeyBar(Static):
     KeyBar {
         dock: bottom;
         height: auto;
-        max-height: 5;
+        max-height: 2;
         background: $panel;
         color: $foreground 85%;
         padding: 0 0;
@@ -77,12 +79,30 @@ class KeyBar(Static):
         self._items = self.items()
         self._layout()
 
+    MAX_LINES = 2
+
     def _layout(self) -> None:
         width = self.size.width or self.app.size.width
         self._width = self.size.width
+        items = self._items
+        if len(self._wrap(items, width)) > self.MAX_LINES:
+            ranked = sorted(range(len(items)), key=lambda n: (_rank(items[n]), n))
+            keep = list(ranked)
+            more = ("?", "all keys", "question_mark")
+            while keep:
+                chosen = [items[n] for n in sorted(keep) if items[n][2] != "question_mark"]
+                if len(self._wrap([*chosen, more], width)) <= self.MAX_LINES:
+                    break
+                keep.pop()
+            items = [*chosen, more]
+        self.update(Content("\n").join(Content("  ").join(line)
+                                       for line in self._wrap(items, width)))
+
+    @staticmethod
+    def _wrap(items: list[tuple[str, str, str]], width: int) -> list[list[Content]]:
         lines: list[list[Content]] = [[]]
         used = 0
-        for keys, desc, key in self._items:
+        for keys, desc, key in items:
             item = Content.from_markup("[bold $accent]$keys[/] $desc", keys=keys, desc=desc)
             item = item.stylize(f"@click=app.simulate_key({key!r})")
             need = item.cell_length + (2 if lines[-1] else 0)
@@ -92,4 +112,18 @@ class KeyBar(Static):
                 need = item.cell_length
             lines[-1].append(item)
             used += need
-        self.update(Content("\n").join(Content("  ").join(line) for line in lines))
+        return lines
+
+
+def _rank(item: tuple[str, str, str]) -> int:
+    """Which keys a two-line footer keeps longest (lower stays)."""
+    keys, desc, key = item
+    if key in ("question_mark", "colon", "escape"):
+        return 1
+    if key == "q":
+        return 2
+    if desc in ("move", "top/bottom", "page"):
+        return 3
+    if key in ("a", "ctrl+p", "T"):
+        return 4
+    return 0

@@ -17,6 +17,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ecotui.screens.keymap import MOVEMENT
+from ecotui.text import visible_line
 
 
 class LogView(ScrollView, can_focus=True):
@@ -79,7 +80,7 @@ class LogView(ScrollView, can_focus=True):
             return 0
         overflow = max(0, len(self.lines) + len(new) - (self.lines.maxlen or 0))
         for line in new:
-            line = line.rstrip("\r").expandtabs(4)
+            line = visible_line(line)
             self.lines.append(line)
             self._max_width = max(self._max_width, len(line))
         if overflow:

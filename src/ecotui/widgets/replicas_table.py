@@ -3,18 +3,23 @@
 A DataTable with keyed rows (the replica name) updated by diff, as live
 dashboards do: stale rows removed, only changed cells updated, new rows added,
 sorted only when rows were added; the caller wraps it in `batch_update()`.
+Columns that do not fit the width are dropped by priority (`PRIORITY`), so
+there is never a horizontal scrollbar. Cells are plain text (never markup),
+with control characters made visible.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual.widgets import DataTable
 
 from ecotui.gpu_health import label as health_label
 from ecotui.gpu_health import replica_health
 from ecotui.model import sparkline
 from ecotui.screens.keymap import MOVEMENT
+from ecotui.text import visible
 
 PHASE_SYMBOL = {"Running": "●", "Pending": "◌", "Succeeded": "✓", "Failed": "✖", "Unknown": "?"}
 
@@ -24,6 +29,9 @@ COLUMNS = [("replica", "replica"), ("phase", "phase"), ("ready", "ready"), ("hea
            ("reason", "reason"), ("node", "node"), ("gpus", "GPU util"), ("util", "util"),
            ("mem", "mem GiB"), ("temp", "temp"), ("power", "power")]
 REASON_WIDTH = 30
+# Which columns stay when the table is narrow: first listed, last dropped.
+PRIORITY = ["replica", "ready", "phase", "restarts", "util", "reason", "gpus", "mem", "node",
+            "temp", "power"]
 
 
 def replica_cells(r: dict[str, Any]) -> dict[str, str]:
@@ -31,12 +39,12 @@ def replica_cells(r: dict[str, Any]) -> dict[str, str]:
     gpus = r.get("gpus") or []
     phase = r.get("phase") or "Unknown"
     cells = {
-        "replica": str(r.get("name", "")),
+        "replica": visible(r.get("name", "")),
         "phase": f"{PHASE_SYMBOL.get(phase, '?')} {phase}",
         "ready": "✓ yes" if r.get("ready") else "✗ no",
         "restarts": str(r.get("restarts") or 0),
-        "node": r.get("node") or "—",
-        "reason": _cap(r.get("reason") or "", REASON_WIDTH),
+        "node": visible(r.get("node") or "—"),
+        "reason": _cap(visible(r.get("reason") or ""), REASON_WIDTH),
     }
     cells["health"] = health_label(replica_health(r).level) if gpus else "—"
     if gpus:
@@ -71,14 +79,53 @@ class ReplicasTable(DataTable):
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
         self.border_title = "Replicas"
         self._cells: dict[str, dict[str, str]] = {}
+        self._rows: list[dict[str, Any]] = []
         self.cell_updates = 0
+        self.width_budget: int | None = None
+        self.shown: list[tuple[str, str]] = list(COLUMNS)
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
+        for key, label in self.shown:
             self.add_column(label, key=key)
+
+    def fit_width(self, width: int) -> None:
+        """Show the columns that fit in `width` cells, by priority."""
+        self.width_budget = width
+        self._refit()
+
+    def _columns_for(self, width: int) -> list[tuple[str, str]]:
+        need: dict[str, int] = {}
+        for key, label in COLUMNS:
+            longest = max([len(label), *(len(c[key]) for c in self._cells.values())])
+            need[key] = longest + 2  # cell padding
+        chosen: set[str] = set()
+        used = 0
+        for key in PRIORITY:
+            if used + need[key] <= width or not chosen:
+                chosen.add(key)
+                used += need[key]
+        return [(k, label) for k, label in COLUMNS if k in chosen]
+
+    def _refit(self) -> None:
+        if self.width_budget is None or not self.is_mounted:
+            return
+        shown = self._columns_for(self.width_budget)
+        if shown == self.shown:
+            return
+        self.shown = shown
+        cursor = self.cursor_row
+        self.clear(columns=True)
+        for key, label in shown:
+            self.add_column(label, key=key)
+        rows, self._cells = self._rows, {}
+        self.sync(rows)
+        if self.row_count:
+            self.move_cursor(row=min(cursor, self.row_count - 1))
 
     def sync(self, replicas: list[dict[str, Any]]) -> None:
         """Bring the rows in line with `replicas` by diff."""
+        self._rows = replicas
+        shown = self.shown
         wanted = {str(r.get("name", "")): r for r in replicas}
         for key in [k for k in self._cells if k not in wanted]:
             self.remove_row(key)
@@ -88,17 +135,20 @@ class ReplicasTable(DataTable):
             cells = replica_cells(r)
             old = self._cells.get(name)
             if old is None:
-                self.add_row(*[cells[k] for k, _ in COLUMNS], key=name)
+                self.add_row(*[Text(cells[k]) for k, _ in shown], key=name)
                 added = True
             else:
-                for k, _ in COLUMNS:
+                for k, _ in shown:
                     if old[k] != cells[k]:
-                        self.update_cell(name, k, cells[k], update_width=True)
+                        self.update_cell(name, k, Text(cells[k]), update_width=True)
                         self.cell_updates += 1
             self._cells[name] = cells
+        if added and self.width_budget is not None and self._columns_for(
+                self.width_budget) != shown:
+            self.call_later(self._refit)
         if added:
-            order = {str(r.get("name", "")): int(r.get("index", 0)) for r in replicas}
-            self.sort("replica", key=lambda name: (order.get(name, 0), name))
+            order = {visible(r.get("name", "")): int(r.get("index", 0)) for r in replicas}
+            self.sort("replica", key=lambda cell: (order.get(str(cell), 0), str(cell)))
 
     @property
     def selected_replica(self) -> str | None:
