@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", action="store_true", help="the ledger as CSV")
     s.add_argument("--cluster", metavar="NAME", help="only this cluster's entries")
     s.add_argument("--limit", type=int, metavar="N")
+    from ecotui.tools import commands as tools  # run, shell, port-forward, cp, replay
+
+    tools.add_parsers(sub, common, data)
     return p
 
 
@@ -167,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not cmd:
             return _usage("exec needs a command: ecotui exec NAME REPLICA -- CMD...")
         args.cmd = cmd
+    from ecotui.tools.commands import LOCAL_COMMANDS
+
+    if args.command in LOCAL_COMMANDS:  # no backend needed
+        return LOCAL_COMMANDS[args.command](args)
     if args.command == "endpoint" and (args.port is None) == (not args.close):
         return _usage("endpoint needs either a PORT or --close")
     if args.command in CONFIRMING and not args.yes and not sys.stdin.isatty():
@@ -665,6 +672,10 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "terminate": cmd_terminate, "endpoint": cmd_endpoint, "logs": cmd_logs, "exec": cmd_exec,
     "ledger": cmd_ledger,
 }
+
+from ecotui.tools.commands import COMMANDS as _TOOL_COMMANDS  # noqa: E402 - needs the above
+
+COMMANDS.update(_TOOL_COMMANDS)
 
 __all__ = ["main", "build_parser", "render_cluster",
            "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "EXIT_UNREACHABLE"]
