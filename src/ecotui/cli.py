@@ -209,7 +209,9 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 
 async def _run_command(args: argparse.Namespace, conn: Connection) -> int:
-    handler: Callable[..., Any] = COMMANDS[args.command]
+    from ecotui.tools.commands import COMMANDS as TOOL_COMMANDS
+
+    handler: Callable[..., Any] = COMMANDS.get(args.command) or TOOL_COMMANDS[args.command]
     client = EcoClient(conn.url, conn.key)
     try:
         return int(await handler(client, args) or 0)
@@ -672,10 +674,6 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "terminate": cmd_terminate, "endpoint": cmd_endpoint, "logs": cmd_logs, "exec": cmd_exec,
     "ledger": cmd_ledger,
 }
-
-from ecotui.tools.commands import COMMANDS as _TOOL_COMMANDS  # noqa: E402 - needs the above
-
-COMMANDS.update(_TOOL_COMMANDS)
 
 __all__ = ["main", "build_parser", "render_cluster",
            "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "EXIT_UNREACHABLE"]

@@ -8,36 +8,16 @@ import secrets
 import time
 
 import pytest
+from tools_helpers import account_env, end_clusters, launch_ready
 
 from ecotui import cli
 
 
 @pytest.fixture
 def env(shared_ecolink_server, monkeypatch, tmp_path):
-    key = shared_ecolink_server.new_account("run-" + secrets.token_hex(4), "10000")
-    monkeypatch.setenv("ECO_API_URL", shared_ecolink_server.url)
-    monkeypatch.setenv("ECO_API_KEY", key)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    yield shared_ecolink_server, key
-    with shared_ecolink_server.client(key) as api:
-        for c in api.get("/gpu-clusters").json()["clusters"]:
-            api.delete(f"/gpu-clusters/{c['id']}")
-
-
-def launch_ready(server, key: str, name: str, replicas: int) -> dict:
-    with server.client(key) as api:
-        r = api.post("/gpu-clusters", json={
-            "name": name, "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 1,
-            "replicas": replicas, "image": "busybox:1", "estimated_duration_hours": 1,
-            "startup_command": "sleep infinity"})
-        assert r.status_code == 201, r.text
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            c = api.get(f"/gpu-clusters/{name}").json()
-            if c["ready_replicas"] == replicas:
-                return c
-            time.sleep(0.1)
-    raise AssertionError(f"{name} did not become ready: {c}")
+    e = account_env(shared_ecolink_server, monkeypatch, tmp_path, "run")
+    yield shared_ecolink_server, e["ECO_API_KEY"]
+    end_clusters(shared_ecolink_server, e["ECO_API_KEY"])
 
 
 def call(capsys, *argv: str) -> tuple[int, str, str]:

@@ -32,23 +32,25 @@ def _options(p: argparse.ArgumentParser) -> None:
                    help="end the command on replicas still running after S seconds")
 
 
-class _LateParser(argparse.ArgumentParser):
+class LateParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
 
 
 def late_options(args: argparse.Namespace, add: Callable[[argparse.ArgumentParser], None],
-                 usage: str, *, json_flag: bool = False) -> list[str]:
+                 usage: str, *, json_flag: bool = False, required: bool = True) -> list[str]:
     """The command after `--`, with options written between NAME and `--` parsed
     into `args` (argparse stops at the first positional's remainder)."""
     rest = list(args.cmd)
     if "--" in rest:
         i = rest.index("--")
         pre, cmd = rest[:i], rest[i + 1:]
+    elif rest and rest[0].startswith("-") and not required:
+        pre, cmd = rest, []  # options only
     else:
         pre, cmd = [], rest
     if pre:
-        p = _LateParser(prog=f"ecotui {args.command}", add_help=False)
+        p = LateParser(prog=f"ecotui {args.command}", add_help=False)
         add(p)
         if json_flag:
             p.add_argument("--json", action="store_true")
@@ -60,7 +62,7 @@ def late_options(args: argparse.Namespace, add: Callable[[argparse.ArgumentParse
         for k, v in vars(extra).items():
             if v not in (None, False):
                 setattr(args, k, v)
-    if not cmd:
+    if not cmd and required:
         raise UsageError(usage)
     return cmd
 

@@ -9,16 +9,21 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from ecotui.tools import cli_run
+from ecotui.tools import cli_replay, cli_run, cli_shell
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
                 data: argparse.ArgumentParser) -> None:
     cli_run.add_parser(sub, common, data)
+    cli_shell.add_parser(sub, common)
+    cli_replay.add_parser(sub)
 
 
 COMMANDS: dict[str, Callable[..., Any]] = {
     "run": cli_run.cmd_run,
+    "shell": cli_shell.cmd_shell,
 }
 
-LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "replay": cli_replay.cmd_replay,
+}
