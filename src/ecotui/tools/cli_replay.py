@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from ecotui.cli import EXIT_OK, EXIT_REFUSED, _positive_float
 from ecotui.tools.asciicast import CastError, list_recordings, read_cast, recordings_dir, schedule
+from ecotui.tools.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from ecotui.tools.common import positive_float as _positive_float
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +44,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.file:
         print("ecotui: replay needs a FILE (ecotui replay --list shows the recordings)",
               file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     path = resolve(args.file)
     try:
         cast = read_cast(path)

@@ -7,10 +7,9 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import NoReturn
 
-from ecotui.cli import EXIT_OK, EXIT_REFUSED, UsageError
 from ecotui.client.rest import EcoClient
+from ecotui.tools.common import EXIT_OK, EXIT_REFUSED, LateParser, UsageError
 from ecotui.tools.fold import parse_selection, render
 from ecotui.tools.runner import all_replicas, ready_replicas, run_everywhere
 
@@ -30,11 +29,6 @@ def _options(p: argparse.ArgumentParser) -> None:
                    help="only these replicas: names, indices or ranges (demo-0,2,4-6)")
     p.add_argument("--timeout", type=_seconds, metavar="S",
                    help="end the command on replicas still running after S seconds")
-
-
-class LateParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
 
 
 def late_options(args: argparse.Namespace, add: Callable[[argparse.ArgumentParser], None],

@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ecotui import costs
-from ecotui.cli import EXIT_OK, EXIT_REFUSED, UsageError
 from ecotui.client.exec import STDOUT, ExecConnection, attach_session, open_exec
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.tools.asciicast import CastWriter, default_recording_path
-from ecotui.tools.cli_run import LateParser
+from ecotui.tools.common import EXIT_OK, EXIT_REFUSED, LateParser, UsageError, pump_stdin
 from ecotui.tools.runner import ready_replicas
 
 DETACH = b"\x1d"  # Ctrl-]
@@ -261,9 +260,7 @@ async def _interactive(conn: ExecConnection, recorder: CastWriter | None, *,
 
 
 async def _streamed(conn: ExecConnection, recorder: CastWriter | None) -> int | str:
-    from ecotui.cli import _pump_stdin
-
-    pump = asyncio.create_task(_pump_stdin(conn))
+    pump = asyncio.create_task(pump_stdin(conn))
     out, err = sys.stdout.buffer, sys.stderr.buffer
     try:
         async for channel, payload in conn.frames():

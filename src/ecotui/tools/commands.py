@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ecotui.tools import cli_replay, cli_run, cli_shell
+from ecotui.tools.common import usage_guard
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
@@ -20,8 +21,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 
 COMMANDS: dict[str, Callable[..., Any]] = {
-    "run": cli_run.cmd_run,
-    "shell": cli_shell.cmd_shell,
+    "run": usage_guard(cli_run.cmd_run),
+    "shell": usage_guard(cli_shell.cmd_shell),
 }
 
 LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
