@@ -13,7 +13,17 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from ecolink import __version__
-from ecolink.api import errors, exec, logs, proxy, routes, routes_clusters, sessions, watch
+from ecolink.api import (
+    errors,
+    exec,
+    logs,
+    portforward,
+    proxy,
+    routes,
+    routes_clusters,
+    sessions,
+    watch,
+)
 from ecolink.api.auth import OPEN_PATHS, AuthMiddleware
 from ecolink.api.context import AppContext
 from ecolink.schemas import EndpointIn, ErrorBody, ExtendIn, LaunchIn, ScaleIn
@@ -70,6 +80,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(exec.router)
     app.include_router(sessions.router)
     app.include_router(logs.router)
+    app.include_router(portforward.router)
 
     app.add_middleware(AuthMiddleware)
     errors.install(app)

@@ -35,6 +35,10 @@ class RuntimeUnavailable(RuntimeError_):
     """The runtime cannot be reached (API server down, ...). Maps to 503."""
 
 
+class PortNotListening(RuntimeError_):
+    """Nothing in the replica listens on the port a port-forward asked for."""
+
+
 class ReplicaNotFound(RuntimeError_):
     """No replica of that name in that cluster. Maps to 404."""
 
@@ -271,6 +275,11 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def service_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
         """A loopback address that reaches `port` of the replica (for the service URL)."""
+
+    async def forward_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
+        """Where a port-forward to `port` of the replica connects (raises
+        PortNotListening where the runtime can tell that nothing listens)."""
+        return await self.service_target(cluster_id, replica, port)
 
     @abc.abstractmethod
     async def telemetry(self, cluster_id: str) -> list[ReplicaTelemetry]:

@@ -42,6 +42,7 @@ from ecolink.runtime.base import (
     ExecRequest,
     ExecStream,
     HostPort,
+    PortNotListening,
     ReplicaNotFound,
     ReplicaState,
     ReplicaTelemetry,
@@ -51,6 +52,7 @@ from ecolink.runtime.base import (
 )
 from ecolink.runtime.local_exec import spawn_exec
 from ecolink.runtime.local_logs import LogPump, LogSet, read_logs
+from ecolink.runtime.local_ports import replica_listener
 from ecolink.runtime.local_proc import (
     MARKER,
     ChildExit,
@@ -747,6 +749,15 @@ class LocalRuntime(Runtime):
     async def service_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
         _, r = self._lookup(cluster_id, replica)
         return HostPort("127.0.0.1", r.port)
+
+    async def forward_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
+        # Only a port the replica's own processes listen on (local_ports).
+        _, r = self._lookup(cluster_id, replica)
+        roots = [r.proc.pid] if r.proc and r.exit and not r.exit.exited else []
+        host = await asyncio.to_thread(replica_listener, r.uid, roots, port)
+        if host is None:
+            raise PortNotListening(f"nothing in {r.name} listens on port {port}")
+        return HostPort(host, port)
 
     async def telemetry(self, cluster_id: str) -> list[ReplicaTelemetry]:
         c = self._clusters.get(cluster_id)
