@@ -139,7 +139,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.runtime == "local":
         from ecolink.runtime.local import LocalRuntime
 
-        runtime: Any = LocalRuntime(state_dir, clock)
+        runtime: Any = LocalRuntime(state_dir, clock,
+                                    termination_grace_s=args.termination_grace_seconds)
 
         def filesystems() -> list[dict[str, str]]:
             return local_filesystems(state_dir)
@@ -476,6 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="warning",
                    choices=["critical", "error", "warning", "info", "debug"])
     s.add_argument("--access-log", action="store_true")
+    s.add_argument("--termination-grace-seconds", type=float, metavar="S",
+                   default=float(os.environ.get("ECOLINK_TERMINATION_GRACE_SECONDS") or 30),
+                   help="after SIGTERM at stop, terminate or expiry, how long a replica has "
+                        "to drain before it is killed (default 30, or "
+                        "ECOLINK_TERMINATION_GRACE_SECONDS)")
 
     st = sub.add_parser("stop", parents=[common], help="stop the server of the state dir")
     st.add_argument("--timeout", type=float, default=60.0)

@@ -59,6 +59,7 @@ class ClusterSpec:
     startup_command: str | None = None
     shared_filesystems: tuple[str, ...] = ()
     endpoint_port: int | None = None
+    expires_at: str | None = None  # RFC 3339; replicas see it as ECO_EXPIRES_AT
     # Extra labels for node selection from the catalog (kubernetes only).
     node_selector: tuple[tuple[str, str], ...] = ()
 
@@ -275,6 +276,11 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def service_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
         """A loopback address that reaches `port` of the replica (for the service URL)."""
+
+    async def expiry_changed(self, cluster_id: str, expires_at: str) -> None:
+        """The cluster was extended: replicas should see the new expiry within seconds
+        (ECO_EXPIRES_AT_FILE). Runtimes that cannot tell replicas do nothing."""
+        return None
 
     async def forward_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
         """Where a port-forward to `port` of the replica connects (raises
