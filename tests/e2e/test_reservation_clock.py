@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 
 from e2e.helpers import all_ready, launch, wait_for, wait_until
-
 from ecolink.runtime.base import ClusterSpec
 from ecolink.runtime.kube_objects import EXPIRES_ANNOTATION, pod_template
 
