@@ -73,6 +73,9 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.pop("ECOLINK_STATE_DIR", None)
     env["PYTHONUNBUFFERED"] = "1"
+    # Replicas that ignore SIGTERM would keep each stop waiting 30 s; tests of the
+    # grace period pass --termination-grace-seconds themselves.
+    env.setdefault("ECOLINK_TERMINATION_GRACE_SECONDS", "3")
     if extra:
         env.update(extra)
     return env

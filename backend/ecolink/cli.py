@@ -165,7 +165,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         quota = (None if args.replica_disk_quota is None
                  else int(args.replica_disk_quota * 1024 * 1024))
         runtime: Any = LocalRuntime(state_dir, clock, disk_quota_bytes=quota,
-                                    disk_check_interval_s=args.replica_disk_check)
+                                    disk_check_interval_s=args.replica_disk_check,
+                                    termination_grace_s=args.termination_grace_seconds)
 
         def filesystems() -> list[dict[str, str]]:
             return local_filesystems(state_dir)
@@ -562,6 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-clock-step", type=float, default=60.0, metavar="SECONDS",
                    help="wall-clock steps forward larger than this (and every step "
                         "backwards) are logged and not followed (default 60)")
+    s.add_argument("--termination-grace-seconds", type=float, metavar="S",
+                   default=float(os.environ.get("ECOLINK_TERMINATION_GRACE_SECONDS") or 30),
+                   help="after SIGTERM at stop, terminate or expiry, how long a replica has "
+                        "to drain before it is killed (default 30, or "
+                        "ECOLINK_TERMINATION_GRACE_SECONDS)")
 
     st = sub.add_parser("stop", parents=[common], help="stop the server of the state dir")
     st.add_argument("--timeout", type=float, default=60.0)

@@ -57,6 +57,7 @@ from ecolink.store import (
     Store,
     StoreBusy,
     new_id,
+    rfc3339,
     to_us,
 )
 
@@ -250,6 +251,7 @@ class ClusterService:
             shared_filesystems=c.shared_filesystems,
             endpoint_port=c.endpoint_port,
             node_selector=self.catalog.node_selector(c.region, c.gpu_type),
+            expires_at=rfc3339(c.expires_at),
         )
 
     def spec_for(self, c: Cluster) -> ClusterSpec:
@@ -683,6 +685,10 @@ class ClusterService:
         self._notify_account(account_id)
         self._notify_event(ev)
         self._wake.set()
+        try:  # replicas learn the new expiry; the extend stands either way
+            await self.runtime.expiry_changed(c.id, rfc3339(c.expires_at))
+        except Exception:
+            log.warning("could not tell the replicas of %s the new expiry", c.id, exc_info=True)
         return c
 
     async def stop(self, account_id: str, ref: str, idem: Idempotency | None = None) -> Cluster:

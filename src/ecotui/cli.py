@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("completion", help="print shell completion: "
                        "eval \"$(ecotui completion bash)\"")
     s.add_argument("shell", choices=["bash", "zsh", "fish"])
+    from ecotui.tools import commands as tools  # run, shell, port-forward, cp, replay
+
+    tools.add_parsers(sub, common, data)
     return p
 
 
@@ -189,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not cmd:
             return _usage("exec needs a command: ecotui exec NAME REPLICA -- CMD...")
         args.cmd = cmd
+    from ecotui.tools.commands import LOCAL_COMMANDS
+
+    if args.command in LOCAL_COMMANDS:  # no backend needed
+        return LOCAL_COMMANDS[args.command](args)
     if args.command == "endpoint" and (args.port is None) == (not args.close):
         return _usage("endpoint needs either a PORT or --close")
     if args.command in CONFIRMING and not args.yes and not sys.stdin.isatty():
@@ -223,7 +230,9 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 
 async def _run_command(args: argparse.Namespace, conn: Connection) -> int:
-    handler: Callable[..., Any] = COMMANDS[args.command]
+    from ecotui.tools.commands import COMMANDS as TOOL_COMMANDS
+
+    handler: Callable[..., Any] = COMMANDS.get(args.command) or TOOL_COMMANDS[args.command]
     client = EcoClient(conn.url, conn.key)
     try:
         return int(await handler(client, args) or 0)

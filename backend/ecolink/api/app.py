@@ -17,6 +17,7 @@ from ecolink.api import (
     errors,
     exec,
     logs,
+    portforward,
     proxy,
     routes,
     routes_clusters,
@@ -81,6 +82,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(exec.router)
     app.include_router(sessions.router)
     app.include_router(logs.router)
+    app.include_router(portforward.router)
 
     app.add_middleware(AuthMiddleware)
     errors.install(app)

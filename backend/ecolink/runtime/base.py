@@ -37,6 +37,10 @@ class RuntimeUnavailable(RuntimeError_):
     """The runtime cannot be reached (API server down, ...). Maps to 503."""
 
 
+class PortNotListening(RuntimeError_):
+    """Nothing in the replica listens on the port a port-forward asked for."""
+
+
 class ReplicaNotFound(RuntimeError_):
     """No replica of that name in that cluster. Maps to 404."""
 
@@ -57,6 +61,7 @@ class ClusterSpec:
     startup_command: str | None = None
     shared_filesystems: tuple[str, ...] = ()
     endpoint_port: int | None = None
+    expires_at: str | None = None  # RFC 3339; replicas see it as ECO_EXPIRES_AT
     # Extra labels for node selection from the catalog (kubernetes only).
     node_selector: tuple[tuple[str, str], ...] = ()
 
@@ -280,6 +285,16 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def service_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
         """A loopback address that reaches `port` of the replica (for the service URL)."""
+
+    async def expiry_changed(self, cluster_id: str, expires_at: str) -> None:
+        """The cluster was extended: replicas should see the new expiry within seconds
+        (ECO_EXPIRES_AT_FILE). Runtimes that cannot tell replicas do nothing."""
+        return None
+
+    async def forward_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
+        """Where a port-forward to `port` of the replica connects (raises
+        PortNotListening where the runtime can tell that nothing listens)."""
+        return await self.service_target(cluster_id, replica, port)
 
     @abc.abstractmethod
     async def telemetry(self, cluster_id: str) -> list[ReplicaTelemetry]:

@@ -36,6 +36,11 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 REGION_LABEL = "topology.kubernetes.io/region"
 SHARED_MOUNT_ROOT = "/shared"
+# The cluster's current expiry on every pod: ECO_EXPIRES_AT at start (env from the
+# annotation) and ECO_EXPIRES_AT_FILE kept current by a downward-API volume.
+EXPIRES_ANNOTATION = "ecolink/expires-at"
+EXPIRY_VOLUME = "ecolink-expiry"
+EXPIRY_DIR = "/etc/ecolink"
 
 _DNS_BAD = re.compile(r"[^a-z0-9-]+")
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9._-]+")
@@ -118,8 +123,17 @@ def pod_template(spec: ClusterSpec, restarted_at: str | None = None) -> dict[str
             "periodSeconds": 2,
             "failureThreshold": 3,
         }
-    volumes = []
-    mounts = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if spec.expires_at:
+        field = {"fieldPath": f"metadata.annotations['{EXPIRES_ANNOTATION}']"}
+        container["env"] += [
+            {"name": "ECO_EXPIRES_AT", "valueFrom": {"fieldRef": field}},
+            {"name": "ECO_EXPIRES_AT_FILE", "value": f"{EXPIRY_DIR}/expires_at"},
+        ]
+        volumes.append({"name": EXPIRY_VOLUME, "downwardAPI": {
+            "items": [{"path": "expires_at", "fieldRef": field}]}})
+        mounts.append({"name": EXPIRY_VOLUME, "mountPath": EXPIRY_DIR, "readOnly": True})
     for fs in spec.shared_filesystems:
         vol = shared_volume_name(fs)
         volumes.append({"name": vol, "persistentVolumeClaim": {"claimName": fs}})
@@ -127,6 +141,8 @@ def pod_template(spec: ClusterSpec, restarted_at: str | None = None) -> dict[str
     if mounts:
         container["volumeMounts"] = mounts
     annotations = dict(_annotations(spec))
+    if spec.expires_at:
+        annotations[EXPIRES_ANNOTATION] = spec.expires_at
     if restarted_at:
         annotations[RESTART_ANNOTATION] = restarted_at
     pod_spec: dict[str, Any] = {

@@ -130,6 +130,9 @@ class KubernetesRuntime(Runtime):
         self._synced: dict[str, asyncio.Event] = {}
         self._watchers: list[WatchLoop] = []
         self._forwards: dict[tuple[str, int], PortForwardListener] = {}
+        # cluster id -> the expiry its pods should carry (after an extend)
+        self._expiry: dict[str, str] = {}
+        self._expiry_tasks: set[asyncio.Task[None]] = set()
         self._telemetry_cache: dict[str, tuple[float, ReplicaTelemetry]] = {}
         self._exec_limit = asyncio.Semaphore(4)
         self._dcgm_cache: tuple[float, dict[tuple[str, str], Any] | None] = (0.0, None)
@@ -350,6 +353,7 @@ class KubernetesRuntime(Runtime):
 
     def _pod_seen(self, cid: str, old: Obj | None, pod: Obj) -> None:
         name = pod["metadata"]["name"]
+        self._check_expiry(cid, pod)
         idx = self._indices.setdefault(cid, {})
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             # A pod on its way out gives its index to its replacement.
@@ -807,6 +811,32 @@ class KubernetesRuntime(Runtime):
                 queue.get_nowait()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(thread, 5)
+
+    async def expiry_changed(self, cluster_id: str, expires_at: str) -> None:
+        # Pods carry it as an annotation (the downward-API file follows it); the
+        # template keeps its value: changing it would roll every pod.
+        self._expiry[cluster_id] = expires_at
+        for pod in list(self._pods.get(cluster_id, {}).values()):
+            self._check_expiry(cluster_id, pod)
+
+    def _check_expiry(self, cid: str, pod: Obj) -> None:
+        want = self._expiry.get(cid)
+        meta = pod.get("metadata") or {}
+        if want is None or meta.get("deletionTimestamp"):
+            return
+        if (meta.get("annotations") or {}).get(ko.EXPIRES_ANNOTATION) == want:
+            return
+        task = asyncio.get_running_loop().create_task(self._patch_expiry(meta["name"], want))
+        self._expiry_tasks.add(task)
+        task.add_done_callback(self._expiry_tasks.discard)
+
+    async def _patch_expiry(self, pod: str, expires_at: str) -> None:
+        try:
+            await self._call(self._core.patch_namespaced_pod, pod, self._ns,
+                             {"metadata": {"annotations": {ko.EXPIRES_ANNOTATION: expires_at}}},
+                             _content_type=MERGE_PATCH)
+        except Exception as exc:  # the next pod event tries again
+            log.info("could not set the expiry on pod %s: %s", pod, exc)
 
     async def service_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
         pod = self._pod(cluster_id, replica)

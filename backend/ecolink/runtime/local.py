@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -42,6 +44,7 @@ from ecolink.runtime.base import (
     ExecRequest,
     ExecStream,
     HostPort,
+    PortNotListening,
     ReplicaNotFound,
     ReplicaState,
     ReplicaTelemetry,
@@ -51,6 +54,7 @@ from ecolink.runtime.base import (
 )
 from ecolink.runtime.local_exec import spawn_exec
 from ecolink.runtime.local_logs import LogPump, LogSet, read_logs
+from ecolink.runtime.local_ports import replica_listener
 from ecolink.runtime.local_proc import (
     MARKER,
     ChildExit,
@@ -203,6 +207,7 @@ class LocalRuntime(Runtime):
         stable_after_s: float = 10.0,
         give_up_after: int = 8,
         grace_s: float = 5.0,
+        termination_grace_s: float = 0.0,
         probe_interval_s: float = 1.0,
         log_max_bytes: int = 8 * 1024 * 1024,
         log_backups: int = 3,
@@ -219,6 +224,10 @@ class LocalRuntime(Runtime):
         self.stable_after_s = stable_after_s
         self.give_up_after = give_up_after
         self.grace_s = grace_s
+        # How long a replica's own process has after SIGTERM to drain or checkpoint
+        # (stop, terminate, expiry; `ecolink serve` gives 30 s); what is left after
+        # that gets grace_s more, then SIGKILL.
+        self.termination_grace_s = termination_grace_s
         self.probe_interval_s = probe_interval_s
         self.log_max_bytes = log_max_bytes
         self.log_backups = log_backups
@@ -441,6 +450,8 @@ class LocalRuntime(Runtime):
         async with c.lock:
             old = c.spec
             c.spec = spec
+            if spec.expires_at:
+                await asyncio.to_thread(self._write_expiry, spec.cluster_id, spec.expires_at)
             if spec.replicas > 0 and c.failed_reported:
                 # Asked to run again after the runtime gave up: start from scratch.
                 c.failed_reported = False
@@ -504,6 +515,8 @@ class LocalRuntime(Runtime):
             ECO_IMAGE=spec.image,
             ECO_TELEMETRY=self.source.kind,
             CUDA_VISIBLE_DEVICES=",".join(map(str, r.gpus)),
+            ECO_EXPIRES_AT=spec.expires_at or "",
+            ECO_EXPIRES_AT_FILE=str(self._expiry_path(spec.cluster_id)),
             # The working dir is the replica's home, as a container's is its own:
             # the user's dotfiles (and whatever their login scripts run) stay out.
             HOME=str(r.workdir),
@@ -701,6 +714,13 @@ class LocalRuntime(Runtime):
         proc = r.proc
         roots = [proc.pid] if proc is not None and r.exit and not r.exit.exited else []
         uid = r.uid
+        if roots and r.exit is not None and self.termination_grace_s > 0:
+            # The replica's own process group first: SIGTERM, then up to
+            # termination_grace_s to drain or checkpoint before anything is killed.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(roots[0], signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(r.exit.wait(), self.termination_grace_s)
         # As a subreaper, everything the run started is its descendant or our orphan:
         # no need to scan all of /proc (the stop's last sweep covers the rest).
         await asyncio.to_thread(kill_tree_sync, lambda m: m == uid, roots, self.grace_s,
@@ -843,6 +863,32 @@ class LocalRuntime(Runtime):
     async def service_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
         _, r = self._lookup(cluster_id, replica)
         return HostPort("127.0.0.1", r.port)
+
+    def _expiry_path(self, cid: str) -> Path:
+        return self._workdir(cid) / "expires_at"
+
+    def _write_expiry(self, cid: str, expires_at: str) -> None:
+        path = self._expiry_path(cid)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(".expires_at.tmp")
+        tmp.write_text(expires_at + "\n")
+        tmp.chmod(0o644)
+        os.replace(tmp, path)  # readers never see a half-written file
+
+    async def expiry_changed(self, cluster_id: str, expires_at: str) -> None:
+        c = self._clusters.get(cluster_id)
+        if c is not None:
+            c.spec = dataclasses.replace(c.spec, expires_at=expires_at)
+        await asyncio.to_thread(self._write_expiry, cluster_id, expires_at)
+
+    async def forward_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
+        # Only a port the replica's own processes listen on (local_ports).
+        _, r = self._lookup(cluster_id, replica)
+        roots = [r.proc.pid] if r.proc and r.exit and not r.exit.exited else []
+        host = await asyncio.to_thread(replica_listener, r.uid, roots, port)
+        if host is None:
+            raise PortNotListening(f"nothing in {r.name} listens on port {port}")
+        return HostPort(host, port)
 
     async def telemetry(self, cluster_id: str) -> list[ReplicaTelemetry]:
         c = self._clusters.get(cluster_id)
