@@ -221,6 +221,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 front.stop_accepting()
 
             watcher = asyncio.create_task(stop_accepting())
+            if args.log_file:
+                from ecolink.front.logfile import keep_bounded
+
+                rotation = asyncio.create_task(keep_bounded(Path(args.log_file),
+                                                            args.log_max_bytes))
             _write_server_json(server_json, {"url": url, "pid": pid, "version": __version__,
                                              "runtime": args.runtime})
             print(f"ecolink {__version__} serving on {url} (state dir {state_dir})",
@@ -230,6 +235,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         finally:
             if server.started:
                 watcher.cancel()
+                if args.log_file:
+                    rotation.cancel()
                 await front.stop()
 
     # uvicorn handles SIGTERM/SIGINT while it serves (graceful shutdown), then re-raises
@@ -506,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-connections", type=int, default=None,
                    help="client connections per front process (default: from the fd limit)")
     s.add_argument("--max-connections-per-address", type=int, default=1024)
+    s.add_argument("--log-file", default=None,
+                   help="the file this server's output goes to: kept under --log-max-bytes")
+    s.add_argument("--log-max-bytes", type=int, default=20 * 1024 * 1024)
     s.add_argument("--load-balancing", choices=["least-outstanding", "round-robin"],
                    default="least-outstanding")
 

@@ -16,6 +16,7 @@ from ecolink import __version__
 from ecolink.api import errors, exec, logs, proxy, routes, routes_clusters, sessions, watch
 from ecolink.api.auth import OPEN_PATHS, AuthMiddleware
 from ecolink.api.context import AppContext
+from ecolink.front import metrics as front_metrics
 from ecolink.schemas import EndpointIn, ErrorBody, ExtendIn, LaunchIn, ScaleIn
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(exec.router)
     app.include_router(sessions.router)
     app.include_router(logs.router)
+    app.include_router(front_metrics.router)
 
     app.add_middleware(AuthMiddleware)
     errors.install(app)

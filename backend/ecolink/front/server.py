@@ -31,6 +31,7 @@ from typing import Any
 
 from ecolink.front.proxy import ClientProtocol, Front, FrontConfig
 from ecolink.front.table import Table
+from ecolink.front.traffic import TrafficView
 
 log = logging.getLogger("ecolink.front")
 
@@ -307,6 +308,7 @@ class FrontGroup:
         self.front: Front | None = None
         self.server: asyncio.AbstractServer | None = None
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.traffic: TrafficView | None = None
 
     async def start(self) -> None:
         with contextlib.suppress(OSError):
@@ -319,6 +321,9 @@ class FrontGroup:
                            request_targets=self.control.targets_now)
         self.control.local.append(self.front)
         await self.control.start()
+        self.traffic = TrafficView(self.counters)
+        self.traffic.start()
+        self.ctx.extra["traffic"] = self.traffic
         self.server = await serve_front(self.front, self.sock,
                                         ssl_context(self.tls_cert, self.tls_key))
         port = self.sock.getsockname()[1]
@@ -347,6 +352,8 @@ class FrontGroup:
                 p.kill()
         if self.front is not None and self.server is not None:
             close_front(self.front, self.server)
+        if self.traffic is not None:
+            await self.traffic.stop()
         if self.control is not None:
             await self.control.stop()
         if self.table is not None:
