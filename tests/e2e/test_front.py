@@ -308,3 +308,33 @@ def test_round_robin_option_and_slow_clients(ecolink_server_factory: Any) -> Non
     # The server is still whole.
     assert api.get(f"{base}/after").status_code == 200
     api.close()
+
+
+def test_traffic_per_replica_on_the_api_the_watch_and_metrics(
+        shared_ecolink_server: Any, fresh_api: httpx.Client, svc: dict[str, Any]) -> None:
+    base = f"/gpu-clusters/{svc['id']}/service"
+    for _ in range(20):
+        assert fresh_api.get(f"{base}/t").status_code == 200
+    deadline = time.monotonic() + 10
+    while True:
+        replicas = fresh_api.get(f"/gpu-clusters/{svc['id']}/replicas").json()["replicas"]
+        traffic = [r["traffic"] for r in replicas]
+        if all(t and t["statuses"]["2xx"] > 0 for t in traffic) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert sum(t["statuses"]["2xx"] for t in traffic) == 20
+    assert all(t["path"] == "local" and t["in_flight"] == 0 for t in traffic)
+    assert all(t["latency_p50_ms"] is not None for t in traffic)
+    cluster = fresh_api.get(f"/gpu-clusters/{svc['id']}").json()
+    assert cluster["traffic"]["requests_per_s"] > 0 and cluster["traffic"]["path"] == "local"
+    metrics = fresh_api.get("/metrics").text
+    lines = [ln for ln in metrics.splitlines()
+             if ln.startswith("ecolink_service_requests_total{") and 'class="2xx"' in ln
+             and svc["id"] in ln]
+    assert sum(float(ln.rsplit(" ", 1)[1]) for ln in lines) == 20
+    # Another account sees none of it.
+    other = shared_ecolink_server.new_account("metrics-other", "10")
+    r = httpx.get(shared_ecolink_server.url + "/metrics",
+                  headers={"Authorization": f"Bearer {other}"})
+    assert r.status_code == 200 and svc["id"] not in r.text
+    assert httpx.get(shared_ecolink_server.url + "/metrics").status_code == 401

@@ -66,6 +66,6 @@ async def metrics(request: Request) -> Response:
     counters = view.totals() if view is not None else {}
     names = {c.id: c.name for c in ctx.service.list_clusters(acct.id)}
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(counters, names))  # type: ignore[arg-type]
+    registry.register(_Collector(counters, names))
     return Response(generate_latest(registry),
                     media_type="text/plain; version=0.0.4; charset=utf-8")

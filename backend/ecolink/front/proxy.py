@@ -223,9 +223,11 @@ class ClientProtocol(asyncio.Protocol):
             front.refused += 1
             front.errors(f"connection refused: over the connection cap ({self.addr})")
             self.closed = True
-            transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                            b"Connection: close\r\n\r\n")
-            transport.close()
+            t = self.transport
+            assert t is not None
+            t.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                    b"Connection: close\r\n\r\n")
+            t.close()
             return
         front.clients.add(self)
         front.per_address[self.addr] += 1
@@ -550,12 +552,12 @@ class ClientProtocol(asyncio.Protocol):
             out.append(b"%s: %s\r\n" % (name, value))
         addr = self.addr.encode()
         xff = b", ".join([*prior_xff, addr])
-        scheme = self.cfg.scheme.encode()
-        out.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (xff, scheme))
+        scheme_b = self.cfg.scheme.encode()
+        out.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (xff, scheme_b))
         if host:
             out.append(b"X-Forwarded-Host: %s\r\n" % host)
         out.append(b"X-Forwarded-Prefix: %s\r\n" % prefix.encode())
-        fwd = b'for="%s";proto=%s' % (addr, scheme)
+        fwd = b'for="%s";proto=%s' % (addr, scheme_b)
         if host:
             fwd += b';host="%s"' % host.replace(b'"', b"")
         out.append(b"Forwarded: %s\r\nX-Real-IP: %s\r\n" % (fwd, addr))

@@ -280,7 +280,8 @@ def apply_targets(front: Front, changed: dict[str, Any]) -> None:
             front.set_targets(cid, None)
         else:
             targets, error = value
-            front.set_targets(cid, [tuple(t) for t in targets], error)  # type: ignore[misc]
+            front.set_targets(cid, [(str(t[0]), str(t[1]), int(t[2]), str(t[3])) for t in targets],
+                             error)
 
 
 # --------------------------------------------------------------------------- in `ecolink serve`

@@ -40,7 +40,7 @@ def percentile(hist: list[int], q: float) -> float | None:
 def _delta(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
     if old is None:
         return new
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in new.items():
         o = old.get(k)
         if isinstance(v, list) and isinstance(o, list) and len(o) == len(v):
