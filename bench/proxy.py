@@ -1,13 +1,15 @@
-"""Service-URL benchmark: requests per second and p99 latency through the public
-service URL of a real backend, against the same replicas hit directly and through
-nginx (Debian's package) as a reverse proxy, in one run.
+"""Service-URL benchmark: the public service URL of a real backend against nginx as a
+reverse proxy to the same replicas and against the replicas directly, in one run.
 
-    python bench/proxy.py [--seconds 5] [--concurrency 16]
+    python bench/proxy.py [--seconds 5] [--rounds 3] [--connections 32,256]
+                          [--workers N] [--upload-mib 1024]
 
-The replicas run the built-in demo service (two replicas, round-robin in every
-path). The load generator is a small keep-alive HTTP/1.1 client on asyncio, the
-same for all three targets. nginx is looked up on PATH and in /usr/sbin; when it is
-absent the bench says so and reports the other two.
+Load comes from `wrk` (Debian's package; `apt-get install wrk nginx`): a Python
+client would cap the baseline and hide the gap. Rounds are interleaved (service URL,
+nginx, direct, then again) and the medians of the rounds are reported, with the
+ratios to nginx (1 worker, upstream keepalive) and the machine's core count. Also
+measured, through the URL and directly: time to the first event of a streamed
+answer, WebSocket echo round trip, and the throughput of one large upload.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -24,70 +28,128 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from exec import Backend  # noqa: E402  (the same throwaway backend)
+from exec import _env  # noqa: E402  (the bench's environment for ecolink)
+
+SINK = r'''
+import asyncio, os
+async def handle(reader, writer):
+    while True:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        left = length
+        while left:
+            chunk = await reader.read(min(left, 1 << 20))
+            if not chunk:
+                return
+            left -= len(chunk)
+        body = str(length).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(os.environ["PORT"]))
+    await server.serve_forever()
+asyncio.run(main())
+'''
 
 
-async def load(host: str, ports: list[int], path: str, headers: dict[str, str], seconds: float,
-               concurrency: int) -> tuple[int, list[float], int]:
-    """Keep-alive GETs from `concurrency` connections (spread over `ports`) for
-    `seconds`: (requests done, latencies, errors)."""
-    head = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-    req = head.encode()
-    lat: list[float] = []
-    errors = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def worker(port: int) -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
-                writer.write(req)
-                status_line = await reader.readline()
-                if not status_line:  # the server ended the keep-alive: reconnect
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(host, port)
-                    continue
-                length = 0
-                while True:
-                    line = await reader.readline()
-                    if line in (b"\r\n", b""):
-                        break
-                    k, _, v = line.partition(b":")
-                    if k.strip().lower() == b"content-length":
-                        length = int(v.strip())
-                await reader.readexactly(length)
-                if not status_line.startswith(b"HTTP/1.1 200"):
-                    errors += 1
-                lat.append(time.perf_counter() - t0)
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(worker(ports[i % len(ports)]) for i in range(concurrency)))
-    return len(lat), lat, errors
+def need(tool: str) -> str:
+    path = shutil.which(tool) or next(
+        (p for p in (f"/usr/sbin/{tool}", f"/usr/local/sbin/{tool}") if os.access(p, os.X_OK)),
+        None)
+    if path is None:
+        raise SystemExit(f"{tool} is not installed: apt-get install wrk nginx")
+    return path
 
 
-def pct(xs: list[float], p: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+class Backend:
+    def __init__(self, state: Path, workers: int | None) -> None:
+        self.state = state
+        self.workers = workers
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.key = ""
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "ecolink", *args, "--state-dir",
+                               str(self.state)], env=_env(), check=True, capture_output=True,
+                              text=True).stdout
+
+    def start(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.cli("accounts", "create", "bench", "--credit", "100000")
+        self.key = self.cli("keys", "create", "--account", "bench").split()[-1]
+        log = open(self.state / "serve.out", "ab")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "ecolink", "serve", "--port", "0", "--state-dir",
+               str(self.state)]
+        if self.workers:
+            cmd += ["--workers", str(self.workers)]
+        self.proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                info = json.loads((self.state / "server.json").read_text())
+                if info["pid"] == self.proc.pid:
+                    self.url = info["url"]
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        raise SystemExit("the backend did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+    def launch(self, name: str, replicas: int, command: str | None = None) -> tuple[str, list[int]]:
+        h = {"Authorization": f"Bearer {self.key}"}
+        body: dict[str, object] = {
+            "name": name, "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 1,
+            "replicas": replicas, "image": "bench", "estimated_duration_hours": 1,
+            "expose": {"port": 8080}}
+        if command:
+            body["startup_command"] = command
+        r = httpx.post(self.url + "/gpu-clusters", json=body, headers=h)
+        r.raise_for_status()
+        cid = str(r.json()["id"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            c = httpx.get(f"{self.url}/gpu-clusters/{cid}", headers=h).json()
+            if c["replica_states"] and all(s["ready"] for s in c["replica_states"]):
+                rec = json.loads((self.state / "replicas" / cid / "runtime.json").read_text())
+                ports = sorted(r["port"] for r in rec["replicas"].values())
+                for p in ports:  # ready = the process runs: wait until it listens
+                    wait_port(p)
+                return cid, ports
+            time.sleep(0.1)
+        raise SystemExit("replicas did not get ready")
 
 
-def find_nginx() -> str | None:
-    return shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+def wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def start_nginx(binary: str, workdir: Path, ports: list[int]) -> tuple[subprocess.Popen[bytes], int]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        listen = s.getsockname()[1]
+    listen = free_port()
     (workdir / "logs").mkdir(exist_ok=True)
     servers = "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
     conf = workdir / "nginx.conf"
@@ -95,15 +157,16 @@ def start_nginx(binary: str, workdir: Path, ports: list[int]) -> tuple[subproces
 worker_processes 1;
 error_log {workdir}/logs/error.log warn;
 pid {workdir}/nginx.pid;
-events {{ worker_connections 1024; }}
+events {{ worker_connections 4096; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
   upstream replicas {{
-{servers}    keepalive 64;
+{servers}    least_conn;
+    keepalive 256;
   }}
   server {{
-    listen 127.0.0.1:{listen};
+    listen 127.0.0.1:{listen} backlog=4096;
     location / {{
       proxy_pass http://replicas;
       proxy_http_version 1.1;
@@ -116,87 +179,201 @@ http {{
 """)
     proc = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", listen)) == 0:
-                return proc, listen
-        if proc.poll() is not None:
-            raise RuntimeError(f"nginx failed: {proc.stderr.read().decode() if proc.stderr else ''}")
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("nginx did not start")
+    wait_port(listen)
+    return proc, listen
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def _seconds(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(binary: str, url: str, connections: int, seconds: float,
+        headers: dict[str, str]) -> tuple[float, float, float, int]:
+    """(req/s, median s, p99 s, non-2xx or socket errors) of one wrk run."""
+    cmd = [binary, "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return rps, p50, p99, errors
+
+
+def wrk_split(binary: str, urls: list[str], connections: int, seconds: float,
+              headers: dict[str, str]) -> tuple[float, float, float, int]:
+    """Several wrk at once (one per replica, connections shared out): summed req/s,
+    the worst median and p99."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    per = max(1, connections // len(urls))
+    with ThreadPoolExecutor(len(urls)) as pool:
+        rs = list(pool.map(lambda u: wrk(binary, u, per, seconds, headers), urls))
+    return (sum(r[0] for r in rs), max(r[1] for r in rs), max(r[2] for r in rs),
+            sum(r[3] for r in rs))
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def first_event(port: int, path: str, headers: dict[str, str]) -> float:
+    """Seconds from sending a GET to the first body bytes of a streamed answer."""
+    s = socket.create_connection(("127.0.0.1", port))
+    head = f"GET {path} HTTP/1.1\r\nHost: b\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items()) + "Connection: close\r\n\r\n"
+    t0 = time.perf_counter()
+    s.sendall(head.encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(65536)
+    rest = buf.split(b"\r\n\r\n", 1)[1]
+    while b"chunk 0" not in rest:
+        rest += s.recv(65536)
+    elapsed = time.perf_counter() - t0
+    s.close()
+    return elapsed
+
+
+async def ws_rtt(url: str, headers: dict[str, str], n: int) -> float:
+    import websockets
+
+    async with websockets.connect(url, additional_headers=headers, proxy=None,
+                                  compression=None) as ws:
+        for _ in range(20):
+            await ws.send("warm")
+            await ws.recv()
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await ws.send(f"m{i}")
+            await ws.recv()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def upload(port: int, path: str, headers: dict[str, str], size: int) -> float:
+    """Bytes per second of one POST of `size` bytes (Content-Length), to its answer."""
+    s = socket.create_connection(("127.0.0.1", port))
+    head = f"POST {path} HTTP/1.1\r\nHost: b\r\nContent-Length: {size}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items()) + "Connection: close\r\n\r\n"
+    block = b"\0" * (1 << 20)
+    t0 = time.perf_counter()
+    s.sendall(head.encode())
+    left = size
+    while left:
+        n = min(left, len(block))
+        s.sendall(block[:n] if n < len(block) else block)
+        left -= n
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    elapsed = time.perf_counter() - t0
+    s.close()
+    if not data.startswith(b"HTTP/1.1 200") or not data.endswith(str(size).encode()):
+        raise SystemExit(f"upload failed: {data[:200]!r}")
+    return size / elapsed
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", default="32,256")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="front processes (default: ecolink's own, the cores)")
+    ap.add_argument("--upload-mib", type=int, default=1024)
     args = ap.parse_args()
+    wrk_bin, nginx_bin = need("wrk"), need("nginx")
+    conns = [int(c) for c in args.connections.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
-        be = Backend(tmpd / "state")
-        be.state.mkdir()
+        be = Backend(tmpd / "state", args.workers)
         be.start()
         nginx_proc = None
         try:
-            cid = launch_demo(be)
-            rec = json.loads((be.state / "replicas" / cid / "runtime.json").read_text())
-            ports = sorted(r["port"] for r in rec["replicas"].values())
-            host, bport = be.url.split("://", 1)[1].split(":")
-            targets: list[tuple[str, list[int], str, dict[str, str]]] = [
-                ("service URL (ecolink)", [int(bport)], f"/gpu-clusters/{cid}/service/bench",
-                 {"Authorization": f"Bearer {be.key}"}),
-                # Half the connections to each replica, as the proxies spread them.
-                ("replicas directly", ports, "/bench", {}),
-            ]
-            nginx = find_nginx()
-            if nginx:
-                nginx_proc, nport = start_nginx(nginx, tmpd, ports)
-                targets.append(("nginx reverse proxy", [nport], "/bench", {}))
-            results = {}
-            for name, tports, path, headers in targets:
-                asyncio.run(load("127.0.0.1", tports, path, headers, 0.5, args.concurrency))  # warm-up
-                n, lat, errors = asyncio.run(
-                    load("127.0.0.1", tports, path, headers, args.seconds, args.concurrency))
-                results[name] = (n / args.seconds, statistics.median(lat), pct(lat, 99), errors)
+            cid, ports = be.launch("bench", 2)
+            sink_script = tmpd / "sink.py"
+            sink_script.write_text(SINK)
+            sink_id, sink_ports = be.launch("sink", 1, f"{sys.executable} {sink_script}")
+            nginx_proc, nport = start_nginx(nginx_bin, tmpd, ports)
+            bport = int(be.url.rsplit(":", 1)[1])
+            auth = {"Authorization": f"Bearer {be.key}"}
+            targets = {
+                "service URL": ([f"{be.url}/gpu-clusters/{cid}/service/bench"], auth),
+                "nginx": ([f"http://127.0.0.1:{nport}/bench"], {}),
+                "direct": ([f"http://127.0.0.1:{p}/bench" for p in ports], {}),
+            }
+            results: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {}
+            for urls, headers in targets.values():  # warm-up
+                wrk_split(wrk_bin, urls, 32, 1, headers)
+            for _ in range(args.rounds):
+                for c in conns:
+                    for name, (urls, headers) in targets.items():
+                        results.setdefault((name, c), []).append(
+                            wrk_split(wrk_bin, urls, c, args.seconds, headers))
+            sse = {
+                "service URL": statistics.median(
+                    first_event(bport, f"/gpu-clusters/{cid}/service/stream?chunks=2&delay=0.05",
+                                auth) for _ in range(30)),
+                "direct": statistics.median(
+                    first_event(ports[0], "/stream?chunks=2&delay=0.05", {})
+                    for _ in range(30)),
+            }
+            ws_base = be.url.replace("http://", "ws://")
+            ws = {
+                "service URL": asyncio.run(ws_rtt(f"{ws_base}/gpu-clusters/{cid}/service/ws",
+                                                  auth, 500)),
+                "direct": asyncio.run(ws_rtt(f"ws://127.0.0.1:{ports[0]}/ws", {}, 500)),
+            }
+            size = args.upload_mib << 20
+            up = {
+                "service URL": upload(bport, f"/gpu-clusters/{sink_id}/service/up", auth, size),
+                "direct": upload(sink_ports[0], "/up", {}, size),
+            }
         finally:
             if nginx_proc is not None:
                 nginx_proc.terminate()
                 nginx_proc.wait(10)
             be.stop()
-    print(f"GET, {args.concurrency} keep-alive connections, {args.seconds:g} s each, "
-          f"2 demo-service replicas")
-    for name, (rps, med, p99, errors) in results.items():
-        print(f"  {name:24s} {rps:9.0f} req/s   median {med * 1e3:7.2f} ms   p99 {p99 * 1e3:7.2f} ms"
-              f"   errors {errors}")
-    svc = results["service URL (ecolink)"]
-    for other in ("replicas directly", "nginx reverse proxy"):
-        if other in results:
-            o = results[other]
-            print(f"  ratio service URL / {other}: req/s {svc[0] / o[0]:.2f}, p99 {svc[2] / o[2]:.2f}x")
-    if "nginx reverse proxy" not in results:
-        print("  nginx: not installed (apt-get install nginx-light), no nginx figures")
-
-
-def launch_demo(be: Backend) -> str:
-    """A cluster running the built-in demo service (no startup command), exposed."""
-    import httpx
-
-    h = {"Authorization": f"Bearer {be.key}"}
-    body = {"name": "bench", "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 1,
-            "replicas": 2, "image": "bench", "estimated_duration_hours": 1,
-            "expose": {"port": 8080}}
-    r = httpx.post(be.url + "/gpu-clusters", json=body, headers=h)
-    r.raise_for_status()
-    cid = str(r.json()["id"])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        c = httpx.get(f"{be.url}/gpu-clusters/{cid}", headers=h).json()
-        if c["replica_states"] and all(s["ready"] for s in c["replica_states"]):
-            return cid
-        time.sleep(0.1)
-    raise SystemExit("replicas did not get ready")
+    print(f"GET through 2 demo-service replicas, wrk -t2, {args.seconds:g} s per run, "
+          f"{args.rounds} interleaved rounds (medians), {os.cpu_count()} cores, "
+          f"ecolink front workers: {args.workers or os.cpu_count()}")
+    for c in conns:
+        print(f" {c} connections")
+        med = {}
+        for name in targets:
+            runs = results[(name, c)]
+            med[name] = (statistics.median(r[0] for r in runs),
+                         statistics.median(r[1] for r in runs),
+                         statistics.median(r[2] for r in runs), sum(r[3] for r in runs))
+            rps, p50, p99, errors = med[name]
+            print(f"  {name:12s} {rps:9.0f} req/s  median {p50 * 1e3:7.2f} ms  "
+                  f"p99 {p99 * 1e3:7.2f} ms  errors {errors}")
+        s, n = med["service URL"], med["nginx"]
+        print(f"  service URL / nginx: req/s {s[0] / n[0]:.2f}x, p99 {s[2] / n[2]:.2f}x "
+              f"(goal: >= 0.8x and <= 1.5x)")
+    print(f" first streamed event: service URL {sse['service URL'] * 1e3:.2f} ms, direct "
+          f"{sse['direct'] * 1e3:.2f} ms ({sse['service URL'] / sse['direct']:.2f}x)")
+    print(f" WebSocket echo round trip: service URL {ws['service URL'] * 1e3:.3f} ms, direct "
+          f"{ws['direct'] * 1e3:.3f} ms ({ws['service URL'] / ws['direct']:.2f}x)")
+    print(f" {args.upload_mib} MiB upload: service URL {up['service URL'] / 2**20:.0f} MiB/s, "
+          f"direct {up['direct'] / 2**20:.0f} MiB/s ({up['service URL'] / up['direct']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -123,7 +123,9 @@ class EcolinkServer:
         with contextlib.suppress(FileNotFoundError):
             server_json.unlink()
         cmd = [sys.executable, "-m", "ecolink", "serve", "--host", "127.0.0.1",
-               "--port", str(port), "--runtime", "local", "--state-dir", str(self.state_dir)]
+               "--port", str(port), "--runtime", "local", "--state-dir", str(self.state_dir),
+               # Two front processes whatever the machine: the path of several is tested.
+               "--workers", "2"]
         if self.catalog:
             cmd += ["--catalog", self.catalog]
         cmd += self.extra_args

@@ -83,20 +83,6 @@ def _url_host(host: str) -> str:
     return host
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, socktype, proto, _, addr = infos[0]
-    sock = socket.socket(family, socktype, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind(addr)
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
 def _write_server_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -203,8 +189,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         sessions = None
 
-    sock = _bind(host, args.port)
+    from ecolink.front.proxy import FrontConfig
+    from ecolink.front.server import FrontGroup, bind_socket, connection_cap
+
+    workers = args.workers or os.cpu_count() or 1
+    sock = bind_socket(host, args.port, reuse_port=workers > 1)
     port = sock.getsockname()[1]
+    api_socket = str(state_dir / "api.sock")
+    with contextlib.suppress(OSError):
+        os.unlink(api_socket)
+    api_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    api_sock.bind(api_socket)
+    os.chmod(api_socket, 0o600)
+    api_sock.listen(4096)
     scheme = "https" if tls else "http"
     url = f"{scheme}://{_url_host(host)}:{port}"
     ctx = AppContext(
@@ -220,30 +217,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app,
         log_level=args.log_level,
         lifespan="on",
-        ssl_certfile=args.tls_cert,
-        ssl_keyfile=args.tls_key,
         timeout_graceful_shutdown=10,
+        # Behind the front, which owns the public socket: only it can reach this
+        # unix socket, and it sets X-Forwarded-For/-Proto on every request.
+        timeout_keep_alive=75,
         access_log=args.access_log,
-        proxy_headers=False,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
         # No WebSocket message larger than the largest any route takes is ever
         # buffered; each route's own, smaller limit is the auth middleware's.
         ws_max_size=MAX_FRAME,
     )
+    front = FrontGroup(ctx, host=host, sock=sock, api_socket=api_socket, workers=workers,
+                       cfg=FrontConfig(head_timeout=args.head_timeout,
+                                       max_connections=connection_cap(
+                                           workers, args.max_connections),
+                                       max_per_address=args.max_connections_per_address,
+                                       scheme=scheme, policy=args.load_balancing),
+                       tls_cert=args.tls_cert, tls_key=args.tls_key)
     redact_logs()  # after uvicorn.Config: it sets up its handlers
     server = uvicorn.Server(config)
     server_json = state_dir / "server.json"
     pid = os.getpid()
 
     async def run() -> None:
-        task = asyncio.create_task(server.serve(sockets=[sock]))
+        task = asyncio.create_task(server.serve(sockets=[api_sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.02)
         if server.started:
+            await front.start()
+
+            async def stop_accepting() -> None:
+                while not server.should_exit:
+                    await asyncio.sleep(0.05)
+                front.stop_accepting()
+
+            watcher = asyncio.create_task(stop_accepting())
+            if args.log_file:
+                from ecolink.front.logfile import keep_bounded
+
+                rotation = asyncio.create_task(keep_bounded(Path(args.log_file),
+                                                            args.log_max_bytes))
             _write_server_json(server_json, {"url": url, "pid": pid, "version": __version__,
                                              "runtime": args.runtime})
             print(f"ecolink {__version__} serving on {url} (state dir {state_dir})",
                   file=sys.stderr, flush=True)
-        await task
+        try:
+            await task
+        finally:
+            if server.started:
+                watcher.cancel()
+                if args.log_file:
+                    rotation.cancel()
+                await front.stop()
 
     # uvicorn handles SIGTERM/SIGINT while it serves (graceful shutdown), then re-raises
     # the signal with the handler that was there before. Ours asks for that same
@@ -255,8 +281,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     try:
-        asyncio.run(run())
+        import uvloop
+
+        uvloop.run(run())
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(api_socket)
         with contextlib.suppress(OSError, ValueError):
             if json.loads(server_json.read_text()).get("pid") == pid:
                 server_json.unlink()
@@ -568,6 +598,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after SIGTERM at stop, terminate or expiry, how long a replica has "
                         "to drain before it is killed (default 30, or "
                         "ECOLINK_TERMINATION_GRACE_SECONDS)")
+    s.add_argument("--workers", type=int, default=0,
+                   help="front processes on the listening address (default: the cores)")
+    s.add_argument("--head-timeout", type=float, default=10.0, metavar="S",
+                   help="a request head must arrive within this (else 408)")
+    s.add_argument("--max-connections", type=int, default=None,
+                   help="client connections per front process (default: from the fd limit)")
+    s.add_argument("--max-connections-per-address", type=int, default=1024)
+    s.add_argument("--log-file", default=None,
+                   help="the file this server's output goes to: kept under --log-max-bytes")
+    s.add_argument("--log-max-bytes", type=int, default=20 * 1024 * 1024)
+    s.add_argument("--load-balancing", choices=["least-outstanding", "round-robin"],
+                   default="least-outstanding")
 
     st = sub.add_parser("stop", parents=[common], help="stop the server of the state dir")
     st.add_argument("--timeout", type=float, default=60.0)

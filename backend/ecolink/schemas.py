@@ -256,6 +256,26 @@ class GpuSummaryOut(_Answer):
     telemetry: TelemetryKind
 
 
+class ClusterTrafficOut(_Answer):
+    """The service URL's traffic over the last seconds (None: no endpoint yet)."""
+
+    requests_per_s: float
+    errors_5xx_per_s: float
+    in_flight: int
+    path: str | None = Field(description="how the front reaches the replicas: local, "
+                                         "pod-ip or port-forward")
+
+
+class ReplicaTrafficOut(_Answer):
+    path: str | None
+    requests_per_s: float
+    errors_5xx_per_s: float
+    statuses: dict[str, int]
+    in_flight: int
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+
+
 class ClusterOut(_Answer):
     id: str
     name: str
@@ -280,6 +300,7 @@ class ClusterOut(_Answer):
     ready_replicas: int
     replica_states: list[ReplicaStateOut]
     gpu_summary: GpuSummaryOut
+    traffic: ClusterTrafficOut | None = None
 
 
 class ClustersOut(_Answer):
@@ -302,6 +323,7 @@ class GpuOut(_Answer):
 class ReplicaOut(ReplicaStateOut):
     gpus: list[GpuOut]
     telemetry: TelemetryKind
+    traffic: ReplicaTrafficOut | None = None
 
 
 class ReplicasOut(_Answer):

@@ -170,7 +170,7 @@ def start_backend(state_dir: Path, timeout: float = START_TIMEOUT_S) -> str:
     os.close(fd)
     # In a session of its own, so the terminal's hang-up does not reach it.
     argv = [sys.executable, "-c", _SETSID_EXEC, "-m", "ecolink", "serve", "--port", "0",
-            "--runtime", "local", "--state-dir", str(state_dir)]
+            "--runtime", "local", "--state-dir", str(state_dir), "--log-file", str(log_path)]
     env = _backend_env()
     env["ECOTUI_BACKEND_LOG"] = str(log_path)
     launcher = subprocess.run(

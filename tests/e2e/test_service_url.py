@@ -155,4 +155,6 @@ async def test_concurrent_requests(fresh_api, demo, shared_ecolink_server):
     counts: dict[str, int] = {}
     for r in rs:
         counts[json.loads(r.content)["replica"]] = counts.get(json.loads(r.content)["replica"], 0) + 1
-    assert sorted(counts.values()) == [20, 20, 20]
+    # Least outstanding requests: every replica takes a share, none most of it.
+    assert set(counts) == {"svc-0", "svc-1", "svc-2"}
+    assert all(10 <= n <= 30 for n in counts.values()), counts

@@ -27,6 +27,7 @@ from ecolink.api import (
 )
 from ecolink.api.auth import OPEN_PATHS, AuthMiddleware
 from ecolink.api.context import AppContext
+from ecolink.front import metrics as front_metrics
 from ecolink.schemas import EndpointIn, ErrorBody, ExtendIn, LaunchIn, ScaleIn
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(logs.router)
     app.include_router(portforward.router)
+    app.include_router(front_metrics.router)
 
     app.add_middleware(AuthMiddleware)
     errors.install(app)

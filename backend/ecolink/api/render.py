@@ -117,9 +117,19 @@ def replicas_json(ctx: AppContext, c: Cluster) -> list[dict[str, Any]]:
     states = replica_states(ctx, c)
     if ctx.telemetry is not None:
         out: list[dict[str, Any]] = ctx.telemetry.replicas_json(c.id, states)
-        return out
-    kind = ctx.runtime.info.telemetry
-    return [{**s.as_json(), "gpus": [], "telemetry": kind} for s in states]
+    else:
+        kind = ctx.runtime.info.telemetry
+        out = [{**s.as_json(), "gpus": [], "telemetry": kind} for s in states]
+    traffic = ctx.extra.get("traffic")
+    for r in out:
+        # The service URL's traffic to the replica (None: no endpoint, or no front).
+        r["traffic"] = traffic.replica(c.id, r["name"]) if traffic is not None else None
+    return out
+
+
+def traffic_json(ctx: AppContext, c: Cluster) -> dict[str, Any] | None:
+    traffic = ctx.extra.get("traffic")
+    return traffic.cluster(c.id) if traffic is not None else None
 
 
 def _store_fields(ctx: AppContext, c: Cluster, base_url: str | None) -> dict[str, Any]:
@@ -168,6 +178,7 @@ def _runtime_fields(ctx: AppContext, c: Cluster) -> dict[str, Any]:
         "ready_replicas": sum(1 for s in states if s.ready),
         "replica_states": [s.as_json() for s in states],
         "gpu_summary": gpu_summary(ctx, c),
+        "traffic": traffic_json(ctx, c),
     }
 
 

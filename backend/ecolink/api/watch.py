@@ -28,6 +28,7 @@ from ecolink.api.render import (
     event_json,
     gpu_summary,
     replicas_json,
+    traffic_json,
 )
 from ecolink.errors import Unauthenticated
 from ecolink.service import LISTED_AFTER_TERMINATION_US
@@ -210,7 +211,8 @@ class WatchHub:
             clusters = ctx.service.list_clusters(account_id)
             ids = {c.id for c in clusters}
             frame = _dumps({"type": "summaries",
-                            "clusters": {c.id: gpu_summary(ctx, c) for c in clusters}})
+                            "clusters": {c.id: gpu_summary(ctx, c) for c in clusters},
+                            "traffic": {c.id: traffic_json(ctx, c) for c in clusters}})
             for cl in clients:
                 for gone in cl.known - ids:
                     cl.queue.put_state("c:" + gone, _dumps({"type": "cluster_removed",

@@ -1,0 +1,103 @@
+"""Replicas behind a service URL: choice (least outstanding requests, or
+round-robin), passive health, and per-replica traffic counters."""
+
+from __future__ import annotations
+
+import bisect
+import time
+from dataclasses import dataclass, field
+
+# Latency histogram bounds in seconds (the last bucket is open-ended).
+BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+           10.0, 30.0, 60.0)
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 10.0
+
+
+@dataclass
+class Replica:
+    """One replica's address and what the front has seen of it."""
+
+    cluster_id: str
+    name: str
+    host: str
+    port: int
+    path: str = "port-forward"  # how it is reached: "local", "pod-ip", "port-forward"
+    in_flight: int = 0
+    down_until: float = 0.0
+    backoff: float = 0.0
+    requests: int = 0
+    statuses: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])  # 1xx..5xx
+    errors: int = 0  # exchanges the front answered 503 for (unreachable, reset)
+    hist: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def healthy(self, now: float) -> bool:
+        return self.down_until <= now
+
+    def failed(self, now: float) -> None:
+        """Refused or reset: skip it for a back-off that grows while it keeps failing."""
+        self.backoff = min(BACKOFF_MAX_S, max(BACKOFF_MIN_S, self.backoff * 2))
+        self.down_until = now + self.backoff
+        self.errors += 1
+
+    def answered(self, status: int, seconds: float) -> None:
+        self.backoff = 0.0
+        self.down_until = 0.0
+        self.requests += 1
+        cls = status // 100
+        if 1 <= cls <= 5:
+            self.statuses[cls - 1] += 1
+        self.hist[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def counters(self) -> dict[str, object]:
+        return {"requests": self.requests, "statuses": list(self.statuses),
+                "errors": self.errors, "in_flight": self.in_flight, "hist": list(self.hist),
+                "latency_sum": self.latency_sum, "path": self.path}
+
+
+class Pool:
+    """The replicas of one cluster, in index order, and how to choose among them."""
+
+    def __init__(self, cluster_id: str, policy: str = "least-outstanding") -> None:
+        self.cluster_id = cluster_id
+        self.policy = policy
+        self.replicas: list[Replica] = []
+        self._next = 0
+
+    def update(self, targets: list[tuple[str, str, int, str]]) -> None:
+        """Replace the replica list, keeping the counters of those that stay."""
+        old = {(r.name, r.host, r.port): r for r in self.replicas}
+        new = []
+        for name, host, port, path in targets:
+            r = old.get((name, host, port)) or Replica(self.cluster_id, name, host, port, path)
+            r.path = path
+            new.append(r)
+        self.replicas = new
+
+    def order(self, now: float | None = None) -> list[Replica]:
+        """The replicas to try, best first: healthy ones by the policy, then the ones
+        in back-off (a request is better tried than refused)."""
+        rs = self.replicas
+        n = len(rs)
+        if n == 0:
+            return []
+        if now is None:
+            now = time.monotonic()
+        start = self._next % n
+        rotated = rs[start:] + rs[:start]
+        healthy = [r for r in rotated if r.healthy(now)]
+        if self.policy == "least-outstanding" and healthy:
+            low = min(r.in_flight for r in healthy)
+            first = next(r for r in healthy if r.in_flight == low)
+            healthy.remove(first)
+            healthy.insert(0, first)
+        sick = [r for r in rotated if not r.healthy(now)]
+        chosen = (healthy or sick)[0]
+        self._next = rs.index(chosen) + 1
+        return healthy + sick

@@ -1,0 +1,162 @@
+"""What the front knows: credentials and clusters (read from the state directory's
+database whenever it changes) and the replicas' addresses (pushed by the control
+plane, which runs the runtime).
+
+The database is read through its own WAL reader connection. `PRAGMA data_version`
+moves whenever another connection commits, so a poll every `POLL_S` costs a few
+microseconds when nothing changed and a revoked key stops working within
+`POLL_S` plus one reload, in every front process. A credential that is not in the
+table is looked up again after the same check, so a key made a moment ago works
+at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.02
+ROUTABLE = frozenset({"pending", "running", "stopping", "stopped", "failed"})
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    id: str
+    account_id: str
+    name: str
+    status: str
+    endpoint_port: int | None
+    created_at: int
+
+
+@dataclass
+class Snapshot:
+    keys: dict[str, str] = field(default_factory=dict)          # sha256 hex -> account
+    sessions: dict[str, tuple[str, int]] = field(default_factory=dict)  # hash -> (acct, exp µs)
+    clusters: dict[str, ClusterInfo] = field(default_factory=dict)
+    by_name: dict[tuple[str, str], str] = field(default_factory=dict)  # (acct, name) -> id
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def load_snapshot(conn: sqlite3.Connection) -> Snapshot:
+    """The credential and cluster tables as the front needs them: one read transaction."""
+    snap = Snapshot()
+    conn.execute("BEGIN")
+    try:
+        for key_hash, account in conn.execute(
+                "SELECT key_hash, account_id FROM api_keys WHERE revoked_at IS NULL"):
+            snap.keys[key_hash] = account
+        for token_hash, account, expires in conn.execute(
+                "SELECT token_hash, account_id, expires_at FROM console_sessions"):
+            snap.sessions[token_hash] = (account, expires)
+        rows = conn.execute(
+            "SELECT id, account_id, name, status, endpoint_port, created_at FROM clusters"
+        ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    for row in rows:
+        info = ClusterInfo(*row)
+        snap.clusters[info.id] = info
+        if info.status == "terminated":
+            continue
+        snap.by_name[(info.account_id, info.name)] = info.id
+    # The newest terminated cluster of a name answers for it when no live one does
+    # (as the API's lookup by name does).
+    for info in sorted(snap.clusters.values(), key=lambda c: c.created_at, reverse=True):
+        if info.status == "terminated":
+            snap.by_name.setdefault((info.account_id, info.name), info.id)
+    return snap
+
+
+class Table:
+    """The front's view of credentials and clusters, kept current from the database."""
+
+    def __init__(self, db_path: Path | str, on_change: Callable[[], None] | None = None) -> None:
+        self.db_path = str(db_path)
+        self._conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True,
+                                     isolation_level=None, check_same_thread=False,
+                                     timeout=2.0)
+        self._lock = threading.Lock()
+        self._version = -1
+        self.snap = Snapshot()
+        self.on_change = on_change
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Reload when the database changed since the last load; True if it did."""
+        with self._lock:
+            try:
+                version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+                if version == self._version:
+                    return False
+                snap = load_snapshot(self._conn)
+            except sqlite3.Error as exc:
+                log.warning("reading the credential tables failed: %s", exc)
+                return False
+            self._version = version
+            self.snap = snap
+        if self.on_change is not None:
+            self.on_change()
+        return True
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="front-table", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_S):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+        with self._lock:
+            self._conn.close()
+
+    # -- lookups (the event loop's thread; `snap` is replaced whole, never mutated)
+    def account_for_key(self, key: str) -> str | None:
+        if not key.startswith("eco_") or len(key) > 200:
+            return None
+        h = _hash(key)
+        acct = self.snap.keys.get(h)
+        if acct is None and self.refresh():
+            acct = self.snap.keys.get(h)
+        return acct
+
+    def account_for_session(self, token: str) -> str | None:
+        if not token or len(token) > 200:
+            return None
+        h = _hash(token)
+        entry = self.snap.sessions.get(h)
+        if entry is None and self.refresh():
+            entry = self.snap.sessions.get(h)
+        if entry is None or entry[1] <= int(time.time() * 1_000_000):
+            return None
+        return entry[0]
+
+    def cluster(self, account_id: str, ref: str) -> ClusterInfo | None:
+        for _ in range(2):
+            snap = self.snap
+            info = snap.clusters.get(ref)
+            if info is not None and info.account_id == account_id:
+                return info
+            cid = snap.by_name.get((account_id, ref))
+            if cid is not None:
+                return snap.clusters[cid]
+            if not self.refresh():
+                return None
+        return None

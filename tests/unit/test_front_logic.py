@@ -1,0 +1,130 @@
+"""The front's pure parts: the one Cookie parser, Set-Cookie scoping, and how a
+cluster's pool orders its replicas (least outstanding, round-robin, back-off)."""
+
+from __future__ import annotations
+
+from ecolink.front import cookies
+from ecolink.front.balancer import Pool
+from ecolink.front.proxy import ErrorLog
+
+
+def test_session_tokens_and_strip_read_the_same_pairs() -> None:
+    forms = ["a=1; eco_session=T; b=2", "a=1, eco_session=T, b=2", "a=1 eco_session=T b=2",
+             "a=1;eco_session=T;b=2", "eco_session=T", "  eco_session=T  ,a=1"]
+    for value in forms:
+        assert cookies.session_tokens([value]) == ["T"], value
+        stripped = cookies.strip_session(value)
+        assert stripped is None or "eco_session" not in stripped, value
+        assert cookies.session_tokens([stripped or ""]) == []
+    assert cookies.strip_session("a=1; eco_session=T; b=2") == "a=1; b=2"
+    # A name in other case is stripped too (never sent on), though it opens nothing.
+    assert cookies.strip_session("ECO_SESSION=T; a=1") == "a=1"
+    assert cookies.session_tokens(["ECO_SESSION=T"]) == []
+    # Without our cookie the header passes byte for byte.
+    assert cookies.strip_session("a=1;  b=\"x y\"") == "a=1;  b=\"x y\""
+    assert cookies.session_tokens(["a=1", "eco_session=U"]) == ["U"]
+
+
+def test_set_cookie_scope() -> None:
+    p = ("/gpu-clusters/web/service", "/gpu-clusters/gc_1/service")
+    allowed = cookies.set_cookie_allowed
+    assert allowed("a=1", p)
+    assert allowed("a=1; Path=/gpu-clusters/web/service", p)
+    assert allowed("a=1; Path=/gpu-clusters/gc_1/service/x; HttpOnly", p)
+    assert not allowed("a=1; Path=/", p)
+    assert not allowed("a=1; Path=/gpu-clusters/web/serviceX", p)
+    assert not allowed("a=1; Domain=example.com", p)
+    assert not allowed("eco_session=x; Path=/gpu-clusters/web/service", p)
+    assert not allowed("Eco_Session=x", p)
+    assert not allowed("=x", p)
+
+
+def _pool(policy: str) -> Pool:
+    pool = Pool("c", policy)
+    pool.update([("r0", "127.0.0.1", 1, "local"), ("r1", "127.0.0.1", 2, "local"),
+                 ("r2", "127.0.0.1", 3, "local")])
+    return pool
+
+
+def test_least_outstanding_takes_turns_when_idle_and_avoids_busy() -> None:
+    pool = _pool("least-outstanding")
+    assert [pool.order(0)[0].name for _ in range(6)] == ["r0", "r1", "r2"] * 2
+    pool.replicas[1].in_flight = 3
+    pool.replicas[2].in_flight = 1
+    assert [pool.order(0)[0].name for _ in range(3)] == ["r0"] * 3
+    pool.replicas[0].in_flight = 5
+    assert pool.order(0)[0].name == "r2"
+
+
+def test_round_robin_ignores_load() -> None:
+    pool = _pool("round-robin")
+    pool.replicas[1].in_flight = 9
+    assert [pool.order(0)[0].name for _ in range(6)] == ["r0", "r1", "r2"] * 2
+
+
+def test_failed_replica_backs_off_and_comes_back() -> None:
+    pool = _pool("least-outstanding")
+    r1 = pool.replicas[1]
+    r1.failed(100.0)
+    names = [pool.order(100.1)[0].name for _ in range(4)]
+    assert "r1" not in names
+    # In back-off it is still tried last rather than never.
+    assert pool.order(100.1)[-1] is r1
+    r1.failed(100.2)  # failing again doubles the back-off
+    assert r1.down_until - 100.2 == 2 * (r1.backoff / 2)
+    assert not r1.healthy(100.2 + r1.backoff - 0.01) and r1.healthy(100.2 + r1.backoff)
+    r1.answered(200, 0.01)
+    assert r1.healthy(0) and r1.backoff == 0
+    # Every replica in back-off: the request is still tried.
+    for r in pool.replicas:
+        r.failed(300.0)
+    assert len(pool.order(300.0)) == 3
+
+
+def test_counters_keep_across_updates() -> None:
+    pool = _pool("least-outstanding")
+    pool.replicas[0].answered(503, 0.003)
+    pool.replicas[0].answered(200, 0.3)
+    pool.update([("r0", "127.0.0.1", 1, "local")])
+    c = pool.replicas[0].counters()
+    assert c["requests"] == 2 and c["statuses"] == [0, 1, 0, 0, 1]
+    assert sum(c["hist"]) == 2  # type: ignore[arg-type]
+
+
+def test_error_log_repeats_once_with_a_count(caplog: object) -> None:
+    import logging
+
+    logger = logging.getLogger("test.front.errors")
+    records: list[str] = []
+
+    class H(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger.addHandler(H())
+    log = ErrorLog(logger, every_s=0.0)
+    log("boom")
+    assert records == ["boom"]
+    slow = ErrorLog(logger, every_s=3600)
+    for _ in range(1000):
+        slow("flood")
+    assert records.count("flood") == 1
+
+
+def test_log_file_is_copied_and_truncated_past_its_bound(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from ecolink.front.logfile import rotate_if_big
+
+    path = Path(str(tmp_path)) / "backend.log"
+    with open(path, "ab") as f:  # a writer that appends, like the backend's stderr
+        f.write(b"x" * 100)
+        f.flush()
+        assert not rotate_if_big(path, 1000)
+        f.write(b"y" * 1000)
+        f.flush()
+        assert rotate_if_big(path, 1000)
+        f.write(b"after\n")
+        f.flush()
+    assert path.read_bytes() == b"after\n"
+    assert (path.parent / "backend.log.1").read_bytes() == b"x" * 100 + b"y" * 1000

@@ -1,0 +1,112 @@
+"""The front in-process against small scripted upstreams: a pooled connection the
+replica closed is retried once (idempotent requests only), a replica that refuses
+connections is skipped, and the traffic counters follow."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from ecolink.front.proxy import ClientProtocol, Front, FrontConfig
+from ecolink.front.table import ClusterInfo
+
+KEY = "eco_test-key"
+
+
+class FakeTable:
+    def account_for_key(self, key: str) -> str | None:
+        return "acct" if key == KEY else None
+
+    def account_for_session(self, token: str) -> str | None:
+        return None
+
+    def cluster(self, account: str, ref: str) -> ClusterInfo | None:
+        if ref in ("c1", "web"):
+            return ClusterInfo("c1", "acct", "web", "running", 8080, 0)
+        return None
+
+
+class Upstream:
+    """Answers the first request of each connection; on the second it closes
+    without a word (a keep-alive connection it timed out at the same moment)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        n = 0
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            n += 1
+            if n > 1:
+                writer.close()
+                return
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            if length:
+                await reader.readexactly(length)
+            self.requests += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+
+async def _request(port: int, method: str = "GET", body: bytes = b"") -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{method} /gpu-clusters/web/service/x HTTP/1.1\r\nHost: h\r\n"
+                 f"Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n"
+                 "Connection: close\r\n\r\n".encode() + body)
+    data = await reader.read()
+    writer.close()
+    return int(data.split()[1])
+
+
+@pytest.fixture
+async def front() -> Any:
+    up = Upstream()
+    up_server = await asyncio.start_server(up.handle, "127.0.0.1", 0)
+    up_port = up_server.sockets[0].getsockname()[1]
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]  # bound, never listening: connections are refused
+    f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: ClientProtocol(f), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f, port, up, up_port, dead_port
+    server.close()
+    up_server.close()
+    dead.close()
+    f.conns.close_all()
+
+
+async def test_stale_pooled_connection_retried_once_for_idempotent(front: Any) -> None:
+    f, port, up, up_port, _ = front
+    f.set_targets("c1", [("web-0", "127.0.0.1", up_port, "local")])
+    assert await _request(port) == 200
+    assert await _request(port) == 200  # the pooled connection dies: a fresh one answers
+    assert up.connections == 2 and up.requests == 2
+    # Not for a POST: it may have run; 503 says so.
+    assert await _request(port, "POST", b"abc") == 503
+    r = f.pools["c1"].replicas[0]
+    assert r.requests == 2 and r.statuses[1] == 2 and r.in_flight == 0
+
+
+async def test_refusing_replica_is_skipped_and_backs_off(front: Any) -> None:
+    f, port, up, up_port, dead_port = front
+    f.set_targets("c1", [("web-0", "127.0.0.1", dead_port, "local"),
+                         ("web-1", "127.0.0.1", up_port, "local")])
+    for _ in range(3):
+        assert await _request(port) == 200
+    dead, live = f.pools["c1"].replicas
+    assert dead.errors == 1 and not dead.healthy(asyncio.get_running_loop().time() * 0)
+    assert live.requests == 3
+    # No replica at all: 503; unknown cluster: 404; wrong key: 401.
+    f.set_targets("c1", [])
+    assert await _request(port) == 503
