@@ -39,19 +39,11 @@ the built-in demo service.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import secrets
-import signal
-import socket
-import ssl
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -61,175 +53,7 @@ for _p in (ROOT / "backend", ROOT / "src"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 20.0
-
-
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    paths = [str(ROOT / "backend"), str(ROOT / "src")]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env.pop("ECOLINK_STATE_DIR", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    # Replicas that ignore SIGTERM would keep each stop waiting 30 s; tests of the
-    # grace period pass --termination-grace-seconds themselves.
-    env.setdefault("ECOLINK_TERMINATION_GRACE_SECONDS", "3")
-    if extra:
-        env.update(extra)
-    return env
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-class EcolinkServer:
-    def __init__(self, state_dir: Path, *, catalog: str | None = None,
-                 extra_args: list[str] | None = None, env: dict[str, str] | None = None,
-                 account: str = "test", credit: str = "10000",
-                 verify: str | bool = True) -> None:
-        self.state_dir = state_dir
-        # A CA file becomes an SSL context (httpx wants one).
-        self.verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=verify)
-                                              if isinstance(verify, str) else verify)
-        self.catalog = catalog
-        self.extra_args = list(extra_args or [])
-        self.env = _env(env)
-        self.account = account
-        self.log_path = state_dir / "serve.out"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self.port = 0
-        self.key = ""
-        self.cli("accounts", "create", account, "--credit", credit)
-        self.key = self.cli("keys", "create", "--account", account).stdout.split()[-1]
-
-    # -- processes ---------------------------------------------------------
-    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "ecolink", *args, "--state-dir", str(self.state_dir)]
-        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, check=check,
-                              timeout=timeout)
-
-    def start(self, port: int = 0) -> None:
-        server_json = self.state_dir / "server.json"
-        with contextlib.suppress(FileNotFoundError):
-            server_json.unlink()
-        cmd = [sys.executable, "-m", "ecolink", "serve", "--host", "127.0.0.1",
-               "--port", str(port), "--runtime", "local", "--state-dir", str(self.state_dir),
-               # Two front processes whatever the machine: the path of several is tested.
-               "--workers", "2"]
-        if self.catalog:
-            cmd += ["--catalog", self.catalog]
-        cmd += self.extra_args
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ecolink serve exited with {self.proc.returncode}:\n"
-                                   + self.log_tail())
-            try:
-                info = json.loads(server_json.read_text())
-                if info.get("pid") == self.proc.pid:
-                    self.url = info["url"]
-                    self.port = int(self.url.rsplit(":", 1)[1])
-                    if httpx.get(self.url + "/healthz", timeout=2,
-                                 verify=self.verify).status_code == 200:
-                        return
-            except (OSError, ValueError, httpx.HTTPError):
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError("ecolink serve did not start in time:\n" + self.log_tail())
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=STOP_TIMEOUT_S)
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-        return self.proc.returncode
-
-    def restart(self) -> None:
-        """Start again on the same state dir (after kill() or stop())."""
-        self.stop()
-        port = self.port if self.port and _port_free(self.port) else 0
-        self.start(port)
-
-    def close(self) -> None:
-        self.stop()
-        self._kill_leftovers()
-
-    def _kill_leftovers(self) -> None:
-        # A SIGKILLed server leaves its replicas behind: end them by their marker.
-        try:
-            from ecolink.clock import SystemClock
-            from ecolink.runtime.local import LocalRuntime
-            from ecolink.runtime.local_proc import kill_now_sync
-        except ImportError:
-            return
-        rid = LocalRuntime(self.state_dir, SystemClock()).rid
-        with contextlib.suppress(Exception):
-            kill_now_sync(lambda m: m.startswith(rid + "."), [])
-
-    # -- clients -------------------------------------------------------------
-    def client(self, key: str | None = None, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout, verify=self.verify,
-                            headers={"Authorization": f"Bearer {key or self.key}"})
-
-    def ws_url(self, path: str) -> str:
-        scheme = "wss://" if self.url.startswith("https://") else "ws://"
-        return scheme + self.url.split("://", 1)[1] + path
-
-    def store(self) -> Any:
-        from ecolink.store import Store
-
-        return Store(self.state_dir / "ecolink.db")
-
-    def new_account(self, name: str, credit: str = "1000") -> str:
-        """A new account with `credit` dollars; returns its API key. Written straight
-        to the database (the server reads it on every request), which is much faster
-        than two CLI runs."""
-        from ecolink.clock import SystemClock
-        from ecolink.money import usd_to_micros
-        from ecolink.store import to_us
-
-        store = self.store()
-        try:
-            now = to_us(SystemClock().now())
-            with store.tx():
-                acct = store.create_account(name, now)
-                micros = usd_to_micros(credit)
-                if micros:
-                    store.post(acct.id, None, "credit", micros, "initial credit", now)
-                return store.create_api_key(acct.id, now)
-        finally:
-            store.close()
+from support.server import EcolinkServer  # noqa: E402 - after the path set-up
 
 
 @pytest.fixture

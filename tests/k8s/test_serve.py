@@ -12,8 +12,8 @@ import httpx
 import pytest
 from kubernetes import client
 
-from conftest import EcolinkServer
 from e2e.helpers import V4, V5, all_ready, connect, exec_url, exit_code, launch, wait_for
+from support.server import EcolinkServer
 
 from .test_streams import forward_pod_port, local_server
 

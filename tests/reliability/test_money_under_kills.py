@@ -185,7 +185,7 @@ def check_runtime(client: httpx.Client, world: World, where: str) -> None:
 def expiring_while_down(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A backend with a 0.01 h cluster, killed right after the launch. Requested by the
     kill test too, so that the 36 s of waiting overlap with its kills."""
-    from conftest import EcolinkServer  # tests/conftest.py: the real-server harness
+    from support.server import EcolinkServer
 
     d = tmp_path_factory.mktemp("expiry")
     # $3.6 per GPU-hour: 2 replicas x 1 GPU for 36 s is exactly $0.072000.

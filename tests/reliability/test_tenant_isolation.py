@@ -144,7 +144,7 @@ class Tenants:
 
 @pytest.fixture(scope="module")
 def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
-    from conftest import EcolinkServer  # tests/conftest.py: the real-server harness
+    from support.server import EcolinkServer
 
     srv = EcolinkServer(tmp_path_factory.mktemp("tenants"),
                         extra_args=["--log-level", "debug", "--access-log"])
