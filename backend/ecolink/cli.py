@@ -635,9 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("sessions", parents=[common], help="manage console sessions")
     sesub = se.add_subparsers(dest="sessions_cmd", required=True)
-    sl = sesub.add_parser("list", parents=[common])
+    sl = sesub.add_parser("list", parents=[common], help="live console sessions")
     sl.add_argument("--account", default=None)
-    sr = sesub.add_parser("revoke", parents=[common])
+    sr = sesub.add_parser("revoke", parents=[common], help="end console sessions")
     sr.add_argument("id", nargs="?", default=None, help="a session id (or its first characters)")
     sr.add_argument("--account", default=None, help="every session of this account")
     sr.add_argument("--key", default=None, metavar="PREFIX",
