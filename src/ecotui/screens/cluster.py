@@ -30,6 +30,7 @@ from ecotui.screens.base import DashboardScreen
 from ecotui.screens.keymap import ON_CLUSTER
 from ecotui.widgets.cost_panel import CostPanel
 from ecotui.widgets.gpu_panel import GpuPanel
+from ecotui.screens.gpu_detail import CLUSTER_GPU, open_worst_gpu
 from ecotui.widgets.replicas_table import ReplicasTable
 
 EVENT_SYMBOL = {"replica_crashed": "✖", "replica_failed": "✖", "expired": "✖", "terminated": "■",
@@ -43,7 +44,7 @@ EVENT_LEVEL = {"replica_crashed": "error", "replica_failed": "error", "expired":
 class ClusterScreen(DashboardScreen):
     """Everything about one cluster."""
 
-    BINDINGS = ON_CLUSTER
+    BINDINGS = ON_CLUSTER + CLUSTER_GPU
 
     DEFAULT_CSS = """
     ClusterScreen #info { height: 2; padding: 0 1; background: $boost; text-wrap: nowrap;
@@ -238,6 +239,13 @@ class ClusterScreen(DashboardScreen):
         if table.row_count and table.selected_replica:
             return table.selected_replica
         return super().current_replica()
+
+    def action_gpu_detail(self) -> None:
+        name = self.current_replica()
+        rows = {r.get("name"): r for r in self.eco.model.replica_rows(self.cluster_id)}
+        rep = rows.get(name)
+        if rep is None or not open_worst_gpu(self.app, self.cluster or {}, rep):
+            self.notify(f"{name or 'this replica'} reports no GPUs", severity="warning")
 
 
 def _ev_key(ev: dict[str, Any]) -> tuple[Any, ...]:
