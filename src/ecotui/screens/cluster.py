@@ -27,10 +27,10 @@ from ecotui.model import (
     parse_time,
 )
 from ecotui.screens.base import DashboardScreen
+from ecotui.screens.gpu_detail import CLUSTER_GPU, open_worst_gpu
 from ecotui.screens.keymap import ON_CLUSTER
 from ecotui.widgets.cost_panel import CostPanel
 from ecotui.widgets.gpu_panel import GpuPanel
-from ecotui.screens.gpu_detail import CLUSTER_GPU, open_worst_gpu
 from ecotui.widgets.replicas_table import ReplicasTable
 
 EVENT_SYMBOL = {"replica_crashed": "✖", "replica_failed": "✖", "expired": "✖", "terminated": "■",
