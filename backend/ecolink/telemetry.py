@@ -392,7 +392,8 @@ class TelemetryHub:
     def untrack(self, cluster_id: str) -> None:
         self._tracked.discard(cluster_id)
         self._latest.pop(cluster_id, None)
-        self._hist.pop(cluster_id, None)
+        gone = self._hist.pop(cluster_id, None) or {}
+        self.health.forget({uuid for gpus in gone.values() for uuid in gpus})
 
     def add_listener(self, callback: Callable[[str], Any]) -> None:
         self._listeners.append(callback)

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 Level = Literal["ok", "degraded", "failing", "unknown"]
 LEVELS: tuple[Level, ...] = ("ok", "unknown", "degraded", "failing")  # by severity
-_RANK = {lvl: i for i, lvl in enumerate(LEVELS)}
+_RANK: dict[str, int] = {lvl: i for i, lvl in enumerate(LEVELS)}
 
 # -- thresholds (seconds unless said otherwise)
 XID_HOLD_S = 3600.0
@@ -305,7 +305,7 @@ def worst(verdicts: Iterable[Verdict]) -> Verdict:
 
 def rank(level: str) -> int:
     """Severity for sorting: higher is worse."""
-    return _RANK.get(level, _RANK["unknown"])  # type: ignore[index]
+    return _RANK.get(level, _RANK["unknown"])
 
 
 def _duration(s: float) -> str:

@@ -125,3 +125,17 @@ def test_replica_health_is_the_worst_of_its_gpus():
                     {"health": {"verdict": "ok"}}]}
     assert replica_health(rep).level == "degraded"
     assert replica_health({"gpus": []}).level == "unknown"
+
+
+async def test_cluster_view_opens_the_worst_gpu_of_the_replica():
+    fx = fixed_app(12)
+    async with fx.app.run_test(size=(160, 48)) as pilot:
+        await wait_for_text(pilot, "12 clusters")
+        fx.app.open_cluster("gc_00007")
+        await wait_for_text(pilot, "GPU health")
+        await wait_for_text(pilot, "✖ failing")
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(fx.app.screen, GpuDetailScreen))
+        screen = fx.app.screen
+        assert (screen.replica, screen.index) == ("vision-serve-0", 3)
+        await wait_for_text(pilot, "fallen off the bus")

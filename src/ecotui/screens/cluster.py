@@ -32,6 +32,7 @@ from ecotui.model import (
     parse_time,
 )
 from ecotui.screens.base import DashboardScreen
+from ecotui.screens.gpu_detail import CLUSTER_GPU, open_worst_gpu
 from ecotui.screens.keymap import CLUSTER_VIEW, ON_CLUSTER
 from ecotui.text import money_in_cents, visible
 from ecotui.widgets.controls import EcoInput
@@ -50,7 +51,7 @@ EVENT_LEVEL = {"replica_crashed": "error", "replica_failed": "error", "expired":
 class ClusterScreen(DashboardScreen):
     """Everything about one cluster."""
 
-    BINDINGS = CLUSTER_VIEW + ON_CLUSTER
+    BINDINGS = CLUSTER_VIEW + ON_CLUSTER + CLUSTER_GPU
     PANELS = ("gpus", "cost", "events")
 
     DEFAULT_CSS = """
@@ -365,6 +366,13 @@ class ClusterScreen(DashboardScreen):
         if table.row_count and table.selected_replica:
             return table.selected_replica
         return super().current_replica()
+
+    def action_gpu_detail(self) -> None:
+        name = self.current_replica()
+        rows = {r.get("name"): r for r in self.eco.model.replica_rows(self.cluster_id)}
+        rep = rows.get(name)
+        if rep is None or not open_worst_gpu(self.app, self.cluster or {}, rep):
+            self.notify(f"{name or 'this replica'} reports no GPUs", severity="warning")
 
 
 def _ev_key(ev: dict[str, Any]) -> tuple[Any, ...]:

@@ -23,7 +23,25 @@ GPU_DETAIL_VIEW: list[Binding] = [
     Binding("R", "restart", "restart replica"),
     Binding("r", "reload", "reload"),
 ]
+# In the cluster view: the worst GPU of the selected replica.
+CLUSTER_GPU: list[Binding] = [
+    Binding("i", "gpu_detail", "GPU detail"),
+]
 RELOAD_S = 3.0
+
+
+def open_worst_gpu(app: Any, cluster: dict[str, Any], replica: dict[str, Any]) -> bool:
+    """Open the detail of the replica's worst GPU (False when it reports none)."""
+    from ecotui.gpu_health import gpu_verdict, health_rank
+
+    gpus = list(replica.get("gpus") or ())
+    if not gpus:
+        return False
+    g = max(gpus, key=lambda x: (health_rank(gpu_verdict(x).level), -int(x.get("index") or 0)))
+    app.push_screen(GpuDetailScreen(str(cluster.get("id")), str(replica.get("name")),
+                                    int(g.get("index") or 0),
+                                    initial={**g, "cluster": cluster.get("name")}))
+    return True
 
 
 class GpuDetailScreen(DashboardScreen):

@@ -66,8 +66,7 @@ def row_key(g: dict[str, Any]) -> str:
 def sort_value(g: dict[str, Any], column: str) -> Any:
     """Bigger first for every column: worst health, busiest, fullest, hottest, dearest."""
     if column == "health":
-        h = g.get("health") or {}
-        return (health_rank(h.get("verdict")), float(g.get("temperature_c") or 0))
+        return health_rank((g.get("health") or {}).get("verdict"))
     if column == "util":
         return float(g.get("utilization") or 0)
     if column == "mem":
@@ -144,8 +143,17 @@ class GpusScreen(DashboardScreen):
     def set_gpus(self, rows: list[dict[str, Any]], health: dict[str, Any] | None = None) -> None:
         """Replace the rows (the loader and tests call this)."""
         new = {row_key(g): g for g in rows}
-        changed = {k for k, g in new.items() if self.gpus.get(k) != g}
-        reorder = new.keys() != self.gpus.keys() or bool(changed)
+        old = self.gpus
+        changed = {k for k, g in new.items() if old.get(k) != g}
+        # Re-sort only when the rows or a sort value changed: a reload that only moves
+        # readings of a health-sorted list repaints the changed rows on screen, no more.
+        col = self.sort_column
+        reorder = new.keys() != old.keys() or any(
+            sort_value(old[k], col) != sort_value(new[k], col) for k in changed if k in old)
+        if self.filter_text:
+            reorder = reorder or any(
+                matches(old[k], self.filter_text) != matches(new[k], self.filter_text)
+                for k in changed if k in old)
         self.gpus = new
         self.fleet_health = health or {}
         self.loaded = True

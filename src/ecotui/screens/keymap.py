@@ -104,11 +104,13 @@ def all_scopes() -> list[tuple[str, list[Binding]]]:
     """SCOPES plus the shell screens' keys (imported late: those screens import
     widgets that import this module)."""
     from ecotui.screens.gpu_compare import GPU_COMPARE_VIEW
-    from ecotui.screens.gpu_detail import GPU_DETAIL_VIEW
+    from ecotui.screens.gpu_detail import CLUSTER_GPU, GPU_DETAIL_VIEW
     from ecotui.screens.gpus import GPUS_VIEW
     from ecotui.screens.shells import SHELLS_VIEW
 
-    return [*SCOPES, ("Shells view", SHELLS_VIEW), ("nvidia-smi side by side", GPU_COMPARE_VIEW),
+    scopes = [(name, keys + CLUSTER_GPU if keys is CLUSTER_VIEW else keys)
+              for name, keys in SCOPES]
+    return [*scopes, ("Shells view", SHELLS_VIEW), ("nvidia-smi side by side", GPU_COMPARE_VIEW),
             ("GPUs view (H)", GPUS_VIEW), ("GPU detail", GPU_DETAIL_VIEW)]
 
 TERMINAL_NOTE = "Terminal: every key goes to the shell except ctrl+], which returns focus to the dashboard."
