@@ -264,3 +264,35 @@ def test_logs_tail_follow_and_previous(shared_ecolink_server, fresh_api):
     assert r.status_code == 401
     reason = fresh_api.get(f"/gpu-clusters/{cid}").json()["replica_states"][0]["reason"]
     assert "exited with code 2" in reason
+
+
+async def test_attach_says_how_many_bytes_are_replayed(shared_ecolink_server, fresh_api, cluster):
+    """`x-eco-replay-bytes` on the upgrade answer: the kept output before live output."""
+    from ecotui.client.exec import attach_session
+    from ecotui.client.rest import EcoClient
+
+    client = EcoClient(shared_ecolink_server.url, fresh_api.account_key)
+    try:
+        info = await client.create_session(cluster["id"], "box-0",
+                                           command=["sh", "-c", "echo kept-$((40+2)); exec cat"],
+                                           tty=False)
+        sid = str(info["id"])
+        first = await attach_session(client, cluster["id"], sid)
+        got = b""
+        async for _ch, data in first.frames():
+            got += data
+            if b"kept-42\n" in got:
+                break
+        await first.close()
+        again = await attach_session(client, cluster["id"], sid)
+        assert again.replay_bytes == len(got) == len(b"kept-42\n")
+        await again.send_stdin(b"live\n")
+        seen = b""
+        async for _ch, data in again.frames():
+            seen += data
+            if b"live\n" in seen:
+                break
+        assert seen[:again.replay_bytes] == b"kept-42\n" and seen[again.replay_bytes:] == b"live\n"
+        await again.close()
+    finally:
+        await client.aclose()

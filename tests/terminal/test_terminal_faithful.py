@@ -87,3 +87,71 @@ def test_the_alternate_screen_is_not_reflowed() -> None:
     assert t.display()[:2] == ["y" * 10, "y" * 10]
     t.feed("\x1b[?1049l")
     assert t.display()[:3] == ["x" * 10, "x" * 10, "x" * 10]
+
+
+# -- left and right margins (DECLRMM, DECSLRM), as xterm has them ----------------------------
+def _grid(cols: int = 12, rows: int = 5) -> Terminal:
+    """A screen full of letters: row y is made of chr(ord('a') + y)."""
+    t = Terminal(cols, rows)
+    t.feed("\r\n".join(chr(97 + y) * cols for y in range(rows)))
+    return t
+
+
+def test_text_wraps_inside_the_margins_and_cr_returns_to_the_left_one() -> None:
+    t = Terminal(12, 4)
+    t.feed("\x1b[?69h\x1b[3;8s")  # columns 3..8
+    assert (t.lr_active, t.left, t.right, t.x, t.y) == (True, 2, 7, 0, 0)
+    t.feed("\x1b[1;3H0123456789")
+    assert t.display()[:2] == ["  012345", "  6789"]
+    t.feed("\rX")
+    assert t.display()[1] == "  X789" and t.x == 3
+
+
+def test_scrolling_moves_only_the_rectangle_of_the_margins() -> None:
+    t = _grid()
+    t.feed("\x1b[?69h\x1b[4;9s\x1b[2;4r\x1b[4;5H\n")  # LF at the bottom margin
+    assert t.display() == ["aaaaaaaaaaaa", "bbbccccccbbb", "cccddddddccc", "ddd      ddd",
+                           "eeeeeeeeeeee"]
+    assert t.history_lines() == []  # nothing of a rectangle goes to the scrollback
+    t.feed("\x1b[2;5H\x1bM")  # RI at the top margin: the rectangle moves down
+    assert t.display()[1:4] == ["bbb      bbb", "cccccccccccc", "dddddddddddd"]
+    t.feed("\x1b[2S")  # SU
+    assert t.display()[1:4] == ["bbbddddddbbb", "ccc      ccc", "ddd      ddd"]
+
+
+def test_insert_and_delete_lines_and_characters_stay_inside_the_margins() -> None:
+    t = _grid()
+    t.feed("\x1b[?69h\x1b[4;9s\x1b[2;5H\x1b[L")  # IL inside the margins
+    assert t.display() == ["aaaaaaaaaaaa", "bbb      bbb", "cccbbbbbbccc", "dddccccccddd",
+                           "eeeddddddeee"]
+    assert t.x == 3  # to the left margin
+    t.feed("\x1b[2M")
+    assert t.display()[1:] == ["bbbccccccbbb", "cccddddddccc", "ddd      ddd", "eee      eee"]
+    t.feed("\x1b[1;1H\x1b[L")  # outside the margins: nothing moves
+    assert t.display()[0] == "aaaaaaaaaaaa"
+    t = Terminal(12, 2)
+    t.feed("0123456789AB\x1b[?69h\x1b[4;9s\x1b[1;5H\x1b[2@")
+    assert t.display()[0] == "0123  4569AB"
+    t.feed("\x1b[3P")
+    assert t.display()[0] == "012356   9AB"
+
+
+def test_origin_mode_counts_from_the_margins_and_mode_69_off_restores_save_cursor() -> None:
+    t = Terminal(20, 6)
+    t.feed("\x1b[?69h\x1b[6;15s\x1b[2;5r\x1b[?6h\x1b[1;1HO")
+    assert t.display()[1] == "     O" and (t.x, t.y) == (6, 1)
+    t.feed("\x1b[2;99HR")  # clamped to the right margin
+    assert t.display()[2] == "              R"
+    t.feed("\x1b[?6l\x1b[?69l")
+    assert not t.lr_active and (t.left, t.right) == (0, 19)
+    t.feed("\x1b[4;3H\x1b[s\x1b[H\x1b[uS")  # CSI s saves the cursor again
+    assert t.display()[3] == "  S"
+    t.feed("\x1b[?69$p")
+    assert t.take_replies() == b"\x1b[?69;2$y"
+
+
+def test_margins_split_across_feeds() -> None:
+    t = Terminal(12, 4)
+    for piece in ("\x1b[?6", "9h\x1b[3;", "8s\x1b[1;3H01234", "56789"):
+        t.feed(piece)
+    assert t.display()[:2] == ["  012345", "  6789"]

@@ -4,7 +4,9 @@
 - `GET /gpu-clusters/{id}/sessions` → `{"sessions": [..]}` (ended ones included)
 - `GET /gpu-clusters/{id}/sessions/{sid}/attach` (WebSocket): the kept output first,
   then live; several clients at once; a client that disconnects leaves the session
-  running; a client too far behind is closed with code 4008
+  running; a client too far behind is closed with code 4008. The upgrade answer's
+  `x-eco-replay-bytes` header says how many bytes of output are the replayed history,
+  so a terminal does not answer the queries in it again
 - `DELETE /gpu-clusters/{id}/sessions/{sid}` → the ended session
 """
 

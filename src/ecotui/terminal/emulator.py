@@ -35,6 +35,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
+from . import margins
 from .line import WIDTHS, Line, history_runs, history_text, history_wrapped
 from .reflow import reflow
 from .style import StyleTable
@@ -149,8 +150,16 @@ class Terminal:
         self.gl = 0
         self._graphics = False
         self.tabs = set(range(8, self.cols, 8))
+        self._reset_margins()
         self._saved_main = _Saved()
         self._saved_alt = _Saved()
+
+    def _reset_margins(self) -> None:
+        """Left and right margins (margins.py): off, the whole width."""
+        self.lr_mode = False  # DECLRMM (mode 69): `CSI Pl ; Pr s` sets margins
+        self.left = 0
+        self.right = self.cols - 1
+        self.lr_active = False  # margins narrower than the screen: margins.run() reads input
 
     # -- public API -------------------------------------------------------------------
     def feed(self, data: bytes | str) -> None:
@@ -162,7 +171,10 @@ class Terminal:
         if not s:
             return
         if _NEEDS_TOKENS(s) is None:
-            self._run([s])
+            if self.lr_active:
+                margins.run(self, [s])
+            else:
+                self._run([s])
             return
         parts = _split(s)
         last = parts[-1]
@@ -172,7 +184,10 @@ class Terminal:
             if len(pending) <= _MAX_PENDING:
                 self._pending = pending
             parts[-1] = last[:i]
-        self._run(parts)
+        if self.lr_active:
+            margins.run(self, parts)
+        else:
+            self._run(parts)
 
     def take_replies(self) -> bytes:
         """Bytes the terminal owes the program (answers to DA, DSR, ...)."""
@@ -262,6 +277,9 @@ class Terminal:
                     pass  # CAN or SUB inside a sequence: it is abandoned, nothing shown
                 elif c[1] == "[":
                     csi(c)
+                    if self.lr_active:  # margins were set: the rest goes through margins.py
+                        margins.run(self, parts[i + 1:])
+                        return
                 else:
                     k = c[1]
                     if k == "]":
@@ -934,6 +952,8 @@ class Terminal:
         elif p == 6:
             self.origin = on
             self._goto(0, 0)
+            if on and self.lr_active:
+                self.x = self.left
         elif p == 7:
             self.autowrap = on
             if not on:
@@ -974,6 +994,9 @@ class Terminal:
                 self._save_cursor()
             else:
                 self._restore_cursor()
+        elif p == 69:
+            self._reset_margins()
+            self.lr_mode = on
         elif p == 2004:
             self.bracketed_paste = on
         elif p == 2026:
@@ -1003,7 +1026,7 @@ class Terminal:
             table = {1: self.app_cursor, 5: self.reverse_video, 6: self.origin, 7: self.autowrap,
                      25: self.cursor_visible, 66: self.app_keypad, 1004: self.focus_events,
                      1006: self.mouse_encoding == "sgr", 1049: self.alt_active,
-                     2004: self.bracketed_paste, 2026: self.synchronized,
+                     2004: self.bracketed_paste, 2026: self.synchronized, 69: self.lr_mode,
                      1000: self.mouse_tracking == 1000, 1002: self.mouse_tracking == 1002,
                      1003: self.mouse_tracking == 1003}
             state = (1 if table[p] else 2) if p in table else 0
@@ -1036,6 +1059,7 @@ class Terminal:
         """Soft reset: modes and pen, not the screen."""
         self.pen = 0
         self.top, self.bottom = 0, self.rows - 1
+        self._reset_margins()
         self.autowrap = True
         self.origin = False
         self.insert = False
@@ -1127,6 +1151,7 @@ class Terminal:
         self.cols = cols
         self.rows = rows
         self.top, self.bottom = 0, rows - 1
+        self._reset_margins()
         self.tabs = {t for t in self.tabs if t < cols} | set(range(max(8, (old_cols // 8 + 1) * 8), cols, 8))
         self.x = min(self.x, cols - 1)
         self.wrap_pending = False
@@ -1268,7 +1293,8 @@ _CSI = {
     ("", "", "n"): lambda t, p: t._dsr(p, False),
     ("?", "", "n"): lambda t, p: t._dsr(p, True),
     ("", "", "r"): Terminal._decstbm,
-    ("", "", "s"): lambda t, p: t._save_cursor() if not p else None,
+    ("", "", "s"): lambda t, p: (margins.set_margins(t, p) if t.lr_mode
+                                 else t._save_cursor() if not p else None),
     ("", "", "u"): lambda t, p: t._restore_cursor(),
     ("", "", "t"): Terminal._window_ops,
     (">", "", "q"): Terminal._xtversion,

@@ -285,6 +285,12 @@ def _cancel_and_links() -> bytes:
     return "".join(out).encode()
 
 
+def _mc_config(home: Path) -> None:
+    ini = home / ".config" / "mc" / "ini"
+    ini.parent.mkdir(parents=True, exist_ok=True)
+    ini.write_text("[Layout]\nfree_space=false\n")
+
+
 def _vttest(keys: list[bytes]) -> Any:
     """vttest driven to one of its screens: it asks for the terminal's identity
     first (answered as a VT100 with AVO), then each key is typed after a pause."""
@@ -354,10 +360,12 @@ def entries(tmp: Path) -> dict[str, tuple[int, int, Any]]:
              ("wait", 0.8)], cwd=str(tmp), env=_env(HOME=str(home), SHELL="/bin/sh"))),
         "vt_synthetic": (80, 24, lambda: _synthetic_vt()),
         "vt_cancel_links": (80, 24, lambda: _cancel_and_links()),
-        "mc": (80, 24, lambda: record(
+        # HOME is the temporary directory, so mc shows its paths as ~/...; no free space.
+        "mc": (80, 24, lambda: _mc_config(tmp) or record(
             ["mc", "-u", "-d", "tree", "tree/src"], 80, 24,
             [("wait", 2.5), ("send", b"\x1b[B\x1b[B\x1b[B"), ("wait", 0.8), ("send", b"\t"),
-             ("wait", 0.8), ("send", b"\x1b[B"), ("wait", 1.5)], cwd=str(tmp), env=env)),
+             ("wait", 0.8), ("send", b"\x1b[B"), ("wait", 1.5)], cwd=str(tmp),
+            env=_env(HOME=str(tmp)))),
         # vttest screens: menu 1 (cursor movements), 2 (screen features), 8 (VT102).
         "vttest_box": (80, 24, _vttest([b"1\r"])),
         "vttest_autowrap": (80, 24, _vttest([b"1\r", b"\r", b"\r"])),
