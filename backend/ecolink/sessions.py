@@ -299,6 +299,9 @@ class SessionManager:
         self._starting: dict[str, int] = {}
         self._file = (Path(state_dir) / "sessions.json") if (state_dir and store is None) else None
         self._sessions: dict[str, Session] = {}
+        # Ends of sessions on their way to the store: session id -> record changes.
+        self._ending: dict[str, dict[str, Any]] = {}
+        self._unwritten: dict[str, dict[str, Any]] = {}  # new records not yet stored
         # Whatever was open when the last backend stopped ended with it.
         self._end_open_records("backend_restart")
 
@@ -342,7 +345,12 @@ class SessionManager:
         }
         try:
             if self.store is not None:
-                self.store.save_kept_session(rec)
+                # Written by the store's writer thread: a locked database must not
+                # stall the event loop (the live session is listed meanwhile).
+                store = self.store
+                self._unwritten[s.id] = rec
+                store.submit_write(lambda: store.save_kept_session(rec), f"session {s.id}",
+                                   done=lambda: self._unwritten.pop(s.id, None))
             else:
                 recs = self._file_records()
                 recs.append(rec)
@@ -356,7 +364,12 @@ class SessionManager:
                        ended_at=now)
         try:
             if self.store is not None:
-                self.store.update_kept_session(s.id, **changes)
+                store = self.store
+                # Listed from here until the record has it.
+                self._ending[s.id] = changes
+                store.submit_write(lambda: store.update_kept_session(s.id, **changes),
+                                   f"the end of session {s.id}",
+                                   done=lambda: self._ending.pop(s.id, None))
             else:
                 recs = self._file_records()
                 for r in recs:
@@ -421,6 +434,11 @@ class SessionManager:
         out: list[dict[str, Any]] = []
         if self.store is not None:
             recs = self.store.kept_sessions(cluster_id)
+            stored = {r["id"] for r in recs}
+            recs += [dict(r) for sid, r in list(self._unwritten.items())
+                     if r["cluster_id"] == cluster_id and sid not in stored]
+            for r in recs:
+                r.update(self._ending.get(r["id"], {}))
         else:
             recs = [r for r in self._file_records() if r.get("cluster_id") == cluster_id]
         seen = set()

@@ -42,8 +42,9 @@ async def create_session(request: Request) -> Response:
     ctx = get_ctx(request)
     acct = account_of(request)
     now = ctx.service.now()
-    with ctx.store.tx():
-        token, expires = ctx.store.create_console_session(acct.id, now)
+    # Written by the store's writer thread, never on the event loop.
+    token, expires = await ctx.store.run_write(
+        lambda: ctx.store.create_console_session(acct.id, now))
     resp = json_response({"account": account_json(acct), "expires_at": rfc3339(expires)}, 201)
     secure = ctx.tls or request.url.scheme == "https"
     resp.set_cookie(SESSION_COOKIE, token, max_age=SESSION_TTL_US // 1_000_000, path="/",
@@ -57,8 +58,7 @@ async def delete_session(request: Request) -> Response:
     ctx = get_ctx(request)
     token = session_cookie(request.headers)
     if token:
-        with ctx.store.tx():
-            ctx.store.delete_console_session(token)
+        await ctx.store.run_write(lambda: ctx.store.delete_console_session(token))
     resp = Response(status_code=204)
     secure = ctx.tls or request.url.scheme == "https"
     resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=secure)
