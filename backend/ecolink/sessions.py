@@ -301,7 +301,6 @@ class SessionManager:
         self._sessions: dict[str, Session] = {}
         # Ends of sessions on their way to the store: session id -> record changes.
         self._ending: dict[str, dict[str, Any]] = {}
-        self._unwritten: dict[str, dict[str, Any]] = {}  # new records not yet stored
         # Whatever was open when the last backend stopped ended with it.
         self._end_open_records("backend_restart")
 
@@ -337,7 +336,7 @@ class SessionManager:
             tmp.write_text(json.dumps(recs[-1000:]))
             os.replace(tmp, self._file)
 
-    def _persist_new(self, s: Session) -> None:
+    async def _persist_new(self, s: Session) -> None:
         rec = {
             "id": s.id, "cluster_id": s.cluster_id, "replica": s.replica,
             "command": s.command, "tty": s.tty, "started_at": s.started_us,
@@ -345,12 +344,10 @@ class SessionManager:
         }
         try:
             if self.store is not None:
-                # Written by the store's writer thread: a locked database must not
-                # stall the event loop (the live session is listed meanwhile).
+                # Written by the store's writer thread: a locked database delays this
+                # session's start, never the event loop.
                 store = self.store
-                self._unwritten[s.id] = rec
-                store.submit_write(lambda: store.save_kept_session(rec), f"session {s.id}",
-                                   done=lambda: self._unwritten.pop(s.id, None))
+                await store.run_write(lambda: store.save_kept_session(rec))
             else:
                 recs = self._file_records()
                 recs.append(rec)
@@ -407,7 +404,7 @@ class SessionManager:
         s = Session(self, sid, cluster_id, replica, argv or ["(login shell)"], tty,
                     _us(self.clock.now()), stream)
         self._sessions[sid] = s
-        self._persist_new(s)
+        await self._persist_new(s)
         s.task = asyncio.create_task(s.pump(), name=f"session-{sid}")
         return s
 
@@ -434,9 +431,6 @@ class SessionManager:
         out: list[dict[str, Any]] = []
         if self.store is not None:
             recs = self.store.kept_sessions(cluster_id)
-            stored = {r["id"] for r in recs}
-            recs += [dict(r) for sid, r in list(self._unwritten.items())
-                     if r["cluster_id"] == cluster_id and sid not in stored]
             for r in recs:
                 r.update(self._ending.get(r["id"], {}))
         else:
