@@ -8,11 +8,11 @@ for `--hold` seconds. Meanwhile one client polls `/healthz` every 50 ms, another
 wait for the lock. Prints `/healthz` median and max before and during the held lock,
 how many reads answered during it, and what the write answered and how long it took.
 
-`--source DIR` runs the backend of another checkout (its `backend/` and `src/`), so
-the same script measures the code before and after a change in one run:
+`--baseline DIR` first runs the same measurement on the backend of another checkout
+(its `backend/` and `src/`, e.g. `git archive main | tar -x -C DIR`), then on this
+one, and prints the ratio of the two:
 
-    python bench/edge.py --source /tmp/before --label before
-    python bench/edge.py --label after
+    python bench/edge.py --baseline /tmp/before
 """
 
 from __future__ import annotations
@@ -180,12 +180,17 @@ def run(source: Path, hold: float, label: str) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--source", type=Path, default=ROOT,
-                    help="checkout whose backend to run (default: this one)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another checkout to measure first, in the same run")
     ap.add_argument("--hold", type=float, default=8.0, help="seconds the lock is held")
-    ap.add_argument("--label", default="this checkout")
     args = ap.parse_args()
-    run(args.source.resolve(), args.hold, args.label)
+    base = run(args.baseline.resolve(), args.hold, "baseline") if args.baseline else None
+    ours = run(ROOT, args.hold, "this checkout")
+    if base is not None and base["during"] and ours["during"]:
+        for what, f in (("median", statistics.median), ("max", max)):
+            b, o = f(base["during"]), f(ours["during"])
+            print(f"/healthz {what} while the lock is held: baseline {b * 1000:.1f} ms, "
+                  f"this checkout {o * 1000:.1f} ms, ratio {b / o:.0f}x")
 
 
 if __name__ == "__main__":

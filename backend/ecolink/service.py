@@ -6,10 +6,13 @@ How an action runs (per account, one at a time, under that account's lock):
 2. apply the change to the runtime (a `RuntimeUnavailable` answers 503: nothing in
    the store has changed);
 3. one SQLite transaction writes the ledger entries, the state change, the event and
-   the idempotency record together.
-A crash between 2 and 3 leaves the store as it was; on start the runtime is
-reconciled to the store (the store is the source of truth), so nothing is ever
-half-applied. Charges never change what an account has available, so the reaper's
+   the idempotency record together, in the store's writer thread (the event loop
+   never waits on the database: a locked one delays the action, never the API).
+If 3 fails (the database stays locked past its busy timeout, the disk fails) the
+runtime is put back as it was before 2 and the answer is a 503 that says so; if
+even that fails, the reaper finds the difference and repairs it. A crash between 2
+and 3 leaves the store as it was; on start the runtime is reconciled to the store
+(the store is the source of truth), so nothing is ever half-applied. Charges never change what an account has available, so the reaper's
 charges and the runtime listener's status updates cannot invalidate a check made in 1.
 """
 
@@ -294,12 +297,14 @@ class ClusterService:
         return done.result(timeout=30)
 
     async def _commit(self, body: Callable[[], T],
-                      undo: Callable[[], Awaitable[bool]] | None = None) -> T:
+                      undo: Callable[[], Awaitable[bool]] | None = None,
+                      undone: str = "nothing was changed") -> T:
         """Run `body` as one transaction in the store's writer thread.
 
         If it does not commit, `undo` puts the runtime back as it was, so the action
-        did not happen at all. A database that cannot be written answers 503, saying
-        whether the runtime could be put back (only then was nothing changed)."""
+        did not happen. A database that cannot be written answers 503 saying what
+        became of the action: `undone` when the runtime is back (only then, for
+        actions whose undo is exact, is that "nothing was changed")."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._loop_thread = threading.current_thread()
@@ -311,10 +316,10 @@ class ClusterService:
             if restored:
                 raise StoreUnavailableError(
                     "the database cannot be written now (another process holds it, or the "
-                    "disk failed); nothing was changed, try again") from exc
+                    f"disk failed); {undone}; try again") from exc
             raise StoreUnavailableError(
                 "the database cannot be written now, and the runtime could not be put back "
-                "yet; nothing was charged, and the backend restores the cluster to its last "
+                "yet; no money moved, and the backend restores the cluster to its last "
                 "stored state") from exc
         except BaseException:
             if undo is not None:
@@ -800,7 +805,11 @@ class ClusterService:
                 self._save_idempotency(account_id, idem, c, now)
                 return c, ev
 
-            c, ev = await self._commit(body, undo)
+            c, ev = await self._commit(
+                body, undo, undone=(
+                    "the cluster was not terminated: it runs on, its replicas started again "
+                    "(with new working directories), and no money moved"
+                    if before is not None else "nothing was changed"))
         if self.tracker is not None:
             self.tracker.untrack(c.id)
         self._notify_cluster(c)

@@ -299,6 +299,8 @@ class SessionManager:
         self._starting: dict[str, int] = {}
         self._file = (Path(state_dir) / "sessions.json") if (state_dir and store is None) else None
         self._sessions: dict[str, Session] = {}
+        # Ends of sessions on their way to the store: session id -> record changes.
+        self._ending: dict[str, dict[str, Any]] = {}
         # Whatever was open when the last backend stopped ended with it.
         self._end_open_records("backend_restart")
 
@@ -334,7 +336,7 @@ class SessionManager:
             tmp.write_text(json.dumps(recs[-1000:]))
             os.replace(tmp, self._file)
 
-    def _persist_new(self, s: Session) -> None:
+    async def _persist_new(self, s: Session) -> None:
         rec = {
             "id": s.id, "cluster_id": s.cluster_id, "replica": s.replica,
             "command": s.command, "tty": s.tty, "started_at": s.started_us,
@@ -342,7 +344,10 @@ class SessionManager:
         }
         try:
             if self.store is not None:
-                self.store.save_kept_session(rec)
+                # Written by the store's writer thread: a locked database delays this
+                # session's start, never the event loop.
+                store = self.store
+                await store.run_write(lambda: store.save_kept_session(rec))
             else:
                 recs = self._file_records()
                 recs.append(rec)
@@ -356,7 +361,12 @@ class SessionManager:
                        ended_at=now)
         try:
             if self.store is not None:
-                self.store.update_kept_session(s.id, **changes)
+                store = self.store
+                # Listed from here until the record has it.
+                self._ending[s.id] = changes
+                store.submit_write(lambda: store.update_kept_session(s.id, **changes),
+                                   f"the end of session {s.id}",
+                                   done=lambda: self._ending.pop(s.id, None))
             else:
                 recs = self._file_records()
                 for r in recs:
@@ -394,7 +404,7 @@ class SessionManager:
         s = Session(self, sid, cluster_id, replica, argv or ["(login shell)"], tty,
                     _us(self.clock.now()), stream)
         self._sessions[sid] = s
-        self._persist_new(s)
+        await self._persist_new(s)
         s.task = asyncio.create_task(s.pump(), name=f"session-{sid}")
         return s
 
@@ -421,6 +431,8 @@ class SessionManager:
         out: list[dict[str, Any]] = []
         if self.store is not None:
             recs = self.store.kept_sessions(cluster_id)
+            for r in recs:
+                r.update(self._ending.get(r["id"], {}))
         else:
             recs = [r for r in self._file_records() if r.get("cluster_id") == cluster_id]
         seen = set()

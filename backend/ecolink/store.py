@@ -24,6 +24,7 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ecolink.billing import LedgerKind, Segment, apply_posting, segment_start
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX_LEN = 12  # "eco_" + 8 characters, shown by `keys list`
 SESSION_TTL_US = 12 * 3600 * 1_000_000
@@ -417,6 +420,25 @@ class Store:
         if self.path == ":memory:":
             return job()
         return await asyncio.get_running_loop().run_in_executor(self._write_pool, job)
+
+    def submit_write(self, fn: Callable[[], object], what: str,
+                     done: Callable[[], None] | None = None) -> None:
+        """Queue `fn` as one transaction for the writer thread and return at once (for
+        records nobody waits for); a failure is logged. `done` runs after it, in the
+        writer thread, whether it committed or not."""
+        def job() -> None:
+            try:
+                with self.tx():
+                    fn()
+            except Exception:
+                log.exception("could not record %s", what)
+            finally:
+                if done is not None:
+                    done()
+        if self.path == ":memory:":
+            job()
+        else:
+            self._write_pool.submit(job)
 
     async def run_read(self, fn: Callable[[], T]) -> T:
         """Run `fn` (reads only) in a reader thread."""

@@ -67,8 +67,11 @@ LAUNCH = {"region": "us-east", "gpu_type": "L40S", "gpu_count": 1, "replicas": 2
 
 
 def _head_echo_command() -> str:
+    from ecolink.runtime.local_users import replica_python
+
     code = base64.b64encode(HEAD_ECHO.encode()).decode()
-    return f"exec {sys.executable} -c \"import base64; exec(base64.b64decode('{code}'))\""
+    # Replicas run under their own uid: an interpreter they can reach.
+    return f"exec {replica_python()} -c \"import base64; exec(base64.b64decode('{code}'))\""
 
 
 class Tenants:

@@ -21,6 +21,7 @@ from ecolink.errors import ApiError
 from ecolink.runtime.base import ReplicaNotFound, RuntimeUnavailable
 from ecolink.schemas import ErrorBody
 from ecolink.service import Replay
+from ecolink.store import StoreBusy
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,12 @@ def install(app: FastAPI) -> None:
         return error_response(503, "runtime_unavailable",
                               f"the runtime cannot be reached: {exc}")
 
+    async def store_busy(_: Request, exc: Exception) -> Response:
+        # A transaction that did not commit rolled back whole.
+        return error_response(503, "store_unavailable",
+                              "the database cannot be written now (another process holds "
+                              "it, or the disk failed); nothing was changed, try again")
+
     async def replica_not_found(_: Request, exc: Exception) -> Response:
         return error_response(404, "not_found", f"no replica {exc}", "replica")
 
@@ -142,4 +149,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, request_validation)
     app.add_exception_handler(RuntimeUnavailable, runtime_unavailable)
     app.add_exception_handler(ReplicaNotFound, replica_not_found)
+    app.add_exception_handler(StoreBusy, store_busy)
     app.add_exception_handler(Exception, anything)

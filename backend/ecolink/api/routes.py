@@ -47,8 +47,9 @@ async def create_session(request: Request) -> Response:
         # Only an API key mints a session (the middleware already lets no cookie here).
         raise Unauthenticated("only an API key can start a console session")
     now = ctx.service.now()
-    with ctx.store.tx():
-        token, expires = ctx.store.create_console_session(acct.id, now, key_id)
+    # Written by the store's writer thread, never on the event loop.
+    token, expires = await ctx.store.run_write(
+        lambda: ctx.store.create_console_session(acct.id, now, key_id))
     resp = json_response({"account": account_json(acct), "expires_at": rfc3339(expires)}, 201)
     secure = ctx.tls or request.url.scheme == "https"
     resp.set_cookie(SESSION_COOKIE, token, max_age=SESSION_TTL_US // 1_000_000, path="/",
@@ -68,8 +69,7 @@ async def delete_session(request: Request) -> Response:
         owner = ctx.store.account_for_session(token, ctx.service.now())
         # A key ends its own account's session, never another's.
         if owner is not None and owner.id == acct.id:
-            with ctx.store.tx():
-                ctx.store.delete_console_session(token)
+            await ctx.store.run_write(lambda: ctx.store.delete_console_session(token))
     resp = Response(status_code=204)
     secure = ctx.tls or request.url.scheme == "https"
     resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=secure,

@@ -117,10 +117,7 @@ class ReplicaUsers:
         os.chmod(dst, 0o755)
 
     def python(self) -> str:
-        for cand in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
-            if cand and _world_reachable(Path(cand)):
-                return cand
-        return sys.executable
+        return replica_python()
 
     def demo_argv(self) -> list[str]:
         return [self.python(), str(self.root / "bin" / "demo_service.py")]
@@ -167,6 +164,15 @@ class ReplicaUsers:
         os.chown(target, 0, self.shared_gid)
         os.chmod(target, 0o2770)
         return target
+
+
+def replica_python() -> str:
+    """A Python interpreter every uid can run: this one where it can, else the
+    system's (a virtual environment under a private home is out of replicas' reach)."""
+    for cand in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
+        if cand and _world_reachable(Path(cand)):
+            return cand
+    return sys.executable
 
 
 def _has_passwd_entry(uid: int) -> bool:
