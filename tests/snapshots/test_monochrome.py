@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
-
-from ecotui import dialogs
 from test_dashboard_snapshots import app_with_history, settle
 from test_dialogs import Host, cluster
 from test_dialogs import settle as settle_dialog
+from textual.pilot import Pilot
+
+from ecotui import dialogs
 from tui.helpers import screen_text, wait_for, wait_for_text
 
 
