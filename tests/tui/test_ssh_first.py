@@ -212,6 +212,8 @@ async def test_ledger_reads_as_money_available_and_empty_ended_panel_is_hidden()
         text = screen_text(fx.app)
         hold = next(ln for ln in text.splitlines() if " hold " in ln)
         assert "-$" in hold and "+$" not in hold, hold
+        ledger = fx.app.screen.query_one("#ledger")
+        assert not ledger.show_horizontal_scrollbar
         fx.app.model.terminated_costs = lambda: []  # type: ignore[method-assign]
         fx.app.screen._ended()
         await pilot.pause(0.1)
