@@ -212,3 +212,18 @@ def test_export_dialog(snap_compare, size, tmp_path):
         await settle(pilot)
 
     assert snap_compare(fx.app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_command_palette(snap_compare, size):
+    fx = app_with_history()
+
+    async def run_before(pilot: Pilot) -> None:
+        await wait_for_text(pilot, "12 clusters")
+        fx.app.clear_notifications()
+        await pilot.pause(0.1)
+        await pilot.press("ctrl+p", *"scale")
+        await wait_for_text(pilot, "Scale")
+        await settle(pilot)
+
+    assert snap_compare(fx.app, terminal_size=size, run_before=run_before)

@@ -85,10 +85,12 @@ async def test_cluster_view_at_80x24_header_table_and_panels():
         assert not fx.app.screen.query_one("#body").show_vertical_scrollbar
         # GPU panel: whole replica names under a "replica" heading
         assert any(ln.startswith("│vision-serve-0     0") for ln in lines), lines
+        assert "┏━ Replicas" in screen_text(fx.app)  # the focused panel, without colour
         await pilot.press("2")
         await wait_for_text(pilot, "hourly rate")
         await pilot.press("3")
         await wait_for_text(pilot, "exited with code 1")
+        assert "┏━ 3 Events" in screen_text(fx.app) and "┏━ Replicas" not in screen_text(fx.app)
         await pilot.press("1")
         await wait_for_text(pilot, "telemetry: simulated")
 

@@ -68,7 +68,7 @@ class AccountScreen(DashboardScreen):
     AccountScreen #filter.-shown { display: block; }
     AccountScreen #tables { height: 1fr; }
     AccountScreen #ledger { height: 1fr; border: round $primary 50%; border-title-color: $foreground; }
-    AccountScreen #ledger:focus { border: round $primary; }
+    AccountScreen #ledger:focus { border: heavy $primary; }
     AccountScreen #ended-box { width: 48; height: 1fr; }
     AccountScreen #ended { height: 1fr; border: round $primary 50%; border-title-color: $foreground; }
     AccountScreen.-narrow #tables { layout: vertical; }

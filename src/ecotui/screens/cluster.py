@@ -64,7 +64,7 @@ class ClusterScreen(DashboardScreen):
     ClusterScreen #right { width: 46; height: 1fr; }
     ClusterScreen #events { height: 1fr; border: round $primary 50%; border-title-color: $foreground;
                             scrollbar-size-vertical: 1; }
-    ClusterScreen #events:focus { border: round $primary; }
+    ClusterScreen #events:focus { border: heavy $primary; }
     ClusterScreen.-narrow #body { layout: vertical; overflow: hidden hidden; }
     ClusterScreen.-narrow ReplicasTable { max-height: 11; }
     ClusterScreen.-narrow #right { width: 1fr; }

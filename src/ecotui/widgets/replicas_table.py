@@ -68,7 +68,7 @@ class ReplicasTable(DataTable):
         border: round $primary 50%;
         border-title-color: $foreground;
     }
-    ReplicasTable:focus { border: round $primary; }
+    ReplicasTable:focus { border: heavy $primary; }  /* focus reads without colour */
     """
 
     def __init__(self, *, id: str | None = None) -> None:
