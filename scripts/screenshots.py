@@ -152,6 +152,18 @@ async def scale_dialog(pilot: Pilot, d: Demo) -> None:
     await until(pilot, lambda: shows(d.app, "Scale"))
 
 
+async def cluster_events(pilot: Pilot, d: Demo) -> None:
+    await cluster_view(pilot, d)
+    await pilot.press("3")
+    await until(pilot, lambda: shows(d.app, "exited with code"))
+
+
+async def command_line(pilot: Pilot, d: Demo) -> None:
+    await until(pilot, lambda: shows(d.app, "12 clusters"))
+    await pilot.press("colon", *"cluster ", "v")
+    await until(pilot, lambda: shows(d.app, "vision-serve"))
+
+
 Drive = Callable[[Pilot, Demo], Awaitable[None]]
 
 # (file name without .svg, terminal size, driver)
@@ -161,6 +173,8 @@ SHOTS: list[tuple[str, tuple[int, int], Drive]] = [
     ("clusters-grouped", (160, 48), clusters_grouped),
     ("cluster", (160, 48), cluster_view),
     ("cluster-80x24", (80, 24), cluster_view),
+    ("cluster-events-80x24", (80, 24), cluster_events),
+    ("command-line-80x24", (80, 24), command_line),
     ("logs", (160, 48), logs_view),
     ("account", (160, 48), account_view),
     ("help", (160, 48), help_screen),

@@ -108,7 +108,7 @@ async def test_launch_preview_is_the_hold_placed(account):
             assert preview.hourly_rate == 4_800_000
             assert preview.hold == 1_599_999
             assert preview.available == before
-            assert "$1.599999" in str(d.query_one("#preview", Static).render())
+            assert "Hold $1.60 for" in str(d.query_one("#preview", Static).render())  # cents
             await click(pilot, "#confirm")
             await settle(pilot)
             assert app.screen is not d
@@ -133,7 +133,7 @@ async def test_scale_up_preview_is_the_hold_placed_at_that_moment(account):
             d.query_one("#replicas", Input).value = "5"
             await settle(pilot)
             shown = d.preview_hold
-            assert shown and f"{costs.usd_exact(shown)}" in str(
+            assert shown and f"{costs.usd(shown)}" in str(
                 d.query_one("#preview", Static).render())
             await click(pilot, "#confirm")
             await settle(pilot)
@@ -226,7 +226,7 @@ async def test_launch_refusals_land_on_their_fields(account):
             await click(pilot, "#confirm")
             await settle(pilot)
             assert d.refusal is not None and d.refusal.status == 422
-            assert "pattern" in (d.field_error("name") or "")
+            assert "DNS label" in (d.field_error("name") or "")  # in words, not the regex
             assert d.query_one("#name").has_class("field-invalid")
 
             d.query_one("#name", Input).value = "taken"
@@ -277,7 +277,7 @@ async def test_402_says_how_much_is_missing(poor_account):
             await settle(pilot)
             assert d.refusal is not None and d.refusal.status == 402
             text = status_text(d)
-            assert "Not enough credit" in text and "20.000000" in text
+            assert "Not enough credit" in text and "$20.00 missing" in text  # cents, not micro-dollars
         assert await client.clusters() == []
 
 

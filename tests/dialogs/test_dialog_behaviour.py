@@ -213,7 +213,7 @@ async def test_402_is_shown_with_what_to_do():
         d.action_confirm()
         await settle(pilot)
         text = str(d.query_one("#status", Static).render())
-        assert "Not enough credit" in text and "$100.000000 missing" in text
+        assert "Not enough credit" in text and "$100.00 missing" in text  # in cents
         assert d.refusal is refusal
         assert not d.query_one("#confirm", Button).disabled  # may try again
         assert app.screen is d

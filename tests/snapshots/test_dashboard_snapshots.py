@@ -212,3 +212,56 @@ def test_export_dialog(snap_compare, size, tmp_path):
         await settle(pilot)
 
     assert snap_compare(fx.app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_command_palette(snap_compare, size):
+    fx = app_with_history()
+
+    async def run_before(pilot: Pilot) -> None:
+        await wait_for_text(pilot, "12 clusters")
+        fx.app.clear_notifications()
+        await pilot.pause(0.1)
+        await pilot.press("ctrl+p", *"scale")
+        await wait_for_text(pilot, "Scale")
+        await settle(pilot)
+
+    assert snap_compare(fx.app, terminal_size=size, run_before=run_before)
+
+
+NVIDIA_SMI = """+-----------------------------------------------------------------------------+
+| NVIDIA-SMI 550.54       Driver Version: 550.54       CUDA Version: 12.4     |
+|   GPU  Name                 Temp   Pwr:Usage/Cap |         Memory-Usage |  Util |
+|=============================================================================|
+|     0  NVIDIA H100 80GB     54C     402W / 700W |  42000MiB / 81559MiB |   52% |
+|     1  NVIDIA H100 80GB     \x1b]52;c;aGk=\x07[bold]55C[/bold] 391W / 700W |  41888MiB |  51% |
++-----------------------------------------------------------------------------+
+"""
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_gpu_compare(snap_compare, size, monkeypatch):
+    from ecotui.client.exec import CommandResult
+    from ecotui.screens import gpu_compare
+
+    async def fake_run(client, cluster_id, replica, command, *, timeout=30.0):
+        if replica.endswith("-1"):
+            return CommandResult(b"", b"sh: nvidia-smi: not found\n", 127)
+        return CommandResult(NVIDIA_SMI.encode(), b"", 0)
+
+    monkeypatch.setattr(gpu_compare, "run_command", fake_run)
+    fx = app_with_history()
+
+    async def run_before(pilot: Pilot) -> None:
+        await wait_for_text(pilot, "12 clusters")
+        fx.app.open_cluster("gc_00007")
+        await wait_for(pilot, lambda: getattr(fx.app.screen, "_loaded", False))
+        await pilot.press("N")
+        await wait_for(pilot, lambda: isinstance(fx.app.screen, gpu_compare.GpuCompareScreen)
+                       and fx.app.screen.done.is_set())
+        text = screen_text(fx.app)
+        assert "␛]52;c;aGk=␇[bold]55C[/bold]" in text or size == (80, 24)
+        assert "\x1b" not in text
+        await settle(pilot)
+
+    assert snap_compare(fx.app, terminal_size=size, run_before=run_before)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ecotui import costs
+from ecotui.model import fmt_usd
 
 
 def gpus_text(cluster: Mapping[str, Any]) -> str:
@@ -15,7 +16,7 @@ def gpus_text(cluster: Mapping[str, Any]) -> str:
 
 def cluster_summary(cluster: Mapping[str, Any]) -> str:
     """`web (running): 3 replicas × 4 H100-80GB in us-east at $30.00/h.`"""
-    rate = costs.usd(costs.cluster_hourly_rate(cluster))
+    rate = fmt_usd(costs.cluster_hourly_rate(cluster))
     return (f"{cluster['name']} ({cluster['status']}): {gpus_text(cluster)} in "
             f"{cluster['region']} at {rate}/h.")
 

@@ -28,6 +28,8 @@ class ExpiryWarningDialog(ModalScreen[str | None]):
         width: 76;
         max-width: 100%;
         height: auto;
+        max-height: 100%;
+        overflow-y: auto;
         border: round $warning;
         border-title-style: bold;
         background: $surface;

@@ -12,6 +12,7 @@ from textual.widgets import Input, Static
 from ecotui import costs
 from ecotui.dialogs._base import ActionDialog
 from ecotui.dialogs._words import cluster_summary
+from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoInput
 
 
@@ -75,17 +76,17 @@ class ExtendDialog(ActionDialog):
         new_expiry = costs.add_micro_hours(c["expires_at"], mh)
         lines = [f"New expiry        {self.when(new_expiry)}"]
         if c.get("status") in costs.ACCRUING_STATUSES:
-            lines.append(f"Additional hold   {costs.usd(hold)} "
+            lines.append(f"Additional hold   {fmt_usd(hold)} "
                          f"({costs.format_hours(mh)} h × "
-                         f"{costs.usd(costs.cluster_hourly_rate(c))}/h)")
+                         f"{fmt_usd(costs.cluster_hourly_rate(c))}/h)")
             if self.available is not None:
                 left = costs.left_after(self.available, hold)
                 if left < 0:
-                    lines.append(f"Available         {costs.usd(self.available)}: "
-                                 f"short by {costs.usd(-left)}")
+                    lines.append(f"Available         {fmt_usd(self.available)}: "
+                                 f"short by {fmt_usd(-left)}")
                 else:
-                    lines.append(f"Available         {costs.usd(self.available)} → "
-                                 f"{costs.usd(left)} left")
+                    lines.append(f"Available         {fmt_usd(self.available)} → "
+                                 f"{fmt_usd(left)} left")
         else:
             lines.append(f"{c['name']} is {c['status']}: only the expiry moves; nothing is "
                          "held now.")

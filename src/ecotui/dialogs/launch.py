@@ -19,6 +19,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionLis
 
 from ecotui import costs
 from ecotui.dialogs._base import ActionDialog
+from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoCheckbox, EcoInput, EcoSelectionList
 
 
@@ -164,7 +165,7 @@ class LaunchDialog(ActionDialog):
 
     def _gpu_types(self, region: str) -> list[tuple[str, str]]:
         r = self._region(region) or {}
-        return [(f"{t['name']}  {costs.usd(costs.usd_to_micros(t['rate_per_gpu_hour']))}"
+        return [(f"{t['name']}  {fmt_usd(costs.usd_to_micros(t['rate_per_gpu_hour']))}"
                  "/GPU-h", t["name"]) for t in r.get("gpu_types", [])]
 
     def _gpu_counts(self, region: str, gpu_type: str) -> list[tuple[str, int]]:
@@ -267,18 +268,18 @@ class LaunchDialog(ActionDialog):
         if rate is None or replicas is None or mh is None or not gpu_count:
             self.preview = None
             preview.update("Enter replicas and hours to see the rate and the hold.\n"
-                           f"Available {costs.usd(available)}")
+                           f"Available {fmt_usd(available)}")
             preview.remove_class("-short")
             self.update_confirm()
             return
         p = costs.launch_preview(rate, int(gpu_count), replicas, mh, available)
         self.preview = p
-        line1 = (f"{costs.usd(rate)}/GPU-h × {gpu_count} GPUs × {replicas} replicas = "
-                 f"{costs.usd(p.hourly_rate)}/h")
-        line2 = (f"Hold {costs.usd(p.hold)} for {costs.format_hours(mh)} h · available "
-                 f"{costs.usd(available)} → ")
-        line2 += (f"short by {costs.usd(p.short_by)}" if p.short_by
-                  else f"{costs.usd(p.left)} left")
+        line1 = (f"{fmt_usd(rate)}/GPU-h × {gpu_count} GPUs × {replicas} replicas = "
+                 f"{fmt_usd(p.hourly_rate)}/h")
+        line2 = (f"Hold {fmt_usd(p.hold)} for {costs.format_hours(mh)} h · available "
+                 f"{fmt_usd(available)} → ")
+        line2 += (f"short by {fmt_usd(p.short_by)}" if p.short_by
+                  else f"{fmt_usd(p.left)} left")
         preview.update(f"{line1}\n{line2}")
         preview.set_class(p.short_by > 0, "-short")
         self.update_confirm()
@@ -325,8 +326,8 @@ class LaunchDialog(ActionDialog):
 
     def done_message(self, operation: str, result: Any) -> str | None:
         return (f"Launched {result['name']}: "
-                f"{costs.usd(costs.usd_to_micros(result['hourly_rate']))}/h, "
-                f"hold {costs.usd(costs.usd_to_micros(result['cost']['hold']))}")
+                f"{fmt_usd(costs.usd_to_micros(result['hourly_rate']))}/h, "
+                f"hold {fmt_usd(costs.usd_to_micros(result['cost']['hold']))}")
 
 
 def _expose_label(on: bool) -> str:

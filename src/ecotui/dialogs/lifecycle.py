@@ -13,13 +13,14 @@ from textual.widgets import Button, Input, Static
 from ecotui import costs
 from ecotui.dialogs._base import ActionDialog
 from ecotui.dialogs._words import cluster_summary, gpus_text
+from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoInput
 
 
 def _held_now(cluster: dict[str, Any]) -> str:
     cost = cluster.get("cost") or {}
     try:
-        return costs.usd(costs.usd_to_micros(cost.get("hold_remaining", "0")))
+        return fmt_usd(costs.usd_to_micros(cost.get("hold_remaining", "0")))
     except costs.MoneyError:
         return "?"
 
@@ -91,19 +92,19 @@ class ResumeDialog(ActionDialog):
         else:
             lines = [
                 f"Its {gpus_text(c)} start again and charges accrue at "
-                f"{costs.usd(costs.cluster_hourly_rate(c))}/h.",
+                f"{fmt_usd(costs.cluster_hourly_rate(c))}/h.",
                 "",
-                f"New hold          {costs.usd(hold)} for the "
+                f"New hold          {fmt_usd(hold)} for the "
                 f"{costs.duration_text(remaining)} until it expires {self.when(c['expires_at'])}",
             ]
             if self.available is not None:
                 left = costs.left_after(self.available, hold)
                 if left < 0:
-                    lines.append(f"Available         {costs.usd(self.available)}: "
-                                 f"short by {costs.usd(-left)}")
+                    lines.append(f"Available         {fmt_usd(self.available)}: "
+                                 f"short by {fmt_usd(-left)}")
                 else:
-                    lines.append(f"Available         {costs.usd(self.available)} → "
-                                 f"{costs.usd(left)} left")
+                    lines.append(f"Available         {fmt_usd(self.available)} → "
+                                 f"{fmt_usd(left)} left")
             text = "\n".join(lines)
         self.query_one("#preview", Static).update(text)
 

@@ -14,6 +14,7 @@ from textual.widgets import Input, Static
 from ecotui import costs
 from ecotui.dialogs._base import ActionDialog
 from ecotui.dialogs._words import cluster_summary
+from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoInput
 
 
@@ -87,8 +88,8 @@ class ScaleDialog(ActionDialog):
         per = costs.cluster_per_replica_rate(c)
         r = int(c["replicas"])
         new_rate = per * r_new
-        rate_line = (f"New hourly rate   {costs.usd(new_rate)}/h "
-                     f"(now {costs.usd(per * r)}/h)")
+        rate_line = (f"New hourly rate   {fmt_usd(new_rate)}/h "
+                     f"(now {fmt_usd(per * r)}/h)")
         now = self.now()
         remaining = costs.remaining_us(c["expires_at"], now)
         if stopped:
@@ -101,7 +102,7 @@ class ScaleDialog(ActionDialog):
             hold = costs.cluster_scale_hold(c, r_new, now)
             self.preview_hold = hold
             lines = [rate_line,
-                     f"Additional hold   {costs.usd(hold)} for the "
+                     f"Additional hold   {fmt_usd(hold)} for the "
                      f"{costs.duration_text(remaining)} remaining"]
             if self.available is not None:
                 left = costs.left_after(self.available, hold)
@@ -119,10 +120,10 @@ class ScaleDialog(ActionDialog):
 
     def _left_line(self, left: int) -> str:
         if left < 0:
-            return (f"Available         {costs.usd(self.available or 0)}: "
-                    f"short by {costs.usd(-left)}")
-        return (f"Available         {costs.usd(self.available or 0)} → "
-                f"{costs.usd(left)} left")
+            return (f"Available         {fmt_usd(self.available or 0)}: "
+                    f"short by {fmt_usd(-left)}")
+        return (f"Available         {fmt_usd(self.available or 0)} → "
+                f"{fmt_usd(left)} left")
 
     def request_for(self, operation: str) -> Any:
         raw = self.query_one("#replicas", Input).value.strip()

@@ -40,6 +40,10 @@ from ecotui.text import visible
 from ecotui.widgets.controls import EcoInput
 
 PAGE = 100
+LEDGER_COLUMNS = [("id", "#"), ("at", "at"), ("cluster", "cluster"), ("kind", "kind"),
+                  ("amount", "amount"), ("available", "avail ±"), ("balance", "balance after"),
+                  ("held", "held after"), ("memo", "memo")]
+NARROW_LEDGER = {"at", "cluster", "kind", "amount", "available", "memo"}
 RELOAD_EVERY_S = 5.0
 
 
@@ -64,7 +68,7 @@ class AccountScreen(DashboardScreen):
     AccountScreen #filter.-shown { display: block; }
     AccountScreen #tables { height: 1fr; }
     AccountScreen #ledger { height: 1fr; border: round $primary 50%; border-title-color: $foreground; }
-    AccountScreen #ledger:focus { border: round $primary; }
+    AccountScreen #ledger:focus { border: heavy $primary; }
     AccountScreen #ended-box { width: 48; height: 1fr; }
     AccountScreen #ended { height: 1fr; border: round $primary 50%; border-title-color: $foreground; }
     AccountScreen.-narrow #tables { layout: vertical; }
@@ -97,12 +101,8 @@ class AccountScreen(DashboardScreen):
 
     def on_mount(self) -> None:
         self.set_class(self.app.size.width < 120, "-narrow")
+        self._ledger_columns()
         ledger = self.query_one("#ledger", DataTable)
-        for key, label in (("id", "#"), ("at", "at"), ("cluster", "cluster"), ("kind", "kind"),
-                           ("amount", "amount"), ("available", "avail ±"),
-                           ("balance", "balance after"),
-                           ("held", "held after"), ("memo", "memo")):
-            ledger.add_column(label, key=key)
         ended = self.query_one("#ended", DataTable)
         for key, label in (("name", "cluster"), ("status", "status"), ("gpus", "GPUs"),
                            ("spent", "cost")):
@@ -112,6 +112,22 @@ class AccountScreen(DashboardScreen):
 
     def on_resize(self) -> None:
         self.set_class(self.app.size.width < 120, "-narrow")
+        if self._ledger_columns():
+            self._fill_ledger()
+
+    def _ledger_columns(self) -> bool:
+        """The ledger's columns for this width (at 80 columns: no id, no balances after,
+        so there is no sideways scrolling). True when they changed."""
+        wide = self.app.size.width >= 120
+        cols = LEDGER_COLUMNS if wide else [c for c in LEDGER_COLUMNS if c[0] in NARROW_LEDGER]
+        if cols == getattr(self, "_cols", None):
+            return False
+        self._cols = cols
+        ledger = self.query_one("#ledger", DataTable)
+        ledger.clear(columns=True)
+        for key, label in cols:
+            ledger.add_column(label, key=key)
+        return True
 
     # -- data ------------------------------------------------------------------------
     @work(group="ledger", exclusive=True)
@@ -139,12 +155,20 @@ class AccountScreen(DashboardScreen):
             amount = parse_micros(e.get("amount"))
             kind = str(e.get("kind"))
             words, effect = ledger_effect(kind, amount)
-            table.add_row(str(e.get("id")), fmt_local(parse_time(e.get("at")), self.eco.tz, now=now),
-                          Text(visible(name)), Text(words), Text(fmt_usd(abs(amount))),
-                          Text(_signed(effect) if effect else "0"),
-                          fmt_usd(parse_micros(e.get("balance_after"))),
-                          fmt_usd(parse_micros(e.get("held_after"))), Text(visible(e.get("memo") or "")),
-                          key=str(e.get("id")))
+            cells = {
+                "id": str(e.get("id")), "at": fmt_local(parse_time(e.get("at")), self.eco.tz, now=now),
+                "cluster": Text(visible(name)), "kind": Text(words),
+                "amount": Text(fmt_usd(abs(amount))),
+                "available": Text(_signed(effect) if effect else "0"),
+                "balance": fmt_usd(parse_micros(e.get("balance_after"))),
+                "held": fmt_usd(parse_micros(e.get("held_after"))),
+                "memo": Text(visible(e.get("memo") or ""), no_wrap=True, overflow="ellipsis"),
+            }
+            if len(self._cols) < len(LEDGER_COLUMNS):  # narrow: the memo gets what is left
+                memo = cells["memo"]
+                if isinstance(memo, Text) and len(memo.plain) > 11:
+                    cells["memo"] = Text(memo.plain[:10] + "…")
+            table.add_row(*[cells[k] for k, _ in self._cols], key=str(e.get("id")))
         if table.row_count:
             table.move_cursor(row=min(keep, table.row_count - 1))
         self._caption()

@@ -55,7 +55,7 @@ class ClusterScreen(DashboardScreen):
     PANELS = ("gpus", "cost", "events")
 
     DEFAULT_CSS = """
-    ClusterScreen #info { height: 2; padding: 0 1; background: $boost; text-wrap: nowrap;
+    ClusterScreen #info { height: auto; max-height: 3; padding: 0 1; background: $boost; text-wrap: nowrap;
                           text-overflow: ellipsis; }
     ClusterScreen #filter { height: 1; border: none; padding: 0 1; display: none;
                             background: $boost; }
@@ -65,7 +65,7 @@ class ClusterScreen(DashboardScreen):
     ClusterScreen #right { width: 46; height: 1fr; }
     ClusterScreen #events { height: 1fr; border: round $primary 50%; border-title-color: $foreground;
                             scrollbar-size-vertical: 1; }
-    ClusterScreen #events:focus { border: round $primary; }
+    ClusterScreen #events:focus { border: heavy $primary; }
     ClusterScreen.-narrow #body { layout: vertical; overflow: hidden hidden; }
     ClusterScreen.-narrow ReplicasTable { max-height: 11; }
     ClusterScreen.-narrow #right { width: 1fr; }
@@ -324,10 +324,7 @@ class ClusterScreen(DashboardScreen):
         if wide:
             t.append(f" · {visible(c.get('id'))}", "dim")
         t.append("\n")
-        # Line 2: where, what, and how to reach it.
-        t.append(f"{visible(c.get('region'))} · {visible(c.get('gpu_type'))}×{c.get('gpu_count')}"
-                 f"{' per replica' if wide else ''} · "
-                 f"{c.get('ready_replicas', 0)}/{c.get('replicas', 0)} ready · ")
+        # Line 2: how to reach it first (cut last at 80 columns: the rest is in the list).
         ep = c.get("endpoint")
         if ep:
             t.append("URL ", "bold")
@@ -335,12 +332,16 @@ class ClusterScreen(DashboardScreen):
             t.append(f" → port {ep.get('port')}")
         else:
             t.append("no public URL (u opens one)", "dim")
+        t.append(f" · {c.get('ready_replicas', 0)}/{c.get('replicas', 0)} ready · "
+                 f"{visible(c.get('region'))} · {visible(c.get('gpu_type'))}×{c.get('gpu_count')}"
+                 f"{' per replica' if wide else ''}")
         if nums.expires_at is not None and status not in ("terminated", "failed"):
             t.append(f" · expires {fmt_local(nums.expires_at, self.eco.tz, now=now)}")
         if wide:
             started = parse_time(c.get("started_at") or c.get("created_at"))
             t.append(f" · started {fmt_local(started, self.eco.tz, now=now)}")
-            t.append(f" · image {visible(c.get('image', ''))}", "dim")
+            # Line 3 (wide terminals): what runs in each replica.
+            t.append(f"\nimage {visible(c.get('image', ''))}", "dim")
             if c.get("startup_command"):
                 t.append(f" · command {visible(c['startup_command'])}", "dim")
         if getattr(info, "_eco_plain", None) != (t.plain, len(t.spans)):

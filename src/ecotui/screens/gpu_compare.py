@@ -22,6 +22,7 @@ from textual.widgets import Static
 
 from ecotui.client.exec import CommandResult, run_command
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.text import visible, visible_line
 
 COMMAND = ["nvidia-smi"]
 
@@ -64,7 +65,7 @@ class ReplicaColumn(Vertical):
         self.failed = False
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(f"{self.replica} · node {self.node or '?'}"), classes="title")
+        yield Static(Text(visible(f"{self.replica} · node {self.node or '?'}")), classes="title")
         yield Static(Text(self.outcome), classes="outcome")
         with VerticalScroll():
             yield Static(Text(self.output), classes="output")
@@ -99,7 +100,7 @@ class GpuCompareScreen(Screen[None]):
         self.done = asyncio.Event()
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(f"nvidia-smi in every replica of {self.cluster.get('name')}"),
+        yield Static(Text(visible(f"nvidia-smi in every replica of {self.cluster.get('name')}")),
                      id="gpu-title")
         yield HorizontalScroll(id="columns")
         try:
@@ -139,7 +140,9 @@ class GpuCompareScreen(Screen[None]):
             result = await run_command(self.client, self.cluster_id, col.replica, COMMAND,
                                        timeout=self.timeout)
             outcome, text = describe(result)
-            col.show(outcome, text, not result.ok)
+            # Replica output: shown, never obeyed (an escape sequence stays visible text).
+            text = "\n".join(visible_line(line) for line in text.split("\n"))
+            col.show(visible(outcome), text, not result.ok)
 
         await asyncio.gather(*(one(c) for c in self.columns.values()))
         self.done.set()

@@ -30,6 +30,14 @@ def help_tables() -> list[Group]:
     return tables
 
 
+def command_line_summary(app: object) -> str:
+    from ecotui.screens.command_line import commands_for
+
+    cmds = {c.name: c for c in commands_for(app).values()}
+    return "  ".join(f":{' '.join([c.name, *(a.upper() for a in c.args)])}"
+                     for c in cmds.values())
+
+
 class HelpScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "close", key_display="esc"),
@@ -72,7 +80,8 @@ class HelpScreen(Screen):
         note = Text(TERMINAL_NOTE + "\nStatus is always in words and symbols: "
                     "● running  ◌ pending  ◑ stopping/terminating  ○ stopped  · terminated  "
                     "✖ failed  ~ stale (runtime unreachable)  ✖/▲ alert  ✓ ready  ✗ not ready"
-                    "\nTimes are local times. NO_COLOR is respected.")
+                    "\nTimes are local times. NO_COLOR is respected."
+                    "\nCommand line (:, tab completes): " + command_line_summary(self.app))
         # The notes come first: they hold the one key that leaves a shell, which
         # must be readable without scrolling.
         self.query_one("#help-keys", Static).update(Group(note, Text(""), grid))

@@ -40,7 +40,7 @@ class GpuPanel(ScrollView, can_focus=True):
         border-title-color: $foreground;
         background: $surface;
     }
-    GpuPanel:focus { border: round $primary; }
+    GpuPanel:focus { border: heavy $primary; }
     GpuPanel > .gpu-panel--header { color: $foreground 70%; }
     GpuPanel > .gpu-panel--label { color: $foreground 80%; }
     GpuPanel > .gpu-panel--spark { color: $success; }

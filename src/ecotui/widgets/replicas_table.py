@@ -72,7 +72,7 @@ class ReplicasTable(DataTable):
         border: round $primary 50%;
         border-title-color: $foreground;
     }
-    ReplicasTable:focus { border: round $primary; }
+    ReplicasTable:focus { border: heavy $primary; }  /* focus reads without colour */
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -143,9 +143,8 @@ class ReplicasTable(DataTable):
                         self.update_cell(name, k, Text(cells[k]), update_width=True)
                         self.cell_updates += 1
             self._cells[name] = cells
-        if added and self.width_budget is not None and self._columns_for(
-                self.width_budget) != shown:
-            self.call_later(self._refit)
+        if self.width_budget is not None and self._columns_for(self.width_budget) != shown:
+            self.call_later(self._refit)  # a cell grew (or rows came): drop or add columns
         if added:
             order = {visible(r.get("name", "")): int(r.get("index", 0)) for r in replicas}
             self.sort("replica", key=lambda cell: (order.get(str(cell), 0), str(cell)))

@@ -10,9 +10,11 @@ from datetime import datetime, tzinfo
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.content import Content
 from textual.widgets import Label
 
 from ecotui.model import DashboardModel, fmt_local, fmt_usd
+from ecotui.text import visible
 
 
 class StatusBar(Horizontal):
@@ -38,7 +40,7 @@ class StatusBar(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Label("ecotui", id="sb-title")
-        yield Label(self._where, id="sb-where")
+        yield Label(Content(visible(self._where)), id="sb-where")
         yield Label("", id="sb-alerts")
         yield Label("", id="sb-credit")
         yield Label("", id="sb-conn")
@@ -51,7 +53,7 @@ class StatusBar(Horizontal):
         label = self.query_one(selector, Label)
         if getattr(label, "_eco_text", None) != text:
             label._eco_text = text  # type: ignore[attr-defined]
-            label.update(text)
+            label.update(Content(visible(text)))  # "where" holds cluster and replica names
         if level is not None:
             for lv in ("ok", "warning", "error"):
                 label.set_class(lv == level, f"-{lv}")
