@@ -7,10 +7,10 @@ from __future__ import annotations
 import copy
 import re
 
-from ecotui.app import EcoApp
 from ecotui.client.replay import ReplayFrameSource
 from ecotui.screens.clusters import ClustersScreen
 from ecotui.screens.command_line import commands_for, completions
+from ecotui.screens.gpus import GpusScreen
 from ecotui.screens.logs import LogsScreen
 from ecotui.widgets.keybar import KeyBar
 from ecotui.widgets.replicas_table import ReplicasTable
@@ -171,21 +171,14 @@ async def test_command_line_completes_and_jumps():
     assert fx.app.return_code == 0
 
 
-async def test_command_registry_wires_gpus_when_the_app_has_it():
+async def test_command_line_gpus_opens_the_fleet_gpu_view():
     fx = fixed_app()
-    assert "gpus" not in commands_for(fx.app)
-
-    class WithGpus(EcoApp):
-        shown = False
-
-        def action_show_gpus(self) -> None:
-            WithGpus.shown = True
-
-    app = WithGpus(None, client=fx.app.client, frame_source=fx.source, clock=fx.clock)
-    assert "gpus" in commands_for(app)
-    assert completions(app, "gp") == ("", ["gpus"])
-    commands_for(app)["gpus"].run(app, [])
-    assert WithGpus.shown
+    assert "gpus" in commands_for(fx.app)
+    assert completions(fx.app, "gp") == ("", ["gpus"])
+    async with fx.app.run_test(size=SMALL) as pilot:
+        await wait_for_text(pilot, "12 clusters")
+        await pilot.press("colon", *"gpus", "enter")
+        await wait_for(pilot, lambda: isinstance(fx.app.screen, GpusScreen))
 
 
 async def test_logs_say_their_run_once_and_switch_replica_with_brackets():

@@ -3,8 +3,7 @@
 `:clusters`, `:cluster NAME`, `:shells`, `:ledger`, `:logs NAME REPLICA`,
 `:help`, `:q`. Tab (or →) completes the command, the cluster name and the
 replica; the line under the input lists what matches. Commands live in one
-registry (`COMMANDS`, `register`), so a view added later is one entry; `:gpus`
-appears by itself when the app has an `action_show_gpus`.
+registry (`COMMANDS`, `register`), so a view added later is one entry.
 """
 
 from __future__ import annotations
@@ -48,12 +47,8 @@ def register(command: Command) -> None:
 
 
 def commands_for(app: Any) -> dict[str, Command]:
-    """The commands this app answers to (`:gpus` only where the app shows GPUs)."""
-    found = dict(COMMANDS)
-    if callable(getattr(app, "action_show_gpus", None)) and "gpus" not in found:
-        found["gpus"] = Command("gpus", (), "every GPU of the account",
-                                lambda a, _args: a.action_show_gpus())  # type: ignore[attr-defined]
-    return found
+    """The commands the command line answers to."""
+    return dict(COMMANDS)
 
 
 # -- the commands ----------------------------------------------------------------
@@ -121,6 +116,11 @@ def _ledger(app: EcoApp, args: list[str]) -> str | None:
     return None
 
 
+def _gpus(app: EcoApp, args: list[str]) -> str | None:
+    app.action_show_gpus()
+    return None
+
+
 def _help(app: EcoApp, args: list[str]) -> str | None:
     app.action_help()
     return None
@@ -137,6 +137,7 @@ for _cmd in (
     Command("logs", ("cluster", "replica"), "a replica's log", _logs),
     Command("shells", (), "the shells view", _shells),
     Command("ledger", (), "the account and its ledger", _ledger, aliases=("account",)),
+    Command("gpus", (), "every GPU of the fleet, worst health first", _gpus),
     Command("help", (), "every key", _help),
     Command("q", (), "quit", _quit, aliases=("quit",)),
 ):
