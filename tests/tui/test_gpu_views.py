@@ -132,7 +132,7 @@ async def test_cluster_view_opens_the_worst_gpu_of_the_replica():
     async with fx.app.run_test(size=(160, 48)) as pilot:
         await wait_for_text(pilot, "12 clusters")
         fx.app.open_cluster("gc_00007")
-        await wait_for_text(pilot, "GPU health")
+        await wait_for_text(pilot, "health")
         await wait_for_text(pilot, "✖ failing")
         await pilot.press("i")
         await wait_for(pilot, lambda: isinstance(fx.app.screen, GpuDetailScreen))

@@ -264,7 +264,9 @@ class ClusterScreen(DashboardScreen):
         for r in rows:
             at = last.get(str(r.get("name")))
             if at and not r.get("reason"):
-                r = {**r, "reason": f"↻ restarted {fmt_local(parse_time(at), self.eco.tz, now=now)}"}
+                when = fmt_local(parse_time(at), self.eco.tz, now=now)
+                when = when[:5] if len(when) == 8 else when  # HH:MM today: the column stays narrow
+                r = {**r, "reason": f"↻ restarted {when}"}
             out.append(r)
         return out
 

@@ -24,13 +24,13 @@ from ecotui.text import visible
 PHASE_SYMBOL = {"Running": "●", "Pending": "◌", "Succeeded": "✓", "Failed": "✖", "Unknown": "?"}
 
 # The reason comes early (what an on-call engineer looks for), capped so GPU columns stay in view.
-COLUMNS = [("replica", "replica"), ("phase", "phase"), ("ready", "ready"), ("health", "GPU health"),
+COLUMNS = [("replica", "replica"), ("phase", "phase"), ("ready", "ready"), ("health", "health"),
            ("restarts", "restarts"),
            ("reason", "reason"), ("node", "node"), ("gpus", "GPU util"), ("util", "util"),
            ("mem", "mem GiB"), ("temp", "temp"), ("power", "power")]
 REASON_WIDTH = 30
 # Which columns stay when the table is narrow: first listed, last dropped.
-PRIORITY = ["replica", "ready", "phase", "restarts", "util", "reason", "gpus", "mem", "node",
+PRIORITY = ["replica", "ready", "phase", "health", "restarts", "reason", "util", "gpus", "mem", "node",
             "temp", "power"]
 
 
