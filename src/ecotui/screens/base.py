@@ -178,6 +178,11 @@ class DashboardScreen(Screen):
         if c is not None:
             self._call_external("ecotui.screens.gpu_compare", "open_gpu_compare", c)
 
+    def action_run_everywhere(self) -> None:
+        c = self._need_cluster()
+        if c is not None:
+            self._call_external("ecotui.screens.run_everywhere", "open_run_everywhere", c)
+
     def action_logs(self) -> None:
         c = self._need_cluster()
         if c is None:
