@@ -91,3 +91,76 @@ async def test_nvidia_smi_view_is_a_use_of_run(client, cluster):
         assert isinstance(folded, RunScreen) and folded.command == ["nvidia-smi"]
         await wait_until(lambda: bool(folded.report), 60, "the folded report")
         assert "(3 replicas)" in folded.report
+
+
+# -- the shells screen: recording and the reservation clock -----------------------------------
+
+def test_clock_words_and_levels():
+    from datetime import UTC, datetime, timedelta
+
+    from ecotui.screens.shell_tools import clock
+
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def at(minutes: float) -> dict:
+        return {"status": "running", "expires_at": (now + timedelta(minutes=minutes)).isoformat(),
+                "burn_rate": "12.500000", "cost": {"spent": "3.250000"}}
+
+    words, level = clock(at(90), now)
+    assert (words, level) == ("1h 30m left · $12.50/h · $3.25 spent", "ok")
+    assert clock(at(30.5), now)[1] == "ok"
+    assert clock(at(29), now)[1] == "amber"
+    assert clock(at(5.5), now)[1] == "amber"
+    assert clock(at(4), now)[1] == "red"
+    assert clock({"status": "terminated", "expires_at": at(10)["expires_at"]}, now) == \
+        ("terminated", "none")
+    assert clock(None, now) == ("", "none")
+
+
+async def test_record_toggle_clock_on_the_tab_and_extend(client, fresh_api, monkeypatch,
+                                                         tmp_path):
+    import subprocess
+    import sys
+
+    from shell_helpers import ready_shell, shells, shows, type_line
+    from textual.widgets import Tab, Tabs
+
+    from ecotui.dialogs.extend import ExtendDialog
+    from ecotui.screens.shells import open_shell
+    from ecotui.tools.asciicast import list_recordings
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    c = launch(fresh_api, "rec", replicas=2)
+    app = HostApp(client)
+    async with app.run_test(size=(140, 40)) as pilot:
+        pane = await open_shell(app, c, "rec-1", command=["sh"])
+        assert pane is not None
+        await ready_shell(pane)
+        screen = shells(app)
+        tab = screen.query_one("#shell-tabs", Tabs).query_one(f"#{pane.pane_id}", Tab)
+        await wait_until(lambda: "left ·" in str(tab.label), 5, "the clock on the tab")
+        assert "/h ·" in str(tab.label) and "spent" in str(tab.label)
+
+        await pilot.press("ctrl+right_square_bracket")
+        await pilot.press("r")
+        await pilot.pause()
+        assert pane.recorder is not None
+        assert str(tab.label).startswith("● REC ")
+        assert "● REC" in pane.header_text()
+        await pilot.press("enter")  # back into the shell
+        await type_line(pilot, "echo rec-$((2*3))")
+        await wait_until(lambda: shows(pane.view, "rec-6"), 10, "the command's output")
+        await pilot.press("ctrl+right_square_bracket")
+        await pilot.press("r")
+        await pilot.pause()
+        assert pane.recorder is None and not str(tab.label).startswith("● REC")
+
+        await pilot.press("e")
+        await wait_until(lambda: isinstance(app.screen, ExtendDialog), 5, "the extend dialog")
+
+    [cast] = list_recordings()
+    assert cast.parent == tmp_path / "data" / "ecotui" / "recordings"
+    p = subprocess.run([sys.executable, "-m", "asciinema", "cat", str(cast)],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert b"rec-6" in p.stdout
