@@ -119,7 +119,7 @@ def test_clock_words_and_levels():
 
 async def test_record_toggle_clock_on_the_tab_and_extend(client, fresh_api, monkeypatch,
                                                          tmp_path):
-    import subprocess
+    import asyncio
     import sys
 
     from shell_helpers import ready_shell, shells, shows, type_line
@@ -160,7 +160,9 @@ async def test_record_toggle_clock_on_the_tab_and_extend(client, fresh_api, monk
 
     [cast] = list_recordings()
     assert cast.parent == tmp_path / "data" / "ecotui" / "recordings"
-    p = subprocess.run([sys.executable, "-m", "asciinema", "cat", str(cast)],
-                       capture_output=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    assert b"rec-6" in p.stdout
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "asciinema", "cat",
+                                                str(cast), stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    assert b"rec-6" in out
