@@ -183,6 +183,19 @@ class DashboardScreen(Screen):
         if c is not None:
             self._call_external("ecotui.screens.run_everywhere", "open_run_everywhere", c)
 
+    def action_port_forward(self) -> None:
+        c = self._need_cluster()
+        if c is None:
+            return
+        replica = self.current_replica()
+        if replica is None:
+            self.notify(f"{c.get('name')} has no replica to forward to", severity="warning")
+            return
+        self._call_external("ecotui.screens.forwards", "open_port_forward", c, replica)
+
+    def action_forwards(self) -> None:
+        self._call_external("ecotui.screens.forwards", "open_forwards", self.current_cluster())
+
     def action_logs(self) -> None:
         c = self._need_cluster()
         if c is None:

@@ -27,6 +27,7 @@ from ecotui.model import (
     parse_time,
 )
 from ecotui.screens.base import DashboardScreen
+from ecotui.screens.forwards import ForwardsPanel
 from ecotui.screens.keymap import ON_CLUSTER
 from ecotui.widgets.cost_panel import CostPanel
 from ecotui.widgets.gpu_panel import GpuPanel
@@ -85,6 +86,7 @@ class ClusterScreen(DashboardScreen):
         with Container(id="body"):
             with Vertical(id="left"):
                 yield ReplicasTable(id="replicas")
+                yield ForwardsPanel(self.cluster_id, id="forwards")
                 yield GpuPanel(self.eco.model, self.cluster_id, id="gpus")
             with Vertical(id="right"):
                 yield CostPanel(self.eco.model, self.cluster_id, id="cost")

@@ -59,6 +59,8 @@ ON_CLUSTER: list[Binding] = [
     Binding("l", "logs", "logs"),
     Binding("N", "nvidia_smi", "nvidia-smi"),
     Binding("exclamation_mark", "run_everywhere", "run everywhere", key_display="!"),
+    Binding("F", "port_forward", "port-forward"),
+    Binding("W", "forwards", "forwards"),
     Binding("S", "shells", "shells"),
 ]
 
@@ -92,12 +94,13 @@ SCOPES: list[tuple[str, list[Binding]]] = [
 def all_scopes() -> list[tuple[str, list[Binding]]]:
     """SCOPES plus the shell screens' keys (imported late: those screens import
     widgets that import this module)."""
+    from ecotui.screens.forwards import FORWARDS_VIEW
     from ecotui.screens.gpu_compare import GPU_COMPARE_VIEW
     from ecotui.screens.run_everywhere import RUN_VIEW
     from ecotui.screens.shells import SHELLS_VIEW
 
     return [*SCOPES, ("Shells view", SHELLS_VIEW), ("nvidia-smi side by side", GPU_COMPARE_VIEW),
-            ("Run everywhere (folded)", RUN_VIEW)]
+            ("Run everywhere (folded)", RUN_VIEW), ("Port-forwards list", FORWARDS_VIEW)]
 
 TERMINAL_NOTE = "Terminal: every key goes to the shell except ctrl+], which returns focus to the dashboard."
 
