@@ -87,3 +87,59 @@ async def test_port_forward_from_the_replica_table(ecolink_server, api):
         except OSError:
             ended = b""
         assert ended == b""
+
+
+async def test_upload_and_download_from_the_replica_table(ecolink_server, api, tmp_path):
+    import os
+
+    from ecotui.screens.copy_files import CopyScreen
+
+    r = api.post("/gpu-clusters", json=launch_body("files", replicas=2))
+    assert r.status_code == 201, r.text
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "weights.bin").write_bytes(os.urandom(3 << 20))
+    (src / "weights.bin").chmod(0o640)
+    app = live_app(ecolink_server.url, ecolink_server.key)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for_text(pilot, "● connected")
+        await wait_for(pilot, lambda: "2/2" in screen_text(app), timeout=20, what="ready")
+        await pilot.press("enter")
+        await wait_for_text(pilot, "files-0")
+        await pilot.press("greater_than_sign")
+        await wait_for(pilot, lambda: isinstance(app.screen, CopyScreen), what="upload prompt")
+        screen = app.screen
+        screen.query_one("#local", Input).value = str(src)
+        screen.query_one("#remote", Input).value = "."
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, CopyScreen), timeout=30,
+                       what="the upload")
+        assert screen.progress is not None and screen.progress.done >= 3 << 20
+        assert screen.progress.total == 3 << 20
+        assert "Uploaded" in (screen.result or "")
+
+        out = tmp_path / "back"
+        out.mkdir()
+        await pilot.press("less_than_sign")
+        await wait_for(pilot, lambda: isinstance(app.screen, CopyScreen), what="download prompt")
+        screen = app.screen
+        screen.query_one("#remote", Input).value = "model"
+        screen.query_one("#local", Input).value = str(out)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, CopyScreen), timeout=30,
+                       what="the download")
+        got = out / "model" / "weights.bin"
+        assert got.read_bytes() == (src / "weights.bin").read_bytes()
+        assert got.stat().st_mode & 0o777 == 0o640
+
+        # a path that does not exist: the error in the dialog, nothing written
+        await pilot.press("less_than_sign")
+        await wait_for(pilot, lambda: isinstance(app.screen, CopyScreen), what="download prompt")
+        screen = app.screen
+        screen.query_one("#remote", Input).value = "no-such-thing"
+        screen.query_one("#local", Input).value = str(out)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "no such file" in str(screen.query_one(".error").render()),
+                       timeout=15, what="the error")
+        assert isinstance(app.screen, CopyScreen)
+        assert sorted(p.name for p in out.iterdir()) == ["model"]

@@ -61,6 +61,8 @@ ON_CLUSTER: list[Binding] = [
     Binding("exclamation_mark", "run_everywhere", "run everywhere", key_display="!"),
     Binding("F", "port_forward", "port-forward"),
     Binding("W", "forwards", "forwards"),
+    Binding("greater_than_sign", "upload", "upload", key_display=">"),
+    Binding("less_than_sign", "download", "download", key_display="<"),
     Binding("S", "shells", "shells"),
 ]
 

@@ -214,13 +214,16 @@ def _final_destination(dst: Path, name: str) -> Path:
 
 
 async def download(client: EcoClient, cluster: str, replica: str, src: str, dst: str, *,
-                   label: str | None = None) -> Path | None:
+                   label: str | None = None, progress: Progress | None = None) -> Path | None:
     """Copy `src` of the replica to the local `dst` ("-": standard output). Returns
     where it landed (None for standard output)."""
     kind, size = await probe(client, cluster, replica, src)
     if kind == "missing":
         raise CopyError(f"{replica}:{src}: no such file or directory")
-    progress = progress_for(label or f"{replica}:{src}", size or None)
+    if progress is None:
+        progress = progress_for(label or f"{replica}:{src}", size or None)
+    elif progress.total is None:
+        progress.total = size or None
     if dst == "-":
         await _download_stdout(client, cluster, replica, src, kind, progress)
         return None
