@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from shell_helpers import HostApp, launch, wait_until
-from textual.widgets import Input, Static
+from textual.widgets import Input, OptionList, Static
 
 from ecotui.client.rest import EcoClient
 from ecotui.screens.gpu_compare import GpuCompareScreen, open_gpu_compare
@@ -138,7 +138,7 @@ async def test_record_toggle_clock_on_the_tab_and_extend(client, fresh_api, monk
         await ready_shell(pane)
         screen = shells(app)
         tab = screen.query_one("#shell-tabs", Tabs).query_one(f"#{pane.pane_id}", Tab)
-        await wait_until(lambda: "left ·" in str(tab.label), 5, "the clock on the tab")
+        await wait_until(lambda: "left ·" in str(tab.label), 15, "the clock on the tab")
         assert "/h ·" in str(tab.label) and "spent" in str(tab.label)
 
         await pilot.press("ctrl+right_square_bracket")
@@ -149,14 +149,14 @@ async def test_record_toggle_clock_on_the_tab_and_extend(client, fresh_api, monk
         assert "● REC" in pane.header_text()
         await pilot.press("enter")  # back into the shell
         await type_line(pilot, "echo rec-$((2*3))")
-        await wait_until(lambda: shows(pane.view, "rec-6"), 10, "the command's output")
+        await wait_until(lambda: shows(pane.view, "rec-6"), 20, "the command's output")
         await pilot.press("ctrl+right_square_bracket")
         await pilot.press("r")
         await pilot.pause()
         assert pane.recorder is None and not str(tab.label).startswith("● REC")
 
         await pilot.press("e")
-        await wait_until(lambda: isinstance(app.screen, ExtendDialog), 5, "the extend dialog")
+        await wait_until(lambda: isinstance(app.screen, ExtendDialog), 15, "the extend dialog")
 
     [cast] = list_recordings()
     assert cast.parent == tmp_path / "data" / "ecotui" / "recordings"
@@ -166,3 +166,40 @@ async def test_record_toggle_clock_on_the_tab_and_extend(client, fresh_api, monk
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err
     assert b"rec-6" in out
+
+
+async def test_recordings_are_listed_and_played(client, monkeypatch, tmp_path):
+    from shell_helpers import shows
+
+    from ecotui.screens.recordings import RecordingsScreen, open_recordings
+    from ecotui.tools.asciicast import CastWriter, recordings_dir
+    from ecotui.widgets.terminal import TerminalView
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    ticks = iter([0.0, 0.1, 5.0, 5.1])
+    w = CastWriter(recordings_dir() / "box-box-0-1.cast", 80, 24, clock=lambda: next(ticks))
+    w.output(b"\x1b[1mhello\x1b[0m from a recording\r\n")
+    w.output(b"second line after a long pause\r\n")
+    w.close()
+    (recordings_dir() / "broken.cast").write_text("not a cast\n")
+    app = HostApp(client)
+    async with app.run_test(size=(140, 30)) as pilot:
+        screen = await open_recordings(app)
+        await pilot.pause()
+        assert isinstance(app.screen, RecordingsScreen)
+        assert sorted(p.name for p in screen.files) == ["box-box-0-1.cast", "broken.cast"]
+        screen.query_one(OptionList).highlighted = [p.name for p in screen.files].index(
+            "box-box-0-1.cast")
+        await pilot.press("plus")
+        assert screen.speed == 2.0
+        await pilot.press("enter")
+        view = screen.query_one(TerminalView)
+        # the 4.9 s pause is cut to 2 s, at 2x: about 1 s
+        await wait_until(lambda: screen.finished.is_set(), 15, "the replay")
+        assert shows(view, "hello from a recording")
+        assert shows(view, "second line after a long pause")
+        screen.query_one(OptionList).highlighted = [p.name for p in screen.files].index(
+            "broken.cast")
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert any("Cannot play broken.cast" in n.message for n in app._notifications)

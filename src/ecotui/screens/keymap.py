@@ -98,11 +98,13 @@ def all_scopes() -> list[tuple[str, list[Binding]]]:
     widgets that import this module)."""
     from ecotui.screens.forwards import FORWARDS_VIEW
     from ecotui.screens.gpu_compare import GPU_COMPARE_VIEW
+    from ecotui.screens.recordings import RECORDINGS_VIEW
     from ecotui.screens.run_everywhere import RUN_VIEW
     from ecotui.screens.shells import SHELLS_VIEW
 
     return [*SCOPES, ("Shells view", SHELLS_VIEW), ("nvidia-smi side by side", GPU_COMPARE_VIEW),
-            ("Run everywhere (folded)", RUN_VIEW), ("Port-forwards list", FORWARDS_VIEW)]
+            ("Run everywhere (folded)", RUN_VIEW), ("Port-forwards list", FORWARDS_VIEW),
+            ("Recordings", RECORDINGS_VIEW)]
 
 TERMINAL_NOTE = "Terminal: every key goes to the shell except ctrl+], which returns focus to the dashboard."
 

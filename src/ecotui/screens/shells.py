@@ -63,6 +63,7 @@ SHELLS_VIEW: list[Binding] = [
     Binding("G", "scroll_bottom", "live"),
     Binding("r", "toggle_record", "record"),
     Binding("e", "extend", "extend"),
+    Binding("P", "recordings", "recordings"),
 ]
 
 ENDED_STATES = ("exited", "ended", "error")
@@ -668,6 +669,11 @@ class ShellsScreen(Screen[None]):
                 return
             self.notify(f"Recording {pane.cluster_name}/{pane.replica} to {path}")
         pane._show()
+
+    def action_recordings(self) -> None:
+        from ecotui.screens.recordings import open_recordings
+
+        self.run_worker(open_recordings(self.app), group="recordings")
 
     def action_extend(self) -> None:
         pane = self.active_pane
