@@ -98,3 +98,34 @@ def test_run_cp_and_port_forward_on_kubernetes(kube_server, kapi, k8s_namespace,
             proc.terminate()
             proc.wait(10)
     kapi.delete(f"/gpu-clusters/{cid}")
+
+
+def test_pods_carry_the_expiry_and_follow_an_extend(kube_server, kapi, k8s_namespace):  # noqa: F811
+    from datetime import datetime
+
+    from kubernetes import client
+
+    from ecolink.runtime.kube_objects import EXPIRES_ANNOTATION
+
+    api, ns = k8s_namespace
+    c = launch(kapi, "clock", replicas=2, command="sleep infinity")
+    cid = c["id"]
+    c = wait_for(kapi, cid, all_ready(2), timeout=30, what="ready")
+
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    def pod_expiries() -> list[str]:
+        pods = client.CoreV1Api(api).list_namespaced_pod(
+            ns, label_selector=f"ecolink.cluster-id={cid}").items
+        return [(p.metadata.annotations or {}).get(EXPIRES_ANNOTATION, "") for p in pods]
+
+    assert [at(x) for x in pod_expiries()] == [at(c["expires_at"])] * 2
+    r = kapi.post(f"/gpu-clusters/{cid}/extend", json={"hours": "1"})
+    assert r.status_code == 200, r.text
+    new = at(r.json()["expires_at"])
+    deadline = time.monotonic() + 10
+    while [at(x) if x else None for x in pod_expiries()] != [new, new]:
+        assert time.monotonic() < deadline, pod_expiries()
+        time.sleep(0.2)
+    kapi.delete(f"/gpu-clusters/{cid}")
