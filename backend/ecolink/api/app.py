@@ -13,17 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from ecolink import __version__
-from ecolink.api import (
-    errors,
-    exec,
-    logs,
-    portforward,
-    proxy,
-    routes,
-    routes_clusters,
-    sessions,
-    watch,
-)
+from ecolink.api import errors, exec, logs, proxy, routes, routes_clusters, sessions, watch
 from ecolink.api.auth import OPEN_PATHS, AuthMiddleware
 from ecolink.api.context import AppContext
 from ecolink.schemas import EndpointIn, ErrorBody, ExtendIn, LaunchIn, ScaleIn
@@ -80,6 +70,8 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(exec.router)
     app.include_router(sessions.router)
     app.include_router(logs.router)
+    from ecolink.api import portforward  # the replica tools' routes
+
     app.include_router(portforward.router)
 
     app.add_middleware(AuthMiddleware)
