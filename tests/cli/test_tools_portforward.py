@@ -231,7 +231,11 @@ def test_keeps_serving_across_replica_and_backend_restarts(ecolink_server, monke
             assert time.monotonic() < deadline, fwd.err_lines
             time.sleep(0.2)
         ecolink_server.kill()
-        assert echo_roundtrip(local, b"down") == b""  # closed, with a line saying why
+        try:  # closed at once (a reset, when it is closed before it was read)
+            got = echo_roundtrip(local, b"down")
+        except OSError:
+            got = b""
+        assert got == b""
         fwd.wait_err("cannot reach the backend")
         assert fwd.proc.poll() is None
         ecolink_server.restart()
@@ -247,4 +251,4 @@ def test_keeps_serving_across_replica_and_backend_restarts(ecolink_server, monke
         assert fwd.proc.poll() is None
     finally:
         fwd.stop()
-        end_clusters(ecolink_server, env["ECO_API_KEY"])
+    end_clusters(ecolink_server, env["ECO_API_KEY"])

@@ -13,7 +13,7 @@ import ipaddress
 import os
 from collections.abc import Iterable
 
-from ecolink.runtime.local_proc import find_marked
+from ecolink.runtime.local_proc import ProcInfo, find_marked, tracked
 
 LISTEN = "0A"
 
@@ -94,9 +94,19 @@ def replica_listener(uid: str, roots: Iterable[int], port: int) -> str | None:
     listeners = listeners_on(port)
     if not listeners:
         return None
-    for proc in find_marked(lambda m: m == uid, roots):
-        hits = socket_inodes(proc.pid) & listeners.keys()
-        if hits:
-            # Prefer IPv4 loopback when the socket is dual-stack.
-            return sorted((listeners[i] for i in hits), key=lambda a: ":" in a)[0]
-    return None
+
+    def search(procs: Iterable[ProcInfo]) -> str | None:
+        for proc in procs:
+            hits = socket_inodes(proc.pid) & listeners.keys()
+            if hits:
+                # Prefer IPv4 loopback when the socket is dual-stack.
+                return sorted((listeners[i] for i in hits), key=lambda a: ":" in a)[0]
+        return None
+
+    def match(m: str) -> bool:
+        return m == uid
+
+    roots = list(roots)
+    # The replica's process tree and the execs in it (children of this backend) are
+    # found without reading all of /proc; the full scan only when that finds nothing.
+    return search(tracked(match, roots).values()) or search(find_marked(match, roots))

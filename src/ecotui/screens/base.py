@@ -188,6 +188,40 @@ class DashboardScreen(Screen):
         if c is not None:
             self._call_external("ecotui.screens.gpu_compare", "open_gpu_compare", c)
 
+    def action_run_everywhere(self) -> None:
+        c = self._need_cluster()
+        if c is not None:
+            self._call_external("ecotui.screens.run_everywhere", "open_run_everywhere", c)
+
+    def action_port_forward(self) -> None:
+        c = self._need_cluster()
+        if c is None:
+            return
+        replica = self.current_replica()
+        if replica is None:
+            self.notify(f"{c.get('name')} has no replica to forward to", severity="warning")
+            return
+        self._call_external("ecotui.screens.forwards", "open_port_forward", c, replica)
+
+    def _replica_tool(self, fn: str) -> None:
+        c = self._need_cluster()
+        if c is None:
+            return
+        replica = self.current_replica()
+        if replica is None:
+            self.notify(f"{c.get('name')} has no replica", severity="warning")
+            return
+        self._call_external("ecotui.screens.copy_files", fn, c, replica)
+
+    def action_upload(self) -> None:
+        self._replica_tool("open_upload")
+
+    def action_download(self) -> None:
+        self._replica_tool("open_download")
+
+    def action_forwards(self) -> None:
+        self._call_external("ecotui.screens.forwards", "open_forwards", self.current_cluster())
+
     def action_logs(self) -> None:
         c = self._need_cluster()
         if c is None:

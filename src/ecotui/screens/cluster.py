@@ -32,6 +32,7 @@ from ecotui.model import (
     parse_time,
 )
 from ecotui.screens.base import DashboardScreen
+from ecotui.screens.forwards import ForwardsPanel
 from ecotui.screens.gpu_detail import CLUSTER_GPU, open_worst_gpu
 from ecotui.screens.keymap import CLUSTER_VIEW, ON_CLUSTER
 from ecotui.text import money_in_cents, visible
@@ -109,6 +110,7 @@ class ClusterScreen(DashboardScreen):
         with Container(id="body"):
             with Vertical(id="left"):
                 yield ReplicasTable(id="replicas")
+                yield ForwardsPanel(self.cluster_id, id="forwards")
                 yield GpuPanel(self.eco.model, self.cluster_id, id="gpus")
             with Vertical(id="right"):
                 yield CostPanel(self.eco.model, self.cluster_id, id="cost")

@@ -1,7 +1,9 @@
 """`nvidia-smi` in every replica of a cluster, side by side (the dashboard's `N`).
 
-Each replica runs `nvidia-smi` through a one-shot exec (api.md, "Exec");
-the outputs are shown in columns as they come back. A replica where the
+A use of run-everywhere (`ecotui.tools.runner`): each replica runs `nvidia-smi`
+through a one-shot exec (api.md, "Exec"); the outputs are shown in columns as
+they come back, the title says which replicas agree, and `f` shows the folded
+report (the same as `ecotui run NAME -- nvidia-smi`). A replica where the
 command fails says exactly how: not installed (exit 127 and the shell's
 message), another exit code with its stderr, or why the exec could not run.
 """
@@ -20,14 +22,17 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Static
 
-from ecotui.client.exec import CommandResult, run_command
+from ecotui.client.exec import CommandResult
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.text import visible, visible_line
+from ecotui.tools.fold import ReplicaOutcome, fold, heading
+from ecotui.tools.runner import run_one
 
 COMMAND = ["nvidia-smi"]
 
 GPU_COMPARE_VIEW: list[Binding] = [
     Binding("r", "rerun", "run again"),
+    Binding("f", "folded", "folded diff"),
 ]
 
 
@@ -97,6 +102,7 @@ class GpuCompareScreen(Screen[None]):
         self.cluster_id = str(cluster.get("id"))
         self.timeout = timeout
         self.columns: dict[str, ReplicaColumn] = {}
+        self.outcomes: list[ReplicaOutcome] = []
         self.done = asyncio.Event()
 
     def compose(self) -> ComposeResult:
@@ -114,6 +120,20 @@ class GpuCompareScreen(Screen[None]):
 
     def action_rerun(self) -> None:
         self.run_all()
+
+    def action_folded(self) -> None:
+        from ecotui.screens.run_everywhere import RunScreen
+
+        self.app.push_screen(RunScreen(self.client, self.cluster, COMMAND, timeout=self.timeout))
+
+    def agreement(self) -> str:
+        """Which replicas gave the same output (the majority first)."""
+        groups = fold(self.outcomes)
+        if not groups:
+            return ""
+        if len(groups) == 1:
+            return f"the same in all {len(self.outcomes)} replicas"
+        return f"{len(groups)} different outputs; most common in {heading(groups[0].names)}"
 
     @work(group="nvidia-smi", exclusive=True, exit_on_error=False)
     async def run_all(self) -> None:
@@ -136,15 +156,21 @@ class GpuCompareScreen(Screen[None]):
             self.columns[col.replica] = col
         await box.mount_all(list(self.columns.values()))
 
-        async def one(col: ReplicaColumn) -> None:
-            result = await run_command(self.client, self.cluster_id, col.replica, COMMAND,
-                                       timeout=self.timeout)
+        async def one(col: ReplicaColumn) -> ReplicaOutcome:
+            o = await run_one(self.client, self.cluster_id, col.replica, COMMAND,
+                              timeout=self.timeout)
+            result = CommandResult(o.stdout, o.stderr, o.exit_code,
+                                   f"no answer within {self.timeout:g} s" if o.timed_out
+                                   else o.error)
             outcome, text = describe(result)
             # Replica output: shown, never obeyed (an escape sequence stays visible text).
             text = "\n".join(visible_line(line) for line in text.split("\n"))
             col.show(visible(outcome), text, not result.ok)
+            return o
 
-        await asyncio.gather(*(one(c) for c in self.columns.values()))
+        self.outcomes = list(await asyncio.gather(*(one(c) for c in self.columns.values())))
+        self.query_one("#gpu-title", Static).update(Text(
+            f"nvidia-smi in every replica of {self.cluster.get('name')}: {self.agreement()}"))
         self.done.set()
 
 

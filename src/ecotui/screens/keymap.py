@@ -67,6 +67,11 @@ ON_CLUSTER: list[Binding] = [
     Binding("s", "shell", "shell"),
     Binding("l", "logs", "logs"),
     Binding("N", "nvidia_smi", "nvidia-smi"),
+    Binding("exclamation_mark", "run_everywhere", "run everywhere", key_display="!"),
+    Binding("F", "port_forward", "port-forward"),
+    Binding("W", "forwards", "forwards"),
+    Binding("greater_than_sign", "upload", "upload", key_display=">"),
+    Binding("less_than_sign", "download", "download", key_display="<"),
     Binding("S", "shells", "shells"),
 ]
 
@@ -103,15 +108,20 @@ SCOPES: list[tuple[str, list[Binding]]] = [
 def all_scopes() -> list[tuple[str, list[Binding]]]:
     """SCOPES plus the shell screens' keys (imported late: those screens import
     widgets that import this module)."""
+    from ecotui.screens.forwards import FORWARDS_VIEW
     from ecotui.screens.gpu_compare import GPU_COMPARE_VIEW
     from ecotui.screens.gpu_detail import CLUSTER_GPU, GPU_DETAIL_VIEW
     from ecotui.screens.gpus import GPUS_VIEW
+    from ecotui.screens.recordings import RECORDINGS_VIEW
+    from ecotui.screens.run_everywhere import RUN_VIEW
     from ecotui.screens.shells import SHELLS_VIEW
 
     scopes = [(name, keys + CLUSTER_GPU if keys is CLUSTER_VIEW else keys)
               for name, keys in SCOPES]
     return [*scopes, ("Shells view", SHELLS_VIEW), ("nvidia-smi side by side", GPU_COMPARE_VIEW),
-            ("GPUs view (H)", GPUS_VIEW), ("GPU detail", GPU_DETAIL_VIEW)]
+            ("Run everywhere (folded)", RUN_VIEW), ("Port-forwards list", FORWARDS_VIEW),
+            ("Recordings", RECORDINGS_VIEW), ("GPUs view (H)", GPUS_VIEW),
+            ("GPU detail", GPU_DETAIL_VIEW)]
 
 TERMINAL_NOTE = "Terminal: every key goes to the shell except ctrl+], which returns focus to the dashboard."
 

@@ -37,6 +37,7 @@ from textual.widgets.option_list import Option
 
 from ecotui.client.exec import ExecConnection, attach_session
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.screens.shell_tools import start_recording, stop_recording, tab_label
 from ecotui.widgets.terminal import RELEASE_KEY_DISPLAY, TerminalView
 
 SHELLS_VIEW: list[Binding] = [
@@ -60,6 +61,9 @@ SHELLS_VIEW: list[Binding] = [
     Binding("ctrl+f", "page_down", "scroll fwd", show=False),
     Binding("g", "scroll_top", "scrollback top"),
     Binding("G", "scroll_bottom", "live"),
+    Binding("r", "toggle_record", "record"),
+    Binding("e", "extend", "extend"),
+    Binding("P", "recordings", "recordings"),
 ]
 
 ENDED_STATES = ("exited", "ended", "error")
@@ -119,6 +123,8 @@ class ShellPane(Vertical):
         self.ended_reason: str | None = None
         self.attaches = 0  # successful attaches (1 + reattaches)
         self.broadcasting = False
+        self.recorder: Any = None  # an asciicast writer while `r` records (shell_tools)
+        self.cluster_info: dict[str, Any] = dict(cluster)  # for the reservation clock
         self._conn: ExecConnection | None = None
         self._outq: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._leaving = False
@@ -148,6 +154,7 @@ class ShellPane(Vertical):
         self.run_session()
         self.load_header()
         self.set_interval(10.0, self.load_header)
+        self.set_interval(1.0, self._show)  # the reservation clock on the tab
 
     # -- what the pane shows ------------------------------------------------------------------
     def header_text(self) -> str:
@@ -158,6 +165,8 @@ class ShellPane(Vertical):
             parts.append(f"session {self.sid}")
         if self.broadcasting:
             parts.insert(0, "BROADCAST")
+        if self.recorder is not None:
+            parts.insert(0, "● REC")
         return " · ".join(parts)
 
     def status_text(self) -> str:
@@ -198,6 +207,8 @@ class ShellPane(Vertical):
 
     @work(group="header", exclusive=True, exit_on_error=False)
     async def load_header(self) -> None:
+        with contextlib.suppress(ApiRefusal, BackendUnreachable):
+            self.cluster_info = await self.client.cluster(self.cluster_id)
         try:
             replicas = await self.client.replicas(self.cluster_id)
         except (ApiRefusal, BackendUnreachable):
@@ -219,6 +230,8 @@ class ShellPane(Vertical):
 
     def _resize(self, cols: int, rows: int) -> None:
         self._outq.put_nowait(("resize", (cols, rows)))
+        if self.recorder is not None:
+            self.recorder.resize(cols, rows)
 
     async def _sender(self, conn: ExecConnection) -> None:
         while True:
@@ -299,6 +312,8 @@ class ShellPane(Vertical):
                         if not data:
                             continue
                     self.view.feed(data)
+                    if self.recorder is not None:
+                        self.recorder.output(data)
             finally:
                 sender.cancel()
                 with contextlib.suppress(BaseException):
@@ -339,6 +354,7 @@ class ShellPane(Vertical):
     async def detach(self) -> None:
         """Leave the session running in the backend."""
         self._leaving = True
+        stop_recording(self)
         self.workers.cancel_group(self, "session")
         if self._conn is not None:
             await self._conn.close()
@@ -610,7 +626,7 @@ class ShellsScreen(Screen[None]):
     def pane_changed(self, pane: ShellPane) -> None:
         with contextlib.suppress(Exception):
             tab = self.query_one("#shell-tabs", Tabs).query_one(f"#{pane.pane_id}", Tab)
-            tab.label = pane.label
+            tab.label = tab_label(pane)
 
     async def remove_pane(self, pane: ShellPane) -> None:
         pid = pane.pane_id
@@ -687,6 +703,35 @@ class ShellsScreen(Screen[None]):
         if pane.sid and pane.state not in ENDED_STATES:
             self.notify(f"Detached from {pane.replica}: the session keeps running "
                         "(o to attach again)")
+
+    def action_toggle_record(self) -> None:
+        pane = self.active_pane
+        if pane is None:
+            return
+        if pane.recorder is not None:
+            path = stop_recording(pane)
+            self.notify(f"Recording saved: {path}")
+        else:
+            try:
+                path = start_recording(pane)
+            except OSError as exc:
+                self.notify(f"Cannot record: {exc}", severity="error")
+                return
+            self.notify(f"Recording {pane.cluster_name}/{pane.replica} to {path}")
+        pane._show()
+
+    def action_recordings(self) -> None:
+        from ecotui.screens.recordings import open_recordings
+
+        self.run_worker(open_recordings(self.app), group="recordings")
+
+    def action_extend(self) -> None:
+        pane = self.active_pane
+        if pane is None:
+            return
+        from ecotui.dialogs import open_extend
+
+        open_extend(self.app, pane.cluster_info, lambda _result: pane.load_header())
 
     async def action_end_session(self) -> None:
         pane = self.active_pane

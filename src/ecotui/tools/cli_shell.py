@@ -35,7 +35,7 @@ from ecotui.tools.runner import ready_replicas
 
 DETACH = b"\x1d"  # Ctrl-]
 WARN_AT_S = (600, 120)
-POLL_S = 15.0
+POLL_S = 5.0  # an extend is noticed within this
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -173,7 +173,7 @@ async def _watch_expiry(client: EcoClient, c: dict[str, Any], warner: ExpiryWarn
     expires = c.get("expires_at")
     while True:
         warner.check(expires, datetime.now(UTC))
-        await asyncio.sleep(min(POLL_S, 5.0))
+        await asyncio.sleep(POLL_S)
         with contextlib.suppress(ApiRefusal, BackendUnreachable):
             expires = (await client.cluster(c["id"])).get("expires_at")
 

@@ -9,7 +9,8 @@ tar thread, and the exec bridge's back-pressure). Modes, mtimes and symlinks
 Nothing half-copied is left behind: a download is unpacked into a hidden
 directory beside the destination and renamed into place at the end; an upload
 likewise on the replica's side, whose script removes its hidden directory when
-it fails or is ended (a connection that drops ends the exec).
+it fails or is ended (a connection that drops ends the exec); when it was killed
+outright (a replica restart), the client removes it once the replica answers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import sys
 import tarfile
@@ -32,7 +34,7 @@ from typing import IO
 from websockets.exceptions import ConnectionClosed
 
 from ecotui.client.exec import STDOUT, ExecConnection, open_exec
-from ecotui.client.rest import EcoClient
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 
 CHUNK = 64 * 1024
 _REMOTE = re.compile(r"^([a-z][a-z0-9-]{0,39})(?:/([A-Za-z0-9][A-Za-z0-9._-]*))?:(.*)$")
@@ -44,18 +46,24 @@ elif [ -d "$p" ]; then echo "dir $(du -sk "$p" 2>/dev/null | cut -f1)"
 elif [ -e "$p" ]; then echo "file $(wc -c < "$p")"
 else echo missing; fi'''
 PACK = r'''p="$1"; cd "$(dirname "$p")" && exec tar cf - "$(basename "$p")"'''
-UNPACK = r'''dst="$1"; name="$2"
+# "$3" a token naming the hidden directory, so the client can remove it after a
+# failure that killed this script (a replica restart SIGKILLs what is left).
+UNPACK = r'''dst="$1"; name="$2"; token="$3"
 if [ -d "$dst" ]; then parent="$dst"; final="$dst/$name"
 else parent=$(dirname "$dst"); final="$dst"; fi
 if [ ! -d "$parent" ]; then echo "$parent: no such directory" >&2; exit 2; fi
-tmp=$(mktemp -d "$parent/.ecotui-cp.XXXXXX") || exit 1
+tmp="$parent/.ecotui-cp.$token"
+mkdir -m 700 "$tmp" || exit 1
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 143' TERM INT HUP
-if [ "$3" = raw ]; then cat > "$tmp/$name" || exit 1
+if [ "$4" = raw ]; then cat > "$tmp/$name" || exit 1
 else tar xpf - -C "$tmp" || exit 1; fi
 if [ -d "$final" ] && [ ! -d "$tmp/$name" ]; then echo "$final: is a directory" >&2; exit 21; fi
 if [ -e "$final" ] && [ -d "$tmp/$name" ]; then echo "$final: already exists" >&2; exit 17; fi
 mv -f "$tmp/$name" "$final" || exit 1'''
+CLEANUP = r'''dst="$1"
+if [ -d "$dst" ]; then parent="$dst"; else parent=$(dirname "$dst"); fi
+rm -rf "$parent/.ecotui-cp.$2"'''
 
 
 class CopyError(Exception):
@@ -214,13 +222,16 @@ def _final_destination(dst: Path, name: str) -> Path:
 
 
 async def download(client: EcoClient, cluster: str, replica: str, src: str, dst: str, *,
-                   label: str | None = None) -> Path | None:
+                   label: str | None = None, progress: Progress | None = None) -> Path | None:
     """Copy `src` of the replica to the local `dst` ("-": standard output). Returns
     where it landed (None for standard output)."""
     kind, size = await probe(client, cluster, replica, src)
     if kind == "missing":
         raise CopyError(f"{replica}:{src}: no such file or directory")
-    progress = progress_for(label or f"{replica}:{src}", size or None)
+    if progress is None:
+        progress = progress_for(label or f"{replica}:{src}", size or None)
+    elif progress.total is None:
+        progress.total = size or None
     if dst == "-":
         await _download_stdout(client, cluster, replica, src, kind, progress)
         return None
@@ -279,7 +290,8 @@ async def _unpack_from(client: EcoClient, cluster: str, replica: str, src: str, 
 
     def unpack() -> None:
         try:
-            with os.fdopen(r, "rb", buffering=CHUNK) as f, tarfile.open(fileobj=f, mode="r|") as t:
+            with os.fdopen(r, "rb", buffering=CHUNK) as f, \
+                    tarfile.open(fileobj=f, mode="r|", bufsize=16 * CHUNK) as t:
                 t.extractall(into, filter="tar")
                 # drain whatever follows the archive's end
                 while f.read(CHUNK):
@@ -319,11 +331,12 @@ def local_size(path: Path) -> int:
 async def upload(client: EcoClient, cluster: str, replica: str, src: str, dst: str, *,
                  progress: Progress | None = None, stdin: IO[bytes] | None = None) -> None:
     """Copy the local `src` ("-": `stdin`) to `dst` in the replica."""
+    token = secrets.token_hex(6)
     if src == "-":
         name = os.path.basename(dst.rstrip("/"))
         if not name or dst.endswith("/"):
             raise CopyError(f"{dst}: give a file name to copy standard input to")
-        command = ["sh", "-c", UNPACK, "sh", dst, name, "raw"]
+        command = ["sh", "-c", UNPACK, "sh", dst, name, token, "raw"]
         source: Callable[[int], None] = _stream_file(stdin or sys.stdin.buffer)
         total = None
     else:
@@ -331,7 +344,7 @@ async def upload(client: EcoClient, cluster: str, replica: str, src: str, dst: s
         if not path.exists() and not path.is_symlink():
             raise CopyError(f"{src}: no such file or directory")
         name = path.name or path.resolve().name
-        command = ["sh", "-c", UNPACK, "sh", dst, name]
+        command = ["sh", "-c", UNPACK, "sh", dst, name, token]
         source = _stream_tar(path, name)
         total = local_size(path)
     progress = progress or progress_for(f"{src} -> {replica}:{dst}", total)
@@ -380,16 +393,40 @@ async def upload(client: EcoClient, cluster: str, replica: str, src: str, dst: s
         await asyncio.to_thread(worker.join)
     fail = _failure(conn, bytes(err), f"{replica}:{dst}")
     if fail is not None:
+        await _cleanup(client, cluster, replica, dst, token)
         raise fail  # (the reader then saw a broken pipe: a consequence, not the cause)
     if problem:
         raise CopyError(f"{src}: cannot read: {problem[0]}")
     progress.finish()
 
 
+async def _cleanup(client: EcoClient, cluster: str, replica: str, dst: str, token: str, *,
+                   within: float = 15.0) -> None:
+    """Remove the hidden directory of a failed upload (the script removes it itself
+    unless it was killed); retried while the replica comes back from a restart."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            conn = await open_exec(client, cluster, replica, ["sh", "-c", CLEANUP, "sh", dst,
+                                                              token])
+            try:
+                await _collect(conn)
+            finally:
+                await conn.close()
+            if conn.status is not None and conn.status.success:
+                return
+        except (ApiRefusal, BackendUnreachable):
+            pass
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.5)
+
+
 def _stream_tar(path: Path, name: str) -> Callable[[int], None]:
     def run(fd: int) -> None:
         with os.fdopen(fd, "wb", buffering=CHUNK, closefd=False) as f, \
-                tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as t:
+                tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT,
+                             bufsize=16 * CHUNK) as t:
             t.add(path, arcname=name, recursive=True)
     return run
 

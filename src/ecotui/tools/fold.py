@@ -204,5 +204,4 @@ def parse_selection(text: str, available: Sequence[str]) -> list[str]:
         raise ValueError(f"no replica {item!r}")
     if not chosen:
         raise ValueError("no replicas named")
-    seen: set[str] = set()
-    return [n for n in chosen if not (n in seen or seen.add(n))]
+    return list(dict.fromkeys(chosen))  # first mention wins, order kept

@@ -174,6 +174,8 @@ class Forward:
                 self.on_line(f"{self.address}:{self.local} -> {self.target}: {exc}")
                 return
             await self._relay(ws, reader, writer)
+        except asyncio.CancelledError:
+            pass  # the forward is closing: this handler ends quietly
         finally:
             self.stats.active -= 1
             writer.close()
