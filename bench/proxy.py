@@ -278,7 +278,7 @@ def upload(port: int, path: str, headers: dict[str, str], size: int) -> float:
         s.sendall(block[:n] if n < len(block) else block)
         left -= n
     data = b""
-    while True:
+    while b"\r\n\r\n" not in data or not data.endswith(str(size).encode()):
         chunk = s.recv(65536)
         if not chunk:
             break
@@ -310,7 +310,7 @@ def main() -> None:
             cid, ports = be.launch("bench", 2)
             sink_script = tmpd / "sink.py"
             sink_script.write_text(SINK)
-            sink_id, sink_ports = be.launch("sink", 1, f"{sys.executable} {sink_script}")
+            sink_id, sink_ports = be.launch("sink", 2, f"{sys.executable} {sink_script}")
             nginx_proc, nport = start_nginx(nginx_bin, tmpd, ports)
             bport = int(be.url.rsplit(":", 1)[1])
             auth = {"Authorization": f"Bearer {be.key}"}

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from ecolink.front.proxy import ClientProtocol, Front, FrontConfig
+from ecolink.front.proxy import Front, FrontConfig
+from ecolink.front.server import close_front, serve_front
 from ecolink.front.table import ClusterInfo
 
 KEY = "eco_test-key"
@@ -67,6 +68,13 @@ async def _request(port: int, method: str = "GET", body: bytes = b"") -> int:
     return int(data.split()[1])
 
 
+def _listen() -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    return s
+
+
 @pytest.fixture
 async def front() -> Any:
     up = Upstream()
@@ -76,14 +84,12 @@ async def front() -> Any:
     dead.bind(("127.0.0.1", 0))
     dead_port = dead.getsockname()[1]  # bound, never listening: connections are refused
     f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: ClientProtocol(f), "127.0.0.1", 0)
+    server = await serve_front(f, _listen(), None)
     port = server.sockets[0].getsockname()[1]
     yield f, port, up, up_port, dead_port
-    server.close()
+    close_front(f, server)
     up_server.close()
     dead.close()
-    f.conns.close_all()
 
 
 async def test_stale_pooled_connection_retried_once_for_idempotent(front: Any) -> None:

@@ -38,6 +38,7 @@ log = logging.getLogger("ecolink.front")
 TARGETS_POLL_S = 0.1
 STATS_EVERY_S = 1.0
 FD_RESERVE = 256
+SWEEP_S = 0.25
 
 
 def raise_fd_limit() -> int:
@@ -88,9 +89,13 @@ async def serve_front(front: Front, sock: socket.socket,
                                       backlog=4096)
 
     async def housekeeping() -> None:
+        n = 0
         while True:
-            await asyncio.sleep(5)
-            front.housekeeping()
+            await asyncio.sleep(SWEEP_S)
+            front.sweep()
+            n += 1
+            if n % 20 == 0:
+                front.housekeeping()
 
     front.housekeeping_task = loop.create_task(housekeeping())  # type: ignore[attr-defined]
     return server

@@ -93,6 +93,7 @@ class Table:
         self.on_change = on_change
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._hashes: dict[str, str] = {}  # key -> its hash (the table decides, not this)
         self.refresh()
 
     def refresh(self) -> bool:
@@ -131,7 +132,12 @@ class Table:
     def account_for_key(self, key: str) -> str | None:
         if not key.startswith("eco_") or len(key) > 200:
             return None
-        h = _hash(key)
+        h = self._hashes.get(key)
+        if h is None:
+            h = _hash(key)
+            if len(self._hashes) >= 4096:
+                self._hashes.clear()
+            self._hashes[key] = h
         acct = self.snap.keys.get(h)
         if acct is None and self.refresh():
             acct = self.snap.keys.get(h)

@@ -24,6 +24,8 @@ class Handler(Protocol):
     def upstream_lost(self, up: Upstream, exc: BaseException | None) -> None: ...
     def upstream_pause(self) -> None: ...
     def upstream_resume(self) -> None: ...
+    def batch_start(self) -> None: ...
+    def batch_end(self) -> None: ...
 
 
 Key = tuple[str, int] | str  # (host, port), or the path of a unix socket
@@ -77,6 +79,7 @@ class Upstream(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
+        h.batch_start()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -88,6 +91,8 @@ class Upstream(asyncio.Protocol):
         except (httptools.HttpParserError, ValueError):
             self.keep_alive = False
             self.close()
+        finally:
+            h.batch_end()
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
