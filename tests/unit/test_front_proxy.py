@@ -116,3 +116,21 @@ async def test_refusing_replica_is_skipped_and_backs_off(front: Any) -> None:
     # No replica at all: 503; unknown cluster: 404; wrong key: 401.
     f.set_targets("c1", [])
     assert await _request(port) == 503
+
+
+async def test_pod_dialer_tries_the_address_and_remembers() -> None:
+    from ecolink.runtime.kubernetes import PodDialer
+
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead = closed.getsockname()[1]
+    dialer = PodDialer(enabled=True, ttl_no=60)
+    assert await dialer.reachable("127.0.0.1", port)
+    assert not await dialer.reachable("127.0.0.1", dead)
+    closed.listen(1)  # it answers now, but the "no" is remembered until it expires
+    assert not await dialer.reachable("127.0.0.1", dead)
+    assert not await PodDialer(enabled=False).reachable("127.0.0.1", port)
+    server.close()
+    closed.close()
