@@ -49,6 +49,10 @@ _BODY_BUFFER_MAX = 1 << 20
 _PREFIX = b"/gpu-clusters/"
 _SERVICE_SEG = b"service"
 
+# Headers added to every answer a replica gives through the service URL (after the
+# replica's own), e.g. a Content-Security-Policy for pages served on the API's origin.
+SERVICE_RESPONSE_HEADERS: list[tuple[bytes, bytes]] = []
+
 _UNAUTHENTICATED = {"code": "unauthenticated", "message": "missing, wrong or revoked credentials"}
 
 
@@ -170,7 +174,7 @@ def _error_body(status: int, code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
-_REASONS = {400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",
+_REASONS = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
             408: b"Request Timeout", 431: b"Request Header Fields Too Large",
             503: b"Service Unavailable", 307: b"Temporary Redirect"}
 
@@ -557,14 +561,22 @@ class ClientProtocol(asyncio.Protocol):
             scheme, _, token = auth.decode("latin-1").strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 account = table.account_for_key(token.strip())
+        by_cookie = False
         if account is None and cookie_values:
             for token in cookies.session_tokens(cookie_values):
                 account = table.account_for_session(token)
                 if account is not None:
+                    by_cookie = True
                     break
         if account is None:
             self._answer_error(ex, 401, _UNAUTHENTICATED["code"], _UNAUTHENTICATED["message"],
                                [(b"www-authenticate", b'Bearer realm="ecolink"')])
+            return
+        if by_cookie and ex.upgrade and not _same_origin(ex.headers):
+            # A page of another site cannot open a WebSocket with the user's cookie.
+            self._answer_error(ex, 403, "forbidden",
+                               "a WebSocket opened with the session cookie must come from "
+                               "this origin")
             return
         route = front.route(account, ex.ref)
         if route is None:
@@ -714,6 +726,9 @@ class ClientProtocol(asyncio.Protocol):
                     value.decode("latin-1"), ex.prefixes):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
+        if service:
+            for name, value in SERVICE_RESPONSE_HEADERS:
+                out.append(b"%s: %s\r\n" % (name, value))
         no_body = ex.method == "HEAD" or status in (204, 304)
         if no_body:
             ex.framing = "none"
@@ -979,6 +994,21 @@ class ClientProtocol(asyncio.Protocol):
         self._close()
         if self.transport is not None:
             self.transport.abort()
+
+
+def _same_origin(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request's Origin (when it sends one) names the host it came to."""
+    origin = host = None
+    for name, value in headers:
+        n = name.lower()
+        if n == b"origin":
+            origin = value.decode("latin-1").strip()
+        elif n == b"host":
+            host = value.decode("latin-1").strip().lower()
+    if origin is None:
+        return True  # not a browser: nothing rides on an ambient cookie
+    _, sep, rest = origin.partition("://")
+    return bool(sep) and host is not None and rest.rstrip("/").lower() == host
 
 
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
