@@ -134,3 +134,39 @@ async def test_pod_dialer_tries_the_address_and_remembers() -> None:
     assert not await PodDialer(enabled=False).reachable("127.0.0.1", port)
     server.close()
     closed.close()
+
+
+async def test_head_answer_ends_at_its_head_and_the_connection_serves_on() -> None:
+    conns = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal conns
+        conns += 1
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            if head.startswith(b"HEAD"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            await writer.drain()
+
+    up = await asyncio.start_server(handle, "127.0.0.1", 0)
+    f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
+    f.set_targets("c1", [("web-0", "127.0.0.1", up.sockets[0].getsockname()[1], "local")])
+    server = await serve_front(f, _listen(), None)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for method in ("HEAD", "GET", "HEAD", "GET"):
+        writer.write(f"{method} /gpu-clusters/web/service/x HTTP/1.1\r\nHost: h\r\n"
+                     f"Authorization: Bearer {KEY}\r\n\r\n".encode())
+    writer.write_eof()
+    data = await asyncio.wait_for(reader.read(), 5)
+    assert data.count(b"HTTP/1.1 200 OK") == 4
+    assert data.count(b"hello") == 2 and data.endswith(b"hello")
+    assert conns == 1  # one pooled connection carried all four
+    writer.close()
+    close_front(f, server)
+    up.close()

@@ -248,6 +248,7 @@ class ClientProtocol(asyncio.Protocol):
         self.paused_reading = False
         self.paused_writing = False
         self.batch: list[bytes] | None = None
+        self.eof = False
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -311,6 +312,15 @@ class ClientProtocol(asyncio.Protocol):
             ex.up.resume_reading()
         elif self.tunnel is not None:
             self.tunnel.resume_reading()
+
+    def eof_received(self) -> bool:
+        """The client will send nothing more: answer what it asked, then close."""
+        self.eof = True
+        if self.tunnel is not None or self.upgraded or self.in_head:
+            return False
+        if self.active is None and not self.queue:
+            self._close()
+        return True
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -469,6 +479,9 @@ class ClientProtocol(asyncio.Protocol):
         if self.closed or self.active is not None:
             return
         if not self.queue:
+            if self.eof:
+                self._close()
+                return
             self._idle()
             return
         ex = self.queue.popleft()
