@@ -23,8 +23,7 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -448,16 +447,3 @@ def worker_main(argv: list[str]) -> int:
 
     uvloop.run(main())
     return 0
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-
-__all__ = ["FrontConfig", "FrontGroup", "bind_socket", "connection_cap", "worker_main",
-           "Awaitable"]
