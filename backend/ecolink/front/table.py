@@ -57,8 +57,7 @@ def load_snapshot(conn: sqlite3.Connection) -> Snapshot:
         for key_hash, account in conn.execute(
                 "SELECT key_hash, account_id FROM api_keys WHERE revoked_at IS NULL"):
             snap.keys[key_hash] = account
-        for token_hash, account, expires in conn.execute(
-                "SELECT token_hash, account_id, expires_at FROM console_sessions"):
+        for token_hash, account, expires in conn.execute(_sessions_query(conn)):
             snap.sessions[token_hash] = (account, expires)
         rows = conn.execute(
             "SELECT id, account_id, name, status, endpoint_port, created_at FROM clusters"
@@ -77,6 +76,23 @@ def load_snapshot(conn: sqlite3.Connection) -> Snapshot:
         if info.status == "terminated":
             snap.by_name.setdefault((info.account_id, info.name), info.id)
     return snap
+
+
+def _sessions_query(conn: sqlite3.Connection) -> str:
+    """The live console sessions. Where a session records the key that minted it,
+    it lives only as long as that key (and its own revocation, if it has one)."""
+    cols = {row[1] for row in conn.execute("PRAGMA table_info(console_sessions)")}
+    sql = "SELECT s.token_hash, s.account_id, s.expires_at FROM console_sessions s"
+    where = []
+    if "key_id" in cols:
+        sql += " JOIN api_keys k ON k.id = s.key_id"
+        where.append("k.revoked_at IS NULL")
+    elif "key_prefix" in cols:
+        sql += " JOIN api_keys k ON k.prefix = s.key_prefix"
+        where.append("k.revoked_at IS NULL")
+    if "revoked_at" in cols:
+        where.append("s.revoked_at IS NULL")
+    return sql + (" WHERE " + " AND ".join(where) if where else "")
 
 
 class Table:
