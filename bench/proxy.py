@@ -278,7 +278,7 @@ def upload(port: int, path: str, headers: dict[str, str], size: int) -> float:
         s.sendall(block[:n] if n < len(block) else block)
         left -= n
     data = b""
-    while True:
+    while b"\r\n\r\n" not in data or not data.endswith(str(size).encode()):
         chunk = s.recv(65536)
         if not chunk:
             break
@@ -288,6 +288,39 @@ def upload(port: int, path: str, headers: dict[str, str], size: int) -> float:
     if not data.startswith(b"HTTP/1.1 200") or not data.endswith(str(size).encode()):
         raise SystemExit(f"upload failed: {data[:200]!r}")
     return size / elapsed
+
+
+def _sequential(sock: socket.socket, n: int) -> list[float]:
+    req = b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n"
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        sock.sendall(req)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += sock.recv(65536)
+        head, _, body = buf.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        while len(body) < length:
+            body += sock.recv(65536)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def hop(front_port: int, api_socket: str, n: int = 2000) -> tuple[float, float]:
+    """Median /healthz latency through the front and on the API's own unix socket,
+    one keep-alive connection each, in interleaved blocks."""
+    tcp = socket.create_connection(("127.0.0.1", front_port))
+    tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    uds = socket.socket(socket.AF_UNIX)
+    uds.connect(api_socket)
+    via, direct = [], []
+    for _ in range(n // 200):
+        via += _sequential(tcp, 200)
+        direct += _sequential(uds, 200)
+    tcp.close()
+    uds.close()
+    return statistics.median(via), statistics.median(direct)
 
 
 def main() -> None:
@@ -310,7 +343,7 @@ def main() -> None:
             cid, ports = be.launch("bench", 2)
             sink_script = tmpd / "sink.py"
             sink_script.write_text(SINK)
-            sink_id, sink_ports = be.launch("sink", 1, f"{sys.executable} {sink_script}")
+            sink_id, sink_ports = be.launch("sink", 2, f"{sys.executable} {sink_script}")
             nginx_proc, nport = start_nginx(nginx_bin, tmpd, ports)
             bport = int(be.url.rsplit(":", 1)[1])
             auth = {"Authorization": f"Bearer {be.key}"}
@@ -341,6 +374,7 @@ def main() -> None:
                                                   auth, 500)),
                 "direct": asyncio.run(ws_rtt(f"ws://127.0.0.1:{ports[0]}/ws", {}, 500)),
             }
+            hop_via, hop_direct = hop(bport, str(be.state / "api.sock"))
             size = args.upload_mib << 20
             up = {
                 "service URL": upload(bport, f"/gpu-clusters/{sink_id}/service/up", auth, size),
@@ -372,6 +406,9 @@ def main() -> None:
           f"{sse['direct'] * 1e3:.2f} ms ({sse['service URL'] / sse['direct']:.2f}x)")
     print(f" WebSocket echo round trip: service URL {ws['service URL'] * 1e3:.3f} ms, direct "
           f"{ws['direct'] * 1e3:.3f} ms ({ws['service URL'] / ws['direct']:.2f}x)")
+    print(f" API /healthz, one keep-alive connection: through the front {hop_via * 1e3:.3f} ms, "
+          f"on the API's unix socket {hop_direct * 1e3:.3f} ms "
+          f"(hop {(hop_via - hop_direct) * 1e3:.3f} ms at the median; goal < 0.2 ms)")
     print(f" {args.upload_mib} MiB upload: service URL {up['service URL'] / 2**20:.0f} MiB/s, "
           f"direct {up['direct'] / 2**20:.0f} MiB/s ({up['service URL'] / up['direct']:.2f}x)")
 

@@ -128,3 +128,23 @@ def test_log_file_is_copied_and_truncated_past_its_bound(tmp_path: object) -> No
         f.flush()
     assert path.read_bytes() == b"after\n"
     assert (path.parent / "backend.log.1").read_bytes() == b"x" * 100 + b"y" * 1000
+
+
+def test_sessions_die_with_the_key_that_minted_them_when_the_store_links_them() -> None:
+    import sqlite3
+
+    from ecolink.front.table import load_snapshot
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.executescript("""
+        CREATE TABLE api_keys (id INTEGER PRIMARY KEY, account_id TEXT, prefix TEXT,
+                               key_hash TEXT, revoked_at INTEGER);
+        CREATE TABLE console_sessions (token_hash TEXT, account_id TEXT, expires_at INTEGER,
+                                       key_id INTEGER);
+        CREATE TABLE clusters (id TEXT, account_id TEXT, name TEXT, status TEXT,
+                               endpoint_port INTEGER, created_at INTEGER);
+        INSERT INTO api_keys VALUES (1, 'a', 'eco_aaa', 'h1', NULL), (2, 'a', 'eco_bbb', 'h2', 5);
+        INSERT INTO console_sessions VALUES ('s1', 'a', 99, 1), ('s2', 'a', 99, 2);
+    """)
+    snap = load_snapshot(conn)
+    assert set(snap.keys) == {"h1"} and set(snap.sessions) == {"s1"}

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from ecolink.front.proxy import ClientProtocol, Front, FrontConfig
+from ecolink.front.proxy import Front, FrontConfig
+from ecolink.front.server import close_front, serve_front
 from ecolink.front.table import ClusterInfo
 
 KEY = "eco_test-key"
@@ -67,6 +68,13 @@ async def _request(port: int, method: str = "GET", body: bytes = b"") -> int:
     return int(data.split()[1])
 
 
+def _listen() -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    return s
+
+
 @pytest.fixture
 async def front() -> Any:
     up = Upstream()
@@ -76,14 +84,12 @@ async def front() -> Any:
     dead.bind(("127.0.0.1", 0))
     dead_port = dead.getsockname()[1]  # bound, never listening: connections are refused
     f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: ClientProtocol(f), "127.0.0.1", 0)
+    server = await serve_front(f, _listen(), None)
     port = server.sockets[0].getsockname()[1]
     yield f, port, up, up_port, dead_port
-    server.close()
+    close_front(f, server)
     up_server.close()
     dead.close()
-    f.conns.close_all()
 
 
 async def test_stale_pooled_connection_retried_once_for_idempotent(front: Any) -> None:
@@ -110,3 +116,57 @@ async def test_refusing_replica_is_skipped_and_backs_off(front: Any) -> None:
     # No replica at all: 503; unknown cluster: 404; wrong key: 401.
     f.set_targets("c1", [])
     assert await _request(port) == 503
+
+
+async def test_pod_dialer_tries_the_address_and_remembers() -> None:
+    from ecolink.runtime.kubernetes import PodDialer
+
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead = closed.getsockname()[1]
+    dialer = PodDialer(enabled=True, ttl_no=60)
+    assert await dialer.reachable("127.0.0.1", port)
+    assert not await dialer.reachable("127.0.0.1", dead)
+    closed.listen(1)  # it answers now, but the "no" is remembered until it expires
+    assert not await dialer.reachable("127.0.0.1", dead)
+    assert not await PodDialer(enabled=False).reachable("127.0.0.1", port)
+    server.close()
+    closed.close()
+
+
+async def test_head_answer_ends_at_its_head_and_the_connection_serves_on() -> None:
+    conns = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal conns
+        conns += 1
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            if head.startswith(b"HEAD"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            await writer.drain()
+
+    up = await asyncio.start_server(handle, "127.0.0.1", 0)
+    f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
+    f.set_targets("c1", [("web-0", "127.0.0.1", up.sockets[0].getsockname()[1], "local")])
+    server = await serve_front(f, _listen(), None)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for method in ("HEAD", "GET", "HEAD", "GET"):
+        writer.write(f"{method} /gpu-clusters/web/service/x HTTP/1.1\r\nHost: h\r\n"
+                     f"Authorization: Bearer {KEY}\r\n\r\n".encode())
+    writer.write_eof()
+    data = await asyncio.wait_for(reader.read(), 5)
+    assert data.count(b"HTTP/1.1 200 OK") == 4
+    assert data.count(b"hello") == 2 and data.endswith(b"hello")
+    assert conns == 1  # one pooled connection carried all four
+    writer.close()
+    close_front(f, server)
+    up.close()

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
@@ -27,7 +28,7 @@ from ecolink.front.balancer import Pool, Replica
 from ecolink.front.upstream import ConnPool, Upstream, UpstreamUnreachable
 
 if TYPE_CHECKING:
-    from ecolink.front.table import Table
+    from ecolink.front.table import ClusterInfo, Table
 
 log = logging.getLogger("ecolink.front")
 
@@ -47,6 +48,10 @@ _NO_BODY_OK = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 _BODY_BUFFER_MAX = 1 << 20
 _PREFIX = b"/gpu-clusters/"
 _SERVICE_SEG = b"service"
+
+# Headers added to every answer a replica gives through the service URL (after the
+# replica's own), e.g. a Content-Security-Policy for pages served on the API's origin.
+SERVICE_RESPONSE_HEADERS: list[tuple[bytes, bytes]] = []
 
 _UNAUTHENTICATED = {"code": "unauthenticated", "message": "missing, wrong or revoked credentials"}
 
@@ -111,6 +116,8 @@ class Front:
         self.errors = ErrorLog(log)
         self.request_targets = request_targets
         self.refused = 0
+        self._routes: dict[tuple[str, str], tuple[ClusterInfo, str, tuple[str, ...]]] = {}
+        self._route_snap: object = None
 
     # -- fed by the control plane
     def set_targets(self, cluster_id: str, targets: list[tuple[str, str, int, str]] | None,
@@ -126,6 +133,27 @@ class Front:
         pool.update(targets)
         pool.error = error  # type: ignore[attr-defined]
 
+    def route(self, account: str, ref: str) -> tuple[ClusterInfo, str, tuple[str, ...]] | None:
+        """The account's cluster called `ref` (id or name), its service prefix as the
+        client wrote it, and every prefix a replica's cookie may be scoped to."""
+        snap = getattr(self.table, "snap", None)
+        if snap is not self._route_snap:
+            self._routes.clear()
+            self._route_snap = snap
+        hit = self._routes.get((account, ref))
+        if hit is not None:
+            return hit
+        info = self.table.cluster(account, ref)
+        if info is None:
+            return None
+        prefix = "/gpu-clusters/" + quote(ref, safe="") + "/service"
+        prefixes = tuple({prefix, f"/gpu-clusters/{info.id}/service",
+                          "/gpu-clusters/" + quote(info.name, safe="") + "/service"})
+        hit = (info, prefix, prefixes)
+        if len(self._routes) < 10_000 and getattr(self.table, "snap", None) is snap:
+            self._routes[(account, ref)] = hit
+        return hit
+
     def counters(self) -> dict[str, dict[str, Any]]:
         return {cid: {r.name: r.counters() for r in pool.replicas}
                 for cid, pool in self.pools.items()}
@@ -134,12 +162,19 @@ class Front:
         self.conns.sweep()
         self.api_conns.sweep()
 
+    def sweep(self) -> None:
+        """Time out the connections whose head or idle deadline has passed (one check
+        for all, a few times a second, costs less than a timer per request)."""
+        now = _monotonic()
+        for client in [c for c in self.clients if c.deadline and c.deadline <= now]:
+            client._timeout()
+
 
 def _error_body(status: int, code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
-_REASONS = {400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",
+_REASONS = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
             408: b"Request Timeout", 431: b"Request Header Fields Too Large",
             503: b"Service Unavailable", 307: b"Temporary Redirect"}
 
@@ -207,10 +242,13 @@ class ClientProtocol(asyncio.Protocol):
         self.closed = False
         self.upgraded = False  # the parser stopped at an upgrade: later bytes are raw
         self.tunnel: Upstream | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        # When the head or the idle wait runs out (0: no deadline); Front.sweep checks.
+        self.deadline = 0.0
         self.in_head = False
         self.paused_reading = False
         self.paused_writing = False
+        self.batch: list[bytes] | None = None
+        self.eof = False
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -275,6 +313,15 @@ class ClientProtocol(asyncio.Protocol):
         elif self.tunnel is not None:
             self.tunnel.resume_reading()
 
+    def eof_received(self) -> bool:
+        """The client will send nothing more: answer what it asked, then close."""
+        self.eof = True
+        if self.tunnel is not None or self.upgraded or self.in_head:
+            return False
+        if self.active is None and not self.queue:
+            self._close()
+        return True
+
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
@@ -305,18 +352,33 @@ class ClientProtocol(asyncio.Protocol):
         except ValueError as exc:
             self._bad_request(str(exc) or "malformed request")
 
+    # ------------------------------------------------------------------ writing
+    def _write(self, data: bytes) -> None:
+        """Every write to the client goes here: while an upstream's bytes are being
+        parsed they are gathered and sent with one system call at the end."""
+        if self.batch is not None:
+            self.batch.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def batch_start(self) -> None:
+        if self.batch is None:
+            self.batch = []
+
+    def batch_end(self) -> None:
+        batch, self.batch = self.batch, None
+        if batch and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+
     # ------------------------------------------------------------------ timers
     def _set_timer(self, seconds: float) -> None:
-        self._cancel_timer()
-        self.timer = self.loop.call_later(seconds, self._timeout)
+        self.deadline = _monotonic() + seconds
 
     def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = 0.0
 
     def _timeout(self) -> None:
-        self.timer = None
+        self.deadline = 0.0
         if self.closed:
             return
         if self.in_head:
@@ -334,7 +396,7 @@ class ClientProtocol(asyncio.Protocol):
         self.parsing = _Exchange()
         self.head_bytes = 0
         self.in_head = True
-        if self.timer is None or self.active is None:
+        if not self.deadline or self.active is None:
             self._set_timer(self.cfg.head_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -417,6 +479,9 @@ class ClientProtocol(asyncio.Protocol):
         if self.closed or self.active is not None:
             return
         if not self.queue:
+            if self.eof:
+                self._close()
+                return
             self._idle()
             return
         ex = self.queue.popleft()
@@ -509,26 +574,32 @@ class ClientProtocol(asyncio.Protocol):
             scheme, _, token = auth.decode("latin-1").strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 account = table.account_for_key(token.strip())
+        by_cookie = False
         if account is None and cookie_values:
             for token in cookies.session_tokens(cookie_values):
                 account = table.account_for_session(token)
                 if account is not None:
+                    by_cookie = True
                     break
         if account is None:
             self._answer_error(ex, 401, _UNAUTHENTICATED["code"], _UNAUTHENTICATED["message"],
                                [(b"www-authenticate", b'Bearer realm="ecolink"')])
             return
-        info = table.cluster(account, ex.ref)
-        if info is None:
+        if by_cookie and ex.upgrade and not _same_origin(ex.headers):
+            # A page of another site cannot open a WebSocket with the user's cookie.
+            self._answer_error(ex, 403, "forbidden",
+                               "a WebSocket opened with the session cookie must come from "
+                               "this origin")
+            return
+        route = front.route(account, ex.ref)
+        if route is None:
             self._answer_error(ex, 404, "not_found", f"no cluster {ex.ref!r}")
             return
+        info, prefix, ex.prefixes = route
         if info.status == "terminated" or info.endpoint_port is None:
             self._answer_error(ex, 404, "not_found", "the cluster has no service endpoint")
             return
         ex.cluster_id = info.id
-        prefix = "/gpu-clusters/" + quote(ex.ref, safe="") + "/service"
-        ex.prefixes = tuple({prefix, f"/gpu-clusters/{info.id}/service",
-                             "/gpu-clusters/" + quote(info.name, safe="") + "/service"})
         out = []
         named = _connection_tokens(ex.headers)
         prior_xff: list[bytes] = []
@@ -628,16 +699,17 @@ class ClientProtocol(asyncio.Protocol):
         if ex.kind == "service":
             r = ex.replica
             assert r is not None
-            line = b"%s %s HTTP/1.1\r\nHost: %s:%d\r\n" % (
-                ex.method.encode(), ex.upath, r.host.encode(), r.port)
-            up.send(line + ex.head_out)
+            head = b"%s %s HTTP/1.1\r\nHost: %s:%d\r\n%b" % (
+                ex.method.encode(), ex.upath, r.host.encode(), r.port, ex.head_out)
         else:
-            up.send(ex.head_out)
+            head = ex.head_out
         if ex.expect and not ex.body_done and not ex.body and self.transport is not None:
             ex.expect = False
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if ex.body:
-            up.send(b"".join(ex.body))
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not ex.body:
+            up.send(head)
+        else:
+            up.send(b"".join([head, *ex.body]))
             ex.sent_body = True
             ex.body.clear()
             ex.body_bytes = 0
@@ -667,6 +739,9 @@ class ClientProtocol(asyncio.Protocol):
                     value.decode("latin-1"), ex.prefixes):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
+        if service:
+            for name, value in SERVICE_RESPONSE_HEADERS:
+                out.append(b"%s: %s\r\n" % (name, value))
         no_body = ex.method == "HEAD" or status in (204, 304)
         if no_body:
             ex.framing = "none"
@@ -688,28 +763,28 @@ class ClientProtocol(asyncio.Protocol):
             out.append(b"Connection: keep-alive\r\n")
         out.append(b"\r\n")
         ex.answered = True
-        self.transport.write(b"".join(out))
+        self._write(b"".join(out))
 
     def upstream_body(self, data: bytes) -> None:
         if self.transport is None or self.closed:
             return
         if self.tunnel is not None:
-            self.transport.write(data)
+            self._write(data)
             return
         ex = self.active
         if ex is None or not data:
             return
         if ex.framing == "chunked":
-            self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+            self._write(b"%x\r\n%b\r\n" % (len(data), data))
         elif ex.framing != "none":
-            self.transport.write(data)
+            self._write(data)
 
     def upstream_done(self, up: Upstream) -> None:
         ex = self.active
         if ex is None or ex.up is not up:
             return
         if ex.framing == "chunked" and self.transport is not None:
-            self.transport.write(b"0\r\n\r\n")
+            self._write(b"0\r\n\r\n")
         ex.up = None
         if not ex.body_done:
             # The replica answered before the request body ended: the connection
@@ -737,14 +812,14 @@ class ClientProtocol(asyncio.Protocol):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
         out.append(b"\r\n")
-        self.transport.write(b"".join(out))
+        self._write(b"".join(out))
         ex.status = 101
         self._finish_replica(ex, failed=False, status=101)
         self.tunnel = up
         self.active = None
         ex.up = None
         if rest:
-            self.transport.write(rest)
+            self._write(rest)
         if ex.tunnel_rest:
             up.send(ex.tunnel_rest)
 
@@ -888,7 +963,7 @@ class ClientProtocol(asyncio.Protocol):
             out.append(b"connection: keep-alive\r\n")
         out.append(b"\r\n")
         out.append(body)
-        self.transport.write(b"".join(out))
+        self._write(b"".join(out))
 
     def _bad_request(self, why: str) -> None:
         self.front.errors(f"malformed request refused: {why}")
@@ -916,6 +991,8 @@ class ClientProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _close(self) -> None:
+        if self.batch:
+            self.batch_end()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
         self.closed = True
@@ -930,6 +1007,21 @@ class ClientProtocol(asyncio.Protocol):
         self._close()
         if self.transport is not None:
             self.transport.abort()
+
+
+def _same_origin(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request's Origin (when it sends one) names the host it came to."""
+    origin = host = None
+    for name, value in headers:
+        n = name.lower()
+        if n == b"origin":
+            origin = value.decode("latin-1").strip()
+        elif n == b"host":
+            host = value.decode("latin-1").strip().lower()
+    if origin is None:
+        return True  # not a browser: nothing rides on an ambient cookie
+    _, sep, rest = origin.partition("://")
+    return bool(sep) and host is not None and rest.rstrip("/").lower() == host
 
 
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:

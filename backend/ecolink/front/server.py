@@ -23,8 +23,7 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ log = logging.getLogger("ecolink.front")
 TARGETS_POLL_S = 0.1
 STATS_EVERY_S = 1.0
 FD_RESERVE = 256
+SWEEP_S = 0.25
 
 
 def raise_fd_limit() -> int:
@@ -88,9 +88,13 @@ async def serve_front(front: Front, sock: socket.socket,
                                       backlog=4096)
 
     async def housekeeping() -> None:
+        n = 0
         while True:
-            await asyncio.sleep(5)
-            front.housekeeping()
+            await asyncio.sleep(SWEEP_S)
+            front.sweep()
+            n += 1
+            if n % 20 == 0:
+                front.housekeeping()
 
     front.housekeeping_task = loop.create_task(housekeeping())  # type: ignore[attr-defined]
     return server
@@ -443,16 +447,3 @@ def worker_main(argv: list[str]) -> int:
 
     uvloop.run(main())
     return 0
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-
-__all__ = ["FrontConfig", "FrontGroup", "bind_socket", "connection_cap", "worker_main",
-           "Awaitable"]

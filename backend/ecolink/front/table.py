@@ -57,8 +57,7 @@ def load_snapshot(conn: sqlite3.Connection) -> Snapshot:
         for key_hash, account in conn.execute(
                 "SELECT key_hash, account_id FROM api_keys WHERE revoked_at IS NULL"):
             snap.keys[key_hash] = account
-        for token_hash, account, expires in conn.execute(
-                "SELECT token_hash, account_id, expires_at FROM console_sessions"):
+        for token_hash, account, expires in conn.execute(_sessions_query(conn)):
             snap.sessions[token_hash] = (account, expires)
         rows = conn.execute(
             "SELECT id, account_id, name, status, endpoint_port, created_at FROM clusters"
@@ -79,6 +78,23 @@ def load_snapshot(conn: sqlite3.Connection) -> Snapshot:
     return snap
 
 
+def _sessions_query(conn: sqlite3.Connection) -> str:
+    """The live console sessions. Where a session records the key that minted it,
+    it lives only as long as that key (and its own revocation, if it has one)."""
+    cols = {row[1] for row in conn.execute("PRAGMA table_info(console_sessions)")}
+    sql = "SELECT s.token_hash, s.account_id, s.expires_at FROM console_sessions s"
+    where = []
+    if "key_id" in cols:
+        sql += " JOIN api_keys k ON k.id = s.key_id"
+        where.append("k.revoked_at IS NULL")
+    elif "key_prefix" in cols:
+        sql += " JOIN api_keys k ON k.prefix = s.key_prefix"
+        where.append("k.revoked_at IS NULL")
+    if "revoked_at" in cols:
+        where.append("s.revoked_at IS NULL")
+    return sql + (" WHERE " + " AND ".join(where) if where else "")
+
+
 class Table:
     """The front's view of credentials and clusters, kept current from the database."""
 
@@ -93,6 +109,7 @@ class Table:
         self.on_change = on_change
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._hashes: dict[str, str] = {}  # key -> its hash (the table decides, not this)
         self.refresh()
 
     def refresh(self) -> bool:
@@ -131,7 +148,12 @@ class Table:
     def account_for_key(self, key: str) -> str | None:
         if not key.startswith("eco_") or len(key) > 200:
             return None
-        h = _hash(key)
+        h = self._hashes.get(key)
+        if h is None:
+            h = _hash(key)
+            if len(self._hashes) >= 4096:
+                self._hashes.clear()
+            self._hashes[key] = h
         acct = self.snap.keys.get(h)
         if acct is None and self.refresh():
             acct = self.snap.keys.get(h)

@@ -24,6 +24,8 @@ class Handler(Protocol):
     def upstream_lost(self, up: Upstream, exc: BaseException | None) -> None: ...
     def upstream_pause(self) -> None: ...
     def upstream_resume(self) -> None: ...
+    def batch_start(self) -> None: ...
+    def batch_end(self) -> None: ...
 
 
 Key = tuple[str, int] | str  # (host, port), or the path of a unix socket
@@ -46,6 +48,8 @@ class Upstream(asyncio.Protocol):
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._skip = False
+        self._head_done = False
+        self.pooled = False
 
     # -- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -77,6 +81,7 @@ class Upstream(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
+        h.batch_start()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -86,8 +91,17 @@ class Upstream(asyncio.Protocol):
                 self.handler.upstream_upgraded(self, 101, self._reason, self._headers,
                                                data[offset:])
         except (httptools.HttpParserError, ValueError):
-            self.keep_alive = False
-            self.close()
+            if not self._head_done:
+                self.keep_alive = False
+                self.close()
+        finally:
+            if self._head_done:
+                self._head_done = False
+                self._skip = False
+                self.parser = httptools.HttpResponseParser(self)
+                if self.handler is not None:
+                    self.handler.upstream_done(self)
+            h.batch_end()
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
@@ -113,11 +127,10 @@ class Upstream(asyncio.Protocol):
         if self.handler is not None:
             self.handler.upstream_head(self, status, self._reason, self._headers)
         if self.head_only:
-            # llhttp does not know the request was HEAD: its answer ends here.
-            self.parser = httptools.HttpResponseParser(self)
-            h = self.handler
-            if h is not None:
-                h.upstream_done(self)
+            # llhttp does not know the request was HEAD: the answer ends here. What
+            # the parser makes of the rest is ignored; a fresh one takes over after.
+            self._skip = True
+            self._head_done = True
 
     def on_body(self, data: bytes) -> None:
         if self.handler is not None and not self._skip:
@@ -178,6 +191,7 @@ class ConnPool:
         idle = self.idle.get(key)
         while idle:
             up = idle.pop()
+            up.pooled = False
             if not up.closed:
                 up.reused = True
                 up.got_bytes = False
@@ -225,6 +239,8 @@ class ConnPool:
         """The exchange is over; keep the connection if it can serve another."""
         up.handler = None
         up.head_only = False
+        if up.pooled:
+            return  # released once already
         if up.closed or not up.keep_alive or up.tunnel:
             up.close()
             return
@@ -233,6 +249,7 @@ class ConnPool:
             up.close()
             return
         up.idle_since = time.monotonic()
+        up.pooled = True
         idle.append(up)
         self._wake(up.key)
 

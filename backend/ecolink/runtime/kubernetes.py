@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -83,6 +84,42 @@ def _unavailable(e: BaseException) -> bool:
     return isinstance(e, urllib3.exceptions.HTTPError | OSError | TimeoutError)
 
 
+
+class PodDialer:
+    """Whether pod addresses can be dialled from here, found by trying: a connection
+    that opens within `timeout` says yes (remembered for `ttl_ok`), one that does not
+    says no (remembered for `ttl_no`, then tried again). Tried only inside a cluster
+    (`KUBERNETES_SERVICE_HOST` set) unless `ECOLINK_POD_IP=always`; `never` turns it
+    off."""
+
+    def __init__(self, timeout: float = 0.5, ttl_ok: float = 30.0, ttl_no: float = 30.0,
+                 enabled: bool | None = None) -> None:
+        self.timeout = timeout
+        self.ttl_ok = ttl_ok
+        self.ttl_no = ttl_no
+        mode = os.environ.get("ECOLINK_POD_IP", "auto")
+        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        self.enabled = enabled if enabled is not None else (
+            mode == "always" or (mode == "auto" and in_cluster))
+        self._seen: dict[tuple[str, int], tuple[bool, float]] = {}
+
+    async def reachable(self, ip: str, port: int) -> bool:
+        if not self.enabled:
+            return False
+        now = time.monotonic()
+        hit = self._seen.get((ip, port))
+        if hit is not None and now < hit[1]:
+            return hit[0]
+        ok = False
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), self.timeout)
+            writer.close()
+            ok = True
+        except (OSError, TimeoutError, ValueError):
+            ok = False
+        self._seen[(ip, port)] = (ok, now + (self.ttl_ok if ok else self.ttl_no))
+        return ok
+
 class KubernetesRuntime(Runtime):
     """Runs clusters as Deployments in one namespace of one API server."""
 
@@ -133,6 +170,8 @@ class KubernetesRuntime(Runtime):
         # cluster id -> the expiry its pods should carry (after an extend)
         self._expiry: dict[str, str] = {}
         self._expiry_tasks: set[asyncio.Task[None]] = set()
+        self._dialer = PodDialer()
+        self._paths: dict[tuple[str, str], str] = {}
         self._telemetry_cache: dict[str, tuple[float, ReplicaTelemetry]] = {}
         self._exec_limit = asyncio.Semaphore(4)
         self._dcgm_cache: tuple[float, dict[tuple[str, str], Any] | None] = (0.0, None)
@@ -840,9 +879,20 @@ class KubernetesRuntime(Runtime):
 
     async def service_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
         pod = self._pod(cluster_id, replica)
+        # The pod's own address (the one its EndpointSlice lists) when this process
+        # can reach it, as inside the cluster: the API server stays off the data path.
+        ip = (pod.get("status") or {}).get("podIP")
+        if ip and await self._dialer.reachable(ip, port):
+            self._paths[(cluster_id, replica)] = "pod-ip"
+            return HostPort(ip, port)
         if not self._available:
             raise RuntimeUnavailable(self.last_error or "the Kubernetes API server is unreachable")
+        self._paths[(cluster_id, replica)] = "port-forward"
         return await self._forward(self._ns, pod["metadata"]["name"], port)
+
+    def target_path(self, cluster_id: str, replica: str) -> str:
+        """How the service URL reaches the replica: "pod-ip" or "port-forward"."""
+        return self._paths.get((cluster_id, replica), "port-forward")
 
     async def _forward(self, namespace: str, pod: str, port: int) -> HostPort:
         key = (pod if namespace == self._ns else f"{namespace}/{pod}", port)
