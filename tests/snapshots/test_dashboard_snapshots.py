@@ -241,15 +241,15 @@ NVIDIA_SMI = """+---------------------------------------------------------------
 
 @pytest.mark.parametrize("size", SIZES)
 def test_gpu_compare(snap_compare, size, monkeypatch):
-    from ecotui.client.exec import CommandResult
     from ecotui.screens import gpu_compare
+    from ecotui.tools.fold import ReplicaOutcome
 
-    async def fake_run(client, cluster_id, replica, command, *, timeout=30.0):
+    async def fake_run(client, cluster_id, replica, command, *, timeout=None, **_kw):
         if replica.endswith("-1"):
-            return CommandResult(b"", b"sh: nvidia-smi: not found\n", 127)
-        return CommandResult(NVIDIA_SMI.encode(), b"", 0)
+            return ReplicaOutcome(replica, b"", b"sh: nvidia-smi: not found\n", 127)
+        return ReplicaOutcome(replica, NVIDIA_SMI.encode(), b"", 0)
 
-    monkeypatch.setattr(gpu_compare, "run_command", fake_run)
+    monkeypatch.setattr(gpu_compare, "run_one", fake_run)
     fx = app_with_history()
 
     async def run_before(pilot: Pilot) -> None:
