@@ -233,7 +233,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                        max_connections=connection_cap(
                                            workers, args.max_connections),
                                        max_per_address=args.max_connections_per_address,
-                                       scheme=scheme, policy=args.load_balancing),
+                                       scheme=scheme, policy=args.load_balancing,
+                                       public_url=ctx.public_url,
+                                       service_domain=service_domain),
                        tls_cert=args.tls_cert, tls_key=args.tls_key)
     redact_logs()  # after uvicorn.Config: it sets up its handlers
     server = uvicorn.Server(config)

@@ -76,10 +76,17 @@ def session_token(values: Iterable[str]) -> str | None:
 
 def strip_session_cookie(values: Iterable[str]) -> str | None:
     """One Cookie header value holding every cookie of `values` but `eco_session`
-    (parsed exactly as `session_tokens` parses), or None when nothing is left."""
+    (parsed exactly as `session_tokens` parses; the name in any case goes too, so
+    nothing that looks like ours reaches a replica), or None when nothing is left."""
     kept = [part for value in values for part in _COOKIE_SEP.split(value)
-            if part and part.partition("=")[0] != SESSION_COOKIE]
+            if part and part.partition("=")[0].lower() != SESSION_COOKIE]
     return "; ".join(kept) if kept else None
+
+
+def mentions_session_cookie(value: str) -> bool:
+    """Whether a Cookie header value may hold `eco_session` (in any case): when it
+    cannot, it passes on as it came, without parsing."""
+    return SESSION_COOKIE in value.lower()
 
 
 def header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:

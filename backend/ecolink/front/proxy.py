@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote
 
 import httptools
 
+from ecolink.api import edge_rules
 from ecolink.front import cookies
 from ecolink.front.balancer import Pool, Replica
 from ecolink.front.upstream import ConnPool, Upstream, UpstreamUnreachable
@@ -49,9 +50,10 @@ _BODY_BUFFER_MAX = 1 << 20
 _PREFIX = b"/gpu-clusters/"
 _SERVICE_SEG = b"service"
 
-# Headers added to every answer a replica gives through the service URL (after the
-# replica's own), e.g. a Content-Security-Policy for pages served on the API's origin.
-SERVICE_RESPONSE_HEADERS: list[tuple[bytes, bytes]] = []
+# Every answer on a service URL (the replica's, and the front's own refusals) starts
+# with the sandbox of `edge_rules`: on the API's origin never `allow-same-origin`.
+_CSP_LINE = b"content-security-policy: %s\r\n" % edge_rules.service_csp(False).encode()
+_CSP_ORIGIN_LINE = b"content-security-policy: %s\r\n" % edge_rules.service_csp(True).encode()
 
 _UNAUTHENTICATED = {"code": "unauthenticated", "message": "missing, wrong or revoked credentials"}
 
@@ -68,6 +70,10 @@ class FrontConfig:
     upstream_max_per_replica: int = 256
     scheme: str = "http"
     policy: str = "least-outstanding"
+    # The API's public URL (a cookie-opened WebSocket may come from it) and the
+    # separate service origin's host suffix (`gc-ID.SUFFIX` is a cluster's root).
+    public_url: str = ""
+    service_domain: str | None = None
 
 
 class ErrorLog:
@@ -187,7 +193,7 @@ class _Exchange:
         "length", "body", "body_bytes", "body_done", "kind", "cluster_id", "ref",
         "replica", "up", "started", "status", "framing", "answered", "tunnel_rest",
         "head_out", "upath", "prefixes", "replicas", "tries", "retried", "sent_body",
-        "local", "expect",
+        "local", "expect", "csp", "host",
     )
 
     def __init__(self) -> None:
@@ -221,6 +227,8 @@ class _Exchange:
         self.sent_body = False
         self.local: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
         self.expect = False
+        self.csp = b""  # the Content-Security-Policy line of a service-URL answer
+        self.host = b""
 
 
 class HeadTooLarge(Exception):
@@ -492,6 +500,17 @@ class ClientProtocol(asyncio.Protocol):
 
     def _route(self, ex: _Exchange) -> None:
         url = ex.url
+        suffix = self.cfg.service_domain
+        if suffix:
+            host = next((v for n, v in ex.headers if n.lower() == b"host"), b"")
+            ref = edge_rules.service_host_ref(host.decode("latin-1"), suffix) if host else None
+            if ref is not None:
+                # The cluster's own origin: every path is the replica's, at its root.
+                ex.upath = url
+                ex.ref = ref
+                ex.csp = _CSP_ORIGIN_LINE
+                self._service(ex, b"")
+                return
         path, _, query = url.partition(b"?")
         if path.startswith(_PREFIX):
             parts = path.split(b"/", 4)
@@ -499,7 +518,8 @@ class ClientProtocol(asyncio.Protocol):
                 rest = b"/" + parts[4]
                 ex.upath = rest + (b"?" + query if b"?" in url else b"")
                 ex.ref = unquote(parts[2].decode("latin-1"))
-                self._service(ex)
+                ex.csp = _CSP_LINE
+                self._service(ex, None)
                 return
         self._api(ex)
 
@@ -557,12 +577,15 @@ class ClientProtocol(asyncio.Protocol):
         out.append(b"\r\n")
 
     # -- the service URL
-    def _service(self, ex: _Exchange) -> None:
+    def _service(self, ex: _Exchange, at_root: bytes | None) -> None:
+        """A request to a service URL (`at_root` is b"" on the cluster's own service
+        origin, where the replica is served at the root; None on the API's origin)."""
         ex.kind = "service"
         front = self.front
         table = front.table
         account = None
         auth = None
+        origin = None
         cookie_values = []
         for name, value in ex.headers:
             n = name.lower()
@@ -570,32 +593,41 @@ class ClientProtocol(asyncio.Protocol):
                 auth = value
             elif n == b"cookie":
                 cookie_values.append(value.decode("latin-1"))
+            elif n == b"host":
+                ex.host = value
+            elif n == b"origin":
+                origin = value
         if auth is not None:
             scheme, _, token = auth.decode("latin-1").strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 account = table.account_for_key(token.strip())
         by_cookie = False
         if account is None and cookie_values:
-            for token in cookies.session_tokens(cookie_values):
+            # The API's parser, and its rule: two different session tokens open nothing.
+            token = cookies.session_token(cookie_values)
+            if token is not None:
                 account = table.account_for_session(token)
-                if account is not None:
-                    by_cookie = True
-                    break
+                by_cookie = account is not None
         if account is None:
             self._answer_error(ex, 401, _UNAUTHENTICATED["code"], _UNAUTHENTICATED["message"],
                                [(b"www-authenticate", b'Bearer realm="ecolink"')])
             return
-        if by_cookie and ex.upgrade and not _same_origin(ex.headers):
-            # A page of another site cannot open a WebSocket with the user's cookie.
-            self._answer_error(ex, 403, "forbidden",
-                               "a WebSocket opened with the session cookie must come from "
-                               "this origin")
-            return
+        if by_cookie and ex.upgrade and origin is not None:
+            allowed = self._allowed_origins(ex.host)
+            if not edge_rules.origin_allowed(origin.decode("latin-1"), allowed):
+                # A page of another site cannot open a WebSocket with the user's cookie.
+                self._answer_error(ex, 403, "forbidden_origin", (
+                    "a console session opens WebSockets from "
+                    f"{allowed[0] if allowed else 'this origin'} only"))
+                return
         route = front.route(account, ex.ref)
         if route is None:
             self._answer_error(ex, 404, "not_found", f"no cluster {ex.ref!r}")
             return
         info, prefix, ex.prefixes = route
+        if at_root is not None:
+            prefix = ""
+            ex.prefixes = ("",)
         if info.status == "terminated" or info.endpoint_port is None:
             self._answer_error(ex, 404, "not_found", "the cluster has no service endpoint")
             return
@@ -612,15 +644,15 @@ class ClientProtocol(asyncio.Protocol):
             if n in _SERVICE_DROP or n in named:
                 continue
             if n == b"cookie":
-                stripped = cookies.strip_session(value.decode("latin-1"))
-                if stripped:
-                    out.append(b"%s: %s\r\n" % (name, stripped.encode("latin-1")))
-                continue
+                continue  # below, all Cookie headers at once
             if n.startswith(b"x-forwarded-"):
                 if n == b"x-forwarded-for":
                     prior_xff.append(value)
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
+        if cookie_values:
+            for value in cookies.strip_session_values(cookie_values):
+                out.append(b"cookie: %s\r\n" % value.encode("latin-1"))
         addr = self.addr.encode()
         xff = b", ".join([*prior_xff, addr])
         scheme_b = self.cfg.scheme.encode()
@@ -639,6 +671,17 @@ class ClientProtocol(asyncio.Protocol):
             self.loop.create_task(self._await_targets(ex, info.id))
             return
         self._dispatch_service(ex, pool)
+
+    def _allowed_origins(self, host: bytes) -> list[str]:
+        """The origins a cookie-opened WebSocket may come from (as the API's auth
+        middleware has them): the one the request came to, and the public URL."""
+        out = []
+        if host:
+            scheme = "https" if self.cfg.scheme == "https" else "http"
+            out.append(f"{scheme}://{host.decode('latin-1').strip()}")
+        if self.cfg.public_url:
+            out.append(self.cfg.public_url)
+        return out
 
     async def _await_targets(self, ex: _Exchange, cluster_id: str) -> None:
         assert self.front.request_targets is not None
@@ -727,6 +770,8 @@ class ClientProtocol(asyncio.Protocol):
         length = None
         chunked = False
         service = ex.kind == "service"
+        if service:
+            out.append(ex.csp)  # first: a replica's own policy adds, never loosens
         for name, value in headers:
             n = name.lower()
             if n in _RESP_DROP:
@@ -739,9 +784,6 @@ class ClientProtocol(asyncio.Protocol):
                     value.decode("latin-1"), ex.prefixes):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
-        if service:
-            for name, value in SERVICE_RESPONSE_HEADERS:
-                out.append(b"%s: %s\r\n" % (name, value))
         no_body = ex.method == "HEAD" or status in (204, 304)
         if no_body:
             ex.framing = "none"
@@ -804,7 +846,7 @@ class ClientProtocol(asyncio.Protocol):
         if ex is None or ex.up is not up or self.transport is None or not ex.upgrade:
             up.close()
             return
-        out = [b"HTTP/1.1 101 %s\r\n" % (reason or b"Switching Protocols")]
+        out = [b"HTTP/1.1 101 %s\r\n" % (reason or b"Switching Protocols"), ex.csp]
         for name, value in headers:
             n = name.lower()
             if ex.kind == "service" and n == b"set-cookie" and not cookies.set_cookie_allowed(
@@ -937,7 +979,7 @@ class ClientProtocol(asyncio.Protocol):
         ex.body.clear()
         if ex.upgrade:
             ex.keep_alive = False
-        self._write_simple(status, body, headers or [], ex.keep_alive, ex.http11)
+        self._write_simple(status, body, headers or [], ex.keep_alive, ex.http11, ex.csp)
         ex.answered = True
         if ex.body_done:
             self._exchange_over(ex)
@@ -951,10 +993,10 @@ class ClientProtocol(asyncio.Protocol):
                 self._resume_reading()
 
     def _write_simple(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
-                      keep_alive: bool, http11: bool) -> None:
+                      keep_alive: bool, http11: bool, csp: bytes = b"") -> None:
         assert self.transport is not None
-        out = [b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-               % (status, _REASONS.get(status, b"Error"), len(body))]
+        out = [b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%b"
+               % (status, _REASONS.get(status, b"Error"), len(body), csp)]
         for k, v in headers:
             out.append(b"%s: %s\r\n" % (k, v))
         if not keep_alive:
@@ -1007,21 +1049,6 @@ class ClientProtocol(asyncio.Protocol):
         self._close()
         if self.transport is not None:
             self.transport.abort()
-
-
-def _same_origin(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the request's Origin (when it sends one) names the host it came to."""
-    origin = host = None
-    for name, value in headers:
-        n = name.lower()
-        if n == b"origin":
-            origin = value.decode("latin-1").strip()
-        elif n == b"host":
-            host = value.decode("latin-1").strip().lower()
-    if origin is None:
-        return True  # not a browser: nothing rides on an ambient cookie
-    _, sep, rest = origin.partition("://")
-    return bool(sep) and host is not None and rest.rstrip("/").lower() == host
 
 
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
