@@ -47,6 +47,7 @@ _RESP_DROP = frozenset({
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _NO_BODY_OK = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 _BODY_BUFFER_MAX = 1 << 20
+_LINGER_S = 2.0
 _PREFIX = b"/gpu-clusters/"
 _SERVICE_SEG = b"service"
 
@@ -257,6 +258,8 @@ class ClientProtocol(asyncio.Protocol):
         self.paused_writing = False
         self.batch: list[bytes] | None = None
         self.eof = False
+        self.lingering = False  # the tunnel ended: what the client still sends is dropped
+        self.frames: FrameGuard | None = None  # a WebSocket tunnel's message limit
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -331,9 +334,13 @@ class ClientProtocol(asyncio.Protocol):
         return True
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.lingering:
             return
         if self.tunnel is not None:
+            frames = self.frames
+            if frames is not None and not frames.feed(data):
+                self._too_big(frames.limit)
+                return
             self.tunnel.send(data)
             return
         if self.upgraded:
@@ -389,7 +396,9 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = 0.0
         if self.closed:
             return
-        if self.in_head:
+        if self.lingering:
+            self._close()
+        elif self.in_head:
             self.front.errors("request head not completed in time: answered 408")
             self._refuse(408, "the request head did not arrive in time")
         elif self.active is None and not self.queue:
@@ -860,15 +869,23 @@ class ClientProtocol(asyncio.Protocol):
         self.tunnel = up
         self.active = None
         ex.up = None
+        # What the client may send on this route, checked frame by frame as it passes.
+        path = ex.url.partition(b"?")[0].decode("latin-1")
+        if ex.kind == "service":
+            path = "/gpu-clusters/-/service" + (path if ex.prefixes == ("",) else "/")
+        self.frames = FrameGuard(edge_rules.frame_limit(unquote(path)))
         if rest:
             self._write(rest)
         if ex.tunnel_rest:
+            if not self.frames.feed(ex.tunnel_rest):
+                self._too_big(self.frames.limit)
+                return
             up.send(ex.tunnel_rest)
 
     def upstream_lost(self, up: Upstream, exc: BaseException | None) -> None:
         if self.tunnel is up:
             self.tunnel = None
-            self._close()
+            self._linger()
             return
         ex = self.active
         if ex is None or ex.up is not up:
@@ -1045,10 +1062,87 @@ class ClientProtocol(asyncio.Protocol):
             up.handler = None
             up.abort()
 
+    def _too_big(self, limit: int) -> None:
+        """A client's WebSocket message over the route's limit: close with 1009 (as
+        the API's own check does), drop the tunnel, and linger so the close arrives."""
+        reason = b"message too big: at most %d bytes here" % limit
+        self._write(b"\x88%c%b%b" % (len(reason) + 2, (1009).to_bytes(2, "big"), reason))
+        up, self.tunnel = self.tunnel, None
+        if up is not None:
+            up.handler = None
+            up.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """The far end of a tunnel closed (a WebSocket's close frame, e.g. 1009 for a
+        message too big, is the last thing it sent): send that on and a FIN, then read
+        and drop what the client still sends for a moment before closing. Closing at
+        once with its unread bytes pending would reset the connection, and the client
+        would lose the close frame."""
+        t = self.transport
+        if t is None or self.closed:
+            return
+        if self.batch:
+            self.batch_end()
+        if not t.can_write_eof() or t.is_closing():
+            self._close()
+            return
+        t.write_eof()
+        self.lingering = True
+        self._resume_reading()
+        self._set_timer(_LINGER_S)
+
     def _abort(self) -> None:
         self._close()
         if self.transport is not None:
             self.transport.abort()
+
+
+class FrameGuard:
+    """Follows the frames a WebSocket client sends (headers only; payload bytes are
+    counted, never copied) and says when a message grows over `limit`."""
+
+    __slots__ = ("limit", "left", "head", "message")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = 0  # payload bytes of the current frame still to pass
+        self.head = b""  # a frame header cut by a read
+        self.message = 0  # bytes of the data message being fragmented so far
+
+    def feed(self, data: bytes) -> bool:
+        """False when `data` takes a message over the limit."""
+        i = 0
+        n = len(data)
+        while i < n:
+            if self.left:
+                take = min(self.left, n - i)
+                self.left -= take
+                i += take
+                continue
+            head = self.head + data[i:i + 14]
+            if len(head) < 2:
+                self.head = head
+                return True
+            b0, b1 = head[0], head[1]
+            size = b1 & 0x7F
+            need = 2 + (4 if b1 & 0x80 else 0) + (2 if size == 126 else 8 if size == 127 else 0)
+            if len(head) < need:
+                self.head = head
+                return True
+            if size == 126:
+                size = int.from_bytes(head[2:4], "big")
+            elif size == 127:
+                size = int.from_bytes(head[2:10], "big")
+            i += need - len(self.head)
+            self.head = b""
+            if not b0 & 0x08:  # a data frame (continuation, text, binary)
+                total = (self.message if b0 & 0x0F == 0 else 0) + size
+                if total > self.limit:
+                    return False
+                self.message = 0 if b0 & 0x80 else total
+            self.left = size
+        return True
 
 
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
