@@ -148,3 +148,31 @@ def test_sessions_die_with_the_key_that_minted_them_when_the_store_links_them() 
     """)
     snap = load_snapshot(conn)
     assert set(snap.keys) == {"h1"} and set(snap.sessions) == {"s1"}
+
+
+def _frame(opcode: int, payload_len: int, *, fin: bool = True) -> bytes:
+    b0 = (0x80 if fin else 0) | opcode
+    if payload_len < 126:
+        head = bytes([b0, 0x80 | payload_len])
+    elif payload_len < 1 << 16:
+        head = bytes([b0, 0x80 | 126]) + payload_len.to_bytes(2, "big")
+    else:
+        head = bytes([b0, 0x80 | 127]) + payload_len.to_bytes(8, "big")
+    return head + b"mask" + b"x" * payload_len
+
+
+def test_frame_guard_counts_messages_across_frames_and_reads() -> None:
+    from ecolink.front.proxy import FrameGuard
+
+    g = FrameGuard(300)
+    stream = _frame(0x1, 300) + _frame(0x9, 100) + _frame(0x2, 200)
+    for i in range(len(stream)):  # one byte at a time: headers cut anywhere
+        assert g.feed(stream[i:i + 1])
+    # Fragments add up; a control frame between them does not count.
+    g = FrameGuard(300)
+    assert g.feed(_frame(0x2, 200, fin=False) + _frame(0xA, 120) + _frame(0x0, 100))
+    assert not g.feed(_frame(0x2, 200, fin=False) + _frame(0x0, 101))
+    # An announced length over the limit is refused on the header alone.
+    assert not FrameGuard(8 * 1024).feed(bytes([0x82, 0x80 | 127]) + (64 << 20).to_bytes(8, "big")
+                                         + b"mask")
+    assert not FrameGuard(300).feed(_frame(0x1, 301)[:8])

@@ -209,15 +209,19 @@ MIB = 1024 * KIB
 WATCH_FRAME_LIMIT = 8 * KIB
 EXEC_FRAME_LIMIT = MIB + 1
 SERVICE_FRAME_LIMIT = MIB
+# Port-forward carries a TCP stream in chunks of 64 KiB (the client's read size).
+PORTFORWARD_FRAME_LIMIT = 64 * KIB
 DEFAULT_FRAME_LIMIT = 8 * KIB
 # What a replica may send to a client through a service WebSocket, per message (the
 # backend holds at most a few such messages per socket).
 SERVICE_UPSTREAM_FRAME_LIMIT = 16 * MIB
 SERVICE_UPSTREAM_QUEUE = 4
 # The most any route takes: what the server itself buffers at most per message.
-MAX_FRAME = max(WATCH_FRAME_LIMIT, EXEC_FRAME_LIMIT, SERVICE_FRAME_LIMIT, DEFAULT_FRAME_LIMIT)
+MAX_FRAME = max(WATCH_FRAME_LIMIT, EXEC_FRAME_LIMIT, SERVICE_FRAME_LIMIT, DEFAULT_FRAME_LIMIT,
+                PORTFORWARD_FRAME_LIMIT)
 
 _EXEC_PATH = re.compile(r"^/gpu-clusters/[^/]+/(replicas/[^/]+/exec|sessions/[^/]+/attach)$")
+_PORTFORWARD_PATH = re.compile(r"^/gpu-clusters/[^/]+/replicas/[^/]+/portforward$")
 
 
 def frame_limit(path: str) -> int:
@@ -226,6 +230,8 @@ def frame_limit(path: str) -> int:
         return WATCH_FRAME_LIMIT
     if _EXEC_PATH.match(path):
         return EXEC_FRAME_LIMIT
+    if _PORTFORWARD_PATH.match(path):
+        return PORTFORWARD_FRAME_LIMIT
     if service_ref(path) is not None:
         return SERVICE_FRAME_LIMIT
     return DEFAULT_FRAME_LIMIT

@@ -75,6 +75,7 @@ class FrontConfig:
     # separate service origin's host suffix (`gc-ID.SUFFIX` is a cluster's root).
     public_url: str = ""
     service_domain: str | None = None
+    max_websockets_per_account: int = edge_rules.MAX_WEBSOCKETS_PER_ACCOUNT
 
 
 class ErrorLog:
@@ -106,7 +107,8 @@ class Front:
     """What every connection of one front process shares."""
 
     def __init__(self, table: Table, api_socket: str, cfg: FrontConfig,
-                 request_targets: Callable[[str], Any] | None = None) -> None:
+                 request_targets: Callable[[str], Any] | None = None,
+                 websockets_open: dict[str, int] | None = None) -> None:
         self.table = table
         self.api_socket = api_socket
         self.cfg = cfg
@@ -122,6 +124,10 @@ class Front:
         self.per_address: collections.Counter[str] = collections.Counter()
         self.errors = ErrorLog(log)
         self.request_targets = request_targets
+        # Service WebSockets open per account (in `ecolink serve`'s own process the
+        # same count as the API's, so both kinds share one cap there).
+        self.websockets_open: dict[str, int] = (
+            websockets_open if websockets_open is not None else {})
         self.refused = 0
         self._routes: dict[tuple[str, str], tuple[ClusterInfo, str, tuple[str, ...]]] = {}
         self._route_snap: object = None
@@ -182,6 +188,7 @@ def _error_body(status: int, code: str, message: str) -> bytes:
 
 
 _REASONS = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+            429: b"Too Many Requests",
             408: b"Request Timeout", 431: b"Request Header Fields Too Large",
             503: b"Service Unavailable", 307: b"Temporary Redirect"}
 
@@ -194,7 +201,7 @@ class _Exchange:
         "length", "body", "body_bytes", "body_done", "kind", "cluster_id", "ref",
         "replica", "up", "started", "status", "framing", "answered", "tunnel_rest",
         "head_out", "upath", "prefixes", "replicas", "tries", "retried", "sent_body",
-        "local", "expect", "csp", "host",
+        "local", "expect", "csp", "host", "account",
     )
 
     def __init__(self) -> None:
@@ -230,6 +237,7 @@ class _Exchange:
         self.expect = False
         self.csp = b""  # the Content-Security-Policy line of a service-URL answer
         self.host = b""
+        self.account = ""
 
 
 class HeadTooLarge(Exception):
@@ -260,6 +268,7 @@ class ClientProtocol(asyncio.Protocol):
         self.eof = False
         self.lingering = False  # the tunnel ended: what the client still sends is dropped
         self.frames: FrameGuard | None = None  # a WebSocket tunnel's message limit
+        self.ws_account = ""  # whose service WebSocket this connection holds
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -306,6 +315,7 @@ class ClientProtocol(asyncio.Protocol):
             self.tunnel.handler = None
             self.tunnel.close()
             self.tunnel = None
+        self._release_websocket()
         self.queue.clear()
 
     def pause_writing(self) -> None:
@@ -613,9 +623,9 @@ class ClientProtocol(asyncio.Protocol):
         by_cookie = False
         if account is None and cookie_values:
             # The API's parser, and its rule: two different session tokens open nothing.
-            token = cookies.session_token(cookie_values)
-            if token is not None:
-                account = table.account_for_session(token)
+            session = cookies.session_token(cookie_values)
+            if session is not None:
+                account = table.account_for_session(session)
                 by_cookie = account is not None
         if account is None:
             self._answer_error(ex, 401, _UNAUTHENTICATED["code"], _UNAUTHENTICATED["message"],
@@ -629,6 +639,14 @@ class ClientProtocol(asyncio.Protocol):
                     "a console session opens WebSockets from "
                     f"{allowed[0] if allowed else 'this origin'} only"))
                 return
+        if ex.upgrade:
+            cap = self.cfg.max_websockets_per_account
+            if front.websockets_open.get(account, 0) >= cap:
+                self._answer_error(ex, 429, "too_many_websockets", (
+                    f"this account has {cap} WebSockets open, the most allowed; "
+                    "close one first"))
+                return
+            ex.account = account
         route = front.route(account, ex.ref)
         if route is None:
             self._answer_error(ex, 404, "not_found", f"no cluster {ex.ref!r}")
@@ -660,8 +678,8 @@ class ClientProtocol(asyncio.Protocol):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
         if cookie_values:
-            for value in cookies.strip_session_values(cookie_values):
-                out.append(b"cookie: %s\r\n" % value.encode("latin-1"))
+            for kept in cookies.strip_session_values(cookie_values):
+                out.append(b"cookie: %s\r\n" % kept.encode("latin-1"))
         addr = self.addr.encode()
         xff = b", ".join([*prior_xff, addr])
         scheme_b = self.cfg.scheme.encode()
@@ -869,6 +887,10 @@ class ClientProtocol(asyncio.Protocol):
         self.tunnel = up
         self.active = None
         ex.up = None
+        if ex.account:
+            self.ws_account = ex.account
+            counts = self.front.websockets_open
+            counts[ex.account] = counts.get(ex.account, 0) + 1
         # What the client may send on this route, checked frame by frame as it passes.
         path = ex.url.partition(b"?")[0].decode("latin-1")
         if ex.kind == "service":
@@ -885,6 +907,7 @@ class ClientProtocol(asyncio.Protocol):
     def upstream_lost(self, up: Upstream, exc: BaseException | None) -> None:
         if self.tunnel is up:
             self.tunnel = None
+            self._release_websocket()
             self._linger()
             return
         ex = self.active
@@ -1062,6 +1085,16 @@ class ClientProtocol(asyncio.Protocol):
             up.handler = None
             up.abort()
 
+    def _release_websocket(self) -> None:
+        acct, self.ws_account = self.ws_account, ""
+        if acct:
+            counts = self.front.websockets_open
+            left = counts.get(acct, 1) - 1
+            if left > 0:
+                counts[acct] = left
+            else:
+                counts.pop(acct, None)
+
     def _too_big(self, limit: int) -> None:
         """A client's WebSocket message over the route's limit: close with 1009 (as
         the API's own check does), drop the tunnel, and linger so the close arrives."""
@@ -1071,6 +1104,7 @@ class ClientProtocol(asyncio.Protocol):
         if up is not None:
             up.handler = None
             up.close()
+        self._release_websocket()
         self._linger()
 
     def _linger(self) -> None:

@@ -156,9 +156,11 @@ class Table:
         if not token or len(token) > 200:
             return None
         h = _hash(token)
+        # A session ends at once when it is ended or its key revoked (in any process
+        # that shares the database): look at the database's version on every use
+        # (`PRAGMA data_version`, a few microseconds; it reloads only on a change).
+        self.refresh()
         entry = self.snap.sessions.get(h)
-        if entry is None and self.refresh():
-            entry = self.snap.sessions.get(h)
         if entry is None or entry[1] <= int(time.time() * 1_000_000):
             return None
         return entry[0]
