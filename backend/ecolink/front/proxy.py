@@ -891,15 +891,17 @@ class ClientProtocol(asyncio.Protocol):
             self.ws_account = ex.account
             counts = self.front.websockets_open
             counts[ex.account] = counts.get(ex.account, 0) + 1
-        # What the client may send on this route, checked frame by frame as it passes.
-        path = ex.url.partition(b"?")[0].decode("latin-1")
-        if ex.kind == "service":
-            path = "/gpu-clusters/-/service" + (path if ex.prefixes == ("",) else "/")
-        self.frames = FrameGuard(edge_rules.frame_limit(unquote(path)))
+        # What a WebSocket client may send on this route, checked frame by frame as it
+        # passes (another protocol a replica upgrades to passes as it is).
+        if any(n.lower() == b"upgrade" and v.strip().lower() == b"websocket"
+               for n, v in ex.headers):
+            path = "/gpu-clusters/-/service/" if ex.kind == "service" else unquote(
+                ex.url.partition(b"?")[0].decode("latin-1"))
+            self.frames = FrameGuard(edge_rules.frame_limit(path))
         if rest:
             self._write(rest)
         if ex.tunnel_rest:
-            if not self.frames.feed(ex.tunnel_rest):
+            if self.frames is not None and not self.frames.feed(ex.tunnel_rest):
                 self._too_big(self.frames.limit)
                 return
             up.send(ex.tunnel_rest)
