@@ -233,7 +233,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                        max_connections=connection_cap(
                                            workers, args.max_connections),
                                        max_per_address=args.max_connections_per_address,
-                                       scheme=scheme, policy=args.load_balancing),
+                                       scheme=scheme, policy=args.load_balancing,
+                                       public_url=ctx.public_url or "",
+                                       service_domain=service_domain,
+                                       max_websockets_per_account=(
+                                           args.max_websockets_per_account)),
                        tls_cert=args.tls_cert, tls_key=args.tls_key)
     redact_logs()  # after uvicorn.Config: it sets up its handlers
     server = uvicorn.Server(config)

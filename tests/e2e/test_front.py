@@ -6,8 +6,9 @@ requests are spread over replicas."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
-import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from e2e.helpers import all_ready, launch, wait_for
+from ecolink.runtime.local_users import replica_python
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -198,11 +200,17 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 
 
 def test_replica_set_cookie_scoped_to_the_service(fresh_api: httpx.Client,
-                                                  tmp_path: Path) -> None:
-    script = tmp_path / "cookies.py"
+                                                  request: pytest.FixtureRequest) -> None:
+    # Replicas may run under a uid of their own: the script and the interpreter must
+    # be where any uid can read them (the test's own tmp_path is private).
+    shared = Path(tempfile.mkdtemp(prefix="ecolink-cookies-"))
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    shared.chmod(0o755)
+    script = shared / "cookies.py"
     script.write_text(COOKIE_REPLICA)
+    script.chmod(0o644)
     c = launch(fresh_api, "cookies", replicas=2, port=8080,
-               command=f"{sys.executable} {script} /gpu-clusters/cookies/service")
+               command=f"{replica_python()} {script} /gpu-clusters/cookies/service")
     wait_for(fresh_api, c["id"], all_ready(2))
     for ref in ("cookies", c["id"]):
         for _ in range(50):  # the replica is ready once its process runs: wait for it to listen

@@ -167,3 +167,41 @@ def test_forty_oversized_frames_leave_memory_and_health_alone(ecolink_server: An
           f"(+{grown_mb:.1f} MB); worst /healthz {worst_health * 1000:.0f} ms")
     assert grown_mb < 100, (baseline, peak)
     assert worst_health < 1.0, worst_health
+
+
+def test_service_websockets_count_and_are_bounded_through_the_front(
+        ecolink_server_factory: Any) -> None:
+    # One front process: the service sockets it tunnels and the API's own share the cap.
+    srv = ecolink_server_factory(extra_args=["--max-websockets-per-account", "3",
+                                             "--workers", "1"])
+    with srv.client() as api:
+        cluster = launch_service(api, "capped")
+    url = srv.ws_url(f"/gpu-clusters/{cluster['id']}/service/ws")
+    held = [ws_connect(url, srv.key), ws_connect(url, srv.key), ws_connect(srv.ws_url("/watch"),
+                                                                          srv.key)]
+    try:
+        held[0].send("hi")
+        assert held[0].recv(timeout=10) == "hi"
+        for target in (url, srv.ws_url("/watch")):
+            with pytest.raises(InvalidStatus) as exc:
+                ws_connect(target, srv.key)
+            resp = exc.value.response
+            assert resp.status_code == 429, (target, resp.status_code)
+            assert json.loads(resp.body or b"{}")["error"]["code"] == "too_many_websockets"
+        # A service message over the route's limit closes that socket with 1009 ...
+        held[1].send(b"x" * (MIB + 1))
+        _closed_with(held[1], 1009)
+        # ... and frees its place.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                held[1] = ws_connect(url, srv.key)
+                break
+            except InvalidStatus:
+                assert time.monotonic() < deadline, "the closed socket's place was not freed"
+                time.sleep(0.1)
+        held[1].send(b"y" * MIB)  # exactly the limit passes
+        assert held[1].recv(timeout=10) == b"y" * MIB
+    finally:
+        for ws in held:
+            ws.close()

@@ -100,6 +100,8 @@ def test_frame_limits() -> None:
     assert er.frame_limit("/gpu-clusters/x/replicas/x-0/exec") == 1024 * 1024 + 1
     assert er.frame_limit("/gpu-clusters/x/sessions/s1/attach") == 1024 * 1024 + 1
     assert er.frame_limit("/gpu-clusters/x/service/ws") == 1024 * 1024
+    # Port-forward: the client's 64 KiB reads go as one message each.
+    assert er.frame_limit("/gpu-clusters/x/replicas/x-0/portforward") == 64 * 1024
     assert er.frame_limit("/anything/else") == 8 * 1024
     assert er.MAX_FRAME == max(er.frame_limit(p) for p in (
         "/watch", "/gpu-clusters/x/replicas/x-0/exec", "/gpu-clusters/x/service/"))

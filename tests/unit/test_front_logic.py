@@ -3,6 +3,8 @@ cluster's pool orders its replicas (least outstanding, round-robin, back-off).""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ecolink.front import cookies
 from ecolink.front.balancer import Pool
 from ecolink.front.proxy import ErrorLog
@@ -148,3 +150,62 @@ def test_sessions_die_with_the_key_that_minted_them_when_the_store_links_them() 
     """)
     snap = load_snapshot(conn)
     assert set(snap.keys) == {"h1"} and set(snap.sessions) == {"s1"}
+
+
+def _frame(opcode: int, payload_len: int, *, fin: bool = True) -> bytes:
+    b0 = (0x80 if fin else 0) | opcode
+    if payload_len < 126:
+        head = bytes([b0, 0x80 | payload_len])
+    elif payload_len < 1 << 16:
+        head = bytes([b0, 0x80 | 126]) + payload_len.to_bytes(2, "big")
+    else:
+        head = bytes([b0, 0x80 | 127]) + payload_len.to_bytes(8, "big")
+    return head + b"mask" + b"x" * payload_len
+
+
+def test_frame_guard_counts_messages_across_frames_and_reads() -> None:
+    from ecolink.front.proxy import FrameGuard
+
+    g = FrameGuard(300)
+    stream = _frame(0x1, 300) + _frame(0x9, 100) + _frame(0x2, 200)
+    for i in range(len(stream)):  # one byte at a time: headers cut anywhere
+        assert g.feed(stream[i:i + 1])
+    # Fragments add up; a control frame between them does not count.
+    g = FrameGuard(300)
+    assert g.feed(_frame(0x2, 200, fin=False) + _frame(0xA, 120) + _frame(0x0, 100))
+    assert not g.feed(_frame(0x2, 200, fin=False) + _frame(0x0, 101))
+    # An announced length over the limit is refused on the header alone.
+    assert not FrameGuard(8 * 1024).feed(bytes([0x82, 0x80 | 127]) + (64 << 20).to_bytes(8, "big")
+                                         + b"mask")
+    assert not FrameGuard(300).feed(_frame(0x1, 301)[:8])
+
+
+def test_front_sessions_live_while_their_key_does(tmp_path: Path) -> None:
+    import time
+
+    from ecolink.front.table import Table
+    from ecolink.store import Store
+
+    store = Store(tmp_path / "ecolink.db")
+    now = int(time.time() * 1_000_000)
+    with store.tx():
+        a = store.create_account("a", now)
+        b = store.create_account("b", now)
+        key_a = store.create_api_key(a.id, now)
+        key_b = store.create_api_key(b.id, now)
+    kid_a = store.authenticate_key(key_a)[0]  # type: ignore[index]
+    kid_b = store.authenticate_key(key_b)[0]  # type: ignore[index]
+    with store.tx():
+        token, _ = store.create_console_session(a.id, now, kid_a)
+        # A session row naming another account's key opens nothing.
+        forged, _ = store.create_console_session(a.id, now, kid_b)
+    table = Table(tmp_path / "ecolink.db")
+    try:
+        assert table.account_for_session(token) == a.id
+        assert table.account_for_session(forged) is None
+        # The key revoked (the session row still there): the session is gone at once.
+        with store.tx():
+            store._conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, kid_a))
+        assert table.account_for_session(token) is None
+    finally:
+        table.stop()

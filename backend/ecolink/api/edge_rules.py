@@ -76,10 +76,17 @@ def session_token(values: Iterable[str]) -> str | None:
 
 def strip_session_cookie(values: Iterable[str]) -> str | None:
     """One Cookie header value holding every cookie of `values` but `eco_session`
-    (parsed exactly as `session_tokens` parses), or None when nothing is left."""
+    (parsed exactly as `session_tokens` parses; the name in any case goes too, so
+    nothing that looks like ours reaches a replica), or None when nothing is left."""
     kept = [part for value in values for part in _COOKIE_SEP.split(value)
-            if part and part.partition("=")[0] != SESSION_COOKIE]
+            if part and part.partition("=")[0].lower() != SESSION_COOKIE]
     return "; ".join(kept) if kept else None
+
+
+def mentions_session_cookie(value: str) -> bool:
+    """Whether a Cookie header value may hold `eco_session` (in any case): when it
+    cannot, it passes on as it came, without parsing."""
+    return SESSION_COOKIE in value.lower()
 
 
 def header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:
@@ -202,15 +209,19 @@ MIB = 1024 * KIB
 WATCH_FRAME_LIMIT = 8 * KIB
 EXEC_FRAME_LIMIT = MIB + 1
 SERVICE_FRAME_LIMIT = MIB
+# Port-forward carries a TCP stream in chunks of 64 KiB (the client's read size).
+PORTFORWARD_FRAME_LIMIT = 64 * KIB
 DEFAULT_FRAME_LIMIT = 8 * KIB
 # What a replica may send to a client through a service WebSocket, per message (the
 # backend holds at most a few such messages per socket).
 SERVICE_UPSTREAM_FRAME_LIMIT = 16 * MIB
 SERVICE_UPSTREAM_QUEUE = 4
 # The most any route takes: what the server itself buffers at most per message.
-MAX_FRAME = max(WATCH_FRAME_LIMIT, EXEC_FRAME_LIMIT, SERVICE_FRAME_LIMIT, DEFAULT_FRAME_LIMIT)
+MAX_FRAME = max(WATCH_FRAME_LIMIT, EXEC_FRAME_LIMIT, SERVICE_FRAME_LIMIT, DEFAULT_FRAME_LIMIT,
+                PORTFORWARD_FRAME_LIMIT)
 
 _EXEC_PATH = re.compile(r"^/gpu-clusters/[^/]+/(replicas/[^/]+/exec|sessions/[^/]+/attach)$")
+_PORTFORWARD_PATH = re.compile(r"^/gpu-clusters/[^/]+/replicas/[^/]+/portforward$")
 
 
 def frame_limit(path: str) -> int:
@@ -219,6 +230,8 @@ def frame_limit(path: str) -> int:
         return WATCH_FRAME_LIMIT
     if _EXEC_PATH.match(path):
         return EXEC_FRAME_LIMIT
+    if _PORTFORWARD_PATH.match(path):
+        return PORTFORWARD_FRAME_LIMIT
     if service_ref(path) is not None:
         return SERVICE_FRAME_LIMIT
     return DEFAULT_FRAME_LIMIT

@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import logging
 
-from fastapi import APIRouter, Query
-from starlette.requests import Request
+from fastapi import APIRouter
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
@@ -41,7 +41,7 @@ CHUNK = 64 * 1024
 CONNECT_TIMEOUT_S = 10.0
 
 
-def _port(ws: WebSocket) -> int:
+def _port(ws: HTTPConnection) -> int:
     raw = ws.query_params.get("port")
     if raw is None:
         raise InvalidField("port is required", "port")
@@ -156,8 +156,14 @@ async def relay(ws: WebSocket, reader: asyncio.StreamReader,
                 "the upgrade: 401, 404 (cluster or replica), 422 (port), 409 (nothing in the "
                 "replica listens on the port; the local runtime reaches only ports the "
                 "replica's own processes listen on), 503 (runtime unreachable). A plain GET "
-                "is 426."))
-async def portforward_doc(request: Request, id: str, replica: str,
-                          port: int = Query(..., ge=1, le=65535)) -> Response:
+                "is 426."),
+            openapi_extra={"parameters": [{
+                "name": "port", "in": "query", "required": True,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 65535}}]})
+async def portforward_doc(request: Request, id: str, replica: str) -> Response:
+    # As for the upgrade: another account's cluster is 404 before anything about the
+    # port is said.
+    get_ctx(request).service.get_cluster(request.state.account.id, id)
+    _port(request)
     return error_response(426, "invalid_request",
                           "port-forward is a WebSocket: send Upgrade: websocket")

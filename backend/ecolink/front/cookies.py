@@ -1,66 +1,51 @@
-"""One Cookie parser for authenticating and for stripping our session cookie.
-
-Clients and intermediaries join cookies with `;`, `,` or plain spaces, and may
-send several Cookie headers. Both the session lookup and the removal use
-`cookie_pairs`, so a token that one of them sees cannot escape the other.
+"""The front's cookie rules: the Cookie parser is `ecolink.api.edge_rules`' (the one
+the API authenticates with), so the token that authenticates a service request is
+exactly the one removed before it goes on; plus the scope check of a replica's
+Set-Cookie.
 """
 
 from __future__ import annotations
 
-import re
+from ecolink.api.edge_rules import (
+    SESSION_COOKIE,
+    mentions_session_cookie,
+    session_token,
+    session_tokens,
+    strip_session_cookie,
+)
 
-SESSION_COOKIE = "eco_session"
-_SEP = re.compile(r"[;,\s]+")
-_SESSION_LOWER = SESSION_COOKIE.lower()
-
-
-def cookie_pairs(value: str) -> list[tuple[str, str]]:
-    """(name, value) for every cookie in one Cookie header value, in order."""
-    out = []
-    for token in _SEP.split(value):
-        if not token:
-            continue
-        name, _, val = token.partition("=")
-        out.append((name.strip(), val.strip()))
-    return out
-
-
-def _is_session(name: str) -> bool:
-    return name.lower() == _SESSION_LOWER
-
-
-def session_tokens(values: list[str]) -> list[str]:
-    """Every `eco_session` value in the given Cookie header values."""
-    return [v for value in values for n, v in cookie_pairs(value) if n == SESSION_COOKIE and v]
+__all__ = ["SESSION_COOKIE", "session_token", "session_tokens", "strip_session",
+           "strip_session_values", "set_cookie_allowed"]
 
 
 def strip_session(value: str) -> str | None:
-    """The Cookie header value without our session cookie (None when nothing is left).
+    """One Cookie header value without our session cookie (None when nothing is left).
 
-    A header that holds no session cookie passes byte for byte; one that does is
-    rebuilt from the same pairs the session lookup reads."""
-    pairs = cookie_pairs(value)
-    if not any(_is_session(n) for n, _ in pairs):
+    A value that holds no session cookie passes byte for byte; one that does is
+    rebuilt from the pairs `session_tokens` reads."""
+    if not mentions_session_cookie(value):
         return value
-    kept = [f"{n}={v}" if v or "=" in _raw_token(value, n) else n
-            for n, v in pairs if not _is_session(n)]
-    return "; ".join(kept) if kept else None
+    return strip_session_cookie([value])
 
 
-def _raw_token(value: str, name: str) -> str:
-    for token in _SEP.split(value):
-        if token.partition("=")[0].strip() == name:
-            return token
-    return ""
+def strip_session_values(values: list[str]) -> list[str]:
+    """The Cookie header values to send on for `values` (every Cookie header of one
+    request): as they came when none may hold our cookie, else one header built by
+    the parser that authenticates."""
+    if not any(mentions_session_cookie(v) for v in values):
+        return values
+    stripped = strip_session_cookie(values)
+    return [stripped] if stripped else []
 
 
 def set_cookie_allowed(value: str, prefixes: tuple[str, ...]) -> bool:
     """Whether a replica's Set-Cookie may reach the client: never our session
     cookie, never a cookie scoped outside the service prefix (a Path above it, or
-    a Domain that widens it to other hosts)."""
+    a Domain that widens it to other hosts). On a separate service origin the
+    prefix is "" and every Path is the replica's."""
     parts = value.split(";")
     name = parts[0].partition("=")[0].strip()
-    if not name or _is_session(name):
+    if not name or name.lower() == SESSION_COOKIE:
         return False
     for attr in parts[1:]:
         key, _, val = attr.partition("=")

@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote
 
 import httptools
 
+from ecolink.api import edge_rules
 from ecolink.front import cookies
 from ecolink.front.balancer import Pool, Replica
 from ecolink.front.upstream import ConnPool, Upstream, UpstreamUnreachable
@@ -46,12 +47,14 @@ _RESP_DROP = frozenset({
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _NO_BODY_OK = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 _BODY_BUFFER_MAX = 1 << 20
+_LINGER_S = 2.0
 _PREFIX = b"/gpu-clusters/"
 _SERVICE_SEG = b"service"
 
-# Headers added to every answer a replica gives through the service URL (after the
-# replica's own), e.g. a Content-Security-Policy for pages served on the API's origin.
-SERVICE_RESPONSE_HEADERS: list[tuple[bytes, bytes]] = []
+# Every answer on a service URL (the replica's, and the front's own refusals) starts
+# with the sandbox of `edge_rules`: on the API's origin never `allow-same-origin`.
+_CSP_LINE = b"content-security-policy: %s\r\n" % edge_rules.service_csp(False).encode()
+_CSP_ORIGIN_LINE = b"content-security-policy: %s\r\n" % edge_rules.service_csp(True).encode()
 
 _UNAUTHENTICATED = {"code": "unauthenticated", "message": "missing, wrong or revoked credentials"}
 
@@ -68,6 +71,11 @@ class FrontConfig:
     upstream_max_per_replica: int = 256
     scheme: str = "http"
     policy: str = "least-outstanding"
+    # The API's public URL (a cookie-opened WebSocket may come from it) and the
+    # separate service origin's host suffix (`gc-ID.SUFFIX` is a cluster's root).
+    public_url: str = ""
+    service_domain: str | None = None
+    max_websockets_per_account: int = edge_rules.MAX_WEBSOCKETS_PER_ACCOUNT
 
 
 class ErrorLog:
@@ -99,7 +107,8 @@ class Front:
     """What every connection of one front process shares."""
 
     def __init__(self, table: Table, api_socket: str, cfg: FrontConfig,
-                 request_targets: Callable[[str], Any] | None = None) -> None:
+                 request_targets: Callable[[str], Any] | None = None,
+                 websockets_open: dict[str, int] | None = None) -> None:
         self.table = table
         self.api_socket = api_socket
         self.cfg = cfg
@@ -115,6 +124,10 @@ class Front:
         self.per_address: collections.Counter[str] = collections.Counter()
         self.errors = ErrorLog(log)
         self.request_targets = request_targets
+        # Service WebSockets open per account (in `ecolink serve`'s own process the
+        # same count as the API's, so both kinds share one cap there).
+        self.websockets_open: dict[str, int] = (
+            websockets_open if websockets_open is not None else {})
         self.refused = 0
         self._routes: dict[tuple[str, str], tuple[ClusterInfo, str, tuple[str, ...]]] = {}
         self._route_snap: object = None
@@ -175,6 +188,7 @@ def _error_body(status: int, code: str, message: str) -> bytes:
 
 
 _REASONS = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+            429: b"Too Many Requests",
             408: b"Request Timeout", 431: b"Request Header Fields Too Large",
             503: b"Service Unavailable", 307: b"Temporary Redirect"}
 
@@ -187,7 +201,7 @@ class _Exchange:
         "length", "body", "body_bytes", "body_done", "kind", "cluster_id", "ref",
         "replica", "up", "started", "status", "framing", "answered", "tunnel_rest",
         "head_out", "upath", "prefixes", "replicas", "tries", "retried", "sent_body",
-        "local", "expect",
+        "local", "expect", "csp", "host", "account",
     )
 
     def __init__(self) -> None:
@@ -221,6 +235,9 @@ class _Exchange:
         self.sent_body = False
         self.local: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
         self.expect = False
+        self.csp = b""  # the Content-Security-Policy line of a service-URL answer
+        self.host = b""
+        self.account = ""
 
 
 class HeadTooLarge(Exception):
@@ -249,6 +266,9 @@ class ClientProtocol(asyncio.Protocol):
         self.paused_writing = False
         self.batch: list[bytes] | None = None
         self.eof = False
+        self.lingering = False  # the tunnel ended: what the client still sends is dropped
+        self.frames: FrameGuard | None = None  # a WebSocket tunnel's message limit
+        self.ws_account = ""  # whose service WebSocket this connection holds
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -295,6 +315,7 @@ class ClientProtocol(asyncio.Protocol):
             self.tunnel.handler = None
             self.tunnel.close()
             self.tunnel = None
+        self._release_websocket()
         self.queue.clear()
 
     def pause_writing(self) -> None:
@@ -323,9 +344,13 @@ class ClientProtocol(asyncio.Protocol):
         return True
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.lingering:
             return
         if self.tunnel is not None:
+            frames = self.frames
+            if frames is not None and not frames.feed(data):
+                self._too_big(frames.limit)
+                return
             self.tunnel.send(data)
             return
         if self.upgraded:
@@ -381,7 +406,9 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = 0.0
         if self.closed:
             return
-        if self.in_head:
+        if self.lingering:
+            self._close()
+        elif self.in_head:
             self.front.errors("request head not completed in time: answered 408")
             self._refuse(408, "the request head did not arrive in time")
         elif self.active is None and not self.queue:
@@ -492,6 +519,17 @@ class ClientProtocol(asyncio.Protocol):
 
     def _route(self, ex: _Exchange) -> None:
         url = ex.url
+        suffix = self.cfg.service_domain
+        if suffix:
+            host = next((v for n, v in ex.headers if n.lower() == b"host"), b"")
+            ref = edge_rules.service_host_ref(host.decode("latin-1"), suffix) if host else None
+            if ref is not None:
+                # The cluster's own origin: every path is the replica's, at its root.
+                ex.upath = url
+                ex.ref = ref
+                ex.csp = _CSP_ORIGIN_LINE
+                self._service(ex, b"")
+                return
         path, _, query = url.partition(b"?")
         if path.startswith(_PREFIX):
             parts = path.split(b"/", 4)
@@ -499,7 +537,8 @@ class ClientProtocol(asyncio.Protocol):
                 rest = b"/" + parts[4]
                 ex.upath = rest + (b"?" + query if b"?" in url else b"")
                 ex.ref = unquote(parts[2].decode("latin-1"))
-                self._service(ex)
+                ex.csp = _CSP_LINE
+                self._service(ex, None)
                 return
         self._api(ex)
 
@@ -557,12 +596,15 @@ class ClientProtocol(asyncio.Protocol):
         out.append(b"\r\n")
 
     # -- the service URL
-    def _service(self, ex: _Exchange) -> None:
+    def _service(self, ex: _Exchange, at_root: bytes | None) -> None:
+        """A request to a service URL (`at_root` is b"" on the cluster's own service
+        origin, where the replica is served at the root; None on the API's origin)."""
         ex.kind = "service"
         front = self.front
         table = front.table
         account = None
         auth = None
+        origin = None
         cookie_values = []
         for name, value in ex.headers:
             n = name.lower()
@@ -570,32 +612,49 @@ class ClientProtocol(asyncio.Protocol):
                 auth = value
             elif n == b"cookie":
                 cookie_values.append(value.decode("latin-1"))
+            elif n == b"host":
+                ex.host = value
+            elif n == b"origin":
+                origin = value
         if auth is not None:
             scheme, _, token = auth.decode("latin-1").strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 account = table.account_for_key(token.strip())
         by_cookie = False
         if account is None and cookie_values:
-            for token in cookies.session_tokens(cookie_values):
-                account = table.account_for_session(token)
-                if account is not None:
-                    by_cookie = True
-                    break
+            # The API's parser, and its rule: two different session tokens open nothing.
+            session = cookies.session_token(cookie_values)
+            if session is not None:
+                account = table.account_for_session(session)
+                by_cookie = account is not None
         if account is None:
             self._answer_error(ex, 401, _UNAUTHENTICATED["code"], _UNAUTHENTICATED["message"],
                                [(b"www-authenticate", b'Bearer realm="ecolink"')])
             return
-        if by_cookie and ex.upgrade and not _same_origin(ex.headers):
-            # A page of another site cannot open a WebSocket with the user's cookie.
-            self._answer_error(ex, 403, "forbidden",
-                               "a WebSocket opened with the session cookie must come from "
-                               "this origin")
-            return
+        if by_cookie and ex.upgrade and origin is not None:
+            allowed = self._allowed_origins(ex.host)
+            if not edge_rules.origin_allowed(origin.decode("latin-1"), allowed):
+                # A page of another site cannot open a WebSocket with the user's cookie.
+                self._answer_error(ex, 403, "forbidden_origin", (
+                    "a console session opens WebSockets from "
+                    f"{allowed[0] if allowed else 'this origin'} only"))
+                return
+        if ex.upgrade:
+            cap = self.cfg.max_websockets_per_account
+            if front.websockets_open.get(account, 0) >= cap:
+                self._answer_error(ex, 429, "too_many_websockets", (
+                    f"this account has {cap} WebSockets open, the most allowed; "
+                    "close one first"))
+                return
+            ex.account = account
         route = front.route(account, ex.ref)
         if route is None:
             self._answer_error(ex, 404, "not_found", f"no cluster {ex.ref!r}")
             return
         info, prefix, ex.prefixes = route
+        if at_root is not None:
+            prefix = ""
+            ex.prefixes = ("",)
         if info.status == "terminated" or info.endpoint_port is None:
             self._answer_error(ex, 404, "not_found", "the cluster has no service endpoint")
             return
@@ -612,15 +671,15 @@ class ClientProtocol(asyncio.Protocol):
             if n in _SERVICE_DROP or n in named:
                 continue
             if n == b"cookie":
-                stripped = cookies.strip_session(value.decode("latin-1"))
-                if stripped:
-                    out.append(b"%s: %s\r\n" % (name, stripped.encode("latin-1")))
-                continue
+                continue  # below, all Cookie headers at once
             if n.startswith(b"x-forwarded-"):
                 if n == b"x-forwarded-for":
                     prior_xff.append(value)
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
+        if cookie_values:
+            for kept in cookies.strip_session_values(cookie_values):
+                out.append(b"cookie: %s\r\n" % kept.encode("latin-1"))
         addr = self.addr.encode()
         xff = b", ".join([*prior_xff, addr])
         scheme_b = self.cfg.scheme.encode()
@@ -639,6 +698,17 @@ class ClientProtocol(asyncio.Protocol):
             self.loop.create_task(self._await_targets(ex, info.id))
             return
         self._dispatch_service(ex, pool)
+
+    def _allowed_origins(self, host: bytes) -> list[str]:
+        """The origins a cookie-opened WebSocket may come from (as the API's auth
+        middleware has them): the one the request came to, and the public URL."""
+        out = []
+        if host:
+            scheme = "https" if self.cfg.scheme == "https" else "http"
+            out.append(f"{scheme}://{host.decode('latin-1').strip()}")
+        if self.cfg.public_url:
+            out.append(self.cfg.public_url)
+        return out
 
     async def _await_targets(self, ex: _Exchange, cluster_id: str) -> None:
         assert self.front.request_targets is not None
@@ -727,6 +797,8 @@ class ClientProtocol(asyncio.Protocol):
         length = None
         chunked = False
         service = ex.kind == "service"
+        if service:
+            out.append(ex.csp)  # first: a replica's own policy adds, never loosens
         for name, value in headers:
             n = name.lower()
             if n in _RESP_DROP:
@@ -739,9 +811,6 @@ class ClientProtocol(asyncio.Protocol):
                     value.decode("latin-1"), ex.prefixes):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
-        if service:
-            for name, value in SERVICE_RESPONSE_HEADERS:
-                out.append(b"%s: %s\r\n" % (name, value))
         no_body = ex.method == "HEAD" or status in (204, 304)
         if no_body:
             ex.framing = "none"
@@ -804,7 +873,7 @@ class ClientProtocol(asyncio.Protocol):
         if ex is None or ex.up is not up or self.transport is None or not ex.upgrade:
             up.close()
             return
-        out = [b"HTTP/1.1 101 %s\r\n" % (reason or b"Switching Protocols")]
+        out = [b"HTTP/1.1 101 %s\r\n" % (reason or b"Switching Protocols"), ex.csp]
         for name, value in headers:
             n = name.lower()
             if ex.kind == "service" and n == b"set-cookie" and not cookies.set_cookie_allowed(
@@ -818,15 +887,30 @@ class ClientProtocol(asyncio.Protocol):
         self.tunnel = up
         self.active = None
         ex.up = None
+        if ex.account:
+            self.ws_account = ex.account
+            counts = self.front.websockets_open
+            counts[ex.account] = counts.get(ex.account, 0) + 1
+        # What a WebSocket client may send on this route, checked frame by frame as it
+        # passes (another protocol a replica upgrades to passes as it is).
+        if any(n.lower() == b"upgrade" and v.strip().lower() == b"websocket"
+               for n, v in ex.headers):
+            path = "/gpu-clusters/-/service/" if ex.kind == "service" else unquote(
+                ex.url.partition(b"?")[0].decode("latin-1"))
+            self.frames = FrameGuard(edge_rules.frame_limit(path))
         if rest:
             self._write(rest)
         if ex.tunnel_rest:
+            if self.frames is not None and not self.frames.feed(ex.tunnel_rest):
+                self._too_big(self.frames.limit)
+                return
             up.send(ex.tunnel_rest)
 
     def upstream_lost(self, up: Upstream, exc: BaseException | None) -> None:
         if self.tunnel is up:
             self.tunnel = None
-            self._close()
+            self._release_websocket()
+            self._linger()
             return
         ex = self.active
         if ex is None or ex.up is not up:
@@ -937,7 +1021,7 @@ class ClientProtocol(asyncio.Protocol):
         ex.body.clear()
         if ex.upgrade:
             ex.keep_alive = False
-        self._write_simple(status, body, headers or [], ex.keep_alive, ex.http11)
+        self._write_simple(status, body, headers or [], ex.keep_alive, ex.http11, ex.csp)
         ex.answered = True
         if ex.body_done:
             self._exchange_over(ex)
@@ -951,10 +1035,10 @@ class ClientProtocol(asyncio.Protocol):
                 self._resume_reading()
 
     def _write_simple(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
-                      keep_alive: bool, http11: bool) -> None:
+                      keep_alive: bool, http11: bool, csp: bytes = b"") -> None:
         assert self.transport is not None
-        out = [b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-               % (status, _REASONS.get(status, b"Error"), len(body))]
+        out = [b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%b"
+               % (status, _REASONS.get(status, b"Error"), len(body), csp)]
         for k, v in headers:
             out.append(b"%s: %s\r\n" % (k, v))
         if not keep_alive:
@@ -1003,25 +1087,98 @@ class ClientProtocol(asyncio.Protocol):
             up.handler = None
             up.abort()
 
+    def _release_websocket(self) -> None:
+        acct, self.ws_account = self.ws_account, ""
+        if acct:
+            counts = self.front.websockets_open
+            left = counts.get(acct, 1) - 1
+            if left > 0:
+                counts[acct] = left
+            else:
+                counts.pop(acct, None)
+
+    def _too_big(self, limit: int) -> None:
+        """A client's WebSocket message over the route's limit: close with 1009 (as
+        the API's own check does), drop the tunnel, and linger so the close arrives."""
+        reason = b"message too big: at most %d bytes here" % limit
+        self._write(b"\x88%c%b%b" % (len(reason) + 2, (1009).to_bytes(2, "big"), reason))
+        up, self.tunnel = self.tunnel, None
+        if up is not None:
+            up.handler = None
+            up.close()
+        self._release_websocket()
+        self._linger()
+
+    def _linger(self) -> None:
+        """The far end of a tunnel closed (a WebSocket's close frame, e.g. 1009 for a
+        message too big, is the last thing it sent): send that on and a FIN, then read
+        and drop what the client still sends for a moment before closing. Closing at
+        once with its unread bytes pending would reset the connection, and the client
+        would lose the close frame."""
+        t = self.transport
+        if t is None or self.closed:
+            return
+        if self.batch:
+            self.batch_end()
+        if not t.can_write_eof() or t.is_closing():
+            self._close()
+            return
+        t.write_eof()
+        self.lingering = True
+        self._resume_reading()
+        self._set_timer(_LINGER_S)
+
     def _abort(self) -> None:
         self._close()
         if self.transport is not None:
             self.transport.abort()
 
 
-def _same_origin(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the request's Origin (when it sends one) names the host it came to."""
-    origin = host = None
-    for name, value in headers:
-        n = name.lower()
-        if n == b"origin":
-            origin = value.decode("latin-1").strip()
-        elif n == b"host":
-            host = value.decode("latin-1").strip().lower()
-    if origin is None:
-        return True  # not a browser: nothing rides on an ambient cookie
-    _, sep, rest = origin.partition("://")
-    return bool(sep) and host is not None and rest.rstrip("/").lower() == host
+class FrameGuard:
+    """Follows the frames a WebSocket client sends (headers only; payload bytes are
+    counted, never copied) and says when a message grows over `limit`."""
+
+    __slots__ = ("limit", "left", "head", "message")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = 0  # payload bytes of the current frame still to pass
+        self.head = b""  # a frame header cut by a read
+        self.message = 0  # bytes of the data message being fragmented so far
+
+    def feed(self, data: bytes) -> bool:
+        """False when `data` takes a message over the limit."""
+        i = 0
+        n = len(data)
+        while i < n:
+            if self.left:
+                take = min(self.left, n - i)
+                self.left -= take
+                i += take
+                continue
+            head = self.head + data[i:i + 14]
+            if len(head) < 2:
+                self.head = head
+                return True
+            b0, b1 = head[0], head[1]
+            size = b1 & 0x7F
+            need = 2 + (4 if b1 & 0x80 else 0) + (2 if size == 126 else 8 if size == 127 else 0)
+            if len(head) < need:
+                self.head = head
+                return True
+            if size == 126:
+                size = int.from_bytes(head[2:4], "big")
+            elif size == 127:
+                size = int.from_bytes(head[2:10], "big")
+            i += need - len(self.head)
+            self.head = b""
+            if not b0 & 0x08:  # a data frame (continuation, text, binary)
+                total = (self.message if b0 & 0x0F == 0 else 0) + size
+                if total > self.limit:
+                    return False
+                self.message = 0 if b0 & 0x80 else total
+            self.left = size
+        return True
 
 
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:

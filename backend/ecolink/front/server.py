@@ -323,7 +323,8 @@ class FrontGroup:
         self.table.on_change = _threadsafe(self.control.wake)
         self.table.start()
         self.front = Front(self.table, self.api_socket, self.cfg,
-                           request_targets=self.control.targets_now)
+                           request_targets=self.control.targets_now,
+                           websockets_open=self.ctx.extra.setdefault("websockets_open", {}))
         self.control.local.append(self.front)
         await self.control.start()
         self.traffic = TrafficView(self.counters)

@@ -57,7 +57,7 @@ def load_snapshot(conn: sqlite3.Connection) -> Snapshot:
         for key_hash, account in conn.execute(
                 "SELECT key_hash, account_id FROM api_keys WHERE revoked_at IS NULL"):
             snap.keys[key_hash] = account
-        for token_hash, account, expires in conn.execute(_sessions_query(conn)):
+        for token_hash, account, expires in conn.execute(_SESSIONS_SQL):
             snap.sessions[token_hash] = (account, expires)
         rows = conn.execute(
             "SELECT id, account_id, name, status, endpoint_port, created_at FROM clusters"
@@ -78,21 +78,14 @@ def load_snapshot(conn: sqlite3.Connection) -> Snapshot:
     return snap
 
 
-def _sessions_query(conn: sqlite3.Connection) -> str:
-    """The live console sessions. Where a session records the key that minted it,
-    it lives only as long as that key (and its own revocation, if it has one)."""
-    cols = {row[1] for row in conn.execute("PRAGMA table_info(console_sessions)")}
-    sql = "SELECT s.token_hash, s.account_id, s.expires_at FROM console_sessions s"
-    where = []
-    if "key_id" in cols:
-        sql += " JOIN api_keys k ON k.id = s.key_id"
-        where.append("k.revoked_at IS NULL")
-    elif "key_prefix" in cols:
-        sql += " JOIN api_keys k ON k.prefix = s.key_prefix"
-        where.append("k.revoked_at IS NULL")
-    if "revoked_at" in cols:
-        where.append("s.revoked_at IS NULL")
-    return sql + (" WHERE " + " AND ".join(where) if where else "")
+# The live console sessions: each lives only while the API key that minted it
+# (`console_sessions.key_id`, of the same account) is not revoked, as the store's own
+# lookup has it. A session without such a key opens nothing.
+_SESSIONS_SQL = (
+    "SELECT s.token_hash, s.account_id, s.expires_at FROM console_sessions s"
+    " JOIN api_keys k ON k.id = s.key_id AND k.revoked_at IS NULL"
+    " AND k.account_id = s.account_id"
+)
 
 
 class Table:
@@ -163,9 +156,11 @@ class Table:
         if not token or len(token) > 200:
             return None
         h = _hash(token)
+        # A session ends at once when it is ended or its key revoked (in any process
+        # that shares the database): look at the database's version on every use
+        # (`PRAGMA data_version`, a few microseconds; it reloads only on a change).
+        self.refresh()
         entry = self.snap.sessions.get(h)
-        if entry is None and self.refresh():
-            entry = self.snap.sessions.get(h)
         if entry is None or entry[1] <= int(time.time() * 1_000_000):
             return None
         return entry[0]
