@@ -7,7 +7,15 @@ from __future__ import annotations
 import copy
 
 from ecotui.widgets.replicas_table import ReplicasTable
-from tui.helpers import fixed_app, row_text, screen_text, wait_for, wait_for_text
+from tui.helpers import (
+    fixed_app,
+    replica_columns,
+    replica_line,
+    row_text,
+    screen_text,
+    wait_for,
+    wait_for_text,
+)
 
 BIG = (160, 48)
 SMALL = (80, 24)
@@ -25,25 +33,6 @@ async def open_cluster(pilot, fx, name: str) -> None:
     fx.app.open_cluster(cid_of(fx, name))
     await wait_for(pilot, lambda: getattr(fx.app.screen, "_loaded", False), what="history loaded")
     await wait_for_text(pilot, f"{name}-7")
-
-
-def replica_line(app, name: str) -> str:
-    return next(ln for ln in screen_text(app).splitlines() if f" {name} " in ln)
-
-
-def replica_columns(app, name: str, labels: tuple[str, ...]) -> dict[str, str]:
-    """The cells of a replica's row under the given headings, as drawn (a cell runs from
-    its heading to the next one; headings are two or more spaces apart)."""
-    lines = screen_text(app).splitlines()
-    header = next(ln for ln in lines if " replica " in ln and " phase " in ln)
-    row = replica_line(app, name)
-    heads = [i for i in range(2, len(header))
-             if header[i] not in " ┃│" and header[i - 2:i] == "  "] + [len(header) - 1]
-    out = {}
-    for label in labels:
-        x = header.index(f"  {label} ") + 2
-        out[label] = row[x:min(h for h in heads if h > x)].strip()
-    return out
 
 
 async def test_clusters_view_shows_request_and_5xx_rates():
