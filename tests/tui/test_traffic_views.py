@@ -18,6 +18,7 @@ from tui.helpers import (
 )
 
 BIG = (160, 48)
+WIDE = (200, 50)  # every replica column fits
 SMALL = (80, 24)
 
 
@@ -76,7 +77,7 @@ async def test_clusters_view_sorts_by_request_rate():
 
 async def test_cluster_view_shows_replica_traffic_beside_gpu_util():
     fx = fixed_app()
-    async with fx.app.run_test(size=BIG) as pilot:
+    async with fx.app.run_test(size=WIDE) as pilot:
         await wait_for_text(pilot, "12 clusters")
         await open_cluster(pilot, fx, "tts-serve")
         text = screen_text(fx.app)
@@ -122,7 +123,7 @@ async def test_cluster_view_80x24_says_the_port_forward_path():
 
 async def test_cluster_view_without_public_url_shows_unknown_traffic():
     fx = fixed_app()
-    async with fx.app.run_test(size=BIG) as pilot:
+    async with fx.app.run_test(size=WIDE) as pilot:
         await wait_for_text(pilot, "12 clusters")
         await open_cluster(pilot, fx, "bert-serve")
         assert "Replicas · — req/s (no public URL)" in screen_text(fx.app)
@@ -133,7 +134,7 @@ async def test_cluster_view_without_public_url_shows_unknown_traffic():
 
 async def test_replica_traffic_follows_replicas_frames():
     fx = fixed_app()
-    async with fx.app.run_test(size=BIG) as pilot:
+    async with fx.app.run_test(size=WIDE) as pilot:
         await wait_for_text(pilot, "12 clusters")
         await open_cluster(pilot, fx, "tts-serve")
         cid = cid_of(fx, "tts-serve")

@@ -33,10 +33,10 @@ COLUMNS = [("replica", "replica"), ("phase", "phase"), ("ready", "ready"), ("hea
            ("mem", "mem GiB"), ("temp", "temp"), ("power", "power")]
 REASON_WIDTH = 30
 # Which columns stay when the table is narrow: first listed, last dropped.
-# Traffic sits beside the GPU utilisation: busy GPUs with no requests (or the reverse) is
-# what the pair is for.
+# Traffic sits beside the GPU utilisation (busy GPUs with no requests, or the reverse, is
+# what the pair is for); the node before memory, which the GPU panel shows per GPU.
 PRIORITY = ["replica", "ready", "phase", "health", "restarts", "reason", "util", "rps", "5xx", "gpus",
-            "p99", "inflight", "mem", "node", "temp", "power"]
+            "node", "p99", "mem", "inflight", "temp", "power"]
 
 
 def replica_cells(r: dict[str, Any]) -> dict[str, str]:
