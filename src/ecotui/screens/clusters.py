@@ -42,7 +42,7 @@ COLUMNS = [
     Column("util", "GPU util", 14, 3),
     Column("health", "health", 8, 1),
     Column("reqs", "req/s", 5, 3, align="right", min_width=5),
-    Column("5xx", "5xx/s", 5, 4, align="right", min_width=5),
+    Column("5xx", "5xx/s", 5, 3, align="right", min_width=5),
     Column("burn", "burn/h", 10, 2, align="right"),
     Column("spent", "spent", 11, 6, align="right"),
     Column("expires", "expires in", 10, 1, align="right"),
