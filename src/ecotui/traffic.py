@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ecotui.text import visible
+
 UNKNOWN = "—"
 
 # How the service URL reaches the replicas, in words.
@@ -36,9 +38,9 @@ def fmt_per_s(value: Any) -> str:
         return UNKNOWN
     if v <= 0:
         return "0"
-    if v < 10:
+    if v < 9.95:
         return f"{v:.1f}"
-    if v < 1000:
+    if v < 999.5:
         return f"{v:.0f}"
     return f"{v / 1000:.1f}k"
 
@@ -51,9 +53,9 @@ def fmt_ms(value: Any) -> str:
         v = float(value)
     except (TypeError, ValueError):
         return UNKNOWN
-    if v < 10:
+    if v < 9.95:
         return f"{v:.1f}ms"
-    if v < 1000:
+    if v < 999.5:
         return f"{v:.0f}ms"
     return f"{v / 1000:.1f}s"
 
@@ -63,7 +65,7 @@ def path_words(path: Any) -> str | None:
     if not path:
         return None
     parts = [p for p in str(path).split(",") if p]
-    return " and ".join(PATH_WORDS.get(p, p) for p in parts) or None
+    return " and ".join(PATH_WORDS.get(p) or visible(p) for p in parts) or None
 
 
 def replica_cells(r: dict[str, Any]) -> dict[str, str]:

@@ -19,8 +19,8 @@ REPLICA = {"path": "port-forward", "requests_per_s": 0.0, "errors_5xx_per_s": 0.
 
 
 @pytest.mark.parametrize(("value", "text"), [
-    (None, "—"), (0, "0"), (0.0, "0"), (0.04, "0.0"), (0.4, "0.4"), (9.96, "10.0"), (12.34, "12"),
-    (999.4, "999"), (1234.0, "1.2k"), ("junk", "—"),
+    (None, "—"), (0, "0"), (0.0, "0"), (0.04, "0.0"), (0.4, "0.4"), (9.96, "10"), (12.34, "12"),
+    (999.4, "999"), (999.6, "1.0k"), (1234.0, "1.2k"), ("junk", "—"),
 ])
 def test_rates_per_second(value, text):
     assert traffic.fmt_per_s(value) == text
@@ -104,3 +104,7 @@ def test_summaries_carry_traffic_into_the_model_and_its_order():
     # Traffic that becomes unknown is unknown again, not 0.
     m.apply({"type": "summaries", "clusters": {}, "traffic": {cid: None}})
     assert m.clusters[cid]["traffic"] is None
+
+
+def test_an_unknown_path_is_shown_not_obeyed():
+    assert traffic.path_words("tunnel\x1b[31m") == "tunnel␛[31m"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -358,7 +359,7 @@ class ClusterScreen(DashboardScreen):
         """The replica table's title says the service URL's traffic and how it reaches the
         replicas (directly, or through the API server's port-forward), at any width."""
         table = self.query_one(ReplicasTable)
-        title = f"Replicas · {cluster_summary(c)}"
+        title = escape(f"Replicas · {cluster_summary(c)}")  # a title is markup: none here
         if table.border_title != title:
             table.border_title = title
 

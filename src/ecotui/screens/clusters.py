@@ -2,8 +2,9 @@
 
 Columns: name, status, region, GPU type x count, replicas ready/desired, mean
 GPU utilisation with a sparkline, the service URL's requests and 5xx answers per
-second, burn rate, spent and a live countdown to expiry. Sort by any column (`o`/`O`, or click a heading), filter as you type
-(`/`), group by region or status (`m`). Only rows on screen are drawn and only
+second, burn rate, spent and a live countdown to expiry. Sort by any column
+(`o`/`O`, or click a heading), filter as you type (`/`), group by region or
+status (`m`). Only rows on screen are drawn and only
 their changed cells are repainted; the watch focus follows the rows on screen.
 """
 
