@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from ecotui import __version__, cli_gpus, costs
+from ecotui import __version__, cli_gpus, costs, traffic
 from ecotui.cli_io import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -386,6 +386,8 @@ def render_cluster(c: dict[str, Any]) -> str:
         lines += [f"  endpoint     port {ep['port']}, public URL:", f"    {ep['url']}"]
     else:
         lines.append("  endpoint     none")
+    # The service URL's traffic over the last seconds ("—": not known yet).
+    lines.append(f"  traffic      {traffic.cluster_summary(c)}")
     health = cli_gpus.health_summary(c)
     if health:
         lines.append(f"  gpu health   {health}")

@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from ecotui.gpu_health import cluster_health, gpu_health_alerts, health_rank
+from ecotui.traffic import sort_value as traffic_sort_value
 
 MICRO = 1_000_000
 
@@ -50,8 +51,8 @@ UNSCHEDULABLE_WORDS = ("unschedulable", "insufficient", "failedscheduling",
                        "didn't match", "no nodes", "not enough")
 CRASH_WORDS = ("crashloop", "back-off", "backoff")
 
-SORT_COLUMNS = ("name", "status", "region", "gpu", "replicas", "util", "health", "burn", "spent",
-                "expires")
+SORT_COLUMNS = ("name", "status", "region", "gpu", "replicas", "util", "health", "reqs", "5xx",
+                "burn", "spent", "expires")
 GROUPINGS = (None, "region", "status")
 
 
@@ -382,6 +383,15 @@ class DashboardModel:
                     self._recompute_alerts(cid, now)
             self._push_spark(cid, summary)
             self._track_idle(cid, summary, now)
+        # The service URL's traffic per cluster (null: no public URL or nothing counted yet).
+        for cid, traffic in (frame.get("traffic") or {}).items():
+            c = self.clusters.get(cid)
+            if c is None or c.get("traffic") == traffic:
+                continue
+            self.clusters[cid] = {**c, "traffic": traffic}
+            self._changes.clusters.add(cid)
+            if self.sort_column in ("reqs", "5xx"):
+                self._order_dirty()
 
     def _on_replicas(self, frame: dict[str, Any], now: datetime) -> None:
         cid = frame.get("cluster_id")
@@ -867,6 +877,8 @@ class DashboardModel:
             return -health_rank(cluster_health(c)[0])
         if col == "replicas":
             return (c.get("ready_replicas", 0), c.get("replicas", 0))
+        if col in ("reqs", "5xx"):
+            return traffic_sort_value(c, col)
         if col == "util":
             mu = ((c.get("gpu_summary") or {}).get("mean_utilization"))
             return -1.0 if mu is None else float(mu)

@@ -116,6 +116,26 @@ def row_text(app: EcoApp, name: str) -> str:
     return ""
 
 
+def replica_line(app: EcoApp, name: str) -> str:
+    """The replica table's line for the replica called `name` (as drawn)."""
+    return next(ln for ln in screen_text(app).splitlines() if f" {name} " in ln)
+
+
+def replica_columns(app: EcoApp, name: str, labels: tuple[str, ...]) -> dict[str, str]:
+    """The cells of a replica's row under the given headings, as drawn (a cell runs from
+    its heading to the next one; headings are two or more spaces apart)."""
+    lines = screen_text(app).splitlines()
+    header = next(ln for ln in lines if " replica " in ln and " phase " in ln)
+    row = replica_line(app, name)
+    heads = [i for i in range(2, len(header))
+             if header[i] not in " ┃│" and header[i - 2:i] == "  "] + [len(header) - 1]
+    out = {}
+    for label in labels:
+        x = header.index(f"  {label} ") + 2
+        out[label] = row[x:min(h for h in heads if h > x)].strip()
+    return out
+
+
 def launch_body(name: str, *, replicas: int = 2, command: str | None = "sleep infinity",
                 hours: Any = 1, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name, "region": "us-east", "gpu_type": "H100-80GB",
@@ -128,4 +148,4 @@ def launch_body(name: str, *, replicas: int = 2, command: str | None = "sleep in
 
 
 __all__ = ["UTC", "Connection", "FakeClock", "Fixed", "fixed_app", "launch_body", "live_app",
-           "row_text", "screen_text", "wait_for", "wait_for_text"]
+           "replica_columns", "replica_line", "row_text", "screen_text", "wait_for", "wait_for_text"]

@@ -149,6 +149,7 @@ class GeneratedFleet:
             "ready_replicas": ready, "replica_states": states,
             "gpu_summary": self._summary(cid, 0.0, status, states),
         }
+        cluster["traffic"] = self.cluster_traffic(cluster, 0.0)
         self._events[cid] = self._make_events(cid, name, created, status, states, special)
         return cluster
 
@@ -287,11 +288,44 @@ class GeneratedFleet:
 
     def summaries_frame(self, t: float) -> dict[str, Any]:
         out = {}
+        traffic = {}
         for cid, c in self.clusters.items():
             s = self._summary(cid, t, c["status"], c["replica_states"])
             c["gpu_summary"] = s
             out[cid] = s
-        return {"type": "summaries", "clusters": out}
+            traffic[cid] = c["traffic"] = self.cluster_traffic(c, t)
+        return {"type": "summaries", "clusters": out, "traffic": traffic}
+
+    def replica_traffic(self, c: dict[str, Any], s: dict[str, Any],
+                        t: float) -> dict[str, Any] | None:
+        """The service URL's traffic to one replica, as the backend's front counts it:
+        none without a public URL or for a replica not running; the idle cluster (the
+        first) gets no requests; cluster 9's third replica answers some with 5xx."""
+        if c["endpoint"] is None or c["status"] != "running" or s["phase"] != "Running":
+            return None
+        i, k = int(c["id"][3:]), int(s["index"])
+        path = "pod-ip" if i % 2 else "port-forward"
+        if i == 0:
+            return {"path": path, "requests_per_s": 0.0, "errors_5xx_per_s": 0.0,
+                    "statuses": {f"{n}xx": 0 for n in range(1, 6)}, "in_flight": 0,
+                    "latency_p50_ms": None, "latency_p99_ms": None}
+        rps = round(6 + (i * 7 + k * 3) % 19 + 3 * math.sin(t / 11.0 + k), 1)
+        errors = round(0.4 + 0.1 * math.sin(t / 5.0), 1) if (i == 9 and k == 2) else 0.0
+        p50 = float(40 + (i * 5 + k * 13) % 50)
+        return {"path": path, "requests_per_s": rps, "errors_5xx_per_s": errors,
+                "statuses": {"1xx": 0, "2xx": int((rps - errors) * 10), "3xx": 0,
+                             "4xx": k % 2, "5xx": int(errors * 10)},
+                "in_flight": (i + k) % 4, "latency_p50_ms": p50,
+                "latency_p99_ms": round(p50 * 3.2, 1)}
+
+    def cluster_traffic(self, c: dict[str, Any], t: float) -> dict[str, Any] | None:
+        parts = [r for r in (self.replica_traffic(c, s, t) for s in c["replica_states"]) if r]
+        if c["endpoint"] is None or c["status"] != "running" or not parts:
+            return None
+        return {"requests_per_s": round(sum(r["requests_per_s"] for r in parts), 2),
+                "errors_5xx_per_s": round(sum(r["errors_5xx_per_s"] for r in parts), 2),
+                "in_flight": sum(r["in_flight"] for r in parts),
+                "path": ",".join(sorted({r["path"] for r in parts}))}
 
     def gpu_reading(self, cid: str, replica: int, gpu: int, t: float) -> dict[str, Any]:
         c = self.clusters[cid]
@@ -361,7 +395,8 @@ class GeneratedFleet:
         for s in c["replica_states"]:
             gpus = ([self.gpu_reading(cid, s["index"], g, t) for g in range(c["gpu_count"])]
                     if s["phase"] == "Running" else [])
-            out.append({**s, "gpus": gpus, "telemetry": self.telemetry})
+            out.append({**s, "gpus": gpus, "telemetry": self.telemetry,
+                        "traffic": self.replica_traffic(c, s, t)})
         return out
 
     def replicas_frame(self, cid: str, t: float) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -36,6 +37,7 @@ from ecotui.screens.forwards import ForwardsPanel
 from ecotui.screens.gpu_detail import CLUSTER_GPU, open_worst_gpu
 from ecotui.screens.keymap import CLUSTER_VIEW, ON_CLUSTER
 from ecotui.text import money_in_cents, visible
+from ecotui.traffic import cluster_summary
 from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.cost_panel import CostPanel
 from ecotui.widgets.gpu_panel import GpuPanel
@@ -348,9 +350,18 @@ class ClusterScreen(DashboardScreen):
             t.append(f"\nimage {visible(c.get('image', ''))}", "dim")
             if c.get("startup_command"):
                 t.append(f" · command {visible(c['startup_command'])}", "dim")
+        self._traffic_title(c)
         if getattr(info, "_eco_plain", None) != (t.plain, len(t.spans)):
             info._eco_plain = (t.plain, len(t.spans))  # type: ignore[attr-defined]
             info.update(t)
+
+    def _traffic_title(self, c: dict[str, Any]) -> None:
+        """The replica table's title says the service URL's traffic and how it reaches the
+        replicas (directly, or through the API server's port-forward), at any width."""
+        table = self.query_one(ReplicasTable)
+        title = escape(f"Replicas · {cluster_summary(c)}")  # a title is markup: none here
+        if table.border_title != title:
+            table.border_title = title
 
     # -- focus and actions -----------------------------------------------------------
     def wanted_focus(self) -> list[str]:

@@ -1,9 +1,10 @@
 """The home view: one row per cluster, live.
 
 Columns: name, status, region, GPU type x count, replicas ready/desired, mean
-GPU utilisation with a sparkline, burn rate, spent and a live countdown to
-expiry. Sort by any column (`o`/`O`, or click a heading), filter as you type
-(`/`), group by region or status (`m`). Only rows on screen are drawn and only
+GPU utilisation with a sparkline, the service URL's requests and 5xx answers per
+second, burn rate, spent and a live countdown to expiry. Sort by any column
+(`o`/`O`, or click a heading), filter as you type (`/`), group by region or
+status (`m`). Only rows on screen are drawn and only
 their changed cells are repainted; the watch focus follows the rows on screen.
 """
 
@@ -28,6 +29,7 @@ from ecotui.model import (
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.keymap import CLUSTERS_VIEW, ON_CLUSTER
 from ecotui.text import visible
+from ecotui.traffic import fmt_per_s, traffic_of
 from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.fleet_table import Cell, Column, FleetTable
 
@@ -40,6 +42,8 @@ COLUMNS = [
     Column("replicas", "ready", 5, 2, align="right"),
     Column("util", "GPU util", 14, 3),
     Column("health", "health", 8, 1),
+    Column("reqs", "req/s", 5, 3, align="right", min_width=5),
+    Column("5xx", "5xx/s", 5, 3, align="right", min_width=5),
     Column("burn", "burn/h", 10, 2, align="right"),
     Column("spent", "spent", 11, 6, align="right"),
     Column("expires", "expires in", 10, 1, align="right"),
@@ -134,6 +138,10 @@ class ClustersScreen(DashboardScreen):
         desired = int(c.get("replicas") or 0)
         rep_level = "" if ready >= desired or status != "running" else "warning"
         dim = "dim" if status in ("terminated", "stopped") else ""
+        traffic = traffic_of(c)
+        reqs = fmt_per_s(traffic.get("requests_per_s")) if traffic else "—"
+        errs = fmt_per_s(traffic.get("errors_5xx_per_s")) if traffic else "—"
+        errs_level = "error" if errs not in ("—", "0") else dim or ("dim" if errs == "—" else "")
         return {
             "alert": (marker, level),
             "name": (visible(c.get("name", cid)), level or dim),
@@ -143,6 +151,8 @@ class ClustersScreen(DashboardScreen):
             "replicas": (f"{ready}/{desired}", rep_level or dim),
             "util": (util, "warning" if any(a.kind == "idle" for a in alerts) else dim),
             "health": health_cell(c),
+            "reqs": (reqs, dim or ("dim" if reqs == "—" else "")),
+            "5xx": (errs, errs_level),
             "burn": (fmt_rate(nums.burn) if nums.burn else "—", dim),
             "spent": (fmt_usd(nums.spent), dim),
             "expires": (expires, exp_level or dim),

@@ -1,4 +1,5 @@
-"""A cluster's replicas: phase, readiness, restarts, node, reason and GPU readings.
+"""A cluster's replicas: phase, readiness, restarts, node, reason, GPU readings and the
+service URL's traffic to each (requests and 5xx per second, in flight, p99 latency).
 
 A DataTable with keyed rows (the replica name) updated by diff, as live
 dashboards do: stale rows removed, only changed cells updated, new rows added,
@@ -20,6 +21,7 @@ from ecotui.gpu_health import replica_health
 from ecotui.model import sparkline
 from ecotui.screens.keymap import MOVEMENT
 from ecotui.text import visible
+from ecotui.traffic import replica_cells as traffic_cells
 
 PHASE_SYMBOL = {"Running": "●", "Pending": "◌", "Succeeded": "✓", "Failed": "✖", "Unknown": "?"}
 
@@ -27,11 +29,14 @@ PHASE_SYMBOL = {"Running": "●", "Pending": "◌", "Succeeded": "✓", "Failed"
 COLUMNS = [("replica", "replica"), ("phase", "phase"), ("ready", "ready"), ("health", "health"),
            ("restarts", "restarts"),
            ("reason", "reason"), ("node", "node"), ("gpus", "GPU util"), ("util", "util"),
+           ("rps", "req/s"), ("5xx", "5xx"), ("inflight", "in flight"), ("p99", "p99"),
            ("mem", "mem GiB"), ("temp", "temp"), ("power", "power")]
 REASON_WIDTH = 30
 # Which columns stay when the table is narrow: first listed, last dropped.
-PRIORITY = ["replica", "ready", "phase", "health", "restarts", "reason", "util", "gpus", "mem", "node",
-            "temp", "power"]
+# Traffic sits beside the GPU utilisation (busy GPUs with no requests, or the reverse, is
+# what the pair is for); the node before memory, which the GPU panel shows per GPU.
+PRIORITY = ["replica", "ready", "phase", "health", "restarts", "reason", "util", "rps", "5xx", "gpus",
+            "node", "p99", "mem", "inflight", "temp", "power"]
 
 
 def replica_cells(r: dict[str, Any]) -> dict[str, str]:
@@ -46,6 +51,7 @@ def replica_cells(r: dict[str, Any]) -> dict[str, str]:
         "node": visible(r.get("node") or "—"),
         "reason": _cap(visible(r.get("reason") or ""), REASON_WIDTH),
     }
+    cells.update(traffic_cells(r))
     cells["health"] = health_label(replica_health(r).level) if gpus else "—"
     if gpus:
         utils = [float(g.get("utilization") or 0) for g in gpus]
