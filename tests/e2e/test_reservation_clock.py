@@ -23,7 +23,7 @@ def test_replicas_see_the_expiry_and_follow_an_extend(ecolink_server):
         c = launch(api, "clock", command='echo "$ECO_EXPIRES_AT" > env_at; '
                    'echo "$ECO_EXPIRES_AT_FILE" > env_file; exec sleep infinity')
         c = wait_for(api, c["id"], all_ready(2))
-        work = ecolink_server.state_dir / "replicas" / c["id"] / "clock-1"
+        work = ecolink_server.replica_dir(c["id"], "clock-1")
         wait_until(lambda: (work / "env_file").exists(), what="the replica wrote its env")
         assert _at((work / "env_at").read_text()) == _at(c["expires_at"])
         path = Path((work / "env_file").read_text().strip())
@@ -51,7 +51,7 @@ def _stop_and_see(server) -> bool:
         r = api.post(f"/gpu-clusters/{c['id']}/stop")
         assert r.status_code == 200, r.text
         wait_for(api, c["id"], lambda x: x["status"] == "stopped", timeout=40)
-        work = server.state_dir / "replicas" / c["id"]
+        work = server.replica_dir(c["id"])
         return all((work / f"drain-{i}" / "drained").exists() for i in range(2))
 
 

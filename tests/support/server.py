@@ -155,6 +155,20 @@ class EcolinkServer:
         with contextlib.suppress(Exception):
             kill_now_sync(lambda m: m.startswith(rid + "."), [])
 
+    def replica_dir(self, cluster_id: str, replica: str | None = None) -> Path:
+        """A replica's working dir (its HOME), laid out as this server's local runtime
+        lays it out: under the replica root when replicas run under their own uids."""
+        from unittest import mock
+
+        from ecolink.runtime.local_users import default_replica_root, replica_uids_wanted
+
+        keys = ("ECOLINK_REPLICA_UIDS", "ECOLINK_REPLICA_ROOT")
+        with mock.patch.dict(os.environ, {k: self.env[k] for k in keys if k in self.env}):
+            root = (default_replica_root(self.state_dir) if replica_uids_wanted()
+                    else self.state_dir)
+        d = root / "replicas" / cluster_id
+        return d / replica if replica else d
+
     # -- clients -------------------------------------------------------------
     def client(self, key: str | None = None, timeout: float = 30.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout, verify=self.verify,
