@@ -251,7 +251,7 @@ async def test_only_changed_cells_of_rows_on_screen_are_repainted():
 
 async def test_footer_help_and_palette_cover_the_key_map():
     fx = fixed_app()
-    async with fx.app.run_test(size=BIG) as pilot:
+    async with fx.app.run_test(size=(200, 50)) as pilot:
         await wait_for_text(pilot, "12 clusters")
         footer = "\n".join(screen_text(fx.app).splitlines()[-3:])
         expected = ["? help", "q quit", "a account", "^p palette", "T theme", "esc back",
