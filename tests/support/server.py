@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -142,6 +143,10 @@ class EcolinkServer:
     def close(self) -> None:
         self.stop()
         self._kill_leftovers()
+        # Replicas under their own uids keep their files outside the state dir.
+        root = self.replica_dir("x").parent.parent
+        if root != self.state_dir and "ECOLINK_REPLICA_ROOT" not in self.env:
+            shutil.rmtree(root, ignore_errors=True)
 
     def _kill_leftovers(self) -> None:
         # A SIGKILLed server leaves its replicas behind: end them by their marker.
