@@ -272,7 +272,7 @@ def evaluate(
         held = (h.throttle or {}).get(reason)
         if held is not None and held >= THROTTLE_SUSTAINED_S:
             label = reason.replace("_", " ")
-            degraded.append(f"{label} throttling for {_duration(held)}")
+            degraded.append(f"{label} throttling for {held_for(held)}")
     if h.remap_pending:
         degraded.append("row remap pending (needs a GPU reset)")
     if h.retired_pages_pending:
@@ -308,7 +308,8 @@ def rank(level: str) -> int:
     return _RANK.get(level, _RANK["unknown"])
 
 
-def _duration(s: float) -> str:
+def held_for(s: float) -> str:
+    """How long a condition has held, compact: "42s", "3m05s", "1h02m"."""
     s = int(s)
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -31,20 +31,20 @@ from ecotui.cli_io import (
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    WIDTH,
     UsageError,
     confirm,
     json_parent,
     needs_yes_message,
     print_json,
     say,
+    table,
     yes_parent,
 )
 from ecotui.cli_io import err as _err
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.config import ConfigError, Connection, resolve_connection
 from ecotui.safe_text import visible, visible_lines
-
-WIDTH = 80
 
 # API field names -> the launch flags that set them, for messages.
 LAUNCH_FLAGS = {
@@ -298,30 +298,6 @@ def _wrap(text: str, indent: str = "") -> str:
                          break_on_hyphens=False, break_long_words=False)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
-           right: set[int] = frozenset(), shrink: int | None = 0) -> str:  # type: ignore[assignment]
-    """Columns fitted to 80: column `shrink` is cut (with …) when the table is wider
-    (None: nothing is cut, values are printed whole)."""
-    rows = [[visible(cell) for cell in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-    total = sum(widths) + 2 * (len(widths) - 1)
-    if total > WIDTH and shrink is not None:
-        widths[shrink] = max(4, widths[shrink] - (total - WIDTH))
-
-    def fmt(row: Sequence[str]) -> str:
-        cells = []
-        for i, cell in enumerate(row):
-            if len(cell) > widths[i]:
-                cell = cell[: widths[i] - 1] + "…"
-            cells.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
-        return "  ".join(cells).rstrip()
-
-    return "\n".join([fmt(headers), *(fmt(r) for r in rows)])
-
-
 # -- commands -----------------------------------------------------------------------
 
 async def cmd_ls(client: EcoClient, args: argparse.Namespace) -> int:
@@ -341,7 +317,7 @@ async def cmd_ls(client: EcoClient, args: argparse.Namespace) -> int:
             _money(c.get("burn_rate")), _money((c.get("cost") or {}).get("spent")),
             _until(c.get("expires_at")) if c["status"] not in ("terminated", "failed") else "-",
         ])
-    say(_table(["NAME", "STATUS", "REGION", "GPUS", "READY", "$/H", "SPENT", "EXPIRES IN"],
+    say(table(["NAME", "STATUS", "REGION", "GPUS", "READY", "$/H", "SPENT", "EXPIRES IN"],
                  rows, right={4, 5, 6}, shrink=0))
     return EXIT_OK
 
@@ -397,9 +373,9 @@ def render_cluster(c: dict[str, Any]) -> str:
         rows = [[s["name"], s.get("phase") or "-", "yes" if s.get("ready") else "no",
                  str(s.get("restarts", 0)), s.get("reason") or "", s.get("node") or ""]
                 for s in states]
-        table = _table(["REPLICA", "PHASE", "READY", "RESTARTS", "REASON", "NODE"], rows,
-                       right={3}, shrink=None)
-        lines += ["    " + line for line in table.splitlines()]
+        replicas = table(["REPLICA", "PHASE", "READY", "RESTARTS", "REASON", "NODE"], rows,
+                         right={3}, shrink=None)
+        lines += ["    " + line for line in replicas.splitlines()]
     # Every value whole: a long one makes its line longer than 80, never cut.
     return "\n".join(visible(line) for line in lines)
 
@@ -662,7 +638,7 @@ async def cmd_ledger(client: EcoClient, args: argparse.Namespace) -> int:
     if not rows:
         say("No ledger entries.")
         return EXIT_OK
-    say(_table(["ID", "AT", "CLUSTER", "KIND", "AMOUNT", "BALANCE", "HELD"], rows,
+    say(table(["ID", "AT", "CLUSTER", "KIND", "AMOUNT", "BALANCE", "HELD"], rows,
                  right={0, 4, 5, 6}, shrink=2))
     return EXIT_OK
 

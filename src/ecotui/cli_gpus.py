@@ -7,13 +7,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from typing import Any
 
+from ecotui.cli_io import WIDTH
+from ecotui.cli_io import table as render_table
 from ecotui.client.rest import ApiRefusal, EcoClient
 from ecotui.gpu_health import health_lines, health_rank, label, summarize
-
-WIDTH = 80
 
 
 def register(sub: Any, *parents: argparse.ArgumentParser) -> None:
@@ -21,27 +20,6 @@ def register(sub: Any, *parents: argparse.ArgumentParser) -> None:
                        help="every GPU with its health (of one cluster with NAME)")
     s.add_argument("name", nargs="?", help="only this cluster's GPUs (name or id)")
     s.add_argument("--unhealthy", action="store_true", help="only degraded and failing GPUs")
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int],
-           shrink: int) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-    total = sum(widths) + 2 * (len(widths) - 1)
-    if total > WIDTH:
-        widths[shrink] = max(6, widths[shrink] - (total - WIDTH))
-
-    def fmt(row: Sequence[str]) -> str:
-        cells = []
-        for i, cell in enumerate(row):
-            if len(cell) > widths[i]:
-                cell = cell[: widths[i] - 1] + "…"
-            cells.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
-        return "  ".join(cells).rstrip()
-
-    return "\n".join([fmt(headers), *(fmt(r) for r in rows)])
 
 
 def render_gpus(rows: list[dict[str, Any]], *, detail: bool) -> str:
@@ -59,8 +37,8 @@ def render_gpus(rows: list[dict[str, Any]], *, detail: bool) -> str:
             f"{(g.get('memory_used_mib') or 0) / 1024:.0f}/{(g.get('memory_total_mib') or 0) / 1024:.0f}",
             f"{float(g.get('temperature_c') or 0):.0f}C", h.get("reason") or "",
         ])
-    out = [_table(["HEALTH", "CLUSTER/REPLICA", "GPU", "UTIL", "MEM GIB", "TEMP", "REASON"],
-                  table, right={2, 3, 4, 5}, shrink=6)]
+    out = [render_table(["HEALTH", "CLUSTER/REPLICA", "GPU", "UTIL", "MEM GIB", "TEMP", "REASON"],
+                        table, right={2, 3, 4, 5}, shrink=6)]
     counts = summarize(rows)
     out.append(f"{len(rows)} GPUs: {counts['failing']} failing, {counts['degraded']} degraded, "
                f"{counts['unknown']} unknown, {counts['ok']} ok")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ecotui.safe_text import visible
@@ -84,3 +85,30 @@ def print_json(value: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     json.dump(value, out, indent=2, sort_keys=False)  # ensure_ascii: controls as \\u001b
     out.write("\n")
+
+
+WIDTH = 80
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
+           right: set[int] = frozenset(), shrink: int | None = 0) -> str:  # type: ignore[assignment]
+    """Columns fitted to 80: column `shrink` is cut (with …) when the table is wider
+    (None: nothing is cut, values are printed whole)."""
+    rows = [[visible(cell) for cell in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    total = sum(widths) + 2 * (len(widths) - 1)
+    if total > WIDTH and shrink is not None:
+        widths[shrink] = max(4, widths[shrink] - (total - WIDTH))
+
+    def fmt(row: Sequence[str]) -> str:
+        cells = []
+        for i, cell in enumerate(row):
+            if len(cell) > widths[i]:
+                cell = cell[: widths[i] - 1] + "…"
+            cells.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([fmt(headers), *(fmt(r) for r in rows)])

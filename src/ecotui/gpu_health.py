@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ecocore.gpu_health import THROTTLE_REASONS, GpuHealth, Verdict, rank, worst
+from ecocore.gpu_health import THROTTLE_REASONS, GpuHealth, Verdict, held_for, rank, worst
 
 # Never colour alone: a symbol and a word for every verdict.
 SYMBOL = {"ok": "✓", "degraded": "▲", "failing": "✖", "unknown": "?"}
@@ -86,13 +86,7 @@ def fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
-def fmt_duration(s: float) -> str:
-    s = int(s)
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
+fmt_duration = held_for  # one formatting of held times, the rules' own
 
 
 def throttle_words(throttle: Mapping[str, float] | None) -> str:
