@@ -12,9 +12,14 @@ figures of a run) by working on runs, not characters:
   a block of plain lines is one run, split with `str.split`;
 - a run is written to a line with one list append (run form, see `line.py`)
   or one slice assignment (cell form);
-- when a block holds more lines than the screen, the lines that would scroll
-  straight off go to the scrollback without ever becoming screen rows;
+- when a block holds more lines than the screen, it is cut with one
+  `split("\r\n")` and the lines that would scroll straight off go to the
+  scrollback as those strings, without ever becoming screen rows;
 - SGR transitions are cached per (style, parameters).
+
+A run of the bench on a busy machine: `seq 1 1000000` end to end, median 571 ms
+against tmux 900 ms (12 floods each, interleaved; 183 ms of our CPU a flood);
+core against pyte: SGR lines 9.6x, redraws 15.5x, CJK 17.7x, plain lines 87x.
 
 What it keeps: per-row `Line`s for the main and the alternate screen, a
 bounded scrollback (`collections.deque`), the cursor and modes, and what the
