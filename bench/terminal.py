@@ -1,6 +1,6 @@
 """Terminal benchmark: our emulator core and widget against tmux and pyte.
 
-Run: python bench/terminal.py [--quick] [--repeat N]
+Run: python bench/terminal.py [--quick] [--repeat N] [--floods N]
 
 (a) plain-text flood end to end: `seq 1 1000000` typed into a shell in a
     120x40 terminal, until the last line is on screen. Ours: the shell in a
@@ -17,7 +17,8 @@ Run: python bench/terminal.py [--quick] [--repeat N]
     painted; keystroke-to-screen latency: from a key press to its echo painted.
 
 Medians of --repeat runs (runs of the two sides interleaved, so a busy
-machine slows both alike). Needs tmux and pyte.
+machine slows both alike); (a) takes --floods floods of each side per run, as
+one flood on a busy machine can take several times the usual. Needs tmux and pyte.
 """
 
 from __future__ import annotations
@@ -306,21 +307,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--floods", type=int, default=3,
+                    help="(a): floods per side in each repeat (a busy machine makes single runs vary)")
     args = ap.parse_args(argv)
     if not shutil.which("tmux"):
         print("tmux is needed for (a)", file=sys.stderr)
         return 2
     count = 100_000 if args.quick else 1_000_000
     rep = max(1, args.repeat)
+    floods = max(1, args.floods)
 
     print(f"(a) plain-text flood: `seq 1 {count}` in a {COLS}x{ROWS} shell, until the last line shows")
     ours: list[float] = []
     theirs: list[float] = []
     widget: dict[str, list[float]] = {"ctrl_c": [], "key": []}
     for i in range(rep):
-        theirs += bench_tmux(1, count)
-        res = asyncio.run(bench_widget(1, 2 if i < rep - 1 else 3, 40 if not args.quick else 15,
-                                       count))
+        theirs += bench_tmux(floods, count)
+        res = asyncio.run(bench_widget(floods, 2 if i < rep - 1 else 3,
+                                       40 if not args.quick else 15, count))
         ours += res["flood"]
         widget["ctrl_c"] += res["ctrl_c"]
         widget["key"] += res["key"]
