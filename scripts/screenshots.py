@@ -164,6 +164,19 @@ async def command_line(pilot: Pilot, d: Demo) -> None:
     await until(pilot, lambda: shows(d.app, "vision-serve"))
 
 
+async def gpus_view(pilot: Pilot, d: Demo) -> None:
+    await until(pilot, lambda: shows(d.app, "12 clusters"))
+    await pilot.press("H")
+    await until(pilot, lambda: shows(d.app, "fallen off the bus"))
+
+
+async def gpu_detail(pilot: Pilot, d: Demo) -> None:
+    await gpus_view(pilot, d)
+    await pilot.press("enter")
+    await until(pilot, lambda: type(d.app.screen).__name__ == "GpuDetailScreen")
+    await until(pilot, lambda: shows(d.app, "fallen off the bus"))
+
+
 Drive = Callable[[Pilot, Demo], Awaitable[None]]
 
 # (file name without .svg, terminal size, driver)
@@ -182,6 +195,9 @@ SHOTS: list[tuple[str, tuple[int, int], Drive]] = [
     ("clusters-light", (160, 48), light_theme),
     ("launch-80x24", (80, 24), launch_dialog),
     ("scale", (120, 36), scale_dialog),
+    ("gpus", (160, 48), gpus_view),
+    ("gpus-80x24", (80, 24), gpus_view),
+    ("gpu-detail", (160, 48), gpu_detail),
 ]
 
 
