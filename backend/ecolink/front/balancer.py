@@ -4,8 +4,8 @@ round-robin), passive health, and per-replica traffic counters."""
 from __future__ import annotations
 
 import bisect
-import time
 from dataclasses import dataclass, field
+from time import monotonic as _monotonic
 
 # Latency histogram bounds in seconds (the last bucket is open-ended).
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
@@ -31,6 +31,10 @@ class Replica:
     errors: int = 0  # exchanges the front answered 503 for (unreachable, reset)
     hist: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     latency_sum: float = 0.0
+
+    def __post_init__(self) -> None:
+        # The Host line of a request forwarded to it (its address, as bytes once).
+        self.host_port = b"%s:%d" % (self.host.encode(), self.port)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -88,16 +92,35 @@ class Pool:
         if n == 0:
             return []
         if now is None:
-            now = time.monotonic()
+            now = _monotonic()
         start = self._next % n
-        rotated = rs[start:] + rs[:start]
-        healthy = [r for r in rotated if r.healthy(now)]
-        if self.policy == "least-outstanding" and healthy:
-            low = min(r.in_flight for r in healthy)
-            first = next(r for r in healthy if r.in_flight == low)
-            healthy.remove(first)
-            healthy.insert(0, first)
-        sick = [r for r in rotated if not r.healthy(now)]
-        chosen = (healthy or sick)[0]
-        self._next = rs.index(chosen) + 1
-        return healthy + sick
+        least = self.policy == "least-outstanding"
+        healthy: list[Replica] = []
+        sick: list[Replica] = []
+        low = -1
+        best_at = 0  # where the chosen healthy one sits in `healthy`
+        chosen_i = -1  # its index in `rs`
+        first_sick_i = -1
+        # One pass from the rotation point, by identity (no dataclass comparisons).
+        for j in range(start, start + n):
+            i = j - n if j >= n else j
+            r = rs[i]
+            if r.down_until <= now:
+                if low < 0 or (least and r.in_flight < low):
+                    low = r.in_flight
+                    best_at = len(healthy)
+                    chosen_i = i
+                healthy.append(r)
+            else:
+                if first_sick_i < 0:
+                    first_sick_i = i
+                sick.append(r)
+        if not healthy:
+            self._next = first_sick_i + 1
+            return sick
+        if best_at:
+            healthy.insert(0, healthy.pop(best_at))
+        self._next = chosen_i + 1
+        if sick:
+            healthy += sick
+        return healthy

@@ -252,6 +252,9 @@ class ClientProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.addr = ""
+        self.addr_b = b""
+        self.scheme_b = b""
+        self.xff_line = b""
         self.parsing: _Exchange | None = None
         self.queue: collections.deque[_Exchange] = collections.deque()
         self.active: _Exchange | None = None
@@ -275,6 +278,11 @@ class ClientProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.addr = peer[0] if isinstance(peer, tuple) else "unix"
+        # What every forwarded request of this connection says of its client.
+        self.addr_b = self.addr.encode()
+        self.scheme_b = self.cfg.scheme.encode()
+        self.xff_line = b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (
+            self.addr_b, self.scheme_b)
         front = self.front
         if (len(front.clients) >= self.cfg.max_connections
                 or front.per_address[self.addr] >= self.cfg.max_per_address):
@@ -514,7 +522,7 @@ class ClientProtocol(asyncio.Protocol):
         ex = self.queue.popleft()
         self.active = ex
         self._cancel_timer()
-        ex.started = time.monotonic()
+        ex.started = _monotonic()
         self._route(ex)
 
     def _route(self, ex: _Exchange) -> None:
@@ -680,10 +688,13 @@ class ClientProtocol(asyncio.Protocol):
         if cookie_values:
             for kept in cookies.strip_session_values(cookie_values):
                 out.append(b"cookie: %s\r\n" % kept.encode("latin-1"))
-        addr = self.addr.encode()
-        xff = b", ".join([*prior_xff, addr])
-        scheme_b = self.cfg.scheme.encode()
-        out.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (xff, scheme_b))
+        addr = self.addr_b
+        scheme_b = self.scheme_b
+        if prior_xff:
+            xff = b", ".join([*prior_xff, addr])
+            out.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (xff, scheme_b))
+        else:
+            out.append(self.xff_line)
         if host:
             out.append(b"X-Forwarded-Host: %s\r\n" % host)
         out.append(b"X-Forwarded-Prefix: %s\r\n" % prefix.encode())
@@ -769,8 +780,8 @@ class ClientProtocol(asyncio.Protocol):
         if ex.kind == "service":
             r = ex.replica
             assert r is not None
-            head = b"%s %s HTTP/1.1\r\nHost: %s:%d\r\n%b" % (
-                ex.method.encode(), ex.upath, r.host.encode(), r.port, ex.head_out)
+            head = b"%s %s HTTP/1.1\r\nHost: %s\r\n%b" % (
+                ex.method.encode(), ex.upath, r.host_port, ex.head_out)
         else:
             head = ex.head_out
         if ex.expect and not ex.body_done and not ex.body and self.transport is not None:
@@ -991,7 +1002,7 @@ class ClientProtocol(asyncio.Protocol):
         if failed:
             r.failed(time.monotonic())
         else:
-            r.answered(status, time.monotonic() - ex.started)
+            r.answered(status, _monotonic() - ex.started)
 
     def _exchange_over(self, ex: _Exchange) -> None:
         if self.active is ex:
