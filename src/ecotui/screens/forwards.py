@@ -25,6 +25,7 @@ from textual.widgets.option_list import Option
 from ecotui.client.rest import EcoClient
 from ecotui.tools.copy import human_bytes
 from ecotui.tools.portforward import Forward, ForwardError
+from ecotui.widgets.controls import EcoInput
 
 FORWARDS_VIEW: list[Binding] = [
     Binding("x", "end", "end forward"),
@@ -125,8 +126,8 @@ class PortForwardPrompt(ModalScreen[tuple[int, int] | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(f"Forward a port of {self.cluster_name} / {self.replica}")
-            yield Input(placeholder="port in the replica, e.g. 8888", id="remote")
-            yield Input(placeholder="local port (empty: a free one)", id="local")
+            yield EcoInput(placeholder="port in the replica, e.g. 8888", id="remote")
+            yield EcoInput(placeholder="local port (empty: a free one)", id="local")
             yield Static("", classes="error")
 
     @on(Input.Submitted)
