@@ -25,7 +25,7 @@ from textual.widgets.option_list import Option
 from ecotui.client.rest import EcoClient
 from ecotui.tools.copy import human_bytes
 from ecotui.tools.portforward import Forward, ForwardError
-from ecotui.widgets.controls import EcoInput
+from ecotui.widgets.controls import EcoInput, EcoOptionList
 
 FORWARDS_VIEW: list[Binding] = [
     Binding("x", "end", "end forward"),
@@ -176,7 +176,7 @@ class ForwardsScreen(ModalScreen[None]):
     BINDINGS = [*FORWARDS_VIEW, Binding("escape", "dismiss_screen", "close")]
     DEFAULT_CSS = """
     ForwardsScreen { align: center middle; }
-    ForwardsScreen > Vertical { width: 100; height: auto; max-height: 24;
+    ForwardsScreen > Vertical { width: 100; max-width: 100%; height: auto; max-height: 100%;
                                 border: round $primary; background: $surface; padding: 0 1; }
     ForwardsScreen OptionList { height: auto; max-height: 16; }
     """
@@ -192,7 +192,7 @@ class ForwardsScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("Port-forwards · x ends the highlighted one · esc closes")
-            yield OptionList(id="forwards")
+            yield EcoOptionList(id="forwards")
 
     def on_mount(self) -> None:
         self.refresh_list()

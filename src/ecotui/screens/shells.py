@@ -38,7 +38,7 @@ from textual.widgets.option_list import Option
 from ecotui.client.exec import ExecConnection, attach_session
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.screens.shell_tools import start_recording, stop_recording, tab_label
-from ecotui.widgets.controls import EcoInput
+from ecotui.widgets.controls import EcoInput, EcoOptionList
 from ecotui.widgets.terminal import RELEASE_KEY_DISPLAY, TerminalView
 
 SHELLS_VIEW: list[Binding] = [
@@ -419,7 +419,7 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
                 yield EcoInput(placeholder="empty: a login shell (bash, else sh)", id="command",
                             compact=True)
             yield Label("or attach to a running session:", id="sessions-label")
-            yield OptionList(id="sessions")
+            yield EcoOptionList(id="sessions")
             with Horizontal(id="picker-buttons"):
                 yield Button("Open", variant="primary", id="open", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
