@@ -12,7 +12,9 @@ start one in the background (as tmux starts its server).
 - otherwise `ecolink serve --port 0 --runtime local` starts detached (its own
   session, output in `backend.log`) and outlives the dashboard;
 - the dashboard's API key is kept in `dashboard.key` (mode 0600), for a local
-  account ("local", with demo credit) made on first use through the `ecolink` CLI.
+  account ("local", with demo credit) made on first use through the `ecolink` CLI;
+- a wait longer than half a second says on stderr what it waits for (a spinner on a
+  terminal, one line per step elsewhere; see `startup_status.py`).
 
 Everything goes through processes and HTTP: nothing of the backend is imported but
 its version.
@@ -32,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from ecotui.startup_status import StartupStatus
 
 LOCAL_ACCOUNT = "local"
 DEMO_CREDIT = "1000"
@@ -250,13 +254,21 @@ def ensure_backend(state_dir: Path | str | None = None) -> Connection:
     sd.mkdir(parents=True, exist_ok=True, mode=0o700)
     with contextlib.suppress(OSError):
         os.chmod(sd, 0o700)
-    with _locked(sd / "embedded.lock"):
-        found = find_backend(sd)
-        if found is not None and found[1] != installed_version():
-            # A backend from another install: replace it (clusters stop and are billed
-            # up to now; the new one starts what the store says should run).
-            stop_backend(sd)
-            found = None
-        url = found[0] if found else start_backend(sd)
-        key = ensure_key(sd, url)
+    with StartupStatus(sys.stderr) as status:
+        status.step(f"waiting for another dashboard to start the local backend (state dir {sd})")
+        with _locked(sd / "embedded.lock"):
+            status.step(f"looking for the local backend… (state dir {sd})")
+            found = find_backend(sd)
+            if found is not None and found[1] != installed_version():
+                # A backend from another install: replace it (clusters stop and are billed
+                # up to now; the new one starts what the store says should run).
+                status.step(f"stopping the local backend of another version… (state dir {sd})")
+                stop_backend(sd)
+                found = None
+            if found is None:
+                status.step(f"starting the local backend… (state dir {sd}, log "
+                            f"{sd / 'backend.log'})")
+            url = found[0] if found else start_backend(sd)
+            status.step(f"getting the dashboard's key from the local backend… (state dir {sd})")
+            key = ensure_key(sd, url)
     return Connection(url=url, key=key)

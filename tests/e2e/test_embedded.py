@@ -181,3 +181,61 @@ def test_backend_of_another_version_is_replaced(state):
             break
         assert time.monotonic() < deadline, "the old backend was not stopped"
         time.sleep(0.05)
+
+
+SLOW_SERVE = textwrap.dedent("""
+    # Slows down the start of `ecolink serve` (and nothing else) by two seconds.
+    import time
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            argv = f.read().split(b"\\0")
+    except OSError:
+        argv = []
+    if b"ecolink" in argv and b"serve" in argv:
+        time.sleep(2.0)
+""")
+
+
+def _read_all(fd: int) -> bytes:
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_a_slow_backend_start_says_what_it_waits_for(state, tmp_path):
+    import pty
+
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(SLOW_SERVE)
+    e = env()
+    e["PYTHONPATH"] = os.pathsep.join([str(slow), e["PYTHONPATH"]])
+    e["TERM"] = "xterm-256color"
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-c", ENSURE, str(state)], env=e,
+                             stdout=subprocess.PIPE, stderr=slave, text=True)
+        os.close(slave)
+        out, _ = p.communicate(timeout=120)
+        seen = _read_all(master).decode("utf-8", "replace")
+    finally:
+        os.close(master)
+    assert p.returncode == 0, seen
+    assert json.loads(out)["url"].startswith("http://127.0.0.1:")
+    # A spinner with what it waits for, redrawn in place, erased at the end.
+    assert f"ecotui: starting the local backend… (state dir {state}, log " in seen
+    assert any(f"{frame} ecotui: starting the local backend" in seen for frame in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
+    assert seen.count("\r\x1b[K⠋") + seen.count("\r\x1b[K⠙") >= 1
+    assert seen.endswith("\r\x1b[K")
+    # A backend already up answers at once: nothing is written.
+    again = subprocess.run([sys.executable, "-c", ENSURE, str(state)], env=env(),
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["url"] == json.loads(out)["url"]
+    assert "ecotui:" not in again.stderr

@@ -377,3 +377,64 @@ def test_cookie_websocket_needs_our_origin(shared_ecolink_server: Any, fresh_api
     assert upgrade("https://evil.example").startswith(b"HTTP/1.1 403 ")
     assert upgrade(f"http://{host}").startswith(b"HTTP/1.1 101 ")
     assert upgrade(None).startswith(b"HTTP/1.1 101 ")
+
+
+def _head_names(blob: bytes) -> list[str]:
+    head = blob.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    return [ln.partition(":")[0].strip().lower() for ln in head[1:]]
+
+
+DATED_REPLICA = r'''
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = os.environ["ECO_REPLICA_NAME"].encode()
+        self.send_response(200)  # with Server: and Date:
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+'''
+
+
+def test_one_server_and_one_date_header_on_every_answer(fresh_api: httpx.Client,
+                                                        request: pytest.FixtureRequest) -> None:
+    """A replica that names itself and dates its answers (as http.server does): through
+    the service URL its Server and Date pass once, nothing of ours beside them; the API
+    behind the front and the front's own refusals carry at most one of each."""
+    shared = Path(tempfile.mkdtemp(prefix="ecolink-headers-"))
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    shared.chmod(0o755)
+    script = shared / "replica.py"
+    script.write_text(DATED_REPLICA)
+    script.chmod(0o644)
+    c = launch(fresh_api, "dated", replicas=2, port=8080, command=f"{replica_python()} {script}")
+    wait_for(fresh_api, c["id"], all_ready(2))
+    # Ready once its process runs: wait until both replicas answer (each says its name).
+    answered: set[str] = set()
+    deadline = time.monotonic() + 20
+    while len(answered) < 2 and time.monotonic() < deadline:
+        r = fresh_api.get(f"/gpu-clusters/{c['id']}/service/")
+        if r.status_code == 200:
+            answered.add(r.text)
+        else:
+            time.sleep(0.05)
+    assert len(answered) == 2, answered
+    host = fresh_api.base_url.netloc
+    service = f"/gpu-clusters/{c['id']}/service/".encode()
+    for what, path, auth in (("service", service, _auth(fresh_api)),
+                             ("api", b"/account", _auth(fresh_api)),
+                             ("refused", service, b"")):
+        blob = raw(str(fresh_api.base_url),
+                   b"GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n" % (path, host, auth))
+        assert blob.startswith(b"HTTP/1.1 401" if what == "refused" else b"HTTP/1.1 200"), \
+            (what, blob[:200])
+        names = _head_names(blob)
+        if what == "refused":
+            assert names.count("server") <= 1 and names.count("date") <= 1, names
+        else:  # a server answered: it says who and when, once
+            assert names.count("server") == 1 and names.count("date") == 1, (what, names)

@@ -1,4 +1,5 @@
-"""The account: balance, held, available, the ledger (paged, filtered by cluster), ended clusters' cost.
+"""The account: balance, held, available, the ledger (paged; `/` filters by any text: cluster
+name or id, kind, memo), ended clusters' cost.
 
 Balances are live from the watch feed; the ledger is read from the REST API
 (newest first, 100 a page, `before` an entry id) and re-read at most every few
@@ -80,7 +81,9 @@ class AccountScreen(DashboardScreen):
     def __init__(self, *, export_dir: Path | None = None) -> None:
         super().__init__()
         self.export_dir = export_dir
-        self.cluster_filter: str | None = None  # a cluster id
+        self.cluster_filter: str | None = None  # a cluster id (asked of the backend)
+        self.text_filter = ""  # words every shown entry contains (cluster, kind, memo)
+        self._shown = 0  # entries of the page that match it
         self._befores: list[int | None] = [None]
         self.entries: list[dict[str, Any]] = []
         self._want_reload = False
@@ -89,7 +92,7 @@ class AccountScreen(DashboardScreen):
     def compose_body(self) -> ComposeResult:
         yield Static("", id="balances")
         yield Label("", id="ledger-caption")
-        yield EcoInput(placeholder="filter the ledger by cluster name or id (empty: all)", id="filter")
+        yield EcoInput(placeholder="filter the ledger: cluster, kind, memo (enter keeps, esc clears)", id="filter")
         with Horizontal(id="tables"):
             ledger = LedgerTable(id="ledger", cursor_type="row")
             ledger.border_title = "Ledger (newest first)"
@@ -149,12 +152,17 @@ class AccountScreen(DashboardScreen):
         table.clear()
         m = self.eco.model
         now = self.eco.clock.now()
+        terms = self.text_filter.lower().split()
+        self._shown = 0
         for e in self.entries:
             cid = e.get("cluster_id")
             name = (m.clusters.get(cid) or {}).get("name", cid) if cid else "—"
             amount = parse_micros(e.get("amount"))
             kind = str(e.get("kind"))
             words, effect = ledger_effect(kind, amount)
+            if terms and not entry_matches(terms, name, cid, kind, words, e.get("memo")):
+                continue
+            self._shown += 1
             cells = {
                 "id": str(e.get("id")), "at": fmt_local(parse_time(e.get("at")), self.eco.tz, now=now),
                 "cluster": Text(visible(name)), "kind": Text(words),
@@ -180,7 +188,10 @@ class AccountScreen(DashboardScreen):
         if self.cluster_filter:
             who = f"cluster {(m.clusters.get(self.cluster_filter) or {}).get('name', self.cluster_filter)}"
         more = "more: ]" if len(self.entries) >= PAGE else "last page"
-        text = (f"ledger · {who} · page {page} · {len(self.entries)} entries"
+        count = f"{len(self.entries)} entries"
+        if self.text_filter.strip():
+            count = f"“{self.text_filter.strip()}” {self._shown} of {count}"
+        text = (f"ledger · {who} · page {page} · {count}"
                 f"{' · newer: [' if page > 1 else ''} · {more} · x exports CSV")
         self.query_one("#ledger-caption", Label).update(text)
 
@@ -257,17 +268,22 @@ class AccountScreen(DashboardScreen):
         box.add_class("-shown")
         box.focus()
 
+    @on(Input.Changed, "#filter")
+    def _filter_typed(self, event: Input.Changed) -> None:
+        """Narrow the rows shown as the words are typed."""
+        if event.value != self.text_filter:
+            self.text_filter = event.value
+            self._fill_ledger()
+
     @on(Input.Submitted, "#filter")
     def _filter(self, event: Input.Submitted) -> None:
+        """Keep the filter. Text that names one cluster asks the backend for that
+        cluster's whole ledger; any other text keeps filtering the pages shown."""
         ref = event.value.strip()
-        if ref:
-            c = self.eco.model.find(ref)
-            if c is None:
-                self.notify(f"no cluster named {ref}", severity="warning")
-                return
-            self.cluster_filter = str(c["id"])
-        else:
-            self.cluster_filter = None
+        c = self.eco.model.find(ref) if ref else None
+        self.cluster_filter = str(c["id"]) if c is not None else None
+        self.text_filter = "" if c is not None else ref
+        if not ref:
             event.input.remove_class("-shown")
         self._befores = [None]
         self.query_one("#ledger", DataTable).focus()
@@ -275,9 +291,12 @@ class AccountScreen(DashboardScreen):
 
     def handle_back(self) -> bool:
         box = self.query_one("#filter", Input)
-        if box.has_focus or self.cluster_filter:
+        if box.has_focus or self.cluster_filter or self.text_filter:
             box.value = ""
             box.remove_class("-shown")
+            if self.text_filter:
+                self.text_filter = ""
+                self._fill_ledger()
             if self.cluster_filter:
                 self.cluster_filter = None
                 self._befores = [None]
@@ -330,6 +349,12 @@ class AccountScreen(DashboardScreen):
 
 def _signed(micros: int) -> str:
     return ("+" if micros > 0 else "") + fmt_usd(micros)
+
+
+def entry_matches(terms: list[str], *fields: Any) -> bool:
+    """Every (lower-case) term is in one of the entry's fields, case ignored."""
+    hay = " ".join(str(f) for f in fields if f).lower()
+    return all(t in hay for t in terms)
 
 
 def ledger_effect(kind: str, amount: int) -> tuple[str, int]:

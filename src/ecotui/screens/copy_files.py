@@ -18,6 +18,7 @@ from textual.widgets import Input, ProgressBar, Static
 
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.tools.copy import CopyError, Progress, download, local_size, upload
+from ecotui.widgets.controls import EcoInput
 
 Direction = Literal["upload", "download"]
 
@@ -53,13 +54,13 @@ class CopyScreen(ModalScreen[str | None]):
         with Vertical():
             if self.direction == "upload":
                 yield Static(f"Upload to {where}")
-                yield Input(placeholder="local file or directory", id="local")
-                yield Input(placeholder="path in the replica (default: its working dir)",
+                yield EcoInput(placeholder="local file or directory", id="local")
+                yield EcoInput(placeholder="path in the replica (default: its working dir)",
                             id="remote")
             else:
                 yield Static(f"Download from {where}")
-                yield Input(placeholder="path in the replica", id="remote")
-                yield Input(value=os.getcwd(), placeholder="local directory or file name",
+                yield EcoInput(placeholder="path in the replica", id="remote")
+                yield EcoInput(value=os.getcwd(), placeholder="local directory or file name",
                             id="local")
             yield ProgressBar(total=None, show_eta=True)
             yield Static("", classes="progress-line")

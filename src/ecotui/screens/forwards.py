@@ -25,6 +25,7 @@ from textual.widgets.option_list import Option
 from ecotui.client.rest import EcoClient
 from ecotui.tools.copy import human_bytes
 from ecotui.tools.portforward import Forward, ForwardError
+from ecotui.widgets.controls import EcoInput, EcoOptionList
 
 FORWARDS_VIEW: list[Binding] = [
     Binding("x", "end", "end forward"),
@@ -125,8 +126,8 @@ class PortForwardPrompt(ModalScreen[tuple[int, int] | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(f"Forward a port of {self.cluster_name} / {self.replica}")
-            yield Input(placeholder="port in the replica, e.g. 8888", id="remote")
-            yield Input(placeholder="local port (empty: a free one)", id="local")
+            yield EcoInput(placeholder="port in the replica, e.g. 8888", id="remote")
+            yield EcoInput(placeholder="local port (empty: a free one)", id="local")
             yield Static("", classes="error")
 
     @on(Input.Submitted)
@@ -175,7 +176,7 @@ class ForwardsScreen(ModalScreen[None]):
     BINDINGS = [*FORWARDS_VIEW, Binding("escape", "dismiss_screen", "close")]
     DEFAULT_CSS = """
     ForwardsScreen { align: center middle; }
-    ForwardsScreen > Vertical { width: 100; height: auto; max-height: 24;
+    ForwardsScreen > Vertical { width: 100; max-width: 100%; height: auto; max-height: 100%;
                                 border: round $primary; background: $surface; padding: 0 1; }
     ForwardsScreen OptionList { height: auto; max-height: 16; }
     """
@@ -191,7 +192,7 @@ class ForwardsScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("Port-forwards · x ends the highlighted one · esc closes")
-            yield OptionList(id="forwards")
+            yield EcoOptionList(id="forwards")
 
     def on_mount(self) -> None:
         self.refresh_list()

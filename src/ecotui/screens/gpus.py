@@ -21,6 +21,7 @@ from textual.widgets import Input, Label
 from ecotui.gpu_health import HEALTH_LEVEL, health_rank, label, summarize
 from ecotui.model import Changes
 from ecotui.screens.base import DashboardScreen
+from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.fleet_table import Cell, Column, FleetTable
 
 GPUS_VIEW: list[Binding] = [
@@ -112,7 +113,7 @@ class GpusScreen(DashboardScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Label("loading GPUs …", id="caption")
-        yield Input(placeholder="filter GPUs: cluster, replica, type, health, reason "
+        yield EcoInput(placeholder="filter GPUs: cluster, replica, type, health, reason "
                                 "(enter keeps, esc clears)", id="filter")
         yield FleetTable(COLUMNS, self._cells, id="gpus")
 

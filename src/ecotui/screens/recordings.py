@@ -18,6 +18,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from ecotui.tools.asciicast import CastError, list_recordings, read_cast, schedule
+from ecotui.widgets.controls import EcoOptionList
 from ecotui.widgets.terminal import TerminalView
 
 RECORDINGS_VIEW: list[Binding] = [
@@ -48,7 +49,7 @@ class RecordingsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static("", id="rec-title")
         with Horizontal(id="rec-body"):
-            yield OptionList(id="rec-list")
+            yield EcoOptionList(id="rec-list")
             yield TerminalView(scrollback=2000)
         try:
             from ecotui.widgets.keybar import KeyBar

@@ -22,6 +22,7 @@ from textual.widgets import Input, Static
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.tools.fold import ReplicaOutcome, render
 from ecotui.tools.runner import ready_replicas, run_everywhere
+from ecotui.widgets.controls import EcoInput
 
 RUN_VIEW: list[Binding] = [
     Binding("r", "rerun", "run again"),
@@ -71,7 +72,7 @@ class CommandPrompt(ModalScreen[list[str] | None]):
         with Vertical():
             yield Static(f"Run on every ready replica of {self.cluster_name} "
                          f"({self.replicas} ready):")
-            yield Input(value=self.initial, placeholder="nvidia-smi -L", id="command")
+            yield EcoInput(value=self.initial, placeholder="nvidia-smi -L", id="command")
             yield Static("", classes="error")
 
     @on(Input.Submitted)

@@ -38,6 +38,7 @@ from textual.widgets.option_list import Option
 from ecotui.client.exec import ExecConnection, attach_session
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.screens.shell_tools import start_recording, stop_recording, tab_label
+from ecotui.widgets.controls import EcoInput, EcoOptionList
 from ecotui.widgets.terminal import RELEASE_KEY_DISPLAY, TerminalView
 
 SHELLS_VIEW: list[Binding] = [
@@ -415,10 +416,10 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
                              compact=True)
             with Horizontal(classes="picker-row"):
                 yield Label("command")
-                yield Input(placeholder="empty: a login shell (bash, else sh)", id="command",
+                yield EcoInput(placeholder="empty: a login shell (bash, else sh)", id="command",
                             compact=True)
             yield Label("or attach to a running session:", id="sessions-label")
-            yield OptionList(id="sessions")
+            yield EcoOptionList(id="sessions")
             with Horizontal(id="picker-buttons"):
                 yield Button("Open", variant="primary", id="open", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
@@ -542,7 +543,7 @@ class ShellsScreen(Screen[None]):
                      id="shells-title")
         yield Tabs(id="shell-tabs")
         yield Static("", id="broadcast-banner")
-        yield Input(placeholder="search the scrollback (enter: newest match, esc: close)",
+        yield EcoInput(placeholder="search the scrollback (enter: newest match, esc: close)",
                     id="shell-search")
         yield Static("No shells open: press o to open one", id="shells-empty")
         yield Horizontal(id="panes")

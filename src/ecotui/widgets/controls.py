@@ -8,6 +8,8 @@
   deletes it. Here the Input runs its own bindings as it sees the key.
 - `EcoCheckbox`, `EcoRadioButton`, `EcoSelectionList`: the state is a glyph,
   `[x]`/`[ ]` and `(•)`/`( )`, not a colour.
+- `EcoOptionList`: the highlighted option is marked `›` (`·` while the list has
+  no focus) at the start of its first line, not by its background alone.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from rich.segment import Segment
 from textual import events
 from textual.content import Content
 from textual.strip import Strip
-from textual.widgets import Checkbox, Input, RadioButton, SelectionList
+from textual.widgets import Checkbox, Input, OptionList, RadioButton, SelectionList
 
 CHECK_ON, CHECK_OFF = "[x]", "[ ]"
 RADIO_ON, RADIO_OFF = "(•)", "( )"
+CURSOR_FOCUSED, CURSOR_BLURRED = "›", "·"
 
 
 class EcoInput(Input):
@@ -71,3 +74,30 @@ class EcoSelectionList(SelectionList[str]):
         style = segs[1].style if len(segs) > 1 else None
         rest = line.crop(3, line.cell_length)
         return Strip([Segment(glyph, style), *rest], line.cell_length)
+
+
+class EcoOptionList(OptionList):
+    """An option list whose highlighted option reads without colour: `›` on its first
+    line (`·` when the list has no focus), drawn in a cell of padding kept for it."""
+
+    DEFAULT_CSS = """
+    EcoOptionList > .option-list--option { padding: 0 0 0 1; }
+    """
+
+    def render_line(self, y: int) -> Strip:
+        line = super().render_line(y)
+        if self.highlighted is None or line.cell_length < 2:
+            return line
+        try:
+            index, offset = self._lines[self.scroll_offset.y + y]
+        except IndexError:
+            return line
+        if index != self.highlighted or offset != 0:
+            return line
+        segs = list(line)
+        style = segs[0].style if segs else None
+        glyph = CURSOR_FOCUSED if self.has_focus else CURSOR_BLURRED
+        width = line.cell_length
+        if line.text[:1] != " ":  # no cell of padding (a style took it): leave it be
+            return line
+        return Strip([Segment(glyph, style), *line.crop(1, width)], width)
