@@ -25,7 +25,15 @@ from typing import Any
 
 import httpx
 
-from ecocore.gpu_health import GpuHealth, GpuProcess, Verdict, XidEvent, evaluate, worst
+from ecocore.gpu_health import (
+    GpuHealth,
+    GpuProcess,
+    Verdict,
+    XidEvent,
+    brief_replicas,
+    evaluate,
+    worst,
+)
 from ecotui.client.watch import connection_frame
 
 MICRO = 1_000_000
@@ -400,7 +408,9 @@ class GeneratedFleet:
         return out
 
     def replicas_frame(self, cid: str, t: float) -> dict[str, Any]:
-        return {"type": "replicas", "cluster_id": cid, "replicas": self.replicas_list(cid, t)}
+        # As the backend's feed: verdict and reason per GPU; the readings via REST.
+        return {"type": "replicas", "cluster_id": cid,
+                "replicas": brief_replicas(self.replicas_list(cid, t))}
 
     def metrics(self, cid: str, *, window_s: int = 600, interval_s: int = 5) -> dict[str, Any]:
         c = self.clusters[cid]
