@@ -161,3 +161,30 @@ async def test_gpu_detail_reads_the_readings_the_feed_leaves_out():
         text = screen_text(fx.app)
         assert "loading …" not in text and "row remapping" in text
         assert "GET /gpu-clusters/gc_00007/replicas?" in fx.requests
+
+
+async def test_fleet_view_reloads_only_what_changed():
+    from ecotui.screens.gpus import row_key
+
+    fx = fixed_app(12)
+    async with fx.app.run_test(size=(160, 48)) as pilot:
+        screen = await open_gpus(pilot, fx)
+        assert screen.version
+        first = screen.version
+        screen.load()
+        await wait_for(pilot, lambda: any(f"since={first}" in r for r in fx.requests))
+        await wait_for(pilot, lambda: screen.version != first)
+        # Later readings, sent as changes since the version held: the same rows as a
+        # whole read of that moment, and the screen shows the new values.
+        later = fx.fleet.fleet_gpus_answer(40.0, brief=True, since=screen.version)
+        assert later["since"] == screen.version and later["gpus"]
+        assert all(len(d) < 12 for d in later["gpus"])  # changed fields, not whole rows
+        screen.apply_answer(later)
+        whole = fx.fleet.fleet_gpus(40.0, brief=True)["gpus"]
+        assert screen.gpus == {row_key(g): g for g in whole}
+        await pilot.pause(0.1)
+        top = screen.gpus[screen._order[0]]
+        assert f"{float(top['utilization']):.0f}%" in screen_text(fx.app)
+        # An answer since a version the view does not hold is dropped; the next read is whole.
+        screen.apply_answer({**later, "since": "elsewhere-1"})
+        assert screen.version is None and screen.gpus == {row_key(g): g for g in whole}
