@@ -257,6 +257,43 @@ async def run_dashboard(url: str, seconds: float, presses: int, size: tuple[int,
 
 # -- the driver ---------------------------------------------------------------------------
 
+
+def reload_cost(clusters: int, replicas: int, gpus: int, rounds: int = 7) -> None:
+    """The GPU view's 3-second reload on its own: bytes read and CPU to parse and merge
+    the answer, the whole list (baseline) beside the answer since the version held.
+    Both views must end with the same rows."""
+    from ecotui.client.replay import GeneratedFleet
+    from ecotui.screens.gpus import GpusScreen
+
+    fleet = GeneratedFleet(clusters, replicas, gpus)
+    whole_view, since_view = GpusScreen(autoload=False), GpusScreen(autoload=False)
+    first = fleet.fleet_gpus_answer(0.0, brief=True)
+    whole_view.set_gpus(first["gpus"])
+    since_view.apply_answer(first)
+    cost: dict[str, list[float]] = {"whole": [], "since": []}
+    size: dict[str, int] = {}
+    for i in range(1, rounds + 1):
+        t = 3.0 * i
+        body = {"whole": json.dumps(fleet.fleet_gpus(t, brief=True)).encode(),
+                "since": json.dumps(fleet.fleet_gpus_answer(t, brief=True,
+                                                            since=since_view.version)).encode()}
+        for kind, view in (("whole", whole_view), ("since", since_view)):
+            c0 = time.process_time()
+            data = json.loads(body[kind])
+            if kind == "whole":
+                view.set_gpus(data["gpus"], data["health"])
+            else:
+                view.apply_answer(data)
+            cost[kind].append((time.process_time() - c0) * 1000)
+            size[kind] = len(body[kind])
+        if whole_view.gpus != since_view.gpus:
+            raise SystemExit("the incremental reload ended with other rows than a whole read")
+    w, d = statistics.median(cost["whole"]), statistics.median(cost["since"])
+    print(f"GPU view reload, {len(whole_view.gpus)} GPUs (no terminal): whole list "
+          f"{size['whole'] / 1e6:.2f} MB, {w:.1f} ms CPU; since the version held "
+          f"{size['since'] / 1e6:.2f} MB, {d:.1f} ms CPU ({w / d:.2f}x less CPU)")
+
+
 # The fleet GPU view is measured up to this many GPUs (its list is read whole over REST).
 MAX_GPU_VIEW = 10_000
 
@@ -352,6 +389,7 @@ def main() -> None:
             print(f"{n} clusters ({r['gpus']:.0f} GPUs): key to repaint p95, GPU view "
                   f"{r['gpu_latency_p95_ms']:.1f} ms beside clusters view "
                   f"{r['latency_p95_ms']:.1f} ms: {r['gpu_latency_p95_ms'] / r['latency_p95_ms']:.2f}x")
+            reload_cost(n, args.replicas, args.gpus)
     if args.json:
         print(json.dumps(results, indent=2))
 
