@@ -95,6 +95,18 @@ class FleetGpuOut(_Answer):
     health: GpuHealthOut
 
 
+class FleetGpuChangeOut(_Answer):
+    """A row of an answer `since` a version: its key and the fields that changed."""
+    cluster_id: str
+    replica: str
+    index: int
+
+
 class FleetGpusOut(_Answer):
-    gpus: list[FleetGpuOut]
+    version: str = Field(description="name it as `since` for only what changes next")
+    since: str | None = Field(None, description="present when the answer holds only what "
+                                                "changed since this version")
+    gpus: list[FleetGpuOut | FleetGpuChangeOut]
+    removed: list[list[str | int]] | None = Field(
+        None, description="with `since`: [cluster_id, replica, index] of rows gone")
     health: HealthSummaryOut

@@ -316,3 +316,22 @@ def held_for(s: float) -> str:
     if s >= 60:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s}s"
+
+
+BRIEF_KEYS = ("verdict", "reason")
+
+
+def brief_replicas(replicas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Replicas as the watch feed sends them every second: each GPU's health cut to its
+    verdict and reason (copies; the replicas given are left whole). The full readings
+    are on the replicas route, which the GPU detail reads."""
+    out = []
+    for r in replicas:
+        gpus = r.get("gpus")
+        if not gpus:
+            out.append(r)
+            continue
+        out.append({**r, "gpus": [
+            {**g, "health": {k: g["health"].get(k) for k in BRIEF_KEYS}}
+            if isinstance(g.get("health"), dict) else g for g in gpus]})
+    return out

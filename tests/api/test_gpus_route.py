@@ -73,3 +73,44 @@ def test_gpus_route(fresh_api, shared_ecolink_server):
     assert all(gpu["health"] and gpu["health"][0][1] in ("ok", "degraded", "failing")
                for r in metrics["replicas"] for gpu in r["gpus"])
     fresh_api.delete(f"/gpu-clusters/{c['id']}")
+
+
+def test_gpus_since_a_version_answers_what_changed(fresh_api, shared_ecolink_server):
+    from ecocore.fleet_delta import apply_answer, row_key
+
+    c = launch(fresh_api, name="delta", gpu_count=2, replicas=2)
+    wait_gpus(fresh_api, 4)
+    first = fresh_api.get("/gpus", params={"brief": "true"}).json()
+    assert "since" not in first and first["version"]
+    held = {row_key(g): g for g in first["gpus"]}
+    time.sleep(1.2)  # a telemetry round later: readings move
+    r = fresh_api.get("/gpus", params={"brief": "true", "since": first["version"]})
+    assert r.status_code == 200, r.text
+    delta = r.json()
+    assert delta["since"] == first["version"] and delta["version"] != first["version"]
+    assert delta["removed"] == []
+    # Changed rows carry their key and the fields that changed, nothing unchanged.
+    for d in delta["gpus"]:
+        old = held[row_key(d)]
+        assert all(old.get(f) != v for f, v in d.items()
+                   if f not in ("cluster_id", "replica", "index"))
+    rows, _ = apply_answer(held, delta)
+    # The same rows a whole read gives, keyed alike (readings may have moved since).
+    whole = fresh_api.get("/gpus", params={"brief": "true"}).json()
+    assert set(rows) == {row_key(g) for g in whole["gpus"]}
+    assert all(set(g) == set(whole["gpus"][0]) for g in rows.values())
+
+    # A cluster gone: its rows are in `removed`.
+    mark = fresh_api.get("/gpus", params={"brief": "true"}).json()["version"]
+    assert fresh_api.delete(f"/gpu-clusters/{c['id']}").status_code in (200, 202, 204)
+    gone = fresh_api.get("/gpus", params={"brief": "true", "since": mark}).json()
+    assert {tuple(k)[0] for k in gone["removed"]} == {c["id"]}
+
+    # A version this server never gave, or another account's: the whole list.
+    unknown = fresh_api.get("/gpus", params={"brief": "true", "since": "nope-1"}).json()
+    assert "since" not in unknown and "removed" not in unknown
+    key = shared_ecolink_server.new_account("other-" + secrets.token_hex(4), "100")
+    with shared_ecolink_server.client(key) as other:
+        theirs = other.get("/gpus", params={"brief": "true", "since": mark}).json()
+        assert "since" not in theirs and theirs["gpus"] == []
+    err(fresh_api.get("/gpus", params={"since": "x" * 65}), 422, "invalid_request", "since")

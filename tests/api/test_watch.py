@@ -97,6 +97,14 @@ def test_watch_snapshot_deltas_events_focus_and_summaries(shared_ecolink_server:
                 assert r1["cluster_id"] == pre["id"]
                 assert {r["name"] for r in r1["replicas"]} == {"pre-0", "pre-1"}
                 assert all("gpus" in r and "telemetry" in r for r in r1["replicas"])
+                # Per second: each GPU's verdict and reason; the readings are on the route.
+                frame_gpus = [g for r in r1["replicas"] for g in r["gpus"]]
+                assert frame_gpus and all(set(g["health"]) == {"verdict", "reason"}
+                                          for g in frame_gpus)
+                routed = (await api.get(f"/gpu-clusters/{pre['id']}/replicas")).json()
+                routed_gpus = [g for r in routed["replicas"] for g in r["gpus"]]
+                assert all({"verdict", "reason", "ecc_dbe_volatile", "throttle"}
+                           <= set(g["health"]) for g in routed_gpus)
                 t2 = time.monotonic()
                 await feed.next(lambda f: f["type"] == "replicas", 3)
                 assert time.monotonic() - t2 < 2.0

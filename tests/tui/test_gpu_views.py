@@ -139,3 +139,52 @@ async def test_cluster_view_opens_the_worst_gpu_of_the_replica():
         screen = fx.app.screen
         assert (screen.replica, screen.index) == ("vision-serve-0", 3)
         await wait_for_text(pilot, "fallen off the bus")
+
+
+async def test_gpu_detail_reads_the_readings_the_feed_leaves_out():
+    # The feed's replicas frames carry each GPU's verdict and reason only.
+    fx = fixed_app(12)
+    frame = fx.fleet.replicas_frame("gc_00007", 0.0)
+    rep = next(r for r in frame["replicas"] if r["name"] == "vision-serve-0")
+    g = next(x for x in rep["gpus"] if x["index"] == 3)
+    assert set(g["health"]) == {"verdict", "reason"} and g["health"]["verdict"] == "failing"
+    async with fx.app.run_test(size=(120, 48)) as pilot:
+        await wait_for_text(pilot, "12 clusters")
+        screen = GpuDetailScreen("gc_00007", "vision-serve-0", 3, initial=g, autoload=False)
+        screen.readings_loaded = False
+        fx.app.push_screen(screen)
+        await wait_for_text(pilot, "loading …")
+        text = screen_text(fx.app)
+        assert "failing" in text and "ECC double-bit" not in text
+        screen.load()
+        await wait_for_text(pilot, "ECC double-bit")
+        text = screen_text(fx.app)
+        assert "loading …" not in text and "row remapping" in text
+        assert "GET /gpu-clusters/gc_00007/replicas?" in fx.requests
+
+
+async def test_fleet_view_reloads_only_what_changed():
+    from ecotui.screens.gpus import row_key
+
+    fx = fixed_app(12)
+    async with fx.app.run_test(size=(160, 48)) as pilot:
+        screen = await open_gpus(pilot, fx)
+        assert screen.version
+        first = screen.version
+        screen.load()
+        await wait_for(pilot, lambda: any(f"since={first}" in r for r in fx.requests))
+        await wait_for(pilot, lambda: screen.version != first)
+        # Later readings, sent as changes since the version held: the same rows as a
+        # whole read of that moment, and the screen shows the new values.
+        later = fx.fleet.fleet_gpus_answer(40.0, brief=True, since=screen.version)
+        assert later["since"] == screen.version and later["gpus"]
+        assert all(len(d) < 12 for d in later["gpus"])  # changed fields, not whole rows
+        screen.apply_answer(later)
+        whole = fx.fleet.fleet_gpus(40.0, brief=True)["gpus"]
+        assert screen.gpus == {row_key(g): g for g in whole}
+        await pilot.pause(0.1)
+        top = screen.gpus[screen._order[0]]
+        assert f"{float(top['utilization']):.0f}%" in screen_text(fx.app)
+        # An answer since a version the view does not hold is dropped; the next read is whole.
+        screen.apply_answer({**later, "since": "elsewhere-1"})
+        assert screen.version is None and screen.gpus == {row_key(g): g for g in whole}

@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ecocore.fleet_delta import RowVersions
 from ecocore.gpu_health import Verdict, worst
 from ecolink.api.common import account_of, json_response
 from ecolink.api.context import get_ctx
@@ -30,7 +31,14 @@ _PARAMS: list[dict[str, Any]] = [
     {"name": "brief", "in": "query", "required": False, "schema": {"type": "boolean"},
      "description": "health as verdict and reason only (the full readings are on the "
                     "cluster's replicas route); for lists of thousands of GPUs"},
+    {"name": "since", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "the `version` of an earlier answer: only what changed since (new rows "
+                    "whole, changed fields with the row's key, `removed` keys); an unknown "
+                    "version gets the whole list"},
 ]
+# The last answers kept per (account, query), for `since`.
+_KEEP_VERSIONS = 4
+_MAX_LISTS = 256
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -48,6 +56,9 @@ async def fleet_gpus(request: Request) -> Response:
     acct = account_of(request)
     only_bad = _flag(request, "unhealthy")
     brief = _flag(request, "brief")
+    since = request.query_params.get("since") or None
+    if since is not None and len(since) > 64:
+        raise InvalidField("since must be a version of an earlier answer", field="since")
     rows: list[dict[str, Any]] = []
     verdicts: list[Verdict] = []
     for c in ctx.service.list_clusters(acct.id, ["pending", "running", "stopping"]):
@@ -78,8 +89,14 @@ async def fleet_gpus(request: Request) -> Response:
                     "health": {"verdict": level, "reason": h.get("reason")} if brief else h,
                 })
     overall = worst(verdicts)
+    store = ctx.extra.setdefault("gpu_versions", {})
+    versions = store.get((acct.id, brief, only_bad))
+    if versions is None:
+        while len(store) >= _MAX_LISTS:  # the lists read longest ago go first
+            store.pop(next(iter(store)))
+        versions = store[(acct.id, brief, only_bad)] = RowVersions(_KEEP_VERSIONS)
     return json_response({
-        "gpus": rows,
+        **versions.answer(rows, since),
         "health": {
             "verdict": overall.level,
             "reason": overall.reason,

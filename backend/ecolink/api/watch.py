@@ -30,6 +30,7 @@ from ecolink.api.render import (
     replicas_json,
     traffic_json,
 )
+from ecolink.api.render_health import brief_health
 from ecolink.errors import Unauthenticated
 from ecolink.service import LISTED_AFTER_TERMINATION_US
 from ecolink.store import Event
@@ -225,7 +226,7 @@ class WatchHub:
         if c is None:
             return None
         return _dumps({"type": "replicas", "cluster_id": cid,
-                       "replicas": replicas_json(self.ctx, c)})
+                       "replicas": brief_health(replicas_json(self.ctx, c))})
 
     def replicas_round(self) -> None:
         cache: dict[str, str | None] = {}

@@ -25,7 +25,16 @@ from typing import Any
 
 import httpx
 
-from ecocore.gpu_health import GpuHealth, GpuProcess, Verdict, XidEvent, evaluate, worst
+from ecocore.fleet_delta import RowVersions
+from ecocore.gpu_health import (
+    GpuHealth,
+    GpuProcess,
+    Verdict,
+    XidEvent,
+    brief_replicas,
+    evaluate,
+    worst,
+)
 from ecotui.client.watch import connection_frame
 
 MICRO = 1_000_000
@@ -61,6 +70,7 @@ class GeneratedFleet:
         self.start = start
         self.telemetry = telemetry
         self.rng = random.Random(seed)
+        self._gpu_versions: dict[tuple[bool, bool], RowVersions] = {}
         self.balance = balance_usd * MICRO
         self.clusters: dict[str, dict[str, Any]] = {}
         self._events: dict[str, list[dict[str, Any]]] = {}
@@ -339,6 +349,14 @@ class GeneratedFleet:
                 "power_w": round(60 + (power_limit - 60) * u / 100, 1), "power_limit_w": power_limit,
                 "health": self.gpu_health(cid, replica, gpu, t)}
 
+    def fleet_gpus_answer(self, t: float = 0.0, *, unhealthy: bool = False, brief: bool = False,
+                          since: str | None = None) -> dict[str, Any]:
+        """`GET /gpus` with `since` as the backend answers it: what changed since a
+        version this fleet gave (the whole list for a version it does not keep)."""
+        whole = self.fleet_gpus(t, unhealthy=unhealthy, brief=brief)
+        versions = self._gpu_versions.setdefault((unhealthy, brief), RowVersions())
+        return {**versions.answer(whole["gpus"], since), "health": whole["health"]}
+
     def fleet_gpus(self, t: float = 0.0, *, unhealthy: bool = False,
                    brief: bool = False) -> dict[str, Any]:
         """The `GET /gpus` answer: every GPU of the live clusters (`brief`: health as
@@ -400,7 +418,9 @@ class GeneratedFleet:
         return out
 
     def replicas_frame(self, cid: str, t: float) -> dict[str, Any]:
-        return {"type": "replicas", "cluster_id": cid, "replicas": self.replicas_list(cid, t)}
+        # As the backend's feed: verdict and reason per GPU; the readings via REST.
+        return {"type": "replicas", "cluster_id": cid,
+                "replicas": brief_replicas(self.replicas_list(cid, t))}
 
     def metrics(self, cid: str, *, window_s: int = 600, interval_s: int = 5) -> dict[str, Any]:
         c = self.clusters[cid]
@@ -578,8 +598,9 @@ def fleet_transport(fleet: GeneratedFleet) -> httpx.MockTransport:
         if path == "/gpu-clusters":
             return httpx.Response(200, json={"clusters": list(fleet.clusters.values())})
         if path == "/gpus":
-            return httpx.Response(200, json=fleet.fleet_gpus(
-                unhealthy=q.get("unhealthy") in ("1", "true"), brief=q.get("brief") in ("1", "true")))
+            return httpx.Response(200, json=fleet.fleet_gpus_answer(
+                unhealthy=q.get("unhealthy") in ("1", "true"), brief=q.get("brief") in ("1", "true"),
+                since=q.get("since")))
         m = _CLUSTER_ROUTE.match(path)
         if m:
             ref, rest = m.group(1), m.group(2) or ""

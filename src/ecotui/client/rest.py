@@ -160,10 +160,14 @@ class EcoClient:
     async def replicas(self, ref: str) -> list[dict[str, Any]]:
         return (await self._json("GET", f"/gpu-clusters/{ref}/replicas"))["replicas"]
 
-    async def fleet_gpus(self, *, unhealthy: bool = False, brief: bool = False) -> dict[str, Any]:
+    async def fleet_gpus(self, *, unhealthy: bool = False, brief: bool = False,
+                         since: str | None = None) -> dict[str, Any]:
         """Every GPU of the account's live clusters with its health (`GET /gpus`); `brief`:
-        the verdict and reason only."""
-        params = {k: "true" for k, on in (("unhealthy", unhealthy), ("brief", brief)) if on}
+        the verdict and reason only; `since`: what changed since that answer's version."""
+        params: dict[str, str] = {k: "true" for k, on in (("unhealthy", unhealthy),
+                                                          ("brief", brief)) if on}
+        if since:
+            params["since"] = since
         return await self._json("GET", "/gpus", params=params or None)
 
     async def metrics(self, ref: str, since: str | None = None) -> dict[str, Any]:

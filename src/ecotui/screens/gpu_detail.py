@@ -67,6 +67,9 @@ class GpuDetailScreen(DashboardScreen):
         self.samples: list[list[Any]] = []
         self.transitions: list[list[Any]] = []
         self._autoload = autoload
+        # The readings come from the replicas route: the watch feed's frames carry the
+        # verdict and its reason only, so until the first answer the rest is "loading".
+        self.readings_loaded = not autoload
 
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="gpu-body"):
@@ -94,6 +97,7 @@ class GpuDetailScreen(DashboardScreen):
         g = next((x for x in (rep or {}).get("gpus") or () if x.get("index") == self.index), None)
         if g is not None:
             self.gpu.update(g)
+        self.readings_loaded = True
         for r in metrics.get("replicas") or ():
             if r.get("name") != self.replica:
                 continue
@@ -127,7 +131,10 @@ class GpuDetailScreen(DashboardScreen):
         table.add_column(style="bold", no_wrap=True)
         table.add_column()
         verdict = health.get("verdict") or "unknown"
-        for key, value in health_lines(health):
+        lines = health_lines(health)
+        if not self.readings_loaded and set(health) <= {"verdict", "reason"}:
+            lines = lines[:2] + [("readings", "loading …")]
+        for key, value in lines:
             style = STYLE.get(verdict, "") if key in ("verdict", "reason") else (
                 "dim" if value.startswith("unknown") else "")
             table.add_row(key, Text(value, style=style))

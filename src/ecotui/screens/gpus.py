@@ -110,6 +110,7 @@ class GpusScreen(DashboardScreen):
         self.loaded = False
         self._autoload = autoload
         self._order: list[str] = []
+        self.version: str | None = None
 
     def compose_body(self) -> ComposeResult:
         yield Label("loading GPUs …", id="caption")
@@ -133,19 +134,46 @@ class GpusScreen(DashboardScreen):
     @work(group="gpus", exclusive=True)
     async def load(self) -> None:
         try:
-            data = await self.eco.client.fleet_gpus(brief=True)
+            # After the first answer, only what changed since the version held.
+            data = await self.eco.client.fleet_gpus(brief=True, since=self.version)
         except Exception as exc:  # unreachable backend: keep the last rows, say so
             self.error = str(exc) or type(exc).__name__
             self._caption()
             return
         self.error = None
-        self.set_gpus(data.get("gpus") or [], data.get("health") or {})
+        self.apply_answer(data)
+
+    def apply_answer(self, data: dict[str, Any]) -> None:
+        """A `GET /gpus` answer, whole or since the version held."""
+        health = data.get("health") or {}
+        if "since" not in data:
+            self.version = data.get("version")
+            self.set_gpus(data.get("gpus") or [], health)
+            return
+        if data.get("since") != self.version:
+            self.version = None  # not what this view holds: read the whole list next
+            return
+        old = self.gpus
+        new = dict(old)
+        changed: set[str] = set()
+        for d in data.get("gpus") or ():
+            k = row_key(d)
+            prev = new.get(k)
+            new[k] = d if prev is None else {**prev, **d}
+            changed.add(k)
+        for gone in data.get("removed") or ():
+            new.pop("/".join(map(str, gone)), None)
+        self.version = data.get("version")
+        self._replace(old, new, changed, health)
 
     def set_gpus(self, rows: list[dict[str, Any]], health: dict[str, Any] | None = None) -> None:
         """Replace the rows (the loader and tests call this)."""
         new = {row_key(g): g for g in rows}
         old = self.gpus
-        changed = {k for k, g in new.items() if old.get(k) != g}
+        self._replace(old, new, {k for k, g in new.items() if old.get(k) != g}, health)
+
+    def _replace(self, old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]],
+                 changed: set[str], health: dict[str, Any] | None) -> None:
         # Re-sort only when the rows or a sort value changed: a reload that only moves
         # readings of a health-sorted list repaints the changed rows on screen, no more.
         col = self.sort_column
@@ -162,7 +190,7 @@ class GpusScreen(DashboardScreen):
             return
         if reorder:
             self._sync_rows()
-        self.table.update_rows(changed)
+        self.table.update_rows(changed & new.keys())
         self._caption()
 
     def _sync_rows(self) -> None:
