@@ -167,7 +167,8 @@ async def command_line(pilot: Pilot, d: Demo) -> None:
 async def gpus_view(pilot: Pilot, d: Demo) -> None:
     await until(pilot, lambda: shows(d.app, "12 clusters"))
     await pilot.press("H")
-    await until(pilot, lambda: shows(d.app, "fallen off the bus"))
+    await until(pilot, lambda: type(d.app.screen).__name__ == "GpusScreen"
+                and getattr(d.app.screen, "loaded", False))
 
 
 async def gpu_detail(pilot: Pilot, d: Demo) -> None:
