@@ -30,7 +30,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -714,16 +713,15 @@ class LocalRuntime(Runtime):
         proc = r.proc
         roots = [proc.pid] if proc is not None and r.exit and not r.exit.exited else []
         uid = r.uid
-        if roots and r.exit is not None and self.termination_grace_s > 0:
-            # The replica's own process group first: SIGTERM, then up to
-            # termination_grace_s to drain or checkpoint before anything is killed.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(roots[0], signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(r.exit.wait(), self.termination_grace_s)
+        # Everything of the replica at once: its own process group and what was
+        # started in it through exec (shells, kept sessions, copies) get SIGTERM
+        # together, and all of them the same termination_grace_s to drain or
+        # checkpoint before anything left is killed (grace_s when that is 0).
         # As a subreaper, everything the run started is its descendant or our orphan:
         # no need to scan all of /proc (the stop's last sweep covers the rest).
-        await asyncio.to_thread(kill_tree_sync, lambda m: m == uid, roots, self.grace_s,
+        grace = self.termination_grace_s if self.termination_grace_s > 0 \
+            else self.grace_s
+        await asyncio.to_thread(kill_tree_sync, lambda m: m == uid, roots, grace,
                                 full_scan=not self._subreaper)
         if r.exit is not None:
             try:
