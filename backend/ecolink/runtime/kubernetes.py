@@ -895,6 +895,13 @@ class KubernetesRuntime(Runtime):
         self._paths[(cluster_id, replica)] = "port-forward"
         return await self._forward(self._ns, pod["metadata"]["name"], port)
 
+    def forward_refusal(self, local: tuple[str, int]) -> str | None:
+        for fwd in list(self._forwards.values()):
+            message = fwd.refusals.pop(local, None)
+            if message is not None:
+                return message
+        return None
+
     def target_path(self, cluster_id: str, replica: str) -> str:
         """How the service URL reaches the replica: "pod-ip" or "port-forward"."""
         return self._paths.get((cluster_id, replica), "port-forward")
