@@ -66,6 +66,7 @@ from ecolink.runtime.local_proc import (
     reap_orphans,
     start_time,
     sweep_sync,
+    term_groups_and_wait_sync,
 )
 from ecolink.runtime.local_users import (
     Credentials,
@@ -713,15 +714,17 @@ class LocalRuntime(Runtime):
         proc = r.proc
         roots = [proc.pid] if proc is not None and r.exit and not r.exit.exited else []
         uid = r.uid
-        # Everything of the replica at once: its own process group and what was
-        # started in it through exec (shells, kept sessions, copies) get SIGTERM
-        # together, and all of them the same termination_grace_s to drain or
-        # checkpoint before anything left is killed (grace_s when that is 0).
+        if self.termination_grace_s > 0:
+            # The replica's own process group and those of what runs in it through
+            # exec (shells, kept sessions, copies): SIGTERM, then up to
+            # termination_grace_s to drain or checkpoint before anything is killed.
+            await asyncio.to_thread(term_groups_and_wait_sync, lambda m: m == uid,
+                                    roots[0] if roots else None, self.termination_grace_s)
+            # The replica's process may have ended (and its pid been reused) meanwhile.
+            roots = [p for p in roots if r.exit is not None and not r.exit.exited]
         # As a subreaper, everything the run started is its descendant or our orphan:
         # no need to scan all of /proc (the stop's last sweep covers the rest).
-        grace = self.termination_grace_s if self.termination_grace_s > 0 \
-            else self.grace_s
-        await asyncio.to_thread(kill_tree_sync, lambda m: m == uid, roots, grace,
+        await asyncio.to_thread(kill_tree_sync, lambda m: m == uid, roots, self.grace_s,
                                 full_scan=not self._subreaper)
         if r.exit is not None:
             try:
