@@ -524,6 +524,32 @@ async def test_exec_processes_get_the_termination_grace_at_stop(tmp_path):
         await runtime.shutdown(stop_replicas=True)
 
 
+async def test_a_terminal_shell_is_hung_up_at_stop(tmp_path):
+    """An interactive shell (exec with a terminal) ignores SIGTERM: at stop it gets
+    its terminal's hangup and ends at once instead of holding the stop for the
+    whole termination grace and being killed."""
+    runtime = LocalRuntime(tmp_path / "state", SystemClock(), telemetry_source=SyntheticSource(),
+                           grace_s=0.3, termination_grace_s=20.0)
+    await runtime.start(Recorder(), [])
+    try:
+        await runtime.apply(spec(replicas=1, startup_command="exec sleep 300"))
+        await until(running(runtime, "c1", 1))
+        ex = await runtime.exec("c1", "web-0", ExecRequest(
+            command=("sh", "-i"), tty=True, stdin=True, width=80, height=24))
+        await ex.write(b"echo rea''dy\n")
+        got = b""
+        while b"ready" not in got:
+            got += (await asyncio.wait_for(ex.read(), 10))[1]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await runtime.apply(spec(replicas=0, startup_command="exec sleep 300"))
+        assert loop.time() - started < 10
+        assert (await asyncio.wait_for(ex.result(), 5)).exit_code == 129  # SIGHUP
+        await ex.kill()
+    finally:
+        await runtime.shutdown(stop_replicas=True)
+
+
 async def test_exec_resize_reaches_the_program(rt):
     runtime, _ = rt
     await runtime.apply(spec(replicas=1, startup_command="exec sleep 300"))

@@ -257,6 +257,16 @@ def reap_orphans_now(pids: Iterable[int]) -> None:
                 os.waitpid(pid, os.WNOHANG)
 
 
+def _has_tty(pid: int) -> bool:
+    """Whether the process has a controlling terminal (tty_nr in its stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rfind(b")") + 2 :].split()[4]) != 0
+    except (OSError, IndexError, ValueError):
+        return False
+
+
 def term_groups_and_wait_sync(match: Callable[[str], bool], root: int | None,
                               grace_s: float, poll_s: float = 0.05) -> None:
     """The start of a graceful stop: SIGTERM, once, to the process group of `root`
@@ -284,8 +294,13 @@ def term_groups_and_wait_sync(match: Callable[[str], bool], root: int | None,
             leaders.append(info)
     for p in leaders:
         if start_time(p.pid) == p.start_time:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGTERM)
+            # A shell on a terminal ignores SIGTERM: its terminal hangs up (SIGHUP),
+            # as when its window closes.
+            sigs = [signal.SIGHUP, signal.SIGTERM] if p.pid != root and _has_tty(p.pid) \
+                else [signal.SIGTERM]
+            for sig in sigs:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, sig)
     deadline = time.monotonic() + grace_s
     while alive(leaders) and time.monotonic() < deadline:
         time.sleep(poll_s)
