@@ -161,7 +161,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from ecolink.runtime.kubernetes import create_kubernetes_runtime
 
         try:
-            runtime = create_kubernetes_runtime(args.namespace, args.context, clock)
+            runtime = create_kubernetes_runtime(
+                args.namespace, args.context, clock,
+                termination_grace_s=args.termination_grace_seconds)
         except RuntimeUnavailable as exc:
             store.close()
             raise CliError(str(exc)) from exc

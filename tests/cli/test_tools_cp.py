@@ -261,3 +261,44 @@ def test_one_gib_both_ways_byte_exact_in_bounded_memory(ecolink_server, monkeypa
     assert down_rss - base_rss < limit_kib, (down_rss, base_rss)
     assert server_peak[0] - server_before < limit_kib, (server_peak[0], server_before)
     end_clusters(ecolink_server, env["ECO_API_KEY"])
+
+
+def test_all_downloads_run_in_parallel_and_bounded(monkeypatch, tmp_path):
+    """--all downloads overlap (at most PARALLEL at once); a failing one is reported
+    and makes the exit non-zero without stopping the others."""
+    import argparse
+    import asyncio
+
+    from ecotui.tools import cli_cp
+    from ecotui.tools.copy import CopyError
+
+    names = [f"w-{i}" for i in range(cli_cp.PARALLEL + 3)]
+    running = 0
+    peak = 0
+    done: list[str] = []
+
+    async def targets(client, where, every):
+        assert every
+        return "cid", names
+
+    async def download(client, cid, replica, path, into):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await asyncio.sleep(0.05)
+            if replica == "w-1":
+                raise CopyError("no such file")
+            Path(into, "f").write_text(replica)
+            done.append(replica)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(cli_cp, "_targets", targets)
+    monkeypatch.setattr(cli_cp, "download", download)
+    args = argparse.Namespace(src="w:f", dst=str(tmp_path), all=True)
+    rc = asyncio.run(cli_cp.cmd_cp(None, args))
+    assert rc != 0
+    assert peak == cli_cp.PARALLEL
+    assert sorted(done) == sorted(n for n in names if n != "w-1")
+    assert (tmp_path / "w-0" / "f").read_text() == "w-0"

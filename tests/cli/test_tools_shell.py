@@ -165,6 +165,20 @@ def test_bad_input(shared_ecolink_server, env, tmp_path):
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
+def test_replay_applies_resize_events(tmp_path):
+    """`r` events become the terminal's resize request, in order; a malformed size
+    is skipped and the rest still plays."""
+    path = tmp_path / "rs.cast"
+    path.write_text(
+        '{"version": 2, "width": 80, "height": 24}\n'
+        '[0.01, "o", "a"]\n[0.02, "r", "120x40"]\n[0.03, "o", "b"]\n'
+        '[0.04, "r", "bogus"]\n[0.05, "r", "90x0"]\n[0.06, "o", "c"]\n')
+    env = {"XDG_DATA_HOME": str(tmp_path / "data")}
+    p = ecotui(env, "replay", str(path), timeout=20)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == b"a\x1b[8;40;120tbc"
+
+
 def test_replay_plays_at_speed_with_idle_limit(tmp_path, monkeypatch):
     clock = iter([0.0, 0.5, 10.5, 11.0, 11.0])
     path = tmp_path / "r.cast"
@@ -182,7 +196,8 @@ def test_replay_plays_at_speed_with_idle_limit(tmp_path, monkeypatch):
     env = {"XDG_DATA_HOME": str(tmp_path / "data")}
     p = ecotui(env, "replay", str(path), "--speed", "4", "--idle-limit", "0.2", timeout=20)
     assert p.returncode == 0, p.stderr
-    assert p.stdout == "one € two\r\n".encode()
+    # the resize is played as the terminal's size request (rows;cols), after the output
+    assert p.stdout == "one € two\r\n\x1b[8;30;100t".encode()
     # bad input: a clear message and a non-zero exit
     p = ecotui(env, "replay", str(tmp_path / "missing.cast"))
     assert p.returncode == 1 and b"no such file" in p.stderr

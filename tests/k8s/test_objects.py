@@ -60,6 +60,49 @@ def test_deployment_manifest():
     assert "command" not in plain and "readinessProbe" not in plain and "ports" not in plain
 
 
+def test_pods_get_the_termination_grace_period():
+    pod = ko.deployment(spec(), termination_grace_s=45)["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 45
+    # Whole seconds, rounded up: a pod never gets less than was configured.
+    assert ko.pod_template(spec(), termination_grace_s=2.5)["spec"][
+        "terminationGracePeriodSeconds"] == 3
+    assert ko.pod_template(spec(), termination_grace_s=0)["spec"][
+        "terminationGracePeriodSeconds"] == 0
+    assert "terminationGracePeriodSeconds" not in ko.pod_template(spec())["spec"]
+
+
+def test_runtime_renders_pods_with_the_configured_grace():
+    from kubernetes import client as k8s_client
+
+    from ecolink.runtime.kube_client import KubeTarget
+    from ecolink.runtime.kubernetes import KubernetesRuntime
+
+    cfg = k8s_client.Configuration()
+    cfg.host = "https://127.0.0.1:1"
+    target = KubeTarget(api_client=k8s_client.ApiClient(cfg), configuration=cfg,
+                        namespace="ns", context=None, source="test")
+    runtime = KubernetesRuntime(target, termination_grace_s=12)
+    pod = runtime._deployment(spec())["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 12
+
+
+def test_serve_passes_the_grace_to_the_kubernetes_runtime(monkeypatch, tmp_path):
+    import ecolink.cli as ecli
+    from ecolink.runtime import kubernetes as kube
+
+    seen: dict[str, object] = {}
+
+    def fake(namespace, context, clock=None, termination_grace_s=None):
+        seen["grace"] = termination_grace_s
+        raise kube.RuntimeUnavailable("stop here")
+
+    monkeypatch.setattr(kube, "create_kubernetes_runtime", fake)
+    rc = ecli.main(["serve", "--state-dir", str(tmp_path), "--runtime", "kubernetes",
+                    "--termination-grace-seconds", "17"])
+    assert rc != 0
+    assert seen["grace"] == 17.0
+
+
 def test_service_is_owned_and_headless():
     owner = {"metadata": {"name": "eco-c1", "uid": "u-1"}}
     svc = ko.service(spec(endpoint_port=8000), owner)

@@ -100,6 +100,67 @@ def test_run_cp_and_port_forward_on_kubernetes(kube_server, kapi, k8s_namespace,
     kapi.delete(f"/gpu-clusters/{cid}")
 
 
+def test_port_forward_to_a_closed_port_is_refused_on_kubernetes(
+        kube_server, kapi, k8s_namespace, tmp_path):  # noqa: F811
+    import socket
+
+    from kubernetes import client
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    api, ns = k8s_namespace
+    c = launch(kapi, "closed", replicas=2, command="sleep infinity")
+    cid = c["id"]
+    c = wait_for(kapi, cid, all_ready(2), timeout=30, what="ready")
+    name = sorted(s["name"] for s in c["replica_states"])[0]
+    env = _env(kube_server, kapi.account_key, tmp_path)
+    with socket.socket() as s:  # a local port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    with local_server("open") as port:
+        # The pod's 8080 leads to a server, its 9090 to a closed port.
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            "kwok.x-k8s.io", "v1alpha1", ns, "portforwards",
+            {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "PortForward",
+             "metadata": {"name": name, "namespace": ns},
+             "spec": {"forwards": [
+                 {"ports": [8080], "target": {"port": port, "address": "127.0.0.1"}},
+                 {"ports": [9090], "target": {"port": closed, "address": "127.0.0.1"}}]}})
+        url = kube_server.url.replace("http://", "ws://", 1)
+        headers = {"Authorization": f"Bearer {kapi.account_key}"}
+
+        def dial(p: int):
+            return connect(f"{url}/gpu-clusters/{cid}/replicas/{name}/portforward?port={p}",
+                           additional_headers=headers, open_timeout=10)
+
+        deadline = time.monotonic() + 20
+        while True:  # KWOK picks the PortForward object up from an informer
+            with dial(8080) as ws:
+                ws.send(b"GET /ok HTTP/1.0\r\n\r\n")
+                try:
+                    if b"open /ok" in ws.recv(timeout=5):
+                        break
+                except (ConnectionClosed, TimeoutError):
+                    pass
+            assert time.monotonic() < deadline, "the port-forward never worked"
+            time.sleep(0.3)
+        # The backend accepts (the kubelet answers only then) and closes with 4409.
+        with dial(9090) as ws:
+            try:
+                ws.recv(timeout=10)
+                raise AssertionError("data from a closed port")
+            except ConnectionClosed:
+                pass
+            assert ws.close_code == 4409
+            assert ws.close_reason == f"nothing in {name} listens on port 9090"
+        # The CLI checks once at start: a clear line and exit 1, nothing listening.
+        p = ecotui(env, "port-forward", "closed", name, ":9090", timeout=30)
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert f"nothing in {name} listens on port 9090".encode() in p.stderr
+        assert b"Forwarding from" not in p.stdout
+    kapi.delete(f"/gpu-clusters/{cid}")
+
+
 def test_pods_carry_the_expiry_and_follow_an_extend(kube_server, kapi, k8s_namespace):  # noqa: F811
     from datetime import datetime
 

@@ -501,6 +501,55 @@ async def test_exec_pipes_tty_and_exit_codes(rt):
         await runtime.exec("c1", "web-7", ExecRequest(command=("true",)))
 
 
+async def test_exec_processes_get_the_termination_grace_at_stop(tmp_path):
+    """A process started through exec (a shell, a kept session, a copy) gets SIGTERM
+    with the replica and the configured termination grace, not the short kill grace,
+    even when the replica's own process ends at once."""
+    runtime = LocalRuntime(tmp_path / "state", SystemClock(), telemetry_source=SyntheticSource(),
+                           grace_s=0.3, termination_grace_s=6.0)
+    await runtime.start(Recorder(), [])
+    try:
+        await runtime.apply(spec(replicas=1, startup_command="exec sleep 300"))
+        await until(running(runtime, "c1", 1))
+        # Drains for 1.5 s after SIGTERM, then exits 7 (SIGKILL would make it 137);
+        # the drain ignores TERM so that its own `sleep` is not ended early.
+        ex = await runtime.exec("c1", "web-0", ExecRequest(
+            command=("sh", "-c", "trap 'trap \"\" TERM; sleep 1.5; exit 7' TERM; echo go; "
+                                 "while :; do sleep 0.05; done"), stdout=True))
+        assert await asyncio.wait_for(ex.read(), 10) == (STDOUT, b"go\n")
+        await runtime.apply(spec(replicas=0, startup_command="exec sleep 300"))
+        assert (await asyncio.wait_for(ex.result(), 15)).exit_code == 7
+        await ex.kill()
+    finally:
+        await runtime.shutdown(stop_replicas=True)
+
+
+async def test_a_terminal_shell_is_hung_up_at_stop(tmp_path):
+    """An interactive shell (exec with a terminal) ignores SIGTERM: at stop it gets
+    its terminal's hangup and ends at once instead of holding the stop for the
+    whole termination grace and being killed."""
+    runtime = LocalRuntime(tmp_path / "state", SystemClock(), telemetry_source=SyntheticSource(),
+                           grace_s=0.3, termination_grace_s=20.0)
+    await runtime.start(Recorder(), [])
+    try:
+        await runtime.apply(spec(replicas=1, startup_command="exec sleep 300"))
+        await until(running(runtime, "c1", 1))
+        ex = await runtime.exec("c1", "web-0", ExecRequest(
+            command=("sh", "-i"), tty=True, stdin=True, width=80, height=24))
+        await ex.write(b"echo rea''dy\n")
+        got = b""
+        while b"ready" not in got:
+            got += (await asyncio.wait_for(ex.read(), 10))[1]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await runtime.apply(spec(replicas=0, startup_command="exec sleep 300"))
+        assert loop.time() - started < 10
+        assert (await asyncio.wait_for(ex.result(), 5)).exit_code == 129  # SIGHUP
+        await ex.kill()
+    finally:
+        await runtime.shutdown(stop_replicas=True)
+
+
 async def test_exec_resize_reaches_the_program(rt):
     runtime, _ = rt
     await runtime.apply(spec(replicas=1, startup_command="exec sleep 300"))

@@ -7,7 +7,9 @@ port nothing in the replica listens on is `409` (field `port`), a runtime that
 cannot be reached `503`. After it, binary frames carry the bytes both ways; an
 empty binary frame from the client ends its direction (half-close); when the
 replica closes the connection the server closes the WebSocket (1000), and an
-error there closes it with 1011 and the reason. Each direction holds at most
+error there closes it with 1011 and the reason. Where the runtime learns only
+after the upgrade that nothing listens (kubernetes), the server closes with 4409
+and the reason. Each direction holds at most
 one chunk (64 KiB) in flight: reads wait for the other side to take the last.
 
 The local runtime reaches only ports that the replica's own processes listen
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from fastapi import APIRouter
 from starlette.requests import HTTPConnection, Request
@@ -39,6 +42,9 @@ router = APIRouter(tags=["exec"])
 PATH = "/gpu-clusters/{id}/replicas/{replica}/portforward"
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT_S = 10.0
+# Close code when the replica refused the connection after the upgrade (the
+# kubernetes runtime cannot tell before): nothing listens on the port.
+CLOSE_REFUSED = 4409
 
 
 def _port(ws: HTTPConnection) -> int:
@@ -86,20 +92,40 @@ async def portforward_ws(websocket: WebSocket, id: str, replica: str) -> None:
         await deny_error(websocket, exc)
         return
     await websocket.accept()
-    await relay(websocket, reader, writer)
+    sockname = writer.get_extra_info("sockname")
+
+    def refusal() -> str | None:
+        # The kubernetes runtime learns only after the upgrade that nothing listens.
+        if not isinstance(sockname, tuple):
+            return None
+        detail = ctx.runtime.forward_refusal((str(sockname[0]), int(sockname[1])))
+        if detail is None:
+            return None
+        log.info("port-forward to %s port %s refused: %s", replica, port, detail)
+        return f"nothing in {replica} listens on port {port}"
+
+    await relay(websocket, reader, writer, refusal)
 
 
 async def relay(ws: WebSocket, reader: asyncio.StreamReader,
-                writer: asyncio.StreamWriter) -> None:
-    """Bytes both ways until either side is done."""
+                writer: asyncio.StreamWriter,
+                refusal: Callable[[], str | None] | None = None) -> None:
+    """Bytes both ways until either side is done. A connection that ends before its
+    first byte because the replica's side refused it closes with CLOSE_REFUSED."""
 
     async def upstream() -> None:
+        sent = False
         while True:
             data = await reader.read(CHUNK)
             if not data:
                 break
+            sent = True
             await ws.send_bytes(data)
-        await close_quietly(ws, 1000, "closed by the replica")
+        why = refusal() if refusal is not None and not sent else None
+        if why is not None:
+            await close_quietly(ws, CLOSE_REFUSED, why[:120])
+        else:
+            await close_quietly(ws, 1000, "closed by the replica")
 
     async def downstream() -> None:
         while True:
@@ -152,7 +178,9 @@ async def relay(ws: WebSocket, reader: asyncio.StreamReader,
                 "Upgrade to WebSocket with `?port=P`. Binary frames carry the bytes of one "
                 "TCP connection both ways; an empty binary frame from the client ends its "
                 "direction (half-close). The server closes with 1000 when the replica "
-                "closes the connection, 1011 (reason in words) when it fails. Refused before "
+                "closes the connection, 1011 (reason in words) when it fails, 4409 (reason in "
+                "words) when the kubernetes runtime finds after the upgrade that nothing "
+                "listens on the port. Refused before "
                 "the upgrade: 401, 404 (cluster or replica), 422 (port), 409 (nothing in the "
                 "replica listens on the port; the local runtime reaches only ports the "
                 "replica's own processes listen on), 503 (runtime unreachable). A plain GET "

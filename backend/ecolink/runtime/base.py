@@ -296,6 +296,12 @@ class Runtime(abc.ABC):
         PortNotListening where the runtime can tell that nothing listens)."""
         return await self.service_target(cluster_id, replica, port)
 
+    def forward_refusal(self, local: tuple[str, int]) -> str | None:
+        """Why a connection to a `forward_target` that closed before any byte was
+        refused by the replica's side (nothing listens on the port), found by the
+        connection's local address; None when it was not (or the runtime cannot tell)."""
+        return None
+
     @abc.abstractmethod
     async def telemetry(self, cluster_id: str) -> list[ReplicaTelemetry]:
         """Current GPU readings per replica of the cluster."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -101,7 +102,11 @@ def shared_volume_name(filesystem: str) -> str:
     return f"fs-{_DNS_BAD.sub('-', filesystem.lower()).strip('-')[:40]}-{_short_hash(filesystem)[:6]}"
 
 
-def pod_template(spec: ClusterSpec, restarted_at: str | None = None) -> dict[str, Any]:
+def pod_template(spec: ClusterSpec, restarted_at: str | None = None,
+                 termination_grace_s: float | None = None) -> dict[str, Any]:
+    """The pod of every replica. `termination_grace_s` (the backend's
+    --termination-grace-seconds) is how long a pod has between SIGTERM and
+    SIGKILL when it is deleted; None leaves the cluster's default."""
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image,
@@ -152,6 +157,9 @@ def pod_template(spec: ClusterSpec, restarted_at: str | None = None) -> dict[str
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
     }
+    if termination_grace_s is not None:
+        # Kubernetes takes whole seconds; a fraction is rounded up, never to less.
+        pod_spec["terminationGracePeriodSeconds"] = max(0, math.ceil(termination_grace_s))
     selector = node_selector(spec)
     if selector:
         pod_spec["nodeSelector"] = selector
@@ -160,7 +168,8 @@ def pod_template(spec: ClusterSpec, restarted_at: str | None = None) -> dict[str
     return {"metadata": {"labels": _labels(spec), "annotations": annotations}, "spec": pod_spec}
 
 
-def deployment(spec: ClusterSpec, restarted_at: str | None = None) -> dict[str, Any]:
+def deployment(spec: ClusterSpec, restarted_at: str | None = None,
+               termination_grace_s: float | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -178,7 +187,7 @@ def deployment(spec: ClusterSpec, restarted_at: str | None = None) -> dict[str, 
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
             },
-            "template": pod_template(spec, restarted_at),
+            "template": pod_template(spec, restarted_at, termination_grace_s),
         },
     }
 

@@ -247,9 +247,13 @@ async def _pump_tcp_to_ws(reader: asyncio.StreamReader, ws: ClientConnection) ->
         await ws.send(b"\x00" + data)
 
 
-async def _pump_ws_to_tcp(ws: ClientConnection, writer: asyncio.StreamWriter, port: int) -> None:
+async def _pump_ws_to_tcp(ws: ClientConnection, writer: asyncio.StreamWriter, port: int,
+                          refused: Callable[[str], None] | None = None) -> None:
+    """Pod to client. A message on the error channel before any data is the kubelet
+    refusing the port (nothing listens there): told to `refused`."""
     seen_port = {0: False, 1: False}
     errors: list[bytes] = []
+    delivered = False
     try:
         async for msg in ws:
             if isinstance(msg, str):
@@ -265,10 +269,13 @@ async def _pump_ws_to_tcp(ws: ClientConnection, writer: asyncio.StreamWriter, po
                 if not payload:
                     continue
             if channel == 0:
+                delivered = True
                 writer.write(payload)
                 await writer.drain()
             elif channel == 1:
                 errors.append(payload)
+                if not delivered and refused is not None:
+                    refused(b"".join(errors).decode(errors="replace").strip())
     except ConnectionClosed:
         pass
     if errors:
@@ -285,6 +292,9 @@ class PortForwardListener:
         self._conns: dict[int, tuple[asyncio.StreamWriter, list[ClientConnection]]] = {}
         self.address: HostPort | None = None
         self.on_unavailable: Callable[[], None] | None = None
+        # Connections the kubelet refused (nothing listens on the pod's port), by
+        # the client's address: the reason, for whoever holds the other end.
+        self.refusals: dict[tuple[str, int], str] = {}
 
     async def start(self) -> HostPort:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -313,7 +323,13 @@ class PortForwardListener:
                 log.info("port-forward to %s:%s refused: %s", self._pod, self._port, e)
                 return
             up = asyncio.create_task(_pump_tcp_to_ws(reader, ws))
-            down = asyncio.create_task(_pump_ws_to_tcp(ws, writer, self._port))
+            peer = writer.get_extra_info("peername")
+
+            def refused(message: str) -> None:
+                if isinstance(peer, tuple) and len(self.refusals) < 1024:
+                    self.refusals[(str(peer[0]), int(peer[1]))] = message
+
+            down = asyncio.create_task(_pump_ws_to_tcp(ws, writer, self._port, refused))
             done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
             if up in done and down not in done:
                 # The client finished sending; WebSocket port-forward cannot

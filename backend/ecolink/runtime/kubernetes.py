@@ -131,8 +131,11 @@ class KubernetesRuntime(Runtime):
         watch_timeout_seconds: int = 240,
         telemetry_min_interval: float = 10.0,
         terminate_timeout: float = 120.0,
+        termination_grace_s: float | None = None,
     ) -> None:
         self._t = target
+        # Pods' terminationGracePeriodSeconds (None: the cluster's default, 30 s).
+        self.termination_grace_s = termination_grace_s
         self._ns = target.namespace
         self._clock = clock or SystemClock()
         self._apps = k8s_client.AppsV1Api(target.api_client)
@@ -485,9 +488,11 @@ class KubernetesRuntime(Runtime):
         if fields:
             self._spawn(self._restore(cid, fields, live))
 
-    @staticmethod
-    def _drifted_fields(spec: ClusterSpec, live: Obj) -> list[str]:
-        desired = ko.deployment(spec, ko.restarted_at(live))
+    def _deployment(self, spec: ClusterSpec, restarted_at: str | None = None) -> Obj:
+        return ko.deployment(spec, restarted_at, self.termination_grace_s)
+
+    def _drifted_fields(self, spec: ClusterSpec, live: Obj) -> list[str]:
+        desired = self._deployment(spec, ko.restarted_at(live))
         fields = ko.drift(desired, live)
         if int((live.get("spec") or {}).get("replicas") or 0) != spec.replicas:
             fields.append("replicas")
@@ -604,7 +609,7 @@ class KubernetesRuntime(Runtime):
                 raise
             live = None
         if live is None:
-            body = ko.deployment(spec)
+            body = self._deployment(spec)
             created = await self._call(
                 self._apps.create_namespaced_deployment, self._ns,
                 k8s_client.V1Deployment.from_dict(body),
@@ -612,7 +617,7 @@ class KubernetesRuntime(Runtime):
             self._note_written(cid, created)
             await self._ensure_service(spec, created)
             return
-        fields = ko.drift(ko.deployment(spec, ko.restarted_at(live)), live)
+        fields = ko.drift(self._deployment(spec, ko.restarted_at(live)), live)
         if (live.get("metadata") or {}).get("deletionTimestamp"):
             raise RuntimeError_(f"the Deployment of {cid} is being deleted")
         if not fields:
@@ -625,7 +630,7 @@ class KubernetesRuntime(Runtime):
             return
         # The template changed: replace our parts, keep everything else
         # (and the resourceVersion, so a concurrent edit makes this a 409).
-        desired = ko.deployment(spec, ko.restarted_at(live))
+        desired = self._deployment(spec, ko.restarted_at(live))
         body = dict(live)
         body.pop("status", None)
         meta = dict(live["metadata"])
@@ -890,6 +895,13 @@ class KubernetesRuntime(Runtime):
         self._paths[(cluster_id, replica)] = "port-forward"
         return await self._forward(self._ns, pod["metadata"]["name"], port)
 
+    def forward_refusal(self, local: tuple[str, int]) -> str | None:
+        for fwd in list(self._forwards.values()):
+            message = fwd.refusals.pop(local, None)
+            if message is not None:
+                return message
+        return None
+
     def target_path(self, cluster_id: str, replica: str) -> str:
         """How the service URL reaches the replica: "pod-ip" or "port-forward"."""
         return self._paths.get((cluster_id, replica), "port-forward")
@@ -1016,11 +1028,13 @@ class KubernetesRuntime(Runtime):
 
 
 def create_kubernetes_runtime(
-    namespace: str | None, context: str | None, clock: Clock | None = None
+    namespace: str | None, context: str | None, clock: Clock | None = None,
+    termination_grace_s: float | None = None,
 ) -> Runtime:
     """The runtime `ecolink serve --runtime kubernetes` uses: credentials
     found as kubectl finds them (KUBECONFIG, ~/.kube/config, in-cluster)."""
     # urllib3 warns on every retried connection; while the API server is down
     # that is one line per request. The runtime reports outages itself.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    return KubernetesRuntime(load_target(namespace=namespace, context=context), clock)
+    return KubernetesRuntime(load_target(namespace=namespace, context=context), clock,
+                             termination_grace_s=termination_grace_s)

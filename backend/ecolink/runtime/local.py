@@ -30,7 +30,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -67,6 +66,7 @@ from ecolink.runtime.local_proc import (
     reap_orphans,
     start_time,
     sweep_sync,
+    term_groups_and_wait_sync,
 )
 from ecolink.runtime.local_users import (
     Credentials,
@@ -714,13 +714,14 @@ class LocalRuntime(Runtime):
         proc = r.proc
         roots = [proc.pid] if proc is not None and r.exit and not r.exit.exited else []
         uid = r.uid
-        if roots and r.exit is not None and self.termination_grace_s > 0:
-            # The replica's own process group first: SIGTERM, then up to
+        if self.termination_grace_s > 0:
+            # The replica's own process group and those of what runs in it through
+            # exec (shells, kept sessions, copies): SIGTERM, then up to
             # termination_grace_s to drain or checkpoint before anything is killed.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(roots[0], signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(r.exit.wait(), self.termination_grace_s)
+            await asyncio.to_thread(term_groups_and_wait_sync, lambda m: m == uid,
+                                    roots[0] if roots else None, self.termination_grace_s)
+            # The replica's process may have ended (and its pid been reused) meanwhile.
+            roots = [p for p in roots if r.exit is not None and not r.exit.exited]
         # As a subreaper, everything the run started is its descendant or our orphan:
         # no need to scan all of /proc (the stop's last sweep covers the rest).
         await asyncio.to_thread(kill_tree_sync, lambda m: m == uid, roots, self.grace_s,

@@ -257,6 +257,55 @@ def reap_orphans_now(pids: Iterable[int]) -> None:
                 os.waitpid(pid, os.WNOHANG)
 
 
+def _has_tty(pid: int) -> bool:
+    """Whether the process has a controlling terminal (tty_nr in its stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rfind(b")") + 2 :].split()[4]) != 0
+    except (OSError, IndexError, ValueError):
+        return False
+
+
+def term_groups_and_wait_sync(match: Callable[[str], bool], root: int | None,
+                              grace_s: float, poll_s: float = 0.05) -> None:
+    """The start of a graceful stop: SIGTERM, once, to the process group of `root`
+    (the replica's own process) and to that of every child of this process whose
+    marker matches (what was started in the replica through exec: shells, kept
+    sessions, copies), then wait up to `grace_s` for those group leaders to exit.
+    Their children are not signalled (as a container's are not): a drain may start
+    helpers. What is left is for `kill_tree_sync`. Blocking (run it in a thread)."""
+    import time
+
+    me = os.getpid()
+    leaders: list[ProcInfo] = []
+    if root is not None and root > 0:
+        info = _live(root)
+        if info is not None:
+            leaders.append(info)
+    for pid in children_of(me):
+        if pid == root:
+            continue
+        info = _live(pid)
+        if info is None or info.pgid != pid:
+            continue
+        m = marker_of(pid)
+        if m is not None and match(m):
+            leaders.append(info)
+    for p in leaders:
+        if start_time(p.pid) == p.start_time:
+            # A shell on a terminal ignores SIGTERM: its terminal hangs up (SIGHUP),
+            # as when its window closes.
+            sigs = [signal.SIGHUP, signal.SIGTERM] if p.pid != root and _has_tty(p.pid) \
+                else [signal.SIGTERM]
+            for sig in sigs:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, sig)
+    deadline = time.monotonic() + grace_s
+    while alive(leaders) and time.monotonic() < deadline:
+        time.sleep(poll_s)
+
+
 def kill_tree_sync(
     match: Callable[[str], bool],
     roots: Iterable[int],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -140,6 +141,25 @@ def read_cast(path: str | os.PathLike[str]) -> Cast:
         except (ValueError, TypeError):
             raise CastError(f"{path}: line {n}: not an event [time, code, data]") from None
     return Cast(header, events)
+
+
+_SIZE = re.compile(r"^\s*(\d{1,5})\s*x\s*(\d{1,5})\s*$")
+
+
+def parse_size(data: str) -> tuple[int, int] | None:
+    """The (width, height) of a resize event's "WxH", or None if it is malformed."""
+    m = _SIZE.match(data)
+    if m is None:
+        return None
+    w, h = int(m.group(1)), int(m.group(2))
+    return (w, h) if w > 0 and h > 0 else None
+
+
+def resize_sequence(data: str) -> str | None:
+    """The xterm window-size request (CSI 8 ; rows ; cols t) that asks the playing
+    terminal for the size a resize event recorded; None for a malformed event."""
+    size = parse_size(data)
+    return None if size is None else f"\x1b[8;{size[1]};{size[0]}t"
 
 
 def schedule(events: list[tuple[float, str, str]], *, speed: float = 1.0,

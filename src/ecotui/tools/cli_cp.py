@@ -1,7 +1,8 @@
 """`ecotui cp SRC DST`: one side `NAME[/REPLICA]:PATH`, the other a local path or `-`.
 
 `NAME:PATH` is the first ready replica, or every ready replica with `--all`
-(uploads go in parallel; downloads land in DST/REPLICA/). A progress bar with
+(uploads and downloads go in parallel, at most `PARALLEL` at a time; downloads
+land in DST/REPLICA/). A progress bar with
 rate and ETA goes to a terminal's stderr; piped, cp is quiet."""
 
 from __future__ import annotations
@@ -10,11 +11,28 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from ecotui.client.rest import EcoClient
 from ecotui.tools.common import EXIT_OK, EXIT_REFUSED, UsageError, err
 from ecotui.tools.copy import CopyError, RemotePath, download, parse_location, upload
 from ecotui.tools.runner import all_replicas, ready_replicas
+
+# Copies to or from --all replicas that run at once.
+PARALLEL = 8
+
+
+async def _bounded(jobs: list[Coroutine[Any, Any, None]]) -> list[BaseException | None]:
+    """Run the copies, at most PARALLEL at a time; each one's error (or None)."""
+    gate = asyncio.Semaphore(PARALLEL)
+
+    async def one(job: Coroutine[Any, Any, None]) -> None:
+        async with gate:
+            await job
+
+    results = await asyncio.gather(*(one(j) for j in jobs), return_exceptions=True)
+    return [r if isinstance(r, BaseException) else None for r in results]
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -52,11 +70,9 @@ async def cmd_cp(client: EcoClient, args: argparse.Namespace) -> int:
             if args.src == "-" and args.all:
                 raise UsageError("--all cannot copy standard input (it can be read once)")
             cid, replicas = await _targets(client, dst, args.all)
-            results = await asyncio.gather(
-                *(upload(client, cid, r, args.src, dst.path) for r in replicas),
-                return_exceptions=True)
-            failed = [(r, e) for r, e in zip(replicas, results, strict=True)
-                      if isinstance(e, BaseException)]
+            results = await _bounded(
+                [upload(client, cid, r, args.src, dst.path) for r in replicas])
+            failed = [(r, e) for r, e in zip(replicas, results, strict=True) if e is not None]
             for r, e in failed:
                 if not isinstance(e, CopyError | OSError):
                     raise e
@@ -70,16 +86,18 @@ async def cmd_cp(client: EcoClient, args: argparse.Namespace) -> int:
         if args.dst == "-" or not os.path.isdir(args.dst):
             raise UsageError("with --all, DST must be an existing directory (one folder per "
                              "replica is made in it)")
-        bad = 0
+        jobs = []
         for r in replicas:
             into = os.path.join(args.dst, r)
             os.makedirs(into, exist_ok=True)
-            try:
-                await download(client, cid, r, src.path, into)
-            except CopyError as e:
-                err(f"{r}: {e}")
-                bad += 1
-        return EXIT_REFUSED if bad else EXIT_OK
+            jobs.append(download(client, cid, r, src.path, into))
+        results = await _bounded(jobs)
+        failed = [(r, e) for r, e in zip(replicas, results, strict=True) if e is not None]
+        for r, e in failed:
+            if not isinstance(e, CopyError | OSError):
+                raise e
+            err(f"{r}: {e}")
+        return EXIT_REFUSED if failed else EXIT_OK
     except CopyError as e:
         err(str(e))
         return EXIT_REFUSED

@@ -10,7 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from ecotui.tools.asciicast import CastError, list_recordings, read_cast, recordings_dir, schedule
+from ecotui.tools.asciicast import (
+    CastError,
+    list_recordings,
+    read_cast,
+    recordings_dir,
+    resize_sequence,
+    schedule,
+)
 from ecotui.tools.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from ecotui.tools.common import positive_float as _positive_float
 
@@ -65,6 +72,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 time.sleep(delay)
             if kind == "o":
                 out.write(data.encode("utf-8"))
+            elif kind == "r":
+                # The recorded terminal changed size: ask this one to follow (xterm
+                # and most emulators honour it; others ignore the request).
+                # A malformed size is skipped, the rest still plays.
+                seq = resize_sequence(data)
+                if seq is not None:
+                    out.write(seq.encode("ascii"))
         out.flush()
     except KeyboardInterrupt:
         out.flush()

@@ -27,6 +27,10 @@ from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.tools.runner import ready_replicas
 
 CHUNK = 64 * 1024
+# The backend's close code for a connection the replica refused after the upgrade
+# (kubernetes: nothing listens on the port), and how long a check waits for it.
+CLOSE_REFUSED = 4409
+CHECK_WAIT_S = 1.0
 _SPEC = re.compile(r"^(?:(\d*):)?(\d+)$")
 
 
@@ -126,9 +130,19 @@ class Forward:
         self.local = int(sock.getsockname()[1])
 
     async def check(self) -> None:
-        """Dial once and hang up: ForwardError when the target cannot be reached now."""
+        """Dial once and hang up: ForwardError when the target cannot be reached now.
+        Where the backend learns only after the upgrade that nothing listens (the
+        kubernetes runtime), the refusal is a close (CLOSE_REFUSED) that follows at
+        once: it is waited for, briefly."""
         ws = await self._dial()
-        await ws.close()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ws.wait_closed(), CHECK_WAIT_S)
+            if ws.close_code == CLOSE_REFUSED:
+                raise ForwardError(ws.close_reason or f"nothing listens on port {self.remote}",
+                                   status=409)
+        finally:
+            await ws.close()
 
     async def _replica(self, refresh: bool = False) -> str:
         if self.replica is not None:
@@ -204,7 +218,12 @@ class Forward:
                     await writer.drain()
             except ConnectionClosed:
                 pass
-            if ws.close_code not in (None, 1000):
+            if ws.close_code == CLOSE_REFUSED:
+                self.stats.failures += 1
+                self.stats.last_error = ws.close_reason or "refused"
+                self.on_line(f"{self.address}:{self.local} -> {self.target}: refused"
+                             f" ({ws.close_reason or 'nothing listens on the port'})")
+            elif ws.close_code not in (None, 1000):
                 self.on_line(f"{self.address}:{self.local} -> {self.target}: connection lost"
                              f" ({ws.close_reason or ws.close_code})")
 
