@@ -48,6 +48,8 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _NO_BODY_OK = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 _BODY_BUFFER_MAX = 1 << 20
 _LINGER_S = 2.0
+# How long a request to a running cluster waits for its first ready targets from the feed.
+FEED_WAIT_S = 2.0
 _PREFIX = b"/gpu-clusters/"
 _SERVICE_SEG = b"service"
 
@@ -129,6 +131,8 @@ class Front:
         self.websockets_open: dict[str, int] = (
             websockets_open if websockets_open is not None else {})
         self.refused = 0
+        # Requests waiting for a running cluster's first ready targets from the feed.
+        self._target_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._routes: dict[tuple[str, str], tuple[ClusterInfo, str, tuple[str, ...]]] = {}
         self._route_snap: object = None
 
@@ -145,6 +149,25 @@ class Front:
             pool.policy = policy
         pool.update(targets)
         pool.error = error  # type: ignore[attr-defined]
+        if pool.replicas:
+            for fut in self._target_waiters.pop(cluster_id, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait_for_targets(self, cluster_id: str, timeout: float) -> None:
+        """Until the feed brings ready targets for the cluster, or `timeout`."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._target_waiters.setdefault(cluster_id, [])
+        waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters:
+                self._target_waiters.pop(cluster_id, None)
 
     def route(self, account: str, ref: str) -> tuple[ClusterInfo, str, tuple[str, ...]] | None:
         """The account's cluster called `ref` (id or name), its service prefix as the
@@ -705,10 +728,21 @@ class ClientProtocol(asyncio.Protocol):
         self._framing_headers(ex, out)
         ex.head_out = b"".join(out)
         pool = front.pools.get(info.id)
-        if (pool is None or not pool.replicas) and front.request_targets is not None:
-            self.loop.create_task(self._await_targets(ex, info.id))
-            return
+        if pool is None or not pool.replicas:
+            if front.request_targets is not None:
+                self.loop.create_task(self._await_targets(ex, info.id))
+                return
+            if info.status == "running":
+                # A front fed by the control plane may not have the addresses of
+                # replicas that just got ready: wait briefly for the feed.
+                self.loop.create_task(self._await_feed(ex, info.id))
+                return
         self._dispatch_service(ex, pool)
+
+    async def _await_feed(self, ex: _Exchange, cluster_id: str) -> None:
+        await self.front.wait_for_targets(cluster_id, FEED_WAIT_S)
+        if self.active is ex and not self.closed:
+            self._dispatch_service(ex, self.front.pools.get(cluster_id))
 
     def _allowed_origins(self, host: bytes) -> list[str]:
         """The origins a cookie-opened WebSocket may come from (as the API's auth
