@@ -41,9 +41,10 @@ def clock(cluster: dict[str, Any] | None, now: datetime) -> tuple[str, str]:
 STYLES = {"ok": "dim", "amber": "bold #d7a000", "red": "bold red", "none": "dim"}
 
 
-def tab_label(pane: Any, now: datetime | None = None) -> Text:
-    """The pane's label, REC when it records, and its cluster's clock."""
-    text = Text()
+def tab_label(pane: Any, now: datetime | None = None, *, active: bool = False) -> Text:
+    """The pane's label, REC when it records, and its cluster's clock; the active tab
+    is marked by a glyph (`›`), not by colour alone."""
+    text = Text("› " if active else "  ")
     if getattr(pane, "recorder", None) is not None:
         text.append("● REC ", style="bold red")
     text.append(pane.label)

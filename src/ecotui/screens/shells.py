@@ -621,13 +621,14 @@ class ShellsScreen(Screen[None]):
             pane.set_class(pid in visible, "-visible")
             pane.set_class(pid == self.active, "-focused")
             pane.set_class(pid == right, "-divider")
+            self.pane_changed(pane)
         self.query_one("#panes").set_class(self.split and len(visible) > 1, "-split")
         self.query_one("#shells-empty").display = not self.panes
 
     def pane_changed(self, pane: ShellPane) -> None:
         with contextlib.suppress(Exception):
             tab = self.query_one("#shell-tabs", Tabs).query_one(f"#{pane.pane_id}", Tab)
-            tab.label = tab_label(pane)
+            tab.label = tab_label(pane, active=pane.pane_id == self.active)
 
     async def remove_pane(self, pane: ShellPane) -> None:
         pid = pane.pane_id
