@@ -120,7 +120,8 @@ def _forward(fx: Any, name: str, replica: str, remote: int, local: int, **stats:
     return ForwardEntry(fwd, cid, name, replica)
 
 
-def test_port_forwards_list(snap_compare):
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
+def test_port_forwards_list(snap_compare, size):
     fx = app_with_history()
 
     async def run_before(pilot: Pilot) -> None:
@@ -140,12 +141,14 @@ def test_port_forwards_list(snap_compare):
         assert "›llama-serve: 127.0.0.1:40002" in text
         assert "›vision-serve" not in text and "›rerank-serve" not in text
         box = pilot.app.screen.query_one("#forwards").parent
-        assert box.region.right <= 80 and box.region.bottom <= 24  # the whole box shows
+        # the whole box shows
+        assert box.region.right <= size[0] and box.region.bottom <= size[1]
 
-    assert snap_compare(fx.app, terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(fx.app, terminal_size=size, run_before=run_before)
 
 
-def test_recordings(snap_compare, tmp_path, monkeypatch):
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
+def test_recordings(snap_compare, size, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     folder = tmp_path / "ecotui" / "recordings"
     folder.mkdir(parents=True)
@@ -166,10 +169,11 @@ def test_recordings(snap_compare, tmp_path, monkeypatch):
         assert "›vision-serve-0-20260302T130000Z.cast" in text  # the second, newest first
         assert "›llama-serve" not in text
 
-    assert snap_compare(fx.app, terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(fx.app, terminal_size=size, run_before=run_before)
 
 
-def test_run_everywhere_panel(snap_compare, monkeypatch):
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
+def test_run_everywhere_panel(snap_compare, size, monkeypatch):
     outcomes = [
         ReplicaOutcome("vision-serve-0", b"GPU 0: NVIDIA H100\nGPU 1: NVIDIA H100\n", exit_code=0),
         ReplicaOutcome("vision-serve-1", b"GPU 0: NVIDIA H100\nGPU 1: NVIDIA H100\n", exit_code=0),
@@ -194,4 +198,4 @@ def test_run_everywhere_panel(snap_compare, monkeypatch):
         assert "differs from the majority" in text and "-GPU 1: NVIDIA H100" in text
         assert "exit 1" in text
 
-    assert snap_compare(fx.app, terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(fx.app, terminal_size=size, run_before=run_before)
