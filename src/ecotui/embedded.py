@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import subprocess
@@ -249,12 +250,14 @@ def ensure_key(state_dir: Path, url: str) -> str:
     return key
 
 
-def ensure_backend(state_dir: Path | str | None = None) -> Connection:
+def ensure_backend(state_dir: Path | str | None = None, *, say_steps: bool = True) -> Connection:
+    """The local backend of the state dir, started if none runs. Slow steps are said on
+    stderr unless `say_steps` is False (a caller that says them itself)."""
     sd = Path(state_dir).expanduser() if state_dir else default_state_dir()
     sd.mkdir(parents=True, exist_ok=True, mode=0o700)
     with contextlib.suppress(OSError):
         os.chmod(sd, 0o700)
-    with StartupStatus(sys.stderr) as status:
+    with StartupStatus(sys.stderr if say_steps else io.StringIO()) as status:
         status.step(f"waiting for another dashboard to start the local backend (state dir {sd})")
         with _locked(sd / "embedded.lock"):
             status.step(f"looking for the local backend… (state dir {sd})")
