@@ -350,20 +350,21 @@ class ClientProtocol(asyncio.Protocol):
         self.queue.clear()
 
     def pause_writing(self) -> None:
-        self.paused_writing = True
-        ex = self.active
-        if ex is not None and ex.up is not None:
-            ex.up.pause_reading()
-        elif self.tunnel is not None:
-            self.tunnel.pause_reading()
+        self._upstream_flow(pause=True)
 
     def resume_writing(self) -> None:
-        self.paused_writing = False
+        self._upstream_flow(pause=False)
+
+    def _upstream_flow(self, *, pause: bool) -> None:
+        """The client's buffer filled (or drained): stop (or resume) reading what feeds it."""
+        self.paused_writing = pause
         ex = self.active
-        if ex is not None and ex.up is not None:
-            ex.up.resume_reading()
-        elif self.tunnel is not None:
-            self.tunnel.resume_reading()
+        source = ex.up if ex is not None and ex.up is not None else self.tunnel
+        if source is not None:
+            if pause:
+                source.pause_reading()
+            else:
+                source.resume_reading()
 
     def eof_received(self) -> bool:
         """The client will send nothing more: answer what it asked, then close."""
