@@ -260,7 +260,7 @@ async def bench(args: argparse.Namespace, url: str, key: str) -> None:
 def end_leftover_replicas(state: Path) -> None:
     """Kill replicas a server that did not stop cleanly left behind (by their marker)."""
     sys.path[:0] = [str(ROOT / "backend")]
-    from ecolink.clock import SystemClock
+    from ecocore.clock import SystemClock
     from ecolink.runtime.local import LocalRuntime
     from ecolink.runtime.local_proc import kill_now_sync
 

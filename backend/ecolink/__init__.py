@@ -1,3 +1,5 @@
 """ecolink: the GPU-cluster API, billing ledger and runtimes behind ecotui."""
 
-__version__ = "0.1.0"
+from ecocore.version import VERSION as __version__
+
+__all__ = ["__version__"]

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ecolink.money import MoneyError, format_usd, usd_to_micros
+from ecocore.money import MoneyError, format_usd, usd_to_micros
 
 
 class CatalogError(ValueError):

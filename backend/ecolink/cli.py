@@ -59,7 +59,7 @@ def _open_store(state_dir: Path, busy_timeout_s: float | None = None) -> Any:
 
 
 def _now_us() -> int:
-    from ecolink.clock import SystemClock
+    from ecocore.clock import SystemClock
     from ecolink.store import to_us
 
     return to_us(SystemClock().now())
@@ -93,11 +93,12 @@ def _write_server_json(path: Path, data: dict[str, Any]) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ecocore.clock import SystemClock
     from ecolink.api.app import create_app
     from ecolink.api.context import AppContext
     from ecolink.api.edge_rules import MAX_FRAME
     from ecolink.catalog import CatalogError, load_catalog
-    from ecolink.clock import SteadyClock, SystemClock
+    from ecolink.clock import SteadyClock
     from ecolink.service import ClusterService, local_filesystems
 
     host: str = args.host
@@ -383,7 +384,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _credit(store: Any, account_id: str, micros: int, memo: str) -> None:
-    from ecolink.money import format_usd
+    from ecocore.money import format_usd
 
     if micros == 0:
         raise CliError("the amount must not be zero")
@@ -398,7 +399,7 @@ def _credit(store: Any, account_id: str, micros: int, memo: str) -> None:
 
 
 def _parse_usd(text: str) -> int:
-    from ecolink.money import MoneyError, usd_to_micros
+    from ecocore.money import MoneyError, usd_to_micros
 
     try:
         return usd_to_micros(text.lstrip("$"))
@@ -428,7 +429,7 @@ def _single_account_reason() -> str:
 
 
 def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
-    from ecolink.money import format_usd
+    from ecocore.money import format_usd
     from ecolink.store import StoreError
 
     store = _open_store(state_dir_from(args.state_dir))

@@ -1,4 +1,4 @@
-"""The injectable clock: everything that reads time takes one of these."""
+"""The backend's steady clock: the wall clock checked against one that never steps."""
 
 from __future__ import annotations
 
@@ -6,37 +6,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
+
+from ecocore.clock import Clock, FakeClock, SystemClock
+
+__all__ = ["Clock", "FakeClock", "SteadyClock", "SystemClock", "monotonic", "steady_seconds"]
 
 log = logging.getLogger(__name__)
-
-
-class Clock(Protocol):
-    """Wall-clock time in UTC. Tests pass a FakeClock."""
-
-    def now(self) -> datetime: ...
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
-class FakeClock:
-    """A clock that moves only when told to (tests, benchmarks, replay)."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self._now
-
-    def set(self, when: datetime) -> None:
-        self._now = when
-
-    def advance(self, seconds: float) -> None:
-        self._now = self._now + timedelta(seconds=seconds)
 
 
 def monotonic() -> float:

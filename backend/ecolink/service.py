@@ -31,10 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from ecolink import billing
-from ecolink.billing import ACCRUING, BUDGETED, ClusterMoney
+from ecocore import billing
+from ecocore.billing import ACCRUING, BUDGETED, ClusterMoney
+from ecocore.clock import Clock
+from ecocore.money import format_usd
 from ecolink.catalog import Catalog
-from ecolink.clock import Clock, monotonic
+from ecolink.clock import monotonic
 from ecolink.errors import (
     Conflict,
     InsufficientBalance,
@@ -43,7 +45,6 @@ from ecolink.errors import (
     RuntimeUnavailableError,
     StoreUnavailableError,
 )
-from ecolink.money import format_usd
 from ecolink.runtime.base import (
     ClusterSpec,
     ReplicaNotFound,

@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ecolink.clock import Clock
+from ecocore.clock import Clock
 from ecolink.errors import Conflict
 from ecolink.runtime.base import (
     ExecRequest,

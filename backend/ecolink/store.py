@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ecolink.billing import LedgerKind, Segment, apply_posting, segment_start
+from ecocore.billing import LedgerKind, Segment, apply_posting, segment_start
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ecocore.clock import Clock
 from ecocore.gpu_health import worst
-from ecolink.clock import Clock
 from ecolink.runtime.base import (
     GpuReading,
     ReplicaState,

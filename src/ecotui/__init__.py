@@ -1,3 +1,5 @@
 """ecotui: a terminal operations dashboard for GPU clusters."""
 
-__version__ = "0.1.0"
+from ecocore.version import VERSION as __version__
+
+__all__ = ["__version__"]

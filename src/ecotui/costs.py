@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from ecolink.money import (
+from ecocore.money import (
     MICRO,
     MoneyError,
     format_hours,

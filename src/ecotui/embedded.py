@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import io
 import json
 import os
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import httpx
 
+from ecotui import __version__
 from ecotui.startup_status import StartupStatus
 
 LOCAL_ACCOUNT = "local"
@@ -64,18 +66,18 @@ def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def installed_version() -> str:
-    import ecolink
-
-    return str(ecolink.__version__)
+    """The backend ships in this distribution, so its version is this one."""
+    return __version__
 
 
 def _backend_env() -> dict[str, str]:
     """The environment for `python -m ecolink`: make sure it imports the same ecolink
     this process sees (a source checkout is not installed)."""
-    import ecolink
-
+    spec = importlib.util.find_spec("ecolink")
+    if spec is None or spec.origin is None:
+        raise EmbeddedError("the ecolink backend is not installed with this ecotui")
     env = dict(os.environ)
-    root = str(Path(ecolink.__file__).resolve().parent.parent)
+    root = str(Path(spec.origin).resolve().parent.parent)
     paths = [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.pop("ECOLINK_STATE_DIR", None)  # --state-dir says it

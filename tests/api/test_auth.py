@@ -103,7 +103,7 @@ def test_console_session_cookie(shared_ecolink_server: Any) -> None:
         assert "max-age=0" in r.headers["set-cookie"].lower()
         store = shared_ecolink_server.store()
         try:
-            from ecolink.clock import SystemClock
+            from ecocore.clock import SystemClock
             from ecolink.store import to_us
 
             assert store.account_for_session(token, to_us(SystemClock().now())) is None

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
+from ecocore.clock import SystemClock
 from ecolink.api.app import create_app
 from ecolink.api.context import AppContext
 from ecolink.catalog import load_catalog
-from ecolink.clock import SystemClock
 
 # api.md's routes that this backend serves itself, with the refusals each may give.
 EXPECTED: dict[tuple[str, str], set[int]] = {

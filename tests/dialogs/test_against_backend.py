@@ -18,7 +18,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 
-from ecolink.clock import FakeClock, SystemClock
+from ecocore.clock import FakeClock, SystemClock
 from ecotui import costs, dialogs
 from ecotui.client.rest import EcoClient
 

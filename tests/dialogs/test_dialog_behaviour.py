@@ -14,7 +14,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Button, Input, Static
 
-from ecolink.clock import FakeClock
+from ecocore.clock import FakeClock
 from ecotui import dialogs
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
 

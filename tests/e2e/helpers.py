@@ -136,7 +136,7 @@ def exec_url(server: Any, cid: str, replica: str, command: list[str] | None = No
 def marked_processes(state_dir: Any, cluster_id: str | None = None) -> list[int]:
     """Live processes carrying the marker of `state_dir`'s local runtime (optionally
     of one cluster): what would be orphans once a cluster is gone."""
-    from ecolink.clock import SystemClock
+    from ecocore.clock import SystemClock
     from ecolink.runtime.local import LocalRuntime
     from ecolink.runtime.local_proc import find_marked
     from ecolink.telemetry import SyntheticSource

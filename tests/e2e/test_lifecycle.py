@@ -24,7 +24,7 @@ MESSY = ("echo $$ > pid; sleep 1000 & "
 
 
 def pids_of(state_dir: Path, cid: str, names: list[str]) -> dict[str, int]:
-    from ecolink.clock import SystemClock
+    from ecocore.clock import SystemClock
     from ecolink.runtime.local import LocalRuntime
 
     runtime = LocalRuntime(state_dir, SystemClock())  # where its replicas' files are

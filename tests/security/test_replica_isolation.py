@@ -23,7 +23,7 @@ from reliability.support import exec_once
 pytestmark = pytest.mark.timeout(180)
 
 def workdir(state_dir: Path, cid: str, replica: str, *, own_uids: bool = True) -> Path:
-    from ecolink.clock import SystemClock
+    from ecocore.clock import SystemClock
     from ecolink.runtime.local import LocalRuntime
 
     runtime = LocalRuntime(state_dir, SystemClock(), replica_uids=own_uids)

@@ -14,7 +14,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 
-from ecolink.clock import FakeClock
+from ecocore.clock import FakeClock
 from ecotui import dialogs
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -151,7 +151,7 @@ class EcolinkServer:
     def _kill_leftovers(self) -> None:
         # A SIGKILLed server leaves its replicas behind: end them by their marker.
         try:
-            from ecolink.clock import SystemClock
+            from ecocore.clock import SystemClock
             from ecolink.runtime.local import LocalRuntime
             from ecolink.runtime.local_proc import kill_now_sync
         except ImportError:
@@ -192,8 +192,8 @@ class EcolinkServer:
         """A new account with `credit` dollars; returns its API key. Written straight
         to the database (the server reads it on every request), which is much faster
         than two CLI runs."""
-        from ecolink.clock import SystemClock
-        from ecolink.money import usd_to_micros
+        from ecocore.clock import SystemClock
+        from ecocore.money import usd_to_micros
         from ecolink.store import to_us
 
         store = self.store()

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
+from ecocore.clock import FakeClock
 from ecolink.catalog import Catalog, parse_catalog
-from ecolink.clock import FakeClock
 from ecolink.runtime.base import (
     ClusterSpec,
     ExecRequest,

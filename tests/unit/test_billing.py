@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service_harness import make_service, new_account
 
-from ecolink import billing
-from ecolink.billing import ClusterMoney, Segment
+from ecocore import billing
+from ecocore.billing import ClusterMoney, Segment
 from ecolink.errors import ApiError, RuntimeUnavailableError
 from ecolink.service import ClusterService, LaunchRequest
 from ecolink.store import Store, to_us

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service_harness import T0, make_service, new_account
 
-from ecolink import billing
-from ecolink.billing import ACCRUING, Segment, accrued, segment_start
-from ecolink.clock import FakeClock, SteadyClock
+from ecocore import billing
+from ecocore.billing import ACCRUING, Segment, accrued, segment_start
+from ecocore.clock import FakeClock
+from ecolink.clock import SteadyClock
 from ecolink.service import LaunchRequest
 from ecolink.store import Store, to_us
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ecocore.money import MoneyError, hours_to_micro_hours, usd_to_micros
 from ecolink.api import edge_rules as er
-from ecolink.money import MoneyError, hours_to_micro_hours, usd_to_micros
 
 TOKEN = "AbC-123_xyz"
 

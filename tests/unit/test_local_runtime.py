@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ecolink.clock import SystemClock
+from ecocore.clock import SystemClock
 from ecolink.runtime.base import (
     STDERR,
     STDOUT,

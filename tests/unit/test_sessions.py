@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ecolink.clock import FakeClock
+from ecocore.clock import FakeClock
 from ecolink.runtime.base import STDERR, STDOUT, ExecRequest, ExecResult, ExecStream
 from ecolink.sessions import ClientTooSlow, SessionManager
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ecocore.clock import FakeClock
 from ecocore.gpu_health import GpuHealth
-from ecolink.clock import FakeClock
 from ecolink.runtime.base import GpuReading, ReplicaState, ReplicaTelemetry, RuntimeInfo
 from ecolink.telemetry import NvmlSource, SyntheticSource, TelemetryHub, _Ring, detect_source
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pynvml
 import pytest
 
+from ecocore.clock import FakeClock
 from ecocore.gpu_health import NVLINK_WINDOW_S, GpuHealth, XidEvent
-from ecolink.clock import FakeClock
 from ecolink.runtime.base import GpuReading, ReplicaTelemetry, RuntimeInfo
 from ecolink.telemetry import NvmlSource, SyntheticSource, TelemetryHub
 from ecolink.telemetry_health import HealthTracker

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from ecocore.wire import EndpointIn, ErrorBody, ExtendIn, LaunchIn, ScaleIn
 from ecolink import __version__
 from ecolink.api import (
     errors,
@@ -28,7 +29,6 @@ from ecolink.api import (
 from ecolink.api.auth import OPEN_PATHS, AuthMiddleware
 from ecolink.api.context import AppContext
 from ecolink.front import metrics as front_metrics
-from ecolink.schemas import EndpointIn, ErrorBody, ExtendIn, LaunchIn, ScaleIn
 
 log = logging.getLogger(__name__)
 

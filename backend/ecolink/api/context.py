@@ -8,9 +8,9 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
+from ecocore.clock import Clock
 from ecolink.api.edge_rules import MAX_WEBSOCKETS_PER_ACCOUNT
 from ecolink.catalog import Catalog
-from ecolink.clock import Clock
 from ecolink.runtime.base import Runtime
 from ecolink.service import ClusterService
 from ecolink.store import Store

@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from ecocore.wire import ErrorBody
 from ecolink.api.auth import deny_websocket
 from ecolink.errors import ApiError
 from ecolink.runtime.base import ReplicaNotFound, RuntimeUnavailable
-from ecolink.schemas import ErrorBody
 from ecolink.service import Replay
 from ecolink.store import StoreBusy
 

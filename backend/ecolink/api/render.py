@@ -8,10 +8,10 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from ecolink import billing
+from ecocore import billing
+from ecocore.money import format_usd
 from ecolink.api.context import AppContext
 from ecolink.api.edge_rules import service_host
-from ecolink.money import format_usd
 from ecolink.runtime.base import ReplicaState
 from ecolink.store import Account, Cluster, Event, LedgerEntry, rfc3339
 

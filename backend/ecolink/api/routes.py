@@ -9,6 +9,14 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ecocore.wire import (
+    AccountOut,
+    AuthSessionOut,
+    CatalogOut,
+    FilesystemsOut,
+    Health,
+    LedgerOut,
+)
 from ecolink import __version__
 from ecolink.api.auth import SESSION_COOKIE, session_cookie
 from ecolink.api.common import account_of, json_response
@@ -17,14 +25,6 @@ from ecolink.api.edge_rules import cookie_domain
 from ecolink.api.errors import refusals
 from ecolink.api.render import account_json, ledger_csv, ledger_entry_json
 from ecolink.errors import InvalidField, NotFound, Unauthenticated
-from ecolink.schemas import (
-    AccountOut,
-    AuthSessionOut,
-    CatalogOut,
-    FilesystemsOut,
-    Health,
-    LedgerOut,
-)
 from ecolink.store import SESSION_TTL_US, rfc3339
 
 router = APIRouter()

@@ -17,6 +17,20 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ecocore.wire import (
+    ClusterOut,
+    ClustersOut,
+    EndpointIn,
+    EndpointOut,
+    EventsOut,
+    ExtendIn,
+    LaunchIn,
+    MetricsOut,
+    ReplicasOut,
+    ReplicaStateOut,
+    ScaleIn,
+    check_hours,
+)
 from ecolink.api.common import (
     account_of,
     idempotency,
@@ -35,20 +49,6 @@ from ecolink.api.render import (
     replicas_json,
 )
 from ecolink.errors import InvalidField
-from ecolink.schemas import (
-    ClusterOut,
-    ClustersOut,
-    EndpointIn,
-    EndpointOut,
-    EventsOut,
-    ExtendIn,
-    LaunchIn,
-    MetricsOut,
-    ReplicasOut,
-    ReplicaStateOut,
-    ScaleIn,
-    check_hours,
-)
 from ecolink.service import STATUSES, LaunchRequest
 from ecolink.store import Cluster
 

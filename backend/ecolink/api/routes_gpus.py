@@ -14,13 +14,13 @@ from starlette.responses import Response
 
 from ecocore.fleet_delta import RowVersions
 from ecocore.gpu_health import Verdict, worst
+from ecocore.money import format_usd
+from ecocore.wire_health import FleetGpusOut
 from ecolink.api.common import account_of, json_response
 from ecolink.api.context import get_ctx
 from ecolink.api.errors import refusals
 from ecolink.api.render import replicas_json
 from ecolink.errors import InvalidField
-from ecolink.money import format_usd
-from ecolink.schemas_health import FleetGpusOut
 from ecolink.telemetry import IDLE_UTILIZATION
 
 router = APIRouter(tags=["gpus"])

@@ -28,7 +28,7 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 
-from ecolink.clock import Clock, SystemClock
+from ecocore.clock import Clock, SystemClock
 from ecolink.runtime import kube_objects as ko
 from ecolink.runtime.base import (
     STDERR,

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 import ecolink
-from ecolink.clock import Clock
+from ecocore.clock import Clock
 from ecolink.runtime.base import (
     ClusterSpec,
     ExecRequest,

@@ -29,7 +29,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
 
-from ecolink.clock import Clock, SystemClock
+from ecocore.clock import Clock, SystemClock
 from ecotui import costs
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, new_idempotency_key
 from ecotui.dialogs._words import field_words

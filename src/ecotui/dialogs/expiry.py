@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from ecolink.clock import Clock, SystemClock
+from ecocore.clock import Clock, SystemClock
 from ecotui import costs
 from ecotui.dialogs._words import cluster_summary
 

@@ -15,20 +15,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from ecocore.limits import MAX_TOTAL_MICRO_HOURS
+from ecocore.money import MICRO
+from ecocore.status import ACCRUING, BUDGETED
+
+__all__ = ["ACCRUING", "BUDGETED", "MICRO"]
+
 # One hour in microseconds; a micro-hour is 3,600 microseconds.
 US_PER_HOUR = 3_600_000_000
 US_PER_MICRO_HOUR = 3_600
-MICRO = 1_000_000
 
 # The longest a cluster may run in total (launch plus extensions), in micro-hours.
-MAX_DURATION_MICRO_HOURS = 720 * MICRO
-MIN_HOURS_MICRO_HOURS = 10_000  # 0.01 h
+MAX_DURATION_MICRO_HOURS = MAX_TOTAL_MICRO_HOURS
 
 LedgerKind = Literal["credit", "hold", "hold_release", "charge"]
 
-# Statuses in which a cluster's GPUs are committed (charges accrue, budget counts).
-ACCRUING = frozenset({"pending", "running"})
-BUDGETED = frozenset({"pending", "running", "stopping"})
 
 
 def _ceil_div(num: int, den: int) -> int:

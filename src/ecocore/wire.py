@@ -7,7 +7,6 @@ allow extra fields so the backend can add to them without breaking readers.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,10 +20,16 @@ from pydantic import (
     field_validator,
 )
 
-from ecolink.money import MoneyError, hours_to_micro_hours
-from ecolink.schemas_health import GpuHealthOut, HealthSummaryOut
+from ecocore.limits import (
+    MAX_REPLICAS,
+    MAX_STARTUP_COMMAND_BYTES,
+    MAX_TOTAL_MICRO_HOURS,
+    MIN_MICRO_HOURS,
+    NAME_PATTERN,
+)
+from ecocore.money import MoneyError, hours_to_micro_hours
+from ecocore.wire_health import GpuHealthOut, HealthSummaryOut
 
-NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"
 # A container image reference: [registry[:port]/]path[:tag][@digest].
 IMAGE_PATTERN = (
     # A registry host has a dot or a port, or is localhost (else it is a path part).
@@ -36,10 +41,6 @@ IMAGE_PATTERN = (
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
 HOURS_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*$"
-MAX_STARTUP_COMMAND_BYTES = 4096
-MAX_REPLICAS = 1000
-MIN_HOURS = Decimal("0.01")
-MAX_HOURS = Decimal(720)
 
 def _validate_hours(value: object) -> int | float | str:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -77,9 +78,9 @@ def check_hours(value: object) -> int:
         if str(exc) == "out of range":
             raise ValueError("hours must be 0.01 to 720") from None
         raise ValueError(f"hours must be a decimal number with at most 6 places ({exc})") from exc
-    if mh < 10_000:
+    if mh < MIN_MICRO_HOURS:
         raise ValueError("hours must be at least 0.01")
-    if mh > 720 * 1_000_000:
+    if mh > MAX_TOTAL_MICRO_HOURS:
         raise ValueError("hours must be at most 720")
     return mh
 
