@@ -25,7 +25,7 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
                 raise CliError(f"no account named {args.account!r}")
             account_id = acct.id
         if args.sessions_cmd == "list":
-            rows = [("ID", "ACCOUNT", "KEY", "CREATED", "EXPIRES")]
+            rows: list[tuple[str, ...]] = [("ID", "ACCOUNT", "KEY", "CREATED", "EXPIRES")]
             for s in store.console_sessions(_now_us()):
                 if account_id is not None and s.account_id != account_id:
                     continue

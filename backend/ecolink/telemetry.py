@@ -81,7 +81,9 @@ class NvmlSource(GpuSource):
 
     def __init__(self, nvml: Any = None) -> None:
         if nvml is None:
-            import pynvml as nvml  # nvidia-ml-py
+            import pynvml  # nvidia-ml-py
+
+            nvml = pynvml
         self._nvml = nvml
         nvml.nvmlInit()
         self._count = int(nvml.nvmlDeviceGetCount())
@@ -134,37 +136,31 @@ class NvmlSource(GpuSource):
         active: bool,
         now: datetime,
     ) -> tuple[GpuReading, ...]:
+        return tuple(self._reading(i, now) for i in indices if i < self._count)
+
+    def _reading(self, index: int, now: datetime) -> GpuReading:
         n = self._nvml
-        out = []
-        for index in indices:
-            if index >= self._count:
-                continue
-            handle, name, uuid, total, limit = self._device(index)
-            util = self._try(lambda h=handle: float(n.nvmlDeviceGetUtilizationRates(h).gpu), 0.0)
-            used = self._try(
-                lambda h=handle: int(n.nvmlDeviceGetMemoryInfo(h).used) // (1024 * 1024), 0
-            )
-            temp = self._try(
-                lambda h=handle: float(n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU)), 0.0
-            )
-            power = self._try(lambda h=handle: n.nvmlDeviceGetPowerUsage(h) / 1000.0, 0.0)
-            health = nvml_health(n, handle)
-            health = dataclasses.replace(health, xid_events=self._xid_events(uuid, now))
-            out.append(
-                GpuReading(
-                    index=index,
-                    uuid=uuid,
-                    name=name,
-                    utilization=round(util, 1),
-                    memory_used_mib=used,
-                    memory_total_mib=total,
-                    temperature_c=round(temp, 1),
-                    power_w=round(float(power), 1),
-                    power_limit_w=round(limit, 1),
-                    health=health,
-                )
-            )
-        return tuple(out)
+        handle, name, uuid, total, limit = self._device(index)
+        util = self._try(lambda: float(n.nvmlDeviceGetUtilizationRates(handle).gpu), 0.0)
+        used = self._try(lambda: int(n.nvmlDeviceGetMemoryInfo(handle).used) // (1024 * 1024), 0)
+        temp = self._try(
+            lambda: float(n.nvmlDeviceGetTemperature(handle, n.NVML_TEMPERATURE_GPU)), 0.0
+        )
+        power = self._try(lambda: n.nvmlDeviceGetPowerUsage(handle) / 1000.0, 0.0)
+        health = nvml_health(n, handle)
+        health = dataclasses.replace(health, xid_events=self._xid_events(uuid, now))
+        return GpuReading(
+            index=index,
+            uuid=uuid,
+            name=name,
+            utilization=round(util, 1),
+            memory_used_mib=used,
+            memory_total_mib=total,
+            temperature_c=round(temp, 1),
+            power_w=round(float(power), 1),
+            power_limit_w=round(limit, 1),
+            health=health,
+        )
 
     def close(self) -> None:
         if self._xids is not None:

@@ -55,9 +55,9 @@ def _c(n: Any, name: str) -> int:
     return int(getattr(n, name, _NVML_CONSTANTS[name]))
 
 
-def _try(fn: Callable[[], Any]) -> Any:
+def _try(fn: Callable[..., Any], *args: Any) -> Any:
     try:
-        return fn()
+        return fn(*args)
     except Exception:  # NVMLError_NotSupported and friends: unknown, not zero
         return None
 
@@ -107,7 +107,7 @@ def nvml_health(
         mask = _try(lambda: n.nvmlDeviceGetCurrentClocksThrottleReasons(handle))
     links = crc = replay = recovery = None
     for link in range(int(getattr(n, "NVML_NVLINK_MAX_LINKS", 18))):
-        state = _try(lambda link=link: n.nvmlDeviceGetNvLinkState(handle, link))
+        state = _try(lambda link: n.nvmlDeviceGetNvLinkState(handle, link), link)
         if state is None:
             continue
         links = (links or 0) + (1 if state else 0)
@@ -128,14 +128,14 @@ def nvml_health(
     if mig_on:
         found = []
         for i in range(int(_try(lambda: n.nvmlDeviceGetMaxMigDeviceCount(handle)) or 0)):
-            mh = _try(lambda i=i: n.nvmlDeviceGetMigDeviceHandleByIndex(handle, i))
+            mh = _try(lambda i: n.nvmlDeviceGetMigDeviceHandleByIndex(handle, i), i)
             if mh is None:
                 continue
-            mem = _try(lambda mh=mh: n.nvmlDeviceGetMemoryInfo(mh).total)
+            mem = _try(lambda mh: n.nvmlDeviceGetMemoryInfo(mh).total, mh)
             found.append(
                 MigInstance(
-                    gpu_instance=_try(lambda mh=mh: int(n.nvmlDeviceGetGpuInstanceId(mh))),
-                    compute_instance=_try(lambda mh=mh: int(n.nvmlDeviceGetComputeInstanceId(mh))),
+                    gpu_instance=_try(lambda mh: int(n.nvmlDeviceGetGpuInstanceId(mh)), mh),
+                    compute_instance=_try(lambda mh: int(n.nvmlDeviceGetComputeInstanceId(mh)), mh),
                     profile=None,
                     memory_total_mib=None if mem is None else int(mem) // (1024 * 1024),
                 )
@@ -228,7 +228,7 @@ class XidWatcher:
                 break
             if int(getattr(data, "eventType", 0)) != int(n.nvmlEventTypeXidCriticalError):
                 continue
-            uuid = _try(lambda d=data: n.nvmlDeviceGetUUID(d.device))
+            uuid = _try(lambda d: n.nvmlDeviceGetUUID(d.device), data)
             if uuid is None:
                 continue
             uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)

@@ -23,7 +23,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 from ecotui import __version__, cli_gpus, costs, traffic
 from ecotui.cli_io import (
@@ -32,6 +32,7 @@ from ecotui.cli_io import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     WIDTH,
+    Parser,
     UsageError,
     confirm,
     json_parent,
@@ -55,23 +56,17 @@ LAUNCH_FLAGS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
 # -- argument parsing ------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--api", metavar="URL", default=argparse.SUPPRESS,
                         help="backend URL (default: ECO_API_URL, the config file, else the "
                              "local embedded backend)")
     data = json_parent()
     confirm = yes_parent()
 
-    p = _Parser(prog="ecotui", description="GPU cluster dashboard and CLI. With no command, "
+    p = Parser(prog="ecotui", description="GPU cluster dashboard and CLI. With no command, "
                 "opens the dashboard.")
     p.add_argument("--api", metavar="URL", default=None,
                    help="backend URL (default: ECO_API_URL, the config file, else the local "
@@ -79,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", metavar="HZ", type=_positive_float, default=4.0,
                    help="dashboard repaint rate (default 4 per second)")
     p.add_argument("--version", action="version", version=f"ecotui {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     s = sub.add_parser("ls", parents=[common, data], help="list clusters")
     s.add_argument("--status", help="only clusters in this status")
@@ -225,8 +220,8 @@ def _run_dashboard(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     from ecotui.app import run_app  # the dashboard pulls in textual; the CLI does not need it
 
-    result = run_app(conn, args.refresh)
-    return int(result) if isinstance(result, int) else EXIT_OK
+    run_app(conn, args.refresh)
+    return EXIT_OK
 
 
 async def _run_command(args: argparse.Namespace, conn: Connection) -> int:

@@ -9,13 +9,13 @@ import json
 import sys
 from typing import Any
 
-from ecotui.cli_io import WIDTH
+from ecotui.cli_io import WIDTH, Parser, Subcommands
 from ecotui.cli_io import table as render_table
 from ecotui.client.rest import ApiRefusal, EcoClient
 from ecotui.gpu_health import health_lines, health_rank, label, summarize
 
 
-def register(sub: Any, *parents: argparse.ArgumentParser) -> None:
+def register(sub: Subcommands, *parents: Parser) -> None:
     s = sub.add_parser("gpus", parents=list(parents),
                        help="every GPU with its health (of one cluster with NAME)")
     s.add_argument("name", nargs="?", help="only this cluster's GPUs (name or id)")

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO, TypeAlias
 
 from ecotui.safe_text import visible
 
@@ -29,17 +29,29 @@ class UsageError(Exception):
     """Exit 2 with this message."""
 
 
-def yes_parent() -> argparse.ArgumentParser:
+class Parser(argparse.ArgumentParser):
+    """The parser of every `ecotui` command and its parents: usage errors exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# What `Parser.add_subparsers()` returns; each command module adds its parser to it.
+Subcommands: TypeAlias = "argparse._SubParsersAction[Parser]"
+
+
+def yes_parent() -> Parser:
     """A parent parser giving a command `-y/--yes`."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(add_help=False)
     p.add_argument("-y", "--yes", action="store_true",
                    help="do not ask for confirmation (needed without a terminal)")
     return p
 
 
-def json_parent(what: str = "print the backend's JSON answer") -> argparse.ArgumentParser:
+def json_parent(what: str = "print the backend's JSON answer") -> Parser:
     """A parent parser giving a command `--json`."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(add_help=False)
     p.add_argument("--json", action="store_true", help=what)
     return p
 

@@ -8,7 +8,6 @@ in `ecocore.gpu_health`, shared with the backend.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ecocore.gpu_health import THROTTLE_REASONS, GpuHealth, Verdict, held_for, rank, worst
@@ -45,15 +44,6 @@ def cluster_health(c: Mapping[str, Any]) -> tuple[str, str | None, int, int]:
     h = (c.get("gpu_summary") or {}).get("health") or {}
     return (h.get("verdict") or "unknown", h.get("reason"),
             int(h.get("failing") or 0), int(h.get("degraded") or 0))
-
-
-@dataclass(frozen=True)
-class HealthAlert:
-    kind: str
-    level: str
-    title: str
-    message: str
-    stage: str
 
 
 def gpu_health_alerts(cid: str, c: Mapping[str, Any]) -> list[Any]:

@@ -38,9 +38,11 @@ import binascii
 import codecs
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import margins
+from .charsets import DEC_GRAPHICS
 from .line import WIDTHS, Line, history_runs, history_text, history_wrapped
 from .reflow import reflow
 from .style import StyleTable
@@ -66,13 +68,6 @@ _NEEDS_TOKENS = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]").search
 
 _NOT_SGR = ("<", "=", ">", "?")
 _MAX_PENDING = 1 << 20  # an unterminated OSC/DCS longer than this is dropped
-
-DEC_GRAPHICS = str.maketrans({
-    "`": "◆", "a": "▒", "b": "␉", "c": "␌", "d": "␍", "e": "␊", "f": "°", "g": "±",
-    "h": "␤", "i": "␋", "j": "┘", "k": "┐", "l": "┌", "m": "└", "n": "┼", "o": "⎺",
-    "p": "⎻", "q": "─", "r": "⎼", "s": "⎽", "t": "├", "u": "┤", "v": "┴", "w": "┬",
-    "x": "│", "y": "≤", "z": "≥", "{": "π", "|": "≠", "}": "£", "~": "·",
-})
 
 # Mouse tracking modes (DECSET numbers) and encodings.
 MOUSE_X10, MOUSE_NORMAL, MOUSE_BUTTON, MOUSE_ANY = 9, 1000, 1002, 1003
@@ -1242,7 +1237,7 @@ class Terminal:
 def _run_line(text: str, sid: int) -> Line:
     ln = Line()
     if text:
-        ln.segs = [(text, sid)]  # type: ignore[list-item]
+        ln.segs = [(text, sid)]
         ln.end = len(text)
     return ln
 
@@ -1261,7 +1256,8 @@ def _line_from_history(item: Line | str, cols: int) -> Line:
     return ln
 
 
-_CSI = {
+# CSI handlers by (private prefix, intermediates, final byte).
+_CSI: dict[tuple[str, str, str], Callable[[Terminal, list[int]], None]] = {
     ("", "", "@"): Terminal._ich,
     ("", "", "A"): Terminal._cuu,
     ("", "", "B"): Terminal._cud,

@@ -11,9 +11,9 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Sequence
 
+from ecotui.cli_io import Parser, Subcommands
 from ecotui.client.rest import EcoClient
 from ecotui.tools.common import EXIT_OK, EXIT_REFUSED, UsageError, err
 from ecotui.tools.copy import CopyError, RemotePath, download, parse_location, upload
@@ -23,11 +23,11 @@ from ecotui.tools.runner import all_replicas, ready_replicas
 PARALLEL = 8
 
 
-async def _bounded(jobs: list[Coroutine[Any, Any, None]]) -> list[BaseException | None]:
+async def _bounded(jobs: Sequence[Awaitable[object]]) -> list[BaseException | None]:
     """Run the copies, at most PARALLEL at a time; each one's error (or None)."""
     gate = asyncio.Semaphore(PARALLEL)
 
-    async def one(job: Coroutine[Any, Any, None]) -> None:
+    async def one(job: Awaitable[object]) -> None:
         async with gate:
             await job
 
@@ -35,7 +35,7 @@ async def _bounded(jobs: list[Coroutine[Any, Any, None]]) -> list[BaseException 
     return [r if isinstance(r, BaseException) else None for r in results]
 
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(sub: Subcommands, common: Parser) -> None:
     s = sub.add_parser("cp", parents=[common],
                        help="copy files to or from replicas: cp SRC NAME[/REPLICA]:PATH, "
                             "cp NAME[/REPLICA]:PATH DST ('-': stdin/stdout)")

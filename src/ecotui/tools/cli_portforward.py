@@ -12,12 +12,13 @@ import argparse
 import asyncio
 import sys
 
+from ecotui.cli_io import Parser, Subcommands
 from ecotui.client.rest import EcoClient
 from ecotui.tools.common import EXIT_REFUSED, EXIT_UNREACHABLE, UsageError, err
 from ecotui.tools.portforward import Forward, ForwardError, is_port_spec, parse_spec
 
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(sub: Subcommands, common: Parser) -> None:
     s = sub.add_parser("port-forward", parents=[common],
                        help="forward local ports to a replica: port-forward NAME [REPLICA] "
                             "[LOCAL:]REMOTE...")

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from ecotui.cli_io import Subcommands
 from ecotui.tools.asciicast import (
     CastError,
     list_recordings,
@@ -22,7 +23,7 @@ from ecotui.tools.common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from ecotui.tools.common import positive_float as _positive_float
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Subcommands) -> None:
     s = sub.add_parser("replay", help="play a shell recording (asciicast v2) in this terminal")
     s.add_argument("file", nargs="?", help="a .cast file, or a recording's name")
     s.add_argument("--speed", type=_positive_float, default=1.0, metavar="X",

@@ -8,14 +8,15 @@ import json
 import sys
 from collections.abc import Callable
 
+from ecotui.cli_io import Parser, Subcommands
 from ecotui.client.rest import EcoClient
 from ecotui.tools.common import EXIT_OK, EXIT_REFUSED, LateParser, UsageError
 from ecotui.tools.fold import parse_selection, render
 from ecotui.tools.runner import all_replicas, ready_replicas, run_everywhere
 
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
-               data: argparse.ArgumentParser) -> None:
+def add_parser(sub: Subcommands, common: Parser,
+               data: Parser) -> None:
     s = sub.add_parser("run", parents=[common, data],
                        help="run a command on every ready replica, output folded: "
                             "run NAME -- CMD...")

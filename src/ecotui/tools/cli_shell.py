@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ecotui import costs
+from ecotui.cli_io import Parser, Subcommands
 from ecotui.client.exec import STDOUT, ExecConnection, attach_session, open_exec
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.tools.asciicast import CastWriter, default_recording_path
@@ -38,7 +39,7 @@ WARN_AT_S = (600, 120)
 POLL_S = 5.0  # an extend is noticed within this
 
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(sub: Subcommands, common: Parser) -> None:
     s = sub.add_parser("shell", parents=[common],
                        help="an interactive shell in a replica (in this terminal)")
     _options(s)

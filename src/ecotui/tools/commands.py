@@ -9,12 +9,12 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from ecotui.cli_io import Parser, Subcommands
 from ecotui.tools import cli_cp, cli_portforward, cli_replay, cli_run, cli_shell
 from ecotui.tools.common import usage_guard
 
 
-def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
-                data: argparse.ArgumentParser) -> None:
+def add_parsers(sub: Subcommands, common: Parser, data: Parser) -> None:
     cli_run.add_parser(sub, common, data)
     cli_shell.add_parser(sub, common)
     cli_replay.add_parser(sub)
