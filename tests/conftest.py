@@ -108,12 +108,12 @@ def fresh_api(shared_ecolink_server: EcolinkServer) -> Iterator[httpx.Client]:
 # Markers: `slow` for every test that starts processes (a backend, replicas, a
 # shell, tmux, the control plane), `k8s` for the kubernetes tier. A fast local
 # run is `scripts/test -m "not slow"`; CI runs everything.
-_SLOW_DIRS = {"api", "e2e", "reliability", "security", "k8s"}
+_SLOW_DIRS = {"api", "e2e", "reliability", "security", "k8s", "runtime"}
 _SLOW_FIXTURES = {"ecolink_server", "ecolink_server_factory", "shared_ecolink_server",
                   "fresh_api", "api", "k8s_env", "live_backend"}
-_SLOW_FILES = {"test_local_runtime.py", "test_widget_shell.py", "test_widget_sessions.py",
+_SLOW_FILES = {"test_widget_shell.py", "test_widget_sessions.py",
                "test_terminal_corpus.py", "test_live_backend.py", "test_against_backend.py",
-               "test_commands.py"}
+               "test_commands.py", "test_scripts_run.py", "test_gpu_check.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -62,6 +62,7 @@ def test_unreachable_with_the_api_flag(monkeypatch, capsys, tmp_path):
     assert cli.main(["--api", url, "ls"]) == 3
 
 
+@pytest.mark.slow  # starts a process
 def test_exec_to_unreachable_backend_exits_3_as_a_process(unreachable):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT / "src"), str(ROOT / "backend"), os.environ.get("PYTHONPATH", "")]))
@@ -222,6 +223,7 @@ def test_completion_prints_a_script_naming_every_command_and_option(shell, capsy
     assert cli.main(["completion", "tcsh"]) == 2
 
 
+@pytest.mark.slow  # starts a process
 def test_bash_completion_completes_commands_options_and_choices(capsys, tmp_path) -> None:
     cli.main(["completion", "bash"])
     script = tmp_path / "ecotui.bash"

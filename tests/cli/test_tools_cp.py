@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tools_helpers import account_env, ecotui, end_clusters, launch_ready, subprocess_env
+
+from support.tools_helpers import account_env, ecotui, end_clusters, launch_ready, subprocess_env
 
 
 @pytest.fixture

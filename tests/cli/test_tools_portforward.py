@@ -19,9 +19,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from tools_helpers import account_env, ecotui, end_clusters, launch_ready, subprocess_env
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+
+from support.tools_helpers import account_env, ecotui, end_clusters, launch_ready, subprocess_env
 
 # An echo server on $PORT (on FIXED for replica 0 when FIXED is set).
 ECHO = r"""exec python3 -c '

@@ -8,9 +8,9 @@ import secrets
 import time
 
 import pytest
-from tools_helpers import account_env, end_clusters, launch_ready
 
 from ecotui import cli
+from support.tools_helpers import account_env, end_clusters, launch_ready
 
 
 @pytest.fixture

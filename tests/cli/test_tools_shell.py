@@ -13,10 +13,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tools_helpers import PtyEcotui, account_env, ecotui, end_clusters, launch_ready
 
 from ecotui.tools.asciicast import CastWriter, read_cast, schedule
 from ecotui.tools.cli_shell import ExpiryWarner
+from support.tools_helpers import PtyEcotui, account_env, ecotui, end_clusters, launch_ready
 
 
 @pytest.fixture
@@ -165,6 +165,7 @@ def test_bad_input(shared_ecolink_server, env, tmp_path):
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
+@pytest.mark.slow  # starts a process
 def test_replay_applies_resize_events(tmp_path):
     """`r` events become the terminal's resize request, in order; a malformed size
     is skipped and the rest still plays."""
@@ -179,6 +180,7 @@ def test_replay_applies_resize_events(tmp_path):
     assert p.stdout == b"a\x1b[8;40;120tbc"
 
 
+@pytest.mark.slow  # starts a process
 def test_replay_plays_at_speed_with_idle_limit(tmp_path, monkeypatch):
     clock = iter([0.0, 0.5, 10.5, 11.0, 11.0])
     path = tmp_path / "r.cast"

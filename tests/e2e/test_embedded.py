@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from e2e.helpers import all_ready, launch, marked_processes, wait_for, wait_until
+from support.e2e_helpers import all_ready, launch, marked_processes, wait_for, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import websockets
 
-from e2e.helpers import (
+from support.e2e_helpers import (
     V4,
     V5,
     all_ready,

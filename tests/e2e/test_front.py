@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from e2e.helpers import all_ready, launch, wait_for
 from ecolink.runtime.local_users import replica_python
+from support.e2e_helpers import all_ready, launch, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -9,9 +9,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from e2e.helpers import all_ready, launch, wait_for, wait_until
 from ecolink.runtime.base import ClusterSpec
 from ecolink.runtime.kube_objects import EXPIRES_ANNOTATION, pod_template
+from support.e2e_helpers import all_ready, launch, wait_for, wait_until
 
 
 def _at(text: str) -> datetime:

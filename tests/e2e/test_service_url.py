@@ -11,7 +11,7 @@ import httpx
 import pytest
 import websockets
 
-from e2e.helpers import all_ready, launch, wait_for
+from support.e2e_helpers import all_ready, launch, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

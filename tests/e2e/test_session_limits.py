@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from e2e.helpers import all_ready, launch, wait_for
 from ecolink.sessions import KEEP_ENDED_SESSIONS, MAX_LIVE_SESSIONS
+from support.e2e_helpers import all_ready, launch, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

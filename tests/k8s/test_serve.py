@@ -12,7 +12,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from e2e.helpers import V4, V5, all_ready, connect, exec_url, exit_code, launch, wait_for
+from support.e2e_helpers import V4, V5, all_ready, connect, exec_url, exit_code, launch, wait_for
 from support.server import EcolinkServer
 
 from .test_streams import forward_pod_port, local_server

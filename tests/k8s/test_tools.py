@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from e2e.helpers import all_ready, launch, wait_for
+from support.e2e_helpers import all_ready, launch, wait_for
 
 from .test_serve import k8s_namespace, kapi, kube_server  # noqa: F401 - fixtures
 from .test_streams import forward_pod_port, local_server

@@ -43,7 +43,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from reliability.support import (
+from support.reliability import (
     REGIONS,
     STDIN,
     STDOUT,

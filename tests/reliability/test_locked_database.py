@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reliability.support import check_money, wait_for
+from support.reliability import check_money, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reliability.support import (
+from support.reliability import (
     REGIONS,
     check_money,
     launch_body,

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reliability.support import (
+from support.reliability import (
     STATUS,
     STDIN,
     STDOUT,

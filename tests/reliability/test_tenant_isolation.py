@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reliability.support import (
+from support.reliability import (
     V5,
     RawWS,
     check_money,

@@ -23,7 +23,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from security.edge import LAUNCH, KeepAlive, is_error, launch_service
+from support.edge import LAUNCH, KeepAlive, is_error, launch_service
 
 
 @dataclass

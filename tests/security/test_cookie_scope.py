@@ -26,7 +26,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from security.edge import assert_sandboxed, is_error, launch_service
+from support.edge import assert_sandboxed, is_error, launch_service
 
 
 @dataclass

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from e2e.helpers import launch, wait_for, wait_until
-from reliability.support import exec_once
+from support.e2e_helpers import launch, wait_for, wait_until
+from support.reliability import exec_once
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from security.edge import is_error, launch_service
+from support.edge import is_error, launch_service
 
 
 def _mint(srv: Any, key: str) -> str:

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from reliability.support import CLOSE, STDIN, V5, RawWS, read_exec, rss_kib, ws_connect
-from security.edge import launch_service
+from support.edge import launch_service
+from support.reliability import CLOSE, STDIN, V5, RawWS, read_exec, rss_kib, ws_connect
 
 KIB = 1024
 MIB = 1024 * KIB

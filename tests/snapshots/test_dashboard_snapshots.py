@@ -12,7 +12,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from tui.helpers import fixed_app, screen_text, wait_for, wait_for_text
+from support.tui_helpers import fixed_app, screen_text, wait_for, wait_for_text
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((200, 50), id="200x50")]
 

@@ -11,7 +11,7 @@ from textual.pilot import Pilot
 from ecotui.screens.gpu_detail import GpuDetailScreen
 from ecotui.screens.gpus import GpusScreen
 from snapshots.test_dashboard_snapshots import SIZES, settle
-from tui.helpers import fixed_app, wait_for, wait_for_text
+from support.tui_helpers import fixed_app, wait_for, wait_for_text
 
 
 async def open_gpus(pilot: Pilot) -> None:

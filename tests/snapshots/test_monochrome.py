@@ -23,7 +23,7 @@ from ecotui.screens.recordings import open_recordings
 from ecotui.tools.fold import ReplicaOutcome
 from ecotui.tools.portforward import Forward, ForwardStats
 from snapshots.test_gpu_snapshots import open_gpus
-from tui.helpers import screen_text, wait_for, wait_for_text
+from support.tui_helpers import screen_text, wait_for, wait_for_text
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import pytest
 from textual.pilot import Pilot
 
 from snapshots.test_dashboard_snapshots import SIZES, app_with_history, settle
-from tui.helpers import wait_for, wait_for_text
+from support.tui_helpers import wait_for, wait_for_text
 
 
 @pytest.mark.parametrize("size", SIZES)

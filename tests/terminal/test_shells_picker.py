@@ -4,11 +4,11 @@ split view's divider, through the shells screen and a real backend."""
 from __future__ import annotations
 
 import pytest
-from shell_helpers import HostApp, launch, ready_shell, shells, shows, type_line, wait_until
 from textual.widgets import Button, OptionList, Select
 
 from ecotui.client.rest import EcoClient
 from ecotui.screens.shells import ShellPane, ShellPicker, open_shell
+from support.shell_helpers import HostApp, launch, ready_shell, shells, shows, type_line, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

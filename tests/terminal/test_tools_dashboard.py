@@ -5,12 +5,12 @@ use of it and opens the same folded report with `f`."""
 from __future__ import annotations
 
 import pytest
-from shell_helpers import HostApp, launch, wait_until
 from textual.widgets import Input, OptionList, Static
 
 from ecotui.client.rest import EcoClient
 from ecotui.screens.gpu_compare import GpuCompareScreen, open_gpu_compare
 from ecotui.screens.run_everywhere import CommandPrompt, RunScreen, open_run_everywhere
+from support.shell_helpers import HostApp, launch, wait_until
 
 
 @pytest.fixture
@@ -122,12 +122,12 @@ async def test_record_toggle_clock_on_the_tab_and_extend(client, fresh_api, monk
     import asyncio
     import sys
 
-    from shell_helpers import ready_shell, shells, shows, type_line
     from textual.widgets import Tab, Tabs
 
     from ecotui.dialogs.extend import ExtendDialog
     from ecotui.screens.shells import open_shell
     from ecotui.tools.asciicast import list_recordings
+    from support.shell_helpers import ready_shell, shells, shows, type_line
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     c = launch(fresh_api, "rec", replicas=2)
@@ -169,11 +169,10 @@ async def test_record_toggle_clock_on_the_tab_and_extend(client, fresh_api, monk
 
 
 async def test_recordings_are_listed_and_played(client, monkeypatch, tmp_path):
-    from shell_helpers import shows
-
     from ecotui.screens.recordings import RecordingsScreen, open_recordings
     from ecotui.tools.asciicast import CastWriter, recordings_dir
     from ecotui.widgets.terminal import TerminalView
+    from support.shell_helpers import shows
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     ticks = iter([0.0, 0.1, 5.0, 5.1])

@@ -6,7 +6,12 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from shell_helpers import (
+from textual.widgets import OptionList
+
+from ecotui.client.rest import EcoClient
+from ecotui.screens.gpu_compare import GpuCompareScreen, open_gpu_compare
+from ecotui.screens.shells import ShellPicker, open_shell
+from support.shell_helpers import (
     PROMPT,
     HostApp,
     launch,
@@ -17,11 +22,6 @@ from shell_helpers import (
     type_line,
     wait_until,
 )
-from textual.widgets import OptionList
-
-from ecotui.client.rest import EcoClient
-from ecotui.screens.gpu_compare import GpuCompareScreen, open_gpu_compare
-from ecotui.screens.shells import ShellPicker, open_shell
 
 pytestmark = pytest.mark.timeout(180)
 

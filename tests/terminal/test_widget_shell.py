@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from shell_helpers import (
+
+from ecotui.client.rest import EcoClient
+from ecotui.screens.shells import open_shell
+from support.shell_helpers import (
     HostApp,
     launch,
     on_prompt,
@@ -15,9 +18,6 @@ from shell_helpers import (
     type_line,
     wait_until,
 )
-
-from ecotui.client.rest import EcoClient
-from ecotui.screens.shells import open_shell
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ecotui.gpu_health import replica_health
 from ecotui.screens.gpu_detail import GpuDetailScreen
 from ecotui.screens.gpus import GpusScreen
-from tui.helpers import fixed_app, screen_text, wait_for, wait_for_text
+from support.tui_helpers import fixed_app, screen_text, wait_for, wait_for_text
 
 
 async def open_gpus(pilot, fx):

@@ -10,7 +10,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 
 from ecotui.screens.shells import ShellPicker
-from tui.helpers import fixed_app, wait_for, wait_for_text
+from support.tui_helpers import fixed_app, wait_for, wait_for_text
 
 SMALL = (80, 24)
 

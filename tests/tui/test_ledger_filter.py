@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from tui.helpers import fixed_app, screen_text, wait_for, wait_for_text
+from support.tui_helpers import fixed_app, screen_text, wait_for, wait_for_text
 
 SMALL = (80, 24)
 

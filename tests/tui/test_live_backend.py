@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from ecotui.app import EcoApp
-from tui.helpers import (
+from support.tui_helpers import (
     Connection,
     launch_body,
     live_app,

@@ -14,7 +14,7 @@ from ecotui.screens.gpus import GpusScreen
 from ecotui.screens.logs import LogsScreen
 from ecotui.widgets.keybar import KeyBar
 from ecotui.widgets.replicas_table import ReplicasTable
-from tui.helpers import fixed_app, screen_text, wait_for, wait_for_text
+from support.tui_helpers import fixed_app, screen_text, wait_for, wait_for_text
 
 SMALL = (80, 24)
 WIDE = (200, 50)

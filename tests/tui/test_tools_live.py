@@ -10,7 +10,7 @@ import json
 from textual.widgets import Input
 
 from ecotui.screens.forwards import ForwardsPanel, ForwardsScreen, PortForwardPrompt, registry
-from tui.helpers import launch_body, live_app, screen_text, wait_for, wait_for_text
+from support.tui_helpers import launch_body, live_app, screen_text, wait_for, wait_for_text
 
 ECHO = ("exec python3 -c 'import os, socketserver\n"
         "class H(socketserver.BaseRequestHandler):\n"

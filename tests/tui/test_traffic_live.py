@@ -8,7 +8,7 @@ import re
 
 import httpx
 
-from tui.helpers import (
+from support.tui_helpers import (
     launch_body,
     live_app,
     replica_columns,

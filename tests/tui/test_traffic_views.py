@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 
 from ecotui.widgets.replicas_table import ReplicasTable
-from tui.helpers import (
+from support.tui_helpers import (
     fixed_app,
     replica_columns,
     replica_line,

@@ -15,7 +15,7 @@ import pytest
 
 from ecotui.client.watch import connection_frame
 from ecotui.screens.keymap import CLUSTERS_VIEW, GLOBAL, ON_CLUSTER
-from tui.helpers import fixed_app, row_text, screen_text, wait_for, wait_for_text
+from support.tui_helpers import fixed_app, row_text, screen_text, wait_for, wait_for_text
 
 BIG = (160, 48)
 SMALL = (80, 24)

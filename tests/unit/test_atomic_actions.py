@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from service_harness import MemoryRuntime, make_service, new_account
 
 from ecolink.errors import StoreUnavailableError
 from ecolink.service import ClusterService, LaunchRequest
 from ecolink.store import Store, StoreBusy
+from support.service_harness import MemoryRuntime, make_service, new_account
 
 MH = 1_000_000
 USD = 1_000_000

@@ -10,13 +10,13 @@ from collections import defaultdict
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from service_harness import make_service, new_account
 
 from ecocore import billing
 from ecocore.billing import ClusterMoney, Segment
 from ecolink.errors import ApiError, RuntimeUnavailableError
 from ecolink.service import ClusterService, LaunchRequest
 from ecolink.store import Store, to_us
+from support.service_harness import make_service, new_account
 
 H = billing.US_PER_HOUR
 MH = 1_000_000  # micro-hours per hour

@@ -11,7 +11,6 @@ from datetime import timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from service_harness import T0, make_service, new_account
 
 from ecocore import billing
 from ecocore.billing import ACCRUING, Segment, accrued, segment_start
@@ -19,6 +18,7 @@ from ecocore.clock import FakeClock
 from ecolink.clock import SteadyClock
 from ecolink.service import LaunchRequest
 from ecolink.store import Store, to_us
+from support.service_harness import T0, make_service, new_account
 
 MH = 1_000_000
 US = 1_000_000

@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from service_harness import MemoryRuntime, make_service, new_account
 
 from ecolink.errors import (
     Conflict,
@@ -21,6 +20,7 @@ from ecolink.errors import (
 )
 from ecolink.service import ClusterService, Idempotency, LaunchRequest, Replay
 from ecolink.store import Store
+from support.service_harness import MemoryRuntime, make_service, new_account
 
 MH = 1_000_000
 USD = 1_000_000

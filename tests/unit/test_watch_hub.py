@@ -8,11 +8,10 @@ import asyncio
 import json
 from pathlib import Path
 
-from service_harness import make_service, new_account
-
 from ecolink.api.context import AppContext
 from ecolink.api.watch import WatchHub
 from ecolink.service import LaunchRequest
+from support.service_harness import make_service, new_account
 
 MH = 1_000_000
 

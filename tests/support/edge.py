@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from reliability.support import wait_for
+from support.reliability import wait_for
 
 LAUNCH = {"region": "us-east", "gpu_type": "L40S", "gpu_count": 1, "replicas": 2,
           "image": "busybox:1.36", "estimated_duration_hours": 2}
