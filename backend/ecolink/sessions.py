@@ -488,12 +488,6 @@ class SessionManager:
         await asyncio.gather(*(self._end(s, reason) for s in list(self._sessions.values())),
                              return_exceptions=True)
 
-    def forget_cluster(self, cluster_id: str) -> None:
-        """Drop ended sessions of a cluster from memory (records stay in the store)."""
-        for sid, s in list(self._sessions.items()):
-            if s.cluster_id == cluster_id and s.exited:
-                del self._sessions[sid]
-
 
 def describe(command: Sequence[str]) -> str:
     return shlex.join(command)

@@ -6,7 +6,7 @@ a number or decimal string; nothing here ever goes through a float.
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 MICRO = 1_000_000
 # No amount of dollars or hours ecolink deals in comes near 10**30; past that (or
@@ -85,16 +85,3 @@ def format_hours(micro_hours: int) -> str:
 def mul_div_ceil(a: int, b: int, div: int) -> int:
     """ceil(a*b/div) for non-negative integers (holds round up)."""
     return -((-(a * b)) // div)
-
-
-def mul_div_floor(a: int, b: int, div: int) -> int:
-    """floor(a*b/div) (charges round down)."""
-    return (a * b) // div
-
-
-def round_up_micros(d: Decimal) -> int:
-    return int(d.to_integral_value(rounding=ROUND_CEILING))
-
-
-def round_down_micros(d: Decimal) -> int:
-    return int(d.to_integral_value(rounding=ROUND_FLOOR))
