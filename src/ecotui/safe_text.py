@@ -51,8 +51,3 @@ def visible_lines(text: str) -> str:
     """Multi-line text (a log): newlines and tabs kept, CRLF read as a newline,
     every other control shown."""
     return visible(text.replace("\r\n", "\n"), keep="\n\t")
-
-
-def is_safe(text: str, keep: str = "") -> bool:
-    """Whether printing `text` can do nothing but show characters."""
-    return visible(text, keep) == text

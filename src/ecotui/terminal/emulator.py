@@ -1229,10 +1229,6 @@ class Terminal:
         if active:
             self.y = min(self.y, rows - 1)
 
-    # -- helpers for renderers and tests ------------------------------------------------
-    def scrollback_len(self) -> int:
-        return len(self.history)
-
 
 def _run_line(text: str, sid: int) -> Line:
     ln = Line()

@@ -41,7 +41,6 @@ class LocalPty:
         self._out = bytearray()
         self._on_output: Callable[[bytes], None] | None = None
         self._on_exit: Callable[[int | None], None] | None = None
-        self.bytes_read = 0
 
     def start(self, on_output: Callable[[bytes], None],
               on_exit: Callable[[int | None], None] | None = None) -> None:
@@ -99,7 +98,6 @@ class LocalPty:
             total += len(data)
         if not chunks:
             return
-        self.bytes_read += total
         if self._on_output is not None:
             self._on_output(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 

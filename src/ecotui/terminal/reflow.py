@@ -143,8 +143,3 @@ def reflow(items: list[Line | str], old_cols: int, cols: int,
         new_cursor = (len(out) + cy - n, min(cx, cols - 1))
     return out, new_cursor
 
-
-def fits(item: Line | str, cols: int) -> bool:
-    """Whether a scrollback item shows whole at `cols` columns."""
-    return _content_width(item) <= cols and not (isinstance(item, Line) and item.wrapped)
-

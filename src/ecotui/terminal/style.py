@@ -44,14 +44,6 @@ def rgb(r: int, g: int, b: int) -> int:
     return RGB_FLAG | ((r & 255) << 16) | ((g & 255) << 8) | (b & 255)
 
 
-def is_rgb(color: int) -> bool:
-    return color >= RGB_FLAG
-
-
-def rgb_components(color: int) -> tuple[int, int, int]:
-    return (color >> 16) & 255, (color >> 8) & 255, color & 255
-
-
 def _ints(field: str) -> list[int]:
     out = []
     for part in field.split(":"):
@@ -275,10 +267,6 @@ class StyleTable:
             self.styles.append(style)
             self._ids[style] = sid
         return sid
-
-    def pen_cache(self, sid: int) -> dict[str, int]:
-        """The SGR transitions known from style `sid` (filled by `sgr`)."""
-        return self.sgr_by_pen[sid]
 
     def sgr(self, sid: int, params: str, sequence: str | None = None) -> int:
         """Style id after applying `CSI params m` to style `sid` (cached)."""
