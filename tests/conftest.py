@@ -106,8 +106,10 @@ def fresh_api(shared_ecolink_server: EcolinkServer) -> Iterator[httpx.Client]:
 
 
 # Markers: `slow` for every test that starts processes (a backend, replicas, a
-# shell, tmux, the control plane), `k8s` for the kubernetes tier. A fast local
-# run is `scripts/test -m "not slow"`; CI runs everything.
+# shell, tmux, the control plane, a script), `k8s` for the kubernetes tier. A fast
+# local run is `scripts/test -m "not slow"`; CI runs everything. Whole folders and
+# files are marked here; a single test in an otherwise fast file carries
+# `@pytest.mark.slow` itself.
 _SLOW_DIRS = {"api", "e2e", "reliability", "security", "k8s", "runtime"}
 _SLOW_FIXTURES = {"ecolink_server", "ecolink_server_factory", "shared_ecolink_server",
                   "fresh_api", "api", "k8s_env", "live_backend"}
