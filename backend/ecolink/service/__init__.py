@@ -36,7 +36,7 @@ from ecolink.service.changes import Observer
 from ecolink.service.core import Core, LaunchRequest, Tracker
 from ecolink.service.expiry import Expiry
 from ecolink.service.filesystems import local_filesystems
-from ecolink.service.ledger import hourly, money_of
+from ecolink.service.ledger import hourly
 from ecolink.service.lifecycle import MICROS_PER_SECOND
 from ecolink.service.listener import RuntimeEvents
 from ecolink.service.reaper import Reaper
@@ -50,7 +50,6 @@ __all__ = [
     "Observer",
     "Tracker",
     "local_filesystems",
-    "money_of",
 ]
 
 LISTED_AFTER_TERMINATION_US = 7 * 24 * 3600 * MICROS_PER_SECOND
@@ -88,10 +87,6 @@ class ClusterService:
         self._reaper = Reaper(core, expiry, self._reconciler,
                               charge_interval_s=charge_interval_s, tick_s=tick_s)
         self.started = False
-
-    @property
-    def tracker(self) -> Tracker | None:
-        return self._core.tracker
 
     @property
     def reconcile_grace_s(self) -> float:
@@ -141,10 +136,6 @@ class ClusterService:
         """The spec of `c` with its replicas running (`run`) or scaled to zero."""
         return self._core.spec(c, run)
 
-    def spec_for(self, c: Cluster) -> ClusterSpec:
-        """The spec the runtime should run for `c` in its current state."""
-        return self._core.spec_for(c)
-
     # -- use cases ---------------------------------------------------------------------
     def validate_launch(self, req: LaunchRequest) -> None:
         """The catalog-dependent field checks (422), in api.md's field order."""
@@ -192,12 +183,6 @@ class ClusterService:
 
     async def post_charges(self, *, force: bool = False) -> int:
         return await self._reaper.post_charges(force=force)
-
-    async def warn_expiring(self) -> list[Event]:
-        return await self._reaper.warn_expiring()
-
-    def next_deadline(self) -> int | None:
-        return self._reaper.next_deadline()
 
     async def reconcile(self) -> int:
         return await self._reconciler.reconcile()
