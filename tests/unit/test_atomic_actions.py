@@ -186,8 +186,8 @@ def test_the_reaper_removes_what_the_store_ended_and_stops_what_it_stopped() -> 
         await service.stop(acct, b.id)
         await service.terminate(acct, a.id)
         # Someone (or a crash) left the runtime running both.
-        await MemoryRuntime.apply(runtime, service._spec(a, run=True))
-        await MemoryRuntime.apply(runtime, service._spec(b, run=True))
+        await MemoryRuntime.apply(runtime, service.spec(a, run=True))
+        await MemoryRuntime.apply(runtime, service.spec(b, run=True))
         runtime.cluster_ids = lambda: list(runtime.specs)  # type: ignore[attr-defined]
         assert await service.reconcile() == 2
         assert a.id not in runtime.specs

@@ -262,7 +262,7 @@ async def _run_sequence(credit: int, steps: list[tuple[object, ...]]) -> None:
             elif kind == "fail" and target:
                 c = store.find_cluster(acct, target)
                 assert c is not None
-                await service._fail(c.id, "every replica failed")
+                await service.fail(c.id, "every replica failed")
             elif kind == "advance":
                 clock.advance(int(step[1]) / 1_000_000)
             elif kind == "tick":

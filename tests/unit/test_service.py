@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,8 @@ from ecolink.errors import (
     NotFound,
     RuntimeUnavailableError,
 )
-from ecolink.service import ClusterService, Idempotency, LaunchRequest, Replay
+from ecolink.idempotency import Replayed, StoredAnswer
+from ecolink.service import ClusterService, LaunchRequest
 from ecolink.store import Store
 from support.service_harness import MemoryRuntime, make_service, new_account
 
@@ -139,11 +141,18 @@ def test_runtime_unavailable_answers_503_and_nothing_changes() -> None:
     run(body)
 
 
-def _idem(key: str, fp: str) -> Idempotency:
-    def respond(result: object) -> tuple[int, str, bytes]:
-        return 200, "application/json", json.dumps({"replicas": getattr(result, "replicas", None)}).encode()
+@dataclass(frozen=True)
+class _Recorder:
+    key: str
+    fingerprint: str
 
-    return Idempotency(key=key, fingerprint=fp, respond=respond)
+    def record(self, result: object) -> StoredAnswer:
+        body = json.dumps({"replicas": getattr(result, "replicas", None)}).encode()
+        return StoredAnswer(200, "application/json", body)
+
+
+def _idem(key: str, fp: str) -> _Recorder:
+    return _Recorder(key=key, fingerprint=fp)
 
 
 def test_idempotency_replays_the_first_answer_and_changes_nothing_more() -> None:
@@ -153,9 +162,9 @@ def test_idempotency_replays_the_first_answer_and_changes_nothing_more() -> None
         await service.scale(acct, "demo", 5, _idem("k1", "scale-5"))
         n = len(store.ledger_all())
         await service.scale(acct, "demo", 4)
-        with pytest.raises(Replay) as replay:
+        with pytest.raises(Replayed) as replay:
             await service.scale(acct, "demo", 5, _idem("k1", "scale-5"))
-        assert json.loads(replay.value.body) == {"replicas": 5}
+        assert json.loads(replay.value.answer.body) == {"replicas": 5}
         assert len(store.ledger_all()) == n  # no time passed: scaling down posts nothing
         assert service.get_cluster(acct, "demo").replicas == 4
         with pytest.raises(Conflict):

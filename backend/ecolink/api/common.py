@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -14,7 +15,7 @@ from starlette.responses import Response
 
 from ecolink.api.errors import first_error_field, validation_message
 from ecolink.errors import ApiError, InvalidField, MalformedRequest
-from ecolink.service import Idempotency
+from ecolink.idempotency import StoredAnswer
 from ecolink.store import Account
 
 MAX_BODY_BYTES = 256 * 1024
@@ -124,8 +125,21 @@ def _canonical_path(request: Request) -> str:
     return path_format
 
 
+@dataclass(frozen=True)
+class HttpRecorder:
+    """The `Idempotency-Key` of a request and how its answer is rendered: the
+    service's recorder port (`ecolink.idempotency.IdempotencyRecorder`)."""
+
+    key: str
+    fingerprint: str
+    respond: Callable[[object], tuple[int, str, bytes]]
+
+    def record(self, result: object) -> StoredAnswer:
+        return StoredAnswer(*self.respond(result))
+
+
 def idempotency(request: Request, data: Any,
-                respond: Callable[[object], tuple[int, str, bytes]]) -> Idempotency | None:
+                respond: Callable[[object], tuple[int, str, bytes]]) -> HttpRecorder | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
@@ -133,7 +147,7 @@ def idempotency(request: Request, data: Any,
     if not key or len(key) > 255 or not key.isprintable():
         raise InvalidField("Idempotency-Key must be 1 to 255 printable characters",
                            field="Idempotency-Key")
-    return Idempotency(key=key, fingerprint=fingerprint(request, data), respond=respond)
+    return HttpRecorder(key=key, fingerprint=fingerprint(request, data), respond=respond)
 
 
 def respond_json(status: int, render: Callable[[Any], Any]) -> Callable[[object], tuple[int, str, bytes]]:

@@ -19,8 +19,8 @@ from starlette.types import Receive, Scope, Send
 from ecocore.wire import ErrorBody
 from ecolink.api.auth import deny_websocket
 from ecolink.errors import ApiError
+from ecolink.idempotency import Replayed
 from ecolink.runtime.base import ReplicaNotFound, RuntimeUnavailable
-from ecolink.service import Replay
 from ecolink.store import StoreBusy
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,9 @@ def install(app: FastAPI) -> None:
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
     async def replay(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, Replay)
-        return Response(exc.body, status_code=exc.status, media_type=exc.content_type,
+        assert isinstance(exc, Replayed)
+        answer = exc.answer
+        return Response(answer.body, status_code=answer.status, media_type=answer.content_type,
                         headers={"idempotent-replayed": "true"})
 
     async def http_error(_: Request, exc: Exception) -> Response:
@@ -144,7 +145,7 @@ def install(app: FastAPI) -> None:
 
     app.router.default = not_found
     app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(Replay, replay)
+    app.add_exception_handler(Replayed, replay)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, request_validation)
     app.add_exception_handler(RuntimeUnavailable, runtime_unavailable)

@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ecocore.status import ClusterStatus
 from ecocore.wire import (
     ClusterOut,
     ClustersOut,
@@ -49,10 +50,12 @@ from ecolink.api.render import (
     replicas_json,
 )
 from ecolink.errors import InvalidField
-from ecolink.service import STATUSES, LaunchRequest
+from ecolink.service import LaunchRequest
 from ecolink.store import Cluster
 
 router = APIRouter(tags=["clusters"])
+
+STATUSES = tuple(str(s) for s in ClusterStatus)
 
 IDEMPOTENCY_HEADER: dict[str, Any] = {
     "name": "Idempotency-Key", "in": "header", "required": False,
