@@ -28,7 +28,6 @@ import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, TypeVar
 
 from ecocore import billing
@@ -42,7 +41,6 @@ from ecolink.errors import (
     InsufficientBalance,
     InvalidField,
     NotFound,
-    RuntimeUnavailableError,
     StoreUnavailableError,
 )
 from ecolink.runtime.base import (
@@ -136,31 +134,13 @@ class Replay(Exception):
 
 @contextlib.contextmanager
 def _runtime_errors() -> Iterator[None]:
-    """A runtime that cannot be reached becomes the API's 503 (nothing changed)."""
-    try:
-        yield
-    except RuntimeUnavailable as exc:
-        raise RuntimeUnavailableError(f"the runtime cannot be reached: {exc}") from exc
+    """Runtime failures pass through as they are: the API answers RuntimeUnavailable
+    503 and RuntimeRefused 409/422, and nothing was changed (api/errors.py)."""
+    yield
 
 
 def money_of(c: Cluster) -> ClusterMoney:
     return ClusterMoney(c.hold_total, c.released_total, c.spent_total)
-
-
-def local_filesystems(state_dir: Path) -> list[dict[str, str]]:
-    """Shared filesystems of the local runtime: directories under `filesystems/`."""
-    root = state_dir / "filesystems"
-    out: list[dict[str, str]] = []
-    if root.is_dir():
-        for d in sorted(root.iterdir()):
-            if d.is_dir() and not d.name.startswith("."):
-                desc_file = d / ".description"
-                try:
-                    desc = desc_file.read_text("utf-8").strip()
-                except OSError:
-                    desc = ""
-                out.append({"name": d.name, "description": desc or f"local directory {d.name}"})
-    return out
 
 
 class ClusterService:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from e2e.helpers import all_ready, launch, wait_for
-from ecolink.runtime.local_users import replica_python
+from ecolink.runtime.local.users import replica_python
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from e2e.helpers import all_ready, launch, marked_processes, wait_for, wait_until
-from ecolink.runtime.local_proc import proc_info
+from ecolink.runtime.local.proc import proc_info
 
 pytestmark = pytest.mark.timeout(180)
 

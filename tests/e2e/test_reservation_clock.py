@@ -11,7 +11,7 @@ from pathlib import Path
 
 from e2e.helpers import all_ready, launch, wait_for, wait_until
 from ecolink.runtime.base import ClusterSpec
-from ecolink.runtime.kube_objects import EXPIRES_ANNOTATION, pod_template
+from ecolink.runtime.kubernetes.objects import EXPIRES_ANNOTATION, pod_template
 
 
 def _at(text: str) -> datetime:

@@ -12,8 +12,8 @@ import pytest
 from kubernetes import client
 
 from ecolink.runtime.base import ClusterSpec, RuntimeUnavailable
-from ecolink.runtime.kube_client import load_target
 from ecolink.runtime.kubernetes import KubernetesRuntime
+from ecolink.runtime.kubernetes.client import load_target
 
 from .conftest import Recorder
 
@@ -296,7 +296,7 @@ async def test_watch_relists_after_410_gone(rt, k8s_env):
     spec = make_spec(gpu_count=1)
     await runtime.apply(spec)
     await rec.wait_for(ready(rec, spec.cluster_id, 2), what="ready")
-    pods_watch = next(w for w in runtime._watchers if w.kind == "pods")
+    pods_watch = next(w for w in runtime.informer.watchers if w.kind == "pods")
     old_rv = pods_watch.resource_version
     # A restarted API server's watch cache starts at the current revision:
     # a watch from a resourceVersion before that is answered 410 Gone.
