@@ -262,7 +262,7 @@ def end_leftover_replicas(state: Path) -> None:
     sys.path[:0] = [str(ROOT / "backend")]
     from ecocore.clock import SystemClock
     from ecolink.runtime.local import LocalRuntime
-    from ecolink.runtime.local_proc import kill_now_sync
+    from ecolink.runtime.local.proc import kill_now_sync
 
     rid = LocalRuntime(state, SystemClock()).rid
     left = kill_now_sync(lambda m: m.startswith(rid + "."), [])

@@ -123,7 +123,7 @@ class Backend:
         while time.monotonic() < deadline:
             c = httpx.get(f"{self.url}/gpu-clusters/{cid}", headers=h).json()
             if c["replica_states"] and all(s["ready"] for s in c["replica_states"]):
-                from ecolink.runtime.local_users import default_replica_root, replica_uids_wanted
+                from ecolink.runtime.local.users import default_replica_root, replica_uids_wanted
 
                 # Where the local runtime keeps replica files (own uids: outside the state dir).
                 root = default_replica_root(self.state) if replica_uids_wanted() else self.state

@@ -45,8 +45,8 @@ sys.path[:0] = [str(ROOT / "backend"), str(ROOT / "src")]
 from kubernetes import client, config  # noqa: E402
 
 from ecolink.runtime.base import ClusterSpec  # noqa: E402
-from ecolink.runtime.kube_client import load_target  # noqa: E402
 from ecolink.runtime.kubernetes import KubernetesRuntime  # noqa: E402
+from ecolink.runtime.kubernetes.client import load_target  # noqa: E402
 
 PRODUCT = "NVIDIA-H100-80GB-HBM3"
 CATALOG = f"""
@@ -378,7 +378,7 @@ async def bench_watch(kubeconfig: str, pods: int, window: float) -> dict[str, An
     await asyncio.sleep(window)
     baseline = (server_pod_requests(admin) - base0) / window * 60
 
-    counter = Counter(runtime._t.api_client)
+    counter = Counter(runtime.target.api_client)
     stats0 = runtime.watch_stats()
     s0 = server_pod_requests(admin)
     c0 = counter.count
@@ -390,7 +390,7 @@ async def bench_watch(kubeconfig: str, pods: int, window: float) -> dict[str, An
         v["watches"] for v in stats0.values())
     # Each watch is renewed when the server ends it (after the runtime's watch
     # timeout): that is the steady rate even where a window sees none.
-    renewal = len(stats1) / runtime._watch_timeout * 60
+    renewal = len(stats1) / runtime.informer.watch_timeout_s * 60
     await runtime.shutdown(stop_replicas=False)
 
     poll_api = api_client(kubeconfig)
@@ -421,7 +421,7 @@ async def bench_watch(kubeconfig: str, pods: int, window: float) -> dict[str, An
         "pods": pods, "window_s": window, "baseline_server_per_min": baseline,
         "ecolink_client_per_min": eco_client, "ecolink_server_per_min": eco_server,
         "ecolink_watch_requests_in_window": watches, "ecolink_renewal_per_min": renewal,
-        "watch_timeout_s": runtime._watch_timeout, "watched_collections": len(stats1),
+        "watch_timeout_s": runtime.informer.watch_timeout_s, "watched_collections": len(stats1),
         "poller_client_per_min": poll_client, "poller_server_per_min": poll_server,
         "poller_bytes_per_list": statistics.median(sizes) if sizes else 0,
     }

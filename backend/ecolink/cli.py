@@ -99,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ecolink.api.edge_rules import MAX_FRAME
     from ecolink.catalog import CatalogError, load_catalog
     from ecolink.clock import SteadyClock
-    from ecolink.service import ClusterService, local_filesystems
+    from ecolink.service import ClusterService
 
     host: str = args.host
     tls = bool(args.tls_cert or args.tls_key)
@@ -154,9 +154,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runtime: Any = LocalRuntime(state_dir, clock, disk_quota_bytes=quota,
                                     disk_check_interval_s=args.replica_disk_check,
                                     termination_grace_s=args.termination_grace_seconds)
-
-        def filesystems() -> list[dict[str, str]]:
-            return local_filesystems(state_dir)
     else:
         from ecolink.runtime.base import RuntimeUnavailable
         from ecolink.runtime.kubernetes import create_kubernetes_runtime
@@ -168,13 +165,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except RuntimeUnavailable as exc:
             store.close()
             raise CliError(str(exc)) from exc
-        fs = getattr(runtime, "filesystems", None)
-
-        def filesystems() -> list[dict[str, str]]:
-            if fs is None:
-                return []
-            result: list[dict[str, str]] = fs()
-            return result
 
     try:
         from ecolink.telemetry import TelemetryHub
@@ -182,7 +172,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         telemetry = TelemetryHub(runtime, clock)
     except ImportError:
         telemetry = None
-    service = ClusterService(store, runtime, catalog, clock, filesystems=filesystems,
+    service = ClusterService(store, runtime, catalog, clock,
                              tracker=telemetry)
     sessions: Any = None
     try:
@@ -413,7 +403,7 @@ RUNTIME_FILE = "runtime"  # which runtime the state dir's backend serves with
 def _local_single_account(state_dir: Path) -> bool:
     """Whether this state dir's backend runs local replicas as its own user (it
     cannot change uids), so that it may serve one account only."""
-    from ecolink.runtime.local_users import replica_uids_wanted
+    from ecolink.runtime.local.users import replica_uids_wanted
 
     try:
         runtime = (state_dir / RUNTIME_FILE).read_text().strip()
@@ -423,7 +413,7 @@ def _local_single_account(state_dir: Path) -> bool:
 
 
 def _single_account_reason() -> str:
-    from ecolink.runtime.local_users import single_account_note
+    from ecolink.runtime.local.users import single_account_note
 
     return single_account_note()
 
@@ -518,7 +508,7 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_filesystems(args: argparse.Namespace, out: TextIO) -> int:
-    from ecolink.service import local_filesystems
+    from ecolink.runtime.local.layout import scan_filesystems
 
     state_dir = state_dir_from(args.state_dir)
     if args.fs_cmd == "create":
@@ -531,7 +521,7 @@ def cmd_filesystems(args: argparse.Namespace, out: TextIO) -> int:
         print(f"created filesystem {args.name} at {d}", file=out)
     else:
         rows = [("NAME", "DESCRIPTION")]
-        for fs in local_filesystems(state_dir):
+        for fs in scan_filesystems(state_dir):
             rows.append((fs["name"], fs["description"]))
         _table(rows, out)
     return 0

@@ -1,7 +1,8 @@
 """Errors that the API turns into api.md's error form.
 
 `{"error": {"code": ..., "message": ..., "field": ...}}`; the service layer raises
-these, the API layer renders them. Nothing else becomes a non-2xx answer.
+these, the API layer renders them. The runtime's failures (`ecolink.runtime.base`:
+unavailable, refused, no such replica) have their one mapping in `api/errors.py`.
 """
 
 from __future__ import annotations
@@ -55,11 +56,6 @@ class Conflict(ApiError):
 class InsufficientBalance(ApiError):
     status = 402
     code = "insufficient_balance"
-
-
-class RuntimeUnavailableError(ApiError):
-    status = 503
-    code = "runtime_unavailable"
 
 
 class StoreUnavailableError(ApiError):

@@ -64,7 +64,7 @@ def _try(fn: Callable[..., Any], *args: Any) -> Any:
 
 def _replica_of_pid(pid: int) -> str | None:
     """The local runtime marks every replica process (`rid.cluster.replica.token`)."""
-    from ecolink.runtime.local_proc import marker_of
+    from ecolink.runtime.local.proc import marker_of
 
     m = marker_of(pid)
     parts = m.split(".") if m else []

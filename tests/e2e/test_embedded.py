@@ -63,7 +63,7 @@ def state(tmp_path: Path):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
     with contextlib.suppress(Exception):
-        from ecolink.runtime.local_proc import kill_now_sync
+        from ecolink.runtime.local.proc import kill_now_sync
         kill_now_sync(lambda m: True, [p for p in marked_processes(sd)])
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ecolink.runtime.local_users import replica_python
+from ecolink.runtime.local.users import replica_python
 from support.e2e_helpers import all_ready, launch, wait_for
 
 pytestmark = pytest.mark.timeout(180)

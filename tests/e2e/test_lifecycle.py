@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ecolink.runtime.local_proc import proc_info
+from ecolink.runtime.local.proc import proc_info
 from support.e2e_helpers import all_ready, launch, marked_processes, wait_for, wait_until
 
 pytestmark = pytest.mark.timeout(180)

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ecolink.runtime.base import ClusterSpec
-from ecolink.runtime.kube_objects import EXPIRES_ANNOTATION, pod_template
+from ecolink.runtime.kubernetes.objects import EXPIRES_ANNOTATION, pod_template
 from support.e2e_helpers import all_ready, launch, wait_for, wait_until
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 
-from ecolink.runtime import kube_objects as ko
 from ecolink.runtime.base import ClusterSpec, ExecRequest
-from ecolink.runtime.kube_stream import LOGIN_SHELL, exec_path, exit_code_from_status
-from ecolink.runtime.kube_telemetry import parse_dcgm, parse_nvidia_smi
+from ecolink.runtime.kubernetes import objects as ko
+from ecolink.runtime.kubernetes.stream import LOGIN_SHELL, exec_path, exit_code_from_status
+from ecolink.runtime.kubernetes.telemetry import parse_dcgm, parse_nvidia_smi
 
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -74,27 +74,28 @@ def test_pods_get_the_termination_grace_period():
 def test_runtime_renders_pods_with_the_configured_grace():
     from kubernetes import client as k8s_client
 
-    from ecolink.runtime.kube_client import KubeTarget
     from ecolink.runtime.kubernetes import KubernetesRuntime
+    from ecolink.runtime.kubernetes.client import KubeTarget
 
     cfg = k8s_client.Configuration()
     cfg.host = "https://127.0.0.1:1"
     target = KubeTarget(api_client=k8s_client.ApiClient(cfg), configuration=cfg,
                         namespace="ns", context=None, source="test")
     runtime = KubernetesRuntime(target, termination_grace_s=12)
-    pod = runtime._deployment(spec())["spec"]["template"]["spec"]
+    pod = runtime.applier.deployment(spec())["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 12
 
 
 def test_serve_passes_the_grace_to_the_kubernetes_runtime(monkeypatch, tmp_path):
     import ecolink.cli as ecli
     from ecolink.runtime import kubernetes as kube
+    from ecolink.runtime.base import RuntimeUnavailable
 
     seen: dict[str, object] = {}
 
     def fake(namespace, context, clock=None, termination_grace_s=None):
         seen["grace"] = termination_grace_s
-        raise kube.RuntimeUnavailable("stop here")
+        raise RuntimeUnavailable("stop here")
 
     monkeypatch.setattr(kube, "create_kubernetes_runtime", fake)
     rc = ecli.main(["serve", "--state-dir", str(tmp_path), "--runtime", "kubernetes",

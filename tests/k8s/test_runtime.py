@@ -11,9 +11,9 @@ import uuid
 import pytest
 from kubernetes import client
 
-from ecolink.runtime.base import ClusterSpec, RuntimeUnavailable
-from ecolink.runtime.kube_client import load_target
+from ecolink.runtime.base import ClusterSpec, RuntimeRefused, RuntimeUnavailable
 from ecolink.runtime.kubernetes import KubernetesRuntime
+from ecolink.runtime.kubernetes.client import load_target
 
 from .conftest import Recorder
 
@@ -296,7 +296,7 @@ async def test_watch_relists_after_410_gone(rt, k8s_env):
     spec = make_spec(gpu_count=1)
     await runtime.apply(spec)
     await rec.wait_for(ready(rec, spec.cluster_id, 2), what="ready")
-    pods_watch = next(w for w in runtime._watchers if w.kind == "pods")
+    pods_watch = next(w for w in runtime.informer.watchers if w.kind == "pods")
     old_rv = pods_watch.resource_version
     # A restarted API server's watch cache starts at the current revision:
     # a watch from a resourceVersion before that is answered 410 Gone.
@@ -311,6 +311,35 @@ async def test_watch_relists_after_410_gone(rt, k8s_env):
     await runtime.apply(make_spec(cluster_id=spec.cluster_id, gpu_count=1, replicas=3))
     await rec.wait_for(ready(rec, spec.cluster_id, 3), what="3 ready after relist")
     await runtime.terminate(spec.cluster_id)
+
+
+async def test_a_refused_apply_keeps_the_api_servers_words_and_creates_nothing(
+        rt, admin, namespace):
+    runtime, _ = await rt()
+    apps, core = client.AppsV1Api(admin), client.CoreV1Api(admin)
+    # An object the API server will not accept: a label value with a space.
+    bad = make_spec(node_selector=(("topology.kubernetes.io/region", "eu west"),))
+    with pytest.raises(RuntimeRefused) as invalid:
+        await runtime.apply(bad)
+    assert invalid.value.status == 422
+    assert "the API server refused: 422" in str(invalid.value)
+    assert "Invalid value" in str(invalid.value) and "eu west" in str(invalid.value)
+    # A change the namespace forbids: a quota of no Deployments at all.
+    core.create_namespaced_resource_quota(namespace, {
+        "metadata": {"name": "no-deployments"},
+        "spec": {"hard": {"count/deployments.apps": "0"}},
+    })
+    spec = make_spec()
+    with pytest.raises(RuntimeRefused) as forbidden:
+        await runtime.apply(spec)
+    assert forbidden.value.status == 409
+    assert "the API server refused: 403" in str(forbidden.value)
+    assert "forbidden" in str(forbidden.value)
+    assert apps.list_namespaced_deployment(namespace).items == []
+    assert runtime.available()
+    # Nothing is wanted either: the drift repair does not try again behind our back.
+    assert spec.cluster_id not in runtime.applier.specs
+    assert bad.cluster_id not in runtime.applier.specs
 
 
 async def test_runtime_unavailable_without_server(monkeypatch, tmp_path):

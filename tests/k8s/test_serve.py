@@ -212,6 +212,30 @@ def test_outage_answers_503_and_stale_then_recovers(kapi, k8s_env):
     kapi.delete(f"/gpu-clusters/{cid}")
 
 
+def test_a_refusal_of_the_api_server_is_answered_409_with_its_words(kapi, k8s_namespace):
+    api, ns = k8s_namespace
+    core = client.CoreV1Api(api)
+    core.create_namespaced_resource_quota(ns, {
+        "metadata": {"name": "no-deployments"},
+        "spec": {"hard": {"count/deployments.apps": "0"}},
+    })
+    try:
+        before = kapi.get("/account").json()
+        r = kapi.post("/gpu-clusters", json={
+            "name": "refused", "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 1,
+            "replicas": 2, "image": "example/app:1", "estimated_duration_hours": 1})
+        assert r.status_code == 409, r.text
+        error = r.json()["error"]
+        assert error["code"] == "conflict"
+        assert error["message"].startswith("the API server refused: 403")
+        assert "forbidden" in error["message"]
+        # Nothing was changed: no cluster, no hold, the same balance.
+        assert kapi.get("/account").json() == before
+        assert all(c["name"] != "refused" for c in kapi.get("/gpu-clusters").json()["clusters"])
+    finally:
+        core.delete_namespaced_resource_quota("no-deployments", ns)
+
+
 def test_backend_restart_adopts_running_clusters(kube_server, kapi, k8s_namespace):
     c = launch(kapi, "adopt", replicas=2, command="sleep infinity")
     cid = c["id"]

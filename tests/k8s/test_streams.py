@@ -16,9 +16,9 @@ import pytest
 from kubernetes import client
 
 from ecolink.runtime.base import STDERR, STDOUT, ExecRequest, ReplicaNotFound
-from ecolink.runtime.kube_client import load_target
-from ecolink.runtime.kube_stream import V4, V5
 from ecolink.runtime.kubernetes import KubernetesRuntime, create_kubernetes_runtime
+from ecolink.runtime.kubernetes.client import load_target
+from ecolink.runtime.kubernetes.stream import V4, V5
 
 from .conftest import Recorder
 from .test_runtime import make_spec, ready
@@ -139,8 +139,8 @@ async def test_bearer_token_and_kubeconfig_discovery(running, kubeconfig, namesp
     shutil.copy(kubeconfig, home / ".kube" / "config")
     monkeypatch.setenv("HOME", str(home))
     other = create_kubernetes_runtime(namespace, "ecotui-testenv-token")
-    assert "Authorization" in other._t.auth_headers()
-    assert other._t.configuration.cert_file is None
+    assert "Authorization" in other.target.auth_headers()
+    assert other.target.configuration.cert_file is None
     rec = Recorder()
     await other.start(rec, [spec])
     try:
@@ -307,7 +307,7 @@ async def test_telemetry_from_dcgm_exporter(running, admin, namespace):
             while True:
                 # Until KWOK runs the pod and knows the PortForward, the
                 # runtime finds no (or a silent) exporter.
-                runtime._dcgm_cache = (0.0, None)
+                runtime.gpu_telemetry.dcgm_cache = (0.0, None)
                 readings = await runtime.telemetry(spec.cluster_id)
                 if {t.source for t in readings} == {"dcgm"} and all(t.gpus for t in readings):
                     break

@@ -166,7 +166,7 @@ def test_pods_carry_the_expiry_and_follow_an_extend(kube_server, kapi, k8s_names
 
     from kubernetes import client
 
-    from ecolink.runtime.kube_objects import EXPIRES_ANNOTATION
+    from ecolink.runtime.kubernetes.objects import EXPIRES_ANNOTATION
 
     api, ns = k8s_namespace
     c = launch(kapi, "clock", replicas=2, command="sleep infinity")

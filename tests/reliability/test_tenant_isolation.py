@@ -67,7 +67,7 @@ LAUNCH = {"region": "us-east", "gpu_type": "L40S", "gpu_count": 1, "replicas": 2
 
 
 def _head_echo_command() -> str:
-    from ecolink.runtime.local_users import replica_python
+    from ecolink.runtime.local.users import replica_python
 
     code = base64.b64encode(HEAD_ECHO.encode()).decode()
     # Replicas run under their own uid: an interpreter they can reach.

@@ -25,7 +25,7 @@ from ecolink.runtime.base import (
     ReplicaState,
 )
 from ecolink.runtime.local import LocalRuntime
-from ecolink.runtime.local_proc import proc_info
+from ecolink.runtime.local.proc import proc_info
 from ecolink.telemetry import GpuSource, SyntheticSource
 
 pytestmark = pytest.mark.timeout(60)
@@ -323,7 +323,7 @@ async def test_scale_down_scans_all_of_proc_once(rt, tmp_path, monkeypatch):
     # Replicas that ignore SIGTERM (daemons included) keep the stop waiting for the whole
     # grace period: the wait polls the tracked processes only, and all of /proc is
     # scanned once, at the end, however long the wait.
-    import ecolink.runtime.local_proc as local_proc
+    import ecolink.runtime.local.proc as local_proc
 
     runtime, _ = rt
     s = spec(replicas=4, startup_command=DAEMONS)

@@ -138,7 +138,7 @@ def marked_processes(state_dir: Any, cluster_id: str | None = None) -> list[int]
     of one cluster): what would be orphans once a cluster is gone."""
     from ecocore.clock import SystemClock
     from ecolink.runtime.local import LocalRuntime
-    from ecolink.runtime.local_proc import find_marked
+    from ecolink.runtime.local.proc import find_marked
     from ecolink.telemetry import SyntheticSource
 
     rid = LocalRuntime(state_dir, SystemClock(), telemetry_source=SyntheticSource()).rid

@@ -153,7 +153,7 @@ class EcolinkServer:
         try:
             from ecocore.clock import SystemClock
             from ecolink.runtime.local import LocalRuntime
-            from ecolink.runtime.local_proc import kill_now_sync
+            from ecolink.runtime.local.proc import kill_now_sync
         except ImportError:
             return
         rid = LocalRuntime(self.state_dir, SystemClock()).rid
@@ -165,7 +165,7 @@ class EcolinkServer:
         lays it out: under the replica root when replicas run under their own uids."""
         from unittest import mock
 
-        from ecolink.runtime.local_users import default_replica_root, replica_uids_wanted
+        from ecolink.runtime.local.users import default_replica_root, replica_uids_wanted
 
         keys = ("ECOLINK_REPLICA_UIDS", "ECOLINK_REPLICA_ROOT")
         with mock.patch.dict(os.environ, {k: self.env[k] for k in keys if k in self.env}):

@@ -23,6 +23,7 @@ from ecolink.runtime.base import (
     Runtime,
     RuntimeInfo,
     RuntimeListener,
+    RuntimeRefused,
     RuntimeUnavailable,
 )
 from ecolink.service import ClusterService
@@ -38,12 +39,16 @@ class MemoryRuntime(Runtime):
         self.states: dict[str, list[ReplicaState]] = {}
         self.listener: RuntimeListener | None = None
         self.unavailable = False
+        # A refusal every change gets while set (as an API server that says no).
+        self.refusal: RuntimeRefused | None = None
         self.calls: list[tuple[str, str]] = []
         self.started_with: list[ClusterSpec] = []
 
     def _check(self) -> None:
         if self.unavailable:
             raise RuntimeUnavailable("the test made the runtime unreachable")
+        if self.refusal is not None:
+            raise self.refusal
 
     async def start(self, listener: RuntimeListener, known: Sequence[ClusterSpec]) -> None:
         self._check()
@@ -100,6 +105,9 @@ class MemoryRuntime(Runtime):
         raise NotImplementedError
 
     async def telemetry(self, cluster_id: str) -> list[ReplicaTelemetry]:
+        return []
+
+    def filesystems(self) -> list[dict[str, str]]:
         return []
 
     def available(self) -> bool:

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from ecocore import billing
 from ecocore.billing import ClusterMoney, Segment
-from ecolink.errors import ApiError, RuntimeUnavailableError
+from ecolink.errors import ApiError
+from ecolink.runtime.base import RuntimeUnavailable
 from ecolink.service import ClusterService, LaunchRequest
 from ecolink.store import Store, to_us
 from support.service_harness import make_service, new_account
@@ -274,7 +275,7 @@ async def _run_sequence(credit: int, steps: list[tuple[object, ...]]) -> None:
                 service = ClusterService(store, runtime, service.catalog, clock)
                 runtime.unavailable = False
                 await service.start(background=False)
-        except RuntimeUnavailableError:
+        except RuntimeUnavailable:
             assert runtime.unavailable
             if not overdue:
                 assert _snapshot(store) == before, "a 503 changed something"

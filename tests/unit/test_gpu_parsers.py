@@ -10,7 +10,7 @@ import pytest
 
 from ecocore.gpu_health import MigInstance, evaluate
 from ecolink.runtime.gpu_parsers import NvidiaSmiXmlError, dcgm_health, parse_nvidia_smi_xml
-from ecolink.runtime.kube_telemetry import parse_dcgm
+from ecolink.runtime.kubernetes.telemetry import parse_dcgm
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "gpu"
 

@@ -1,11 +1,11 @@
-"""Reading listening sockets from /proc/net/tcp{,6} (`ecolink.runtime.local_ports`)."""
+"""Reading listening sockets from /proc/net/tcp{,6} (`ecolink.runtime.local.ports`)."""
 
 from __future__ import annotations
 
 import os
 import socket
 
-from ecolink.runtime.local_ports import dial_address, listeners_on, parse_listeners, socket_inodes
+from ecolink.runtime.local.ports import dial_address, listeners_on, parse_listeners, socket_inodes
 
 TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

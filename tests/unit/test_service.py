@@ -17,9 +17,9 @@ from ecolink.errors import (
     InsufficientBalance,
     InvalidField,
     NotFound,
-    RuntimeUnavailableError,
 )
 from ecolink.idempotency import Replayed, StoredAnswer
+from ecolink.runtime.base import RuntimeRefused, RuntimeUnavailable
 from ecolink.service import ClusterService, LaunchRequest
 from ecolink.store import Store
 from support.service_harness import MemoryRuntime, make_service, new_account
@@ -119,7 +119,7 @@ def test_runtime_unavailable_answers_503_and_nothing_changes() -> None:
     async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
                    acct: str) -> None:
         runtime.unavailable = True
-        with pytest.raises(RuntimeUnavailableError):
+        with pytest.raises(RuntimeUnavailable):
             await service.launch(acct, req())
         assert store.list_clusters(acct) == [] and len(store.ledger_all(acct)) == 1
         runtime.unavailable = False
@@ -131,12 +131,34 @@ def test_runtime_unavailable_answers_503_and_nothing_changes() -> None:
                        lambda: service.stop(acct, "demo"),
                        lambda: service.terminate(acct, "demo"),
                        lambda: service.set_endpoint(acct, "demo", 8000)):
-            with pytest.raises(RuntimeUnavailableError):
+            with pytest.raises(RuntimeUnavailable):
                 await action()
         assert (store.ledger_all(), store.cluster(c.id)) == before
         runtime.unavailable = False
         c = await service.scale(acct, "demo", 5)
         assert c.replicas == 5 and runtime.specs[c.id].replicas == 5
+
+    run(body)
+
+
+def test_a_runtime_refusal_reaches_the_api_as_it_is_and_nothing_changes() -> None:
+    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
+                   acct: str) -> None:
+        words = 'deployments.apps is forbidden: User "ecolink" cannot create resource'
+        runtime.refusal = RuntimeRefused.from_api_status(403, words)
+        with pytest.raises(RuntimeRefused) as refused:
+            await service.launch(acct, req())
+        assert refused.value.status == 409 and words in str(refused.value)
+        assert store.list_clusters(acct) == [] and len(store.ledger_all(acct)) == 1
+        runtime.refusal = None
+        c = await service.launch(acct, req())
+        before = (store.ledger_all(), store.cluster(c.id))
+        runtime.refusal = RuntimeRefused.from_api_status(422, "spec.replicas: Invalid value")
+        with pytest.raises(RuntimeRefused) as invalid:
+            await service.scale(acct, "demo", 5)
+        assert invalid.value.status == 422
+        assert (store.ledger_all(), store.cluster(c.id)) == before
+        runtime.refusal = None
 
     run(body)
 

@@ -20,7 +20,12 @@ from ecocore.wire import ErrorBody
 from ecolink.api.auth import deny_websocket
 from ecolink.errors import ApiError
 from ecolink.idempotency import Replayed
-from ecolink.runtime.base import ReplicaNotFound, RuntimeUnavailable
+from ecolink.runtime.base import (
+    ReplicaNotFound,
+    RuntimeFailure,
+    RuntimeRefused,
+    RuntimeUnavailable,
+)
 from ecolink.store import StoreBusy
 
 log = logging.getLogger(__name__)
@@ -29,12 +34,14 @@ _DESCRIPTIONS = {
     400: "malformed JSON (`invalid_request`)",
     401: "missing, wrong or revoked credentials (`unauthenticated`)",
     404: "unknown id or name, or not this account's (`not_found`)",
-    409: "not allowed in the current state, name in use, over the GPU budget, or an "
-         "Idempotency-Key reused with a different request (`conflict`)",
+    409: "not allowed in the current state, name in use, over the GPU budget, an "
+         "Idempotency-Key reused with a different request, or the runtime refused the "
+         "change (its words in the message) (`conflict`)",
     402: "a hold cannot be placed; the message says how much is missing "
          "(`insufficient_balance`)",
     413: "the request body is too large (`invalid_request`)",
-    422: "a field is missing or out of range; `field` names it (`invalid_request`)",
+    422: "a field is missing or out of range; `field` names it, or the runtime found "
+         "the object invalid (its words in the message) (`invalid_request`)",
     503: "the runtime cannot be reached; nothing was changed (`runtime_unavailable`), or the "
          "database cannot be written in time (`store_unavailable`; the message says "
          "whether anything was changed)",
@@ -81,6 +88,25 @@ def first_error_field(err: dict[str, Any]) -> str | None:
     return _field_of(tuple(err.get("loc", ())))
 
 
+def runtime_failure_answer(exc: RuntimeFailure) -> tuple[int, dict[str, dict[str, str]]]:
+    """The one mapping of runtime failures to api.md's error form, for HTTP answers
+    and refused WebSocket handshakes alike: an unknown replica is 404, a runtime
+    that cannot be reached 503, one that refused 409 or 422 with its own words. In
+    every case nothing was changed."""
+    if isinstance(exc, ReplicaNotFound):
+        err = {"code": "not_found", "message": f"no replica {exc}", "field": "replica"}
+        return 404, {"error": err}
+    if isinstance(exc, RuntimeRefused):
+        code = "invalid_request" if exc.status == 422 else "conflict"
+        return exc.status, {"error": {"code": code, "message": str(exc)}}
+    if isinstance(exc, RuntimeUnavailable):
+        message = f"the runtime cannot be reached: {exc}"
+    else:
+        log.error("unexpected runtime failure", exc_info=exc)
+        message = "the request could not be completed; nothing was changed"
+    return 503, {"error": {"code": "runtime_unavailable", "message": message}}
+
+
 def install(app: FastAPI) -> None:
     async def api_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -113,18 +139,16 @@ def install(app: FastAPI) -> None:
         return error_response(422, "invalid_request", validation_message(first),
                               first_error_field(first))
 
-    async def runtime_unavailable(_: Request, exc: Exception) -> Response:
-        return error_response(503, "runtime_unavailable",
-                              f"the runtime cannot be reached: {exc}")
+    async def runtime_failure(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RuntimeFailure)
+        status, body = runtime_failure_answer(exc)
+        return JSONResponse(body, status_code=status)
 
     async def store_busy(_: Request, exc: Exception) -> Response:
         # A transaction that did not commit rolled back whole.
         return error_response(503, "store_unavailable",
                               "the database cannot be written now (another process holds "
                               "it, or the disk failed); nothing was changed, try again")
-
-    async def replica_not_found(_: Request, exc: Exception) -> Response:
-        return error_response(404, "not_found", f"no replica {exc}", "replica")
 
     async def anything(_: Request, exc: Exception) -> Response:
         # A bug must not turn into a 500: say 503, nothing was changed (the
@@ -148,7 +172,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Replayed, replay)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, request_validation)
-    app.add_exception_handler(RuntimeUnavailable, runtime_unavailable)
-    app.add_exception_handler(ReplicaNotFound, replica_not_found)
+    app.add_exception_handler(RuntimeFailure, runtime_failure)
     app.add_exception_handler(StoreBusy, store_busy)
     app.add_exception_handler(Exception, anything)

@@ -23,7 +23,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ecolink.api.auth import require_ws_account
 from ecolink.api.context import get_ctx
-from ecolink.errors import ApiError, InvalidField, NotFound, Unauthenticated
+from ecolink.api.errors import runtime_failure_answer
+from ecolink.errors import ApiError, InvalidField, Unauthenticated
 from ecolink.runtime.base import (
     CLOSE,
     RESIZE,
@@ -33,6 +34,7 @@ from ecolink.runtime.base import (
     ExecResult,
     ExecStream,
     ReplicaNotFound,
+    RuntimeRefused,
     RuntimeUnavailable,
 )
 
@@ -82,11 +84,8 @@ async def deny(ws: WebSocket, status: int, body: dict[str, Any]) -> None:
 async def deny_error(ws: WebSocket, exc: Exception) -> None:
     if isinstance(exc, ApiError):
         await deny(ws, exc.status, exc.body())
-    elif isinstance(exc, ReplicaNotFound):
-        await deny(ws, 404, NotFound(f"no replica {exc}", "replica").body())
-    elif isinstance(exc, RuntimeUnavailable):
-        await deny(ws, 503, {"error": {"code": "runtime_unavailable",
-                                       "message": f"the runtime cannot be reached: {exc}"}})
+    elif isinstance(exc, ReplicaNotFound | RuntimeRefused | RuntimeUnavailable):
+        await deny(ws, *runtime_failure_answer(exc))
     else:
         log.error("exec refused", exc_info=exc)
         await deny(ws, 503, {"error": {"code": "runtime_unavailable",

@@ -37,7 +37,7 @@ from ecolink.api.edge_rules import (
     strip_session_cookie,
 )
 from ecolink.api.exec import close_quietly, deny_error
-from ecolink.errors import NotFound, RuntimeUnavailableError, Unauthenticated
+from ecolink.errors import NotFound, Unauthenticated
 from ecolink.runtime.base import HostPort, ReplicaNotFound, RuntimeUnavailable
 
 log = logging.getLogger(__name__)
@@ -181,12 +181,9 @@ async def _targets(ctx: AppContext, account_id: str, ref: str) -> tuple[str, lis
     cluster = ctx.service.get_cluster(account_id, ref)
     if cluster.status == "terminated" or cluster.endpoint_port is None:
         raise NotFound("the cluster has no service endpoint")
-    try:
-        ready = [r for r in ctx.runtime.replicas(cluster.id) if r.ready]
-    except RuntimeUnavailable as exc:
-        raise RuntimeUnavailableError(f"the runtime cannot be reached: {exc}") from None
+    ready = [r for r in ctx.runtime.replicas(cluster.id) if r.ready]
     if not ready:
-        raise RuntimeUnavailableError("no ready replica behind the service URL")
+        raise RuntimeUnavailable("no ready replica behind the service URL")
     ready.sort(key=lambda r: r.index)
     start = _state(ctx).next(cluster.id) % len(ready)
     order = ready[start:] + ready[:start]
@@ -197,7 +194,7 @@ async def _targets(ctx: AppContext, account_id: str, ref: str) -> tuple[str, lis
         except (ReplicaNotFound, RuntimeUnavailable):
             continue
     if not out:
-        raise RuntimeUnavailableError("no ready replica behind the service URL")
+        raise RuntimeUnavailable("no ready replica behind the service URL")
     return cluster.id, out
 
 
@@ -267,13 +264,13 @@ async def proxy_http(request: Request) -> Response:
                 # try a fresh one, unless the body is gone already.
                 if reused and not body_started:
                     continue
-                raise RuntimeUnavailableError(
+                raise RuntimeUnavailable(
                     "the replica behind the service URL broke the exchange") from exc
             return _respond(state, target, conn, response, request.method)
         if body_started:
             break
     log.info("service %s unreachable: %s", cluster_id, last_error)
-    raise RuntimeUnavailableError("no replica behind the service URL could be reached")
+    raise RuntimeUnavailable("no replica behind the service URL could be reached")
 
 
 async def _exchange(conn: _Conn, request: Request, target: HostPort,
@@ -418,7 +415,7 @@ async def proxy_ws(websocket: WebSocket, id: str, path: str) -> None:
                 return
             continue
     if upstream is None:
-        await deny_error(websocket, RuntimeUnavailableError(
+        await deny_error(websocket, RuntimeUnavailable(
             "no replica behind the service URL could be reached"))
         return
     await websocket.accept(subprotocol=upstream.subprotocol)

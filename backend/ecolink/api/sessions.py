@@ -38,9 +38,9 @@ from ecolink.errors import (
     InvalidField,
     MalformedRequest,
     NotFound,
-    RuntimeUnavailableError,
     Unauthenticated,
 )
+from ecolink.runtime.base import RuntimeUnavailable
 from ecolink.sessions import CLOSE_TOO_SLOW, ClientTooSlow, SessionManager, SessionNotFound
 
 router = APIRouter(tags=["sessions"])
@@ -94,7 +94,7 @@ _CREATE_BODY: dict[str, Any] = {
 
 def _manager(ctx: AppContext) -> SessionManager:
     if ctx.sessions is None:
-        raise RuntimeUnavailableError("kept sessions are not available")
+        raise RuntimeUnavailable("kept sessions are not available")
     sm: SessionManager = ctx.sessions
     return sm
 

@@ -11,7 +11,9 @@ from ecolink.runtime.base import (
     ReplicaState,
     ReplicaTelemetry,
     Runtime,
+    RuntimeFailure,
     RuntimeListener,
+    RuntimeRefused,
     RuntimeUnavailable,
 )
 
@@ -26,6 +28,8 @@ __all__ = [
     "ReplicaState",
     "ReplicaTelemetry",
     "Runtime",
+    "RuntimeFailure",
     "RuntimeListener",
+    "RuntimeRefused",
     "RuntimeUnavailable",
 ]

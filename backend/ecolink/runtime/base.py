@@ -11,7 +11,8 @@ Conventions
 - The runtime reports changes by calling its `RuntimeListener`; it never
   touches the store or the ledger.
 - Every method that cannot reach the runtime (the Kubernetes API down) raises
-  `RuntimeUnavailable`; the API answers that as 503 and changes nothing.
+  `RuntimeUnavailable`; the API answers that as 503 and changes nothing. A runtime
+  that was reached but said no raises `RuntimeRefused` (409 or 422, with its words).
 """
 
 from __future__ import annotations
@@ -29,19 +30,38 @@ TelemetrySource = Literal["nvml", "dcgm", "nvidia-smi", "simulated"]
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
 
 
-class RuntimeError_(Exception):
-    """Base for runtime failures."""
+class RuntimeFailure(Exception):
+    """Base for runtime failures. One that is neither of the kinds below is a bug or
+    an answer nobody expected; the API says 503 and changes nothing."""
 
 
-class RuntimeUnavailable(RuntimeError_):
+class RuntimeUnavailable(RuntimeFailure):
     """The runtime cannot be reached (API server down, ...). Maps to 503."""
 
 
-class PortNotListening(RuntimeError_):
+class RuntimeRefused(RuntimeFailure):
+    """The runtime was reached and said no (the API server refused a write: 403 by
+    RBAC, 422 for an object it will not accept, a conflict that did not settle).
+    Nothing was changed. `status` is what the API answers: 422 where the API server
+    found the request itself invalid, else 409; the message keeps the API server's
+    words."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @classmethod
+    def from_api_status(cls, api_status: int | None, message: str) -> RuntimeRefused:
+        """A refusal the API server answered with HTTP `api_status`."""
+        invalid = api_status in (400, 422)
+        return cls(f"the API server refused: {api_status} {message}", 422 if invalid else 409)
+
+
+class PortNotListening(RuntimeFailure):
     """Nothing in the replica listens on the port a port-forward asked for."""
 
 
-class ReplicaNotFound(RuntimeError_):
+class ReplicaNotFound(RuntimeFailure):
     """No replica of that name in that cluster. Maps to 404."""
 
 
@@ -209,13 +229,6 @@ class ExecStream(abc.ABC):
     protocol: str | None = None
 
 
-class ServiceTarget(Protocol):
-    """Where the service proxy sends a request for one replica."""
-
-    host: str
-    port: int
-
-
 @dataclass(frozen=True)
 class HostPort:
     host: str
@@ -305,6 +318,11 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def telemetry(self, cluster_id: str) -> list[ReplicaTelemetry]:
         """Current GPU readings per replica of the cluster."""
+
+    @abc.abstractmethod
+    def filesystems(self) -> list[dict[str, str]]:
+        """The shared filesystems a cluster may attach: `{"name", "description"}` each,
+        sorted by name (no IO beyond a directory listing)."""
 
     def available(self) -> bool:
         """False while the runtime cannot be reached (reads are then stale)."""

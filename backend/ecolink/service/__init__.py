@@ -35,7 +35,6 @@ from ecolink.service.actions import Actions
 from ecolink.service.changes import Observer
 from ecolink.service.core import Core, LaunchRequest, Tracker
 from ecolink.service.expiry import Expiry
-from ecolink.service.filesystems import local_filesystems
 from ecolink.service.ledger import hourly
 from ecolink.service.lifecycle import MICROS_PER_SECOND
 from ecolink.service.listener import RuntimeEvents
@@ -49,7 +48,6 @@ __all__ = [
     "LaunchRequest",
     "Observer",
     "Tracker",
-    "local_filesystems",
 ]
 
 LISTED_AFTER_TERMINATION_US = 7 * 24 * 3600 * MICROS_PER_SECOND
@@ -60,6 +58,10 @@ Recorder = IdempotencyRecorder | None
 class ClusterService:
     """The use cases, the reaper and the runtime's listener, behind one face."""
 
+    def filesystems(self) -> list[dict[str, str]]:
+        """The shared filesystems a launch may mount (the runtime knows them)."""
+        return self.runtime.filesystems()
+
     def __init__(
         self,
         store: Store,
@@ -67,7 +69,6 @@ class ClusterService:
         catalog: Catalog,
         clock: Clock,
         *,
-        filesystems: Callable[[], list[dict[str, str]]] | None = None,
         tracker: Tracker | None = None,
         charge_interval_s: float = 60.0,
         tick_s: float = 5.0,
@@ -77,12 +78,11 @@ class ClusterService:
         self.runtime = runtime
         self.catalog = catalog
         self.clock = clock
-        self.filesystems: Callable[[], list[dict[str, str]]] = filesystems or (lambda: [])
         self._core = core = Core(store, runtime, catalog, clock, tracker)
         self.observers: list[Observer] = core.bus.observers
         self._events = RuntimeEvents(core)
         expiry = Expiry(core)
-        self._actions = Actions(core, expiry, self._events, lambda: self.filesystems())
+        self._actions = Actions(core, expiry, self._events, runtime.filesystems)
         self._reconciler = Reconciler(core, expiry, self._events, grace_s=reconcile_grace_s)
         self._reaper = Reaper(core, expiry, self._reconciler,
                               charge_interval_s=charge_interval_s, tick_s=tick_s)

@@ -17,7 +17,7 @@ from ecolink.errors import Conflict, InvalidField, NotFound
 from ecolink.idempotency import IdempotencyRecorder
 from ecolink.runtime.base import ReplicaNotFound, ReplicaState
 from ecolink.service.action import Action
-from ecolink.service.core import Core, LaunchRequest, _runtime_errors
+from ecolink.service.core import Core, LaunchRequest
 from ecolink.service.expiry import Expiry
 from ecolink.service.ledger import hourly
 from ecolink.service.lifecycle import follow, move, update_warnings
@@ -286,8 +286,7 @@ class Actions:
             # The rolling restart may take a while: it changes no money, so it runs
             # without holding the account's lock.
             async with act.unlocked():
-                with _runtime_errors():
-                    await self.core.runtime.restart(c.id)
+                await self.core.runtime.restart(c.id)
 
             def body() -> Cluster:
                 c = act.fresh()
@@ -307,8 +306,7 @@ class Actions:
                           f"cannot restart a replica of a {c.status} cluster")
             async with act.unlocked():
                 try:
-                    with _runtime_errors():
-                        await runtime.restart(c.id, replica)
+                    await runtime.restart(c.id, replica)
                 except ReplicaNotFound as exc:
                     raise NotFound(f"no replica {replica!r} in cluster {c.name}",
                                    field="replica") from exc

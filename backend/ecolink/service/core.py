@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ecocore.clock import Clock
 from ecocore.status import ACCRUING
 from ecolink.catalog import Catalog
-from ecolink.errors import NotFound, RuntimeUnavailableError, StoreUnavailableError
-from ecolink.runtime.base import ClusterSpec, Runtime, RuntimeUnavailable
+from ecolink.errors import NotFound, StoreUnavailableError
+from ecolink.runtime.base import ClusterSpec, Runtime
 from ecolink.service.changes import ChangeBus
 from ecolink.service.ledger import Ledger
 from ecolink.store import Cluster, Event, Store, StoreBusy, rfc3339, to_us
@@ -51,15 +50,6 @@ class LaunchRequest:
     startup_command: str | None = None
     shared_filesystems: tuple[str, ...] = ()
     expose_port: int | None = None
-
-
-@contextlib.contextmanager
-def _runtime_errors() -> Iterator[None]:
-    """A runtime that cannot be reached becomes the API's 503 (nothing changed)."""
-    try:
-        yield
-    except RuntimeUnavailable as exc:
-        raise RuntimeUnavailableError(f"the runtime cannot be reached: {exc}") from exc
 
 
 class Core:
@@ -128,12 +118,10 @@ class Core:
 
     # -- the runtime -----------------------------------------------------------
     async def apply(self, spec: ClusterSpec) -> None:
-        with _runtime_errors():
-            await self.runtime.apply(spec)
+        await self.runtime.apply(spec)
 
     async def terminate(self, cluster_id: str) -> None:
-        with _runtime_errors():
-            await self.runtime.terminate(cluster_id)
+        await self.runtime.terminate(cluster_id)
 
     async def restore(self, spec: ClusterSpec | None, cluster_id: str) -> bool:
         """Best effort: put the runtime back after a commit that did not happen (`spec`

@@ -17,6 +17,7 @@ import logging
 import re
 import struct
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import websockets
@@ -35,10 +36,11 @@ from ecolink.runtime.base import (
     ExecStream,
     HostPort,
     ReplicaNotFound,
-    RuntimeError_,
+    RuntimeFailure,
+    RuntimeRefused,
     RuntimeUnavailable,
 )
-from ecolink.runtime.kube_client import KubeTarget
+from ecolink.runtime.kubernetes.client import KubeTarget
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ LOGIN_SHELL = ("sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -
 _EXIT_IN_MESSAGE = re.compile(r"(?:exit status|exit code:?)\s+(\d+)\s*$")
 
 
-def exit_code_from_status(status: dict) -> ExecResult:
+def exit_code_from_status(status: dict[str, Any]) -> ExecResult:
     """Read a Kubernetes `Status` (channel 3) as an exit code."""
     if status.get("status") == "Success":
         return ExecResult(0)
@@ -97,7 +99,8 @@ async def _open(
             raise ReplicaNotFound(message or "not found") from e
         if status >= 500 and "container not found" not in message:
             raise RuntimeUnavailable(f"API server answered {status}: {message}") from e
-        raise RuntimeError_(f"API server answered {status}: {message}") from e
+        raise RuntimeRefused(f"API server answered {status}: {message}",
+                             422 if status in (400, 422) else 409) from e
     except (TimeoutError, OSError, websockets.exceptions.InvalidHandshake) as e:
         raise RuntimeUnavailable(f"cannot reach the API server: {e}") from e
 
@@ -146,7 +149,7 @@ class KubeExecStream(ExecStream):
         ws = await _open(target, exec_path(namespace, pod, container, req), protocols)
         if ws.subprotocol not in protocols:
             await ws.close()
-            raise RuntimeError_(f"API server chose no channel protocol ({ws.subprotocol!r})")
+            raise RuntimeFailure(f"API server chose no channel protocol ({ws.subprotocol!r})")
         stream = cls(ws, req.tty)
         if req.tty:
             await stream.resize(req.width, req.height)

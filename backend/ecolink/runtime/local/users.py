@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
+import ecolink
+
 # Uids from here up are handed to accounts in order; the shared group is one below.
 DEFAULT_UID_BASE = 1_700_000_000
 UIDS_FILE = "replica-uids.json"
@@ -111,7 +113,7 @@ class ReplicaUsers:
         os.chmod(self.state_dir, 0o700)
         # The demo service, where every uid can read it, with an interpreter every
         # uid can run (a virtual environment under a private home is not one).
-        src = Path(__file__).resolve().parent.parent / "demo_service.py"
+        src = Path(ecolink.__file__).resolve().parent / "demo_service.py"
         dst = self.root / "bin" / "demo_service.py"
         shutil.copyfile(src, dst)
         os.chmod(dst, 0o755)

@@ -13,7 +13,7 @@ import ipaddress
 import os
 from collections.abc import Iterable
 
-from ecolink.runtime.local_proc import ProcInfo, find_marked, tracked
+from ecolink.runtime.local.proc import ProcInfo, find_marked, tracked
 
 LISTEN = "0A"
 

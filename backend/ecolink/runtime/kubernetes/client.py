@@ -4,22 +4,35 @@ Finds the kubeconfig (`KUBECONFIG`, which may list several files, then
 `~/.kube/config`, then the in-cluster service account), builds the official
 client's `ApiClient` for CRUD and watches, and derives what a raw WebSocket
 connection to the same server needs (URL, TLS context with the CA and client
-certificates, bearer token) for exec and port-forward.
+certificates, bearer token) for exec and port-forward. `KubeApi` runs the
+client's blocking calls in threads and sorts their failures into the runtime's
+kinds: unreachable (`RuntimeUnavailable`) or refused (`RuntimeRefused`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from ecolink.runtime.base import RuntimeUnavailable
+from ecolink.runtime.base import RuntimeRefused, RuntimeUnavailable
+
+Obj = dict[str, Any]
+
+REQUEST_TIMEOUT = (5, 30)
+MERGE_PATCH = "application/merge-patch+json"
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -96,7 +109,7 @@ def load_target(namespace: str | None = None, context: str | None = None) -> Kub
     if paths:
         config_file = os.pathsep.join(paths)
         try:
-            k8s_config.load_kube_config(
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=config_file, context=context, client_configuration=cfg,
                 persist_config=False,
             )
@@ -104,7 +117,8 @@ def load_target(namespace: str | None = None, context: str | None = None) -> Kub
             raise RuntimeUnavailable(f"cannot load kubeconfig {config_file}: {e}") from e
         if ns is None:
             try:
-                contexts, active = k8s_config.list_kube_config_contexts(config_file=config_file)
+                contexts, active = k8s_config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+                    config_file=config_file)
                 chosen = active
                 if context:
                     chosen = next((c for c in contexts if c["name"] == context), active)
@@ -114,7 +128,8 @@ def load_target(namespace: str | None = None, context: str | None = None) -> Kub
         source = f"kubeconfig:{config_file}"
     elif os.environ.get("KUBERNETES_SERVICE_HOST"):
         try:
-            k8s_config.load_incluster_config(client_configuration=cfg)
+            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=cfg)
         except ConfigException as e:
             raise RuntimeUnavailable(f"in-cluster configuration: {e}") from e
         if ns is None and SERVICE_ACCOUNT_NAMESPACE.exists():
@@ -136,3 +151,54 @@ def load_target(namespace: str | None = None, context: str | None = None) -> Kub
         context=context,
         source=source,
     )
+
+
+def unreachable(e: BaseException) -> bool:
+    """Whether a client failure means the API server could not be reached (or was
+    overloaded), as opposed to an answer."""
+    if isinstance(e, ApiException):
+        return e.status in (0, None) or e.status >= 500 or e.status == 429
+    return isinstance(e, urllib3.exceptions.HTTPError | OSError | TimeoutError)
+
+
+def refusal(e: ApiException) -> RuntimeRefused:
+    """The API server's answer as a refusal, in its own words."""
+    try:
+        message = json.loads(e.body or "{}").get("message") or e.reason
+    except (ValueError, AttributeError):
+        message = e.reason
+    return RuntimeRefused.from_api_status(e.status, str(message))
+
+
+class KubeApi:
+    """The typed clients of one namespace, and `call` to run one of their methods
+    in a thread. `on_unreachable(error)` is told of every call that could not reach
+    the API server."""
+
+    def __init__(self, target: KubeTarget) -> None:
+        self.target = target
+        self.ns = target.namespace
+        self.apps = k8s_client.AppsV1Api(target.api_client)
+        self.core = k8s_client.CoreV1Api(target.api_client)
+        self.on_unreachable: Callable[[str], None] = lambda error: None
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Obj:
+        """Run one client call in a thread; answer the JSON as a dict. An API server
+        that cannot be reached raises RuntimeUnavailable; its answers (ApiException)
+        pass through for the caller to judge."""
+
+        def run() -> Obj:
+            resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kw)
+            try:
+                raw = resp.data
+            finally:
+                resp.release_conn()
+            return json.loads(raw) if raw else {}
+
+        try:
+            return await asyncio.to_thread(run)
+        except Exception as e:
+            if unreachable(e):
+                self.on_unreachable(str(e))
+                raise RuntimeUnavailable(f"the Kubernetes API server cannot be reached: {e}") from e
+            raise

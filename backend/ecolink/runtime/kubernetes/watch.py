@@ -157,7 +157,7 @@ class WatchLoop(threading.Thread):
                 try:
                     if self._halt.is_set() or self._force_rv is not None:
                         continue
-                    for line in iter_resp_lines(resp):
+                    for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
                         if self._halt.is_set() or self._force_rv is not None:
                             break
                         if not line:

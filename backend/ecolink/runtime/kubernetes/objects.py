@@ -241,7 +241,8 @@ def owned_fields(dep: Mapping[str, Any]) -> dict[str, Any]:
     spec = dep.get("spec") or {}
     tmpl = (spec.get("template") or {}).get("spec") or {}
     containers = tmpl.get("containers") or []
-    main = next((c for c in containers if c.get("name") == CONTAINER), {})
+    main: Mapping[str, Any] = next(
+        (c for c in containers if c.get("name") == CONTAINER), {})
     limits = (main.get("resources") or {}).get("limits") or {}
     probe = main.get("readinessProbe") or {}
     tolerations = sorted(
@@ -323,7 +324,8 @@ def spec_from_deployment(dep: Mapping[str, Any]) -> ClusterSpec | None:
 def _condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     for c in (pod.get("status") or {}).get("conditions") or []:
         if c.get("type") == kind:
-            return c
+            found: Mapping[str, Any] = c
+            return found
     return None
 
 

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ecolink.runtime.base import STDERR, STDOUT, ExecRequest, ExecResult, ExecStream
-from ecolink.runtime.local_proc import ChildExit
-from ecolink.runtime.local_users import Credentials, popen_credentials
+from ecolink.runtime.local.proc import ChildExit
+from ecolink.runtime.local.users import Credentials, popen_credentials
 
 CHUNK = 64 * 1024
 # After the process exits, output still in flight (a PTY hands data over
