@@ -23,7 +23,7 @@ listener), `changes` (the observers). `ClusterService` composes them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from ecocore.clock import Clock
 from ecocore.status import ACCRUING
