@@ -89,7 +89,7 @@ async def fleet_gpus(request: Request) -> Response:
                     "health": {"verdict": level, "reason": h.get("reason")} if brief else h,
                 })
     overall = worst(verdicts)
-    store = ctx.extra.setdefault("gpu_versions", {})
+    store = ctx.gpu_versions
     versions = store.get((acct.id, brief, only_bad))
     if versions is None:
         while len(store) >= _MAX_LISTS:  # the lists read longest ago go first

@@ -324,12 +324,12 @@ class FrontGroup:
         self.table.start()
         self.front = Front(self.table, self.api_socket, self.cfg,
                            request_targets=self.control.targets_now,
-                           websockets_open=self.ctx.extra.setdefault("websockets_open", {}))
+                           websockets_open=self.ctx.websockets_open)
         self.control.local.append(self.front)
         await self.control.start()
         self.traffic = TrafficView(self.counters)
         self.traffic.start()
-        self.ctx.extra["traffic"] = self.traffic
+        self.ctx.traffic = self.traffic
         self.server = await serve_front(self.front, self.sock,
                                         ssl_context(self.tls_cert, self.tls_key))
         port = self.sock.getsockname()[1]
