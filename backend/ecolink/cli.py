@@ -27,7 +27,10 @@ from ecolink.runtime.local_users import single_account_note
 from ecolink.state_dir import local_single_account, open_store, state_dir_from
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from ecolink.api.context import AppContext
+    from ecolink.front.server import FrontGroup
     from ecolink.store import Account, Store
     from ecolink.wiring import ServeConfig
 
@@ -129,7 +132,7 @@ def _listen_unix(path: Path) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app: Any, args: argparse.Namespace) -> Any:
+def _uvicorn_config(app: Any, args: argparse.Namespace) -> uvicorn.Config:
     import uvicorn
 
     from ecolink.api.edge_rules import MAX_FRAME
@@ -155,68 +158,25 @@ def _serve(args: argparse.Namespace, ctx: AppContext) -> int:
     """Bind the public and the private socket, then run the API server and the front
     until a signal asks them to stop."""
     import uvicorn
+    import uvloop
 
     from ecolink.api.app import create_app
-    from ecolink.front.proxy import FrontConfig
-    from ecolink.front.server import FrontGroup, bind_socket, connection_cap
+    from ecolink.front.server import bind_socket
 
-    host: str = args.host
-    state_dir = ctx.state_dir
     workers = args.workers or os.cpu_count() or 1
-    sock = bind_socket(host, args.port, reuse_port=workers > 1)
-    api_socket = state_dir / "api.sock"
+    sock = bind_socket(args.host, args.port, reuse_port=workers > 1)
+    api_socket = ctx.state_dir / "api.sock"
     api_sock = _listen_unix(api_socket)
     scheme = "https" if ctx.tls else "http"
-    url = f"{scheme}://{_url_host(host)}:{sock.getsockname()[1]}"
+    url = f"{scheme}://{_url_host(args.host)}:{sock.getsockname()[1]}"
     # The served address is known only now that the socket is bound.
     ctx.public_url = (args.public_url or url).rstrip("/")
     config = _uvicorn_config(create_app(ctx), args)
-    front = FrontGroup(ctx, host=host, sock=sock, api_socket=str(api_socket), workers=workers,
-                       cfg=FrontConfig(head_timeout=args.head_timeout,
-                                       max_connections=connection_cap(
-                                           workers, args.max_connections),
-                                       max_per_address=args.max_connections_per_address,
-                                       scheme=scheme, policy=args.load_balancing,
-                                       public_url=ctx.public_url,
-                                       service_domain=ctx.service_domain,
-                                       max_websockets_per_account=(
-                                           ctx.max_websockets_per_account)),
-                       tls_cert=args.tls_cert, tls_key=args.tls_key)
+    front = _front(args, ctx, sock, api_socket, workers, scheme)
     redact_logs()  # after uvicorn.Config: it sets up its handlers
     server = uvicorn.Server(config)
-    server_json = state_dir / "server.json"
+    server_json = ctx.state_dir / "server.json"
     pid = os.getpid()
-
-    async def run() -> None:
-        task = asyncio.create_task(server.serve(sockets=[api_sock]))
-        while not server.started and not task.done():
-            await asyncio.sleep(0.02)
-        if server.started:
-            await front.start()
-
-            async def stop_accepting() -> None:
-                while not server.should_exit:
-                    await asyncio.sleep(0.05)
-                front.stop_accepting()
-
-            watcher = asyncio.create_task(stop_accepting())
-            if args.log_file:
-                from ecolink.front.logfile import keep_bounded
-
-                rotation = asyncio.create_task(keep_bounded(Path(args.log_file),
-                                                            args.log_max_bytes))
-            _write_server_json(server_json, {"url": url, "pid": pid, "version": __version__,
-                                             "runtime": args.runtime})
-            print(f"ecolink {__version__} serving on {url} (state dir {state_dir})",
-                  file=sys.stderr, flush=True)
-        try:
-            await task
-        finally:
-            if server.started:
-                watcher.cancel()
-                if args.log_file:
-                    rotation.cancel()
-                await front.stop()
 
     # uvicorn handles SIGTERM/SIGINT while it serves (graceful shutdown), then re-raises
     # the signal with the handler that was there before. Ours asks for that same
@@ -228,9 +188,7 @@ def _serve(args: argparse.Namespace, ctx: AppContext) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     try:
-        import uvloop
-
-        uvloop.run(run())
+        uvloop.run(_run(server, front, api_sock, args, url, ctx.state_dir))
     finally:
         with contextlib.suppress(OSError):
             os.unlink(api_socket)
@@ -238,6 +196,58 @@ def _serve(args: argparse.Namespace, ctx: AppContext) -> int:
             if json.loads(server_json.read_text()).get("pid") == pid:
                 server_json.unlink()
     return 0 if server.started else 1
+
+
+def _front(args: argparse.Namespace, ctx: AppContext, sock: socket.socket, api_socket: Path,
+           workers: int, scheme: str) -> FrontGroup:
+    from ecolink.front.proxy import FrontConfig
+    from ecolink.front.server import FrontGroup, connection_cap
+
+    cfg = FrontConfig(head_timeout=args.head_timeout,
+                      max_connections=connection_cap(workers, args.max_connections),
+                      max_per_address=args.max_connections_per_address,
+                      scheme=scheme, policy=args.load_balancing,
+                      public_url=ctx.public_url or "",
+                      service_domain=ctx.service_domain,
+                      max_websockets_per_account=ctx.max_websockets_per_account)
+    return FrontGroup(ctx, host=args.host, sock=sock, api_socket=str(api_socket),
+                      workers=workers, cfg=cfg, tls_cert=args.tls_cert, tls_key=args.tls_key)
+
+
+async def _run(server: uvicorn.Server, front: FrontGroup, api_sock: socket.socket,
+               args: argparse.Namespace, url: str, state_dir: Path) -> None:
+    """The API server on its unix socket; once it is up, the front, server.json and
+    the log's rotation; the front stops accepting as soon as a stop is asked."""
+    task = asyncio.create_task(server.serve(sockets=[api_sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    if server.started:
+        await front.start()
+
+        async def stop_accepting() -> None:
+            while not server.should_exit:
+                await asyncio.sleep(0.05)
+            front.stop_accepting()
+
+        watcher = asyncio.create_task(stop_accepting())
+        if args.log_file:
+            from ecolink.front.logfile import keep_bounded
+
+            rotation = asyncio.create_task(keep_bounded(Path(args.log_file),
+                                                        args.log_max_bytes))
+        _write_server_json(state_dir / "server.json",
+                           {"url": url, "pid": os.getpid(), "version": __version__,
+                            "runtime": args.runtime})
+        print(f"ecolink {__version__} serving on {url} (state dir {state_dir})",
+              file=sys.stderr, flush=True)
+    try:
+        await task
+    finally:
+        if server.started:
+            watcher.cancel()
+            if args.log_file:
+                rotation.cancel()
+            await front.stop()
 
 
 def _alive(pid: int) -> bool:

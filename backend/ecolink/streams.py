@@ -21,6 +21,7 @@ from ecolink.runtime.base import (
     ExecStream,
     HostPort,
     ReplicaNotFound,
+    ReplicaState,
     Runtime,
     RuntimeUnavailable,
 )
@@ -100,23 +101,36 @@ class ClusterStreams:
         if cluster.status == "terminated" or cluster.endpoint_port is None:
             raise NotFound("the cluster has no service endpoint")
         try:
-            ready = [r for r in self.runtime.replicas(cluster.id) if r.ready]
+            ready = self.ready_replicas(cluster.id)
         except RuntimeUnavailable as exc:
             raise RuntimeUnavailableError(f"the runtime cannot be reached: {exc}") from None
         if not ready:
             raise RuntimeUnavailableError("no ready replica behind the service URL")
-        ready.sort(key=lambda r: r.index)
         start = self._next_turn(cluster.id) % len(ready)
-        out = []
-        for r in ready[start:] + ready[:start]:
-            try:
-                out.append(await self.runtime.service_target(cluster.id, r.name,
-                                                              cluster.endpoint_port))
-            except (ReplicaNotFound, RuntimeUnavailable):
-                continue
+        found = await self.replica_targets(cluster.id, ready[start:] + ready[:start],
+                                           cluster.endpoint_port)
+        out = [target for _, target in found]
         if not out:
             raise RuntimeUnavailableError("no ready replica behind the service URL")
         return ServiceTargets(cluster.id, out)
+
+    def ready_replicas(self, cluster_id: str) -> list[ReplicaState]:
+        """The cluster's ready replicas in index order (RuntimeUnavailable when the
+        runtime cannot be reached)."""
+        return sorted((r for r in self.runtime.replicas(cluster_id) if r.ready),
+                      key=lambda r: r.index)
+
+    async def replica_targets(self, cluster_id: str, replicas: Sequence[ReplicaState],
+                              port: int) -> list[tuple[str, HostPort]]:
+        """(replica name, address that reaches `port` of it), in the order given;
+        replicas the runtime cannot reach now are left out."""
+        out = []
+        for r in replicas:
+            try:
+                out.append((r.name, await self.runtime.service_target(cluster_id, r.name, port)))
+            except (ReplicaNotFound, RuntimeUnavailable):
+                continue
+        return out
 
     def _next_turn(self, cluster_id: str) -> int:
         turn = self._turns.get(cluster_id)

@@ -9,10 +9,10 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from support.inprocess import inprocess_api
 
 from ecolink.store import to_us
 from ecolink.wiring import ServeConfig, SetupError, build_context
+from support.inprocess import inprocess_api
 
 
 async def test_credentials_are_checked_and_the_account_is_answered(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.routing import APIRoute
+
 from support.inprocess import inprocess_api
 
 # api.md's routes that this backend serves itself, with the refusals each may give.

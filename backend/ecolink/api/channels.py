@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.websockets import WebSocket
 
+from ecolink.api.ws import receive_data
 from ecolink.errors import InvalidField
 from ecolink.runtime.base import CLOSE, RESIZE, STATUS, STDIN, ExecResult
 
@@ -55,16 +56,7 @@ async def pump_input(
     close_stdin: Callable[[], Awaitable[None]],
 ) -> None:
     """Client frames to the process until the client goes away."""
-    while True:
-        msg = await ws.receive()
-        if msg["type"] == "websocket.disconnect":
-            return
-        data = msg.get("bytes")
-        if data is None:
-            text = msg.get("text")
-            if text is None:
-                continue
-            data = text.encode()
+    while (data := await receive_data(ws)) is not None:
         if not data:
             continue
         channel, payload = data[0], data[1:]

@@ -31,7 +31,7 @@ from starlette.websockets import WebSocket
 from ecolink.api.context import AppContext
 from ecolink.api.deps import OwnedCluster
 from ecolink.api.errors import error_response, refusals
-from ecolink.api.ws import before_upgrade, close_quietly
+from ecolink.api.ws import before_upgrade, close_quietly, receive_data
 from ecolink.errors import Conflict, InvalidField, RuntimeUnavailableError
 from ecolink.runtime.base import PortNotListening
 from ecolink.store import Account
@@ -114,16 +114,7 @@ async def relay(ws: WebSocket, reader: asyncio.StreamReader,
             await close_quietly(ws, 1000, "closed by the replica")
 
     async def downstream() -> None:
-        while True:
-            msg = await ws.receive()
-            if msg["type"] == "websocket.disconnect":
-                return
-            data = msg.get("bytes")
-            if data is None:
-                text = msg.get("text")
-                data = text.encode() if text else None
-            if data is None:
-                continue
+        while (data := await receive_data(ws)) is not None:
             if not data:  # the client's end of input
                 if writer.can_write_eof():
                     writer.write_eof()

@@ -72,3 +72,18 @@ async def close_quietly(ws: WebSocket, code: int = 1000, reason: str = "") -> No
     if ws.application_state != WebSocketState.DISCONNECTED:
         with contextlib.suppress(Exception):
             await ws.close(code=code, reason=reason)
+
+
+async def receive_data(ws: WebSocket) -> bytes | None:
+    """The next message's payload (text as UTF-8; an empty text message carries
+    nothing and is skipped); None once the client is gone."""
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return None
+        data: bytes | None = msg.get("bytes")
+        if data is not None:
+            return data
+        text: str | None = msg.get("text")
+        if text:
+            return text.encode()
