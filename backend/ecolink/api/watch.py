@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -83,8 +84,10 @@ class WatchHub:
             return
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="watch-flush"),
-            asyncio.create_task(self._summaries_loop(), name="watch-summaries"),
-            asyncio.create_task(self._replicas_loop(), name="watch-replicas"),
+            asyncio.create_task(self._every(self.summary_interval_s, self.summaries_round,
+                                            "summaries"), name="watch-summaries"),
+            asyncio.create_task(self._every(self.replicas_interval_s, self.replicas_round,
+                                            "replicas"), name="watch-replicas"),
         ]
 
     async def stop(self) -> None:
@@ -263,21 +266,13 @@ class WatchHub:
             except Exception:
                 log.exception("watch flush failed")
 
-    async def _summaries_loop(self) -> None:
+    async def _every(self, interval_s: float, round_: Callable[[], None], what: str) -> None:
         while True:
-            await asyncio.sleep(self.summary_interval_s)
+            await asyncio.sleep(interval_s)
             try:
-                self.summaries_round()
+                round_()
             except Exception:
-                log.exception("watch summaries failed")
-
-    async def _replicas_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.replicas_interval_s)
-            try:
-                self.replicas_round()
-            except Exception:
-                log.exception("watch replicas failed")
+                log.exception("watch %s failed", what)
 
 
 async def _sender(ws: WebSocket, client: WatchClient) -> None:
