@@ -18,9 +18,21 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ecolink import __version__
+from ecolink.cli_common import CliError, now_us, table
+from ecolink.cli_sessions import cmd_sessions
+from ecolink.runtime.local.users import single_account_note
+from ecolink.state_dir import local_single_account, open_store, state_dir_from
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from ecolink.api.context import AppContext
+    from ecolink.front.server import FrontGroup
+    from ecolink.store import Account, Store
+    from ecolink.wiring import ServeConfig
 
 DEFAULT_PORT = 8765
 ACCOUNT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -28,41 +40,6 @@ FS_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_CREDIT_MICROS = 10**9 * 10**6  # one billion dollars per entry keeps sums far from overflow
 
 log = logging.getLogger("ecolink")
-
-
-class CliError(Exception):
-    pass
-
-
-# --------------------------------------------------------------------------- state dir
-
-
-def state_dir_from(arg: str | None) -> Path:
-    if arg:
-        d = Path(arg).expanduser()
-    elif os.environ.get("ECOLINK_STATE_DIR"):
-        d = Path(os.environ["ECOLINK_STATE_DIR"]).expanduser()
-    else:
-        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-        d = Path(base) / "ecolink"
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(OSError):
-        os.chmod(d, 0o700)
-    return d
-
-
-def _open_store(state_dir: Path, busy_timeout_s: float | None = None) -> Any:
-    from ecolink.store import BUSY_TIMEOUT_MS, Store
-
-    timeout_ms = BUSY_TIMEOUT_MS if busy_timeout_s is None else int(busy_timeout_s * 1000)
-    return Store(state_dir / "ecolink.db", busy_timeout_ms=timeout_ms)
-
-
-def _now_us() -> int:
-    from ecocore.clock import SystemClock
-    from ecolink.store import to_us
-
-    return to_us(SystemClock().now())
 
 
 # --------------------------------------------------------------------------- serve
@@ -90,123 +67,77 @@ def _write_server_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    """The checked flags of `ecolink serve` (CliError when they do not go together)."""
+    from ecolink.api.edge_rules import normalize_suffix
+    from ecolink.wiring import ServeConfig
 
-    from ecocore.clock import SystemClock
-    from ecolink.api.app import create_app
-    from ecolink.api.context import AppContext
-    from ecolink.api.edge_rules import MAX_FRAME
-    from ecolink.catalog import CatalogError, load_catalog
-    from ecolink.clock import SteadyClock
-    from ecolink.service import ClusterService
-
-    host: str = args.host
     tls = bool(args.tls_cert or args.tls_key)
     if tls and not (args.tls_cert and args.tls_key):
         raise CliError("--tls-cert and --tls-key go together")
-    if not is_loopback(host) and not tls and not args.insecure_http:
+    if not is_loopback(args.host) and not tls and not args.insecure_http:
         raise CliError(
-            f"refusing to serve plain HTTP on {host}, which is not a loopback address: "
+            f"refusing to serve plain HTTP on {args.host}, which is not a loopback address: "
             "give --tls-cert and --tls-key, or --insecure-http if something in front "
             "terminates TLS"
         )
     service_domain = None
     if args.service_domain:
-        from ecolink.api.edge_rules import normalize_suffix
-
         try:
             service_domain = normalize_suffix(args.service_domain)
         except ValueError as exc:
             raise CliError(f"--service-domain: {exc}") from None
-    state_dir = state_dir_from(args.state_dir)
+    return ServeConfig(
+        state_dir=state_dir_from(args.state_dir), runtime=args.runtime,
+        namespace=args.namespace, kube_context=args.context, catalog_path=args.catalog,
+        public_url=args.public_url, tls=tls, service_domain=service_domain,
+        max_websockets_per_account=args.max_websockets_per_account,
+        db_busy_timeout_s=args.db_busy_timeout, replica_disk_quota_mib=args.replica_disk_quota,
+        replica_disk_check_s=args.replica_disk_check, max_clock_step_s=args.max_clock_step,
+        termination_grace_s=args.termination_grace_seconds,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ecolink.wiring import SetupError, build_context
+
+    config = serve_config(args)
+    state_dir = config.state_dir
     lock_file = open(state_dir / "serve.lock", "a+")  # noqa: SIM115 - held while serving
     try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise CliError(f"another ecolink serve is running on {state_dir}") from None
-
-    try:
-        catalog = load_catalog(args.catalog)
-    except CatalogError as exc:
-        raise CliError(str(exc)) from exc
-    # Steps of the wall clock are checked against a clock that never steps.
-    clock = SteadyClock(SystemClock(), max_step_s=args.max_clock_step)
-    store = _open_store(state_dir, busy_timeout_s=args.db_busy_timeout)
-    telemetry: Any = None
-    with contextlib.suppress(OSError):
-        (state_dir / RUNTIME_FILE).write_text(args.runtime + "\n")
-    if args.runtime == "local":
-        from ecolink.runtime.local import LocalRuntime
-
-        if _local_single_account(state_dir):
-            names = [a.name for a in store.accounts()]
-            if len(names) > 1:
-                store.close()
-                raise CliError(
-                    f"{_single_account_reason()}, and this state directory has "
-                    f"{len(names)} accounts ({', '.join(names)}): run the backend as root, "
-                    "or give each account a state directory of its own")
-            print(f"ecolink: {_single_account_reason()}", file=sys.stderr, flush=True)
-            log.warning("%s", _single_account_reason())
-        quota = (None if args.replica_disk_quota is None
-                 else int(args.replica_disk_quota * 1024 * 1024))
-        runtime: Any = LocalRuntime(state_dir, clock, disk_quota_bytes=quota,
-                                    disk_check_interval_s=args.replica_disk_check,
-                                    termination_grace_s=args.termination_grace_seconds)
-    else:
-        from ecolink.runtime.base import RuntimeUnavailable
-        from ecolink.runtime.kubernetes import create_kubernetes_runtime
-
         try:
-            runtime = create_kubernetes_runtime(
-                args.namespace, args.context, clock,
-                termination_grace_s=args.termination_grace_seconds)
-        except RuntimeUnavailable as exc:
-            store.close()
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise CliError(f"another ecolink serve is running on {state_dir}") from None
+        try:
+            ctx = build_context(config)
+        except SetupError as exc:
             raise CliError(str(exc)) from exc
+        try:
+            return _serve(args, ctx)
+        finally:
+            ctx.store.close()
+    finally:
+        lock_file.close()
 
-    try:
-        from ecolink.telemetry import TelemetryHub
 
-        telemetry = TelemetryHub(runtime, clock)
-    except ImportError:
-        telemetry = None
-    service = ClusterService(store, runtime, catalog, clock,
-                             tracker=telemetry)
-    sessions: Any = None
-    try:
-        from ecolink.sessions import SessionManager
-
-        sessions = SessionManager(runtime, clock, store=store, state_dir=state_dir)
-    except ImportError:
-        sessions = None
-
-    from ecolink.front.proxy import FrontConfig
-    from ecolink.front.server import FrontGroup, bind_socket, connection_cap
-
-    workers = args.workers or os.cpu_count() or 1
-    sock = bind_socket(host, args.port, reuse_port=workers > 1)
-    port = sock.getsockname()[1]
-    api_socket = str(state_dir / "api.sock")
+def _listen_unix(path: Path) -> socket.socket:
+    """The API app's private socket: only this user (the front) reaches it."""
     with contextlib.suppress(OSError):
-        os.unlink(api_socket)
-    api_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    api_sock.bind(api_socket)
-    os.chmod(api_socket, 0o600)
-    api_sock.listen(4096)
-    scheme = "https" if tls else "http"
-    url = f"{scheme}://{_url_host(host)}:{port}"
-    ctx = AppContext(
-        service=service, store=store, runtime=runtime, clock=clock, state_dir=state_dir,
-        catalog=catalog, telemetry=telemetry, sessions=sessions,
-        public_url=(args.public_url or url).rstrip("/"), tls=tls,
-        stop_replicas_on_shutdown=(args.runtime == "local"),
-        service_domain=service_domain,
-        max_websockets_per_account=args.max_websockets_per_account,
-    )
-    app = create_app(ctx)
-    config = uvicorn.Config(
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    os.chmod(path, 0o600)
+    sock.listen(4096)
+    return sock
+
+
+def _uvicorn_config(app: Any, args: argparse.Namespace) -> uvicorn.Config:
+    import uvicorn
+
+    from ecolink.api.edge_rules import MAX_FRAME
+
+    return uvicorn.Config(
         app,
         log_level=args.log_level,
         lifespan="on",
@@ -221,52 +152,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # buffered; each route's own, smaller limit is the auth middleware's.
         ws_max_size=MAX_FRAME,
     )
-    front = FrontGroup(ctx, host=host, sock=sock, api_socket=api_socket, workers=workers,
-                       cfg=FrontConfig(head_timeout=args.head_timeout,
-                                       max_connections=connection_cap(
-                                           workers, args.max_connections),
-                                       max_per_address=args.max_connections_per_address,
-                                       scheme=scheme, policy=args.load_balancing,
-                                       public_url=ctx.public_url or "",
-                                       service_domain=service_domain,
-                                       max_websockets_per_account=(
-                                           args.max_websockets_per_account)),
-                       tls_cert=args.tls_cert, tls_key=args.tls_key)
+
+
+def _serve(args: argparse.Namespace, ctx: AppContext) -> int:
+    """Bind the public and the private socket, then run the API server and the front
+    until a signal asks them to stop."""
+    import uvicorn
+    import uvloop
+
+    from ecolink.api.app import create_app
+    from ecolink.front.server import bind_socket
+
+    workers = args.workers or os.cpu_count() or 1
+    sock = bind_socket(args.host, args.port, reuse_port=workers > 1)
+    api_socket = ctx.state_dir / "api.sock"
+    api_sock = _listen_unix(api_socket)
+    scheme = "https" if ctx.tls else "http"
+    url = f"{scheme}://{_url_host(args.host)}:{sock.getsockname()[1]}"
+    # The served address is known only now that the socket is bound.
+    ctx.public_url = (args.public_url or url).rstrip("/")
+    config = _uvicorn_config(create_app(ctx), args)
+    front = _front(args, ctx, sock, api_socket, workers, scheme)
     redact_logs()  # after uvicorn.Config: it sets up its handlers
     server = uvicorn.Server(config)
-    server_json = state_dir / "server.json"
+    server_json = ctx.state_dir / "server.json"
     pid = os.getpid()
-
-    async def run() -> None:
-        task = asyncio.create_task(server.serve(sockets=[api_sock]))
-        while not server.started and not task.done():
-            await asyncio.sleep(0.02)
-        if server.started:
-            await front.start()
-
-            async def stop_accepting() -> None:
-                while not server.should_exit:
-                    await asyncio.sleep(0.05)
-                front.stop_accepting()
-
-            watcher = asyncio.create_task(stop_accepting())
-            if args.log_file:
-                from ecolink.front.logfile import keep_bounded
-
-                rotation = asyncio.create_task(keep_bounded(Path(args.log_file),
-                                                            args.log_max_bytes))
-            _write_server_json(server_json, {"url": url, "pid": pid, "version": __version__,
-                                             "runtime": args.runtime})
-            print(f"ecolink {__version__} serving on {url} (state dir {state_dir})",
-                  file=sys.stderr, flush=True)
-        try:
-            await task
-        finally:
-            if server.started:
-                watcher.cancel()
-                if args.log_file:
-                    rotation.cancel()
-                await front.stop()
 
     # uvicorn handles SIGTERM/SIGINT while it serves (graceful shutdown), then re-raises
     # the signal with the handler that was there before. Ours asks for that same
@@ -278,18 +188,66 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     try:
-        import uvloop
-
-        uvloop.run(run())
+        uvloop.run(_run(server, front, api_sock, args, url, ctx.state_dir))
     finally:
         with contextlib.suppress(OSError):
             os.unlink(api_socket)
         with contextlib.suppress(OSError, ValueError):
             if json.loads(server_json.read_text()).get("pid") == pid:
                 server_json.unlink()
-        store.close()
-        lock_file.close()
     return 0 if server.started else 1
+
+
+def _front(args: argparse.Namespace, ctx: AppContext, sock: socket.socket, api_socket: Path,
+           workers: int, scheme: str) -> FrontGroup:
+    from ecolink.front.proxy import FrontConfig
+    from ecolink.front.server import FrontGroup, connection_cap
+
+    cfg = FrontConfig(head_timeout=args.head_timeout,
+                      max_connections=connection_cap(workers, args.max_connections),
+                      max_per_address=args.max_connections_per_address,
+                      scheme=scheme, policy=args.load_balancing,
+                      public_url=ctx.public_url or "",
+                      service_domain=ctx.service_domain,
+                      max_websockets_per_account=ctx.max_websockets_per_account)
+    return FrontGroup(ctx, host=args.host, sock=sock, api_socket=str(api_socket),
+                      workers=workers, cfg=cfg, tls_cert=args.tls_cert, tls_key=args.tls_key)
+
+
+async def _run(server: uvicorn.Server, front: FrontGroup, api_sock: socket.socket,
+               args: argparse.Namespace, url: str, state_dir: Path) -> None:
+    """The API server on its unix socket; once it is up, the front, server.json and
+    the log's rotation; the front stops accepting as soon as a stop is asked."""
+    task = asyncio.create_task(server.serve(sockets=[api_sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    if server.started:
+        await front.start()
+
+        async def stop_accepting() -> None:
+            while not server.should_exit:
+                await asyncio.sleep(0.05)
+            front.stop_accepting()
+
+        watcher = asyncio.create_task(stop_accepting())
+        if args.log_file:
+            from ecolink.front.logfile import keep_bounded
+
+            rotation = asyncio.create_task(keep_bounded(Path(args.log_file),
+                                                        args.log_max_bytes))
+        _write_server_json(state_dir / "server.json",
+                           {"url": url, "pid": os.getpid(), "version": __version__,
+                            "runtime": args.runtime})
+        print(f"ecolink {__version__} serving on {url} (state dir {state_dir})",
+              file=sys.stderr, flush=True)
+    try:
+        await task
+    finally:
+        if server.started:
+            watcher.cancel()
+            if args.log_file:
+                rotation.cancel()
+            await front.stop()
 
 
 def _alive(pid: int) -> bool:
@@ -373,7 +331,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- admin
 
 
-def _credit(store: Any, account_id: str, micros: int, memo: str) -> None:
+def _credit(store: Store, account_id: str, micros: int, memo: str) -> None:
     from ecocore.money import format_usd
 
     if micros == 0:
@@ -385,7 +343,12 @@ def _credit(store: Any, account_id: str, micros: int, memo: str) -> None:
         raise CliError(
             f"a debit of ${format_usd(-micros)} would leave the account below zero "
             f"(available ${format_usd(acct.available)})")
-    store.post(account_id, None, "credit", micros, memo, _now_us())
+    store.post(account_id, None, "credit", micros, memo, now_us())
+
+
+def _reread(store: Store, acct: Account) -> Account:
+    """The account as it is now (its balance after what was just written)."""
+    return store.account(acct.id) or acct
 
 
 def _parse_usd(text: str) -> int:
@@ -397,32 +360,11 @@ def _parse_usd(text: str) -> int:
         raise CliError(f"{text!r} is not a dollar amount ({exc})") from exc
 
 
-RUNTIME_FILE = "runtime"  # which runtime the state dir's backend serves with
-
-
-def _local_single_account(state_dir: Path) -> bool:
-    """Whether this state dir's backend runs local replicas as its own user (it
-    cannot change uids), so that it may serve one account only."""
-    from ecolink.runtime.local.users import replica_uids_wanted
-
-    try:
-        runtime = (state_dir / RUNTIME_FILE).read_text().strip()
-    except OSError:
-        runtime = "local"  # the default of `serve`
-    return runtime == "local" and not replica_uids_wanted()
-
-
-def _single_account_reason() -> str:
-    from ecolink.runtime.local.users import single_account_note
-
-    return single_account_note()
-
-
 def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
     from ecocore.money import format_usd
     from ecolink.store import StoreError
 
-    store = _open_store(state_dir_from(args.state_dir))
+    store = open_store(state_dir_from(args.state_dir))
     try:
         if args.accounts_cmd == "create":
             if not ACCOUNT_NAME_RE.match(args.name):
@@ -432,29 +374,29 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
                 raise CliError("the starting credit cannot be negative")
             with store.tx():
                 existing = store.accounts()
-                if existing and _local_single_account(state_dir_from(args.state_dir)):
+                if existing and local_single_account(state_dir_from(args.state_dir)):
                     raise CliError(
-                        f"refusing a second account: {_single_account_reason()}, and "
+                        f"refusing a second account: {single_account_note()}, and "
                         f"account {existing[0].name!r} exists. Run the backend as root "
                         "(each account's replicas then run under their own uid), or use "
                         "another state directory for this account")
                 try:
-                    acct = store.create_account(args.name, _now_us())
+                    acct = store.create_account(args.name, now_us())
                 except StoreError as exc:
                     raise CliError(str(exc)) from exc
                 if micros:
                     _credit(store, acct.id, micros, "initial credit")
-            acct = store.account(acct.id)
+            acct = _reread(store, acct)
             print(f"created account {acct.name} ({acct.id}) with balance "
                   f"${format_usd(acct.balance)}", file=out)
         elif args.accounts_cmd == "credit":
             micros = _parse_usd(args.amount)
             with store.tx():
-                acct = store.account_by_name(args.name)
-                if acct is None:
+                found = store.account_by_name(args.name)
+                if found is None:
                     raise CliError(f"no account named {args.name!r}")
-                _credit(store, acct.id, micros, args.memo or "credit")
-            acct = store.account(acct.id)
+                _credit(store, found.id, micros, args.memo or "credit")
+            acct = _reread(store, found)
             print(f"account {acct.name}: balance ${format_usd(acct.balance)}, "
                   f"available ${format_usd(acct.available)}", file=out)
         else:
@@ -462,7 +404,7 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
             for a in store.accounts():
                 rows.append((a.name, a.id, format_usd(a.balance), format_usd(a.held),
                              format_usd(a.available)))
-            _table(rows, out)
+            table(rows, out)
     finally:
         store.close()
     return 0
@@ -471,14 +413,14 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
     from ecolink.store import rfc3339
 
-    store = _open_store(state_dir_from(args.state_dir))
+    store = open_store(state_dir_from(args.state_dir))
     try:
         if args.keys_cmd == "create":
             with store.tx():
                 acct = store.account_by_name(args.account)
                 if acct is None:
                     raise CliError(f"no account named {args.account!r}")
-                key = store.create_api_key(acct.id, _now_us())
+                key = store.create_api_key(acct.id, now_us())
             # The key is shown this once (only its hash is kept), as the last word.
             print(f"created an API key for account {acct.name}; store it now, it is not "
                   f"shown again: {key}", file=out)
@@ -487,7 +429,7 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
             for k in store.api_keys():
                 status = f"revoked {rfc3339(k.revoked_at)[:19]}Z" if k.revoked_at else "active"
                 rows.append((k.prefix, k.account_name, rfc3339(k.created_at)[:19] + "Z", status))
-            _table(rows, out)
+            table(rows, out)
         else:
             prefix = args.prefix.strip()
             if len(prefix) < 5:
@@ -499,7 +441,7 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
             if len(active) > 1:
                 raise CliError(f"{prefix!r} matches {len(active)} keys; give more characters")
             with store.tx():
-                store.revoke_api_keys(active[0].prefix, _now_us())
+                store.revoke_api_keys(active[0].prefix, now_us())
             print(f"revoked key {active[0].prefix} of account {active[0].account_name}",
                   file=out)
     finally:
@@ -523,14 +465,8 @@ def cmd_filesystems(args: argparse.Namespace, out: TextIO) -> int:
         rows = [("NAME", "DESCRIPTION")]
         for fs in scan_filesystems(state_dir):
             rows.append((fs["name"], fs["description"]))
-        _table(rows, out)
+        table(rows, out)
     return 0
-
-
-def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip(), file=out)
 
 
 # --------------------------------------------------------------------------- parser
@@ -669,8 +605,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "filesystems":
             return cmd_filesystems(args, sys.stdout)
         if args.cmd == "sessions":
-            from ecolink.cli_sessions import cmd_sessions
-
             return cmd_sessions(args, sys.stdout)
     except CliError as exc:
         print(f"ecolink: {exc}", file=sys.stderr)

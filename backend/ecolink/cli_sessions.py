@@ -8,7 +8,8 @@ import argparse
 import re
 from typing import TextIO
 
-from ecolink.cli import CliError, _now_us, _open_store, _table, state_dir_from
+from ecolink.cli_common import CliError, now_us, table
+from ecolink.state_dir import open_store, state_dir_from
 
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 
@@ -16,7 +17,7 @@ _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     from ecolink.store import rfc3339
 
-    store = _open_store(state_dir_from(args.state_dir))
+    store = open_store(state_dir_from(args.state_dir))
     try:
         account_id = None
         if args.account is not None:
@@ -26,12 +27,12 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
             account_id = acct.id
         if args.sessions_cmd == "list":
             rows: list[tuple[str, ...]] = [("ID", "ACCOUNT", "KEY", "CREATED", "EXPIRES")]
-            for s in store.console_sessions(_now_us()):
+            for s in store.console_sessions(now_us()):
                 if account_id is not None and s.account_id != account_id:
                     continue
                 rows.append((s.id, s.account_name, s.key_prefix,
                              rfc3339(s.created_at)[:19] + "Z", rfc3339(s.expires_at)[:19] + "Z"))
-            _table(rows, out)
+            table(rows, out)
             return 0
         ident = args.id.strip().lower() if args.id else None
         if ident is None and account_id is None and args.key is None:
@@ -48,7 +49,7 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
                 raise CliError(f"{prefix!r} names no single key; give more characters")
             key_prefix = keys[0].prefix
         if ident is not None:
-            live = [s for s in store.console_sessions(_now_us()) if s.id.startswith(ident[:12])]
+            live = [s for s in store.console_sessions(now_us()) if s.id.startswith(ident[:12])]
             if len(live) > 1:
                 raise CliError(f"{ident!r} matches {len(live)} sessions; give more characters")
         with store.tx():

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from ecocore.clock import SystemClock
-from ecolink.api.app import create_app
-from ecolink.api.context import AppContext
-from ecolink.catalog import load_catalog
+from support.inprocess import inprocess_api
 
 # api.md's routes that this backend serves itself, with the refusals each may give.
 EXPECTED: dict[tuple[str, str], set[int]] = {
@@ -55,16 +51,16 @@ def doc(shared_ecolink_server: Any) -> dict[str, Any]:
     return data
 
 
-def test_every_route_of_the_app_is_documented(tmp_path: Path) -> None:
-    ctx = AppContext(service=SimpleNamespace(observers=[]), store=None,  # type: ignore[arg-type]
-                     runtime=None, clock=SystemClock(),  # type: ignore[arg-type]
-                     state_dir=tmp_path, catalog=load_catalog())
-    app = create_app(ctx)
-    doc = app.openapi()
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route.include_in_schema:
-            for method in route.methods - {"HEAD"}:
-                assert method.lower() in doc["paths"][route.path], (method, route.path)
+async def test_every_route_of_the_app_is_documented(tmp_path: Path) -> None:
+    # The app as `ecolink serve` builds it, in this process.
+    async with inprocess_api(tmp_path) as api:
+        r = await api.client.get("/openapi.json")
+        assert r.status_code == 200
+        doc = r.json()
+        for route in api.app.routes:
+            if isinstance(route, APIRoute) and route.include_in_schema:
+                for method in route.methods - {"HEAD"}:
+                    assert method.lower() in doc["paths"][route.path], (method, route.path)
 
 
 def test_every_api_md_route_is_described_with_its_refusals(doc: dict[str, Any]) -> None:

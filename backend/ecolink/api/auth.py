@@ -217,7 +217,7 @@ class AuthMiddleware:
                     "forbidden_origin",
                     f"a console session opens WebSockets from {allowed[0] if allowed else 'this origin'} only"))
                 return
-        counts: dict[str, int] = ctx.extra.setdefault("websockets_open", {})
+        counts = ctx.websockets_open
         acct_id = found.account.id
         cap = ctx.max_websockets_per_account
         if counts.get(acct_id, 0) >= cap:

@@ -9,20 +9,16 @@ number 0..1000000), so whatever the document calls invalid is refused with 422.
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ecolink.api.common import account_of
-from ecolink.api.context import get_ctx
+from ecolink.api.deps import Ctx, OwnedCluster
 from ecolink.api.errors import refusals
 from ecolink.errors import InvalidField
-from ecolink.runtime.base import ReplicaNotFound
 
 router = APIRouter(tags=["replicas"])
 
@@ -74,30 +70,14 @@ def _tail(request: Request) -> int | None:
     openapi_extra={"parameters": LOGS_PARAMS},
     summary="A replica's output (tail, follow, previous run)",
 )
-async def replica_logs(request: Request, id: str, replica: str) -> Response:
-    acct = account_of(request)
-    ctx = get_ctx(request)
-    cluster = ctx.service.get_cluster(acct.id, id)
+async def replica_logs(request: Request, ctx: Ctx, cluster: OwnedCluster,
+                       replica: str) -> Response:
     tail = _tail(request)
     follow = _flag(request, "follow")
     previous = _flag(request, "previous")
-    # An unknown replica is a 404 before anything is sent (a runtime whose logs()
-    # only fails once iterated must not turn that into a broken 200).
-    if replica not in {r.name for r in ctx.runtime.replicas(cluster.id)}:
-        raise ReplicaNotFound(replica)
-    source = ctx.runtime.logs(cluster.id, replica, tail=tail, follow=follow, previous=previous)
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in source:
-                yield chunk
-        finally:
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-
+    body = ctx.streams.replica_logs(cluster, replica, tail=tail, follow=follow,
+                                    previous=previous)
     headers = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
     if follow:
         headers["x-accel-buffering"] = "no"
-    return StreamingResponse(body(), media_type="text/plain; charset=utf-8", headers=headers)
+    return StreamingResponse(body, media_type="text/plain; charset=utf-8", headers=headers)

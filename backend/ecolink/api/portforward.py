@@ -28,20 +28,21 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from ecolink.api.auth import require_ws_account
-from ecolink.api.context import get_ctx
+from ecolink.api.context import AppContext
+from ecolink.api.deps import OwnedCluster
 from ecolink.api.errors import error_response, refusals
-from ecolink.api.exec import close_quietly, deny, deny_error
-from ecolink.errors import InvalidField, Unauthenticated
-from ecolink.runtime.base import PortNotListening
+from ecolink.api.ws import before_upgrade, close_quietly, receive_data
+from ecolink.errors import Conflict, InvalidField
+from ecolink.runtime.base import PortNotListening, RuntimeUnavailable
+from ecolink.store import Account
+from ecolink.streams import FORWARD_CHUNK as CHUNK
+from ecolink.streams import Forward
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["exec"])
 
 PATH = "/gpu-clusters/{id}/replicas/{replica}/portforward"
-CHUNK = 64 * 1024
-CONNECT_TIMEOUT_S = 10.0
 # Close code when the replica refused the connection after the upgrade (the
 # kubernetes runtime cannot tell before): nothing listens on the port.
 CLOSE_REFUSED = 4409
@@ -60,51 +61,36 @@ def _port(ws: HTTPConnection) -> int:
     return port
 
 
-def _conflict(message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": "conflict", "message": message, "field": "port"}}
-
-
 @router.websocket(PATH)
 async def portforward_ws(websocket: WebSocket, id: str, replica: str) -> None:
-    try:
-        acct = await require_ws_account(websocket)
-    except Unauthenticated:
-        return
-    ctx = get_ctx(websocket)
-    try:
-        cluster = ctx.service.get_cluster(acct.id, id)
+    async def prepare(ctx: AppContext, account: Account) -> tuple[Forward, int]:
+        cluster = ctx.streams.cluster(account.id, id)
         port = _port(websocket)
-        target = await ctx.runtime.forward_target(cluster.id, replica, port)
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(target.host, target.port, limit=CHUNK), CONNECT_TIMEOUT_S)
-    except PortNotListening as exc:
-        await deny(websocket, 409, _conflict(str(exc)))
+        try:
+            return await ctx.streams.open_forward(cluster, replica, port), port
+        except PortNotListening as exc:
+            raise Conflict(str(exc), "port") from None
+        except ConnectionRefusedError:
+            raise Conflict(f"nothing in {replica} listens on port {port}", "port") from None
+        except (TimeoutError, OSError) as exc:
+            raise RuntimeUnavailable(
+                f"{replica} port {port} cannot be reached: {exc or 'timed out'}") from None
+
+    opened = await before_upgrade(websocket, prepare)
+    if opened is None:
         return
-    except ConnectionRefusedError:
-        await deny(websocket, 409, _conflict(f"nothing in {replica} listens on port {port}"))
-        return
-    except (TimeoutError, OSError) as exc:
-        await deny(websocket, 503, {"error": {
-            "code": "runtime_unavailable",
-            "message": f"{replica} port {port} cannot be reached: {exc or 'timed out'}"}})
-        return
-    except Exception as exc:
-        await deny_error(websocket, exc)
-        return
+    forward, port = opened
     await websocket.accept()
-    sockname = writer.get_extra_info("sockname")
 
     def refusal() -> str | None:
         # The kubernetes runtime learns only after the upgrade that nothing listens.
-        if not isinstance(sockname, tuple):
-            return None
-        detail = ctx.runtime.forward_refusal((str(sockname[0]), int(sockname[1])))
+        detail = forward.refused()
         if detail is None:
             return None
         log.info("port-forward to %s port %s refused: %s", replica, port, detail)
         return f"nothing in {replica} listens on port {port}"
 
-    await relay(websocket, reader, writer, refusal)
+    await relay(websocket, forward.reader, forward.writer, refusal)
 
 
 async def relay(ws: WebSocket, reader: asyncio.StreamReader,
@@ -128,16 +114,7 @@ async def relay(ws: WebSocket, reader: asyncio.StreamReader,
             await close_quietly(ws, 1000, "closed by the replica")
 
     async def downstream() -> None:
-        while True:
-            msg = await ws.receive()
-            if msg["type"] == "websocket.disconnect":
-                return
-            data = msg.get("bytes")
-            if data is None:
-                text = msg.get("text")
-                data = text.encode() if text else None
-            if data is None:
-                continue
+        while (data := await receive_data(ws)) is not None:
             if not data:  # the client's end of input
                 if writer.can_write_eof():
                     writer.write_eof()
@@ -188,10 +165,9 @@ async def relay(ws: WebSocket, reader: asyncio.StreamReader,
             openapi_extra={"parameters": [{
                 "name": "port", "in": "query", "required": True,
                 "schema": {"type": "integer", "minimum": 1, "maximum": 65535}}]})
-async def portforward_doc(request: Request, id: str, replica: str) -> Response:
-    # As for the upgrade: another account's cluster is 404 before anything about the
-    # port is said.
-    get_ctx(request).service.get_cluster(request.state.account.id, id)
+async def portforward_doc(request: Request, cluster: OwnedCluster, replica: str) -> Response:
+    # As for the upgrade: another account's cluster is 404 (OwnedCluster) before
+    # anything about the port is said.
     _port(request)
     return error_response(426, "invalid_request",
                           "port-forward is a WebSocket: send Upgrade: websocket")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,24 +26,27 @@ from fastapi import APIRouter
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.asyncio.client import ClientConnection
 
-from ecolink.api.auth import require_ws_account
+from ecolink.api.common import account_of
 from ecolink.api.context import AppContext, get_ctx
+from ecolink.api.deps import OwnedCluster
 from ecolink.api.edge_rules import (
     SERVICE_UPSTREAM_FRAME_LIMIT,
     SERVICE_UPSTREAM_QUEUE,
     strip_session_cookie,
 )
-from ecolink.api.exec import close_quietly, deny_error
-from ecolink.errors import NotFound, Unauthenticated
-from ecolink.runtime.base import HostPort, ReplicaNotFound, RuntimeUnavailable
+from ecolink.api.proxy_pool import ProxyState, UpstreamConn, UpstreamError
+from ecolink.api.ws import before_upgrade, close_quietly, deny_error
+from ecolink.runtime.base import HostPort, RuntimeUnavailable
+from ecolink.store import Account
+from ecolink.streams import ServiceTargets
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
-
-CONNECT_TIMEOUT_S = 5.0
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -58,91 +60,6 @@ RESPONSE_SKIP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
     "trailer", "trailers", "transfer-encoding", "upgrade",
 })
-
-
-class UpstreamError(Exception):
-    """The replica could not be reached or broke the exchange."""
-
-
-class _Conn:
-    """One HTTP/1.1 connection to a replica (h11 over asyncio streams)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.h11 = h11.Connection(h11.CLIENT)
-
-    def usable(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
-
-    async def _next_event(self) -> Any:
-        while True:
-            event = self.h11.next_event()
-            if event is h11.NEED_DATA:
-                data = await self.reader.read(65536)
-                self.h11.receive_data(data)  # b"" tells h11 the peer closed
-                continue
-            return event
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
-class _State:
-    """Per-app proxy state: idle keep-alive connections per replica, round-robin
-    counters. A small HTTP/1.1 client of our own: request and response bodies
-    stream through in both directions, nothing is held whole, and a request costs
-    a fraction of what a general-purpose client costs."""
-
-    MAX_IDLE = 64
-
-    def __init__(self) -> None:
-        self.idle: dict[tuple[str, int], list[_Conn]] = {}
-        self.counters: dict[str, itertools.count[int]] = {}
-
-    def next(self, cluster_id: str) -> int:
-        c = self.counters.get(cluster_id)
-        if c is None:
-            c = self.counters[cluster_id] = itertools.count()
-        return next(c)
-
-    async def connect(self, host: str, port: int, fresh: bool = False) -> tuple[_Conn, bool]:
-        """A connection to host:port, and whether it was reused."""
-        pool = self.idle.get((host, port))
-        while pool and not fresh:
-            conn = pool.pop()
-            if conn.usable():
-                return conn, True
-            conn.close()
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=65536), CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"cannot connect to {host}:{port}: {exc}") from exc
-        return _Conn(reader, writer), False
-
-    def release(self, host: str, port: int, conn: _Conn) -> None:
-        ok = (conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE
-              and conn.usable())
-        if ok:
-            try:
-                conn.h11.start_next_cycle()
-            except h11.LocalProtocolError:
-                ok = False
-        pool = self.idle.setdefault((host, port), [])
-        if ok and len(pool) < self.MAX_IDLE:
-            pool.append(conn)
-        else:
-            conn.close()
-
-
-def _state(ctx: AppContext) -> _State:
-    st = ctx.extra.get("proxy")
-    if st is None:
-        st = ctx.extra["proxy"] = _State()
-    assert isinstance(st, _State)
-    return st
 
 
 def _forward_headers(conn: Request | WebSocket, skip: frozenset[str], prefix: str) -> list[tuple[str, str]]:
@@ -176,28 +93,6 @@ def _forward_headers(conn: Request | WebSocket, skip: frozenset[str], prefix: st
     return out
 
 
-async def _targets(ctx: AppContext, account_id: str, ref: str) -> tuple[str, list[HostPort]]:
-    """The cluster's id and its ready replicas' addresses, starting at the next in turn."""
-    cluster = ctx.service.get_cluster(account_id, ref)
-    if cluster.status == "terminated" or cluster.endpoint_port is None:
-        raise NotFound("the cluster has no service endpoint")
-    ready = [r for r in ctx.runtime.replicas(cluster.id) if r.ready]
-    if not ready:
-        raise RuntimeUnavailable("no ready replica behind the service URL")
-    ready.sort(key=lambda r: r.index)
-    start = _state(ctx).next(cluster.id) % len(ready)
-    order = ready[start:] + ready[:start]
-    out = []
-    for r in order:
-        try:
-            out.append(await ctx.runtime.service_target(cluster.id, r.name, cluster.endpoint_port))
-        except (ReplicaNotFound, RuntimeUnavailable):
-            continue
-    if not out:
-        raise RuntimeUnavailable("no ready replica behind the service URL")
-    return cluster.id, out
-
-
 def _prefix(conn: Request | WebSocket, ref: str) -> str:
     if _on_service_origin(conn):
         return ""  # the service origin serves the cluster at its root
@@ -222,10 +117,9 @@ def _upstream_path(conn: Request | WebSocket, ref: str) -> str:
 
 @router.api_route("/gpu-clusters/{id}/service", methods=["GET", "HEAD", "POST", "PUT", "PATCH",
                   "DELETE", "OPTIONS"], include_in_schema=False)
-async def service_root(request: Request, id: str) -> Response:
-    # Only relative links resolve right under a trailing slash.
-    acct = request.state.account
-    get_ctx(request).service.get_cluster(acct.id, id)
+async def service_root(request: Request, cluster: OwnedCluster) -> Response:
+    # Only relative links resolve right under a trailing slash (the cluster is looked
+    # up first: another account's is 404).
     qs = request.url.query
     return RedirectResponse(request.url.path + "/" + (f"?{qs}" if qs else ""), status_code=307)
 
@@ -233,8 +127,7 @@ async def service_root(request: Request, id: str) -> Response:
 async def proxy_http(request: Request) -> Response:
     ctx = get_ctx(request)
     ref = request.path_params["id"]
-    acct = request.state.account
-    cluster_id, targets = await _targets(ctx, acct.id, ref)
+    found = await ctx.streams.service_targets(account_of(request).id, ref)
     headers = _forward_headers(request, HOP_BY_HOP, _prefix(request, ref))
     path = _upstream_path(request, ref)
     length = request.headers.get("content-length")
@@ -244,10 +137,10 @@ async def proxy_http(request: Request) -> Response:
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         headers.append(("Transfer-Encoding", "chunked"))
     has_body = chunked or (length is not None and length != "0")
-    state = _state(ctx)
+    state = ctx.proxy
     body_started = False
     last_error: Exception | None = None
-    for target in targets:
+    for target in found.targets:
         for fresh in (False, True):
             try:
                 conn, reused = await state.connect(target.host, target.port, fresh)
@@ -269,11 +162,11 @@ async def proxy_http(request: Request) -> Response:
             return _respond(state, target, conn, response, request.method)
         if body_started:
             break
-    log.info("service %s unreachable: %s", cluster_id, last_error)
+    log.info("service %s unreachable: %s", found.cluster_id, last_error)
     raise RuntimeUnavailable("no replica behind the service URL could be reached")
 
 
-async def _exchange(conn: _Conn, request: Request, target: HostPort,
+async def _exchange(conn: UpstreamConn, request: Request, target: HostPort,
                     headers: list[tuple[str, str]], path: str, has_body: bool) -> Any:
     """Send the request (streaming its body) and read the response head."""
     try:
@@ -290,7 +183,7 @@ async def _exchange(conn: _Conn, request: Request, target: HostPort,
         conn.writer.write(conn.h11.send(h11.EndOfMessage()))
         await conn.writer.drain()
         while True:
-            event = await conn._next_event()
+            event = await conn.next_event()
             if isinstance(event, h11.InformationalResponse):
                 continue  # 100 Continue and friends: we already sent the body
             if isinstance(event, h11.Response):
@@ -322,7 +215,7 @@ class _SmallRelay(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _respond(state: _State, target: HostPort, conn: _Conn, response: Any, method: str) -> Response:
+def _respond(state: ProxyState, target: HostPort, conn: UpstreamConn, response: Any, method: str) -> Response:
     raw_headers: list[tuple[bytes, bytes]] = []
     length: int | None = None
     for k, v in response.headers:
@@ -338,7 +231,7 @@ def _respond(state: _State, target: HostPort, conn: _Conn, response: Any, method
         done = False
         try:
             while True:
-                event = await conn._next_event()
+                event = await conn.next_event()
                 if isinstance(event, h11.Data):
                     yield bytes(event.data)
                 elif isinstance(event, h11.EndOfMessage):
@@ -371,32 +264,38 @@ class _ProxyEndpoint:
         await response(scope, receive, send)
 
 
-router.add_route("/gpu-clusters/{id}/service/{path:path}", _ProxyEndpoint(), methods=None,
-                 include_in_schema=False)
+router.routes.append(Route("/gpu-clusters/{id}/service/{path:path}", _ProxyEndpoint(),
+                           methods=None, include_in_schema=False))
 
 
 @router.websocket("/gpu-clusters/{id}/service/{path:path}")
 async def proxy_ws(websocket: WebSocket, id: str, path: str) -> None:
-    try:
-        acct = await require_ws_account(websocket)
-    except Unauthenticated:
+    async def prepare(ctx: AppContext, account: Account) -> ServiceTargets:
+        return await ctx.streams.service_targets(account.id, id)
+
+    found = await before_upgrade(websocket, prepare)
+    if found is None:
         return
-    ctx = get_ctx(websocket)
-    try:
-        _, targets = await _targets(ctx, acct.id, id)
-    except Exception as exc:
-        await deny_error(websocket, exc)
+    upstream = await _connect_upstream(websocket, id, found.targets)
+    if upstream is None:
         return
-    headers = _forward_headers(websocket, WS_SKIP, _prefix(websocket, id))
+    await websocket.accept(subprotocol=upstream.subprotocol)
+    await _relay_ws(websocket, upstream)
+
+
+async def _connect_upstream(websocket: WebSocket, ref: str,
+                            targets: list[HostPort]) -> ClientConnection | None:
+    """A WebSocket to the first replica that takes it; None when none did (the client
+    has its refusal: the replica's own HTTP answer, or 503)."""
+    headers = _forward_headers(websocket, WS_SKIP, _prefix(websocket, ref))
     offered = list(websocket.scope.get("subprotocols") or [])
-    upath = _upstream_path(websocket, id)
-    upstream = None
+    upath = _upstream_path(websocket, ref)
     for target in targets:
         try:
-            upstream = await websockets.connect(
+            return await websockets.connect(
                 f"ws://{target.host}:{target.port}{upath}",
                 additional_headers=headers,
-                subprotocols=offered or None,  # type: ignore[arg-type]
+                subprotocols=offered or None,
                 max_size=SERVICE_UPSTREAM_FRAME_LIMIT,
                 max_queue=SERVICE_UPSTREAM_QUEUE,
                 compression=None,
@@ -404,21 +303,23 @@ async def proxy_ws(websocket: WebSocket, id: str, path: str) -> None:
                 ping_interval=None,
                 proxy=None,
             )
-            break
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             log.info("service websocket to %s:%s failed: %s", target.host, target.port, exc)
             if isinstance(exc, websockets.InvalidStatus):
                 # The replica answered the upgrade with an HTTP error: pass it on.
                 r = exc.response
-                await _deny_raw(websocket, r.status_code, r.body or b"",
+                await _deny_raw(websocket, r.status_code, bytes(r.body or b""),
                                 r.headers.get("content-type", "text/plain"))
-                return
+                return None
             continue
-    if upstream is None:
-        await deny_error(websocket, RuntimeUnavailable(
-            "no replica behind the service URL could be reached"))
-        return
-    await websocket.accept(subprotocol=upstream.subprotocol)
+    await deny_error(websocket, RuntimeUnavailable(
+        "no replica behind the service URL could be reached"))
+    return None
+
+
+async def _relay_ws(websocket: WebSocket, upstream: ClientConnection) -> None:
+    """Messages both ways until either side closes; the replica's close code goes on
+    to the client."""
 
     async def client_to_upstream() -> None:
         while True:

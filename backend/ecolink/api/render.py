@@ -120,7 +120,7 @@ def replicas_json(ctx: AppContext, c: Cluster) -> list[dict[str, Any]]:
     else:
         kind = ctx.runtime.info.telemetry
         out = [{**s.as_json(), "gpus": [], "telemetry": kind} for s in states]
-    traffic = ctx.extra.get("traffic")
+    traffic = ctx.traffic
     for r in out:
         # The service URL's traffic to the replica (None: no endpoint, or no front).
         r["traffic"] = traffic.replica(c.id, r["name"]) if traffic is not None else None
@@ -128,7 +128,7 @@ def replicas_json(ctx: AppContext, c: Cluster) -> list[dict[str, Any]]:
 
 
 def traffic_json(ctx: AppContext, c: Cluster) -> dict[str, Any] | None:
-    traffic = ctx.extra.get("traffic")
+    traffic = ctx.traffic
     return traffic.cluster(c.id) if traffic is not None else None
 
 
@@ -196,8 +196,7 @@ _CACHE_MAX = 50_000
 def cluster_json_text(ctx: AppContext, c: Cluster, *, base_url: str | None = None) -> str:
     """The cluster object as JSON text, the same as `cluster_json`, with the store part
     encoded once per row version (lists of a thousand clusters stay cheap)."""
-    cache: dict[tuple[str, str | None], tuple[tuple[Any, ...], str]] = ctx.extra.setdefault(
-        "cluster_json_cache", {})
+    cache = ctx.render_cache
     key = (c.id, base_url)
     # Every field the store part shows (the version alone could repeat after a
     # transaction that rendered and then did not commit).

@@ -19,8 +19,8 @@ from ecocore.wire import (
 )
 from ecolink import __version__
 from ecolink.api.auth import SESSION_COOKIE, session_cookie
-from ecolink.api.common import account_of, json_response
-from ecolink.api.context import get_ctx
+from ecolink.api.common import json_response
+from ecolink.api.deps import Ctx, CurrentAccount
 from ecolink.api.edge_rules import cookie_domain
 from ecolink.api.errors import refusals
 from ecolink.api.render import account_json, ledger_csv, ledger_entry_json
@@ -39,17 +39,12 @@ async def healthz() -> Response:
 @router.post("/auth/session", status_code=201, response_model=AuthSessionOut,
              responses=refusals(401), tags=["auth"],
              summary="Start a console session: sets the eco_session cookie (12 hours)")
-async def create_session(request: Request) -> Response:
-    ctx = get_ctx(request)
-    acct = account_of(request)
+async def create_session(request: Request, ctx: Ctx, acct: CurrentAccount) -> Response:
     key_id = getattr(request.state, "key_id", None)
     if getattr(request.state, "auth", None) != "key" or key_id is None:
         # Only an API key mints a session (the middleware already lets no cookie here).
         raise Unauthenticated("only an API key can start a console session")
-    now = ctx.service.now()
-    # Written by the store's writer thread, never on the event loop.
-    token, expires = await ctx.store.run_write(
-        lambda: ctx.store.create_console_session(acct.id, now, key_id))
+    token, expires = await ctx.streams.open_console_session(acct.id, key_id)
     resp = json_response({"account": account_json(acct), "expires_at": rfc3339(expires)}, 201)
     secure = ctx.tls or request.url.scheme == "https"
     resp.set_cookie(SESSION_COOKIE, token, max_age=SESSION_TTL_US // 1_000_000, path="/",
@@ -61,15 +56,10 @@ async def create_session(request: Request) -> Response:
 @router.delete("/auth/session", status_code=204, responses=refusals(401), tags=["auth"],
                summary="End the console session of the eco_session cookie (with an API key "
                "of the same account)")
-async def delete_session(request: Request) -> Response:
-    ctx = get_ctx(request)
-    acct = account_of(request)
+async def delete_session(request: Request, ctx: Ctx, acct: CurrentAccount) -> Response:
     token = session_cookie(request.headers)
     if token:
-        owner = ctx.store.account_for_session(token, ctx.service.now())
-        # A key ends its own account's session, never another's.
-        if owner is not None and owner.id == acct.id:
-            await ctx.store.run_write(lambda: ctx.store.delete_console_session(token))
+        await ctx.streams.end_console_session(acct.id, token)
     resp = Response(status_code=204)
     secure = ctx.tls or request.url.scheme == "https"
     resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=secure,
@@ -79,22 +69,20 @@ async def delete_session(request: Request) -> Response:
 
 @router.get("/catalog", response_model=CatalogOut, responses=refusals(401), tags=["catalog"],
             summary="Regions, GPU types, per-GPU rates and GPU budgets")
-async def catalog(request: Request) -> Response:
-    return json_response(get_ctx(request).catalog.as_json())
+async def catalog(ctx: Ctx) -> Response:
+    return json_response(ctx.catalog.as_json())
 
 
 @router.get("/filesystems", response_model=FilesystemsOut, responses=refusals(401),
             tags=["catalog"], summary="Shared filesystems this account may attach")
-async def filesystems(request: Request) -> Response:
-    ctx = get_ctx(request)
+async def filesystems(ctx: Ctx) -> Response:
     return json_response({"filesystems": ctx.service.filesystems()})
 
 
 @router.get("/account", response_model=AccountOut, responses=refusals(401), tags=["account"],
             summary="Balance, held and available")
-async def account(request: Request) -> Response:
-    ctx = get_ctx(request)
-    return json_response(account_json(ctx.service.account(account_of(request).id)))
+async def account(ctx: Ctx, acct: CurrentAccount) -> Response:
+    return json_response(account_json(ctx.service.account(acct.id)))
 
 
 def _int_param(request: Request, name: str, lo: int, hi: int | None) -> int | None:
@@ -140,9 +128,7 @@ _LEDGER_PARAMS: list[dict[str, Any]] = [
     tags=["account"],
     summary="The account's ledger, newest first",
 )
-async def ledger(request: Request) -> Response:
-    ctx = get_ctx(request)
-    acct = account_of(request)
+async def ledger(request: Request, ctx: Ctx, acct: CurrentAccount) -> Response:
     cluster_ref = request.query_params.get("cluster_id")
     cluster_id = None
     if cluster_ref:

@@ -16,8 +16,8 @@ from ecocore.fleet_delta import RowVersions
 from ecocore.gpu_health import Verdict, worst
 from ecocore.money import format_usd
 from ecocore.wire_health import FleetGpusOut
-from ecolink.api.common import account_of, json_response
-from ecolink.api.context import get_ctx
+from ecolink.api.common import json_response
+from ecolink.api.deps import Ctx, CurrentAccount
 from ecolink.api.errors import refusals
 from ecolink.api.render import replicas_json
 from ecolink.errors import InvalidField
@@ -51,9 +51,7 @@ def _flag(request: Request, name: str) -> bool:
 @router.get("/gpus", response_model=FleetGpusOut, responses=refusals(401, 422),
             openapi_extra={"parameters": _PARAMS},
             summary="Every GPU of the account's clusters, with its health")
-async def fleet_gpus(request: Request) -> Response:
-    ctx = get_ctx(request)
-    acct = account_of(request)
+async def fleet_gpus(request: Request, ctx: Ctx, acct: CurrentAccount) -> Response:
     only_bad = _flag(request, "unhealthy")
     brief = _flag(request, "brief")
     since = request.query_params.get("since") or None
@@ -89,7 +87,7 @@ async def fleet_gpus(request: Request) -> Response:
                     "health": {"verdict": level, "reason": h.get("reason")} if brief else h,
                 })
     overall = worst(verdicts)
-    store = ctx.extra.setdefault("gpu_versions", {})
+    store = ctx.gpu_versions
     versions = store.get((acct.id, brief, only_bad))
     if versions is None:
         while len(store) >= _MAX_LISTS:  # the lists read longest ago go first

@@ -22,26 +22,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from ecolink.api.auth import require_ws_account
-from ecolink.api.common import account_of, json_response, parse_json, read_body
-from ecolink.api.context import AppContext, get_ctx
+from ecolink.api.channels import V5, choose_subprotocol, pump_input, status_frame
+from ecolink.api.common import json_response, parse_json, read_body
+from ecolink.api.context import AppContext
+from ecolink.api.deps import Ctx, OwnedCluster
 from ecolink.api.errors import refusals
-from ecolink.api.exec import (
-    V5,
-    choose_subprotocol,
-    close_quietly,
-    deny_error,
-    pump_input,
-    status_frame,
-)
-from ecolink.errors import (
-    InvalidField,
-    MalformedRequest,
-    NotFound,
-    Unauthenticated,
-)
-from ecolink.runtime.base import RuntimeUnavailable
-from ecolink.sessions import CLOSE_TOO_SLOW, ClientTooSlow, SessionManager, SessionNotFound
+from ecolink.api.ws import before_upgrade, close_quietly
+from ecolink.errors import InvalidField, MalformedRequest
+from ecolink.sessions import CLOSE_TOO_SLOW, ClientTooSlow, Session
+from ecolink.store import Account
 
 router = APIRouter(tags=["sessions"])
 
@@ -92,13 +81,6 @@ _CREATE_BODY: dict[str, Any] = {
 }
 
 
-def _manager(ctx: AppContext) -> SessionManager:
-    if ctx.sessions is None:
-        raise RuntimeUnavailable("kept sessions are not available")
-    sm: SessionManager = ctx.sessions
-    return sm
-
-
 def _parse_create(data: Any) -> tuple[list[str] | str | None, bool, int, int]:
     if not isinstance(data, dict):
         raise MalformedRequest("the body must be a JSON object")
@@ -138,19 +120,13 @@ def _parse_create(data: Any) -> tuple[list[str] | str | None, bool, int, int]:
     description="409 `conflict` once the cluster has 32 kept sessions still running; "
                 "end one first. Of the ended sessions, the newest 32 are listed.",
 )
-async def create_session(request: Request, id: str, replica: str) -> Response:
-    acct = account_of(request)
-    ctx = get_ctx(request)
-    cluster = ctx.service.get_cluster(acct.id, id)
+async def create_session(request: Request, ctx: Ctx, cluster: OwnedCluster,
+                         replica: str) -> Response:
     raw = await read_body(request)
     data = parse_json(raw) if raw.strip() else {}
     command, tty, width, height = _parse_create(data)
-    sm = _manager(ctx)
-    try:
-        s = await sm.create(cluster.id, replica, command, tty, width=width, height=height)
-    except (FileNotFoundError, PermissionError) as exc:
-        raise InvalidField(f"command: cannot run {exc.filename or 'it'}: {exc.strerror}",
-                           "command") from None
+    s = await ctx.streams.create_session(cluster, replica, command, tty=tty, width=width,
+                                         height=height)
     return json_response(s.as_json(), status=201)
 
 
@@ -160,11 +136,8 @@ async def create_session(request: Request, id: str, replica: str) -> Response:
     responses=refusals(401, 404),
     summary="The cluster's kept sessions, ended ones included",
 )
-async def list_sessions(request: Request, id: str) -> Response:
-    acct = account_of(request)
-    ctx = get_ctx(request)
-    cluster = ctx.service.get_cluster(acct.id, id)
-    return json_response({"sessions": _manager(ctx).list(cluster.id)})
+async def list_sessions(ctx: Ctx, cluster: OwnedCluster) -> Response:
+    return json_response({"sessions": ctx.streams.list_sessions(cluster)})
 
 
 @router.delete(
@@ -173,41 +146,21 @@ async def list_sessions(request: Request, id: str) -> Response:
     responses=refusals(401, 404),
     summary="End a kept session",
 )
-async def end_session(request: Request, id: str, sid: str) -> Response:
-    acct = account_of(request)
-    ctx = get_ctx(request)
-    cluster = ctx.service.get_cluster(acct.id, id)
-    sm = _manager(ctx)
-    try:
-        s = await sm.end(cluster.id, sid, "deleted")
-        return json_response(s.as_json())
-    except SessionNotFound:
-        rec = sm.known(cluster.id, sid)
-        if rec is None:
-            raise NotFound(f"no session {sid!r}", "sid") from None
-        return json_response(rec)  # ended before (a backend restart): nothing to do
+async def end_session(ctx: Ctx, cluster: OwnedCluster, sid: str) -> Response:
+    return json_response(await ctx.streams.end_session(cluster, sid))
 
 
 @router.websocket("/gpu-clusters/{id}/sessions/{sid}/attach")
 async def attach_session(websocket: WebSocket, id: str, sid: str) -> None:
-    try:
-        acct = await require_ws_account(websocket)
-    except Unauthenticated:
-        return
-    ctx = get_ctx(websocket)
-    try:
-        cluster = ctx.service.get_cluster(acct.id, id)
+    async def prepare(ctx: AppContext, account: Account) -> tuple[Session, str | None]:
+        cluster = ctx.streams.cluster(account.id, id)
         proto = choose_subprotocol(websocket)
-        sm = _manager(ctx)
-        try:
-            s = sm.get(cluster.id, sid)
-        except SessionNotFound:
-            rec = sm.known(cluster.id, sid)
-            why = f" (ended: {rec['ended_reason']})" if rec else ""
-            raise NotFound(f"no live session {sid!r}{why}", "sid") from None
-    except Exception as exc:
-        await deny_error(websocket, exc)
+        return ctx.streams.live_session(cluster, sid), proto
+
+    found = await before_upgrade(websocket, prepare)
+    if found is None:
         return
+    s, proto = found
     client = s.attach()
     # How many bytes of the first frames are replayed history (a terminal must not
     # answer the queries in them again: the program that asked is long past them).

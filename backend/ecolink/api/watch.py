@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -83,8 +84,10 @@ class WatchHub:
             return
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="watch-flush"),
-            asyncio.create_task(self._summaries_loop(), name="watch-summaries"),
-            asyncio.create_task(self._replicas_loop(), name="watch-replicas"),
+            asyncio.create_task(self._every(self.summary_interval_s, self.summaries_round,
+                                            "summaries"), name="watch-summaries"),
+            asyncio.create_task(self._every(self.replicas_interval_s, self.replicas_round,
+                                            "replicas"), name="watch-replicas"),
         ]
 
     async def stop(self) -> None:
@@ -154,13 +157,13 @@ class WatchHub:
             ids, text, _ = cached
             client.known = set(ids)
             for cid in self._changed_since.get(account_id, ()):
-                c = ctx.store.cluster(cid)
-                if c is not None and c.account_id == account_id:
+                c = ctx.streams.owned_cluster(account_id, cid)
+                if c is not None:
                     client.queue.put_state(
                         "c:" + cid, '{"type":"cluster","cluster":' + cluster_json_text(ctx, c) + "}")
                     client.known.add(cid)
             if account_id in self._account_changed_since:
-                acct = ctx.store.account(account_id)
+                acct = ctx.streams.account_or_none(account_id)
                 if acct is not None:
                     client.queue.put_state("account", _dumps({"type": "account",
                                                               "account": account_json(acct)}))
@@ -188,8 +191,8 @@ class WatchHub:
             if not clients:
                 continue
             for cid in cids:
-                c = ctx.store.cluster(cid)
-                if c is None or c.account_id != account_id:
+                c = ctx.streams.owned_cluster(account_id, cid)
+                if c is None:
                     continue
                 if c.status == "terminated" and (c.terminated_at or 0) < horizon:
                     continue
@@ -199,7 +202,7 @@ class WatchHub:
                     cl.known.add(cid)
         for account_id in accounts:
             clients = self.clients.get(account_id)
-            acct = ctx.store.account(account_id)
+            acct = ctx.streams.account_or_none(account_id)
             if not clients or acct is None:
                 continue
             frame = _dumps({"type": "account", "account": account_json(acct)})
@@ -222,7 +225,7 @@ class WatchHub:
                 cl.queue.put_state("summaries", frame)
 
     def _replicas_frame(self, cid: str) -> str | None:
-        c = self.ctx.store.cluster(cid)
+        c = self.ctx.streams.cluster_by_id(cid)
         if c is None:
             return None
         return _dumps({"type": "replicas", "cluster_id": cid,
@@ -242,7 +245,7 @@ class WatchHub:
     def set_focus(self, client: WatchClient, refs: list[str]) -> None:
         focus: set[str] = set()
         for ref in refs[:MAX_FOCUS]:
-            c = self.ctx.store.find_cluster(client.account_id, ref)
+            c = self.ctx.streams.find_cluster(client.account_id, ref)
             if c is not None:
                 focus.add(c.id)
         client.focus = focus
@@ -263,21 +266,13 @@ class WatchHub:
             except Exception:
                 log.exception("watch flush failed")
 
-    async def _summaries_loop(self) -> None:
+    async def _every(self, interval_s: float, round_: Callable[[], None], what: str) -> None:
         while True:
-            await asyncio.sleep(self.summary_interval_s)
+            await asyncio.sleep(interval_s)
             try:
-                self.summaries_round()
+                round_()
             except Exception:
-                log.exception("watch summaries failed")
-
-    async def _replicas_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.replicas_interval_s)
-            try:
-                self.replicas_round()
-            except Exception:
-                log.exception("watch replicas failed")
+                log.exception("watch %s failed", what)
 
 
 async def _sender(ws: WebSocket, client: WatchClient) -> None:
@@ -320,8 +315,7 @@ async def watch(websocket: WebSocket) -> None:
         account = await require_ws_account(websocket)
     except Unauthenticated:
         return
-    ctx = get_ctx(websocket)
-    hub: WatchHub = ctx.hub
+    hub = get_ctx(websocket).hub
     await websocket.accept()
     client = hub.connect(account.id)
     tasks: list[asyncio.Task[None]] = []

@@ -62,7 +62,7 @@ class _Collector:
 async def metrics(request: Request) -> Response:
     acct = require_account(request)
     ctx = get_ctx(request)
-    view = ctx.extra.get("traffic")
+    view = ctx.traffic
     counters = view.totals() if view is not None else {}
     names = {c.id: c.name for c in ctx.service.list_clusters(acct.id)}
     registry = CollectorRegistry(auto_describe=False)

@@ -164,27 +164,23 @@ class ControlPlane:
                 await asyncio.wait_for(self._wake.wait(), TARGETS_POLL_S)
 
     async def compute(self, cluster_id: str) -> tuple[Targets, str | None] | None:
-        from ecolink.runtime.base import ReplicaNotFound, RuntimeUnavailable
+        from ecolink.runtime.base import RuntimeUnavailable
 
         info = self.table.snap.clusters.get(cluster_id)
         if info is None or info.status == "terminated" or info.endpoint_port is None:
             return None
         runtime = self.ctx.runtime
+        streams = self.ctx.streams
         try:
-            ready = sorted((r for r in runtime.replicas(cluster_id) if r.ready),
-                           key=lambda r: r.index)
+            ready = streams.ready_replicas(cluster_id)
         except RuntimeUnavailable as exc:
             return [], f"the runtime cannot be reached: {exc}"
         kind = getattr(runtime, "target_path", None)
         out: Targets = []
-        for r in ready:
-            try:
-                hp = await runtime.service_target(cluster_id, r.name, info.endpoint_port)
-            except (ReplicaNotFound, RuntimeUnavailable):
-                continue
-            path = kind(cluster_id, r.name) if callable(kind) else (
+        for name, hp in await streams.replica_targets(cluster_id, ready, info.endpoint_port):
+            path = kind(cluster_id, name) if callable(kind) else (
                 "local" if runtime.info.name == "local" else "port-forward")
-            out.append((r.name, hp.host, hp.port, path))
+            out.append((name, hp.host, hp.port, path))
         return out, None
 
     async def refresh_all(self) -> None:
@@ -324,12 +320,12 @@ class FrontGroup:
         self.table.start()
         self.front = Front(self.table, self.api_socket, self.cfg,
                            request_targets=self.control.targets_now,
-                           websockets_open=self.ctx.extra.setdefault("websockets_open", {}))
+                           websockets_open=self.ctx.websockets_open)
         self.control.local.append(self.front)
         await self.control.start()
         self.traffic = TrafficView(self.counters)
         self.traffic.start()
-        self.ctx.extra["traffic"] = self.traffic
+        self.ctx.traffic = self.traffic
         self.server = await serve_front(self.front, self.sock,
                                         ssl_context(self.tls_cert, self.tls_key))
         port = self.sock.getsockname()[1]

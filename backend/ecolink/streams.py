@@ -1,0 +1,233 @@
+"""The read and stream use cases of a cluster: replica logs, exec, the service URL's
+targets, port-forward, kept shell sessions and console sessions.
+
+The routes parse, call one of these and shape the answer; none of them reaches the
+runtime or the store itself. A route finds the caller's cluster first (404 before
+anything else is checked, as api.md orders the checks) and hands it here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ecolink.errors import InvalidField, NotFound
+from ecolink.runtime.base import (
+    ExecRequest,
+    ExecStream,
+    HostPort,
+    ReplicaNotFound,
+    ReplicaState,
+    Runtime,
+    RuntimeUnavailable,
+)
+from ecolink.service import ClusterService
+from ecolink.sessions import Session, SessionManager, SessionNotFound
+from ecolink.store import Account, Cluster, Store
+
+# How long a port-forward waits for the replica's port to accept.
+FORWARD_CONNECT_TIMEOUT_S = 10.0
+FORWARD_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTargets:
+    """The ready replicas behind a cluster's service URL, the next in turn first."""
+
+    cluster_id: str
+    targets: list[HostPort]
+
+
+@dataclass(slots=True)
+class Forward:
+    """One port-forward connection to a replica's port."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    runtime: Runtime
+
+    def refused(self) -> str | None:
+        """Why the replica's side refused the connection (nothing listens), where the
+        runtime learns that only after connecting (kubernetes); None otherwise."""
+        sockname = self.writer.get_extra_info("sockname")
+        if not isinstance(sockname, tuple):
+            return None
+        return self.runtime.forward_refusal((str(sockname[0]), int(sockname[1])))
+
+
+class ClusterStreams:
+    """Reads and streams of an account's clusters, over the service, the runtime, the
+    store and the kept-session manager."""
+
+    def __init__(self, service: ClusterService, runtime: Runtime, store: Store,
+                 sessions: SessionManager | None) -> None:
+        self.service = service
+        self.runtime = runtime
+        self.store = store
+        self.sessions = sessions
+        self._turns: dict[str, itertools.count[int]] = {}
+
+    # -- the caller's cluster -------------------------------------------------
+    def cluster(self, account_id: str, ref: str) -> Cluster:
+        """The account's cluster by id or name (404 otherwise)."""
+        return self.service.get_cluster(account_id, ref)
+
+    # -- logs and exec ----------------------------------------------------------
+    def replica_logs(self, cluster: Cluster, replica: str, *, tail: int | None,
+                     follow: bool, previous: bool) -> AsyncIterator[bytes]:
+        """The replica's output. An unknown replica is refused here, before anything
+        is sent (a runtime whose logs() only fails once iterated must not turn that
+        into a broken 200)."""
+        if replica not in {r.name for r in self.runtime.replicas(cluster.id)}:
+            raise ReplicaNotFound(replica)
+        source = self.runtime.logs(cluster.id, replica, tail=tail, follow=follow,
+                                   previous=previous)
+        return _closing(source)
+
+    async def open_exec(self, cluster: Cluster, replica: str, request: ExecRequest) -> ExecStream:
+        """Start one command in the replica (FileNotFoundError/PermissionError when the
+        program is missing or cannot run)."""
+        return await self.runtime.exec(cluster.id, replica, request)
+
+    # -- the service URL ---------------------------------------------------------
+    async def service_targets(self, account_id: str, ref: str) -> ServiceTargets:
+        """The cluster's ready replicas' addresses, starting at the next in turn
+        (round-robin): 404 without an endpoint, 503 without a reachable replica."""
+        cluster = self.cluster(account_id, ref)
+        if cluster.status == "terminated" or cluster.endpoint_port is None:
+            raise NotFound("the cluster has no service endpoint")
+        ready = self.ready_replicas(cluster.id)
+        if not ready:
+            raise RuntimeUnavailable("no ready replica behind the service URL")
+        start = self._next_turn(cluster.id) % len(ready)
+        found = await self.replica_targets(cluster.id, ready[start:] + ready[:start],
+                                           cluster.endpoint_port)
+        out = [target for _, target in found]
+        if not out:
+            raise RuntimeUnavailable("no ready replica behind the service URL")
+        return ServiceTargets(cluster.id, out)
+
+    def ready_replicas(self, cluster_id: str) -> list[ReplicaState]:
+        """The cluster's ready replicas in index order (RuntimeUnavailable when the
+        runtime cannot be reached)."""
+        return sorted((r for r in self.runtime.replicas(cluster_id) if r.ready),
+                      key=lambda r: r.index)
+
+    async def replica_targets(self, cluster_id: str, replicas: Sequence[ReplicaState],
+                              port: int) -> list[tuple[str, HostPort]]:
+        """(replica name, address that reaches `port` of it), in the order given;
+        replicas the runtime cannot reach now are left out."""
+        out = []
+        for r in replicas:
+            try:
+                out.append((r.name, await self.runtime.service_target(cluster_id, r.name, port)))
+            except (ReplicaNotFound, RuntimeUnavailable):
+                continue
+        return out
+
+    def _next_turn(self, cluster_id: str) -> int:
+        turn = self._turns.get(cluster_id)
+        if turn is None:
+            turn = self._turns[cluster_id] = itertools.count()
+        return next(turn)
+
+    # -- port-forward --------------------------------------------------------------
+    async def open_forward(self, cluster: Cluster, replica: str, port: int) -> Forward:
+        """A TCP connection to `port` of the replica. Raises PortNotListening where
+        the runtime can tell nothing listens, ConnectionRefusedError, TimeoutError or
+        OSError when the port cannot be reached."""
+        target = await self.runtime.forward_target(cluster.id, replica, port)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(target.host, target.port, limit=FORWARD_CHUNK),
+            FORWARD_CONNECT_TIMEOUT_S)
+        return Forward(reader, writer, self.runtime)
+
+    # -- kept shell sessions ---------------------------------------------------------
+    def _manager(self) -> SessionManager:
+        if self.sessions is None:
+            raise RuntimeUnavailable("kept sessions are not available")
+        return self.sessions
+
+    async def create_session(self, cluster: Cluster, replica: str,
+                             command: Sequence[str] | str | None, *, tty: bool,
+                             width: int, height: int) -> Session:
+        sm = self._manager()
+        try:
+            return await sm.create(cluster.id, replica, command, tty, width=width,
+                                   height=height)
+        except (FileNotFoundError, PermissionError) as exc:
+            raise InvalidField(f"command: cannot run {exc.filename or 'it'}: {exc.strerror}",
+                               "command") from None
+
+    def list_sessions(self, cluster: Cluster) -> list[dict[str, Any]]:
+        return self._manager().list(cluster.id)
+
+    async def end_session(self, cluster: Cluster, sid: str) -> dict[str, Any]:
+        """End a kept session; one that ended before (a backend restart) is answered
+        as it is."""
+        sm = self._manager()
+        try:
+            s = await sm.end(cluster.id, sid, "deleted")
+        except SessionNotFound:
+            rec = sm.known(cluster.id, sid)
+            if rec is None:
+                raise NotFound(f"no session {sid!r}", "sid") from None
+            return rec
+        return s.as_json()
+
+    def live_session(self, cluster: Cluster, sid: str) -> Session:
+        """A session still running, to attach to (404 saying why when it ended)."""
+        sm = self._manager()
+        try:
+            return sm.get(cluster.id, sid)
+        except SessionNotFound:
+            rec = sm.known(cluster.id, sid)
+            why = f" (ended: {rec['ended_reason']})" if rec else ""
+            raise NotFound(f"no live session {sid!r}{why}", "sid") from None
+
+    # -- console sessions (the eco_session cookie) -----------------------------------
+    async def open_console_session(self, account_id: str, key_id: int) -> tuple[str, int]:
+        """A new console session of the account: its token and when it expires."""
+        now = self.service.now()
+        store = self.store
+        # Written by the store's writer thread, never on the event loop.
+        return await store.run_write(lambda: store.create_console_session(account_id, now,
+                                                                          key_id))
+
+    async def end_console_session(self, account_id: str, token: str) -> None:
+        """End the session of `token` if it is the account's (a key ends its own
+        account's session, never another's)."""
+        store = self.store
+        owner = store.account_for_session(token, self.service.now())
+        if owner is not None and owner.id == account_id:
+            await store.run_write(lambda: store.delete_console_session(token))
+
+    # -- what the watch feed reads ------------------------------------------------------
+    def owned_cluster(self, account_id: str, cluster_id: str) -> Cluster | None:
+        """The cluster by id if it is the account's, else None (no error)."""
+        c = self.store.cluster(cluster_id)
+        return c if c is not None and c.account_id == account_id else None
+
+    def find_cluster(self, account_id: str, ref: str) -> Cluster | None:
+        return self.store.find_cluster(account_id, ref)
+
+    def cluster_by_id(self, cluster_id: str) -> Cluster | None:
+        return self.store.cluster(cluster_id)
+
+    def account_or_none(self, account_id: str) -> Account | None:
+        return self.store.account(account_id)
+
+
+async def _closing(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`source`, closed when the reader stops early (the client went away)."""
+    try:
+        async for chunk in source:
+            yield chunk
+    finally:
+        if isinstance(source, AsyncGenerator):
+            with contextlib.suppress(Exception):
+                await source.aclose()
