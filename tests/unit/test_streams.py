@@ -9,13 +9,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from service_harness import MemoryRuntime, make_service, new_account
 
 from ecolink.errors import NotFound
 from ecolink.runtime.base import HostPort, ReplicaNotFound, ReplicaState, RuntimeUnavailable
 from ecolink.service import LaunchRequest
 from ecolink.store import Cluster
 from ecolink.streams import ClusterStreams
+from support.service_harness import MemoryRuntime, make_service, new_account
 
 MH = 1_000_000
 
