@@ -74,7 +74,7 @@ class Exchange:
 
 
 class HeadTooLarge(Exception):
-    pass
+    """The request head grew past `max_head_bytes` (raised from the parser's callbacks)."""
 
 
 

@@ -36,6 +36,9 @@ class Client(Protocol):
 
 @dataclass
 class FrontConfig:
+    """The front's settings (`ecolink serve` flags): time limits, caps, upstream pools,
+    the balancing policy and the origins."""
+
     head_timeout: float = 10.0
     idle_timeout: float = 20.0
     max_head_bytes: int = 64 * 1024

@@ -29,7 +29,8 @@ BUSY_TIMEOUT_MS = 10_000
 
 
 class StoreError(Exception):
-    pass
+    """A store call refused: a constraint, a missing row, a write outside a
+    transaction, a nested transaction, or a database newer than this code."""
 
 
 class StoreBusy(StoreError):

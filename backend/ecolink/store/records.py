@@ -14,6 +14,8 @@ from ecocore.billing import LedgerKind
 
 @dataclass(frozen=True, slots=True)
 class Account:
+    """An account: its money totals (`balance`, of it `held` for clusters)."""
+
     id: str
     name: str
     created_at: int
@@ -27,6 +29,8 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class ApiKeyInfo:
+    """An API key as `keys list` shows it (never the key itself)."""
+
     prefix: str
     account_id: str
     account_name: str
@@ -37,6 +41,8 @@ class ApiKeyInfo:
 
 @dataclass(frozen=True, slots=True)
 class ConsoleSessionInfo:
+    """A live console session as `sessions list` shows it."""
+
     id: str  # the first characters of the token's hash: names it, reveals nothing
     account_id: str
     account_name: str
@@ -47,6 +53,9 @@ class ConsoleSessionInfo:
 
 @dataclass(slots=True)
 class Cluster:
+    """A cluster's row: its spec, status, deadlines and money totals; `version`
+    counts its updates."""
+
     id: str
     account_id: str
     name: str
@@ -77,6 +86,8 @@ class Cluster:
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
+    """One signed ledger posting, with the account's totals after it."""
+
     id: int
     account_id: str
     cluster_id: str | None
@@ -90,6 +101,8 @@ class LedgerEntry:
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One event of a cluster (or of one of its replicas)."""
+
     id: int
     account_id: str
     cluster_id: str
@@ -101,6 +114,8 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
+    """The answer given to an account's request key, replayed to a retry."""
+
     account_id: str
     key: str
     fingerprint: str
