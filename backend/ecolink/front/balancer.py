@@ -72,6 +72,7 @@ class Pool:
         self.cluster_id = cluster_id
         self.policy = policy
         self.replicas: list[Replica] = []
+        self.error: str | None = None  # why there are no targets, as the feed says
         self._next = 0
 
     def update(self, targets: list[tuple[str, str, int, str]]) -> None:

@@ -96,13 +96,13 @@ async def serve_front(front: Front, sock: socket.socket,
             if n % 20 == 0:
                 front.housekeeping()
 
-    front.housekeeping_task = loop.create_task(housekeeping())  # type: ignore[attr-defined]
+    front.housekeeping_task = loop.create_task(housekeeping())
     return server
 
 
 def close_front(front: Front, server: asyncio.AbstractServer) -> None:
     server.close()
-    task = getattr(front, "housekeeping_task", None)
+    task = front.housekeeping_task
     if task is not None:
         task.cancel()
     for client in list(front.clients):

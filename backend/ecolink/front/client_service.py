@@ -1,0 +1,192 @@
+"""A client connection's routing: a request goes to the API, or (on a service URL,
+by path on the API's origin or by host on the service origin) is authenticated from
+the table, checked against the account's caps and given the forwarded head its
+replica sees."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import unquote
+
+from ecolink.api import edge_rules
+from ecolink.front import cookies
+from ecolink.front.client_upstream import UpstreamExchange
+from ecolink.front.exchange import SERVICE_DROP, Exchange, connection_tokens
+
+# How long a request to a running cluster waits for its first ready targets from the feed.
+FEED_WAIT_S = 2.0
+_PREFIX = b"/gpu-clusters/"
+_SERVICE_SEG = b"service"
+
+# Every answer on a service URL (the replica's, and the front's own refusals) starts
+# with the sandbox of `edge_rules`: on the API's origin never `allow-same-origin`.
+_CSP_LINE = b"content-security-policy: %s\r\n" % edge_rules.service_csp(False).encode()
+_CSP_ORIGIN_LINE = b"content-security-policy: %s\r\n" % edge_rules.service_csp(True).encode()
+
+_UNAUTHENTICATED = {"code": "unauthenticated", "message": "missing, wrong or revoked credentials"}
+
+
+class ServiceRouting(UpstreamExchange):
+    """Where a request goes, and the checks and head of a service-URL request."""
+
+    def _route(self, ex: Exchange) -> None:
+        url = ex.url
+        suffix = self.cfg.service_domain
+        if suffix:
+            host = next((v for n, v in ex.headers if n.lower() == b"host"), b"")
+            ref = edge_rules.service_host_ref(host.decode("latin-1"), suffix) if host else None
+            if ref is not None:
+                # The cluster's own origin: every path is the replica's, at its root.
+                ex.upath = url
+                ex.ref = ref
+                ex.csp = _CSP_ORIGIN_LINE
+                self._service(ex, b"")
+                return
+        path, _, query = url.partition(b"?")
+        if path.startswith(_PREFIX):
+            parts = path.split(b"/", 4)
+            if len(parts) == 5 and parts[3] == _SERVICE_SEG:
+                rest = b"/" + parts[4]
+                ex.upath = rest + (b"?" + query if b"?" in url else b"")
+                ex.ref = unquote(parts[2].decode("latin-1"))
+                ex.csp = _CSP_LINE
+                self._service(ex, None)
+                return
+        self._api(ex)
+
+    def _service(self, ex: Exchange, at_root: bytes | None) -> None:
+        """A request to a service URL (`at_root` is b"" on the cluster's own service
+        origin, where the replica is served at the root; None on the API's origin)."""
+        ex.kind = "service"
+        front = self.front
+        table = front.table
+        account = None
+        auth = None
+        origin = None
+        cookie_values = []
+        for name, value in ex.headers:
+            n = name.lower()
+            if n == b"authorization":
+                auth = value
+            elif n == b"cookie":
+                cookie_values.append(value.decode("latin-1"))
+            elif n == b"host":
+                ex.host = value
+            elif n == b"origin":
+                origin = value
+        if auth is not None:
+            scheme, _, token = auth.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                account = table.account_for_key(token.strip())
+        by_cookie = False
+        if account is None and cookie_values:
+            # The API's parser, and its rule: two different session tokens open nothing.
+            session = cookies.session_token(cookie_values)
+            if session is not None:
+                account = table.account_for_session(session)
+                by_cookie = account is not None
+        if account is None:
+            self._answer_error(ex, 401, _UNAUTHENTICATED["code"], _UNAUTHENTICATED["message"],
+                               [(b"www-authenticate", b'Bearer realm="ecolink"')])
+            return
+        if by_cookie and ex.upgrade and origin is not None:
+            allowed = self._allowed_origins(ex.host)
+            if not edge_rules.origin_allowed(origin.decode("latin-1"), allowed):
+                # A page of another site cannot open a WebSocket with the user's cookie.
+                self._answer_error(ex, 403, "forbidden_origin", (
+                    "a console session opens WebSockets from "
+                    f"{allowed[0] if allowed else 'this origin'} only"))
+                return
+        if ex.upgrade:
+            cap = self.cfg.max_websockets_per_account
+            if front.websockets_open.get(account, 0) >= cap:
+                self._answer_error(ex, 429, "too_many_websockets", (
+                    f"this account has {cap} WebSockets open, the most allowed; "
+                    "close one first"))
+                return
+            ex.account = account
+        route = front.route(account, ex.ref)
+        if route is None:
+            self._answer_error(ex, 404, "not_found", f"no cluster {ex.ref!r}")
+            return
+        info, prefix, ex.prefixes = route
+        if at_root is not None:
+            prefix = ""
+            ex.prefixes = ("",)
+        if info.status == "terminated" or info.endpoint_port is None:
+            self._answer_error(ex, 404, "not_found", "the cluster has no service endpoint")
+            return
+        ex.cluster_id = info.id
+        out = []
+        named = connection_tokens(ex.headers)
+        prior_xff: list[bytes] = []
+        host = b""
+        for name, value in ex.headers:
+            n = name.lower()
+            if n == b"host":
+                host = value
+                continue
+            if n in SERVICE_DROP or n in named:
+                continue
+            if n == b"cookie":
+                continue  # below, all Cookie headers at once
+            if n.startswith(b"x-forwarded-"):
+                if n == b"x-forwarded-for":
+                    prior_xff.append(value)
+                continue
+            out.append(b"%s: %s\r\n" % (name, value))
+        if cookie_values:
+            for kept in cookies.strip_session_values(cookie_values):
+                out.append(b"cookie: %s\r\n" % kept.encode("latin-1"))
+        addr = self.addr_b
+        scheme_b = self.scheme_b
+        if prior_xff:
+            xff = b", ".join([*prior_xff, addr])
+            out.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (xff, scheme_b))
+        else:
+            out.append(self.xff_line)
+        if host:
+            out.append(b"X-Forwarded-Host: %s\r\n" % host)
+        out.append(b"X-Forwarded-Prefix: %s\r\n" % prefix.encode())
+        fwd = b'for="%s";proto=%s' % (addr, scheme_b)
+        if host:
+            fwd += b';host="%s"' % host.replace(b'"', b"")
+        out.append(b"Forwarded: %s\r\nX-Real-IP: %s\r\n" % (fwd, addr))
+        self._framing_headers(ex, out)
+        ex.head_out = b"".join(out)
+        pool = front.pools.get(info.id)
+        if pool is None or not pool.replicas:
+            if front.request_targets is not None:
+                self.loop.create_task(self._await_targets(ex, info.id))
+                return
+            if info.status == "running":
+                # A front fed by the control plane may not have the addresses of
+                # replicas that just got ready: wait briefly for the feed.
+                self.loop.create_task(self._await_feed(ex, info.id))
+                return
+        self._dispatch_service(ex, pool)
+
+    async def _await_feed(self, ex: Exchange, cluster_id: str) -> None:
+        await self.front.wait_for_targets(cluster_id, FEED_WAIT_S)
+        if self.active is ex and not self.closed:
+            self._dispatch_service(ex, self.front.pools.get(cluster_id))
+
+    def _allowed_origins(self, host: bytes) -> list[str]:
+        """The origins a cookie-opened WebSocket may come from (as the API's auth
+        middleware has them): the one the request came to, and the public URL."""
+        out = []
+        if host:
+            scheme = "https" if self.cfg.scheme == "https" else "http"
+            out.append(f"{scheme}://{host.decode('latin-1').strip()}")
+        if self.cfg.public_url:
+            out.append(self.cfg.public_url)
+        return out
+
+    async def _await_targets(self, ex: Exchange, cluster_id: str) -> None:
+        assert self.front.request_targets is not None
+        try:
+            await asyncio.wait_for(self.front.request_targets(cluster_id), 2.0)
+        except Exception as exc:  # the control plane is busy or gone: say 503 below
+            self.front.errors(f"replica addresses for {cluster_id} not known: {exc!r}")
+        if self.active is ex and not self.closed:
+            self._dispatch_service(ex, self.front.pools.get(cluster_id))

@@ -1,0 +1,204 @@
+"""The database: connections, transactions, the writer thread and migrations.
+
+One writer, many readers: `tx()` uses the one write connection (behind a lock, so
+one transaction at a time in this process); reads outside a transaction use a
+connection of their own thread, which WAL lets read while a writer (of this process
+or another) holds the write lock. An event loop never calls the store directly:
+`run_write` runs a transaction in the single writer thread and `run_read` runs reads
+in a small pool, so a locked or slow database delays those calls only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ecolink.store.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
+
+log = logging.getLogger("ecolink.store")
+
+T = TypeVar("T")
+BUSY_TIMEOUT_MS = 10_000
+
+
+class StoreError(Exception):
+    """A store call refused: a constraint, a missing row, a write outside a
+    transaction, a nested transaction, or a database newer than this code."""
+
+
+class StoreBusy(StoreError):
+    """The database could not be written (locked past the busy timeout, or a disk
+    error); the transaction was rolled back, so nothing of it was stored."""
+
+
+class Database:
+    """One SQLite database file (WAL, foreign keys, versioned schema): its write
+    connection and single writer thread, its per-thread read connections, `tx()`,
+    and the migrations that run on open.
+
+    The table classes of this package build on it; their writes call `_write()`
+    first (a write needs a transaction) and read and write through `_conn`."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL",
+                 busy_timeout_ms: int = BUSY_TIMEOUT_MS, readers: int = 4) -> None:
+        self.path = str(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._writer = self._connect()
+        if self.path != ":memory:":
+            self._writer.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed ledger entry survives even a power cut, not only a crash.
+        self._writer.execute(f"PRAGMA synchronous = {synchronous}")
+        self._wlock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="ecolink-db-writer")
+        self._read_pool = ThreadPoolExecutor(readers, thread_name_prefix="ecolink-db-reader")
+        self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=self.busy_timeout_ms / 1000)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The writer inside this thread's transaction, else this thread's reader (an
+        in-memory database has one connection only)."""
+        if getattr(self._local, "in_tx", False) or self.path == ":memory:":
+            return self._writer
+        conn: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            self._local.reader = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        self._write_pool.shutdown(wait=True)
+        self._read_pool.shutdown(wait=True)
+        with self._readers_lock:
+            for conn in self._readers:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._readers.clear()
+        self._writer.close()
+
+    # -- off the event loop --------------------------------------------------
+    async def run_write(self, fn: Callable[[], T]) -> T:
+        """Run `fn` inside one transaction, in the writer thread (an in-memory database,
+        which has one connection and no lock to wait for, runs it here)."""
+        def job() -> T:
+            with self.tx():
+                return fn()
+        if self.path == ":memory:":
+            return job()
+        return await asyncio.get_running_loop().run_in_executor(self._write_pool, job)
+
+    def submit_write(self, fn: Callable[[], object], what: str,
+                     done: Callable[[], None] | None = None) -> None:
+        """Queue `fn` as one transaction for the writer thread and return at once (for
+        records nobody waits for); a failure is logged. `done` runs after it, in the
+        writer thread, whether it committed or not."""
+        def job() -> None:
+            try:
+                with self.tx():
+                    fn()
+            except Exception:
+                log.exception("could not record %s", what)
+            finally:
+                if done is not None:
+                    done()
+        if self.path == ":memory:":
+            job()
+        else:
+            self._write_pool.submit(job)
+
+    async def run_read(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (reads only) in a reader thread."""
+        if self.path == ":memory:":
+            return fn()
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, fn)
+
+    # -- schema ------------------------------------------------------------
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database has schema version {version}, newer than this ecolink "
+                f"({SCHEMA_VERSION}); upgrade ecolink"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.tx():
+                # A second process may have migrated in the meantime.
+                if self.schema_version() >= target:
+                    continue
+                for statement in split_sql(MIGRATIONS[target - 1]):
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version = {target}")
+
+    # -- transactions ------------------------------------------------------
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[None]:
+        """One write transaction; everything inside commits together or not at all.
+
+        A database that stays locked past the busy timeout, or fails to commit, raises
+        `StoreBusy` after rolling back: nothing of the transaction was stored."""
+        if getattr(self._local, "in_tx", False):
+            raise StoreError("nested transaction")
+        with self._wlock:
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreBusy(f"the database cannot be written: {exc}") from exc
+            self._local.in_tx = True
+            try:
+                yield
+                self._before_commit()
+                self._writer.execute("COMMIT")
+            except BaseException as exc:
+                self._local.in_tx = False
+                with contextlib.suppress(sqlite3.Error):
+                    self._writer.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise StoreBusy(f"the database cannot be written: {exc}") from exc
+                raise
+            finally:
+                self._local.in_tx = False
+
+    def _before_commit(self) -> None:
+        """A seam for tests that make a commit fail."""
+
+    @property
+    def in_tx(self) -> bool:
+        return bool(getattr(self._local, "in_tx", False))
+
+    def _write(self) -> None:
+        if not self.in_tx:
+            raise StoreError("writes need a transaction")
+
+    @contextlib.contextmanager
+    def _maybe_tx(self) -> Iterator[None]:
+        """This thread's transaction if one is open, else a new one."""
+        if self.in_tx:
+            yield
+        else:
+            with self.tx():
+                yield
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, params)

@@ -1,0 +1,162 @@
+"""The schema: the migrations in order, each one SQL script.
+
+A database records the number of migrations applied in `PRAGMA user_version`;
+`Database` applies the missing ones when it opens. A migration, once released,
+never changes: a change of schema is a new migration at the end.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: the initial schema.
+    """
+    CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        balance INTEGER NOT NULL DEFAULT 0,
+        held INTEGER NOT NULL DEFAULT 0,
+        CHECK (held >= 0)
+    );
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        prefix TEXT NOT NULL UNIQUE,
+        key_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        last_used_at INTEGER
+    );
+    CREATE TABLE console_sessions (
+        token_hash TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE clusters (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        region TEXT NOT NULL,
+        gpu_type TEXT NOT NULL,
+        gpu_count INTEGER NOT NULL,
+        replicas INTEGER NOT NULL,
+        image TEXT NOT NULL,
+        startup_command TEXT,
+        shared_filesystems TEXT NOT NULL DEFAULT '[]',
+        rate_per_gpu_hour INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending','running','stopping','stopped',
+                                               'terminating','terminated','failed')),
+        status_reason TEXT,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        expires_at INTEGER NOT NULL,
+        duration_mh INTEGER NOT NULL,
+        endpoint_port INTEGER,
+        suspended INTEGER NOT NULL DEFAULT 0,
+        terminated_at INTEGER,
+        warned INTEGER NOT NULL DEFAULT 0,
+        hold_total INTEGER NOT NULL DEFAULT 0,
+        released_total INTEGER NOT NULL DEFAULT 0,
+        spent_total INTEGER NOT NULL DEFAULT 0,
+        last_charge_at INTEGER NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0,
+        CHECK (spent_total + released_total <= hold_total)
+    );
+    CREATE UNIQUE INDEX clusters_live_name ON clusters(account_id, name)
+        WHERE status != 'terminated';
+    CREATE INDEX clusters_account ON clusters(account_id, created_at);
+    CREATE INDEX clusters_status ON clusters(status);
+    CREATE TABLE cluster_segments (
+        id INTEGER PRIMARY KEY,
+        cluster_id TEXT NOT NULL REFERENCES clusters(id),
+        start_at INTEGER NOT NULL,
+        end_at INTEGER,
+        hourly_rate INTEGER NOT NULL,
+        CHECK (end_at IS NULL OR end_at >= start_at)
+    );
+    CREATE INDEX segments_cluster ON cluster_segments(cluster_id);
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        cluster_id TEXT REFERENCES clusters(id),
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('credit','hold','hold_release','charge')),
+        amount INTEGER NOT NULL,
+        balance_after INTEGER NOT NULL,
+        held_after INTEGER NOT NULL,
+        memo TEXT NOT NULL DEFAULT '',
+        CHECK ((kind = 'hold' AND amount > 0) OR (kind IN ('hold_release','charge') AND amount < 0)
+               OR (kind = 'credit' AND amount != 0)),
+        CHECK (held_after >= 0 AND balance_after - held_after >= 0)
+    );
+    CREATE INDEX ledger_account ON ledger(account_id, id);
+    CREATE INDEX ledger_cluster ON ledger(cluster_id, id);
+    CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+    CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
+        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        cluster_id TEXT NOT NULL REFERENCES clusters(id),
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        replica TEXT
+    );
+    CREATE INDEX events_cluster ON events(cluster_id, id);
+    CREATE TABLE idempotency (
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (account_id, key)
+    );
+    CREATE INDEX idempotency_created ON idempotency(created_at);
+    CREATE TABLE kept_sessions (
+        id TEXT PRIMARY KEY,
+        cluster_id TEXT NOT NULL REFERENCES clusters(id),
+        replica TEXT NOT NULL,
+        command TEXT NOT NULL,
+        tty INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        exited INTEGER NOT NULL DEFAULT 0,
+        exit_code INTEGER,
+        ended_reason TEXT,
+        ended_at INTEGER
+    );
+    CREATE INDEX kept_sessions_cluster ON kept_sessions(cluster_id);
+    """,
+    # 2: a console session belongs to the API key that minted it and ends with it.
+    # Sessions minted before cannot be tied to a key: they end here.
+    """
+    DELETE FROM console_sessions;
+    ALTER TABLE console_sessions ADD COLUMN key_id INTEGER REFERENCES api_keys(id);
+    CREATE INDEX console_sessions_key ON console_sessions(key_id);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def split_sql(script: str) -> list[str]:
+    """Split a migration script into statements (triggers keep their inner `;`)."""
+    out: list[str] = []
+    buf = ""
+    for part in script.split(";"):
+        buf += part
+        if not buf.strip():
+            buf = ""
+            continue
+        if sqlite3.complete_statement(buf + ";"):
+            out.append(buf.strip())
+            buf = ""
+        else:
+            buf += ";"
+    return out
