@@ -48,15 +48,21 @@ def test_metrics_count_requests_watch_clients_exec_and_store_calls(
     assert api.get("/gpu-clusters/gc_nothere").status_code == 404
     assert httpx.get(srv.url + "/gpu-clusters").status_code == 401
     c = launch(api, "observed", replicas=2, command="sleep 600")
-    wait_for(api, c["id"], all_ready(2), what="2 ready")
+    c = wait_for(api, c["id"], all_ready(2), what="2 ready")
+    replica = c["replica_states"][0]["name"]
+    kept = api.post(f"/gpu-clusters/{c['id']}/replicas/{replica}/sessions",
+                    json={"command": ["sleep", "600"]})
+    assert kept.status_code in (200, 201), kept.text
 
     async def with_sockets_open() -> dict[Any, float]:
         watch = await websockets.connect(
-            srv.ws_url("/watch"), additional_headers={"Authorization": f"Bearer {srv.key}"},
+            srv.ws_url("/watch"), additional_headers={"Authorization": f"Bearer {srv.key}",
+                                                      "X-Request-Id": "watch-1"},
             proxy=None)
-        shell = await connect(exec_url(srv, c["id"], c["replica_states"][0]["name"]
-                                       if c.get("replica_states") else "r0",
-                                       ["sleep", "30"], tty="false", stdin="false"), srv.key)
+        assert watch.response is not None
+        assert watch.response.headers["x-request-id"] == "watch-1"
+        shell = await connect(exec_url(srv, c["id"], replica, ["sleep", "30"],
+                                       tty="false", stdin="false"), srv.key)
         try:
             await watch.recv()  # the snapshot: the hub holds the client by now
             return await asyncio.to_thread(scrape, api)
@@ -64,9 +70,9 @@ def test_metrics_count_requests_watch_clients_exec_and_store_calls(
             await shell.ws.close()
             await watch.close()
 
-    cluster = api.get(f"/gpu-clusters/{c['id']}").json()
-    c["replica_states"] = cluster["replica_states"]
     during = asyncio.run(with_sockets_open())
+    assert api.delete(f"/gpu-clusters/{c['id']}/sessions/{kept.json()['id']}").status_code in (
+        200, 204)
     after = scrape(api)
 
     def delta(name: str, **labels: str) -> float:
@@ -94,6 +100,8 @@ def test_metrics_count_requests_watch_clients_exec_and_store_calls(
     assert sample(during, "ecolink_watch_clients") == 1
     assert sample(during, "ecolink_websockets_open", route="/watch") == 1
     assert sample(during, "ecolink_exec_sessions", kind="direct") == 1
+    assert sample(during, "ecolink_exec_sessions", kind="kept") == 1
+    assert sample(after, "ecolink_exec_sessions", kind="kept") == 0
     wait_until(lambda: sample(scrape(api), "ecolink_watch_clients") == 0, what="watch gone")
     assert sample(after, "ecolink_exec_sessions", kind="direct") == 0
     assert sample(after, "ecolink_websockets_open", route="/watch") == 0

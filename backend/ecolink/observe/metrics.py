@@ -64,6 +64,20 @@ class Metrics:
                             "1 while this instance does the periodic work", registry=r)
         self.leader.set(1)
         self.exec_websockets = 0
+        # The labelled children, looked up once each (labels() takes a lock).
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
+
+    def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
+        counter = self._counted.get((method, route, status))
+        if counter is None:
+            counter = self._counted[(method, route, status)] = self.requests.labels(
+                method, route, str(status))
+        timer = self._timed.get((method, route))
+        if timer is None:
+            timer = self._timed[(method, route)] = self.latency.labels(method, route)
+        counter.inc()
+        timer.observe(seconds)
 
     def watch(self, ctx: AppContext) -> None:
         """Add the gauges read from the context at scrape time."""
@@ -150,6 +164,19 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _with_id(send: Send, opening: str, rid: str) -> Send:
+    """`send`, adding the request id to the headers of the message that opens the
+    answer (`http.response.start`, `websocket.accept`)."""
+    header = (REQUEST_ID_HEADER.encode(), rid.encode())
+
+    async def sending(message: Message) -> None:
+        if message["type"] == opening:
+            message = {**message, "headers": [*message.get("headers", ()), header]}
+        await send(message)
+
+    return sending
+
+
 class ObserveMiddleware:
     """Outermost of the app's own middleware: request ids, request counts and
     latencies, open WebSockets."""
@@ -171,30 +198,27 @@ class ObserveMiddleware:
             if kind == "http":
                 await self._http(scope, receive, send, rid)
             else:
-                await self._websocket(scope, receive, send)
+                await self._websocket(scope, receive, _with_id(send, "websocket.accept", rid))
         finally:
             request_id_var.reset(token)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         status = 500
-        rid_header = (REQUEST_ID_HEADER.encode(), rid.encode())
+        send_with_id = _with_id(send, "http.response.start", rid)
 
-        async def send_with_id(message: Message) -> None:
+        async def send_noting_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message,
-                           "headers": [*message.get("headers", ()), rid_header]}
-            await send(message)
+            await send_with_id(message)
 
         start = time.perf_counter()
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_noting_status)
         finally:
-            route = route_template(scope, self.routes())
-            method = scope.get("method", "")
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
+            self.metrics.request_done(scope.get("method", ""),
+                                      route_template(scope, self.routes()), status,
+                                      time.perf_counter() - start)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = route_template(scope, self.routes())
