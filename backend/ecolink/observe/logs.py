@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ def request_id_from(value: str | None) -> str:
     """The client's id when it is well-formed, else a new one."""
     if value is not None and _WELL_FORMED.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class RequestIdFilter(logging.Filter):
