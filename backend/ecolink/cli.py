@@ -72,6 +72,8 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
     from ecolink.api.edge_rules import normalize_suffix
     from ecolink.wiring import ServeConfig
 
+    if args.log_format not in ("text", "json"):
+        raise CliError(f"ECOLINK_LOG_FORMAT={args.log_format!r}: use text or json")
     tls = bool(args.tls_cert or args.tls_key)
     if tls and not (args.tls_cert and args.tls_key):
         raise CliError("--tls-cert and --tls-key go together")
@@ -162,6 +164,7 @@ def _serve(args: argparse.Namespace, ctx: AppContext) -> int:
 
     from ecolink.api.app import create_app
     from ecolink.front.server import bind_socket
+    from ecolink.observe.logs import apply_log_format
 
     workers = args.workers or os.cpu_count() or 1
     sock = bind_socket(args.host, args.port, reuse_port=workers > 1)
@@ -174,6 +177,8 @@ def _serve(args: argparse.Namespace, ctx: AppContext) -> int:
     config = _uvicorn_config(create_app(ctx), args)
     front = _front(args, ctx, sock, api_socket, workers, scheme)
     redact_logs()  # after uvicorn.Config: it sets up its handlers
+    apply_log_format(args.log_format)
+    os.environ["ECOLINK_LOG_FORMAT"] = args.log_format  # for the front's workers
     server = uvicorn.Server(config)
     server_json = ctx.state_dir / "server.json"
     pid = os.getpid()
@@ -515,6 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="warning",
                    choices=["critical", "error", "warning", "info", "debug"])
     s.add_argument("--access-log", action="store_true")
+    s.add_argument("--log-format", choices=["text", "json"],
+                   default=os.environ.get("ECOLINK_LOG_FORMAT") or "text",
+                   help="json: one JSON object a line, with the request id "
+                        "(default: $ECOLINK_LOG_FORMAT, else text)")
     s.add_argument("--db-busy-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long a write waits for a database another process holds "
                         "before the request answers 503 (default 10)")

@@ -30,6 +30,8 @@ from ecolink.api import (
 from ecolink.api.auth import OPEN_PATHS, AuthMiddleware
 from ecolink.api.context import AppContext
 from ecolink.front import metrics as front_metrics
+from ecolink.observe import ready
+from ecolink.observe.metrics import Metrics, ObserveMiddleware, instrument_store
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,15 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(logs.router)
     app.include_router(portforward.router)
     app.include_router(front_metrics.router)
+    app.include_router(ready.router)
 
+    metrics = Metrics()
+    metrics.watch(ctx)
+    instrument_store(ctx.store, metrics.store)
+    app.state.metrics = metrics
     app.add_middleware(AuthMiddleware)
+    # Added last, so outermost: refusals of the auth middleware are counted too.
+    app.add_middleware(ObserveMiddleware, metrics=metrics, routes=lambda: app.routes)
     errors.install(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

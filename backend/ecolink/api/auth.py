@@ -25,7 +25,8 @@ from ecolink.errors import Unauthenticated
 from ecolink.store import Account, to_us
 
 # Routes anyone may call (GET/HEAD only).
-OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs",
+                        "/docs/oauth2-redirect"})
 
 _UNAUTHENTICATED = json.dumps(
     {"error": {"code": "unauthenticated",

@@ -1,5 +1,7 @@
-"""`GET /metrics`: the service URL's traffic per replica in Prometheus' text format,
-for the clusters of the key's account (scrape with a bearer key)."""
+"""`GET /metrics`: in Prometheus' text format, the instance's own series
+(`ecolink.observe.metrics`: requests, latencies, WebSockets, store, runtime) and the
+service URL's traffic per replica for the clusters of the key's account (scrape
+with a bearer key)."""
 
 from __future__ import annotations
 
@@ -67,5 +69,6 @@ async def metrics(request: Request) -> Response:
     names = {c.id: c.name for c in ctx.service.list_clusters(acct.id)}
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(counters, names))
-    return Response(generate_latest(registry),
+    instance: bytes = request.app.state.metrics.exposition()
+    return Response(generate_latest(registry) + instance,
                     media_type="text/plain; version=0.0.4; charset=utf-8")

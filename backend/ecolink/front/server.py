@@ -431,6 +431,10 @@ def worker_main(argv: list[str]) -> int:
     conf = json.loads(argv[0])
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The format `ecolink serve` was given (it sets the variable for its workers).
+    from ecolink.observe.logs import apply_log_format
+
+    apply_log_format(os.environ.get("ECOLINK_LOG_FORMAT") or "text")
     raise_fd_limit()
 
     async def main() -> None:

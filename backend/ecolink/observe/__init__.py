@@ -1,0 +1,2 @@
+"""What an operator watches an instance by: Prometheus metrics (`metrics`), the
+request id and JSON log lines (`logs`), and the readiness probe (`ready`)."""
