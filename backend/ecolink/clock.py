@@ -35,8 +35,8 @@ class SteadyClock:
     `tolerance_s`, and forward steps up to `max_step_s`). A step backwards, or forward
     by more than `max_step_s`, is logged and not followed: time goes on from the
     steady clock, so no cluster pays for time that did not run and none expires
-    early. Readings never go backwards. Once the wall clock agrees again (it was put
-    right), it is followed again."""
+    early. Readings never go backwards. Once the wall clock agrees again within
+    `tolerance_s` (it was put right), it is followed again."""
 
     def __init__(self, wall: Clock | None = None,
                  steady: Callable[[], float] = steady_seconds, *,
@@ -61,7 +61,11 @@ class SteadyClock:
                 a_wall, a_mono = self._anchor
                 steady = a_wall + timedelta(seconds=mono - a_mono)
                 drift = (wall - steady).total_seconds()
-                if -self.tolerance_s <= drift <= self.max_step_s:
+                # After a step that was not followed, the wall clock is followed again
+                # only once it agrees within the tolerance: steps that add up to less
+                # than `max_step_s` are not one small step forward.
+                ahead = self.tolerance_s if self._stepped else self.max_step_s
+                if -self.tolerance_s <= drift <= ahead:
                     if self._stepped:
                         log.warning("the wall clock agrees with the elapsed time again; "
                                     "following it")

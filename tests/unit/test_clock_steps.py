@@ -94,6 +94,21 @@ def test_a_step_within_the_bound_is_followed() -> None:
 # --------------------------------------------------------------------------- segments
 
 
+def test_large_steps_that_add_up_to_a_small_one_are_not_followed() -> None:
+    """+61 s, +61 s, then -62 s: the wall clock ends 60 s ahead of the time that ran,
+    made of steps that were each refused; it is not one small step to follow."""
+    wall, steady, clock = clocks(max_step_s=60)
+    clock.now()
+    for step in (61, 61, -62):
+        pass_time(wall, steady, 1)
+        wall.advance(step)
+        clock.now()
+    assert clock.now() == T0 + timedelta(seconds=3)
+    wall.set(T0 + timedelta(seconds=4))  # put right: followed again
+    pass_time(wall, steady, 1)
+    assert clock.now() == T0 + timedelta(seconds=5)
+
+
 def test_a_segment_never_starts_before_the_previous_one_ended() -> None:
     segs = [Segment(0, 100, 7), Segment(200, 300, 7)]
     assert segment_start(segs, 250) == 300
