@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 
 from ecotui.client.watch import connection_frame
-from ecotui.screens.keymap import CLUSTERS_VIEW, GLOBAL, ON_CLUSTER
+from ecotui.keymap import CLUSTERS_VIEW, GLOBAL, ON_CLUSTER
 from tui.helpers import fixed_app, row_text, screen_text, wait_for, wait_for_text
 
 BIG = (160, 48)

@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
 
 from ecotui import costs
+from ecotui.client.rest import EcoClient
 from ecotui.dialogs._base import ActionDialog
 from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoCheckbox, EcoInput, EcoSelectionList
@@ -62,7 +63,7 @@ class LaunchDialog(ActionDialog):
     }
     """
 
-    def __init__(self, client: Any, *, catalog: dict[str, Any] | None = None,
+    def __init__(self, client: EcoClient, *, catalog: dict[str, Any] | None = None,
                  filesystems: list[dict[str, Any]] | None = None,
                  account: dict[str, Any] | None = None,
                  clusters: list[dict[str, Any]] | None = None, **kw: Any) -> None:

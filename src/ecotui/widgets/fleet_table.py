@@ -12,17 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
+from textual.binding import BindingType
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ecotui.keymap import MOVEMENT
 from ecotui.model import GroupRow
-from ecotui.screens.keymap import MOVEMENT
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ CellsFn = Callable[[str, dict[str, int]], dict[str, Cell]]
 class FleetTable(ScrollView, can_focus=True):
     """Clusters (or any keyed rows) drawn line by line."""
 
-    BINDINGS = MOVEMENT
+    BINDINGS: ClassVar[list[BindingType]] = [*MOVEMENT]
 
     COMPONENT_CLASSES = {
         "fleet-table--header", "fleet-table--cursor", "fleet-table--group",

@@ -9,15 +9,17 @@ history was restored) show as blanks, not as zeros.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
+from textual.binding import BindingType
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ecotui.keymap import MOVEMENT
 from ecotui.model import DashboardModel, fmt_duration, sparkline
-from ecotui.screens.keymap import MOVEMENT
 from ecotui.text import visible
 
 FIXED = 48  # cells used by the label and readings around a sparkline
@@ -25,7 +27,7 @@ NAME_WIDTH = 16
 
 
 class GpuPanel(ScrollView, can_focus=True):
-    BINDINGS = MOVEMENT
+    BINDINGS: ClassVar[list[BindingType]] = [*MOVEMENT]
 
     COMPONENT_CLASSES = {"gpu-panel--header", "gpu-panel--label", "gpu-panel--spark",
                          "gpu-panel--hot", "gpu-panel--idle", "gpu-panel--dim"}

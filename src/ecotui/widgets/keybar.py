@@ -14,7 +14,7 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Static
 
-from ecotui.screens.keymap import key_label
+from ecotui.keymap import key_label
 
 
 class KeyBar(Static):

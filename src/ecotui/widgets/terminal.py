@@ -25,19 +25,20 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
-from textual.binding import Binding
+from textual.binding import BindingType
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.strip import Strip
 from textual.timer import Timer
 from textual.widget import Widget
 
+from ecotui.keymap import RELEASE_KEY, TERMINAL
 from ecotui.terminal import Terminal, encode_focus, encode_key, encode_mouse, encode_paste
 from ecotui.terminal.line import Line, history_runs, history_text, text_width, to_cells
 from ecotui.terminal.style import (
@@ -55,9 +56,6 @@ from ecotui.terminal.style import (
     UNDERLINE,
 )
 
-RELEASE_KEY = "ctrl+right_square_bracket"
-RELEASE_KEY_DISPLAY = "ctrl+]"
-
 _OPENABLE = ("http", "https", "mailto")
 _SELECTION = Style(reverse=True)
 _MATCH = Style(bgcolor="yellow", color="black")
@@ -67,8 +65,7 @@ _CURRENT_MATCH = Style(bgcolor="dark_orange", color="black", bold=True)
 class TerminalView(Widget, can_focus=True):
     """A terminal screen fed with a program's output."""
 
-    BINDINGS = [Binding(RELEASE_KEY, "release", "dashboard keys", key_display=RELEASE_KEY_DISPLAY,
-                        priority=True)]
+    BINDINGS: ClassVar[list[BindingType]] = [*TERMINAL]
 
     DEFAULT_CSS = """
     TerminalView {
