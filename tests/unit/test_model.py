@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ecotui.client.replay import FIXED_START, GeneratedFleet
+from ecotui.testing import FIXED_START, GeneratedFleet
 from ecotui.client.watch import connection_frame
 from ecotui.model import (
     DashboardModel,

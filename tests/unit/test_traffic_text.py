@@ -8,7 +8,7 @@ import pytest
 
 from ecotui import traffic
 from ecotui.cli import render_cluster
-from ecotui.client.replay import GeneratedFleet
+from ecotui.testing import GeneratedFleet
 from ecotui.model import DashboardModel
 from ecotui.widgets.replicas_table import replica_cells
 

@@ -252,11 +252,11 @@ class ClustersScreen(DashboardScreen):
         if key is not None:
             self.post_message(OpenCluster(key))
 
-    @on(FleetTable.Selected)
+    @on(FleetTable.Selected, "#fleet")
     def _selected(self, event: FleetTable.Selected) -> None:
         self.post_message(OpenCluster(event.key))
 
-    @on(FleetTable.HeaderClicked)
+    @on(FleetTable.HeaderClicked, "#fleet")
     def _header(self, event: FleetTable.HeaderClicked) -> None:
         m = self.eco.model
         if event.column == "alert":

@@ -273,11 +273,11 @@ class GpusScreen(DashboardScreen):
             self.app.push_screen(GpuDetailScreen(str(g.get("cluster_id")), str(g.get("replica")),
                                                  int(g.get("index") or 0), initial=g))
 
-    @on(FleetTable.Selected)
+    @on(FleetTable.Selected, "#gpus")
     def _selected(self, event: FleetTable.Selected) -> None:
         self.action_open_gpu()
 
-    @on(FleetTable.HeaderClicked)
+    @on(FleetTable.HeaderClicked, "#gpus")
     def _header(self, event: FleetTable.HeaderClicked) -> None:
         if event.column not in SORTS:
             return

@@ -72,25 +72,38 @@ class FleetTable(ScrollView, can_focus=True):
     FleetTable > .fleet-table--dim { color: $foreground 55%; }
     """
 
+    @dataclass
     class Selected(Message):
         """Enter or double click on a row."""
 
-        def __init__(self, table: FleetTable, key: str) -> None:
-            super().__init__()
-            self.table = table
-            self.key = key
+        table: FleetTable
+        key: str
 
+        @property
+        def control(self) -> FleetTable:
+            return self.table
+
+    @dataclass
     class Highlighted(Message):
-        def __init__(self, table: FleetTable, key: str | None) -> None:
-            super().__init__()
-            self.table = table
-            self.key = key
+        """The cursor moved to another row (None: no row)."""
 
+        table: FleetTable
+        key: str | None
+
+        @property
+        def control(self) -> FleetTable:
+            return self.table
+
+    @dataclass
     class HeaderClicked(Message):
-        def __init__(self, table: FleetTable, column: str) -> None:
-            super().__init__()
-            self.table = table
-            self.column = column
+        """A column's header was clicked (the screen sorts by it)."""
+
+        table: FleetTable
+        column: str
+
+        @property
+        def control(self) -> FleetTable:
+            return self.table
 
     def __init__(self, columns: Sequence[Column], cells: CellsFn, *, name: str | None = None,
                  id: str | None = None, classes: str | None = None) -> None:
