@@ -7,11 +7,11 @@ from __future__ import annotations
 import copy
 import re
 
-from ecotui.testing import ReplayFrameSource
 from ecotui.screens.clusters import ClustersScreen
 from ecotui.screens.command_line import commands_for, completions
 from ecotui.screens.gpus import GpusScreen
 from ecotui.screens.logs import LogsScreen
+from ecotui.testing import ReplayFrameSource
 from ecotui.widgets.keybar import KeyBar
 from ecotui.widgets.replicas_table import ReplicasTable
 from tui.helpers import fixed_app, screen_text, wait_for, wait_for_text

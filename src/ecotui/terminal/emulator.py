@@ -41,6 +41,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from . import margins
+from .charsets import DEC_GRAPHICS
 from .line import WIDTHS, Line, history_runs, history_text, history_wrapped
 from .reflow import reflow
 from .style import StyleTable
@@ -66,13 +67,6 @@ _NEEDS_TOKENS = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]").search
 
 _NOT_SGR = ("<", "=", ">", "?")
 _MAX_PENDING = 1 << 20  # an unterminated OSC/DCS longer than this is dropped
-
-DEC_GRAPHICS = str.maketrans({
-    "`": "◆", "a": "▒", "b": "␉", "c": "␌", "d": "␍", "e": "␊", "f": "°", "g": "±",
-    "h": "␤", "i": "␋", "j": "┘", "k": "┐", "l": "┌", "m": "└", "n": "┼", "o": "⎺",
-    "p": "⎻", "q": "─", "r": "⎼", "s": "⎽", "t": "├", "u": "┤", "v": "┴", "w": "┬",
-    "x": "│", "y": "≤", "z": "≥", "{": "π", "|": "≠", "}": "£", "~": "·",
-})
 
 # Mouse tracking modes (DECSET numbers) and encodings.
 MOUSE_X10, MOUSE_NORMAL, MOUSE_BUTTON, MOUSE_ANY = 9, 1000, 1002, 1003

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .charsets import DEC_GRAPHICS
 from .line import WIDTHS, Line
 
 if TYPE_CHECKING:
@@ -154,8 +155,6 @@ def _chars_op(t: Terminal, n: int, *, insert: bool) -> None:
 
 def put(t: Terminal, text: str) -> None:
     """Printable text, a character at a time, wrapping at the right margin."""
-    from .emulator import DEC_GRAPHICS
-
     if t._graphics:
         text = text.translate(DEC_GRAPHICS)
     for ch in text:
