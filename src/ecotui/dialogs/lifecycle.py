@@ -129,7 +129,7 @@ class TerminateDialog(ClusterDialog):
         self.update_confirm()
 
     def can_submit(self, operation: str) -> bool:
-        return self.query_one("#confirm_name", Input).value.strip() == self.cluster["name"]
+        return self.query_one("#confirm_name", Input).value.strip() == str(self.cluster["name"])
 
     def update_confirm(self) -> None:
         if self.composed and not self.busy:

@@ -48,7 +48,7 @@ NARROW_LEDGER = {"at", "cluster", "kind", "amount", "available", "memo"}
 RELOAD_EVERY_S = 5.0
 
 
-class LedgerTable(DataTable):
+class LedgerTable(DataTable[Any]):
     BINDINGS: ClassVar[list[BindingType]] = [*MOVEMENT]
 
     def action_cursor_top(self) -> None:
@@ -98,7 +98,7 @@ class AccountScreen(DashboardScreen):
             ledger.border_title = "Ledger (newest first)"
             yield ledger
             with Vertical(id="ended-box"):
-                ended = DataTable(id="ended", cursor_type="row")
+                ended: DataTable[Any] = DataTable(id="ended", cursor_type="row")
                 ended.border_title = "Ended clusters: cost"
                 yield ended
 

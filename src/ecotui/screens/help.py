@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -74,7 +74,7 @@ class HelpScreen(Screen[None]):
         for _ in range(columns):
             grid.add_column()
         for i in range(0, len(sections), columns):
-            row = list(sections[i:i + columns])
+            row: list[RenderableType] = list(sections[i:i + columns])
             row += [Text("")] * (columns - len(row))
             grid.add_row(*row)
             grid.add_row(*([Text("")] * columns))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -138,7 +138,7 @@ class LogsScreen(DashboardScreen):
     def wanted_focus(self) -> list[str]:
         return [self.cluster_id]
 
-    def current_cluster(self):
+    def current_cluster(self) -> dict[str, Any] | None:
         return self.eco.model.clusters.get(self.cluster_id)
 
     # -- keys ----------------------------------------------------------------------
@@ -172,7 +172,7 @@ class LogsScreen(DashboardScreen):
         self._caption()
 
     def _switch_replica(self, step: int) -> None:
-        names = replica_names(self.eco, self.cluster_id)
+        names = replica_names(self.app, self.cluster_id)
         if not names:
             return
         i = names.index(self.replica) if self.replica in names else -1

@@ -106,7 +106,8 @@ class ShellPane(Vertical):
     def _node_from(self, cluster: dict[str, Any]) -> str | None:
         for r in cluster.get("replica_states") or []:
             if r.get("name") == self.replica:
-                return r.get("node")
+                node = r.get("node")
+                return None if node is None else str(node)
         return None
 
     @property

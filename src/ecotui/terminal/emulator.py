@@ -38,6 +38,7 @@ import binascii
 import codecs
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import margins
@@ -1236,7 +1237,7 @@ class Terminal:
 def _run_line(text: str, sid: int) -> Line:
     ln = Line()
     if text:
-        ln.segs = [(text, sid)]  # type: ignore[list-item]
+        ln.segs = [(text, sid)]
         ln.end = len(text)
     return ln
 
@@ -1255,7 +1256,7 @@ def _line_from_history(item: Line | str, cols: int) -> Line:
     return ln
 
 
-_CSI = {
+_CSI: dict[tuple[str, str, str], Callable[[Terminal, list[int]], object]] = {
     ("", "", "@"): Terminal._ich,
     ("", "", "A"): Terminal._cuu,
     ("", "", "B"): Terminal._cud,

@@ -83,7 +83,7 @@ class GeneratedFleet(FleetTelemetry):
         ready = 0
         for k in range(replicas if status not in ("stopped", "terminated") else 0):
             phase, rdy, restarts, rreason = "Running", True, 0, None
-            node = f"node-{region}-{(i * 3 + k) % 40:02d}"
+            node: str | None = f"node-{region}-{(i * 3 + k) % 40:02d}"
             if status == "pending" or (special == 4 and k >= replicas - 1):
                 phase, rdy, node = "Pending", False, None
                 rreason = ("Unschedulable: 0/12 nodes are available: "

@@ -68,10 +68,10 @@ class ReplayFrameSource:
         for f in self._initial:
             yield f
         while not self._closed:
-            f = await self._queue.get()
-            if f is None:
+            item = await self._queue.get()
+            if item is None:
                 break
-            yield f
+            yield item
 
 
 class _FollowStream(httpx.AsyncByteStream):

@@ -172,6 +172,8 @@ class FleetTelemetry:
                 if s["phase"] != "Running":
                     continue
                 for gi in range(c["gpu_count"]):
+                    g: dict[str, Any]
+                    h: dict[str, Any]
                     if brief:
                         u = self._util(cid, s["index"], gi, t)
                         sick = self._sick(cid, s["index"], gi)

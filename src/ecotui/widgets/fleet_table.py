@@ -122,7 +122,7 @@ class FleetTable(ScrollView, can_focus=True):
         self.sort_reverse = False
         self.empty_text = "no clusters"
         self.renders = 0  # lines rendered (the benchmark reads it)
-        self._header_cache: tuple[tuple, Strip] | None = None
+        self._header_cache: tuple[tuple[object, ...], Strip] | None = None
 
     # -- data ------------------------------------------------------------------
     @property

@@ -69,7 +69,7 @@ def replica_cells(r: dict[str, Any]) -> dict[str, str]:
     return cells
 
 
-class ReplicasTable(DataTable):
+class ReplicasTable(DataTable[Any]):
     BINDINGS: ClassVar[list[BindingType]] = [*MOVEMENT]
 
     DEFAULT_CSS = """
