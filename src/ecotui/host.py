@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from textual.app import App
 from textual.message import Message
@@ -22,12 +22,14 @@ from ecotui.client.rest import EcoClient
 from ecotui.model import DashboardModel
 
 
+@runtime_checkable
 class ClientHost(Protocol):
     """An app with a REST client: enough for the shells and the replica tools."""
 
     client: EcoClient
 
 
+@runtime_checkable
 class DialogHost(ClientHost, Protocol):
     """What a cluster-action dialog needs of its app: the client, the clock and the zone."""
 
@@ -35,6 +37,7 @@ class DialogHost(ClientHost, Protocol):
     tz: tzinfo | None  # None: the machine's local time zone
 
 
+@runtime_checkable
 class EcoHost(DialogHost, Protocol):
     """The dashboard app as its screens see it."""
 

@@ -15,7 +15,8 @@ something else. Keys while a terminal has focus all go to the shell, except
 
 Entry points for the dashboard's keys: `open_shell(app, cluster, replica)`
 (`s`), `open_shells_view(app)` (`S`); `N` opens `gpu_compare`. The app must
-have `client` (an `EcoClient`: `ecotui.host.ClientHost`).
+be an `ecotui.host.DialogHost`: a `client` (an `EcoClient`), and the clock and
+zone of the extend dialog (`e`).
 """
 
 from __future__ import annotations
