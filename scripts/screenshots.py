@@ -28,13 +28,13 @@ from textual.pilot import Pilot  # noqa: E402
 from textual.widgets import Input  # noqa: E402
 
 from ecotui.app import EcoApp  # noqa: E402
+from ecotui.client.rest import EcoClient  # noqa: E402
 from ecotui.testing import (  # noqa: E402
     FIXED_START,
     GeneratedFleet,
     ReplayFrameSource,
     fleet_transport,
 )
-from ecotui.client.rest import EcoClient  # noqa: E402
 
 OUT = ROOT / "screenshots"
 
