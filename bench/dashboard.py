@@ -56,7 +56,7 @@ async def serve_feed(clusters: int, replicas: int, gpus: int, port_file: Path) -
     from websockets.datastructures import Headers
     from websockets.http11 import Response
 
-    from ecotui.client.replay import GeneratedFleet, dumps
+    from ecotui.testing import GeneratedFleet, dumps
 
     fleet = GeneratedFleet(clusters, replicas, gpus)
     start = time.monotonic()
@@ -262,8 +262,8 @@ def reload_cost(clusters: int, replicas: int, gpus: int, rounds: int = 7) -> Non
     """The GPU view's 3-second reload on its own: bytes read and CPU to parse and merge
     the answer, the whole list (baseline) beside the answer since the version held.
     Both views must end with the same rows."""
-    from ecotui.client.replay import GeneratedFleet
     from ecotui.screens.gpus import GpusScreen
+    from ecotui.testing import GeneratedFleet
 
     fleet = GeneratedFleet(clusters, replicas, gpus)
     whole_view, since_view = GpusScreen(autoload=False), GpusScreen(autoload=False)

@@ -5,7 +5,7 @@
 
 Each shot is a name, a terminal size and an async function that drives the app
 to the view; add yours to SHOTS. The fleet and feed come from
-`ecotui.client.replay` (the same generated data the snapshot tests use), so the
+`ecotui.testing` (the same generated data the snapshot tests use), so the
 pictures are the same on every run and need no backend.
 """
 
@@ -28,13 +28,13 @@ from textual.pilot import Pilot  # noqa: E402
 from textual.widgets import Input  # noqa: E402
 
 from ecotui.app import EcoApp  # noqa: E402
-from ecotui.client.replay import (  # noqa: E402
+from ecotui.client.rest import EcoClient  # noqa: E402
+from ecotui.testing import (  # noqa: E402
     FIXED_START,
     GeneratedFleet,
     ReplayFrameSource,
     fleet_transport,
 )
-from ecotui.client.rest import EcoClient  # noqa: E402
 
 OUT = ROOT / "screenshots"
 

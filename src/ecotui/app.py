@@ -5,8 +5,9 @@ Data flow: a worker reads the watch feed and folds each frame into the
 to the top-most dashboard screen inside `batch_update()`, sends the watch focus
 (the clusters on screen) when it changes, and raises a notification for each
 new alert. REST reads and writes happen in workers too; event handlers never
-do IO. `app.client` (REST), `app.model` and `app.notify` are what dialogs and
-other screens use.
+do IO. Screens and dialogs see the app through `ecotui.host` (`EcoHost`:
+client, model, clock, tz) and ask for other views with its messages
+(`OpenCluster`, `OpenLogs`, `OpenView`), handled here.
 """
 
 from __future__ import annotations
@@ -17,32 +18,39 @@ from collections.abc import Iterable
 from datetime import tzinfo
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.binding import BindingType
 from textual.command import CommandPalette, SearchIcon
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from ecotui.client.rest import EcoClient
 from ecotui.client.watch import FrameSource, WatchClient
+from ecotui.host import OpenCluster, OpenLogs, OpenView
+from ecotui.keymap import GLOBAL, key_label
 from ecotui.model import Alert, Clock, DashboardModel, SystemClock
+from ecotui.screens.account import AccountScreen
 from ecotui.screens.base import DashboardScreen
+from ecotui.screens.cluster import ClusterScreen
 from ecotui.screens.clusters import ClustersScreen
-from ecotui.screens.keymap import GLOBAL
+from ecotui.screens.gpus import GpusScreen
+from ecotui.screens.help import HelpScreen
+from ecotui.screens.logs import LogsScreen
 from ecotui.text import visible
 
 DARK_THEME = "textual-dark"
 LIGHT_THEME = "textual-light"
 
 
-class EcoApp(App):
+class EcoApp(App[None]):
     """The live dashboard for one backend and one API key."""
 
     TITLE = "ecotui"
     CSS_PATH = "app.tcss"
-    BINDINGS = GLOBAL
+    BINDINGS: ClassVar[list[BindingType]] = [*GLOBAL]
     NOTIFICATION_TIMEOUT = 8
 
     def __init__(self, connection: Any = None, *, refresh_hz: float = 4.0, clock: Clock | None = None,
@@ -64,7 +72,8 @@ class EcoApp(App):
         self.client = client
         if frame_source is None:
             frame_source = WatchClient(client.base_url, client.api_key, clock=self.clock)
-        self.watch = frame_source
+        #: Where the watch frames come from (the backend's watch feed, or a replay).
+        self.feed: FrameSource = frame_source
         self._sent_focus: frozenset[str] | None = None
         self._last_second: int | None = None
         self._first_snapshot_notified = False
@@ -72,7 +81,7 @@ class EcoApp(App):
         if theme:
             self.theme = theme
 
-    def get_default_screen(self) -> Screen:
+    def get_default_screen(self) -> Screen[Any]:
         return ClustersScreen()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -82,7 +91,7 @@ class EcoApp(App):
 
     async def on_unmount(self) -> None:
         with contextlib.suppress(Exception):
-            await self.watch.close()
+            await self.feed.close()
         with contextlib.suppress(Exception):
             await self.client.aclose()
 
@@ -91,7 +100,7 @@ class EcoApp(App):
         """Fold every watch frame into the model (no painting here)."""
         model = self.model
         count = 0
-        async for frame in self.watch.frames():
+        async for frame in self.feed.frames():
             model.apply(frame)
             kind = frame.get("type")
             if kind == "snapshot":
@@ -106,8 +115,6 @@ class EcoApp(App):
 
     def _restore_history(self) -> None:
         """After a reconnect: refetch what the gap lost (GPU history, events)."""
-        from ecotui.screens.cluster import ClusterScreen
-
         for screen in self.screen_stack:
             if isinstance(screen, ClusterScreen):
                 screen.load_history()
@@ -163,7 +170,7 @@ class EcoApp(App):
 
     @work(group="focus", exclusive=True)
     async def _send_focus(self, ids: list[str]) -> None:
-        await self.watch.focus(ids)
+        await self.feed.focus(ids)
 
     def _notify_alerts(self, alerts: list[Alert]) -> None:
         if not alerts:
@@ -190,26 +197,28 @@ class EcoApp(App):
 
     # -- navigation ------------------------------------------------------------------
     def open_cluster(self, cluster_id: str) -> None:
-        from ecotui.screens.cluster import ClusterScreen
-
         self.push_screen(ClusterScreen(cluster_id))
 
-    def action_help(self) -> None:
-        from ecotui.screens.help import HelpScreen
+    def on_open_cluster(self, message: OpenCluster) -> None:
+        self.open_cluster(message.cluster_id)
 
+    def on_open_logs(self, message: OpenLogs) -> None:
+        self.push_screen(LogsScreen(message.cluster_id, message.replica))
+
+    def on_open_view(self, message: OpenView) -> None:
+        {"help": self.action_help, "account": self.action_account,
+         "gpus": self.action_show_gpus}[message.view]()
+
+    def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
     def action_account(self) -> None:
-        from ecotui.screens.account import AccountScreen
-
         if not isinstance(self.screen, AccountScreen):
             self.push_screen(AccountScreen())
 
     def action_show_gpus(self) -> None:
         """The fleet GPU view (`:gpus`): every GPU across all clusters, worst first."""
-        from ecotui.screens.gpus import GpusScreen
-
         if not isinstance(self.screen, GpusScreen):
             self.push_screen(GpusScreen())
 
@@ -218,7 +227,7 @@ class EcoApp(App):
         if isinstance(screen, DashboardScreen):
             screen.open_command_line()
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         screen = self.screen
         if isinstance(screen, DashboardScreen) and (screen.close_command_line()
                                                      or screen.handle_back()):
@@ -230,15 +239,13 @@ class EcoApp(App):
         self.theme = LIGHT_THEME if self.current_theme.dark else DARK_THEME
 
     # -- command palette ---------------------------------------------------------------
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         seen: set[str] = set()
         for active in screen.active_bindings.values():
             b = active.binding
             if not b.description or b.action in seen or b.action == "app.command_palette":
                 continue
             seen.add(b.action)
-            from ecotui.screens.keymap import key_label
-
             yield SystemCommand(f"{b.description[0].upper()}{b.description[1:]}",
                                 f"key {key_label(b)}",
                                 partial(self._run_from_palette, b.action, active.node))

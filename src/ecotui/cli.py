@@ -21,6 +21,7 @@ import codecs
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -43,9 +44,14 @@ from ecotui.cli_io import (
     yes_parent,
 )
 from ecotui.cli_io import err as _err
+from ecotui.client.exec import STDOUT, open_exec
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.completion import script
 from ecotui.config import ConfigError, Connection, resolve_connection
 from ecotui.safe_text import visible, visible_lines
+from ecotui.tools import commands as tools  # run, shell, port-forward, cp, replay
+from ecotui.tools.commands import COMMANDS as TOOL_COMMANDS
+from ecotui.tools.commands import LOCAL_COMMANDS
 
 # API field names -> the launch flags that set them, for messages.
 LAUNCH_FLAGS = {
@@ -149,7 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("completion", help="print shell completion: "
                        "eval \"$(ecotui completion bash)\"")
     s.add_argument("shell", choices=["bash", "zsh", "fish"])
-    from ecotui.tools import commands as tools  # run, shell, port-forward, cp, replay
 
     tools.add_parsers(sub, common, data)
     return p
@@ -176,8 +181,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         return _run_dashboard(args)
     if args.command == "completion":  # needs no backend
-        from ecotui.completion import script
-
         sys.stdout.write(script(args.shell, parser))
         return EXIT_OK
     if args.command == "exec":
@@ -187,7 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not cmd:
             return _usage("exec needs a command: ecotui exec NAME REPLICA -- CMD...")
         args.cmd = cmd
-    from ecotui.tools.commands import LOCAL_COMMANDS
 
     if args.command in LOCAL_COMMANDS:  # no backend needed
         return LOCAL_COMMANDS[args.command](args)
@@ -225,8 +227,6 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 
 async def _run_command(args: argparse.Namespace, conn: Connection) -> int:
-    from ecotui.tools.commands import COMMANDS as TOOL_COMMANDS
-
     handler: Callable[..., Any] = COMMANDS.get(args.command) or TOOL_COMMANDS[args.command]
     client = EcoClient(conn.url, conn.key)
     try:
@@ -287,8 +287,6 @@ def _until(value: str | None) -> str:
 
 
 def _wrap(text: str, indent: str = "") -> str:
-    import textwrap
-
     return textwrap.fill(text, width=WIDTH - 1, subsequent_indent=indent,
                          break_on_hyphens=False, break_long_words=False)
 
@@ -642,8 +640,6 @@ async def cmd_ledger(client: EcoClient, args: argparse.Namespace) -> int:
 
 async def cmd_exec(client: EcoClient, args: argparse.Namespace) -> int:
     """Run the command; its stdout and stderr to ours; its exit code as ours."""
-    from ecotui.client.exec import STDOUT, open_exec
-
     conn = await open_exec(client, args.name, args.replica, args.cmd, stdin=args.stdin)
     out, err = sys.stdout.buffer, sys.stderr.buffer
     pump = asyncio.create_task(_pump_stdin(conn)) if args.stdin else None

@@ -8,6 +8,7 @@ in `ecocore.gpu_health`, shared with the backend.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from ecocore.gpu_health import THROTTLE_REASONS, GpuHealth, Verdict, held_for, rank, worst
@@ -46,23 +47,6 @@ def cluster_health(c: Mapping[str, Any]) -> tuple[str, str | None, int, int]:
             int(h.get("failing") or 0), int(h.get("degraded") or 0))
 
 
-def gpu_health_alerts(cid: str, c: Mapping[str, Any]) -> list[Any]:
-    """The model's alert for a cluster with degraded or failing GPUs (one per cluster)."""
-    from ecotui.model import Alert  # the model imports this module
-
-    if c.get("status") not in ("running", "pending", "stopping"):
-        return []
-    verdict, reason, failing, degraded = cluster_health(c)
-    name = c.get("name", cid)
-    if verdict == "failing":
-        return [Alert(cid, "gpu_health", "error", "GPU failing",
-                      f"{name}: {failing} GPU{'s' if failing != 1 else ''} failing: {reason}",
-                      stage=f"failing:{failing}:{reason}")]
-    if verdict == "degraded":
-        return [Alert(cid, "gpu_health", "warning", "GPU degraded",
-                      f"{name}: {degraded} GPU{'s' if degraded != 1 else ''} degraded: {reason}",
-                      stage=f"degraded:{degraded}:{reason}")]
-    return []
 
 
 # -- readings in words (unknown, never 0) ----------------------------------------------
@@ -101,8 +85,6 @@ def health_lines(health: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     elif not h.xid_events:
         out.append(("XID events", "none"))
     else:
-        from datetime import UTC, datetime
-
         for e in h.xid_events[-5:]:
             when = (datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
                     if e.at is not None else "time unknown")

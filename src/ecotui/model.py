@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from ecotui.gpu_health import cluster_health, gpu_health_alerts, health_rank
+from ecotui.gpu_health import cluster_health, health_rank
 from ecotui.traffic import sort_value as traffic_sort_value
 
 MICRO = 1_000_000
@@ -202,6 +202,23 @@ class Alert:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.cluster_id or "", self.kind, self.stage)
+
+
+def gpu_health_alerts(cid: str, c: Mapping[str, Any]) -> list[Alert]:
+    """The model's alert for a cluster with degraded or failing GPUs (one per cluster)."""
+    if c.get("status") not in ("running", "pending", "stopping"):
+        return []
+    verdict, reason, failing, degraded = cluster_health(c)
+    name = c.get("name", cid)
+    if verdict == "failing":
+        return [Alert(cid, "gpu_health", "error", "GPU failing",
+                      f"{name}: {failing} GPU{'s' if failing != 1 else ''} failing: {reason}",
+                      stage=f"failing:{failing}:{reason}")]
+    if verdict == "degraded":
+        return [Alert(cid, "gpu_health", "warning", "GPU degraded",
+                      f"{name}: {degraded} GPU{'s' if degraded != 1 else ''} degraded: {reason}",
+                      stage=f"degraded:{degraded}:{reason}")]
+    return []
 
 
 @dataclass

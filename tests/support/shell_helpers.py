@@ -11,6 +11,7 @@ import httpx
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
+from ecocore.clock import SystemClock
 from ecotui.client.rest import EcoClient
 from ecotui.screens.shells import ShellPane, ShellsScreen
 from ecotui.widgets.terminal import TerminalView
@@ -20,11 +21,14 @@ PROMPT = "PROMPT> "
 
 
 class HostApp(App[None]):
-    """The smallest app the shells screens need: a `client`."""
+    """The smallest app the shells screens need (`ecotui.host.DialogHost`): a
+    `client`, and the clock and zone the extend dialog shows times with."""
 
     def __init__(self, client: EcoClient) -> None:
         super().__init__()
         self.client = client
+        self.clock = SystemClock()
+        self.tz = None  # the machine's local zone
         self.copied: list[str] = []
 
     def compose(self) -> ComposeResult:

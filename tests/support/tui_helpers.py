@@ -12,9 +12,9 @@ import httpx
 from textual.pilot import Pilot
 
 from ecotui.app import EcoApp
-from ecotui.client.replay import FIXED_START, GeneratedFleet, ReplayFrameSource, fleet_transport
 from ecotui.client.rest import EcoClient
 from ecotui.client.watch import WatchClient
+from ecotui.testing import FIXED_START, GeneratedFleet, ReplayFrameSource, fleet_transport
 
 
 class FakeClock:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import copy
 import re
 
-from ecotui.client.replay import ReplayFrameSource
 from ecotui.screens.clusters import ClustersScreen
 from ecotui.screens.command_line import commands_for, completions
 from ecotui.screens.gpus import GpusScreen
 from ecotui.screens.logs import LogsScreen
+from ecotui.testing import ReplayFrameSource
 from ecotui.widgets.keybar import KeyBar
 from ecotui.widgets.replicas_table import ReplicasTable
 from support.tui_helpers import fixed_app, screen_text, wait_for, wait_for_text
@@ -45,7 +45,7 @@ async def test_empty_view_says_how_to_launch_and_the_footer_takes_two_rows():
 
 async def test_a_backend_slow_to_start_shows_a_spinner_and_what_it_waits_for():
     fx = fixed_app(3)
-    fx.app.watch = ReplayFrameSource([])  # the backend has not answered yet
+    fx.app.feed = ReplayFrameSource([])  # the backend has not answered yet
     async with fx.app.run_test(size=SMALL) as pilot:
         await wait_for_text(pilot, "waiting for the backend's first snapshot")
         first = next(ln for ln in screen_text(fx.app).splitlines() if "waiting for" in ln)

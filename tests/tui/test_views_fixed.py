@@ -7,14 +7,13 @@ fleet through httpx's mock transport. What is asserted is what the terminal show
 from __future__ import annotations
 
 import copy
-import sys
-import types
 from datetime import timedelta
 
 import pytest
 
 from ecotui.client.watch import connection_frame
-from ecotui.screens.keymap import CLUSTERS_VIEW, GLOBAL, ON_CLUSTER
+from ecotui.keymap import CLUSTERS_VIEW, GLOBAL, ON_CLUSTER
+from ecotui.screens import gpu_compare, shells
 from support.tui_helpers import fixed_app, row_text, screen_text, wait_for, wait_for_text
 
 BIG = (160, 48)
@@ -316,13 +315,19 @@ async def test_action_keys_open_the_dialogs_on_the_selected_cluster(key, dialog)
 
 async def test_shell_keys_call_the_shell_screens_with_cluster_and_replica(monkeypatch):
     calls = []
-    shells = types.ModuleType("ecotui.screens.shells")
-    shells.open_shell = lambda app, cluster, replica: calls.append(("shell", cluster["name"], replica))
-    shells.open_shells_view = lambda app: calls.append(("shells",))
-    compare = types.ModuleType("ecotui.screens.gpu_compare")
-    compare.open_gpu_compare = lambda app, cluster: calls.append(("nvidia-smi", cluster["name"]))
-    monkeypatch.setitem(sys.modules, "ecotui.screens.shells", shells)
-    monkeypatch.setitem(sys.modules, "ecotui.screens.gpu_compare", compare)
+
+    async def open_shell(app, cluster, replica):
+        calls.append(("shell", cluster["name"], replica))
+
+    async def open_shells_view(app):
+        calls.append(("shells",))
+
+    async def open_gpu_compare(app, cluster):
+        calls.append(("nvidia-smi", cluster["name"]))
+
+    monkeypatch.setattr(shells, "open_shell", open_shell)
+    monkeypatch.setattr(shells, "open_shells_view", open_shells_view)
+    monkeypatch.setattr(gpu_compare, "open_gpu_compare", open_gpu_compare)
     fx = fixed_app()
     async with fx.app.run_test(size=BIG) as pilot:
         await wait_for_text(pilot, "12 clusters")

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ecotui.client.replay import FIXED_START, GeneratedFleet
 from ecotui.client.watch import connection_frame
 from ecotui.model import (
     DashboardModel,
@@ -19,6 +18,7 @@ from ecotui.model import (
     parse_time,
     sparkline,
 )
+from ecotui.testing import FIXED_START, GeneratedFleet
 
 
 class Clock:

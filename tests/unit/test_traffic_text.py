@@ -8,8 +8,8 @@ import pytest
 
 from ecotui import traffic
 from ecotui.cli import render_cluster
-from ecotui.client.replay import GeneratedFleet
 from ecotui.model import DashboardModel
+from ecotui.testing import GeneratedFleet
 from ecotui.widgets.replicas_table import replica_cells
 
 BUSY = {"requests_per_s": 12.34, "errors_5xx_per_s": 0.4, "in_flight": 3, "path": "pod-ip"}

@@ -15,51 +15,78 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterable
 from datetime import datetime, tzinfo
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.events import DescendantBlur, DescendantFocus
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
+from textual.widgets.button import ButtonVariant
 
 from ecocore.clock import Clock, SystemClock
 from ecotui import costs
-from ecotui.client.rest import ApiRefusal, BackendUnreachable, new_idempotency_key
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, new_idempotency_key
 from ecotui.dialogs._words import field_words
 from ecotui.text import money_in_cents, visible
 
+log = logging.getLogger(__name__)
 
-class ActionDialog(ModalScreen[Any]):
-    """Base for the cluster-action dialogs; subclasses fill the body and `send`."""
+ResultT = TypeVar("ResultT")
+
+
+class ModalCard(ModalScreen[ResultT]):
+    """A centred card with a border title, text lines and a row of buttons: the
+    look every dialog shares (`#dialog`, `.text`, `#buttons`)."""
 
     DEFAULT_CSS = """
-    ActionDialog {
+    ModalCard {
         align: center middle;
     }
-    ActionDialog > #dialog {
+    ModalCard > #dialog {
         width: 76;
         max-width: 100%;
         height: auto;
         max-height: 100%;
         overflow-y: auto;
-        scrollbar-size-vertical: 1;
-        border: round $accent;
-        border-title-color: $text;
         border-title-style: bold;
         background: $surface;
         padding: 0 1;
     }
-    ActionDialog .text {
+    ModalCard .text {
         width: 100%;
         height: auto;
         margin: 0 0 1 0;
+    }
+    ModalCard #buttons {
+        width: 100%;
+        height: 1;
+        align-horizontal: right;
+    }
+    ModalCard #buttons Button {
+        margin: 0 0 0 2;
+        min-width: 10;
+        width: auto;
+        padding: 0 1;
+    }
+    """
+
+
+class ActionDialog(ModalCard[Any]):
+    """Base for the cluster-action dialogs; subclasses fill the body and `send`."""
+
+    DEFAULT_CSS = """
+    ActionDialog > #dialog {
+        scrollbar-size-vertical: 1;
+        border: round $accent;
+        border-title-color: $text;
     }
     ActionDialog .preview {
         width: 100%;
@@ -121,25 +148,16 @@ class ActionDialog(ModalScreen[Any]):
         background: $surface;
     }
     ActionDialog #buttons {
-        width: 100%;
-        height: 1;
         margin: 1 0 0 0;
-        align-horizontal: right;
     }
     ActionDialog #keys {
         width: 1fr;
         height: 1;
         color: $text-muted;
     }
-    ActionDialog #buttons Button {
-        margin: 0 0 0 2;
-        min-width: 10;
-        width: auto;
-        padding: 0 1;
-    }
     """
 
-    BINDINGS: ClassVar = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+s", "confirm", "Confirm", show=False),
     ]
@@ -147,19 +165,21 @@ class ActionDialog(ModalScreen[Any]):
     #: The dialog's border title.
     TITLE: ClassVar[str] = ""
     CONFIRM_LABEL: ClassVar[str] = "Confirm"
-    CONFIRM_VARIANT: ClassVar[str] = "primary"
+    CONFIRM_VARIANT: ClassVar[ButtonVariant] = "primary"
     #: What the status line says while the request is out.
     PROGRESS: ClassVar[str] = "Sending…"
     #: API field name -> id of the widget that holds it.
     FIELDS: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, client: Any, *, clock: Clock | None = None,
+    def __init__(self, client: EcoClient, *, clock: Clock | None = None,
                  tz: tzinfo | None = None) -> None:
         super().__init__()
         self.client = client
-        self.clock: Clock = clock if clock is not None and hasattr(clock, "now") else SystemClock()
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.tz = tz
         self.busy = False
+        #: The account's available money (micro-dollars) once loaded, for the preview.
+        self.available: int | None = None
         #: The answer of the last confirmed request (also the dismiss value).
         self.result: Any = None
         #: The last refusal shown, for callers and tests.
@@ -420,10 +440,21 @@ class ActionDialog(ModalScreen[Any]):
         A preview works without it; the backend checks anyway."""
         try:
             account = await asyncio.wait_for(self.client.account(), 15)
-        except Exception:
+        except Exception as exc:  # the preview works without it
+            log.warning("%s: no available money for the preview: %r", type(self).__name__, exc)
             return
         self.available = costs.usd_to_micros(account["available"])
         self.refresh_preview()
 
     def refresh_preview(self) -> None:
         """Recompute what the dialog shows from its inputs (and the clock)."""
+
+
+class ClusterDialog(ActionDialog):
+    """A dialog about one existing cluster (`cluster`, as the API gives it)."""
+
+    def __init__(self, cluster: dict[str, Any], client: EcoClient, **kw: Any) -> None:
+        super().__init__(client, **kw)
+        self.cluster = cluster
+        #: The additional hold the preview shows now (micro-dollars), None if unknown.
+        self.preview_hold: int | None = None

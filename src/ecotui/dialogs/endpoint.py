@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widget import Widget
 from textual.widgets import Button, Input, Static
 
-from ecotui.dialogs._base import ActionDialog
+from ecotui.client.rest import EcoClient
+from ecotui.dialogs._base import ActionDialog, ClusterDialog
 from ecotui.dialogs._words import cluster_summary
 from ecotui.text import visible
 from ecotui.widgets.controls import EcoInput
@@ -25,18 +26,17 @@ def curl_line(url: str) -> str:
     return f'curl {url} -H "Authorization: Bearer eco_YOUR_KEY"'
 
 
-class EndpointDialog(ActionDialog):
+class EndpointDialog(ClusterDialog):
     PROGRESS = "Updating the public URL… waiting for the backend to confirm."
     FIELDS = {"port": "port"}
-    BINDINGS: ClassVar = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         *ActionDialog.BINDINGS,
         Binding("ctrl+u", "copy_url", "Copy URL", show=False),
         Binding("ctrl+k", "copy_curl", "Copy curl", show=False),
     ]
 
-    def __init__(self, cluster: dict[str, Any], client: Any, **kw: Any) -> None:
-        super().__init__(client, **kw)
-        self.cluster = cluster
+    def __init__(self, cluster: dict[str, Any], client: EcoClient, **kw: Any) -> None:
+        super().__init__(cluster, client, **kw)
         self.endpoint: dict[str, Any] | None = cluster.get("endpoint")
 
     @property

@@ -7,57 +7,30 @@ from datetime import tzinfo
 from typing import Any, ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from ecocore.clock import Clock, SystemClock
 from ecotui import costs
+from ecotui.dialogs._base import ModalCard
 from ecotui.dialogs._words import cluster_summary
 
 
-class ExpiryWarningDialog(ModalScreen[str | None]):
+class ExpiryWarningDialog(ModalCard[str | None]):
     """Dismisses with "extend" when the user chose to extend, else None."""
 
     DEFAULT_CSS = """
-    ExpiryWarningDialog {
-        align: center middle;
-    }
     ExpiryWarningDialog > #dialog {
-        width: 76;
-        max-width: 100%;
-        height: auto;
-        max-height: 100%;
-        overflow-y: auto;
         border: round $warning;
-        border-title-style: bold;
-        background: $surface;
-        padding: 0 1;
-    }
-    ExpiryWarningDialog .text {
-        width: 100%;
-        height: auto;
-        margin: 0 0 1 0;
     }
     ExpiryWarningDialog #left {
         color: $text-warning;
         text-style: bold;
     }
-    ExpiryWarningDialog #buttons {
-        width: 100%;
-        height: 1;
-        align-horizontal: right;
-    }
-    ExpiryWarningDialog #buttons Button {
-        margin: 0 0 0 2;
-        min-width: 10;
-        width: auto;
-        padding: 0 1;
-    }
     """
 
-    BINDINGS: ClassVar = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("e", "extend", "Extend"),
         Binding("escape", "dismiss_warning", "Dismiss"),
     ]
@@ -66,7 +39,7 @@ class ExpiryWarningDialog(ModalScreen[str | None]):
                  tz: tzinfo | None = None) -> None:
         super().__init__()
         self.cluster = cluster
-        self.clock: Clock = clock if clock is not None and hasattr(clock, "now") else SystemClock()
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.tz = tz
 
     def compose(self) -> ComposeResult:

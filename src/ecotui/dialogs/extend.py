@@ -10,24 +10,22 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from ecotui import costs
-from ecotui.dialogs._base import ActionDialog
+from ecotui.client.rest import EcoClient
+from ecotui.dialogs._base import ClusterDialog
 from ecotui.dialogs._words import cluster_summary
 from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoInput
 
 
-class ExtendDialog(ActionDialog):
+class ExtendDialog(ClusterDialog):
     CONFIRM_LABEL = "Extend"
     PROGRESS = "Extending… waiting for the backend to confirm."
     FIELDS = {"hours": "hours"}
 
-    def __init__(self, cluster: dict[str, Any], client: Any, *, hours: str = "1",
+    def __init__(self, cluster: dict[str, Any], client: EcoClient, *, hours: str = "1",
                  **kw: Any) -> None:
-        super().__init__(client, **kw)
-        self.cluster = cluster
+        super().__init__(cluster, client, **kw)
         self.initial_hours = hours
-        self.available: int | None = None
-        self.preview_hold: int | None = None
 
     def title_text(self) -> str:
         return f"Extend {self.cluster['name']}"

@@ -9,7 +9,7 @@ shown on that field.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any, ClassVar
 
 from textual import on
@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
 
 from ecotui import costs
+from ecotui.client.rest import EcoClient
 from ecotui.dialogs._base import ActionDialog
 from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoCheckbox, EcoInput, EcoSelectionList
@@ -62,7 +63,7 @@ class LaunchDialog(ActionDialog):
     }
     """
 
-    def __init__(self, client: Any, *, catalog: dict[str, Any] | None = None,
+    def __init__(self, client: EcoClient, *, catalog: dict[str, Any] | None = None,
                  filesystems: list[dict[str, Any]] | None = None,
                  account: dict[str, Any] | None = None,
                  clusters: list[dict[str, Any]] | None = None, **kw: Any) -> None:
@@ -86,7 +87,7 @@ class LaunchDialog(ActionDialog):
 
     async def _load(self) -> None:
         try:
-            needed = []
+            needed: list[tuple[str, Coroutine[Any, Any, Any]]] = []
             if self.catalog is None:
                 needed.append(("catalog", self.client.catalog()))
             if self.filesystems is None:
@@ -158,7 +159,8 @@ class LaunchDialog(ActionDialog):
 
     # -- catalog lookups --------------------------------------------------------
     def _region(self, name: str) -> dict[str, Any] | None:
-        for r in (self.catalog or {}).get("regions", []):
+        regions: list[dict[str, Any]] = (self.catalog or {}).get("regions", [])
+        for r in regions:
             if r["name"] == name:
                 return r
         return None
@@ -191,7 +193,7 @@ class LaunchDialog(ActionDialog):
                 sel.value = current
             # The collapsed Select shows its label only when the value changes: a type
             # offered in both regions would keep the old region's price. Redraw it.
-            sel.mutate_reactive(Select.value)
+            sel.mutate_reactive(Select.value)  # type: ignore[misc]  # Textual's documented form
         self.clear_field_error("region")
         self.refresh_preview()
 
@@ -224,7 +226,7 @@ class LaunchDialog(ActionDialog):
         self.clear_field_error("port")
 
     @on(SelectionList.SelectedChanged)
-    def _fs_changed(self, event: SelectionList.SelectedChanged) -> None:
+    def _fs_changed(self, event: SelectionList.SelectedChanged[str]) -> None:
         self.clear_field_error("shared_fs")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -11,7 +11,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Static
 
 from ecotui import costs
-from ecotui.dialogs._base import ActionDialog
+from ecotui.dialogs._base import ClusterDialog
 from ecotui.dialogs._words import cluster_summary, gpus_text
 from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoInput
@@ -25,14 +25,10 @@ def _held_now(cluster: dict[str, Any]) -> str:
         return "?"
 
 
-class StopDialog(ActionDialog):
+class StopDialog(ClusterDialog):
     CONFIRM_LABEL = "Stop"
     CONFIRM_VARIANT = "warning"
     PROGRESS = "Stopping… waiting for the backend to confirm."
-
-    def __init__(self, cluster: dict[str, Any], client: Any, **kw: Any) -> None:
-        super().__init__(client, **kw)
-        self.cluster = cluster
 
     def title_text(self) -> str:
         return f"Stop {self.cluster['name']}?"
@@ -56,15 +52,9 @@ class StopDialog(ActionDialog):
         return f"{result.get('name', self.cluster['name'])}: {result.get('status', 'stopping')}"
 
 
-class ResumeDialog(ActionDialog):
+class ResumeDialog(ClusterDialog):
     CONFIRM_LABEL = "Resume"
     PROGRESS = "Resuming… waiting for the backend to confirm."
-
-    def __init__(self, cluster: dict[str, Any], client: Any, **kw: Any) -> None:
-        super().__init__(client, **kw)
-        self.cluster = cluster
-        self.available: int | None = None
-        self.preview_hold: int | None = None
 
     def title_text(self) -> str:
         return f"Resume {self.cluster['name']}?"
@@ -115,14 +105,10 @@ class ResumeDialog(ActionDialog):
         return f"{result.get('name', self.cluster['name'])}: resuming"
 
 
-class TerminateDialog(ActionDialog):
+class TerminateDialog(ClusterDialog):
     CONFIRM_LABEL = "Terminate"
     CONFIRM_VARIANT = "error"
     PROGRESS = "Terminating… waiting for the backend to confirm."
-
-    def __init__(self, cluster: dict[str, Any], client: Any, **kw: Any) -> None:
-        super().__init__(client, **kw)
-        self.cluster = cluster
 
     def title_text(self) -> str:
         return f"Terminate {self.cluster['name']}?"
@@ -143,7 +129,7 @@ class TerminateDialog(ActionDialog):
         self.update_confirm()
 
     def can_submit(self, operation: str) -> bool:
-        return self.query_one("#confirm_name", Input).value.strip() == self.cluster["name"]
+        return self.query_one("#confirm_name", Input).value.strip() == str(self.cluster["name"])
 
     def update_confirm(self) -> None:
         if self.composed and not self.busy:

@@ -8,19 +8,19 @@ from typing import Any
 from textual.widget import Widget
 from textual.widgets import RadioSet, Static
 
-from ecotui.dialogs._base import ActionDialog
+from ecotui.client.rest import EcoClient
+from ecotui.dialogs._base import ClusterDialog
 from ecotui.widgets.controls import EcoRadioButton
 
 
-class RestartDialog(ActionDialog):
+class RestartDialog(ClusterDialog):
     CONFIRM_LABEL = "Restart"
     CONFIRM_VARIANT = "warning"
     PROGRESS = "Restarting… waiting for the backend to confirm."
 
-    def __init__(self, cluster: dict[str, Any], client: Any, replica: str | None = None,
+    def __init__(self, cluster: dict[str, Any], client: EcoClient, replica: str | None = None,
                  **kw: Any) -> None:
-        super().__init__(client, **kw)
-        self.cluster = cluster
+        super().__init__(cluster, client, **kw)
         self.replica = replica
 
     def title_text(self) -> str:

@@ -12,24 +12,21 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from ecotui import costs
-from ecotui.dialogs._base import ActionDialog
+from ecotui.client.rest import EcoClient
+from ecotui.dialogs._base import ClusterDialog, log
 from ecotui.dialogs._words import cluster_summary
 from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoInput
 
 
-class ScaleDialog(ActionDialog):
+class ScaleDialog(ClusterDialog):
     CONFIRM_LABEL = "Scale"
     PROGRESS = "Scaling… waiting for the backend to confirm."
     FIELDS = {"replicas": "replicas"}
 
-    def __init__(self, cluster: dict[str, Any], client: Any, **kw: Any) -> None:
-        super().__init__(client, **kw)
-        self.cluster = cluster
-        self.available: int | None = None
+    def __init__(self, cluster: dict[str, Any], client: EcoClient, **kw: Any) -> None:
+        super().__init__(cluster, client, **kw)
         self.max_replicas: int | None = None
-        #: The additional hold the preview shows now (micro-dollars), None if unknown.
-        self.preview_hold: int | None = None
 
     def title_text(self) -> str:
         return f"Scale {self.cluster['name']}"
@@ -53,8 +50,9 @@ class ScaleDialog(ActionDialog):
         try:
             account, catalog, clusters = await asyncio.gather(
                 self.client.account(), self.client.catalog(), self.client.clusters())
-        except Exception:
-            return  # the preview works without them; the backend still checks
+        except Exception as exc:  # the preview works without them; the backend still checks
+            log.warning("ScaleDialog: no account or catalog for the preview: %r", exc)
+            return
         self.available = costs.usd_to_micros(account["available"])
         for region in catalog.get("regions", []):
             if region.get("name") == self.cluster["region"]:

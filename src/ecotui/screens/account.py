@@ -20,12 +20,13 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label, Static
 
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
+from ecotui.keymap import ACCOUNT_VIEW, MOVEMENT
 from ecotui.model import (
     Changes,
     fmt_duration,
@@ -36,7 +37,6 @@ from ecotui.model import (
     parse_time,
 )
 from ecotui.screens.base import DashboardScreen
-from ecotui.screens.keymap import ACCOUNT_VIEW, MOVEMENT
 from ecotui.text import visible
 from ecotui.widgets.controls import EcoInput
 
@@ -48,8 +48,8 @@ NARROW_LEDGER = {"at", "cluster", "kind", "amount", "available", "memo"}
 RELOAD_EVERY_S = 5.0
 
 
-class LedgerTable(DataTable):
-    BINDINGS = MOVEMENT
+class LedgerTable(DataTable[Any]):
+    BINDINGS: ClassVar[list[BindingType]] = [*MOVEMENT]
 
     def action_cursor_top(self) -> None:
         self.move_cursor(row=0)
@@ -60,7 +60,7 @@ class LedgerTable(DataTable):
 
 class AccountScreen(DashboardScreen):
     where = "account"
-    BINDINGS = ACCOUNT_VIEW
+    BINDINGS: ClassVar[list[BindingType]] = [*ACCOUNT_VIEW]
 
     DEFAULT_CSS = """
     AccountScreen #balances { height: auto; padding: 0 1; background: $boost; }
@@ -98,7 +98,7 @@ class AccountScreen(DashboardScreen):
             ledger.border_title = "Ledger (newest first)"
             yield ledger
             with Vertical(id="ended-box"):
-                ended = DataTable(id="ended", cursor_type="row")
+                ended: DataTable[Any] = DataTable(id="ended", cursor_type="row")
                 ended.border_title = "Ended clusters: cost"
                 yield ended
 
@@ -393,7 +393,7 @@ class ExportDialog(ModalScreen[str | None]):
     ExportDialog EcoInput { height: 1; border: none; padding: 0; background: $boost; }
     ExportDialog #export-keys { color: $text-muted; margin: 1 0 0 0; }
     """
-    BINDINGS: ClassVar = [Binding("escape", "cancel", "cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
 
     def __init__(self, path: Path) -> None:
         super().__init__()

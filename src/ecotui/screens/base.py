@@ -3,39 +3,37 @@
 The app's repaint timer calls `refresh_view(changes, now, second)` on the
 top-most dashboard screen only; a screen that comes back into view repaints in
 full from the model (`full_refresh`), so hidden screens cost nothing.
-Actions on a cluster open the dialogs and shell screens written elsewhere,
-imported when the key is pressed.
+The keys on a cluster open the dialogs, the shells and the replica tools.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.screen import Screen
 
+from ecotui import dialogs
+from ecotui.host import EcoHost, OpenLogs, eco_host
 from ecotui.model import Changes
+from ecotui.screens import copy_files, forwards, gpu_compare, run_everywhere, shells
 from ecotui.screens.command_line import CommandLine
 from ecotui.widgets.alert_bar import AlertBar
 from ecotui.widgets.keybar import KeyBar
 from ecotui.widgets.status_bar import StatusBar
 
-if TYPE_CHECKING:
-    from ecotui.app import EcoApp
 
-
-class DashboardScreen(Screen):
+class DashboardScreen(Screen[None]):
     """Base of the clusters, cluster, logs and account views."""
 
     where = ""
     alert_cluster: str | None = None
 
     @property
-    def eco(self) -> EcoApp:
-        return self.app  # type: ignore[return-value]
+    def eco(self) -> EcoHost:
+        return eco_host(self.app)
 
     def compose(self) -> ComposeResult:
         yield StatusBar(self.where)
@@ -116,22 +114,9 @@ class DashboardScreen(Screen):
         return None
 
     # -- actions on a cluster ------------------------------------------------------
-    def _call_external(self, module: str, fn: str, *args: Any) -> None:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):
-                self.notify(f"{fn.replace('open_', '').replace('_', ' ')} is not available in this "
-                            "build", severity="error")
-                return
-            raise
-        func = getattr(mod, fn, None)
-        if func is None:
-            self.notify(f"{fn} is not available in this build", severity="error")
-            return
-        result = func(self.app, *args)
-        if inspect.isawaitable(result):
-            self.run_worker(result, group="dialog")  # type: ignore[arg-type]
+    def _in_worker(self, opening: Awaitable[Any]) -> None:
+        """Run an `open_*` that waits for its screen (or asks first) in a worker."""
+        self.run_worker(opening, group="dialog")
 
     def _need_cluster(self) -> dict[str, Any] | None:
         c = self.current_cluster()
@@ -139,97 +124,87 @@ class DashboardScreen(Screen):
             self.notify("No cluster selected", severity="warning")
         return c
 
-    def action_launch(self) -> None:
-        self._call_external("ecotui.dialogs", "open_launch")
+    def _need_replica(self, c: dict[str, Any], what: str) -> str | None:
+        replica = self.current_replica()
+        if replica is None:
+            self.notify(f"{c.get('name')} has {what}", severity="warning")
+        return replica
 
-    def _cluster_dialog(self, fn: str) -> None:
-        c = self._need_cluster()
-        if c is not None:
-            self._call_external("ecotui.dialogs", fn, c)
+    def action_launch(self) -> None:
+        dialogs.open_launch(self.app)
 
     def action_scale(self) -> None:
-        self._cluster_dialog("open_scale")
+        if (c := self._need_cluster()) is not None:
+            dialogs.open_scale(self.app, c)
 
     def action_extend(self) -> None:
-        self._cluster_dialog("open_extend")
+        if (c := self._need_cluster()) is not None:
+            dialogs.open_extend(self.app, c)
 
     def action_endpoint(self) -> None:
-        self._cluster_dialog("open_endpoint")
+        if (c := self._need_cluster()) is not None:
+            dialogs.open_endpoint(self.app, c)
 
     def action_stop(self) -> None:
-        self._cluster_dialog("open_stop")
+        if (c := self._need_cluster()) is not None:
+            dialogs.open_stop(self.app, c)
 
     def action_resume(self) -> None:
-        self._cluster_dialog("open_resume")
+        if (c := self._need_cluster()) is not None:
+            dialogs.open_resume(self.app, c)
 
     def action_terminate(self) -> None:
-        self._cluster_dialog("open_terminate")
+        if (c := self._need_cluster()) is not None:
+            dialogs.open_terminate(self.app, c)
 
     def action_restart(self) -> None:
-        c = self._need_cluster()
-        if c is not None:
-            self._call_external("ecotui.dialogs", "open_restart", c, self.selected_replica())
+        if (c := self._need_cluster()) is not None:
+            dialogs.open_restart(self.app, c, self.selected_replica())
 
     def action_shell(self) -> None:
         c = self._need_cluster()
         if c is None:
             return
-        replica = self.current_replica()
-        if replica is None:
-            self.notify(f"{c.get('name')} has no replica to open a shell in", severity="warning")
-            return
-        self._call_external("ecotui.screens.shells", "open_shell", c, replica)
+        replica = self._need_replica(c, "no replica to open a shell in")
+        if replica is not None:
+            self._in_worker(shells.open_shell(self.app, c, replica))
 
     def action_shells(self) -> None:
-        self._call_external("ecotui.screens.shells", "open_shells_view")
+        self._in_worker(shells.open_shells_view(self.app))
 
     def action_nvidia_smi(self) -> None:
-        c = self._need_cluster()
-        if c is not None:
-            self._call_external("ecotui.screens.gpu_compare", "open_gpu_compare", c)
+        if (c := self._need_cluster()) is not None:
+            self._in_worker(gpu_compare.open_gpu_compare(self.app, c))
 
     def action_run_everywhere(self) -> None:
-        c = self._need_cluster()
-        if c is not None:
-            self._call_external("ecotui.screens.run_everywhere", "open_run_everywhere", c)
+        if (c := self._need_cluster()) is not None:
+            self._in_worker(run_everywhere.open_run_everywhere(self.app, c))
 
     def action_port_forward(self) -> None:
         c = self._need_cluster()
         if c is None:
             return
-        replica = self.current_replica()
-        if replica is None:
-            self.notify(f"{c.get('name')} has no replica to forward to", severity="warning")
-            return
-        self._call_external("ecotui.screens.forwards", "open_port_forward", c, replica)
-
-    def _replica_tool(self, fn: str) -> None:
-        c = self._need_cluster()
-        if c is None:
-            return
-        replica = self.current_replica()
-        if replica is None:
-            self.notify(f"{c.get('name')} has no replica", severity="warning")
-            return
-        self._call_external("ecotui.screens.copy_files", fn, c, replica)
+        replica = self._need_replica(c, "no replica to forward to")
+        if replica is not None:
+            self._in_worker(forwards.open_port_forward(self.app, c, replica))
 
     def action_upload(self) -> None:
-        self._replica_tool("open_upload")
+        c = self._need_cluster()
+        if c is not None and (replica := self._need_replica(c, "no replica")) is not None:
+            self._in_worker(copy_files.open_upload(self.app, c, replica))
 
     def action_download(self) -> None:
-        self._replica_tool("open_download")
+        c = self._need_cluster()
+        if c is not None and (replica := self._need_replica(c, "no replica")) is not None:
+            self._in_worker(copy_files.open_download(self.app, c, replica))
 
     def action_forwards(self) -> None:
-        self._call_external("ecotui.screens.forwards", "open_forwards", self.current_cluster())
+        self._in_worker(forwards.open_forwards(self.app, self.current_cluster()))
 
     def action_logs(self) -> None:
         c = self._need_cluster()
         if c is None:
             return
-        replica = self.current_replica()
-        if replica is None:
-            self.notify(f"{c.get('name')} has no replicas to show logs of", severity="warning")
-            return
-        from ecotui.screens.logs import LogsScreen
-
-        self.app.push_screen(LogsScreen(str(c["id"]), replica))
+        replica = self._need_replica(c, "no replicas to show logs of")
+        if replica is not None:
+            self.post_message(OpenLogs(str(c["id"]), replica))

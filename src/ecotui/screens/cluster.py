@@ -13,16 +13,18 @@ replicas and the events.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.containers import Container, Vertical
 from textual.widgets import Input, RichLog, Static
 
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
+from ecotui.keymap import CLUSTER_GPU, CLUSTER_VIEW, ON_CLUSTER
 from ecotui.model import (
     STATUS_SYMBOL,
     Changes,
@@ -34,8 +36,7 @@ from ecotui.model import (
 )
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.forwards import ForwardsPanel
-from ecotui.screens.gpu_detail import CLUSTER_GPU, open_worst_gpu
-from ecotui.screens.keymap import CLUSTER_VIEW, ON_CLUSTER
+from ecotui.screens.gpu_detail import open_worst_gpu
 from ecotui.text import money_in_cents, visible
 from ecotui.traffic import cluster_summary
 from ecotui.widgets.controls import EcoInput
@@ -54,7 +55,7 @@ EVENT_LEVEL = {"replica_crashed": "error", "replica_failed": "error", "expired":
 class ClusterScreen(DashboardScreen):
     """Everything about one cluster."""
 
-    BINDINGS = CLUSTER_VIEW + ON_CLUSTER + CLUSTER_GPU
+    BINDINGS: ClassVar[list[BindingType]] = [*CLUSTER_VIEW, *ON_CLUSTER, *CLUSTER_GPU]
     PANELS = ("gpus", "cost", "events")
 
     DEFAULT_CSS = """

@@ -11,13 +11,16 @@ their changed cells are repainted; the watch focus follows the rows on screen.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.widgets import Input, Label
 
 from ecotui.gpu_health import HEALTH_LEVEL, cluster_health
+from ecotui.host import OpenCluster
+from ecotui.keymap import CLUSTERS_VIEW, ON_CLUSTER
 from ecotui.model import (
     STATUS_SYMBOL,
     Changes,
@@ -27,7 +30,6 @@ from ecotui.model import (
     sparkline,
 )
 from ecotui.screens.base import DashboardScreen
-from ecotui.screens.keymap import CLUSTERS_VIEW, ON_CLUSTER
 from ecotui.text import visible
 from ecotui.traffic import fmt_per_s, traffic_of
 from ecotui.widgets.controls import EcoInput
@@ -76,7 +78,7 @@ class ClustersScreen(DashboardScreen):
     """Every cluster of the account, one row each."""
 
     where = "clusters"
-    BINDINGS = CLUSTERS_VIEW + ON_CLUSTER
+    BINDINGS: ClassVar[list[BindingType]] = [*CLUSTERS_VIEW, *ON_CLUSTER]
 
     DEFAULT_CSS = """
     ClustersScreen #caption { height: 1; padding: 0 1; color: $foreground 70%; width: 1fr; }
@@ -248,13 +250,13 @@ class ClustersScreen(DashboardScreen):
     def action_open(self) -> None:
         key = self.table.cursor_key
         if key is not None:
-            self.eco.open_cluster(key)
+            self.post_message(OpenCluster(key))
 
-    @on(FleetTable.Selected)
+    @on(FleetTable.Selected, "#fleet")
     def _selected(self, event: FleetTable.Selected) -> None:
-        self.eco.open_cluster(event.key)
+        self.post_message(OpenCluster(event.key))
 
-    @on(FleetTable.HeaderClicked)
+    @on(FleetTable.HeaderClicked, "#fleet")
     def _header(self, event: FleetTable.HeaderClicked) -> None:
         m = self.eco.model
         if event.column == "alert":

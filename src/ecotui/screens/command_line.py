@@ -10,21 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 from textual import on
-from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.suggester import Suggester
 from textual.widgets import Input, Static
 
+from ecotui.host import OpenCluster, OpenLogs, OpenView, eco_host
 from ecotui.text import visible
 from ecotui.widgets.controls import EcoInput
 
-if TYPE_CHECKING:
-    from ecotui.app import EcoApp
+# The app the commands run on: they read its model (`ecotui.host.EcoHost`) and
+# ask it for views with the navigation messages.
+Host = App[Any]
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class Command:
     name: str
     args: tuple[str, ...]  # "cluster", "replica": what each argument completes to
     help: str
-    run: Callable[[EcoApp, list[str]], str | None]  # returns an error in words, or None
+    run: Callable[[Host, list[str]], str | None]  # returns an error in words, or None
     aliases: tuple[str, ...] = ()
 
 
@@ -53,8 +55,8 @@ def commands_for(app: Any) -> dict[str, Command]:
 
 # -- the commands ----------------------------------------------------------------
 
-def _find_cluster(app: EcoApp, ref: str) -> str | None:
-    m = app.model
+def _find_cluster(app: Host, ref: str) -> str | None:
+    m = eco_host(app).model
     if ref in m.clusters:
         return ref
     for cid, c in m.clusters.items():
@@ -63,29 +65,29 @@ def _find_cluster(app: EcoApp, ref: str) -> str | None:
     return None
 
 
-def _to_root(app: EcoApp) -> None:
+def _to_root(app: Host) -> None:
     while len(app.screen_stack) > 2:
         app.pop_screen()
     if len(app.screen_stack) == 2:
         app.pop_screen()
 
 
-def _clusters(app: EcoApp, args: list[str]) -> str | None:
+def _clusters(app: Host, args: list[str]) -> str | None:
     _to_root(app)
     return None
 
 
-def _cluster(app: EcoApp, args: list[str]) -> str | None:
+def _cluster(app: Host, args: list[str]) -> str | None:
     if not args:
         return "which cluster? :cluster NAME"
     cid = _find_cluster(app, args[0])
     if cid is None:
         return f"no cluster called {args[0]}"
-    app.open_cluster(cid)
+    app.post_message(OpenCluster(cid))
     return None
 
 
-def _logs(app: EcoApp, args: list[str]) -> str | None:
+def _logs(app: Host, args: list[str]) -> str | None:
     if len(args) < 1:
         return "which cluster and replica? :logs NAME REPLICA"
     cid = _find_cluster(app, args[0])
@@ -97,13 +99,11 @@ def _logs(app: EcoApp, args: list[str]) -> str | None:
         return f"{args[0]} has no replicas"
     if replicas and replica not in replicas:
         return f"{args[0]} has no replica {replica} ({', '.join(replicas[:4])}…)"
-    from ecotui.screens.logs import LogsScreen
-
-    app.push_screen(LogsScreen(cid, replica))
+    app.post_message(OpenLogs(cid, replica))
     return None
 
 
-def _shells(app: EcoApp, args: list[str]) -> str | None:
+def _shells(app: Host, args: list[str]) -> str | None:
     action = getattr(app.screen, "action_shells", None)
     if action is None:
         return "shells open from a dashboard view"
@@ -111,22 +111,22 @@ def _shells(app: EcoApp, args: list[str]) -> str | None:
     return None
 
 
-def _ledger(app: EcoApp, args: list[str]) -> str | None:
-    app.action_account()
+def _ledger(app: Host, args: list[str]) -> str | None:
+    app.post_message(OpenView("account"))
     return None
 
 
-def _gpus(app: EcoApp, args: list[str]) -> str | None:
-    app.action_show_gpus()
+def _gpus(app: Host, args: list[str]) -> str | None:
+    app.post_message(OpenView("gpus"))
     return None
 
 
-def _help(app: EcoApp, args: list[str]) -> str | None:
-    app.action_help()
+def _help(app: Host, args: list[str]) -> str | None:
+    app.post_message(OpenView("help"))
     return None
 
 
-def _quit(app: EcoApp, args: list[str]) -> str | None:
+def _quit(app: Host, args: list[str]) -> str | None:
     app.exit()
     return None
 
@@ -144,8 +144,8 @@ for _cmd in (
     register(_cmd)
 
 
-def replica_names(app: EcoApp, cid: str) -> list[str]:
-    m = app.model
+def replica_names(app: Host, cid: str) -> list[str]:
+    m = eco_host(app).model
     states = m.replicas.get(cid) or (m.clusters.get(cid) or {}).get("replica_states") or []
     names = [str(r.get("name")) for r in states if r.get("name")]
     if not names:
@@ -154,7 +154,7 @@ def replica_names(app: EcoApp, cid: str) -> list[str]:
     return names
 
 
-def completions(app: EcoApp, value: str) -> tuple[str, list[str]]:
+def completions(app: Host, value: str) -> tuple[str, list[str]]:
     """(the words before the one being typed, the candidates for it), in order."""
     words = value.split(" ")
     done, current = words[:-1], words[-1]
@@ -167,7 +167,7 @@ def completions(app: EcoApp, value: str) -> tuple[str, list[str]]:
         return " ".join(done), []
     kind = cmd.args[len(done) - 1]
     if kind == "cluster":
-        pool = sorted(str(c.get("name")) for c in app.model.clusters.values())
+        pool = sorted(str(c.get("name")) for c in eco_host(app).model.clusters.values())
     else:
         cid = _find_cluster(app, done[1]) if len(done) > 1 else None
         pool = replica_names(app, cid) if cid else []
@@ -175,7 +175,7 @@ def completions(app: EcoApp, value: str) -> tuple[str, list[str]]:
 
 
 class CommandSuggester(Suggester):
-    def __init__(self, app: EcoApp) -> None:
+    def __init__(self, app: Host) -> None:
         super().__init__(use_cache=False, case_sensitive=True)
         self._app = app
 
@@ -187,14 +187,14 @@ class CommandSuggester(Suggester):
 
 
 class CommandInput(EcoInput):
-    BINDINGS = [Binding("tab", "complete", "complete", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("tab", "complete", "complete", show=False)]
 
     def action_complete(self) -> None:
         """Take the suggestion (the first match) and go on to the next word."""
         if self._suggestion and self._suggestion != self.value:
             self.value = self._suggestion
         if self.value and not self.value.endswith(" "):
-            before, found = completions(self.app, self.value)  # type: ignore[arg-type]
+            before, found = completions(self.app, self.value)
             if found and self.value.split(" ")[-1] in found:
                 self.value += " "
         self.cursor_position = len(self.value)
@@ -227,7 +227,7 @@ class CommandLine(Vertical):
     def open(self) -> None:
         inp = self.input
         if inp.suggester is None:
-            inp.suggester = CommandSuggester(self.app)  # type: ignore[arg-type]
+            inp.suggester = CommandSuggester(self.app)
         inp.value = ""
         self.add_class("-shown")
         inp.focus()
@@ -242,7 +242,7 @@ class CommandLine(Vertical):
         return True
 
     def _hint(self, value: str) -> None:
-        before, found = completions(self.app, value)  # type: ignore[arg-type]
+        before, found = completions(self.app, value)
         cmds = commands_for(self.app)
         if not before and not value:
             text = "  ".join(f":{n}" for n in sorted({c.name for c in cmds.values()}))
@@ -262,11 +262,11 @@ class CommandLine(Vertical):
     @on(Input.Submitted, "#cmd-input")
     def _submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        run_command(self.app, event.value)  # type: ignore[arg-type]
+        run_command(self.app, event.value)
         self.close()
 
 
-def run_command(app: EcoApp, line: str) -> str | None:
+def run_command(app: Host, line: str) -> str | None:
     """Run one command line (without the `:`); an error is also shown as a toast."""
     words = line.strip().lstrip(":").split()
     if not words:

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, ProgressBar, Static
 
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.host import client_host
 from ecotui.tools.copy import CopyError, Progress, download, local_size, upload
 from ecotui.widgets.controls import EcoInput
 
@@ -26,7 +27,7 @@ Direction = Literal["upload", "download"]
 class CopyScreen(ModalScreen[str | None]):
     """Asks for the two paths, copies, shows the progress; dismisses with what was done."""
 
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
     DEFAULT_CSS = """
     CopyScreen { align: center middle; }
     CopyScreen > Vertical { width: 80; height: auto; border: round $primary;
@@ -131,9 +132,7 @@ class CopyScreen(ModalScreen[str | None]):
 async def open_copy(app: App[Any], cluster: dict[str, Any], replica: str,
                     direction: Direction) -> None:
     """`>` (upload) or `<` (download) on a replica."""
-    client: EcoClient | None = getattr(app, "client", None)
-    if client is None:
-        raise RuntimeError("the app has no REST client (app.client)")
+    client = client_host(app).client
 
     def done(result: str | None) -> None:
         if result:

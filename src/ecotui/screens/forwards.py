@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ecotui.client.rest import EcoClient
+from ecotui.host import client_host
+from ecotui.keymap import FORWARDS_VIEW
 from ecotui.tools.copy import human_bytes
 from ecotui.tools.portforward import Forward, ForwardError
 from ecotui.widgets.controls import EcoInput, EcoOptionList
-
-FORWARDS_VIEW: list[Binding] = [
-    Binding("x", "end", "end forward"),
-]
 
 
 @dataclass
@@ -110,7 +108,7 @@ def parse_port(text: str, *, allow_empty: bool) -> int:
 class PortForwardPrompt(ModalScreen[tuple[int, int] | None]):
     """Which port of the replica, and which local port (empty: a free one)."""
 
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
     DEFAULT_CSS = """
     PortForwardPrompt { align: center middle; }
     PortForwardPrompt > Vertical { width: 60; height: auto; border: round $primary;
@@ -173,7 +171,7 @@ class ForwardsPanel(Static):
 class ForwardsScreen(ModalScreen[None]):
     """Every forward of the dashboard (or of one cluster); `x` ends the highlighted one."""
 
-    BINDINGS = [*FORWARDS_VIEW, Binding("escape", "dismiss_screen", "close")]
+    BINDINGS: ClassVar[list[BindingType]] = [*FORWARDS_VIEW, Binding("escape", "dismiss_screen", "close")]
     DEFAULT_CSS = """
     ForwardsScreen { align: center middle; }
     ForwardsScreen > Vertical { width: 100; max-width: 100%; height: auto; max-height: 100%;
@@ -230,9 +228,7 @@ class ForwardsScreen(ModalScreen[None]):
 
 async def open_port_forward(app: App[Any], cluster: dict[str, Any], replica: str) -> None:
     """`F`: ask for the ports, then start the forward and say where it listens."""
-    client: EcoClient | None = getattr(app, "client", None)
-    if client is None:
-        raise RuntimeError("the app has no REST client (app.client)")
+    client = client_host(app).client
 
     async def start(ports: tuple[int, int] | None) -> None:
         if ports is None:

@@ -11,12 +11,12 @@ message), another exit code with its stderr, or why the exec could not run.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import BindingType
 from textual.containers import HorizontalScroll, Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.screen import Screen
@@ -24,16 +24,15 @@ from textual.widgets import Static
 
 from ecotui.client.exec import CommandResult
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.host import client_host
+from ecotui.keymap import GPU_COMPARE_VIEW
+from ecotui.screens.run_everywhere import RunScreen
 from ecotui.text import visible, visible_line
 from ecotui.tools.fold import ReplicaOutcome, fold, heading
 from ecotui.tools.runner import run_one
+from ecotui.widgets.keybar import KeyBar
 
 COMMAND = ["nvidia-smi"]
-
-GPU_COMPARE_VIEW: list[Binding] = [
-    Binding("r", "rerun", "run again"),
-    Binding("f", "folded", "folded diff"),
-]
 
 
 def describe(result: CommandResult) -> tuple[str, str]:
@@ -89,7 +88,7 @@ class ReplicaColumn(Vertical):
 class GpuCompareScreen(Screen[None]):
     """The outputs of `nvidia-smi` in every replica of one cluster."""
 
-    BINDINGS = GPU_COMPARE_VIEW
+    BINDINGS: ClassVar[list[BindingType]] = [*GPU_COMPARE_VIEW]
     DEFAULT_CSS = """
     GpuCompareScreen #gpu-title { height: 1; background: $panel; padding: 0 1; }
     GpuCompareScreen #columns { height: 1fr; }
@@ -109,10 +108,6 @@ class GpuCompareScreen(Screen[None]):
         yield Static(Text(visible(f"nvidia-smi in every replica of {self.cluster.get('name')}")),
                      id="gpu-title")
         yield HorizontalScroll(id="columns")
-        try:
-            from ecotui.widgets.keybar import KeyBar
-        except ImportError:
-            return
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -122,8 +117,6 @@ class GpuCompareScreen(Screen[None]):
         self.run_all()
 
     def action_folded(self) -> None:
-        from ecotui.screens.run_everywhere import RunScreen
-
         self.app.push_screen(RunScreen(self.client, self.cluster, COMMAND, timeout=self.timeout))
 
     def agreement(self) -> str:
@@ -176,9 +169,6 @@ class GpuCompareScreen(Screen[None]):
 
 async def open_gpu_compare(app: App[Any], cluster: dict[str, Any]) -> GpuCompareScreen:
     """`N`: run nvidia-smi in every replica of the cluster and compare."""
-    client = getattr(app, "client", None)
-    if client is None:
-        raise RuntimeError("the app has no REST client (app.client)")
-    screen = GpuCompareScreen(client, cluster)
+    screen = GpuCompareScreen(client_host(app).client, cluster)
     await app.push_screen(screen)
     return screen

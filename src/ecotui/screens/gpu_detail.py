@@ -5,35 +5,26 @@ verdict and why, the processes with the replica that runs them, and its history
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from ecotui.gpu_health import STYLE, health_lines
+from ecotui.gpu_health import STYLE, gpu_verdict, health_lines, health_rank
+from ecotui.keymap import GPU_DETAIL_VIEW
 from ecotui.model import sparkline
 from ecotui.screens.base import DashboardScreen
 
-GPU_DETAIL_VIEW: list[Binding] = [
-    Binding("R", "restart", "restart replica"),
-    Binding("r", "reload", "reload"),
-]
-# In the cluster view: the worst GPU of the selected replica.
-CLUSTER_GPU: list[Binding] = [
-    Binding("i", "gpu_detail", "GPU detail"),
-]
 RELOAD_S = 3.0
 
 
 def open_worst_gpu(app: Any, cluster: dict[str, Any], replica: dict[str, Any]) -> bool:
     """Open the detail of the replica's worst GPU (False when it reports none)."""
-    from ecotui.gpu_health import gpu_verdict, health_rank
-
     gpus = list(replica.get("gpus") or ())
     if not gpus:
         return False
@@ -48,7 +39,7 @@ class GpuDetailScreen(DashboardScreen):
     """Health and history of one GPU of one replica."""
 
     where = "GPU"
-    BINDINGS = GPU_DETAIL_VIEW
+    BINDINGS: ClassVar[list[BindingType]] = [*GPU_DETAIL_VIEW]
 
     DEFAULT_CSS = """
     GpuDetailScreen #gpu-body { height: 1fr; padding: 0 1; }

@@ -11,27 +11,20 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import BindingType
 from textual.widgets import Input, Label
 
 from ecotui.gpu_health import HEALTH_LEVEL, health_rank, label, summarize
+from ecotui.keymap import GPUS_VIEW
 from ecotui.model import Changes
 from ecotui.screens.base import DashboardScreen
+from ecotui.screens.gpu_detail import GpuDetailScreen
 from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.fleet_table import Cell, Column, FleetTable
-
-GPUS_VIEW: list[Binding] = [
-    Binding("enter", "open_gpu", "GPU detail", key_display="⏎"),
-    Binding("R", "restart", "restart replica"),
-    Binding("slash", "filter", "filter", key_display="/"),
-    Binding("o", "next_sort", "sort"),
-    Binding("O", "reverse_sort", "reverse"),
-    Binding("r", "reload", "reload"),
-]
 
 # At 80 columns: health, replica, GPU, the reason, utilisation, idle cost and memory.
 COLUMNS = [
@@ -91,7 +84,7 @@ class GpusScreen(DashboardScreen):
     """Every GPU of every cluster, one row each."""
 
     where = "GPUs"
-    BINDINGS = GPUS_VIEW
+    BINDINGS: ClassVar[list[BindingType]] = [*GPUS_VIEW]
 
     DEFAULT_CSS = """
     GpusScreen #caption { height: 1; padding: 0 1; color: $foreground 70%; width: 1fr; }
@@ -277,16 +270,14 @@ class GpusScreen(DashboardScreen):
     def action_open_gpu(self) -> None:
         g = self.current_gpu()
         if g is not None:
-            from ecotui.screens.gpu_detail import GpuDetailScreen
-
             self.app.push_screen(GpuDetailScreen(str(g.get("cluster_id")), str(g.get("replica")),
                                                  int(g.get("index") or 0), initial=g))
 
-    @on(FleetTable.Selected)
+    @on(FleetTable.Selected, "#gpus")
     def _selected(self, event: FleetTable.Selected) -> None:
         self.action_open_gpu()
 
-    @on(FleetTable.HeaderClicked)
+    @on(FleetTable.HeaderClicked, "#gpus")
     def _header(self, event: FleetTable.HeaderClicked) -> None:
         if event.column not in SORTS:
             return

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from rich.console import Group
+from typing import ClassVar
+
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
-from ecotui.screens.keymap import TERMINAL_NOTE, all_scopes, key_label
+from ecotui.keymap import SCOPES, TERMINAL_NOTE, key_label
+from ecotui.screens.command_line import commands_for
 
 
 def help_tables() -> list[Group]:
     tables = []
-    for scope, bindings in all_scopes():
+    for scope, bindings in SCOPES:
         table = Table(show_header=False, box=None, padding=(0, 2), expand=False)
         table.add_column("key", style="bold", no_wrap=True, min_width=10)
         table.add_column("does")
@@ -31,15 +34,13 @@ def help_tables() -> list[Group]:
 
 
 def command_line_summary(app: object) -> str:
-    from ecotui.screens.command_line import commands_for
-
     cmds = {c.name: c for c in commands_for(app).values()}
     return "  ".join(f":{' '.join([c.name, *(a.upper() for a in c.args)])}"
                      for c in cmds.values())
 
 
-class HelpScreen(Screen):
-    BINDINGS = [
+class HelpScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "close", key_display="esc"),
         Binding("question_mark", "app.pop_screen", "close", key_display="?"),
         Binding("q", "app.quit", "quit"),
@@ -73,7 +74,7 @@ class HelpScreen(Screen):
         for _ in range(columns):
             grid.add_column()
         for i in range(0, len(sections), columns):
-            row = list(sections[i:i + columns])
+            row: list[RenderableType] = list(sections[i:i + columns])
             row += [Text("")] * (columns - len(row))
             grid.add_row(*row)
             grid.add_row(*([Text("")] * columns))

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.content import Content
 from textual.widgets import Input, Label
 
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
+from ecotui.keymap import LOGS_VIEW
 from ecotui.model import Changes
 from ecotui.screens.base import DashboardScreen
-from ecotui.screens.keymap import LOGS_VIEW
+from ecotui.screens.command_line import replica_names
 from ecotui.text import visible
 from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.log_view import LogView
 
 
 class LogsScreen(DashboardScreen):
-    BINDINGS = LOGS_VIEW
+    BINDINGS: ClassVar[list[BindingType]] = [*LOGS_VIEW]
 
     DEFAULT_CSS = """
     LogsScreen #log-caption { height: 1; padding: 0 1; background: $boost; width: 1fr; }
@@ -135,7 +138,7 @@ class LogsScreen(DashboardScreen):
     def wanted_focus(self) -> list[str]:
         return [self.cluster_id]
 
-    def current_cluster(self):
+    def current_cluster(self) -> dict[str, Any] | None:
         return self.eco.model.clusters.get(self.cluster_id)
 
     # -- keys ----------------------------------------------------------------------
@@ -169,9 +172,7 @@ class LogsScreen(DashboardScreen):
         self._caption()
 
     def _switch_replica(self, step: int) -> None:
-        from ecotui.screens.command_line import replica_names
-
-        names = replica_names(self.eco, self.cluster_id)
+        names = replica_names(self.app, self.cluster_id)
         if not names:
             return
         i = names.index(self.replica) if self.replica in names else -1

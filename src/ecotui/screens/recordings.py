@@ -6,32 +6,28 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from ecotui.keymap import RECORDINGS_VIEW
 from ecotui.tools.asciicast import CastError, list_recordings, read_cast, schedule
 from ecotui.widgets.controls import EcoOptionList
+from ecotui.widgets.keybar import KeyBar
 from ecotui.widgets.terminal import TerminalView
 
-RECORDINGS_VIEW: list[Binding] = [
-    Binding("enter", "play", "play", key_display="⏎"),
-    Binding("plus", "faster", "faster", key_display="+"),
-    Binding("minus", "slower", "slower", key_display="-"),
-    Binding("r", "reload", "reload list"),
-]
 IDLE_LIMIT_S = 2.0
 
 
 class RecordingsScreen(Screen[None]):
-    BINDINGS = RECORDINGS_VIEW
+    BINDINGS: ClassVar[list[BindingType]] = [*RECORDINGS_VIEW]
     DEFAULT_CSS = """
     RecordingsScreen #rec-title { height: 1; background: $panel; padding: 0 1; }
     RecordingsScreen #rec-body { height: 1fr; }
@@ -51,10 +47,6 @@ class RecordingsScreen(Screen[None]):
         with Horizontal(id="rec-body"):
             yield EcoOptionList(id="rec-list")
             yield TerminalView(scrollback=2000)
-        try:
-            from ecotui.widgets.keybar import KeyBar
-        except ImportError:
-            return
         yield KeyBar()
 
     def on_mount(self) -> None:

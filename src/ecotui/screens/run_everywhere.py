@@ -9,25 +9,23 @@ report as `ecotui run` (`ecotui.tools.fold`).
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Input, Static
 
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.host import client_host
+from ecotui.keymap import RUN_VIEW
 from ecotui.tools.fold import ReplicaOutcome, render
 from ecotui.tools.runner import ready_replicas, run_everywhere
 from ecotui.widgets.controls import EcoInput
-
-RUN_VIEW: list[Binding] = [
-    Binding("r", "rerun", "run again"),
-    Binding("exclamation_mark", "ask", "other command", key_display="!"),
-]
+from ecotui.widgets.keybar import KeyBar
 
 
 def styled(report: str) -> Text:
@@ -54,7 +52,7 @@ def styled(report: str) -> Text:
 class CommandPrompt(ModalScreen[list[str] | None]):
     """Asks for the command line (split like a shell would)."""
 
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
     DEFAULT_CSS = """
     CommandPrompt { align: center middle; }
     CommandPrompt > Vertical { width: 70; height: auto; border: round $primary;
@@ -94,7 +92,7 @@ class CommandPrompt(ModalScreen[list[str] | None]):
 class RunScreen(Screen[None]):
     """The folded result of one command on every ready replica of a cluster."""
 
-    BINDINGS = RUN_VIEW
+    BINDINGS: ClassVar[list[BindingType]] = [*RUN_VIEW]
     DEFAULT_CSS = """
     RunScreen #run-title { height: 1; background: $panel; padding: 0 1; }
     RunScreen #run-output { height: 1fr; padding: 0 1; }
@@ -116,10 +114,6 @@ class RunScreen(Screen[None]):
         yield Static("", id="run-title")
         with VerticalScroll(id="run-output"):
             yield Static("running…", id="run-report")
-        try:
-            from ecotui.widgets.keybar import KeyBar
-        except ImportError:
-            return
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -169,9 +163,7 @@ class RunScreen(Screen[None]):
 async def open_run_everywhere(app: App[Any], cluster: dict[str, Any],
                               command: list[str] | None = None) -> None:
     """`!`: ask for a command (unless given), then show the folded result."""
-    client: EcoClient | None = getattr(app, "client", None)
-    if client is None:
-        raise RuntimeError("the app has no REST client (app.client)")
+    client = client_host(app).client
 
     def start(words: list[str] | None) -> None:
         if words:

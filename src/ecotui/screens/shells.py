@@ -11,11 +11,12 @@ shell on Enter.
 The view is one screen per app, installed under the name "shells", so shells
 keep running (and their screens keep updating) while the dashboard shows
 something else. Keys while a terminal has focus all go to the shell, except
-`ctrl+]`, which gives them back to this screen (SHELLS_VIEW below).
+`ctrl+]`, which gives them back to this screen (`ecotui.keymap.SHELLS_VIEW`).
 
 Entry points for the dashboard's keys: `open_shell(app, cluster, replica)`
 (`s`), `open_shells_view(app)` (`S`); `N` opens `gpu_compare`. The app must
-have `client` (an `EcoClient`).
+be an `ecotui.host.DialogHost`: a `client` (an `EcoClient`), and the clock and
+zone of the extend dialog (`e`).
 """
 
 from __future__ import annotations
@@ -23,59 +24,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Label, OptionList, Select, Static, Tab, Tabs
 from textual.widgets.option_list import Option
 
+from ecotui import dialogs
 from ecotui.client.exec import ExecConnection, attach_session
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.host import client_host
+from ecotui.keymap import RELEASE_KEY_DISPLAY, SHELLS_VIEW
+from ecotui.screens.recordings import open_recordings
 from ecotui.screens.shell_tools import start_recording, stop_recording, tab_label
 from ecotui.widgets.controls import EcoInput, EcoOptionList
-from ecotui.widgets.terminal import RELEASE_KEY_DISPLAY, TerminalView
-
-SHELLS_VIEW: list[Binding] = [
-    Binding("enter", "focus_terminal", "type in shell", key_display="⏎"),
-    Binding("o", "open_picker", "open shell"),
-    Binding("right_square_bracket", "next_tab", "next tab", key_display="]"),
-    Binding("left_square_bracket", "previous_tab", "prev tab", key_display="["),
-    Binding("v", "toggle_split", "split"),
-    Binding("w", "other_pane", "other pane"),
-    Binding("b", "toggle_broadcast", "broadcast"),
-    Binding("d", "detach", "detach"),
-    Binding("x", "end_session", "end session"),
-    Binding("slash", "search", "search", key_display="/"),
-    Binding("n", "next_match", "older match"),
-    Binding("N", "previous_match", "newer match"),
-    Binding("y", "copy_selection", "copy selection"),
-    Binding("Y", "copy_screen", "copy screen"),
-    Binding("pageup", "page_up", "scroll back", key_display="pgup"),
-    Binding("pagedown", "page_down", "scroll fwd", key_display="pgdn"),
-    Binding("ctrl+b", "page_up", "scroll back", show=False),
-    Binding("ctrl+f", "page_down", "scroll fwd", show=False),
-    Binding("g", "scroll_top", "scrollback top"),
-    Binding("G", "scroll_bottom", "live"),
-    Binding("r", "toggle_record", "record"),
-    Binding("e", "extend", "extend"),
-    Binding("P", "recordings", "recordings"),
-]
+from ecotui.widgets.keybar import KeyBar
+from ecotui.widgets.terminal import TerminalView
 
 ENDED_STATES = ("exited", "ended", "error")
 _ids = itertools.count(1)
-
-
-def _client(app: App[Any]) -> EcoClient:
-    client = getattr(app, "client", None)
-    if client is None:
-        raise RuntimeError("the app has no REST client (app.client)")
-    return client
 
 
 def _gpu_words(replica: dict[str, Any]) -> str:
@@ -134,7 +107,8 @@ class ShellPane(Vertical):
     def _node_from(self, cluster: dict[str, Any]) -> str | None:
         for r in cluster.get("replica_states") or []:
             if r.get("name") == self.replica:
-                return r.get("node")
+                node = r.get("node")
+                return None if node is None else str(node)
         return None
 
     @property
@@ -376,7 +350,7 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
     in view. Enter opens what has focus: the highlighted session in the list,
     else a new shell with the fields (on a Select, Enter opens its list)."""
 
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
     DEFAULT_CSS = """
     ShellPicker { align: center middle; }
     ShellPicker > Vertical { width: 80; max-width: 100%; height: auto; max-height: 100%;
@@ -510,7 +484,7 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
 class ShellsScreen(Screen[None]):
     """Tabs of shell sessions across replicas and clusters."""
 
-    BINDINGS = SHELLS_VIEW
+    BINDINGS: ClassVar[list[BindingType]] = [*SHELLS_VIEW]
     DEFAULT_CSS = """
     ShellsScreen #shells-title { height: 1; background: $panel; padding: 0 1; }
     ShellsScreen #broadcast-banner { height: 1; background: $error; color: $text; text-style: bold;
@@ -536,7 +510,7 @@ class ShellsScreen(Screen[None]):
 
     @property
     def client(self) -> EcoClient:
-        return _client(self.app)
+        return client_host(self.app).client
 
     def compose(self) -> ComposeResult:
         yield Static(Text(f"shells · keys go to the shell; {RELEASE_KEY_DISPLAY} gives them back"),
@@ -547,10 +521,6 @@ class ShellsScreen(Screen[None]):
                     id="shell-search")
         yield Static("No shells open: press o to open one", id="shells-empty")
         yield Horizontal(id="panes")
-        try:
-            from ecotui.widgets.keybar import KeyBar
-        except ImportError:  # the key bar lives with the dashboard
-            return
         yield KeyBar()
 
     # -- panes ------------------------------------------------------------------------------
@@ -723,17 +693,13 @@ class ShellsScreen(Screen[None]):
         pane._show()
 
     def action_recordings(self) -> None:
-        from ecotui.screens.recordings import open_recordings
-
         self.run_worker(open_recordings(self.app), group="recordings")
 
     def action_extend(self) -> None:
         pane = self.active_pane
         if pane is None:
             return
-        from ecotui.dialogs import open_extend
-
-        open_extend(self.app, pane.cluster_info, lambda _result: pane.load_header())
+        dialogs.open_extend(self.app, pane.cluster_info, lambda _result: pane.load_header())
 
     async def action_end_session(self) -> None:
         pane = self.active_pane

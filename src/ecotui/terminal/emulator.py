@@ -1253,7 +1253,7 @@ def _line_from_history(item: Line | str, cols: int) -> Line:
 
 
 # CSI handlers by (private prefix, intermediates, final byte).
-_CSI: dict[tuple[str, str, str], Callable[[Terminal, list[int]], None]] = {
+_CSI: dict[tuple[str, str, str], Callable[[Terminal, list[int]], object]] = {
     ("", "", "@"): Terminal._ich,
     ("", "", "A"): Terminal._cuu,
     ("", "", "B"): Terminal._cud,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
@@ -52,8 +53,6 @@ def usage_guard(handler: Callable[..., Awaitable[int]]) -> Callable[..., Awaitab
 
 async def pump_stdin(conn: Any) -> None:
     """Our standard input to the exec's, then the end of input."""
-    import os
-
     fd = sys.stdin.fileno()
     loop = asyncio.get_running_loop()
     while True:

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
+from textual.binding import BindingType
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ecotui.keymap import MOVEMENT
 from ecotui.model import GroupRow
-from ecotui.screens.keymap import MOVEMENT
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ CellsFn = Callable[[str, dict[str, int]], dict[str, Cell]]
 class FleetTable(ScrollView, can_focus=True):
     """Clusters (or any keyed rows) drawn line by line."""
 
-    BINDINGS = MOVEMENT
+    BINDINGS: ClassVar[list[BindingType]] = [*MOVEMENT]
 
     COMPONENT_CLASSES = {
         "fleet-table--header", "fleet-table--cursor", "fleet-table--group",
@@ -70,25 +72,38 @@ class FleetTable(ScrollView, can_focus=True):
     FleetTable > .fleet-table--dim { color: $foreground 55%; }
     """
 
+    @dataclass
     class Selected(Message):
         """Enter or double click on a row."""
 
-        def __init__(self, table: FleetTable, key: str) -> None:
-            super().__init__()
-            self.table = table
-            self.key = key
+        table: FleetTable
+        key: str
 
+        @property
+        def control(self) -> FleetTable:
+            return self.table
+
+    @dataclass
     class Highlighted(Message):
-        def __init__(self, table: FleetTable, key: str | None) -> None:
-            super().__init__()
-            self.table = table
-            self.key = key
+        """The cursor moved to another row (None: no row)."""
 
+        table: FleetTable
+        key: str | None
+
+        @property
+        def control(self) -> FleetTable:
+            return self.table
+
+    @dataclass
     class HeaderClicked(Message):
-        def __init__(self, table: FleetTable, column: str) -> None:
-            super().__init__()
-            self.table = table
-            self.column = column
+        """A column's header was clicked (the screen sorts by it)."""
+
+        table: FleetTable
+        column: str
+
+        @property
+        def control(self) -> FleetTable:
+            return self.table
 
     def __init__(self, columns: Sequence[Column], cells: CellsFn, *, name: str | None = None,
                  id: str | None = None, classes: str | None = None) -> None:
@@ -107,7 +122,7 @@ class FleetTable(ScrollView, can_focus=True):
         self.sort_reverse = False
         self.empty_text = "no clusters"
         self.renders = 0  # lines rendered (the benchmark reads it)
-        self._header_cache: tuple[tuple, Strip] | None = None
+        self._header_cache: tuple[tuple[object, ...], Strip] | None = None
 
     # -- data ------------------------------------------------------------------
     @property

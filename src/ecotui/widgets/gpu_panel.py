@@ -8,16 +8,19 @@ history was restored) show as blanks, not as zeros.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
+from textual.binding import BindingType
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ecotui.keymap import MOVEMENT
 from ecotui.model import DashboardModel, fmt_duration, sparkline
-from ecotui.screens.keymap import MOVEMENT
 from ecotui.text import visible
 
 FIXED = 48  # cells used by the label and readings around a sparkline
@@ -25,7 +28,7 @@ NAME_WIDTH = 16
 
 
 class GpuPanel(ScrollView, can_focus=True):
-    BINDINGS = MOVEMENT
+    BINDINGS: ClassVar[list[BindingType]] = [*MOVEMENT]
 
     COMPONENT_CLASSES = {"gpu-panel--header", "gpu-panel--label", "gpu-panel--spark",
                          "gpu-panel--hot", "gpu-panel--idle", "gpu-panel--dim"}
@@ -82,8 +85,9 @@ class GpuPanel(ScrollView, can_focus=True):
         self._lines = lines
         self._cache.clear()
         self.virtual_size = Size(self.size.width, len(lines))
-        telemetry = sorted({r.get("telemetry") for r in self.model.replicas.get(self.cluster_id) or ()
-                            if r.get("telemetry")})
+        telemetry: list[str] = sorted({str(r["telemetry"]) for r in
+                                       self.model.replicas.get(self.cluster_id) or ()
+                                       if r.get("telemetry")})
         if not telemetry:
             telemetry = self.model.telemetry_sources([self.cluster_id])
         self.border_title = f"{self.title_prefix} · telemetry: {', '.join(telemetry) or 'unknown'}"
@@ -107,7 +111,7 @@ class GpuPanel(ScrollView, can_focus=True):
             return f"utilisation ({self.bucket_s} s per cell, no history yet)"
         return f"utilisation, last {fmt_duration(span)} ({self.bucket_s} s per cell)"
 
-    def _buckets(self, samples, width: int) -> list[float | None]:
+    def _buckets(self, samples: Sequence[tuple[float, ...]], width: int) -> list[float | None]:
         if self.now is None:
             return []
         end = self.now.timestamp()

@@ -10,11 +10,14 @@ then movement, then the other global keys; what is left out ends in
 
 from __future__ import annotations
 
+from typing import Any
+
+from textual.binding import Binding
 from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Static
 
-from ecotui.screens.keymap import key_label
+from ecotui.keymap import key_label
 
 
 class KeyBar(Static):
@@ -40,15 +43,15 @@ class KeyBar(Static):
         if self.size.width != self._width:
             self._layout()
 
-    def _bindings_changed(self, screen: Screen) -> None:
+    def _bindings_changed(self, screen: Screen[Any]) -> None:
         if self.is_attached and screen is self.screen:
             self._rebuild()
 
     def items(self) -> list[tuple[str, str, str]]:
         """(keys shown, description, key to simulate) for each shown action."""
-        by_action: dict[tuple[str, str], list] = {}
-        groups: dict[str, list] = {}
-        order: list[tuple[str, object]] = []
+        by_action: dict[tuple[str, str], list[Binding]] = {}
+        groups: dict[str, list[Binding]] = {}
+        order: list[str | tuple[str, str]] = []  # a group, or (action, description)
         for _key, active in self.screen.active_bindings.items():
             b = active.binding
             if not b.show:
@@ -56,22 +59,22 @@ class KeyBar(Static):
             if b.group is not None:
                 if b.group.description not in groups:
                     groups[b.group.description] = []
-                    order.append(("group", b.group.description))
+                    order.append(b.group.description)
                 if key_label(b) not in [key_label(x) for x in groups[b.group.description]]:
                     groups[b.group.description].append(b)
                 continue
             ident = (b.action, b.description)
             if ident not in by_action:
                 by_action[ident] = []
-                order.append(("action", ident))
+                order.append(ident)
             by_action[ident].append(b)
         out: list[tuple[str, str, str]] = []
-        for kind, ident in order:
-            if kind == "group":
-                bs = groups[ident]  # type: ignore[index]
-                out.append(("/".join(key_label(b) for b in bs), str(ident), bs[0].key))
+        for entry in order:
+            if isinstance(entry, str):
+                bs = groups[entry]
+                out.append(("/".join(key_label(b) for b in bs), entry, bs[0].key))
             else:
-                bs = by_action[ident]  # type: ignore[index]
+                bs = by_action[entry]
                 out.append(("/".join(key_label(b) for b in bs), bs[0].description, bs[0].key))
         return out
 

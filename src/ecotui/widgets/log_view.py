@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
+from textual.binding import BindingType
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ecotui.screens.keymap import MOVEMENT
+from ecotui.keymap import MOVEMENT
 from ecotui.text import visible_line
 
 
 class LogView(ScrollView, can_focus=True):
-    BINDINGS = MOVEMENT
+    BINDINGS: ClassVar[list[BindingType]] = [*MOVEMENT]
 
     COMPONENT_CLASSES = {"log-view--match", "log-view--current", "log-view--error", "log-view--dim"}
 

@@ -11,15 +11,16 @@ with control characters made visible.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
+from textual.binding import BindingType
 from textual.widgets import DataTable
 
 from ecotui.gpu_health import label as health_label
 from ecotui.gpu_health import replica_health
+from ecotui.keymap import MOVEMENT
 from ecotui.model import sparkline
-from ecotui.screens.keymap import MOVEMENT
 from ecotui.text import visible
 from ecotui.traffic import replica_cells as traffic_cells
 
@@ -68,8 +69,8 @@ def replica_cells(r: dict[str, Any]) -> dict[str, str]:
     return cells
 
 
-class ReplicasTable(DataTable):
-    BINDINGS = MOVEMENT
+class ReplicasTable(DataTable[Any]):
+    BINDINGS: ClassVar[list[BindingType]] = [*MOVEMENT]
 
     DEFAULT_CSS = """
     ReplicasTable {

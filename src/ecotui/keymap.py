@@ -3,11 +3,14 @@
 Each screen builds its BINDINGS from these lists, the help screen prints them
 by scope, the key bar and the command palette read the screen's active
 bindings, so a key is documented wherever it works and nowhere else.
+
+A leaf module: it imports only `textual.binding`, so every layer (app,
+screens, dialogs, widgets) may import it.
 """
 
 from __future__ import annotations
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 MOVE = Binding.Group("move")
 TOP = Binding.Group("top/bottom")
@@ -94,36 +97,102 @@ ACCOUNT_VIEW: list[Binding] = [
     Binding("r", "reload", "reload"),
 ]
 
+# The terminal widget gives the keys back to the dashboard with this key.
+RELEASE_KEY = "ctrl+right_square_bracket"
+RELEASE_KEY_DISPLAY = "ctrl+]"
+
+TERMINAL: list[BindingType] = [
+    Binding(RELEASE_KEY, "release", "dashboard keys", key_display=RELEASE_KEY_DISPLAY,
+            priority=True),
+]
+
+# The shells view (keys while no terminal has focus).
+SHELLS_VIEW: list[Binding] = [
+    Binding("enter", "focus_terminal", "type in shell", key_display="⏎"),
+    Binding("o", "open_picker", "open shell"),
+    Binding("right_square_bracket", "next_tab", "next tab", key_display="]"),
+    Binding("left_square_bracket", "previous_tab", "prev tab", key_display="["),
+    Binding("v", "toggle_split", "split"),
+    Binding("w", "other_pane", "other pane"),
+    Binding("b", "toggle_broadcast", "broadcast"),
+    Binding("d", "detach", "detach"),
+    Binding("x", "end_session", "end session"),
+    Binding("slash", "search", "search", key_display="/"),
+    Binding("n", "next_match", "older match"),
+    Binding("N", "previous_match", "newer match"),
+    Binding("y", "copy_selection", "copy selection"),
+    Binding("Y", "copy_screen", "copy screen"),
+    Binding("pageup", "page_up", "scroll back", key_display="pgup"),
+    Binding("pagedown", "page_down", "scroll fwd", key_display="pgdn"),
+    Binding("ctrl+b", "page_up", "scroll back", show=False),
+    Binding("ctrl+f", "page_down", "scroll fwd", show=False),
+    Binding("g", "scroll_top", "scrollback top"),
+    Binding("G", "scroll_bottom", "live"),
+    Binding("r", "toggle_record", "record"),
+    Binding("e", "extend", "extend"),
+    Binding("P", "recordings", "recordings"),
+]
+
+GPU_COMPARE_VIEW: list[Binding] = [
+    Binding("r", "rerun", "run again"),
+    Binding("f", "folded", "folded diff"),
+]
+
+RUN_VIEW: list[Binding] = [
+    Binding("r", "rerun", "run again"),
+    Binding("exclamation_mark", "ask", "other command", key_display="!"),
+]
+
+FORWARDS_VIEW: list[Binding] = [
+    Binding("x", "end", "end forward"),
+]
+
+RECORDINGS_VIEW: list[Binding] = [
+    Binding("enter", "play", "play", key_display="⏎"),
+    Binding("plus", "faster", "faster", key_display="+"),
+    Binding("minus", "slower", "slower", key_display="-"),
+    Binding("r", "reload", "reload list"),
+]
+
+GPUS_VIEW: list[Binding] = [
+    Binding("enter", "open_gpu", "GPU detail", key_display="⏎"),
+    Binding("R", "restart", "restart replica"),
+    Binding("slash", "filter", "filter", key_display="/"),
+    Binding("o", "next_sort", "sort"),
+    Binding("O", "reverse_sort", "reverse"),
+    Binding("r", "reload", "reload"),
+]
+
+GPU_DETAIL_VIEW: list[Binding] = [
+    Binding("R", "restart", "restart replica"),
+    Binding("r", "reload", "reload"),
+]
+
+# The cluster view's key to the worst GPU's detail.
+CLUSTER_GPU: list[Binding] = [
+    Binding("i", "gpu_detail", "GPU detail"),
+]
+
+# Every scope, in the order the help screen prints them.
 SCOPES: list[tuple[str, list[Binding]]] = [
     ("Everywhere", GLOBAL),
     ("Movement (tables, lists, logs)", MOVEMENT),
     ("Clusters view", CLUSTERS_VIEW),
-    ("Cluster view", CLUSTER_VIEW),
+    ("Cluster view", CLUSTER_VIEW + CLUSTER_GPU),
     ("On a cluster (clusters view row or cluster view)", ON_CLUSTER),
     ("Logs view", LOGS_VIEW),
     ("Account view", ACCOUNT_VIEW),
+    ("Shells view", SHELLS_VIEW),
+    ("nvidia-smi side by side", GPU_COMPARE_VIEW),
+    ("Run everywhere (folded)", RUN_VIEW),
+    ("Port-forwards list", FORWARDS_VIEW),
+    ("Recordings", RECORDINGS_VIEW),
+    ("GPUs view (H)", GPUS_VIEW),
+    ("GPU detail", GPU_DETAIL_VIEW),
 ]
 
-
-def all_scopes() -> list[tuple[str, list[Binding]]]:
-    """SCOPES plus the shell screens' keys (imported late: those screens import
-    widgets that import this module)."""
-    from ecotui.screens.forwards import FORWARDS_VIEW
-    from ecotui.screens.gpu_compare import GPU_COMPARE_VIEW
-    from ecotui.screens.gpu_detail import CLUSTER_GPU, GPU_DETAIL_VIEW
-    from ecotui.screens.gpus import GPUS_VIEW
-    from ecotui.screens.recordings import RECORDINGS_VIEW
-    from ecotui.screens.run_everywhere import RUN_VIEW
-    from ecotui.screens.shells import SHELLS_VIEW
-
-    scopes = [(name, keys + CLUSTER_GPU if keys is CLUSTER_VIEW else keys)
-              for name, keys in SCOPES]
-    return [*scopes, ("Shells view", SHELLS_VIEW), ("nvidia-smi side by side", GPU_COMPARE_VIEW),
-            ("Run everywhere (folded)", RUN_VIEW), ("Port-forwards list", FORWARDS_VIEW),
-            ("Recordings", RECORDINGS_VIEW), ("GPUs view (H)", GPUS_VIEW),
-            ("GPU detail", GPU_DETAIL_VIEW)]
-
-TERMINAL_NOTE = "Terminal: every key goes to the shell except ctrl+], which returns focus to the dashboard."
+TERMINAL_NOTE = (f"Terminal: every key goes to the shell except {RELEASE_KEY_DISPLAY}, which returns "
+                 "focus to the dashboard.")
 
 
 def key_label(b: Binding) -> str:
