@@ -9,7 +9,7 @@ from ecotui.screens.gpus import GpusScreen
 from ecotui.screens.help import HelpScreen
 from ecotui.screens.logs import LogsScreen
 from ecotui.widgets.fleet_table import FleetTable
-from tui.helpers import fixed_app, wait_for, wait_for_text
+from support.tui_helpers import fixed_app, wait_for, wait_for_text
 
 BIG = (160, 48)
 
