@@ -53,6 +53,7 @@ LAUNCH_FLAGS = {
     "gpu_count": "--gpu-count", "replicas": "--replicas", "image": "--image",
     "estimated_duration_hours": "--hours", "startup_command": "--startup-command",
     "shared_filesystems": "--shared-fs", "expose": "--expose-port", "port": "--expose-port",
+    "termination_grace_seconds": "--grace",
 }
 
 
@@ -96,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attach a shared filesystem (repeatable)")
     s.add_argument("--expose-port", type=int, metavar="PORT",
                    help="open the public URL, forwarding to this port")
+    s.add_argument("--grace", type=int, metavar="SECONDS",
+                   help="seconds each replica has after SIGTERM to drain or checkpoint "
+                        "before it is killed (stop, terminate, expiry; default: the "
+                        "backend's, 30 unless configured)")
 
     s = sub.add_parser("scale", parents=[common, data, confirm], help="change the replica count")
     s.add_argument("name")
@@ -387,6 +392,8 @@ async def cmd_launch(client: EcoClient, args: argparse.Namespace) -> int:
         body["shared_filesystems"] = list(args.shared_fs)
     if args.expose_port is not None:
         body["expose"] = {"port": args.expose_port}
+    if args.grace is not None:
+        body["termination_grace_seconds"] = args.grace
     if not args.yes:
         _confirm(args, await _launch_question(client, args))
     c = await client.launch(body)

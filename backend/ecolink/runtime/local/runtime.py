@@ -139,6 +139,10 @@ class LocalRuntime(Runtime):
         return self.supervisor.timing.termination_grace_s
 
     @property
+    def default_termination_grace_s(self) -> float:
+        return self.termination_grace_s
+
+    @property
     def files_root(self) -> Path:
         """Where replicas' own files live: outside the state dir when they run as others."""
         return self.layout.files_root

@@ -55,7 +55,7 @@ class Timing:
     # A run that lasted this long resets the count of crashes in a row.
     stable_after_s: float = 10.0
     give_up_after: int = 8
-    # After SIGTERM (and the replica's own termination grace), this long until SIGKILL.
+    # Without a termination grace: after SIGTERM, this long until SIGKILL.
     grace_s: float = 5.0
     # How long a replica's own process has after SIGTERM to drain or checkpoint
     # (stop, terminate, expiry; `ecolink serve` gives 30 s).
@@ -326,17 +326,24 @@ class Supervisor:
         roots = [proc.pid] if proc is not None and r.exit and not r.exit.exited else []
         uid = r.uid
         t = self.timing
-        if t.termination_grace_s > 0:
+        # The cluster's own grace, else the runtime's default.
+        own = r.cluster.spec.termination_grace_s
+        termination_grace_s = t.termination_grace_s if own is None else own
+        kill_grace_s = t.grace_s
+        if termination_grace_s > 0:
             # The replica's own process group and those of what runs in it through
             # exec (shells, kept sessions, copies): SIGTERM, then up to
             # termination_grace_s to drain or checkpoint before anything is killed.
             await asyncio.to_thread(term_groups_and_wait_sync, lambda m: m == uid,
-                                    roots[0] if roots else None, t.termination_grace_s)
+                                    roots[0] if roots else None, termination_grace_s)
             # The replica's process may have ended (and its pid been reused) meanwhile.
             roots = [p for p in roots if r.exit is not None and not r.exit.exited]
+            # The grace is over: what is left is killed now (as a container's
+            # processes are), not given a second SIGTERM and another wait.
+            kill_grace_s = 0.0
         # As a subreaper, everything the run started is its descendant or our orphan:
         # no need to scan all of /proc (the stop's last sweep covers the rest).
-        await asyncio.to_thread(kill_tree_sync, lambda m: m == uid, roots, t.grace_s,
+        await asyncio.to_thread(kill_tree_sync, lambda m: m == uid, roots, kill_grace_s,
                                 full_scan=not self.subreaper)
         if r.exit is not None:
             try:
