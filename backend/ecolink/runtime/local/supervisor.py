@@ -239,7 +239,13 @@ class Supervisor:
                     self.set(r, phase="Failed", ready=False, reason=reason)
                     self.event(c, "replica_failed", f"{r.name} stopped: {reason}", r.name)
                     self.check_cluster_failed(c)
-                    await r.wake.wait()
+                    # The wake that asked for this stop is still set: waiting on it
+                    # alone restarted the replica at once, over its quota again and
+                    # stopped again (killing what ran in it) at every disk check.
+                    # Only a restart or a removal ends the wait (a probe's wake does not).
+                    while r.wants("over_quota"):
+                        r.wake.clear()
+                        await r.wake.wait()
                     continue
                 # The process ended on its own: a crash (as for a container, even exit 0).
                 await self.kill_leftovers(r)
@@ -330,14 +336,16 @@ class Supervisor:
         own = r.cluster.spec.termination_grace_s
         termination_grace_s = t.termination_grace_s if own is None else own
         kill_grace_s = t.grace_s
+        # The replica's own process group and those of what runs in it through exec
+        # (shells, kept sessions, copies): SIGTERM (and a terminal's hangup), then up
+        # to termination_grace_s to drain or checkpoint before anything is killed.
+        # Even without a grace: a shell on a terminal ignores SIGTERM, and without
+        # its hangup it would sit out the kill grace and end SIGKILLed (137).
+        await asyncio.to_thread(term_groups_and_wait_sync, lambda m: m == uid,
+                                roots[0] if roots else None, termination_grace_s)
+        # The replica's process may have ended (and its pid been reused) meanwhile.
+        roots = [p for p in roots if r.exit is not None and not r.exit.exited]
         if termination_grace_s > 0:
-            # The replica's own process group and those of what runs in it through
-            # exec (shells, kept sessions, copies): SIGTERM, then up to
-            # termination_grace_s to drain or checkpoint before anything is killed.
-            await asyncio.to_thread(term_groups_and_wait_sync, lambda m: m == uid,
-                                    roots[0] if roots else None, termination_grace_s)
-            # The replica's process may have ended (and its pid been reused) meanwhile.
-            roots = [p for p in roots if r.exit is not None and not r.exit.exited]
             # The grace is over: what is left is killed now (as a container's
             # processes are), not given a second SIGTERM and another wait.
             kill_grace_s = 0.0
