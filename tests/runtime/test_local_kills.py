@@ -118,3 +118,30 @@ async def test_a_terminal_shell_is_hung_up_whatever_the_grace(tmp_path: Path,
         await ex.kill()
     finally:
         await runtime.shutdown(stop_replicas=True)
+
+
+async def test_a_restart_returns_once_the_new_run_started_after_the_cluster_grace(
+        tmp_path: Path) -> None:
+    """A replica that ignores SIGTERM sits out its cluster's whole grace (11 s, longer
+    than the restart's own 10 s allowance) and is killed; the restart returns
+    once the new run has started, not before."""
+    runtime = LocalRuntime(tmp_path / "state", SystemClock(), telemetry_source=SyntheticSource(),
+                           grace_s=0.2, probe_interval_s=0.1)
+    await runtime.start(Recorder(), [])
+    try:
+        spec = ClusterSpec(cluster_id="c1", account_id="acct", name="stub", region="local",
+                           gpu_type="H100-80GB", gpu_count=1, replicas=1, image="x:1",
+                           startup_command="trap '' TERM; exec sleep 300",
+                           termination_grace_s=11)
+        await runtime.apply(spec)
+        await until(lambda: [r.ready for r in runtime.replicas("c1")] == [True],
+                    what="the replica runs")
+        first = runtime.replica_pids("c1")["stub-0"]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await runtime.restart("c1", "stub-0")
+        assert loop.time() - started >= 10.5  # the cluster's grace, then SIGKILL
+        second = runtime.replica_pids("c1")["stub-0"]
+        assert second is not None and second != first
+    finally:
+        await runtime.shutdown(stop_replicas=True)

@@ -326,15 +326,18 @@ class Supervisor:
         if ready and not was:
             self.event(c, "replica_ready", f"{r.name} is ready", r.name)
 
+    def termination_grace(self, c: LocalCluster) -> float:
+        """The cluster's own grace between SIGTERM and SIGKILL, else the default."""
+        own = c.spec.termination_grace_s
+        return self.timing.termination_grace_s if own is None else own
+
     async def _end_run(self, r: Replica) -> None:
         """End the current run and everything it started (SIGTERM, then SIGKILL)."""
         proc = r.proc
         roots = [proc.pid] if proc is not None and r.exit and not r.exit.exited else []
         uid = r.uid
         t = self.timing
-        # The cluster's own grace, else the runtime's default.
-        own = r.cluster.spec.termination_grace_s
-        termination_grace_s = t.termination_grace_s if own is None else own
+        termination_grace_s = self.termination_grace(r.cluster)
         kill_grace_s = t.grace_s
         # The replica's own process group and those of what runs in it through exec
         # (shells, kept sessions, copies): SIGTERM (and a terminal's hangup), then up
