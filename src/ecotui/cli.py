@@ -347,6 +347,8 @@ def render_cluster(c: dict[str, Any]) -> str:
         lines.append(f"  startup      {visible(c['startup_command'])}")
     if c.get("shared_filesystems"):
         lines.append(f"  filesystems  {', '.join(c['shared_filesystems'])}")
+    if c.get("termination_grace_seconds") is not None:
+        lines.append(f"  grace        {c['termination_grace_seconds']} s after SIGTERM")
     lines += [
         f"  rate         {_money(c.get('hourly_rate'))}/h (now {_money(c.get('burn_rate'))}/h)",
         f"  hold         {_money(cost.get('hold'))} placed, {_money(cost.get('hold_remaining'))}"

@@ -10,6 +10,8 @@ def test_launch_grace_sets_the_cluster_grace(run):
     c = run.json(*launch_args("graceful", "--grace", "45"))
     assert c["termination_grace_seconds"] == 45
     assert run.json("show", "graceful")["termination_grace_seconds"] == 45
+    code, out, _ = run("show", "graceful")
+    assert code == 0 and "grace        45 s after SIGTERM" in out
 
 
 def test_a_grace_out_of_range_names_the_flag(run):
