@@ -21,10 +21,13 @@ from pydantic import (
 )
 
 from ecocore.limits import (
+    DEFAULT_TERMINATION_GRACE_SECONDS,
     MAX_REPLICAS,
     MAX_STARTUP_COMMAND_BYTES,
+    MAX_TERMINATION_GRACE_SECONDS,
     MAX_TOTAL_MICRO_HOURS,
     MIN_MICRO_HOURS,
+    MIN_TERMINATION_GRACE_SECONDS,
     NAME_PATTERN,
 )
 from ecocore.money import MoneyError, hours_to_micro_hours
@@ -120,6 +123,11 @@ class LaunchIn(_Request):
         description="a shell command line run as `sh -c`, at most 4 KiB")
     shared_filesystems: list[StrictStr] = Field(default_factory=list, max_length=32)
     expose: ExposeIn | None = None
+    termination_grace_seconds: StrictInt | None = Field(
+        None, ge=MIN_TERMINATION_GRACE_SECONDS, le=MAX_TERMINATION_GRACE_SECONDS,
+        description="seconds each replica has between SIGTERM and SIGKILL at stop, "
+        "terminate and expiry; left out: the backend's default "
+        f"({DEFAULT_TERMINATION_GRACE_SECONDS} unless configured otherwise)")
 
     @field_validator("startup_command")
     @classmethod
@@ -287,6 +295,8 @@ class ClusterOut(_Answer):
     image: str
     startup_command: str | None
     shared_filesystems: list[str]
+    # The grace this cluster's replicas get (the backend's default if launched without one).
+    termination_grace_seconds: int
     status: ClusterStatus
     status_reason: Literal["user", "expired", "error"] | None
     stale: bool

@@ -59,6 +59,7 @@ LAUNCH_FLAGS = {
     "gpu_count": "--gpu-count", "replicas": "--replicas", "image": "--image",
     "estimated_duration_hours": "--hours", "startup_command": "--startup-command",
     "shared_filesystems": "--shared-fs", "expose": "--expose-port", "port": "--expose-port",
+    "termination_grace_seconds": "--grace",
 }
 
 
@@ -102,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attach a shared filesystem (repeatable)")
     s.add_argument("--expose-port", type=int, metavar="PORT",
                    help="open the public URL, forwarding to this port")
+    s.add_argument("--grace", type=int, metavar="SECONDS",
+                   help="seconds each replica has after SIGTERM to drain or checkpoint "
+                        "before it is killed (stop, terminate, expiry; default: the "
+                        "backend's, 30 unless configured)")
 
     s = sub.add_parser("scale", parents=[common, data, confirm], help="change the replica count")
     s.add_argument("name")
@@ -340,6 +345,8 @@ def render_cluster(c: dict[str, Any]) -> str:
         lines.append(f"  startup      {visible(c['startup_command'])}")
     if c.get("shared_filesystems"):
         lines.append(f"  filesystems  {', '.join(c['shared_filesystems'])}")
+    if c.get("termination_grace_seconds") is not None:
+        lines.append(f"  grace        {c['termination_grace_seconds']} s after SIGTERM")
     lines += [
         f"  rate         {_money(c.get('hourly_rate'))}/h (now {_money(c.get('burn_rate'))}/h)",
         f"  hold         {_money(cost.get('hold'))} placed, {_money(cost.get('hold_remaining'))}"
@@ -385,6 +392,8 @@ async def cmd_launch(client: EcoClient, args: argparse.Namespace) -> int:
         body["shared_filesystems"] = list(args.shared_fs)
     if args.expose_port is not None:
         body["expose"] = {"port": args.expose_port}
+    if args.grace is not None:
+        body["termination_grace_seconds"] = args.grace
     if not args.yes:
         _confirm(args, await _launch_question(client, args))
     c = await client.launch(body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -132,6 +133,13 @@ def traffic_json(ctx: AppContext, c: Cluster) -> dict[str, Any] | None:
     return traffic.cluster(c.id) if traffic is not None else None
 
 
+def termination_grace_seconds(ctx: AppContext, c: Cluster) -> int:
+    """The cluster's grace, or the runtime's default for one launched without."""
+    if c.termination_grace_seconds is not None:
+        return c.termination_grace_seconds
+    return math.ceil(ctx.runtime.default_termination_grace_s)
+
+
 def _store_fields(ctx: AppContext, c: Cluster, base_url: str | None) -> dict[str, Any]:
     """The part of a cluster's JSON that only changes when its store row does."""
     hourly = billing.hourly_rate(c.rate_per_gpu_hour, c.gpu_count, c.replicas)
@@ -150,6 +158,7 @@ def _store_fields(ctx: AppContext, c: Cluster, base_url: str | None) -> dict[str
         "image": c.image,
         "startup_command": c.startup_command,
         "shared_filesystems": list(c.shared_filesystems),
+        "termination_grace_seconds": termination_grace_seconds(ctx, c),
         "status": c.status,
         "status_reason": c.status_reason if c.status in ("terminated", "terminating", "failed")
         else None,

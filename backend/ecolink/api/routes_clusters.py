@@ -129,6 +129,7 @@ async def launch(request: Request) -> Response:
         startup_command=body.startup_command,
         shared_filesystems=tuple(body.shared_filesystems),
         expose_port=body.expose.port if body.expose is not None else None,
+        termination_grace_seconds=body.termination_grace_seconds,
     )
     ctx.service.validate_launch(req)
     render = _renderer(ctx, request)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from ecocore.gpu_health import GpuHealth, Verdict
+from ecocore.limits import DEFAULT_TERMINATION_GRACE_SECONDS
 
 TelemetrySource = Literal["nvml", "dcgm", "nvidia-smi", "simulated"]
 
@@ -84,6 +85,9 @@ class ClusterSpec:
     expires_at: str | None = None  # RFC 3339; replicas see it as ECO_EXPIRES_AT
     # Extra labels for node selection from the catalog (kubernetes only).
     node_selector: tuple[tuple[str, str], ...] = ()
+    # Seconds between SIGTERM and SIGKILL for this cluster's replicas (stop,
+    # terminate, expiry); None: the runtime's default (`--termination-grace-seconds`).
+    termination_grace_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +290,11 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def replicas(self, cluster_id: str) -> list[ReplicaState]:
         """The last observed replica states (no IO)."""
+
+    @property
+    def default_termination_grace_s(self) -> float:
+        """The grace between SIGTERM and SIGKILL of clusters launched without one."""
+        return float(DEFAULT_TERMINATION_GRACE_SECONDS)
 
     @abc.abstractmethod
     async def exec(self, cluster_id: str, replica: str, request: ExecRequest) -> ExecStream: ...

@@ -363,5 +363,5 @@ def _new_cluster(account_id: str, req: LaunchRequest, rate_per_gpu_hour: int,
         expires_at=now + billing.micro_hours_to_us(req.duration_mh),
         duration_mh=req.duration_mh, endpoint_port=req.expose_port, suspended=False,
         terminated_at=None, warned=0, hold_total=0, released_total=0, spent_total=0,
-        last_charge_at=now, version=0,
+        last_charge_at=now, version=0, termination_grace_seconds=req.termination_grace_seconds,
     )

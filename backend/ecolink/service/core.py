@@ -50,6 +50,8 @@ class LaunchRequest:
     startup_command: str | None = None
     shared_filesystems: tuple[str, ...] = ()
     expose_port: int | None = None
+    # None: the backend's default grace.
+    termination_grace_seconds: int | None = None
 
 
 class Core:
@@ -110,6 +112,7 @@ class Core:
             endpoint_port=c.endpoint_port,
             node_selector=self.catalog.node_selector(c.region, c.gpu_type),
             expires_at=rfc3339(c.expires_at),
+            termination_grace_s=c.termination_grace_seconds,
         )
 
     def spec_for(self, c: Cluster) -> ClusterSpec:

@@ -82,6 +82,8 @@ class Cluster:
     spent_total: int
     last_charge_at: int
     version: int
+    # Seconds between SIGTERM and SIGKILL; None: the backend's default.
+    termination_grace_seconds: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,6 +140,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE console_sessions ADD COLUMN key_id INTEGER REFERENCES api_keys(id);
     CREATE INDEX console_sessions_key ON console_sessions(key_id);
     """,
+    # 3: each cluster's grace between SIGTERM and SIGKILL. Clusters launched before
+    # have none (NULL): they keep the backend's default.
+    """
+    ALTER TABLE clusters ADD COLUMN termination_grace_seconds INTEGER
+        CHECK (termination_grace_seconds IS NULL OR termination_grace_seconds >= 0);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -60,7 +60,9 @@ class Applier:
         return self._informer.listener
 
     def deployment(self, spec: ClusterSpec, restarted_at: str | None = None) -> Obj:
-        return ko.deployment(spec, restarted_at, self.termination_grace_s)
+        grace = spec.termination_grace_s
+        return ko.deployment(spec, restarted_at,
+                             self.termination_grace_s if grace is None else grace)
 
     @contextlib.contextmanager
     def _busy_with(self, cid: str) -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from ecocore.clock import Clock, SystemClock
+from ecocore.limits import DEFAULT_TERMINATION_GRACE_SECONDS
 from ecolink.runtime.base import (
     ClusterSpec,
     ExecRequest,
@@ -100,6 +101,12 @@ class KubernetesRuntime(Runtime):
     @property
     def termination_grace_s(self) -> float | None:
         return self.applier.termination_grace_s
+
+    @property
+    def default_termination_grace_s(self) -> float:
+        # None: the pod gets kubernetes' own default, 30 s.
+        grace = self.applier.termination_grace_s
+        return float(DEFAULT_TERMINATION_GRACE_SECONDS) if grace is None else grace
 
     @property
     def last_error(self) -> str | None:

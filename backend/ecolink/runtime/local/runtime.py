@@ -139,6 +139,10 @@ class LocalRuntime(Runtime):
         return self.supervisor.timing.termination_grace_s
 
     @property
+    def default_termination_grace_s(self) -> float:
+        return self.termination_grace_s
+
+    @property
     def files_root(self) -> Path:
         """Where replicas' own files live: outside the state dir when they run as others."""
         return self.layout.files_root
@@ -348,7 +352,8 @@ class LocalRuntime(Runtime):
         r.want = "restart"
         r.wake.set()
         # Return once the new run is started (or the replica went away).
-        deadline = asyncio.get_running_loop().time() + self.grace_s + 10
+        deadline = (asyncio.get_running_loop().time() + self.grace_s + 10
+                    + self.supervisor.termination_grace(r.cluster))
         while r.runs == runs and not r.removed:
             r.changed.clear()
             left = deadline - asyncio.get_running_loop().time()

@@ -55,7 +55,7 @@ class Timing:
     # A run that lasted this long resets the count of crashes in a row.
     stable_after_s: float = 10.0
     give_up_after: int = 8
-    # After SIGTERM (and the replica's own termination grace), this long until SIGKILL.
+    # Without a termination grace: after SIGTERM, this long until SIGKILL.
     grace_s: float = 5.0
     # How long a replica's own process has after SIGTERM to drain or checkpoint
     # (stop, terminate, expiry; `ecolink serve` gives 30 s).
@@ -239,7 +239,13 @@ class Supervisor:
                     self.set(r, phase="Failed", ready=False, reason=reason)
                     self.event(c, "replica_failed", f"{r.name} stopped: {reason}", r.name)
                     self.check_cluster_failed(c)
-                    await r.wake.wait()
+                    # The wake that asked for this stop is still set: waiting on it
+                    # alone restarted the replica at once, over its quota again and
+                    # stopped again (killing what ran in it) at every disk check.
+                    # Only a restart or a removal ends the wait (a probe's wake does not).
+                    while r.wants("over_quota"):
+                        r.wake.clear()
+                        await r.wake.wait()
                     continue
                 # The process ended on its own: a crash (as for a container, even exit 0).
                 await self.kill_leftovers(r)
@@ -320,23 +326,35 @@ class Supervisor:
         if ready and not was:
             self.event(c, "replica_ready", f"{r.name} is ready", r.name)
 
+    def termination_grace(self, c: LocalCluster) -> float:
+        """The cluster's own grace between SIGTERM and SIGKILL, else the default."""
+        own = c.spec.termination_grace_s
+        return self.timing.termination_grace_s if own is None else own
+
     async def _end_run(self, r: Replica) -> None:
         """End the current run and everything it started (SIGTERM, then SIGKILL)."""
         proc = r.proc
         roots = [proc.pid] if proc is not None and r.exit and not r.exit.exited else []
         uid = r.uid
         t = self.timing
-        if t.termination_grace_s > 0:
-            # The replica's own process group and those of what runs in it through
-            # exec (shells, kept sessions, copies): SIGTERM, then up to
-            # termination_grace_s to drain or checkpoint before anything is killed.
-            await asyncio.to_thread(term_groups_and_wait_sync, lambda m: m == uid,
-                                    roots[0] if roots else None, t.termination_grace_s)
-            # The replica's process may have ended (and its pid been reused) meanwhile.
-            roots = [p for p in roots if r.exit is not None and not r.exit.exited]
+        termination_grace_s = self.termination_grace(r.cluster)
+        kill_grace_s = t.grace_s
+        # The replica's own process group and those of what runs in it through exec
+        # (shells, kept sessions, copies): SIGTERM (and a terminal's hangup), then up
+        # to termination_grace_s to drain or checkpoint before anything is killed.
+        # Even without a grace: a shell on a terminal ignores SIGTERM, and without
+        # its hangup it would sit out the kill grace and end SIGKILLed (137).
+        await asyncio.to_thread(term_groups_and_wait_sync, lambda m: m == uid,
+                                roots[0] if roots else None, termination_grace_s)
+        # The replica's process may have ended (and its pid been reused) meanwhile.
+        roots = [p for p in roots if r.exit is not None and not r.exit.exited]
+        if termination_grace_s > 0:
+            # The grace is over: what is left is killed now (as a container's
+            # processes are), not given a second SIGTERM and another wait.
+            kill_grace_s = 0.0
         # As a subreaper, everything the run started is its descendant or our orphan:
         # no need to scan all of /proc (the stop's last sweep covers the rest).
-        await asyncio.to_thread(kill_tree_sync, lambda m: m == uid, roots, t.grace_s,
+        await asyncio.to_thread(kill_tree_sync, lambda m: m == uid, roots, kill_grace_s,
                                 full_scan=not self.subreaper)
         if r.exit is not None:
             try:

@@ -1,0 +1,54 @@
+"""Each cluster's own `termination_grace_seconds` on the local runtime: at stop a
+replica gets SIGTERM, then that cluster's grace to checkpoint before it is killed,
+whatever the backend's default (`--termination-grace-seconds`, 3 in tests)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from support.e2e_helpers import all_ready, launch, wait_for
+
+# On SIGTERM: note the start of a 3 s checkpoint, take it (ignoring further TERMs
+# so the grace alone decides), note its end and exit.
+CHECKPOINT = ("trap 'trap \"\" TERM; echo started > ckpt; sleep 3; echo finished >> ckpt; "
+              "exit 0' TERM; while :; do sleep 0.1; done")
+
+
+def _stop_with_grace(server: Any, name: str, grace: int) -> tuple[float, list[str]]:
+    """Launch, stop, and return how long the stop took and what each replica's
+    checkpoint file says once everything has ended."""
+    with server.client() as api:
+        c = launch(api, name, command=CHECKPOINT, termination_grace_seconds=grace)
+        assert c["termination_grace_seconds"] == grace
+        c = wait_for(api, c["id"], all_ready(2))
+        time.sleep(0.5)  # the trap is set
+        started = time.monotonic()
+        r = api.post(f"/gpu-clusters/{c['id']}/stop")
+        assert r.status_code == 200, r.text
+        wait_for(api, c["id"], lambda x: x["status"] == "stopped", timeout=30)
+        took = time.monotonic() - started
+        assert api.get(f"/gpu-clusters/{c['id']}").json()["termination_grace_seconds"] == grace
+        # A killed checkpoint stays unfinished, however long one waits.
+        time.sleep(3.5)
+        work = server.replica_dir(c["id"])
+        texts = [(work / f"{name}-{i}" / "ckpt").read_text() for i in range(2)]
+        return took, texts
+
+
+def test_a_long_enough_grace_lets_the_checkpoint_finish(ecolink_server):
+    took, texts = _stop_with_grace(ecolink_server, "patient", 5)
+    assert texts == ["started\nfinished\n"] * 2
+    assert took >= 2.5  # the stop waited for the checkpoint
+
+
+def test_a_short_grace_kills_the_checkpoint(ecolink_server):
+    took, texts = _stop_with_grace(ecolink_server, "hasty", 1)
+    assert texts == ["started\n"] * 2
+    assert took < 3  # killed after its 1 s, not the backend's default of 3
+
+
+def test_a_cluster_without_the_field_gets_the_backend_default(ecolink_server):
+    with ecolink_server.client() as api:
+        c = launch(api, "plain", command="exec sleep 300")
+        assert c["termination_grace_seconds"] == 3  # ECOLINK_TERMINATION_GRACE_SECONDS
