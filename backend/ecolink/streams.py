@@ -27,7 +27,7 @@ from ecolink.runtime.base import (
 )
 from ecolink.service import ClusterService
 from ecolink.sessions import Session, SessionManager, SessionNotFound
-from ecolink.store import Account, Cluster, Store
+from ecolink.store import Account, Cluster, Event, LedgerEntry, Store
 
 # How long a port-forward waits for the replica's port to accept.
 FORWARD_CONNECT_TIMEOUT_S = 10.0
@@ -71,10 +71,44 @@ class ClusterStreams:
         self.sessions = sessions
         self._turns: dict[str, itertools.count[int]] = {}
 
-    # -- the caller's cluster -------------------------------------------------
-    def cluster(self, account_id: str, ref: str) -> Cluster:
+    # -- reads, off the event loop ----------------------------------------------
+    # Each runs in one of the store's reader threads (`Store.run_read`): a locked or
+    # slow database delays that request only, and answers 503 `store_unavailable`
+    # once the busy timeout has passed.
+    async def cluster(self, account_id: str, ref: str) -> Cluster:
         """The account's cluster by id or name (404 otherwise)."""
-        return self.service.get_cluster(account_id, ref)
+        service = self.service
+        return await self.store.run_read(lambda: service.get_cluster(account_id, ref))
+
+    async def list_clusters(self, account_id: str,
+                            statuses: Sequence[str] | None = None) -> list[Cluster]:
+        service = self.service
+        return await self.store.run_read(lambda: service.list_clusters(account_id, statuses))
+
+    async def account(self, account_id: str) -> Account:
+        service = self.service
+        return await self.store.run_read(lambda: service.account(account_id))
+
+    async def ledger(self, account_id: str, *, cluster_ref: str | None, limit: int,
+                     before: int | None) -> list[LedgerEntry]:
+        """The account's ledger, newest first; only one cluster's entries when
+        `cluster_ref` names one (404 on `cluster_id` when it names none of the account's)."""
+        service = self.service
+
+        def read() -> list[LedgerEntry]:
+            cluster_id = None
+            if cluster_ref:
+                try:
+                    cluster_id = service.get_cluster(account_id, cluster_ref).id
+                except NotFound as exc:
+                    raise NotFound(exc.message, field="cluster_id") from None
+            return service.ledger(account_id, cluster_id=cluster_id, limit=limit, before=before)
+
+        return await self.store.run_read(read)
+
+    async def events(self, cluster_id: str) -> list[Event]:
+        service = self.service
+        return await self.store.run_read(lambda: service.events(cluster_id))
 
     # -- logs and exec ----------------------------------------------------------
     def replica_logs(self, cluster: Cluster, replica: str, *, tail: int | None,
@@ -97,7 +131,7 @@ class ClusterStreams:
     async def service_targets(self, account_id: str, ref: str) -> ServiceTargets:
         """The cluster's ready replicas' addresses, starting at the next in turn
         (round-robin): 404 without an endpoint, 503 without a reachable replica."""
-        cluster = self.cluster(account_id, ref)
+        cluster = await self.cluster(account_id, ref)
         if cluster.status == "terminated" or cluster.endpoint_port is None:
             raise NotFound("the cluster has no service endpoint")
         ready = self.ready_replicas(cluster.id)
@@ -202,7 +236,8 @@ class ClusterStreams:
         """End the session of `token` if it is the account's (a key ends its own
         account's session, never another's)."""
         store = self.store
-        owner = store.account_for_session(token, self.service.now())
+        now = self.service.now()
+        owner = await store.run_read(lambda: store.account_for_session(token, now))
         if owner is not None and owner.id == account_id:
             await store.run_write(lambda: store.delete_console_session(token))
 

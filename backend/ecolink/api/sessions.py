@@ -153,7 +153,7 @@ async def end_session(ctx: Ctx, cluster: OwnedCluster, sid: str) -> Response:
 @router.websocket("/gpu-clusters/{id}/sessions/{sid}/attach")
 async def attach_session(websocket: WebSocket, id: str, sid: str) -> None:
     async def prepare(ctx: AppContext, account: Account) -> tuple[Session, str | None]:
-        cluster = ctx.streams.cluster(account.id, id)
+        cluster = await ctx.streams.cluster(account.id, id)
         proto = choose_subprotocol(websocket)
         return ctx.streams.live_session(cluster, sid), proto
 

@@ -26,6 +26,9 @@ log = logging.getLogger("ecolink.store")
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
+# How much longer than the busy timeout a read may take, queue included, before it
+# is answered as unavailable.
+READ_GRACE_S = 1.0
 
 
 class StoreError(Exception):
@@ -36,6 +39,11 @@ class StoreError(Exception):
 class StoreBusy(StoreError):
     """The database could not be written (locked past the busy timeout, or a disk
     error); the transaction was rolled back, so nothing of it was stored."""
+
+
+class StoreUnavailable(StoreBusy):
+    """The database could not be read in time (locked past the busy timeout, or a
+    disk error): a read only, so nothing was changed."""
 
 
 class Database:
@@ -126,10 +134,24 @@ class Database:
             self._write_pool.submit(job)
 
     async def run_read(self, fn: Callable[[], T]) -> T:
-        """Run `fn` (reads only) in a reader thread."""
+        """Run `fn` (reads only) in a reader thread. A read the database does not let
+        through within the busy timeout (another process holds it exclusively, the
+        disk stalls), or that waited that long for a reader thread, raises
+        `StoreUnavailable`; the event loop never waits for it."""
         if self.path == ":memory:":
             return fn()
-        return await asyncio.get_running_loop().run_in_executor(self._read_pool, fn)
+
+        def job() -> T:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"the database cannot be read: {exc}") from exc
+
+        future = asyncio.get_running_loop().run_in_executor(self._read_pool, job)
+        try:
+            return await asyncio.wait_for(future, self.busy_timeout_ms / 1000 + READ_GRACE_S)
+        except TimeoutError:
+            raise StoreUnavailable("the database could not be read in time") from None
 
     # -- schema ------------------------------------------------------------
     def schema_version(self) -> int:
