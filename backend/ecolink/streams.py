@@ -197,8 +197,13 @@ class ClusterStreams:
             raise InvalidField(f"command: cannot run {exc.filename or 'it'}: {exc.strerror}",
                                "command") from None
 
-    def list_sessions(self, cluster: Cluster) -> list[dict[str, Any]]:
-        return self._manager().list(cluster.id)
+    async def _records(self, sm: SessionManager, cluster: Cluster) -> list[dict[str, Any]] | None:
+        """The cluster's kept-session records, read in a reader thread of the store."""
+        return await self.store.run_read(lambda: sm.records(cluster.id))
+
+    async def list_sessions(self, cluster: Cluster) -> list[dict[str, Any]]:
+        sm = self._manager()
+        return sm.list(cluster.id, await self._records(sm, cluster))
 
     async def end_session(self, cluster: Cluster, sid: str) -> dict[str, Any]:
         """End a kept session; one that ended before (a backend restart) is answered
@@ -207,19 +212,19 @@ class ClusterStreams:
         try:
             s = await sm.end(cluster.id, sid, "deleted")
         except SessionNotFound:
-            rec = sm.known(cluster.id, sid)
+            rec = sm.known(cluster.id, sid, await self._records(sm, cluster))
             if rec is None:
                 raise NotFound(f"no session {sid!r}", "sid") from None
             return rec
         return s.as_json()
 
-    def live_session(self, cluster: Cluster, sid: str) -> Session:
+    async def live_session(self, cluster: Cluster, sid: str) -> Session:
         """A session still running, to attach to (404 saying why when it ended)."""
         sm = self._manager()
         try:
             return sm.get(cluster.id, sid)
         except SessionNotFound:
-            rec = sm.known(cluster.id, sid)
+            rec = sm.known(cluster.id, sid, await self._records(sm, cluster))
             why = f" (ended: {rec['ended_reason']})" if rec else ""
             raise NotFound(f"no live session {sid!r}{why}", "sid") from None
 
