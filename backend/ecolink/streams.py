@@ -75,15 +75,21 @@ class ClusterStreams:
     # Each runs in one of the store's reader threads (`Store.run_read`): a locked or
     # slow database delays that request only, and answers 503 `store_unavailable`
     # once the busy timeout has passed.
+    # The two hottest, a cluster and the list, are served from memory while the
+    # database has not changed (`Store.cached_read`); what they hand out is shared
+    # and never changed.
     async def cluster(self, account_id: str, ref: str) -> Cluster:
         """The account's cluster by id or name (404 otherwise)."""
         service = self.service
-        return await self.store.run_read(lambda: service.get_cluster(account_id, ref))
+        return await self.store.cached_read(("cluster", account_id, ref),
+                                            lambda: service.get_cluster(account_id, ref))
 
     async def list_clusters(self, account_id: str,
                             statuses: Sequence[str] | None = None) -> list[Cluster]:
         service = self.service
-        return await self.store.run_read(lambda: service.list_clusters(account_id, statuses))
+        key = ("list", account_id, tuple(statuses) if statuses is not None else None)
+        return await self.store.cached_read(key,
+                                            lambda: service.list_clusters(account_id, statuses))
 
     async def account(self, account_id: str) -> Account:
         service = self.service

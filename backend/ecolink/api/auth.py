@@ -88,13 +88,16 @@ def credentials(ctx: AppContext, headers: Headers, path: str) -> Credentials | N
 
 
 async def find_credentials(ctx: AppContext, headers: Headers, path: str) -> Credentials | None:
-    """`credentials`, its store reads in one of the store's reader threads (a request
-    without a token or cookie reads nothing)."""
+    """`credentials`, its store reads in one of the store's reader threads, or from
+    memory while the database has not changed since (`Store.cached_read`: a revoked
+    key or session fails within its change watch, as at the fronts). A request
+    without a token or cookie reads nothing."""
     token = bearer_token(headers)
     cookie = session_cookie(headers) if edge_rules.cookie_allowed(path) else None
     if token is None and cookie is None:
         return None
-    return await ctx.store.run_read(lambda: _lookup(ctx, token, cookie))
+    return await ctx.store.cached_read(("credentials", token, cookie),
+                                       lambda: _lookup(ctx, token, cookie))
 
 
 def _lookup(ctx: AppContext, token: str | None, cookie: str | None) -> Credentials | None:

@@ -15,7 +15,8 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +30,11 @@ BUSY_TIMEOUT_MS = 10_000
 # How much longer than the busy timeout a read may take, queue included, before it
 # is answered as unavailable.
 READ_GRACE_S = 1.0
+# How often the change watch looks for other processes' commits, how long a cached
+# read may be served at most, and how many are kept.
+WATCH_S = 0.02
+CACHE_TTL_S = 1.0
+CACHE_MAX = 10_000
 
 
 class StoreError(Exception):
@@ -69,6 +75,13 @@ class Database:
         self._readers_lock = threading.Lock()
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="ecolink-db-writer")
         self._read_pool = ThreadPoolExecutor(readers, thread_name_prefix="ecolink-db-reader")
+        # Moves on every commit: this process's (in `tx()`) and, seen by the change
+        # watch within WATCH_S, any other process's. A cached read is good while it
+        # has not moved.
+        self._generation = 0
+        self._cache: dict[Hashable, tuple[int, float, Any]] = {}
+        self._watch: threading.Thread | None = None
+        self._watch_stop = threading.Event()
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
@@ -94,6 +107,9 @@ class Database:
         return conn
 
     def close(self) -> None:
+        self._watch_stop.set()
+        if self._watch is not None:
+            self._watch.join(timeout=5)
         self._write_pool.shutdown(wait=True)
         self._read_pool.shutdown(wait=True)
         with self._readers_lock:
@@ -153,6 +169,54 @@ class Database:
         except TimeoutError:
             raise StoreUnavailable("the database could not be read in time") from None
 
+    async def cached_read(self, key: Hashable, fn: Callable[[], T]) -> T:
+        """`run_read(fn)`, served from memory, without leaving the event loop, while no
+        commit has happened since it was read (nor more than CACHE_TTL_S passed): the
+        hot reads of every request (credentials, a cluster, the list) cost no thread
+        hop while the database does not change. Another process's commit is seen
+        within WATCH_S, as the fronts see it; this process's at once. `fn`'s value is
+        shared by every caller: it must not be changed."""
+        self._start_watch()
+        generation = self._generation
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == generation and now - hit[1] <= CACHE_TTL_S:
+            value: T = hit[2]
+            return value
+        value = await self.run_read(fn)
+        if value is None:
+            return value  # nothing found: asked again next time (a key made a moment ago)
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        # The generation from before the read: a commit during it makes this a miss.
+        self._cache[key] = (generation, now, value)
+        return value
+
+    def _start_watch(self) -> None:
+        if self._watch is not None or self.path == ":memory:":
+            return
+        self._watch = threading.Thread(target=self._watch_commits, name="ecolink-db-watch",
+                                       daemon=True)
+        self._watch.start()
+
+    def _watch_commits(self) -> None:
+        """`PRAGMA data_version` moves when another connection commits (a few
+        microseconds to ask); each move is a new generation."""
+        conn = self._connect()
+        try:
+            last = None
+            while not self._watch_stop.wait(WATCH_S):
+                try:
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.Error:
+                    self._generation += 1  # cannot tell: assume it changed
+                    continue
+                if version != last:
+                    self._generation += 1
+                    last = version
+        finally:
+            conn.close()
+
     # -- schema ------------------------------------------------------------
     def schema_version(self) -> int:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
@@ -192,8 +256,10 @@ class Database:
                 yield
                 self._before_commit()
                 self._writer.execute("COMMIT")
+                self._generation += 1
             except BaseException as exc:
                 self._local.in_tx = False
+                self._generation += 1  # whatever failed, cached reads are read again
                 with contextlib.suppress(sqlite3.Error):
                     self._writer.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.OperationalError):
