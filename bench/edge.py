@@ -217,7 +217,7 @@ def main() -> None:
         for what, f in (("median", statistics.median), ("max", max)):
             b, o = f(base["during"]), f(ours["during"])
             print(f"/healthz {what} while the lock is held: baseline {b * 1000:.1f} ms, "
-                  f"this checkout {o * 1000:.1f} ms, ratio {b / o:.0f}x")
+                  f"this checkout {o * 1000:.1f} ms, ratio {b / o:.1f}x")
 
 
 if __name__ == "__main__":
