@@ -22,6 +22,7 @@ are kept in memory and listed; older ones are forgotten.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -426,11 +427,22 @@ class SessionManager:
             raise SessionNotFound(sid)
         return s
 
-    def list(self, cluster_id: str) -> list[dict[str, Any]]:
+    def records(self, cluster_id: str) -> list[dict[str, Any]] | None:
+        """The store's records of the cluster's sessions (a store read: for a reader
+        thread); None without a store."""
+        if self.store is None:
+            return None
+        recs: list[dict[str, Any]] = self.store.kept_sessions(cluster_id)
+        return recs
+
+    def list(self, cluster_id: str,
+             stored: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The cluster's sessions, live and ended; `stored`: its `records()`, read
+        already (else read here)."""
         live = {sid: s for sid, s in self._sessions.items() if s.cluster_id == cluster_id}
         out: list[dict[str, Any]] = []
         if self.store is not None:
-            recs = self.store.kept_sessions(cluster_id)
+            recs = stored if stored is not None else self.store.kept_sessions(cluster_id)
             for r in recs:
                 r.update(self._ending.get(r["id"], {}))
         else:
@@ -460,8 +472,9 @@ class SessionManager:
             out = [r for r in out if r["id"] not in drop]
         return out
 
-    def known(self, cluster_id: str, sid: str) -> dict[str, Any] | None:
-        for r in self.list(cluster_id):
+    def known(self, cluster_id: str, sid: str,
+              stored: builtins.list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        for r in self.list(cluster_id, stored):
             if r["id"] == sid:
                 return r
         return None

@@ -27,7 +27,7 @@ from ecolink.runtime.base import (
 )
 from ecolink.service import ClusterService
 from ecolink.sessions import Session, SessionManager, SessionNotFound
-from ecolink.store import Account, Cluster, Store
+from ecolink.store import Account, Cluster, Event, LedgerEntry, Store
 
 # How long a port-forward waits for the replica's port to accept.
 FORWARD_CONNECT_TIMEOUT_S = 10.0
@@ -71,10 +71,50 @@ class ClusterStreams:
         self.sessions = sessions
         self._turns: dict[str, itertools.count[int]] = {}
 
-    # -- the caller's cluster -------------------------------------------------
-    def cluster(self, account_id: str, ref: str) -> Cluster:
+    # -- reads, off the event loop ----------------------------------------------
+    # Each runs in one of the store's reader threads (`Store.run_read`): a locked or
+    # slow database delays that request only, and answers 503 `store_unavailable`
+    # once the busy timeout has passed.
+    # The two hottest, a cluster and the list, are served from memory while the
+    # database has not changed (`Store.cached_read`); what they hand out is shared
+    # and never changed.
+    async def cluster(self, account_id: str, ref: str) -> Cluster:
         """The account's cluster by id or name (404 otherwise)."""
-        return self.service.get_cluster(account_id, ref)
+        service = self.service
+        return await self.store.cached_read(("cluster", account_id, ref),
+                                            lambda: service.get_cluster(account_id, ref))
+
+    async def list_clusters(self, account_id: str,
+                            statuses: Sequence[str] | None = None) -> list[Cluster]:
+        service = self.service
+        key = ("list", account_id, tuple(statuses) if statuses is not None else None)
+        return await self.store.cached_read(key,
+                                            lambda: service.list_clusters(account_id, statuses))
+
+    async def account(self, account_id: str) -> Account:
+        service = self.service
+        return await self.store.run_read(lambda: service.account(account_id))
+
+    async def ledger(self, account_id: str, *, cluster_ref: str | None, limit: int,
+                     before: int | None) -> list[LedgerEntry]:
+        """The account's ledger, newest first; only one cluster's entries when
+        `cluster_ref` names one (404 on `cluster_id` when it names none of the account's)."""
+        service = self.service
+
+        def read() -> list[LedgerEntry]:
+            cluster_id = None
+            if cluster_ref:
+                try:
+                    cluster_id = service.get_cluster(account_id, cluster_ref).id
+                except NotFound as exc:
+                    raise NotFound(exc.message, field="cluster_id") from None
+            return service.ledger(account_id, cluster_id=cluster_id, limit=limit, before=before)
+
+        return await self.store.run_read(read)
+
+    async def events(self, cluster_id: str) -> list[Event]:
+        service = self.service
+        return await self.store.run_read(lambda: service.events(cluster_id))
 
     # -- logs and exec ----------------------------------------------------------
     def replica_logs(self, cluster: Cluster, replica: str, *, tail: int | None,
@@ -97,7 +137,7 @@ class ClusterStreams:
     async def service_targets(self, account_id: str, ref: str) -> ServiceTargets:
         """The cluster's ready replicas' addresses, starting at the next in turn
         (round-robin): 404 without an endpoint, 503 without a reachable replica."""
-        cluster = self.cluster(account_id, ref)
+        cluster = await self.cluster(account_id, ref)
         if cluster.status == "terminated" or cluster.endpoint_port is None:
             raise NotFound("the cluster has no service endpoint")
         ready = self.ready_replicas(cluster.id)
@@ -163,8 +203,13 @@ class ClusterStreams:
             raise InvalidField(f"command: cannot run {exc.filename or 'it'}: {exc.strerror}",
                                "command") from None
 
-    def list_sessions(self, cluster: Cluster) -> list[dict[str, Any]]:
-        return self._manager().list(cluster.id)
+    async def _records(self, sm: SessionManager, cluster: Cluster) -> list[dict[str, Any]] | None:
+        """The cluster's kept-session records, read in a reader thread of the store."""
+        return await self.store.run_read(lambda: sm.records(cluster.id))
+
+    async def list_sessions(self, cluster: Cluster) -> list[dict[str, Any]]:
+        sm = self._manager()
+        return sm.list(cluster.id, await self._records(sm, cluster))
 
     async def end_session(self, cluster: Cluster, sid: str) -> dict[str, Any]:
         """End a kept session; one that ended before (a backend restart) is answered
@@ -173,19 +218,19 @@ class ClusterStreams:
         try:
             s = await sm.end(cluster.id, sid, "deleted")
         except SessionNotFound:
-            rec = sm.known(cluster.id, sid)
+            rec = sm.known(cluster.id, sid, await self._records(sm, cluster))
             if rec is None:
                 raise NotFound(f"no session {sid!r}", "sid") from None
             return rec
         return s.as_json()
 
-    def live_session(self, cluster: Cluster, sid: str) -> Session:
+    async def live_session(self, cluster: Cluster, sid: str) -> Session:
         """A session still running, to attach to (404 saying why when it ended)."""
         sm = self._manager()
         try:
             return sm.get(cluster.id, sid)
         except SessionNotFound:
-            rec = sm.known(cluster.id, sid)
+            rec = sm.known(cluster.id, sid, await self._records(sm, cluster))
             why = f" (ended: {rec['ended_reason']})" if rec else ""
             raise NotFound(f"no live session {sid!r}{why}", "sid") from None
 
@@ -202,7 +247,8 @@ class ClusterStreams:
         """End the session of `token` if it is the account's (a key ends its own
         account's session, never another's)."""
         store = self.store
-        owner = store.account_for_session(token, self.service.now())
+        now = self.service.now()
+        owner = await store.run_read(lambda: store.account_for_session(token, now))
         if owner is not None and owner.id == account_id:
             await store.run_write(lambda: store.delete_console_session(token))
 

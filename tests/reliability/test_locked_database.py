@@ -8,12 +8,17 @@ Another process takes SQLite's write lock (`BEGIN IMMEDIATE`) and holds it:
   scale and resume answer 503 `store_unavailable` saying nothing was changed (a
   terminate: that the cluster runs on, its replicas started again), the cluster
   keeps (or gets back) its replicas, no money moves, and the same action succeeds
-  once the lock is gone.
+  once the lock is gone;
+- with the read marks of the WAL's shared memory held, which keeps readers out too,
+  under a short busy timeout: `/healthz` still answers within 0.5 s, every read (route, credentials
+  check, the watch feed's upgrade) answers 200 or 503 `store_unavailable` within the
+  busy timeout and its grace, never hangs, and reads work again once the lock is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import threading
@@ -24,6 +29,8 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
+from websockets.sync.client import connect as ws_connect
 
 from support.reliability import check_money, wait_for
 
@@ -43,10 +50,28 @@ HOLDER = (
 )
 
 
+# What keeps WAL readers out: a reader must hold one of the read marks of the shared
+# memory file (`-shm`, bytes 123-127 with the unix VFS), so a process that holds them
+# all (one stuck in recovery, a stalled or crashed client on a network disk) makes a
+# reader wait, here about 10 s whatever its busy timeout. A `BEGIN EXCLUSIVE`, or
+# `PRAGMA locking_mode=EXCLUSIVE`, does not: the first lets readers through, the second
+# cannot start while the server has the database open.
+READERS_OUT = (
+    "import fcntl, os, sys, time\n"
+    "fd = os.open(sys.argv[1] + '-shm', os.O_RDWR)\n"
+    "fcntl.lockf(fd, fcntl.LOCK_EX, 5, 123, os.SEEK_SET)\n"
+    "print('taken', flush=True)\n"
+    "time.sleep(float(sys.argv[2]))\n"
+)
+
+
 @contextlib.contextmanager
-def write_lock_held(db: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
-    """Another process holds the database's write lock for `seconds` from now."""
-    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(db), str(seconds)],
+def write_lock_held(db: Path, seconds: float, *,
+                    readers_too: bool = False) -> Iterator[subprocess.Popen[str]]:
+    """Another process holds the database's write lock for `seconds` from now (and
+    keeps readers out as well with `readers_too`)."""
+    code = READERS_OUT if readers_too else HOLDER
+    p = subprocess.Popen([sys.executable, "-c", code, str(db), str(seconds)],
                          stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout is not None and p.stdout.readline().strip() == "taken"
@@ -102,6 +127,82 @@ def test_a_held_write_lock_never_freezes_the_api(ecolink_server: Any) -> None:
         assert write["status"] == 200, write
         assert write["seconds"] > 1.0
         assert write["body"]["estimated_duration_hours"] == 3
+        check_money(api)
+
+
+def test_reads_the_database_refuses_answer_503_and_never_freeze_the_api(
+        ecolink_server_factory: Any) -> None:
+    srv = ecolink_server_factory(extra_args=["--db-busy-timeout", "1"])
+    with srv.client() as api:
+        r = api.post("/gpu-clusters", json={**LAUNCH, "name": "unreadable"})
+        assert r.status_code == 201, r.text
+        cid = r.json()["id"]
+        ready(api, cid, 2)
+        paths = ["/gpu-clusters", f"/gpu-clusters/{cid}", "/account",
+                 f"/gpu-clusters/{cid}/events", "/account/ledger"]
+        health: list[float] = []
+        # (path, status, error code, seconds) of every read sent during the lock
+        reads: list[tuple[str, int, str | None, float]] = []
+        watch: list[Any] = []
+        stop = threading.Event()
+
+        def reader(first: int) -> None:
+            with srv.client(timeout=30) as c:
+                i = first
+                while not stop.is_set():
+                    path = paths[i % len(paths)]
+                    i += 1
+                    t = time.monotonic()
+                    resp = c.get(path)
+                    code = resp.json()["error"]["code"] if resp.status_code != 200 else None
+                    reads.append((path, resp.status_code, code, time.monotonic() - t))
+
+        def watcher() -> None:
+            # Refused before the upgrade (credentials unreadable), or upgraded (they
+            # were in memory) and then a snapshot or a close saying to try again.
+            t = time.monotonic()
+            try:
+                with ws_connect(srv.ws_url("/watch"), open_timeout=30,
+                                additional_headers={"Authorization": f"Bearer {srv.key}"}) as ws:
+                    try:
+                        watch.append(json.loads(ws.recv(timeout=30))["type"])
+                    except websockets.ConnectionClosed as exc:
+                        watch.append(exc.rcvd.code if exc.rcvd is not None else None)
+            except websockets.InvalidStatus as exc:
+                watch.append(exc.response.status_code)
+            watch.append(time.monotonic() - t)
+
+        # Six readers: more than the store's reader threads, so some reads also queue.
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(6)]
+        with write_lock_held(srv.state_dir / "ecolink.db", 6.0, readers_too=True):
+            t0 = time.monotonic()
+            for th in threads:
+                th.start()
+            ws = threading.Thread(target=watcher)
+            ws.start()
+            with httpx.Client(base_url=srv.url, timeout=10) as h:
+                while time.monotonic() - t0 < 5.0:
+                    t = time.monotonic()
+                    assert h.get("/healthz").status_code == 200
+                    health.append(time.monotonic() - t)
+                    time.sleep(0.1)
+            stop.set()
+            ws.join(timeout=30)
+        for th in threads:
+            th.join(timeout=30)
+        assert len(health) >= 20 and max(health) < 0.5, (len(health), max(health))
+        # Every read answered: 200 or a truthful 503, within the busy timeout (1 s) and
+        # its grace (1 s), never hanging for the whole lock.
+        assert reads and {(s, c) for _, s, c, _ in reads} <= {(200, None),
+                                                              (503, "store_unavailable")}
+        assert any(s == 503 for _, s, _, _ in reads), "the lock never kept a reader out"
+        assert max(t for *_, t in reads) < 3.0, sorted(t for *_, t in reads)[-5:]
+        assert len(watch) == 2 and watch[0] in (503, 1013, "snapshot"), watch
+        assert watch[1] < 3.0, watch
+        # Once the lock is gone every read works again (the reader threads it held
+        # come back first).
+        for path in paths:
+            wait_for(lambda path=path: api.get(path).status_code == 200, what=path)
         check_money(api)
 
 

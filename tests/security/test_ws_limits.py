@@ -3,7 +3,8 @@
 - each route has its own message limit: the watch feed a few KiB, exec stdin and
   kept sessions about 1 MiB; one byte more closes the socket with 1009;
 - an account holds at most N WebSockets at once (`--max-websockets-per-account`);
-  the next gets a clear 429 in the error form, and closing one frees its place;
+  the next gets a clear 429 in the error form, and closing one frees its place; with
+  several front processes the cap is still the account's across the whole server;
 - forty clients each sending an oversized frame move the backend's resident memory
   by less than 100 MB (read from /proc), and /healthz keeps answering within 1 s.
 """
@@ -202,6 +203,54 @@ def test_service_websockets_count_and_are_bounded_through_the_front(
                 time.sleep(0.1)
         held[1].send(b"y" * MIB)  # exactly the limit passes
         assert held[1].recv(timeout=10) == b"y" * MIB
+    finally:
+        for ws in held:
+            ws.close()
+
+
+def test_the_websocket_cap_holds_across_front_processes(ecolink_server_factory: Any) -> None:
+    # Two front processes; the kernel spreads new connections over both. The cap is
+    # the account's across the whole server: both fronts' service sockets and the
+    # API's own count together.
+    srv = ecolink_server_factory(extra_args=["--max-websockets-per-account", "4",
+                                             "--workers", "2"])
+    with srv.client() as api:
+        cluster = launch_service(api, "spread")
+    url = srv.ws_url(f"/gpu-clusters/{cluster['id']}/service/ws")
+    watch = srv.ws_url("/watch")
+    held = [ws_connect(url, srv.key) for _ in range(3)] + [ws_connect(watch, srv.key)]
+    try:
+        for ws in held[:3]:
+            ws.send("hi")
+            assert ws.recv(timeout=10) == "hi"
+
+        def all_refused(n: int) -> None:
+            # n new connections, most of them service sockets: with two fronts, nearly
+            # surely some reach each; every one is refused.
+            for i in range(n):
+                target = watch if i % 4 == 0 else url
+                with pytest.raises(InvalidStatus) as exc:
+                    ws_connect(target, srv.key).close()
+                resp = exc.value.response
+                assert resp.status_code == 429, (target, resp.status_code)
+                assert json.loads(resp.body or b"{}")["error"]["code"] == "too_many_websockets"
+
+        all_refused(12)
+        # Closing service sockets frees their places server-wide, whichever front
+        # held them; the cap holds again once they are taken.
+        for ws in held[:3]:
+            ws.close()
+        deadline = time.monotonic() + 10
+        while len(held) < 7:
+            try:
+                held.append(ws_connect(url, srv.key))
+            except InvalidStatus:
+                assert time.monotonic() < deadline, "closed sockets' places were not freed"
+                time.sleep(0.1)
+        for ws in held[4:]:
+            ws.send("again")
+            assert ws.recv(timeout=10) == "again"
+        all_refused(8)
     finally:
         for ws in held:
             ws.close()

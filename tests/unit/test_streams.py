@@ -119,7 +119,7 @@ def test_kept_sessions_without_a_manager_are_503() -> None:
     async def main() -> None:
         streams, _, _, c = await _setup(replicas=2)
         with pytest.raises(RuntimeUnavailable):
-            streams.list_sessions(c)
+            await streams.list_sessions(c)
         with pytest.raises(RuntimeUnavailable):
             await streams.create_session(c, "web-0", None, tty=True, width=80, height=24)
 

@@ -32,14 +32,14 @@ def test_hub_coalesces_isolates_and_announces_removal(tmp_path: Path) -> None:
         await service.start(background=False)
         a = hub.connect(alice)
         b = hub.connect(bob)
-        snap = json.loads(hub.snapshot(a))
+        snap = json.loads(await hub.snapshot(a))
         assert snap["type"] == "snapshot" and snap["clusters"] == []
         c = await service.launch(alice, LaunchRequest(
             name="x", region="us-east", gpu_type="L40S", gpu_count=1, replicas=2,
             image="img", duration_mh=MH))
         for n in range(5):  # many changes before the flush: one frame for the cluster
             await service.scale(alice, "x", 2 + n % 2 + 1)
-        hub._flush()
+        await hub._flush()
         fa = _frames(a)
         clusters = [f for f in fa if f["type"] == "cluster"]
         assert len(clusters) == 1
@@ -52,19 +52,19 @@ def test_hub_coalesces_isolates_and_announces_removal(tmp_path: Path) -> None:
         bc = await service.launch(bob, LaunchRequest(
             name="y", region="us-east", gpu_type="L40S", gpu_count=1, replicas=2,
             image="img", duration_mh=MH))
-        hub.set_focus(a, [bc.id, "x"])
+        await hub.set_focus(a, [bc.id, "x"])
         assert a.focus == {c.id}
-        hub.replicas_round()
+        await hub.replicas_round()
         reps = [f for f in _frames(a) if f["type"] == "replicas"]
         assert [r["cluster_id"] for r in reps] == [c.id]
         # A terminated cluster stays listed 7 days, then cluster_removed goes out.
         await service.terminate(alice, "x")
-        hub._flush()
+        await hub._flush()
         _frames(a)
-        hub.summaries_round()
+        await hub.summaries_round()
         assert not any(f["type"] == "cluster_removed" for f in _frames(a))
         clock.advance(7 * 24 * 3600 + 1)
-        hub.summaries_round()
+        await hub.summaries_round()
         fa = _frames(a)
         assert {"type": "cluster_removed", "id": c.id} in fa
         summaries = [f for f in fa if f["type"] == "summaries"]
@@ -89,13 +89,13 @@ def test_a_reused_snapshot_comes_with_what_changed_since(tmp_path: Path) -> None
             name="a", region="us-east", gpu_type="L40S", gpu_count=1, replicas=2,
             image="img", duration_mh=MH))
         c1 = hub.connect(alice)
-        s1 = hub.snapshot(c1)
+        s1 = await hub.snapshot(c1)
         later = await service.launch(alice, LaunchRequest(
             name="b", region="us-east", gpu_type="L40S", gpu_count=1, replicas=2,
             image="img", duration_mh=MH))
         c2 = hub.connect(alice)
         c2.queue.drain()
-        s2 = hub.snapshot(c2)
+        s2 = await hub.snapshot(c2)
         assert s2 == s1  # the same rendering, reused
         ids = [c["id"] for c in json.loads(s2)["clusters"]]
         assert ids == [first.id]
@@ -107,6 +107,6 @@ def test_a_reused_snapshot_comes_with_what_changed_since(tmp_path: Path) -> None
         # Too old: rendered afresh, with both clusters.
         hub._snapshots[alice] = (*hub._snapshots[alice][:2], 0.0)
         c3 = hub.connect(alice)
-        assert len(json.loads(hub.snapshot(c3))["clusters"]) == 2
+        assert len(json.loads(await hub.snapshot(c3))["clusters"]) == 2
 
     asyncio.run(main())

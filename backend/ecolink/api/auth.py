@@ -22,7 +22,7 @@ from ecolink.api import edge_rules
 from ecolink.api.context import AppContext, get_ctx
 from ecolink.api.edge_rules import SESSION_COOKIE as SESSION_COOKIE
 from ecolink.errors import Unauthenticated
-from ecolink.store import Account, to_us
+from ecolink.store import Account, StoreUnavailable, to_us
 
 # Routes anyone may call (GET/HEAD only).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs",
@@ -81,15 +81,31 @@ class Credentials:
 
 def credentials(ctx: AppContext, headers: Headers, path: str) -> Credentials | None:
     """Who the credentials in `headers` belong to, for a request to `path`: an API key
-    anywhere; the console-session cookie on service URLs only."""
+    anywhere; the console-session cookie on service URLs only. Reads the store here:
+    for a reader thread (the event loop awaits `find_credentials`)."""
     token = bearer_token(headers)
+    cookie = session_cookie(headers) if edge_rules.cookie_allowed(path) else None
+    return _lookup(ctx, token, cookie)
+
+
+async def find_credentials(ctx: AppContext, headers: Headers, path: str) -> Credentials | None:
+    """`credentials`, its store reads in one of the store's reader threads, or from
+    memory while the database has not changed since (`Store.cached_read`: a revoked
+    key or session fails within its change watch, as at the fronts). A request
+    without a token or cookie reads nothing."""
+    token = bearer_token(headers)
+    cookie = session_cookie(headers) if edge_rules.cookie_allowed(path) else None
+    if token is None and cookie is None:
+        return None
+    return await ctx.store.cached_read(("credentials", token, cookie),
+                                       lambda: _lookup(ctx, token, cookie))
+
+
+def _lookup(ctx: AppContext, token: str | None, cookie: str | None) -> Credentials | None:
     if token is not None:
         found = ctx.store.authenticate_key(token)
         if found is not None:
             return Credentials(found[1], "key", found[0])
-    if not edge_rules.cookie_allowed(path):
-        return None
-    cookie = session_cookie(headers)
     if cookie is not None:
         acct = ctx.store.account_for_session(cookie, to_us(ctx.clock.now()))
         if acct is not None:
@@ -123,7 +139,11 @@ def require_account(conn: HTTPConnection) -> Account:
 async def require_ws_account(websocket: WebSocket) -> Account:
     """The WebSocket's account; without valid credentials answers HTTP 401 before the
     upgrade and raises Unauthenticated (the handler just returns)."""
-    acct = authenticate(websocket)
+    acct = (websocket.scope.get("state") or {}).get("account")
+    if not isinstance(acct, Account):
+        found = await find_credentials(get_ctx(websocket), websocket.scope.get("headers") or [],
+                                       websocket.scope.get("path", ""))
+        acct = found.account if found else None
     if acct is None:
         await deny_websocket(websocket.scope, websocket.receive, websocket.send)
         raise Unauthenticated("missing, wrong or revoked credentials")
@@ -193,7 +213,11 @@ class AuthMiddleware:
             return
         if kind == "http" and edge_rules.service_ref(scope["path"]) is not None:
             send = _with_csp(send, edge_rules.service_csp(service_origin).encode())
-        found = credentials(ctx, headers, scope["path"])
+        try:
+            found = await find_credentials(ctx, headers, scope["path"])
+        except StoreUnavailable:
+            await _send_store_unavailable(scope, receive, send)
+            return
         if found is None:
             if kind == "http":
                 await _send_401(send)
@@ -294,3 +318,25 @@ async def _send_401(send: Send) -> None:
                     (b"www-authenticate", b'Bearer realm="ecolink"')],
     })
     await send({"type": "http.response.body", "body": _UNAUTHENTICATED})
+
+
+_STORE_UNREADABLE = json.dumps(
+    {"error": {"code": "store_unavailable",
+               "message": "the database cannot be read now (another process holds it, or "
+                          "the disk is slow); nothing was changed, try again"}}
+).encode()
+
+
+async def _send_store_unavailable(scope: Scope, receive: Receive, send: Send) -> None:
+    """The credentials could not be checked: the store cannot be read in time."""
+    if scope["type"] == "websocket":
+        await deny_websocket(scope, receive, send, 503, _STORE_UNREADABLE)
+        return
+    await send({
+        "type": "http.response.start",
+        "status": 503,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(_STORE_UNREADABLE)).encode()),
+                    (b"retry-after", b"1")],
+    })
+    await send({"type": "http.response.body", "body": _STORE_UNREADABLE})

@@ -2,8 +2,8 @@
 
 FastAPI resolves a route's dependencies in the order they are declared, so a route
 that names `OwnedCluster` before reading its query or body answers 404 for another
-account's cluster before any 422 (api.md's order of checks). They are `async` so
-that they run on the event loop, where the store lives, not in a worker thread."""
+account's cluster before any 422 (api.md's order of checks). They are `async`: the
+store read runs in a reader thread of the store (`ClusterStreams`), awaited here."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ CurrentAccount = Annotated[Account, Depends(_account)]
 
 async def _owned_cluster(ctx: Ctx, account: CurrentAccount, id: str) -> Cluster:
     """The caller's cluster named by the path's `id` (its id or name); 404 otherwise."""
-    return ctx.streams.cluster(account.id, id)
+    return await ctx.streams.cluster(account.id, id)
 
 
 OwnedCluster = Annotated[Cluster, Depends(_owned_cluster)]

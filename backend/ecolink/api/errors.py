@@ -26,7 +26,7 @@ from ecolink.runtime.base import (
     RuntimeRefused,
     RuntimeUnavailable,
 )
-from ecolink.store import StoreBusy
+from ecolink.store import StoreBusy, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,10 @@ def install(app: FastAPI) -> None:
         return JSONResponse(body, status_code=status)
 
     async def store_busy(_: Request, exc: Exception) -> Response:
+        if isinstance(exc, StoreUnavailable):  # a read: it changes nothing
+            return error_response(503, "store_unavailable",
+                                  "the database cannot be read now (another process holds "
+                                  "it, or the disk is slow); nothing was changed, try again")
         # A transaction that did not commit rolled back whole.
         return error_response(503, "store_unavailable",
                               "the database cannot be written now (another process holds "

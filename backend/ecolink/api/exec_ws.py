@@ -87,7 +87,7 @@ class _Opened:
 @router.websocket("/gpu-clusters/{id}/replicas/{replica}/exec")
 async def exec_ws(websocket: WebSocket, id: str, replica: str) -> None:
     async def prepare(ctx: AppContext, account: Account) -> _Opened:
-        cluster = ctx.streams.cluster(account.id, id)
+        cluster = await ctx.streams.cluster(account.id, id)
         req = exec_request(websocket)
         proto = choose_subprotocol(websocket)
         try:

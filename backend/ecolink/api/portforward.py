@@ -64,7 +64,7 @@ def _port(ws: HTTPConnection) -> int:
 @router.websocket(PATH)
 async def portforward_ws(websocket: WebSocket, id: str, replica: str) -> None:
     async def prepare(ctx: AppContext, account: Account) -> tuple[Forward, int]:
-        cluster = ctx.streams.cluster(account.id, id)
+        cluster = await ctx.streams.cluster(account.id, id)
         port = _port(websocket)
         try:
             return await ctx.streams.open_forward(cluster, replica, port), port

@@ -24,7 +24,7 @@ from ecolink.api.deps import Ctx, CurrentAccount
 from ecolink.api.edge_rules import cookie_domain
 from ecolink.api.errors import refusals
 from ecolink.api.render import account_json, ledger_csv, ledger_entry_json
-from ecolink.errors import InvalidField, NotFound, Unauthenticated
+from ecolink.errors import InvalidField, Unauthenticated
 from ecolink.store import SESSION_TTL_US, rfc3339
 
 router = APIRouter()
@@ -82,7 +82,7 @@ async def filesystems(ctx: Ctx) -> Response:
 @router.get("/account", response_model=AccountOut, responses=refusals(401), tags=["account"],
             summary="Balance, held and available")
 async def account(ctx: Ctx, acct: CurrentAccount) -> Response:
-    return json_response(account_json(ctx.service.account(acct.id)))
+    return json_response(account_json(await ctx.streams.account(acct.id)))
 
 
 def _int_param(request: Request, name: str, lo: int, hi: int | None) -> int | None:
@@ -130,18 +130,13 @@ _LEDGER_PARAMS: list[dict[str, Any]] = [
 )
 async def ledger(request: Request, ctx: Ctx, acct: CurrentAccount) -> Response:
     cluster_ref = request.query_params.get("cluster_id")
-    cluster_id = None
-    if cluster_ref:
-        try:
-            cluster_id = ctx.service.get_cluster(acct.id, cluster_ref).id
-        except NotFound as exc:
-            raise NotFound(exc.message, field="cluster_id") from None
     limit = _int_param(request, "limit", 1, 1000) or 100
     before = _int_param(request, "before", 1, 2**63 - 1)
     fmt = request.query_params.get("format", "json")
     if fmt not in ("json", "csv"):
         raise InvalidField("format must be json or csv", field="format")
-    entries = ctx.service.ledger(acct.id, cluster_id=cluster_id, limit=limit, before=before)
+    entries = await ctx.streams.ledger(acct.id, cluster_ref=cluster_ref, limit=limit,
+                                       before=before)
     if fmt == "csv":
         return Response(ledger_csv(entries), media_type="text/csv; charset=utf-8",
                         headers={"content-disposition": 'attachment; filename="ledger.csv"'})

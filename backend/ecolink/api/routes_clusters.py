@@ -99,10 +99,10 @@ def _renderer(ctx: AppContext, request: Request) -> Callable[[Any], dict[str, An
     return render
 
 
-def _lookup(request: Request, ref: str) -> tuple[AppContext, str, Cluster]:
+async def _lookup(request: Request, ref: str) -> tuple[AppContext, str, Cluster]:
     ctx = get_ctx(request)
     acct = account_of(request)
-    c = ctx.service.get_cluster(acct.id, ref)
+    c = await ctx.streams.cluster(acct.id, ref)
     request.state.cluster_id = c.id  # Idempotency-Key fingerprints name it by id
     return ctx, acct.id, c
 
@@ -160,7 +160,7 @@ async def list_clusters(request: Request) -> Response:
             if s not in STATUSES:
                 raise InvalidField(f"unknown status {s!r}; one of {', '.join(STATUSES)}",
                                    field="status")
-    clusters = ctx.service.list_clusters(acct.id, statuses)
+    clusters = await ctx.streams.list_clusters(acct.id, statuses)
     base = _base(ctx, request)
     text = ",".join(cluster_json_text(ctx, c, base_url=base) for c in clusters)
     return Response(('{"clusters":[' + text + "]}").encode("utf-8"),
@@ -170,7 +170,7 @@ async def list_clusters(request: Request) -> Response:
 @router.get("/gpu-clusters/{id}", response_model=ClusterOut, responses=refusals(401, 404),
             summary="One cluster, by id or name")
 async def get_cluster(request: Request, id: str) -> Response:
-    ctx, _, c = _lookup(request, id)
+    ctx, _, c = await _lookup(request, id)
     return Response(cluster_json_text(ctx, c, base_url=_base(ctx, request)).encode("utf-8"),
                     media_type="application/json")
 
@@ -182,7 +182,7 @@ async def get_cluster(request: Request, id: str) -> Response:
              responses=refusals(400, 401, 404, 409, 402, 413, 422, 503),
              openapi_extra=_body("ScaleIn"), summary="Change the replica count")
 async def scale(request: Request, id: str) -> Response:
-    ctx, account_id, c = _lookup(request, id)
+    ctx, account_id, c = await _lookup(request, id)
     data, _ = await read_object(request)
     body = validate(ScaleIn, data)
     render = _renderer(ctx, request)
@@ -196,7 +196,7 @@ async def scale(request: Request, id: str) -> Response:
              openapi_extra=_body("ExtendIn"),
              summary="Add hours before expiry (total at most 720)")
 async def extend(request: Request, id: str) -> Response:
-    ctx, account_id, c = _lookup(request, id)
+    ctx, account_id, c = await _lookup(request, id)
     data, _ = await read_object(request)
     body = validate(ExtendIn, data)
     render = _renderer(ctx, request)
@@ -209,7 +209,7 @@ async def extend(request: Request, id: str) -> Response:
              responses=refusals(401, 404, 409, 422, 503), openapi_extra=_NO_BODY,
              summary="Stop: charges stop, the unused hold is released")
 async def stop(request: Request, id: str) -> Response:
-    ctx, account_id, c = _lookup(request, id)
+    ctx, account_id, c = await _lookup(request, id)
     render = _renderer(ctx, request)
     idem = idempotency(request, None, respond_json(200, render))
     c = await ctx.service.stop(account_id, c.id, idem)
@@ -220,7 +220,7 @@ async def stop(request: Request, id: str) -> Response:
              responses=refusals(401, 404, 409, 402, 422, 503), openapi_extra=_NO_BODY,
              summary="Resume a stopped cluster (holds the time to expiry)")
 async def resume(request: Request, id: str) -> Response:
-    ctx, account_id, c = _lookup(request, id)
+    ctx, account_id, c = await _lookup(request, id)
     render = _renderer(ctx, request)
     idem = idempotency(request, None, respond_json(200, render))
     c = await ctx.service.resume(account_id, c.id, idem)
@@ -231,7 +231,7 @@ async def resume(request: Request, id: str) -> Response:
              responses=refusals(401, 404, 409, 422, 503), openapi_extra=_NO_BODY,
              summary="Rolling restart, one replica at a time")
 async def restart(request: Request, id: str) -> Response:
-    ctx, account_id, c = _lookup(request, id)
+    ctx, account_id, c = await _lookup(request, id)
     render = _renderer(ctx, request)
     idem = idempotency(request, None, respond_json(200, render))
     c = await ctx.service.restart(account_id, c.id, idem)
@@ -242,7 +242,7 @@ async def restart(request: Request, id: str) -> Response:
                responses=refusals(401, 404, 409, 422, 503), openapi_extra=_NO_BODY,
                summary="Terminate (again: 200, same answer)")
 async def terminate(request: Request, id: str) -> Response:
-    ctx, account_id, c = _lookup(request, id)
+    ctx, account_id, c = await _lookup(request, id)
     render = _renderer(ctx, request)
     idem = idempotency(request, None, respond_json(200, render))
     c = await ctx.service.terminate(account_id, c.id, idem)
@@ -257,7 +257,7 @@ async def terminate(request: Request, id: str) -> Response:
             openapi_extra=_body("EndpointIn"),
             summary="Open the public URL, or change only its port")
 async def set_endpoint(request: Request, id: str) -> Response:
-    ctx, account_id, c = _lookup(request, id)
+    ctx, account_id, c = await _lookup(request, id)
     data, _ = await read_object(request)
     body = validate(EndpointIn, data)
     base = _base(ctx, request)
@@ -275,7 +275,7 @@ async def set_endpoint(request: Request, id: str) -> Response:
                responses=refusals(401, 404, 409, 422, 503), openapi_extra=_NO_BODY,
                summary="Close the public URL")
 async def close_endpoint(request: Request, id: str) -> Response:
-    ctx, account_id, c = _lookup(request, id)
+    ctx, account_id, c = await _lookup(request, id)
 
     def respond(_: object) -> tuple[int, str, bytes]:
         return 204, "application/json", b""
@@ -291,7 +291,7 @@ async def close_endpoint(request: Request, id: str) -> Response:
 @router.get("/gpu-clusters/{id}/replicas", response_model=ReplicasOut,
             responses=refusals(401, 404), summary="Replica states with their GPUs")
 async def replicas(request: Request, id: str) -> Response:
-    ctx, _, c = _lookup(request, id)
+    ctx, _, c = await _lookup(request, id)
     return json_response({"replicas": replicas_json(ctx, c)})
 
 
@@ -299,7 +299,7 @@ async def replicas(request: Request, id: str) -> Response:
              responses=refusals(401, 404, 409, 422, 503), openapi_extra=_NO_BODY,
              summary="Restart one replica")
 async def restart_replica(request: Request, id: str, replica: str) -> Response:
-    ctx, account_id, c = _lookup(request, id)
+    ctx, account_id, c = await _lookup(request, id)
 
     def render(result: object) -> dict[str, Any]:
         as_json: Callable[[], dict[str, Any]] = result.as_json  # type: ignore[attr-defined]
@@ -321,7 +321,7 @@ _METRICS_PARAMS: list[dict[str, Any]] = [
             responses=refusals(401, 404, 422), openapi_extra={"parameters": _METRICS_PARAMS},
             summary="GPU samples per replica (at least the last hour)")
 async def metrics(request: Request, id: str) -> Response:
-    ctx, _, c = _lookup(request, id)
+    ctx, _, c = await _lookup(request, id)
     since: datetime | None = None
     values = request.query_params.getlist("since")
     if values:
@@ -343,5 +343,5 @@ async def metrics(request: Request, id: str) -> Response:
 @router.get("/gpu-clusters/{id}/events", response_model=EventsOut,
             responses=refusals(401, 404), summary="The cluster's events, oldest first")
 async def events(request: Request, id: str) -> Response:
-    ctx, _, c = _lookup(request, id)
-    return json_response({"events": [event_json(e) for e in ctx.service.events(c.id)]})
+    ctx, _, c = await _lookup(request, id)
+    return json_response({"events": [event_json(e) for e in await ctx.streams.events(c.id)]})

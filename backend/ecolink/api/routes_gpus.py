@@ -59,7 +59,7 @@ async def fleet_gpus(request: Request, ctx: Ctx, acct: CurrentAccount) -> Respon
         raise InvalidField("since must be a version of an earlier answer", field="since")
     rows: list[dict[str, Any]] = []
     verdicts: list[Verdict] = []
-    for c in ctx.service.list_clusters(acct.id, ["pending", "running", "stopping"]):
+    for c in await ctx.streams.list_clusters(acct.id, ["pending", "running", "stopping"]):
         per_gpu = c.rate_per_gpu_hour
         for rep in replicas_json(ctx, c):
             for g in rep.get("gpus") or ():

@@ -137,7 +137,7 @@ async def create_session(request: Request, ctx: Ctx, cluster: OwnedCluster,
     summary="The cluster's kept sessions, ended ones included",
 )
 async def list_sessions(ctx: Ctx, cluster: OwnedCluster) -> Response:
-    return json_response({"sessions": ctx.streams.list_sessions(cluster)})
+    return json_response({"sessions": await ctx.streams.list_sessions(cluster)})
 
 
 @router.delete(
@@ -153,9 +153,9 @@ async def end_session(ctx: Ctx, cluster: OwnedCluster, sid: str) -> Response:
 @router.websocket("/gpu-clusters/{id}/sessions/{sid}/attach")
 async def attach_session(websocket: WebSocket, id: str, sid: str) -> None:
     async def prepare(ctx: AppContext, account: Account) -> tuple[Session, str | None]:
-        cluster = ctx.streams.cluster(account.id, id)
+        cluster = await ctx.streams.cluster(account.id, id)
         proto = choose_subprotocol(websocket)
-        return ctx.streams.live_session(cluster, sid), proto
+        return await ctx.streams.live_session(cluster, sid), proto
 
     found = await before_upgrade(websocket, prepare)
     if found is None:

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -34,7 +34,7 @@ from ecolink.api.render import (
 from ecolink.api.render_health import brief_health
 from ecolink.errors import Unauthenticated
 from ecolink.service import LISTED_AFTER_TERMINATION_US
-from ecolink.store import Event
+from ecolink.store import Account, Cluster, Event, StoreUnavailable
 from ecolink.watch import ClientQueue
 
 log = logging.getLogger(__name__)
@@ -145,74 +145,99 @@ class WatchHub:
             c.queue.put_event(frame)
 
     # -- rendering ----------------------------------------------------------
-    def snapshot(self, client: WatchClient) -> str:
+    # The store is read in one of its reader threads (`Store.run_read`), one hop per
+    # snapshot, flush or round; frames are rendered here, on the event loop.
+    async def snapshot(self, client: WatchClient) -> str:
         """The first frame. Clients of one account that connect close together share
         one rendering (a snapshot of a thousand clusters is a megabyte): a cached
         snapshot up to SNAPSHOT_MAX_AGE_S old is sent with fresh frames for whatever
         changed since it was made, queued right behind it."""
         ctx = self.ctx
+        streams = ctx.streams
         account_id = client.account_id
         cached = self._snapshots.get(account_id)
         if cached is not None and time.monotonic() - cached[2] <= SNAPSHOT_MAX_AGE_S:
             ids, text, _ = cached
+            changed = list(self._changed_since.get(account_id, ()))
+            account_changed = account_id in self._account_changed_since
+
+            def read_changes() -> tuple[list[Cluster | None], Account | None]:
+                return ([streams.owned_cluster(account_id, cid) for cid in changed],
+                        streams.account_or_none(account_id) if account_changed else None)
+
+            found, acct = await ctx.store.run_read(read_changes)
             client.known = set(ids)
-            for cid in self._changed_since.get(account_id, ()):
-                c = ctx.streams.owned_cluster(account_id, cid)
+            for c in found:
                 if c is not None:
                     client.queue.put_state(
-                        "c:" + cid, '{"type":"cluster","cluster":' + cluster_json_text(ctx, c) + "}")
-                    client.known.add(cid)
-            if account_id in self._account_changed_since:
-                acct = ctx.streams.account_or_none(account_id)
-                if acct is not None:
-                    client.queue.put_state("account", _dumps({"type": "account",
-                                                              "account": account_json(acct)}))
+                        "c:" + c.id, '{"type":"cluster","cluster":' + cluster_json_text(ctx, c) + "}")
+                    client.known.add(c.id)
+            if acct is not None:
+                client.queue.put_state("account", _dumps({"type": "account",
+                                                          "account": account_json(acct)}))
             return text
-        clusters = ctx.service.list_clusters(account_id)
+        service = ctx.service
+        clusters, account = await ctx.store.run_read(
+            lambda: (service.list_clusters(account_id), service.account(account_id)))
         ids = frozenset(c.id for c in clusters)
         client.known = set(ids)
         text = ('{"type":"snapshot","clusters":['
                 + ",".join(cluster_json_text(ctx, c) for c in clusters)
-                + '],"account":' + _dumps(account_json(ctx.service.account(account_id)))
+                + '],"account":' + _dumps(account_json(account))
                 + "}")
         self._snapshots[account_id] = (ids, text, time.monotonic())
         self._changed_since[account_id] = set()
         self._account_changed_since.discard(account_id)
         return text
 
-    def _flush(self) -> None:
+    async def _flush(self) -> None:
         ctx = self.ctx
+        streams = ctx.streams
         dirty, self._dirty = self._dirty, defaultdict(set)
         accounts, self._dirty_accounts = self._dirty_accounts, set()
+        wanted = [(account_id, cid) for account_id, cids in dirty.items()
+                  if self.clients.get(account_id) for cid in cids]
+        wanted_accounts = [a for a in accounts if self.clients.get(a)]
+        if not wanted and not wanted_accounts:
+            return
+
+        def read() -> tuple[list[Cluster | None], list[Account | None]]:
+            return ([streams.owned_cluster(a, cid) for a, cid in wanted],
+                    [streams.account_or_none(a) for a in wanted_accounts])
+
+        found, accts = await ctx.store.run_read(read)
         now = ctx.service.now()
         horizon = now - LISTED_AFTER_TERMINATION_US
-        for account_id, cids in dirty.items():
+        for (account_id, cid), c in zip(wanted, found, strict=True):
             clients = self.clients.get(account_id)
-            if not clients:
+            if not clients or c is None:
                 continue
-            for cid in cids:
-                c = ctx.streams.owned_cluster(account_id, cid)
-                if c is None:
-                    continue
-                if c.status == "terminated" and (c.terminated_at or 0) < horizon:
-                    continue
-                frame = '{"type":"cluster","cluster":' + cluster_json_text(ctx, c) + "}"
-                for cl in clients:
-                    cl.queue.put_state("c:" + cid, frame)
-                    cl.known.add(cid)
-        for account_id in accounts:
+            if c.status == "terminated" and (c.terminated_at or 0) < horizon:
+                continue
+            frame = '{"type":"cluster","cluster":' + cluster_json_text(ctx, c) + "}"
+            for cl in clients:
+                cl.queue.put_state("c:" + cid, frame)
+                cl.known.add(cid)
+        for account_id, acct in zip(wanted_accounts, accts, strict=True):
             clients = self.clients.get(account_id)
-            acct = ctx.streams.account_or_none(account_id)
             if not clients or acct is None:
                 continue
             frame = _dumps({"type": "account", "account": account_json(acct)})
             for cl in clients:
                 cl.queue.put_state("account", frame)
 
-    def summaries_round(self) -> None:
+    async def summaries_round(self) -> None:
         ctx = self.ctx
-        for account_id, clients in list(self.clients.items()):
-            clusters = ctx.service.list_clusters(account_id)
+        service = ctx.service
+        accounts = list(self.clients)
+        if not accounts:
+            return
+        lists = await ctx.store.run_read(
+            lambda: [service.list_clusters(a) for a in accounts])
+        for account_id, clusters in zip(accounts, lists, strict=True):
+            clients = self.clients.get(account_id)
+            if not clients:
+                continue
             ids = {c.id for c in clusters}
             frame = _dumps({"type": "summaries",
                             "clusters": {c.id: gpu_summary(ctx, c) for c in clusters},
@@ -224,35 +249,43 @@ class WatchHub:
                 cl.known &= ids
                 cl.queue.put_state("summaries", frame)
 
-    def _replicas_frame(self, cid: str) -> str | None:
-        c = self.ctx.streams.cluster_by_id(cid)
-        if c is None:
-            return None
-        return _dumps({"type": "replicas", "cluster_id": cid,
+    def _replicas_frame(self, c: Cluster) -> str:
+        return _dumps({"type": "replicas", "cluster_id": c.id,
                        "replicas": brief_health(replicas_json(self.ctx, c))})
 
-    def replicas_round(self) -> None:
-        cache: dict[str, str | None] = {}
+    async def _clusters_by_id(self, ids: list[str]) -> dict[str, Cluster]:
+        streams = self.ctx.streams
+        found = await self.ctx.store.run_read(
+            lambda: [streams.cluster_by_id(cid) for cid in ids])
+        return {c.id: c for c in found if c is not None}
+
+    async def replicas_round(self) -> None:
+        focused = sorted({cid for clients in self.clients.values() for cl in clients
+                          for cid in cl.focus})
+        if not focused:
+            return
+        clusters = await self._clusters_by_id(focused)
+        cache: dict[str, str] = {}
         for clients in list(self.clients.values()):
             for cl in clients:
                 for cid in cl.focus:
+                    c = clusters.get(cid)
+                    if c is None:
+                        continue
                     if cid not in cache:
-                        cache[cid] = self._replicas_frame(cid)
-                    frame = cache[cid]
-                    if frame is not None:
-                        cl.queue.put_state("r:" + cid, frame)
+                        cache[cid] = self._replicas_frame(c)
+                    cl.queue.put_state("r:" + cid, cache[cid])
 
-    def set_focus(self, client: WatchClient, refs: list[str]) -> None:
-        focus: set[str] = set()
-        for ref in refs[:MAX_FOCUS]:
-            c = self.ctx.streams.find_cluster(client.account_id, ref)
-            if c is not None:
-                focus.add(c.id)
-        client.focus = focus
-        for cid in focus:
-            frame = self._replicas_frame(cid)
-            if frame is not None:
-                client.queue.put_state("r:" + cid, frame)
+    async def set_focus(self, client: WatchClient, refs: list[str]) -> None:
+        streams = self.ctx.streams
+        account_id = client.account_id
+        wanted = refs[:MAX_FOCUS]
+        found = await self.ctx.store.run_read(
+            lambda: [streams.find_cluster(account_id, ref) for ref in wanted])
+        focused = {c.id: c for c in found if c is not None}
+        client.focus = set(focused)
+        for cid, c in focused.items():
+            client.queue.put_state("r:" + cid, self._replicas_frame(c))
 
     # -- loops --------------------------------------------------------------
     async def _flush_loop(self) -> None:
@@ -262,15 +295,16 @@ class WatchHub:
             # A short pause lets a burst of changes coalesce into one frame each.
             await asyncio.sleep(self.flush_delay_s)
             try:
-                self._flush()
+                await self._flush()
             except Exception:
                 log.exception("watch flush failed")
 
-    async def _every(self, interval_s: float, round_: Callable[[], None], what: str) -> None:
+    async def _every(self, interval_s: float, round_: Callable[[], Awaitable[None]],
+                     what: str) -> None:
         while True:
             await asyncio.sleep(interval_s)
             try:
-                round_()
+                await round_()
             except Exception:
                 log.exception("watch %s failed", what)
 
@@ -306,7 +340,10 @@ async def _receiver(ws: WebSocket, hub: WatchHub, client: WatchClient) -> None:
         if isinstance(data, dict) and data.get("type") == "focus":
             refs = data.get("clusters")
             if isinstance(refs, list):
-                hub.set_focus(client, [r for r in refs if isinstance(r, str)])
+                try:
+                    await hub.set_focus(client, [r for r in refs if isinstance(r, str)])
+                except StoreUnavailable:
+                    log.warning("watch focus not changed: the database cannot be read now")
 
 
 @router.websocket("/watch")
@@ -320,7 +357,12 @@ async def watch(websocket: WebSocket) -> None:
     client = hub.connect(account.id)
     tasks: list[asyncio.Task[None]] = []
     try:
-        await websocket.send_text(hub.snapshot(client))
+        try:
+            snapshot = await hub.snapshot(client)
+        except StoreUnavailable:
+            await websocket.close(code=1013, reason="the database cannot be read now; try again")
+            return
+        await websocket.send_text(snapshot)
         tasks = [asyncio.create_task(_sender(websocket, client)),
                  asyncio.create_task(_receiver(websocket, hub, client))]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

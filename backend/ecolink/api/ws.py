@@ -17,11 +17,15 @@ from ecolink.api.context import AppContext, get_ctx
 from ecolink.api.errors import runtime_failure_answer
 from ecolink.errors import ApiError, Unauthenticated
 from ecolink.runtime.base import RuntimeFailure
-from ecolink.store import Account
+from ecolink.store import Account, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+STORE_UNREADABLE = {"error": {"code": "store_unavailable",
+                              "message": "the database cannot be read now (another process "
+                                         "holds it, or the disk is slow); try again"}}
 
 
 async def before_upgrade(websocket: WebSocket,
@@ -60,6 +64,8 @@ async def deny_error(ws: WebSocket, exc: Exception) -> None:
         await deny(ws, exc.status, exc.body())
     elif isinstance(exc, RuntimeFailure):
         await deny(ws, *runtime_failure_answer(exc))
+    elif isinstance(exc, StoreUnavailable):
+        await deny(ws, 503, STORE_UNREADABLE)
     else:
         log.error("exec refused", exc_info=exc)
         await deny(ws, 503, {"error": {"code": "runtime_unavailable",

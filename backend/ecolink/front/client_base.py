@@ -60,6 +60,9 @@ class ClientBase(asyncio.Protocol):
         self.lingering = False  # the tunnel ended: what the client still sends is dropped
         self.frames: FrameGuard | None = None  # a WebSocket tunnel's message limit
         self.ws_account = ""  # whose service WebSocket this connection holds
+        # whose WebSocket the control plane reserved for the upgrade under way (a
+        # worker front), until it turns into a tunnel or fails
+        self.ws_reserved = ""
 
     def _next(self) -> None:
         """Start answering the next queued request, if any."""

@@ -30,6 +30,8 @@ class ServiceRouting(UpstreamExchange):
     """Where a request goes, and the checks and head of a service-URL request."""
 
     def _route(self, ex: Exchange) -> None:
+        if self.ws_reserved:
+            self._release_websocket()  # the upgrade before this request failed
         url = ex.url
         suffix = self.cfg.service_domain
         if suffix:
@@ -105,6 +107,46 @@ class ServiceRouting(UpstreamExchange):
                     "close one first"))
                 return
             ex.account = account
+            if front.reserve_websocket is not None:
+                # A worker front: the cap holds across the whole server, so the
+                # control plane, which counts every front's WebSockets, says.
+                self.loop.create_task(self._reserve_websocket(ex, account, at_root,
+                                                                  cookie_values))
+                return
+        self._service_route(ex, account, at_root, cookie_values)
+
+    async def _reserve_websocket(self, ex: Exchange, account: str, at_root: bytes | None,
+                                 cookie_values: list[str]) -> None:
+        front = self.front
+        assert front.reserve_websocket is not None and front.release_websocket is not None
+        try:
+            ok: bool | None = await asyncio.wait_for(front.reserve_websocket(account),
+                                                     FEED_WAIT_S)
+        except Exception as exc:  # the control plane is busy or gone
+            front.errors(f"WebSocket count not checked: {exc!r}")
+            ok = None
+        if self.active is not ex or self.closed:
+            if ok:
+                front.release_websocket(account)
+            return
+        if ok is None:
+            self._answer_error(ex, 503, "runtime_unavailable",
+                               "the WebSocket could not be counted; try again")
+            return
+        if not ok:
+            cap = self.cfg.max_websockets_per_account
+            self._answer_error(ex, 429, "too_many_websockets", (
+                f"this account has {cap} WebSockets open, the most allowed; "
+                "close one first"))
+            return
+        self.ws_reserved = account
+        self._service_route(ex, account, at_root, cookie_values)
+
+    def _service_route(self, ex: Exchange, account: str, at_root: bytes | None,
+                       cookie_values: list[str]) -> None:
+        """The rest of a service-URL request once its account may send it: the cluster,
+        the head its replica sees, and the replica."""
+        front = self.front
         route = front.route(account, ex.ref)
         if route is None:
             self._answer_error(ex, 404, "not_found", f"no cluster {ex.ref!r}")

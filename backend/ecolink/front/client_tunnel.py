@@ -41,6 +41,7 @@ class Tunnelling(ClientBase):
         ex.up = None
         if ex.account:
             self.ws_account = ex.account
+            self.ws_reserved = ""  # the tunnel holds the reservation now
             counts = self.front.websockets_open
             counts[ex.account] = counts.get(ex.account, 0) + 1
         # What a WebSocket client may send on this route, checked frame by frame as it
@@ -60,6 +61,8 @@ class Tunnelling(ClientBase):
 
     def _release_websocket(self) -> None:
         acct, self.ws_account = self.ws_account, ""
+        reserved, self.ws_reserved = self.ws_reserved, ""
+        release = self.front.release_websocket
         if acct:
             counts = self.front.websockets_open
             left = counts.get(acct, 1) - 1
@@ -67,6 +70,10 @@ class Tunnelling(ClientBase):
                 counts[acct] = left
             else:
                 counts.pop(acct, None)
+            if release is not None:
+                release(acct)
+        if reserved and release is not None:
+            release(reserved)  # an upgrade that never became a tunnel
 
     def _too_big(self, limit: int) -> None:
         """A client's WebSocket message over the route's limit: close with 1009 (as

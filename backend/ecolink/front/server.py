@@ -8,13 +8,16 @@ same address (`SO_REUSEPORT`: the kernel spreads connections over them). Every
 front reads credentials and clusters from the database itself (`table.py`); the
 replicas' addresses come from the control plane, directly for its own front and
 over the feed socket (JSON lines) for the others, which also send their traffic
-counters back once a second.
+counters back once a second and reserve each service WebSocket there, so that an
+account's WebSocket cap holds across every front and the API together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -219,9 +222,28 @@ class ControlPlane:
                 with contextlib.suppress(Exception):
                     w.write(line)
 
+    def reserve_websocket(self, account: str) -> bool:
+        """Count one more WebSocket of `account` if it is under the cap (the count the
+        API's WebSockets and this process's front keep, so one cap holds for all)."""
+        counts = self.ctx.websockets_open
+        if counts.get(account, 0) >= self.ctx.max_websockets_per_account:
+            return False
+        counts[account] = counts.get(account, 0) + 1
+        return True
+
+    def release_websocket(self, account: str, n: int = 1) -> None:
+        counts = self.ctx.websockets_open
+        left = counts.get(account, 0) - n
+        if left > 0:
+            counts[account] = left
+        else:
+            counts.pop(account, None)
+
     async def _worker(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.add(writer)
         pid = 0
+        # The WebSockets this worker holds, per account: released if it goes away.
+        held: collections.Counter[str] = collections.Counter()
         try:
             writer.write((json.dumps({"targets": dict(self.state)}) + "\n").encode())
             while True:
@@ -235,9 +257,23 @@ class ControlPlane:
                 if "stats" in msg:
                     pid = int(msg.get("pid", 0))
                     self.worker_stats[pid] = msg["stats"]
+                if "ws" in msg:
+                    rid, account = int(msg["ws"][0]), str(msg["ws"][1])
+                    ok = self.reserve_websocket(account)
+                    if ok:
+                        held[account] += 1
+                    writer.write((json.dumps({"ws_ok": [rid, ok, account]}) + "\n").encode())
+                if "ws_end" in msg:
+                    account = str(msg["ws_end"])
+                    if held[account] > 0:
+                        held[account] -= 1
+                        self.release_websocket(account)
         except (OSError, ValueError, asyncio.IncompleteReadError):
             return
         finally:
+            for account, n in held.items():
+                if n > 0:
+                    self.release_websocket(account, n)
             self.writers.discard(writer)
             self.worker_stats.pop(pid, None)
             writer.close()
@@ -387,6 +423,21 @@ async def run_worker(conf: dict[str, Any]) -> None:
     table.start()
     reader, writer = await asyncio.open_unix_connection(conf["feed"])
     waiting: dict[str, list[asyncio.Future[None]]] = {}
+    reserving: dict[int, asyncio.Future[bool]] = {}
+    next_id = itertools.count(1)
+
+    async def reserve_websocket(account: str) -> bool:
+        rid = next(next_id)
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        reserving[rid] = fut
+        writer.write((json.dumps({"ws": [rid, account]}) + "\n").encode())
+        try:
+            return await fut
+        finally:
+            reserving.pop(rid, None)
+
+    def release_websocket(account: str) -> None:
+        writer.write((json.dumps({"ws_end": account}) + "\n").encode())
 
     async def request_targets(cluster_id: str) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -394,7 +445,8 @@ async def run_worker(conf: dict[str, Any]) -> None:
         writer.write((json.dumps({"need": cluster_id}) + "\n").encode())
         await fut
 
-    front = Front(table, conf["api"], cfg, request_targets=request_targets)
+    front = Front(table, conf["api"], cfg, request_targets=request_targets,
+                  reserve_websocket=reserve_websocket, release_websocket=release_websocket)
     sock = bind_socket(conf["host"], conf["port"], reuse_port=True)
     server = await serve_front(front, sock, ssl_context(conf["tls_cert"], conf["tls_key"]))
 
@@ -411,6 +463,13 @@ async def run_worker(conf: dict[str, Any]) -> None:
             if not line:
                 break  # the control plane is gone: so are we
             msg = json.loads(line)
+            if "ws_ok" in msg:
+                rid, ok, account = msg["ws_ok"]
+                answer = reserving.pop(int(rid), None)
+                if answer is not None and not answer.done():
+                    answer.set_result(bool(ok))
+                elif ok:
+                    release_websocket(str(account))  # nobody waits for it any more
             changed = msg.get("targets") or {}
             apply_targets(front, changed)
             for cid in changed:

@@ -8,7 +8,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any, Protocol
@@ -87,7 +87,9 @@ class Front:
 
     def __init__(self, table: Table, api_socket: str, cfg: FrontConfig,
                  request_targets: Callable[[str], Any] | None = None,
-                 websockets_open: dict[str, int] | None = None) -> None:
+                 websockets_open: dict[str, int] | None = None,
+                 reserve_websocket: Callable[[str], Awaitable[bool]] | None = None,
+                 release_websocket: Callable[[str], None] | None = None) -> None:
         self.table = table
         self.api_socket = api_socket
         self.cfg = cfg
@@ -107,6 +109,10 @@ class Front:
         # same count as the API's, so both kinds share one cap there).
         self.websockets_open: dict[str, int] = (
             websockets_open if websockets_open is not None else {})
+        # In a worker front: the control plane keeps the server-wide count, so a
+        # WebSocket is reserved there before it is opened and released there after.
+        self.reserve_websocket = reserve_websocket
+        self.release_websocket = release_websocket
         self.refused = 0
         self.housekeeping_task: asyncio.Task[None] | None = None  # set by serve_front
         # Requests waiting for a running cluster's first ready targets from the feed.

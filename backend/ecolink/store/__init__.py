@@ -17,7 +17,13 @@ micro-dollars.
 from __future__ import annotations
 
 from ecolink.store.console import SESSION_ID_LEN, SESSION_TTL_US
-from ecolink.store.database import BUSY_TIMEOUT_MS, Database, StoreBusy, StoreError
+from ecolink.store.database import (
+    BUSY_TIMEOUT_MS,
+    Database,
+    StoreBusy,
+    StoreError,
+    StoreUnavailable,
+)
 from ecolink.store.facade import Store
 from ecolink.store.idempotency import IDEMPOTENCY_TTL_US
 from ecolink.store.records import (
@@ -51,6 +57,7 @@ __all__ = [
     "Store",
     "StoreBusy",
     "StoreError",
+    "StoreUnavailable",
     "from_us",
     "hash_secret",
     "new_api_key",

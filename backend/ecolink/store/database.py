@@ -5,7 +5,10 @@ one transaction at a time in this process); reads outside a transaction use a
 connection of their own thread, which WAL lets read while a writer (of this process
 or another) holds the write lock. An event loop never calls the store directly:
 `run_write` runs a transaction in the single writer thread and `run_read` runs reads
-in a small pool, so a locked or slow database delays those calls only.
+in a small pool, so a locked or slow database delays those calls only; a read it
+does not let through in time raises `StoreUnavailable`. `cached_read` keeps the
+hottest reads in memory until the next commit (this process's, or another's seen by
+a change watch), so they cost no thread hop.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +30,14 @@ log = logging.getLogger("ecolink.store")
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
+# How much longer than the busy timeout a read may take, queue included, before it
+# is answered as unavailable.
+READ_GRACE_S = 1.0
+# How often the change watch looks for other processes' commits, how long a cached
+# read may be served at most, and how many are kept.
+WATCH_S = 0.02
+CACHE_TTL_S = 1.0
+CACHE_MAX = 10_000
 
 
 class StoreError(Exception):
@@ -36,6 +48,11 @@ class StoreError(Exception):
 class StoreBusy(StoreError):
     """The database could not be written (locked past the busy timeout, or a disk
     error); the transaction was rolled back, so nothing of it was stored."""
+
+
+class StoreUnavailable(StoreBusy):
+    """The database could not be read in time (locked past the busy timeout, or a
+    disk error): a read only, so nothing was changed."""
 
 
 class Database:
@@ -61,6 +78,13 @@ class Database:
         self._readers_lock = threading.Lock()
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="ecolink-db-writer")
         self._read_pool = ThreadPoolExecutor(readers, thread_name_prefix="ecolink-db-reader")
+        # Moves on every commit: this process's (in `tx()`) and, seen by the change
+        # watch within WATCH_S, any other process's. A cached read is good while it
+        # has not moved.
+        self._generation = 0
+        self._cache: dict[Hashable, tuple[int, float, Any]] = {}
+        self._watch: threading.Thread | None = None
+        self._watch_stop = threading.Event()
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
@@ -86,6 +110,9 @@ class Database:
         return conn
 
     def close(self) -> None:
+        self._watch_stop.set()
+        if self._watch is not None:
+            self._watch.join(timeout=5)
         self._write_pool.shutdown(wait=True)
         self._read_pool.shutdown(wait=True)
         with self._readers_lock:
@@ -126,10 +153,72 @@ class Database:
             self._write_pool.submit(job)
 
     async def run_read(self, fn: Callable[[], T]) -> T:
-        """Run `fn` (reads only) in a reader thread."""
+        """Run `fn` (reads only) in a reader thread. A read the database does not let
+        through within the busy timeout (another process holds it exclusively, the
+        disk stalls), or that waited that long for a reader thread, raises
+        `StoreUnavailable`; the event loop never waits for it."""
         if self.path == ":memory:":
             return fn()
-        return await asyncio.get_running_loop().run_in_executor(self._read_pool, fn)
+
+        def job() -> T:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"the database cannot be read: {exc}") from exc
+
+        future = asyncio.get_running_loop().run_in_executor(self._read_pool, job)
+        try:
+            return await asyncio.wait_for(future, self.busy_timeout_ms / 1000 + READ_GRACE_S)
+        except TimeoutError:
+            raise StoreUnavailable("the database could not be read in time") from None
+
+    async def cached_read(self, key: Hashable, fn: Callable[[], T]) -> T:
+        """`run_read(fn)`, served from memory, without leaving the event loop, while no
+        commit has happened since it was read (nor more than CACHE_TTL_S passed): the
+        hot reads of every request (credentials, a cluster, the list) cost no thread
+        hop while the database does not change. Another process's commit is seen
+        within WATCH_S, as the fronts see it; this process's at once. `fn`'s value is
+        shared by every caller: it must not be changed."""
+        self._start_watch()
+        generation = self._generation
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == generation and now - hit[1] <= CACHE_TTL_S:
+            value: T = hit[2]
+            return value
+        value = await self.run_read(fn)
+        if value is None:
+            return value  # nothing found: asked again next time (a key made a moment ago)
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        # The generation from before the read: a commit during it makes this a miss.
+        self._cache[key] = (generation, now, value)
+        return value
+
+    def _start_watch(self) -> None:
+        if self._watch is not None or self.path == ":memory:":
+            return
+        self._watch = threading.Thread(target=self._watch_commits, name="ecolink-db-watch",
+                                       daemon=True)
+        self._watch.start()
+
+    def _watch_commits(self) -> None:
+        """`PRAGMA data_version` moves when another connection commits (a few
+        microseconds to ask); each move is a new generation."""
+        conn = self._connect()
+        try:
+            last = None
+            while not self._watch_stop.wait(WATCH_S):
+                try:
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.Error:
+                    self._generation += 1  # cannot tell: assume it changed
+                    continue
+                if version != last:
+                    self._generation += 1
+                    last = version
+        finally:
+            conn.close()
 
     # -- schema ------------------------------------------------------------
     def schema_version(self) -> int:
@@ -170,8 +259,10 @@ class Database:
                 yield
                 self._before_commit()
                 self._writer.execute("COMMIT")
+                self._generation += 1
             except BaseException as exc:
                 self._local.in_tx = False
+                self._generation += 1  # whatever failed, cached reads are read again
                 with contextlib.suppress(sqlite3.Error):
                     self._writer.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.OperationalError):
