@@ -25,9 +25,10 @@ from textual.command import CommandPalette, SearchIcon
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
+from ecocore.clock import Clock, SystemClock
 from ecotui.client.rest import EcoClient
 from ecotui.client.watch import FrameSource, WatchClient
-from ecotui.model import Alert, Clock, DashboardModel, SystemClock
+from ecotui.model import Alert, DashboardModel
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.clusters import ClustersScreen
 from ecotui.screens.keymap import GLOBAL

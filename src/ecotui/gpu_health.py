@@ -1,5 +1,6 @@
 """GPU health as the dashboard and the CLI show it: words and symbols for verdicts,
-roll-ups of a cluster's or a replica's GPUs, the alerts, and the fleet rows.
+roll-ups of a cluster's or a replica's GPUs and the fleet rows (the health alert is one
+of the model's alert rules).
 
 No textual here (the model and the CLI import it); the verdict rules themselves are
 in `ecocore.gpu_health`, shared with the backend.
@@ -8,7 +9,6 @@ in `ecocore.gpu_health`, shared with the backend.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ecocore.gpu_health import THROTTLE_REASONS, GpuHealth, Verdict, held_for, rank, worst
@@ -45,34 +45,6 @@ def cluster_health(c: Mapping[str, Any]) -> tuple[str, str | None, int, int]:
     h = (c.get("gpu_summary") or {}).get("health") or {}
     return (h.get("verdict") or "unknown", h.get("reason"),
             int(h.get("failing") or 0), int(h.get("degraded") or 0))
-
-
-@dataclass(frozen=True)
-class HealthAlert:
-    kind: str
-    level: str
-    title: str
-    message: str
-    stage: str
-
-
-def gpu_health_alerts(cid: str, c: Mapping[str, Any]) -> list[Any]:
-    """The model's alert for a cluster with degraded or failing GPUs (one per cluster)."""
-    from ecotui.model import Alert  # the model imports this module
-
-    if c.get("status") not in ("running", "pending", "stopping"):
-        return []
-    verdict, reason, failing, degraded = cluster_health(c)
-    name = c.get("name", cid)
-    if verdict == "failing":
-        return [Alert(cid, "gpu_health", "error", "GPU failing",
-                      f"{name}: {failing} GPU{'s' if failing != 1 else ''} failing: {reason}",
-                      stage=f"failing:{failing}:{reason}")]
-    if verdict == "degraded":
-        return [Alert(cid, "gpu_health", "warning", "GPU degraded",
-                      f"{name}: {degraded} GPU{'s' if degraded != 1 else ''} degraded: {reason}",
-                      stage=f"degraded:{degraded}:{reason}")]
-    return []
 
 
 # -- readings in words (unknown, never 0) ----------------------------------------------

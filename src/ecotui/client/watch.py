@@ -15,20 +15,14 @@ import contextlib
 import json
 import random
 from collections.abc import AsyncIterator, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-
-class Clock(Protocol):
-    def now(self) -> datetime: ...
-
-
-class _SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
+from ecocore.clock import Clock, SystemClock
+from ecotui.client.auth import bearer_headers
 
 
 class FrameSource(Protocol):
@@ -73,8 +67,8 @@ class WatchClient:
             self.url = "ws://" + base[len("http://"):] + "/watch"
         else:
             self.url = base + "/watch"
-        self._headers = {"Authorization": f"Bearer {api_key}"}
-        self.clock = clock or _SystemClock()
+        self._headers = bearer_headers(api_key)
+        self.clock: Clock = clock or SystemClock()
         self.backoff_initial = backoff_initial
         self.backoff_factor = backoff_factor
         self.backoff_max = backoff_max

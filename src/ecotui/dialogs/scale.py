@@ -11,11 +11,10 @@ from typing import Any
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
-from ecotui import costs
+from ecotui import costs, wording
 from ecotui.dialogs._base import ActionDialog
-from ecotui.dialogs._words import cluster_summary
-from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoInput
+from ecotui.wording import cluster_summary, fmt_usd
 
 
 class ScaleDialog(ActionDialog):
@@ -103,7 +102,7 @@ class ScaleDialog(ActionDialog):
             self.preview_hold = hold
             lines = [rate_line,
                      f"Additional hold   {fmt_usd(hold)} for the "
-                     f"{costs.duration_text(remaining)} remaining"]
+                     f"{wording.duration_text(remaining)} remaining"]
             if self.available is not None:
                 left = costs.left_after(self.available, hold)
                 lines.append(self._left_line(left))

@@ -16,8 +16,8 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from ecotui.gpu_health import STYLE, health_lines
-from ecotui.model import sparkline
 from ecotui.screens.base import DashboardScreen
+from ecotui.wording import sparkline
 
 GPU_DETAIL_VIEW: list[Binding] = [
     Binding("R", "restart", "restart replica"),

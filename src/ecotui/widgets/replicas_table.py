@@ -18,10 +18,10 @@ from textual.widgets import DataTable
 
 from ecotui.gpu_health import label as health_label
 from ecotui.gpu_health import replica_health
-from ecotui.model import sparkline
 from ecotui.screens.keymap import MOVEMENT
 from ecotui.text import visible
 from ecotui.traffic import replica_cells as traffic_cells
+from ecotui.wording import sparkline
 
 PHASE_SYMBOL = {"Running": "●", "Pending": "◌", "Succeeded": "✓", "Failed": "✖", "Unknown": "?"}
 
