@@ -48,11 +48,21 @@ class AlertLine:
     text: str
 
 
+# The most alert lines a bar shows (the rest are counted).
+ALERT_LINES = 5
+
+
 @dataclass(frozen=True)
 class AlertsView:
-    """The alerts in force, most severe first, in words (expiry counts down)."""
+    """The alerts in force, most severe first, in words (expiry counts down): the first
+    `ALERT_LINES` of them, and how many there are in all."""
 
     lines: tuple[AlertLine, ...] = ()
+    total: int | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.lines) if self.total is None else self.total
 
 
 @dataclass(frozen=True)

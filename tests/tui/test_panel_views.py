@@ -56,6 +56,12 @@ async def test_panels_show_the_views_they_are_given():
         assert gpus.border_title == "GPUs · telemetry: simulated"
         line = "".join(seg.text for seg in gpus.render_line(1))
         assert "web-0" in line and "97%" in line and "61°C" in line
+        # Only the first lines travel; the bar counts the rest (40 rows: 5 lines at most).
+        bar.view = AlertsView(tuple(AlertLine("warning", "Idle GPUs", f"c{i}: idle")
+                                    for i in range(5)), total=12)
+        await pilot.pause()
+        assert "c3: idle" in plain(bar) and "c4: idle" not in plain(bar)
+        assert "… and 8 more alerts" in plain(bar)
         bar.view = AlertsView()
         await pilot.pause()
         assert not bar.has_class("-shown")

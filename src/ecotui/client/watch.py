@@ -16,12 +16,13 @@ import json
 import random
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from ecocore.clock import Clock, SystemClock
+from ecocore.wire import WatchConnection
 from ecotui.client.auth import bearer_headers
 
 
@@ -35,6 +36,9 @@ class FrameSource(Protocol):
     async def close(self) -> None: ...
 
 
+ConnectionState = Literal["connecting", "connected", "reconnecting", "closed"]
+
+
 def backoff_delay(attempt: int, *, initial: float, factor: float, maximum: float,
                   jitter: float, rng: random.Random) -> float:
     """Seconds to wait before reconnect attempt `attempt` (1-based)."""
@@ -42,15 +46,13 @@ def backoff_delay(attempt: int, *, initial: float, factor: float, maximum: float
     return base * (1.0 + jitter * rng.random())
 
 
-def connection_frame(state: str, *, attempt: int = 0, next_retry_at: datetime | None = None,
+def connection_frame(state: ConnectionState, *, attempt: int = 0,
+                     next_retry_at: datetime | None = None,
                      error: str | None = None) -> dict[str, Any]:
-    return {
-        "type": "connection",
-        "state": state,
-        "attempt": attempt,
-        "next_retry_at": next_retry_at.isoformat() if next_retry_at else None,
-        "error": error,
-    }
+    """The frame (`ecocore.wire.WatchConnection`) saying how the connection stands."""
+    return WatchConnection(type="connection", state=state, attempt=attempt,
+                           next_retry_at=next_retry_at.isoformat() if next_retry_at else None,
+                           error=error).model_dump()
 
 
 class WatchClient:

@@ -7,6 +7,9 @@ pure rules of `ecotui.model.alerts`) and `FleetView` (sort, filter, group).
 
 from __future__ import annotations
 
+# The formatters and the clock live in `ecotui.wording` and `ecocore.clock`; those names
+# stay importable from here too, for code written against the former single module.
+from ecocore.clock import Clock, SystemClock
 from ecotui.model.alerts import AlertScheduler, account_alerts, cluster_alerts
 from ecotui.model.dashboard import DashboardModel
 from ecotui.model.fleet import FleetState
@@ -33,6 +36,7 @@ from ecotui.model.values import (
     status_of,
 )
 from ecotui.model.view import GROUPINGS, SORT_COLUMNS, FleetView
+from ecotui.wording import fmt_duration, fmt_local, fmt_rate, fmt_usd, sparkline
 
 __all__ = [
     "CRASH_RESTARTS", "CRASH_WINDOW", "EXPIRY_CRITICAL", "EXPIRY_WARN", "GROUPINGS", "IDLE_AFTER",
@@ -40,4 +44,5 @@ __all__ = [
     "AlertScheduler", "Changes", "ClusterNums", "ClusterView", "ConnectionInfo", "DashboardModel",
     "FleetState", "FleetView", "GpuHistory", "GroupRow", "Sample", "account_alerts",
     "cluster_alerts", "expiry_level", "parse_micros", "status_of",
+    "Clock", "SystemClock", "fmt_duration", "fmt_local", "fmt_rate", "fmt_usd", "sparkline",
 ]

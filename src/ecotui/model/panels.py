@@ -8,7 +8,15 @@ from datetime import datetime, tzinfo
 from ecocore.status import TERMINAL
 from ecotui.model.dashboard import DashboardModel
 from ecotui.model.values import Alert
-from ecotui.panel_views import AlertLine, AlertsView, CostRow, CostView, GpuPanelView, StatusView
+from ecotui.panel_views import (
+    ALERT_LINES,
+    AlertLine,
+    AlertsView,
+    CostRow,
+    CostView,
+    GpuPanelView,
+    StatusView,
+)
 from ecotui.wording import fmt_duration, fmt_local, fmt_rate, fmt_usd
 
 
@@ -70,7 +78,8 @@ def alerts_view(model: DashboardModel, now: datetime, cluster_id: str | None = N
     alerts = model.alerts()
     if cluster_id is not None:
         alerts = [a for a in alerts if a.cluster_id in (None, cluster_id)]
-    return AlertsView(tuple(AlertLine(a.level, a.title, alert_text(a, model, now)) for a in alerts))
+    return AlertsView(tuple(AlertLine(a.level, a.title, alert_text(a, model, now))
+                            for a in alerts[:ALERT_LINES]), len(alerts))
 
 
 def gpu_panel_view(model: DashboardModel, cid: str, now: datetime) -> GpuPanelView:

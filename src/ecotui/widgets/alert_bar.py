@@ -47,13 +47,14 @@ class AlertBar(Static):
         if not self.is_mounted:
             return
         alerts = view.lines
+        total = view.count
         height = self.app.size.height
         tall = height >= 40
         self.set_class(tall, "-tall")
         # A small terminal gives alerts one line (the status line counts them all).
         limit = 5 if tall else 3 if height >= 30 else 1
         text = Text(no_wrap=True, overflow="ellipsis")
-        if limit == 1 or len(alerts) <= limit:
+        if limit == 1 or total <= limit:
             shown = alerts[:limit]
         else:
             shown = alerts[: limit - 1]
@@ -63,14 +64,14 @@ class AlertBar(Static):
             style = self.get_component_rich_style(f"alert-bar--{a.level}")
             word = "ALERT" if a.level == "error" else "WARNING"
             symbol = "✖" if a.level == "error" else "▲"
-            count = f"1/{len(alerts)} " if limit == 1 and len(alerts) > 1 else ""
+            count = f"1/{total} " if limit == 1 and total > 1 else ""
             text.append(f"{symbol} {word} {count}{visible(a.title)}: ", style)
             text.append(visible(a.text))
-        if len(alerts) > len(shown) and limit > 1:
+        if total > len(shown) and limit > 1:
             text.append("\n")
-            text.append(f"  … and {len(alerts) - len(shown)} more alerts",
+            text.append(f"  … and {total - len(shown)} more alerts",
                         self.get_component_rich_style("alert-bar--more"))
-        self.set_class(bool(alerts), "-shown")
+        self.set_class(total > 0, "-shown")
         if self._last is None or text.plain != self._last.plain or text.spans != self._last.spans:
             self._last = text
             self.update(text)
