@@ -19,8 +19,8 @@ class Panels(App[None]):
     def compose(self) -> ComposeResult:
         yield StatusBar("clusters")
         yield AlertBar(id="alerts")
-        yield CostPanel("c1", id="cost")
-        yield GpuPanel("c1", id="gpus")
+        yield CostPanel(id="cost")
+        yield GpuPanel(id="gpus")
 
 
 def plain(widget) -> str:

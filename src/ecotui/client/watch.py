@@ -22,7 +22,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from ecocore.clock import Clock, SystemClock
-from ecocore.wire import WatchConnection
 from ecotui.client.auth import bearer_headers
 
 
@@ -49,10 +48,15 @@ def backoff_delay(attempt: int, *, initial: float, factor: float, maximum: float
 def connection_frame(state: ConnectionState, *, attempt: int = 0,
                      next_retry_at: datetime | None = None,
                      error: str | None = None) -> dict[str, Any]:
-    """The frame (`ecocore.wire.WatchConnection`) saying how the connection stands."""
-    return WatchConnection(type="connection", state=state, attempt=attempt,
-                           next_retry_at=next_retry_at.isoformat() if next_retry_at else None,
-                           error=error).model_dump()
+    """The frame saying how the connection stands: `ecocore.wire.WatchConnection`'s shape
+    (built as a dict: the dashboard does not load pydantic for it)."""
+    return {
+        "type": "connection",
+        "state": state,
+        "attempt": attempt,
+        "next_retry_at": next_retry_at.isoformat() if next_retry_at else None,
+        "error": error,
+    }
 
 
 class WatchClient:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from ecocore.status import BUDGETED, TERMINAL
 from ecotui.gpu_health import cluster_health
@@ -35,8 +34,7 @@ UNSCHEDULABLE_WORDS = ("unschedulable", "insufficient", "failedscheduling",
 CRASH_WORDS = ("crashloop", "back-off", "backoff")
 
 
-@dataclass(frozen=True)
-class Activity:
+class Activity(NamedTuple):
     """What the scheduler has seen of a cluster over time, for the rules."""
 
     restart_times: Mapping[str, Sequence[datetime]]

@@ -50,12 +50,12 @@ def parse_micros(value: Any) -> int:
         return 0
 
 
+_STATUSES: dict[object, ClusterStatus] = {s.value: s for s in ClusterStatus}
+
+
 def status_of(value: Any) -> ClusterStatus | None:
     """The API's status word as the enum (None for a word the API does not use)."""
-    try:
-        return ClusterStatus(value)
-    except ValueError:
-        return None
+    return _STATUSES.get(value)
 
 
 def expiry_level(expires_at: datetime | None, status: ClusterStatus | None, now: datetime) -> Level:

@@ -109,9 +109,9 @@ class ClusterScreen(DashboardScreen):
             with Vertical(id="left"):
                 yield ReplicasTable(id="replicas")
                 yield ForwardsPanel(self.cluster_id, id="forwards")
-                yield GpuPanel(self.cluster_id, id="gpus")
+                yield GpuPanel(id="gpus")
             with Vertical(id="right"):
-                yield CostPanel(self.cluster_id, id="cost")
+                yield CostPanel(id="cost")
                 log = RichLog(id="events", max_lines=500, wrap=True, markup=False, auto_scroll=True,
                               min_width=20)
                 log.border_title = "3 Events"

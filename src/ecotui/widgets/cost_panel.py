@@ -31,9 +31,8 @@ class CostPanel(Static):
 
     view: var[CostView | None] = var(None, always_update=True, init=False)
 
-    def __init__(self, cluster_id: str, *, id: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.cluster_id = cluster_id
         self.border_title = "Cost"
         self._plain = ""
 

@@ -54,9 +54,8 @@ class GpuPanel(ScrollView, can_focus=True):
 
     view: var[GpuPanelView | None] = var(None, always_update=True, init=False)
 
-    def __init__(self, cluster_id: str, *, bucket_s: int = 5, id: str | None = None) -> None:
+    def __init__(self, *, bucket_s: int = 5, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.cluster_id = cluster_id
         self.bucket_s = bucket_s
         self._lines: list[tuple[str, str, int | None]] = []  # (kind, replica, gpu index)
         self._cache: dict[int, Strip] = {}
