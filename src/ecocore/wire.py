@@ -16,6 +16,7 @@ from pydantic import (
     PlainValidator,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     WithJsonSchema,
     field_validator,
 )
@@ -404,12 +405,39 @@ class WatchEvent(_Answer):
 class WatchSummaries(_Answer):
     type: Literal["summaries"]
     clusters: dict[str, GpuSummaryOut]
+    traffic: dict[str, ClusterTrafficOut | None] = Field(
+        default_factory=dict, description="the service URL's traffic per cluster (null: none yet)")
 
 
 class WatchReplicas(_Answer):
     type: Literal["replicas"]
     cluster_id: str
     replicas: list[ReplicaOut]
+
+
+class WatchConnection(_Answer):
+    """Not sent by the backend: the dashboard's watch client puts these between the
+    backend's frames to say how its connection stands."""
+
+    type: Literal["connection"]
+    state: Literal["connecting", "connected", "reconnecting", "closed"]
+    attempt: int = 0
+    next_retry_at: str | None = None
+    error: str | None = None
+
+
+# Every frame a /watch subscriber reads, told apart by `type`.
+WatchFrame = Annotated[
+    WatchSnapshot | WatchCluster | WatchClusterRemoved | WatchAccount | WatchEvent | WatchSummaries
+    | WatchReplicas | WatchConnection,
+    Field(discriminator="type"),
+]
+WATCH_FRAME: TypeAdapter[WatchFrame] = TypeAdapter(WatchFrame)
+
+
+def parse_frame(data: str | bytes) -> WatchFrame:
+    """One /watch message as its frame model (pydantic's ValidationError when it is none)."""
+    return WATCH_FRAME.validate_json(data)
 
 
 class WatchFocus(_Request):

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ecotui import __version__, cli_gpus, costs, traffic
+from ecotui import __version__, cli_gpus, costs, traffic, wording
 from ecotui.cli_io import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -254,7 +254,7 @@ def _usage(message: str) -> int:
 
 
 def _refusal_words(exc: ApiRefusal, args: argparse.Namespace) -> str:
-    text = costs.refusal_text(exc.status, exc.message, None if exc.status == 422 else exc.field)
+    text = wording.refusal_text(exc.status, exc.message, None if exc.status == 422 else exc.field)
     if exc.status == 422 and exc.field:
         flag = LAUNCH_FLAGS.get(exc.field.split(".")[0]) if args.command == "launch" else None
         message = exc.message.removeprefix(f"{exc.field}: ")
@@ -274,7 +274,7 @@ def _now() -> datetime:
 
 def _money(value: Any) -> str:
     try:
-        return costs.usd(costs.usd_to_micros(value))
+        return wording.usd(costs.usd_to_micros(value))
     except (costs.MoneyError, TypeError):
         return "-"
 
@@ -282,13 +282,13 @@ def _money(value: Any) -> str:
 def _when(value: str | None) -> str:
     if not value:
         return "-"
-    return costs.local_time_text(value, None, now=_now())
+    return wording.local_time_text(value, None, now=_now())
 
 
 def _until(value: str | None) -> str:
     if not value:
         return "-"
-    return costs.duration_text(costs.remaining_us(value, _now()))
+    return wording.duration_text(costs.remaining_us(value, _now()))
 
 
 def _wrap(text: str, indent: str = "") -> str:
@@ -420,10 +420,10 @@ async def _launch_question(client: EcoClient, args: argparse.Namespace) -> str:
         return what + "?"
     p = costs.launch_preview(rate, args.gpu_count, args.replicas, mh,
                              costs.usd_to_micros(account["available"]))
-    left = (f"short by {costs.usd(p.short_by)}" if p.short_by
-            else f"{costs.usd(p.left)} left of {costs.usd(p.available)}")
-    return _wrap(f"{what} at {costs.usd(p.hourly_rate)}/h. This places a hold of "
-                 f"{costs.usd_exact(p.hold)} ({left}).")
+    left = (f"short by {wording.usd(p.short_by)}" if p.short_by
+            else f"{wording.usd(p.left)} left of {wording.usd(p.available)}")
+    return _wrap(f"{what} at {wording.usd(p.hourly_rate)}/h. This places a hold of "
+                 f"{wording.usd_exact(p.hold)} ({left}).")
 
 
 async def cmd_scale(client: EcoClient, args: argparse.Namespace) -> int:
@@ -431,13 +431,13 @@ async def cmd_scale(client: EcoClient, args: argparse.Namespace) -> int:
     if not args.yes:
         per = costs.cluster_per_replica_rate(c)
         r = int(c["replicas"])
-        new_rate = costs.usd(per * args.replicas)
+        new_rate = wording.usd(per * args.replicas)
         if c["status"] not in costs.ACCRUING_STATUSES:
             money = (f"It is {c['status']}: only the desired count changes; nothing is held "
                      f"now. New rate when it runs: {new_rate}/h.")
         elif args.replicas > r:
             hold = costs.cluster_scale_hold(c, args.replicas, _now())
-            money = (f"New rate {new_rate}/h. Additional hold about {costs.usd_exact(hold)} "
+            money = (f"New rate {new_rate}/h. Additional hold about {wording.usd_exact(hold)} "
                      f"for the {_until(c['expires_at'])} remaining.")
         else:
             money = (f"New rate {new_rate}/h. Scaling down refunds nothing: the hold stays "
@@ -462,7 +462,7 @@ async def cmd_extend(client: EcoClient, args: argparse.Namespace) -> int:
         if mh is not None:
             new_expiry = costs.add_micro_hours(c["expires_at"], mh)
             if c["status"] in costs.ACCRUING_STATUSES:
-                money = (f"Additional hold {costs.usd_exact(costs.cluster_extend_hold(c, mh))}"
+                money = (f"Additional hold {wording.usd_exact(costs.cluster_extend_hold(c, mh))}"
                          f" ({args.hours} h x {_money(c['hourly_rate'])}/h).")
             else:
                 money = f"It is {c['status']}: nothing is held now."
@@ -516,7 +516,7 @@ async def cmd_resume(client: EcoClient, args: argparse.Namespace) -> int:
         hold = costs.cluster_resume_hold(c, _now())
         _confirm(args, _wrap(
             f"Resume {c['name']} at {_money(c['hourly_rate'])}/h: this places a new hold of "
-            f"about {costs.usd_exact(hold)} for the {_until(c['expires_at'])} until it "
+            f"about {wording.usd_exact(hold)} for the {_until(c['expires_at'])} until it "
             f"expires."))
     c = await client.resume(c["id"])
     return _after(c, args, f"{c['name']}: {c['status']}, {_money(c['hourly_rate'])}/h, "
@@ -632,7 +632,7 @@ async def cmd_ledger(client: EcoClient, args: argparse.Namespace) -> int:
             names = {}
     rows = []
     for e in entries:
-        at = costs.parse_time(e["at"]).astimezone()
+        at = wording.parse_time(e["at"]).astimezone()
         cid = e.get("cluster_id")
         rows.append([str(e["id"]), f"{at:%Y-%m-%d %H:%M}",
                      names.get(cid, cid or "-") if cid else "-", e["kind"],

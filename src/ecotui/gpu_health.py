@@ -1,5 +1,6 @@
 """GPU health as the dashboard and the CLI show it: words and symbols for verdicts,
-roll-ups of a cluster's or a replica's GPUs, the alerts, and the fleet rows.
+roll-ups of a cluster's or a replica's GPUs and the fleet rows (the health alert is one
+of the model's alert rules).
 
 No textual here (the model and the CLI import it); the verdict rules themselves are
 in `ecocore.gpu_health`, shared with the backend.

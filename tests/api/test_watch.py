@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import websockets
 
+from ecocore.wire import parse_frame
 from ecolink.watch import ClientQueue
 
 LAUNCH: dict[str, Any] = {
@@ -37,7 +38,9 @@ class Feed:
         while True:
             left = deadline - time.monotonic()
             assert left > 0, f"no matching frame in {timeout}s; got {[f['type'] for f in self.frames]}"
-            frame = json.loads(await asyncio.wait_for(self.ws.recv(), left))
+            text = await asyncio.wait_for(self.ws.recv(), left)
+            parse_frame(text)  # every frame is one of ecocore.wire's watch frames
+            frame = json.loads(text)
             self.frames.append(frame)
             if pred(frame):
                 return frame

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ecotui import cli, costs
+from ecotui import cli, costs, wording
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,7 +129,7 @@ def test_scale_extend(run):
 
     before = run.json("show", "web")
     c = run.json("extend", "web", "1.5", "--yes")
-    assert costs.parse_time(c["expires_at"]) == costs.add_micro_hours(before["expires_at"],
+    assert wording.parse_time(c["expires_at"]) == costs.add_micro_hours(before["expires_at"],
                                                                       1_500_000)
     holds = [e for e in run.json("ledger", "--cluster", "web")["entries"] if e["kind"] == "hold"]
     assert holds[0]["amount"] == "15.000000"  # 1.5 h x $10/h

@@ -19,7 +19,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 
 from ecocore.clock import FakeClock, SystemClock
-from ecotui import costs, dialogs
+from ecotui import costs, dialogs, wording
 from ecotui.client.rest import EcoClient
 
 
@@ -133,7 +133,7 @@ async def test_scale_up_preview_is_the_hold_placed_at_that_moment(account):
             d.query_one("#replicas", Input).value = "5"
             await settle(pilot)
             shown = d.preview_hold
-            assert shown and f"{costs.usd(shown)}" in str(
+            assert shown and f"{wording.usd(shown)}" in str(
                 d.query_one("#preview", Static).render())
             await click(pilot, "#confirm")
             await settle(pilot)
@@ -141,7 +141,7 @@ async def test_scale_up_preview_is_the_hold_placed_at_that_moment(account):
             hold = (await holds(client, c["id"]))[0]  # newest first
             assert hold["memo"].startswith("scale")
             placed = costs.usd_to_micros(hold["amount"])
-            at = costs.parse_time(hold["at"])
+            at = wording.parse_time(hold["at"])
 
             # The same dialog for the same cluster, its clock at the hold's instant.
             app.clock = FakeClock(at)
@@ -174,7 +174,7 @@ async def test_resume_preview_is_the_hold_placed_at_that_moment(account):
             assert app.screen is not d
             hold = (await holds(client, c["id"]))[0]
             assert hold["memo"].startswith("resume")
-            app.clock = FakeClock(costs.parse_time(hold["at"]))
+            app.clock = FakeClock(wording.parse_time(hold["at"]))
             d2 = dialogs.open_resume(app, c)
             await settle(pilot)
             assert d2.preview_hold == costs.usd_to_micros(hold["amount"])
@@ -201,7 +201,7 @@ async def test_extend_preview_is_the_hold_placed(account):
             shown = d.preview_hold
             assert shown == 1_234_570
             new_expiry = costs.add_micro_hours(c["expires_at"], 123_457)
-            assert costs.local_time_text(new_expiry, UTC, now=app.clock.now()) in str(
+            assert wording.local_time_text(new_expiry, UTC, now=app.clock.now()) in str(
                 d.query_one("#preview", Static).render())
             await click(pilot, "#confirm")
             await settle(pilot)
@@ -209,7 +209,7 @@ async def test_extend_preview_is_the_hold_placed(account):
         hold = (await holds(client, c["id"]))[0]
         assert hold["memo"].startswith("extend")
         assert costs.usd_to_micros(hold["amount"]) == shown
-        assert costs.parse_time(app.results[0]["expires_at"]) == new_expiry
+        assert wording.parse_time(app.results[0]["expires_at"]) == new_expiry
 
 
 async def test_launch_refusals_land_on_their_fields(account):

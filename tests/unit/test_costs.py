@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ecotui import costs
+from ecocore import billing
+from ecocore.money import format_usd
+from ecotui import costs, wording
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 H = 3_600_000_000  # microseconds per hour
@@ -105,6 +107,29 @@ def test_hold_for_hours_is_never_below_the_exact_value(hourly, mh):
     assert hold * 10**6 >= hourly * mh > (hold - 1) * 10**6
 
 
+@given(rate=st.integers(1, 50_000_000), gpus=st.sampled_from([1, 2, 4, 8]),
+       r=st.integers(2, 20), new=st.integers(2, 40), rem_us=st.integers(0, 720 * H),
+       mh=st.integers(10_000, 720 * 10**6),
+       status=st.sampled_from(["pending", "running", "stopping", "stopped"]))
+def test_previews_from_api_clusters_are_the_backend_billing(rate, gpus, r, new, rem_us, mh, status):
+    """What the dashboard previews from a cluster as the API shows it is what
+    `ecocore.billing` (the functions the backend charges with) holds for the
+    backend's own inputs: the rate per GPU-hour, GPUs per replica, replicas."""
+    hourly = billing.hourly_rate(rate, gpus, r)
+    c = cluster(gpu_count=gpus, replicas=r, status=status, hourly_rate=format_usd(hourly),
+                expires_at=(T0 + timedelta(microseconds=rem_us)).isoformat())
+    accruing = status in ("pending", "running")
+    per_replica = billing.per_replica_rate(rate, gpus)
+    assert costs.cluster_per_replica_rate(c) == per_replica
+    assert costs.cluster_scale_hold(c, new, T0) == (
+        billing.scale_up_hold(per_replica, r, new, rem_us) if accruing else 0)
+    assert costs.cluster_extend_hold(c, mh) == (billing.hold_for_hours(hourly, mh) if accruing else 0)
+    assert costs.cluster_resume_hold(c, T0) == billing.hold_for_duration(hourly, rem_us)
+    p = costs.launch_preview(rate, gpus, r, mh, available=10**9)
+    assert p.hold == billing.hold_for_hours(hourly, mh)
+    assert p.short_by == billing.missing(10**9, p.hold)
+
+
 def test_parse_hours():
     assert costs.parse_hours("1.5") == 1_500_000
     assert costs.parse_hours(2) == 2_000_000
@@ -146,34 +171,34 @@ def test_short_by_when_the_hold_exceeds_what_is_available():
 
 
 def test_money_display():
-    assert costs.usd(300_000_000) == "$300.00"
-    assert costs.usd(12_345_678) == "$12.35"
-    assert costs.usd(12_344_999) == "$12.34"
-    assert costs.usd(5_000) == "$0.01"
-    assert costs.usd(-1_250_000) == "-$1.25"
-    assert costs.usd_exact(300_000_000) == "$300.00"
-    assert costs.usd_exact(12_345_679) == "$12.345679"
-    assert costs.usd_exact(12_300_000) == "$12.30"
-    assert costs.usd_exact(1) == "$0.000001"
+    assert wording.usd(300_000_000) == "$300.00"
+    assert wording.usd(12_345_678) == "$12.35"
+    assert wording.usd(12_344_999) == "$12.34"
+    assert wording.usd(5_000) == "$0.01"
+    assert wording.usd(-1_250_000) == "-$1.25"
+    assert wording.usd_exact(300_000_000) == "$300.00"
+    assert wording.usd_exact(12_345_679) == "$12.345679"
+    assert wording.usd_exact(12_300_000) == "$12.30"
+    assert wording.usd_exact(1) == "$0.000001"
 
 
 def test_duration_text():
-    assert costs.duration_text(0) == "expired"
-    assert costs.duration_text(59 * 10**6) == "59s"
-    assert costs.duration_text((4 * 60 + 10) * 10**6) == "4m 10s"
-    assert costs.duration_text(5 * H + 59 * 60 * 10**6) == "5h 59m"
-    assert costs.duration_text(50 * H) == "2d 2h"
+    assert wording.duration_text(0) == "expired"
+    assert wording.duration_text(59 * 10**6) == "59s"
+    assert wording.duration_text((4 * 60 + 10) * 10**6) == "4m 10s"
+    assert wording.duration_text(5 * H + 59 * 60 * 10**6) == "5h 59m"
+    assert wording.duration_text(50 * H) == "2d 2h"
 
 
 def test_new_expiry_and_local_time():
     new = costs.add_micro_hours("2026-01-01T22:00:00Z", costs.parse_hours("1.5"))
     assert new == datetime(2026, 1, 1, 23, 30, tzinfo=UTC)
     tz = timezone(timedelta(hours=2), "CEST")
-    assert costs.local_time_text(new, tz, now=T0) == "Fri 2 Jan 01:30 CEST"
-    assert costs.local_time_text(new, UTC, now=T0) == "23:30 UTC"
+    assert wording.local_time_text(new, tz, now=T0) == "Fri 2 Jan 01:30 CEST"
+    assert wording.local_time_text(new, UTC, now=T0) == "23:30 UTC"
 
 
 def test_parse_time_accepts_z_and_offsets():
-    assert costs.parse_time("2026-01-01T12:00:00Z") == T0
-    assert costs.parse_time("2026-01-01T14:00:00+02:00") == T0
-    assert costs.parse_time("2026-01-01T12:00:00.000001Z") == T0 + timedelta(microseconds=1)
+    assert wording.parse_time("2026-01-01T12:00:00Z") == T0
+    assert wording.parse_time("2026-01-01T14:00:00+02:00") == T0
+    assert wording.parse_time("2026-01-01T12:00:00.000001Z") == T0 + timedelta(microseconds=1)

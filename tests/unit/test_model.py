@@ -8,17 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ecotui.client.watch import connection_frame
-from ecotui.model import (
-    DashboardModel,
-    GroupRow,
-    fmt_duration,
-    fmt_local,
-    fmt_usd,
-    parse_micros,
-    parse_time,
-    sparkline,
-)
+from ecotui.model import DashboardModel, GroupRow, parse_micros
 from ecotui.testing import FIXED_START, GeneratedFleet
+from ecotui.wording import fmt_duration, fmt_local, fmt_usd, sparkline
+from ecotui.wording import parse_time_or_none as parse_time
 
 
 class Clock:
@@ -204,7 +197,7 @@ def test_replicas_frames_build_bounded_per_gpu_history(clock):
     assert all(len(dq) == 5 for dq in hist.values())
     ch = model.take_changes()
     assert cid in ch.replicas and cid in ch.history
-    model.focused = frozenset({cid})
+    model.history.focused = frozenset({cid})
     assert model.mean_util(cid) == model.live_util[cid]
 
 

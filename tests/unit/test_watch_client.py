@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Response
 
-from ecotui.client.watch import WatchClient, backoff_delay
+from ecocore.wire import WatchConnection, WatchSummaries, parse_frame
+from ecotui.client.watch import WatchClient, backoff_delay, connection_frame
 
 
 class Peer:
@@ -124,3 +127,25 @@ def test_backoff_grows_exponentially_up_to_the_cap_with_jitter():
 def test_urls_follow_the_scheme():
     assert WatchClient("http://127.0.0.1:1/", "k").url == "ws://127.0.0.1:1/watch"
     assert WatchClient("https://eco.example/", "k").url == "wss://eco.example/watch"
+
+
+def test_connection_frames_are_the_wire_models_frames():
+    when = datetime(2026, 3, 2, 14, 0, 5, tzinfo=UTC)
+    frame = parse_frame(json.dumps(connection_frame("reconnecting", attempt=2, next_retry_at=when,
+                                                    error="connection lost (1006)")))
+    assert isinstance(frame, WatchConnection)
+    assert (frame.state, frame.attempt, frame.error) == ("reconnecting", 2, "connection lost (1006)")
+    assert frame.next_retry_at == "2026-03-02T14:00:05+00:00"
+
+
+def test_frames_are_told_apart_by_type_and_bad_ones_refused():
+    summaries = parse_frame(json.dumps({
+        "type": "summaries",
+        "clusters": {"c1": {"gpus": 8, "mean_utilization": 3.5, "idle_gpus": 2, "telemetry": "nvml"}},
+        "traffic": {"c1": None}}))
+    assert isinstance(summaries, WatchSummaries)
+    assert summaries.clusters["c1"].idle_gpus == 2 and summaries.traffic == {"c1": None}
+    with pytest.raises(ValidationError):
+        parse_frame(json.dumps({"type": "no-such-frame"}))
+    with pytest.raises(ValidationError):
+        parse_frame(json.dumps({"type": "connection", "state": "sleeping"}))

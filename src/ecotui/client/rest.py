@@ -14,13 +14,16 @@ from typing import Any
 
 import httpx
 
+from ecotui.client.auth import BearerAuth
+
 
 class ClientError(Exception):
     pass
 
 
 class BackendUnreachable(ClientError):
-    """The backend could not be reached at all (connection refused, timeout)."""
+    """The backend could not be reached (connection refused, a timeout, a broken
+    connection): any `httpx.TransportError`."""
 
 
 class ApiRefusal(ClientError):
@@ -49,9 +52,10 @@ class EcoClient:
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
+        self._auth = BearerAuth(api_key)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            headers={"Authorization": f"Bearer {api_key}"},
+            auth=self._auth,
             timeout=timeout,
             transport=transport,
         )
@@ -69,44 +73,64 @@ class EcoClient:
     async def request(self, method: str, path: str, *, json: Any = None,
                       params: dict[str, Any] | None = None,
                       idempotency_key: str | None = None) -> httpx.Response:
-        headers = {}
+        headers: dict[str, str] = {}
         if method in ("POST", "PUT", "DELETE"):
             headers["Idempotency-Key"] = idempotency_key or new_idempotency_key()
         try:
             resp = await self._http.request(method, path, json=json, params=params, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout,
-                httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        except httpx.TransportError as exc:  # timeouts, network and protocol errors alike
             raise BackendUnreachable(f"cannot reach the backend at {self.base_url}: {exc}") from exc
         if resp.status_code >= 400:
             raise _refusal(resp)
         return resp
 
-    async def _json(self, method: str, path: str, **kw: Any) -> Any:
+    async def _json(self, method: str, path: str, **kw: Any) -> dict[str, Any] | None:
+        """The answer's JSON object (None for an empty answer)."""
         resp = await self.request(method, path, **kw)
         if resp.status_code == 204 or not resp.content:
             return None
-        return resp.json()
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise ApiRefusal(resp.status_code, "error",
+                             f"the backend's answer to {method} {path} is not a JSON object")
+        return data
+
+    async def _object(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        data = await self._json(method, path, **kw)
+        if data is None:
+            raise ApiRefusal(204, "error", f"the backend's answer to {method} {path} is empty")
+        return data
+
+    async def _list(self, key: str, method: str, path: str, **kw: Any) -> list[dict[str, Any]]:
+        """The list under `key` of the answer (`{"clusters": [...]}`)."""
+        items = (await self._object(method, path, **kw)).get(key)
+        if not isinstance(items, list):
+            raise ApiRefusal(200, "error", f"the backend's answer to {method} {path} has no {key!r} list")
+        return items
 
     # -- open routes ------------------------------------------------------
     async def healthz(self) -> dict[str, Any]:
-        return await self._json("GET", "/healthz")
+        return await self._object("GET", "/healthz")
 
     # -- catalog, account, ledger ----------------------------------------
     async def catalog(self) -> dict[str, Any]:
-        return await self._json("GET", "/catalog")
+        return await self._object("GET", "/catalog")
 
     async def filesystems(self) -> list[dict[str, Any]]:
-        return (await self._json("GET", "/filesystems"))["filesystems"]
+        return await self._list("filesystems", "GET", "/filesystems")
 
     async def account(self) -> dict[str, Any]:
-        return await self._json("GET", "/account")
+        return await self._object("GET", "/account")
 
     async def ledger(self, *, cluster_id: str | None = None, limit: int | None = None,
                      before: int | None = None) -> list[dict[str, Any]]:
         params = {k: v for k, v in
                   {"cluster_id": cluster_id, "limit": limit, "before": before}.items()
                   if v is not None}
-        return (await self._json("GET", "/account/ledger", params=params))["entries"]
+        return await self._list("entries", "GET", "/account/ledger", params=params)
 
     async def ledger_csv(self, *, cluster_id: str | None = None, limit: int | None = None) -> str:
         params: dict[str, Any] = {"format": "csv"}
@@ -119,46 +143,46 @@ class EcoClient:
     # -- clusters ---------------------------------------------------------
     async def clusters(self, status: str | None = None) -> list[dict[str, Any]]:
         params = {"status": status} if status else None
-        return (await self._json("GET", "/gpu-clusters", params=params))["clusters"]
+        return await self._list("clusters", "GET", "/gpu-clusters", params=params)
 
     async def cluster(self, ref: str) -> dict[str, Any]:
-        return await self._json("GET", f"/gpu-clusters/{ref}")
+        return await self._object("GET", f"/gpu-clusters/{ref}")
 
     async def launch(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._json("POST", "/gpu-clusters", json=body, idempotency_key=idempotency_key)
+        return await self._object("POST", "/gpu-clusters", json=body, idempotency_key=idempotency_key)
 
     async def scale(self, ref: str, replicas: int, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._json("POST", f"/gpu-clusters/{ref}/scale", json={"replicas": replicas},
+        return await self._object("POST", f"/gpu-clusters/{ref}/scale", json={"replicas": replicas},
                                 idempotency_key=idempotency_key)
 
     async def extend(self, ref: str, hours: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._json("POST", f"/gpu-clusters/{ref}/extend", json={"hours": hours},
+        return await self._object("POST", f"/gpu-clusters/{ref}/extend", json={"hours": hours},
                                 idempotency_key=idempotency_key)
 
     async def stop(self, ref: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._json("POST", f"/gpu-clusters/{ref}/stop", idempotency_key=idempotency_key)
+        return await self._object("POST", f"/gpu-clusters/{ref}/stop", idempotency_key=idempotency_key)
 
     async def resume(self, ref: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._json("POST", f"/gpu-clusters/{ref}/resume", idempotency_key=idempotency_key)
+        return await self._object("POST", f"/gpu-clusters/{ref}/resume", idempotency_key=idempotency_key)
 
     async def restart(self, ref: str, replica: str | None = None, *,
                       idempotency_key: str | None = None) -> dict[str, Any]:
         path = (f"/gpu-clusters/{ref}/replicas/{replica}/restart" if replica
                 else f"/gpu-clusters/{ref}/restart")
-        return await self._json("POST", path, idempotency_key=idempotency_key)
+        return await self._object("POST", path, idempotency_key=idempotency_key)
 
     async def terminate(self, ref: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._json("DELETE", f"/gpu-clusters/{ref}", idempotency_key=idempotency_key)
+        return await self._object("DELETE", f"/gpu-clusters/{ref}", idempotency_key=idempotency_key)
 
     async def set_endpoint(self, ref: str, port: int, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._json("PUT", f"/gpu-clusters/{ref}/endpoint", json={"port": port},
+        return await self._object("PUT", f"/gpu-clusters/{ref}/endpoint", json={"port": port},
                                 idempotency_key=idempotency_key)
 
     async def close_endpoint(self, ref: str, *, idempotency_key: str | None = None) -> None:
         await self._json("DELETE", f"/gpu-clusters/{ref}/endpoint", idempotency_key=idempotency_key)
 
     async def replicas(self, ref: str) -> list[dict[str, Any]]:
-        return (await self._json("GET", f"/gpu-clusters/{ref}/replicas"))["replicas"]
+        return await self._list("replicas", "GET", f"/gpu-clusters/{ref}/replicas")
 
     async def fleet_gpus(self, *, unhealthy: bool = False, brief: bool = False,
                          since: str | None = None) -> dict[str, Any]:
@@ -168,14 +192,14 @@ class EcoClient:
                                                           ("brief", brief)) if on}
         if since:
             params["since"] = since
-        return await self._json("GET", "/gpus", params=params or None)
+        return await self._object("GET", "/gpus", params=params or None)
 
     async def metrics(self, ref: str, since: str | None = None) -> dict[str, Any]:
         params = {"since": since} if since else None
-        return await self._json("GET", f"/gpu-clusters/{ref}/metrics", params=params)
+        return await self._object("GET", f"/gpu-clusters/{ref}/metrics", params=params)
 
     async def events(self, ref: str) -> list[dict[str, Any]]:
-        return (await self._json("GET", f"/gpu-clusters/{ref}/events"))["events"]
+        return await self._list("events", "GET", f"/gpu-clusters/{ref}/events")
 
     async def logs(self, ref: str, replica: str, *, tail: int | None = None,
                    previous: bool = False) -> str:
@@ -202,8 +226,8 @@ class EcoClient:
                     raise _refusal(resp)
                 async for chunk in resp.aiter_bytes():
                     yield chunk
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise BackendUnreachable(str(exc)) from exc
+        except httpx.TransportError as exc:  # also a read error mid-stream
+            raise BackendUnreachable(f"cannot reach the backend at {self.base_url}: {exc}") from exc
 
     # -- sessions ---------------------------------------------------------
     async def create_session(self, ref: str, replica: str, *, command: list[str] | str | None = None,
@@ -215,10 +239,10 @@ class EcoClient:
         if width and height:  # the terminal's size from the start (no resize race)
             body["width"] = int(width)
             body["height"] = int(height)
-        return await self._json("POST", f"/gpu-clusters/{ref}/replicas/{replica}/sessions", json=body)
+        return await self._object("POST", f"/gpu-clusters/{ref}/replicas/{replica}/sessions", json=body)
 
     async def sessions(self, ref: str) -> list[dict[str, Any]]:
-        return (await self._json("GET", f"/gpu-clusters/{ref}/sessions"))["sessions"]
+        return await self._list("sessions", "GET", f"/gpu-clusters/{ref}/sessions")
 
     async def end_session(self, ref: str, sid: str) -> None:
         await self._json("DELETE", f"/gpu-clusters/{ref}/sessions/{sid}")
@@ -230,7 +254,8 @@ class EcoClient:
         return "ws://" + self.base_url[len("http://"):] + path
 
     def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"}
+        """The credentials for a WebSocket handshake (the same as every REST call's)."""
+        return self._auth.headers()
 
 
 def _refusal(resp: httpx.Response) -> ApiRefusal:

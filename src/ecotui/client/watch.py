@@ -15,20 +15,14 @@ import contextlib
 import json
 import random
 from collections.abc import AsyncIterator, Iterable
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-
-class Clock(Protocol):
-    def now(self) -> datetime: ...
-
-
-class _SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
+from ecocore.clock import Clock, SystemClock
+from ecotui.client.auth import bearer_headers
 
 
 class FrameSource(Protocol):
@@ -41,6 +35,9 @@ class FrameSource(Protocol):
     async def close(self) -> None: ...
 
 
+ConnectionState = Literal["connecting", "connected", "reconnecting", "closed"]
+
+
 def backoff_delay(attempt: int, *, initial: float, factor: float, maximum: float,
                   jitter: float, rng: random.Random) -> float:
     """Seconds to wait before reconnect attempt `attempt` (1-based)."""
@@ -48,8 +45,11 @@ def backoff_delay(attempt: int, *, initial: float, factor: float, maximum: float
     return base * (1.0 + jitter * rng.random())
 
 
-def connection_frame(state: str, *, attempt: int = 0, next_retry_at: datetime | None = None,
+def connection_frame(state: ConnectionState, *, attempt: int = 0,
+                     next_retry_at: datetime | None = None,
                      error: str | None = None) -> dict[str, Any]:
+    """The frame saying how the connection stands: `ecocore.wire.WatchConnection`'s shape
+    (built as a dict: the dashboard does not load pydantic for it)."""
     return {
         "type": "connection",
         "state": state,
@@ -73,8 +73,8 @@ class WatchClient:
             self.url = "ws://" + base[len("http://"):] + "/watch"
         else:
             self.url = base + "/watch"
-        self._headers = {"Authorization": f"Bearer {api_key}"}
-        self.clock = clock or _SystemClock()
+        self._headers = bearer_headers(api_key)
+        self.clock: Clock = clock or SystemClock()
         self.backoff_initial = backoff_initial
         self.backoff_factor = backoff_factor
         self.backoff_max = backoff_max

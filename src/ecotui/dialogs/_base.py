@@ -32,10 +32,10 @@ from textual.widgets import Button, Input, Label, Static
 from textual.widgets.button import ButtonVariant
 
 from ecocore.clock import Clock, SystemClock
-from ecotui import costs
+from ecotui import costs, wording
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, new_idempotency_key
-from ecotui.dialogs._words import field_words
 from ecotui.text import money_in_cents, visible
+from ecotui.wording import field_words
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class ActionDialog(ModalCard[Any]):
         return self.clock.now()
 
     def when(self, at: datetime | str) -> str:
-        return costs.local_time_text(at, self.tz, now=self.now())
+        return wording.local_time_text(at, self.tz, now=self.now())
 
     # -- submitting ---------------------------------------------------------
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -372,7 +372,7 @@ class ActionDialog(ModalCard[Any]):
     def show_refusal(self, exc: ApiRefusal) -> None:
         self.refusal = exc
         message = money_in_cents(field_words(exc.field, exc.message))
-        text = costs.refusal_text(exc.status, message, exc.field)
+        text = wording.refusal_text(exc.status, message, exc.field)
         marked = self.mark_field(exc.field, message) if exc.field else False
         if marked and exc.status == 422:
             self.set_status("The backend refused this input: see the marked field.", "error")

@@ -16,9 +16,9 @@ from textual.widgets import Button, Input, Static
 
 from ecotui.client.rest import EcoClient
 from ecotui.dialogs._base import ActionDialog, ClusterDialog
-from ecotui.dialogs._words import cluster_summary
 from ecotui.text import visible
 from ecotui.widgets.controls import EcoInput
+from ecotui.wording import cluster_summary
 
 
 def curl_line(url: str) -> str:

@@ -12,9 +12,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Static
 
 from ecocore.clock import Clock, SystemClock
-from ecotui import costs
+from ecotui import costs, wording
 from ecotui.dialogs._base import ModalCard
-from ecotui.dialogs._words import cluster_summary
+from ecotui.wording import cluster_summary
 
 
 class ExpiryWarningDialog(ModalCard[str | None]):
@@ -62,8 +62,8 @@ class ExpiryWarningDialog(ModalCard[str | None]):
     def _tick(self) -> None:
         now = self.clock.now()
         remaining = costs.remaining_us(self.cluster["expires_at"], now)
-        at = costs.local_time_text(self.cluster["expires_at"], self.tz, now=now)
-        text = (f"{self.cluster['name']} expires in {costs.duration_text(remaining)}, at {at}."
+        at = wording.local_time_text(self.cluster["expires_at"], self.tz, now=now)
+        text = (f"{self.cluster['name']} expires in {wording.duration_text(remaining)}, at {at}."
                 if remaining > 0 else f"{self.cluster['name']} has reached its expiry ({at}).")
         self.query_one("#left", Static).update(text)
 

@@ -9,12 +9,11 @@ from typing import Any
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
-from ecotui import costs
+from ecotui import costs, wording
 from ecotui.client.rest import EcoClient
 from ecotui.dialogs._base import ClusterDialog
-from ecotui.dialogs._words import cluster_summary
-from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoInput
+from ecotui.wording import cluster_summary, fmt_usd
 
 
 class ExtendDialog(ClusterDialog):
@@ -59,7 +58,7 @@ class ExtendDialog(ClusterDialog):
         now = self.now()
         remaining = costs.remaining_us(c["expires_at"], now)
         self.query_one("#expiry", Static).update(
-            f"Expires {self.when(c['expires_at'])} ({costs.duration_text(remaining)} left); "
+            f"Expires {self.when(c['expires_at'])} ({wording.duration_text(remaining)} left); "
             "at expiry it terminates.")
         preview = self.query_one("#preview", Static)
         raw = self.query_one("#hours", Input).value.strip()

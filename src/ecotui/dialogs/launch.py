@@ -20,8 +20,8 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionLis
 from ecotui import costs
 from ecotui.client.rest import EcoClient
 from ecotui.dialogs._base import ActionDialog
-from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoCheckbox, EcoInput, EcoSelectionList
+from ecotui.wording import fmt_usd
 
 
 class LaunchDialog(ActionDialog):

@@ -10,11 +10,10 @@ from typing import Any
 from textual.widget import Widget
 from textual.widgets import Button, Input, Static
 
-from ecotui import costs
+from ecotui import costs, wording
 from ecotui.dialogs._base import ClusterDialog
-from ecotui.dialogs._words import cluster_summary, gpus_text
-from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoInput
+from ecotui.wording import cluster_summary, fmt_usd, gpus_text
 
 
 def _held_now(cluster: dict[str, Any]) -> str:
@@ -85,7 +84,7 @@ class ResumeDialog(ClusterDialog):
                 f"{fmt_usd(costs.cluster_hourly_rate(c))}/h.",
                 "",
                 f"New hold          {fmt_usd(hold)} for the "
-                f"{costs.duration_text(remaining)} until it expires {self.when(c['expires_at'])}",
+                f"{wording.duration_text(remaining)} until it expires {self.when(c['expires_at'])}",
             ]
             if self.available is not None:
                 left = costs.left_after(self.available, hold)

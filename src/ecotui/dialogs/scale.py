@@ -11,12 +11,11 @@ from typing import Any
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
-from ecotui import costs
+from ecotui import costs, wording
 from ecotui.client.rest import EcoClient
 from ecotui.dialogs._base import ClusterDialog, log
-from ecotui.dialogs._words import cluster_summary
-from ecotui.model import fmt_usd
 from ecotui.widgets.controls import EcoInput
+from ecotui.wording import cluster_summary, fmt_usd
 
 
 class ScaleDialog(ClusterDialog):
@@ -101,7 +100,7 @@ class ScaleDialog(ClusterDialog):
             self.preview_hold = hold
             lines = [rate_line,
                      f"Additional hold   {fmt_usd(hold)} for the "
-                     f"{costs.duration_text(remaining)} remaining"]
+                     f"{wording.duration_text(remaining)} remaining"]
             if self.available is not None:
                 left = costs.left_after(self.available, hold)
                 lines.append(self._left_line(left))

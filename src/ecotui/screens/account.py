@@ -27,18 +27,11 @@ from textual.widgets import DataTable, Input, Label, Static
 
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
 from ecotui.keymap import ACCOUNT_VIEW, MOVEMENT
-from ecotui.model import (
-    Changes,
-    fmt_duration,
-    fmt_local,
-    fmt_rate,
-    fmt_usd,
-    parse_micros,
-    parse_time,
-)
+from ecotui.model import Changes, parse_micros
 from ecotui.screens.base import DashboardScreen
 from ecotui.text import visible
 from ecotui.widgets.controls import EcoInput
+from ecotui.wording import fmt_duration, fmt_local, fmt_rate, fmt_usd, parse_time_or_none
 
 PAGE = 100
 LEDGER_COLUMNS = [("id", "#"), ("at", "at"), ("cluster", "cluster"), ("kind", "kind"),
@@ -164,7 +157,7 @@ class AccountScreen(DashboardScreen):
                 continue
             self._shown += 1
             cells = {
-                "id": str(e.get("id")), "at": fmt_local(parse_time(e.get("at")), self.eco.tz, now=now),
+                "id": str(e.get("id")), "at": fmt_local(parse_time_or_none(e.get("at")), self.eco.tz, now=now),
                 "cluster": Text(visible(name)), "kind": Text(words),
                 "amount": Text(fmt_usd(abs(amount))),
                 "available": Text(_signed(effect) if effect else "0"),

@@ -18,6 +18,7 @@ from textual.screen import Screen
 from ecotui import dialogs
 from ecotui.host import EcoHost, OpenLogs, eco_host
 from ecotui.model import Changes
+from ecotui.model.panels import alerts_view, status_view
 from ecotui.screens import copy_files, forwards, gpu_compare, run_everywhere, shells
 from ecotui.screens.command_line import CommandLine
 from ecotui.widgets.alert_bar import AlertBar
@@ -57,14 +58,14 @@ class DashboardScreen(Screen[None]):
     def refresh_view(self, changes: Changes, now: datetime, second: bool) -> None:
         """Repaint what `changes` touched (and the clocks, once a second)."""
         if changes.connection or changes.alerts or changes.account or second or changes.snapshot:
-            self.query_one(StatusBar).show(self.eco.model, now, self.eco.tz)
+            self.query_one(StatusBar).view = status_view(self.eco.model, now, self.eco.tz)
         if changes.alerts or second or changes.snapshot:
-            self.query_one(AlertBar).show(self.eco.model, now)
+            self.query_one(AlertBar).view = alerts_view(self.eco.model, now, self.alert_cluster)
 
     def full_refresh(self, now: datetime) -> None:
         """Repaint everything from the model (on mount and when shown again)."""
-        self.query_one(StatusBar).show(self.eco.model, now, self.eco.tz)
-        self.query_one(AlertBar).show(self.eco.model, now)
+        self.query_one(StatusBar).view = status_view(self.eco.model, now, self.eco.tz)
+        self.query_one(AlertBar).view = alerts_view(self.eco.model, now, self.alert_cluster)
 
     ready = False  # children composed and mounted: refresh_view may run
 

@@ -25,15 +25,8 @@ from textual.widgets import Input, RichLog, Static
 
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
 from ecotui.keymap import CLUSTER_GPU, CLUSTER_VIEW, ON_CLUSTER
-from ecotui.model import (
-    STATUS_SYMBOL,
-    Changes,
-    fmt_duration,
-    fmt_local,
-    fmt_rate,
-    fmt_usd,
-    parse_time,
-)
+from ecotui.model import STATUS_SYMBOL, Changes
+from ecotui.model.panels import cost_view, gpu_panel_view
 from ecotui.screens.base import DashboardScreen
 from ecotui.screens.forwards import ForwardsPanel
 from ecotui.screens.gpu_detail import open_worst_gpu
@@ -43,6 +36,9 @@ from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.cost_panel import CostPanel
 from ecotui.widgets.gpu_panel import GpuPanel
 from ecotui.widgets.replicas_table import ReplicasTable
+from ecotui.wording import fmt_duration, fmt_local, fmt_rate, fmt_usd, parse_time_or_none
+
+EXPIRY_STYLE = {"error": "bold red", "warning": "bold yellow", "": ""}
 
 EVENT_SYMBOL = {"replica_crashed": "✖", "replica_failed": "✖", "expired": "✖", "terminated": "■",
                 "expiry_warning": "▲", "replica_pending": "◌", "replica_ready": "✓",
@@ -114,9 +110,9 @@ class ClusterScreen(DashboardScreen):
             with Vertical(id="left"):
                 yield ReplicasTable(id="replicas")
                 yield ForwardsPanel(self.cluster_id, id="forwards")
-                yield GpuPanel(self.eco.model, self.cluster_id, id="gpus")
+                yield GpuPanel(id="gpus")
             with Vertical(id="right"):
-                yield CostPanel(self.eco.model, self.cluster_id, id="cost")
+                yield CostPanel(id="cost")
                 log = RichLog(id="events", max_lines=500, wrap=True, markup=False, auto_scroll=True,
                               min_width=20)
                 log.border_title = "3 Events"
@@ -156,7 +152,7 @@ class ClusterScreen(DashboardScreen):
         if widget.focusable:
             widget.focus()
         if panel == "cost":
-            self.query_one(CostPanel).show(self.eco.clock.now(), self.eco.tz)
+            self._cost(self.eco.clock.now())
 
     def action_panel_gpus(self) -> None:
         self._panel_key("gpus")
@@ -225,11 +221,11 @@ class ClusterScreen(DashboardScreen):
         cluster_changed = cid in changes.clusters or changes.snapshot
         if cluster_changed or second or changes.account:
             self._info(now)
-            self.query_one(CostPanel).show(now, self.eco.tz)
+            self._cost(now)
         if cid in changes.replicas or cluster_changed:
             self._replicas()
         if cid in changes.history or cid in changes.replicas or second:
-            self.query_one(GpuPanel).refresh_data(now)
+            self._gpus(now)
         if cid in changes.events:
             self._events()
             self._replicas()
@@ -240,12 +236,18 @@ class ClusterScreen(DashboardScreen):
         super().full_refresh(now)
         self.query_one("StatusBar").set_where(self.where)  # type: ignore[attr-defined]
         self._info(now)
-        self.query_one(CostPanel).show(now, self.eco.tz)
+        self._cost(now)
         self._replicas()
-        self.query_one(GpuPanel).refresh_data(now)
+        self._gpus(now)
         self._events_written = 0
         self.query_one("#events", RichLog).clear()
         self._events()
+
+    def _cost(self, now: datetime) -> None:
+        self.query_one(CostPanel).view = cost_view(self.eco.model, self.cluster_id, now, self.eco.tz)
+
+    def _gpus(self, now: datetime) -> None:
+        self.query_one(GpuPanel).view = gpu_panel_view(self.eco.model, self.cluster_id, now)
 
     def _replicas(self) -> None:
         rows = self._with_restarts(self.eco.model.replica_rows(self.cluster_id))
@@ -269,7 +271,7 @@ class ClusterScreen(DashboardScreen):
         for r in rows:
             at = last.get(str(r.get("name")))
             if at and not r.get("reason"):
-                when = fmt_local(parse_time(at), self.eco.tz, now=now)
+                when = fmt_local(parse_time_or_none(at), self.eco.tz, now=now)
                 when = when[:5] if len(when) == 8 else when  # HH:MM today: the column stays narrow
                 r = {**r, "reason": f"↻ restarted {when}"}
             out.append(r)
@@ -287,7 +289,7 @@ class ClusterScreen(DashboardScreen):
         now = self.eco.clock.now()
         needle = self.filter_text.lower()
         for ev in events[self._events_written:]:
-            at = parse_time(ev.get("at"))
+            at = parse_time_or_none(ev.get("at"))
             kind = str(ev.get("kind", ""))
             if needle and needle not in f"{kind} {ev.get('message') or ''} {ev.get('replica') or ''}".lower():
                 continue
@@ -325,7 +327,7 @@ class ClusterScreen(DashboardScreen):
             left = (nums.expires_at - now).total_seconds()
             t.append(" · ")
             t.append(f"{fmt_duration(left)} left" if left > 0 else "expired",
-                     "bold red" if left <= 300 else "bold yellow" if left <= 1800 else "")
+                     EXPIRY_STYLE[nums.expiry_level(now)])
         t.append(f" · burn {fmt_rate(nums.burn) if nums.burn else '—'}")
         t.append(f" · spent {fmt_usd(nums.spent)}")
         if wide:
@@ -345,7 +347,7 @@ class ClusterScreen(DashboardScreen):
         if nums.expires_at is not None and status not in ("terminated", "failed"):
             t.append(f" · expires {fmt_local(nums.expires_at, self.eco.tz, now=now)}")
         if wide:
-            started = parse_time(c.get("started_at") or c.get("created_at"))
+            started = parse_time_or_none(c.get("started_at") or c.get("created_at"))
             t.append(f" · started {fmt_local(started, self.eco.tz, now=now)}")
             # Line 3 (wide terminals): what runs in each replica.
             t.append(f"\nimage {visible(c.get('image', ''))}", "dim")

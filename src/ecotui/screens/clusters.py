@@ -21,19 +21,13 @@ from textual.widgets import Input, Label
 from ecotui.gpu_health import HEALTH_LEVEL, cluster_health
 from ecotui.host import OpenCluster
 from ecotui.keymap import CLUSTERS_VIEW, ON_CLUSTER
-from ecotui.model import (
-    STATUS_SYMBOL,
-    Changes,
-    fmt_duration,
-    fmt_rate,
-    fmt_usd,
-    sparkline,
-)
+from ecotui.model import STATUS_SYMBOL, Changes
 from ecotui.screens.base import DashboardScreen
 from ecotui.text import visible
 from ecotui.traffic import fmt_per_s, traffic_of
 from ecotui.widgets.controls import EcoInput
 from ecotui.widgets.fleet_table import Cell, Column, FleetTable
+from ecotui.wording import fmt_duration, fmt_rate, fmt_usd, sparkline
 
 COLUMNS = [
     Column("alert", "", 1, 0),
@@ -135,7 +129,7 @@ class ClustersScreen(DashboardScreen):
         else:
             left = (nums.expires_at - now).total_seconds()
             expires = fmt_duration(left) if left > 0 else "expired"
-            exp_level = "error" if left <= 300 else "warning" if left <= 1800 else ""
+            exp_level = nums.expiry_level(now)
         ready = int(c.get("ready_replicas") or 0)
         desired = int(c.get("replicas") or 0)
         rep_level = "" if ready >= desired or status != "running" else "warning"

@@ -17,8 +17,8 @@ from textual.widgets import Static
 
 from ecotui.gpu_health import STYLE, gpu_verdict, health_lines, health_rank
 from ecotui.keymap import GPU_DETAIL_VIEW
-from ecotui.model import sparkline
 from ecotui.screens.base import DashboardScreen
+from ecotui.wording import sparkline
 
 RELOAD_S = 3.0
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from ecotui import costs
+from ecotui import costs, wording
 from ecotui.tools.asciicast import CastWriter, default_recording_path
 
 AMBER_S = 30 * 60
@@ -27,10 +27,10 @@ def clock(cluster: dict[str, Any] | None, now: datetime) -> tuple[str, str]:
         return str(cluster.get("status")), "none"
     left_us = costs.remaining_us(cluster["expires_at"], now)
     cost = cluster.get("cost") or {}
-    parts = [f"{costs.duration_text(left_us)} left"]
+    parts = [f"{wording.duration_text(left_us)} left"]
     try:
-        parts.append(f"{costs.usd(costs.usd_to_micros(cluster.get('burn_rate') or '0'))}/h")
-        parts.append(f"{costs.usd(costs.usd_to_micros(cost.get('spent') or '0'))} spent")
+        parts.append(f"{wording.usd(costs.usd_to_micros(cluster.get('burn_rate') or '0'))}/h")
+        parts.append(f"{wording.usd(costs.usd_to_micros(cost.get('spent') or '0'))} spent")
     except costs.MoneyError:
         pass
     left_s = left_us / 1e6

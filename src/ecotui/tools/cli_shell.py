@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ecotui import costs
+from ecotui import costs, wording
 from ecotui.cli_io import Parser, Subcommands
 from ecotui.client.exec import STDOUT, ExecConnection, attach_session, open_exec
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
@@ -96,7 +96,7 @@ class ExpiryWarner:
                 self.warned.update(x for x in self.thresholds if x >= t)
                 mins = max(0, int(left_s // 60))
                 self.say(f"ecotui: {self.name} expires in {mins} min "
-                         f"({costs.duration_text(costs.remaining_us(expires_at, now))} left); "
+                         f"({wording.duration_text(costs.remaining_us(expires_at, now))} left); "
                          f"extend with: ecotui extend {self.name} HOURS")
             if left_s > t:
                 # extended past this one: warn again if it comes near again

@@ -6,24 +6,12 @@ more there are; hidden when there is nothing to say.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from rich.text import Text
+from textual.reactive import var
 from textual.widgets import Static
 
-from ecotui.model import Alert, DashboardModel, fmt_duration
+from ecotui.panel_views import AlertsView
 from ecotui.text import visible
-
-
-def alert_text(a: Alert, model: DashboardModel, now: datetime) -> str:
-    """The alert in words; expiry alerts count down live."""
-    if a.kind == "expiring" and a.cluster_id in model.nums:
-        c = model.clusters[a.cluster_id]
-        exp = model.nums[a.cluster_id].expires_at
-        if exp is not None:
-            return (f"{c.get('name')} expires in {fmt_duration((exp - now).total_seconds())}; "
-                    f"extend it (e) to keep it")
-    return a.message
 
 
 class AlertBar(Static):
@@ -48,22 +36,25 @@ class AlertBar(Static):
     AlertBar > .alert-bar--more { color: $foreground 70%; }
     """
 
+    view: var[AlertsView] = var(AlertsView(), always_update=True, init=False)
+
     def __init__(self, *, cluster_id: str | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
         self.cluster_id = cluster_id  # None: the whole fleet
         self._last: Text | None = None
 
-    def show(self, model: DashboardModel, now: datetime) -> None:
-        alerts = model.alerts()
-        if self.cluster_id is not None:
-            alerts = [a for a in alerts if a.cluster_id in (None, self.cluster_id)]
+    def watch_view(self, view: AlertsView) -> None:
+        if not self.is_mounted:
+            return
+        alerts = view.lines
+        total = view.count
         height = self.app.size.height
         tall = height >= 40
         self.set_class(tall, "-tall")
         # A small terminal gives alerts one line (the status line counts them all).
         limit = 5 if tall else 3 if height >= 30 else 1
         text = Text(no_wrap=True, overflow="ellipsis")
-        if limit == 1 or len(alerts) <= limit:
+        if limit == 1 or total <= limit:
             shown = alerts[:limit]
         else:
             shown = alerts[: limit - 1]
@@ -73,14 +64,14 @@ class AlertBar(Static):
             style = self.get_component_rich_style(f"alert-bar--{a.level}")
             word = "ALERT" if a.level == "error" else "WARNING"
             symbol = "✖" if a.level == "error" else "▲"
-            count = f"1/{len(alerts)} " if limit == 1 and len(alerts) > 1 else ""
+            count = f"1/{total} " if limit == 1 and total > 1 else ""
             text.append(f"{symbol} {word} {count}{visible(a.title)}: ", style)
-            text.append(visible(alert_text(a, model, now)))
-        if len(alerts) > len(shown) and limit > 1:
+            text.append(visible(a.text))
+        if total > len(shown) and limit > 1:
             text.append("\n")
-            text.append(f"  … and {len(alerts) - len(shown)} more alerts",
+            text.append(f"  … and {total - len(shown)} more alerts",
                         self.get_component_rich_style("alert-bar--more"))
-        self.set_class(bool(alerts), "-shown")
+        self.set_class(total > 0, "-shown")
         if self._last is None or text.plain != self._last.plain or text.spans != self._last.spans:
             self._last = text
             self.update(text)

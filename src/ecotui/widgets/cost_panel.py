@@ -1,17 +1,16 @@
 """A cluster's money: rates, hold, spent, what is left, the projection and the account.
 
-All figures are the backend's (integer micro-dollars parsed from the API's
-strings); only the time left is computed here, from the injected clock.
+It draws a `CostView` (set `view`): the figures are the backend's (integer
+micro-dollars parsed from the API's strings), worded by the screen from the model.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
-
 from rich.text import Text
+from textual.reactive import var
 from textual.widgets import Static
 
-from ecotui.model import DashboardModel, fmt_duration, fmt_local, fmt_rate, fmt_usd
+from ecotui.panel_views import CostView
 
 
 class CostPanel(Static):
@@ -30,42 +29,19 @@ class CostPanel(Static):
     CostPanel > .cost-panel--error { color: $error; text-style: bold; }
     """
 
-    def __init__(self, model: DashboardModel, cluster_id: str, *, id: str | None = None) -> None:
+    view: var[CostView | None] = var(None, always_update=True, init=False)
+
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.model = model
-        self.cluster_id = cluster_id
         self.border_title = "Cost"
         self._plain = ""
 
-    def rows(self, now: datetime, tz: tzinfo | None) -> list[tuple[str, str, str]]:
-        """(label, value, level) pairs, in reading order."""
-        m = self.model
-        c = m.clusters.get(self.cluster_id)
-        nums = m.nums.get(self.cluster_id)
-        if c is None or nums is None:
-            return [("cluster", "not in the feed", "warning")]
-        if nums.expires_at is not None and c.get("status") not in ("terminated", "failed"):
-            left = (nums.expires_at - now).total_seconds()
-            left_txt = fmt_duration(left) if left > 0 else "expired"
-            level = "error" if left <= 300 else "warning" if left <= 1800 else ""
-        else:
-            left_txt, level = "—", ""
-        avail = m.account_micros.get("available") if m.account is not None else None
-        return [
-            ("hourly rate", fmt_rate(nums.hourly), ""),
-            ("burn rate", fmt_rate(nums.burn), ""),
-            ("hold", fmt_usd(nums.hold), ""),
-            ("spent", fmt_usd(nums.spent), ""),
-            ("hold remaining", fmt_usd(nums.hold_remaining), ""),
-            ("projected total", fmt_usd(nums.projected), ""),
-            ("time left", left_txt, level),
-            ("expires at", fmt_local(nums.expires_at, tz, now=now), ""),
-            ("available", ("—" if avail is None else f"{fmt_usd(avail)} (account)"),
-             "warning" if any(a.kind == "low_credit" for a in m.alerts()) else ""),
-        ]
+    def watch_view(self, view: CostView | None) -> None:
+        if view is not None:
+            self._paint(view)
 
-    def show(self, now: datetime, tz: tzinfo | None) -> None:
-        rows = self.rows(now, tz)
+    def _paint(self, view: CostView) -> None:
+        rows = [(r.label, r.value, r.level) for r in view.rows]
         width = self.content_region.width or 40
         label_style = self.get_component_rich_style("cost-panel--label")
         text = Text(no_wrap=True, overflow="ellipsis")

@@ -8,20 +8,21 @@ history was restored) show as blanks, not as zeros.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import BindingType
 from textual.geometry import Size
+from textual.reactive import var
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ecotui.keymap import MOVEMENT
-from ecotui.model import DashboardModel, fmt_duration, sparkline
+from ecotui.panel_views import GpuPanelView, Sample
 from ecotui.text import visible
+from ecotui.wording import fmt_duration, sparkline
 
 FIXED = 48  # cells used by the label and readings around a sparkline
 NAME_WIDTH = 16
@@ -52,45 +53,36 @@ class GpuPanel(ScrollView, can_focus=True):
     GpuPanel > .gpu-panel--dim { color: $foreground 55%; }
     """
 
-    def __init__(self, model: DashboardModel, cluster_id: str, *, bucket_s: int = 5,
-                 id: str | None = None) -> None:
+    view: var[GpuPanelView | None] = var(None, always_update=True, init=False)
+
+    def __init__(self, *, bucket_s: int = 5, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.model = model
-        self.cluster_id = cluster_id
         self.bucket_s = bucket_s
-        self.now: datetime | None = None
         self._lines: list[tuple[str, str, int | None]] = []  # (kind, replica, gpu index)
         self._cache: dict[int, Strip] = {}
         self.title_prefix = "GPUs"
         self.border_title = self.title_prefix
 
-    def refresh_data(self, now: datetime) -> None:
+    def watch_view(self, view: GpuPanelView | None) -> None:
         """New samples arrived (or a second passed): rebuild the lines, repaint."""
-        self.now = now
+        if view is None:
+            return
         lines: list[tuple[str, str, int | None]] = [("header", "", None)]
-        status = (self.model.clusters.get(self.cluster_id) or {}).get("status")
-        running = status in ("running", "pending", "stopping")
-        for r in self.model.replicas.get(self.cluster_id) or ():
+        for r in view.replicas:
             gpus = r.get("gpus") or ()
             if not gpus:
                 lines.append(("nogpu", r.get("name", ""), None))
             for g in gpus:
                 lines.append(("gpu", r.get("name", ""), int(g.get("index", 0))))
-        if len(lines) == 1 and running:
-            hist = self.model.gpu_history.get(self.cluster_id) or {}
-            for (rname, idx) in sorted(hist):
+        if len(lines) == 1 and view.running:
+            for (rname, idx) in sorted(view.samples):
                 lines.append(("gpu", rname, idx))
         if len(lines) == 1:
             lines.append(("empty", "", None))
         self._lines = lines
         self._cache.clear()
         self.virtual_size = Size(self.size.width, len(lines))
-        telemetry: list[str] = sorted({str(r["telemetry"]) for r in
-                                       self.model.replicas.get(self.cluster_id) or ()
-                                       if r.get("telemetry")})
-        if not telemetry:
-            telemetry = self.model.telemetry_sources([self.cluster_id])
-        self.border_title = f"{self.title_prefix} · telemetry: {', '.join(telemetry) or 'unknown'}"
+        self.border_title = f"{self.title_prefix} · telemetry: {', '.join(view.telemetry) or 'unknown'}"
         self.refresh()
 
     def _spark_width(self) -> int:
@@ -101,20 +93,21 @@ class GpuPanel(ScrollView, can_focus=True):
         w = self._spark_width()
         span = w * self.bucket_s
         oldest = None
-        for samples in (self.model.gpu_history.get(self.cluster_id) or {}).values():
+        view = self.view
+        for samples in (view.samples if view is not None else {}).values():
             if samples:
                 t = samples[0][0]
                 oldest = t if oldest is None else min(oldest, t)
-        if self.now is not None and oldest is not None:
-            span = min(span, max(self.bucket_s, int(self.now.timestamp() - oldest)))
+        if view is not None and oldest is not None:
+            span = min(span, max(self.bucket_s, int(view.now.timestamp() - oldest)))
         elif oldest is None:
             return f"utilisation ({self.bucket_s} s per cell, no history yet)"
         return f"utilisation, last {fmt_duration(span)} ({self.bucket_s} s per cell)"
 
-    def _buckets(self, samples: Sequence[tuple[float, ...]], width: int) -> list[float | None]:
-        if self.now is None:
+    def _buckets(self, samples: Sequence[Sample], width: int) -> list[float | None]:
+        if self.view is None:
             return []
-        end = self.now.timestamp()
+        end = self.view.now.timestamp()
         start = end - width * self.bucket_s
         out: list[float | None] = [None] * width
         counts = [0] * width
@@ -147,14 +140,12 @@ class GpuPanel(ScrollView, can_focus=True):
             text = f"{'replica':<{NAME_WIDTH}} {'gpu':>3} {self.window_label()}"
             strip = Strip([Segment(text[:width].ljust(width), base + self._st("header"))], width)
         elif kind == "empty":
-            c = self.model.clusters.get(self.cluster_id) or {}
-            status = c.get("status", "unknown")
+            status = self.view.status if self.view is not None else "unknown"
             text = ("no GPU readings yet" if status in ("running", "pending")
                     else f"no GPUs: the cluster is {status}")
             strip = Strip([Segment(text[:width].ljust(width), base + self._st("dim"))], width)
         elif kind == "nogpu":
-            state = next((r for r in self.model.replicas.get(self.cluster_id) or ()
-                          if r.get("name") == rname), {})
+            state = next((r for r in self._replicas() if r.get("name") == rname), {})
             why = state.get("reason") or state.get("phase") or "not running"
             text = f"{_short(rname):<{NAME_WIDTH}}   — no GPUs attached ({visible(why)})"
             strip = Strip([Segment(text[:width].ljust(width), base + self._st("dim"))], width)
@@ -163,19 +154,19 @@ class GpuPanel(ScrollView, can_focus=True):
         self._cache[i] = strip
         return strip
 
-    def _prefix(self) -> str:
-        return str((self.model.clusters.get(self.cluster_id) or {}).get("name", ""))
+    def _replicas(self) -> Sequence[Mapping[str, Any]]:
+        return self.view.replicas if self.view is not None else ()
 
     def _st(self, name: str) -> Style:
         return self.get_component_rich_style(f"gpu-panel--{name}")
 
     def _gpu_strip(self, rname: str, idx: int, width: int, base: Style) -> Strip:
-        hist = (self.model.gpu_history.get(self.cluster_id) or {}).get((rname, idx)) or ()
+        hist = (self.view.samples.get((rname, idx)) if self.view is not None else None) or ()
         sw = self._spark_width()
         buckets = self._buckets(hist, sw)
         spark = sparkline(buckets, sw) if buckets else " " * sw
         reading = None
-        for r in self.model.replicas.get(self.cluster_id) or ():
+        for r in self._replicas():
             if r.get("name") == rname:
                 reading = next((g for g in r.get("gpus") or () if int(g.get("index", -1)) == idx), None)
                 break

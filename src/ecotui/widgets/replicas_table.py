@@ -20,9 +20,9 @@ from textual.widgets import DataTable
 from ecotui.gpu_health import label as health_label
 from ecotui.gpu_health import replica_health
 from ecotui.keymap import MOVEMENT
-from ecotui.model import sparkline
 from ecotui.text import visible
 from ecotui.traffic import replica_cells as traffic_cells
+from ecotui.wording import sparkline
 
 PHASE_SYMBOL = {"Running": "●", "Pending": "◌", "Succeeded": "✓", "Failed": "✖", "Unknown": "?"}
 

@@ -6,14 +6,13 @@ connection state is always shown in words and a symbol, not by colour alone.
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
-
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.content import Content
+from textual.reactive import var
 from textual.widgets import Label
 
-from ecotui.model import DashboardModel, fmt_local, fmt_usd
+from ecotui.panel_views import StatusView
 from ecotui.text import visible
 
 
@@ -33,6 +32,8 @@ class StatusBar(Horizontal):
     StatusBar #sb-clock { color: $foreground 70%; }
     StatusBar.-narrow #sb-credit { display: none; }
     """
+
+    view: var[StatusView | None] = var(None, always_update=True, init=False)
 
     def __init__(self, where: str = "") -> None:
         super().__init__()
@@ -58,21 +59,11 @@ class StatusBar(Horizontal):
             for lv in ("ok", "warning", "error"):
                 label.set_class(lv == level, f"-{lv}")
 
-    def show(self, model: DashboardModel, now: datetime, tz: tzinfo | None) -> None:
+    def watch_view(self, view: StatusView | None) -> None:
+        if view is None:
+            return
         self.set_class(self.app.size.width < 110, "-narrow")
-        text, level = model.connection_label(now)
-        self._set("#sb-conn", text, level)
-        alerts = model.alerts()
-        if alerts:
-            worst = "error" if any(a.level == "error" for a in alerts) else "warning"
-            n = len(alerts)
-            self._set("#sb-alerts", f"{'✖' if worst == 'error' else '▲'} {n} alert{'s' if n != 1 else ''}",
-                      worst)
-        else:
-            self._set("#sb-alerts", "✓ no alerts", "ok")
-        if model.account is not None:
-            avail = model.account_micros.get("available", 0)
-            self._set("#sb-credit", f"available {fmt_usd(avail)}")
-        else:
-            self._set("#sb-credit", "")
-        self._set("#sb-clock", fmt_local(now, tz, now=now))
+        self._set("#sb-conn", view.connection, view.connection_level)
+        self._set("#sb-alerts", view.alerts, view.alerts_level)
+        self._set("#sb-credit", view.credit)
+        self._set("#sb-clock", view.clock)
