@@ -93,6 +93,7 @@ class LocalRuntime(Runtime):
         replica_root: Path | None = None,
         disk_quota_bytes: int | None = None,
         disk_check_interval_s: float = 10.0,
+        drain_in_background: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.clock = clock
@@ -108,6 +109,10 @@ class LocalRuntime(Runtime):
         self.layout = Layout(self.state_dir, self.users)
         self.disk_quota_bytes = disk_quota_bytes
         self.disk_check_interval_s = disk_check_interval_s
+        # Whether stop, scale-down and terminate return once SIGTERM is sent (the
+        # replicas drain and are killed in the background, as pods terminate) or
+        # only once the replicas are gone.
+        self.drain_in_background = drain_in_background
         self._quota_task: asyncio.Task[None] | None = None
         # Marks every process of this state dir: a second backend on another state dir
         # never touches ours.
@@ -214,8 +219,11 @@ class LocalRuntime(Runtime):
             if c.rolling is not None:
                 c.rolling.cancel()
         if stop_replicas:
+            # Waits for every replica, those draining in the background included.
             await asyncio.gather(
                 *(sup.remove(r) for c in clusters for r in list(c.replicas.values())),
+                *(t for c in clusters for t in list(c.drains)),
+                *(c.ending for c in clusters if c.ending is not None),
                 return_exceptions=True,
             )
             for c in clusters:
@@ -224,7 +232,10 @@ class LocalRuntime(Runtime):
             await sup.sweep(lambda m: m.startswith(prefix))
         else:
             for c in clusters:
-                for r in c.replicas.values():
+                for t in [*c.drains, c.ending]:
+                    if t is not None:
+                        t.cancel()
+                for r in [*c.replicas.values(), *c.draining]:
                     r.abandoned = True
                     if r.task is not None:
                         r.task.cancel()
@@ -254,6 +265,11 @@ class LocalRuntime(Runtime):
     async def apply(self, spec: ClusterSpec) -> None:
         sup = self.supervisor
         c = self._clusters.get(spec.cluster_id)
+        if c is not None and c.ending is not None:
+            # Run again while its termination still drains (the undo of a terminate
+            # that was not recorded): the replicas start afresh once it has ended.
+            await asyncio.shield(c.ending)
+            c = self._clusters.get(spec.cluster_id)
         if c is None:
             c = LocalCluster(spec)
             self._clusters[spec.cluster_id] = c
@@ -279,13 +295,10 @@ class LocalRuntime(Runtime):
             if old.endpoint_port != spec.endpoint_port:
                 for r in c.replicas.values():
                     r.wake.set()  # probe the new port now
+            drain = sup.retire(c, gone) if gone else None
             sup.notify(c)
-            if gone:
-                await asyncio.gather(*(sup.remove(r) for r in gone))
-                self.layout.write_record(c)
-        if gone:
-            uids = {r.uid for r in gone}
-            await sup.sweep(lambda m: m in uids)
+        if drain is not None and not self.drain_in_background:
+            await drain
 
     def _new_replica(self, c: LocalCluster, index: int) -> Replica:
         spec = c.spec
@@ -318,17 +331,34 @@ class LocalRuntime(Runtime):
     async def terminate(self, cluster_id: str) -> None:
         sup = self.supervisor
         c = self._clusters.get(cluster_id)
-        prefix = f"{self.rid}.{cluster_id}."
-        if c is not None:
+        if c is None:
+            await self._end_cluster(cluster_id, None)
+            return
+        if c.ending is None:
             if c.rolling is not None:
                 c.rolling.cancel()
             async with c.lock:
                 gone = list(c.replicas.values())
                 c.replicas.clear()
-                await asyncio.gather(*(sup.remove(r) for r in gone))
-        # Anything that still carries the cluster's marker (belt and braces).
+                if gone:
+                    sup.retire(c, gone)
+                c.ending = asyncio.create_task(self._end_cluster(cluster_id, c),
+                                               name=f"terminate-{cluster_id}")
+            sup.notify(c)
+        if not self.drain_in_background:
+            await asyncio.shield(c.ending)
+
+    async def _end_cluster(self, cluster_id: str, c: LocalCluster | None) -> None:
+        """Once its replicas have drained: whatever still carries the cluster's
+        marker (belt and braces), its record, working dirs and logs go."""
+        sup = self.supervisor
+        if c is not None:
+            while c.drains:
+                await asyncio.gather(*list(c.drains), return_exceptions=True)
+        prefix = f"{self.rid}.{cluster_id}."
         await sup.sweep(lambda m: m.startswith(prefix))
-        self._clusters.pop(cluster_id, None)
+        if c is None or self._clusters.get(cluster_id) is c:
+            self._clusters.pop(cluster_id, None)
         await asyncio.to_thread(shutil.rmtree, self.layout.workdir(cluster_id), True)
         await asyncio.to_thread(shutil.rmtree, self.layout.logs_dir(cluster_id), True)
         sup.replicas_changed(cluster_id, [])
