@@ -9,7 +9,7 @@ import logging
 from ecocore.status import TERMINAL, ClusterStatus
 from ecolink.runtime.base import RuntimeUnavailable
 from ecolink.service.core import Core
-from ecolink.service.lifecycle import move
+from ecolink.service.lifecycle import alive, move
 from ecolink.store import Cluster, Event
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,9 @@ class Expiry:
 
     async def finish_terminating(self, c: Cluster) -> None:
         """Remove a `terminating` cluster from the runtime, then record it terminated
-        (when the runtime cannot be reached it stays terminating: tried again later)."""
+        once its replicas are gone (when the runtime cannot be reached, or the
+        replicas still drain in their termination grace, it stays terminating: the
+        reaper comes back, at once when the runtime reports them gone)."""
         core = self.core
         try:
             await core.runtime.terminate(c.id)
@@ -62,6 +64,8 @@ class Expiry:
             return
         except Exception:
             log.exception("removing %s failed; will retry", c.id)
+            return
+        if alive(core.runtime.replicas(c.id)):
             return
         now = core.now()
 

@@ -62,7 +62,7 @@ from ecolink.runtime.local.proc import (
     reap_orphans,
 )
 from ecolink.runtime.local.replica import GpuAllocator, LocalCluster, NullListener, Replica
-from ecolink.runtime.local.supervisor import Supervisor, Timing
+from ecolink.runtime.local.supervisor import Supervisor, Timing, waiting_reason
 from ecolink.runtime.local.users import (
     ReplicaUsers,
     default_replica_root,
@@ -258,8 +258,9 @@ class LocalRuntime(Runtime):
         return self.supervisor.states(c) if c else []
 
     def cluster_ids(self) -> list[str]:
-        """The clusters this runtime keeps (running or stopped), for reconciliation."""
-        return list(self._clusters)
+        """The clusters this runtime keeps (running or stopped), for reconciliation;
+        not those whose termination still drains."""
+        return [cid for cid, c in self._clusters.items() if c.ending is None]
 
     # ------------------------------------------------------------------ apply
     async def apply(self, spec: ClusterSpec) -> None:
@@ -324,6 +325,8 @@ class LocalRuntime(Runtime):
         r = Replica(c, index, uid, free_port(), self.supervisor.gpus.take(spec.gpu_count),
                     workdir, logs)
         r.creds = creds
+        if any(d.index == index for d in c.draining):
+            r.reason = waiting_reason(name)  # until its predecessor has ended
         r.task = asyncio.create_task(self.supervisor.supervise(c, r), name=f"replica-{name}")
         return r
 

@@ -48,6 +48,11 @@ from ecolink.runtime.local.users import directory_size, popen_credentials, searc
 log = logging.getLogger(__name__)
 
 
+def waiting_reason(name: str) -> str:
+    """Why a replica has not started: its predecessor of the same name still drains."""
+    return f"waiting for the previous {name} to end"
+
+
 @dataclass(frozen=True)
 class Timing:
     backoff_base_s: float = 1.0
@@ -295,16 +300,14 @@ class Supervisor:
         """A replica whose index still has a draining predecessor (a resume or a
         scale-up during a stop's grace) starts once that one has ended: they share
         the working dir, the logs and the name."""
-        waited = False
+        waiting = waiting_reason(r.name)
         while r.want != "remove":
             before = [d.task for d in c.draining
                       if d.index == r.index and d is not r and d.task is not None
                       and not d.task.done()]
             if not before:
                 break
-            if not waited:
-                waited = True
-                self.set(r, reason=f"waiting for the previous {r.name} to end")
+            self.set(r, reason=waiting)
             wake = asyncio.ensure_future(r.wake.wait())
             try:
                 await asyncio.wait({*before, wake}, return_when=asyncio.FIRST_COMPLETED)
@@ -312,7 +315,7 @@ class Supervisor:
                 wake.cancel()
             if r.want == "run":
                 r.wake.clear()
-        if waited:
+        if r.reason == waiting:
             self.set(r, reason=None)
 
     def retire(self, c: LocalCluster, gone: list[Replica]) -> asyncio.Task[None]:
@@ -335,14 +338,16 @@ class Supervisor:
     async def _drain(self, c: LocalCluster, gone: list[Replica]) -> None:
         try:
             await asyncio.gather(*(self.remove(r) for r in gone))
-            self.layout.write_record(c)
-            uids = {r.uid for r in gone}
-            await self.sweep(lambda m: m in uids)
+            if c.ending is None:
+                self.layout.write_record(c)
+                uids = {r.uid for r in gone}
+                await self.sweep(lambda m: m in uids)
         finally:
             for r in gone:
                 with contextlib.suppress(ValueError):
                     c.draining.remove(r)
-        self.notify(c)
+        if c.ending is None:  # a terminated cluster's end reports it gone
+            self.notify(c)
 
     async def _watch_run(self, c: LocalCluster, r: Replica) -> int | None:
         """Wait for the run to end, probing readiness meanwhile. Kills the run when
