@@ -685,7 +685,7 @@ async def test_a_stop_returns_while_the_replicas_drain(drt):
     loop = asyncio.get_running_loop()
     started = loop.time()
     await runtime.apply(replace(s, replicas=0))
-    assert loop.time() - started < 1
+    assert loop.time() - started < 2  # the settle_s of 1 s, not the 3 s drain
     draining = [(r.name, r.phase, r.ready, r.reason) for r in rec.states["c1"]]
     assert draining == [(f"web-{i}", "Running", False, "Terminating") for i in range(2)]
     assert runtime.replicas("c1") == rec.states["c1"]
@@ -732,7 +732,7 @@ async def test_a_terminate_returns_and_ends_the_cluster_in_the_background(drt):
     loop = asyncio.get_running_loop()
     started = loop.time()
     await runtime.terminate("c1")
-    assert loop.time() - started < 1
+    assert loop.time() - started < 2  # the settle_s of 1 s, not the 3 s drain
     assert [r.reason for r in rec.states["c1"]] == ["Terminating"] * 2
     assert "c1" not in runtime.cluster_ids()  # nothing for reconciliation to remove
     await runtime.terminate("c1")  # again while it drains: nothing more to do

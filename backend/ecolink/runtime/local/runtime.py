@@ -94,6 +94,7 @@ class LocalRuntime(Runtime):
         disk_quota_bytes: int | None = None,
         disk_check_interval_s: float = 10.0,
         drain_in_background: bool = False,
+        settle_s: float = 1.0,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.clock = clock
@@ -113,6 +114,9 @@ class LocalRuntime(Runtime):
         # replicas drain and are killed in the background, as pods terminate) or
         # only once the replicas are gone.
         self.drain_in_background = drain_in_background
+        # In the background mode: how long a stop still waits for replicas that end
+        # promptly on SIGTERM, so that it answers with them gone.
+        self.settle_s = settle_s
         self._quota_task: asyncio.Task[None] | None = None
         # Marks every process of this state dir: a second backend on another state dir
         # never touches ours.
@@ -298,8 +302,8 @@ class LocalRuntime(Runtime):
                     r.wake.set()  # probe the new port now
             drain = sup.retire(c, gone) if gone else None
             sup.notify(c)
-        if drain is not None and not self.drain_in_background:
-            await drain
+        if drain is not None:
+            await self._settle(drain)
 
     def _new_replica(self, c: LocalCluster, index: int) -> Replica:
         spec = c.spec
@@ -348,8 +352,15 @@ class LocalRuntime(Runtime):
                 c.ending = asyncio.create_task(self._end_cluster(cluster_id, c),
                                                name=f"terminate-{cluster_id}")
             sup.notify(c)
+        await self._settle(c.ending)
+
+    async def _settle(self, end: asyncio.Task[None]) -> None:
+        """Wait for `end`: to its end, or (in the background mode) for `settle_s` at
+        most, leaving what still drains to the background."""
         if not self.drain_in_background:
-            await asyncio.shield(c.ending)
+            await asyncio.shield(end)
+        elif self.settle_s > 0:
+            await asyncio.wait({end}, timeout=self.settle_s)
 
     async def _end_cluster(self, cluster_id: str, c: LocalCluster | None) -> None:
         """Once its replicas have drained: whatever still carries the cluster's
