@@ -659,7 +659,7 @@ async def test_shutdown_stops_replicas(tmp_path):
 
 
 # On SIGTERM: drain for 3 s (ignoring further TERMs), noting the start and the end.
-DRAINS = ("trap 'trap \"\" TERM; echo started >> ckpt; sleep 3; echo finished >> ckpt; "
+DRAINS = ("echo up; trap 'trap \"\" TERM; echo started >> ckpt; sleep 3; echo finished >> ckpt; "
           "exit 0' TERM; while :; do sleep 0.1; done")
 
 
@@ -690,6 +690,9 @@ async def test_a_stop_returns_while_the_replicas_drain(drt):
     assert draining == [(f"web-{i}", "Running", False, "Terminating") for i in range(2)]
     assert runtime.replicas("c1") == rec.states["c1"]
     assert all(pid_alive(p) for p in pids.values() if p)
+    # A draining replica's logs can still be read, as a terminating pod's can.
+    logs = await collect(runtime.logs("c1", "web-0", tail=None, follow=False, previous=False))
+    assert logs.startswith(b"up\n")
     await until(lambda: rec.states["c1"] == [], timeout=15, what="the drain reported over")
     assert loop.time() - started >= 2.5
     assert runtime.replicas("c1") == []

@@ -11,6 +11,11 @@ log files (`logs`); stop/scale/restart/terminate end whole process trees,
 double-forked daemons included (`proc`: the backend is a child subreaper, so
 orphans come back to it; it polls only the processes it tracks while they die, and
 scans all of /proc for the marker once, at the end of a stop, scale-down or terminate).
+With `drain_in_background` (as `ecolink serve` runs it) a stop, scale-down or
+terminate returns once SIGTERM is sent (after `settle_s` at most): the replicas
+drain in the background, listed as `Terminating` until they are gone, and a new
+replica of the same index starts only once its predecessor has ended (they share
+the name, the working dir and the logs). `shutdown` still waits for every one.
 
 After the backend was killed (SIGKILL), `start()` does not adopt what still runs:
 it kills every process that carries this state dir's marker and starts the replicas
@@ -429,10 +434,18 @@ class LocalRuntime(Runtime):
         raise ReplicaNotFound(replica)
 
     def _lookup(self, cluster_id: str, replica: str) -> tuple[LocalCluster, Replica]:
+        """A replica to read or reach: one still draining too (as a terminating pod's
+        logs can be read), when no replica of that name runs again."""
         c = self._clusters.get(cluster_id)
         if c is None:
             raise ReplicaNotFound(replica)
-        return c, self._find(c, replica)
+        try:
+            return c, self._find(c, replica)
+        except ReplicaNotFound:
+            for r in reversed(c.draining):
+                if r.name == replica:
+                    return c, r
+            raise
 
     # ------------------------------------------------------------------ exec, logs, service
     async def exec(self, cluster_id: str, replica: str, request: ExecRequest) -> ExecStream:
