@@ -120,4 +120,5 @@ def _local_runtime(config: ServeConfig, clock: Clock, store: Store) -> Runtime:
              else int(config.replica_disk_quota_mib * MIB))
     return LocalRuntime(state_dir, clock, disk_quota_bytes=quota,
                         disk_check_interval_s=config.replica_disk_check_s,
-                        termination_grace_s=config.termination_grace_s)
+                        termination_grace_s=config.termination_grace_s,
+                        drain_in_background=True)

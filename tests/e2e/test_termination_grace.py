@@ -52,3 +52,68 @@ def test_a_cluster_without_the_field_gets_the_backend_default(ecolink_server):
     with ecolink_server.client() as api:
         c = launch(api, "plain", command="exec sleep 300")
         assert c["termination_grace_seconds"] == 3  # ECOLINK_TERMINATION_GRACE_SECONDS
+
+
+def _draining(seconds: int) -> str:
+    """A replica that, on SIGTERM, drains for `seconds` (ignoring further TERMs) and
+    notes the start and the end of its drain."""
+    return ("trap 'trap \"\" TERM; echo started > ckpt; "
+            f"sleep {seconds}; echo finished >> ckpt; exit 0' TERM; "
+            "while :; do sleep 0.1; done")
+
+
+def _timed(call: Any) -> tuple[Any, float]:
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def test_a_stop_answers_at_once_while_the_replica_drains(ecolink_server):
+    """The stop returns once SIGTERM is sent: the cluster is `stopping` while the
+    replica drains (holding no lock of the account), `stopped` once it is gone."""
+    with ecolink_server.client() as api:
+        c = launch(api, "drains", command=_draining(15), termination_grace_seconds=20)
+        c = wait_for(api, c["id"], all_ready(2))
+        time.sleep(0.5)  # the trap is set
+        started = time.monotonic()
+        r, took = _timed(lambda: api.post(f"/gpu-clusters/{c['id']}/stop"))
+        assert r.status_code == 200, r.text
+        assert took < 2
+        body = r.json()
+        assert body["status"] == "stopping"
+        assert [(s["name"], s["ready"], s["reason"]) for s in body["replica_states"]] == [
+            (f"drains-{i}", False, "Terminating") for i in range(2)]
+        # Other actions of the same account do not wait for the drain.
+        other, took = _timed(lambda: launch(api, "meanwhile", command="exec sleep 300"))
+        assert took < 2
+        r, took = _timed(lambda: api.post(f"/gpu-clusters/{other['id']}/extend",
+                                          json={"hours": 1}))
+        assert r.status_code == 200, r.text
+        assert took < 2
+        assert api.get(f"/gpu-clusters/{c['id']}").json()["status"] == "stopping"
+        wait_for(api, c["id"], lambda x: x["status"] == "stopped", timeout=30)
+        assert time.monotonic() - started >= 14  # stopped only once the drain ended
+        work = ecolink_server.replica_dir(c["id"])
+        assert [(work / f"drains-{i}" / "ckpt").read_text() for i in range(2)] == [
+            "started\nfinished\n"] * 2
+        assert api.get(f"/gpu-clusters/{c['id']}").json()["replica_states"] == []
+
+
+def test_a_resume_during_the_drain_starts_after_it(ecolink_server):
+    """A resume while the replica still drains answers at once; the new replica
+    (same name, same working dir) starts only once the old one has ended."""
+    with ecolink_server.client() as api:
+        c = launch(api, "again", command=_draining(4), termination_grace_seconds=20)
+        c = wait_for(api, c["id"], all_ready(2))
+        time.sleep(0.5)  # the trap is set
+        r = api.post(f"/gpu-clusters/{c['id']}/stop")
+        assert r.status_code == 200, r.text
+        r, took = _timed(lambda: api.post(f"/gpu-clusters/{c['id']}/resume"))
+        assert r.status_code == 200, r.text
+        assert took < 2
+        assert r.json()["status"] == "pending"
+        work = ecolink_server.replica_dir(c["id"])
+        wait_for(api, c["id"], all_ready(2), timeout=30)
+        # The old drains ran to their end before the new replicas started.
+        assert [(work / f"again-{i}" / "ckpt").read_text() for i in range(2)] == [
+            "started\nfinished\n"] * 2

@@ -656,3 +656,100 @@ async def test_shutdown_stops_replicas(tmp_path):
     # SIGTERM is trapped: only the SIGKILL after the grace period ends them.
     assert not any(pid_alive(p) for p in pids.values() if p)
     assert runtime.processes_of("c1") == []
+
+
+# On SIGTERM: drain for 3 s (ignoring further TERMs), noting the start and the end.
+DRAINS = ("echo up; trap 'trap \"\" TERM; echo started >> ckpt; sleep 3; echo finished >> ckpt; "
+          "exit 0' TERM; while :; do sleep 0.1; done")
+
+
+@pytest.fixture
+async def drt(tmp_path: Path) -> AsyncIterator[tuple[LocalRuntime, Recorder]]:
+    """A runtime that ends replicas in the background (as `ecolink serve` runs it)."""
+    runtime = LocalRuntime(tmp_path / "state", SystemClock(), telemetry_source=SyntheticSource(),
+                           grace_s=0.5, termination_grace_s=10.0, probe_interval_s=0.2,
+                           drain_in_background=True)
+    rec = Recorder()
+    await runtime.start(rec, [])
+    yield runtime, rec
+    await runtime.shutdown(stop_replicas=True)
+
+
+async def test_a_stop_returns_while_the_replicas_drain(drt):
+    runtime, rec = drt
+    s = spec(startup_command=DRAINS)
+    await runtime.apply(s)
+    await until(running(runtime, "c1", 2))
+    await asyncio.sleep(0.3)  # the trap is set
+    pids = runtime.replica_pids("c1")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await runtime.apply(replace(s, replicas=0))
+    assert loop.time() - started < 2  # the settle_s of 1 s, not the 3 s drain
+    draining = [(r.name, r.phase, r.ready, r.reason) for r in rec.states["c1"]]
+    assert draining == [(f"web-{i}", "Running", False, "Terminating") for i in range(2)]
+    assert runtime.replicas("c1") == rec.states["c1"]
+    assert all(pid_alive(p) for p in pids.values() if p)
+    # A draining replica's logs can still be read, as a terminating pod's can.
+    logs = await collect(runtime.logs("c1", "web-0", tail=None, follow=False, previous=False))
+    assert logs.startswith(b"up\n")
+    await until(lambda: rec.states["c1"] == [], timeout=15, what="the drain reported over")
+    assert loop.time() - started >= 2.5
+    assert runtime.replicas("c1") == []
+    assert not any(pid_alive(p) for p in pids.values() if p)
+    assert runtime.processes_of("c1") == []
+    wd = runtime.workdir("c1", "web-0").parent
+    assert [(wd / f"web-{i}" / "ckpt").read_text() for i in range(2)] == [
+        "started\nfinished\n"] * 2
+
+
+async def test_a_resume_during_the_drain_waits_for_the_old_replicas(drt):
+    runtime, rec = drt
+    s = spec(startup_command=DRAINS)
+    await runtime.apply(s)
+    await until(running(runtime, "c1", 2))
+    await asyncio.sleep(0.3)  # the trap is set
+    old = runtime.replica_pids("c1")
+    ports = {r: runtime.replica_port("c1", r) for r in old}
+    await runtime.apply(replace(s, replicas=0))
+    await runtime.apply(s)
+    # The new replicas take the old ones' names and working dirs: they wait.
+    assert [(r.name, r.phase, r.reason) for r in runtime.replicas("c1")] == [
+        (f"web-{i}", "Pending", f"waiting for the previous web-{i} to end") for i in range(2)]
+    assert all(p is None for p in runtime.replica_pids("c1").values())
+    await until(running(runtime, "c1", 2), timeout=15, what="the new replicas")
+    new = runtime.replica_pids("c1")
+    assert not any(pid_alive(p) for p in old.values() if p)
+    assert set(new.values()).isdisjoint(old.values())
+    assert all(runtime.replica_port("c1", r) != ports[r] for r in new)
+    wd = runtime.workdir("c1", "web-0").parent
+    assert [(wd / f"web-{i}" / "ckpt").read_text() for i in range(2)] == [
+        "started\nfinished\n"] * 2
+
+
+async def test_a_terminate_returns_and_ends_the_cluster_in_the_background(drt):
+    runtime, rec = drt
+    await runtime.apply(spec(startup_command=DRAINS))
+    await until(running(runtime, "c1", 2))
+    await asyncio.sleep(0.3)  # the trap is set
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await runtime.terminate("c1")
+    assert loop.time() - started < 2  # the settle_s of 1 s, not the 3 s drain
+    assert [r.reason for r in rec.states["c1"]] == ["Terminating"] * 2
+    assert "c1" not in runtime.cluster_ids()  # nothing for reconciliation to remove
+    await runtime.terminate("c1")  # again while it drains: nothing more to do
+    await until(lambda: rec.states["c1"] == [], timeout=15, what="the cluster ended")
+    assert runtime.processes_of("c1") == []
+    assert not (runtime.files_root / "replicas" / "c1").exists()
+
+
+async def test_shutdown_waits_for_draining_replicas(drt):
+    runtime, _ = drt
+    await runtime.apply(spec(startup_command=DRAINS))
+    await until(running(runtime, "c1", 2))
+    await asyncio.sleep(0.3)  # the trap is set
+    await runtime.apply(spec(replicas=0, startup_command=DRAINS))
+    assert runtime.processes_of("c1") != []
+    await runtime.shutdown(stop_replicas=True)
+    assert runtime.processes_of("c1") == []

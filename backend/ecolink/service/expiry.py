@@ -5,19 +5,27 @@ a start that finds clusters left `terminating`."""
 from __future__ import annotations
 
 import logging
+import time
 
 from ecocore.status import TERMINAL, ClusterStatus
 from ecolink.runtime.base import RuntimeUnavailable
 from ecolink.service.core import Core
-from ecolink.service.lifecycle import move
+from ecolink.service.lifecycle import alive, move
 from ecolink.store import Cluster, Event
 
 log = logging.getLogger(__name__)
+# How long past its termination grace a cluster's replicas may still be listed before
+# it is recorded terminated anyway (a node that never confirms a pod's end).
+DRAIN_SLACK_S = 60.0
 
 
 class Expiry:
     def __init__(self, core: Core) -> None:
         self.core = core
+        # Clusters the runtime was told to remove whose replicas still drained, and
+        # until when (steady seconds) they may: not told again (a kubernetes terminate
+        # waits), only looked at; recorded terminated after that time in any case.
+        self._draining: dict[str, float] = {}
 
     async def expire_locked(self, c: Cluster, now: int) -> None:
         """Settle and release at `expires_at`, then remove the cluster from the runtime
@@ -53,16 +61,28 @@ class Expiry:
 
     async def finish_terminating(self, c: Cluster) -> None:
         """Remove a `terminating` cluster from the runtime, then record it terminated
-        (when the runtime cannot be reached it stays terminating: tried again later)."""
+        once its replicas are gone (when the runtime cannot be reached, or the
+        replicas still drain in their termination grace, it stays terminating: the
+        reaper comes back, at once when the runtime reports them gone)."""
         core = self.core
         try:
-            await core.runtime.terminate(c.id)
+            if c.id not in self._draining:
+                await core.runtime.terminate(c.id)
         except RuntimeUnavailable:
             log.warning("cannot reach the runtime to remove %s; will retry", c.id)
             return
         except Exception:
             log.exception("removing %s failed; will retry", c.id)
             return
+        if alive(core.runtime.replicas(c.id)):
+            own = c.termination_grace_seconds
+            grace = core.runtime.default_termination_grace_s if own is None else own
+            until = self._draining.setdefault(c.id, time.monotonic() + grace + DRAIN_SLACK_S)
+            if time.monotonic() < until:
+                return
+            log.warning("the replicas of %s outlived their termination grace; recording "
+                        "it terminated", c.id)
+        self._draining.pop(c.id, None)
         now = core.now()
 
         def body() -> Cluster | None:

@@ -18,7 +18,7 @@ from ecocore.status import ACCRUING, ClusterStatus
 from ecolink.errors import StoreUnavailableError
 from ecolink.runtime.base import ReplicaState
 from ecolink.service.core import Core
-from ecolink.service.lifecycle import derive_status, follow, move
+from ecolink.service.lifecycle import alive, derive_status, follow, move
 from ecolink.store import Cluster, Event
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ class RuntimeEvents:
         if c is None:
             return
         before = ClusterStatus(c.status)
+        if before is ClusterStatus.TERMINATING and not alive(replicas):
+            self.core.wake.set()  # the reaper records it terminated now
         follow(c, replicas, self.core.now())
         if c.status != before:
             self.spawn(self._save_status(cluster_id, before, ClusterStatus(c.status),

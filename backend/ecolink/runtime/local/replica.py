@@ -134,3 +134,9 @@ class LocalCluster:
         self.lock = asyncio.Lock()
         self.rolling: asyncio.Task[None] | None = None
         self.failed_reported = False
+        # Replicas taken out (stop, scale-down, terminate) that still drain: they got
+        # SIGTERM and end in the background, within the cluster's termination grace.
+        self.draining: list[Replica] = []
+        self.drains: set[asyncio.Task[None]] = set()
+        # The background end of a terminated cluster (None: not terminated).
+        self.ending: asyncio.Task[None] | None = None

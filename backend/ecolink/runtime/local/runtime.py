@@ -11,6 +11,11 @@ log files (`logs`); stop/scale/restart/terminate end whole process trees,
 double-forked daemons included (`proc`: the backend is a child subreaper, so
 orphans come back to it; it polls only the processes it tracks while they die, and
 scans all of /proc for the marker once, at the end of a stop, scale-down or terminate).
+With `drain_in_background` (as `ecolink serve` runs it) a stop, scale-down or
+terminate returns once SIGTERM is sent (after `settle_s` at most): the replicas
+drain in the background, listed as `Terminating` until they are gone, and a new
+replica of the same index starts only once its predecessor has ended (they share
+the name, the working dir and the logs). `shutdown` still waits for every one.
 
 After the backend was killed (SIGKILL), `start()` does not adopt what still runs:
 it kills every process that carries this state dir's marker and starts the replicas
@@ -62,7 +67,7 @@ from ecolink.runtime.local.proc import (
     reap_orphans,
 )
 from ecolink.runtime.local.replica import GpuAllocator, LocalCluster, NullListener, Replica
-from ecolink.runtime.local.supervisor import Supervisor, Timing
+from ecolink.runtime.local.supervisor import Supervisor, Timing, waiting_reason
 from ecolink.runtime.local.users import (
     ReplicaUsers,
     default_replica_root,
@@ -93,6 +98,8 @@ class LocalRuntime(Runtime):
         replica_root: Path | None = None,
         disk_quota_bytes: int | None = None,
         disk_check_interval_s: float = 10.0,
+        drain_in_background: bool = False,
+        settle_s: float = 1.0,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.clock = clock
@@ -108,6 +115,13 @@ class LocalRuntime(Runtime):
         self.layout = Layout(self.state_dir, self.users)
         self.disk_quota_bytes = disk_quota_bytes
         self.disk_check_interval_s = disk_check_interval_s
+        # Whether stop, scale-down and terminate return once SIGTERM is sent (the
+        # replicas drain and are killed in the background, as pods terminate) or
+        # only once the replicas are gone.
+        self.drain_in_background = drain_in_background
+        # In the background mode: how long a stop still waits for replicas that end
+        # promptly on SIGTERM, so that it answers with them gone.
+        self.settle_s = settle_s
         self._quota_task: asyncio.Task[None] | None = None
         # Marks every process of this state dir: a second backend on another state dir
         # never touches ours.
@@ -214,8 +228,11 @@ class LocalRuntime(Runtime):
             if c.rolling is not None:
                 c.rolling.cancel()
         if stop_replicas:
+            # Waits for every replica, those draining in the background included.
             await asyncio.gather(
                 *(sup.remove(r) for c in clusters for r in list(c.replicas.values())),
+                *(t for c in clusters for t in list(c.drains)),
+                *(c.ending for c in clusters if c.ending is not None),
                 return_exceptions=True,
             )
             for c in clusters:
@@ -224,7 +241,10 @@ class LocalRuntime(Runtime):
             await sup.sweep(lambda m: m.startswith(prefix))
         else:
             for c in clusters:
-                for r in c.replicas.values():
+                for t in [*c.drains, c.ending]:
+                    if t is not None:
+                        t.cancel()
+                for r in [*c.replicas.values(), *c.draining]:
                     r.abandoned = True
                     if r.task is not None:
                         r.task.cancel()
@@ -247,13 +267,19 @@ class LocalRuntime(Runtime):
         return self.supervisor.states(c) if c else []
 
     def cluster_ids(self) -> list[str]:
-        """The clusters this runtime keeps (running or stopped), for reconciliation."""
-        return list(self._clusters)
+        """The clusters this runtime keeps (running or stopped), for reconciliation;
+        not those whose termination still drains."""
+        return [cid for cid, c in self._clusters.items() if c.ending is None]
 
     # ------------------------------------------------------------------ apply
     async def apply(self, spec: ClusterSpec) -> None:
         sup = self.supervisor
         c = self._clusters.get(spec.cluster_id)
+        if c is not None and c.ending is not None:
+            # Run again while its termination still drains (the undo of a terminate
+            # that was not recorded): the replicas start afresh once it has ended.
+            await asyncio.shield(c.ending)
+            c = self._clusters.get(spec.cluster_id)
         if c is None:
             c = LocalCluster(spec)
             self._clusters[spec.cluster_id] = c
@@ -279,13 +305,10 @@ class LocalRuntime(Runtime):
             if old.endpoint_port != spec.endpoint_port:
                 for r in c.replicas.values():
                     r.wake.set()  # probe the new port now
+            drain = sup.retire(c, gone) if gone else None
             sup.notify(c)
-            if gone:
-                await asyncio.gather(*(sup.remove(r) for r in gone))
-                self.layout.write_record(c)
-        if gone:
-            uids = {r.uid for r in gone}
-            await sup.sweep(lambda m: m in uids)
+        if drain is not None:
+            await self._settle(drain)
 
     def _new_replica(self, c: LocalCluster, index: int) -> Replica:
         spec = c.spec
@@ -311,6 +334,8 @@ class LocalRuntime(Runtime):
         r = Replica(c, index, uid, free_port(), self.supervisor.gpus.take(spec.gpu_count),
                     workdir, logs)
         r.creds = creds
+        if any(d.index == index for d in c.draining):
+            r.reason = waiting_reason(name)  # until its predecessor has ended
         r.task = asyncio.create_task(self.supervisor.supervise(c, r), name=f"replica-{name}")
         return r
 
@@ -318,17 +343,41 @@ class LocalRuntime(Runtime):
     async def terminate(self, cluster_id: str) -> None:
         sup = self.supervisor
         c = self._clusters.get(cluster_id)
-        prefix = f"{self.rid}.{cluster_id}."
-        if c is not None:
+        if c is None:
+            await self._end_cluster(cluster_id, None)
+            return
+        if c.ending is None:
             if c.rolling is not None:
                 c.rolling.cancel()
             async with c.lock:
                 gone = list(c.replicas.values())
                 c.replicas.clear()
-                await asyncio.gather(*(sup.remove(r) for r in gone))
-        # Anything that still carries the cluster's marker (belt and braces).
+                if gone:
+                    sup.retire(c, gone)
+                c.ending = asyncio.create_task(self._end_cluster(cluster_id, c),
+                                               name=f"terminate-{cluster_id}")
+            sup.notify(c)
+        await self._settle(c.ending)
+
+    async def _settle(self, end: asyncio.Task[None]) -> None:
+        """Wait for `end`: to its end, or (in the background mode) for `settle_s` at
+        most, leaving what still drains to the background."""
+        if not self.drain_in_background:
+            await asyncio.shield(end)
+        elif self.settle_s > 0:
+            await asyncio.wait({end}, timeout=self.settle_s)
+
+    async def _end_cluster(self, cluster_id: str, c: LocalCluster | None) -> None:
+        """Once its replicas have drained: whatever still carries the cluster's
+        marker (belt and braces), its record, working dirs and logs go."""
+        sup = self.supervisor
+        if c is not None:
+            while c.drains:
+                await asyncio.gather(*list(c.drains), return_exceptions=True)
+        prefix = f"{self.rid}.{cluster_id}."
         await sup.sweep(lambda m: m.startswith(prefix))
-        self._clusters.pop(cluster_id, None)
+        if c is None or self._clusters.get(cluster_id) is c:
+            self._clusters.pop(cluster_id, None)
         await asyncio.to_thread(shutil.rmtree, self.layout.workdir(cluster_id), True)
         await asyncio.to_thread(shutil.rmtree, self.layout.logs_dir(cluster_id), True)
         sup.replicas_changed(cluster_id, [])
@@ -385,10 +434,18 @@ class LocalRuntime(Runtime):
         raise ReplicaNotFound(replica)
 
     def _lookup(self, cluster_id: str, replica: str) -> tuple[LocalCluster, Replica]:
+        """A replica to read or reach: one still draining too (as a terminating pod's
+        logs can be read), when no replica of that name runs again."""
         c = self._clusters.get(cluster_id)
         if c is None:
             raise ReplicaNotFound(replica)
-        return c, self._find(c, replica)
+        try:
+            return c, self._find(c, replica)
+        except ReplicaNotFound:
+            for r in reversed(c.draining):
+                if r.name == replica:
+                    return c, r
+            raise
 
     # ------------------------------------------------------------------ exec, logs, service
     async def exec(self, cluster_id: str, replica: str, request: ExecRequest) -> ExecStream:

@@ -48,6 +48,11 @@ from ecolink.runtime.local.users import directory_size, popen_credentials, searc
 log = logging.getLogger(__name__)
 
 
+def waiting_reason(name: str) -> str:
+    """Why a replica has not started: its predecessor of the same name still drains."""
+    return f"waiting for the previous {name} to end"
+
+
 @dataclass(frozen=True)
 class Timing:
     backoff_base_s: float = 1.0
@@ -80,7 +85,15 @@ class Supervisor:
 
     # ------------------------------------------------------------------ reports
     def states(self, c: LocalCluster) -> list[ReplicaState]:
-        return [c.replicas[i].state() for i in sorted(c.replicas)]
+        """The replicas, then those still draining (as Kubernetes lists a
+        terminating pod until it is gone) whose index has no replica again."""
+        out = [c.replicas[i].state() for i in sorted(c.replicas)]
+        shown = set(c.replicas)
+        for r in c.draining:
+            if r.index not in shown:
+                shown.add(r.index)
+                out.append(r.state())
+        return out
 
     def notify(self, c: LocalCluster) -> None:
         self.replicas_changed(c.spec.cluster_id, self.states(c))
@@ -205,6 +218,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         t = self.timing
         try:
+            await self._after_previous(c, r)
             while r.want != "remove":
                 if r.want == "restart":  # asked for by the user: a fresh start
                     r.failures = 0
@@ -281,6 +295,59 @@ class Supervisor:
         finally:
             if not r.abandoned:
                 await self._end_run(r)
+
+    async def _after_previous(self, c: LocalCluster, r: Replica) -> None:
+        """A replica whose index still has a draining predecessor (a resume or a
+        scale-up during a stop's grace) starts once that one has ended: they share
+        the working dir, the logs and the name."""
+        waiting = waiting_reason(r.name)
+        while r.want != "remove":
+            before = [d.task for d in c.draining
+                      if d.index == r.index and d is not r and d.task is not None
+                      and not d.task.done()]
+            if not before:
+                break
+            self.set(r, reason=waiting)
+            wake = asyncio.ensure_future(r.wake.wait())
+            try:
+                await asyncio.wait({*before, wake}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                wake.cancel()
+            if r.want == "run":
+                r.wake.clear()
+        if r.reason == waiting:
+            self.set(r, reason=None)
+
+    def retire(self, c: LocalCluster, gone: list[Replica]) -> asyncio.Task[None]:
+        """Take `gone` out of service: each gets SIGTERM now and is killed after the
+        cluster's termination grace, in the background. Meanwhile they are listed as
+        draining (not ready, reason `Terminating`); once all are gone the cluster's
+        replicas are reported again. Returns the task that ends them."""
+        for r in gone:
+            r.want = "remove"
+            r.wake.set()
+            r.ready = False
+            r.reason = "Terminating"
+            c.draining.append(r)
+        task = asyncio.create_task(self._drain(c, gone),
+                                   name=f"drain-{c.spec.cluster_id}")
+        c.drains.add(task)
+        task.add_done_callback(c.drains.discard)
+        return task
+
+    async def _drain(self, c: LocalCluster, gone: list[Replica]) -> None:
+        try:
+            await asyncio.gather(*(self.remove(r) for r in gone))
+            if c.ending is None:
+                self.layout.write_record(c)
+                uids = {r.uid for r in gone}
+                await self.sweep(lambda m: m in uids)
+        finally:
+            for r in gone:
+                with contextlib.suppress(ValueError):
+                    c.draining.remove(r)
+        if c.ending is None:  # a terminated cluster's end reports it gone
+            self.notify(c)
 
     async def _watch_run(self, c: LocalCluster, r: Replica) -> int | None:
         """Wait for the run to end, probing readiness meanwhile. Kills the run when
