@@ -623,21 +623,21 @@ async def cmd_ledger(client: EcoClient, args: argparse.Namespace) -> int:
         return EXIT_OK
     entries = await client.ledger(cluster_id=cluster_id, limit=args.limit)
     if args.json:
-        _print_json({"entries": entries})
+        _print_json({"entries": [wire_json(e) for e in entries]})
         return EXIT_OK
     names: dict[str, str] = {}
-    if any(e.get("cluster_id") for e in entries):
+    if any(e.cluster_id for e in entries):
         try:
             names = {c.id: c.name for c in await client.clusters()}
         except ApiRefusal:
             names = {}
     rows = []
     for e in entries:
-        at = wording.parse_time(e["at"]).astimezone()
-        cid = e.get("cluster_id")
-        rows.append([str(e["id"]), f"{at:%Y-%m-%d %H:%M}",
-                     names.get(cid, cid or "-") if cid else "-", e["kind"],
-                     _money(e["amount"]), _money(e["balance_after"]), _money(e["held_after"])])
+        at = wording.parse_time(e.at).astimezone()
+        cid = e.cluster_id
+        rows.append([str(e.id), f"{at:%Y-%m-%d %H:%M}",
+                     names.get(cid, cid or "-") if cid else "-", e.kind,
+                     _money(e.amount), _money(e.balance_after), _money(e.held_after)])
     if not rows:
         say("No ledger entries.")
         return EXIT_OK

@@ -19,7 +19,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 
 from ecocore.clock import FakeClock, SystemClock
-from ecocore.wire import EndpointOut
+from ecocore.wire import EndpointOut, LedgerEntryOut
 from ecotui import costs, dialogs, wording
 from ecotui.client.rest import EcoClient
 
@@ -67,8 +67,8 @@ async def launch_via_api(client: EcoClient, name: str = "web", **kw: Any) -> dic
     return await client.launch(body)
 
 
-async def holds(client: EcoClient, cluster_id: str) -> list[dict[str, Any]]:
-    return [e for e in await client.ledger(cluster_id=cluster_id) if e["kind"] == "hold"]
+async def holds(client: EcoClient, cluster_id: str) -> list[LedgerEntryOut]:
+    return [e for e in await client.ledger(cluster_id=cluster_id) if e.kind == "hold"]
 
 
 async def click(pilot, selector: str) -> None:
@@ -115,7 +115,7 @@ async def test_launch_preview_is_the_hold_placed(account):
             assert app.screen is not d
         (cluster,) = app.results
         (hold,) = await holds(client, cluster.id)
-        assert costs.usd_to_micros(hold["amount"]) == preview.hold
+        assert costs.usd_to_micros(hold.amount) == preview.hold
         after = costs.usd_to_micros((await client.account()).available)
         assert after == preview.left
         assert cluster.startup_command == "sleep infinity"
@@ -140,9 +140,9 @@ async def test_scale_up_preview_is_the_hold_placed_at_that_moment(account):
             await settle(pilot)
             assert app.screen is not d
             hold = (await holds(client, c.id))[0]  # newest first
-            assert hold["memo"].startswith("scale")
-            placed = costs.usd_to_micros(hold["amount"])
-            at = wording.parse_time(hold["at"])
+            assert hold.memo.startswith("scale")
+            placed = costs.usd_to_micros(hold.amount)
+            at = wording.parse_time(hold.at)
 
             # The same dialog for the same cluster, its clock at the hold's instant.
             app.clock = FakeClock(at)
@@ -174,11 +174,11 @@ async def test_resume_preview_is_the_hold_placed_at_that_moment(account):
             await settle(pilot)
             assert app.screen is not d
             hold = (await holds(client, c.id))[0]
-            assert hold["memo"].startswith("resume")
-            app.clock = FakeClock(wording.parse_time(hold["at"]))
+            assert hold.memo.startswith("resume")
+            app.clock = FakeClock(wording.parse_time(hold.at))
             d2 = dialogs.open_resume(app, c)
             await settle(pilot)
-            assert d2.preview_hold == costs.usd_to_micros(hold["amount"])
+            assert d2.preview_hold == costs.usd_to_micros(hold.amount)
             await pilot.press("escape")
 
 
@@ -208,8 +208,8 @@ async def test_extend_preview_is_the_hold_placed(account):
             await settle(pilot)
             assert app.screen is not d
         hold = (await holds(client, c.id))[0]
-        assert hold["memo"].startswith("extend")
-        assert costs.usd_to_micros(hold["amount"]) == shown
+        assert hold.memo.startswith("extend")
+        assert costs.usd_to_micros(hold.amount) == shown
         assert wording.parse_time(app.results[0].expires_at) == new_expiry
 
 
@@ -317,7 +317,7 @@ async def test_stop_releases_and_terminate_after_typing_the_name(account):
             await settle(pilot)
             stopped = app.results[-1]
             assert stopped.status in ("stopping", "stopped")
-            kinds = [e["kind"] for e in await client.ledger(cluster_id=c.id)]
+            kinds = [e.kind for e in await client.ledger(cluster_id=c.id)]
             assert "hold_release" in kinds
 
             d = dialogs.open_terminate(app, stopped, app.results.append)

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from ecocore.wire import AccountOut, ClusterOut, EndpointOut, ReplicaStateOut
+from ecocore.wire import AccountOut, ClusterOut, EndpointOut, LedgerEntryOut, ReplicaStateOut
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, wire_json
 
 # An answer as the backend sends it: every field of ClusterOut, None fields, money strings,
@@ -151,3 +151,18 @@ async def test_an_answer_that_is_not_its_model_is_refused_in_words():
             await client.cluster("web")
         with pytest.raises(ApiRefusal, match="not a ClusterOut"):
             await client.clusters()
+
+
+async def test_ledger_entries_come_back_as_models_and_dump_as_sent():
+    entry = {"id": 7, "at": "2026-01-01T00:00:00Z", "cluster_id": None, "kind": "credit",
+             "amount": "100.000000", "balance_after": "100.000000", "held_after": "0.000000",
+             "memo": "welcome"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["limit"] == "5"
+        return httpx.Response(200, json={"entries": [entry]})
+
+    async with client_with(handler) as client:
+        (got,) = await client.ledger(limit=5)
+    assert isinstance(got, LedgerEntryOut) and (got.id, got.kind) == (7, "credit")
+    assert wire_json(got) == entry

@@ -19,6 +19,7 @@ from ecocore.wire import (
     AccountOut,
     ClusterOut,
     EndpointOut,
+    LedgerEntryOut,
     ReplicaStateOut,
 )
 from ecotui.client.auth import BearerAuth
@@ -145,11 +146,12 @@ class EcoClient:
         return await self._model(AccountOut, "GET", "/account")
 
     async def ledger(self, *, cluster_id: str | None = None, limit: int | None = None,
-                     before: int | None = None) -> list[dict[str, Any]]:
+                     before: int | None = None) -> list[LedgerEntryOut]:
         params = {k: v for k, v in
                   {"cluster_id": cluster_id, "limit": limit, "before": before}.items()
                   if v is not None}
-        return await self._list("entries", "GET", "/account/ledger", params=params)
+        return await self._models(LedgerEntryOut, "entries", "GET", "/account/ledger",
+                                  params=params)
 
     async def ledger_csv(self, *, cluster_id: str | None = None, limit: int | None = None) -> str:
         params: dict[str, Any] = {"format": "csv"}
