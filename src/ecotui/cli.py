@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ecocore.wire import ClusterOut
 from ecotui import __version__, cli_gpus, costs, traffic, wording
 from ecotui.cli_io import (
     EXIT_OK,
@@ -45,7 +46,7 @@ from ecotui.cli_io import (
 )
 from ecotui.cli_io import err as _err
 from ecotui.client.exec import STDOUT, open_exec
-from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, wire_json
 from ecotui.completion import script
 from ecotui.config import ConfigError, Connection, resolve_connection
 from ecotui.safe_text import visible, visible_lines
@@ -301,7 +302,7 @@ def _wrap(text: str, indent: str = "") -> str:
 async def cmd_ls(client: EcoClient, args: argparse.Namespace) -> int:
     clusters = await client.clusters(args.status)
     if args.json:
-        _print_json({"clusters": clusters})
+        _print_json({"clusters": [wire_json(c) for c in clusters]})
         return EXIT_OK
     if not clusters:
         say("No clusters. Launch one with: ecotui launch --help")
@@ -309,11 +310,11 @@ async def cmd_ls(client: EcoClient, args: argparse.Namespace) -> int:
     rows = []
     for c in clusters:
         rows.append([
-            c["name"], c["status"], c["region"],
-            f"{c['replicas']}x{c['gpu_count']} {c['gpu_type']}",
-            f"{c.get('ready_replicas', 0)}/{c['replicas']}",
-            _money(c.get("burn_rate")), _money((c.get("cost") or {}).get("spent")),
-            _until(c.get("expires_at")) if c["status"] not in ("terminated", "failed") else "-",
+            c.name, c.status, c.region,
+            f"{c.replicas}x{c.gpu_count} {c.gpu_type}",
+            f"{c.ready_replicas}/{c.replicas}",
+            _money(c.burn_rate), _money(c.cost.spent),
+            _until(c.expires_at) if c.status not in ("terminated", "failed") else "-",
         ])
     say(table(["NAME", "STATUS", "REGION", "GPUS", "READY", "$/H", "SPENT", "EXPIRES IN"],
                  rows, right={4, 5, 6}, shrink=0))
@@ -323,9 +324,9 @@ async def cmd_ls(client: EcoClient, args: argparse.Namespace) -> int:
 async def cmd_show(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if args.json:
-        _print_json(c)
+        _print_json(wire_json(c))
         return EXIT_OK
-    say(render_cluster(c))
+    say(render_cluster(wire_json(c)))
     return EXIT_OK
 
 
@@ -398,12 +399,12 @@ async def cmd_launch(client: EcoClient, args: argparse.Namespace) -> int:
         _confirm(args, await _launch_question(client, args))
     c = await client.launch(body)
     if args.json:
-        _print_json(c)
+        _print_json(wire_json(c))
     else:
-        say(_wrap(f"Launched {c['name']} ({c['id']}): {_money(c['hourly_rate'])}/h, hold "
-                    f"{_money(c['cost']['hold'])}, expires {_when(c['expires_at'])}."))
-        if c.get("endpoint"):
-            say(f"Public URL: {c['endpoint']['url']}")
+        say(_wrap(f"Launched {c.name} ({c.id}): {_money(c.hourly_rate)}/h, hold "
+                    f"{_money(c.cost.hold)}, expires {_when(c.expires_at)}."))
+        if c.endpoint:
+            say(f"Public URL: {c.endpoint.url}")
     return EXIT_OK
 
 
@@ -419,7 +420,7 @@ async def _launch_question(client: EcoClient, args: argparse.Namespace) -> str:
     if rate is None:
         return what + "?"
     p = costs.launch_preview(rate, args.gpu_count, args.replicas, mh,
-                             costs.usd_to_micros(account["available"]))
+                             costs.usd_to_micros(account.available))
     left = (f"short by {wording.usd(p.short_by)}" if p.short_by
             else f"{wording.usd(p.left)} left of {wording.usd(p.available)}")
     return _wrap(f"{what} at {wording.usd(p.hourly_rate)}/h. This places a hold of "
@@ -429,26 +430,26 @@ async def _launch_question(client: EcoClient, args: argparse.Namespace) -> str:
 async def cmd_scale(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if not args.yes:
-        per = costs.cluster_per_replica_rate(c)
-        r = int(c["replicas"])
+        per = costs.cluster_per_replica_rate(wire_json(c))
+        r = int(c.replicas)
         new_rate = wording.usd(per * args.replicas)
-        if c["status"] not in costs.ACCRUING_STATUSES:
-            money = (f"It is {c['status']}: only the desired count changes; nothing is held "
+        if c.status not in costs.ACCRUING_STATUSES:
+            money = (f"It is {c.status}: only the desired count changes; nothing is held "
                      f"now. New rate when it runs: {new_rate}/h.")
         elif args.replicas > r:
-            hold = costs.cluster_scale_hold(c, args.replicas, _now())
+            hold = costs.cluster_scale_hold(wire_json(c), args.replicas, _now())
             money = (f"New rate {new_rate}/h. Additional hold about {wording.usd_exact(hold)} "
-                     f"for the {_until(c['expires_at'])} remaining.")
+                     f"for the {_until(c.expires_at)} remaining.")
         else:
             money = (f"New rate {new_rate}/h. Scaling down refunds nothing: the hold stays "
                      "as it is.")
-        _confirm(args, _wrap(f"Scale {c['name']} from {r} to {args.replicas} replicas. {money}"))
-    c = await client.scale(c["id"], args.replicas)
+        _confirm(args, _wrap(f"Scale {c.name} from {r} to {args.replicas} replicas. {money}"))
+    c = await client.scale(c.id, args.replicas)
     if args.json:
-        _print_json(c)
+        _print_json(wire_json(c))
     else:
-        say(_wrap(f"{c['name']}: {c['replicas']} replicas, {_money(c['hourly_rate'])}/h, "
-                    f"hold {_money(c['cost']['hold'])} in all."))
+        say(_wrap(f"{c.name}: {c.replicas} replicas, {_money(c.hourly_rate)}/h, "
+                    f"hold {_money(c.cost.hold)} in all."))
     return EXIT_OK
 
 
@@ -460,84 +461,84 @@ async def cmd_extend(client: EcoClient, args: argparse.Namespace) -> int:
         except costs.MoneyError:
             mh = None  # the backend will say what is wrong with it
         if mh is not None:
-            new_expiry = costs.add_micro_hours(c["expires_at"], mh)
-            if c["status"] in costs.ACCRUING_STATUSES:
-                money = (f"Additional hold {wording.usd_exact(costs.cluster_extend_hold(c, mh))}"
-                         f" ({args.hours} h x {_money(c['hourly_rate'])}/h).")
+            new_expiry = costs.add_micro_hours(c.expires_at, mh)
+            if c.status in costs.ACCRUING_STATUSES:
+                money = (f"Additional hold {wording.usd_exact(costs.cluster_extend_hold(wire_json(c), mh))}"
+                         f" ({args.hours} h x {_money(c.hourly_rate)}/h).")
             else:
-                money = f"It is {c['status']}: nothing is held now."
-            _confirm(args, _wrap(f"Extend {c['name']} by {args.hours} h: it will expire "
+                money = f"It is {c.status}: nothing is held now."
+            _confirm(args, _wrap(f"Extend {c.name} by {args.hours} h: it will expire "
                                  f"{_when(new_expiry.isoformat())}. {money}"))
         else:
-            _confirm(args, f"Extend {c['name']} by {args.hours} h?")
-    c = await client.extend(c["id"], args.hours)
+            _confirm(args, f"Extend {c.name} by {args.hours} h?")
+    c = await client.extend(c.id, args.hours)
     if args.json:
-        _print_json(c)
+        _print_json(wire_json(c))
     else:
-        say(_wrap(f"{c['name']}: expires {_when(c['expires_at'])} "
-                    f"(in {_until(c['expires_at'])}), hold {_money(c['cost']['hold'])} in all."))
+        say(_wrap(f"{c.name}: expires {_when(c.expires_at)} "
+                    f"(in {_until(c.expires_at)}), hold {_money(c.cost.hold)} in all."))
     return EXIT_OK
 
 
 async def cmd_restart(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if args.replica:
-        _confirm(args, _wrap(f"Restart {args.replica} of {c['name']}: its process is killed "
+        _confirm(args, _wrap(f"Restart {args.replica} of {c.name}: its process is killed "
                              "and started again; what runs in it is lost."))
     else:
-        _confirm(args, _wrap(f"Restart every replica of {c['name']}, one at a time: each "
+        _confirm(args, _wrap(f"Restart every replica of {c.name}, one at a time: each "
                              "process is killed and started again."))
-    answer = await client.restart(c["id"], args.replica)
+    answer = await client.restart(c.id, args.replica)
     if args.json:
-        _print_json(answer)
+        _print_json(wire_json(answer))
     elif args.replica:
         say(f"{args.replica}: restarting.")
     else:
-        say(f"{c['name']}: restarting its replicas one at a time.")
+        say(f"{c.name}: restarting its replicas one at a time.")
     return EXIT_OK
 
 
 async def cmd_stop(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if not args.yes:
-        held = _money((c.get("cost") or {}).get("hold_remaining"))
+        held = _money(c.cost.hold_remaining)
         _confirm(args, _wrap(
-            f"Stop {c['name']}: its replicas stop, charges are posted up to now and what it "
+            f"Stop {c.name}: its replicas stop, charges are posted up to now and what it "
             f"still holds (about {held}) is released. It still expires "
-            f"{_when(c['expires_at'])}."))
-    c = await client.stop(c["id"])
-    return _after(c, args, f"{c['name']}: {c['status']}; hold still held "
-                           f"{_money(c['cost']['hold_remaining'])}.")
+            f"{_when(c.expires_at)}."))
+    c = await client.stop(c.id)
+    return _after(c, args, f"{c.name}: {c.status}; hold still held "
+                           f"{_money(c.cost.hold_remaining)}.")
 
 
 async def cmd_resume(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if not args.yes:
-        hold = costs.cluster_resume_hold(c, _now())
+        hold = costs.cluster_resume_hold(wire_json(c), _now())
         _confirm(args, _wrap(
-            f"Resume {c['name']} at {_money(c['hourly_rate'])}/h: this places a new hold of "
-            f"about {wording.usd_exact(hold)} for the {_until(c['expires_at'])} until it "
+            f"Resume {c.name} at {_money(c.hourly_rate)}/h: this places a new hold of "
+            f"about {wording.usd_exact(hold)} for the {_until(c.expires_at)} until it "
             f"expires."))
-    c = await client.resume(c["id"])
-    return _after(c, args, f"{c['name']}: {c['status']}, {_money(c['hourly_rate'])}/h, "
-                           f"expires {_when(c['expires_at'])}.")
+    c = await client.resume(c.id)
+    return _after(c, args, f"{c.name}: {c.status}, {_money(c.hourly_rate)}/h, "
+                           f"expires {_when(c.expires_at)}.")
 
 
 async def cmd_terminate(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if not args.yes:
-        held = _money((c.get("cost") or {}).get("hold_remaining"))
+        held = _money(c.cost.hold_remaining)
         _confirm(args, _wrap(
-            f"Terminate {c['name']}: this cannot be undone. Its replicas are deleted, "
+            f"Terminate {c.name}: this cannot be undone. Its replicas are deleted, "
             f"charges are posted up to now and the unused hold (about {held}) is released."),
-            type_name=c["name"])
-    c = await client.terminate(c["id"])
-    return _after(c, args, f"{c['name']}: {c['status']}; spent {_money(c['cost']['spent'])}.")
+            type_name=c.name)
+    c = await client.terminate(c.id)
+    return _after(c, args, f"{c.name}: {c.status}; spent {_money(c.cost.spent)}.")
 
 
-def _after(c: dict[str, Any], args: argparse.Namespace, text: str) -> int:
+def _after(c: ClusterOut, args: argparse.Namespace, text: str) -> int:
     if args.json:
-        _print_json(c)
+        _print_json(wire_json(c))
     else:
         say(_wrap(text))
     return EXIT_OK
@@ -545,30 +546,30 @@ def _after(c: dict[str, Any], args: argparse.Namespace, text: str) -> int:
 
 async def cmd_endpoint(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
-    ep_now = c.get("endpoint")
+    ep_now = c.endpoint
     if args.close:
-        _confirm(args, _wrap(f"Close the public URL of {c['name']}: requests to it are refused "
+        _confirm(args, _wrap(f"Close the public URL of {c.name}: requests to it are refused "
                              "from now on."))
     elif ep_now:
-        _confirm(args, _wrap(f"Change the public URL of {c['name']} from port {ep_now['port']} "
+        _confirm(args, _wrap(f"Change the public URL of {c.name} from port {ep_now.port} "
                              f"to port {args.port}."))
     else:
-        _confirm(args, _wrap(f"Open a public URL for {c['name']}, forwarding to port "
+        _confirm(args, _wrap(f"Open a public URL for {c.name}, forwarding to port "
                              f"{args.port}: anyone with an API key of this account can reach "
                              "it."))
     if args.close:
-        await client.close_endpoint(c["id"])
+        await client.close_endpoint(c.id)
         if args.json:
-            _print_json({"closed": True, "id": c["id"]})
+            _print_json({"closed": True, "id": c.id})
         else:
-            say(f"{c['name']}: public URL closed.")
+            say(f"{c.name}: public URL closed.")
         return EXIT_OK
-    ep = await client.set_endpoint(c["id"], args.port)
+    ep = await client.set_endpoint(c.id, args.port)
     if args.json:
-        _print_json(ep)
+        _print_json(wire_json(ep))
     else:
-        say(f"{c['name']}: {ep['url']} -> port {ep['port']}")
-        say(f'curl {ep["url"]} -H "Authorization: Bearer eco_YOUR_KEY"')
+        say(f"{c.name}: {ep.url} -> port {ep.port}")
+        say(f'curl {ep.url} -H "Authorization: Bearer eco_YOUR_KEY"')
     return EXIT_OK
 
 
@@ -580,7 +581,7 @@ async def cmd_logs(client: EcoClient, args: argparse.Namespace) -> int:
     if args.follow:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
-        async for chunk in client.follow_logs(c["id"], args.replica, tail=args.tail,
+        async for chunk in client.follow_logs(c.id, args.replica, tail=args.tail,
                                               previous=args.previous):
             if args.json:
                 pending += decoder.decode(chunk)
@@ -595,12 +596,12 @@ async def cmd_logs(client: EcoClient, args: argparse.Namespace) -> int:
         if args.json and pending:
             out.write(json.dumps({"line": pending}).encode() + b"\n")
         return EXIT_OK
-    text = await client.logs(c["id"], args.replica, tail=args.tail, previous=args.previous)
+    text = await client.logs(c.id, args.replica, tail=args.tail, previous=args.previous)
     if args.json:
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
-        _print_json({"cluster": c["name"], "replica": args.replica,
+        _print_json({"cluster": c.name, "replica": args.replica,
                      "previous": bool(args.previous), "lines": lines})
         return EXIT_OK
     out.write((visible_lines(text) if safe else text).encode())
@@ -611,7 +612,7 @@ async def cmd_logs(client: EcoClient, args: argparse.Namespace) -> int:
 async def cmd_ledger(client: EcoClient, args: argparse.Namespace) -> int:
     cluster_id = None
     if args.cluster:
-        cluster_id = (await client.cluster(args.cluster))["id"]
+        cluster_id = (await client.cluster(args.cluster)).id
     if args.csv:
         text = await client.ledger_csv(cluster_id=cluster_id, limit=args.limit)
         if sys.stdout.isatty():
@@ -622,21 +623,21 @@ async def cmd_ledger(client: EcoClient, args: argparse.Namespace) -> int:
         return EXIT_OK
     entries = await client.ledger(cluster_id=cluster_id, limit=args.limit)
     if args.json:
-        _print_json({"entries": entries})
+        _print_json({"entries": [wire_json(e) for e in entries]})
         return EXIT_OK
     names: dict[str, str] = {}
-    if any(e.get("cluster_id") for e in entries):
+    if any(e.cluster_id for e in entries):
         try:
-            names = {c["id"]: c["name"] for c in await client.clusters()}
+            names = {c.id: c.name for c in await client.clusters()}
         except ApiRefusal:
             names = {}
     rows = []
     for e in entries:
-        at = wording.parse_time(e["at"]).astimezone()
-        cid = e.get("cluster_id")
-        rows.append([str(e["id"]), f"{at:%Y-%m-%d %H:%M}",
-                     names.get(cid, cid or "-") if cid else "-", e["kind"],
-                     _money(e["amount"]), _money(e["balance_after"]), _money(e["held_after"])])
+        at = wording.parse_time(e.at).astimezone()
+        cid = e.cluster_id
+        rows.append([str(e.id), f"{at:%Y-%m-%d %H:%M}",
+                     names.get(cid, cid or "-") if cid else "-", e.kind,
+                     _money(e.amount), _money(e.balance_after), _money(e.held_after)])
     if not rows:
         say("No ledger entries.")
         return EXIT_OK

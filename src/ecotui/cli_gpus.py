@@ -63,9 +63,9 @@ async def cmd_gpus(client: EcoClient, args: argparse.Namespace) -> int:
         rows = [g for g in rows if args.name in (g.get("cluster"), g.get("cluster_id"))]
         if not rows:
             c = await client.cluster(args.name)  # a refusal (404) says the name is wrong
-            if c.get("status") not in ("running", "pending", "stopping"):
+            if c.status not in ("running", "pending", "stopping"):
                 raise ApiRefusal(409, "conflict",
-                                 f"cluster {c.get('name')} is {c.get('status')}: it has no GPUs")
+                                 f"cluster {c.name} is {c.status}: it has no GPUs")
     if args.json:
         body = {"gpus": rows, "health": data.get("health")} if not args.name else {"gpus": rows}
         sys.stdout.write(json.dumps(body, indent=2) + "\n")

@@ -113,12 +113,15 @@ def test_show_prints_whole_values_and_shows_control_characters(run, env):
 def test_ls_and_errors_show_control_characters(run, env, monkeypatch):
     """No backend string in `ls` can hold a control character today (names are DNS
     labels); the table escapes them all the same, as it does a refusal's message."""
+    from ecocore.wire import ClusterOut, CostOut
     from ecotui.client.rest import ApiRefusal, EcoClient
 
     async def clusters(self, status=None):
-        return [{"name": "x\x1b]0;t\x07", "status": "running\x1b[31m", "region": "us-east",
-                 "replicas": 1, "gpu_count": 1, "gpu_type": "L4\x9b", "ready_replicas": 1,
-                 "burn_rate": "1", "cost": {"spent": "0"}, "expires_at": None}]
+        # Built without validation: the status could not pass it, the table must cope anyway.
+        return [ClusterOut.model_construct(
+            name="x\x1b]0;t\x07", status="running\x1b[31m", region="us-east", replicas=1,
+            gpu_count=1, gpu_type="L4\x9b", ready_replicas=1, burn_rate="1",
+            cost=CostOut.model_construct(spent="0"), expires_at=None)]
 
     monkeypatch.setattr(EcoClient, "clusters", clusters)
     code, out, _ = run("ls")

@@ -19,6 +19,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 
 from ecocore.clock import FakeClock, SystemClock
+from ecocore.wire import EndpointOut, LedgerEntryOut
 from ecotui import costs, dialogs, wording
 from ecotui.client.rest import EcoClient
 
@@ -66,8 +67,8 @@ async def launch_via_api(client: EcoClient, name: str = "web", **kw: Any) -> dic
     return await client.launch(body)
 
 
-async def holds(client: EcoClient, cluster_id: str) -> list[dict[str, Any]]:
-    return [e for e in await client.ledger(cluster_id=cluster_id) if e["kind"] == "hold"]
+async def holds(client: EcoClient, cluster_id: str) -> list[LedgerEntryOut]:
+    return [e for e in await client.ledger(cluster_id=cluster_id) if e.kind == "hold"]
 
 
 async def click(pilot, selector: str) -> None:
@@ -88,7 +89,7 @@ def status_text(d: Any) -> str:
 async def test_launch_preview_is_the_hold_placed(account):
     url, key = account
     async with EcoClient(url, key) as client:
-        before = costs.usd_to_micros((await client.account())["available"])
+        before = costs.usd_to_micros((await client.account()).available)
         app = Host(client)
         async with app.run_test(size=(80, 30)) as pilot:
             d = dialogs.open_launch(app, app.results.append)
@@ -113,11 +114,11 @@ async def test_launch_preview_is_the_hold_placed(account):
             await settle(pilot)
             assert app.screen is not d
         (cluster,) = app.results
-        (hold,) = await holds(client, cluster["id"])
-        assert costs.usd_to_micros(hold["amount"]) == preview.hold
-        after = costs.usd_to_micros((await client.account())["available"])
+        (hold,) = await holds(client, cluster.id)
+        assert costs.usd_to_micros(hold.amount) == preview.hold
+        after = costs.usd_to_micros((await client.account()).available)
         assert after == preview.left
-        assert cluster["startup_command"] == "sleep infinity"
+        assert cluster.startup_command == "sleep infinity"
         assert d.sent[0][2]  # an Idempotency-Key was sent
 
 
@@ -138,10 +139,10 @@ async def test_scale_up_preview_is_the_hold_placed_at_that_moment(account):
             await click(pilot, "#confirm")
             await settle(pilot)
             assert app.screen is not d
-            hold = (await holds(client, c["id"]))[0]  # newest first
-            assert hold["memo"].startswith("scale")
-            placed = costs.usd_to_micros(hold["amount"])
-            at = wording.parse_time(hold["at"])
+            hold = (await holds(client, c.id))[0]  # newest first
+            assert hold.memo.startswith("scale")
+            placed = costs.usd_to_micros(hold.amount)
+            at = wording.parse_time(hold.at)
 
             # The same dialog for the same cluster, its clock at the hold's instant.
             app.clock = FakeClock(at)
@@ -154,16 +155,16 @@ async def test_scale_up_preview_is_the_hold_placed_at_that_moment(account):
         # The preview a moment earlier was a little more (less time was left later).
         per_second = 3 * 5_000_000 // 3600 + 1
         assert placed <= shown <= placed + per_second * 30
-        assert app.results[0]["replicas"] == 5
+        assert app.results[0].replicas == 5
 
 
 async def test_resume_preview_is_the_hold_placed_at_that_moment(account):
     url, key = account
     async with EcoClient(url, key) as client:
         c = await launch_via_api(client, estimated_duration_hours="1.5")
-        c = await client.stop(c["id"])
-        assert c["status"] in ("stopping", "stopped")
-        c = await client.cluster(c["id"])
+        c = await client.stop(c.id)
+        assert c.status in ("stopping", "stopped")
+        c = await client.cluster(c.id)
         app = Host(client)
         async with app.run_test(size=(80, 24)) as pilot:
             d = dialogs.open_resume(app, c, app.results.append)
@@ -172,12 +173,12 @@ async def test_resume_preview_is_the_hold_placed_at_that_moment(account):
             await click(pilot, "#confirm")
             await settle(pilot)
             assert app.screen is not d
-            hold = (await holds(client, c["id"]))[0]
-            assert hold["memo"].startswith("resume")
-            app.clock = FakeClock(wording.parse_time(hold["at"]))
+            hold = (await holds(client, c.id))[0]
+            assert hold.memo.startswith("resume")
+            app.clock = FakeClock(wording.parse_time(hold.at))
             d2 = dialogs.open_resume(app, c)
             await settle(pilot)
-            assert d2.preview_hold == costs.usd_to_micros(hold["amount"])
+            assert d2.preview_hold == costs.usd_to_micros(hold.amount)
             await pilot.press("escape")
 
 
@@ -200,16 +201,16 @@ async def test_extend_preview_is_the_hold_placed(account):
             assert d.field_error("hours") is None
             shown = d.preview_hold
             assert shown == 1_234_570
-            new_expiry = costs.add_micro_hours(c["expires_at"], 123_457)
+            new_expiry = costs.add_micro_hours(c.expires_at, 123_457)
             assert wording.local_time_text(new_expiry, UTC, now=app.clock.now()) in str(
                 d.query_one("#preview", Static).render())
             await click(pilot, "#confirm")
             await settle(pilot)
             assert app.screen is not d
-        hold = (await holds(client, c["id"]))[0]
-        assert hold["memo"].startswith("extend")
-        assert costs.usd_to_micros(hold["amount"]) == shown
-        assert wording.parse_time(app.results[0]["expires_at"]) == new_expiry
+        hold = (await holds(client, c.id))[0]
+        assert hold.memo.startswith("extend")
+        assert costs.usd_to_micros(hold.amount) == shown
+        assert wording.parse_time(app.results[0].expires_at) == new_expiry
 
 
 async def test_launch_refusals_land_on_their_fields(account):
@@ -256,7 +257,7 @@ async def test_launch_refusals_land_on_their_fields(account):
             assert d.refusal.status == 409
             assert "60 of 64 free" in status_text(d)
             assert app.screen is d
-        assert [c["name"] for c in await client.clusters()] == ["taken"]
+        assert [c.name for c in await client.clusters()] == ["taken"]
 
 
 async def test_402_says_how_much_is_missing(poor_account):
@@ -298,10 +299,10 @@ async def test_cancel_changes_nothing(account):
                 await pilot.press("escape")
                 await settle(pilot)
                 assert app.screen is not d
-        after = await client.cluster(c["id"])
+        after = await client.cluster(c.id)
         assert await client.ledger() == ledger_before
-        assert after["replicas"] == c["replicas"] and after["expires_at"] == c["expires_at"]
-        assert after["endpoint"] is None and after["status"] in ("pending", "running")
+        assert after.replicas == c.replicas and after.expires_at == c.expires_at
+        assert after.endpoint is None and after.status in ("pending", "running")
 
 
 async def test_stop_releases_and_terminate_after_typing_the_name(account):
@@ -315,8 +316,8 @@ async def test_stop_releases_and_terminate_after_typing_the_name(account):
             await click(pilot, "#confirm")
             await settle(pilot)
             stopped = app.results[-1]
-            assert stopped["status"] in ("stopping", "stopped")
-            kinds = [e["kind"] for e in await client.ledger(cluster_id=c["id"])]
+            assert stopped.status in ("stopping", "stopped")
+            kinds = [e.kind for e in await client.ledger(cluster_id=c.id)]
             assert "hold_release" in kinds
 
             d = dialogs.open_terminate(app, stopped, app.results.append)
@@ -326,8 +327,8 @@ async def test_stop_releases_and_terminate_after_typing_the_name(account):
             await pilot.press("enter")
             await settle(pilot)
             assert app.screen is not d
-        assert app.results[-1]["status"] in ("terminating", "terminated")
-        assert (await client.cluster(c["id"]))["status"] in ("terminating", "terminated")
+        assert app.results[-1].status in ("terminating", "terminated")
+        assert (await client.cluster(c.id)).status in ("terminating", "terminated")
 
 
 async def test_endpoint_open_change_port_close(account):
@@ -346,21 +347,21 @@ async def test_endpoint_open_change_port_close(account):
             await click(pilot, "#confirm")
             await settle(pilot)
             ep = app.results[-1]
-            assert ep["port"] == 8000 and "/service" in ep["url"]
+            assert ep.port == 8000 and "/service" in ep.url
 
-            c = await client.cluster(c["id"])
+            c = await client.cluster(c.id)
             d = dialogs.open_endpoint(app, c, app.results.append)
             await settle(pilot)
             d.query_one("#port", Input).value = "9000"
             await click(pilot, "#confirm")
             await settle(pilot)
-            assert app.results[-1] == {"url": ep["url"], "port": 9000}  # the URL stays
+            assert app.results[-1] == EndpointOut(url=ep.url, port=9000)  # the URL stays
 
-            d = dialogs.open_endpoint(app, await client.cluster(c["id"]), app.results.append)
+            d = dialogs.open_endpoint(app, await client.cluster(c.id), app.results.append)
             await settle(pilot)
             await click(pilot, "#close")
             await settle(pilot)
-        assert (await client.cluster(c["id"]))["endpoint"] is None
+        assert (await client.cluster(c.id)).endpoint is None
 
 
 async def test_restart_a_replica_and_the_whole_cluster(account):
@@ -379,7 +380,7 @@ async def test_restart_a_replica_and_the_whole_cluster(account):
             await click(pilot, "#confirm")
             await settle(pilot)
             assert app.screen is not d and d.refusal is None
-        events = [e["kind"] for e in await client.events(c["id"])]
+        events = [e["kind"] for e in await client.events(c.id)]
         assert "restarted" in events
 
 
@@ -387,9 +388,9 @@ async def test_scale_while_stopped_changes_only_the_count(account):
     url, key = account
     async with EcoClient(url, key) as client:
         c = await launch_via_api(client)
-        await client.stop(c["id"])
-        c = await client.cluster(c["id"])
-        ledger_before = await client.ledger(cluster_id=c["id"])
+        await client.stop(c.id)
+        c = await client.cluster(c.id)
+        ledger_before = await client.ledger(cluster_id=c.id)
         app = Host(client)
         async with app.run_test(size=(80, 24)) as pilot:
             d = dialogs.open_scale(app, c, app.results.append)
@@ -401,6 +402,6 @@ async def test_scale_while_stopped_changes_only_the_count(account):
                 d.query_one("#preview", Static).render())
             await click(pilot, "#confirm")
             await settle(pilot)
-        assert app.results[0]["replicas"] == 4
-        assert await client.ledger(cluster_id=c["id"]) == ledger_before
+        assert app.results[0].replicas == 4
+        assert await client.ledger(cluster_id=c.id) == ledger_before
 

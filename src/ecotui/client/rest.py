@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
+from ecocore.wire import (
+    AccountOut,
+    ClusterOut,
+    EndpointOut,
+    LedgerEntryOut,
+    ReplicaStateOut,
+)
 from ecotui.client.auth import BearerAuth
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ClientError(Exception):
@@ -104,6 +114,16 @@ class EcoClient:
             raise ApiRefusal(204, "error", f"the backend's answer to {method} {path} is empty")
         return data
 
+    async def _model(self, model: type[_M], method: str, path: str, **kw: Any) -> _M:
+        """The answer parsed as its wire model (an `ApiRefusal` when it is not one)."""
+        return _parse(model, await self._object(method, path, **kw), method, path)
+
+    async def _models(self, model: type[_M], key: str, method: str, path: str,
+                      **kw: Any) -> list[_M]:
+        """The list under `key` of the answer, each item parsed as its wire model."""
+        return [_parse(model, item, method, path)
+                for item in await self._list(key, method, path, **kw)]
+
     async def _list(self, key: str, method: str, path: str, **kw: Any) -> list[dict[str, Any]]:
         """The list under `key` of the answer (`{"clusters": [...]}`)."""
         items = (await self._object(method, path, **kw)).get(key)
@@ -122,15 +142,16 @@ class EcoClient:
     async def filesystems(self) -> list[dict[str, Any]]:
         return await self._list("filesystems", "GET", "/filesystems")
 
-    async def account(self) -> dict[str, Any]:
-        return await self._object("GET", "/account")
+    async def account(self) -> AccountOut:
+        return await self._model(AccountOut, "GET", "/account")
 
     async def ledger(self, *, cluster_id: str | None = None, limit: int | None = None,
-                     before: int | None = None) -> list[dict[str, Any]]:
+                     before: int | None = None) -> list[LedgerEntryOut]:
         params = {k: v for k, v in
                   {"cluster_id": cluster_id, "limit": limit, "before": before}.items()
                   if v is not None}
-        return await self._list("entries", "GET", "/account/ledger", params=params)
+        return await self._models(LedgerEntryOut, "entries", "GET", "/account/ledger",
+                                  params=params)
 
     async def ledger_csv(self, *, cluster_id: str | None = None, limit: int | None = None) -> str:
         params: dict[str, Any] = {"format": "csv"}
@@ -141,41 +162,46 @@ class EcoClient:
         return (await self.request("GET", "/account/ledger", params=params)).text
 
     # -- clusters ---------------------------------------------------------
-    async def clusters(self, status: str | None = None) -> list[dict[str, Any]]:
+    async def clusters(self, status: str | None = None) -> list[ClusterOut]:
         params = {"status": status} if status else None
-        return await self._list("clusters", "GET", "/gpu-clusters", params=params)
+        return await self._models(ClusterOut, "clusters", "GET", "/gpu-clusters", params=params)
 
-    async def cluster(self, ref: str) -> dict[str, Any]:
-        return await self._object("GET", f"/gpu-clusters/{ref}")
+    async def cluster(self, ref: str) -> ClusterOut:
+        return await self._model(ClusterOut, "GET", f"/gpu-clusters/{ref}")
 
-    async def launch(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._object("POST", "/gpu-clusters", json=body, idempotency_key=idempotency_key)
+    async def launch(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> ClusterOut:
+        return await self._model(ClusterOut, "POST", "/gpu-clusters", json=body, idempotency_key=idempotency_key)
 
-    async def scale(self, ref: str, replicas: int, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._object("POST", f"/gpu-clusters/{ref}/scale", json={"replicas": replicas},
+    async def scale(self, ref: str, replicas: int, *, idempotency_key: str | None = None) -> ClusterOut:
+        return await self._model(ClusterOut, "POST", f"/gpu-clusters/{ref}/scale", json={"replicas": replicas},
                                 idempotency_key=idempotency_key)
 
-    async def extend(self, ref: str, hours: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._object("POST", f"/gpu-clusters/{ref}/extend", json={"hours": hours},
+    async def extend(self, ref: str, hours: str, *, idempotency_key: str | None = None) -> ClusterOut:
+        return await self._model(ClusterOut, "POST", f"/gpu-clusters/{ref}/extend", json={"hours": hours},
                                 idempotency_key=idempotency_key)
 
-    async def stop(self, ref: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._object("POST", f"/gpu-clusters/{ref}/stop", idempotency_key=idempotency_key)
+    async def stop(self, ref: str, *, idempotency_key: str | None = None) -> ClusterOut:
+        return await self._model(ClusterOut, "POST", f"/gpu-clusters/{ref}/stop", idempotency_key=idempotency_key)
 
-    async def resume(self, ref: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._object("POST", f"/gpu-clusters/{ref}/resume", idempotency_key=idempotency_key)
+    async def resume(self, ref: str, *, idempotency_key: str | None = None) -> ClusterOut:
+        return await self._model(ClusterOut, "POST", f"/gpu-clusters/{ref}/resume", idempotency_key=idempotency_key)
 
     async def restart(self, ref: str, replica: str | None = None, *,
-                      idempotency_key: str | None = None) -> dict[str, Any]:
-        path = (f"/gpu-clusters/{ref}/replicas/{replica}/restart" if replica
-                else f"/gpu-clusters/{ref}/restart")
-        return await self._object("POST", path, idempotency_key=idempotency_key)
+                      idempotency_key: str | None = None) -> ClusterOut | ReplicaStateOut:
+        """The cluster (a rolling restart of every replica) or the one replica restarted."""
+        if replica:
+            return await self._model(ReplicaStateOut, "POST",
+                                     f"/gpu-clusters/{ref}/replicas/{replica}/restart",
+                                     idempotency_key=idempotency_key)
+        return await self._model(ClusterOut, "POST", f"/gpu-clusters/{ref}/restart",
+                                 idempotency_key=idempotency_key)
 
-    async def terminate(self, ref: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._object("DELETE", f"/gpu-clusters/{ref}", idempotency_key=idempotency_key)
+    async def terminate(self, ref: str, *, idempotency_key: str | None = None) -> ClusterOut:
+        return await self._model(ClusterOut, "DELETE", f"/gpu-clusters/{ref}", idempotency_key=idempotency_key)
 
-    async def set_endpoint(self, ref: str, port: int, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._object("PUT", f"/gpu-clusters/{ref}/endpoint", json={"port": port},
+    async def set_endpoint(self, ref: str, port: int, *,
+                           idempotency_key: str | None = None) -> EndpointOut:
+        return await self._model(EndpointOut, "PUT", f"/gpu-clusters/{ref}/endpoint", json={"port": port},
                                 idempotency_key=idempotency_key)
 
     async def close_endpoint(self, ref: str, *, idempotency_key: str | None = None) -> None:
@@ -258,6 +284,16 @@ class EcoClient:
         return self._auth.headers()
 
 
+def _parse(model: type[_M], data: object, method: str, path: str) -> _M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the answer"
+        raise ApiRefusal(200, "error", f"the backend's answer to {method} {path} is not "
+                         f"a {model.__name__} ({where}: {first['msg']})") from exc
+
+
 def _refusal(resp: httpx.Response) -> ApiRefusal:
     try:
         err = resp.json()["error"]
@@ -265,3 +301,15 @@ def _refusal(resp: httpx.Response) -> ApiRefusal:
                           err.get("field"))
     except Exception:
         return ApiRefusal(resp.status_code, "error", resp.text[:200] or resp.reason_phrase)
+
+
+def wire_json(answer: BaseModel) -> dict[str, Any]:
+    """An answer model as the API sent it: the backend serialises its answers through the
+    same models with these options, so this is its JSON (None fields and money strings
+    included)."""
+    return answer.model_dump(mode="json")
+
+
+def plain(answer: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    """`wire_json` for an answer model; a JSON object (from a stand-in client) as it is."""
+    return wire_json(answer) if isinstance(answer, BaseModel) else answer

@@ -33,7 +33,13 @@ from textual.widgets.button import ButtonVariant
 
 from ecocore.clock import Clock, SystemClock
 from ecotui import costs, wording
-from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, new_idempotency_key
+from ecotui.client.rest import (
+    ApiRefusal,
+    BackendUnreachable,
+    EcoClient,
+    new_idempotency_key,
+    plain,
+)
 from ecotui.text import money_in_cents, visible
 from ecotui.wording import field_words
 
@@ -443,7 +449,7 @@ class ActionDialog(ModalCard[Any]):
         except Exception as exc:  # the preview works without it
             log.warning("%s: no available money for the preview: %r", type(self).__name__, exc)
             return
-        self.available = costs.usd_to_micros(account["available"])
+        self.available = costs.usd_to_micros(plain(account)["available"])
         self.refresh_preview()
 
     def refresh_preview(self) -> None:

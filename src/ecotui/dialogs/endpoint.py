@@ -14,7 +14,7 @@ from textual.binding import Binding, BindingType
 from textual.widget import Widget
 from textual.widgets import Button, Input, Static
 
-from ecotui.client.rest import EcoClient
+from ecotui.client.rest import EcoClient, plain
 from ecotui.dialogs._base import ActionDialog, ClusterDialog
 from ecotui.text import visible
 from ecotui.widgets.controls import EcoInput
@@ -122,8 +122,8 @@ class EndpointDialog(ClusterDialog):
             self.app.notify(f"{name}: public URL closed")
             self.dismiss({"closed": True})
             return
-        self.endpoint = result
-        self.app.notify(f"{name}: {result['url']} → port {result['port']}")
+        self.endpoint = answer = plain(result)
+        self.app.notify(f"{name}: {answer['url']} → port {answer['port']}")
         self.dismiss(result)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

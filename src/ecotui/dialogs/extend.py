@@ -10,7 +10,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from ecotui import costs, wording
-from ecotui.client.rest import EcoClient
+from ecotui.client.rest import EcoClient, plain
 from ecotui.dialogs._base import ClusterDialog
 from ecotui.widgets.controls import EcoInput
 from ecotui.wording import cluster_summary, fmt_usd
@@ -97,6 +97,7 @@ class ExtendDialog(ClusterDialog):
                                         idempotency_key=idempotency_key)
 
     def done_message(self, operation: str, result: Any) -> str | None:
+        result = plain(result)
         return (f"{result.get('name', self.cluster['name'])}: now expires "
                 f"{self.when(result['expires_at'])}")
 

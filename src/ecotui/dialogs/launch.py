@@ -18,7 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
 
 from ecotui import costs
-from ecotui.client.rest import EcoClient
+from ecotui.client.rest import EcoClient, plain
 from ecotui.dialogs._base import ActionDialog
 from ecotui.widgets.controls import EcoCheckbox, EcoInput, EcoSelectionList
 from ecotui.wording import fmt_usd
@@ -105,6 +105,10 @@ class LaunchDialog(ActionDialog):
                 f"Cannot load the catalog: {exc}. Close this and try again.")
             return
         for (name, _), value in zip(needed, results, strict=True):
+            if name == "account":
+                value = plain(value)
+            elif name == "clusters":
+                value = [plain(c) for c in value]
             setattr(self, name, value)
         await self._build_form()
 
@@ -327,6 +331,7 @@ class LaunchDialog(ActionDialog):
         return await self.client.launch(body, idempotency_key=idempotency_key)
 
     def done_message(self, operation: str, result: Any) -> str | None:
+        result = plain(result)
         return (f"Launched {result['name']}: "
                 f"{fmt_usd(costs.usd_to_micros(result['hourly_rate']))}/h, "
                 f"hold {fmt_usd(costs.usd_to_micros(result['cost']['hold']))}")

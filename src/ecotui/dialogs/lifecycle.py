@@ -11,6 +11,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Static
 
 from ecotui import costs, wording
+from ecotui.client.rest import plain
 from ecotui.dialogs._base import ClusterDialog
 from ecotui.widgets.controls import EcoInput
 from ecotui.wording import cluster_summary, fmt_usd, gpus_text
@@ -48,6 +49,7 @@ class StopDialog(ClusterDialog):
         return await self.client.stop(self.cluster["id"], idempotency_key=idempotency_key)
 
     def done_message(self, operation: str, result: Any) -> str | None:
+        result = plain(result)
         return f"{result.get('name', self.cluster['name'])}: {result.get('status', 'stopping')}"
 
 
@@ -101,6 +103,7 @@ class ResumeDialog(ClusterDialog):
         return await self.client.resume(self.cluster["id"], idempotency_key=idempotency_key)
 
     def done_message(self, operation: str, result: Any) -> str | None:
+        result = plain(result)
         return f"{result.get('name', self.cluster['name'])}: resuming"
 
 
@@ -141,6 +144,7 @@ class TerminateDialog(ClusterDialog):
         return await self.client.terminate(self.cluster["id"], idempotency_key=idempotency_key)
 
     def done_message(self, operation: str, result: Any) -> str | None:
+        result = plain(result)
         return f"{result.get('name', self.cluster['name'])}: {result.get('status', 'terminating')}"
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -12,7 +12,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from ecotui import costs, wording
-from ecotui.client.rest import EcoClient
+from ecotui.client.rest import EcoClient, plain
 from ecotui.dialogs._base import ClusterDialog, log
 from ecotui.widgets.controls import EcoInput
 from ecotui.wording import cluster_summary, fmt_usd
@@ -52,10 +52,10 @@ class ScaleDialog(ClusterDialog):
         except Exception as exc:  # the preview works without them; the backend still checks
             log.warning("ScaleDialog: no account or catalog for the preview: %r", exc)
             return
-        self.available = costs.usd_to_micros(account["available"])
+        self.available = costs.usd_to_micros(plain(account)["available"])
         for region in catalog.get("regions", []):
             if region.get("name") == self.cluster["region"]:
-                free = costs.gpus_free(int(region["gpu_budget"]), clusters,
+                free = costs.gpus_free(int(region["gpu_budget"]), [plain(c) for c in clusters],
                                        self.cluster["region"], exclude_id=self.cluster["id"])
                 self.max_replicas = costs.max_replicas(free, int(self.cluster["gpu_count"]))
         self.refresh_preview()
@@ -135,6 +135,7 @@ class ScaleDialog(ClusterDialog):
                                        idempotency_key=idempotency_key)
 
     def done_message(self, operation: str, result: Any) -> str | None:
+        result = plain(result)
         return f"{result.get('name', self.cluster['name'])}: scaling to {result.get('replicas')} replicas"
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -25,6 +25,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label, Static
 
+from ecocore.wire import LedgerEntryOut
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
 from ecotui.keymap import ACCOUNT_VIEW, MOVEMENT
 from ecotui.model import Changes, parse_micros
@@ -78,7 +79,7 @@ class AccountScreen(DashboardScreen):
         self.text_filter = ""  # words every shown entry contains (cluster, kind, memo)
         self._shown = 0  # entries of the page that match it
         self._befores: list[int | None] = [None]
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[LedgerEntryOut] = []
         self._want_reload = False
         self._last_load: float = 0.0
 
@@ -148,28 +149,28 @@ class AccountScreen(DashboardScreen):
         terms = self.text_filter.lower().split()
         self._shown = 0
         for e in self.entries:
-            cid = e.get("cluster_id")
+            cid = e.cluster_id
             name = (m.clusters.get(cid) or {}).get("name", cid) if cid else "—"
-            amount = parse_micros(e.get("amount"))
-            kind = str(e.get("kind"))
+            amount = parse_micros(e.amount)
+            kind = str(e.kind)
             words, effect = ledger_effect(kind, amount)
-            if terms and not entry_matches(terms, name, cid, kind, words, e.get("memo")):
+            if terms and not entry_matches(terms, name, cid, kind, words, e.memo):
                 continue
             self._shown += 1
             cells = {
-                "id": str(e.get("id")), "at": fmt_local(parse_time_or_none(e.get("at")), self.eco.tz, now=now),
+                "id": str(e.id), "at": fmt_local(parse_time_or_none(e.at), self.eco.tz, now=now),
                 "cluster": Text(visible(name)), "kind": Text(words),
                 "amount": Text(fmt_usd(abs(amount))),
                 "available": Text(_signed(effect) if effect else "0"),
-                "balance": fmt_usd(parse_micros(e.get("balance_after"))),
-                "held": fmt_usd(parse_micros(e.get("held_after"))),
-                "memo": Text(visible(e.get("memo") or ""), no_wrap=True, overflow="ellipsis"),
+                "balance": fmt_usd(parse_micros(e.balance_after)),
+                "held": fmt_usd(parse_micros(e.held_after)),
+                "memo": Text(visible(e.memo or ""), no_wrap=True, overflow="ellipsis"),
             }
             if len(self._cols) < len(LEDGER_COLUMNS):  # narrow: the memo gets what is left
                 memo = cells["memo"]
                 if isinstance(memo, Text) and len(memo.plain) > 11:
                     cells["memo"] = Text(memo.plain[:10] + "…")
-            table.add_row(*[cells[k] for k, _ in self._cols], key=str(e.get("id")))
+            table.add_row(*[cells[k] for k, _ in self._cols], key=str(e.id))
         if table.row_count:
             table.move_cursor(row=min(keep, table.row_count - 1))
         self._caption()
@@ -245,7 +246,7 @@ class AccountScreen(DashboardScreen):
     # -- keys ----------------------------------------------------------------------------
     def action_older(self) -> None:
         if len(self.entries) >= PAGE:
-            self._befores.append(int(self.entries[-1]["id"]))
+            self._befores.append(self.entries[-1].id)
             self.load_ledger()
 
     def action_newer(self) -> None:

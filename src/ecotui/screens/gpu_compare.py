@@ -134,7 +134,7 @@ class GpuCompareScreen(Screen[None]):
         states = self.cluster.get("replica_states") or []
         try:
             fresh = await self.client.cluster(self.cluster_id)
-            states = fresh.get("replica_states") or states
+            states = [s.model_dump(mode="json") for s in fresh.replica_states] or states
         except (ApiRefusal, BackendUnreachable):
             pass
         box = self.query_one("#columns", HorizontalScroll)

@@ -19,7 +19,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Input, Static
 
-from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, wire_json
 from ecotui.host import client_host
 from ecotui.keymap import RUN_VIEW
 from ecotui.tools.fold import ReplicaOutcome, render
@@ -139,7 +139,7 @@ class RunScreen(Screen[None]):
     @work(group="run-everywhere", exclusive=True, exit_on_error=False)
     async def run_all(self) -> None:
         try:
-            self.cluster = await self.client.cluster(self.cluster_id)
+            self.cluster = wire_json(await self.client.cluster(self.cluster_id))
         except (ApiRefusal, BackendUnreachable) as exc:
             self._title("cannot run")
             self.query_one("#run-report", Static).update(Text(str(exc)))

@@ -38,7 +38,7 @@ from textual.widgets.option_list import Option
 
 from ecotui import dialogs
 from ecotui.client.exec import ExecConnection, attach_session
-from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, wire_json
 from ecotui.host import client_host
 from ecotui.keymap import RELEASE_KEY_DISPLAY, SHELLS_VIEW
 from ecotui.screens.recordings import open_recordings
@@ -183,7 +183,7 @@ class ShellPane(Vertical):
     @work(group="header", exclusive=True, exit_on_error=False)
     async def load_header(self) -> None:
         with contextlib.suppress(ApiRefusal, BackendUnreachable):
-            self.cluster_info = await self.client.cluster(self.cluster_id)
+            self.cluster_info = wire_json(await self.client.cluster(self.cluster_id))
         try:
             replicas = await self.client.replicas(self.cluster_id)
         except (ApiRefusal, BackendUnreachable):
@@ -720,7 +720,7 @@ class ShellsScreen(Screen[None]):
 
     async def _pick(self, cluster_id: str | None, replica: str | None) -> None:
         try:
-            clusters = await self.client.clusters()
+            clusters = [wire_json(c) for c in await self.client.clusters()]
         except (ApiRefusal, BackendUnreachable) as exc:
             self.notify(f"Cannot list clusters: {exc}", severity="error")
             return
@@ -772,7 +772,7 @@ class ShellsScreen(Screen[None]):
         """Type once into every ready replica of the cluster: opens the missing shells
         (running `command`, the command of the shell broadcast was started from)."""
         try:
-            cluster = await self.client.cluster(cluster_id)
+            cluster = wire_json(await self.client.cluster(cluster_id))
         except (ApiRefusal, BackendUnreachable) as exc:
             self.notify(f"Cannot read the cluster: {exc}", severity="error")
             return

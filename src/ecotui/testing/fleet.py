@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ecocore.fleet_delta import RowVersions
+from ecocore.limits import DEFAULT_TERMINATION_GRACE_SECONDS
 from ecotui.testing.common import FIXED_START, GPU_TYPES, MICRO, REGIONS, ROLES, WORDS, iso, usd
 from ecotui.testing.telemetry import FleetTelemetry
 
@@ -105,6 +106,7 @@ class GeneratedFleet(FleetTelemetry):
             "gpu_count": gpu_count, "replicas": replicas,
             "image": f"ghcr.io/example/{name.split('-')[0]}:1.{i % 7}",
             "startup_command": None, "shared_filesystems": ["models"] if i % 4 == 0 else [],
+            "termination_grace_seconds": DEFAULT_TERMINATION_GRACE_SECONDS,
             "status": status, "status_reason": reason, "stale": False,
             "created_at": iso(created), "started_at": iso(created + timedelta(seconds=40)),
             "expires_at": iso(expires), "estimated_duration_hours": str(hours),

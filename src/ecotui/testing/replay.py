@@ -91,6 +91,15 @@ class _FollowStream(httpx.AsyncByteStream):
 _CLUSTER_ROUTE = re.compile(r"^/gpu-clusters/([^/]+)(?:/(.*))?$")
 
 
+def _as_backend(cluster: dict[str, Any]) -> dict[str, Any]:
+    """A cluster as the backend answers it over REST: a cluster without GPUs has a mean
+    utilisation of 0.0 there (the generated watch frames keep null for it)."""
+    summary = cluster.get("gpu_summary") or {}
+    if summary.get("mean_utilization", 0.0) is not None:
+        return cluster
+    return {**cluster, "gpu_summary": {**summary, "mean_utilization": 0.0}}
+
+
 def fleet_transport(fleet: GeneratedFleet) -> httpx.MockTransport:
     """REST answers from the generated fleet, for `EcoClient(transport=...)`."""
 
@@ -119,7 +128,8 @@ def fleet_transport(fleet: GeneratedFleet) -> httpx.MockTransport:
             return httpx.Response(200, json={"entries": fleet.ledger(
                 cluster_id=cid, limit=int(q.get("limit") or 100), before=before)})
         if path == "/gpu-clusters":
-            return httpx.Response(200, json={"clusters": list(fleet.clusters.values())})
+            return httpx.Response(200, json={"clusters": [_as_backend(c) for c in
+                                                         fleet.clusters.values()]})
         if path == "/gpus":
             return httpx.Response(200, json=fleet.fleet_gpus_answer(
                 unhealthy=q.get("unhealthy") in ("1", "true"), brief=q.get("brief") in ("1", "true"),
@@ -137,7 +147,7 @@ def fleet_transport(fleet: GeneratedFleet) -> httpx.MockTransport:
                 return httpx.Response(409, json={"error": {"code": "conflict",
                                                            "message": "this feed is read-only"}})
             if rest == "":
-                return httpx.Response(200, json=c)
+                return httpx.Response(200, json=_as_backend(c))
             if rest == "replicas":
                 return httpx.Response(200, json={"replicas": fleet.replicas_list(cid, 0.0)})
             if rest == "metrics":

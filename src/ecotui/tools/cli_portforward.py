@@ -47,14 +47,14 @@ async def cmd_port_forward(client: EcoClient, args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     c = await client.cluster(args.name)
-    forwards = [Forward(client, c["id"], remote, local, args.address, replica,
+    forwards = [Forward(client, c.id, remote, local, args.address, replica,
                         on_line=_stderr_line) for local, remote in specs]
     try:
         for f in forwards:
             try:
                 await f.check()
             except ForwardError as exc:
-                err(f"{c['name']}: {exc}")
+                err(f"{c.name}: {exc}")
                 return EXIT_UNREACHABLE if exc.unreachable else EXIT_REFUSED
             try:
                 await f.start()

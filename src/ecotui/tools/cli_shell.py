@@ -24,12 +24,12 @@ import tty
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+from ecocore.wire import ClusterOut
 from ecotui import costs, wording
 from ecotui.cli_io import Parser, Subcommands
 from ecotui.client.exec import STDOUT, ExecConnection, attach_session, open_exec
-from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, wire_json
 from ecotui.tools.asciicast import CastWriter, default_recording_path
 from ecotui.tools.common import EXIT_OK, EXIT_REFUSED, LateParser, UsageError, pump_stdin
 from ecotui.tools.runner import ready_replicas
@@ -109,9 +109,9 @@ async def cmd_shell(client: EcoClient, args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     replica = args.replica
     if replica is None and args.session in (None, "new"):
-        ready = ready_replicas(c)
+        ready = ready_replicas(wire_json(c))
         if not ready:
-            print(f"ecotui: {c['name']} has no ready replica ({c['status']})", file=sys.stderr)
+            print(f"ecotui: {c.name} has no ready replica ({c.status})", file=sys.stderr)
             return EXIT_REFUSED
         replica = ready[0]
     width, height = _size()
@@ -120,31 +120,31 @@ async def cmd_shell(client: EcoClient, args: argparse.Namespace) -> int:
         if sid == "new":
             if replica is None:
                 raise UsageError("a new kept session needs a REPLICA")
-            s = await client.create_session(c["id"], replica, command=command or None,
+            s = await client.create_session(c.id, replica, command=command or None,
                                             tty=interactive, width=width, height=height)
             sid = s["id"]
             print(f"ecotui: kept session {sid} on {replica}; ctrl+] detaches, "
-                  f"reattach with: ecotui shell {c['name']} --session {sid}", file=sys.stderr)
-        conn = await attach_session(client, c["id"], sid)
+                  f"reattach with: ecotui shell {c.name} --session {sid}", file=sys.stderr)
+        conn = await attach_session(client, c.id, sid)
         label = replica or sid
     else:
         assert replica is not None
-        conn = await open_exec(client, c["id"], replica, command or None, stdin=True,
+        conn = await open_exec(client, c.id, replica, command or None, stdin=True,
                                tty=interactive)
         label = replica
     recorder = None
     if args.record is not None:
         path = args.record
         if os.path.isdir(path):
-            path = str(Path(path) / default_recording_path(c["name"], label).name)
+            path = str(Path(path) / default_recording_path(c.name, label).name)
         try:
-            recorder = CastWriter(path, width, height, title=f"{c['name']}/{label}",
+            recorder = CastWriter(path, width, height, title=f"{c.name}/{label}",
                                   env=os.environ)
         except OSError as exc:
             await conn.close()
             raise UsageError(f"cannot record to {path}: {exc.strerror or exc}") from exc
         print(f"ecotui: recording to {path}", file=sys.stderr)
-    warner = ExpiryWarner(c["name"], _say(interactive))
+    warner = ExpiryWarner(c.name, _say(interactive))
     watch = asyncio.create_task(_watch_expiry(client, c, warner))
     try:
         if interactive:
@@ -156,7 +156,7 @@ async def cmd_shell(client: EcoClient, args: argparse.Namespace) -> int:
         if recorder is not None:
             recorder.close()
     if code == "detached":
-        print(f"\r\necotui: detached; reattach with: ecotui shell {c['name']} --session "
+        print(f"\r\necotui: detached; reattach with: ecotui shell {c.name} --session "
               f"{sid}", file=sys.stderr)
         return EXIT_OK
     return int(code)
@@ -170,13 +170,13 @@ def _say(raw: bool) -> Callable[[str], None]:
     return say
 
 
-async def _watch_expiry(client: EcoClient, c: dict[str, Any], warner: ExpiryWarner) -> None:
-    expires = c.get("expires_at")
+async def _watch_expiry(client: EcoClient, c: ClusterOut, warner: ExpiryWarner) -> None:
+    expires = c.expires_at
     while True:
         warner.check(expires, datetime.now(UTC))
         await asyncio.sleep(POLL_S)
         with contextlib.suppress(ApiRefusal, BackendUnreachable):
-            expires = (await client.cluster(c["id"])).get("expires_at")
+            expires = (await client.cluster(c.id)).expires_at
 
 
 def _size() -> tuple[int, int]:

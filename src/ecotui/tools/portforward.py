@@ -23,7 +23,7 @@ from urllib.parse import quote
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, wire_json
 from ecotui.tools.runner import ready_replicas
 
 CHUNK = 64 * 1024
@@ -154,9 +154,9 @@ class Forward:
                 raise ForwardError(exc.message or str(exc), status=exc.status) from exc
             except BackendUnreachable as exc:
                 raise ForwardError(str(exc), unreachable=True) from exc
-            ready = ready_replicas(c)
+            ready = ready_replicas(wire_json(c))
             if not ready:
-                raise ForwardError(f"{c['name']} has no ready replica ({c['status']})",
+                raise ForwardError(f"{c.name} has no ready replica ({c.status})",
                                    status=409)
             self._chosen = ready[0]
         return self._chosen
