@@ -47,15 +47,21 @@ gpu_counts = [1, 2, 4, 8]
 
 def env() -> dict[str, str]:
     e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "backend"), str(ROOT / "src"),
-                                       e.get("PYTHONPATH", "")])
+    e["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "backend"), str(ROOT / "src"), e.get("PYTHONPATH", "")]
+    )
     e.pop("ECOLINK_STATE_DIR", None)
     return e
 
 
 def ecolink(state: Path, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "ecolink", *args, "--state-dir", str(state)],
-                         env=env(), capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ecolink", *args, "--state-dir", str(state)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout
 
 
@@ -68,7 +74,9 @@ def pct(values: list[float], p: float) -> float:
 
 
 def fmt_ms(values: list[float]) -> str:
-    return f"median {statistics.median(values) * 1000:8.2f} ms   p99 {pct(values, 99) * 1000:8.2f} ms"
+    return (
+        f"median {statistics.median(values) * 1000:8.2f} ms   p99 {pct(values, 99) * 1000:8.2f} ms"
+    )
 
 
 async def timed(client: httpx.AsyncClient, path: str, n: int) -> list[float]:
@@ -87,10 +95,19 @@ async def launch_all(client: httpx.AsyncClient, n: int, replicas: int) -> list[s
 
     async def one(i: int) -> None:
         async with sem:
-            r = await client.post("/gpu-clusters", json={
-                "name": f"b{i}", "region": "bench", "gpu_type": "L40S", "gpu_count": 1,
-                "replicas": replicas, "image": "busybox", "estimated_duration_hours": 24,
-                "startup_command": "sleep infinity"})
+            r = await client.post(
+                "/gpu-clusters",
+                json={
+                    "name": f"b{i}",
+                    "region": "bench",
+                    "gpu_type": "L40S",
+                    "gpu_count": 1,
+                    "replicas": replicas,
+                    "image": "busybox",
+                    "estimated_duration_hours": 24,
+                    "startup_command": "sleep infinity",
+                },
+            )
             assert r.status_code == 201, r.text
             ids.append(r.json()["id"])
 
@@ -98,8 +115,9 @@ async def launch_all(client: httpx.AsyncClient, n: int, replicas: int) -> list[s
     return ids
 
 
-async def watch_fanout(url: str, key: str, api: httpx.AsyncClient, ids: list[str],
-                       clients: int, changes: int) -> dict[str, Any]:
+async def watch_fanout(
+    url: str, key: str, api: httpx.AsyncClient, ids: list[str], clients: int, changes: int
+) -> dict[str, Any]:
     ws_url = "ws://" + url.split("://", 1)[1] + "/watch"
     sent: dict[tuple[str, str], float] = {}
     answered: dict[tuple[str, str], float] = {}
@@ -109,8 +127,11 @@ async def watch_fanout(url: str, key: str, api: httpx.AsyncClient, ids: list[str
     conns = []
     t = time.perf_counter()
     for _ in range(clients):
-        conns.append(await websockets.connect(
-            ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_size=None))
+        conns.append(
+            await websockets.connect(
+                ws_url, additional_headers={"Authorization": f"Bearer {key}"}, max_size=None
+            )
+        )
     snap_bytes = 0
     for ws in conns:
         first = await ws.recv()
@@ -168,12 +189,21 @@ async def watch_fanout(url: str, key: str, api: httpx.AsyncClient, ids: list[str
     # "stopped" is committed before the answer; "running" comes later, when the runtime
     # reports the replicas started, so only the first measures the feed alone.
     after_answer = [t - answered[k] for k, t in arrivals if k in answered]
-    stop_after_answer = [t - answered[k] for k, t in arrivals
-                         if k in answered and k[1] == "stopped"]
-    return {"latencies": latencies, "after_answer": after_answer,
-            "stop_after_answer": stop_after_answer, "missing": missing, "connect_s": connect_s,
-            "snapshot_bytes": snap_bytes, "actions": 2 * changes, "actions_s": actions_s,
-            "total_s": total_s, "frames": sum(frames)}
+    stop_after_answer = [
+        t - answered[k] for k, t in arrivals if k in answered and k[1] == "stopped"
+    ]
+    return {
+        "latencies": latencies,
+        "after_answer": after_answer,
+        "stop_after_answer": stop_after_answer,
+        "missing": missing,
+        "connect_s": connect_s,
+        "snapshot_bytes": snap_bytes,
+        "actions": 2 * changes,
+        "actions_s": actions_s,
+        "total_s": total_s,
+        "frames": sum(frames),
+    }
 
 
 def start_server(state: Path) -> tuple[subprocess.Popen[bytes], str, str]:
@@ -181,9 +211,23 @@ def start_server(state: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     ecolink(state, "accounts", "create", "bench", "--credit", "100000000")
     key = ecolink(state, "keys", "create", "--account", "bench").split()[-1]
     log = open(state / "serve.out", "wb")  # noqa: SIM115 - the child writes it
-    proc = subprocess.Popen([sys.executable, "-m", "ecolink", "serve", "--port", "0",
-                             "--catalog", str(state / "catalog.toml"), "--state-dir", str(state)],
-                            env=env(), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ecolink",
+            "serve",
+            "--port",
+            "0",
+            "--catalog",
+            str(state / "catalog.toml"),
+            "--state-dir",
+            str(state),
+        ],
+        env=env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     log.close()
     for _ in range(600):
         try:
@@ -200,13 +244,16 @@ def start_server(state: Path) -> tuple[subprocess.Popen[bytes], str, str]:
 
 
 async def bench(args: argparse.Namespace, url: str, key: str) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=600,
-                                 headers={"Authorization": f"Bearer {key}"}) as api:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=600, headers={"Authorization": f"Bearer {key}"}
+    ) as api:
         t = time.perf_counter()
         ids = await launch_all(api, args.clusters, args.replicas)
         launch_s = time.perf_counter() - t
-        print(f"launched {len(ids)} clusters x {args.replicas} replicas in {launch_s:.1f} s "
-              f"({len(ids) / launch_s:.1f} launches/s)")
+        print(
+            f"launched {len(ids)} clusters x {args.replicas} replicas in {launch_s:.1f} s "
+            f"({len(ids) / launch_s:.1f} launches/s)"
+        )
         # Measure in the steady state: every replica started.
         deadline = time.monotonic() + args.settle_timeout
         running = 0
@@ -216,8 +263,10 @@ async def bench(args: argparse.Namespace, url: str, key: str) -> None:
             if running == len(ids):
                 break
             await asyncio.sleep(2)
-        print(f"{running}/{len(ids)} running {time.perf_counter() - t:.1f} s after the first "
-              f"launch; list answer {len((await api.get('/gpu-clusters')).content) / 1e6:.2f} MB")
+        print(
+            f"{running}/{len(ids)} running {time.perf_counter() - t:.1f} s after the first "
+            f"launch; list answer {len((await api.get('/gpu-clusters')).content) / 1e6:.2f} MB"
+        )
         # Warm up, then measure each kind in turn on the same server.
         await timed(api, "/healthz", 20)
         health = await timed(api, "/healthz", args.requests)
@@ -233,28 +282,42 @@ async def bench(args: argparse.Namespace, url: str, key: str) -> None:
         hm = statistics.median(health)
         print()
         print(f"GET /healthz          {fmt_ms(health)}   (baseline, n={len(health)})")
-        print(f"GET /gpu-clusters/id  {fmt_ms(gets)}   x{statistics.median(gets) / hm:6.1f} "
-              f"median, x{pct(gets, 99) / pct(health, 99):6.1f} p99 (n={len(gets)})")
-        print(f"GET /gpu-clusters     {fmt_ms(lists)}   x{statistics.median(lists) / hm:6.1f} "
-              f"median, x{pct(lists, 99) / pct(health, 99):6.1f} p99 (n={len(lists)}, "
-              f"{len(ids)} clusters)")
+        print(
+            f"GET /gpu-clusters/id  {fmt_ms(gets)}   x{statistics.median(gets) / hm:6.1f} "
+            f"median, x{pct(gets, 99) / pct(health, 99):6.1f} p99 (n={len(gets)})"
+        )
+        print(
+            f"GET /gpu-clusters     {fmt_ms(lists)}   x{statistics.median(lists) / hm:6.1f} "
+            f"median, x{pct(lists, 99) / pct(health, 99):6.1f} p99 (n={len(lists)}, "
+            f"{len(ids)} clusters)"
+        )
         print()
         w = await watch_fanout(url, key, api, ids, args.clients, args.changes)
         lat = w["latencies"]
-        print(f"watch: {args.clients} clients connected and got their snapshots "
-              f"({w['snapshot_bytes'] / 1e6:.2f} MB each) in {w['connect_s']:.1f} s")
-        print(f"watch: {w['actions']} state changes (stop, then resume) sent in "
-              f"{w['actions_s']:.1f} s; {len(lat)} deliveries, {w['missing']} missing, "
-              f"{w['frames']} frames in all")
+        print(
+            f"watch: {args.clients} clients connected and got their snapshots "
+            f"({w['snapshot_bytes'] / 1e6:.2f} MB each) in {w['connect_s']:.1f} s"
+        )
+        print(
+            f"watch: {w['actions']} state changes (stop, then resume) sent in "
+            f"{w['actions_s']:.1f} s; {len(lat)} deliveries, {w['missing']} missing, "
+            f"{w['frames']} frames in all"
+        )
         if lat:
-            print(f"watch: request sent -> frame at client   {fmt_ms(lat)}   "
-                  f"max {max(lat) * 1000:.1f} ms")
+            print(
+                f"watch: request sent -> frame at client   {fmt_ms(lat)}   "
+                f"max {max(lat) * 1000:.1f} ms"
+            )
             aa = w["after_answer"]
-            print(f"watch: API answer   -> frame at client   {fmt_ms(aa)}   "
-                  f"max {max(aa) * 1000:.1f} ms")
+            print(
+                f"watch: API answer   -> frame at client   {fmt_ms(aa)}   "
+                f"max {max(aa) * 1000:.1f} ms"
+            )
             sa = w["stop_after_answer"]
-            print(f"watch: stop answer  -> 'stopped' frame   {fmt_ms(sa)}   "
-                  f"max {max(sa) * 1000:.1f} ms  (the feed alone)")
+            print(
+                f"watch: stop answer  -> 'stopped' frame   {fmt_ms(sa)}   "
+                f"max {max(sa) * 1000:.1f} ms  (the feed alone)"
+            )
 
 
 def end_leftover_replicas(state: Path) -> None:
@@ -277,8 +340,12 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--changes", type=int, default=40)
-    p.add_argument("--settle-timeout", type=float, default=900.0,
-                   help="how long to wait for every cluster to run before measuring")
+    p.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=900.0,
+        help="how long to wait for every cluster to run before measuring",
+    )
     p.add_argument("--keep", action="store_true", help="keep the state dir")
     args = p.parse_args()
     state = Path(tempfile.mkdtemp(prefix="ecolink-bench-"))

@@ -49,6 +49,7 @@ for _p in (ROOT / "src", ROOT / "backend"):
 
 # -- the feed server (its own process) -----------------------------------------------
 
+
 async def serve_feed(clusters: int, replicas: int, gpus: int, port_file: Path) -> None:
     from urllib.parse import parse_qs, urlsplit
 
@@ -64,8 +65,12 @@ async def serve_feed(clusters: int, replicas: int, gpus: int, port_file: Path) -
 
     def json_response(status: int, body: Any) -> Response:
         data = json.dumps(body).encode()
-        return Response(status, "OK", Headers([("Content-Type", "application/json"),
-                                               ("Content-Length", str(len(data)))]), data)
+        return Response(
+            status,
+            "OK",
+            Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data)))]),
+            data,
+        )
 
     def rest(conn: ServerConnection, request: Any) -> Response | None:
         if request.headers.get("Upgrade", "").lower() == "websocket":
@@ -80,8 +85,12 @@ async def serve_feed(clusters: int, replicas: int, gpus: int, port_file: Path) -
         if path == "/account/ledger":
             return json_response(200, {"entries": fleet.ledger(limit=int(q.get("limit", 100)))})
         if path == "/gpus":
-            return json_response(200, fleet.fleet_gpus_answer(
-                time.monotonic() - start, brief=q.get("brief") == "true", since=q.get("since")))
+            return json_response(
+                200,
+                fleet.fleet_gpus_answer(
+                    time.monotonic() - start, brief=q.get("brief") == "true", since=q.get("since")
+                ),
+            )
         parts = path.strip("/").split("/")
         if len(parts) >= 3 and parts[0] == "gpu-clusters" and parts[1] in fleet.clusters:
             cid = parts[1]
@@ -137,8 +146,19 @@ async def serve_feed(clusters: int, replicas: int, gpus: int, port_file: Path) -
                 await broadcast(dumps({"type": "account", "account": fleet.account}))
             if rng.random() < 0.2:
                 cid = rng.choice(list(fleet.clusters))
-                await broadcast(dumps({"type": "event", "cluster_id": cid, "event": {
-                    "at": "2026-03-02T14:00:00Z", "kind": "scaled", "message": "bench event"}}))
+                await broadcast(
+                    dumps(
+                        {
+                            "type": "event",
+                            "cluster_id": cid,
+                            "event": {
+                                "at": "2026-03-02T14:00:00Z",
+                                "kind": "scaled",
+                                "message": "bench event",
+                            },
+                        }
+                    )
+                )
 
     async with serve(handler, "127.0.0.1", 0, process_request=rest, max_size=None) as server:
         port = server.sockets[0].getsockname()[1]
@@ -148,8 +168,10 @@ async def serve_feed(clusters: int, replicas: int, gpus: int, port_file: Path) -
 
 # -- the dashboard (its own process) ----------------------------------------------------
 
-async def run_dashboard(url: str, seconds: float, presses: int, size: tuple[int, int],
-                        gpu_view: bool = False) -> dict[str, Any]:
+
+async def run_dashboard(
+    url: str, seconds: float, presses: int, size: tuple[int, int], gpu_view: bool = False
+) -> dict[str, Any]:
     from ecotui.app import EcoApp
     from ecotui.client.rest import EcoClient
     from ecotui.client.watch import WatchClient
@@ -168,7 +190,11 @@ async def run_dashboard(url: str, seconds: float, presses: int, size: tuple[int,
             return
         # Headless Textual skips the terminal encoding: do it here, so its cost is counted
         # and the bytes a terminal would receive are known.
-        text = renderable.render_segments(app.console) if hasattr(renderable, "render_segments") else ""
+        text = (
+            renderable.render_segments(app.console)
+            if hasattr(renderable, "render_segments")
+            else ""
+        )
         now = time.perf_counter()
         displays.append(now)
         written.append((now, len(text.encode("utf-8"))))
@@ -198,7 +224,9 @@ async def run_dashboard(url: str, seconds: float, presses: int, size: tuple[int,
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
         result["cpu_s_per_min"] = cpu * 60.0 / (w1 - w0)
         result["paints_per_s"] = sum(1 for d in displays if w0 <= d <= w1) / (w1 - w0)
-        result["terminal_kib_per_s"] = sum(b for t, b in written if w0 <= t <= w1) / 1024 / (w1 - w0)
+        result["terminal_kib_per_s"] = (
+            sum(b for t, b in written if w0 <= t <= w1) / 1024 / (w1 - w0)
+        )
 
         # Key press to the next screen update that follows it. Every key here changes the
         # screen (j then k keep the cursor inside the list; o, O and m change the order).
@@ -248,8 +276,9 @@ async def run_dashboard(url: str, seconds: float, presses: int, size: tuple[int,
             # Idle on the GPU view: its reloads every 3 s (and the feed) are what remains.
             c0, w0 = time.process_time(), time.perf_counter()
             await asyncio.sleep(9.0)
-            result["gpu_idle_cpu_s_per_min"] = (time.process_time() - c0) * 60 / (
-                time.perf_counter() - w0)
+            result["gpu_idle_cpu_s_per_min"] = (
+                (time.process_time() - c0) * 60 / (time.perf_counter() - w0)
+            )
         del pilot
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
@@ -274,9 +303,12 @@ def reload_cost(clusters: int, replicas: int, gpus: int, rounds: int = 7) -> Non
     size: dict[str, int] = {}
     for i in range(1, rounds + 1):
         t = 3.0 * i
-        body = {"whole": json.dumps(fleet.fleet_gpus(t, brief=True)).encode(),
-                "since": json.dumps(fleet.fleet_gpus_answer(t, brief=True,
-                                                            since=since_view.version)).encode()}
+        body = {
+            "whole": json.dumps(fleet.fleet_gpus(t, brief=True)).encode(),
+            "since": json.dumps(
+                fleet.fleet_gpus_answer(t, brief=True, since=since_view.version)
+            ).encode(),
+        }
         for kind, view in (("whole", whole_view), ("since", since_view)):
             c0 = time.process_time()
             data = json.loads(body[kind])
@@ -289,9 +321,11 @@ def reload_cost(clusters: int, replicas: int, gpus: int, rounds: int = 7) -> Non
         if whole_view.gpus != since_view.gpus:
             raise SystemExit("the incremental reload ended with other rows than a whole read")
     w, d = statistics.median(cost["whole"]), statistics.median(cost["since"])
-    print(f"GPU view reload, {len(whole_view.gpus)} GPUs (no terminal): whole list "
-          f"{size['whole'] / 1e6:.2f} MB, {w:.1f} ms CPU; since the version held "
-          f"{size['since'] / 1e6:.2f} MB, {d:.1f} ms CPU ({w / d:.2f}x less CPU)")
+    print(
+        f"GPU view reload, {len(whole_view.gpus)} GPUs (no terminal): whole list "
+        f"{size['whole'] / 1e6:.2f} MB, {w:.1f} ms CPU; since the version held "
+        f"{size['since'] / 1e6:.2f} MB, {d:.1f} ms CPU ({w / d:.2f}x less CPU)"
+    )
 
 
 # The fleet GPU view is measured up to this many GPUs (its list is read whole over REST).
@@ -300,13 +334,26 @@ MAX_GPU_VIEW = 10_000
 
 def measure(clusters: int, args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "backend"),
-                                         env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT / "backend"), env.get("PYTHONPATH", "")]
+    )
     port_file = Path(tempfile.gettempdir()) / f"ecotui-bench-{os.getpid()}-{clusters}.port"
     port_file.unlink(missing_ok=True)
-    feed = subprocess.Popen([sys.executable, __file__, "--serve-feed", str(clusters),
-                             "--replicas", str(args.replicas), "--gpus", str(args.gpus),
-                             "--port-file", str(port_file)], env=env)
+    feed = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--serve-feed",
+            str(clusters),
+            "--replicas",
+            str(args.replicas),
+            "--gpus",
+            str(args.gpus),
+            "--port-file",
+            str(port_file),
+        ],
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 60
         while not port_file.exists() or not port_file.read_text():
@@ -316,10 +363,25 @@ def measure(clusters: int, args: argparse.Namespace) -> dict[str, Any]:
         url = f"http://127.0.0.1:{port_file.read_text()}"
         gpus = clusters * args.replicas * args.gpus
         extra = ["--gpu-view"] if gpus <= MAX_GPU_VIEW else []
-        out = subprocess.run([sys.executable, __file__, "--dashboard", url, "--seconds",
-                              str(args.seconds), "--presses", str(args.presses),
-                              "--size", args.size, *extra],
-                             env=env, capture_output=True, text=True, timeout=args.seconds + 300)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--dashboard",
+                url,
+                "--seconds",
+                str(args.seconds),
+                "--presses",
+                str(args.presses),
+                "--size",
+                args.size,
+                *extra,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=args.seconds + 300,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"dashboard run failed:\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -331,7 +393,9 @@ def measure(clusters: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10", help="fleet sizes, the first one compared to the last")
+    parser.add_argument(
+        "--sizes", default="1000,10", help="fleet sizes, the first one compared to the last"
+    )
     parser.add_argument("--replicas", type=int, default=8)
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0, help="CPU measuring window")
@@ -349,46 +413,58 @@ def main() -> None:
         return
     if args.dashboard:
         cols, rows = (int(v) for v in args.size.lower().split("x"))
-        res = asyncio.run(run_dashboard(args.dashboard, args.seconds, args.presses, (cols, rows),
-                                        gpu_view=args.gpu_view))
+        res = asyncio.run(
+            run_dashboard(
+                args.dashboard, args.seconds, args.presses, (cols, rows), gpu_view=args.gpu_view
+            )
+        )
         print(json.dumps(res))
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]
     results = {}
     for n in sizes:
-        print(f"measuring {n} clusters x {args.replicas} replicas x {args.gpus} GPUs ...", flush=True)
+        print(
+            f"measuring {n} clusters x {args.replicas} replicas x {args.gpus} GPUs ...", flush=True
+        )
         results[n] = measure(n, args)
-    rows = [("CPU s per minute", "cpu_s_per_min", "{:.2f}"),
-            ("peak memory MiB", "peak_rss_mib", "{:.1f}"),
-            ("time to first paint s", "first_paint_s", "{:.3f}"),
-            ("key to repaint median ms", "latency_median_ms", "{:.1f}"),
-            ("key to repaint p95 ms", "latency_p95_ms", "{:.1f}"),
-            ("GPUs in the GPU view", "gpus", "{:.0f}"),
-            ("GPU view: first paint s", "gpu_view_first_paint_s", "{:.3f}"),
-            ("GPU view: key to repaint median", "gpu_latency_median_ms", "{:.1f}"),
-            ("GPU view: key to repaint p95 ms", "gpu_latency_p95_ms", "{:.1f}"),
-            ("GPU view: CPU s per minute (idle)", "gpu_idle_cpu_s_per_min", "{:.2f}"),
-            ("screen updates per s (idle)", "paints_per_s", "{:.1f}"),
-            ("terminal output KiB per s (idle)", "terminal_kib_per_s", "{:.1f}")]
+    rows = [
+        ("CPU s per minute", "cpu_s_per_min", "{:.2f}"),
+        ("peak memory MiB", "peak_rss_mib", "{:.1f}"),
+        ("time to first paint s", "first_paint_s", "{:.3f}"),
+        ("key to repaint median ms", "latency_median_ms", "{:.1f}"),
+        ("key to repaint p95 ms", "latency_p95_ms", "{:.1f}"),
+        ("GPUs in the GPU view", "gpus", "{:.0f}"),
+        ("GPU view: first paint s", "gpu_view_first_paint_s", "{:.3f}"),
+        ("GPU view: key to repaint median", "gpu_latency_median_ms", "{:.1f}"),
+        ("GPU view: key to repaint p95 ms", "gpu_latency_p95_ms", "{:.1f}"),
+        ("GPU view: CPU s per minute (idle)", "gpu_idle_cpu_s_per_min", "{:.2f}"),
+        ("screen updates per s (idle)", "paints_per_s", "{:.1f}"),
+        ("terminal output KiB per s (idle)", "terminal_kib_per_s", "{:.1f}"),
+    ]
     big, small = sizes[0], sizes[-1]
     head = f"{'':30}" + "".join(f"{str(n) + ' clusters':>16}" for n in sizes) + f"{'ratio':>10}"
     print()
-    print(f"dashboard at {args.size}, {args.replicas} replicas x {args.gpus} GPUs per cluster, "
-          f"{args.seconds:g} s CPU window, {args.presses} key presses, python {sys.version.split()[0]}")
+    print(
+        f"dashboard at {args.size}, {args.replicas} replicas x {args.gpus} GPUs per cluster, "
+        f"{args.seconds:g} s CPU window, {args.presses} key presses, python {sys.version.split()[0]}"
+    )
     print(head)
     for label, key, fmt in rows:
-        vals = "".join(f"{fmt.format(results[n][key]) if key in results[n] else '—':>16}"
-                       for n in sizes)
+        vals = "".join(
+            f"{fmt.format(results[n][key]) if key in results[n] else '—':>16}" for n in sizes
+        )
         a, b = results[big].get(key), results[small].get(key)
         ratio = a / b if a is not None and b else float("nan")
         print(f"{label:30}{vals}{ratio:>9.2f}x")
     for n in sizes:
         r = results[n]
         if "gpu_latency_p95_ms" in r:
-            print(f"{n} clusters ({r['gpus']:.0f} GPUs): key to repaint p95, GPU view "
-                  f"{r['gpu_latency_p95_ms']:.1f} ms beside clusters view "
-                  f"{r['latency_p95_ms']:.1f} ms: {r['gpu_latency_p95_ms'] / r['latency_p95_ms']:.2f}x")
+            print(
+                f"{n} clusters ({r['gpus']:.0f} GPUs): key to repaint p95, GPU view "
+                f"{r['gpu_latency_p95_ms']:.1f} ms beside clusters view "
+                f"{r['latency_p95_ms']:.1f} ms: {r['gpu_latency_p95_ms'] / r['latency_p95_ms']:.2f}x"
+            )
             reload_cost(n, args.replicas, args.gpus)
     if args.json:
         print(json.dumps(results, indent=2))

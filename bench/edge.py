@@ -47,30 +47,40 @@ def env(source: Path) -> dict[str, str]:
 
 
 def ecolink(source: Path, state: Path, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "ecolink", *args, "--state-dir", str(state)],
-                         env=env(source), capture_output=True, text=True, check=True,
-                         cwd=str(state.parent))
+    out = subprocess.run(
+        [sys.executable, "-m", "ecolink", *args, "--state-dir", str(state)],
+        env=env(source),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=str(state.parent),
+    )
     return out.stdout
 
 
 LOCKS = {
     # The write lock: WAL readers go on reading.
-    "write": ("import sqlite3, sys, time\n"
-              "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
-              "c.execute('BEGIN IMMEDIATE')\n"),
+    "write": (
+        "import sqlite3, sys, time\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
+        "c.execute('BEGIN IMMEDIATE')\n"
+    ),
     # The read marks of the WAL's shared memory: no reader can start a transaction (as
     # when a process stalls holding them); each waits about 10 s, then fails.
-    "readers": ("import fcntl, os, sys, time\n"
-                "fd = os.open(sys.argv[1] + '-shm', os.O_RDWR)\n"
-                "fcntl.lockf(fd, fcntl.LOCK_EX, 5, 123, os.SEEK_SET)\n"),
+    "readers": (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1] + '-shm', os.O_RDWR)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX, 5, 123, os.SEEK_SET)\n"
+    ),
 }
 
 
 def hold_lock(db: Path, seconds: float, taken: threading.Event, lock: str = "write") -> None:
     """In a separate process: take the lock, sleep, roll back."""
     code = LOCKS[lock] + "print('taken', flush=True)\ntime.sleep(float(sys.argv[2]))\n"
-    p = subprocess.Popen([sys.executable, "-c", code, str(db), str(seconds)],
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, str(db), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     assert p.stdout is not None
     if p.stdout.readline().strip() != "taken":
         raise SystemExit("the lock could not be taken")
@@ -84,17 +94,32 @@ def ms(xs: list[float]) -> str:
     return f"median {statistics.median(xs) * 1000:.1f} ms, max {max(xs) * 1000:.1f} ms"
 
 
-def run(source: Path, hold: float, label: str, lock: str = "write",
-        busy_timeout: float | None = None) -> dict[str, Any]:
+def run(
+    source: Path, hold: float, label: str, lock: str = "write", busy_timeout: float | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ecolink-edge-") as tmp:
         state = Path(tmp) / "state"
         ecolink(source, state, "accounts", "create", "bench", "--credit", "1000")
         key = ecolink(source, state, "keys", "create", "--account", "bench").split()[-1]
         log = open(Path(tmp) / "serve.out", "wb")  # noqa: SIM115
         extra = ["--db-busy-timeout", str(busy_timeout)] if busy_timeout is not None else []
-        proc = subprocess.Popen([sys.executable, "-m", "ecolink", "serve", "--port", "0",
-                                 "--state-dir", str(state), *extra], env=env(source), stdout=log,
-                                stderr=subprocess.STDOUT, cwd=tmp)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ecolink",
+                "serve",
+                "--port",
+                "0",
+                "--state-dir",
+                str(state),
+                *extra,
+            ],
+            env=env(source),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+        )
         try:
             url = ""
             deadline = time.monotonic() + 30
@@ -106,18 +131,26 @@ def run(source: Path, hold: float, label: str, lock: str = "write",
                 except (OSError, ValueError):
                     time.sleep(0.05)
             assert url, "the server did not start"
-            api = httpx.Client(base_url=url, timeout=60,
-                               headers={"Authorization": f"Bearer {key}"})
+            api = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"})
             while True:
                 try:
                     if api.get("/healthz").status_code == 200:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.05)
-            r = api.post("/gpu-clusters", json={
-                "name": "edge", "region": "us-east", "gpu_type": "L40S", "gpu_count": 1,
-                "replicas": 2, "image": "busybox", "estimated_duration_hours": 1,
-                "startup_command": "sleep infinity"})
+            r = api.post(
+                "/gpu-clusters",
+                json={
+                    "name": "edge",
+                    "region": "us-east",
+                    "gpu_type": "L40S",
+                    "gpu_count": 1,
+                    "replicas": 2,
+                    "image": "busybox",
+                    "estimated_duration_hours": 1,
+                    "startup_command": "sleep infinity",
+                },
+            )
             assert r.status_code == 201, r.text
 
             before: list[float] = []
@@ -128,8 +161,9 @@ def run(source: Path, hold: float, label: str, lock: str = "write",
                 time.sleep(0.05)
 
             taken = threading.Event()
-            locker = threading.Thread(target=hold_lock,
-                                      args=(state / "ecolink.db", hold, taken, lock))
+            locker = threading.Thread(
+                target=hold_lock, args=(state / "ecolink.db", hold, taken, lock)
+            )
             locker.start()
             taken.wait()
             t_lock = time.monotonic()
@@ -140,16 +174,21 @@ def run(source: Path, hold: float, label: str, lock: str = "write",
             stop = threading.Event()
 
             def reader() -> None:
-                c = httpx.Client(base_url=url, timeout=60,
-                                 headers={"Authorization": f"Bearer {key}"})
+                c = httpx.Client(
+                    base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}
+                )
                 while not stop.is_set():
                     for path in ("/gpu-clusters", "/account"):
                         t = time.perf_counter()
                         try:
                             r = c.get(path)
-                            what = ("ok" if r.status_code == 200 else "store_unavailable"
-                                    if r.status_code == 503 and "store_unavailable" in r.text
-                                    else "failed")
+                            what = (
+                                "ok"
+                                if r.status_code == 200
+                                else "store_unavailable"
+                                if r.status_code == 503 and "store_unavailable" in r.text
+                                else "failed"
+                            )
                         except httpx.HTTPError:
                             what = "failed"
                         read_s.append(time.perf_counter() - t)
@@ -157,12 +196,14 @@ def run(source: Path, hold: float, label: str, lock: str = "write",
                     time.sleep(0.1)
 
             def writer() -> None:
-                c = httpx.Client(base_url=url, timeout=60,
-                                 headers={"Authorization": f"Bearer {key}"})
+                c = httpx.Client(
+                    base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}
+                )
                 t = time.perf_counter()
                 r = c.post("/gpu-clusters/edge/extend", json={"hours": 1})
-                write.update(status=r.status_code, seconds=time.perf_counter() - t,
-                             body=r.text[:200])
+                write.update(
+                    status=r.status_code, seconds=time.perf_counter() - t, body=r.text[:200]
+                )
 
             threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
             for th in threads:
@@ -180,16 +221,27 @@ def run(source: Path, hold: float, label: str, lock: str = "write",
             locker.join()
             for th in threads:
                 th.join()
-            result = {"label": label, "before": before, "during": during, "reads": reads,
-                      "write": write}
+            result = {
+                "label": label,
+                "before": before,
+                "during": during,
+                "reads": reads,
+                "write": write,
+            }
             print(f"[{label}] /healthz before the lock: {ms(before)}")
-            print(f"[{label}] /healthz while another process holds the {lock} lock "
-                  f"{hold:.0f} s: {ms(during)} ({len(during)} requests)")
-            print(f"[{label}] reads of /gpu-clusters and /account during the lock: "
-                  f"{reads['ok']} answered 200, {reads['store_unavailable']} 503 "
-                  f"store_unavailable, {reads['failed']} other; {ms(read_s)}")
-            print(f"[{label}] one extension sent during the lock: {write.get('status')} "
-                  f"after {write.get('seconds', 0):.2f} s")
+            print(
+                f"[{label}] /healthz while another process holds the {lock} lock "
+                f"{hold:.0f} s: {ms(during)} ({len(during)} requests)"
+            )
+            print(
+                f"[{label}] reads of /gpu-clusters and /account during the lock: "
+                f"{reads['ok']} answered 200, {reads['store_unavailable']} 503 "
+                f"store_unavailable, {reads['failed']} other; {ms(read_s)}"
+            )
+            print(
+                f"[{label}] one extension sent during the lock: {write.get('status')} "
+                f"after {write.get('seconds', 0):.2f} s"
+            )
             return result
         finally:
             proc.terminate()
@@ -202,22 +254,39 @@ def run(source: Path, hold: float, label: str, lock: str = "write",
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--baseline", type=Path, default=None,
-                    help="another checkout to measure first, in the same run")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout to measure first, in the same run",
+    )
     ap.add_argument("--hold", type=float, default=8.0, help="seconds the lock is held")
-    ap.add_argument("--lock", choices=sorted(LOCKS), default="write",
-                    help="write: BEGIN IMMEDIATE; readers: no reader gets in")
-    ap.add_argument("--busy-timeout", type=float, default=None,
-                    help="the server's --db-busy-timeout, in seconds")
+    ap.add_argument(
+        "--lock",
+        choices=sorted(LOCKS),
+        default="write",
+        help="write: BEGIN IMMEDIATE; readers: no reader gets in",
+    )
+    ap.add_argument(
+        "--busy-timeout",
+        type=float,
+        default=None,
+        help="the server's --db-busy-timeout, in seconds",
+    )
     args = ap.parse_args()
-    base = (run(args.baseline.resolve(), args.hold, "baseline", args.lock, args.busy_timeout)
-            if args.baseline else None)
+    base = (
+        run(args.baseline.resolve(), args.hold, "baseline", args.lock, args.busy_timeout)
+        if args.baseline
+        else None
+    )
     ours = run(ROOT, args.hold, "this checkout", args.lock, args.busy_timeout)
     if base is not None and base["during"] and ours["during"]:
         for what, f in (("median", statistics.median), ("max", max)):
             b, o = f(base["during"]), f(ours["during"])
-            print(f"/healthz {what} while the lock is held: baseline {b * 1000:.1f} ms, "
-                  f"this checkout {o * 1000:.1f} ms, ratio {b / o:.1f}x")
+            print(
+                f"/healthz {what} while the lock is held: baseline {b * 1000:.1f} ms, "
+                f"this checkout {o * 1000:.1f} ms, ratio {b / o:.1f}x"
+            )
 
 
 if __name__ == "__main__":

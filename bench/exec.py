@@ -38,7 +38,8 @@ ECHO_CMD = "stty raw -echo; exec cat"
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "backend"), str(ROOT / "src"), env.get("PYTHONPATH", "")])
+        [str(ROOT / "backend"), str(ROOT / "src"), env.get("PYTHONPATH", "")]
+    )
     env.pop("ECOLINK_STATE_DIR", None)
     return env
 
@@ -51,16 +52,35 @@ class Backend:
         self.key = ""
 
     def cli(self, *args: str) -> str:
-        return subprocess.run([sys.executable, "-m", "ecolink", *args, "--state-dir", str(self.state)],
-                              env=_env(), check=True, capture_output=True, text=True).stdout
+        return subprocess.run(
+            [sys.executable, "-m", "ecolink", *args, "--state-dir", str(self.state)],
+            env=_env(),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def start(self) -> None:
         self.cli("accounts", "create", "bench", "--credit", "100000")
         self.key = self.cli("keys", "create", "--account", "bench").split()[-1]
         log = open(self.state / "serve.out", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ecolink", "serve", "--port", "0", "--runtime", "local",
-             "--state-dir", str(self.state)], env=_env(), stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "ecolink",
+                "serve",
+                "--port",
+                "0",
+                "--runtime",
+                "local",
+                "--state-dir",
+                str(self.state),
+            ],
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -80,9 +100,15 @@ class Backend:
 
     def launch(self, name: str, command: str, port: int | None = None) -> str:
         body: dict[str, object] = {
-            "name": name, "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 1,
-            "replicas": 2, "image": "bench", "estimated_duration_hours": 1,
-            "startup_command": command}
+            "name": name,
+            "region": "us-east",
+            "gpu_type": "H100-80GB",
+            "gpu_count": 1,
+            "replicas": 2,
+            "image": "bench",
+            "estimated_duration_hours": 1,
+            "startup_command": command,
+        }
         if port:
             body["expose"] = {"port": port}
         h = {"Authorization": f"Bearer {self.key}"}
@@ -99,8 +125,11 @@ class Backend:
 
     def exec_url(self, cid: str, replica: str, command: list[str], **flags: object) -> str:
         q = [("command", c) for c in command] + [(k, str(v)) for k, v in flags.items()]
-        return "ws://" + self.url.split("://", 1)[1] + \
-            f"/gpu-clusters/{cid}/replicas/{replica}/exec?{urlencode(q)}"
+        return (
+            "ws://"
+            + self.url.split("://", 1)[1]
+            + f"/gpu-clusters/{cid}/replicas/{replica}/exec?{urlencode(q)}"
+        )
 
 
 # --------------------------------------------------------------------------- raw PTY
@@ -153,9 +182,14 @@ def raw_pty_rtt(keys: int) -> list[float]:
 async def exec_cat(be: Backend, cid: str, path: Path, tty: bool) -> tuple[int, float]:
     url = be.exec_url(cid, "bench-0", ["cat", str(path)], tty=int(tty))
     t0 = time.perf_counter()
-    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {be.key}"},
-                                  subprotocols=[V5], max_size=None, compression=None,
-                                  proxy=None) as ws:
+    async with websockets.connect(
+        url,
+        additional_headers={"Authorization": f"Bearer {be.key}"},
+        subprotocols=[V5],
+        max_size=None,
+        compression=None,
+        proxy=None,
+    ) as ws:
         n = 0
         async for msg in ws:
             assert isinstance(msg, bytes)
@@ -170,9 +204,14 @@ async def exec_cat(be: Backend, cid: str, path: Path, tty: bool) -> tuple[int, f
 async def exec_rtt(be: Backend, cid: str, keys: int) -> list[float]:
     url = be.exec_url(cid, "bench-0", ["sh", "-c", ECHO_CMD], tty=1, stdin=1)
     out = []
-    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {be.key}"},
-                                  subprotocols=[V5], max_size=None, compression=None,
-                                  proxy=None) as ws:
+    async with websockets.connect(
+        url,
+        additional_headers={"Authorization": f"Bearer {be.key}"},
+        subprotocols=[V5],
+        max_size=None,
+        compression=None,
+        proxy=None,
+    ) as ws:
         await asyncio.sleep(0.3)
         for i in range(keys):
             b = bytes([97 + i % 26])
@@ -202,7 +241,9 @@ def main() -> None:
         tmpd = Path(tmp)
         data = tmpd / "blob"
         # Printable data: a terminal would otherwise expand some bytes (CR/LF).
-        line = (b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_" * 4)[:255] + b"\n"
+        line = (b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_" * 4)[
+            :255
+        ] + b"\n"
         with open(data, "wb") as f:
             for _ in range(args.mb * 1024 * 1024 // len(line)):
                 f.write(line)
@@ -220,15 +261,25 @@ def main() -> None:
             be.stop()
     mb = 1024 * 1024
     print(f"cat of a {args.mb} MB file (through a tty each line also gets a CR)")
-    print(f"  raw local PTY          {raw_n / mb:7.1f} MB in {raw_t:6.3f} s = {raw_n / mb / raw_t:8.1f} MB/s")
-    print(f"  exec WebSocket, tty    {ex_n / mb:7.1f} MB in {ex_t:6.3f} s = {ex_n / mb / ex_t:8.1f} MB/s")
-    print(f"  exec WebSocket, pipes  {pipe_n / mb:7.1f} MB in {pipe_t:6.3f} s = {pipe_n / mb / pipe_t:8.1f} MB/s")
+    print(
+        f"  raw local PTY          {raw_n / mb:7.1f} MB in {raw_t:6.3f} s = {raw_n / mb / raw_t:8.1f} MB/s"
+    )
+    print(
+        f"  exec WebSocket, tty    {ex_n / mb:7.1f} MB in {ex_t:6.3f} s = {ex_n / mb / ex_t:8.1f} MB/s"
+    )
+    print(
+        f"  exec WebSocket, pipes  {pipe_n / mb:7.1f} MB in {pipe_t:6.3f} s = {pipe_n / mb / pipe_t:8.1f} MB/s"
+    )
     print(f"  ratio exec(tty)/raw throughput: {(ex_n / ex_t) / (raw_n / raw_t):.2f}")
     print(f"keystroke round trip, {args.keys} keys, one byte each (ms)")
     for name, xs in (("raw local PTY", raw_rtt), ("exec WebSocket", ex_rtt)):
-        print(f"  {name:22s} median {statistics.median(xs) * 1e3:7.3f}  p99 {pct(xs, 99) * 1e3:7.3f}")
-    print(f"  ratio exec/raw: median {statistics.median(ex_rtt) / statistics.median(raw_rtt):.1f}x,"
-          f" p99 {pct(ex_rtt, 99) / pct(raw_rtt, 99):.1f}x")
+        print(
+            f"  {name:22s} median {statistics.median(xs) * 1e3:7.3f}  p99 {pct(xs, 99) * 1e3:7.3f}"
+        )
+    print(
+        f"  ratio exec/raw: median {statistics.median(ex_rtt) / statistics.median(raw_rtt):.1f}x,"
+        f" p99 {pct(ex_rtt, 99) / pct(raw_rtt, 99):.1f}x"
+    )
 
 
 if __name__ == "__main__":

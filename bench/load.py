@@ -48,7 +48,8 @@ STDIN, STDOUT = 0, 1
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "backend"), str(ROOT / "src"), env.get("PYTHONPATH", "")])
+        [str(ROOT / "backend"), str(ROOT / "src"), env.get("PYTHONPATH", "")]
+    )
     env.pop("ECOLINK_STATE_DIR", None)
     return env
 
@@ -61,20 +62,39 @@ class Backend:
         self.key = ""
 
     def cli(self, *args: str) -> str:
-        return subprocess.run([sys.executable, "-m", "ecolink", *args, "--state-dir",
-                               str(self.state)], env=_env(), check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(
+            [sys.executable, "-m", "ecolink", *args, "--state-dir", str(self.state)],
+            env=_env(),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def start(self, websockets: int = 64) -> None:
         self.cli("accounts", "create", "load", "--credit", "1000000")
         self.key = self.cli("keys", "create", "--account", "load").split()[-1]
         log = open(self.state / "serve.out", "ab")  # noqa: SIM115 - the child holds it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ecolink", "serve", "--port", "0", "--runtime", "local",
-             "--state-dir", str(self.state),
-             # One account holds every socket here: room for them all.
-             "--max-websockets-per-account", str(websockets)],
-            env=_env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "ecolink",
+                "serve",
+                "--port",
+                "0",
+                "--runtime",
+                "local",
+                "--state-dir",
+                str(self.state),
+                # One account holds every socket here: room for them all.
+                "--max-websockets-per-account",
+                str(websockets),
+            ],
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         log.close()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -86,8 +106,10 @@ class Backend:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        raise SystemExit("the backend did not start:\n"
-                         + (self.state / "serve.out").read_text(errors="replace")[-3000:])
+        raise SystemExit(
+            "the backend did not start:\n"
+            + (self.state / "serve.out").read_text(errors="replace")[-3000:]
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -148,24 +170,41 @@ def pct(values: list[float], p: float) -> float:
 # --------------------------------------------------------------------------- clients
 
 
-async def exec_client(i: int, base: str, key: str, target: tuple[str, str], kept: bool,
-                      http: httpx.AsyncClient, stats: Stats, stop: asyncio.Event,
-                      ready: asyncio.Event, period: float) -> None:
+async def exec_client(
+    i: int,
+    base: str,
+    key: str,
+    target: tuple[str, str],
+    kept: bool,
+    http: httpx.AsyncClient,
+    stats: Stats,
+    stop: asyncio.Event,
+    ready: asyncio.Event,
+    period: float,
+) -> None:
     cluster, replica = target
     sid = None
     opened = False
     try:
         if kept:
-            r = await http.post(f"/gpu-clusters/{cluster}/replicas/{replica}/sessions",
-                                json={"command": ["cat"], "tty": False})
+            r = await http.post(
+                f"/gpu-clusters/{cluster}/replicas/{replica}/sessions",
+                json={"command": ["cat"], "tty": False},
+            )
             r.raise_for_status()
             sid = r.json()["id"]
             path = f"/gpu-clusters/{cluster}/sessions/{sid}/attach"
         else:
             path = f"/gpu-clusters/{cluster}/replicas/{replica}/exec?command=cat&stdin=1"
-        async with connect(base + path, additional_headers={"Authorization": f"Bearer {key}"},
-                           subprotocols=[V5], open_timeout=60, ping_interval=None,
-                           max_size=None, proxy=None) as ws:  # type: ignore[list-item]
+        async with connect(
+            base + path,
+            additional_headers={"Authorization": f"Bearer {key}"},
+            subprotocols=[V5],
+            open_timeout=60,
+            ping_interval=None,
+            max_size=None,
+            proxy=None,
+        ) as ws:  # type: ignore[list-item]
             stats.exec_open += 1
             opened = True
             ready.set()
@@ -196,14 +235,20 @@ async def exec_client(i: int, base: str, key: str, target: tuple[str, str], kept
                 await http.delete(f"/gpu-clusters/{cluster}/sessions/{sid}")
 
 
-async def watch_client(i: int, base: str, key: str, focus: list[str], stats: Stats,
-                       stop: asyncio.Event) -> None:
+async def watch_client(
+    i: int, base: str, key: str, focus: list[str], stats: Stats, stop: asyncio.Event
+) -> None:
     opened = False
     try:
         t0 = time.perf_counter()
-        async with connect(base + "/watch", additional_headers={"Authorization": f"Bearer {key}"},
-                           open_timeout=60, ping_interval=None, max_size=None,
-                           proxy=None) as ws:
+        async with connect(
+            base + "/watch",
+            additional_headers={"Authorization": f"Bearer {key}"},
+            open_timeout=60,
+            ping_interval=None,
+            max_size=None,
+            proxy=None,
+        ) as ws:
             first = json.loads(await asyncio.wait_for(ws.recv(), 30))
             if first.get("type") != "snapshot":
                 stats.error("watch", f"first frame {first.get('type')}")
@@ -227,8 +272,14 @@ async def watch_client(i: int, base: str, key: str, focus: list[str], stats: Sta
             stats.watch_open -= 1
 
 
-async def request_loop(http: httpx.AsyncClient, clusters: list[dict[str, Any]], rate: float,
-                       mutate_share: float, stats: Stats, stop: asyncio.Event) -> None:
+async def request_loop(
+    http: httpx.AsyncClient,
+    clusters: list[dict[str, Any]],
+    rate: float,
+    mutate_share: float,
+    stats: Stats,
+    stop: asyncio.Event,
+) -> None:
     """Open loop: requests start on schedule whether or not earlier ones finished."""
     ids = [c["id"] for c in clusters]
     reads = [
@@ -242,8 +293,11 @@ async def request_loop(http: httpx.AsyncClient, clusters: list[dict[str, Any]], 
         lambda: ("GET", "/catalog", None),
     ]
     writes = [
-        lambda: ("POST", f"/gpu-clusters/{random.choice(ids)}/scale",
-                 {"replicas": random.choice([2, 3])}),
+        lambda: (
+            "POST",
+            f"/gpu-clusters/{random.choice(ids)}/scale",
+            {"replicas": random.choice([2, 3])},
+        ),
         lambda: ("POST", f"/gpu-clusters/{random.choice(ids)}/extend", {"hours": "0.01"}),
     ]
     tasks: set[asyncio.Task[None]] = set()
@@ -286,15 +340,29 @@ async def run(args: argparse.Namespace, url: str, key: str, pid: int | None) -> 
     # Idle connections expire before uvicorn's 5 s keep-alive ends them, so a request
     # never races the server's close of an idle connection.
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0)
-    http = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                             timeout=30, limits=limits, trust_env=False)
+    http = httpx.AsyncClient(
+        base_url=url,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        limits=limits,
+        trust_env=False,
+    )
     stats = Stats()
     clusters = []
     for i in range(args.clusters):
-        r = await http.post("/gpu-clusters", json={
-            "name": f"load-{os.getpid()}-{i}", "region": "us-east", "gpu_type": "L40S",
-            "gpu_count": 1, "replicas": 2, "image": "busybox:1.36",
-            "estimated_duration_hours": 24, "startup_command": "sleep 86400"})
+        r = await http.post(
+            "/gpu-clusters",
+            json={
+                "name": f"load-{os.getpid()}-{i}",
+                "region": "us-east",
+                "gpu_type": "L40S",
+                "gpu_count": 1,
+                "replicas": 2,
+                "image": "busybox:1.36",
+                "estimated_duration_hours": 24,
+                "startup_command": "sleep 86400",
+            },
+        )
         r.raise_for_status()
         clusters.append(r.json())
     for c in clusters:
@@ -311,19 +379,36 @@ async def run(args: argparse.Namespace, url: str, key: str, pid: int | None) -> 
     t_setup = time.perf_counter()
     for i in range(args.exec):
         kept = i < args.kept
-        tasks.append(asyncio.create_task(exec_client(
-            i, base, key, targets[i % len(targets)], kept, http, stats, stop, ready,
-            args.echo_period)))
+        tasks.append(
+            asyncio.create_task(
+                exec_client(
+                    i,
+                    base,
+                    key,
+                    targets[i % len(targets)],
+                    kept,
+                    http,
+                    stats,
+                    stop,
+                    ready,
+                    args.echo_period,
+                )
+            )
+        )
         if i % 20 == 19:
             await asyncio.sleep(0.2)  # ramp up rather than stampede
     for i in range(args.watch):
         focus = [clusters[i % len(clusters)]["id"]] if i % 10 == 0 else []
         tasks.append(asyncio.create_task(watch_client(i, base, key, focus, stats, stop)))
-    tasks.append(asyncio.create_task(request_loop(http, clusters, args.rate, args.mutate_share,
-                                                  stats, stop)))
+    tasks.append(
+        asyncio.create_task(request_loop(http, clusters, args.rate, args.mutate_share, stats, stop))
+    )
     deadline = time.perf_counter() + 120
-    while (stats.exec_open < args.exec or stats.watch_open < args.watch) \
-            and time.perf_counter() < deadline and not stats.errors:
+    while (
+        (stats.exec_open < args.exec or stats.watch_open < args.watch)
+        and time.perf_counter() < deadline
+        and not stats.errors
+    ):
         await asyncio.sleep(0.2)
     connected_s = time.perf_counter() - t_setup
     await asyncio.sleep(args.warmup)
@@ -359,35 +444,48 @@ async def run(args: argparse.Namespace, url: str, key: str, pid: int | None) -> 
         "duration_s": round(elapsed, 1),
         "connected_in_s": round(connected_s, 1),
         "concurrent_at_end": {"exec_sessions": concurrent[0], "watch_clients": concurrent[1]},
-        "http": {"requests": len(stats.http) + len(stats.http_write),
-                 "rate_per_s": round((len(stats.http) + len(stats.http_write)) / elapsed, 1),
-                 "reads_p50_ms": round(pct(stats.http, 50), 1),
-                 "reads_p99_ms": round(pct(stats.http, 99), 1),
-                 "reads_max_ms": round(pct(stats.http, 100), 1),
-                 "writes": len(stats.http_write),
-                 "writes_p50_ms": round(pct(stats.http_write, 50), 1),
-                 "writes_p99_ms": round(pct(stats.http_write, 99), 1),
-                 "statuses": dict(sorted(stats.http_status.items()))},
-        "exec_echo": {"round_trips": len(stats.echo), "p50_ms": round(pct(stats.echo, 50), 1),
-                      "p99_ms": round(pct(stats.echo, 99), 1),
-                      "max_ms": round(pct(stats.echo, 100), 1)},
-        "watch": {"snapshot_p99_ms": round(pct(stats.snapshot, 99), 1),
-                  "frames": dict(stats.watch_frames)},
+        "http": {
+            "requests": len(stats.http) + len(stats.http_write),
+            "rate_per_s": round((len(stats.http) + len(stats.http_write)) / elapsed, 1),
+            "reads_p50_ms": round(pct(stats.http, 50), 1),
+            "reads_p99_ms": round(pct(stats.http, 99), 1),
+            "reads_max_ms": round(pct(stats.http, 100), 1),
+            "writes": len(stats.http_write),
+            "writes_p50_ms": round(pct(stats.http_write, 50), 1),
+            "writes_p99_ms": round(pct(stats.http_write, 99), 1),
+            "statuses": dict(sorted(stats.http_status.items())),
+        },
+        "exec_echo": {
+            "round_trips": len(stats.echo),
+            "p50_ms": round(pct(stats.echo, 50), 1),
+            "p99_ms": round(pct(stats.echo, 99), 1),
+            "max_ms": round(pct(stats.echo, 100), 1),
+        },
+        "watch": {
+            "snapshot_p99_ms": round(pct(stats.snapshot, 99), 1),
+            "frames": dict(stats.watch_frames),
+        },
         "errors": dict(stats.errors),
         "error_samples": stats.error_samples,
-        "backend": {"rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1),
-                    "rss_growth_mib": round(growth, 1), "growth_bound_mib": round(bound, 1),
-                    "rss_samples_mib": [round(m, 1) for _, m in mem],
-                    "open_fds_start": fds_start, "open_fds_end": fds_end,
-                    "cpu_seconds": round(cpu_used, 1),
-                    "cpu_share_of_one_core": round(cpu_used / elapsed, 2) if elapsed else 0},
+        "backend": {
+            "rss_start_mib": round(rss_start, 1),
+            "rss_end_mib": round(rss_end, 1),
+            "rss_growth_mib": round(growth, 1),
+            "growth_bound_mib": round(bound, 1),
+            "rss_samples_mib": [round(m, 1) for _, m in mem],
+            "open_fds_start": fds_start,
+            "open_fds_end": fds_end,
+            "cpu_seconds": round(cpu_used, 1),
+            "cpu_share_of_one_core": round(cpu_used / elapsed, 2) if elapsed else 0,
+        },
         # This load generator is one Python process: when it nears a whole core, the
         # latencies above include its own queueing.
         "load_generator_cpu_share_of_one_core": round(client_cpu / elapsed, 2),
         "machine_load_average": os.getloadavg(),
     }
-    report["ok"] = (not stats.errors and concurrent == (args.exec, args.watch)
-                    and (not pid or growth <= bound))
+    report["ok"] = (
+        not stats.errors and concurrent == (args.exec, args.watch) and (not pid or growth <= bound)
+    )
     return report
 
 
@@ -396,18 +494,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=300.0, help="measured seconds (300)")
     p.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring (10)")
     p.add_argument("--exec", type=int, default=200, help="concurrent exec sessions (200)")
-    p.add_argument("--kept", type=int, default=50,
-                   help="how many of those are kept sessions, attached (50)")
+    p.add_argument(
+        "--kept", type=int, default=50, help="how many of those are kept sessions, attached (50)"
+    )
     p.add_argument("--watch", type=int, default=100, help="watch clients (100)")
     p.add_argument("--rate", type=float, default=40.0, help="HTTP requests per second (40)")
-    p.add_argument("--mutate-share", type=float, default=0.025,
-                   help="share of requests that scale or extend (0.025: one a second at 40/s)")
-    p.add_argument("--echo-period", type=float, default=2.0,
-                   help="seconds between echoes per exec session (2)")
+    p.add_argument(
+        "--mutate-share",
+        type=float,
+        default=0.025,
+        help="share of requests that scale or extend (0.025: one a second at 40/s)",
+    )
+    p.add_argument(
+        "--echo-period", type=float, default=2.0, help="seconds between echoes per exec session (2)"
+    )
     p.add_argument("--clusters", type=int, default=4, help="clusters (2 replicas each) (4)")
-    p.add_argument("--max-growth-mib", type=float, default=48.0,
-                   help="allowed RSS growth over the measured window, MiB, or 10%% of the "
-                        "start if more (48)")
+    p.add_argument(
+        "--max-growth-mib",
+        type=float,
+        default=48.0,
+        help="allowed RSS growth over the measured window, MiB, or 10%% of the start if more (48)",
+    )
     p.add_argument("--url", default=None, help="use this backend instead of starting one")
     p.add_argument("--key", default=None, help="its API key")
     p.add_argument("--pid", type=int, default=None, help="its pid (for memory figures)")

@@ -37,11 +37,20 @@ def make_app() -> FastAPI:
 
 async def drive(app: Any, n: int) -> float:
     """Seconds per request of `n` GETs straight into the ASGI app."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "GET", "scheme": "http", "path": "/gpu-clusters/gc_1",
-             "raw_path": b"/gpu-clusters/gc_1", "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"x")], "client": ("127.0.0.1", 1),
-             "server": ("127.0.0.1", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/gpu-clusters/gc_1",
+        "raw_path": b"/gpu-clusters/gc_1",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"x")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from exec import _env  # noqa: E402  (the bench's environment for ecolink)
 
-SINK = r'''
+SINK = r"""
 import asyncio, os
 async def handle(reader, writer):
     while True:
@@ -56,13 +56,13 @@ async def main():
     server = await asyncio.start_server(handle, "127.0.0.1", int(os.environ["PORT"]))
     await server.serve_forever()
 asyncio.run(main())
-'''
+"""
 
 
 def need(tool: str) -> str:
     path = shutil.which(tool) or next(
-        (p for p in (f"/usr/sbin/{tool}", f"/usr/local/sbin/{tool}") if os.access(p, os.X_OK)),
-        None)
+        (p for p in (f"/usr/sbin/{tool}", f"/usr/local/sbin/{tool}") if os.access(p, os.X_OK)), None
+    )
     if path is None:
         raise SystemExit(f"{tool} is not installed: apt-get install wrk nginx")
     return path
@@ -77,17 +77,29 @@ class Backend:
         self.key = ""
 
     def cli(self, *args: str) -> str:
-        return subprocess.run([sys.executable, "-m", "ecolink", *args, "--state-dir",
-                               str(self.state)], env=_env(), check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(
+            [sys.executable, "-m", "ecolink", *args, "--state-dir", str(self.state)],
+            env=_env(),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def start(self) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
         self.cli("accounts", "create", "bench", "--credit", "100000")
         self.key = self.cli("keys", "create", "--account", "bench").split()[-1]
         log = open(self.state / "serve.out", "ab")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "ecolink", "serve", "--port", "0", "--state-dir",
-               str(self.state)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ecolink",
+            "serve",
+            "--port",
+            "0",
+            "--state-dir",
+            str(self.state),
+        ]
         if self.workers:
             cmd += ["--workers", str(self.workers)]
         self.proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
@@ -111,9 +123,15 @@ class Backend:
     def launch(self, name: str, replicas: int, command: str | None = None) -> tuple[str, list[int]]:
         h = {"Authorization": f"Bearer {self.key}"}
         body: dict[str, object] = {
-            "name": name, "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 1,
-            "replicas": replicas, "image": "bench", "estimated_duration_hours": 1,
-            "expose": {"port": 8080}}
+            "name": name,
+            "region": "us-east",
+            "gpu_type": "H100-80GB",
+            "gpu_count": 1,
+            "replicas": replicas,
+            "image": "bench",
+            "estimated_duration_hours": 1,
+            "expose": {"port": 8080},
+        }
         if command:
             body["startup_command"] = command
         r = httpx.post(self.url + "/gpu-clusters", json=body, headers=h)
@@ -152,7 +170,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_nginx(binary: str, workdir: Path, ports: list[int]) -> tuple[subprocess.Popen[bytes], int]:
+def start_nginx(
+    binary: str, workdir: Path, ports: list[int]
+) -> tuple[subprocess.Popen[bytes], int]:
     listen = free_port()
     (workdir / "logs").mkdir(exist_ok=True)
     servers = "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
@@ -181,8 +201,11 @@ http {{
   }}
 }}
 """)
-    proc = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [binary, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     wait_port(listen)
     return proc, listen
 
@@ -197,8 +220,9 @@ def _seconds(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(binary: str, url: str, connections: int, seconds: float,
-        headers: dict[str, str]) -> tuple[float, float, float, int]:
+def wrk(
+    binary: str, url: str, connections: int, seconds: float, headers: dict[str, str]
+) -> tuple[float, float, float, int]:
     """(req/s, median s, p99 s, non-2xx or socket errors) of one wrk run."""
     cmd = [binary, "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
     for k, v in headers.items():
@@ -217,8 +241,9 @@ def wrk(binary: str, url: str, connections: int, seconds: float,
     return rps, p50, p99, errors
 
 
-def wrk_split(binary: str, urls: list[str], connections: int, seconds: float,
-              headers: dict[str, str]) -> tuple[float, float, float, int]:
+def wrk_split(
+    binary: str, urls: list[str], connections: int, seconds: float, headers: dict[str, str]
+) -> tuple[float, float, float, int]:
     """Several wrk at once (one per replica, connections shared out): summed req/s,
     the worst median and p99."""
     from concurrent.futures import ThreadPoolExecutor
@@ -226,8 +251,12 @@ def wrk_split(binary: str, urls: list[str], connections: int, seconds: float,
     per = max(1, connections // len(urls))
     with ThreadPoolExecutor(len(urls)) as pool:
         rs = list(pool.map(lambda u: wrk(binary, u, per, seconds, headers), urls))
-    return (sum(r[0] for r in rs), max(r[1] for r in rs), max(r[2] for r in rs),
-            sum(r[3] for r in rs))
+    return (
+        sum(r[0] for r in rs),
+        max(r[1] for r in rs),
+        max(r[2] for r in rs),
+        sum(r[3] for r in rs),
+    )
 
 
 # --------------------------------------------------------------------------- streaming
@@ -236,8 +265,11 @@ def wrk_split(binary: str, urls: list[str], connections: int, seconds: float,
 def first_event(port: int, path: str, headers: dict[str, str]) -> float:
     """Seconds from sending a GET to the first body bytes of a streamed answer."""
     s = socket.create_connection(("127.0.0.1", port))
-    head = f"GET {path} HTTP/1.1\r\nHost: b\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in headers.items()) + "Connection: close\r\n\r\n"
+    head = (
+        f"GET {path} HTTP/1.1\r\nHost: b\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "Connection: close\r\n\r\n"
+    )
     t0 = time.perf_counter()
     s.sendall(head.encode())
     buf = b""
@@ -254,8 +286,9 @@ def first_event(port: int, path: str, headers: dict[str, str]) -> float:
 async def ws_rtt(url: str, headers: dict[str, str], n: int) -> float:
     import websockets
 
-    async with websockets.connect(url, additional_headers=headers, proxy=None,
-                                  compression=None) as ws:
+    async with websockets.connect(
+        url, additional_headers=headers, proxy=None, compression=None
+    ) as ws:
         for _ in range(20):
             await ws.send("warm")
             await ws.recv()
@@ -271,8 +304,11 @@ async def ws_rtt(url: str, headers: dict[str, str], n: int) -> float:
 def upload(port: int, path: str, headers: dict[str, str], size: int) -> float:
     """Bytes per second of one POST of `size` bytes (Content-Length), to its answer."""
     s = socket.create_connection(("127.0.0.1", port))
-    head = f"POST {path} HTTP/1.1\r\nHost: b\r\nContent-Length: {size}\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in headers.items()) + "Connection: close\r\n\r\n"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: b\r\nContent-Length: {size}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "Connection: close\r\n\r\n"
+    )
     block = b"\0" * (1 << 20)
     t0 = time.perf_counter()
     s.sendall(head.encode())
@@ -332,8 +368,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", default="32,256")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="front processes (default: ecolink's own, the cores)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="front processes (default: ecolink's own, the cores)",
+    )
     ap.add_argument("--upload-mib", type=int, default=1024)
     args = ap.parse_args()
     wrk_bin, nginx_bin = need("wrk"), need("nginx")
@@ -363,19 +403,24 @@ def main() -> None:
                 for c in conns:
                     for name, (urls, headers) in targets.items():
                         results.setdefault((name, c), []).append(
-                            wrk_split(wrk_bin, urls, c, args.seconds, headers))
+                            wrk_split(wrk_bin, urls, c, args.seconds, headers)
+                        )
             sse = {
                 "service URL": statistics.median(
-                    first_event(bport, f"/gpu-clusters/{cid}/service/stream?chunks=2&delay=0.05",
-                                auth) for _ in range(30)),
+                    first_event(
+                        bport, f"/gpu-clusters/{cid}/service/stream?chunks=2&delay=0.05", auth
+                    )
+                    for _ in range(30)
+                ),
                 "direct": statistics.median(
-                    first_event(ports[0], "/stream?chunks=2&delay=0.05", {})
-                    for _ in range(30)),
+                    first_event(ports[0], "/stream?chunks=2&delay=0.05", {}) for _ in range(30)
+                ),
             }
             ws_base = be.url.replace("http://", "ws://")
             ws = {
-                "service URL": asyncio.run(ws_rtt(f"{ws_base}/gpu-clusters/{cid}/service/ws",
-                                                  auth, 500)),
+                "service URL": asyncio.run(
+                    ws_rtt(f"{ws_base}/gpu-clusters/{cid}/service/ws", auth, 500)
+                ),
                 "direct": asyncio.run(ws_rtt(f"ws://127.0.0.1:{ports[0]}/ws", {}, 500)),
             }
             hop_via, hop_direct = hop(bport, str(be.state / "api.sock"))
@@ -389,32 +434,49 @@ def main() -> None:
                 nginx_proc.terminate()
                 nginx_proc.wait(10)
             be.stop()
-    print(f"GET through 2 demo-service replicas, wrk -t2, {args.seconds:g} s per run, "
-          f"{args.rounds} interleaved rounds (medians), {os.cpu_count()} cores, "
-          f"ecolink front workers: {args.workers or os.cpu_count()}")
+    print(
+        f"GET through 2 demo-service replicas, wrk -t2, {args.seconds:g} s per run, "
+        f"{args.rounds} interleaved rounds (medians), {os.cpu_count()} cores, "
+        f"ecolink front workers: {args.workers or os.cpu_count()}"
+    )
     for c in conns:
         print(f" {c} connections")
         med = {}
         for name in targets:
             runs = results[(name, c)]
-            med[name] = (statistics.median(r[0] for r in runs),
-                         statistics.median(r[1] for r in runs),
-                         statistics.median(r[2] for r in runs), sum(r[3] for r in runs))
+            med[name] = (
+                statistics.median(r[0] for r in runs),
+                statistics.median(r[1] for r in runs),
+                statistics.median(r[2] for r in runs),
+                sum(r[3] for r in runs),
+            )
             rps, p50, p99, errors = med[name]
-            print(f"  {name:12s} {rps:9.0f} req/s  median {p50 * 1e3:7.2f} ms  "
-                  f"p99 {p99 * 1e3:7.2f} ms  errors {errors}")
+            print(
+                f"  {name:12s} {rps:9.0f} req/s  median {p50 * 1e3:7.2f} ms  "
+                f"p99 {p99 * 1e3:7.2f} ms  errors {errors}"
+            )
         s, n = med["service URL"], med["nginx"]
-        print(f"  service URL / nginx: req/s {s[0] / n[0]:.2f}x, p99 {s[2] / n[2]:.2f}x "
-              f"(goal: >= 0.8x and <= 1.5x)")
-    print(f" first streamed event: service URL {sse['service URL'] * 1e3:.2f} ms, direct "
-          f"{sse['direct'] * 1e3:.2f} ms ({sse['service URL'] / sse['direct']:.2f}x)")
-    print(f" WebSocket echo round trip: service URL {ws['service URL'] * 1e3:.3f} ms, direct "
-          f"{ws['direct'] * 1e3:.3f} ms ({ws['service URL'] / ws['direct']:.2f}x)")
-    print(f" API /healthz, one keep-alive connection: through the front {hop_via * 1e3:.3f} ms, "
-          f"on the API's unix socket {hop_direct * 1e3:.3f} ms "
-          f"(hop {(hop_via - hop_direct) * 1e3:.3f} ms at the median; goal < 0.2 ms)")
-    print(f" {args.upload_mib} MiB upload: service URL {up['service URL'] / 2**20:.0f} MiB/s, "
-          f"direct {up['direct'] / 2**20:.0f} MiB/s ({up['service URL'] / up['direct']:.2f}x)")
+        print(
+            f"  service URL / nginx: req/s {s[0] / n[0]:.2f}x, p99 {s[2] / n[2]:.2f}x "
+            f"(goal: >= 0.8x and <= 1.5x)"
+        )
+    print(
+        f" first streamed event: service URL {sse['service URL'] * 1e3:.2f} ms, direct "
+        f"{sse['direct'] * 1e3:.2f} ms ({sse['service URL'] / sse['direct']:.2f}x)"
+    )
+    print(
+        f" WebSocket echo round trip: service URL {ws['service URL'] * 1e3:.3f} ms, direct "
+        f"{ws['direct'] * 1e3:.3f} ms ({ws['service URL'] / ws['direct']:.2f}x)"
+    )
+    print(
+        f" API /healthz, one keep-alive connection: through the front {hop_via * 1e3:.3f} ms, "
+        f"on the API's unix socket {hop_direct * 1e3:.3f} ms "
+        f"(hop {(hop_via - hop_direct) * 1e3:.3f} ms at the median; goal < 0.2 ms)"
+    )
+    print(
+        f" {args.upload_mib} MiB upload: service URL {up['service URL'] / 2**20:.0f} MiB/s, "
+        f"direct {up['direct'] / 2**20:.0f} MiB/s ({up['service URL'] / up['direct']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -77,8 +77,11 @@ class ControlPlane:
             self.kubeconfig = kubeconfig
             return
         log("starting scripts/k8s-testenv (builds what is missing) ...")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "k8s-testenv")],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "k8s-testenv")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         if not line.startswith("KUBECONFIG="):
@@ -97,8 +100,9 @@ def api_client(kubeconfig: str) -> client.ApiClient:
     return client.ApiClient(cfg)
 
 
-def add_nodes(api: client.ApiClient, prefix: str, count: int, region: str, gpus: int,
-              pods: int) -> None:
+def add_nodes(
+    api: client.ApiClient, prefix: str, count: int, region: str, gpus: int, pods: int
+) -> None:
     core = client.CoreV1Api(api)
     for i in range(count):
         cap = {"cpu": "1000", "memory": "4Ti", "pods": str(pods), "nvidia.com/gpu": str(gpus)}
@@ -106,12 +110,16 @@ def add_nodes(api: client.ApiClient, prefix: str, count: int, region: str, gpus:
             "metadata": {
                 "name": f"{prefix}-{i}",
                 "annotations": {"kwok.x-k8s.io/node": "fake"},
-                "labels": {"kubernetes.io/hostname": f"{prefix}-{i}", "type": "kwok",
-                           "nvidia.com/gpu.product": PRODUCT,
-                           "topology.kubernetes.io/region": region},
+                "labels": {
+                    "kubernetes.io/hostname": f"{prefix}-{i}",
+                    "type": "kwok",
+                    "nvidia.com/gpu.product": PRODUCT,
+                    "topology.kubernetes.io/region": region,
+                },
             },
-            "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present",
-                                 "effect": "NoSchedule"}]},
+            "spec": {
+                "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
+            },
             "status": {"capacity": cap, "allocatable": cap},
         }
         try:
@@ -122,7 +130,8 @@ def add_nodes(api: client.ApiClient, prefix: str, count: int, region: str, gpus:
     deadline = time.monotonic() + 60
     while True:
         ready = sum(
-            1 for n in core.list_node(label_selector=f"topology.kubernetes.io/region={region}").items
+            1
+            for n in core.list_node(label_selector=f"topology.kubernetes.io/region={region}").items
             if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
         )
         if ready >= count:
@@ -150,16 +159,35 @@ def make_namespace(api: client.ApiClient) -> str:
 class Ecolink:
     def __init__(self, kubeconfig: str, namespace: str, state: Path) -> None:
         self.state = state
-        self.env = dict(os.environ, KUBECONFIG=kubeconfig, PYTHONUNBUFFERED="1",
-                        PYTHONPATH=os.pathsep.join([str(ROOT / "backend"), str(ROOT / "src")]))
+        self.env = dict(
+            os.environ,
+            KUBECONFIG=kubeconfig,
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=os.pathsep.join([str(ROOT / "backend"), str(ROOT / "src")]),
+        )
         (state / "catalog.toml").write_text(CATALOG)
         self.cli("accounts", "create", "bench", "--credit", "1000000")
         self.key = self.cli("keys", "create", "--account", "bench").split()[-1]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ecolink", "serve", "--port", "0", "--runtime", "kubernetes",
-             "--namespace", namespace, "--catalog", str(state / "catalog.toml"),
-             "--state-dir", str(state)],
-            env=self.env, stdout=open(state / "serve.out", "ab"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "ecolink",
+                "serve",
+                "--port",
+                "0",
+                "--runtime",
+                "kubernetes",
+                "--namespace",
+                namespace,
+                "--catalog",
+                str(state / "catalog.toml"),
+                "--state-dir",
+                str(state),
+            ],
+            env=self.env,
+            stdout=open(state / "serve.out", "ab"),
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while True:
@@ -171,16 +199,22 @@ class Ecolink:
             except (OSError, ValueError, KeyError, httpx.HTTPError):
                 pass
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise SystemExit("ecolink serve did not start:\n"
-                                 + (state / "serve.out").read_text()[-3000:])
+                raise SystemExit(
+                    "ecolink serve did not start:\n" + (state / "serve.out").read_text()[-3000:]
+                )
             time.sleep(0.1)
-        self.http = httpx.Client(base_url=self.url, timeout=30,
-                                 headers={"Authorization": f"Bearer {self.key}"})
+        self.http = httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {self.key}"}
+        )
 
     def cli(self, *args: str) -> str:
-        return subprocess.run([sys.executable, "-m", "ecolink", *args, "--state-dir",
-                               str(self.state)], env=self.env, check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(
+            [sys.executable, "-m", "ecolink", *args, "--state-dir", str(self.state)],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def ready_count(self, cid: str) -> int:
         return int(self.http.get(f"/gpu-clusters/{cid}").json()["ready_replicas"])
@@ -204,22 +238,34 @@ class Ecolink:
 def kubectl_like_deployment(api: client.ApiClient, namespace: str, name: str) -> None:
     """A Deployment of the same shape as ecolink's, that ecolink does not own."""
     body = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
         "spec": {
             "replicas": 2,
             "selector": {"matchLabels": {"bench": name}},
-            "strategy": {"type": "RollingUpdate",
-                         "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+            },
             "template": {
                 "metadata": {"labels": {"bench": name}},
                 "spec": {
-                    "containers": [{"name": "main", "image": "example/app:1",
-                                    "command": ["sh", "-c", "sleep infinity"],
-                                    "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
-                    "nodeSelector": {"nvidia.com/gpu.product": PRODUCT,
-                                     "topology.kubernetes.io/region": "bench"},
-                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
-                                     "effect": "NoSchedule"}],
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "example/app:1",
+                            "command": ["sh", "-c", "sleep infinity"],
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                        }
+                    ],
+                    "nodeSelector": {
+                        "nvidia.com/gpu.product": PRODUCT,
+                        "topology.kubernetes.io/region": "bench",
+                    },
+                    "tolerations": [
+                        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                    ],
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                 },
@@ -227,7 +273,8 @@ def kubectl_like_deployment(api: client.ApiClient, namespace: str, name: str) ->
         },
     }
     client.AppsV1Api(api).create_namespaced_deployment(
-        namespace, client.V1Deployment.from_dict(body))
+        namespace, client.V1Deployment.from_dict(body)
+    )
 
 
 def wait_deployment(api: client.ApiClient, namespace: str, name: str, n: int) -> None:
@@ -242,20 +289,30 @@ def wait_deployment(api: client.ApiClient, namespace: str, name: str, n: int) ->
         time.sleep(0.05)
 
 
-def kubectl_scale(kubeconfig: str, api: client.ApiClient, namespace: str, name: str,
-                  n: int) -> tuple[float, str]:
+def kubectl_scale(
+    kubeconfig: str, api: client.ApiClient, namespace: str, name: str, n: int
+) -> tuple[float, str]:
     kubectl = shutil.which("kubectl")
     start = time.monotonic()
     if kubectl:
         env = dict(os.environ, KUBECONFIG=kubeconfig)
-        subprocess.run([kubectl, "-n", namespace, "scale", f"deployment/{name}",
-                        f"--replicas={n}"], env=env, check=True, capture_output=True)
-        subprocess.run([kubectl, "-n", namespace, "rollout", "status", f"deployment/{name}",
-                        "--timeout=300s"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [kubectl, "-n", namespace, "scale", f"deployment/{name}", f"--replicas={n}"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [kubectl, "-n", namespace, "rollout", "status", f"deployment/{name}", "--timeout=300s"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         how = "kubectl scale + kubectl rollout status"
     else:
         client.AppsV1Api(api).patch_namespaced_deployment_scale(
-            name, namespace, {"spec": {"replicas": n}})
+            name, namespace, {"spec": {"replicas": n}}
+        )
         wait_deployment(api, namespace, name, n)
         how = "python client: patch scale + poll (kubectl not installed)"
     return time.monotonic() - start, how
@@ -268,10 +325,19 @@ def bench_scale(kubeconfig: str, rounds: int) -> dict[str, Any]:
     state = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
     eco = Ecolink(kubeconfig, ns, state)
     try:
-        r = eco.http.post("/gpu-clusters", json={
-            "name": "scale", "region": "bench", "gpu_type": "H100-80GB", "gpu_count": 1,
-            "replicas": 2, "image": "example/app:1", "estimated_duration_hours": 2,
-            "startup_command": "sleep infinity"})
+        r = eco.http.post(
+            "/gpu-clusters",
+            json={
+                "name": "scale",
+                "region": "bench",
+                "gpu_type": "H100-80GB",
+                "gpu_count": 1,
+                "replicas": 2,
+                "image": "example/app:1",
+                "estimated_duration_hours": 2,
+                "startup_command": "sleep infinity",
+            },
+        )
         r.raise_for_status()
         cid = r.json()["id"]
         eco.wait_ready(cid, 2)
@@ -290,13 +356,19 @@ def bench_scale(kubeconfig: str, rounds: int) -> dict[str, Any]:
             t, how = kubectl_scale(kubeconfig, api, ns, plain, 32)
             kube_times.append(t)
             client.AppsV1Api(api).patch_namespaced_deployment_scale(
-                plain, ns, {"spec": {"replicas": 2}})
+                plain, ns, {"spec": {"replicas": 2}}
+            )
             wait_deployment(api, ns, plain, 2)
             log(f"round {i + 1}: ecolink {eco_times[-1]:.2f}s, {how} {kube_times[-1]:.2f}s")
         eco.http.delete(f"/gpu-clusters/{cid}")
-        return {"ecolink_s": statistics.median(eco_times),
-                "kubectl_s": statistics.median(kube_times), "kubectl_how": how,
-                "rounds": rounds, "all_ecolink": eco_times, "all_kubectl": kube_times}
+        return {
+            "ecolink_s": statistics.median(eco_times),
+            "kubectl_s": statistics.median(kube_times),
+            "kubectl_how": how,
+            "rounds": rounds,
+            "all_ecolink": eco_times,
+            "all_kubectl": kube_times,
+        }
     finally:
         eco.close()
         client.CoreV1Api(api).delete_namespace(ns)
@@ -325,40 +397,53 @@ class Counter:
 
 def server_pod_requests(api: client.ApiClient) -> float:
     """apiserver_request_total for pods (LIST and WATCH), from /metrics."""
-    resp = api.rest_client.request("GET", api.configuration.host + "/metrics",
-                                   headers={"Accept": "text/plain"})
+    resp = api.rest_client.request(
+        "GET", api.configuration.host + "/metrics", headers={"Accept": "text/plain"}
+    )
     text = resp.read().decode()
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("apiserver_request_total{") and 'resource="pods"' in line \
-                and ('verb="LIST"' in line or 'verb="WATCH"' in line) \
-                and 'subresource=""' in line:
+        if (
+            line.startswith("apiserver_request_total{")
+            and 'resource="pods"' in line
+            and ('verb="LIST"' in line or 'verb="WATCH"' in line)
+            and 'subresource=""' in line
+        ):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
 
 class Quiet:
     def replicas_changed(self, cluster_id: str, replicas: Any) -> None: ...
-    def runtime_event(self, cluster_id: str, kind: str, message: str,
-                      replica: str | None = None) -> None: ...
+    def runtime_event(
+        self, cluster_id: str, kind: str, message: str, replica: str | None = None
+    ) -> None: ...
     def cluster_failed(self, cluster_id: str, message: str) -> None: ...
 
 
 async def bench_watch(kubeconfig: str, pods: int, window: float) -> dict[str, Any]:
     api = api_client(kubeconfig)
     per_node = 500
-    add_nodes(api, "bench-big", max(1, -(-pods // per_node)), "bench-big", per_node,
-              per_node + 10)
+    add_nodes(api, "bench-big", max(1, -(-pods // per_node)), "bench-big", per_node, per_node + 10)
     ns = make_namespace(api)
     os.environ["KUBECONFIG"] = kubeconfig
     runtime = KubernetesRuntime(load_target(namespace=ns))
     await runtime.start(Quiet(), [])
     clusters = max(1, pods // 100)
-    specs = [ClusterSpec(
-        cluster_id=f"bench{i}", account_id="bench", name=f"b{i}", region="bench-big",
-        gpu_type="H100", gpu_count=1, replicas=pods // clusters, image="example/app:1",
-        node_selector=(("topology.kubernetes.io/region", "bench-big"),))
-        for i in range(clusters)]
+    specs = [
+        ClusterSpec(
+            cluster_id=f"bench{i}",
+            account_id="bench",
+            name=f"b{i}",
+            region="bench-big",
+            gpu_type="H100",
+            gpu_count=1,
+            replicas=pods // clusters,
+            image="example/app:1",
+            node_selector=(("topology.kubernetes.io/region", "bench-big"),),
+        )
+        for i in range(clusters)
+    ]
     log(f"creating {pods} pods in {clusters} clusters ...")
     t0 = time.monotonic()
     for s in specs:
@@ -387,7 +472,8 @@ async def bench_watch(kubeconfig: str, pods: int, window: float) -> dict[str, An
     eco_server = (server_pod_requests(admin) - s0) / window * 60 - baseline
     stats1 = runtime.watch_stats()
     watches = sum(v["watches"] for v in stats1.values()) - sum(
-        v["watches"] for v in stats0.values())
+        v["watches"] for v in stats0.values()
+    )
     # Each watch is renewed when the server ends it (after the runtime's watch
     # timeout): that is the steady rate even where a window sees none.
     renewal = len(stats1) / runtime.informer.watch_timeout_s * 60
@@ -401,8 +487,9 @@ async def bench_watch(kubeconfig: str, pods: int, window: float) -> dict[str, An
 
     def poll() -> None:
         while not stop.is_set():
-            resp = core.list_namespaced_pod(ns, label_selector="app.kubernetes.io/managed-by=ecolink",
-                                            _preload_content=False)
+            resp = core.list_namespaced_pod(
+                ns, label_selector="app.kubernetes.io/managed-by=ecolink", _preload_content=False
+            )
             sizes.append(len(resp.data))
             stop.wait(2.0)
 
@@ -418,11 +505,17 @@ async def bench_watch(kubeconfig: str, pods: int, window: float) -> dict[str, An
     # Clean up the 1,000 pods quickly.
     client.CoreV1Api(admin).delete_namespace(ns)
     return {
-        "pods": pods, "window_s": window, "baseline_server_per_min": baseline,
-        "ecolink_client_per_min": eco_client, "ecolink_server_per_min": eco_server,
-        "ecolink_watch_requests_in_window": watches, "ecolink_renewal_per_min": renewal,
-        "watch_timeout_s": runtime.informer.watch_timeout_s, "watched_collections": len(stats1),
-        "poller_client_per_min": poll_client, "poller_server_per_min": poll_server,
+        "pods": pods,
+        "window_s": window,
+        "baseline_server_per_min": baseline,
+        "ecolink_client_per_min": eco_client,
+        "ecolink_server_per_min": eco_server,
+        "ecolink_watch_requests_in_window": watches,
+        "ecolink_renewal_per_min": renewal,
+        "watch_timeout_s": runtime.informer.watch_timeout_s,
+        "watched_collections": len(stats1),
+        "poller_client_per_min": poll_client,
+        "poller_server_per_min": poll_server,
         "poller_bytes_per_list": statistics.median(sizes) if sizes else 0,
     }
 
@@ -452,23 +545,37 @@ def main() -> None:
             print(f"  ratio ecolink / kubectl: {s['ecolink_s'] / s['kubectl_s']:.2f}")
         if not args.skip_watch:
             w = asyncio.run(bench_watch(cp.kubeconfig, args.pods, args.window))
-            print(f"API server requests per minute while {w['pods']} pods are watched "
-                  f"({w['window_s']:.0f} s windows):")
-            print(f"  ecolink watch: {w['ecolink_client_per_min']:.2f}/min counted by the "
-                  f"client ({w['ecolink_watch_requests_in_window']} watch requests), "
-                  f"{w['ecolink_server_per_min']:.2f}/min by the API server over baseline")
-            print(f"  2-second poller: {w['poller_client_per_min']:.2f}/min counted by the "
-                  f"client, {w['poller_server_per_min']:.2f}/min by the API server over "
-                  f"baseline, {w['poller_bytes_per_list'] / 1e6:.2f} MB per list")
-            print(f"  (API server baseline for pods, neither asking: "
-                  f"{w['baseline_server_per_min']:.2f}/min)")
-            print(f"  ecolink's steady rate from watch renewal: {w['watched_collections']} "
-                  f"watches renewed every {w['watch_timeout_s']} s = "
-                  f"{w['ecolink_renewal_per_min']:.2f}/min")
-            print(f"  ratio poller / ecolink, measured in the window: "
-                  f"{ratio(w['poller_client_per_min'], w['ecolink_client_per_min'])}")
-            print(f"  ratio poller / ecolink, against the renewal rate: "
-                  f"{ratio(w['poller_client_per_min'], w['ecolink_renewal_per_min'])}")
+            print(
+                f"API server requests per minute while {w['pods']} pods are watched "
+                f"({w['window_s']:.0f} s windows):"
+            )
+            print(
+                f"  ecolink watch: {w['ecolink_client_per_min']:.2f}/min counted by the "
+                f"client ({w['ecolink_watch_requests_in_window']} watch requests), "
+                f"{w['ecolink_server_per_min']:.2f}/min by the API server over baseline"
+            )
+            print(
+                f"  2-second poller: {w['poller_client_per_min']:.2f}/min counted by the "
+                f"client, {w['poller_server_per_min']:.2f}/min by the API server over "
+                f"baseline, {w['poller_bytes_per_list'] / 1e6:.2f} MB per list"
+            )
+            print(
+                f"  (API server baseline for pods, neither asking: "
+                f"{w['baseline_server_per_min']:.2f}/min)"
+            )
+            print(
+                f"  ecolink's steady rate from watch renewal: {w['watched_collections']} "
+                f"watches renewed every {w['watch_timeout_s']} s = "
+                f"{w['ecolink_renewal_per_min']:.2f}/min"
+            )
+            print(
+                f"  ratio poller / ecolink, measured in the window: "
+                f"{ratio(w['poller_client_per_min'], w['ecolink_client_per_min'])}"
+            )
+            print(
+                f"  ratio poller / ecolink, against the renewal rate: "
+                f"{ratio(w['poller_client_per_min'], w['ecolink_renewal_per_min'])}"
+            )
     finally:
         cp.close()
 

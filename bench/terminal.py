@@ -91,7 +91,9 @@ def redraws(frames: int) -> bytes:
 def cjk(n: int) -> bytes:
     r = random.Random(3)
     alphabet = "漢字仮名交じり文中文字符한국어テキスト"
-    return "".join("".join(r.choice(alphabet) for _ in range(50)) + "\r\n" for _ in range(n)).encode()
+    return "".join(
+        "".join(r.choice(alphabet) for _ in range(50)) + "\r\n" for _ in range(n)
+    ).encode()
 
 
 def plain(n: int) -> bytes:
@@ -99,7 +101,7 @@ def plain(n: int) -> bytes:
 
 
 def _chunks(data: bytes) -> list[bytes]:
-    return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
+    return [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
 
 
 # CPU time of this process: the core is single-threaded and CPU-bound, and CPU
@@ -185,8 +187,13 @@ class _BenchApp(App[None]):
 
 
 def _shell_env() -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TERM": "xterm-256color",
-            "PS1": PROMPT, "LANG": "C.UTF-8", "HOME": tempfile.gettempdir()}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "TERM": "xterm-256color",
+        "PS1": PROMPT,
+        "LANG": "C.UTF-8",
+        "HOME": tempfile.gettempdir(),
+    }
 
 
 async def _wait(cond: Callable[[], bool], timeout: float) -> bool:
@@ -269,15 +276,35 @@ def bench_tmux(runs: int, count: int) -> list[float]:
         env.pop("TMUX", None)
         times = []
         try:
-            subprocess.run(base + ["new-session", "-d", "-s", "b", "-x", str(COLS), "-y", str(ROWS),
-                                   "bash --norc --noprofile -i"], check=True, env=env)
+            subprocess.run(
+                base
+                + [
+                    "new-session",
+                    "-d",
+                    "-s",
+                    "b",
+                    "-x",
+                    str(COLS),
+                    "-y",
+                    str(ROWS),
+                    "bash --norc --noprofile -i",
+                ],
+                check=True,
+                env=env,
+            )
 
             def screen() -> list[str]:
-                return subprocess.run(base + ["capture-pane", "-p", "-t", "b"], capture_output=True,
-                                      text=True, check=True).stdout.splitlines()
+                return subprocess.run(
+                    base + ["capture-pane", "-p", "-t", "b"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.splitlines()
 
             deadline = time.perf_counter() + 10
-            while not any(r.startswith(PROMPT) for r in screen()) and time.perf_counter() < deadline:
+            while (
+                not any(r.startswith(PROMPT) for r in screen()) and time.perf_counter() < deadline
+            ):
                 time.sleep(0.02)
             for _ in range(runs):
                 subprocess.run(base + ["send-keys", "-t", "b", "C-l"], check=True)
@@ -307,8 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--floods", type=int, default=3,
-                    help="(a): floods per side in each repeat (a busy machine makes single runs vary)")
+    ap.add_argument(
+        "--floods",
+        type=int,
+        default=3,
+        help="(a): floods per side in each repeat (a busy machine makes single runs vary)",
+    )
     args = ap.parse_args(argv)
     if not shutil.which("tmux"):
         print("tmux is needed for (a)", file=sys.stderr)
@@ -317,37 +348,50 @@ def main(argv: list[str] | None = None) -> int:
     rep = max(1, args.repeat)
     floods = max(1, args.floods)
 
-    print(f"(a) plain-text flood: `seq 1 {count}` in a {COLS}x{ROWS} shell, until the last line shows")
+    print(
+        f"(a) plain-text flood: `seq 1 {count}` in a {COLS}x{ROWS} shell, until the last line shows"
+    )
     ours: list[float] = []
     theirs: list[float] = []
     widget: dict[str, list[float]] = {"ctrl_c": [], "key": []}
     for i in range(rep):
         theirs += bench_tmux(floods, count)
-        res = asyncio.run(bench_widget(floods, 2 if i < rep - 1 else 3,
-                                       40 if not args.quick else 15, count))
+        res = asyncio.run(
+            bench_widget(floods, 2 if i < rep - 1 else 3, 40 if not args.quick else 15, count)
+        )
         ours += res["flood"]
         widget["ctrl_c"] += res["ctrl_c"]
         widget["key"] += res["key"]
     mo, mt = statistics.median(ours), statistics.median(theirs)
-    print(f"    ours (PTY -> core -> widget, 30 fps): median {_ms(mo)}  runs {[_ms(t) for t in ours]}")
-    print(f"    tmux (until capture-pane shows it):   median {_ms(mt)}  runs {[_ms(t) for t in theirs]}")
+    print(
+        f"    ours (PTY -> core -> widget, 30 fps): median {_ms(mo)}  runs {[_ms(t) for t in ours]}"
+    )
+    print(
+        f"    tmux (until capture-pane shows it):   median {_ms(mt)}  runs {[_ms(t) for t in theirs]}"
+    )
     print(f"    ratio tmux/ours = {mt / mo:.2f}  (target >= 1)")
 
     print("(b) emulator-core throughput against pyte (same bytes, 4 KiB chunks)")
     for name, ours_mbs, pyte_mbs, target in bench_core(max(rep, 5), args.quick):
         ratio = ours_mbs / pyte_mbs
         goal = f"(target >= {target:g}x)" if target else ""
-        print(f"    {name:26s} ours {ours_mbs:6.1f} MB/s  pyte {pyte_mbs:5.2f} MB/s  "
-              f"ratio {ratio:5.1f}x {goal}")
+        print(
+            f"    {name:26s} ours {ours_mbs:6.1f} MB/s  pyte {pyte_mbs:5.2f} MB/s  "
+            f"ratio {ratio:5.1f}x {goal}"
+        )
 
     print("(c) interactivity through the widget")
     cc = widget["ctrl_c"]
-    print(f"    Ctrl-C stops a `yes` flood, prompt on screen: median {_ms(statistics.median(cc))}, "
-          f"max {_ms(max(cc))} over {len(cc)} runs (target <= 200 ms)")
+    print(
+        f"    Ctrl-C stops a `yes` flood, prompt on screen: median {_ms(statistics.median(cc))}, "
+        f"max {_ms(max(cc))} over {len(cc)} runs (target <= 200 ms)"
+    )
     keys = sorted(widget["key"])
     p99 = keys[min(len(keys) - 1, int(round(0.99 * (len(keys) - 1))))]
-    print(f"    keystroke to screen: median {_ms(statistics.median(keys))}, p99 {_ms(p99)} "
-          f"over {len(keys)} keys")
+    print(
+        f"    keystroke to screen: median {_ms(statistics.median(keys))}, p99 {_ms(p99)} "
+        f"over {len(keys)} keys"
+    )
     return 0
 
 

@@ -60,10 +60,20 @@ S(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 
 def launch(be: Backend, name: str, replicas: int, command: str) -> dict:
     h = {"Authorization": f"Bearer {be.key}"}
-    r = httpx.post(be.url + "/gpu-clusters", headers=h, json={
-        "name": name, "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 1,
-        "replicas": replicas, "image": "bench", "estimated_duration_hours": 1,
-        "startup_command": command})
+    r = httpx.post(
+        be.url + "/gpu-clusters",
+        headers=h,
+        json={
+            "name": name,
+            "region": "us-east",
+            "gpu_type": "H100-80GB",
+            "gpu_count": 1,
+            "replicas": replicas,
+            "image": "bench",
+            "estimated_duration_hours": 1,
+            "startup_command": command,
+        },
+    )
     r.raise_for_status()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -76,11 +86,13 @@ def launch(be: Backend, name: str, replicas: int, command: str) -> dict:
 
 # --------------------------------------------------------------------------- port-forward
 
+
 def stream(port: int, total: int) -> float:
     """Echo `total` bytes through 127.0.0.1:port; seconds taken."""
     block = os.urandom(256 * 1024)
     t0 = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port)) as s:
+
         def send() -> None:
             left = total
             while left > 0:
@@ -88,6 +100,7 @@ def stream(port: int, total: int) -> float:
                 s.sendall(block[:n])
                 left -= n
             s.shutdown(socket.SHUT_WR)
+
         t = threading.Thread(target=send)
         t.start()
         got = 0
@@ -117,8 +130,9 @@ class ForwardThread:
         self.port = 0
         self._stop: asyncio.Event | None = None
         self.args = (be, cluster, replica, port)
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._run(),),
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self._run(),), daemon=True
+        )
         self.thread.start()
         self.ready.wait(30)
 
@@ -142,18 +156,21 @@ class ForwardThread:
 
 # --------------------------------------------------------------------------- cp vs cat
 
+
 def _env(be: Backend) -> dict[str, str]:
     env = bench_exec._env()
     env.update(ECO_API_URL=be.url, ECO_API_KEY=be.key)
     return env
 
 
-def timed(argv: list[str], env: dict[str, str], stdin: Path | None = None,
-          stdout: Path | None = None) -> float:
+def timed(
+    argv: list[str], env: dict[str, str], stdin: Path | None = None, stdout: Path | None = None
+) -> float:
     t0 = time.perf_counter()
     with open(stdin or os.devnull, "rb") as i, open(stdout or os.devnull, "wb") as o:
-        subprocess.run([sys.executable, "-m", "ecotui", *argv], env=env, stdin=i, stdout=o,
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "ecotui", *argv], env=env, stdin=i, stdout=o, check=True
+        )
     return time.perf_counter() - t0
 
 
@@ -167,8 +184,13 @@ def sha(path: Path) -> str:
 
 # --------------------------------------------------------------------------- run vs exec
 
-async def run_vs_exec(be: Backend, cluster: str, replicas: list[str], repeat: int,
-                      ) -> tuple[list[float], list[float]]:
+
+async def run_vs_exec(
+    be: Backend,
+    cluster: str,
+    replicas: list[str],
+    repeat: int,
+) -> tuple[list[float], list[float]]:
     client = EcoClient(be.url, be.key)
     cmd = ["sh", "-c", "echo $ECO_REPLICA_NAME; sleep 0.05"]
     folded, sequential = [], []
@@ -203,12 +225,28 @@ def main() -> None:
         be.start()
         try:
             c = launch(be, "bench", 8, ECHO)
-            names = sorted((s["name"] for s in c["replica_states"]),
-                           key=lambda n: int(n.rsplit("-", 1)[1]))
+            names = sorted(
+                (s["name"] for s in c["replica_states"]), key=lambda n: int(n.rsplit("-", 1)[1])
+            )
             env = _env(be)
-            port = int(subprocess.run(
-                [sys.executable, "-m", "ecotui", "exec", "bench", names[0], "--", "printenv",
-                 "PORT"], env=env, capture_output=True, check=True).stdout)
+            port = int(
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "ecotui",
+                        "exec",
+                        "bench",
+                        names[0],
+                        "--",
+                        "printenv",
+                        "PORT",
+                    ],
+                    env=env,
+                    capture_output=True,
+                    check=True,
+                ).stdout
+            )
             deadline = time.monotonic() + 20
             while True:
                 try:
@@ -238,10 +276,16 @@ def main() -> None:
             back = tmpd / "back.bin"
             cp_up, cp_down, cat_up, cat_down = [], [], [], []
             for _ in range(max(1, args.repeat // 2)):
-                cat_up.append(timed(["exec", "-i", "bench", names[1], "--", "sh", "-c",
-                                     "cat > cat.bin"], env, stdin=data))
-                cat_down.append(timed(["exec", "bench", names[1], "--", "cat", "cat.bin"], env,
-                                      stdout=back))
+                cat_up.append(
+                    timed(
+                        ["exec", "-i", "bench", names[1], "--", "sh", "-c", "cat > cat.bin"],
+                        env,
+                        stdin=data,
+                    )
+                )
+                cat_down.append(
+                    timed(["exec", "bench", names[1], "--", "cat", "cat.bin"], env, stdout=back)
+                )
                 assert sha(back) == want
                 back.unlink()
                 cp_up.append(timed(["cp", str(data), f"bench/{names[1]}:cp.bin"], env))
@@ -254,20 +298,30 @@ def main() -> None:
 
     med = statistics.median
     print("port-forward (echo server in the replica), medians of", args.repeat)
-    print(f"  throughput  direct {med(d_tp):8.1f} MiB/s   forward {med(f_tp):8.1f} MiB/s"
-          f"   ratio {med(f_tp) / med(d_tp):.3f}")
-    print(f"  conn rate   direct {med(d_cr):8.1f} /s      forward {med(f_cr):8.1f} /s"
-          f"      ratio {med(f_cr) / med(d_cr):.3f}")
+    print(
+        f"  throughput  direct {med(d_tp):8.1f} MiB/s   forward {med(f_tp):8.1f} MiB/s"
+        f"   ratio {med(f_tp) / med(d_tp):.3f}"
+    )
+    print(
+        f"  conn rate   direct {med(d_cr):8.1f} /s      forward {med(f_cr):8.1f} /s"
+        f"      ratio {med(f_cr) / med(d_cr):.3f}"
+    )
     print(f"cp of {args.mb} MiB vs cat through ecotui exec (s), medians")
-    print(f"  upload      cat {med(cat_up):7.2f}   cp {med(cp_up):7.2f}"
-          f"   ratio cp/cat {med(cp_up) / med(cat_up):.2f}"
-          f"   ({args.mb / med(cp_up):.0f} MiB/s)")
-    print(f"  download    cat {med(cat_down):7.2f}   cp {med(cp_down):7.2f}"
-          f"   ratio cp/cat {med(cp_down) / med(cat_down):.2f}"
-          f"   ({args.mb / med(cp_down):.0f} MiB/s)")
+    print(
+        f"  upload      cat {med(cat_up):7.2f}   cp {med(cp_up):7.2f}"
+        f"   ratio cp/cat {med(cp_up) / med(cat_up):.2f}"
+        f"   ({args.mb / med(cp_up):.0f} MiB/s)"
+    )
+    print(
+        f"  download    cat {med(cat_down):7.2f}   cp {med(cp_down):7.2f}"
+        f"   ratio cp/cat {med(cp_down) / med(cat_down):.2f}"
+        f"   ({args.mb / med(cp_down):.0f} MiB/s)"
+    )
     print(f"run on {len(names)} replicas vs {len(names)} sequential execs (s), medians")
-    print(f"  run {med(folded):.3f}   sequential exec {med(sequential):.3f}"
-          f"   speed-up {med(sequential) / med(folded):.1f}x")
+    print(
+        f"  run {med(folded):.3f}   sequential exec {med(sequential):.3f}"
+        f"   speed-up {med(sequential) / med(folded):.1f}x"
+    )
 
 
 if __name__ == "__main__":

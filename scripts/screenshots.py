@@ -61,9 +61,10 @@ class Demo:
 def demo(clusters: int = 12) -> Demo:
     fleet = GeneratedFleet(clusters)
     clock = FixedClock()
-    source = ReplayFrameSource([fleet.snapshot_frame()],
-                               on_focus=lambda ids: [fleet.replicas_frame(i, 0.0) for i in ids
-                                                     if i in fleet.clusters])
+    source = ReplayFrameSource(
+        [fleet.snapshot_frame()],
+        on_focus=lambda ids: [fleet.replicas_frame(i, 0.0) for i in ids if i in fleet.clusters],
+    )
     for k in range(12):  # a minute of summaries: sparklines with a shape
         source.push(fleet.summaries_frame(5.0 * k))
     client = EcoClient("http://demo.invalid", "eco_demo", transport=fleet_transport(fleet))
@@ -167,8 +168,12 @@ async def command_line(pilot: Pilot, d: Demo) -> None:
 async def gpus_view(pilot: Pilot, d: Demo) -> None:
     await until(pilot, lambda: shows(d.app, "12 clusters"))
     await pilot.press("H")
-    await until(pilot, lambda: type(d.app.screen).__name__ == "GpusScreen"
-                and getattr(d.app.screen, "loaded", False))
+    await until(
+        pilot,
+        lambda: (
+            type(d.app.screen).__name__ == "GpusScreen" and getattr(d.app.screen, "loaded", False)
+        ),
+    )
 
 
 async def gpu_detail(pilot: Pilot, d: Demo) -> None:

@@ -57,15 +57,29 @@ from support.server import EcolinkServer  # noqa: E402 - after the path set-up
 
 
 @pytest.fixture
-def ecolink_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., EcolinkServer]]:
+def ecolink_server_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., EcolinkServer]]:
     servers: list[EcolinkServer] = []
 
-    def make(*, catalog: str | os.PathLike[str] | None = None, credit: str = "10000",
-             extra_args: list[str] | None = None, env: dict[str, str] | None = None,
-             start: bool = True, verify: str | bool = True) -> EcolinkServer:
+    def make(
+        *,
+        catalog: str | os.PathLike[str] | None = None,
+        credit: str = "10000",
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        start: bool = True,
+        verify: str | bool = True,
+    ) -> EcolinkServer:
         d = tmp_path_factory.mktemp("ecolink")
-        srv = EcolinkServer(d, catalog=str(catalog) if catalog else None, credit=credit,
-                            extra_args=extra_args, env=env, verify=verify)
+        srv = EcolinkServer(
+            d,
+            catalog=str(catalog) if catalog else None,
+            credit=credit,
+            extra_args=extra_args,
+            env=env,
+            verify=verify,
+        )
         servers.append(srv)
         if start:
             srv.start()
@@ -111,11 +125,25 @@ def fresh_api(shared_ecolink_server: EcolinkServer) -> Iterator[httpx.Client]:
 # files are marked here; a single test in an otherwise fast file carries
 # `@pytest.mark.slow` itself.
 _SLOW_DIRS = {"api", "e2e", "reliability", "security", "k8s", "runtime"}
-_SLOW_FIXTURES = {"ecolink_server", "ecolink_server_factory", "shared_ecolink_server",
-                  "fresh_api", "api", "k8s_env", "live_backend"}
-_SLOW_FILES = {"test_widget_shell.py", "test_widget_sessions.py",
-               "test_terminal_corpus.py", "test_live_backend.py", "test_against_backend.py",
-               "test_commands.py", "test_scripts_run.py", "test_gpu_check.py"}
+_SLOW_FIXTURES = {
+    "ecolink_server",
+    "ecolink_server_factory",
+    "shared_ecolink_server",
+    "fresh_api",
+    "api",
+    "k8s_env",
+    "live_backend",
+}
+_SLOW_FILES = {
+    "test_widget_shell.py",
+    "test_widget_sessions.py",
+    "test_terminal_corpus.py",
+    "test_live_backend.py",
+    "test_against_backend.py",
+    "test_commands.py",
+    "test_scripts_run.py",
+    "test_gpu_check.py",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -90,12 +90,19 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         except ValueError as exc:
             raise CliError(f"--service-domain: {exc}") from None
     return ServeConfig(
-        state_dir=state_dir_from(args.state_dir), runtime=args.runtime,
-        namespace=args.namespace, kube_context=args.context, catalog_path=args.catalog,
-        public_url=args.public_url, tls=tls, service_domain=service_domain,
+        state_dir=state_dir_from(args.state_dir),
+        runtime=args.runtime,
+        namespace=args.namespace,
+        kube_context=args.context,
+        catalog_path=args.catalog,
+        public_url=args.public_url,
+        tls=tls,
+        service_domain=service_domain,
         max_websockets_per_account=args.max_websockets_per_account,
-        db_busy_timeout_s=args.db_busy_timeout, replica_disk_quota_mib=args.replica_disk_quota,
-        replica_disk_check_s=args.replica_disk_check, max_clock_step_s=args.max_clock_step,
+        db_busy_timeout_s=args.db_busy_timeout,
+        replica_disk_quota_mib=args.replica_disk_quota,
+        replica_disk_check_s=args.replica_disk_check,
+        max_clock_step_s=args.max_clock_step,
         termination_grace_s=args.termination_grace_seconds,
     )
 
@@ -203,24 +210,47 @@ def _serve(args: argparse.Namespace, ctx: AppContext) -> int:
     return 0 if server.started else 1
 
 
-def _front(args: argparse.Namespace, ctx: AppContext, sock: socket.socket, api_socket: Path,
-           workers: int, scheme: str) -> FrontGroup:
+def _front(
+    args: argparse.Namespace,
+    ctx: AppContext,
+    sock: socket.socket,
+    api_socket: Path,
+    workers: int,
+    scheme: str,
+) -> FrontGroup:
     from ecolink.front.proxy import FrontConfig
     from ecolink.front.server import FrontGroup, connection_cap
 
-    cfg = FrontConfig(head_timeout=args.head_timeout,
-                      max_connections=connection_cap(workers, args.max_connections),
-                      max_per_address=args.max_connections_per_address,
-                      scheme=scheme, policy=args.load_balancing,
-                      public_url=ctx.public_url or "",
-                      service_domain=ctx.service_domain,
-                      max_websockets_per_account=ctx.max_websockets_per_account)
-    return FrontGroup(ctx, host=args.host, sock=sock, api_socket=str(api_socket),
-                      workers=workers, cfg=cfg, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    cfg = FrontConfig(
+        head_timeout=args.head_timeout,
+        max_connections=connection_cap(workers, args.max_connections),
+        max_per_address=args.max_connections_per_address,
+        scheme=scheme,
+        policy=args.load_balancing,
+        public_url=ctx.public_url or "",
+        service_domain=ctx.service_domain,
+        max_websockets_per_account=ctx.max_websockets_per_account,
+    )
+    return FrontGroup(
+        ctx,
+        host=args.host,
+        sock=sock,
+        api_socket=str(api_socket),
+        workers=workers,
+        cfg=cfg,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
 
 
-async def _run(server: uvicorn.Server, front: FrontGroup, api_sock: socket.socket,
-               args: argparse.Namespace, url: str, state_dir: Path) -> None:
+async def _run(
+    server: uvicorn.Server,
+    front: FrontGroup,
+    api_sock: socket.socket,
+    args: argparse.Namespace,
+    url: str,
+    state_dir: Path,
+) -> None:
     """The API server on its unix socket; once it is up, the front, server.json and
     the log's rotation; the front stops accepting as soon as a stop is asked."""
     task = asyncio.create_task(server.serve(sockets=[api_sock]))
@@ -238,13 +268,16 @@ async def _run(server: uvicorn.Server, front: FrontGroup, api_sock: socket.socke
         if args.log_file:
             from ecolink.front.logfile import keep_bounded
 
-            rotation = asyncio.create_task(keep_bounded(Path(args.log_file),
-                                                        args.log_max_bytes))
-        _write_server_json(state_dir / "server.json",
-                           {"url": url, "pid": os.getpid(), "version": __version__,
-                            "runtime": args.runtime})
-        print(f"ecolink {__version__} serving on {url} (state dir {state_dir})",
-              file=sys.stderr, flush=True)
+            rotation = asyncio.create_task(keep_bounded(Path(args.log_file), args.log_max_bytes))
+        _write_server_json(
+            state_dir / "server.json",
+            {"url": url, "pid": os.getpid(), "version": __version__, "runtime": args.runtime},
+        )
+        print(
+            f"ecolink {__version__} serving on {url} (state dir {state_dir})",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         await task
     finally:
@@ -294,8 +327,9 @@ class RedactSecrets(logging.Filter):
         if isinstance(record.args, tuple):
             record.args = tuple(_redact(a) if isinstance(a, str) else a for a in record.args)
         elif isinstance(record.args, dict):
-            record.args = {k: _redact(v) if isinstance(v, str) else v
-                           for k, v in record.args.items()}
+            record.args = {
+                k: _redact(v) if isinstance(v, str) else v for k, v in record.args.items()
+            }
         return True
 
 
@@ -320,8 +354,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
     except ProcessLookupError:
         with contextlib.suppress(OSError):
             path.unlink()
-        print(f"the server (pid {pid}) was not running; removed a stale server.json",
-              file=sys.stderr)
+        print(
+            f"the server (pid {pid}) was not running; removed a stale server.json", file=sys.stderr
+        )
         return 0
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
@@ -347,7 +382,8 @@ def _credit(store: Store, account_id: str, micros: int, memo: str) -> None:
     if acct is not None and acct.available + micros < 0:
         raise CliError(
             f"a debit of ${format_usd(-micros)} would leave the account below zero "
-            f"(available ${format_usd(acct.available)})")
+            f"(available ${format_usd(acct.available)})"
+        )
     store.post(account_id, None, "credit", micros, memo, now_us())
 
 
@@ -384,7 +420,8 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
                         f"refusing a second account: {single_account_note()}, and "
                         f"account {existing[0].name!r} exists. Run the backend as root "
                         "(each account's replicas then run under their own uid), or use "
-                        "another state directory for this account")
+                        "another state directory for this account"
+                    )
                 try:
                     acct = store.create_account(args.name, now_us())
                 except StoreError as exc:
@@ -392,8 +429,10 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
                 if micros:
                     _credit(store, acct.id, micros, "initial credit")
             acct = _reread(store, acct)
-            print(f"created account {acct.name} ({acct.id}) with balance "
-                  f"${format_usd(acct.balance)}", file=out)
+            print(
+                f"created account {acct.name} ({acct.id}) with balance ${format_usd(acct.balance)}",
+                file=out,
+            )
         elif args.accounts_cmd == "credit":
             micros = _parse_usd(args.amount)
             with store.tx():
@@ -402,13 +441,23 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
                     raise CliError(f"no account named {args.name!r}")
                 _credit(store, found.id, micros, args.memo or "credit")
             acct = _reread(store, found)
-            print(f"account {acct.name}: balance ${format_usd(acct.balance)}, "
-                  f"available ${format_usd(acct.available)}", file=out)
+            print(
+                f"account {acct.name}: balance ${format_usd(acct.balance)}, "
+                f"available ${format_usd(acct.available)}",
+                file=out,
+            )
         else:
             rows = [("NAME", "ID", "BALANCE", "HELD", "AVAILABLE")]
             for a in store.accounts():
-                rows.append((a.name, a.id, format_usd(a.balance), format_usd(a.held),
-                             format_usd(a.available)))
+                rows.append(
+                    (
+                        a.name,
+                        a.id,
+                        format_usd(a.balance),
+                        format_usd(a.held),
+                        format_usd(a.available),
+                    )
+                )
             table(rows, out)
     finally:
         store.close()
@@ -427,8 +476,11 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
                     raise CliError(f"no account named {args.account!r}")
                 key = store.create_api_key(acct.id, now_us())
             # The key is shown this once (only its hash is kept), as the last word.
-            print(f"created an API key for account {acct.name}; store it now, it is not "
-                  f"shown again: {key}", file=out)
+            print(
+                f"created an API key for account {acct.name}; store it now, it is not "
+                f"shown again: {key}",
+                file=out,
+            )
         elif args.keys_cmd == "list":
             rows = [("PREFIX", "ACCOUNT", "CREATED", "STATUS")]
             for k in store.api_keys():
@@ -439,16 +491,19 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
             prefix = args.prefix.strip()
             if len(prefix) < 5:
                 raise CliError("give at least the first 5 characters of the key")
-            active = [k for k in store.api_keys() if k.revoked_at is None
-                      and (k.prefix.startswith(prefix) or prefix.startswith(k.prefix))]
+            active = [
+                k
+                for k in store.api_keys()
+                if k.revoked_at is None
+                and (k.prefix.startswith(prefix) or prefix.startswith(k.prefix))
+            ]
             if not active:
                 raise CliError(f"no active key starts with {prefix!r}")
             if len(active) > 1:
                 raise CliError(f"{prefix!r} matches {len(active)} keys; give more characters")
             with store.tx():
                 store.revoke_api_keys(active[0].prefix, now_us())
-            print(f"revoked key {active[0].prefix} of account {active[0].account_name}",
-                  file=out)
+            print(f"revoked key {active[0].prefix} of account {active[0].account_name}", file=out)
     finally:
         store.close()
     return 0
@@ -488,12 +543,15 @@ def build_parser() -> argparse.ArgumentParser:
     from ecolink.api.edge_rules import MAX_WEBSOCKETS_PER_ACCOUNT
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--state-dir", default=argparse.SUPPRESS,
-                        help="state directory (default: $ECOLINK_STATE_DIR, else the XDG "
-                             "data dir)")
+    common.add_argument(
+        "--state-dir",
+        default=argparse.SUPPRESS,
+        help="state directory (default: $ECOLINK_STATE_DIR, else the XDG data dir)",
+    )
 
-    p = argparse.ArgumentParser(prog="ecolink", parents=[common],
-                                description="The ecolink GPU-cluster backend.")
+    p = argparse.ArgumentParser(
+        prog="ecolink", parents=[common], description="The ecolink GPU-cluster backend."
+    )
     p.add_argument("--version", action="version", version=f"ecolink {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -504,54 +562,112 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--namespace", default=None, help="kubernetes namespace")
     s.add_argument("--context", default=None, help="kubeconfig context")
     s.add_argument("--catalog", default=None, help="catalog TOML file (default: built in)")
-    s.add_argument("--public-url", default=None,
-                   help="base of public service URLs (default: the address served on)")
-    s.add_argument("--service-domain", default=None, metavar="SUFFIX",
-                   help="serve each cluster's service URL on its own origin, "
-                        "gc-ID.SUFFIX (needs wildcard DNS and certificate for *.SUFFIX)")
-    s.add_argument("--max-websockets-per-account", type=_positive_int,
-                   default=MAX_WEBSOCKETS_PER_ACCOUNT, metavar="N",
-                   help="WebSockets one account may hold open at once "
-                        f"(default {MAX_WEBSOCKETS_PER_ACCOUNT})")
+    s.add_argument(
+        "--public-url",
+        default=None,
+        help="base of public service URLs (default: the address served on)",
+    )
+    s.add_argument(
+        "--service-domain",
+        default=None,
+        metavar="SUFFIX",
+        help="serve each cluster's service URL on its own origin, "
+        "gc-ID.SUFFIX (needs wildcard DNS and certificate for *.SUFFIX)",
+    )
+    s.add_argument(
+        "--max-websockets-per-account",
+        type=_positive_int,
+        default=MAX_WEBSOCKETS_PER_ACCOUNT,
+        metavar="N",
+        help=f"WebSockets one account may hold open at once (default {MAX_WEBSOCKETS_PER_ACCOUNT})",
+    )
     s.add_argument("--tls-cert", default=None)
     s.add_argument("--tls-key", default=None)
-    s.add_argument("--insecure-http", action="store_true",
-                   help="allow plain HTTP on a non-loopback address")
-    s.add_argument("--log-level", default="warning",
-                   choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument(
+        "--insecure-http", action="store_true", help="allow plain HTTP on a non-loopback address"
+    )
+    s.add_argument(
+        "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
+    )
     s.add_argument("--access-log", action="store_true")
-    s.add_argument("--log-format", choices=["text", "json"],
-                   default=os.environ.get("ECOLINK_LOG_FORMAT") or "text",
-                   help="json: one JSON object a line, with the request id "
-                        "(default: $ECOLINK_LOG_FORMAT, else text)")
-    s.add_argument("--db-busy-timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="how long a write waits for a database another process holds "
-                        "before the request answers 503 (default 10)")
-    s.add_argument("--replica-disk-quota", type=float, default=10240.0, metavar="MIB",
-                   help="local runtime: a replica whose working dir grows past this is "
-                        "stopped, with the reason shown (default 10240 MiB)")
-    s.add_argument("--replica-disk-check", type=float, default=10.0, metavar="SECONDS",
-                   help="local runtime: how often replicas' disk use is checked (default 10)")
-    s.add_argument("--max-clock-step", type=float, default=60.0, metavar="SECONDS",
-                   help="wall-clock steps forward larger than this (and every step "
-                        "backwards) are logged and not followed (default 60)")
-    s.add_argument("--termination-grace-seconds", type=float, metavar="S",
-                   default=float(os.environ.get("ECOLINK_TERMINATION_GRACE_SECONDS") or 30),
-                   help="after SIGTERM at stop, terminate or expiry, how long a replica has "
-                        "to drain before it is killed (default 30, or "
-                        "ECOLINK_TERMINATION_GRACE_SECONDS)")
-    s.add_argument("--workers", type=int, default=0,
-                   help="front processes on the listening address (default: the cores)")
-    s.add_argument("--head-timeout", type=float, default=10.0, metavar="S",
-                   help="a request head must arrive within this (else 408)")
-    s.add_argument("--max-connections", type=int, default=None,
-                   help="client connections per front process (default: from the fd limit)")
+    s.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("ECOLINK_LOG_FORMAT") or "text",
+        help="json: one JSON object a line, with the request id "
+        "(default: $ECOLINK_LOG_FORMAT, else text)",
+    )
+    s.add_argument(
+        "--db-busy-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a write waits for a database another process holds "
+        "before the request answers 503 (default 10)",
+    )
+    s.add_argument(
+        "--replica-disk-quota",
+        type=float,
+        default=10240.0,
+        metavar="MIB",
+        help="local runtime: a replica whose working dir grows past this is "
+        "stopped, with the reason shown (default 10240 MiB)",
+    )
+    s.add_argument(
+        "--replica-disk-check",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="local runtime: how often replicas' disk use is checked (default 10)",
+    )
+    s.add_argument(
+        "--max-clock-step",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wall-clock steps forward larger than this (and every step "
+        "backwards) are logged and not followed (default 60)",
+    )
+    s.add_argument(
+        "--termination-grace-seconds",
+        type=float,
+        metavar="S",
+        default=float(os.environ.get("ECOLINK_TERMINATION_GRACE_SECONDS") or 30),
+        help="after SIGTERM at stop, terminate or expiry, how long a replica has "
+        "to drain before it is killed (default 30, or "
+        "ECOLINK_TERMINATION_GRACE_SECONDS)",
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="front processes on the listening address (default: the cores)",
+    )
+    s.add_argument(
+        "--head-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="a request head must arrive within this (else 408)",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="client connections per front process (default: from the fd limit)",
+    )
     s.add_argument("--max-connections-per-address", type=int, default=1024)
-    s.add_argument("--log-file", default=None,
-                   help="the file this server's output goes to: kept under --log-max-bytes")
+    s.add_argument(
+        "--log-file",
+        default=None,
+        help="the file this server's output goes to: kept under --log-max-bytes",
+    )
     s.add_argument("--log-max-bytes", type=int, default=20 * 1024 * 1024)
-    s.add_argument("--load-balancing", choices=["least-outstanding", "round-robin"],
-                   default="least-outstanding")
+    s.add_argument(
+        "--load-balancing",
+        choices=["least-outstanding", "round-robin"],
+        default="least-outstanding",
+    )
 
     st = sub.add_parser("stop", parents=[common], help="stop the server of the state dir")
     st.add_argument("--timeout", type=float, default=60.0)
@@ -582,8 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
     sr = sesub.add_parser("revoke", parents=[common], help="end console sessions")
     sr.add_argument("id", nargs="?", default=None, help="a session id (or its first characters)")
     sr.add_argument("--account", default=None, help="every session of this account")
-    sr.add_argument("--key", default=None, metavar="PREFIX",
-                    help="every session minted by this key")
+    sr.add_argument(
+        "--key", default=None, metavar="PREFIX", help="every session minted by this key"
+    )
 
     f = sub.add_parser("filesystems", parents=[common], help="manage shared filesystems")
     fsub = f.add_subparsers(dest="fs_cmd", required=True)
@@ -599,8 +716,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "state_dir"):
         args.state_dir = None
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.cmd == "serve":
             logging.getLogger().setLevel(args.log_level.upper())

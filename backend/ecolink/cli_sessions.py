@@ -30,21 +30,32 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
             for s in store.console_sessions(now_us()):
                 if account_id is not None and s.account_id != account_id:
                     continue
-                rows.append((s.id, s.account_name, s.key_prefix,
-                             rfc3339(s.created_at)[:19] + "Z", rfc3339(s.expires_at)[:19] + "Z"))
+                rows.append(
+                    (
+                        s.id,
+                        s.account_name,
+                        s.key_prefix,
+                        rfc3339(s.created_at)[:19] + "Z",
+                        rfc3339(s.expires_at)[:19] + "Z",
+                    )
+                )
             table(rows, out)
             return 0
         ident = args.id.strip().lower() if args.id else None
         if ident is None and account_id is None and args.key is None:
             raise CliError("say which sessions to end: an ID, --account NAME or --key PREFIX")
         if ident is not None and not _HEX.match(ident):
-            raise CliError("a session id is at least 4 hexadecimal characters "
-                           "(see `ecolink sessions list`)")
+            raise CliError(
+                "a session id is at least 4 hexadecimal characters (see `ecolink sessions list`)"
+            )
         key_prefix = None
         if args.key is not None:
             prefix = args.key.strip()
-            keys = [k for k in store.api_keys()
-                    if k.prefix.startswith(prefix) or prefix.startswith(k.prefix)]
+            keys = [
+                k
+                for k in store.api_keys()
+                if k.prefix.startswith(prefix) or prefix.startswith(k.prefix)
+            ]
             if len(prefix) < 5 or len(keys) != 1:
                 raise CliError(f"{prefix!r} names no single key; give more characters")
             key_prefix = keys[0].prefix
@@ -53,8 +64,9 @@ def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
             if len(live) > 1:
                 raise CliError(f"{ident!r} matches {len(live)} sessions; give more characters")
         with store.tx():
-            n = store.revoke_console_sessions(id_prefix=ident, account_id=account_id,
-                                              key_prefix=key_prefix)
+            n = store.revoke_console_sessions(
+                id_prefix=ident, account_id=account_id, key_prefix=key_prefix
+            )
         if n == 0:
             raise CliError("no session matches")
         print(f"ended {n} console session{'s' if n != 1 else ''}", file=out)

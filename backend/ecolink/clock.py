@@ -38,9 +38,14 @@ class SteadyClock:
     early. Readings never go backwards. Once the wall clock agrees again within
     `tolerance_s` (it was put right), it is followed again."""
 
-    def __init__(self, wall: Clock | None = None,
-                 steady: Callable[[], float] = steady_seconds, *,
-                 tolerance_s: float = 2.0, max_step_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        wall: Clock | None = None,
+        steady: Callable[[], float] = steady_seconds,
+        *,
+        tolerance_s: float = 2.0,
+        max_step_s: float = 60.0,
+    ) -> None:
         self._wall = wall or SystemClock()
         self._steady = steady
         self.tolerance_s = tolerance_s
@@ -67,8 +72,9 @@ class SteadyClock:
                 ahead = self.tolerance_s if self._stepped else self.max_step_s
                 if -self.tolerance_s <= drift <= ahead:
                     if self._stepped:
-                        log.warning("the wall clock agrees with the elapsed time again; "
-                                    "following it")
+                        log.warning(
+                            "the wall clock agrees with the elapsed time again; following it"
+                        )
                         self._stepped = False
                     self._anchor = (wall, mono)
                     result = wall
@@ -77,7 +83,9 @@ class SteadyClock:
                         log.warning(
                             "the wall clock stepped %s by %.1f s against the elapsed time; "
                             "not followed: time goes on from the steady clock",
-                            "backwards" if drift < 0 else "forward", abs(drift))
+                            "backwards" if drift < 0 else "forward",
+                            abs(drift),
+                        )
                         self._stepped = True
                     result = steady
             if self._last is not None and result < self._last:

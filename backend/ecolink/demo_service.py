@@ -45,7 +45,9 @@ class BadRequest(Exception):
     pass
 
 
-async def read_head(reader: asyncio.StreamReader) -> tuple[str, str, str, list[tuple[str, str]]] | None:
+async def read_head(
+    reader: asyncio.StreamReader,
+) -> tuple[str, str, str, list[tuple[str, str]]] | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
@@ -120,13 +122,19 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             body = await read_body(reader, headers)
             if url.path == "/echo":
                 writer.write(
-                    response(200, "OK", body,
-                             headers.get("content-type", "application/octet-stream"), keep)
+                    response(
+                        200,
+                        "OK",
+                        body,
+                        headers.get("content-type", "application/octet-stream"),
+                        keep,
+                    )
                 )
             elif url.path == "/stream":
                 q = parse_qs(url.query)
-                await stream(writer, int(q.get("chunks", ["5"])[0]),
-                             float(q.get("delay", ["0.1"])[0]))
+                await stream(
+                    writer, int(q.get("chunks", ["5"])[0]), float(q.get("delay", ["0.1"])[0])
+                )
                 keep = False
             elif url.path == "/healthz":
                 writer.write(response(200, "OK", b"ok\n", "text/plain", keep))
@@ -139,7 +147,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                     headers=header_list,
                     body_bytes=len(body),
                 )
-                writer.write(response(200, "OK", json.dumps(info).encode(), "application/json", keep))
+                writer.write(
+                    response(200, "OK", json.dumps(info).encode(), "application/json", keep)
+                )
             await writer.drain()
             if not keep:
                 return

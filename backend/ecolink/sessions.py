@@ -339,9 +339,16 @@ class SessionManager:
 
     async def _persist_new(self, s: Session) -> None:
         rec = {
-            "id": s.id, "cluster_id": s.cluster_id, "replica": s.replica,
-            "command": s.command, "tty": s.tty, "started_at": s.started_us,
-            "exited": False, "exit_code": None, "ended_reason": None, "ended_at": None,
+            "id": s.id,
+            "cluster_id": s.cluster_id,
+            "replica": s.replica,
+            "command": s.command,
+            "tty": s.tty,
+            "started_at": s.started_us,
+            "exited": False,
+            "exit_code": None,
+            "ended_reason": None,
+            "ended_at": None,
         }
         try:
             if self.store is not None:
@@ -358,16 +365,19 @@ class SessionManager:
 
     def _persist_end(self, s: Session) -> None:
         now = _us(self.clock.now())
-        changes = dict(exited=True, exit_code=s.exit_code, ended_reason=s.ended_reason,
-                       ended_at=now)
+        changes = dict(
+            exited=True, exit_code=s.exit_code, ended_reason=s.ended_reason, ended_at=now
+        )
         try:
             if self.store is not None:
                 store = self.store
                 # Listed from here until the record has it.
                 self._ending[s.id] = changes
-                store.submit_write(lambda: store.update_kept_session(s.id, **changes),
-                                   f"the end of session {s.id}",
-                                   done=lambda: self._ending.pop(s.id, None))
+                store.submit_write(
+                    lambda: store.update_kept_session(s.id, **changes),
+                    f"the end of session {s.id}",
+                    done=lambda: self._ending.pop(s.id, None),
+                )
             else:
                 recs = self._file_records()
                 for r in recs:
@@ -379,12 +389,24 @@ class SessionManager:
 
     # -- use
     async def create(
-        self, cluster_id: str, replica: str, command: Sequence[str] | str | None, tty: bool = True,
-        width: int = 80, height: int = 24,
+        self,
+        cluster_id: str,
+        replica: str,
+        command: Sequence[str] | str | None,
+        tty: bool = True,
+        width: int = 80,
+        height: int = 24,
     ) -> Session:
         argv = normalize_command(command)
-        req = ExecRequest(command=tuple(argv), stdin=True, stdout=True, stderr=not tty, tty=tty,
-                          width=width, height=height)
+        req = ExecRequest(
+            command=tuple(argv),
+            stdin=True,
+            stdout=True,
+            stderr=not tty,
+            tty=tty,
+            width=width,
+            height=height,
+        )
         live = self.live_count(cluster_id) + self._starting.get(cluster_id, 0)
         if live >= self.max_live:
             # An unknown replica is a 404 first, as api.md orders the checks.
@@ -402,22 +424,32 @@ class SessionManager:
             if left:
                 self._starting[cluster_id] = left
         sid = "ses_" + secrets.token_hex(8)
-        s = Session(self, sid, cluster_id, replica, argv or ["(login shell)"], tty,
-                    _us(self.clock.now()), stream)
+        s = Session(
+            self,
+            sid,
+            cluster_id,
+            replica,
+            argv or ["(login shell)"],
+            tty,
+            _us(self.clock.now()),
+            stream,
+        )
         self._sessions[sid] = s
         await self._persist_new(s)
         s.task = asyncio.create_task(s.pump(), name=f"session-{sid}")
         return s
 
     def live_count(self, cluster_id: str) -> int:
-        return sum(1 for s in self._sessions.values()
-                   if s.cluster_id == cluster_id and not s.exited)
+        return sum(
+            1 for s in self._sessions.values() if s.cluster_id == cluster_id and not s.exited
+        )
 
     def _forget_old(self, cluster_id: str) -> None:
         """Keep only the newest `keep_ended` ended sessions of a cluster in memory."""
-        ended = sorted((s for s in self._sessions.values()
-                        if s.cluster_id == cluster_id and s.exited),
-                       key=lambda s: s.started_us)
+        ended = sorted(
+            (s for s in self._sessions.values() if s.cluster_id == cluster_id and s.exited),
+            key=lambda s: s.started_us,
+        )
         for s in ended[: max(0, len(ended) - self.keep_ended)]:
             self._sessions.pop(s.id, None)
 
@@ -435,8 +467,9 @@ class SessionManager:
         recs: list[dict[str, Any]] = self.store.kept_sessions(cluster_id)
         return recs
 
-    def list(self, cluster_id: str,
-             stored: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, cluster_id: str, stored: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
         """The cluster's sessions, live and ended; `stored`: its `records()`, read
         already (else read here)."""
         live = {sid: s for sid, s in self._sessions.items() if s.cluster_id == cluster_id}
@@ -453,13 +486,20 @@ class SessionManager:
             if s is not None:
                 out.append(s.as_json())
             else:
-                out.append({
-                    "id": r["id"], "cluster_id": r["cluster_id"], "replica": r["replica"],
-                    "command": list(r["command"]), "tty": bool(r["tty"]),
-                    "started_at": _rfc3339_us(int(r["started_at"])),
-                    "exited": bool(r["exited"]), "exit_code": r["exit_code"],
-                    "ended_reason": r["ended_reason"], "attached": 0,
-                })
+                out.append(
+                    {
+                        "id": r["id"],
+                        "cluster_id": r["cluster_id"],
+                        "replica": r["replica"],
+                        "command": list(r["command"]),
+                        "tty": bool(r["tty"]),
+                        "started_at": _rfc3339_us(int(r["started_at"])),
+                        "exited": bool(r["exited"]),
+                        "exit_code": r["exit_code"],
+                        "ended_reason": r["ended_reason"],
+                        "attached": 0,
+                    }
+                )
             seen.add(r["id"])
         for sid, s in live.items():
             if sid not in seen:
@@ -472,8 +512,9 @@ class SessionManager:
             out = [r for r in out if r["id"] not in drop]
         return out
 
-    def known(self, cluster_id: str, sid: str,
-              stored: builtins.list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    def known(
+        self, cluster_id: str, sid: str, stored: builtins.list[dict[str, Any]] | None = None
+    ) -> dict[str, Any] | None:
         for r in self.list(cluster_id, stored):
             if r["id"] == sid:
                 return r
@@ -498,8 +539,9 @@ class SessionManager:
                 s.task.cancel()
 
     async def end_all(self, reason: str = "backend_restart") -> None:
-        await asyncio.gather(*(self._end(s, reason) for s in list(self._sessions.values())),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(self._end(s, reason) for s in list(self._sessions.values())), return_exceptions=True
+        )
 
 
 def describe(command: Sequence[str]) -> str:

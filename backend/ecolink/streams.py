@@ -63,8 +63,13 @@ class ClusterStreams:
     """Reads and streams of an account's clusters, over the service, the runtime, the
     store and the kept-session manager."""
 
-    def __init__(self, service: ClusterService, runtime: Runtime, store: Store,
-                 sessions: SessionManager | None) -> None:
+    def __init__(
+        self,
+        service: ClusterService,
+        runtime: Runtime,
+        store: Store,
+        sessions: SessionManager | None,
+    ) -> None:
         self.service = service
         self.runtime = runtime
         self.store = store
@@ -81,22 +86,26 @@ class ClusterStreams:
     async def cluster(self, account_id: str, ref: str) -> Cluster:
         """The account's cluster by id or name (404 otherwise)."""
         service = self.service
-        return await self.store.cached_read(("cluster", account_id, ref),
-                                            lambda: service.get_cluster(account_id, ref))
+        return await self.store.cached_read(
+            ("cluster", account_id, ref), lambda: service.get_cluster(account_id, ref)
+        )
 
-    async def list_clusters(self, account_id: str,
-                            statuses: Sequence[str] | None = None) -> list[Cluster]:
+    async def list_clusters(
+        self, account_id: str, statuses: Sequence[str] | None = None
+    ) -> list[Cluster]:
         service = self.service
         key = ("list", account_id, tuple(statuses) if statuses is not None else None)
-        return await self.store.cached_read(key,
-                                            lambda: service.list_clusters(account_id, statuses))
+        return await self.store.cached_read(
+            key, lambda: service.list_clusters(account_id, statuses)
+        )
 
     async def account(self, account_id: str) -> Account:
         service = self.service
         return await self.store.run_read(lambda: service.account(account_id))
 
-    async def ledger(self, account_id: str, *, cluster_ref: str | None, limit: int,
-                     before: int | None) -> list[LedgerEntry]:
+    async def ledger(
+        self, account_id: str, *, cluster_ref: str | None, limit: int, before: int | None
+    ) -> list[LedgerEntry]:
         """The account's ledger, newest first; only one cluster's entries when
         `cluster_ref` names one (404 on `cluster_id` when it names none of the account's)."""
         service = self.service
@@ -117,15 +126,15 @@ class ClusterStreams:
         return await self.store.run_read(lambda: service.events(cluster_id))
 
     # -- logs and exec ----------------------------------------------------------
-    def replica_logs(self, cluster: Cluster, replica: str, *, tail: int | None,
-                     follow: bool, previous: bool) -> AsyncIterator[bytes]:
+    def replica_logs(
+        self, cluster: Cluster, replica: str, *, tail: int | None, follow: bool, previous: bool
+    ) -> AsyncIterator[bytes]:
         """The replica's output. An unknown replica is refused here, before anything
         is sent (a runtime whose logs() only fails once iterated must not turn that
         into a broken 200)."""
         if replica not in {r.name for r in self.runtime.replicas(cluster.id)}:
             raise ReplicaNotFound(replica)
-        source = self.runtime.logs(cluster.id, replica, tail=tail, follow=follow,
-                                   previous=previous)
+        source = self.runtime.logs(cluster.id, replica, tail=tail, follow=follow, previous=previous)
         return _closing(source)
 
     async def open_exec(self, cluster: Cluster, replica: str, request: ExecRequest) -> ExecStream:
@@ -144,8 +153,9 @@ class ClusterStreams:
         if not ready:
             raise RuntimeUnavailable("no ready replica behind the service URL")
         start = self._next_turn(cluster.id) % len(ready)
-        found = await self.replica_targets(cluster.id, ready[start:] + ready[:start],
-                                           cluster.endpoint_port)
+        found = await self.replica_targets(
+            cluster.id, ready[start:] + ready[:start], cluster.endpoint_port
+        )
         out = [target for _, target in found]
         if not out:
             raise RuntimeUnavailable("no ready replica behind the service URL")
@@ -154,11 +164,13 @@ class ClusterStreams:
     def ready_replicas(self, cluster_id: str) -> list[ReplicaState]:
         """The cluster's ready replicas in index order (RuntimeUnavailable when the
         runtime cannot be reached)."""
-        return sorted((r for r in self.runtime.replicas(cluster_id) if r.ready),
-                      key=lambda r: r.index)
+        return sorted(
+            (r for r in self.runtime.replicas(cluster_id) if r.ready), key=lambda r: r.index
+        )
 
-    async def replica_targets(self, cluster_id: str, replicas: Sequence[ReplicaState],
-                              port: int) -> list[tuple[str, HostPort]]:
+    async def replica_targets(
+        self, cluster_id: str, replicas: Sequence[ReplicaState], port: int
+    ) -> list[tuple[str, HostPort]]:
         """(replica name, address that reaches `port` of it), in the order given;
         replicas the runtime cannot reach now are left out."""
         out = []
@@ -183,7 +195,8 @@ class ClusterStreams:
         target = await self.runtime.forward_target(cluster.id, replica, port)
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(target.host, target.port, limit=FORWARD_CHUNK),
-            FORWARD_CONNECT_TIMEOUT_S)
+            FORWARD_CONNECT_TIMEOUT_S,
+        )
         return Forward(reader, writer, self.runtime)
 
     # -- kept shell sessions ---------------------------------------------------------
@@ -192,16 +205,23 @@ class ClusterStreams:
             raise RuntimeUnavailable("kept sessions are not available")
         return self.sessions
 
-    async def create_session(self, cluster: Cluster, replica: str,
-                             command: Sequence[str] | str | None, *, tty: bool,
-                             width: int, height: int) -> Session:
+    async def create_session(
+        self,
+        cluster: Cluster,
+        replica: str,
+        command: Sequence[str] | str | None,
+        *,
+        tty: bool,
+        width: int,
+        height: int,
+    ) -> Session:
         sm = self._manager()
         try:
-            return await sm.create(cluster.id, replica, command, tty, width=width,
-                                   height=height)
+            return await sm.create(cluster.id, replica, command, tty, width=width, height=height)
         except (FileNotFoundError, PermissionError) as exc:
-            raise InvalidField(f"command: cannot run {exc.filename or 'it'}: {exc.strerror}",
-                               "command") from None
+            raise InvalidField(
+                f"command: cannot run {exc.filename or 'it'}: {exc.strerror}", "command"
+            ) from None
 
     async def _records(self, sm: SessionManager, cluster: Cluster) -> list[dict[str, Any]] | None:
         """The cluster's kept-session records, read in a reader thread of the store."""
@@ -240,8 +260,7 @@ class ClusterStreams:
         now = self.service.now()
         store = self.store
         # Written by the store's writer thread, never on the event loop.
-        return await store.run_write(lambda: store.create_console_session(account_id, now,
-                                                                          key_id))
+        return await store.run_write(lambda: store.create_console_session(account_id, now, key_id))
 
     async def end_console_session(self, account_id: str, token: str) -> None:
         """End the session of `token` if it is the account's (a key ends its own

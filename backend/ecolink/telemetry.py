@@ -257,8 +257,15 @@ class SyntheticSource(GpuSource):
                     power_w=round(power, 1),
                     power_limit_w=limit,
                     health=synthetic_health(
-                        self._unit, replica_key, replica_key.rpartition("/")[2], index, t,
-                        active=active, util=util, mem_used=mem_used, gpu_type=gpu_type,
+                        self._unit,
+                        replica_key,
+                        replica_key.rpartition("/")[2],
+                        index,
+                        t,
+                        active=active,
+                        util=util,
+                        mem_used=mem_used,
+                        gpu_type=gpu_type,
                     ),
                 )
             )

@@ -34,20 +34,20 @@ log = logging.getLogger(__name__)
 
 # NVML's constants (as nvidia-ml-py names them), for stand-ins that lack them.
 _NVML_CONSTANTS = {
-    'NVML_MEMORY_ERROR_TYPE_CORRECTED': 0,
-    'NVML_MEMORY_ERROR_TYPE_UNCORRECTED': 1,
-    'NVML_VOLATILE_ECC': 0,
-    'NVML_AGGREGATE_ECC': 1,
-    'NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS': 0,
-    'NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR': 1,
-    'NVML_FEATURE_ENABLED': 1,
-    'NVML_CLOCK_SM': 1,
-    'NVML_CLOCK_MEM': 2,
-    'NVML_NVLINK_ERROR_DL_REPLAY': 0,
-    'NVML_NVLINK_ERROR_DL_RECOVERY': 1,
-    'NVML_NVLINK_ERROR_DL_CRC_FLIT': 2,
-    'NVML_NVLINK_ERROR_DL_CRC_DATA': 3,
-    'NVML_DEVICE_MIG_ENABLE': 1,
+    "NVML_MEMORY_ERROR_TYPE_CORRECTED": 0,
+    "NVML_MEMORY_ERROR_TYPE_UNCORRECTED": 1,
+    "NVML_VOLATILE_ECC": 0,
+    "NVML_AGGREGATE_ECC": 1,
+    "NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS": 0,
+    "NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR": 1,
+    "NVML_FEATURE_ENABLED": 1,
+    "NVML_CLOCK_SM": 1,
+    "NVML_CLOCK_MEM": 2,
+    "NVML_NVLINK_ERROR_DL_REPLAY": 0,
+    "NVML_NVLINK_ERROR_DL_RECOVERY": 1,
+    "NVML_NVLINK_ERROR_DL_CRC_FLIT": 2,
+    "NVML_NVLINK_ERROR_DL_CRC_DATA": 3,
+    "NVML_DEVICE_MIG_ENABLE": 1,
 }
 
 
@@ -117,13 +117,15 @@ def nvml_health(
         def counter(kind: int, link: int = link) -> int:
             return int(_try(lambda: n.nvmlDeviceGetNvLinkErrorCounter(handle, link, kind)) or 0)
 
-        crc = (crc or 0) + counter(_c(n, 'NVML_NVLINK_ERROR_DL_CRC_FLIT')) + counter(
-            _c(n, 'NVML_NVLINK_ERROR_DL_CRC_DATA')
+        crc = (
+            (crc or 0)
+            + counter(_c(n, "NVML_NVLINK_ERROR_DL_CRC_FLIT"))
+            + counter(_c(n, "NVML_NVLINK_ERROR_DL_CRC_DATA"))
         )
-        replay = (replay or 0) + counter(_c(n, 'NVML_NVLINK_ERROR_DL_REPLAY'))
-        recovery = (recovery or 0) + counter(_c(n, 'NVML_NVLINK_ERROR_DL_RECOVERY'))
+        replay = (replay or 0) + counter(_c(n, "NVML_NVLINK_ERROR_DL_REPLAY"))
+        recovery = (recovery or 0) + counter(_c(n, "NVML_NVLINK_ERROR_DL_RECOVERY"))
     mig = _try(lambda: n.nvmlDeviceGetMigMode(handle))
-    mig_on = None if mig is None else bool(mig[0] == _c(n, 'NVML_DEVICE_MIG_ENABLE'))
+    mig_on = None if mig is None else bool(mig[0] == _c(n, "NVML_DEVICE_MIG_ENABLE"))
     instances: tuple[MigInstance, ...] | None = () if mig_on is False else None
     if mig_on:
         found = []
@@ -149,7 +151,8 @@ def nvml_health(
                 pid=int(p.pid),
                 name=name_of(int(p.pid)),
                 used_memory_mib=(
-                    None if getattr(p, "usedGpuMemory", None) is None
+                    None
+                    if getattr(p, "usedGpuMemory", None) is None
                     else int(p.usedGpuMemory) // (1024 * 1024)
                 ),
                 replica=owner_of(int(p.pid)),
@@ -167,21 +170,29 @@ def nvml_health(
 
     return GpuHealth(
         xid_events=None,  # filled in by the XID watcher
-        ecc_sbe_volatile=ecc(_c(n, 'NVML_MEMORY_ERROR_TYPE_CORRECTED'), _c(n, 'NVML_VOLATILE_ECC')),
-        ecc_dbe_volatile=ecc(_c(n, 'NVML_MEMORY_ERROR_TYPE_UNCORRECTED'), _c(n, 'NVML_VOLATILE_ECC')),
-        ecc_sbe_aggregate=ecc(_c(n, 'NVML_MEMORY_ERROR_TYPE_CORRECTED'), _c(n, 'NVML_AGGREGATE_ECC')),
-        ecc_dbe_aggregate=ecc(_c(n, 'NVML_MEMORY_ERROR_TYPE_UNCORRECTED'), _c(n, 'NVML_AGGREGATE_ECC')),
-        retired_pages_sbe=retired(_c(n, 'NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS')),
-        retired_pages_dbe=retired(_c(n, 'NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR')),
-        retired_pages_pending=None if pending is None else pending == _c(n, 'NVML_FEATURE_ENABLED'),
+        ecc_sbe_volatile=ecc(_c(n, "NVML_MEMORY_ERROR_TYPE_CORRECTED"), _c(n, "NVML_VOLATILE_ECC")),
+        ecc_dbe_volatile=ecc(
+            _c(n, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED"), _c(n, "NVML_VOLATILE_ECC")
+        ),
+        ecc_sbe_aggregate=ecc(
+            _c(n, "NVML_MEMORY_ERROR_TYPE_CORRECTED"), _c(n, "NVML_AGGREGATE_ECC")
+        ),
+        ecc_dbe_aggregate=ecc(
+            _c(n, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED"), _c(n, "NVML_AGGREGATE_ECC")
+        ),
+        retired_pages_sbe=retired(
+            _c(n, "NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS")
+        ),
+        retired_pages_dbe=retired(_c(n, "NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR")),
+        retired_pages_pending=None if pending is None else pending == _c(n, "NVML_FEATURE_ENABLED"),
         remap_correctable=None if remap is None else int(remap[0]),
         remap_uncorrectable=None if remap is None else int(remap[1]),
         remap_pending=None if remap is None else bool(remap[2]),
         remap_failed=None if remap is None else bool(remap[3]),
         throttle=None if mask is None else {r: 0.0 for r in throttle_from_mask(int(mask))},
-        sm_clock_mhz=clock(_c(n, 'NVML_CLOCK_SM')),
-        sm_clock_max_mhz=clock(_c(n, 'NVML_CLOCK_SM'), "nvmlDeviceGetMaxClockInfo"),
-        mem_clock_mhz=clock(_c(n, 'NVML_CLOCK_MEM')),
+        sm_clock_mhz=clock(_c(n, "NVML_CLOCK_SM")),
+        sm_clock_max_mhz=clock(_c(n, "NVML_CLOCK_SM"), "nvmlDeviceGetMaxClockInfo"),
+        mem_clock_mhz=clock(_c(n, "NVML_CLOCK_MEM")),
         pcie_gen=num("nvmlDeviceGetCurrPcieLinkGeneration"),
         pcie_gen_max=num("nvmlDeviceGetMaxPcieLinkGeneration"),
         pcie_width=num("nvmlDeviceGetCurrPcieLinkWidth"),
@@ -248,8 +259,16 @@ _SIM_XIDS = (13, 31, 43, 79, 48, 94, 63)
 
 
 def synthetic_health(
-    unit: Callable[..., float], replica_key: str, replica: str, index: int, t: int,
-    *, active: bool, util: float, mem_used: int, gpu_type: str,
+    unit: Callable[..., float],
+    replica_key: str,
+    replica: str,
+    index: int,
+    t: int,
+    *,
+    active: bool,
+    util: float,
+    mem_used: int,
+    gpu_type: str,
 ) -> GpuHealth:
     """Plausible health for a simulated GPU: mostly healthy; now and then a GPU is
     thermally throttled for a while (about 1 in 40 ten-minute spells) or logs an XID
@@ -268,28 +287,49 @@ def synthetic_health(
         throttle["idle"] = 0.0
     if thermal:
         throttle["thermal"] = 0.0
-    links = 18 if "h100" in gpu_type.lower() or "h200" in gpu_type.lower() else (
-        12 if "a100" in gpu_type.lower() else None)
+    links = (
+        18
+        if "h100" in gpu_type.lower() or "h200" in gpu_type.lower()
+        else (12 if "a100" in gpu_type.lower() else None)
+    )
     max_sm = 1980 if links == 18 else 1410 if links == 12 else 2040
     sm = int(max_sm * (0.7 if thermal else 1.0)) if active and util >= 5 else 210
     return GpuHealth(
         xid_events=tuple(xids),
-        ecc_sbe_volatile=0, ecc_dbe_volatile=0, ecc_sbe_aggregate=0, ecc_dbe_aggregate=0,
-        retired_pages_sbe=0, retired_pages_dbe=0, retired_pages_pending=False,
-        remap_correctable=0, remap_uncorrectable=0, remap_pending=False, remap_failed=False,
+        ecc_sbe_volatile=0,
+        ecc_dbe_volatile=0,
+        ecc_sbe_aggregate=0,
+        ecc_dbe_aggregate=0,
+        retired_pages_sbe=0,
+        retired_pages_dbe=0,
+        retired_pages_pending=False,
+        remap_correctable=0,
+        remap_uncorrectable=0,
+        remap_pending=False,
+        remap_failed=False,
         throttle=throttle,
-        sm_clock_mhz=sm, sm_clock_max_mhz=max_sm, mem_clock_mhz=1593 if links else 6251,
-        pcie_gen=5 if links == 18 else 4, pcie_gen_max=5 if links == 18 else 4,
-        pcie_width=16, pcie_width_max=16, pcie_replays=0,
+        sm_clock_mhz=sm,
+        sm_clock_max_mhz=max_sm,
+        mem_clock_mhz=1593 if links else 6251,
+        pcie_gen=5 if links == 18 else 4,
+        pcie_gen_max=5 if links == 18 else 4,
+        pcie_width=16,
+        pcie_width_max=16,
+        pcie_replays=0,
         nvlink_links=links,
         nvlink_crc_errors=0 if links else None,
         nvlink_replay_errors=0 if links else None,
         nvlink_recovery_errors=0 if links else None,
-        mig_mode=False, mig_instances=(),
+        mig_mode=False,
+        mig_instances=(),
         processes=(
-            (GpuProcess(pid=1000 + index, name="python", used_memory_mib=mem_used,
-                        replica=replica),)
-            if active and mem_used else ()
+            (
+                GpuProcess(
+                    pid=1000 + index, name="python", used_memory_mib=mem_used, replica=replica
+                ),
+            )
+            if active and mem_used
+            else ()
         ),
     )
 
@@ -314,7 +354,9 @@ class HealthTracker:
     def __init__(self) -> None:
         self._gpus: dict[str, _GpuTrack] = {}
 
-    def apply(self, g: GpuReading, now: float, extra_xids: list[XidEvent] | None = None) -> GpuReading:
+    def apply(
+        self, g: GpuReading, now: float, extra_xids: list[XidEvent] | None = None
+    ) -> GpuReading:
         tr = self._gpus.setdefault(g.uuid, _GpuTrack())
         h = g.health
         if h is not None:

@@ -80,8 +80,14 @@ def build_context(config: ServeConfig) -> AppContext:
     service = ClusterService(store, runtime, catalog, clock, tracker=telemetry)
     sessions = SessionManager(runtime, clock, store=store, state_dir=state_dir)
     return AppContext(
-        service=service, store=store, runtime=runtime, clock=clock, state_dir=state_dir,
-        catalog=catalog, telemetry=telemetry, sessions=sessions,
+        service=service,
+        store=store,
+        runtime=runtime,
+        clock=clock,
+        state_dir=state_dir,
+        catalog=catalog,
+        telemetry=telemetry,
+        sessions=sessions,
         public_url=config.public_url.rstrip("/") if config.public_url else None,
         tls=config.tls,
         stop_replicas_on_shutdown=config.runtime == "local",
@@ -99,8 +105,11 @@ def _runtime(config: ServeConfig, clock: Clock, store: Store) -> Runtime:
 
     try:
         return kubernetes.create_kubernetes_runtime(
-            config.namespace, config.kube_context, clock,
-            termination_grace_s=config.termination_grace_s)
+            config.namespace,
+            config.kube_context,
+            clock,
+            termination_grace_s=config.termination_grace_s,
+        )
     except RuntimeUnavailable as exc:
         raise SetupError(str(exc)) from exc
 
@@ -113,12 +122,18 @@ def _local_runtime(config: ServeConfig, clock: Clock, store: Store) -> Runtime:
             raise SetupError(
                 f"{single_account_note()}, and this state directory has "
                 f"{len(names)} accounts ({', '.join(names)}): run the backend as root, "
-                "or give each account a state directory of its own")
+                "or give each account a state directory of its own"
+            )
         print(f"ecolink: {single_account_note()}", file=sys.stderr, flush=True)
         log.warning("%s", single_account_note())
-    quota = (None if config.replica_disk_quota_mib is None
-             else int(config.replica_disk_quota_mib * MIB))
-    return LocalRuntime(state_dir, clock, disk_quota_bytes=quota,
-                        disk_check_interval_s=config.replica_disk_check_s,
-                        termination_grace_s=config.termination_grace_s,
-                        drain_in_background=True)
+    quota = (
+        None if config.replica_disk_quota_mib is None else int(config.replica_disk_quota_mib * MIB)
+    )
+    return LocalRuntime(
+        state_dir,
+        clock,
+        disk_quota_bytes=quota,
+        disk_check_interval_s=config.replica_disk_check_s,
+        termination_grace_s=config.termination_grace_s,
+        drain_in_background=True,
+    )

@@ -31,7 +31,6 @@ MAX_DURATION_MICRO_HOURS = MAX_TOTAL_MICRO_HOURS
 LedgerKind = Literal["credit", "hold", "hold_release", "charge"]
 
 
-
 def _ceil_div(num: int, den: int) -> int:
     return -((-num) // den)
 

@@ -57,8 +57,9 @@ class RowVersions:
         return {"version": version, "since": since, "gpus": changed, "removed": removed}
 
 
-def apply_answer(rows: Mapping[RowKey, dict[str, Any]],
-                 answer: Mapping[str, Any]) -> tuple[dict[RowKey, dict[str, Any]], set[RowKey]]:
+def apply_answer(
+    rows: Mapping[RowKey, dict[str, Any]], answer: Mapping[str, Any]
+) -> tuple[dict[RowKey, dict[str, Any]], set[RowKey]]:
     """The rows after an answer (whole or since a version), and the keys that changed."""
     if "since" not in answer:
         new = {row_key(r): r for r in answer.get("gpus") or ()}

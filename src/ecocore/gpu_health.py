@@ -90,8 +90,15 @@ XID_MEANINGS: Mapping[int, str] = {
     154: "GPU recovery action changed",
 }
 
-THROTTLE_REASONS = ("power_cap", "thermal", "hw_slowdown", "sync_boost", "idle",
-                    "applications_clocks", "power_brake")
+THROTTLE_REASONS = (
+    "power_cap",
+    "thermal",
+    "hw_slowdown",
+    "sync_boost",
+    "idle",
+    "applications_clocks",
+    "power_brake",
+)
 SUSTAINED_REASONS = ("thermal", "hw_slowdown", "power_brake")
 
 # NVML's clocks-event (throttle) reason bits, as DCGM's field reports them too.
@@ -192,9 +199,11 @@ class GpuHealth:
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name == "xid_events":
-                v = None if v is None else [
-                    {"code": e.code, "at": e.at, "meaning": e.meaning} for e in v
-                ]
+                v = (
+                    None
+                    if v is None
+                    else [{"code": e.code, "at": e.at, "meaning": e.meaning} for e in v]
+                )
             elif f.name == "mig_instances":
                 v = None if v is None else [m.__dict__.copy() for m in v]
             elif f.name == "processes":
@@ -217,13 +226,20 @@ class GpuHealth:
                 kw[f.name] = tuple(XidEvent(int(e["code"]), e.get("at")) for e in v)
             elif f.name == "mig_instances":
                 kw[f.name] = tuple(
-                    MigInstance(m.get("gpu_instance"), m.get("compute_instance"),
-                                m.get("profile"), m.get("memory_total_mib")) for m in v
+                    MigInstance(
+                        m.get("gpu_instance"),
+                        m.get("compute_instance"),
+                        m.get("profile"),
+                        m.get("memory_total_mib"),
+                    )
+                    for m in v
                 )
             elif f.name == "processes":
                 kw[f.name] = tuple(
-                    GpuProcess(int(p["pid"]), p.get("name"), p.get("used_memory_mib"),
-                               p.get("replica")) for p in v
+                    GpuProcess(
+                        int(p["pid"]), p.get("name"), p.get("used_memory_mib"), p.get("replica")
+                    )
+                    for p in v
                 )
             elif f.name == "throttle":
                 kw[f.name] = {str(k): float(s) for k, s in v.items()}
@@ -331,7 +347,15 @@ def brief_replicas(replicas: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not gpus:
             out.append(r)
             continue
-        out.append({**r, "gpus": [
-            {**g, "health": {k: g["health"].get(k) for k in BRIEF_KEYS}}
-            if isinstance(g.get("health"), dict) else g for g in gpus]})
+        out.append(
+            {
+                **r,
+                "gpus": [
+                    {**g, "health": {k: g["health"].get(k) for k in BRIEF_KEYS}}
+                    if isinstance(g.get("health"), dict)
+                    else g
+                    for g in gpus
+                ],
+            }
+        )
     return out

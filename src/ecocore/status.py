@@ -22,14 +22,23 @@ ACCRUING: frozenset[ClusterStatus] = frozenset({S.PENDING, S.RUNNING})
 # Statuses that count against the account's budget (a stopping cluster still holds GPUs).
 BUDGETED: frozenset[ClusterStatus] = frozenset({S.PENDING, S.RUNNING, S.STOPPING})
 # Not ended yet: the cluster still has a Deployment or may get one back.
-LIVE: frozenset[ClusterStatus] = frozenset({S.PENDING, S.RUNNING, S.STOPPING, S.STOPPED, S.TERMINATING})
+LIVE: frozenset[ClusterStatus] = frozenset(
+    {S.PENDING, S.RUNNING, S.STOPPING, S.STOPPED, S.TERMINATING}
+)
 # Ended for good.
 TERMINAL: frozenset[ClusterStatus] = frozenset({S.TERMINATED, S.FAILED})
 # The reaper terminates these when their time is up.
 EXPIRABLE: frozenset[ClusterStatus] = frozenset({S.PENDING, S.RUNNING, S.STOPPING, S.STOPPED})
 # Display order: the statuses a person must act on first.
-ORDER: tuple[ClusterStatus, ...] = (S.FAILED, S.PENDING, S.RUNNING, S.STOPPING, S.STOPPED,
-                                    S.TERMINATING, S.TERMINATED)
+ORDER: tuple[ClusterStatus, ...] = (
+    S.FAILED,
+    S.PENDING,
+    S.RUNNING,
+    S.STOPPING,
+    S.STOPPED,
+    S.TERMINATING,
+    S.TERMINATED,
+)
 
 # Every legal move. A status may always stay as it is.
 TRANSITIONS: dict[ClusterStatus, frozenset[ClusterStatus]] = {

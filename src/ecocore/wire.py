@@ -46,6 +46,7 @@ IMAGE_PATTERN = (
 )
 HOURS_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*$"
 
+
 def _validate_hours(value: object) -> int | float | str:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("hours must be a JSON number or a decimal string")
@@ -56,15 +57,17 @@ def _validate_hours(value: object) -> int | float | str:
 Hours = Annotated[
     int | float | str,
     PlainValidator(_validate_hours),
-    WithJsonSchema({
-        "anyOf": [
-            {"type": "number", "minimum": 0.01, "maximum": 720},
-            {"type": "string", "pattern": HOURS_PATTERN, "maxLength": 40},
-        ],
-        "description": "Hours as a JSON number or a decimal string, 0.01 to 720, at most "
-                       "6 decimal places",
-        "examples": [10, "2.5"],
-    }),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0.01, "maximum": 720},
+                {"type": "string", "pattern": HOURS_PATTERN, "maxLength": 40},
+            ],
+            "description": "Hours as a JSON number or a decimal string, 0.01 to 720, at most "
+            "6 decimal places",
+            "examples": [10, "2.5"],
+        }
+    ),
 ]
 
 ClusterStatus = Literal[
@@ -106,29 +109,42 @@ class ExposeIn(_Request):
 
 class LaunchIn(_Request):
     name: StrictStr = Field(
-        min_length=1, max_length=40, pattern=NAME_PATTERN,
+        min_length=1,
+        max_length=40,
+        pattern=NAME_PATTERN,
         description="a DNS label: lowercase letters, digits and '-', starting with a letter, "
         "not ending with '-'",
     )
     region: StrictStr = Field(min_length=1, max_length=100, description="a region of GET /catalog")
-    gpu_type: StrictStr = Field(min_length=1, max_length=100,
-                                description="a GPU type of the region")
-    gpu_count: StrictInt = Field(ge=1, le=1024, description="GPUs per replica, one of the "
-                                 "type's gpu_counts")
+    gpu_type: StrictStr = Field(
+        min_length=1, max_length=100, description="a GPU type of the region"
+    )
+    gpu_count: StrictInt = Field(
+        ge=1, le=1024, description="GPUs per replica, one of the type's gpu_counts"
+    )
     replicas: StrictInt = Field(ge=2, le=MAX_REPLICAS)
-    image: StrictStr = Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN,
-                             description="a container image reference")
+    image: StrictStr = Field(
+        min_length=1,
+        max_length=512,
+        pattern=IMAGE_PATTERN,
+        description="a container image reference",
+    )
     estimated_duration_hours: Hours
     startup_command: StrictStr | None = Field(
-        None, max_length=MAX_STARTUP_COMMAND_BYTES,
-        description="a shell command line run as `sh -c`, at most 4 KiB")
+        None,
+        max_length=MAX_STARTUP_COMMAND_BYTES,
+        description="a shell command line run as `sh -c`, at most 4 KiB",
+    )
     shared_filesystems: list[StrictStr] = Field(default_factory=list, max_length=32)
     expose: ExposeIn | None = None
     termination_grace_seconds: StrictInt | None = Field(
-        None, ge=MIN_TERMINATION_GRACE_SECONDS, le=MAX_TERMINATION_GRACE_SECONDS,
+        None,
+        ge=MIN_TERMINATION_GRACE_SECONDS,
+        le=MAX_TERMINATION_GRACE_SECONDS,
         description="seconds each replica has between SIGTERM and SIGKILL at stop, "
         "terminate and expiry; left out: the backend's default "
-        f"({DEFAULT_TERMINATION_GRACE_SECONDS} unless configured otherwise)")
+        f"({DEFAULT_TERMINATION_GRACE_SECONDS} unless configured otherwise)",
+    )
 
     @field_validator("startup_command")
     @classmethod
@@ -167,8 +183,14 @@ class EndpointIn(_Request):
 
 class ErrorDetail(BaseModel):
     code: Literal[
-        "unauthenticated", "not_found", "invalid_request", "conflict", "insufficient_balance",
-        "runtime_unavailable", "store_unavailable", "method_not_allowed",
+        "unauthenticated",
+        "not_found",
+        "invalid_request",
+        "conflict",
+        "insufficient_balance",
+        "runtime_unavailable",
+        "store_unavailable",
+        "method_not_allowed",
     ]
     message: str
     field: str | None = Field(None, description="the input at fault, where one is")
@@ -272,8 +294,9 @@ class ClusterTrafficOut(_Answer):
     requests_per_s: float
     errors_5xx_per_s: float
     in_flight: int
-    path: str | None = Field(description="how the front reaches the replicas: local, "
-                                         "pod-ip or port-forward")
+    path: str | None = Field(
+        description="how the front reaches the replicas: local, pod-ip or port-forward"
+    )
 
 
 class ReplicaTrafficOut(_Answer):
@@ -346,9 +369,11 @@ class MetricsGpuOut(_Answer):
     index: int
     uuid: str
     samples: list[list[Any]] = Field(
-        description="[t, utilization, memory_used_mib, temperature_c, power_w] per sample")
+        description="[t, utilization, memory_used_mib, temperature_c, power_w] per sample"
+    )
     health: list[list[Any]] = Field(
-        default_factory=list, description="[t, verdict, reason] at each change of verdict")
+        default_factory=list, description="[t, verdict, reason] at each change of verdict"
+    )
 
 
 class MetricsReplicaOut(_Answer):
@@ -406,7 +431,8 @@ class WatchSummaries(_Answer):
     type: Literal["summaries"]
     clusters: dict[str, GpuSummaryOut]
     traffic: dict[str, ClusterTrafficOut | None] = Field(
-        default_factory=dict, description="the service URL's traffic per cluster (null: none yet)")
+        default_factory=dict, description="the service URL's traffic per cluster (null: none yet)"
+    )
 
 
 class WatchReplicas(_Answer):
@@ -428,8 +454,14 @@ class WatchConnection(_Answer):
 
 # Every frame a /watch subscriber reads, told apart by `type`.
 WatchFrame = Annotated[
-    WatchSnapshot | WatchCluster | WatchClusterRemoved | WatchAccount | WatchEvent | WatchSummaries
-    | WatchReplicas | WatchConnection,
+    WatchSnapshot
+    | WatchCluster
+    | WatchClusterRemoved
+    | WatchAccount
+    | WatchEvent
+    | WatchSummaries
+    | WatchReplicas
+    | WatchConnection,
     Field(discriminator="type"),
 ]
 WATCH_FRAME: TypeAdapter[WatchFrame] = TypeAdapter(WatchFrame)

@@ -51,7 +51,8 @@ class GpuHealthOut(_Answer):
     remap_pending: bool | None = None
     remap_failed: bool | None = None
     throttle: dict[str, float] | None = Field(
-        default=None, description="active throttle reason -> seconds it has held")
+        default=None, description="active throttle reason -> seconds it has held"
+    )
     sm_clock_mhz: int | None = None
     sm_clock_max_mhz: int | None = None
     mem_clock_mhz: int | None = None
@@ -90,13 +91,16 @@ class FleetGpuOut(_Answer):
     temperature_c: float
     power_w: float
     telemetry: str
-    idle_cost_per_hour: str = Field(description="the hourly rate of this GPU while it idles, "
-                                    "as a money string; \"0\" when it is busy")
+    idle_cost_per_hour: str = Field(
+        description="the hourly rate of this GPU while it idles, "
+        'as a money string; "0" when it is busy'
+    )
     health: GpuHealthOut
 
 
 class FleetGpuChangeOut(_Answer):
     """A row of an answer `since` a version: its key and the fields that changed."""
+
     cluster_id: str
     replica: str
     index: int
@@ -104,9 +108,11 @@ class FleetGpuChangeOut(_Answer):
 
 class FleetGpusOut(_Answer):
     version: str = Field(description="name it as `since` for only what changes next")
-    since: str | None = Field(None, description="present when the answer holds only what "
-                                                "changed since this version")
+    since: str | None = Field(
+        None, description="present when the answer holds only what changed since this version"
+    )
     gpus: list[FleetGpuOut | FleetGpuChangeOut]
     removed: list[list[str | int]] | None = Field(
-        None, description="with `since`: [cluster_id, replica, index] of rows gone")
+        None, description="with `since`: [cluster_id, replica, index] of rows gone"
+    )
     health: HealthSummaryOut

@@ -53,10 +53,18 @@ class EcoApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [*GLOBAL]
     NOTIFICATION_TIMEOUT = 8
 
-    def __init__(self, connection: Any = None, *, refresh_hz: float = 4.0, clock: Clock | None = None,
-                 client: EcoClient | None = None, frame_source: FrameSource | None = None,
-                 tz: tzinfo | None = None, export_dir: Path | None = None,
-                 theme: str | None = None) -> None:
+    def __init__(
+        self,
+        connection: Any = None,
+        *,
+        refresh_hz: float = 4.0,
+        clock: Clock | None = None,
+        client: EcoClient | None = None,
+        frame_source: FrameSource | None = None,
+        tz: tzinfo | None = None,
+        export_dir: Path | None = None,
+        theme: str | None = None,
+    ) -> None:
         super().__init__()
         self.clock: Clock = clock or SystemClock()
         self.tz = tz  # None: the machine's local time zone
@@ -179,21 +187,31 @@ class EcoApp(App[None]):
             # On start, one summary instead of a wall of toasts.
             self._first_snapshot_notified = True
             errors = sum(1 for a in alerts if a.level == "error")
-            self.notify("; ".join(a.message for a in alerts[:3]) + (" …" if len(alerts) > 3 else ""),
-                        title=f"{len(alerts)} alerts ({errors} errors)",
-                        severity="error" if errors else "warning")
+            self.notify(
+                "; ".join(a.message for a in alerts[:3]) + (" …" if len(alerts) > 3 else ""),
+                title=f"{len(alerts)} alerts ({errors} errors)",
+                severity="error" if errors else "warning",
+            )
             return
         self._first_snapshot_notified = True
         for a in alerts:
-            self.notify(a.message, title=a.title, severity="error" if a.level == "error" else "warning")
+            self.notify(
+                a.message, title=a.title, severity="error" if a.level == "error" else "warning"
+            )
 
-    def notify(self, message: str, *, title: str = "", severity: Any = "information",
-               timeout: float | None = None, markup: bool = True) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Any = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
         """A toast. Its text often holds names and reasons from the backend: never
         read as markup, control characters shown (`ecotui.text.visible`)."""
         text = "\n".join(visible(line) for line in str(message).split("\n"))
-        super().notify(text, title=visible(title), severity=severity, timeout=timeout,
-                       markup=False)
+        super().notify(text, title=visible(title), severity=severity, timeout=timeout, markup=False)
 
     # -- navigation ------------------------------------------------------------------
     def open_cluster(self, cluster_id: str) -> None:
@@ -206,8 +224,9 @@ class EcoApp(App[None]):
         self.push_screen(LogsScreen(message.cluster_id, message.replica))
 
     def on_open_view(self, message: OpenView) -> None:
-        {"help": self.action_help, "account": self.action_account,
-         "gpus": self.action_show_gpus}[message.view]()
+        {"help": self.action_help, "account": self.action_account, "gpus": self.action_show_gpus}[
+            message.view
+        ]()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -229,8 +248,9 @@ class EcoApp(App[None]):
 
     async def action_back(self) -> None:
         screen = self.screen
-        if isinstance(screen, DashboardScreen) and (screen.close_command_line()
-                                                     or screen.handle_back()):
+        if isinstance(screen, DashboardScreen) and (
+            screen.close_command_line() or screen.handle_back()
+        ):
             return
         if len(self.screen_stack) > 1:
             self.pop_screen()
@@ -246,9 +266,11 @@ class EcoApp(App[None]):
             if not b.description or b.action in seen or b.action == "app.command_palette":
                 continue
             seen.add(b.action)
-            yield SystemCommand(f"{b.description[0].upper()}{b.description[1:]}",
-                                f"key {key_label(b)}",
-                                partial(self._run_from_palette, b.action, active.node))
+            yield SystemCommand(
+                f"{b.description[0].upper()}{b.description[1:]}",
+                f"key {key_label(b)}",
+                partial(self._run_from_palette, b.action, active.node),
+            )
         yield from super().get_system_commands(screen)
 
     def on_command_palette_opened(self, event: CommandPalette.Opened) -> None:

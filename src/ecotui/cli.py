@@ -56,31 +56,53 @@ from ecotui.tools.commands import LOCAL_COMMANDS
 
 # API field names -> the launch flags that set them, for messages.
 LAUNCH_FLAGS = {
-    "name": "--name", "region": "--region", "gpu_type": "--gpu-type",
-    "gpu_count": "--gpu-count", "replicas": "--replicas", "image": "--image",
-    "estimated_duration_hours": "--hours", "startup_command": "--startup-command",
-    "shared_filesystems": "--shared-fs", "expose": "--expose-port", "port": "--expose-port",
+    "name": "--name",
+    "region": "--region",
+    "gpu_type": "--gpu-type",
+    "gpu_count": "--gpu-count",
+    "replicas": "--replicas",
+    "image": "--image",
+    "estimated_duration_hours": "--hours",
+    "startup_command": "--startup-command",
+    "shared_filesystems": "--shared-fs",
+    "expose": "--expose-port",
+    "port": "--expose-port",
     "termination_grace_seconds": "--grace",
 }
 
 
 # -- argument parsing ------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
     common = Parser(add_help=False)
-    common.add_argument("--api", metavar="URL", default=argparse.SUPPRESS,
-                        help="backend URL (default: ECO_API_URL, the config file, else the "
-                             "local embedded backend)")
+    common.add_argument(
+        "--api",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="backend URL (default: ECO_API_URL, the config file, else the local embedded backend)",
+    )
     data = json_parent()
     confirm = yes_parent()
 
-    p = Parser(prog="ecotui", description="GPU cluster dashboard and CLI. With no command, "
-                "opens the dashboard.")
-    p.add_argument("--api", metavar="URL", default=None,
-                   help="backend URL (default: ECO_API_URL, the config file, else the local "
-                        "embedded backend); the key comes from ECO_API_KEY or the config file")
-    p.add_argument("--refresh", metavar="HZ", type=_positive_float, default=4.0,
-                   help="dashboard repaint rate (default 4 per second)")
+    p = Parser(
+        prog="ecotui",
+        description="GPU cluster dashboard and CLI. With no command, opens the dashboard.",
+    )
+    p.add_argument(
+        "--api",
+        metavar="URL",
+        default=None,
+        help="backend URL (default: ECO_API_URL, the config file, else the local "
+        "embedded backend); the key comes from ECO_API_KEY or the config file",
+    )
+    p.add_argument(
+        "--refresh",
+        metavar="HZ",
+        type=_positive_float,
+        default=4.0,
+        help="dashboard repaint rate (default 4 per second)",
+    )
     p.add_argument("--version", action="version", version=f"ecotui {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
@@ -100,14 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image", required=True)
     s.add_argument("--hours", required=True, help="estimated duration in hours (decimal)")
     s.add_argument("--startup-command")
-    s.add_argument("--shared-fs", action="append", default=[], metavar="NAME",
-                   help="attach a shared filesystem (repeatable)")
-    s.add_argument("--expose-port", type=int, metavar="PORT",
-                   help="open the public URL, forwarding to this port")
-    s.add_argument("--grace", type=int, metavar="SECONDS",
-                   help="seconds each replica has after SIGTERM to drain or checkpoint "
-                        "before it is killed (stop, terminate, expiry; default: the "
-                        "backend's, 30 unless configured)")
+    s.add_argument(
+        "--shared-fs",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="attach a shared filesystem (repeatable)",
+    )
+    s.add_argument(
+        "--expose-port",
+        type=int,
+        metavar="PORT",
+        help="open the public URL, forwarding to this port",
+    )
+    s.add_argument(
+        "--grace",
+        type=int,
+        metavar="SECONDS",
+        help="seconds each replica has after SIGTERM to drain or checkpoint "
+        "before it is killed (stop, terminate, expiry; default: the "
+        "backend's, 30 unless configured)",
+    )
 
     s = sub.add_parser("scale", parents=[common, data, confirm], help="change the replica count")
     s.add_argument("name")
@@ -117,37 +152,56 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("hours")
 
-    s = sub.add_parser("restart", parents=[common, data, confirm],
-                       help="restart one replica, or the whole cluster one replica at a time")
+    s = sub.add_parser(
+        "restart",
+        parents=[common, data, confirm],
+        help="restart one replica, or the whole cluster one replica at a time",
+    )
     s.add_argument("name")
     s.add_argument("replica", nargs="?")
 
-    for verb, what in (("stop", "stop a cluster (its unused hold is released)"),
-                       ("resume", "resume a stopped cluster (places a new hold)"),
-                       ("terminate", "terminate a cluster (cannot be undone)")):
+    for verb, what in (
+        ("stop", "stop a cluster (its unused hold is released)"),
+        ("resume", "resume a stopped cluster (places a new hold)"),
+        ("terminate", "terminate a cluster (cannot be undone)"),
+    ):
         s = sub.add_parser(verb, parents=[common, data, confirm], help=what)
         s.add_argument("name")
 
-    s = sub.add_parser("endpoint", parents=[common, data, confirm],
-                       help="open the public URL on PORT, change its port, or --close it")
+    s = sub.add_parser(
+        "endpoint",
+        parents=[common, data, confirm],
+        help="open the public URL on PORT, change its port, or --close it",
+    )
     s.add_argument("name")
     s.add_argument("port", nargs="?", type=int)
     s.add_argument("--close", action="store_true")
 
-    s = sub.add_parser("logs", parents=[common, json_parent(
-        "JSON: {cluster, replica, previous, lines}; with -f one {line} object per line")],
-        help="a replica's output")
+    s = sub.add_parser(
+        "logs",
+        parents=[
+            common,
+            json_parent(
+                "JSON: {cluster, replica, previous, lines}; with -f one {line} object per line"
+            ),
+        ],
+        help="a replica's output",
+    )
     s.add_argument("name")
     s.add_argument("replica")
     s.add_argument("-f", "--follow", action="store_true")
     s.add_argument("--tail", type=int, metavar="N")
     s.add_argument("--previous", action="store_true", help="the run before the last restart")
-    s.add_argument("--raw", action="store_true",
-                   help="the bytes as written, even to a terminal (control characters "
-                        "are otherwise shown, not obeyed)")
+    s.add_argument(
+        "--raw",
+        action="store_true",
+        help="the bytes as written, even to a terminal (control characters "
+        "are otherwise shown, not obeyed)",
+    )
 
-    s = sub.add_parser("exec", parents=[common], help="run a command in a replica: "
-                       "exec NAME REPLICA -- CMD...")
+    s = sub.add_parser(
+        "exec", parents=[common], help="run a command in a replica: exec NAME REPLICA -- CMD..."
+    )
     s.add_argument("name")
     s.add_argument("replica")
     s.add_argument("-i", "--stdin", action="store_true", help="pass standard input on")
@@ -158,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cluster", metavar="NAME", help="only this cluster's entries")
     s.add_argument("--limit", type=int, metavar="N")
 
-    s = sub.add_parser("completion", help="print shell completion: "
-                       "eval \"$(ecotui completion bash)\"")
+    s = sub.add_parser(
+        "completion", help='print shell completion: eval "$(ecotui completion bash)"'
+    )
     s.add_argument("shell", choices=["bash", "zsh", "fish"])
 
     tools.add_parsers(sub, common, data)
@@ -177,6 +232,7 @@ def _positive_float(text: str) -> float:
 
 
 # -- entry point -----------------------------------------------------------------
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
@@ -293,11 +349,17 @@ def _until(value: str | None) -> str:
 
 
 def _wrap(text: str, indent: str = "") -> str:
-    return textwrap.fill(text, width=WIDTH - 1, subsequent_indent=indent,
-                         break_on_hyphens=False, break_long_words=False)
+    return textwrap.fill(
+        text,
+        width=WIDTH - 1,
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
 
 
 # -- commands -----------------------------------------------------------------------
+
 
 async def cmd_ls(client: EcoClient, args: argparse.Namespace) -> int:
     clusters = await client.clusters(args.status)
@@ -309,15 +371,26 @@ async def cmd_ls(client: EcoClient, args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = []
     for c in clusters:
-        rows.append([
-            c.name, c.status, c.region,
-            f"{c.replicas}x{c.gpu_count} {c.gpu_type}",
-            f"{c.ready_replicas}/{c.replicas}",
-            _money(c.burn_rate), _money(c.cost.spent),
-            _until(c.expires_at) if c.status not in ("terminated", "failed") else "-",
-        ])
-    say(table(["NAME", "STATUS", "REGION", "GPUS", "READY", "$/H", "SPENT", "EXPIRES IN"],
-                 rows, right={4, 5, 6}, shrink=0))
+        rows.append(
+            [
+                c.name,
+                c.status,
+                c.region,
+                f"{c.replicas}x{c.gpu_count} {c.gpu_type}",
+                f"{c.ready_replicas}/{c.replicas}",
+                _money(c.burn_rate),
+                _money(c.cost.spent),
+                _until(c.expires_at) if c.status not in ("terminated", "failed") else "-",
+            ]
+        )
+    say(
+        table(
+            ["NAME", "STATUS", "REGION", "GPUS", "READY", "$/H", "SPENT", "EXPIRES IN"],
+            rows,
+            right={4, 5, 6},
+            shrink=0,
+        )
+    )
     return EXIT_OK
 
 
@@ -333,14 +406,16 @@ async def cmd_show(client: EcoClient, args: argparse.Namespace) -> int:
 def render_cluster(c: dict[str, Any]) -> str:
     cost = c.get("cost") or {}
     total_gpus = int(c["replicas"]) * int(c["gpu_count"])
-    lines = [f"{c['name']}  {c['status']}" + (f" ({c['status_reason']})"
-                                             if c.get("status_reason") else "")
-             + ("  [stale]" if c.get("stale") else ""),
-             f"  id           {c['id']}",
-             f"  region       {c['region']}",
-             f"  gpus         {c['replicas']} replicas x {c['gpu_count']} {c['gpu_type']} "
-             f"({total_gpus} GPUs)",
-             f"  image        {c.get('image') or '-'}"]
+    lines = [
+        f"{c['name']}  {c['status']}"
+        + (f" ({c['status_reason']})" if c.get("status_reason") else "")
+        + ("  [stale]" if c.get("stale") else ""),
+        f"  id           {c['id']}",
+        f"  region       {c['region']}",
+        f"  gpus         {c['replicas']} replicas x {c['gpu_count']} {c['gpu_type']} "
+        f"({total_gpus} GPUs)",
+        f"  image        {c.get('image') or '-'}",
+    ]
     if c.get("startup_command"):
         # Whole, on one line, so it can be copied (control characters shown, not obeyed).
         lines.append(f"  startup      {visible(c['startup_command'])}")
@@ -371,11 +446,23 @@ def render_cluster(c: dict[str, Any]) -> str:
     states = c.get("replica_states") or []
     lines.append(f"  replicas     {c.get('ready_replicas', 0)}/{c['replicas']} ready")
     if states:
-        rows = [[s["name"], s.get("phase") or "-", "yes" if s.get("ready") else "no",
-                 str(s.get("restarts", 0)), s.get("reason") or "", s.get("node") or ""]
-                for s in states]
-        replicas = table(["REPLICA", "PHASE", "READY", "RESTARTS", "REASON", "NODE"], rows,
-                         right={3}, shrink=None)
+        rows = [
+            [
+                s["name"],
+                s.get("phase") or "-",
+                "yes" if s.get("ready") else "no",
+                str(s.get("restarts", 0)),
+                s.get("reason") or "",
+                s.get("node") or "",
+            ]
+            for s in states
+        ]
+        replicas = table(
+            ["REPLICA", "PHASE", "READY", "RESTARTS", "REASON", "NODE"],
+            rows,
+            right={3},
+            shrink=None,
+        )
         lines += ["    " + line for line in replicas.splitlines()]
     # Every value whole: a long one makes its line longer than 80, never cut.
     return "\n".join(visible(line) for line in lines)
@@ -383,8 +470,12 @@ def render_cluster(c: dict[str, Any]) -> str:
 
 async def cmd_launch(client: EcoClient, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {
-        "name": args.name, "region": args.region, "gpu_type": args.gpu_type,
-        "gpu_count": args.gpu_count, "replicas": args.replicas, "image": args.image,
+        "name": args.name,
+        "region": args.region,
+        "gpu_type": args.gpu_type,
+        "gpu_count": args.gpu_count,
+        "replicas": args.replicas,
+        "image": args.image,
         "estimated_duration_hours": args.hours,
     }
     if args.startup_command is not None:
@@ -401,16 +492,22 @@ async def cmd_launch(client: EcoClient, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(wire_json(c))
     else:
-        say(_wrap(f"Launched {c.name} ({c.id}): {_money(c.hourly_rate)}/h, hold "
-                    f"{_money(c.cost.hold)}, expires {_when(c.expires_at)}."))
+        say(
+            _wrap(
+                f"Launched {c.name} ({c.id}): {_money(c.hourly_rate)}/h, hold "
+                f"{_money(c.cost.hold)}, expires {_when(c.expires_at)}."
+            )
+        )
         if c.endpoint:
             say(f"Public URL: {c.endpoint.url}")
     return EXIT_OK
 
 
 async def _launch_question(client: EcoClient, args: argparse.Namespace) -> str:
-    what = (f"Launch {args.name}: {args.replicas} replicas x {args.gpu_count} {args.gpu_type} "
-            f"in {args.region} for {args.hours} h")
+    what = (
+        f"Launch {args.name}: {args.replicas} replicas x {args.gpu_count} {args.gpu_type} "
+        f"in {args.region} for {args.hours} h"
+    )
     try:
         catalog, account = await asyncio.gather(client.catalog(), client.account())
         rate = costs.catalog_rate(catalog, args.region, args.gpu_type)
@@ -419,12 +516,18 @@ async def _launch_question(client: EcoClient, args: argparse.Namespace) -> str:
         return what + "?"
     if rate is None:
         return what + "?"
-    p = costs.launch_preview(rate, args.gpu_count, args.replicas, mh,
-                             costs.usd_to_micros(account.available))
-    left = (f"short by {wording.usd(p.short_by)}" if p.short_by
-            else f"{wording.usd(p.left)} left of {wording.usd(p.available)}")
-    return _wrap(f"{what} at {wording.usd(p.hourly_rate)}/h. This places a hold of "
-                 f"{wording.usd_exact(p.hold)} ({left}).")
+    p = costs.launch_preview(
+        rate, args.gpu_count, args.replicas, mh, costs.usd_to_micros(account.available)
+    )
+    left = (
+        f"short by {wording.usd(p.short_by)}"
+        if p.short_by
+        else f"{wording.usd(p.left)} left of {wording.usd(p.available)}"
+    )
+    return _wrap(
+        f"{what} at {wording.usd(p.hourly_rate)}/h. This places a hold of "
+        f"{wording.usd_exact(p.hold)} ({left})."
+    )
 
 
 async def cmd_scale(client: EcoClient, args: argparse.Namespace) -> int:
@@ -434,22 +537,29 @@ async def cmd_scale(client: EcoClient, args: argparse.Namespace) -> int:
         r = int(c.replicas)
         new_rate = wording.usd(per * args.replicas)
         if c.status not in costs.ACCRUING_STATUSES:
-            money = (f"It is {c.status}: only the desired count changes; nothing is held "
-                     f"now. New rate when it runs: {new_rate}/h.")
+            money = (
+                f"It is {c.status}: only the desired count changes; nothing is held "
+                f"now. New rate when it runs: {new_rate}/h."
+            )
         elif args.replicas > r:
             hold = costs.cluster_scale_hold(wire_json(c), args.replicas, _now())
-            money = (f"New rate {new_rate}/h. Additional hold about {wording.usd_exact(hold)} "
-                     f"for the {_until(c.expires_at)} remaining.")
+            money = (
+                f"New rate {new_rate}/h. Additional hold about {wording.usd_exact(hold)} "
+                f"for the {_until(c.expires_at)} remaining."
+            )
         else:
-            money = (f"New rate {new_rate}/h. Scaling down refunds nothing: the hold stays "
-                     "as it is.")
+            money = f"New rate {new_rate}/h. Scaling down refunds nothing: the hold stays as it is."
         _confirm(args, _wrap(f"Scale {c.name} from {r} to {args.replicas} replicas. {money}"))
     c = await client.scale(c.id, args.replicas)
     if args.json:
         _print_json(wire_json(c))
     else:
-        say(_wrap(f"{c.name}: {c.replicas} replicas, {_money(c.hourly_rate)}/h, "
-                    f"hold {_money(c.cost.hold)} in all."))
+        say(
+            _wrap(
+                f"{c.name}: {c.replicas} replicas, {_money(c.hourly_rate)}/h, "
+                f"hold {_money(c.cost.hold)} in all."
+            )
+        )
     return EXIT_OK
 
 
@@ -463,31 +573,52 @@ async def cmd_extend(client: EcoClient, args: argparse.Namespace) -> int:
         if mh is not None:
             new_expiry = costs.add_micro_hours(c.expires_at, mh)
             if c.status in costs.ACCRUING_STATUSES:
-                money = (f"Additional hold {wording.usd_exact(costs.cluster_extend_hold(wire_json(c), mh))}"
-                         f" ({args.hours} h x {_money(c.hourly_rate)}/h).")
+                money = (
+                    f"Additional hold {wording.usd_exact(costs.cluster_extend_hold(wire_json(c), mh))}"
+                    f" ({args.hours} h x {_money(c.hourly_rate)}/h)."
+                )
             else:
                 money = f"It is {c.status}: nothing is held now."
-            _confirm(args, _wrap(f"Extend {c.name} by {args.hours} h: it will expire "
-                                 f"{_when(new_expiry.isoformat())}. {money}"))
+            _confirm(
+                args,
+                _wrap(
+                    f"Extend {c.name} by {args.hours} h: it will expire "
+                    f"{_when(new_expiry.isoformat())}. {money}"
+                ),
+            )
         else:
             _confirm(args, f"Extend {c.name} by {args.hours} h?")
     c = await client.extend(c.id, args.hours)
     if args.json:
         _print_json(wire_json(c))
     else:
-        say(_wrap(f"{c.name}: expires {_when(c.expires_at)} "
-                    f"(in {_until(c.expires_at)}), hold {_money(c.cost.hold)} in all."))
+        say(
+            _wrap(
+                f"{c.name}: expires {_when(c.expires_at)} "
+                f"(in {_until(c.expires_at)}), hold {_money(c.cost.hold)} in all."
+            )
+        )
     return EXIT_OK
 
 
 async def cmd_restart(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if args.replica:
-        _confirm(args, _wrap(f"Restart {args.replica} of {c.name}: its process is killed "
-                             "and started again; what runs in it is lost."))
+        _confirm(
+            args,
+            _wrap(
+                f"Restart {args.replica} of {c.name}: its process is killed "
+                "and started again; what runs in it is lost."
+            ),
+        )
     else:
-        _confirm(args, _wrap(f"Restart every replica of {c.name}, one at a time: each "
-                             "process is killed and started again."))
+        _confirm(
+            args,
+            _wrap(
+                f"Restart every replica of {c.name}, one at a time: each "
+                "process is killed and started again."
+            ),
+        )
     answer = await client.restart(c.id, args.replica)
     if args.json:
         _print_json(wire_json(answer))
@@ -502,36 +633,50 @@ async def cmd_stop(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if not args.yes:
         held = _money(c.cost.hold_remaining)
-        _confirm(args, _wrap(
-            f"Stop {c.name}: its replicas stop, charges are posted up to now and what it "
-            f"still holds (about {held}) is released. It still expires "
-            f"{_when(c.expires_at)}."))
+        _confirm(
+            args,
+            _wrap(
+                f"Stop {c.name}: its replicas stop, charges are posted up to now and what it "
+                f"still holds (about {held}) is released. It still expires "
+                f"{_when(c.expires_at)}."
+            ),
+        )
     c = await client.stop(c.id)
-    return _after(c, args, f"{c.name}: {c.status}; hold still held "
-                           f"{_money(c.cost.hold_remaining)}.")
+    return _after(
+        c, args, f"{c.name}: {c.status}; hold still held {_money(c.cost.hold_remaining)}."
+    )
 
 
 async def cmd_resume(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if not args.yes:
         hold = costs.cluster_resume_hold(wire_json(c), _now())
-        _confirm(args, _wrap(
-            f"Resume {c.name} at {_money(c.hourly_rate)}/h: this places a new hold of "
-            f"about {wording.usd_exact(hold)} for the {_until(c.expires_at)} until it "
-            f"expires."))
+        _confirm(
+            args,
+            _wrap(
+                f"Resume {c.name} at {_money(c.hourly_rate)}/h: this places a new hold of "
+                f"about {wording.usd_exact(hold)} for the {_until(c.expires_at)} until it "
+                f"expires."
+            ),
+        )
     c = await client.resume(c.id)
-    return _after(c, args, f"{c.name}: {c.status}, {_money(c.hourly_rate)}/h, "
-                           f"expires {_when(c.expires_at)}.")
+    return _after(
+        c, args, f"{c.name}: {c.status}, {_money(c.hourly_rate)}/h, expires {_when(c.expires_at)}."
+    )
 
 
 async def cmd_terminate(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if not args.yes:
         held = _money(c.cost.hold_remaining)
-        _confirm(args, _wrap(
-            f"Terminate {c.name}: this cannot be undone. Its replicas are deleted, "
-            f"charges are posted up to now and the unused hold (about {held}) is released."),
-            type_name=c.name)
+        _confirm(
+            args,
+            _wrap(
+                f"Terminate {c.name}: this cannot be undone. Its replicas are deleted, "
+                f"charges are posted up to now and the unused hold (about {held}) is released."
+            ),
+            type_name=c.name,
+        )
     c = await client.terminate(c.id)
     return _after(c, args, f"{c.name}: {c.status}; spent {_money(c.cost.spent)}.")
 
@@ -548,15 +693,26 @@ async def cmd_endpoint(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     ep_now = c.endpoint
     if args.close:
-        _confirm(args, _wrap(f"Close the public URL of {c.name}: requests to it are refused "
-                             "from now on."))
+        _confirm(
+            args,
+            _wrap(f"Close the public URL of {c.name}: requests to it are refused from now on."),
+        )
     elif ep_now:
-        _confirm(args, _wrap(f"Change the public URL of {c.name} from port {ep_now.port} "
-                             f"to port {args.port}."))
+        _confirm(
+            args,
+            _wrap(
+                f"Change the public URL of {c.name} from port {ep_now.port} to port {args.port}."
+            ),
+        )
     else:
-        _confirm(args, _wrap(f"Open a public URL for {c.name}, forwarding to port "
-                             f"{args.port}: anyone with an API key of this account can reach "
-                             "it."))
+        _confirm(
+            args,
+            _wrap(
+                f"Open a public URL for {c.name}, forwarding to port "
+                f"{args.port}: anyone with an API key of this account can reach "
+                "it."
+            ),
+        )
     if args.close:
         await client.close_endpoint(c.id)
         if args.json:
@@ -581,8 +737,9 @@ async def cmd_logs(client: EcoClient, args: argparse.Namespace) -> int:
     if args.follow:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
-        async for chunk in client.follow_logs(c.id, args.replica, tail=args.tail,
-                                              previous=args.previous):
+        async for chunk in client.follow_logs(
+            c.id, args.replica, tail=args.tail, previous=args.previous
+        ):
             if args.json:
                 pending += decoder.decode(chunk)
                 *done, pending = pending.split("\n")
@@ -601,8 +758,14 @@ async def cmd_logs(client: EcoClient, args: argparse.Namespace) -> int:
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
-        _print_json({"cluster": c.name, "replica": args.replica,
-                     "previous": bool(args.previous), "lines": lines})
+        _print_json(
+            {
+                "cluster": c.name,
+                "replica": args.replica,
+                "previous": bool(args.previous),
+                "lines": lines,
+            }
+        )
         return EXIT_OK
     out.write((visible_lines(text) if safe else text).encode())
     out.flush()
@@ -635,18 +798,33 @@ async def cmd_ledger(client: EcoClient, args: argparse.Namespace) -> int:
     for e in entries:
         at = wording.parse_time(e.at).astimezone()
         cid = e.cluster_id
-        rows.append([str(e.id), f"{at:%Y-%m-%d %H:%M}",
-                     names.get(cid, cid or "-") if cid else "-", e.kind,
-                     _money(e.amount), _money(e.balance_after), _money(e.held_after)])
+        rows.append(
+            [
+                str(e.id),
+                f"{at:%Y-%m-%d %H:%M}",
+                names.get(cid, cid or "-") if cid else "-",
+                e.kind,
+                _money(e.amount),
+                _money(e.balance_after),
+                _money(e.held_after),
+            ]
+        )
     if not rows:
         say("No ledger entries.")
         return EXIT_OK
-    say(table(["ID", "AT", "CLUSTER", "KIND", "AMOUNT", "BALANCE", "HELD"], rows,
-                 right={0, 4, 5, 6}, shrink=2))
+    say(
+        table(
+            ["ID", "AT", "CLUSTER", "KIND", "AMOUNT", "BALANCE", "HELD"],
+            rows,
+            right={0, 4, 5, 6},
+            shrink=2,
+        )
+    )
     return EXIT_OK
 
 
 # -- exec: one command in a replica, over the exec WebSocket ---------------------------
+
 
 async def cmd_exec(client: EcoClient, args: argparse.Namespace) -> int:
     """Run the command; its stdout and stderr to ours; its exit code as ours."""
@@ -686,15 +864,33 @@ async def _pump_stdin(conn: Any) -> None:
     await conn.close_stdin()  # v5: the command sees the end of its input
 
 
-CONFIRMING = frozenset({"launch", "scale", "extend", "restart", "stop", "resume", "terminate",
-                        "endpoint"})
+CONFIRMING = frozenset(
+    {"launch", "scale", "extend", "restart", "stop", "resume", "terminate", "endpoint"}
+)
 
 COMMANDS: dict[str, Callable[..., Any]] = {
-    "ls": cmd_ls, "show": cmd_show, "launch": cmd_launch, "scale": cmd_scale,
-    "extend": cmd_extend, "restart": cmd_restart, "stop": cmd_stop, "resume": cmd_resume,
-    "terminate": cmd_terminate, "endpoint": cmd_endpoint, "logs": cmd_logs, "exec": cmd_exec,
-    "ledger": cmd_ledger, "gpus": cli_gpus.cmd_gpus,
+    "ls": cmd_ls,
+    "show": cmd_show,
+    "launch": cmd_launch,
+    "scale": cmd_scale,
+    "extend": cmd_extend,
+    "restart": cmd_restart,
+    "stop": cmd_stop,
+    "resume": cmd_resume,
+    "terminate": cmd_terminate,
+    "endpoint": cmd_endpoint,
+    "logs": cmd_logs,
+    "exec": cmd_exec,
+    "ledger": cmd_ledger,
+    "gpus": cli_gpus.cmd_gpus,
 }
 
-__all__ = ["main", "build_parser", "render_cluster",
-           "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "EXIT_UNREACHABLE"]
+__all__ = [
+    "main",
+    "build_parser",
+    "render_cluster",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "EXIT_UNREACHABLE",
+]

@@ -16,8 +16,9 @@ from ecotui.gpu_health import health_lines, health_rank, label, summarize
 
 
 def register(sub: Subcommands, *parents: Parser) -> None:
-    s = sub.add_parser("gpus", parents=list(parents),
-                       help="every GPU with its health (of one cluster with NAME)")
+    s = sub.add_parser(
+        "gpus", parents=list(parents), help="every GPU with its health (of one cluster with NAME)"
+    )
     s.add_argument("name", nargs="?", help="only this cluster's GPUs (name or id)")
     s.add_argument("--unhealthy", action="store_true", help="only degraded and failing GPUs")
 
@@ -25,34 +26,56 @@ def register(sub: Subcommands, *parents: Parser) -> None:
 def render_gpus(rows: list[dict[str, Any]], *, detail: bool) -> str:
     if not rows:
         return "No GPUs."
-    rows = sorted(rows, key=lambda g: (-health_rank((g.get("health") or {}).get("verdict")),
-                                       str(g.get("cluster")), str(g.get("replica")),
-                                       int(g.get("index") or 0)))
+    rows = sorted(
+        rows,
+        key=lambda g: (
+            -health_rank((g.get("health") or {}).get("verdict")),
+            str(g.get("cluster")),
+            str(g.get("replica")),
+            int(g.get("index") or 0),
+        ),
+    )
     table = []
     for g in rows:
         h = g.get("health") or {}
-        table.append([
-            label(h.get("verdict")), f"{g.get('cluster')}/{g.get('replica')}", str(g.get("index")),
-            f"{float(g.get('utilization') or 0):.0f}%",
-            f"{(g.get('memory_used_mib') or 0) / 1024:.0f}/{(g.get('memory_total_mib') or 0) / 1024:.0f}",
-            f"{float(g.get('temperature_c') or 0):.0f}C", h.get("reason") or "",
-        ])
-    out = [render_table(["HEALTH", "CLUSTER/REPLICA", "GPU", "UTIL", "MEM GIB", "TEMP", "REASON"],
-                        table, right={2, 3, 4, 5}, shrink=6)]
+        table.append(
+            [
+                label(h.get("verdict")),
+                f"{g.get('cluster')}/{g.get('replica')}",
+                str(g.get("index")),
+                f"{float(g.get('utilization') or 0):.0f}%",
+                f"{(g.get('memory_used_mib') or 0) / 1024:.0f}/{(g.get('memory_total_mib') or 0) / 1024:.0f}",
+                f"{float(g.get('temperature_c') or 0):.0f}C",
+                h.get("reason") or "",
+            ]
+        )
+    out = [
+        render_table(
+            ["HEALTH", "CLUSTER/REPLICA", "GPU", "UTIL", "MEM GIB", "TEMP", "REASON"],
+            table,
+            right={2, 3, 4, 5},
+            shrink=6,
+        )
+    ]
     counts = summarize(rows)
-    out.append(f"{len(rows)} GPUs: {counts['failing']} failing, {counts['degraded']} degraded, "
-               f"{counts['unknown']} unknown, {counts['ok']} ok")
+    out.append(
+        f"{len(rows)} GPUs: {counts['failing']} failing, {counts['degraded']} degraded, "
+        f"{counts['unknown']} unknown, {counts['ok']} ok"
+    )
     if detail:
         for g in rows:
             h = g.get("health") or {}
             if h.get("verdict") == "ok":
                 continue
             out.append("")
-            out.append(f"{g.get('cluster')}/{g.get('replica')} GPU {g.get('index')}  "
-                       f"{g.get('name') or ''}  {g.get('uuid') or ''}")
+            out.append(
+                f"{g.get('cluster')}/{g.get('replica')} GPU {g.get('index')}  "
+                f"{g.get('name') or ''}  {g.get('uuid') or ''}"
+            )
             for key, value in health_lines(h):
-                out.append(f"  {key:<15} {value}"[:WIDTH] if "XID" not in key else
-                           f"  {key:<15} {value}")
+                out.append(
+                    f"  {key:<15} {value}"[:WIDTH] if "XID" not in key else f"  {key:<15} {value}"
+                )
     return "\n".join(out)
 
 
@@ -64,8 +87,7 @@ async def cmd_gpus(client: EcoClient, args: argparse.Namespace) -> int:
         if not rows:
             c = await client.cluster(args.name)  # a refusal (404) says the name is wrong
             if c.status not in ("running", "pending", "stopping"):
-                raise ApiRefusal(409, "conflict",
-                                 f"cluster {c.name} is {c.status}: it has no GPUs")
+                raise ApiRefusal(409, "conflict", f"cluster {c.name} is {c.status}: it has no GPUs")
     if args.json:
         body = {"gpus": rows, "health": data.get("health")} if not args.name else {"gpus": rows}
         sys.stdout.write(json.dumps(body, indent=2) + "\n")

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, NoReturn, TextIO, TypeAlias
 
 from ecotui.safe_text import visible
@@ -44,8 +45,12 @@ Subcommands: TypeAlias = "argparse._SubParsersAction[Parser]"
 def yes_parent() -> Parser:
     """A parent parser giving a command `-y/--yes`."""
     p = Parser(add_help=False)
-    p.add_argument("-y", "--yes", action="store_true",
-                   help="do not ask for confirmation (needed without a terminal)")
+    p.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="do not ask for confirmation (needed without a terminal)",
+    )
     return p
 
 
@@ -57,8 +62,10 @@ def json_parent(what: str = "print the backend's JSON answer") -> Parser:
 
 
 def needs_yes_message(command: str) -> str:
-    return (f"{command} needs confirmation; pass --yes (standard input is not a terminal, "
-            "so ecotui does not ask)")
+    return (
+        f"{command} needs confirmation; pass --yes (standard input is not a terminal, "
+        "so ecotui does not ask)"
+    )
 
 
 def confirm(args: argparse.Namespace, question: str, *, type_name: str | None = None) -> None:
@@ -68,8 +75,10 @@ def confirm(args: argparse.Namespace, question: str, *, type_name: str | None = 
     if getattr(args, "yes", False):
         return
     if not sys.stdin.isatty():
-        raise UsageError(f"{question.rstrip('?')}: needs confirmation; pass --yes "
-                         "(standard input is not a terminal, so ecotui does not ask)")
+        raise UsageError(
+            f"{question.rstrip('?')}: needs confirmation; pass --yes "
+            "(standard input is not a terminal, so ecotui does not ask)"
+        )
     print(visible(question, keep="\n"), file=sys.stderr)
     if type_name is not None:
         sys.stderr.write(f"Type the cluster's name ({visible(type_name)}) to confirm: ")
@@ -102,8 +111,13 @@ def print_json(value: Any, out: TextIO | None = None) -> None:
 WIDTH = 80
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
-           right: set[int] = frozenset(), shrink: int | None = 0) -> str:  # type: ignore[assignment]
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: AbstractSet[int] = frozenset(),
+    shrink: int | None = 0,
+) -> str:
     """Columns fitted to 80: column `shrink` is cut (with …) when the table is wider
     (None: nothing is cut, values are printed whole)."""
     rows = [[visible(cell) for cell in row] for row in rows]

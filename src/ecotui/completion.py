@@ -39,8 +39,12 @@ def describe(parser: argparse.ArgumentParser) -> tuple[list[tuple[str, str]], li
         if isinstance(action, argparse._SubParsersAction):
             helps = {a.dest: a.help or "" for a in action._choices_actions}
             for name, sub in action.choices.items():
-                choices = [str(c) for a in sub._actions
-                           if not a.option_strings and a.choices for c in a.choices]
+                choices = [
+                    str(c)
+                    for a in sub._actions
+                    if not a.option_strings and a.choices
+                    for c in a.choices
+                ]
                 commands.append(Command(name, helps.get(name, ""), _options(sub), choices))
     return _options(parser), commands
 
@@ -83,8 +87,9 @@ complete -o default -F _ecotui ecotui
 
 def zsh(parser: argparse.ArgumentParser) -> str:
     top, commands = describe(parser)
-    described = " ".join(f"'{_quote_sq(c.name)}:{_quote_sq(c.help.replace(':', ' -'))}'"
-                         for c in commands)
+    described = " ".join(
+        f"'{_quote_sq(c.name)}:{_quote_sq(c.help.replace(':', ' -'))}'" for c in commands
+    )
     cases = []
     for c in commands:
         words = " ".join(f"'{_quote_sq(w)}'" for w in [o for o, _ in c.options] + c.choices)
@@ -122,17 +127,25 @@ def fish(parser: argparse.ArgumentParser) -> str:
     names = " ".join(c.name for c in commands)
     lines = ["# fish completion for ecotui (ecotui completion fish)", "complete -c ecotui -f"]
     for opt, help_ in top:
-        lines.append(f"complete -c ecotui -n 'not __fish_seen_subcommand_from {names}' "
-                     f"{_fish_opt(opt)} -d '{_quote_fish(help_)}'")
+        lines.append(
+            f"complete -c ecotui -n 'not __fish_seen_subcommand_from {names}' "
+            f"{_fish_opt(opt)} -d '{_quote_fish(help_)}'"
+        )
     for c in commands:
-        lines.append(f"complete -c ecotui -n 'not __fish_seen_subcommand_from {names}' "
-                     f"-a {c.name} -d '{_quote_fish(c.help)}'")
+        lines.append(
+            f"complete -c ecotui -n 'not __fish_seen_subcommand_from {names}' "
+            f"-a {c.name} -d '{_quote_fish(c.help)}'"
+        )
         for opt, help_ in c.options:
-            lines.append(f"complete -c ecotui -n '__fish_seen_subcommand_from {c.name}' "
-                         f"{_fish_opt(opt)} -d '{_quote_fish(help_)}'")
+            lines.append(
+                f"complete -c ecotui -n '__fish_seen_subcommand_from {c.name}' "
+                f"{_fish_opt(opt)} -d '{_quote_fish(help_)}'"
+            )
         if c.choices:
-            lines.append(f"complete -c ecotui -n '__fish_seen_subcommand_from {c.name}' "
-                         f"-a '{' '.join(c.choices)}'")
+            lines.append(
+                f"complete -c ecotui -n '__fish_seen_subcommand_from {c.name}' "
+                f"-a '{' '.join(c.choices)}'"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -51,8 +51,9 @@ def load_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def resolve_connection(api_url: str | None, api_key: str | None, *,
-                       env: Mapping[str, str] | None = None) -> Connection:
+def resolve_connection(
+    api_url: str | None, api_key: str | None, *, env: Mapping[str, str] | None = None
+) -> Connection:
     """Resolve the backend to use; falls back to the embedded default backend."""
     env = os.environ if env is None else env
     url = api_url or env.get("ECO_API_URL") or None
@@ -75,6 +76,5 @@ def resolve_connection(api_url: str | None, api_key: str | None, *,
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"the backend URL must start with http:// or https://, not {url!r}")
     if not key:
-        raise ConfigError(
-            f"no API key for {url}: set ECO_API_KEY or api_key in {config_path(env)}")
+        raise ConfigError(f"no API key for {url}: set ECO_API_KEY or api_key in {config_path(env)}")
     return Connection(url=url.rstrip("/"), key=key, source=source)

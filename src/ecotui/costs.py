@@ -75,6 +75,7 @@ hourly_rate = billing.hourly_rate
 
 # -- parsing -----------------------------------------------------------------
 
+
 def parse_hours(value: object) -> int:
     """Hours as typed (number or decimal string) to micro-hours; MoneyError when not a
     positive decimal with at most 6 places."""
@@ -85,6 +86,7 @@ def parse_hours(value: object) -> int:
 
 
 # -- holds -------------------------------------------------------------------
+
 
 def remaining_us(expires_at: datetime | str, now: datetime) -> int:
     """Microseconds from `now` to `expires_at` (0 once expired)."""
@@ -97,8 +99,9 @@ def launch_hold(hourly: int, micro_hours: int) -> int:
     return hold_for_hours(hourly, micro_hours)
 
 
-def scale_hold(per_replica: int, replicas: int, new_replicas: int, remaining: int, *,
-               accruing: bool = True) -> int:
+def scale_hold(
+    per_replica: int, replicas: int, new_replicas: int, remaining: int, *, accruing: bool = True
+) -> int:
     """Additional hold for scaling r -> r' with `remaining` microseconds left.
     Scaling down, or any scaling while stopped, holds nothing (and refunds nothing)."""
     if not accruing:
@@ -115,6 +118,7 @@ def resume_hold(hourly: int, remaining: int) -> int:
 
 
 # -- the same, from a cluster object as the API gives it ---------------------
+
 
 def cluster_hourly_rate(cluster: Mapping[str, Any]) -> int:
     """What the cluster costs per hour at its desired count while it runs."""
@@ -134,8 +138,13 @@ def _accruing(cluster: Mapping[str, Any]) -> bool:
 
 
 def cluster_scale_hold(cluster: Mapping[str, Any], new_replicas: int, now: datetime) -> int:
-    return scale_hold(cluster_per_replica_rate(cluster), int(cluster["replicas"]), new_replicas,
-                      remaining_us(cluster["expires_at"], now), accruing=_accruing(cluster))
+    return scale_hold(
+        cluster_per_replica_rate(cluster),
+        int(cluster["replicas"]),
+        new_replicas,
+        remaining_us(cluster["expires_at"], now),
+        accruing=_accruing(cluster),
+    )
 
 
 def cluster_extend_hold(cluster: Mapping[str, Any], micro_hours: int) -> int:
@@ -153,8 +162,10 @@ def left_after(available: int, hold: int) -> int:
 
 # -- GPU budget --------------------------------------------------------------
 
-def gpus_in_use(clusters: Iterable[Mapping[str, Any]], region: str, *,
-                exclude_id: str | None = None) -> int:
+
+def gpus_in_use(
+    clusters: Iterable[Mapping[str, Any]], region: str, *, exclude_id: str | None = None
+) -> int:
     """GPUs the account's clusters hold in `region` (pending, running, stopping)."""
     total = 0
     for c in clusters:
@@ -166,8 +177,13 @@ def gpus_in_use(clusters: Iterable[Mapping[str, Any]], region: str, *,
     return total
 
 
-def gpus_free(budget: int, clusters: Iterable[Mapping[str, Any]], region: str, *,
-              exclude_id: str | None = None) -> int:
+def gpus_free(
+    budget: int,
+    clusters: Iterable[Mapping[str, Any]],
+    region: str,
+    *,
+    exclude_id: str | None = None,
+) -> int:
     return max(0, budget - gpus_in_use(clusters, region, exclude_id=exclude_id))
 
 
@@ -201,16 +217,19 @@ class LaunchPreview:
         return billing.missing(self.available, self.hold)
 
 
-def launch_preview(rate_per_gpu_hour: int, gpu_count: int, replicas: int, micro_hours: int,
-                   available: int) -> LaunchPreview:
+def launch_preview(
+    rate_per_gpu_hour: int, gpu_count: int, replicas: int, micro_hours: int, available: int
+) -> LaunchPreview:
     per = per_replica_rate(rate_per_gpu_hour, gpu_count)
     hourly = hourly_rate(rate_per_gpu_hour, gpu_count, replicas)
     hold = launch_hold(hourly, micro_hours)
-    return LaunchPreview(rate_per_gpu_hour, per, hourly, micro_hours, hold, available,
-                         left_after(available, hold))
+    return LaunchPreview(
+        rate_per_gpu_hour, per, hourly, micro_hours, hold, available, left_after(available, hold)
+    )
 
 
 # -- times -----------------------------------------------------------------
+
 
 def add_micro_hours(when: datetime | str, micro_hours: int) -> datetime:
     """`when + hours`, exact to the microsecond (a micro-hour is 3600 µs)."""

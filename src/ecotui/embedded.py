@@ -44,7 +44,9 @@ LOCAL_ACCOUNT = "local"
 DEMO_CREDIT = "1000"
 START_TIMEOUT_S = 60.0
 LOCK_TIMEOUT_S = 120.0
-_SETSID_EXEC = "import os, sys; os.setsid(); os.execv(sys.executable, [sys.executable] + sys.argv[1:])"
+_SETSID_EXEC = (
+    "import os, sys; os.setsid(); os.execv(sys.executable, [sys.executable] + sys.argv[1:])"
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get("ECOLINK_STATE_DIR"):
         return Path(env["ECOLINK_STATE_DIR"]).expanduser()
-    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "share")
+    base = env.get("XDG_DATA_HOME") or str(
+        Path(env.get("HOME") or Path.home()) / ".local" / "share"
+    )
     return Path(base) / "ecolink"
 
 
@@ -86,8 +90,14 @@ def _backend_env() -> dict[str, str]:
 
 def _ecolink(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "ecolink", *args, "--state-dir", str(state_dir)]
-    return subprocess.run(cmd, env=_backend_env(), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        cmd,
+        env=_backend_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @contextlib.contextmanager
@@ -176,18 +186,38 @@ def start_backend(state_dir: Path, timeout: float = START_TIMEOUT_S) -> str:
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.close(fd)
     # In a session of its own, so the terminal's hang-up does not reach it.
-    argv = [sys.executable, "-c", _SETSID_EXEC, "-m", "ecolink", "serve", "--port", "0",
-            "--runtime", "local", "--state-dir", str(state_dir), "--log-file", str(log_path)]
+    argv = [
+        sys.executable,
+        "-c",
+        _SETSID_EXEC,
+        "-m",
+        "ecolink",
+        "serve",
+        "--port",
+        "0",
+        "--runtime",
+        "local",
+        "--state-dir",
+        str(state_dir),
+        "--log-file",
+        str(log_path),
+    ]
     env = _backend_env()
     env["ECOTUI_BACKEND_LOG"] = str(log_path)
     launcher = subprocess.run(
         ["sh", "-c", '"$@" >>"$ECOTUI_BACKEND_LOG" 2>&1 </dev/null & echo $!', "sh", *argv],
-        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     try:
         pid = int(launcher.stdout.split()[-1])
     except (ValueError, IndexError):
-        raise EmbeddedError(f"could not start the local backend: {launcher.stderr.strip()}") from None
+        raise EmbeddedError(
+            f"could not start the local backend: {launcher.stderr.strip()}"
+        ) from None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = _read_server_json(state_dir)
@@ -195,7 +225,8 @@ def start_backend(state_dir: Path, timeout: float = START_TIMEOUT_S) -> str:
             return str(info["url"])
         if not _pid_alive(pid):
             raise EmbeddedError(
-                f"the local backend exited at once; see {log_path}:\n" + _log_tail(log_path))
+                f"the local backend exited at once; see {log_path}:\n" + _log_tail(log_path)
+            )
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, 15)
@@ -205,13 +236,16 @@ def start_backend(state_dir: Path, timeout: float = START_TIMEOUT_S) -> str:
 def stop_backend(state_dir: Path) -> None:
     r = _ecolink(state_dir, "stop", timeout=90)
     if r.returncode != 0 and _read_server_json(state_dir):
-        raise EmbeddedError(f"could not stop the old backend: {r.stderr.strip() or r.stdout.strip()}")
+        raise EmbeddedError(
+            f"could not stop the old backend: {r.stderr.strip() or r.stdout.strip()}"
+        )
 
 
 def _key_works(url: str, key: str) -> bool:
     try:
-        r = httpx.get(url + "/account", headers={"Authorization": f"Bearer {key}"}, timeout=5,
-                      trust_env=False)
+        r = httpx.get(
+            url + "/account", headers={"Authorization": f"Bearer {key}"}, timeout=5, trust_env=False
+        )
     except httpx.HTTPError:
         return False
     return r.status_code == 200
@@ -271,8 +305,9 @@ def ensure_backend(state_dir: Path | str | None = None, *, say_steps: bool = Tru
                 stop_backend(sd)
                 found = None
             if found is None:
-                status.step(f"starting the local backend… (state dir {sd}, log "
-                            f"{sd / 'backend.log'})")
+                status.step(
+                    f"starting the local backend… (state dir {sd}, log {sd / 'backend.log'})"
+                )
             url = found[0] if found else start_backend(sd)
             status.step(f"getting the dashboard's key from the local backend… (state dir {sd})")
             key = ensure_key(sd, url)

@@ -44,10 +44,12 @@ def replica_health(rep: Mapping[str, Any]) -> Verdict:
 def cluster_health(c: Mapping[str, Any]) -> tuple[str, str | None, int, int]:
     """(verdict, reason, failing GPUs, degraded GPUs) from a cluster's GPU summary."""
     h = (c.get("gpu_summary") or {}).get("health") or {}
-    return (h.get("verdict") or "unknown", h.get("reason"),
-            int(h.get("failing") or 0), int(h.get("degraded") or 0))
-
-
+    return (
+        h.get("verdict") or "unknown",
+        h.get("reason"),
+        int(h.get("failing") or 0),
+        int(h.get("degraded") or 0),
+    )
 
 
 # -- readings in words (unknown, never 0) ----------------------------------------------
@@ -87,47 +89,86 @@ def health_lines(health: Mapping[str, Any] | None) -> list[tuple[str, str]]:
         out.append(("XID events", "none"))
     else:
         for e in h.xid_events[-5:]:
-            when = (datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-                    if e.at is not None else "time unknown")
+            when = (
+                datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+                if e.at is not None
+                else "time unknown"
+            )
             out.append(("XID event", f"{e.code} at {when}: {e.meaning}"))
     out += [
-        ("ECC single-bit", f"volatile {fmt(h.ecc_sbe_volatile)}, aggregate {fmt(h.ecc_sbe_aggregate)}"),
-        ("ECC double-bit", f"volatile {fmt(h.ecc_dbe_volatile)}, aggregate {fmt(h.ecc_dbe_aggregate)}"),
-        ("retired pages", f"single-bit {fmt(h.retired_pages_sbe)}, double-bit "
-                          f"{fmt(h.retired_pages_dbe)}, pending {fmt(h.retired_pages_pending)}"),
-        ("row remapping", f"correctable {fmt(h.remap_correctable)}, uncorrectable "
-                          f"{fmt(h.remap_uncorrectable)}, pending {fmt(h.remap_pending)}, "
-                          f"failed {fmt(h.remap_failed)}"),
+        (
+            "ECC single-bit",
+            f"volatile {fmt(h.ecc_sbe_volatile)}, aggregate {fmt(h.ecc_sbe_aggregate)}",
+        ),
+        (
+            "ECC double-bit",
+            f"volatile {fmt(h.ecc_dbe_volatile)}, aggregate {fmt(h.ecc_dbe_aggregate)}",
+        ),
+        (
+            "retired pages",
+            f"single-bit {fmt(h.retired_pages_sbe)}, double-bit "
+            f"{fmt(h.retired_pages_dbe)}, pending {fmt(h.retired_pages_pending)}",
+        ),
+        (
+            "row remapping",
+            f"correctable {fmt(h.remap_correctable)}, uncorrectable "
+            f"{fmt(h.remap_uncorrectable)}, pending {fmt(h.remap_pending)}, "
+            f"failed {fmt(h.remap_failed)}",
+        ),
         ("throttling", throttle_words(h.throttle)),
-        ("clocks", f"SM {fmt(h.sm_clock_mhz, ' MHz')} (max {fmt(h.sm_clock_max_mhz, ' MHz')}), "
-                   f"memory {fmt(h.mem_clock_mhz, ' MHz')}"),
-        ("PCIe", f"gen {fmt(h.pcie_gen)} of {fmt(h.pcie_gen_max)}, width {_lanes(h.pcie_width)} of "
-                 f"{_lanes(h.pcie_width_max)}, replays {fmt(h.pcie_replays)}"),
+        (
+            "clocks",
+            f"SM {fmt(h.sm_clock_mhz, ' MHz')} (max {fmt(h.sm_clock_max_mhz, ' MHz')}), "
+            f"memory {fmt(h.mem_clock_mhz, ' MHz')}",
+        ),
+        (
+            "PCIe",
+            f"gen {fmt(h.pcie_gen)} of {fmt(h.pcie_gen_max)}, width {_lanes(h.pcie_width)} of "
+            f"{_lanes(h.pcie_width_max)}, replays {fmt(h.pcie_replays)}",
+        ),
     ]
     if h.nvlink_links is None and h.nvlink_errors() is None:
         out.append(("NVLink", UNKNOWN))
     else:
-        out.append(("NVLink", f"{fmt(h.nvlink_links)} links, CRC {fmt(h.nvlink_crc_errors)}, "
-                              f"replay {fmt(h.nvlink_replay_errors)}, recovery "
-                              f"{fmt(h.nvlink_recovery_errors)}"))
+        out.append(
+            (
+                "NVLink",
+                f"{fmt(h.nvlink_links)} links, CRC {fmt(h.nvlink_crc_errors)}, "
+                f"replay {fmt(h.nvlink_replay_errors)}, recovery "
+                f"{fmt(h.nvlink_recovery_errors)}",
+            )
+        )
     if h.mig_mode is None:
         out.append(("MIG", UNKNOWN))
     elif not h.mig_mode:
         out.append(("MIG", "disabled"))
     else:
         inst = h.mig_instances or ()
-        parts = [f"GI {fmt(m.gpu_instance)}" + (f" {m.profile}" if m.profile else "")
-                 + (f" {m.memory_total_mib} MiB" if m.memory_total_mib is not None else "")
-                 for m in inst]
-        out.append(("MIG", f"enabled, {len(inst)} instance(s)" + (": " + "; ".join(parts) if parts else "")))
+        parts = [
+            f"GI {fmt(m.gpu_instance)}"
+            + (f" {m.profile}" if m.profile else "")
+            + (f" {m.memory_total_mib} MiB" if m.memory_total_mib is not None else "")
+            for m in inst
+        ]
+        out.append(
+            (
+                "MIG",
+                f"enabled, {len(inst)} instance(s)" + (": " + "; ".join(parts) if parts else ""),
+            )
+        )
     if h.processes is None:
         out.append(("processes", UNKNOWN))
     elif not h.processes:
         out.append(("processes", "none"))
     else:
         for p in h.processes:
-            out.append(("process", f"pid {p.pid} {p.name or '?'} {fmt(p.used_memory_mib, ' MiB')}"
-                                   f" in {p.replica or 'replica unknown'}"))
+            out.append(
+                (
+                    "process",
+                    f"pid {p.pid} {p.name or '?'} {fmt(p.used_memory_mib, ' MiB')}"
+                    f" in {p.replica or 'replica unknown'}",
+                )
+            )
     return out
 
 

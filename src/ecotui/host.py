@@ -65,6 +65,7 @@ def eco_host(app: App[Any]) -> EcoHost:
 
 # -- navigation: posted by screens and widgets, handled by the app ------------------------
 
+
 @dataclass
 class OpenCluster(Message):
     """Show one cluster (the cluster view)."""

@@ -102,8 +102,9 @@ RELEASE_KEY = "ctrl+right_square_bracket"
 RELEASE_KEY_DISPLAY = "ctrl+]"
 
 TERMINAL: list[BindingType] = [
-    Binding(RELEASE_KEY, "release", "dashboard keys", key_display=RELEASE_KEY_DISPLAY,
-            priority=True),
+    Binding(
+        RELEASE_KEY, "release", "dashboard keys", key_display=RELEASE_KEY_DISPLAY, priority=True
+    ),
 ]
 
 # The shells view (keys while no terminal has focus).
@@ -191,12 +192,21 @@ SCOPES: list[tuple[str, list[Binding]]] = [
     ("GPU detail", GPU_DETAIL_VIEW),
 ]
 
-TERMINAL_NOTE = (f"Terminal: every key goes to the shell except {RELEASE_KEY_DISPLAY}, which returns "
-                 "focus to the dashboard.")
+TERMINAL_NOTE = (
+    f"Terminal: every key goes to the shell except {RELEASE_KEY_DISPLAY}, which returns "
+    "focus to the dashboard."
+)
 
 
 def key_label(b: Binding) -> str:
     if b.key_display:
         return b.key_display
-    return {"down": "↓", "up": "↑", "home": "home", "end": "end", "pagedown": "pgdn",
-            "pageup": "pgup", "space": "space"}.get(b.key, b.key)
+    return {
+        "down": "↓",
+        "up": "↑",
+        "home": "home",
+        "end": "end",
+        "pagedown": "pgdn",
+        "pageup": "pgup",
+        "space": "space",
+    }.get(b.key, b.key)

@@ -19,8 +19,9 @@ TICK_S = 0.1
 
 
 class StartupStatus:
-    def __init__(self, stream: TextIO, *, delay: float = DEFAULT_DELAY_S,
-                 prefix: str = "ecotui: ") -> None:
+    def __init__(
+        self, stream: TextIO, *, delay: float = DEFAULT_DELAY_S, prefix: str = "ecotui: "
+    ) -> None:
         self.stream = stream
         self.delay = delay
         self.prefix = prefix

@@ -73,10 +73,12 @@ def replica_cells(r: dict[str, Any]) -> dict[str, str]:
     t = traffic_of(r)
     if t is None:
         return {"rps": UNKNOWN, "5xx": UNKNOWN, "inflight": UNKNOWN, "p99": UNKNOWN}
-    return {"rps": fmt_per_s(t.get("requests_per_s")),
-            "5xx": fmt_per_s(t.get("errors_5xx_per_s")),
-            "inflight": UNKNOWN if t.get("in_flight") is None else str(int(t["in_flight"])),
-            "p99": fmt_ms(t.get("latency_p99_ms"))}
+    return {
+        "rps": fmt_per_s(t.get("requests_per_s")),
+        "5xx": fmt_per_s(t.get("errors_5xx_per_s")),
+        "inflight": UNKNOWN if t.get("in_flight") is None else str(int(t["in_flight"])),
+        "p99": fmt_ms(t.get("latency_p99_ms")),
+    }
 
 
 def cluster_summary(c: dict[str, Any], *, with_path: bool = True) -> str:
@@ -86,8 +88,10 @@ def cluster_summary(c: dict[str, Any], *, with_path: bool = True) -> str:
     t = traffic_of(c)
     if t is None:
         return f"{UNKNOWN} req/s" + ("" if c.get("endpoint") else " (no public URL)")
-    parts = [f"{fmt_per_s(t.get('requests_per_s'))} req/s",
-             f"5xx {fmt_per_s(t.get('errors_5xx_per_s'))}/s"]
+    parts = [
+        f"{fmt_per_s(t.get('requests_per_s'))} req/s",
+        f"5xx {fmt_per_s(t.get('errors_5xx_per_s'))}/s",
+    ]
     words = path_words(t.get("path"))
     if with_path and words:
         parts.append(words)

@@ -35,6 +35,7 @@ __all__ = [
 
 # -- dollars -------------------------------------------------------------------
 
+
 def usd(micros: int, *, grouping: bool = False, places: int = 2) -> str:
     """Micro-dollars for people: `$1234.57` (`grouping`: `$1,234.57`).
 
@@ -72,6 +73,7 @@ def fmt_rate(micros: int) -> str:
 
 # -- durations -----------------------------------------------------------------
 
+
 def fmt_duration(seconds: float) -> str:
     """A countdown: "3d 4h", "5h 07m", "4m 09s", "12s" ("0s" once over)."""
     s = int(seconds)
@@ -97,6 +99,7 @@ def duration_text(us: int) -> str:
 
 
 # -- times ---------------------------------------------------------------------
+
 
 def parse_time(value: str | datetime | int | float) -> datetime:
     """An RFC 3339 string, a datetime or epoch seconds as an aware UTC datetime;
@@ -139,8 +142,9 @@ def fmt_local(dt: datetime | None, tz: tzinfo | None = None, *, now: datetime | 
     return local.strftime("%b %d %H:%M")
 
 
-def local_time_text(when: datetime | str, tz: tzinfo | None = None,
-                    now: datetime | None = None) -> str:
+def local_time_text(
+    when: datetime | str, tz: tzinfo | None = None, now: datetime | None = None
+) -> str:
     """A time in the user's zone: `14:05` today, else `Tue 3 Feb 14:05`, with the zone."""
     dt = parse_time(when).astimezone(tz) if tz is not None else parse_time(when).astimezone()
     zone = dt.tzname() or ""
@@ -165,11 +169,14 @@ def sparkline(values: Iterable[float | None], width: int, *, top: float = 100.0)
             out.append(" ")
             continue
         frac = max(0.0, min(1.0, v / top)) if top else 0.0
-        out.append(SPARK_BLOCKS[min(len(SPARK_BLOCKS) - 1, int(frac * (len(SPARK_BLOCKS) - 1) + 0.5))])
+        out.append(
+            SPARK_BLOCKS[min(len(SPARK_BLOCKS) - 1, int(frac * (len(SPARK_BLOCKS) - 1) + 0.5))]
+        )
     return "".join(out) + " " * (width - len(out))
 
 
 # -- refusals, in words a user can act on --------------------------------------
+
 
 def refusal_text(status: int, message: str, field: str | None = None) -> str:
     """The backend's refusal (api.md error form) with what the user can do about it."""
@@ -177,21 +184,24 @@ def refusal_text(status: int, message: str, field: str | None = None) -> str:
     if message and not message.endswith((".", "!", "?")):
         message += "."
     if status == 402:
-        return (f"Not enough credit: {message} Add credit to the account, or ask for "
-                "less (fewer replicas, fewer GPUs or fewer hours).")
+        return (
+            f"Not enough credit: {message} Add credit to the account, or ask for "
+            "less (fewer replicas, fewer GPUs or fewer hours)."
+        )
     if status == 409:
         low = message.lower()
         if field == "name":
             return f"{message} Choose another name."
         if "budget" in low or "free" in low:
-            return (f"Over the region's GPU budget: {message} Choose fewer replicas or "
-                    "GPUs, or stop a cluster in that region first.")
+            return (
+                f"Over the region's GPU budget: {message} Choose fewer replicas or "
+                "GPUs, or stop a cluster in that region first."
+            )
         if "idempotency" in low:
             return f"{message} Close this and start the action again."
         return f"Not possible in the cluster's current state: {message}"
     if status == 401:
-        return ("The API key was refused. Check ECO_API_KEY or api_key in the "
-                "ecotui config file.")
+        return "The API key was refused. Check ECO_API_KEY or api_key in the ecotui config file."
     if status == 404:
         return f"{message} It may have been terminated; refresh and try again."
     if status == 503:
@@ -201,8 +211,10 @@ def refusal_text(status: int, message: str, field: str | None = None) -> str:
     return f"The backend refused ({status}): {message}"
 
 
-NAME_WORDS = ("a name is a DNS label: lowercase letters, digits and '-', 1 to 40 characters, "
-              "starting with a letter and not ending with '-'")
+NAME_WORDS = (
+    "a name is a DNS label: lowercase letters, digits and '-', 1 to 40 characters, "
+    "starting with a letter and not ending with '-'"
+)
 
 
 def field_words(field: str | None, message: str) -> str:
@@ -213,9 +225,11 @@ def field_words(field: str | None, message: str) -> str:
     """
     text = message.strip()
     if field and text.lower().startswith(f"{field.lower()}: "):
-        text = text[len(field) + 2:]
+        text = text[len(field) + 2 :]
     if "should match pattern" in text:
-        if field in ("name", "shared_filesystems") or (field or "").startswith("shared_filesystems"):
+        if field in ("name", "shared_filesystems") or (field or "").startswith(
+            "shared_filesystems"
+        ):
             return NAME_WORDS
         return "has characters that are not allowed here"
     if field == "name" and ("at most" in text or "at least" in text):
@@ -225,6 +239,7 @@ def field_words(field: str | None, message: str) -> str:
 
 # -- a cluster in one sentence -------------------------------------------------
 
+
 def gpus_text(cluster: Mapping[str, Any]) -> str:
     r = int(cluster["replicas"])
     return f"{r} replica{'s' if r != 1 else ''} × {cluster['gpu_count']} {cluster['gpu_type']}"
@@ -233,5 +248,7 @@ def gpus_text(cluster: Mapping[str, Any]) -> str:
 def cluster_summary(cluster: Mapping[str, Any]) -> str:
     """`web (running): 3 replicas × 4 H100-80GB in us-east at $30.00/h.`"""
     rate = fmt_usd(usd_to_micros(cluster["hourly_rate"]))
-    return (f"{cluster['name']} ({cluster['status']}): {gpus_text(cluster)} in "
-            f"{cluster['region']} at {rate}/h.")
+    return (
+        f"{cluster['name']} ({cluster['status']}): {gpus_text(cluster)} in "
+        f"{cluster['region']} at {rate}/h."
+    )

@@ -20,26 +20,38 @@ def _routes(url: str) -> list[tuple[str, str]]:
     for path, ops in doc["paths"].items():
         for method in ops:
             if method in ("get", "post", "put", "delete", "patch"):
-                out.append((method, path.replace("{id}", "demo").replace("{replica}", "demo-0")
-                            .replace("{sid}", "s1").replace("{path}", "x")))
+                out.append(
+                    (
+                        method,
+                        path.replace("{id}", "demo")
+                        .replace("{replica}", "demo-0")
+                        .replace("{sid}", "s1")
+                        .replace("{path}", "x"),
+                    )
+                )
     return out
 
 
 def _is_401(r: httpx.Response) -> None:
     assert r.status_code == 401, (r.request.method, r.request.url, r.text)
-    assert r.json() == {"error": {"code": "unauthenticated",
-                                  "message": "missing, wrong or revoked credentials"}}
+    assert r.json() == {
+        "error": {"code": "unauthenticated", "message": "missing, wrong or revoked credentials"}
+    }
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": "Bearer eco_wrong"},
-    {"Authorization": "Bearer"},
-    {"Authorization": "Basic dXNlcjpwYXNz"},
-    {"Cookie": "eco_session=forged"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer eco_wrong"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Cookie": "eco_session=forged"},
+    ],
+)
 def test_every_authenticated_route_is_401_without_valid_credentials(
-        shared_ecolink_server: Any, headers: dict[str, str]) -> None:
+    shared_ecolink_server: Any, headers: dict[str, str]
+) -> None:
     url = shared_ecolink_server.url
     routes = _routes(url)
     assert len(routes) >= 20
@@ -47,8 +59,12 @@ def test_every_authenticated_route_is_401_without_valid_credentials(
         if (method, path) in OPEN:
             continue
         # A malformed body must not change the answer: credentials come first.
-        r = httpx.request(method.upper(), url + path, headers={**headers,
-                          "content-type": "application/json"}, content=b"{not json")
+        r = httpx.request(
+            method.upper(),
+            url + path,
+            headers={**headers, "content-type": "application/json"},
+            content=b"{not json",
+        )
         _is_401(r)
     for path in ("/nope", "/gpu-clusters/x/y/z"):
         _is_401(httpx.get(url + path, headers=headers))
@@ -119,8 +135,10 @@ def test_watch_refuses_bad_credentials_before_the_upgrade(shared_ecolink_server:
                 pass
         assert exc.value.response.status_code == 401
         with pytest.raises(websockets.InvalidStatus) as exc2:
-            async with websockets.connect(shared_ecolink_server.ws_url("/watch"),
-                                          additional_headers={"Authorization": "Bearer eco_x"}):
+            async with websockets.connect(
+                shared_ecolink_server.ws_url("/watch"),
+                additional_headers={"Authorization": "Bearer eco_x"},
+            ):
                 pass
         assert exc2.value.response.status_code == 401
 

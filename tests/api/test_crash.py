@@ -13,8 +13,13 @@ from typing import Any
 import httpx
 
 LAUNCH: dict[str, Any] = {
-    "region": "us-east", "gpu_type": "L40S", "gpu_count": 1, "replicas": 2,
-    "image": "python:3.12", "estimated_duration_hours": 2, "startup_command": "sleep infinity",
+    "region": "us-east",
+    "gpu_type": "L40S",
+    "gpu_count": 1,
+    "replicas": 2,
+    "image": "python:3.12",
+    "estimated_duration_hours": 2,
+    "startup_command": "sleep infinity",
 }
 BURST = 8
 
@@ -23,8 +28,9 @@ def _holds(store: Any) -> int:
     return int(store.execute("SELECT COUNT(*) FROM ledger WHERE kind = 'hold'").fetchone()[0])
 
 
-def _burst(srv: Any, requests: list[tuple[str, str, dict[str, Any] | None, str]],
-           extra_commits: int) -> dict[str, httpx.Response]:
+def _burst(
+    srv: Any, requests: list[tuple[str, str, dict[str, Any] | None, str]], extra_commits: int
+) -> dict[str, httpx.Response]:
     """Send the requests concurrently and SIGKILL the server as soon as the database
     shows `extra_commits` more holds than before (so the kill lands inside the burst,
     however fast or slow the machine); returns the answers that arrived, by key."""
@@ -74,8 +80,10 @@ def test_sigkill_during_launches_loses_and_doubles_nothing(ecolink_server: Any) 
     srv = ecolink_server
     committed = lost = 0
     for round_ in range(3):
-        reqs = [("POST", "/gpu-clusters", {**LAUNCH, "name": f"r{round_}-{i}"},
-                 uuid.uuid4().hex) for i in range(BURST)]
+        reqs = [
+            ("POST", "/gpu-clusters", {**LAUNCH, "name": f"r{round_}-{i}"}, uuid.uuid4().hex)
+            for i in range(BURST)
+        ]
         answers = _burst(srv, reqs, 1 + round_)
         srv.restart()
         _audit(srv)
@@ -120,19 +128,21 @@ def test_sigkill_during_launches_loses_and_doubles_nothing(ecolink_server: Any) 
 def test_sigkill_during_scales_and_extends(ecolink_server: Any) -> None:
     srv = ecolink_server
     with srv.client() as c:
-        ids = [c.post("/gpu-clusters", json={**LAUNCH, "name": f"s{i}"}).json()["id"]
-               for i in range(12)]
+        ids = [
+            c.post("/gpu-clusters", json={**LAUNCH, "name": f"s{i}"}).json()["id"]
+            for i in range(12)
+        ]
     half = len(ids) // 2
     applied_before_retry = not_applied = 0
     for round_ in range(3):
         target = 3 + round_
         reqs: list[tuple[str, str, dict[str, Any] | None, str]] = []
         for cid in ids[:half]:
-            reqs.append(("POST", f"/gpu-clusters/{cid}/scale", {"replicas": target},
-                         uuid.uuid4().hex))
+            reqs.append(
+                ("POST", f"/gpu-clusters/{cid}/scale", {"replicas": target}, uuid.uuid4().hex)
+            )
         for cid in ids[half:]:
-            reqs.append(("POST", f"/gpu-clusters/{cid}/extend", {"hours": "0.5"},
-                         uuid.uuid4().hex))
+            reqs.append(("POST", f"/gpu-clusters/{cid}/extend", {"hours": "0.5"}, uuid.uuid4().hex))
         with srv.client() as c:
             before = {cid: c.get(f"/gpu-clusters/{cid}").json() for cid in ids}
         answers = _burst(srv, reqs, 1 + round_)
@@ -143,9 +153,11 @@ def test_sigkill_during_scales_and_extends(ecolink_server: Any) -> None:
                 cid = path.split("/")[2]
                 now = c.get(f"/gpu-clusters/{cid}").json()
                 first = answers.get(key)
-                applied = (now["replicas"] == target if "scale" in path else
-                           now["estimated_duration_hours"]
-                           > before[cid]["estimated_duration_hours"])
+                applied = (
+                    now["replicas"] == target
+                    if "scale" in path
+                    else now["estimated_duration_hours"] > before[cid]["estimated_duration_hours"]
+                )
                 applied_before_retry += applied
                 not_applied += not applied
                 if first is not None and first.status_code == 200:
@@ -160,7 +172,8 @@ def test_sigkill_during_scales_and_extends(ecolink_server: Any) -> None:
                 else:
                     # Applied exactly once, whether or not the first try got through.
                     assert after["estimated_duration_hours"] == (
-                        before[cid]["estimated_duration_hours"] + 0.5)
+                        before[cid]["estimated_duration_hours"] + 0.5
+                    )
         # Exactly one hold per extension and per scale-up of each cluster so far.
         entries = _ledger(srv)
         for cid in ids:

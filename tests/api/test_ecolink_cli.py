@@ -20,24 +20,40 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "backend"), str(ROOT / "src"),
-                                         env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "backend"), str(ROOT / "src"), env.get("PYTHONPATH", "")]
+    )
     env.pop("ECOLINK_STATE_DIR", None)
     env.update(extra)
     return env
 
 
-def ecolink(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecolink", *args], env=env or _env(),
-                          capture_output=True, text=True, timeout=timeout)
+def ecolink(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ecolink", *args],
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_serve_refuses_plain_http_off_loopback(tmp_path: Path) -> None:
     r = ecolink("serve", "--host", "0.0.0.0", "--port", "0", "--state-dir", str(tmp_path))
     assert r.returncode == 1 and "refusing to serve plain HTTP" in r.stderr
-    r = ecolink("serve", "--host", "127.0.0.1", "--port", "0", "--tls-cert", "c.pem",
-                "--state-dir", str(tmp_path))
+    r = ecolink(
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--tls-cert",
+        "c.pem",
+        "--state-dir",
+        str(tmp_path),
+    )
     assert r.returncode == 1 and "go together" in r.stderr
     assert not (tmp_path / "server.json").exists()
 
@@ -50,10 +66,19 @@ def test_server_json_stop_and_a_second_server_refused(ecolink_server: Any) -> No
     second = ecolink_server.cli("serve", "--port", "0", check=False, timeout=30)
     assert second.returncode == 1 and "another ecolink serve" in second.stderr
     with ecolink_server.client() as c:
-        cl = c.post("/gpu-clusters", json={
-            "name": "s", "region": "us-east", "gpu_type": "L40S", "gpu_count": 1,
-            "replicas": 2, "image": "python:3.12", "estimated_duration_hours": 1,
-            "startup_command": "sleep infinity"}).json()
+        cl = c.post(
+            "/gpu-clusters",
+            json={
+                "name": "s",
+                "region": "us-east",
+                "gpu_type": "L40S",
+                "gpu_count": 1,
+                "replicas": 2,
+                "image": "python:3.12",
+                "estimated_duration_hours": 1,
+                "startup_command": "sleep infinity",
+            },
+        ).json()
     time.sleep(1.0)
     out = ecolink_server.cli("stop")
     assert "stopped" in out.stdout
@@ -113,11 +138,22 @@ def test_filesystems_are_listed_and_attachable(ecolink_server: Any) -> None:
     assert r.returncode == 0
     with ecolink_server.client() as c:
         assert c.get("/filesystems").json() == {
-            "filesystems": [{"name": "weights", "description": "model weights"}]}
-        r2 = c.post("/gpu-clusters", json={
-            "name": "fs", "region": "us-east", "gpu_type": "L40S", "gpu_count": 1,
-            "replicas": 2, "image": "python:3.12", "estimated_duration_hours": 1,
-            "startup_command": "sleep infinity", "shared_filesystems": ["weights"]})
+            "filesystems": [{"name": "weights", "description": "model weights"}]
+        }
+        r2 = c.post(
+            "/gpu-clusters",
+            json={
+                "name": "fs",
+                "region": "us-east",
+                "gpu_type": "L40S",
+                "gpu_count": 1,
+                "replicas": 2,
+                "image": "python:3.12",
+                "estimated_duration_hours": 1,
+                "startup_command": "sleep infinity",
+                "shared_filesystems": ["weights"],
+            },
+        )
         assert r2.status_code == 201 and r2.json()["shared_filesystems"] == ["weights"]
 
 
@@ -125,20 +161,43 @@ def test_port_zero_and_healthz_version(ecolink_server: Any) -> None:
     from ecolink import __version__
 
     assert ecolink_server.port > 0
-    assert httpx.get(ecolink_server.url + "/healthz").json() == {"status": "ok",
-                                                                 "version": __version__}
+    assert httpx.get(ecolink_server.url + "/healthz").json() == {
+        "status": "ok",
+        "version": __version__,
+    }
 
 
-def test_serve_over_tls_sets_a_secure_session_cookie(ecolink_server_factory: Any,
-                                                      tmp_path: Path) -> None:
+def test_serve_over_tls_sets_a_secure_session_cookie(
+    ecolink_server_factory: Any, tmp_path: Path
+) -> None:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed: cannot make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    srv = ecolink_server_factory(extra_args=["--tls-cert", str(cert), "--tls-key", str(key)],
-                                 verify=str(cert))
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    srv = ecolink_server_factory(
+        extra_args=["--tls-cert", str(cert), "--tls-key", str(key)], verify=str(cert)
+    )
     assert srv.url.startswith("https://127.0.0.1:")
     with srv.client() as c:
         r = c.post("/auth/session")

@@ -7,9 +7,16 @@ from __future__ import annotations
 import secrets
 import time
 
-LAUNCH = {"name": "fleet", "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 2,
-          "replicas": 2, "image": "python:3.12", "estimated_duration_hours": 1,
-          "startup_command": "sleep infinity"}
+LAUNCH = {
+    "name": "fleet",
+    "region": "us-east",
+    "gpu_type": "H100-80GB",
+    "gpu_count": 2,
+    "replicas": 2,
+    "image": "python:3.12",
+    "estimated_duration_hours": 1,
+    "startup_command": "sleep infinity",
+}
 
 
 def launch(api, **kw) -> dict:
@@ -41,7 +48,8 @@ def test_gpus_route(fresh_api, shared_ecolink_server):
     c = launch(fresh_api, name="fleet", gpu_count=2, replicas=2)
     body = wait_gpus(fresh_api, 4)
     assert {(g["cluster_id"], g["replica"], g["index"]) for g in body["gpus"]} == {
-        (c["id"], f"fleet-{r}", i) for r in range(2) for i in range(2)}
+        (c["id"], f"fleet-{r}", i) for r in range(2) for i in range(2)
+    }
     g = body["gpus"][0]
     assert g["telemetry"] == "simulated" and g["region"] == "us-east"
     assert g["health"]["verdict"] in ("ok", "degraded", "failing")
@@ -53,8 +61,7 @@ def test_gpus_route(fresh_api, shared_ecolink_server):
     bad = fresh_api.get("/gpus", params={"unhealthy": "true"}).json()
     assert all(x["health"]["verdict"] in ("degraded", "failing") for x in bad["gpus"])
 
-    err(fresh_api.get("/gpus", params={"unhealthy": "maybe"}), 422, "invalid_request",
-        "unhealthy")
+    err(fresh_api.get("/gpus", params={"unhealthy": "maybe"}), 422, "invalid_request", "unhealthy")
     err(fresh_api.get("/gpus", params={"brief": "2"}), 422, "invalid_request", "brief")
 
     # Another account sees none of these GPUs.
@@ -70,8 +77,11 @@ def test_gpus_route(fresh_api, shared_ecolink_server):
     reps = fresh_api.get(f"/gpu-clusters/{c['id']}/replicas").json()["replicas"]
     assert all("verdict" in gpu["health"] for r in reps for gpu in r["gpus"])
     metrics = fresh_api.get(f"/gpu-clusters/{c['id']}/metrics").json()
-    assert all(gpu["health"] and gpu["health"][0][1] in ("ok", "degraded", "failing")
-               for r in metrics["replicas"] for gpu in r["gpus"])
+    assert all(
+        gpu["health"] and gpu["health"][0][1] in ("ok", "degraded", "failing")
+        for r in metrics["replicas"]
+        for gpu in r["gpus"]
+    )
     fresh_api.delete(f"/gpu-clusters/{c['id']}")
 
 
@@ -92,8 +102,9 @@ def test_gpus_since_a_version_answers_what_changed(fresh_api, shared_ecolink_ser
     # Changed rows carry their key and the fields that changed, nothing unchanged.
     for d in delta["gpus"]:
         old = held[row_key(d)]
-        assert all(old.get(f) != v for f, v in d.items()
-                   if f not in ("cluster_id", "replica", "index"))
+        assert all(
+            old.get(f) != v for f, v in d.items() if f not in ("cluster_id", "replica", "index")
+        )
     rows, _ = apply_answer(held, delta)
     # The same rows a whole read gives, keyed alike (readings may have moved since).
     whole = fresh_api.get("/gpus", params={"brief": "true"}).json()

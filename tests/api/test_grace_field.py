@@ -9,8 +9,13 @@ import httpx
 import pytest
 
 LAUNCH: dict[str, Any] = {
-    "name": "grace", "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 1,
-    "replicas": 2, "image": "python:3.12", "estimated_duration_hours": 1,
+    "name": "grace",
+    "region": "us-east",
+    "gpu_type": "H100-80GB",
+    "gpu_count": 1,
+    "replicas": 2,
+    "image": "python:3.12",
+    "estimated_duration_hours": 1,
     "startup_command": "sleep infinity",
 }
 

@@ -40,12 +40,15 @@ async def test_a_console_session_is_started_and_ended(tmp_path: Path) -> None:
         assert owner is not None and owner.name == "alice"
         # Another account's key does not end alice's session.
         other = api.new_key("bob")
-        r = await api.client.delete("/auth/session", headers={
-            "Authorization": f"Bearer {other}", "Cookie": f"eco_session={token}"})
+        r = await api.client.delete(
+            "/auth/session",
+            headers={"Authorization": f"Bearer {other}", "Cookie": f"eco_session={token}"},
+        )
         assert r.status_code == 204
         assert api.ctx.store.account_for_session(token, now) is not None
-        r = await api.client.delete("/auth/session", headers={
-            **auth, "Cookie": f"eco_session={token}"})
+        r = await api.client.delete(
+            "/auth/session", headers={**auth, "Cookie": f"eco_session={token}"}
+        )
         assert r.status_code == 204
         assert api.ctx.store.account_for_session(token, now) is None
 

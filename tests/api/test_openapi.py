@@ -96,8 +96,15 @@ def test_request_bodies_are_described(doc: dict[str, Any]) -> None:
         assert ref == f"#/components/schemas/{model}"
         assert model in schemas
     launch = schemas["LaunchIn"]
-    assert set(launch["required"]) == {"name", "region", "gpu_type", "gpu_count", "replicas",
-                                       "image", "estimated_duration_hours"}
+    assert set(launch["required"]) == {
+        "name",
+        "region",
+        "gpu_type",
+        "gpu_count",
+        "replicas",
+        "image",
+        "estimated_duration_hours",
+    }
     assert launch["additionalProperties"] is False
     assert launch["properties"]["replicas"]["minimum"] == 2
     assert "pattern" in launch["properties"]["name"]
@@ -115,5 +122,4 @@ def test_error_form_and_security_are_declared(doc: dict[str, Any]) -> None:
     assert doc["paths"]["/healthz"]["get"]["security"] == []
     ledger = doc["paths"]["/account/ledger"]["get"]
     assert "text/csv" in ledger["responses"]["200"]["content"]
-    assert {p["name"] for p in ledger["parameters"]} == {"cluster_id", "limit", "before",
-                                                         "format"}
+    assert {p["name"] for p in ledger["parameters"]} == {"cluster_id", "limit", "before", "format"}

@@ -17,8 +17,14 @@ from ecocore.wire import parse_frame
 from ecolink.watch import ClientQueue
 
 LAUNCH: dict[str, Any] = {
-    "name": "w", "region": "us-east", "gpu_type": "L40S", "gpu_count": 1, "replicas": 2,
-    "image": "python:3.12", "estimated_duration_hours": 1, "startup_command": "sleep infinity",
+    "name": "w",
+    "region": "us-east",
+    "gpu_type": "L40S",
+    "gpu_count": 1,
+    "replicas": 2,
+    "image": "python:3.12",
+    "estimated_duration_hours": 1,
+    "startup_command": "sleep infinity",
 }
 
 
@@ -37,7 +43,9 @@ class Feed:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
-            assert left > 0, f"no matching frame in {timeout}s; got {[f['type'] for f in self.frames]}"
+            assert left > 0, (
+                f"no matching frame in {timeout}s; got {[f['type'] for f in self.frames]}"
+            )
             text = await asyncio.wait_for(self.ws.recv(), left)
             parse_frame(text)  # every frame is one of ecocore.wire's watch frames
             frame = json.loads(text)
@@ -48,9 +56,11 @@ class Feed:
 
 
 async def _open(server: Any, key: str) -> Any:
-    return await websockets.connect(server.ws_url("/watch"),
-                                    additional_headers={"Authorization": f"Bearer {key}"},
-                                    max_size=None)
+    return await websockets.connect(
+        server.ws_url("/watch"),
+        additional_headers={"Authorization": f"Bearer {key}"},
+        max_size=None,
+    )
 
 
 def test_watch_snapshot_deltas_events_focus_and_summaries(shared_ecolink_server: Any) -> None:
@@ -59,10 +69,12 @@ def test_watch_snapshot_deltas_events_focus_and_summaries(shared_ecolink_server:
     other_key = srv.new_account("o-" + uuid.uuid4().hex[:6], "1000")
 
     async def main() -> None:
-        async with httpx.AsyncClient(base_url=srv.url,
-                                     headers={"Authorization": f"Bearer {key}"}) as api, \
-                httpx.AsyncClient(base_url=srv.url,
-                                  headers={"Authorization": f"Bearer {other_key}"}) as other:
+        async with (
+            httpx.AsyncClient(base_url=srv.url, headers={"Authorization": f"Bearer {key}"}) as api,
+            httpx.AsyncClient(
+                base_url=srv.url, headers={"Authorization": f"Bearer {other_key}"}
+            ) as other,
+        ):
             pre = (await api.post("/gpu-clusters", json={**LAUNCH, "name": "pre"})).json()
             ws = await _open(srv, key)
             feed = Feed(ws)
@@ -77,37 +89,46 @@ def test_watch_snapshot_deltas_events_focus_and_summaries(shared_ecolink_server:
                 # how long the runtime takes to start replicas is not the feed's).
                 mine = (await api.post("/gpu-clusters", json=LAUNCH)).json()
                 t0 = time.monotonic()
-                delta = await feed.next(lambda f: f["type"] == "cluster"
-                                        and f["cluster"]["id"] == mine["id"], 5)
+                delta = await feed.next(
+                    lambda f: f["type"] == "cluster" and f["cluster"]["id"] == mine["id"], 5
+                )
                 assert time.monotonic() - t0 < 1.0
                 assert delta["cluster"]["name"] == "w"
-                ev = await feed.next(lambda f: f["type"] == "event"
-                                     and f["cluster_id"] == mine["id"], 5)
+                ev = await feed.next(
+                    lambda f: f["type"] == "event" and f["cluster_id"] == mine["id"], 5
+                )
                 assert ev["event"]["kind"] == "launched"
                 acct = await feed.next(lambda f: f["type"] == "account", 5)
                 assert acct["account"]["held"] != snap["account"]["held"]
                 stopped = (await api.post(f"/gpu-clusters/{mine['id']}/stop")).json()
                 assert stopped["status"] == "stopped"
                 t1 = time.monotonic()
-                await feed.next(lambda f: f["type"] == "cluster"
-                                and f["cluster"]["id"] == mine["id"]
-                                and f["cluster"]["status"] == "stopped", 5)
+                await feed.next(
+                    lambda f: (
+                        f["type"] == "cluster"
+                        and f["cluster"]["id"] == mine["id"]
+                        and f["cluster"]["status"] == "stopped"
+                    ),
+                    5,
+                )
                 assert time.monotonic() - t1 < 1.0
                 # Focus: replicas at once, then every second.
-                await ws.send(json.dumps({"type": "focus",
-                                          "clusters": [pre["id"], theirs["id"]]}))
+                await ws.send(json.dumps({"type": "focus", "clusters": [pre["id"], theirs["id"]]}))
                 r1 = await feed.next(lambda f: f["type"] == "replicas", 3)
                 assert r1["cluster_id"] == pre["id"]
                 assert {r["name"] for r in r1["replicas"]} == {"pre-0", "pre-1"}
                 assert all("gpus" in r and "telemetry" in r for r in r1["replicas"])
                 # Per second: each GPU's verdict and reason; the readings are on the route.
                 frame_gpus = [g for r in r1["replicas"] for g in r["gpus"]]
-                assert frame_gpus and all(set(g["health"]) == {"verdict", "reason"}
-                                          for g in frame_gpus)
+                assert frame_gpus and all(
+                    set(g["health"]) == {"verdict", "reason"} for g in frame_gpus
+                )
                 routed = (await api.get(f"/gpu-clusters/{pre['id']}/replicas")).json()
                 routed_gpus = [g for r in routed["replicas"] for g in r["gpus"]]
-                assert all({"verdict", "reason", "ecc_dbe_volatile", "throttle"}
-                           <= set(g["health"]) for g in routed_gpus)
+                assert all(
+                    {"verdict", "reason", "ecc_dbe_volatile", "throttle"} <= set(g["health"])
+                    for g in routed_gpus
+                )
                 t2 = time.monotonic()
                 await feed.next(lambda f: f["type"] == "replicas", 3)
                 assert time.monotonic() - t2 < 2.0
@@ -128,8 +149,9 @@ def test_events_are_never_coalesced(shared_ecolink_server: Any) -> None:
     key = srv.new_account("e-" + uuid.uuid4().hex[:6], "1000")
 
     async def main() -> None:
-        async with httpx.AsyncClient(base_url=srv.url,
-                                     headers={"Authorization": f"Bearer {key}"}) as api:
+        async with httpx.AsyncClient(
+            base_url=srv.url, headers={"Authorization": f"Bearer {key}"}
+        ) as api:
             c = (await api.post("/gpu-clusters", json=LAUNCH)).json()
             ws = await _open(srv, key)
             feed = Feed(ws)
@@ -140,8 +162,10 @@ def test_events_are_never_coalesced(shared_ecolink_server: Any) -> None:
                     assert r.status_code == 200
                 seen: list[str] = []
                 while len(seen) < 10:
-                    f = await feed.next(lambda f: f["type"] == "event"
-                                        and f["event"]["kind"] == "endpoint_changed", 5)
+                    f = await feed.next(
+                        lambda f: f["type"] == "event" and f["event"]["kind"] == "endpoint_changed",
+                        5,
+                    )
                     seen.append(f["event"]["message"])
                 assert len(seen) == 10 and "8009" in seen[-1]
             finally:

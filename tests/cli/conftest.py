@@ -42,5 +42,3 @@ class Run:
 @pytest.fixture
 def run(capsys, env):
     return Run(capsys)
-
-

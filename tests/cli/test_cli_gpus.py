@@ -32,9 +32,26 @@ def run(shared_ecolink_server, monkeypatch, tmp_path, capsys):
 
 
 def launch(run, name: str) -> None:
-    code, _, err = run("launch", "--name", name, "--region", "us-east", "--gpu-type", "H100-80GB",
-                       "--gpu-count", "2", "--replicas", "2", "--image", "busybox:1", "--hours", "1",
-                       "--startup-command", "sleep infinity", "--yes")
+    code, _, err = run(
+        "launch",
+        "--name",
+        name,
+        "--region",
+        "us-east",
+        "--gpu-type",
+        "H100-80GB",
+        "--gpu-count",
+        "2",
+        "--replicas",
+        "2",
+        "--image",
+        "busybox:1",
+        "--hours",
+        "1",
+        "--startup-command",
+        "sleep infinity",
+        "--yes",
+    )
     assert code == 0, err
 
 
@@ -56,7 +73,11 @@ def test_gpus_lists_every_gpu_with_health_and_nothing_else(run):
     rows = wait_gpus(run, "gpu-a", 4)
     assert {r["cluster"] for r in rows} == {"gpu-a"}
     assert sorted((r["replica"], r["index"]) for r in rows) == [
-        ("gpu-a-0", 0), ("gpu-a-0", 1), ("gpu-a-1", 0), ("gpu-a-1", 1)]
+        ("gpu-a-0", 0),
+        ("gpu-a-0", 1),
+        ("gpu-a-1", 0),
+        ("gpu-a-1", 1),
+    ]
     for r in rows:
         h = r["health"]
         assert h["verdict"] in ("ok", "degraded", "failing")
@@ -92,14 +113,31 @@ def test_gpus_of_an_unknown_cluster_is_refused(run):
 
 def test_render_shows_failing_first_with_readings_and_unknowns():
     rows = [
-        {"cluster": "web", "replica": "web-0", "index": 0, "utilization": 50,
-         "memory_used_mib": 1024, "memory_total_mib": 81920, "temperature_c": 60,
-         "health": {"verdict": "ok", "reason": None}},
-        {"cluster": "web", "replica": "web-1", "index": 1, "utilization": 0,
-         "memory_used_mib": 0, "memory_total_mib": 81920, "temperature_c": 30,
-         "health": {"verdict": "failing", "reason": "XID 79: GPU has fallen off the bus",
-                    "xid_events": [{"code": 79, "at": 1772366400.0}],
-                    "ecc_dbe_volatile": None}},
+        {
+            "cluster": "web",
+            "replica": "web-0",
+            "index": 0,
+            "utilization": 50,
+            "memory_used_mib": 1024,
+            "memory_total_mib": 81920,
+            "temperature_c": 60,
+            "health": {"verdict": "ok", "reason": None},
+        },
+        {
+            "cluster": "web",
+            "replica": "web-1",
+            "index": 1,
+            "utilization": 0,
+            "memory_used_mib": 0,
+            "memory_total_mib": 81920,
+            "temperature_c": 30,
+            "health": {
+                "verdict": "failing",
+                "reason": "XID 79: GPU has fallen off the bus",
+                "xid_events": [{"code": 79, "at": 1772366400.0}],
+                "ecc_dbe_volatile": None,
+            },
+        },
     ]
     out = render_gpus(rows, detail=True)
     table = out.splitlines()
@@ -113,8 +151,17 @@ def test_render_shows_failing_first_with_readings_and_unknowns():
 
 
 def test_show_health_line_in_words():
-    c = {"status": "running", "gpu_summary": {"gpus": 8, "health": {
-        "verdict": "degraded", "reason": "thermal throttling for 6m00s", "failing": 0,
-        "degraded": 1}}}
+    c = {
+        "status": "running",
+        "gpu_summary": {
+            "gpus": 8,
+            "health": {
+                "verdict": "degraded",
+                "reason": "thermal throttling for 6m00s",
+                "failing": 0,
+                "degraded": 1,
+            },
+        },
+    }
     assert health_summary(c) == "▲ degraded (1 degraded of 8 GPUs): thermal throttling for 6m00s"
     assert health_summary({"status": "stopped", "gpu_summary": {}}) is None

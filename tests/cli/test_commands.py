@@ -18,25 +18,54 @@ from ecotui import cli, costs, wording
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def launch_args(name: str = "web", *extra: str, replicas: str = "2", gpus: str = "2",
-                hours: str = "3",
-                command: str = "echo hello-from-$ECO_REPLICA_NAME; sleep infinity") -> list[str]:
-    return ["launch", "--name", name, "--region", "us-east", "--gpu-type", "H100-80GB",
-            "--gpu-count", gpus, "--replicas", replicas, "--image", "busybox:1",
-            "--hours", hours, "--startup-command", command, "--yes", *extra]
+def launch_args(
+    name: str = "web",
+    *extra: str,
+    replicas: str = "2",
+    gpus: str = "2",
+    hours: str = "3",
+    command: str = "echo hello-from-$ECO_REPLICA_NAME; sleep infinity",
+) -> list[str]:
+    return [
+        "launch",
+        "--name",
+        name,
+        "--region",
+        "us-east",
+        "--gpu-type",
+        "H100-80GB",
+        "--gpu-count",
+        gpus,
+        "--replicas",
+        replicas,
+        "--image",
+        "busybox:1",
+        "--hours",
+        hours,
+        "--startup-command",
+        command,
+        "--yes",
+        *extra,
+    ]
 
 
 def subprocess_env(env: dict[str, str]) -> dict[str, str]:
     e = dict(os.environ, **env)
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "backend"),
-                                       os.environ.get("PYTHONPATH", "")])
+    e["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT / "backend"), os.environ.get("PYTHONPATH", "")]
+    )
     return e
 
 
 def ecotui(env, *argv: str, input: bytes | None = None, timeout: float = 60):
-    return subprocess.run([sys.executable, "-m", "ecotui", *argv], env=subprocess_env(env),
-                          capture_output=True, input=input, timeout=timeout,
-                          stdin=None if input is not None else subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "ecotui", *argv],
+        env=subprocess_env(env),
+        capture_output=True,
+        input=input,
+        timeout=timeout,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
 
 
 def wait_running(run: Any, name: str, timeout: float = 30) -> dict:
@@ -129,8 +158,9 @@ def test_scale_extend(run):
 
     before = run.json("show", "web")
     c = run.json("extend", "web", "1.5", "--yes")
-    assert wording.parse_time(c["expires_at"]) == costs.add_micro_hours(before["expires_at"],
-                                                                      1_500_000)
+    assert wording.parse_time(c["expires_at"]) == costs.add_micro_hours(
+        before["expires_at"], 1_500_000
+    )
     holds = [e for e in run.json("ledger", "--cluster", "web")["entries"] if e["kind"] == "hold"]
     assert holds[0]["amount"] == "15.000000"  # 1.5 h x $10/h
     code, out, _ = run("extend", "web", "1", "--yes")
@@ -189,10 +219,16 @@ def test_ledger_forms(run):
     run(*launch_args("web"))
     code, out, _ = run("ledger")
     assert code == 0
-    assert out.splitlines()[0].split() == ["ID", "AT", "CLUSTER", "KIND", "AMOUNT", "BALANCE",
-                                           "HELD"]
-    assert any(" web " in line and "hold" in line and "$30.00" in line
-               for line in out.splitlines())
+    assert out.splitlines()[0].split() == [
+        "ID",
+        "AT",
+        "CLUSTER",
+        "KIND",
+        "AMOUNT",
+        "BALANCE",
+        "HELD",
+    ]
+    assert any(" web " in line and "hold" in line and "$30.00" in line for line in out.splitlines())
     assert_fits_80(out)
     entries = run.json("ledger")["entries"]
     assert [e["kind"] for e in entries] == ["hold", "credit"]
@@ -217,9 +253,13 @@ def test_logs(run, env):
     assert code == 1
 
     # -f keeps streaming until interrupted
-    proc = subprocess.Popen([sys.executable, "-m", "ecotui", "logs", "web", "web-0", "-f"],
-                            env=subprocess_env(env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecotui", "logs", "web", "web-0", "-f"],
+        env=subprocess_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         first = proc.stdout.readline()
         assert b"hello-from-web-0" in first
@@ -233,15 +273,15 @@ def test_logs(run, env):
 def test_exec_streams_and_exit_code(run, env):
     run(*launch_args("web"))
     wait_running(run, "web")
-    p = ecotui(env, "exec", "web", "web-0", "--", "sh", "-c",
-               "echo to-out; echo to-err >&2; exit 3")
+    p = ecotui(
+        env, "exec", "web", "web-0", "--", "sh", "-c", "echo to-out; echo to-err >&2; exit 3"
+    )
     assert p.returncode == 3, p.stderr
     assert p.stdout == b"to-out\n"
     assert b"to-err" in p.stderr
     p = ecotui(env, "exec", "web", "web-1", "--", "printenv", "ECO_REPLICA_NAME")
     assert p.returncode == 0 and p.stdout.strip() == b"web-1"
-    p = ecotui(env, "exec", "-i", "web", "web-0", "--", "tr", "a-z", "A-Z",
-               input=b"hello\n")
+    p = ecotui(env, "exec", "-i", "web", "web-0", "--", "tr", "a-z", "A-Z", input=b"hello\n")
     assert p.returncode == 0, p.stderr
     assert p.stdout == b"HELLO\n"
     p = ecotui(env, "exec", "web", "web-9", "--", "true")
@@ -267,13 +307,18 @@ def test_terminate_asks_for_the_name_on_a_terminal(run, env):
         status = run.json("show", "web")["status"]
         assert (status in ("terminating", "terminated")) == (code == 0)
 
+
 def pty_run(env, argv: list[str], answer: bytes) -> subprocess.CompletedProcess:
     """Run ecotui with a terminal on stdin, answering its question."""
     leader, follower = pty.openpty()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "ecotui", *argv],
-                                env=subprocess_env(env), stdin=follower,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ecotui", *argv],
+            env=subprocess_env(env),
+            stdin=follower,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         os.write(leader, answer)
         out, err = proc.communicate(timeout=60)
     finally:

@@ -57,9 +57,23 @@ def test_endpoint_open_change_and_close_ask_and_take_yes(run, env):
     assert closed == {"closed": True, "id": ep["url"].split("/")[-3]} or closed["closed"] is True
 
 
-CLUSTER_KEYS = {"id", "name", "status", "region", "gpu_type", "gpu_count", "replicas",
-                "image", "hourly_rate", "burn_rate", "cost", "expires_at", "endpoint",
-                "replica_states", "ready_replicas"}
+CLUSTER_KEYS = {
+    "id",
+    "name",
+    "status",
+    "region",
+    "gpu_type",
+    "gpu_count",
+    "replicas",
+    "image",
+    "hourly_rate",
+    "burn_rate",
+    "cost",
+    "expires_at",
+    "endpoint",
+    "replica_states",
+    "ready_replicas",
+}
 
 
 def test_reads_answer_json_in_the_documented_shapes(run, env):
@@ -71,7 +85,9 @@ def test_reads_answer_json_in_the_documented_shapes(run, env):
     assert CLUSTER_KEYS <= set(run.json("show", "web"))
     ledger = run.json("ledger")
     assert set(ledger) == {"entries"}
-    assert {"id", "at", "kind", "amount", "balance_after", "held_after"} <= set(ledger["entries"][0])
+    assert {"id", "at", "kind", "amount", "balance_after", "held_after"} <= set(
+        ledger["entries"][0]
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         logs = run.json("logs", "web", "web-1")
@@ -91,14 +107,21 @@ def test_reads_answer_json_in_the_documented_shapes(run, env):
     assert CLUSTER_KEYS <= set(run.json("resume", "web", "--yes"))
     assert CLUSTER_KEYS <= set(run.json("terminate", "web", "--yes"))
     # Errors: stderr only, with the README's codes; stdout stays empty for a script.
-    for argv, code in ((["show", "nosuch", "--json"], 1), (["scale", "web", "x"], 2),
-                       (["logs", "web", "web-9", "--json"], 1)):
+    for argv, code in (
+        (["show", "nosuch", "--json"], 1),
+        (["scale", "web", "x"], 2),
+        (["logs", "web", "web-9", "--json"], 1),
+    ):
         got, out, err = run(*argv)
         assert (got, out) == (code, "") and err.startswith(("ecotui:", "usage:")), argv
 
 
 def test_show_prints_whole_values_and_shows_control_characters(run, env):
-    long = "echo " + " ".join(f"word{i:02d}" for i in range(30)) + "; exec python3 -m http.server $PORT"
+    long = (
+        "echo "
+        + " ".join(f"word{i:02d}" for i in range(30))
+        + "; exec python3 -m http.server $PORT"
+    )
     run(*launch_args("web", command=long))
     code, out, _ = run("show", "web")
     assert code == 0 and long in out  # whole, on one line, to be copied
@@ -118,10 +141,20 @@ def test_ls_and_errors_show_control_characters(run, env, monkeypatch):
 
     async def clusters(self, status=None):
         # Built without validation: the status could not pass it, the table must cope anyway.
-        return [ClusterOut.model_construct(
-            name="x\x1b]0;t\x07", status="running\x1b[31m", region="us-east", replicas=1,
-            gpu_count=1, gpu_type="L4\x9b", ready_replicas=1, burn_rate="1",
-            cost=CostOut.model_construct(spent="0"), expires_at=None)]
+        return [
+            ClusterOut.model_construct(
+                name="x\x1b]0;t\x07",
+                status="running\x1b[31m",
+                region="us-east",
+                replicas=1,
+                gpu_count=1,
+                gpu_type="L4\x9b",
+                ready_replicas=1,
+                burn_rate="1",
+                cost=CostOut.model_construct(spent="0"),
+                expires_at=None,
+            )
+        ]
 
     monkeypatch.setattr(EcoClient, "clusters", clusters)
     code, out, _ = run("ls")
@@ -139,8 +172,13 @@ def test_ls_and_errors_show_control_characters(run, env, monkeypatch):
 def _pty_stdout(env, argv: list[str], until: bytes, timeout: float = 30) -> bytes:
     """Run ecotui with a terminal on stdout; what it wrote there."""
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "ecotui", *argv], env=subprocess_env(env),
-                            stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecotui", *argv],
+        env=subprocess_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
     os.close(follower)
     got = b""
     deadline = time.monotonic() + timeout
@@ -183,7 +221,7 @@ def test_logs_to_a_terminal_show_control_characters_unless_raw(run, env):
 
 def test_exit_codes_are_the_readmes(run, env):
     assert (cli.EXIT_OK, cli.EXIT_REFUSED, cli.EXIT_USAGE, cli.EXIT_UNREACHABLE) == (0, 1, 2, 3)
-    readme = (cli.__file__.rsplit("/src/", 1)[0] + "/README.md")
+    readme = cli.__file__.rsplit("/src/", 1)[0] + "/README.md"
     text = open(readme, encoding="utf-8").read()
     text = " ".join(text.split())
     assert "Exit codes: 0 done, 1 refused by the backend, 2 usage" in text

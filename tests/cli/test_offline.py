@@ -35,18 +35,49 @@ def unreachable(monkeypatch, tmp_path):
     return os.environ["ECO_API_URL"]
 
 
-@pytest.mark.parametrize("argv", [
-    ["ls"], ["ls", "--json"], ["show", "web"], ["show", "web", "--json"],
-    ["launch", "--name", "a", "--region", "us-east", "--gpu-type", "H100-80GB",
-     "--gpu-count", "1", "--replicas", "2", "--image", "x", "--hours", "1", "--yes"],
-    ["scale", "web", "3", "--yes"], ["extend", "web", "1", "--yes"],
-    ["restart", "web", "--yes"], ["restart", "web", "web-0", "--yes"],
-    ["stop", "web", "--yes"], ["resume", "web", "--yes"], ["terminate", "web", "--yes"],
-    ["endpoint", "web", "8000", "--yes"], ["endpoint", "web", "--close", "--yes"],
-    ["logs", "web", "web-0"], ["logs", "web", "web-0", "-f"], ["logs", "web", "web-0", "--json"],
-    ["exec", "web", "web-0", "--", "true"],
-    ["ledger"], ["ledger", "--csv"], ["ledger", "--json"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ls"],
+        ["ls", "--json"],
+        ["show", "web"],
+        ["show", "web", "--json"],
+        [
+            "launch",
+            "--name",
+            "a",
+            "--region",
+            "us-east",
+            "--gpu-type",
+            "H100-80GB",
+            "--gpu-count",
+            "1",
+            "--replicas",
+            "2",
+            "--image",
+            "x",
+            "--hours",
+            "1",
+            "--yes",
+        ],
+        ["scale", "web", "3", "--yes"],
+        ["extend", "web", "1", "--yes"],
+        ["restart", "web", "--yes"],
+        ["restart", "web", "web-0", "--yes"],
+        ["stop", "web", "--yes"],
+        ["resume", "web", "--yes"],
+        ["terminate", "web", "--yes"],
+        ["endpoint", "web", "8000", "--yes"],
+        ["endpoint", "web", "--close", "--yes"],
+        ["logs", "web", "web-0"],
+        ["logs", "web", "web-0", "-f"],
+        ["logs", "web", "web-0", "--json"],
+        ["exec", "web", "web-0", "--", "true"],
+        ["ledger"],
+        ["ledger", "--csv"],
+        ["ledger", "--json"],
+    ],
+)
 def test_every_command_exits_3_when_the_backend_cannot_be_reached(unreachable, argv, capsys):
     assert cli.main(argv) == 3
     err = capsys.readouterr().err
@@ -64,21 +95,41 @@ def test_unreachable_with_the_api_flag(monkeypatch, capsys, tmp_path):
 
 @pytest.mark.slow  # starts a process
 def test_exec_to_unreachable_backend_exits_3_as_a_process(unreachable):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT / "src"), str(ROOT / "backend"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "ecotui", "exec", "web", "web-0", "--", "ls"],
-                          env=env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT / "backend"), os.environ.get("PYTHONPATH", "")]
+        ),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "ecotui", "exec", "web", "web-0", "--", "ls"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 3, proc.stderr
     assert "cannot reach the backend" in proc.stderr
 
 
-@pytest.mark.parametrize("argv", [
-    [], ["nosuch"], ["scale", "web"], ["scale", "web", "many"], ["extend"],
-    ["launch", "--name", "x"], ["endpoint", "web"], ["endpoint", "web", "80", "--close"],
-    ["exec", "web", "web-0"], ["exec", "web", "web-0", "--"], ["logs", "web"],
-    ["--refresh", "0"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["nosuch"],
+        ["scale", "web"],
+        ["scale", "web", "many"],
+        ["extend"],
+        ["launch", "--name", "x"],
+        ["endpoint", "web"],
+        ["endpoint", "web", "80", "--close"],
+        ["exec", "web", "web-0"],
+        ["exec", "web", "web-0", "--"],
+        ["logs", "web"],
+        ["--refresh", "0"],
+    ],
+)
 def test_usage_errors_exit_2(unreachable, argv, capsys, monkeypatch):
     if argv == []:
         # No subcommand runs the dashboard; not a usage error. Checked elsewhere.
@@ -87,13 +138,37 @@ def test_usage_errors_exit_2(unreachable, argv, capsys, monkeypatch):
     assert capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [
-    ["launch", "--name", "a", "--region", "us-east", "--gpu-type", "H100-80GB",
-     "--gpu-count", "1", "--replicas", "2", "--image", "x", "--hours", "1"],
-    ["scale", "web", "3"], ["extend", "web", "1"], ["stop", "web"], ["resume", "web"],
-    ["terminate", "web"], ["restart", "web"], ["restart", "web", "web-0"],
-    ["endpoint", "web", "8000"], ["endpoint", "web", "--close"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [
+            "launch",
+            "--name",
+            "a",
+            "--region",
+            "us-east",
+            "--gpu-type",
+            "H100-80GB",
+            "--gpu-count",
+            "1",
+            "--replicas",
+            "2",
+            "--image",
+            "x",
+            "--hours",
+            "1",
+        ],
+        ["scale", "web", "3"],
+        ["extend", "web", "1"],
+        ["stop", "web"],
+        ["resume", "web"],
+        ["terminate", "web"],
+        ["restart", "web"],
+        ["restart", "web", "web-0"],
+        ["endpoint", "web", "8000"],
+        ["endpoint", "web", "--close"],
+    ],
+)
 def test_confirmations_refuse_without_a_terminal(unreachable, argv, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", open(os.devnull))  # not a terminal
     assert cli.main(argv) == 2
@@ -104,6 +179,7 @@ def test_confirmations_refuse_without_a_terminal(unreachable, argv, capsys, monk
 def test_version(capsys):
     assert cli.main(["--version"]) == 0
     from ecotui import __version__
+
     assert __version__ in capsys.readouterr().out
 
 
@@ -115,6 +191,7 @@ def test_no_subcommand_runs_the_dashboard(monkeypatch, unreachable):
         return 0
 
     import ecotui
+
     fake = type(sys)("ecotui.app")
     fake.run_app = fake_run_app
     monkeypatch.setitem(sys.modules, "ecotui.app", fake)
@@ -126,6 +203,7 @@ def test_no_subcommand_runs_the_dashboard(monkeypatch, unreachable):
 
 # -- connection settings ------------------------------------------------------------
 
+
 def write_config(base: Path, text: str) -> None:
     (base / "ecotui").mkdir(parents=True, exist_ok=True)
     (base / "ecotui" / "config.toml").write_text(text)
@@ -133,10 +211,14 @@ def write_config(base: Path, text: str) -> None:
 
 def test_flag_beats_environment_beats_config(tmp_path):
     write_config(tmp_path, 'api_url = "http://127.0.0.1:3"\napi_key = "eco_file"\n')
-    env = {"XDG_CONFIG_HOME": str(tmp_path), "ECO_API_URL": "http://127.0.0.1:2",
-           "ECO_API_KEY": "eco_env"}
+    env = {
+        "XDG_CONFIG_HOME": str(tmp_path),
+        "ECO_API_URL": "http://127.0.0.1:2",
+        "ECO_API_KEY": "eco_env",
+    }
     assert resolve_connection("http://127.0.0.1:1/", None, env=env) == Connection(
-        "http://127.0.0.1:1", "eco_env", "explicit")
+        "http://127.0.0.1:1", "eco_env", "explicit"
+    )
     assert resolve_connection(None, None, env=env).url == "http://127.0.0.1:2"
     env.pop("ECO_API_URL")
     env.pop("ECO_API_KEY")
@@ -232,9 +314,16 @@ def test_bash_completion_completes_commands_options_and_choices(capsys, tmp_path
     def complete(*words: str) -> list[str]:
         line = " ".join(f"'{w}'" for w in words)
         proc = subprocess.run(
-            ["bash", "-c", f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1};"
-                           ' _ecotui; printf "%s\\n" "${COMPREPLY[@]}"'],
-            capture_output=True, text=True, check=True)
+            [
+                "bash",
+                "-c",
+                f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1};"
+                ' _ecotui; printf "%s\\n" "${COMPREPLY[@]}"',
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return proc.stdout.split()
 
     assert complete("ecotui", "te") == ["terminate"]

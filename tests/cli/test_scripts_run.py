@@ -43,8 +43,12 @@ def _clone(tmp: Path) -> Path:
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECO_", "ECOLINK_"))}
-    env.update(XDG_CONFIG_HOME=str(tmp / "config"), XDG_DATA_HOME=str(tmp / "data"),
-               ECOLINK_STATE_DIR=str(tmp / "state"), **extra)
+    env.update(
+        XDG_CONFIG_HOME=str(tmp / "config"),
+        XDG_DATA_HOME=str(tmp / "data"),
+        ECOLINK_STATE_DIR=str(tmp / "state"),
+        **extra,
+    )
     return env
 
 
@@ -53,8 +57,13 @@ def test_a_fresh_clone_says_each_step_before_it_takes_time(tmp_path: Path) -> No
     fake = tmp_path / "python3"
     fake.write_text(FAKE_PY)
     fake.chmod(0o755)
-    p = subprocess.run([str(repo / "scripts" / "run"), "ls"], env=_env(tmp_path, PYTHON=str(fake)),
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [str(repo / "scripts" / "run"), "ls"],
+        env=_env(tmp_path, PYTHON=str(fake)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     steps = p.stderr.splitlines()
     assert steps[0].startswith("ecotui: creating the Python environment in .venv")
@@ -62,8 +71,13 @@ def test_a_fresh_clone_says_each_step_before_it_takes_time(tmp_path: Path) -> No
     assert steps[2] == "ecotui: installed"
     assert p.stdout == "ecotui ran with: ls\n"
     # Second run: nothing to create or install, so nothing said.
-    p = subprocess.run([str(repo / "scripts" / "run")], env=_env(tmp_path, PYTHON=str(fake)),
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [str(repo / "scripts" / "run")],
+        env=_env(tmp_path, PYTHON=str(fake)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0 and p.stderr == "" and p.stdout == "ecotui ran with: \n"
 
 
@@ -72,20 +86,39 @@ def test_starting_the_backend_is_said_once(tmp_path: Path) -> None:
     (repo / ".venv").symlink_to(Path(sys.executable).parent.parent)  # installed already
     env = _env(tmp_path)
     try:
-        p = subprocess.run([str(repo / "scripts" / "run"), "ls", "--json"], env=env,
-                           capture_output=True, text=True, timeout=120)
+        p = subprocess.run(
+            [str(repo / "scripts" / "run"), "ls", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert p.returncode == 0, p.stderr
         lines = p.stderr.splitlines()
         assert lines[0].startswith("ecotui: starting the local backend (state in ")
         assert lines[1].startswith("ecotui: backend ready at http://127.0.0.1:")
         assert p.stdout.startswith("{")  # stdout is ecotui's alone
-        p = subprocess.run([str(repo / "scripts" / "run"), "ls", "--json"], env=env,
-                           capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [str(repo / "scripts" / "run"), "ls", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert p.returncode == 0 and p.stderr == ""
         # A backend of the user's choosing: nothing to start, nothing said.
-        p = subprocess.run([str(repo / "scripts" / "run"), "completion", "bash"], env=env,
-                           capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [str(repo / "scripts" / "run"), "completion", "bash"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert p.returncode == 0 and p.stderr == "" and "complete -o default" in p.stdout
     finally:
-        subprocess.run([sys.executable, "-m", "ecolink", "stop", "--state-dir",
-                        str(tmp_path / "state")], env=env, capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-m", "ecolink", "stop", "--state-dir", str(tmp_path / "state")],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )

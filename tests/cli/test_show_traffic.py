@@ -9,9 +9,26 @@ import httpx
 
 
 def test_show_prints_the_traffic_line(run, env):
-    code, _, err = run("launch", "--name", "traffic", "--region", "us-east", "--gpu-type",
-                       "H100-80GB", "--gpu-count", "1", "--replicas", "2", "--image", "busybox:1",
-                       "--hours", "1", "--expose-port", "8080", "--yes")
+    code, _, err = run(
+        "launch",
+        "--name",
+        "traffic",
+        "--region",
+        "us-east",
+        "--gpu-type",
+        "H100-80GB",
+        "--gpu-count",
+        "1",
+        "--replicas",
+        "2",
+        "--image",
+        "busybox:1",
+        "--hours",
+        "1",
+        "--expose-port",
+        "8080",
+        "--yes",
+    )
     assert code == 0, err
     deadline = time.monotonic() + 30
     c = run.json("show", "traffic")
@@ -21,8 +38,9 @@ def test_show_prints_the_traffic_line(run, env):
     assert c["ready_replicas"] == 2, c
     code, out, _ = run("show", "traffic")
     line = next(ln for ln in out.splitlines() if ln.startswith("  traffic"))
-    assert re.fullmatch(r"  traffic      (— req/s|0 req/s · 5xx 0/s · direct · 0 in flight)",
-                        line), line
+    assert re.fullmatch(
+        r"  traffic      (— req/s|0 req/s · 5xx 0/s · direct · 0 in flight)", line
+    ), line
     with httpx.Client(headers={"Authorization": f"Bearer {env['ECO_API_KEY']}"}) as client:
         while time.monotonic() < deadline:
             assert client.get(c["endpoint"]["url"] + "x").status_code == 200

@@ -56,8 +56,12 @@ def describe(tree: Path) -> dict[str, tuple]:
             out[rel] = ("dir", oct(p.stat().st_mode & 0o777))
         else:
             st = p.stat()
-            out[rel] = ("file", oct(st.st_mode & 0o777), int(st.st_mtime),
-                        hashlib.sha256(p.read_bytes()).hexdigest())
+            out[rel] = (
+                "file",
+                oct(st.st_mode & 0o777),
+                int(st.st_mtime),
+                hashlib.sha256(p.read_bytes()).hexdigest(),
+            )
     return out
 
 
@@ -72,8 +76,15 @@ def test_tree_round_trip_keeps_modes_mtimes_and_links(shared_ecolink_server, env
     assert p.returncode == 0, p.stderr
     assert p.stderr == b""  # quiet when not on a terminal
     mtime = int((tree / "run.sh").stat().st_mtime)
-    assert remote(env, "cpt", "cpt-1", "stat -c '%a %Y' tree/run.sh; readlink tree/abs-link; "
-                  "cat tree/run.sh") == f"751 {mtime}\n/etc/hostname\n#!/bin/sh\necho hi\n"
+    assert (
+        remote(
+            env,
+            "cpt",
+            "cpt-1",
+            "stat -c '%a %Y' tree/run.sh; readlink tree/abs-link; cat tree/run.sh",
+        )
+        == f"751 {mtime}\n/etc/hostname\n#!/bin/sh\necho hi\n"
+    )
     out = tmp_path / "back"
     out.mkdir()
     p = ecotui(env, "cp", "cpt/cpt-1:tree", str(out))
@@ -84,7 +95,7 @@ def test_tree_round_trip_keeps_modes_mtimes_and_links(shared_ecolink_server, env
     assert p.returncode == 0, p.stderr
     assert (out / "renamed.bin").read_bytes() == (tree / "sub" / "data.bin").read_bytes()
     assert no_leftovers(tmp_path) == []
-    assert remote(env, "cpt", "cpt-1", "ls -a") .count(".ecotui-cp") == 0
+    assert remote(env, "cpt", "cpt-1", "ls -a").count(".ecotui-cp") == 0
 
 
 def test_stdin_and_stdout(shared_ecolink_server, env):
@@ -149,17 +160,22 @@ def test_bad_input_fails_cleanly(shared_ecolink_server, env, tmp_path):
         p = ecotui(env, *argv)
         assert (p.returncode, words in p.stderr) == (code, True), (argv, p.stderr)
     assert f.read_text() == "keep"
-    assert remote(env, "bad", "bad-0", "cat file; ls -a; ls -a dir") == \
-        "old\n.\n..\ndir\nfile\n.\n..\nx\n"
+    assert (
+        remote(env, "bad", "bad-0", "cat file; ls -a; ls -a dir")
+        == "old\n.\n..\ndir\nfile\n.\n..\nx\n"
+    )
     assert no_leftovers(tmp_path) == []
 
 
 def test_replica_gone_mid_copy_leaves_nothing(shared_ecolink_server, env, tmp_path):
     launch_ready(shared_ecolink_server, env["ECO_API_KEY"], "gone", 2)
     # upload from a stdin that pauses: restart the replica while it waits
-    proc = subprocess.Popen([sys.executable, "-m", "ecotui", "cp", "-", "gone/gone-0:big.bin"],
-                            env=subprocess_env(env), stdin=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecotui", "cp", "-", "gone/gone-0:big.bin"],
+        env=subprocess_env(env),
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdin is not None
     proc.stdin.write(os.urandom(4 << 20))
     proc.stdin.flush()
@@ -199,9 +215,13 @@ def _rss_kib(pid: int) -> int:
 
 def _run_measured(env, *argv: str) -> tuple[int, int, bytes]:
     """(exit code, peak RSS in KiB of the ecotui process, stderr)."""
-    proc = subprocess.Popen([sys.executable, "-m", "ecotui", *argv], env=subprocess_env(env),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecotui", *argv],
+        env=subprocess_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stderr is not None
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)

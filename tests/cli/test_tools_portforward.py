@@ -68,9 +68,13 @@ def wait_listening(port: int, timeout: float = 20) -> None:
 
 class PortForward:
     def __init__(self, env, *argv: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "ecotui", "port-forward", *argv],
-                                     env=subprocess_env(env), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ecotui", "port-forward", *argv],
+            env=subprocess_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
         self.err_lines: list[str] = []
         threading.Thread(target=self._drain_err, daemon=True).start()
 
@@ -125,8 +129,7 @@ def echo_roundtrip(port: int, payload: bytes) -> bytes:
         return b"".join(chunks)
 
 
-def test_forward_is_byte_exact_concurrent_and_only_the_replicas_ports(
-        shared_ecolink_server, env):
+def test_forward_is_byte_exact_concurrent_and_only_the_replicas_ports(shared_ecolink_server, env):
     launch_ready(shared_ecolink_server, env["ECO_API_KEY"], "pf", 2, command=ECHO)
     ports = replica_ports(env, "pf")
     for p in ports.values():
@@ -135,8 +138,7 @@ def test_forward_is_byte_exact_concurrent_and_only_the_replicas_ports(
     try:
         local = fwd.local_port()
         blob = os.urandom(8 << 20)
-        assert hashlib.sha256(echo_roundtrip(local, blob)).digest() == \
-            hashlib.sha256(blob).digest()
+        assert hashlib.sha256(echo_roundtrip(local, blob)).digest() == hashlib.sha256(blob).digest()
         payloads = [os.urandom(200_000 + i) for i in range(16)]
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(lambda b: echo_roundtrip(local, b), payloads))
@@ -169,13 +171,15 @@ def test_websocket_route_refusals(shared_ecolink_server, env):
         base = "/gpu-clusters/ws/replicas/ws-0/portforward"
         key = env["ECO_API_KEY"]
         other = shared_ecolink_server.new_account("pf-other", "10")
-        return [await status_of(f"{base}?port={ports['ws-0']}", key),
-                await status_of(f"{base}?port={ports['ws-0']}", None),
-                await status_of(f"{base}?port={ports['ws-0']}", other),
-                await status_of("/gpu-clusters/ws/replicas/ws-7/portforward?port=1", key),
-                await status_of(f"{base}?port=0", key),
-                await status_of(f"{base}?port=x", key),
-                await status_of(f"{base}?port={ports['ws-1']}", key)]
+        return [
+            await status_of(f"{base}?port={ports['ws-0']}", key),
+            await status_of(f"{base}?port={ports['ws-0']}", None),
+            await status_of(f"{base}?port={ports['ws-0']}", other),
+            await status_of("/gpu-clusters/ws/replicas/ws-7/portforward?port=1", key),
+            await status_of(f"{base}?port=0", key),
+            await status_of(f"{base}?port=x", key),
+            await status_of(f"{base}?port={ports['ws-1']}", key),
+        ]
 
     assert asyncio.run(main()) == [101, 401, 404, 404, 422, 422, 409]
     with shared_ecolink_server.client(env["ECO_API_KEY"]) as api:
@@ -205,14 +209,12 @@ def test_bad_input(shared_ecolink_server, env):
         assert p.returncode == 1 and b"in use" in p.stderr, p.stderr
 
 
-def test_keeps_serving_across_replica_and_backend_restarts(ecolink_server, monkeypatch,
-                                                          tmp_path):
+def test_keeps_serving_across_replica_and_backend_restarts(ecolink_server, monkeypatch, tmp_path):
     env = account_env(ecolink_server, monkeypatch, tmp_path, "pfr")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         fixed = s.getsockname()[1]
-    launch_ready(ecolink_server, env["ECO_API_KEY"], "rs", 2,
-                 command=f"FIXED={fixed} " + ECHO)
+    launch_ready(ecolink_server, env["ECO_API_KEY"], "rs", 2, command=f"FIXED={fixed} " + ECHO)
     wait_listening(fixed)
     fwd = PortForward(env, "rs", f":{fixed}")  # no replica: the first ready one
     try:

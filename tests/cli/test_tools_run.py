@@ -26,8 +26,10 @@ def call(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-SCRIPT = ('echo "driver 550"; if [ "$ECO_REPLICA_INDEX" = 6 ]; then echo "gpu 1 lost"; '
-          'exit 4; fi; echo "gpu 1 ok"')
+SCRIPT = (
+    'echo "driver 550"; if [ "$ECO_REPLICA_INDEX" = 6 ]; then echo "gpu 1 lost"; '
+    'exit 4; fi; echo "gpu 1 ok"'
+)
 
 
 def test_output_folded_with_diff_and_exit_codes(env, capsys):
@@ -44,8 +46,9 @@ def test_output_folded_with_diff_and_exit_codes(env, capsys):
     assert lines[-2:] == ["exit 0: demo-0..5,7 (7 replicas)", "exit 4: demo-6 (1 replica)"]
 
     # all succeed: exit 0, one group
-    code, out, err = call(capsys, "run", "demo", "--replicas", "0-2,7", "--",
-                          "printenv", "ECO_CLUSTER_NAME")
+    code, out, err = call(
+        capsys, "run", "demo", "--replicas", "0-2,7", "--", "printenv", "ECO_CLUSTER_NAME"
+    )
     assert code == 0, out + err
     assert out.splitlines()[:2] == ["=== demo-0..2,7 (4 replicas) · exit 0", "demo"]
     assert "differs" not in out
@@ -54,12 +57,23 @@ def test_output_folded_with_diff_and_exit_codes(env, capsys):
 def test_json_one_object_per_replica(env, capsys):
     server, key = env
     launch_ready(server, key, "js", 3)
-    code, out, err = call(capsys, "run", "js", "--json", "--", "sh", "-c",
-                          'echo $ECO_REPLICA_NAME; echo e >&2; exit $ECO_REPLICA_INDEX')
+    code, out, err = call(
+        capsys,
+        "run",
+        "js",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo $ECO_REPLICA_NAME; echo e >&2; exit $ECO_REPLICA_INDEX",
+    )
     assert code == 1
     objs = json.loads(out)
     assert [(o["name"], o["exit_code"], o["stdout"], o["stderr"]) for o in objs] == [
-        ("js-0", 0, "js-0\n", "e\n"), ("js-1", 1, "js-1\n", "e\n"), ("js-2", 2, "js-2\n", "e\n")]
+        ("js-0", 0, "js-0\n", "e\n"),
+        ("js-1", 1, "js-1\n", "e\n"),
+        ("js-2", 2, "js-2\n", "e\n"),
+    ]
     assert all(isinstance(o["duration"], float) and o["duration"] >= 0 for o in objs)
 
 
@@ -67,8 +81,17 @@ def test_timeout_ends_the_command_everywhere_and_says_where(env, capsys):
     server, key = env
     launch_ready(server, key, "slow", 3)
     marker = "tmo-" + secrets.token_hex(3)
-    code, out, err = call(capsys, "run", "slow", "--timeout", "1.5", "--", "sh", "-c",
-                          f'[ "$ECO_REPLICA_INDEX" = 0 ] && exit 0; sleep 1000; echo {marker}')
+    code, out, err = call(
+        capsys,
+        "run",
+        "slow",
+        "--timeout",
+        "1.5",
+        "--",
+        "sh",
+        "-c",
+        f'[ "$ECO_REPLICA_INDEX" = 0 ] && exit 0; sleep 1000; echo {marker}',
+    )
     assert code == 1
     assert "timed out: slow-1,2 (2 replicas)" in out
     assert "exit 0: slow-0 (1 replica)" in out
@@ -76,8 +99,15 @@ def test_timeout_ends_the_command_everywhere_and_says_where(env, capsys):
     # the sleeps are gone from the replicas
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        code, out, _ = call(capsys, "run", "slow", "--", "sh", "-c",
-                            f"ps -eo args | grep -c '[{marker[0]}]{marker[1:]}' || true")
+        code, out, _ = call(
+            capsys,
+            "run",
+            "slow",
+            "--",
+            "sh",
+            "-c",
+            f"ps -eo args | grep -c '[{marker[0]}]{marker[1:]}' || true",
+        )
         if code == 0 and set(out.splitlines()[1:2]) == {"0"}:
             break
         time.sleep(0.3)

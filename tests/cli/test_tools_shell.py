@@ -27,16 +27,30 @@ def env(shared_ecolink_server, monkeypatch, tmp_path):
 
 
 def asciinema_cat(path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "asciinema", "cat", str(path)],
-                          capture_output=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "asciinema", "cat", str(path)], capture_output=True, timeout=60
+    )
 
 
-def test_interactive_shell_keys_resize_exit_code_and_recording(shared_ecolink_server, env,
-                                                               tmp_path):
+def test_interactive_shell_keys_resize_exit_code_and_recording(
+    shared_ecolink_server, env, tmp_path
+):
     launch_ready(shared_ecolink_server, env["ECO_API_KEY"], "box", 2)
     cast = tmp_path / "s.cast"
-    sh = PtyEcotui(env, "shell", "box", "box-1", "--record", str(cast), "--", "bash",
-                   "--norc", "-i", rows=30, cols=100)
+    sh = PtyEcotui(
+        env,
+        "shell",
+        "box",
+        "box-1",
+        "--record",
+        str(cast),
+        "--",
+        "bash",
+        "--norc",
+        "-i",
+        rows=30,
+        cols=100,
+    )
     try:
         sh.expect(b"bash-")  # the prompt: the remote shell reads its input now
         sh.send(b"PS1='P> '; echo $ECO_REPLICA_NAME-$((6*7))\r")
@@ -95,8 +109,7 @@ def test_without_a_terminal_it_streams_like_exec(shared_ecolink_server, env):
 
 def test_kept_session_detach_and_reattach(shared_ecolink_server, env):
     launch_ready(shared_ecolink_server, env["ECO_API_KEY"], "kept", 2)
-    sh = PtyEcotui(env, "shell", "kept", "kept-1", "--session", "new", "--", "bash", "--norc",
-                   "-i")
+    sh = PtyEcotui(env, "shell", "kept", "kept-1", "--session", "new", "--", "bash", "--norc", "-i")
     try:
         sh.expect(b"bash-")
         sh.send(b"X=remembered-$((2*21))\r")
@@ -141,8 +154,10 @@ def test_expiry_warner_says_10_then_2_minutes_once_each():
     exp = (t0 + timedelta(minutes=30)).isoformat()
     for m in (0, 19, 20.5, 21, 27.9, 28.1, 29):
         w.check(exp, t0 + timedelta(minutes=m))
-    assert [s.split(" (")[0] for s in said] == ["ecotui: demo expires in 9 min",
-                                                 "ecotui: demo expires in 1 min"]
+    assert [s.split(" (")[0] for s in said] == [
+        "ecotui: demo expires in 9 min",
+        "ecotui: demo expires in 1 min",
+    ]
     # extended: the warnings come back when it nears expiry again
     exp2 = (t0 + timedelta(minutes=60)).isoformat()
     w.check(exp2, t0 + timedelta(minutes=30))
@@ -159,8 +174,9 @@ def test_bad_input(shared_ecolink_server, env, tmp_path):
     p = ecotui(env, "shell", "bad", "--session", "s-nope", input=b"")
     assert p.returncode == 1 and b"ecotui:" in p.stderr
     (tmp_path / "afile").write_text("keep me")
-    p = ecotui(env, "shell", "bad", "--record", str(tmp_path / "afile" / "x.cast"),
-               input=b"echo never\n")
+    p = ecotui(
+        env, "shell", "bad", "--record", str(tmp_path / "afile" / "x.cast"), input=b"echo never\n"
+    )
     assert p.returncode == 2 and b"cannot record to" in p.stderr and b"never" not in p.stdout
     assert (tmp_path / "afile").read_text() == "keep me"
 
@@ -173,7 +189,8 @@ def test_replay_applies_resize_events(tmp_path):
     path.write_text(
         '{"version": 2, "width": 80, "height": 24}\n'
         '[0.01, "o", "a"]\n[0.02, "r", "120x40"]\n[0.03, "o", "b"]\n'
-        '[0.04, "r", "bogus"]\n[0.05, "r", "90x0"]\n[0.06, "o", "c"]\n')
+        '[0.04, "r", "bogus"]\n[0.05, "r", "90x0"]\n[0.06, "o", "c"]\n'
+    )
     env = {"XDG_DATA_HOME": str(tmp_path / "data")}
     p = ecotui(env, "replay", str(path), timeout=20)
     assert p.returncode == 0, p.stderr
@@ -192,7 +209,10 @@ def test_replay_plays_at_speed_with_idle_limit(tmp_path, monkeypatch):
     cast = read_cast(path)
     assert cast.events == [(0.5, "o", "one "), (10.5, "o", "€ two\r\n"), (11.0, "r", "100x30")]
     assert [round(d, 3) for d, _, _ in schedule(cast.events, speed=2, idle_limit=1)] == [
-        0.25, 0.5, 0.25]
+        0.25,
+        0.5,
+        0.25,
+    ]
     p = asciinema_cat(path)
     assert p.returncode == 0 and p.stdout == "one € two\r\n".encode()
     env = {"XDG_DATA_HOME": str(tmp_path / "data")}

@@ -60,9 +60,16 @@ async def settle(pilot) -> None:
 
 
 async def launch_via_api(client: EcoClient, name: str = "web", **kw: Any) -> dict[str, Any]:
-    body = {"name": name, "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 2,
-            "replicas": 2, "image": "busybox", "estimated_duration_hours": "3",
-            "startup_command": "sleep infinity"}
+    body = {
+        "name": name,
+        "region": "us-east",
+        "gpu_type": "H100-80GB",
+        "gpu_count": 2,
+        "replicas": 2,
+        "image": "busybox",
+        "estimated_duration_hours": "3",
+        "startup_command": "sleep infinity",
+    }
     body.update(kw)
     return await client.launch(body)
 
@@ -125,8 +132,7 @@ async def test_launch_preview_is_the_hold_placed(account):
 async def test_scale_up_preview_is_the_hold_placed_at_that_moment(account):
     url, key = account
     async with EcoClient(url, key) as client:
-        c = await launch_via_api(client, gpu_count=2, replicas=2,
-                                 estimated_duration_hours="2.5")
+        c = await launch_via_api(client, gpu_count=2, replicas=2, estimated_duration_hours="2.5")
         app = Host(client)
         async with app.run_test(size=(80, 24)) as pilot:
             d = dialogs.open_scale(app, c, app.results.append)
@@ -135,7 +141,8 @@ async def test_scale_up_preview_is_the_hold_placed_at_that_moment(account):
             await settle(pilot)
             shown = d.preview_hold
             assert shown and f"{wording.usd(shown)}" in str(
-                d.query_one("#preview", Static).render())
+                d.query_one("#preview", Static).render()
+            )
             await click(pilot, "#confirm")
             await settle(pilot)
             assert app.screen is not d
@@ -203,7 +210,8 @@ async def test_extend_preview_is_the_hold_placed(account):
             assert shown == 1_234_570
             new_expiry = costs.add_micro_hours(c.expires_at, 123_457)
             assert wording.local_time_text(new_expiry, UTC, now=app.clock.now()) in str(
-                d.query_one("#preview", Static).render())
+                d.query_one("#preview", Static).render()
+            )
             await click(pilot, "#confirm")
             await settle(pilot)
             assert app.screen is not d
@@ -278,7 +286,9 @@ async def test_402_says_how_much_is_missing(poor_account):
             await settle(pilot)
             assert d.refusal is not None and d.refusal.status == 402
             text = status_text(d)
-            assert "Not enough credit" in text and "$20.00 missing" in text  # cents, not micro-dollars
+            assert (
+                "Not enough credit" in text and "$20.00 missing" in text
+            )  # cents, not micro-dollars
         assert await client.clusters() == []
 
 
@@ -289,8 +299,13 @@ async def test_cancel_changes_nothing(account):
         ledger_before = await client.ledger()
         app = Host(client)
         async with app.run_test(size=(80, 24)) as pilot:
-            for opener in (dialogs.open_scale, dialogs.open_extend, dialogs.open_stop,
-                           dialogs.open_terminate, dialogs.open_endpoint):
+            for opener in (
+                dialogs.open_scale,
+                dialogs.open_extend,
+                dialogs.open_stop,
+                dialogs.open_terminate,
+                dialogs.open_endpoint,
+            ):
                 d = opener(app, c)
                 await settle(pilot)
                 for inp in d.query(Input):
@@ -398,10 +413,8 @@ async def test_scale_while_stopped_changes_only_the_count(account):
             d.query_one("#replicas", Input).value = "4"
             await settle(pilot)
             assert d.preview_hold == 0
-            assert "only the desired count changes" in str(
-                d.query_one("#preview", Static).render())
+            assert "only the desired count changes" in str(d.query_one("#preview", Static).render())
             await click(pilot, "#confirm")
             await settle(pilot)
         assert app.results[0].replicas == 4
         assert await client.ledger(cluster_id=c.id) == ledger_before
-

@@ -19,14 +19,36 @@ from ecotui import dialogs
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-CATALOG = {"regions": [{"name": "us-east", "gpu_budget": 32, "gpu_types": [
-    {"name": "H100-80GB", "rate_per_gpu_hour": "2.500000", "gpu_counts": [1, 2, 4, 8]}]}]}
+CATALOG = {
+    "regions": [
+        {
+            "name": "us-east",
+            "gpu_budget": 32,
+            "gpu_types": [
+                {"name": "H100-80GB", "rate_per_gpu_hour": "2.500000", "gpu_counts": [1, 2, 4, 8]}
+            ],
+        }
+    ]
+}
 CLUSTER = {
-    "id": "c1", "name": "web", "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 4,
-    "replicas": 3, "image": "img", "status": "running", "expires_at": "2026-01-01T18:00:00Z",
-    "estimated_duration_hours": "10", "hourly_rate": "30.000000", "burn_rate": "30.000000",
-    "cost": {"hold": "300.000000", "spent": "0.000000", "hold_remaining": "300.000000",
-             "projected_total": "180.000000"},
+    "id": "c1",
+    "name": "web",
+    "region": "us-east",
+    "gpu_type": "H100-80GB",
+    "gpu_count": 4,
+    "replicas": 3,
+    "image": "img",
+    "status": "running",
+    "expires_at": "2026-01-01T18:00:00Z",
+    "estimated_duration_hours": "10",
+    "hourly_rate": "30.000000",
+    "burn_rate": "30.000000",
+    "cost": {
+        "hold": "300.000000",
+        "spent": "0.000000",
+        "hold_remaining": "300.000000",
+        "projected_total": "180.000000",
+    },
     "endpoint": {"url": "http://127.0.0.1:9/gpu-clusters/c1/service/", "port": 8000},
     "replica_states": [],
 }
@@ -202,9 +224,12 @@ async def test_progress_is_shown_until_the_backend_answers():
 
 
 async def test_402_is_shown_with_what_to_do():
-    refusal = ApiRefusal(402, "insufficient_balance",
-                         "insufficient balance: the hold needs $120.000000, $20.000000 "
-                         "available; $100.000000 missing")
+    refusal = ApiRefusal(
+        402,
+        "insufficient_balance",
+        "insufficient balance: the hold needs $120.000000, $20.000000 "
+        "available; $100.000000 missing",
+    )
     client = ScriptedClient(refusal)
     app = Host(client)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -220,8 +245,9 @@ async def test_402_is_shown_with_what_to_do():
 
 
 async def test_409_budget_says_what_is_free():
-    refusal = ApiRefusal(409, "conflict", "over the GPU budget of us-east: 8 of 32 GPUs free",
-                         "replicas")
+    refusal = ApiRefusal(
+        409, "conflict", "over the GPU budget of us-east: 8 of 32 GPUs free", "replicas"
+    )
     client = ScriptedClient(refusal)
     app = Host(client)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -240,15 +266,18 @@ async def test_409_budget_says_what_is_free():
         assert d.field_error("replicas") is None
 
 
-@pytest.mark.parametrize("which,field,widget", [
-    ("scale", "replicas", "replicas"),
-    ("extend", "hours", "hours"),
-    ("endpoint", "port", "port"),
-    ("launch", "name", "name"),
-    ("launch", "estimated_duration_hours", "hours"),
-    ("launch", "expose.port", "port"),
-    ("launch", "shared_filesystems", "shared_fs"),
-])
+@pytest.mark.parametrize(
+    "which,field,widget",
+    [
+        ("scale", "replicas", "replicas"),
+        ("extend", "hours", "hours"),
+        ("endpoint", "port", "port"),
+        ("launch", "name", "name"),
+        ("launch", "estimated_duration_hours", "hours"),
+        ("launch", "expose.port", "port"),
+        ("launch", "shared_filesystems", "shared_fs"),
+    ],
+)
 async def test_422_marks_the_field_with_the_backends_message(which, field, widget):
     refusal = ApiRefusal(422, "invalid_request", f"{field} is out of range", field)
     client = ScriptedClient(refusal)
@@ -295,7 +324,8 @@ async def test_endpoint_copies_url_and_curl_line():
         await settle(pilot)
         assert app.copied == [
             CLUSTER["endpoint"]["url"],
-            f'curl {CLUSTER["endpoint"]["url"]} -H "Authorization: Bearer eco_YOUR_KEY"']
+            f'curl {CLUSTER["endpoint"]["url"]} -H "Authorization: Bearer eco_YOUR_KEY"',
+        ]
         assert client.calls == []
 
 
@@ -314,8 +344,10 @@ async def test_endpoint_change_port_and_close():
         await pilot.click("#close")
         await settle(pilot)
         assert app.screen is not d2
-    assert [(c[0], c[1]) for c in client.calls] == [("set_endpoint", ("c1", 9000)),
-                                                     ("close_endpoint", ("c1",))]
+    assert [(c[0], c[1]) for c in client.calls] == [
+        ("set_endpoint", ("c1", 9000)),
+        ("close_endpoint", ("c1",)),
+    ]
     assert app.results == [{"url": url, "port": 9000}, {"closed": True}]
 
 
@@ -363,13 +395,20 @@ async def test_launch_sends_only_when_confirmed_with_every_field():
         assert client.calls == []
         await pilot.click("#confirm")
         await settle(pilot)
-    (name, (body,), key), = client.calls
+    ((name, (body,), key),) = client.calls
     assert name == "launch" and key
-    assert body == {"name": "inference-a", "region": "us-east", "gpu_type": "H100-80GB",
-                    "gpu_count": 4, "replicas": 3, "image": "ghcr.io/acme/infer:1",
-                    "estimated_duration_hours": "10",
-                    "startup_command": "python -m http.server $PORT",
-                    "shared_filesystems": ["weights"], "expose": {"port": 8080}}
+    assert body == {
+        "name": "inference-a",
+        "region": "us-east",
+        "gpu_type": "H100-80GB",
+        "gpu_count": 4,
+        "replicas": 3,
+        "image": "ghcr.io/acme/infer:1",
+        "estimated_duration_hours": "10",
+        "startup_command": "python -m http.server $PORT",
+        "shared_filesystems": ["weights"],
+        "expose": {"port": 8080},
+    }
 
 
 async def test_expiry_warning_offers_extend_in_one_key():

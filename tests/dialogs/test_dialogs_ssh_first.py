@@ -15,12 +15,24 @@ from ecotui import dialogs
 from ecotui.client.rest import ApiRefusal
 
 SMALL = (80, 24)
-TWO_REGIONS = {"regions": [
-    {"name": "us-east", "gpu_budget": 32, "gpu_types": [
-        {"name": "H100-80GB", "rate_per_gpu_hour": "2.500000", "gpu_counts": [1, 2]}]},
-    {"name": "eu-west", "gpu_budget": 32, "gpu_types": [
-        {"name": "H100-80GB", "rate_per_gpu_hour": "2.700000", "gpu_counts": [1, 2]}]},
-]}
+TWO_REGIONS = {
+    "regions": [
+        {
+            "name": "us-east",
+            "gpu_budget": 32,
+            "gpu_types": [
+                {"name": "H100-80GB", "rate_per_gpu_hour": "2.500000", "gpu_counts": [1, 2]}
+            ],
+        },
+        {
+            "name": "eu-west",
+            "gpu_budget": 32,
+            "gpu_types": [
+                {"name": "H100-80GB", "rate_per_gpu_hour": "2.700000", "gpu_counts": [1, 2]}
+            ],
+        },
+    ]
+}
 MICRO_AMOUNT = re.compile(r"\$[\d,]+\.\d{3,}")
 
 
@@ -46,8 +58,9 @@ async def test_gpu_type_label_shows_the_new_regions_price():
         assert "$2.50/GPU-h" in text_of(app)
         d.query_one("#region", Select).value = "eu-west"
         await settle(pilot)
-        label = str(d.query_one("#gpu_type", Select).query_one(SelectCurrent).query_one(
-            "#label").render())
+        label = str(
+            d.query_one("#gpu_type", Select).query_one(SelectCurrent).query_one("#label").render()
+        )
         assert "$2.70/GPU-h" in label, label
         assert "$2.50" not in text_of(app)
         assert "$2.70/GPU-h × 1 GPUs × 2 replicas = $5.40/h" in text_of(app)
@@ -124,16 +137,25 @@ async def test_a_refusal_with_brackets_is_shown_as_typed():
 async def test_money_is_in_cents_in_every_preview():
     # 4 h 55 m 17.3 s left: holds come to fractions of a cent
     c = cluster(expires_at="2026-01-01T16:55:17.300001Z")
-    stopped = cluster(status="stopped", expires_at="2026-01-01T16:55:17.300001Z",
-                      cost={"hold": "23.938268", "spent": "1.000001",
-                            "hold_remaining": "23.938268", "projected_total": "2.5"})
+    stopped = cluster(
+        status="stopped",
+        expires_at="2026-01-01T16:55:17.300001Z",
+        cost={
+            "hold": "23.938268",
+            "spent": "1.000001",
+            "hold_remaining": "23.938268",
+            "projected_total": "2.5",
+        },
+    )
     app = Host(ScriptedClient())
     async with app.run_test(size=SMALL) as pilot:
-        for open_ in (lambda: dialogs.open_scale(app, c),
-                      lambda: dialogs.open_extend(app, c),
-                      lambda: dialogs.open_stop(app, stopped),
-                      lambda: dialogs.open_resume(app, stopped),
-                      lambda: dialogs.open_launch(app)):
+        for open_ in (
+            lambda: dialogs.open_scale(app, c),
+            lambda: dialogs.open_extend(app, c),
+            lambda: dialogs.open_stop(app, stopped),
+            lambda: dialogs.open_resume(app, stopped),
+            lambda: dialogs.open_launch(app),
+        ):
             d = open_()
             await settle(pilot)
             if isinstance(d, dialogs.ScaleDialog):
@@ -204,4 +226,3 @@ async def test_endpoint_says_how_to_authenticate_and_which_port():
         assert "Authorization: Bearer" in text
         assert "$PORT" in text
         assert "on every ready replica" not in text
-

@@ -26,15 +26,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def env() -> dict[str, str]:
     e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "backend"), str(ROOT / "src"),
-                                       e.get("PYTHONPATH", "")])
+    e["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "backend"), str(ROOT / "src"), e.get("PYTHONPATH", "")]
+    )
     e.pop("ECOLINK_STATE_DIR", None)
     return e
 
 
 def ecolink(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecolink", *args, "--state-dir", str(state)],
-                          env=env(), capture_output=True, text=True, timeout=90)
+    return subprocess.run(
+        [sys.executable, "-m", "ecolink", *args, "--state-dir", str(state)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 def server_pids(state: Path) -> list[int]:
@@ -64,6 +70,7 @@ def state(tmp_path: Path):
             os.kill(pid, 9)
     with contextlib.suppress(Exception):
         from ecolink.runtime.local.proc import kill_now_sync
+
         kill_now_sync(lambda m: True, [p for p in marked_processes(sd)])
 
 
@@ -76,9 +83,16 @@ ENSURE = textwrap.dedent("""
 
 
 def test_two_dashboards_start_one_backend(state):
-    procs = [subprocess.Popen([sys.executable, "-c", ENSURE, str(state)], env=env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", ENSURE, str(state)],
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=120)
@@ -94,8 +108,9 @@ def test_two_dashboards_start_one_backend(state):
     key_file = state / "dashboard.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.read_text().strip() == results[0]["key"]
-    acct = httpx.get(results[0]["url"] + "/account",
-                     headers={"Authorization": f"Bearer {results[0]['key']}"}).json()
+    acct = httpx.get(
+        results[0]["url"] + "/account", headers={"Authorization": f"Bearer {results[0]['key']}"}
+    ).json()
     assert acct["name"] == "local" and acct["balance"] == "1000.000000"
     assert (state / "backend.log").exists()
 
@@ -163,9 +178,20 @@ def test_backend_of_another_version_is_replaced(state):
     state.mkdir(parents=True)
     # An "old" backend, not our child (as one left by an earlier install would be).
     launcher = subprocess.run(
-        ["sh", "-c", '"$@" >/dev/null 2>&1 </dev/null & echo $!', "sh",
-         sys.executable, "-c", OLD_BACKEND, str(state / "server.json")],
-        capture_output=True, text=True, timeout=30)
+        [
+            "sh",
+            "-c",
+            '"$@" >/dev/null 2>&1 </dev/null & echo $!',
+            "sh",
+            sys.executable,
+            "-c",
+            OLD_BACKEND,
+            str(state / "server.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     old_pid = int(launcher.stdout.split()[-1])
     wait_until(lambda: (state / "server.json").exists(), what="old backend up")
     old_url = json.loads((state / "server.json").read_text())["url"]
@@ -219,8 +245,13 @@ def test_a_slow_backend_start_says_what_it_waits_for(state, tmp_path):
     e["TERM"] = "xterm-256color"
     master, slave = pty.openpty()
     try:
-        p = subprocess.Popen([sys.executable, "-c", ENSURE, str(state)], env=e,
-                             stdout=subprocess.PIPE, stderr=slave, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", ENSURE, str(state)],
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+        )
         os.close(slave)
         out, _ = p.communicate(timeout=120)
         seen = _read_all(master).decode("utf-8", "replace")
@@ -234,8 +265,13 @@ def test_a_slow_backend_start_says_what_it_waits_for(state, tmp_path):
     assert seen.count("\r\x1b[K⠋") + seen.count("\r\x1b[K⠙") >= 1
     assert seen.endswith("\r\x1b[K")
     # A backend already up answers at once: nothing is written.
-    again = subprocess.run([sys.executable, "-c", ENSURE, str(state)], env=env(),
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-c", ENSURE, str(state)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["url"] == json.loads(out)["url"]
     assert "ecotui:" not in again.stderr

@@ -40,15 +40,17 @@ async def test_exec_echo_streams_and_exit_codes(shared_ecolink_server, fresh_api
     await ch.run_to_end()
     assert bytes(ch.out) == b"hello world\n" and ch.status == {"metadata": {}, "status": "Success"}
     # Without a tty stdout and stderr stay apart; the exit code comes in the status.
-    ch = await connect(exec_url(srv, cid, "box-0", ["sh", "-c", "echo out; echo err >&2; exit 3"]),
-                       key, (proto,))
+    ch = await connect(
+        exec_url(srv, cid, "box-0", ["sh", "-c", "echo out; echo err >&2; exit 3"]), key, (proto,)
+    )
     await ch.run_to_end()
     assert (bytes(ch.out), bytes(ch.err)) == (b"out\n", b"err\n")
     assert ch.status["reason"] == "NonZeroExitCode" and exit_code(ch.status) == 3
     assert ch.status["message"] == "command terminated with non-zero exit code: 3"
     # The exec ran in the replica: its working dir and environment.
-    ch = await connect(exec_url(srv, cid, "box-1", ["sh", "-c", "echo $ECO_REPLICA_NAME $PORT"]),
-                       key, (proto,))
+    ch = await connect(
+        exec_url(srv, cid, "box-1", ["sh", "-c", "echo $ECO_REPLICA_NAME $PORT"]), key, (proto,)
+    )
     await ch.run_to_end()
     name, port = bytes(ch.out).split()
     assert name == b"box-1" and int(port) > 0
@@ -73,8 +75,10 @@ async def test_interactive_shell_with_resize(shared_ecolink_server, fresh_api, c
 
 
 async def test_login_shell_by_default(shared_ecolink_server, fresh_api, cluster):
-    ch = await connect(exec_url(shared_ecolink_server, cluster["id"], "box-0", tty=1, stdin=1),
-                       fresh_api.account_key)
+    ch = await connect(
+        exec_url(shared_ecolink_server, cluster["id"], "box-0", tty=1, stdin=1),
+        fresh_api.account_key,
+    )
     await ch.send_stdin(b"echo shell=$0; exit\n")
     await ch.until_out(b"shell=")
     await ch.run_to_end()
@@ -83,8 +87,11 @@ async def test_login_shell_by_default(shared_ecolink_server, fresh_api, cluster)
 
 
 async def test_stdin_close_ends_cat(shared_ecolink_server, fresh_api, cluster):
-    ch = await connect(exec_url(shared_ecolink_server, cluster["id"], "box-0", ["cat"], stdin=1),
-                       fresh_api.account_key, (V5,))
+    ch = await connect(
+        exec_url(shared_ecolink_server, cluster["id"], "box-0", ["cat"], stdin=1),
+        fresh_api.account_key,
+        (V5,),
+    )
     payload = b"line one\n" + bytes(range(256)) * 200
     await ch.send_stdin(payload)
     await ch.close_stdin()
@@ -94,9 +101,14 @@ async def test_stdin_close_ends_cat(shared_ecolink_server, fresh_api, cluster):
 
 async def test_big_output_arrives_whole_and_in_order(shared_ecolink_server, fresh_api, cluster):
     ch = await connect(
-        exec_url(shared_ecolink_server, cluster["id"], "box-0",
-                 ["sh", "-c", "seq 1 200000; echo done >&2"]),
-        fresh_api.account_key)
+        exec_url(
+            shared_ecolink_server,
+            cluster["id"],
+            "box-0",
+            ["sh", "-c", "seq 1 200000; echo done >&2"],
+        ),
+        fresh_api.account_key,
+    )
     await ch.run_to_end(timeout=60)
     assert bytes(ch.out) == "".join(f"{i}\n" for i in range(1, 200001)).encode()
     assert bytes(ch.err) == b"done\n" and exit_code(ch.status) == 0
@@ -126,7 +138,9 @@ async def test_exec_refusals(shared_ecolink_server, fresh_api, cluster):
     assert fresh_api.post(base, json={"tty": "yes"}).status_code == 422
     assert fresh_api.post(base, json={"command": 5}).status_code == 422
     assert fresh_api.post(base, content=b"{not json").status_code == 400
-    assert fresh_api.post(f"/gpu-clusters/{cid}/replicas/box-9/sessions", json={}).status_code == 404
+    assert (
+        fresh_api.post(f"/gpu-clusters/{cid}/replicas/box-9/sessions", json={}).status_code == 404
+    )
     assert httpx.post(srv.url + base, json={}).status_code == 401
     assert fresh_api.delete(f"/gpu-clusters/{cid}/sessions/ses_nope").status_code == 404
 
@@ -180,8 +194,12 @@ async def test_sessions_detach_reattach_and_share(shared_ecolink_server, fresh_a
     assert listed[0]["exited"] is True and listed[0]["ended_reason"] == "deleted"
     # Attaching to an ended session: 404 before the upgrade.
     with pytest.raises(websockets.InvalidStatus) as e:
-        await websockets.connect(attach, additional_headers={"Authorization": f"Bearer {key}"},
-                                 subprotocols=[V5], proxy=None)
+        await websockets.connect(
+            attach,
+            additional_headers={"Authorization": f"Bearer {key}"},
+            subprotocols=[V5],
+            proxy=None,
+        )
     assert e.value.response.status_code == 404
 
 
@@ -189,8 +207,9 @@ async def test_session_exit_and_replay_of_a_megabyte(shared_ecolink_server, fres
     srv, key, cid = shared_ecolink_server, fresh_api.account_key, cluster["id"]
     # Output made while nobody is attached is kept (the last MiB at least).
     script = "seq 1 300000; echo the-end; exit 6"  # about 2 MB
-    r = fresh_api.post(f"/gpu-clusters/{cid}/replicas/box-0/sessions",
-                       json={"command": script, "tty": False})
+    r = fresh_api.post(
+        f"/gpu-clusters/{cid}/replicas/box-0/sessions", json={"command": script, "tty": False}
+    )
     s = r.json()
     assert s["command"] == ["sh", "-c", script] and s["tty"] is False
     deadline = time.monotonic() + 20
@@ -208,14 +227,22 @@ async def test_session_exit_and_replay_of_a_megabyte(shared_ecolink_server, fres
 
 async def test_slow_client_is_dropped_not_buffered(shared_ecolink_server, fresh_api, cluster):
     srv, key, cid = shared_ecolink_server, fresh_api.account_key, cluster["id"]
-    r = fresh_api.post(f"/gpu-clusters/{cid}/replicas/box-0/sessions",
-                       json={"command": "sleep 1; seq 1 3000000; sleep 30", "tty": False})
+    r = fresh_api.post(
+        f"/gpu-clusters/{cid}/replicas/box-0/sessions",
+        json={"command": "sleep 1; seq 1 3000000; sleep 30", "tty": False},
+    )
     s = r.json()
     attach = srv.ws_url(f"/gpu-clusters/{cid}/sessions/{s['id']}/attach")
     # A client that never reads, with tiny socket buffers, and one that keeps up.
-    stuck = await websockets.connect(attach, additional_headers={"Authorization": f"Bearer {key}"},
-                                     subprotocols=[V5], proxy=None, max_queue=1,
-                                     write_limit=1024, max_size=None)
+    stuck = await websockets.connect(
+        attach,
+        additional_headers={"Authorization": f"Bearer {key}"},
+        subprotocols=[V5],
+        proxy=None,
+        max_queue=1,
+        write_limit=1024,
+        max_size=None,
+    )
     stuck.transport.pause_reading()
     fast = await connect(attach, key)
     want = "".join(f"{i}\n" for i in range(1, 3000001)).encode()
@@ -234,8 +261,10 @@ async def test_slow_client_is_dropped_not_buffered(shared_ecolink_server, fresh_
 
 
 def test_logs_tail_follow_and_previous(shared_ecolink_server, fresh_api):
-    cmd = ('n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; echo "run $n"; '
-           'for i in 1 2 3 4 5 6 7 8; do echo "tick $n.$i"; sleep 0.25; done; exit 2')
+    cmd = (
+        'n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; echo "run $n"; '
+        'for i in 1 2 3 4 5 6 7 8; do echo "tick $n.$i"; sleep 0.25; done; exit 2'
+    )
     c = launch(fresh_api, "logger", replicas=2, command=cmd)
     cid = c["id"]
     wait_for(fresh_api, cid, all_ready(2))
@@ -250,8 +279,14 @@ def test_logs_tail_follow_and_previous(shared_ecolink_server, fresh_api):
                 break
     assert got.startswith(b"run 1\ntick 1.1\n")
     assert time.monotonic() - t0 < 5
-    wait_for(fresh_api, cid, lambda x: x["replica_states"][0]["restarts"] >= 1
-             and x["replica_states"][0]["phase"] == "Running", timeout=30)
+    wait_for(
+        fresh_api,
+        cid,
+        lambda x: (
+            x["replica_states"][0]["restarts"] >= 1 and x["replica_states"][0]["phase"] == "Running"
+        ),
+        timeout=30,
+    )
     time.sleep(0.3)
     prev = fresh_api.get(url, params={"previous": 1}).content
     assert prev.startswith(b"run 1\n") and b"tick 1.8\n" in prev
@@ -273,9 +308,9 @@ async def test_attach_says_how_many_bytes_are_replayed(shared_ecolink_server, fr
 
     client = EcoClient(shared_ecolink_server.url, fresh_api.account_key)
     try:
-        info = await client.create_session(cluster["id"], "box-0",
-                                           command=["sh", "-c", "echo kept-$((40+2)); exec cat"],
-                                           tty=False)
+        info = await client.create_session(
+            cluster["id"], "box-0", command=["sh", "-c", "echo kept-$((40+2)); exec cat"], tty=False
+        )
         sid = str(info["id"])
         first = await attach_session(client, cluster["id"], sid)
         got = b""
@@ -292,7 +327,9 @@ async def test_attach_says_how_many_bytes_are_replayed(shared_ecolink_server, fr
             seen += data
             if b"live\n" in seen:
                 break
-        assert seen[:again.replay_bytes] == b"kept-42\n" and seen[again.replay_bytes:] == b"live\n"
+        assert (
+            seen[: again.replay_bytes] == b"kept-42\n" and seen[again.replay_bytes :] == b"live\n"
+        )
         await again.close()
     finally:
         await client.aclose()

@@ -71,10 +71,8 @@ def _auth(api: httpx.Client) -> bytes:
 
 
 BAD = {
-    "content-length and transfer-encoding":
-        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    "transfer-encoding and content-length":
-        b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+    "content-length and transfer-encoding": b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "transfer-encoding and content-length": b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
     "two content-lengths": b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
     "obs-fold": b"X-A: a\r\n  folded\r\n\r\n",
     "bare LF": b"X-A: a\nX-B: b\r\n\r\n",
@@ -87,10 +85,11 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_framing_is_refused_with_400(shared_ecolink_server: Any, fresh_api: httpx.Client,
-                                         svc: dict[str, Any], case: str) -> None:
+def test_bad_framing_is_refused_with_400(
+    shared_ecolink_server: Any, fresh_api: httpx.Client, svc: dict[str, Any], case: str
+) -> None:
     for path in (f"/gpu-clusters/{svc['id']}/service/x", "/gpu-clusters"):
-        blob = (f"POST {path} HTTP/1.1\r\nHost: h\r\n".encode() + _auth(fresh_api) + BAD[case])
+        blob = f"POST {path} HTTP/1.1\r\nHost: h\r\n".encode() + _auth(fresh_api) + BAD[case]
         answer = raw(shared_ecolink_server.url, blob)
         assert answer.startswith(b"HTTP/1.1 400 "), (case, path, answer[:200])
         status, headers, body = responses(answer)[0]
@@ -101,25 +100,31 @@ def test_bad_framing_is_refused_with_400(shared_ecolink_server: Any, fresh_api: 
     assert r.status_code == 200 and r.json()["path"] == "/after"
 
 
-def test_http10_pipelining_and_error_keep_alive(shared_ecolink_server: Any,
-                                                fresh_api: httpx.Client,
-                                                svc: dict[str, Any]) -> None:
+def test_http10_pipelining_and_error_keep_alive(
+    shared_ecolink_server: Any, fresh_api: httpx.Client, svc: dict[str, Any]
+) -> None:
     base = f"/gpu-clusters/{svc['id']}/service"
     auth = _auth(fresh_api)
     # Pipelined: service, API, an error, service again; answered in order on one connection.
-    blob = (f"GET {base}/one HTTP/1.1\r\nHost: h\r\n".encode() + auth + b"\r\n"
-            + b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n"
-            + f"GET {base}/two HTTP/1.1\r\nHost: h\r\n\r\n".encode()
-            + f"POST {base}/three HTTP/1.1\r\nHost: h\r\n".encode() + auth
-            + b"Content-Length: 5\r\nConnection: close\r\n\r\nhello")
+    blob = (
+        f"GET {base}/one HTTP/1.1\r\nHost: h\r\n".encode()
+        + auth
+        + b"\r\n"
+        + b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n"
+        + f"GET {base}/two HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+        + f"POST {base}/three HTTP/1.1\r\nHost: h\r\n".encode()
+        + auth
+        + b"Content-Length: 5\r\nConnection: close\r\n\r\nhello"
+    )
     answers = responses(raw(shared_ecolink_server.url, blob))
     assert [a[0] for a in answers] == [200, 200, 401, 200]
     assert json.loads(answers[0][2])["path"] == "/one"
     assert json.loads(answers[3][2])["path"] == "/three"
     assert json.loads(answers[3][2])["body_bytes"] == 5
     # HTTP/1.0: answered and closed.
-    answer = raw(shared_ecolink_server.url,
-                 f"GET {base}/old HTTP/1.0\r\n".encode() + auth + b"\r\n")
+    answer = raw(
+        shared_ecolink_server.url, f"GET {base}/old HTTP/1.0\r\n".encode() + auth + b"\r\n"
+    )
     status, _, body = responses(answer)[0]
     assert status == 200 and json.loads(body)["path"] == "/old"
 
@@ -134,8 +139,8 @@ def _session(api: httpx.Client) -> str:
 
 @pytest.mark.parametrize("form", ["space", "comma", "semicolon", "repeated", "alone"])
 def test_session_cookie_opens_and_never_reaches_the_replica(
-        shared_ecolink_server: Any, fresh_api: httpx.Client, svc: dict[str, Any],
-        form: str) -> None:
+    shared_ecolink_server: Any, fresh_api: httpx.Client, svc: dict[str, Any], form: str
+) -> None:
     token = _session(fresh_api)
     cookie_lines = {
         "space": [f"theme=dark eco_session={token} lang=en"],
@@ -145,8 +150,10 @@ def test_session_cookie_opens_and_never_reaches_the_replica(
         "alone": [f"eco_session={token}"],
     }[form]
     head = "".join(f"Cookie: {c}\r\n" for c in cookie_lines)
-    blob = (f"GET /gpu-clusters/{svc['id']}/service/c HTTP/1.1\r\nHost: h\r\n{head}"
-            "Connection: close\r\n\r\n").encode()
+    blob = (
+        f"GET /gpu-clusters/{svc['id']}/service/c HTTP/1.1\r\nHost: h\r\n{head}"
+        "Connection: close\r\n\r\n"
+    ).encode()
     status, _, body = responses(raw(shared_ecolink_server.url, blob))[0]
     assert status == 200, body
     seen = json.loads(body)["headers"]
@@ -159,11 +166,18 @@ def test_session_cookie_opens_and_never_reaches_the_replica(
         assert cookies == []
 
 
-def test_forwarded_headers_replaced_and_path_as_sent(fresh_api: httpx.Client,
-                                                     svc: dict[str, Any]) -> None:
-    r = fresh_api.get(f"/gpu-clusters/{svc['id']}/service/a%2fb/c%2F?q=%2f",
-                      headers={"Forwarded": "for=6.6.6.6;proto=https", "X-Real-IP": "6.6.6.6",
-                               "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil"})
+def test_forwarded_headers_replaced_and_path_as_sent(
+    fresh_api: httpx.Client, svc: dict[str, Any]
+) -> None:
+    r = fresh_api.get(
+        f"/gpu-clusters/{svc['id']}/service/a%2fb/c%2F?q=%2f",
+        headers={
+            "Forwarded": "for=6.6.6.6;proto=https",
+            "X-Real-IP": "6.6.6.6",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "evil",
+        },
+    )
     assert r.status_code == 200
     info = r.json()
     assert info["path"] == "/a%2fb/c%2F" and info["query"] == "q=%2f"
@@ -171,13 +185,15 @@ def test_forwarded_headers_replaced_and_path_as_sent(fresh_api: httpx.Client,
     for k, v in info["headers"]:
         headers.setdefault(k.lower(), []).append(v)
     assert headers["x-real-ip"] == ["127.0.0.1"]
-    assert headers["forwarded"] == [f'for="127.0.0.1";proto=http;host="{fresh_api.base_url.netloc.decode()}"']
+    assert headers["forwarded"] == [
+        f'for="127.0.0.1";proto=http;host="{fresh_api.base_url.netloc.decode()}"'
+    ]
     assert headers["x-forwarded-proto"] == ["http"]
     assert headers["x-forwarded-host"] == [fresh_api.base_url.netloc.decode()]
     assert "6.6.6.6" not in json.dumps(info["headers"])
 
 
-COOKIE_REPLICA = r'''
+COOKIE_REPLICA = r"""
 import os, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 prefix = sys.argv[1]
@@ -196,11 +212,12 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-'''
+"""
 
 
-def test_replica_set_cookie_scoped_to_the_service(fresh_api: httpx.Client,
-                                                  request: pytest.FixtureRequest) -> None:
+def test_replica_set_cookie_scoped_to_the_service(
+    fresh_api: httpx.Client, request: pytest.FixtureRequest
+) -> None:
     # Replicas may run under a uid of their own: the script and the interpreter must
     # be where any uid can read them (the test's own tmp_path is private).
     shared = Path(tempfile.mkdtemp(prefix="ecolink-cookies-"))
@@ -209,8 +226,13 @@ def test_replica_set_cookie_scoped_to_the_service(fresh_api: httpx.Client,
     script = shared / "cookies.py"
     script.write_text(COOKIE_REPLICA)
     script.chmod(0o644)
-    c = launch(fresh_api, "cookies", replicas=2, port=8080,
-               command=f"{replica_python()} {script} /gpu-clusters/cookies/service")
+    c = launch(
+        fresh_api,
+        "cookies",
+        replicas=2,
+        port=8080,
+        command=f"{replica_python()} {script} /gpu-clusters/cookies/service",
+    )
     wait_for(fresh_api, c["id"], all_ready(2))
     for ref in ("cookies", c["id"]):
         for _ in range(50):  # the replica is ready once its process runs: wait for it to listen
@@ -219,30 +241,31 @@ def test_replica_set_cookie_scoped_to_the_service(fresh_api: httpx.Client,
                 break
             time.sleep(0.1)
         assert r.status_code == 200 and r.content == b"ok"
-        names = sorted(v.split("=", 1)[0] for k, v in r.headers.multi_items()
-                       if k == "set-cookie")
+        names = sorted(v.split("=", 1)[0] for k, v in r.headers.multi_items() if k == "set-cookie")
         assert names == ["exact", "inside", "plain"]
 
 
-def test_new_key_works_at_once_and_revocation_is_quick(shared_ecolink_server: Any,
-                                                       fresh_api: httpx.Client,
-                                                       svc: dict[str, Any]) -> None:
+def test_new_key_works_at_once_and_revocation_is_quick(
+    shared_ecolink_server: Any, fresh_api: httpx.Client, svc: dict[str, Any]
+) -> None:
     srv = shared_ecolink_server
     url = f"{srv.url}/gpu-clusters/{svc['id']}/service/k"
-    out = srv.cli("keys", "create", "--account",
-                  _account_name(srv, fresh_api.account_key)).stdout  # type: ignore[attr-defined]
+    out = srv.cli("keys", "create", "--account", _account_name(srv, fresh_api.account_key)).stdout  # type: ignore[attr-defined]
     key = next(w for w in out.split() if w.startswith("eco_"))
     with httpx.Client() as c:
         assert c.get(url, headers={"Authorization": f"Bearer {key}"}).status_code == 200
-        session = _session(httpx.Client(base_url=srv.url,
-                                        headers={"Authorization": f"Bearer {key}"}))
+        session = _session(
+            httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key}"})
+        )
         srv.cli("keys", "revoke", key[:12])
         t0 = time.monotonic()
         while c.get(url, headers={"Authorization": f"Bearer {key}"}).status_code != 401:
             assert time.monotonic() - t0 < 1.0, "a revoked key still opens the service URL"
         # The account's other key keeps working.
-        assert c.get(url, headers={"Authorization": f"Bearer {fresh_api.account_key}"}
-                     ).status_code == 200  # type: ignore[attr-defined]
+        assert (
+            c.get(url, headers={"Authorization": f"Bearer {fresh_api.account_key}"}).status_code
+            == 200
+        )  # type: ignore[attr-defined]
         del session
 
 
@@ -278,8 +301,9 @@ def test_least_outstanding_avoids_the_busy_replica(ecolink_server_factory: Any) 
 
 
 def test_round_robin_option_and_slow_clients(ecolink_server_factory: Any) -> None:
-    srv = ecolink_server_factory(extra_args=["--load-balancing", "round-robin",
-                                             "--head-timeout", "2", "--workers", "2"])
+    srv = ecolink_server_factory(
+        extra_args=["--load-balancing", "round-robin", "--head-timeout", "2", "--workers", "2"]
+    )
     api = srv.client()
     c = launch(api, "rr", replicas=2, port=8080)
     wait_for(api, c["id"], all_ready(2))
@@ -323,7 +347,8 @@ def test_round_robin_option_and_slow_clients(ecolink_server_factory: Any) -> Non
 
 
 def test_traffic_per_replica_on_the_api_the_watch_and_metrics(
-        shared_ecolink_server: Any, fresh_api: httpx.Client, svc: dict[str, Any]) -> None:
+    shared_ecolink_server: Any, fresh_api: httpx.Client, svc: dict[str, Any]
+) -> None:
     base = f"/gpu-clusters/{svc['id']}/service"
     for _ in range(20):
         assert fresh_api.get(f"{base}/t").status_code == 200
@@ -343,29 +368,37 @@ def test_traffic_per_replica_on_the_api_the_watch_and_metrics(
     cluster = fresh_api.get(f"/gpu-clusters/{svc['id']}").json()
     assert cluster["traffic"]["requests_per_s"] > 0 and cluster["traffic"]["path"] == "local"
     metrics = fresh_api.get("/metrics").text
-    lines = [ln for ln in metrics.splitlines()
-             if ln.startswith("ecolink_service_requests_total{") and 'class="2xx"' in ln
-             and svc["id"] in ln]
+    lines = [
+        ln
+        for ln in metrics.splitlines()
+        if ln.startswith("ecolink_service_requests_total{")
+        and 'class="2xx"' in ln
+        and svc["id"] in ln
+    ]
     assert sum(float(ln.rsplit(" ", 1)[1]) for ln in lines) == 20
     # Another account sees none of it.
     other = shared_ecolink_server.new_account("metrics-other", "10")
-    r = httpx.get(shared_ecolink_server.url + "/metrics",
-                  headers={"Authorization": f"Bearer {other}"})
+    r = httpx.get(
+        shared_ecolink_server.url + "/metrics", headers={"Authorization": f"Bearer {other}"}
+    )
     assert r.status_code == 200 and svc["id"] not in r.text
     assert httpx.get(shared_ecolink_server.url + "/metrics").status_code == 401
 
 
-def test_cookie_websocket_needs_our_origin(shared_ecolink_server: Any, fresh_api: httpx.Client,
-                                           svc: dict[str, Any]) -> None:
+def test_cookie_websocket_needs_our_origin(
+    shared_ecolink_server: Any, fresh_api: httpx.Client, svc: dict[str, Any]
+) -> None:
     token = _session(fresh_api)
     host = fresh_api.base_url.netloc.decode()
     path = f"/gpu-clusters/{svc['id']}/service/ws"
 
     def upgrade(origin: str | None) -> bytes:
-        head = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                f"Cookie: eco_session={token}\r\n")
+        head = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Cookie: eco_session={token}\r\n"
+        )
         if origin is not None:
             head += f"Origin: {origin}\r\n"
         s = socket.create_connection(_addr(shared_ecolink_server.url), timeout=5)
@@ -384,7 +417,7 @@ def _head_names(blob: bytes) -> list[str]:
     return [ln.partition(":")[0].strip().lower() for ln in head[1:]]
 
 
-DATED_REPLICA = r'''
+DATED_REPLICA = r"""
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
@@ -398,11 +431,12 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-'''
+"""
 
 
-def test_one_server_and_one_date_header_on_every_answer(fresh_api: httpx.Client,
-                                                        request: pytest.FixtureRequest) -> None:
+def test_one_server_and_one_date_header_on_every_answer(
+    fresh_api: httpx.Client, request: pytest.FixtureRequest
+) -> None:
     """A replica that names itself and dates its answers (as http.server does): through
     the service URL its Server and Date pass once, nothing of ours beside them; the API
     behind the front and the front's own refusals carry at most one of each."""
@@ -426,13 +460,19 @@ def test_one_server_and_one_date_header_on_every_answer(fresh_api: httpx.Client,
     assert len(answered) == 2, answered
     host = fresh_api.base_url.netloc
     service = f"/gpu-clusters/{c['id']}/service/".encode()
-    for what, path, auth in (("service", service, _auth(fresh_api)),
-                             ("api", b"/account", _auth(fresh_api)),
-                             ("refused", service, b"")):
-        blob = raw(str(fresh_api.base_url),
-                   b"GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n" % (path, host, auth))
-        assert blob.startswith(b"HTTP/1.1 401" if what == "refused" else b"HTTP/1.1 200"), \
-            (what, blob[:200])
+    for what, path, auth in (
+        ("service", service, _auth(fresh_api)),
+        ("api", b"/account", _auth(fresh_api)),
+        ("refused", service, b""),
+    ):
+        blob = raw(
+            str(fresh_api.base_url),
+            b"GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n" % (path, host, auth),
+        )
+        assert blob.startswith(b"HTTP/1.1 401" if what == "refused" else b"HTTP/1.1 200"), (
+            what,
+            blob[:200],
+        )
         names = _head_names(blob)
         if what == "refused":
             assert names.count("server") <= 1 and names.count("date") <= 1, names

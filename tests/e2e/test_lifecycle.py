@@ -18,9 +18,7 @@ pytestmark = pytest.mark.timeout(180)
 # Writes its pid, starts a background child and a double-forked daemon in its own
 # session, then serves nothing: what a replica can leave behind. (Processes that
 # ignore SIGTERM are covered by the runtime's unit tests: each costs a grace period.)
-MESSY = ("echo $$ > pid; sleep 1000 & "
-         "sh -c 'setsid sleep 1001 &'; "
-         "exec sleep 1002")
+MESSY = "echo $$ > pid; sleep 1000 & sh -c 'setsid sleep 1001 &'; exec sleep 1002"
 
 
 def pids_of(state_dir: Path, cid: str, names: list[str]) -> dict[str, int]:
@@ -65,22 +63,32 @@ def test_scale_stop_resume_restart_terminate_leave_nothing(shared_ecolink_server
     wait_until(lambda: marked_processes(srv.state_dir, cid) == [], what="stopped processes")
     assert api.post(f"/gpu-clusters/{cid}/resume").status_code == 200
     wait_for(api, cid, all_ready(2))
-    wait_until(lambda: all(p and p not in before.values()
-                           for p in pids_of(srv.state_dir, cid, ["life-0", "life-1"]).values()))
+    wait_until(
+        lambda: all(
+            p and p not in before.values()
+            for p in pids_of(srv.state_dir, cid, ["life-0", "life-1"]).values()
+        )
+    )
 
     # Rolling restart: every replica gets a new process.
     before = pids_of(srv.state_dir, cid, ["life-0", "life-1"])
     assert api.post(f"/gpu-clusters/{cid}/restart").status_code == 200
-    wait_until(lambda: all(p and p != before[n]
-                           for n, p in pids_of(srv.state_dir, cid, ["life-0", "life-1"]).items()),
-               what="rolling restart")
+    wait_until(
+        lambda: all(
+            p and p != before[n]
+            for n, p in pids_of(srv.state_dir, cid, ["life-0", "life-1"]).items()
+        ),
+        what="rolling restart",
+    )
     wait_for(api, cid, all_ready(2))
     assert not any(alive(p) for p in before.values())
     # One replica.
     before = pids_of(srv.state_dir, cid, ["life-0", "life-1"])
     r = api.post(f"/gpu-clusters/{cid}/replicas/life-1/restart")
     assert r.status_code == 200
-    wait_until(lambda: pids_of(srv.state_dir, cid, ["life-1"])["life-1"] not in (0, before["life-1"]))
+    wait_until(
+        lambda: pids_of(srv.state_dir, cid, ["life-1"])["life-1"] not in (0, before["life-1"])
+    )
     assert pids_of(srv.state_dir, cid, ["life-0"])["life-0"] == before["life-0"]
 
     # Terminate: nothing it started is left, daemons included.
@@ -94,8 +102,12 @@ def test_scale_stop_resume_restart_terminate_leave_nothing(shared_ecolink_server
 
 def test_startup_command_not_found(shared_ecolink_server, fresh_api):
     c = launch(fresh_api, "missing", command="/no/such/program --serve")
-    c = wait_for(fresh_api, c["id"], lambda x: x["replica_states"]
-                 and all(s["restarts"] >= 2 for s in x["replica_states"]), timeout=30)
+    c = wait_for(
+        fresh_api,
+        c["id"],
+        lambda x: x["replica_states"] and all(s["restarts"] >= 2 for s in x["replica_states"]),
+        timeout=30,
+    )
     s = c["replica_states"][0]
     assert not s["ready"] and "127" in s["reason"] and "not found" in s["reason"]
     assert c["status"] in ("pending", "running", "failed")
@@ -107,8 +119,12 @@ def test_startup_command_not_found(shared_ecolink_server, fresh_api):
 
 def test_startup_command_exits_at_once(fresh_api):
     c = launch(fresh_api, "quitter", command="echo bye")
-    c = wait_for(fresh_api, c["id"], lambda x: x["replica_states"]
-                 and all(s["restarts"] >= 2 for s in x["replica_states"]), timeout=30)
+    c = wait_for(
+        fresh_api,
+        c["id"],
+        lambda x: x["replica_states"] and all(s["restarts"] >= 2 for s in x["replica_states"]),
+        timeout=30,
+    )
     assert "exited with code 0" in c["replica_states"][0]["reason"]
 
 
@@ -154,7 +170,8 @@ def test_backend_sigkill_and_restart(ecolink_server):
         assert all(new.values()) and set(new.values()).isdisjoint(old.values())
         sessions = api.get(f"/gpu-clusters/{cid}/sessions").json()["sessions"]
         assert [(s["id"], s["exited"], s["ended_reason"]) for s in sessions] == [
-            (sid, True, "backend_restart")]
+            (sid, True, "backend_restart")
+        ]
         # The ledger still adds up.
         store = srv.store()
         try:
@@ -179,8 +196,11 @@ def test_clean_stop_stops_replicas_and_posts_charges(ecolink_server):
         api.close()
     # `ecolink stop` from another process; the server is our child, so reap it here
     # (a zombie would look alive to `ecolink stop`).
-    stop = subprocess.Popen([sys.executable, "-m", "ecolink", "stop", "--state-dir",
-                             str(srv.state_dir)], env=srv.env, stdout=subprocess.PIPE)
+    stop = subprocess.Popen(
+        [sys.executable, "-m", "ecolink", "stop", "--state-dir", str(srv.state_dir)],
+        env=srv.env,
+        stdout=subprocess.PIPE,
+    )
     assert srv.proc.wait(timeout=30) == 0
     assert stop.wait(timeout=30) == 0
     assert b"stopped" in stop.stdout.read()

@@ -37,7 +37,8 @@ def sample(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 
 def test_metrics_count_requests_watch_clients_exec_and_store_calls(
-        ecolink_server_factory: Callable[..., EcolinkServer]) -> None:
+    ecolink_server_factory: Callable[..., EcolinkServer],
+) -> None:
     srv = ecolink_server_factory()
     api = srv.client()
     before = scrape(api)
@@ -50,19 +51,22 @@ def test_metrics_count_requests_watch_clients_exec_and_store_calls(
     c = launch(api, "observed", replicas=2, command="sleep 600")
     c = wait_for(api, c["id"], all_ready(2), what="2 ready")
     replica = c["replica_states"][0]["name"]
-    kept = api.post(f"/gpu-clusters/{c['id']}/replicas/{replica}/sessions",
-                    json={"command": ["sleep", "600"]})
+    kept = api.post(
+        f"/gpu-clusters/{c['id']}/replicas/{replica}/sessions", json={"command": ["sleep", "600"]}
+    )
     assert kept.status_code in (200, 201), kept.text
 
     async def with_sockets_open() -> dict[Any, float]:
         watch = await websockets.connect(
-            srv.ws_url("/watch"), additional_headers={"Authorization": f"Bearer {srv.key}",
-                                                      "X-Request-Id": "watch-1"},
-            proxy=None)
+            srv.ws_url("/watch"),
+            additional_headers={"Authorization": f"Bearer {srv.key}", "X-Request-Id": "watch-1"},
+            proxy=None,
+        )
         assert watch.response is not None
         assert watch.response.headers["x-request-id"] == "watch-1"
-        shell = await connect(exec_url(srv, c["id"], replica, ["sleep", "30"],
-                                       tty="false", stdin="false"), srv.key)
+        shell = await connect(
+            exec_url(srv, c["id"], replica, ["sleep", "30"], tty="false", stdin="false"), srv.key
+        )
         try:
             await watch.recv()  # the snapshot: the hub holds the client by now
             return await asyncio.to_thread(scrape, api)
@@ -72,27 +76,48 @@ def test_metrics_count_requests_watch_clients_exec_and_store_calls(
 
     during = asyncio.run(with_sockets_open())
     assert api.delete(f"/gpu-clusters/{c['id']}/sessions/{kept.json()['id']}").status_code in (
-        200, 204)
+        200,
+        204,
+    )
     after = scrape(api)
 
     def delta(name: str, **labels: str) -> float:
         return sample(after, name, **labels) - sample(before, name, **labels)
 
-    assert delta("ecolink_http_requests_total", method="GET", route="/gpu-clusters",
-                 status="200") == 3
-    assert delta("ecolink_http_requests_total", method="GET", route="/gpu-clusters",
-                 status="401") == 1
-    assert delta("ecolink_http_requests_total", method="GET", route="/gpu-clusters/{id}",
-                 status="404") == 1
-    assert delta("ecolink_http_requests_total", method="POST", route="/gpu-clusters",
-                 status="201") == 1
+    assert (
+        delta("ecolink_http_requests_total", method="GET", route="/gpu-clusters", status="200") == 3
+    )
+    assert (
+        delta("ecolink_http_requests_total", method="GET", route="/gpu-clusters", status="401") == 1
+    )
+    assert (
+        delta("ecolink_http_requests_total", method="GET", route="/gpu-clusters/{id}", status="404")
+        == 1
+    )
+    assert (
+        delta("ecolink_http_requests_total", method="POST", route="/gpu-clusters", status="201")
+        == 1
+    )
     # The latency histogram saw each of them, in its buckets and its count.
-    assert delta("ecolink_http_request_duration_seconds_count", method="GET",
-                 route="/gpu-clusters") == 4
-    assert delta("ecolink_http_request_duration_seconds_bucket", method="GET",
-                 route="/gpu-clusters", le="+Inf") == 4
-    assert sample(after, "ecolink_http_request_duration_seconds_sum", method="GET",
-                  route="/gpu-clusters") > 0
+    assert (
+        delta("ecolink_http_request_duration_seconds_count", method="GET", route="/gpu-clusters")
+        == 4
+    )
+    assert (
+        delta(
+            "ecolink_http_request_duration_seconds_bucket",
+            method="GET",
+            route="/gpu-clusters",
+            le="+Inf",
+        )
+        == 4
+    )
+    assert (
+        sample(
+            after, "ecolink_http_request_duration_seconds_sum", method="GET", route="/gpu-clusters"
+        )
+        > 0
+    )
     # The launch wrote through the store: its transaction and its hold were timed.
     assert delta("ecolink_store_call_duration_seconds_count", call="tx") >= 1
     assert delta("ecolink_store_call_duration_seconds_count", call="post") >= 1
@@ -110,9 +135,11 @@ def test_metrics_count_requests_watch_clients_exec_and_store_calls(
 
 
 def test_request_id_crosses_the_front_and_lands_in_json_logs(
-        ecolink_server_factory: Callable[..., EcolinkServer]) -> None:
-    srv = ecolink_server_factory(extra_args=["--access-log", "--log-level", "info"],
-                                 env={"ECOLINK_LOG_FORMAT": "json"})
+    ecolink_server_factory: Callable[..., EcolinkServer],
+) -> None:
+    srv = ecolink_server_factory(
+        extra_args=["--access-log", "--log-level", "info"], env={"ECOLINK_LOG_FORMAT": "json"}
+    )
     api = srv.client()
     r = api.get("/gpu-clusters", headers={"X-Request-Id": "trace-42.a:b"})
     assert r.status_code == 200 and r.headers["x-request-id"] == "trace-42.a:b"
@@ -126,29 +153,34 @@ def test_request_id_crosses_the_front_and_lands_in_json_logs(
     assert r1.status_code == 401 and r1.headers["x-request-id"] != r2.headers["x-request-id"]
     api.close()
     srv.stop()
-    lines = [json.loads(ln) for ln in srv.log_tail(200_000).splitlines()
-             if ln.startswith("{")]
+    lines = [json.loads(ln) for ln in srv.log_tail(200_000).splitlines() if ln.startswith("{")]
     assert lines and all({"time", "level", "logger", "message"} <= set(ln) for ln in lines)
     mine = [ln for ln in lines if ln.get("request_id") == "trace-42.a:b"]
     assert [(ln["method"], ln["path"], ln["status"]) for ln in mine] == [
-        ("GET", "/gpu-clusters", 200)]
+        ("GET", "/gpu-clusters", 200)
+    ]
     assert any(ln.get("request_id") == made for ln in lines)
-    assert any(ln.get("request_id") == r1.headers["x-request-id"] and ln["status"] == 401
-               for ln in lines)
+    assert any(
+        ln.get("request_id") == r1.headers["x-request-id"] and ln["status"] == 401 for ln in lines
+    )
 
 
 def test_a_log_format_that_is_not_known_is_refused(tmp_path: Any) -> None:
-    env = {**os.environ, "ECOLINK_LOG_FORMAT": "xml",
-           "PYTHONPATH": os.pathsep.join(sys.path)}
-    r = subprocess.run([sys.executable, "-m", "ecolink", "serve", "--port", "0",
-                        "--state-dir", str(tmp_path)], env=env, capture_output=True,
-                       text=True, timeout=60)
+    env = {**os.environ, "ECOLINK_LOG_FORMAT": "xml", "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "ecolink", "serve", "--port", "0", "--state-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1
     assert "ECOLINK_LOG_FORMAT='xml': use text or json" in r.stderr
 
 
 def test_readyz_fails_while_the_database_is_gone_and_healthz_stays(
-        ecolink_server_factory: Callable[..., EcolinkServer]) -> None:
+    ecolink_server_factory: Callable[..., EcolinkServer],
+) -> None:
     srv = ecolink_server_factory()
     r = httpx.get(srv.url + "/readyz")
     assert r.status_code == 200 and r.json() == {"status": "ready"}

@@ -20,8 +20,12 @@ def _at(text: str) -> datetime:
 
 def test_replicas_see_the_expiry_and_follow_an_extend(ecolink_server):
     with ecolink_server.client() as api:
-        c = launch(api, "clock", command='echo "$ECO_EXPIRES_AT" > env_at; '
-                   'echo "$ECO_EXPIRES_AT_FILE" > env_file; exec sleep infinity')
+        c = launch(
+            api,
+            "clock",
+            command='echo "$ECO_EXPIRES_AT" > env_at; '
+            'echo "$ECO_EXPIRES_AT_FILE" > env_file; exec sleep infinity',
+        )
         c = wait_for(api, c["id"], all_ready(2))
         work = ecolink_server.replica_dir(c["id"], "clock-1")
         wait_until(lambda: (work / "env_file").exists(), what="the replica wrote its env")
@@ -33,14 +37,19 @@ def test_replicas_see_the_expiry_and_follow_an_extend(ecolink_server):
         new = r.json()["expires_at"]
         assert _at(new) > _at(c["expires_at"])
         started = time.monotonic()
-        wait_until(lambda: _at(path.read_text()) == _at(new), timeout=5,
-                   what="the expiry file follows the extend")
+        wait_until(
+            lambda: _at(path.read_text()) == _at(new),
+            timeout=5,
+            what="the expiry file follows the extend",
+        )
         assert time.monotonic() - started < 5
 
 
-DRAIN = ("trap 'python3 -c \"import signal, time; signal.signal(signal.SIGTERM, "
-         "signal.SIG_IGN); time.sleep(7)\"; echo drained > drained; exit 0' TERM; "
-         "while :; do sleep 0.1; done")
+DRAIN = (
+    "trap 'python3 -c \"import signal, time; signal.signal(signal.SIGTERM, "
+    "signal.SIG_IGN); time.sleep(7)\"; echo drained > drained; exit 0' TERM; "
+    "while :; do sleep 0.1; done"
+)
 
 
 def _stop_and_see(server) -> bool:
@@ -63,9 +72,17 @@ def test_stop_gives_sigterm_and_the_grace_period(ecolink_server_factory):
 
 
 def test_kubernetes_pods_carry_the_expiry_by_the_downward_api():
-    spec = ClusterSpec(cluster_id="c1", account_id="a1", name="k", region="us-east",
-                       gpu_type="H100-80GB", gpu_count=1, replicas=2, image="busybox:1",
-                       expires_at="2026-01-01T10:00:00Z")
+    spec = ClusterSpec(
+        cluster_id="c1",
+        account_id="a1",
+        name="k",
+        region="us-east",
+        gpu_type="H100-80GB",
+        gpu_count=1,
+        replicas=2,
+        image="busybox:1",
+        expires_at="2026-01-01T10:00:00Z",
+    )
     tmpl = pod_template(spec)
     assert tmpl["metadata"]["annotations"][EXPIRES_ANNOTATION] == "2026-01-01T10:00:00Z"
     main = tmpl["spec"]["containers"][0]

@@ -29,8 +29,11 @@ def test_round_robin_prefix_and_forwarded_headers(fresh_api, demo):
     for _ in range(6):
         r = fresh_api.get(
             f"/gpu-clusters/{cid}/service/api/v1/items?x=1&y=%2F",
-            headers={"Cookie": "theme=dark; eco_session=secret-token; lang=en",
-                     "X-Forwarded-For": "10.1.2.3", "X-Custom": "kept"},
+            headers={
+                "Cookie": "theme=dark; eco_session=secret-token; lang=en",
+                "X-Forwarded-For": "10.1.2.3",
+                "X-Custom": "kept",
+            },
         )
         assert r.status_code == 200, r.text
         info = r.json()
@@ -68,10 +71,11 @@ def test_every_method_and_streamed_bodies(fresh_api, demo):
 
     def chunks():
         for i in range(0, len(blob), 65536):
-            yield blob[i:i + 65536]
+            yield blob[i : i + 65536]
 
-    r = fresh_api.post(f"{base}/echo", content=chunks(),
-                       headers={"Content-Type": "application/x-blob"})
+    r = fresh_api.post(
+        f"{base}/echo", content=chunks(), headers={"Content-Type": "application/x-blob"}
+    )
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/x-blob"
     assert r.content == blob
@@ -90,8 +94,10 @@ async def test_websocket_through_the_service_url(shared_ecolink_server, fresh_ap
     cid = demo["id"]
     url = shared_ecolink_server.ws_url(f"/gpu-clusters/{cid}/service/ws")
     async with websockets.connect(
-        url, additional_headers={"Authorization": f"Bearer {fresh_api.account_key}"},
-        proxy=None, max_size=None,
+        url,
+        additional_headers={"Authorization": f"Bearer {fresh_api.account_key}"},
+        proxy=None,
+        max_size=None,
     ) as ws:
         await ws.send("hello")
         assert await ws.recv() == "hello"
@@ -120,8 +126,13 @@ def test_refusals(shared_ecolink_server, fresh_api, demo):
     r = fresh_api.get(f"/gpu-clusters/{plain['id']}/service/")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     deaf = launch(fresh_api, "deaf", command="sleep infinity", port=9999)
-    wait_for(fresh_api, deaf["id"], lambda c: c["status"] == "running"
-             and all(s["phase"] == "Running" for s in c["replica_states"]))
+    wait_for(
+        fresh_api,
+        deaf["id"],
+        lambda c: (
+            c["status"] == "running" and all(s["phase"] == "Running" for s in c["replica_states"])
+        ),
+    )
     r = fresh_api.get(f"/gpu-clusters/{deaf['id']}/service/")
     assert r.status_code == 503 and r.json()["error"]["code"] == "runtime_unavailable"
     # The endpoint survives stop and resume (same URL), and changes port in place.
@@ -139,7 +150,9 @@ def test_client_disconnect_mid_stream(fresh_api, demo):
     cid = demo["id"]
     # Drop a long answer after a few lines; the backend and the replicas carry on.
     for _ in range(3):
-        with fresh_api.stream("GET", f"/gpu-clusters/{cid}/service/stream?chunks=100000&delay=0") as r:
+        with fresh_api.stream(
+            "GET", f"/gpu-clusters/{cid}/service/stream?chunks=100000&delay=0"
+        ) as r:
             it = r.iter_bytes()
             next(it)
     r = fresh_api.get(f"/gpu-clusters/{cid}/service/after")
@@ -148,13 +161,19 @@ def test_client_disconnect_mid_stream(fresh_api, demo):
 
 async def test_concurrent_requests(fresh_api, demo, shared_ecolink_server):
     cid = demo["id"]
-    async with httpx.AsyncClient(base_url=shared_ecolink_server.url, headers={
-            "Authorization": f"Bearer {fresh_api.account_key}"}) as client:
-        rs = await asyncio.gather(*(client.get(f"/gpu-clusters/{cid}/service/c{i}") for i in range(60)))
+    async with httpx.AsyncClient(
+        base_url=shared_ecolink_server.url,
+        headers={"Authorization": f"Bearer {fresh_api.account_key}"},
+    ) as client:
+        rs = await asyncio.gather(
+            *(client.get(f"/gpu-clusters/{cid}/service/c{i}") for i in range(60))
+        )
     assert all(r.status_code == 200 for r in rs)
     counts: dict[str, int] = {}
     for r in rs:
-        counts[json.loads(r.content)["replica"]] = counts.get(json.loads(r.content)["replica"], 0) + 1
+        counts[json.loads(r.content)["replica"]] = (
+            counts.get(json.loads(r.content)["replica"], 0) + 1
+        )
     # Least outstanding requests: every replica takes a share, none most of it.
     assert set(counts) == {"svc-0", "svc-1", "svc-2"}
     assert all(10 <= n <= 30 for n in counts.values()), counts

@@ -30,12 +30,15 @@ def test_live_sessions_are_capped_per_cluster(fresh_api):
     wait_for(fresh_api, other["id"], all_ready(2))
     ids = []
     for i in range(MAX_LIVE_SESSIONS):
-        r = fresh_api.post(f"/gpu-clusters/{cid}/replicas/capped-{i % 2}/sessions",
-                           json={"command": "sleep 3600", "tty": False})
+        r = fresh_api.post(
+            f"/gpu-clusters/{cid}/replicas/capped-{i % 2}/sessions",
+            json={"command": "sleep 3600", "tty": False},
+        )
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
-    r = fresh_api.post(f"/gpu-clusters/{cid}/replicas/capped-0/sessions",
-                       json={"command": "sleep 3600"})
+    r = fresh_api.post(
+        f"/gpu-clusters/{cid}/replicas/capped-0/sessions", json={"command": "sleep 3600"}
+    )
     assert r.status_code == 409, r.text
     err = r.json()["error"]
     assert err["code"] == "conflict"
@@ -44,13 +47,15 @@ def test_live_sessions_are_capped_per_cluster(fresh_api):
     r = fresh_api.post(f"/gpu-clusters/{cid}/replicas/capped-9/sessions", json={})
     assert r.status_code == 404, r.text
     # The cap is per cluster: the other cluster is not affected.
-    r = fresh_api.post(f"/gpu-clusters/{other['id']}/replicas/uncapped-0/sessions",
-                       json={"command": "sleep 3600"})
+    r = fresh_api.post(
+        f"/gpu-clusters/{other['id']}/replicas/uncapped-0/sessions", json={"command": "sleep 3600"}
+    )
     assert r.status_code == 201, r.text
     # Ending one makes room for one more.
     assert fresh_api.delete(f"/gpu-clusters/{cid}/sessions/{ids[0]}").status_code == 200
-    r = fresh_api.post(f"/gpu-clusters/{cid}/replicas/capped-1/sessions",
-                       json={"command": ["sleep", "3600"]})
+    r = fresh_api.post(
+        f"/gpu-clusters/{cid}/replicas/capped-1/sessions", json={"command": ["sleep", "3600"]}
+    )
     assert r.status_code == 201, r.text
     live = [s for s in _sessions(fresh_api, cid) if not s["exited"]]
     assert len(live) == MAX_LIVE_SESSIONS
@@ -62,8 +67,10 @@ def test_old_ended_sessions_are_forgotten(fresh_api):
     total = KEEP_ENDED_SESSIONS + 6
     ids = []
     for _ in range(total):
-        r = fresh_api.post(f"/gpu-clusters/{cid}/replicas/ender-0/sessions",
-                           json={"command": "exit 0", "tty": False})
+        r = fresh_api.post(
+            f"/gpu-clusters/{cid}/replicas/ender-0/sessions",
+            json={"command": "exit 0", "tty": False},
+        )
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
         time.sleep(0.002)  # distinct start times: "newest" is well defined
@@ -91,15 +98,26 @@ def test_openapi_describes_sessions_and_logs(shared_ecolink_server):
     out = create["responses"]["201"]["content"]["application/json"]["schema"]
     assert out == {"$ref": "#/components/schemas/SessionOut"}
     session = doc["components"]["schemas"]["SessionOut"]
-    assert set(session["required"]) == {"id", "cluster_id", "replica", "command", "tty",
-                                        "started_at", "exited", "exit_code", "ended_reason",
-                                        "attached"}
+    assert set(session["required"]) == {
+        "id",
+        "cluster_id",
+        "replica",
+        "command",
+        "tty",
+        "started_at",
+        "exited",
+        "exit_code",
+        "ended_reason",
+        "attached",
+    }
     listing = paths["/gpu-clusters/{id}/sessions"]["get"]["responses"]["200"]
     assert listing["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/SessionsOut"}
+        "$ref": "#/components/schemas/SessionsOut"
+    }
     delete = paths["/gpu-clusters/{id}/sessions/{sid}"]["delete"]["responses"]["200"]
     assert delete["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/SessionOut"}
+        "$ref": "#/components/schemas/SessionOut"
+    }
     logs = paths["/gpu-clusters/{id}/replicas/{replica}/logs"]["get"]
     params = {p["name"]: p for p in logs["parameters"] if p["in"] == "query"}
     assert params["tail"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 1_000_000}
@@ -114,12 +132,23 @@ def test_logs_query_is_checked_as_documented(fresh_api):
     deadline = time.monotonic() + 10
     while fresh_api.get(url).content != b"one\ntwo\n" and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert fresh_api.get(url, params={"tail": "1", "follow": "0", "previous": "false"}
-                         ).content == b"two\n"
+    assert (
+        fresh_api.get(url, params={"tail": "1", "follow": "0", "previous": "false"}).content
+        == b"two\n"
+    )
     assert fresh_api.get(url, params={"tail": "0"}).content == b""
-    for params in ({"tail": "-1"}, {"tail": "+1"}, {"tail": " 1"}, {"tail": "1_0"},
-                   {"tail": ""}, {"tail": "1000001"}, {"tail": "\u0663"},
-                   {"follow": "yes"}, {"follow": "TRUE"}, {"previous": ""}):
+    for params in (
+        {"tail": "-1"},
+        {"tail": "+1"},
+        {"tail": " 1"},
+        {"tail": "1_0"},
+        {"tail": ""},
+        {"tail": "1000001"},
+        {"tail": "\u0663"},
+        {"follow": "yes"},
+        {"follow": "TRUE"},
+        {"previous": ""},
+    ):
         r = fresh_api.get(url, params=params)
         assert r.status_code == 422, (params, r.status_code, r.text)
         err = r.json()["error"]

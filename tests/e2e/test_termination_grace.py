@@ -11,8 +11,10 @@ from support.e2e_helpers import all_ready, launch, wait_for
 
 # On SIGTERM: note the start of a 3 s checkpoint, take it (ignoring further TERMs
 # so the grace alone decides), note its end and exit.
-CHECKPOINT = ("trap 'trap \"\" TERM; echo started > ckpt; sleep 3; echo finished >> ckpt; "
-              "exit 0' TERM; while :; do sleep 0.1; done")
+CHECKPOINT = (
+    'trap \'trap "" TERM; echo started > ckpt; sleep 3; echo finished >> ckpt; '
+    "exit 0' TERM; while :; do sleep 0.1; done"
+)
 
 
 def _stop_with_grace(server: Any, name: str, grace: int) -> tuple[float, list[str]]:
@@ -57,9 +59,11 @@ def test_a_cluster_without_the_field_gets_the_backend_default(ecolink_server):
 def _draining(seconds: int) -> str:
     """A replica that, on SIGTERM, drains for `seconds` (ignoring further TERMs) and
     notes the start and the end of its drain."""
-    return ("trap 'trap \"\" TERM; echo started > ckpt; "
-            f"sleep {seconds}; echo finished >> ckpt; exit 0' TERM; "
-            "while :; do sleep 0.1; done")
+    return (
+        'trap \'trap "" TERM; echo started > ckpt; '
+        f"sleep {seconds}; echo finished >> ckpt; exit 0' TERM; "
+        "while :; do sleep 0.1; done"
+    )
 
 
 def _timed(call: Any) -> tuple[Any, float]:
@@ -82,12 +86,12 @@ def test_a_stop_answers_at_once_while_the_replica_drains(ecolink_server):
         body = r.json()
         assert body["status"] == "stopping"
         assert [(s["name"], s["ready"], s["reason"]) for s in body["replica_states"]] == [
-            (f"drains-{i}", False, "Terminating") for i in range(2)]
+            (f"drains-{i}", False, "Terminating") for i in range(2)
+        ]
         # Other actions of the same account do not wait for the drain.
         other, took = _timed(lambda: launch(api, "meanwhile", command="exec sleep 300"))
         assert took < 2
-        r, took = _timed(lambda: api.post(f"/gpu-clusters/{other['id']}/extend",
-                                          json={"hours": 1}))
+        r, took = _timed(lambda: api.post(f"/gpu-clusters/{other['id']}/extend", json={"hours": 1}))
         assert r.status_code == 200, r.text
         assert took < 2
         assert api.get(f"/gpu-clusters/{c['id']}").json()["status"] == "stopping"
@@ -95,7 +99,8 @@ def test_a_stop_answers_at_once_while_the_replica_drains(ecolink_server):
         assert time.monotonic() - started >= 14  # stopped only once the drain ended
         work = ecolink_server.replica_dir(c["id"])
         assert [(work / f"drains-{i}" / "ckpt").read_text() for i in range(2)] == [
-            "started\nfinished\n"] * 2
+            "started\nfinished\n"
+        ] * 2
         assert api.get(f"/gpu-clusters/{c['id']}").json()["replica_states"] == []
 
 
@@ -116,4 +121,5 @@ def test_a_resume_during_the_drain_starts_after_it(ecolink_server):
         wait_for(api, c["id"], all_ready(2), timeout=30)
         # The old drains ran to their end before the new replicas started.
         assert [(work / f"again-{i}" / "ckpt").read_text() for i in range(2)] == [
-            "started\nfinished\n"] * 2
+            "started\nfinished\n"
+        ] * 2

@@ -116,7 +116,10 @@ def k8s_env() -> Iterator[TestEnv]:
     stderr_path = logdir / "stderr.log"
     stderr = open(stderr_path, "w")
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT)], stdout=subprocess.PIPE, stderr=stderr, text=True,
+        [sys.executable, str(SCRIPT)],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
         stdin=subprocess.DEVNULL,
     )
     line: list[str] = []

@@ -30,8 +30,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def render(k8s_env: Any, path: str) -> list[dict[str, Any]]:
     kustomize = k8s_env.info.get("kustomize") or shutil.which("kustomize")
     assert kustomize, "scripts/k8s-testenv builds kustomize; rerun it"
-    out = subprocess.run([kustomize, "build", str(ROOT / path)], capture_output=True,
-                         text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        [kustomize, "build", str(ROOT / path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -68,18 +73,36 @@ def deployed(k8s_env: Any) -> Any:
     docs = render(k8s_env, "deploy/overlays/sqlite")
     utils.create_from_yaml(admin, yaml_objects=docs, namespace=ns)
     token = core.create_namespaced_service_account_token(
-        "ecolink", ns, {"spec": {"expirationSeconds": 3600}}).status.token
+        "ecolink", ns, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
     kubeconfig = Path(k8s_env.kubeconfig).parent / f"{ns}.kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "ecolink",
-        "clusters": [{"name": "testenv", "cluster": {
-            "server": k8s_env.server,
-            "certificate-authority-data": base64.b64encode(
-                Path(cfg.ssl_ca_cert).read_bytes()).decode()}}],
-        "users": [{"name": "ecolink", "user": {"token": token}}],
-        "contexts": [{"name": "ecolink", "context": {
-            "cluster": "testenv", "user": "ecolink", "namespace": ns}}],
-    }))
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "ecolink",
+                "clusters": [
+                    {
+                        "name": "testenv",
+                        "cluster": {
+                            "server": k8s_env.server,
+                            "certificate-authority-data": base64.b64encode(
+                                Path(cfg.ssl_ca_cert).read_bytes()
+                            ).decode(),
+                        },
+                    }
+                ],
+                "users": [{"name": "ecolink", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "ecolink",
+                        "context": {"cluster": "testenv", "user": "ecolink", "namespace": ns},
+                    }
+                ],
+            }
+        )
+    )
     kubeconfig.chmod(0o600)
     scfg = client.Configuration()
     config.load_kube_config(str(kubeconfig), client_configuration=scfg)
@@ -94,8 +117,15 @@ def deployed(k8s_env: Any) -> Any:
 def test_the_manifests_render_and_are_accepted(k8s_env: Any, deployed: Any) -> None:
     admin, _, ns, _, docs = deployed
     base = by_kind(render(k8s_env, "deploy/base"))
-    assert set(base) == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service",
-                         "Deployment", "PodDisruptionBudget"}
+    assert set(base) == {
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+    }
     assert base["Deployment"]["spec"]["replicas"] == 2
     overlay = by_kind(docs)
     assert overlay["Deployment"]["spec"]["replicas"] == 1
@@ -113,8 +143,7 @@ def test_the_manifests_render_and_are_accepted(k8s_env: Any, deployed: Any) -> N
     db = next(e for e in c.env if e.name == "ECOLINK_DATABASE_URL")
     assert db.value_from.secret_key_ref.name == "ecolink-database"
     volumes = {v.name: v for v in spec.volumes}
-    cm = client.CoreV1Api(admin).read_namespaced_config_map(
-        volumes["catalog"].config_map.name, ns)
+    cm = client.CoreV1Api(admin).read_namespaced_config_map(volumes["catalog"].config_map.name, ns)
     assert cm.data["catalog.toml"] == (ROOT / "deploy/base/catalog.toml").read_text()
     assert volumes["state"].persistent_volume_claim.claim_name == "ecolink-state"
     pdb = client.PolicyV1Api(admin).read_namespaced_pod_disruption_budget("ecolink", ns)
@@ -133,17 +162,30 @@ def test_the_role_grants_what_the_runtime_calls_and_nothing_more(deployed: Any) 
     # What the token may do in its namespace, as the API server sees it: the Role,
     # and what every authenticated user may do (review itself), nothing else.
     review = client.AuthorizationV1Api(scoped).create_self_subject_rules_review(
-        {"spec": {"namespace": ns}})
-    granted = {r for r in rules_of(review.status.resource_rules)
-               if r[0] not in ("authorization.k8s.io", "authentication.k8s.io")}
+        {"spec": {"namespace": ns}}
+    )
+    granted = {
+        r
+        for r in rules_of(review.status.resource_rules)
+        if r[0] not in ("authorization.k8s.io", "authentication.k8s.io")
+    }
     assert granted == set(RULES)
     for group, resource, verbs in RULES:
         res, _, sub = resource.partition("/")
         for verb in verbs:
             r = client.AuthorizationV1Api(scoped).create_self_subject_access_review(
-                {"spec": {"resourceAttributes": {"namespace": ns, "group": group,
-                                                 "resource": res, "subresource": sub,
-                                                 "verb": verb}}})
+                {
+                    "spec": {
+                        "resourceAttributes": {
+                            "namespace": ns,
+                            "group": group,
+                            "resource": res,
+                            "subresource": sub,
+                            "verb": verb,
+                        }
+                    }
+                }
+            )
             assert r.status.allowed, (resource, verb)
     # Outside the list: refused with 403.
     core, apps = client.CoreV1Api(scoped), client.AppsV1Api(scoped)
@@ -157,9 +199,17 @@ def test_the_role_grants_what_the_runtime_calls_and_nothing_more(deployed: Any) 
         lambda: apps.list_namespaced_stateful_set(ns),
         lambda: core.delete_namespace(ns),
         lambda: client.RbacAuthorizationV1Api(scoped).create_namespaced_role_binding(
-            ns, {"metadata": {"name": "x"}, "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                "name": "admin"}, "subjects": []}),
+            ns,
+            {
+                "metadata": {"name": "x"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "admin",
+                },
+                "subjects": [],
+            },
+        ),
     ]
     for call in refused:
         with pytest.raises(client.ApiException) as info:
@@ -168,13 +218,17 @@ def test_the_role_grants_what_the_runtime_calls_and_nothing_more(deployed: Any) 
 
 
 def test_ecolink_with_only_the_service_account_token_runs_clusters(
-        k8s_env: Any, deployed: Any, tmp_path: Path) -> None:
+    k8s_env: Any, deployed: Any, tmp_path: Path
+) -> None:
     admin, _, ns, kubeconfig, _ = deployed
     # No --namespace, no --context: the token's kubeconfig says where, as the
     # service account's files do in a pod.
-    srv = EcolinkServer(tmp_path, catalog=str(ROOT / "deploy/base/catalog.toml"),
-                        extra_args=["--runtime", "kubernetes"],
-                        env={"KUBECONFIG": str(kubeconfig)})
+    srv = EcolinkServer(
+        tmp_path,
+        catalog=str(ROOT / "deploy/base/catalog.toml"),
+        extra_args=["--runtime", "kubernetes"],
+        env={"KUBECONFIG": str(kubeconfig)},
+    )
     srv.start()
     try:
         key = srv.new_account("team-" + secrets.token_hex(3), "10000")
@@ -185,8 +239,9 @@ def test_ecolink_with_only_the_service_account_token_runs_clusters(
         srv.close()
 
 
-def _run_every_operation(k8s_env: Any, srv: EcolinkServer, api: httpx.Client, key: str,
-                         admin: Any, ns: str) -> None:
+def _run_every_operation(
+    k8s_env: Any, srv: EcolinkServer, api: httpx.Client, key: str, admin: Any, ns: str
+) -> None:
     c = launch(api, "team", replicas=2, command="sleep infinity", port=8080)
     cid = c["id"]
     c = wait_for(api, cid, all_ready(2), timeout=30, what="2 ready")
@@ -199,9 +254,13 @@ def _run_every_operation(k8s_env: Any, srv: EcolinkServer, api: httpx.Client, ke
     replica = c["replica_states"][0]["name"]
     r = api.post(f"/gpu-clusters/{cid}/replicas/{replica}/restart")
     assert r.status_code == 200, r.text
-    wait_for(api, cid, lambda c: all_ready(3)(c)
-             and replica not in {s["name"] for s in c["replica_states"]},
-             timeout=60, what="the replica replaced")
+    wait_for(
+        api,
+        cid,
+        lambda c: all_ready(3)(c) and replica not in {s["name"] for s in c["replica_states"]},
+        timeout=60,
+        what="the replica replaced",
+    )
     c = api.get(f"/gpu-clusters/{cid}").json()
     replica = c["replica_states"][0]["name"]
     marker = f"m{time.monotonic_ns()}"
@@ -216,15 +275,22 @@ def _run_every_operation(k8s_env: Any, srv: EcolinkServer, api: httpx.Client, ke
 
     assert asyncio.run(run_exec()) == (b"hi\n", 3)
     assert api.post(f"/gpu-clusters/{cid}/stop").status_code == 200
-    wait_for(api, cid, lambda c: c["status"] == "stopped" and not c["replica_states"],
-             timeout=30, what="stopped")
+    wait_for(
+        api,
+        cid,
+        lambda c: c["status"] == "stopped" and not c["replica_states"],
+        timeout=30,
+        what="stopped",
+    )
     assert api.post(f"/gpu-clusters/{cid}/resume").status_code == 200
     wait_for(api, cid, all_ready(3), timeout=30, what="resumed")
     assert api.delete(f"/gpu-clusters/{cid}").status_code == 200
     wait_for(api, cid, lambda c: c["status"] == "terminated", timeout=60, what="terminated")
     deadline = time.monotonic() + 30
-    while (client.AppsV1Api(admin).list_namespaced_deployment(ns, label_selector=sel).items
-           or client.CoreV1Api(admin).list_namespaced_service(ns, label_selector=sel).items):
+    while (
+        client.AppsV1Api(admin).list_namespaced_deployment(ns, label_selector=sel).items
+        or client.CoreV1Api(admin).list_namespaced_service(ns, label_selector=sel).items
+    ):
         assert time.monotonic() < deadline, "objects left after terminate"
         time.sleep(0.2)
     # Nothing the runtime tried was refused on the way.

@@ -10,8 +10,11 @@ from .test_runtime import make_spec, ready, rt  # noqa: F401  (the fixture)
 
 
 def _template_grace(admin, namespace: str, cid: str) -> int | None:
-    deps = client.AppsV1Api(admin).list_namespaced_deployment(
-        namespace, label_selector=f"ecolink.cluster-id={cid}").items
+    deps = (
+        client.AppsV1Api(admin)
+        .list_namespaced_deployment(namespace, label_selector=f"ecolink.cluster-id={cid}")
+        .items
+    )
     assert len(deps) == 1
     grace: int | None = deps[0].spec.template.spec.termination_grace_period_seconds
     return grace
@@ -26,8 +29,11 @@ async def test_the_deployment_carries_the_cluster_grace(rt, admin, namespace):  
     await rec.wait_for(ready(rec, own.cluster_id, 2), what="2 ready replicas")
     assert _template_grace(admin, namespace, own.cluster_id) == 7
     assert _template_grace(admin, namespace, plain.cluster_id) == 30
-    pods = client.CoreV1Api(admin).list_namespaced_pod(
-        namespace, label_selector=f"ecolink.cluster-id={own.cluster_id}").items
+    pods = (
+        client.CoreV1Api(admin)
+        .list_namespaced_pod(namespace, label_selector=f"ecolink.cluster-id={own.cluster_id}")
+        .items
+    )
     assert [p.spec.termination_grace_period_seconds for p in pods] == [7, 7]
     await runtime.terminate(own.cluster_id)
     await runtime.terminate(plain.cluster_id)

@@ -64,6 +64,7 @@ def ready(rec: Recorder, cid: str, n: int):
     def check():
         reps = rec.replicas.get(cid, [])
         return len(reps) == n and all(r.ready and r.phase == "Running" for r in reps) and reps
+
     return check
 
 
@@ -90,7 +91,8 @@ async def test_launch_objects_scale_stop_resume_restart_terminate(rt, admin, nam
     assert main.command == ["sh", "-c", "python -m http.server 8080"]
     assert main.readiness_probe.tcp_socket.port == 8080
     assert pod_spec.node_selector == {
-        "nvidia.com/gpu.product": H100, "topology.kubernetes.io/region": "eu-west"
+        "nvidia.com/gpu.product": H100,
+        "topology.kubernetes.io/region": "eu-west",
     }
     assert any(t.key == "nvidia.com/gpu" and t.operator == "Exists" for t in pod_spec.tolerations)
     svc = core.read_namespaced_service(dep.metadata.name, namespace)
@@ -116,29 +118,32 @@ async def test_launch_objects_scale_stop_resume_restart_terminate(rt, admin, nam
     await runtime.restart(spec.cluster_id)
     await rec.wait_for(
         lambda: (r := ready(rec, spec.cluster_id, 2)()) and not ({x.name for x in r} & before),
-        timeout=60, what="rolling restart",
+        timeout=60,
+        what="rolling restart",
     )
     reps = runtime.replicas(spec.cluster_id)
     victim, keeper = reps[0].name, reps[1].name
     await runtime.restart(spec.cluster_id, victim)
     await rec.wait_for(
-        lambda: (r := ready(rec, spec.cluster_id, 2)())
-        and victim not in {x.name for x in r} and keeper in {x.name for x in r},
+        lambda: (
+            (r := ready(rec, spec.cluster_id, 2)())
+            and victim not in {x.name for x in r}
+            and keeper in {x.name for x in r}
+        ),
         what="one replica restarted",
     )
     # Indices stay unique (a replacement takes a free one; a pod keeps its own).
     indices = [r.index for r in runtime.replicas(spec.cluster_id)]
     assert len(set(indices)) == 2
-    assert next(r.index for r in runtime.replicas(spec.cluster_id) if r.name == keeper) == \
-        next(r.index for r in reps if r.name == keeper)
+    assert next(r.index for r in runtime.replicas(spec.cluster_id) if r.name == keeper) == next(
+        r.index for r in reps if r.name == keeper
+    )
 
     await runtime.terminate(spec.cluster_id)
     assert runtime.replicas(spec.cluster_id) == []
     assert not apps.list_namespaced_deployment(namespace).items
     assert not core.list_namespaced_service(namespace).items
-    assert not [
-        p for p in core.list_namespaced_pod(namespace).items
-    ], "pods left after terminate"
+    assert not [p for p in core.list_namespaced_pod(namespace).items], "pods left after terminate"
 
 
 async def test_status_reaches_listener_within_a_second(rt, admin, namespace):
@@ -150,29 +155,45 @@ async def test_status_reaches_listener_within_a_second(rt, admin, namespace):
     pod = core.read_namespaced_pod_status(reps[0].name, namespace)
     # Play the kubelet: the container restarted and is not ready.
     conds = [
-        {"type": c.type, "status": "False" if c.type in ("Ready", "ContainersReady") else c.status,
-         "lastTransitionTime": c.last_transition_time.isoformat()}
+        {
+            "type": c.type,
+            "status": "False" if c.type in ("Ready", "ContainersReady") else c.status,
+            "lastTransitionTime": c.last_transition_time.isoformat(),
+        }
         for c in pod.status.conditions
     ]
     cs = pod.status.container_statuses[0]
     status = {
         "conditions": conds,
-        "containerStatuses": [{
-            "name": cs.name, "image": cs.image, "imageID": "", "ready": False,
-            "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff",
-                                                     "message": "back-off restarting"}},
-            "lastState": {"terminated": {"exitCode": 2, "reason": "Error"}},
-        }],
+        "containerStatuses": [
+            {
+                "name": cs.name,
+                "image": cs.image,
+                "imageID": "",
+                "ready": False,
+                "restartCount": 1,
+                "state": {
+                    "waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting"}
+                },
+                "lastState": {"terminated": {"exitCode": 2, "reason": "Error"}},
+            }
+        ],
     }
     sent = time.monotonic()
     core.patch_namespaced_pod_status(reps[0].name, namespace, {"status": status})
     await rec.wait_for(
-        lambda: any(r.name == reps[0].name and not r.ready and r.restarts == 1
-                    for r in rec.replicas.get(spec.cluster_id, [])),
-        timeout=5, what="not-ready replica",
+        lambda: any(
+            r.name == reps[0].name and not r.ready and r.restarts == 1
+            for r in rec.replicas.get(spec.cluster_id, [])
+        ),
+        timeout=5,
+        what="not-ready replica",
     )
-    seen = next(t for t, cid, r in rec.updates if cid == spec.cluster_id
-                and any(x.name == reps[0].name and x.restarts == 1 for x in r))
+    seen = next(
+        t
+        for t, cid, r in rec.updates
+        if cid == spec.cluster_id and any(x.name == reps[0].name and x.restarts == 1 for x in r)
+    )
     assert seen - sent < 1.0, f"status arrived {seen - sent:.2f}s after the change"
     state = next(r for r in runtime.replicas(spec.cluster_id) if r.name == reps[0].name)
     assert state.reason and state.reason.startswith("CrashLoopBackOff")
@@ -185,8 +206,12 @@ async def test_unschedulable_launch_shows_scheduler_reason(rt):
     spec = make_spec(gpu_count=16, replicas=2)
     await runtime.apply(spec)
     reps = await rec.wait_for(
-        lambda: (r := rec.replicas.get(spec.cluster_id, [])) and len(r) == 2
-        and all(x.reason and "Insufficient nvidia.com/gpu" in x.reason for x in r) and r,
+        lambda: (
+            (r := rec.replicas.get(spec.cluster_id, []))
+            and len(r) == 2
+            and all(x.reason and "Insufficient nvidia.com/gpu" in x.reason for x in r)
+            and r
+        ),
         what="unschedulable reason",
     )
     assert all(r.phase == "Pending" and not r.ready and r.node is None for r in reps)
@@ -203,9 +228,13 @@ async def test_adoption_after_restart_and_unknown_removed(rt, admin, namespace):
     reps = await rec1.wait_for(ready(rec1, keep.cluster_id, 2), what="ready")
     await rec1.wait_for(ready(rec1, orphan.cluster_id, 2), what="orphan ready")
     apps = client.AppsV1Api(admin)
-    uid = apps.list_namespaced_deployment(
-        namespace, label_selector=f"ecolink.cluster-id={keep.cluster_id}"
-    ).items[0].metadata.uid
+    uid = (
+        apps.list_namespaced_deployment(
+            namespace, label_selector=f"ecolink.cluster-id={keep.cluster_id}"
+        )
+        .items[0]
+        .metadata.uid
+    )
     await first.shutdown(stop_replicas=True)
 
     # A new backend that knows only `keep`.
@@ -214,7 +243,8 @@ async def test_adoption_after_restart_and_unknown_removed(rt, admin, namespace):
     assert {r.name for r in adopted} == {r.name for r in reps}, "pods were replaced"
     deps = apps.list_namespaced_deployment(namespace).items
     await rec2.wait_for(
-        lambda: len(apps.list_namespaced_deployment(namespace).items) == 1, timeout=30,
+        lambda: len(apps.list_namespaced_deployment(namespace).items) == 1,
+        timeout=30,
         what="the unknown cluster removed",
     )
     deps = apps.list_namespaced_deployment(namespace).items
@@ -238,15 +268,23 @@ async def test_drift_is_restored_with_an_event(rt, admin, namespace):
     )
 
     apps.patch_namespaced_deployment(
-        name, namespace,
-        {"spec": {"template": {"spec": {"containers": [
-            {"name": "main", "image": "someone/else:latest"}]}}}},
+        name,
+        namespace,
+        {
+            "spec": {
+                "template": {
+                    "spec": {"containers": [{"name": "main", "image": "someone/else:latest"}]}
+                }
+            }
+        },
         _content_type="application/strategic-merge-patch+json",
     )
     await rec.wait_for(lambda: "restarted" in rec.kinds(spec.cluster_id), what="edit drift event")
     await rec.wait_for(
-        lambda: apps.read_namespaced_deployment(name, namespace)
-        .spec.template.spec.containers[0].image == spec.image,
+        lambda: (
+            apps.read_namespaced_deployment(name, namespace).spec.template.spec.containers[0].image
+            == spec.image
+        ),
         what="image restored",
     )
     msg = [e[2] for e in rec.events if e[1] == "restarted"][0]
@@ -314,7 +352,8 @@ async def test_watch_relists_after_410_gone(rt, k8s_env):
 
 
 async def test_a_refused_apply_keeps_the_api_servers_words_and_creates_nothing(
-        rt, admin, namespace):
+    rt, admin, namespace
+):
     runtime, _ = await rt()
     apps, core = client.AppsV1Api(admin), client.CoreV1Api(admin)
     # An object the API server will not accept: a label value with a space.
@@ -325,10 +364,13 @@ async def test_a_refused_apply_keeps_the_api_servers_words_and_creates_nothing(
     assert "the API server refused: 422" in str(invalid.value)
     assert "Invalid value" in str(invalid.value) and "eu west" in str(invalid.value)
     # A change the namespace forbids: a quota of no Deployments at all.
-    core.create_namespaced_resource_quota(namespace, {
-        "metadata": {"name": "no-deployments"},
-        "spec": {"hard": {"count/deployments.apps": "0"}},
-    })
+    core.create_namespaced_resource_quota(
+        namespace,
+        {
+            "metadata": {"name": "no-deployments"},
+            "spec": {"hard": {"count/deployments.apps": "0"}},
+        },
+    )
     spec = make_spec()
     with pytest.raises(RuntimeRefused) as forbidden:
         await runtime.apply(spec)

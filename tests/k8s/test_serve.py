@@ -64,9 +64,11 @@ def kapi(kube_server):
 def kube_objects(k8s_namespace, cid: str):
     api, ns = k8s_namespace
     sel = f"ecolink.cluster-id={cid}"
-    return (client.AppsV1Api(api).list_namespaced_deployment(ns, label_selector=sel).items,
-            client.CoreV1Api(api).list_namespaced_service(ns, label_selector=sel).items,
-            client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=sel).items)
+    return (
+        client.AppsV1Api(api).list_namespaced_deployment(ns, label_selector=sel).items,
+        client.CoreV1Api(api).list_namespaced_service(ns, label_selector=sel).items,
+        client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=sel).items,
+    )
 
 
 def test_lifecycle_through_the_api(kapi, k8s_namespace):
@@ -84,17 +86,26 @@ def test_lifecycle_through_the_api(kapi, k8s_namespace):
     wait_for(kapi, cid, all_ready(3), timeout=30, what="3 ready")
 
     assert kapi.post(f"/gpu-clusters/{cid}/stop").status_code == 200
-    wait_for(kapi, cid, lambda c: c["status"] == "stopped" and not c["replica_states"],
-             timeout=30, what="stopped")
+    wait_for(
+        kapi,
+        cid,
+        lambda c: c["status"] == "stopped" and not c["replica_states"],
+        timeout=30,
+        what="stopped",
+    )
     deps, _, _ = kube_objects(k8s_namespace, cid)
     assert deps[0].spec.replicas == 0
     assert kapi.post(f"/gpu-clusters/{cid}/resume").status_code == 200
     c = wait_for(kapi, cid, all_ready(3), timeout=30, what="resumed")
     before = {s["name"] for s in c["replica_states"]}
     assert kapi.post(f"/gpu-clusters/{cid}/restart").status_code == 200
-    wait_for(kapi, cid, lambda c: all_ready(3)(c)
-             and not ({s["name"] for s in c["replica_states"]} & before),
-             timeout=60, what="rolling restart")
+    wait_for(
+        kapi,
+        cid,
+        lambda c: all_ready(3)(c) and not ({s["name"] for s in c["replica_states"]} & before),
+        timeout=60,
+        what="rolling restart",
+    )
 
     r = kapi.delete(f"/gpu-clusters/{cid}")
     assert r.status_code == 200
@@ -112,11 +123,17 @@ def test_unschedulable_reason_reaches_the_api(kapi):
     c = launch(kapi, "toobig", replicas=3, gpu_count=8, command="sleep infinity")
     cid = c["id"]
     c = wait_for(
-        kapi, cid,
-        lambda c: len(c["replica_states"]) == 3
-        and sum("Insufficient nvidia.com/gpu" in (s["reason"] or "")
-                for s in c["replica_states"]) == 2,
-        timeout=30, what="the scheduler's reason",
+        kapi,
+        cid,
+        lambda c: (
+            len(c["replica_states"]) == 3
+            and sum(
+                "Insufficient nvidia.com/gpu" in (s["reason"] or "") for s in c["replica_states"]
+            )
+            == 2
+        ),
+        timeout=30,
+        what="the scheduler's reason",
     )
     assert c["ready_replicas"] == 1
     kapi.delete(f"/gpu-clusters/{cid}")
@@ -129,8 +146,9 @@ async def test_exec_through_ecolink(kube_server, kapi, proto):
     c = wait_for(kapi, cid, all_ready(2), timeout=30, what="ready")
     replica = c["replica_states"][0]["name"]
     key = kapi.account_key
-    ch = await connect(exec_url(kube_server, cid, replica, ["sh", "-c", "echo hi; exit 3"]),
-                       key, (proto,))
+    ch = await connect(
+        exec_url(kube_server, cid, replica, ["sh", "-c", "echo hi; exit 3"]), key, (proto,)
+    )
     assert ch.protocol == proto
     await ch.run_to_end()
     assert bytes(ch.out) == b"hi\n"
@@ -215,15 +233,27 @@ def test_outage_answers_503_and_stale_then_recovers(kapi, k8s_env):
 def test_a_refusal_of_the_api_server_is_answered_409_with_its_words(kapi, k8s_namespace):
     api, ns = k8s_namespace
     core = client.CoreV1Api(api)
-    core.create_namespaced_resource_quota(ns, {
-        "metadata": {"name": "no-deployments"},
-        "spec": {"hard": {"count/deployments.apps": "0"}},
-    })
+    core.create_namespaced_resource_quota(
+        ns,
+        {
+            "metadata": {"name": "no-deployments"},
+            "spec": {"hard": {"count/deployments.apps": "0"}},
+        },
+    )
     try:
         before = kapi.get("/account").json()
-        r = kapi.post("/gpu-clusters", json={
-            "name": "refused", "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 1,
-            "replicas": 2, "image": "example/app:1", "estimated_duration_hours": 1})
+        r = kapi.post(
+            "/gpu-clusters",
+            json={
+                "name": "refused",
+                "region": "us-east",
+                "gpu_type": "H100-80GB",
+                "gpu_count": 1,
+                "replicas": 2,
+                "image": "example/app:1",
+                "estimated_duration_hours": 1,
+            },
+        )
         assert r.status_code == 409, r.text
         error = r.json()["error"]
         assert error["code"] == "conflict"

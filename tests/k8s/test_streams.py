@@ -60,13 +60,13 @@ async def read_until(stream, needle: bytes, timeout: float = 10) -> bytes:
     return buf
 
 
-
 @pytest.mark.parametrize("protocol", [V5, V4])
 async def test_exec_output_and_exit_codes(running, protocol):
     runtime, spec, reps = running
     runtime.exec_protocols = (protocol,)
     stream = await runtime.exec(
-        spec.cluster_id, reps[0].name,
+        spec.cluster_id,
+        reps[0].name,
         ExecRequest(command=("sh", "-c", "echo out; echo err >&2; exit 3")),
     )
     assert stream.protocol == protocol
@@ -84,7 +84,8 @@ async def test_interactive_shell_with_resize(running, protocol):
     runtime, spec, reps = running
     runtime.exec_protocols = (protocol,)
     stream = await runtime.exec(
-        spec.cluster_id, reps[0].name,
+        spec.cluster_id,
+        reps[0].name,
         ExecRequest(command=("sh",), stdin=True, tty=True, width=80, height=24),
     )
     try:
@@ -128,8 +129,9 @@ async def test_exec_unknown_replica(running):
         await runtime.exec(spec.cluster_id, "no-such-pod", ExecRequest(command=("true",)))
 
 
-async def test_bearer_token_and_kubeconfig_discovery(running, kubeconfig, namespace, monkeypatch,
-                                                     tmp_path):
+async def test_bearer_token_and_kubeconfig_discovery(
+    running, kubeconfig, namespace, monkeypatch, tmp_path
+):
     """The token context of the kubeconfig, and ~/.kube/config when KUBECONFIG
     is unset, as kubectl finds them."""
     _, spec, reps = running
@@ -146,8 +148,9 @@ async def test_bearer_token_and_kubeconfig_discovery(running, kubeconfig, namesp
     try:
         assert other.available()
         assert {r.name for r in other.replicas(spec.cluster_id)} == {r.name for r in reps}
-        stream = await other.exec(spec.cluster_id, reps[0].name,
-                                  ExecRequest(command=("echo", "token")))
+        stream = await other.exec(
+            spec.cluster_id, reps[0].name, ExecRequest(command=("echo", "token"))
+        )
         out, _ = await collect(stream)
         assert out == b"token\n"
     finally:
@@ -158,14 +161,24 @@ async def test_logs_tail_follow_previous(running, k8s_env):
     runtime, spec, reps = running
     marker = f"m{time.monotonic_ns()}"
     k8s_env.append_pod_log(f"{marker} one", f"{marker} two", f"{marker} three")
-    chunks = [c async for c in runtime.logs(spec.cluster_id, reps[0].name, tail=2,
-                                             follow=False, previous=False)]
+    chunks = [
+        c
+        async for c in runtime.logs(
+            spec.cluster_id, reps[0].name, tail=2, follow=False, previous=False
+        )
+    ]
     text = b"".join(chunks).decode()
     assert text.splitlines() == [f"{marker} two", f"{marker} three"]
 
     k8s_env.append_pod_log(f"{marker} before restart", previous=True)
-    prev = b"".join([c async for c in runtime.logs(spec.cluster_id, reps[0].name, tail=1,
-                                                    follow=False, previous=True)]).decode()
+    prev = b"".join(
+        [
+            c
+            async for c in runtime.logs(
+                spec.cluster_id, reps[0].name, tail=1, follow=False, previous=True
+            )
+        ]
+    ).decode()
     assert prev.strip() == f"{marker} before restart"
 
     follow = runtime.logs(spec.cluster_id, reps[0].name, tail=1, follow=True, previous=False)
@@ -206,11 +219,20 @@ def local_server(label: str, handler=_Named):
 def forward_pod_port(admin, namespace: str, pod: str, port: int, target_port: int) -> None:
     """Tell KWOK's kubelet where the pod's port leads (a local server)."""
     client.CustomObjectsApi(admin).create_namespaced_custom_object(
-        "kwok.x-k8s.io", "v1alpha1", namespace, "portforwards",
-        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "PortForward",
-         "metadata": {"name": pod, "namespace": namespace},
-         "spec": {"forwards": [{"ports": [port],
-                                "target": {"port": target_port, "address": "127.0.0.1"}}]}},
+        "kwok.x-k8s.io",
+        "v1alpha1",
+        namespace,
+        "portforwards",
+        {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "PortForward",
+            "metadata": {"name": pod, "namespace": namespace},
+            "spec": {
+                "forwards": [
+                    {"ports": [port], "target": {"port": target_port, "address": "127.0.0.1"}}
+                ]
+            },
+        },
     )
 
 
@@ -271,8 +293,10 @@ async def test_telemetry_from_dcgm_exporter(running, admin, namespace):
     runtime, spec, reps = running
     rows = []
     for i, rep in enumerate(reps):
-        labels = (f'gpu="{i}",UUID="GPU-{i}",modelName="NVIDIA H100 80GB HBM3",'
-                  f'container="main",namespace="{namespace}",pod="{rep.name}"')
+        labels = (
+            f'gpu="{i}",UUID="GPU-{i}",modelName="NVIDIA H100 80GB HBM3",'
+            f'container="main",namespace="{namespace}",pod="{rep.name}"'
+        )
         rows += [
             f"DCGM_FI_DEV_GPU_UTIL{{{labels}}} {40 + i}",
             f"DCGM_FI_DEV_FB_USED{{{labels}}} 1000",
@@ -295,11 +319,16 @@ async def test_telemetry_from_dcgm_exporter(running, admin, namespace):
 
     core = client.CoreV1Api(admin)
     exporter = "dcgm-exporter-test"
-    core.create_namespaced_pod(namespace, {
-        "metadata": {"name": exporter, "labels": {"app.kubernetes.io/name": "dcgm-exporter"}},
-        "spec": {"containers": [{"name": "exporter", "image": "dcgm-exporter"}],
-                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
-    })
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": exporter, "labels": {"app.kubernetes.io/name": "dcgm-exporter"}},
+            "spec": {
+                "containers": [{"name": "exporter", "image": "dcgm-exporter"}],
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            },
+        },
+    )
     try:
         with local_server("dcgm", Exporter) as port:
             forward_pod_port(admin, namespace, exporter, 9400, port)
@@ -318,7 +347,11 @@ async def test_telemetry_from_dcgm_exporter(running, admin, namespace):
         for i, rep in enumerate(reps):
             (gpu,) = by_name[rep.name].gpus
             assert (gpu.uuid, gpu.utilization, gpu.memory_used_mib, gpu.memory_total_mib) == (
-                f"GPU-{i}", 40.0 + i, 1000, 81000)
+                f"GPU-{i}",
+                40.0 + i,
+                1000,
+                81000,
+            )
             assert gpu.power_w == 300.5 and gpu.temperature_c == 55.0
     finally:
         core.delete_namespaced_pod(exporter, namespace, grace_period_seconds=0)

@@ -23,15 +23,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(server, key: str, tmp_path: Path) -> dict[str, str]:
-    e = dict(os.environ, ECO_API_URL=server.url, ECO_API_KEY=key,
-             XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    e = dict(
+        os.environ, ECO_API_URL=server.url, ECO_API_KEY=key, XDG_CONFIG_HOME=str(tmp_path / "cfg")
+    )
     e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "backend")])
     return e
 
 
 def ecotui(env, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "ecotui", *argv], env=env,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "ecotui", *argv],
+        env=env,
+        capture_output=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_run_cp_and_port_forward_on_kubernetes(kube_server, kapi, k8s_namespace, tmp_path):  # noqa: F811
@@ -49,8 +55,7 @@ def test_run_cp_and_port_forward_on_kubernetes(kube_server, kapi, k8s_namespace,
     assert lines[0].endswith("(2 replicas) · exit 0") and lines[1] == "same-42"
     p = ecotui(env, "run", "tools", "--json", "--", "sh", "-c", "exit 3")
     assert p.returncode == 1
-    assert [(o["name"], o["exit_code"]) for o in json.loads(p.stdout)] == \
-        [(n, 3) for n in names]
+    assert [(o["name"], o["exit_code"]) for o in json.loads(p.stdout)] == [(n, 3) for n in names]
 
     # cp: a tree up and back through tar over pods/exec
     src = tmp_path / "src"
@@ -72,9 +77,13 @@ def test_run_cp_and_port_forward_on_kubernetes(kube_server, kapi, k8s_namespace,
     # port-forward: the pod's port 8080 through pods/portforward
     with local_server("kube-one") as port:
         forward_pod_port(api, ns, names[0], 8080, port)
-        proc = subprocess.Popen([sys.executable, "-m", "ecotui", "port-forward", "tools",
-                                 names[0], ":8080"], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ecotui", "port-forward", "tools", names[0], ":8080"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline().decode()
@@ -91,8 +100,9 @@ def test_run_cp_and_port_forward_on_kubernetes(kube_server, kapi, k8s_namespace,
                 assert time.monotonic() < deadline
                 time.sleep(0.3)
             assert r.text == "kube-one /hello"
-            answers = [httpx.get(f"http://127.0.0.1:{local}/x{i}", timeout=5).text
-                       for i in range(5)]
+            answers = [
+                httpx.get(f"http://127.0.0.1:{local}/x{i}", timeout=5).text for i in range(5)
+            ]
             assert answers == [f"kube-one /x{i}" for i in range(5)]
         finally:
             proc.terminate()
@@ -101,7 +111,8 @@ def test_run_cp_and_port_forward_on_kubernetes(kube_server, kapi, k8s_namespace,
 
 
 def test_port_forward_to_a_closed_port_is_refused_on_kubernetes(
-        kube_server, kapi, k8s_namespace, tmp_path):  # noqa: F811
+    kube_server, kapi, k8s_namespace, tmp_path
+):  # noqa: F811
     import socket
 
     from kubernetes import client
@@ -120,18 +131,31 @@ def test_port_forward_to_a_closed_port_is_refused_on_kubernetes(
     with local_server("open") as port:
         # The pod's 8080 leads to a server, its 9090 to a closed port.
         client.CustomObjectsApi(api).create_namespaced_custom_object(
-            "kwok.x-k8s.io", "v1alpha1", ns, "portforwards",
-            {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "PortForward",
-             "metadata": {"name": name, "namespace": ns},
-             "spec": {"forwards": [
-                 {"ports": [8080], "target": {"port": port, "address": "127.0.0.1"}},
-                 {"ports": [9090], "target": {"port": closed, "address": "127.0.0.1"}}]}})
+            "kwok.x-k8s.io",
+            "v1alpha1",
+            ns,
+            "portforwards",
+            {
+                "apiVersion": "kwok.x-k8s.io/v1alpha1",
+                "kind": "PortForward",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {
+                    "forwards": [
+                        {"ports": [8080], "target": {"port": port, "address": "127.0.0.1"}},
+                        {"ports": [9090], "target": {"port": closed, "address": "127.0.0.1"}},
+                    ]
+                },
+            },
+        )
         url = kube_server.url.replace("http://", "ws://", 1)
         headers = {"Authorization": f"Bearer {kapi.account_key}"}
 
         def dial(p: int):
-            return connect(f"{url}/gpu-clusters/{cid}/replicas/{name}/portforward?port={p}",
-                           additional_headers=headers, open_timeout=10)
+            return connect(
+                f"{url}/gpu-clusters/{cid}/replicas/{name}/portforward?port={p}",
+                additional_headers=headers,
+                open_timeout=10,
+            )
 
         deadline = time.monotonic() + 20
         while True:  # KWOK picks the PortForward object up from an informer
@@ -177,8 +201,11 @@ def test_pods_carry_the_expiry_and_follow_an_extend(kube_server, kapi, k8s_names
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
     def pod_expiries() -> list[str]:
-        pods = client.CoreV1Api(api).list_namespaced_pod(
-            ns, label_selector=f"ecolink.cluster-id={cid}").items
+        pods = (
+            client.CoreV1Api(api)
+            .list_namespaced_pod(ns, label_selector=f"ecolink.cluster-id={cid}")
+            .items
+        )
         return [(p.metadata.annotations or {}).get(EXPIRES_ANNOTATION, "") for p in pods]
 
     assert [at(x) for x in pod_expiries()] == [at(c["expires_at"])] * 2

@@ -62,8 +62,13 @@ from support.reliability import (
 # At least this many generated requests per run (the issue asks for 5,000).
 TARGET_REQUESTS = int(os.environ.get("ECO_FUZZ_REQUESTS", "5000"))
 OPEN = {("GET", "/healthz")}
-CHECKS = [status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, negative_data_rejection]
+CHECKS = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 SAFE_COMMAND = "sleep 3600"
 
 # (credential mode, generation mode, examples per operation in the first round)
@@ -85,8 +90,9 @@ class Fuzzer:
         self.keys = keys
         self.seed = int(os.environ.get("ECO_FUZZ_SEED", secrets.randbits(32)))
         self.rng = random.Random(self.seed)
-        self.sessions = {m: requests.Session() for m in ("key", "cookie", "none", "wrong",
-                                                         "revoked")}
+        self.sessions = {
+            m: requests.Session() for m in ("key", "cookie", "none", "wrong", "revoked")
+        }
         self.admin = srv.client(keys["key"])
         self.cookie = self._new_cookie()
         self.count = 0
@@ -108,9 +114,13 @@ class Fuzzer:
         clusters = self.admin.get("/gpu-clusters").json()["clusters"]
         out = []
         for c in clusters:
-            item = {"id": c["id"], "name": c["name"], "status": c["status"],
-                    "replicas": [r["name"] for r in c.get("replica_states") or []],
-                    "sessions": []}
+            item = {
+                "id": c["id"],
+                "name": c["name"],
+                "status": c["status"],
+                "replicas": [r["name"] for r in c.get("replica_states") or []],
+                "sessions": [],
+            }
             out.append(item)
         live = [c for c in out if c["status"] not in ("terminated", "failed")]
         # Free GPU budget now and then so that launches keep reaching the runtime.
@@ -122,8 +132,9 @@ class Fuzzer:
                 sessions = r.json()["sessions"]
                 c["sessions"] = [s["id"] for s in sessions]
                 # Bound the shells fuzzing leaves running.
-                for s in [s for s in sessions if not s.get("exited")
-                          and not s.get("ended_reason")][3:]:
+                for s in [s for s in sessions if not s.get("exited") and not s.get("ended_reason")][
+                    3:
+                ]:
                     self.admin.delete(f"/gpu-clusters/{c['id']}/sessions/{s['id']}")
         self.clusters = out
 
@@ -147,22 +158,32 @@ class Fuzzer:
                 pp["replica"] = rng.choice(target["replicas"])
             if "sid" in pp and target["sessions"] and rng.random() < 0.7:
                 pp["sid"] = rng.choice(target["sessions"])
-            if (gen.is_positive and case.query is not None and "cluster_id" in case.query
-                    and rng.random() < 0.5):
+            if (
+                gen.is_positive
+                and case.query is not None
+                and "cluster_id" in case.query
+                and rng.random() < 0.5
+            ):
                 case.query["cluster_id"] = rng.choice([target["id"], target["name"]])
         body = case.body
         if isinstance(body, dict):
             cmd = body.get("startup_command")
             if isinstance(cmd, str):
                 # Same schema validity (length), but never a generated shell command.
-                body["startup_command"] = SAFE_COMMAND.ljust(len(cmd)) if len(cmd) > 4096 \
-                    else SAFE_COMMAND
+                body["startup_command"] = (
+                    SAFE_COMMAND.ljust(len(cmd)) if len(cmd) > 4096 else SAFE_COMMAND
+                )
             path = case.operation.path
             if gen.is_positive and path == "/gpu-clusters" and rng.random() < 0.7:
                 region = rng.choice(sorted(REGIONS))
                 gtype, counts = REGIONS[region]
-                body.update(region=region, gpu_type=gtype, gpu_count=rng.choice(counts),
-                            replicas=rng.randint(2, 3), shared_filesystems=[])
+                body.update(
+                    region=region,
+                    gpu_type=gtype,
+                    gpu_count=rng.choice(counts),
+                    replicas=rng.randint(2, 3),
+                    shared_filesystems=[],
+                )
                 if rng.random() < 0.5:
                     body["name"] = f"fz-{rng.randrange(16**8):08x}"
                 if rng.random() < 0.5:
@@ -183,8 +204,9 @@ class Fuzzer:
                 cookies["eco_session"] = self.cookie
             session = self.sessions[mode]
             session.cookies.clear()
-            response = case.call(base_url=self.url, session=session, headers=headers,
-                                 cookies=cookies, timeout=20)
+            response = case.call(
+                base_url=self.url, session=session, headers=headers, cookies=cookies, timeout=20
+            )
         except Exception as exc:  # a transport failure is a finding too
             self._fail(label, mode, f"request failed: {exc!r}")
             return
@@ -201,9 +223,17 @@ class Fuzzer:
             self._fail(label, mode, problems + "\n" + _curl(case, headers))
             return
         try:
-            case.validate_response(response, checks=CHECKS, headers=headers,
-                                   transport_kwargs={"base_url": self.url, "session": session,
-                                                     "headers": headers, "cookies": cookies})
+            case.validate_response(
+                response,
+                checks=CHECKS,
+                headers=headers,
+                transport_kwargs={
+                    "base_url": self.url,
+                    "session": session,
+                    "headers": headers,
+                    "cookies": cookies,
+                },
+            )
         except (Exception, BaseExceptionGroup) as exc:  # schemathesis raises a group
             self._fail(label, mode, str(exc)[:3000])
 
@@ -217,7 +247,10 @@ class Fuzzer:
                 assert isinstance(err["code"], str) and isinstance(err["message"], str)
             except Exception:
                 return f"{status} without api.md's error body: {response.text[:300]!r}"
-        if mode in ("none", "wrong", "revoked") and (response.request.method, label.split(" ", 1)[1]) not in OPEN:
+        if (
+            mode in ("none", "wrong", "revoked")
+            and (response.request.method, label.split(" ", 1)[1]) not in OPEN
+        ):
             if status != 401 or response.json()["error"]["code"] != "unauthenticated":
                 return f"{mode} credentials got {status}, not 401: {response.text[:300]}"
         return ""
@@ -231,9 +264,15 @@ class Fuzzer:
         before = self.count
         strategy = operation.as_strategy(generation_mode=gen)
 
-        @hypothesis.settings(max_examples=n, deadline=None, database=None,
-                             phases=[Phase.generate], suppress_health_check=list(HealthCheck),
-                             print_blob=False, report_multiple_bugs=False)
+        @hypothesis.settings(
+            max_examples=n,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            print_blob=False,
+            report_multiple_bugs=False,
+        )
         @hypothesis.given(case=strategy)
         def run(case: Any) -> None:
             self.one(case, mode, gen)
@@ -244,16 +283,23 @@ class Fuzzer:
             pass  # nothing negative can be made for this operation
         except Exception as exc:
             # Schemathesis says when a negative case cannot be built at all.
-            if "negative" not in str(exc).lower() and "unsatisfiable" not in type(exc).__name__.lower():
-                self._fail(f"{operation.method.upper()} {operation.path}", mode,
-                           f"generation failed: {exc!r}")
+            if (
+                "negative" not in str(exc).lower()
+                and "unsatisfiable" not in type(exc).__name__.lower()
+            ):
+                self._fail(
+                    f"{operation.method.upper()} {operation.path}",
+                    mode,
+                    f"generation failed: {exc!r}",
+                )
         return self.count - before
 
 
 def _curl(case: Any, headers: dict[str, str]) -> str:
     with contextlib.suppress(Exception):
-        return case.as_curl_command(headers={k: ("Bearer ***" if k == "Authorization" else v)
-                                             for k, v in headers.items()})
+        return case.as_curl_command(
+            headers={k: ("Bearer ***" if k == "Authorization" else v) for k, v in headers.items()}
+        )
     return ""
 
 
@@ -289,8 +335,13 @@ def test_fuzz_every_operation(fuzz_server: Any) -> None:
             fz.drive(op, mode, gen, n)
     # More of what changes state (and money), in turn, so clusters go through
     # launch, scale, extend, endpoint, stop, resume and terminate many times.
-    changing = [op for op in operations if op.method.upper() in ("POST", "PUT", "DELETE")
-                and op.path.startswith("/gpu-clusters") and "sessions" not in op.path]
+    changing = [
+        op
+        for op in operations
+        if op.method.upper() in ("POST", "PUT", "DELETE")
+        and op.path.startswith("/gpu-clusters")
+        and "sessions" not in op.path
+    ]
     for _ in range(3):
         for op in changing:
             fz.drive(op, "key", GenerationMode.POSITIVE, 15)
@@ -303,12 +354,16 @@ def test_fuzz_every_operation(fuzz_server: Any) -> None:
                 break
     elapsed = time.monotonic() - started
 
-    print(f"\nfuzz (ECO_FUZZ_SEED={fz.seed}): {fz.count} requests in {elapsed:.0f} s over {len(operations)} operations; "
-          f"{fz.launched} launches succeeded; statuses {dict(sorted(fz.by_status.items()))}")
+    print(
+        f"\nfuzz (ECO_FUZZ_SEED={fz.seed}): {fz.count} requests in {elapsed:.0f} s over {len(operations)} operations; "
+        f"{fz.launched} launches succeeded; statuses {dict(sorted(fz.by_status.items()))}"
+    )
     assert srv.proc.poll() is None, "the server died:\n" + srv.log_tail()
     assert httpx.get(srv.url + "/healthz", timeout=5).status_code == 200
-    print("launch answers:", {k[1]: v for k, v in fz.by_op_status.items()
-                              if k[0] == "POST /gpu-clusters"})
+    print(
+        "launch answers:",
+        {k[1]: v for k, v in fz.by_op_status.items() if k[0] == "POST /gpu-clusters"},
+    )
     failures = "\n\n".join(f"--- {k}\n{v}" for k, v in list(fz.failures.items())[:30])
     assert not fz.failures, f"{len(fz.failures)} distinct failures:\n{failures}"
     assert fz.count >= TARGET_REQUESTS
@@ -335,12 +390,17 @@ class Bystanders:
         self.srv = srv
         self.cluster = cluster
         with srv.client() as c:
-            r = c.post(f"/gpu-clusters/{cluster}/replicas/{replica}/sessions",
-                       json={"command": ["cat"], "tty": False})
+            r = c.post(
+                f"/gpu-clusters/{cluster}/replicas/{replica}/sessions",
+                json={"command": ["cat"], "tty": False},
+            )
             assert r.status_code == 201, r.text
             self.sid = r.json()["id"]
-        self.attach = ws_connect(srv.ws_url(f"/gpu-clusters/{cluster}/sessions/{self.sid}/attach"),
-                                 srv.key, subprotocols=[V5])
+        self.attach = ws_connect(
+            srv.ws_url(f"/gpu-clusters/{cluster}/sessions/{self.sid}/attach"),
+            srv.key,
+            subprotocols=[V5],
+        )
         self.watch = ws_connect(srv.ws_url("/watch"), srv.key)
         first = json.loads(self.watch.recv(timeout=10))
         assert first["type"] == "snapshot"
@@ -382,13 +442,27 @@ def _refused(srv: Any, path: str, subprotocols: list[str]) -> int:
 def _app_garbage(ws: Any, limit: int = 1 << 20) -> None:
     """Well-formed WebSocket frames with nonsense inside, none over the route's
     message limit (a larger one closes the socket with 1009: tests/security)."""
-    frames = [b"", b"\x07junk", b"\x04{not json", b"\x04" + json.dumps(
-              {"Width": -1, "Height": 1e30}).encode(), b'\x04{"Width": "a"}', b"\x04[]",
-              b"\xff", b"\xff\x09", b"\x03" + b"{}", bytes(range(256)) * 40]
-    texts = ["hello", "{", json.dumps({"type": "focus", "clusters": "x"}),
-             json.dumps({"type": "focus", "clusters": [f"c{i}" for i in range(5000)]}),
-             json.dumps({"type": "focus", "clusters": [f"c{i}" for i in range(500)]}),
-             json.dumps({"type": "focus", "clusters": [None, 3, {}]}), "\u0000" * 100]
+    frames = [
+        b"",
+        b"\x07junk",
+        b"\x04{not json",
+        b"\x04" + json.dumps({"Width": -1, "Height": 1e30}).encode(),
+        b'\x04{"Width": "a"}',
+        b"\x04[]",
+        b"\xff",
+        b"\xff\x09",
+        b"\x03" + b"{}",
+        bytes(range(256)) * 40,
+    ]
+    texts = [
+        "hello",
+        "{",
+        json.dumps({"type": "focus", "clusters": "x"}),
+        json.dumps({"type": "focus", "clusters": [f"c{i}" for i in range(5000)]}),
+        json.dumps({"type": "focus", "clusters": [f"c{i}" for i in range(500)]}),
+        json.dumps({"type": "focus", "clusters": [None, 3, {}]}),
+        "\u0000" * 100,
+    ]
     for frame in frames:
         if len(frame) <= limit:
             ws.send(frame)
@@ -406,14 +480,19 @@ def test_websockets_survive_abuse(fuzz_server: Any) -> None:
     api = srv.client()
     r = api.post("/gpu-clusters", json=launch_body("wsfz"))
     assert r.status_code == 201, r.text
-    wait_for(lambda: api.get("/gpu-clusters/wsfz").json()["ready_replicas"] == 2, 20,
-             what="both replicas ready")
+    wait_for(
+        lambda: api.get("/gpu-clusters/wsfz").json()["ready_replicas"] == 2,
+        20,
+        what="both replicas ready",
+    )
     rep0, rep1 = [s["name"] for s in api.get("/gpu-clusters/wsfz").json()["replica_states"]]
     by = Bystanders(srv, "wsfz", rep1)
     by.echo()
     exec_path = f"/gpu-clusters/wsfz/replicas/{rep0}/exec"
-    sess = api.post(f"/gpu-clusters/wsfz/replicas/{rep0}/sessions",
-                    json={"command": "yes session-output-marker", "tty": False}).json()
+    sess = api.post(
+        f"/gpu-clusters/wsfz/replicas/{rep0}/sessions",
+        json={"command": "yes session-output-marker", "tty": False},
+    ).json()
     attach_path = f"/gpu-clusters/wsfz/sessions/{sess['id']}/attach"
 
     # 1. Subprotocols: wrong ones are refused before the upgrade with a 4xx, never 5xx.
@@ -422,15 +501,19 @@ def test_websockets_survive_abuse(fuzz_server: Any) -> None:
             status = _refused(srv, path, protos)
             assert 400 <= status < 500, (path, protos, status)
         # Both offered: v5 wins.
-        with ws_connect(srv.ws_url(path if "attach" in path else exec_path + "?command=true"),
-                        srv.key, subprotocols=[V4, V5]) as ws:
+        with ws_connect(
+            srv.ws_url(path if "attach" in path else exec_path + "?command=true"),
+            srv.key,
+            subprotocols=[V4, V5],
+        ) as ws:
             assert ws.subprotocol == V5
     status = _refused(srv, "/watch", ["bogus.example"])
     assert status == 101 or 400 <= status < 500, status
 
     # 2. Nonsense inside well-formed frames, then the same connection still works.
-    with ws_connect(srv.ws_url(exec_path + "?command=cat&stdin=1"), srv.key,
-                    subprotocols=[V5]) as ws:
+    with ws_connect(
+        srv.ws_url(exec_path + "?command=cat&stdin=1"), srv.key, subprotocols=[V5]
+    ) as ws:
         _app_garbage(ws)
         ws.send(bytes([STDIN]) + b"after-garbage\n")
         got = b""
@@ -454,10 +537,15 @@ def test_websockets_survive_abuse(fuzz_server: Any) -> None:
 
     # 3. Huge frames (16 MiB): refused or swallowed, the server stays up.
     huge = bytes([STDIN]) + os.urandom(16 * 1024 * 1024)
-    for path, protos in ((exec_path + "?command=cat&stdin=1", [V5]), (attach_path, [V5]),
-                         ("/watch", None)):
-        with contextlib.suppress(Exception), ws_connect(srv.ws_url(path), srv.key,
-                                                        subprotocols=protos) as ws:
+    for path, protos in (
+        (exec_path + "?command=cat&stdin=1", [V5]),
+        (attach_path, [V5]),
+        ("/watch", None),
+    ):
+        with (
+            contextlib.suppress(Exception),
+            ws_connect(srv.ws_url(path), srv.key, subprotocols=protos) as ws,
+        ):
             ws.send(huge)
             ws.send("x" * (16 * 1024 * 1024 + 10))
             with contextlib.suppress(Exception):
@@ -473,11 +561,14 @@ def test_websockets_survive_abuse(fuzz_server: Any) -> None:
         {"opcode": 0x0, "payload": b"continuation out of nowhere"},
         {"opcode": 0x9, "payload": b"p" * 200},
         {"opcode": 0x9, "payload": b"fragmented ping", "fin": False},
-        {"opcode": 0x2, "payload": b"\x00", "declared_len": 2 ** 62},
+        {"opcode": 0x2, "payload": b"\x00", "declared_len": 2**62},
         {"opcode": 0x8, "payload": b"\x03"},  # close frame with a 1-byte body
     ]
-    for path, protos in ((exec_path + "?command=cat&stdin=1", [V5]), (attach_path, [V5]),
-                         ("/watch", None)):
+    for path, protos in (
+        (exec_path + "?command=cat&stdin=1", [V5]),
+        (attach_path, [V5]),
+        ("/watch", None),
+    ):
         for kw in bad_frames:
             raw = RawWS(srv.url, path, key=srv.key, subprotocols=protos)
             assert raw.status == 101, (path, raw.head)
@@ -486,8 +577,11 @@ def test_websockets_survive_abuse(fuzz_server: Any) -> None:
             raw.read_some(0.3)
             raw.abort()
     # A handshake cut short, and garbage instead of HTTP.
-    for blob in (b"GET /watch HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n",
-                 b"\x16\x03\x01\x02\x00garbage-not-http\r\n\r\n", b"GET /" + b"a" * 70000):
+    for blob in (
+        b"GET /watch HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n",
+        b"\x16\x03\x01\x02\x00garbage-not-http\r\n\r\n",
+        b"GET /" + b"a" * 70000,
+    ):
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
         with contextlib.suppress(OSError):
             s.sendall(blob)
@@ -499,9 +593,16 @@ def test_websockets_survive_abuse(fuzz_server: Any) -> None:
         which = i % 3
         if which == 0:
             tag = f"sleep 77{i:02d}"
-            raw = RawWS(srv.url, exec_path + "?" + urlencode(
-                [("command", "sh"), ("command", "-c"), ("command", f"yes x & {tag}; wait")]),
-                key=srv.key, subprotocols=[V5])
+            raw = RawWS(
+                srv.url,
+                exec_path
+                + "?"
+                + urlencode(
+                    [("command", "sh"), ("command", "-c"), ("command", f"yes x & {tag}; wait")]
+                ),
+                key=srv.key,
+                subprotocols=[V5],
+            )
             assert raw.status == 101, raw.head
             raw.read_some(0.2, limit=200_000)
             raw.abort()
@@ -518,19 +619,36 @@ def test_websockets_survive_abuse(fuzz_server: Any) -> None:
             raw.read_some(0.05, limit=100)
             raw.abort()
     # The kept session outlived every dropped client.
-    wait_for(lambda: next(s for s in api.get("/gpu-clusters/wsfz/sessions").json()["sessions"]
-                          if s["id"] == sess["id"])["attached"] == 0, 10,
-             what="dropped clients detached")
-    s = next(s for s in api.get("/gpu-clusters/wsfz/sessions").json()["sessions"]
-             if s["id"] == sess["id"])
+    wait_for(
+        lambda: (
+            next(
+                s
+                for s in api.get("/gpu-clusters/wsfz/sessions").json()["sessions"]
+                if s["id"] == sess["id"]
+            )["attached"]
+            == 0
+        ),
+        10,
+        what="dropped clients detached",
+    )
+    s = next(
+        s
+        for s in api.get("/gpu-clusters/wsfz/sessions").json()["sessions"]
+        if s["id"] == sess["id"]
+    )
     assert not s["exited"], s
     assert api.delete(f"/gpu-clusters/wsfz/sessions/{sess['id']}").status_code == 200
 
     # 6. Everything opened before still works; the server is healthy.
     by.echo()
     assert api.post("/gpu-clusters/wsfz/scale", json={"replicas": 3}).status_code == 200
-    by.watch_sees(lambda f: f["type"] == "cluster" and f["cluster"]["name"] == "wsfz"
-                  and f["cluster"]["replicas"] == 3)
+    by.watch_sees(
+        lambda f: (
+            f["type"] == "cluster"
+            and f["cluster"]["name"] == "wsfz"
+            and f["cluster"]["replicas"] == 3
+        )
+    )
     out, _, status = exec_once(srv.ws_url, srv.key, "wsfz", rep0, ["echo", "fine"])
     assert out == b"fine\n" and status == {"metadata": {}, "status": "Success"}, (out, status)
     by.close()
@@ -543,5 +661,8 @@ def test_websockets_survive_abuse(fuzz_server: Any) -> None:
 def _ecolink_tracebacks(log: str) -> list[str]:
     """Traceback lines in ecolink's own code (uvicorn logs a handled invalid-UTF-8 text
     frame with a traceback of its own; that one is not ours)."""
-    return [line for line in log.splitlines()
-            if line.strip().startswith('File "') and "/ecolink/" in line]
+    return [
+        line
+        for line in log.splitlines()
+        if line.strip().startswith('File "') and "/ecolink/" in line
+    ]

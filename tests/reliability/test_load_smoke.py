@@ -14,10 +14,32 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "load.py"), "--duration", "4", "--warmup", "1",
-         "--exec", "8", "--kept", "3", "--watch", "5", "--rate", "15", "--clusters", "2",
-         "--mutate-share", "0.1", "--json", str(out)],
-        capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            str(ROOT / "bench" / "load.py"),
+            "--duration",
+            "4",
+            "--warmup",
+            "1",
+            "--exec",
+            "8",
+            "--kept",
+            "3",
+            "--watch",
+            "5",
+            "--rate",
+            "15",
+            "--clusters",
+            "2",
+            "--mutate-share",
+            "0.1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 def test_load_bench_runs_clean(tmp_path: Path) -> None:

@@ -36,9 +36,15 @@ from support.reliability import check_money, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
-LAUNCH = {"region": "us-east", "gpu_type": "L40S", "gpu_count": 1, "replicas": 2,
-          "image": "busybox:1.36", "estimated_duration_hours": 2,
-          "startup_command": "exec sleep 1000"}
+LAUNCH = {
+    "region": "us-east",
+    "gpu_type": "L40S",
+    "gpu_count": 1,
+    "replicas": 2,
+    "image": "busybox:1.36",
+    "estimated_duration_hours": 2,
+    "startup_command": "exec sleep 1000",
+}
 
 HOLDER = (
     "import sqlite3, sys, time\n"
@@ -66,13 +72,15 @@ READERS_OUT = (
 
 
 @contextlib.contextmanager
-def write_lock_held(db: Path, seconds: float, *,
-                    readers_too: bool = False) -> Iterator[subprocess.Popen[str]]:
+def write_lock_held(
+    db: Path, seconds: float, *, readers_too: bool = False
+) -> Iterator[subprocess.Popen[str]]:
     """Another process holds the database's write lock for `seconds` from now (and
     keeps readers out as well with `readers_too`)."""
     code = READERS_OUT if readers_too else HOLDER
-    p = subprocess.Popen([sys.executable, "-c", code, str(db), str(seconds)],
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, str(db), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert p.stdout is not None and p.stdout.readline().strip() == "taken"
         yield p
@@ -84,9 +92,12 @@ def write_lock_held(db: Path, seconds: float, *,
 
 
 def ready(api: httpx.Client, cid: str, n: int) -> dict[str, Any]:
-    return wait_for(lambda: (lambda c: c if c["status"] == "running" and c["ready_replicas"] == n
-                             else None)(api.get(f"/gpu-clusters/{cid}").json()),
-                    what=f"{n} ready replicas")
+    return wait_for(
+        lambda: (lambda c: c if c["status"] == "running" and c["ready_replicas"] == n else None)(
+            api.get(f"/gpu-clusters/{cid}").json()
+        ),
+        what=f"{n} ready replicas",
+    )
 
 
 def test_a_held_write_lock_never_freezes_the_api(ecolink_server: Any) -> None:
@@ -104,8 +115,9 @@ def test_a_held_write_lock_never_freezes_the_api(ecolink_server: Any) -> None:
             with srv.client() as w:
                 t = time.monotonic()
                 resp = w.post(f"/gpu-clusters/{cid}/extend", json={"hours": 1})
-                write.update(status=resp.status_code, body=resp.json(),
-                             seconds=time.monotonic() - t)
+                write.update(
+                    status=resp.status_code, body=resp.json(), seconds=time.monotonic() - t
+                )
 
         with write_lock_held(srv.state_dir / "ecolink.db", 8.0):
             t0 = time.monotonic()
@@ -131,15 +143,21 @@ def test_a_held_write_lock_never_freezes_the_api(ecolink_server: Any) -> None:
 
 
 def test_reads_the_database_refuses_answer_503_and_never_freeze_the_api(
-        ecolink_server_factory: Any) -> None:
+    ecolink_server_factory: Any,
+) -> None:
     srv = ecolink_server_factory(extra_args=["--db-busy-timeout", "1"])
     with srv.client() as api:
         r = api.post("/gpu-clusters", json={**LAUNCH, "name": "unreadable"})
         assert r.status_code == 201, r.text
         cid = r.json()["id"]
         ready(api, cid, 2)
-        paths = ["/gpu-clusters", f"/gpu-clusters/{cid}", "/account",
-                 f"/gpu-clusters/{cid}/events", "/account/ledger"]
+        paths = [
+            "/gpu-clusters",
+            f"/gpu-clusters/{cid}",
+            "/account",
+            f"/gpu-clusters/{cid}/events",
+            "/account/ledger",
+        ]
         health: list[float] = []
         # (path, status, error code, seconds) of every read sent during the lock
         reads: list[tuple[str, int, str | None, float]] = []
@@ -162,8 +180,11 @@ def test_reads_the_database_refuses_answer_503_and_never_freeze_the_api(
             # were in memory) and then a snapshot or a close saying to try again.
             t = time.monotonic()
             try:
-                with ws_connect(srv.ws_url("/watch"), open_timeout=30,
-                                additional_headers={"Authorization": f"Bearer {srv.key}"}) as ws:
+                with ws_connect(
+                    srv.ws_url("/watch"),
+                    open_timeout=30,
+                    additional_headers={"Authorization": f"Bearer {srv.key}"},
+                ) as ws:
                     try:
                         watch.append(json.loads(ws.recv(timeout=30))["type"])
                     except websockets.ConnectionClosed as exc:
@@ -193,8 +214,10 @@ def test_reads_the_database_refuses_answer_503_and_never_freeze_the_api(
         assert len(health) >= 20 and max(health) < 0.5, (len(health), max(health))
         # Every read answered: 200 or a truthful 503, within the busy timeout (1 s) and
         # its grace (1 s), never hanging for the whole lock.
-        assert reads and {(s, c) for _, s, c, _ in reads} <= {(200, None),
-                                                              (503, "store_unavailable")}
+        assert reads and {(s, c) for _, s, c, _ in reads} <= {
+            (200, None),
+            (503, "store_unavailable"),
+        }
         assert any(s == 503 for _, s, _, _ in reads), "the lock never kept a reader out"
         assert max(t for *_, t in reads) < 3.0, sorted(t for *_, t in reads)[-5:]
         assert len(watch) == 2 and watch[0] in (503, 1013, "snapshot"), watch
@@ -218,7 +241,8 @@ ACTIONS: dict[str, tuple[str, str, dict[str, Any] | None, int]] = {
 
 @pytest.mark.parametrize("action", list(ACTIONS))
 def test_an_action_whose_commit_fails_leaves_the_cluster_whole(
-        ecolink_server_factory: Any, action: str) -> None:
+    ecolink_server_factory: Any, action: str
+) -> None:
     srv = ecolink_server_factory(extra_args=["--db-busy-timeout", "1"])
     method, path, body, n = ACTIONS[action]
     with srv.client() as api:
@@ -252,8 +276,7 @@ def test_an_action_whose_commit_fails_leaves_the_cluster_whole(
         else:
             assert after["ready_replicas"] == 0
         assert check_money(api)["account"]["balance"] == money["account"]["balance"]
-        assert len(api.get("/account/ledger", params={"limit": 1000}).json()["entries"]) \
-            == entries
+        assert len(api.get("/account/ledger", params={"limit": 1000}).json()["entries"]) == entries
         # And it goes through once the database can be written.
         r = api.request(method, f"/gpu-clusters/{cid}{path}", json=body)
         assert r.status_code == 200, r.text

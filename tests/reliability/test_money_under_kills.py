@@ -35,12 +35,19 @@ from support.reliability import (
 )
 
 KILLS = int(os.environ.get("ECO_KILLS", "50"))
-ACTIONS = ("launch", "scale", "extend", "stop", "resume", "terminate", "endpoint",
-           "close_endpoint")
+ACTIONS = ("launch", "scale", "extend", "stop", "resume", "terminate", "endpoint", "close_endpoint")
 # Answers that depend only on what the request did (fields that may move between two
 # renderings of the same cluster, like replica_states or cost.spent, are left out).
-STABLE = ("id", "name", "status", "replicas", "expires_at", "estimated_duration_hours",
-          "created_at", "endpoint")
+STABLE = (
+    "id",
+    "name",
+    "status",
+    "replicas",
+    "expires_at",
+    "estimated_duration_hours",
+    "created_at",
+    "endpoint",
+)
 
 
 @dataclass
@@ -79,20 +86,32 @@ def pick_request(world: World, client: httpx.Client) -> Request | None:
         name = f"k{len(world.names):03d}-{secrets.token_hex(2)}"
         world.names[name] = len(world.names)
         region = rng.choice(sorted(REGIONS))
-        body = launch_body(name, region=region, gpu_count=rng.choice(REGIONS[region][1]),
-                           replicas=rng.randint(2, 3), hours=rng.choice(["0.5", "2", "7.25", 30]),
-                           command=world.tag(name).strip())
+        body = launch_body(
+            name,
+            region=region,
+            gpu_count=rng.choice(REGIONS[region][1]),
+            replicas=rng.randint(2, 3),
+            hours=rng.choice(["0.5", "2", "7.25", 30]),
+            command=world.tag(name).strip(),
+        )
         return Request("launch", "POST", "/gpu-clusters", body, secrets.token_hex(8), name)
     c = rng.choice(live)
     ref = rng.choice([c["id"], c["name"]])
     base = f"/gpu-clusters/{ref}"
     key = secrets.token_hex(8)
     if action == "scale":
-        return Request(action, "POST", base + "/scale", {"replicas": rng.randint(2, 4)}, key,
-                       c["name"])
+        return Request(
+            action, "POST", base + "/scale", {"replicas": rng.randint(2, 4)}, key, c["name"]
+        )
     if action == "extend":
-        return Request(action, "POST", base + "/extend",
-                       {"hours": rng.choice([0.5, "1.25", 3])}, key, c["name"])
+        return Request(
+            action,
+            "POST",
+            base + "/extend",
+            {"hours": rng.choice([0.5, "1.25", 3])},
+            key,
+            c["name"],
+        )
     if action == "stop":
         return Request(action, "POST", base + "/stop", None, key, c["name"])
     if action == "resume":
@@ -100,14 +119,14 @@ def pick_request(world: World, client: httpx.Client) -> Request | None:
     if action == "terminate":
         return Request(action, "DELETE", base, None, key, c["name"])
     if action == "endpoint":
-        return Request(action, "PUT", base + "/endpoint", {"port": rng.randint(1024, 65535)},
-                       key, c["name"])
+        return Request(
+            action, "PUT", base + "/endpoint", {"port": rng.randint(1024, 65535)}, key, c["name"]
+        )
     return Request(action, "DELETE", base + "/endpoint", None, key, c["name"])
 
 
 def send(client: httpx.Client, req: Request) -> httpx.Response:
-    return client.request(req.method, req.path, json=req.body,
-                          headers={"Idempotency-Key": req.key})
+    return client.request(req.method, req.path, json=req.body, headers={"Idempotency-Key": req.key})
 
 
 def send_in_background(client: httpx.Client, req: Request) -> threading.Thread:
@@ -123,8 +142,11 @@ def send_in_background(client: httpx.Client, req: Request) -> threading.Thread:
 
 
 def holds_since(entries: list[dict[str, Any]], mark: int, cluster_id: str) -> int:
-    return sum(1 for e in entries if e["id"] > mark and e["kind"] == "hold"
-               and e["cluster_id"] == cluster_id)
+    return sum(
+        1
+        for e in entries
+        if e["id"] > mark and e["kind"] == "hold" and e["cluster_id"] == cluster_id
+    )
 
 
 def check_retry(client: httpx.Client, req: Request, mark: int, where: str) -> None:
@@ -144,8 +166,12 @@ def check_retry(client: httpx.Client, req: Request, mark: int, where: str) -> No
     view = check_money(client, where=where + " after the retries")
     named = [c for c in view["clusters"] if c["name"] == req.target]
     if req.action == "launch":
-        created = [c for c in named if view["per_cluster"].get(c["id"])
-                   and min(e["id"] for e in view["entries"] if e["cluster_id"] == c["id"]) > mark]
+        created = [
+            c
+            for c in named
+            if view["per_cluster"].get(c["id"])
+            and min(e["id"] for e in view["entries"] if e["cluster_id"] == c["id"]) > mark
+        ]
         assert len(created) <= 1, f"{where}: the launch made {len(created)} clusters"
         if r1.status_code == 201:
             assert len(created) == 1 and created[0]["id"] == r1.json()["id"], where
@@ -170,15 +196,18 @@ def check_runtime(client: httpx.Client, world: World, where: str) -> None:
             n = sum(1 for cmd in table if cmd.startswith(tag))
             want = c["replicas"] if c["status"] in ("pending", "running") else 0
             if c["status"] in ("pending", "stopping", "terminating") or n != want:
-                problems.append(f"{c['name']} {c['status']} replicas={c['replicas']} "
-                                f"processes={n} {c['replica_states']}")
+                problems.append(
+                    f"{c['name']} {c['status']} replicas={c['replicas']} "
+                    f"processes={n} {c['replica_states']}"
+                )
         return not problems
 
     try:
         wait_for(settled, 30, 0.2, "settled clusters")
     except AssertionError:
-        raise AssertionError(f"{where}: clusters not settled with matching processes: "
-                             f"{problems}") from None
+        raise AssertionError(
+            f"{where}: clusters not settled with matching processes: {problems}"
+        ) from None
 
 
 @pytest.fixture(scope="module")
@@ -194,32 +223,43 @@ def expiring_while_down(tmp_path_factory: pytest.TempPathFactory) -> Any:
     srv.start()
     try:
         with srv.client() as c:
-            r = c.post("/gpu-clusters", json=launch_body("short", hours="0.01",
-                                                         command="sleep 3601"))
+            r = c.post(
+                "/gpu-clusters", json=launch_body("short", hours="0.01", command="sleep 3601")
+            )
             assert r.status_code == 201, r.text
             short = r.json()
-            r = c.post("/gpu-clusters", json=launch_body("parked", hours="5",
-                                                         command="sleep 3602"))
+            r = c.post("/gpu-clusters", json=launch_body("parked", hours="5", command="sleep 3602"))
             assert r.status_code == 201, r.text
             parked = c.post("/gpu-clusters/parked/stop").json()
             before = check_money(c, where="before the kill")
         srv.kill()
-        yield {"srv": srv, "short": short, "parked": parked, "before": before,
-               "killed_at": time.time()}
+        yield {
+            "srv": srv,
+            "short": short,
+            "parked": parked,
+            "before": before,
+            "killed_at": time.time(),
+        }
     finally:
         srv.close()
 
 
-def test_money_survives_sigkill(ecolink_server_factory: Any, tmp_path: Any,
-                                expiring_while_down: Any) -> None:
+def test_money_survives_sigkill(
+    ecolink_server_factory: Any, tmp_path: Any, expiring_while_down: Any
+) -> None:
     seed = int(os.environ.get("ECO_KILL_SEED", secrets.randbits(32)))
     rng = random.Random(seed)
     catalog = write_catalog(tmp_path / "catalog.toml", budget_a=8, budget_b=4)
     srv = ecolink_server_factory(catalog=catalog, credit="400")
     world = World(rng, tag_base=rng.randrange(10**8, 9 * 10**8, 1000))
     client = srv.client(timeout=15)
-    stats: dict[str, Any] = {"mid_request": 0, "between": 0, "answered_before_kill": 0,
-                             "retries": 0, "actions": 0}
+    stats: dict[str, Any] = {
+        "mid_request": 0,
+        "between": 0,
+        "answered_before_kill": 0,
+        "retries": 0,
+        "actions": 0,
+    }
     spent_s = {"restart": 0.0, "checks": 0.0}
     try:
         for kill in range(1, KILLS + 1):
@@ -237,8 +277,7 @@ def test_money_survives_sigkill(ecolink_server_factory: Any, tmp_path: Any,
             if pending is not None:
                 t = send_in_background(srv.client(timeout=15), pending)
                 # From "not yet read" through "runtime applied" to "answered".
-                time.sleep(rng.choice([0, 0.001, 0.005, 0.01, 0.02, 0.04, 0.08]) *
-                           rng.random())
+                time.sleep(rng.choice([0, 0.001, 0.005, 0.01, 0.02, 0.04, 0.08]) * rng.random())
                 srv.kill()
                 t.join(20)
                 assert not t.is_alive()
@@ -264,9 +303,11 @@ def test_money_survives_sigkill(ecolink_server_factory: Any, tmp_path: Any,
             assert not audit_problems, (where, audit_problems)
             spent_s["checks"] += time.monotonic() - t0
         final = check_money(client, where="the end")
-        print(f"\nkills: {KILLS} (seed {seed}); {stats}; clusters {len(final['clusters'])}, "
-              f"ledger entries {len(final['entries'])}; seconds in restarts and checks: "
-              f"{spent_s['restart']:.0f}, {spent_s['checks']:.0f}")
+        print(
+            f"\nkills: {KILLS} (seed {seed}); {stats}; clusters {len(final['clusters'])}, "
+            f"ledger entries {len(final['entries'])}; seconds in restarts and checks: "
+            f"{spent_s['restart']:.0f}, {spent_s['checks']:.0f}"
+        )
         assert stats["mid_request"] >= KILLS // 3
     finally:
         client.close()
@@ -294,6 +335,7 @@ def test_expiry_while_down_charges_only_to_expires_at(expiring_while_down: Any) 
     time.sleep(max(0.0, expires - time.time() + 2.0))
     srv.restart()
     with srv.client() as c:
+
         def terminated() -> dict[str, Any] | None:
             got = c.get("/gpu-clusters/" + short["id"]).json()
             return got if got["status"] == "terminated" else None
@@ -318,8 +360,11 @@ def test_expiry_while_down_charges_only_to_expires_at(expiring_while_down: Any) 
         parked = c.get("/gpu-clusters/parked").json()
         assert parked["status"] == "stopped", parked
         assert parked["cost"] == info["parked"]["cost"], (parked["cost"], info["parked"]["cost"])
-        wait_for(lambda: not pids_running("sleep 3601 ") and not pids_running("sleep 3602 "),
-                 15, what="no replica process of the expired or stopped cluster")
+        wait_for(
+            lambda: not pids_running("sleep 3601 ") and not pids_running("sleep 3602 "),
+            15,
+            what="no replica process of the expired or stopped cluster",
+        )
 
 
 def _ts(text: str) -> float:

@@ -36,13 +36,20 @@ from support.reliability import (
     ws_connect,
 )
 
-US_EAST = {"region": "us-east", "gpu_type": "L40S", "gpu_count": 1, "replicas": 2,
-           "image": "busybox:1.36", "estimated_duration_hours": 2}
+US_EAST = {
+    "region": "us-east",
+    "gpu_type": "L40S",
+    "gpu_count": 1,
+    "replicas": 2,
+    "image": "busybox:1.36",
+    "estimated_duration_hours": 2,
+}
 
 
 def launch(api: httpx.Client, name: str, command: str, **extra: Any) -> dict[str, Any]:
-    r = api.post("/gpu-clusters", json={**US_EAST, "name": name, "startup_command": command,
-                                        **extra})
+    r = api.post(
+        "/gpu-clusters", json={**US_EAST, "name": name, "startup_command": command, **extra}
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -75,24 +82,40 @@ def test_crashing_replicas_restart_and_end_cleanly(fresh_api: httpx.Client) -> N
     assert len(crashed) >= 4 and "3" in crashed[0]["message"], crashed
     logs = api.get("/gpu-clusters/crashy/replicas/crashy-0/logs", params={"tail": 50})
     assert logs.status_code == 200 and "start-0" in logs.text, logs.text
-    half = wait_for(lambda: (c := api.get("/gpu-clusters/half").json())["replica_states"][0]
-                    ["restarts"] >= 1 and c, 20, what="replica 0 of half crashed")
+    half = wait_for(
+        lambda: (
+            (c := api.get("/gpu-clusters/half").json())["replica_states"][0]["restarts"] >= 1 and c
+        ),
+        20,
+        what="replica 0 of half crashed",
+    )
     assert half["replica_states"][1]["restarts"] == 0
     assert half["status"] in ("pending", "running"), half
 
     # Stop and resume a crash-looping cluster, then terminate both: nothing gets stuck.
     stopped = api.post("/gpu-clusters/crashy/stop")
     assert stopped.status_code == 200, stopped.text
-    wait_for(lambda: api.get("/gpu-clusters/crashy").json()["status"] == "stopped", 20,
-             what="crash-looping cluster stopped")
+    wait_for(
+        lambda: api.get("/gpu-clusters/crashy").json()["status"] == "stopped",
+        20,
+        what="crash-looping cluster stopped",
+    )
     assert api.post("/gpu-clusters/crashy/resume").status_code == 200
     for name in ("crashy", "half"):
         r = api.delete(f"/gpu-clusters/{name}")
         assert r.status_code == 200 and r.json()["status"] in ("terminating", "terminated"), r.text
-    wait_for(lambda: all(c["status"] == "terminated" for c in
-                         api.get("/gpu-clusters").json()["clusters"]), 20, what="terminated")
-    wait_for(lambda: alive(f"# {t}") == 0 and alive(f"sleep {t}") == 0, 15,
-             what="no replica process left")
+    wait_for(
+        lambda: all(
+            c["status"] == "terminated" for c in api.get("/gpu-clusters").json()["clusters"]
+        ),
+        20,
+        what="terminated",
+    )
+    wait_for(
+        lambda: alive(f"# {t}") == 0 and alive(f"sleep {t}") == 0,
+        15,
+        what="no replica process left",
+    )
     check_money(api, where="after crash loops")
 
 
@@ -104,7 +127,7 @@ STUBBORN = {
     "deaf": "trap '' TERM INT HUP; echo up; while :; do sleep 1; done # {t}",
     # A double-forked daemon in its own session, ignoring SIGTERM too.
     "daemon": "(trap '' TERM HUP; setsid sh -c \"trap '' TERM HUP; exec sleep {t}\" &); "
-              "trap '' TERM; exec sleep {t}",
+    "trap '' TERM; exec sleep {t}",
     # A replica that stopped itself (SIGSTOP): it cannot react to anything but SIGKILL.
     "frozen": "sleep {t} & kill -STOP $$",
     # Output closed, ignores SIGTERM, busy in a loop.
@@ -117,16 +140,22 @@ def test_replicas_ignoring_sigterm_are_still_ended(fresh_api: httpx.Client, kind
     api = fresh_api
     t = tag()
     launch(api, kind, STUBBORN[kind].format(t=t))
-    wait_for(lambda: api.get(f"/gpu-clusters/{kind}").json()["status"] == "running", 20,
-             what=f"{kind} running")
+    wait_for(
+        lambda: api.get(f"/gpu-clusters/{kind}").json()["status"] == "running",
+        20,
+        what=f"{kind} running",
+    )
     wait_for(lambda: alive(t) >= 2, 10, what=f"{kind}: processes up")
     time.sleep(0.3)
 
     # Stop: SIGTERM is ignored, so the runtime must escalate; the cluster ends stopped.
     started = time.monotonic()
     assert api.post(f"/gpu-clusters/{kind}/stop").status_code == 200
-    wait_for(lambda: api.get(f"/gpu-clusters/{kind}").json()["status"] == "stopped", 30,
-             what=f"{kind} stopped")
+    wait_for(
+        lambda: api.get(f"/gpu-clusters/{kind}").json()["status"] == "stopped",
+        30,
+        what=f"{kind} stopped",
+    )
     wait_for(lambda: alive(t) == 0, 15, what=f"{kind}: no process after stop")
     stop_s = time.monotonic() - started
 
@@ -136,8 +165,11 @@ def test_replicas_ignoring_sigterm_are_still_ended(fresh_api: httpx.Client, kind
     started = time.monotonic()
     r = api.delete(f"/gpu-clusters/{kind}")
     assert r.status_code == 200, r.text
-    wait_for(lambda: api.get(f"/gpu-clusters/{kind}").json()["status"] == "terminated", 30,
-             what=f"{kind} terminated")
+    wait_for(
+        lambda: api.get(f"/gpu-clusters/{kind}").json()["status"] == "terminated",
+        30,
+        what=f"{kind} terminated",
+    )
     wait_for(lambda: alive(t) == 0, 15, what=f"{kind}: no process after terminate")
     term_s = time.monotonic() - started
     # The runtime's grace period is 5 s: escalation, not an endless wait.
@@ -150,16 +182,28 @@ def test_replicas_ignoring_sigterm_are_still_ended(fresh_api: httpx.Client, kind
 # --------------------------------------------------------------------------- dropped clients
 
 
-def _raw_request(base_url: str, method: str, path: str, key: str, body: Any = None,
-                 idem: str | None = None, *, send_fraction: float = 1.0,
-                 linger_s: float = 0.0) -> None:
+def _raw_request(
+    base_url: str,
+    method: str,
+    path: str,
+    key: str,
+    body: Any = None,
+    idem: str | None = None,
+    *,
+    send_fraction: float = 1.0,
+    linger_s: float = 0.0,
+) -> None:
     """Send a request and drop the connection (TCP reset) without reading the answer:
     after `linger_s`, or after only `send_fraction` of the body."""
     host, port = base_url.split("://", 1)[1].rsplit(":", 1)
     payload = b"" if body is None else json.dumps(body).encode()
-    head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}",
-            f"Authorization: Bearer {key}", f"Content-Length: {len(payload)}",
-            "Content-Type: application/json"]
+    head = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        f"Authorization: Bearer {key}",
+        f"Content-Length: {len(payload)}",
+        "Content-Type: application/json",
+    ]
     if idem:
         head.append(f"Idempotency-Key: {idem}")
     data = ("\r\n".join(head) + "\r\n\r\n").encode() + payload
@@ -172,8 +216,9 @@ def _raw_request(base_url: str, method: str, path: str, key: str, body: Any = No
     s.close()
 
 
-def test_client_dropping_mid_action_ends_clearly(shared_ecolink_server: Any,
-                                                 fresh_api: httpx.Client) -> None:
+def test_client_dropping_mid_action_ends_clearly(
+    shared_ecolink_server: Any, fresh_api: httpx.Client
+) -> None:
     srv, api = shared_ecolink_server, fresh_api
     key = api.account_key  # type: ignore[attr-defined]
     rng = random.Random()
@@ -202,8 +247,9 @@ def test_client_dropping_mid_action_ends_clearly(shared_ecolink_server: Any,
         idem = half_key if i == 0 else secrets.token_hex(8)
         before = api.get("/gpu-clusters/dropped")
         mark = _last_ledger_id(api)
-        _raw_request(srv.url, method, path, key, payload, idem,
-                     linger_s=rng.choice([0.0, 0.002, 0.02, 0.1]))
+        _raw_request(
+            srv.url, method, path, key, payload, idem, linger_s=rng.choice([0.0, 0.002, 0.02, 0.1])
+        )
         time.sleep(rng.choice([0.0, 0.05, 0.3]))  # retry while it may still be running
         first = api.request(method, path, json=payload, headers={"Idempotency-Key": idem})
         again = api.request(method, path, json=payload, headers={"Idempotency-Key": idem})
@@ -227,8 +273,13 @@ def test_client_dropping_mid_action_ends_clearly(shared_ecolink_server: Any,
 
 
 def _settles(api: httpx.Client) -> bool:
-    wait_for(lambda: api.get("/gpu-clusters/dropped").json()["status"]
-             not in ("stopping", "terminating"), 20, what="a settled state")
+    wait_for(
+        lambda: (
+            api.get("/gpu-clusters/dropped").json()["status"] not in ("stopping", "terminating")
+        ),
+        20,
+        what="a settled state",
+    )
     return True
 
 
@@ -264,19 +315,22 @@ def _read_stdout_until(ws: Any, needle: bytes, timeout: float = 20.0) -> tuple[b
     return bytes(out), status
 
 
-def test_no_shell_output_lost_before_a_fault(shared_ecolink_server: Any,
-                                             fresh_api: httpx.Client) -> None:
+def test_no_shell_output_lost_before_a_fault(
+    shared_ecolink_server: Any, fresh_api: httpx.Client
+) -> None:
     srv, api = shared_ecolink_server, fresh_api
     key = api.account_key  # type: ignore[attr-defined]
     t = tag()
     launch(api, "shells", f"exec sleep {t}")
-    wait_for(lambda: api.get("/gpu-clusters/shells").json()["ready_replicas"] == 2, 20,
-             what="ready")
+    wait_for(
+        lambda: api.get("/gpu-clusters/shells").json()["ready_replicas"] == 2, 20, what="ready"
+    )
     expected = b"".join(b"%d\n" % i for i in range(1, 40001))
 
     # 1. The client drops (TCP reset) while output streams; a new client gets it all.
-    sid = api.post("/gpu-clusters/shells/replicas/shells-0/sessions",
-                   json={"command": ["sh"], "tty": False}).json()["id"]
+    sid = api.post(
+        "/gpu-clusters/shells/replicas/shells-0/sessions", json={"command": ["sh"], "tty": False}
+    ).json()["id"]
     path = f"/gpu-clusters/shells/sessions/{sid}/attach"
     raw = RawWS(srv.url, path, key=key, subprotocols=[V5])
     assert raw.status == 101, raw.head
@@ -289,25 +343,43 @@ def test_no_shell_output_lost_before_a_fault(shared_ecolink_server: Any,
 
     # 2. The process crashes right after writing (kill -9 of itself) with nobody
     #    attached: the replay still has every byte, then the failure status.
-    sid2 = api.post("/gpu-clusters/shells/replicas/shells-1/sessions",
-                    json={"command": "seq 1 40000; kill -9 $$", "tty": False}).json()["id"]
-    wait_for(lambda: next(s for s in api.get("/gpu-clusters/shells/sessions").json()["sessions"]
-                          if s["id"] == sid2)["exited"], 20, what="the session's process died")
-    with ws_connect(srv.ws_url(f"/gpu-clusters/shells/sessions/{sid2}/attach"), key,
-                    subprotocols=[V5]) as ws:
+    sid2 = api.post(
+        "/gpu-clusters/shells/replicas/shells-1/sessions",
+        json={"command": "seq 1 40000; kill -9 $$", "tty": False},
+    ).json()["id"]
+    wait_for(
+        lambda: next(
+            s
+            for s in api.get("/gpu-clusters/shells/sessions").json()["sessions"]
+            if s["id"] == sid2
+        )["exited"],
+        20,
+        what="the session's process died",
+    )
+    with ws_connect(
+        srv.ws_url(f"/gpu-clusters/shells/sessions/{sid2}/attach"), key, subprotocols=[V5]
+    ) as ws:
         out, status = _read_stdout_until(ws, b"\x00never\x00")
     assert out == expected, (len(out), out[-100:])
     assert status is not None and status["status"] == "Failure", status
-    listed = next(s for s in api.get("/gpu-clusters/shells/sessions").json()["sessions"]
-                  if s["id"] == sid2)
+    listed = next(
+        s for s in api.get("/gpu-clusters/shells/sessions").json()["sessions"] if s["id"] == sid2
+    )
     assert listed["exited"] and listed["exit_code"] != 0, listed
 
     # 3. A one-shot exec whose client vanishes mid-stream leaves no process behind.
-    raw = RawWS(srv.url, "/gpu-clusters/shells/replicas/shells-0/exec?command=sh&command=-c"
-                f"&command=yes%20exec-{t}", key=key, subprotocols=[V5])
+    raw = RawWS(
+        srv.url,
+        f"/gpu-clusters/shells/replicas/shells-0/exec?command=sh&command=-c&command=yes%20exec-{t}",
+        key=key,
+        subprotocols=[V5],
+    )
     assert raw.status == 101
     raw.read_some(0.1, limit=50_000)
     raw.abort()
-    wait_for(lambda: not any(f"yes exec-{t}".encode() in c for c in process_table()), 15,
-             what="the dropped exec's process ended")
+    wait_for(
+        lambda: not any(f"yes exec-{t}".encode() in c for c in process_table()),
+        15,
+        what="the dropped exec's process ended",
+    )
     assert api.delete("/gpu-clusters/shells").status_code == 200

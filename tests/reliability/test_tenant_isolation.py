@@ -42,7 +42,7 @@ from support.reliability import (
 
 # Answers the replica: the request head it received, also printed to its log (so that
 # a WebSocket upgrade that goes nowhere still shows what reached the replica).
-HEAD_ECHO = r'''
+HEAD_ECHO = r"""
 import os, socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen(64)
@@ -60,10 +60,15 @@ while True:
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(head) + head)
     c.close()
-'''
+"""
 
-LAUNCH = {"region": "us-east", "gpu_type": "L40S", "gpu_count": 1, "replicas": 2,
-          "image": "busybox:1.36"}
+LAUNCH = {
+    "region": "us-east",
+    "gpu_type": "L40S",
+    "gpu_count": 1,
+    "replicas": 2,
+    "image": "busybox:1.36",
+}
 
 
 def _head_echo_command() -> str:
@@ -86,22 +91,40 @@ class Tenants:
         assert r.returncode == 0, r.stderr
         self.a = srv.client(self.key_a)
         self.b = srv.client(self.key_b)
-        launched = self.a.post("/gpu-clusters", json={
-            **LAUNCH, "name": "secret-alpha-cluster", "estimated_duration_hours": "3.14159",
-            "expose": {"port": 8080}})
+        launched = self.a.post(
+            "/gpu-clusters",
+            json={
+                **LAUNCH,
+                "name": "secret-alpha-cluster",
+                "estimated_duration_hours": "3.14159",
+                "expose": {"port": 8080},
+            },
+        )
         assert launched.status_code == 201, launched.text
         self.cluster = launched.json()
-        echo = self.a.post("/gpu-clusters", json={
-            **LAUNCH, "name": "secret-alpha-headers", "estimated_duration_hours": "2.71828",
-            "startup_command": _head_echo_command(), "expose": {"port": 9000}})
+        echo = self.a.post(
+            "/gpu-clusters",
+            json={
+                **LAUNCH,
+                "name": "secret-alpha-headers",
+                "estimated_duration_hours": "2.71828",
+                "startup_command": _head_echo_command(),
+                "expose": {"port": 9000},
+            },
+        )
         assert echo.status_code == 201, echo.text
         self.echo = echo.json()
         for name in ("secret-alpha-cluster", "secret-alpha-headers"):
-            wait_for(lambda n=name: self.a.get(f"/gpu-clusters/{n}").json()["ready_replicas"] == 2,
-                     30, what=f"{name} ready")
+            wait_for(
+                lambda n=name: self.a.get(f"/gpu-clusters/{n}").json()["ready_replicas"] == 2,
+                30,
+                what=f"{name} ready",
+            )
         self.replica = self.cluster["replica_states"][0]["name"]
-        s = self.a.post(f"/gpu-clusters/secret-alpha-cluster/replicas/{self.replica}/sessions",
-                        json={"command": ["sh"], "tty": False})
+        s = self.a.post(
+            f"/gpu-clusters/secret-alpha-cluster/replicas/{self.replica}/sessions",
+            json={"command": ["sh"], "tty": False},
+        )
         assert s.status_code == 201, s.text
         self.sid = s.json()["id"]
         cookie = self.a.post("/auth/session")
@@ -110,25 +133,45 @@ class Tenants:
         self.cookie_set = cookie.headers.get_list("set-cookie")
         cookie_b = self.b.post("/auth/session")
         self.cookie_b = cookie_b.cookies["eco_session"]
-        own = self.b.post("/gpu-clusters", json={**LAUNCH, "name": "bravo-own",
-                                                 "estimated_duration_hours": 1,
-                                                 "startup_command": "sleep 3600"})
+        own = self.b.post(
+            "/gpu-clusters",
+            json={
+                **LAUNCH,
+                "name": "bravo-own",
+                "estimated_duration_hours": 1,
+                "startup_command": "sleep 3600",
+            },
+        )
         assert own.status_code == 201, own.text
         self.secrets = self._secrets()
 
     def _secrets(self) -> set[str]:
         """Strings that identify A's data: names, ids, the session, A's money."""
         acct = self.a.get("/account").json()
-        out = {self.key_a, self.cookie_a, self.sid, acct["id"], acct["name"],
-               acct["balance"], acct["held"], acct["available"]}
+        out = {
+            self.key_a,
+            self.cookie_a,
+            self.sid,
+            acct["id"],
+            acct["name"],
+            acct["balance"],
+            acct["held"],
+            acct["available"],
+        }
         for c in self.a.get("/gpu-clusters").json()["clusters"]:
             out |= {c["id"], c["name"], c["cost"]["hold"], c["cost"]["hold_remaining"]}
             out |= {r["name"] for r in c["replica_states"]}
         for e in self.a.get("/account/ledger").json()["entries"]:
             out |= {e["balance_after"], e["held_after"]}
         # What B sees of its own cannot identify A (a "0.000000" is everybody's).
-        b_own = set(re.findall(r"\d+\.\d{6}", self.b.get("/account/ledger").text
-                               + self.b.get("/gpu-clusters").text + self.b.get("/account").text))
+        b_own = set(
+            re.findall(
+                r"\d+\.\d{6}",
+                self.b.get("/account/ledger").text
+                + self.b.get("/gpu-clusters").text
+                + self.b.get("/account").text,
+            )
+        )
         return {s for s in out if s and s not in b_own}
 
     def leaks(self, text: str, sent: tuple[str, ...] = ()) -> list[str]:
@@ -139,18 +182,24 @@ class Tenants:
 
     def a_state(self) -> Any:
         clusters = self.a.get("/gpu-clusters").json()["clusters"]
-        stable = [{k: c[k] for k in ("id", "status", "replicas", "expires_at", "endpoint")}
-                  for c in clusters]
-        return stable, self.a.get("/account/ledger").json()["entries"], \
-            self.a.get("/gpu-clusters/secret-alpha-cluster/sessions").json()
+        stable = [
+            {k: c[k] for k in ("id", "status", "replicas", "expires_at", "endpoint")}
+            for c in clusters
+        ]
+        return (
+            stable,
+            self.a.get("/account/ledger").json()["entries"],
+            self.a.get("/gpu-clusters/secret-alpha-cluster/sessions").json(),
+        )
 
 
 @pytest.fixture(scope="module")
 def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
     from support.server import EcolinkServer
 
-    srv = EcolinkServer(tmp_path_factory.mktemp("tenants"),
-                        extra_args=["--log-level", "debug", "--access-log"])
+    srv = EcolinkServer(
+        tmp_path_factory.mktemp("tenants"), extra_args=["--log-level", "debug", "--access-log"]
+    )
     srv.start()
     t = Tenants(srv)
     try:
@@ -163,27 +212,37 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
 
 def _operations(srv: Any) -> list[tuple[str, str]]:
     doc = httpx.get(srv.url + "/openapi.json").json()
-    return [(m.upper(), p) for p, ops in doc["paths"].items() for m in ops
-            if m in ("get", "post", "put", "delete", "patch")]
+    return [
+        (m.upper(), p)
+        for p, ops in doc["paths"].items()
+        for m in ops
+        if m in ("get", "post", "put", "delete", "patch")
+    ]
 
 
 # A valid body for every operation that takes one (a new route without an entry here
 # fails the tests below, so that it gets checked too).
 VALID_BODIES: dict[tuple[str, str], Any] = {
-    ("POST", "/gpu-clusters"): {**LAUNCH, "name": "bravo-second",
-                                "estimated_duration_hours": 1, "startup_command": "sleep 3600"},
+    ("POST", "/gpu-clusters"): {
+        **LAUNCH,
+        "name": "bravo-second",
+        "estimated_duration_hours": 1,
+        "startup_command": "sleep 3600",
+    },
     ("POST", "/gpu-clusters/{id}/scale"): {"replicas": 3},
     ("POST", "/gpu-clusters/{id}/extend"): {"hours": 1},
     ("PUT", "/gpu-clusters/{id}/endpoint"): {"port": 8081},
-    ("POST", "/gpu-clusters/{id}/replicas/{replica}/sessions"): {"command": ["true"],
-                                                                   "tty": False},
+    ("POST", "/gpu-clusters/{id}/replicas/{replica}/sessions"): {"command": ["true"], "tty": False},
 }
 OPEN = {("GET", "/healthz")}
 
 
 def _fill(t: Tenants, path: str, by_name: bool = False) -> str:
-    return (path.replace("{id}", t.cluster["name"] if by_name else t.cluster["id"])
-            .replace("{replica}", t.replica).replace("{sid}", t.sid))
+    return (
+        path.replace("{id}", t.cluster["name"] if by_name else t.cluster["id"])
+        .replace("{replica}", t.replica)
+        .replace("{sid}", t.sid)
+    )
 
 
 def test_every_route_without_valid_credentials_is_401(tenants: Tenants) -> None:
@@ -192,8 +251,12 @@ def test_every_route_without_valid_credentials_is_401(tenants: Tenants) -> None:
     ops = _operations(srv)
     assert len(ops) >= 20
     ended = t.a.post("/auth/session").cookies["eco_session"]
-    assert t.a.request("DELETE", "/auth/session",
-                       headers={"Cookie": f"eco_session={ended}"}).status_code == 204
+    assert (
+        t.a.request(
+            "DELETE", "/auth/session", headers={"Cookie": f"eco_session={ended}"}
+        ).status_code
+        == 204
+    )
     creds: dict[str, dict[str, str]] = {
         "none": {},
         "wrong key": {"Authorization": "Bearer eco_" + "x" * 43},
@@ -220,8 +283,12 @@ def test_every_route_without_valid_credentials_is_401(tenants: Tenants) -> None:
                         kwargs["json"] = body
                     r = anon.request(method, url, **kwargs)
                     assert r.status_code == 401, (label, method, path, r.status_code, r.text)
-                    assert r.json() == {"error": {"code": "unauthenticated", "message": (
-                        r.json()["error"]["message"])}}, r.text
+                    assert r.json() == {
+                        "error": {
+                            "code": "unauthenticated",
+                            "message": (r.json()["error"]["message"]),
+                        }
+                    }, r.text
                     assert not t.leaks(r.text), (method, path, t.leaks(r.text))
                     checked += 1
     assert t.a_state() == before, "a refused request changed something"
@@ -231,9 +298,14 @@ def test_every_route_without_valid_credentials_is_401(tenants: Tenants) -> None:
 def test_other_accounts_get_404_and_learn_nothing(tenants: Tenants) -> None:
     t = tenants
     ops = _operations(t.srv)
-    missing = [op for op in ops if op[0] in ("POST", "PUT") and op not in VALID_BODIES
-               and op[1] not in ("/auth/session",) and not op[1].endswith(("/stop", "/resume",
-                                                                          "/restart"))]
+    missing = [
+        op
+        for op in ops
+        if op[0] in ("POST", "PUT")
+        and op not in VALID_BODIES
+        and op[1] not in ("/auth/session",)
+        and not op[1].endswith(("/stop", "/resume", "/restart"))
+    ]
     assert not missing, f"give these operations a valid body in VALID_BODIES: {missing}"
     before = t.a_state()
     seen: list[str] = []
@@ -247,19 +319,25 @@ def test_other_accounts_get_404_and_learn_nothing(tenants: Tenants) -> None:
             for client, label in clients:
                 r = client.request(method, url, json=body)
                 seen.append(f"{method} {path}")
-                sent = tuple(x for x in (t.cluster["id"], t.cluster["name"], t.replica, t.sid)
-                             if x in url)
+                sent = tuple(
+                    x for x in (t.cluster["id"], t.cluster["name"], t.replica, t.sid) if x in url
+                )
                 assert not t.leaks(r.text, sent), (label, method, url, t.leaks(r.text, sent))
                 if "{id}" in path:
                     assert r.status_code == 404, (label, method, url, r.status_code, r.text)
                     assert r.json()["error"]["code"] == "not_found", r.text
                     # Indistinguishable from a cluster that never existed: no oracle.
                     ghost_ref = "gc_00000000deadbeef" if not by_name else "never-existed"
-                    ghost = client.request(method, url.replace(
-                        t.cluster["name"] if by_name else t.cluster["id"], ghost_ref), json=body)
+                    ghost = client.request(
+                        method,
+                        url.replace(t.cluster["name"] if by_name else t.cluster["id"], ghost_ref),
+                        json=body,
+                    )
                     assert ghost.status_code == 404, ghost.text
                     assert _masked(r.text, sent) == _masked(ghost.text, (ghost_ref,)), (
-                        r.text, ghost.text)
+                        r.text,
+                        ghost.text,
+                    )
                 elif (method, path) == ("POST", "/gpu-clusters"):
                     assert r.status_code == 201, r.text
                     assert t.b.delete(f"/gpu-clusters/{r.json()['id']}").status_code == 200
@@ -268,14 +346,18 @@ def test_other_accounts_get_404_and_learn_nothing(tenants: Tenants) -> None:
     # Names are per account: a third account may take A's names, and learns nothing.
     with t.srv.client(t.srv.new_account("charlie-tenant", "100")) as c:
         for name in (t.cluster["name"], t.echo["name"]):
-            r = c.post("/gpu-clusters", json={**VALID_BODIES[("POST", "/gpu-clusters")],
-                                              "name": name})
+            r = c.post(
+                "/gpu-clusters", json={**VALID_BODIES[("POST", "/gpu-clusters")], "name": name}
+            )
             assert r.status_code == 201, r.text
             assert not t.leaks(r.text, (name, name + "-0", name + "-1")), t.leaks(r.text)
             assert c.delete(f"/gpu-clusters/{name}").status_code == 200
     # The ledger and the cluster filters of B never reach A's data either.
-    for params in ({"cluster_id": t.cluster["id"]}, {"cluster_id": t.cluster["name"]},
-                   {"cluster_id": t.cluster["id"], "format": "csv"}):
+    for params in (
+        {"cluster_id": t.cluster["id"]},
+        {"cluster_id": t.cluster["name"]},
+        {"cluster_id": t.cluster["id"], "format": "csv"},
+    ):
         r = t.b.get("/account/ledger", params=params)
         assert r.status_code == 404, r.text
         assert not t.leaks(r.text, (params["cluster_id"],)), r.text
@@ -297,8 +379,7 @@ def _masked(text: str, sent: tuple[str, ...]) -> str:
 
 
 def _cookie_client(t: Tenants, cookie: str) -> httpx.Client:
-    return httpx.Client(base_url=t.srv.url, timeout=15,
-                        headers={"Cookie": f"eco_session={cookie}"})
+    return httpx.Client(base_url=t.srv.url, timeout=15, headers={"Cookie": f"eco_session={cookie}"})
 
 
 def test_websockets_and_service_url_refuse_strangers(tenants: Tenants) -> None:
@@ -312,8 +393,11 @@ def test_websockets_and_service_url_refuse_strangers(tenants: Tenants) -> None:
     }
     for name, path in paths.items():
         protos = [V5] if name in ("exec", "attach") else None
-        for label, key in (("none", None), ("wrong", "eco_" + "z" * 43),
-                           ("revoked", t.key_revoked)):
+        for label, key in (
+            ("none", None),
+            ("wrong", "eco_" + "z" * 43),
+            ("revoked", t.key_revoked),
+        ):
             raw = RawWS(srv.url, path, key=key, subprotocols=protos)
             body = raw.read_some(1.0, limit=4096)
             raw.abort()
@@ -332,9 +416,12 @@ def test_websockets_and_service_url_refuse_strangers(tenants: Tenants) -> None:
     # The service URL over HTTP: 401 for strangers, 404 for B, the replica for A.
     base = f"/gpu-clusters/{t.cluster['id']}/service/"
     with httpx.Client(base_url=srv.url, timeout=15) as anon:
-        for headers in ({}, {"Authorization": "Bearer eco_nope"},
-                        {"Authorization": f"Bearer {t.key_revoked}"},
-                        {"Cookie": "eco_session=nope"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer eco_nope"},
+            {"Authorization": f"Bearer {t.key_revoked}"},
+            {"Cookie": "eco_session=nope"},
+        ):
             for method in ("GET", "POST", "DELETE", "PATCH"):
                 r = anon.request(method, base + "anything?x=1", headers=headers, content=b"{}")
                 assert r.status_code == 401, (headers, method, r.text)
@@ -353,19 +440,30 @@ def test_watch_frames_never_cross_accounts(tenants: Tenants) -> None:
     srv = t.srv
     frames_b: list[str] = []
     frames_a: list[str] = []
-    with ws_connect(srv.ws_url("/watch"), t.key_b) as wb, \
-            ws_connect(srv.ws_url("/watch"), t.key_a) as wa:
+    with (
+        ws_connect(srv.ws_url("/watch"), t.key_b) as wb,
+        ws_connect(srv.ws_url("/watch"), t.key_a) as wa,
+    ):
         # B asks to watch A's cluster by id and by name: it must get nothing of it.
-        wb.send(json.dumps({"type": "focus", "clusters": [t.cluster["id"], t.cluster["name"],
-                                                          "bravo-own"]}))
+        wb.send(
+            json.dumps(
+                {"type": "focus", "clusters": [t.cluster["id"], t.cluster["name"], "bravo-own"]}
+            )
+        )
         wa.send(json.dumps({"type": "focus", "clusters": [t.cluster["id"]]}))
         # A acts: cluster, account and event frames go out (to A).
-        assert t.a.post("/gpu-clusters/secret-alpha-cluster/extend",
-                        json={"hours": "0.5"}).status_code == 200
-        assert t.a.post("/gpu-clusters/secret-alpha-cluster/scale",
-                        json={"replicas": 3}).status_code == 200
-        assert t.a.post("/gpu-clusters/secret-alpha-cluster/scale",
-                        json={"replicas": 2}).status_code == 200
+        assert (
+            t.a.post("/gpu-clusters/secret-alpha-cluster/extend", json={"hours": "0.5"}).status_code
+            == 200
+        )
+        assert (
+            t.a.post("/gpu-clusters/secret-alpha-cluster/scale", json={"replicas": 3}).status_code
+            == 200
+        )
+        assert (
+            t.a.post("/gpu-clusters/secret-alpha-cluster/scale", json={"replicas": 2}).status_code
+            == 200
+        )
         deadline = time.monotonic() + 6.5  # past one `summaries` round (every 5 s)
         while time.monotonic() < deadline:
             for ws, sink in ((wb, frames_b), (wa, frames_a)):
@@ -413,9 +511,14 @@ def test_service_url_never_forwards_credentials(tenants: Tenants) -> None:
     assert "cookie: theme=dark" in heads[1].lower(), heads[1]
     assert "\r\ncookie:" not in heads[2].lower(), heads[2]
     # A WebSocket upgrade through the service URL: the replica's log shows its head.
-    with contextlib.suppress(Exception), ws_connect(
-            srv.ws_url(base + "ws-probe"), t.key_a,
-            headers={"Cookie": f"eco_session={t.cookie_a}; keep=1"}) as ws:
+    with (
+        contextlib.suppress(Exception),
+        ws_connect(
+            srv.ws_url(base + "ws-probe"),
+            t.key_a,
+            headers={"Cookie": f"eco_session={t.cookie_a}; keep=1"},
+        ) as ws,
+    ):
         ws.recv(timeout=2)
 
     def logged() -> str:
@@ -451,8 +554,10 @@ def test_console_session_cookie_flags(tenants: Tenants) -> None:
         assert c.get("/account").status_code == 401  # the cookie opens service URLs only
         assert c.delete("/auth/session").status_code == 401
         # Ending it takes a key of the same account; B's key cannot end A's session.
-        assert t.b.delete("/auth/session",
-                          headers={"Cookie": f"eco_session={t.cookie_a}"}).status_code == 204
+        assert (
+            t.b.delete("/auth/session", headers={"Cookie": f"eco_session={t.cookie_a}"}).status_code
+            == 204
+        )
         assert c.get(service).status_code == 200
         ended = t.a.delete("/auth/session", headers={"Cookie": f"eco_session={t.cookie_a}"})
         assert ended.status_code == 204
@@ -502,7 +607,7 @@ def _listening(pid: int) -> list[str]:
                     addr_hex = f[1].split(":")[0]
                     raw = bytes.fromhex(addr_hex)
                     if v6:
-                        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
                         out.append(socket.inet_ntop(socket.AF_INET6, raw))
                     else:
                         out.append(socket.inet_ntop(socket.AF_INET, raw[::-1]))
@@ -520,8 +625,12 @@ def test_embedded_backend_is_loopback_only_and_private(tmp_path: Path) -> None:
         addrs = _listening(int(info["pid"]))
         assert addrs, "found no listening socket"
         assert all(a in ("127.0.0.1", "::1") for a in addrs), addrs
-        assert httpx.get(conn.url + "/account",
-                         headers={"Authorization": f"Bearer {conn.key}"}).status_code == 200
+        assert (
+            httpx.get(
+                conn.url + "/account", headers={"Authorization": f"Bearer {conn.key}"}
+            ).status_code
+            == 200
+        )
         mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
         assert mode(state) == 0o700, oct(mode(state))
         assert mode(state / "dashboard.key") == 0o600, oct(mode(state / "dashboard.key"))
@@ -531,11 +640,30 @@ def test_embedded_backend_is_loopback_only_and_private(tmp_path: Path) -> None:
     finally:
         embedded.stop_backend(state)
     # Serving plain HTTP beyond loopback is refused outright.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(__file__).resolve().parents[2] / "backend"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2] / "backend"), os.environ.get("PYTHONPATH", "")]
+        ),
+    )
     import subprocess
 
-    r = subprocess.run([sys.executable, "-m", "ecolink", "serve", "--host", "0.0.0.0",
-                        "--port", "0", "--state-dir", str(tmp_path / "other")],
-                       env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ecolink",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "other"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0 and "refusing" in r.stderr, (r.returncode, r.stderr)

@@ -31,8 +31,9 @@ class Recorder:
     def replicas_changed(self, cluster_id: str, replicas: list[ReplicaState]) -> None:
         self.states[cluster_id] = list(replicas)
 
-    def runtime_event(self, cluster_id: str, kind: str, message: str,
-                      replica: str | None = None) -> None:
+    def runtime_event(
+        self, cluster_id: str, kind: str, message: str, replica: str | None = None
+    ) -> None:
         self.events.append((kind, message))
 
     def cluster_failed(self, cluster_id: str, message: str) -> None:
@@ -49,20 +50,38 @@ async def until(cond: Callable[[], object], timeout: float = 15.0, what: str = "
 
 
 async def test_an_over_quota_replica_stays_stopped_until_restarted(tmp_path: Path) -> None:
-    runtime = LocalRuntime(tmp_path / "state", SystemClock(), telemetry_source=SyntheticSource(),
-                           grace_s=0.5, termination_grace_s=2.0, probe_interval_s=0.1,
-                           disk_quota_bytes=1 << 20, disk_check_interval_s=CHECK_S)
+    runtime = LocalRuntime(
+        tmp_path / "state",
+        SystemClock(),
+        telemetry_source=SyntheticSource(),
+        grace_s=0.5,
+        termination_grace_s=2.0,
+        probe_interval_s=0.1,
+        disk_quota_bytes=1 << 20,
+        disk_check_interval_s=CHECK_S,
+    )
     rec = Recorder()
     await runtime.start(rec, [])
     try:
-        spec = ClusterSpec(cluster_id="c1", account_id="acct", name="fill", region="local",
-                           gpu_type="H100-80GB", gpu_count=1, replicas=1, image="x:1",
-                           startup_command="exec sleep 300")
+        spec = ClusterSpec(
+            cluster_id="c1",
+            account_id="acct",
+            name="fill",
+            region="local",
+            gpu_type="H100-80GB",
+            gpu_count=1,
+            replicas=1,
+            image="x:1",
+            startup_command="exec sleep 300",
+        )
         await runtime.apply(spec)
-        await until(lambda: [(r.phase, r.ready) for r in runtime.replicas("c1")]
-                    == [("Running", True)], what="the replica runs")
-        shell = await runtime.exec("c1", "fill-0", ExecRequest(
-            command=("sh",), stdin=True, stdout=True))
+        await until(
+            lambda: [(r.phase, r.ready) for r in runtime.replicas("c1")] == [("Running", True)],
+            what="the replica runs",
+        )
+        shell = await runtime.exec(
+            "c1", "fill-0", ExecRequest(command=("sh",), stdin=True, stdout=True)
+        )
         await shell.write(b"echo up\n")
         assert await asyncio.wait_for(shell.read(), 10) == (STDOUT, b"up\n")
         await shell.write(b"head -c 3000000 /dev/zero > big\n")
@@ -85,27 +104,46 @@ async def test_an_over_quota_replica_stays_stopped_until_restarted(tmp_path: Pat
 
         # Asked to restart, it starts again (and, its files still there, is stopped again).
         await runtime.restart("c1", "fill-0")
-        await until(lambda: sum(1 for k, _ in rec.events if k == "replica_failed") == 2,
-                    what="the restarted replica stopped again")
+        await until(
+            lambda: sum(1 for k, _ in rec.events if k == "replica_failed") == 2,
+            what="the restarted replica stopped again",
+        )
     finally:
         await runtime.shutdown(stop_replicas=True)
 
 
 @pytest.mark.parametrize("grace", [0.0, 2.0])
-async def test_a_terminal_shell_is_hung_up_whatever_the_grace(tmp_path: Path,
-                                                               grace: float) -> None:
-    runtime = LocalRuntime(tmp_path / "state", SystemClock(), telemetry_source=SyntheticSource(),
-                           grace_s=5.0, termination_grace_s=grace, probe_interval_s=0.1)
+async def test_a_terminal_shell_is_hung_up_whatever_the_grace(tmp_path: Path, grace: float) -> None:
+    runtime = LocalRuntime(
+        tmp_path / "state",
+        SystemClock(),
+        telemetry_source=SyntheticSource(),
+        grace_s=5.0,
+        termination_grace_s=grace,
+        probe_interval_s=0.1,
+    )
     await runtime.start(Recorder(), [])
     try:
-        spec = ClusterSpec(cluster_id="c1", account_id="acct", name="web", region="local",
-                           gpu_type="H100-80GB", gpu_count=1, replicas=1, image="x:1",
-                           startup_command="exec sleep 300")
+        spec = ClusterSpec(
+            cluster_id="c1",
+            account_id="acct",
+            name="web",
+            region="local",
+            gpu_type="H100-80GB",
+            gpu_count=1,
+            replicas=1,
+            image="x:1",
+            startup_command="exec sleep 300",
+        )
         await runtime.apply(spec)
-        await until(lambda: [r.ready for r in runtime.replicas("c1")] == [True],
-                    what="the replica runs")
-        ex = await runtime.exec("c1", "web-0", ExecRequest(
-            command=("sh", "-i"), tty=True, stdin=True, width=80, height=24))
+        await until(
+            lambda: [r.ready for r in runtime.replicas("c1")] == [True], what="the replica runs"
+        )
+        ex = await runtime.exec(
+            "c1",
+            "web-0",
+            ExecRequest(command=("sh", "-i"), tty=True, stdin=True, width=80, height=24),
+        )
         await ex.write(b"echo rea''dy\n")
         got = b""
         while b"ready" not in got:
@@ -121,21 +159,36 @@ async def test_a_terminal_shell_is_hung_up_whatever_the_grace(tmp_path: Path,
 
 
 async def test_a_restart_returns_once_the_new_run_started_after_the_cluster_grace(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """A replica that ignores SIGTERM sits out its cluster's whole grace (11 s, longer
     than the restart's own 10 s allowance) and is killed; the restart returns
     once the new run has started, not before."""
-    runtime = LocalRuntime(tmp_path / "state", SystemClock(), telemetry_source=SyntheticSource(),
-                           grace_s=0.2, probe_interval_s=0.1)
+    runtime = LocalRuntime(
+        tmp_path / "state",
+        SystemClock(),
+        telemetry_source=SyntheticSource(),
+        grace_s=0.2,
+        probe_interval_s=0.1,
+    )
     await runtime.start(Recorder(), [])
     try:
-        spec = ClusterSpec(cluster_id="c1", account_id="acct", name="stub", region="local",
-                           gpu_type="H100-80GB", gpu_count=1, replicas=1, image="x:1",
-                           startup_command="trap '' TERM; exec sleep 300",
-                           termination_grace_s=11)
+        spec = ClusterSpec(
+            cluster_id="c1",
+            account_id="acct",
+            name="stub",
+            region="local",
+            gpu_type="H100-80GB",
+            gpu_count=1,
+            replicas=1,
+            image="x:1",
+            startup_command="trap '' TERM; exec sleep 300",
+            termination_grace_s=11,
+        )
         await runtime.apply(spec)
-        await until(lambda: [r.ready for r in runtime.replicas("c1")] == [True],
-                    what="the replica runs")
+        await until(
+            lambda: [r.ready for r in runtime.replicas("c1")] == [True], what="the replica runs"
+        )
         first = runtime.replica_pids("c1")["stub-0"]
         loop = asyncio.get_running_loop()
         started = loop.time()

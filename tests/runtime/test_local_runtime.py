@@ -146,7 +146,9 @@ async def test_demo_service_answers_and_ready_needs_tcp(rt):
     await until(running(runtime, "c1", 2), what="demo service ready")
     target = await runtime.service_target("c1", "web-1", 8080)
     body = await asyncio.to_thread(
-        lambda: urllib.request.urlopen(f"http://{target.host}:{target.port}/hello?x=1", timeout=5).read()
+        lambda: urllib.request.urlopen(
+            f"http://{target.host}:{target.port}/hello?x=1", timeout=5
+        ).read()
     )
     info = json.loads(body)
     assert info["replica"] == "web-1" and info["cluster_id"] == "c1"
@@ -158,8 +160,12 @@ async def test_ready_follows_the_endpoint_port(rt):
     runtime, rec = rt
     # Listens on nothing: with an endpoint it never becomes ready, without one it is.
     await runtime.apply(spec(startup_command="exec sleep 300", endpoint_port=9000))
-    await until(lambda: len(runtime.replicas("c1")) == 2
-                and all(r.phase == "Running" for r in runtime.replicas("c1")))
+    await until(
+        lambda: (
+            len(runtime.replicas("c1")) == 2
+            and all(r.phase == "Running" for r in runtime.replicas("c1"))
+        )
+    )
     await asyncio.sleep(0.5)
     assert not any(r.ready for r in runtime.replicas("c1"))
     await runtime.apply(spec(startup_command="exec sleep 300", endpoint_port=None))
@@ -191,13 +197,21 @@ async def test_command_not_found_is_a_clear_reason(rt):
     assert "command not found" in (runtime.replicas("c1")[0].reason or "")
     # Between runs the current log is the run that crashed; previous the one before.
     for previous in (False, True):
-        logs = await collect(runtime.logs("c1", "web-0", tail=None, follow=False, previous=previous))
+        logs = await collect(
+            runtime.logs("c1", "web-0", tail=None, follow=False, previous=previous)
+        )
         assert b"no-such-command-here" in logs
 
 
 async def test_backoff_grows(tmp_path):
-    runtime = LocalRuntime(tmp_path, SystemClock(), telemetry_source=SyntheticSource(),
-                           backoff_base_s=0.2, backoff_cap_s=0.4, give_up_after=100)
+    runtime = LocalRuntime(
+        tmp_path,
+        SystemClock(),
+        telemetry_source=SyntheticSource(),
+        backoff_base_s=0.2,
+        backoff_cap_s=0.4,
+        give_up_after=100,
+    )
     await runtime.start(Recorder(), [])
     try:
         await runtime.apply(spec(replicas=1, startup_command="exit 1"))
@@ -293,7 +307,7 @@ DAEMONS = (
     # A grandchild in the background, a double-forked daemon in its own session that
     # ignores SIGTERM, and a foreground loop that ignores SIGTERM too.
     "sleep 301 & echo $! > bg.pid; "
-    "sh -c 'setsid sh -c \"trap \\\"\\\" TERM; echo \\$\\$ > daemon.pid; exec sleep 302\" &' ; "
+    'sh -c \'setsid sh -c "trap \\"\\" TERM; echo \\$\\$ > daemon.pid; exec sleep 302" &\' ; '
     "trap '' TERM; while true; do sleep 0.2; done"
 )
 
@@ -303,8 +317,14 @@ async def test_terminate_leaves_nothing_running(rt, tmp_path):
     await runtime.apply(spec(startup_command=DAEMONS))
     await until(running(runtime, "c1", 2))
     wd = runtime.workdir("c1", "web-0")
-    await until(lambda: (wd / "daemon.pid").exists() and (wd / "bg.pid").exists()
-                and (wd / "daemon.pid").read_text().strip(), what="daemons")
+    await until(
+        lambda: (
+            (wd / "daemon.pid").exists()
+            and (wd / "bg.pid").exists()
+            and (wd / "daemon.pid").read_text().strip()
+        ),
+        what="daemons",
+    )
     daemon = int((wd / "daemon.pid").read_text())
     bg = int((wd / "bg.pid").read_text())
     assert pid_alive(daemon) and pid_alive(bg)
@@ -330,13 +350,18 @@ async def test_scale_down_scans_all_of_proc_once(rt, tmp_path, monkeypatch):
     await runtime.apply(s)
     await until(running(runtime, "c1", 4))
     wds = [runtime.files_root / "replicas" / "c1" / f"web-{i}" for i in (1, 2, 3)]
-    await until(lambda: all((w / "daemon.pid").exists() and (w / "daemon.pid").read_text().strip()
-                            for w in wds), what="daemons")
+    await until(
+        lambda: all(
+            (w / "daemon.pid").exists() and (w / "daemon.pid").read_text().strip() for w in wds
+        ),
+        what="daemons",
+    )
     daemons = [int((w / "daemon.pid").read_text()) for w in wds]
     scans = []
     real = local_proc.find_marked
-    monkeypatch.setattr(local_proc, "find_marked",
-                        lambda *a, **kw: scans.append(1) or real(*a, **kw))
+    monkeypatch.setattr(
+        local_proc, "find_marked", lambda *a, **kw: scans.append(1) or real(*a, **kw)
+    )
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     await runtime.apply(replace(s, replicas=1))
@@ -361,8 +386,13 @@ async def test_crash_kills_what_the_run_left(rt, tmp_path):
 
 
 async def test_log_rotation_and_tail(tmp_path):
-    runtime = LocalRuntime(tmp_path, SystemClock(), telemetry_source=SyntheticSource(),
-                           log_max_bytes=20_000, log_backups=2)
+    runtime = LocalRuntime(
+        tmp_path,
+        SystemClock(),
+        telemetry_source=SyntheticSource(),
+        log_max_bytes=20_000,
+        log_backups=2,
+    )
     await runtime.start(Recorder(), [])
     try:
         cmd = "i=0; while [ $i -lt 10000 ]; do echo line-$i; i=$((i+1)); done; echo done; exec sleep 300"
@@ -385,7 +415,7 @@ async def test_log_rotation_and_tail(tmp_path):
         tail = await collect(runtime.logs("c1", "web-0", tail=3, follow=False, previous=False))
         assert tail == b"line-9998\nline-9999\ndone\n"
         # Without tail: everything still kept, oldest first, no gaps.
-        whole = (await collect(runtime.logs("c1", "web-0", tail=None, follow=False, previous=False)))
+        whole = await collect(runtime.logs("c1", "web-0", tail=None, follow=False, previous=False))
         lines = whole.decode().split()
         assert lines[-1] == "done"
         if not lines[0].startswith("line-"):
@@ -401,11 +431,14 @@ async def test_log_rotation_and_tail(tmp_path):
 async def test_logs_follow_and_previous(rt, tmp_path):
     runtime, _ = rt
     # Each run prints its number, then ticks; a run ends after a while.
-    cmd = ('n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; echo "run $n"; '
-           'for i in 1 2 3 4 5 6; do echo "tick $n.$i"; sleep 0.1; done; exit 1')
+    cmd = (
+        'n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; echo "run $n"; '
+        'for i in 1 2 3 4 5 6; do echo "tick $n.$i"; sleep 0.1; done; exit 1'
+    )
     await runtime.apply(spec(replicas=1, startup_command=cmd))
     await until(lambda: runtime.replicas("c1") and runtime.replicas("c1")[0].phase == "Running")
     got = b""
+
     async def follow() -> None:
         nonlocal got
         async for chunk in runtime.logs("c1", "web-0", tail=None, follow=True, previous=False):
@@ -440,8 +473,13 @@ async def test_follow_ends_when_replica_goes(rt):
 
 
 async def test_flood_is_bounded(tmp_path):
-    runtime = LocalRuntime(tmp_path, SystemClock(), telemetry_source=SyntheticSource(),
-                           log_max_bytes=100_000, log_backups=1)
+    runtime = LocalRuntime(
+        tmp_path,
+        SystemClock(),
+        telemetry_source=SyntheticSource(),
+        log_max_bytes=100_000,
+        log_backups=1,
+    )
     await runtime.start(Recorder(), [])
     try:
         await runtime.apply(spec(replicas=1, startup_command="exec yes flood"))
@@ -479,14 +517,22 @@ async def test_exec_pipes_tty_and_exit_codes(rt):
     await runtime.apply(spec(startup_command="exec sleep 300"))
     await until(running(runtime, "c1", 2))
     out, err, code = await run_exec(
-        runtime, "c1", "web-1",
-        ExecRequest(command=("sh", "-c", "echo out; echo err >&2; pwd; echo $ECO_REPLICA_NAME; exit 7")),
+        runtime,
+        "c1",
+        "web-1",
+        ExecRequest(
+            command=("sh", "-c", "echo out; echo err >&2; pwd; echo $ECO_REPLICA_NAME; exit 7")
+        ),
     )
     assert out.split() == [b"out", str(runtime.workdir("c1", "web-1")).encode(), b"web-1"]
     assert err == b"err\n" and code == 7
     out, err, code = await run_exec(
-        runtime, "c1", "web-0",
-        ExecRequest(command=("sh", "-c", "stty size; echo err >&2"), tty=True, width=123, height=45),
+        runtime,
+        "c1",
+        "web-0",
+        ExecRequest(
+            command=("sh", "-c", "stty size; echo err >&2"), tty=True, width=123, height=45
+        ),
     )
     assert out == b"45 123\r\nerr\r\n" and err == b"" and code == 0
     # stdin, closed: cat ends.
@@ -505,17 +551,32 @@ async def test_exec_processes_get_the_termination_grace_at_stop(tmp_path):
     """A process started through exec (a shell, a kept session, a copy) gets SIGTERM
     with the replica and the configured termination grace, not the short kill grace,
     even when the replica's own process ends at once."""
-    runtime = LocalRuntime(tmp_path / "state", SystemClock(), telemetry_source=SyntheticSource(),
-                           grace_s=0.3, termination_grace_s=6.0)
+    runtime = LocalRuntime(
+        tmp_path / "state",
+        SystemClock(),
+        telemetry_source=SyntheticSource(),
+        grace_s=0.3,
+        termination_grace_s=6.0,
+    )
     await runtime.start(Recorder(), [])
     try:
         await runtime.apply(spec(replicas=1, startup_command="exec sleep 300"))
         await until(running(runtime, "c1", 1))
         # Drains for 1.5 s after SIGTERM, then exits 7 (SIGKILL would make it 137);
         # the drain ignores TERM so that its own `sleep` is not ended early.
-        ex = await runtime.exec("c1", "web-0", ExecRequest(
-            command=("sh", "-c", "trap 'trap \"\" TERM; sleep 1.5; exit 7' TERM; echo go; "
-                                 "while :; do sleep 0.05; done"), stdout=True))
+        ex = await runtime.exec(
+            "c1",
+            "web-0",
+            ExecRequest(
+                command=(
+                    "sh",
+                    "-c",
+                    "trap 'trap \"\" TERM; sleep 1.5; exit 7' TERM; echo go; "
+                    "while :; do sleep 0.05; done",
+                ),
+                stdout=True,
+            ),
+        )
         assert await asyncio.wait_for(ex.read(), 10) == (STDOUT, b"go\n")
         await runtime.apply(spec(replicas=0, startup_command="exec sleep 300"))
         assert (await asyncio.wait_for(ex.result(), 15)).exit_code == 7
@@ -528,14 +589,22 @@ async def test_a_terminal_shell_is_hung_up_at_stop(tmp_path):
     """An interactive shell (exec with a terminal) ignores SIGTERM: at stop it gets
     its terminal's hangup and ends at once instead of holding the stop for the
     whole termination grace and being killed."""
-    runtime = LocalRuntime(tmp_path / "state", SystemClock(), telemetry_source=SyntheticSource(),
-                           grace_s=0.3, termination_grace_s=20.0)
+    runtime = LocalRuntime(
+        tmp_path / "state",
+        SystemClock(),
+        telemetry_source=SyntheticSource(),
+        grace_s=0.3,
+        termination_grace_s=20.0,
+    )
     await runtime.start(Recorder(), [])
     try:
         await runtime.apply(spec(replicas=1, startup_command="exec sleep 300"))
         await until(running(runtime, "c1", 1))
-        ex = await runtime.exec("c1", "web-0", ExecRequest(
-            command=("sh", "-i"), tty=True, stdin=True, width=80, height=24))
+        ex = await runtime.exec(
+            "c1",
+            "web-0",
+            ExecRequest(command=("sh", "-i"), tty=True, stdin=True, width=80, height=24),
+        )
         await ex.write(b"echo rea''dy\n")
         got = b""
         while b"ready" not in got:
@@ -555,9 +624,16 @@ async def test_exec_resize_reaches_the_program(rt):
     await runtime.apply(spec(replicas=1, startup_command="exec sleep 300"))
     await until(running(runtime, "c1", 1))
     ex = await runtime.exec(
-        "c1", "web-0",
-        ExecRequest(command=("sh", "-c", "trap 'stty size' WINCH; echo go; while :; do sleep 0.05; done"),
-                    tty=True, stdin=True, width=80, height=24))
+        "c1",
+        "web-0",
+        ExecRequest(
+            command=("sh", "-c", "trap 'stty size' WINCH; echo go; while :; do sleep 0.05; done"),
+            tty=True,
+            stdin=True,
+            width=80,
+            height=24,
+        ),
+    )
     got = b""
     while b"go" not in got:
         got += (await ex.read())[1]
@@ -624,7 +700,9 @@ async def test_real_gpus_are_partitioned_then_shared(tmp_path):
         assert [t.shared for t in tel] == [False, False]
         assert [g.index for g in tel[0].gpus] == [0, 1]
         # A second cluster needs GPUs that are all taken: it shares, and says so.
-        await runtime.apply(spec(cid="c2", name="more", replicas=2, gpu_count=1, startup_command=cmd))
+        await runtime.apply(
+            spec(cid="c2", name="more", replicas=2, gpu_count=1, startup_command=cmd)
+        )
         await until(running(runtime, "c2", 2))
         assert all(t.shared for t in await runtime.telemetry("c2"))
         # Both went onto GPUs 0 and 1: web-0 of c1 shares them, web-1 (2,3) does not.
@@ -659,16 +737,24 @@ async def test_shutdown_stops_replicas(tmp_path):
 
 
 # On SIGTERM: drain for 3 s (ignoring further TERMs), noting the start and the end.
-DRAINS = ("echo up; trap 'trap \"\" TERM; echo started >> ckpt; sleep 3; echo finished >> ckpt; "
-          "exit 0' TERM; while :; do sleep 0.1; done")
+DRAINS = (
+    'echo up; trap \'trap "" TERM; echo started >> ckpt; sleep 3; echo finished >> ckpt; '
+    "exit 0' TERM; while :; do sleep 0.1; done"
+)
 
 
 @pytest.fixture
 async def drt(tmp_path: Path) -> AsyncIterator[tuple[LocalRuntime, Recorder]]:
     """A runtime that ends replicas in the background (as `ecolink serve` runs it)."""
-    runtime = LocalRuntime(tmp_path / "state", SystemClock(), telemetry_source=SyntheticSource(),
-                           grace_s=0.5, termination_grace_s=10.0, probe_interval_s=0.2,
-                           drain_in_background=True)
+    runtime = LocalRuntime(
+        tmp_path / "state",
+        SystemClock(),
+        telemetry_source=SyntheticSource(),
+        grace_s=0.5,
+        termination_grace_s=10.0,
+        probe_interval_s=0.2,
+        drain_in_background=True,
+    )
     rec = Recorder()
     await runtime.start(rec, [])
     yield runtime, rec
@@ -699,8 +785,7 @@ async def test_a_stop_returns_while_the_replicas_drain(drt):
     assert not any(pid_alive(p) for p in pids.values() if p)
     assert runtime.processes_of("c1") == []
     wd = runtime.workdir("c1", "web-0").parent
-    assert [(wd / f"web-{i}" / "ckpt").read_text() for i in range(2)] == [
-        "started\nfinished\n"] * 2
+    assert [(wd / f"web-{i}" / "ckpt").read_text() for i in range(2)] == ["started\nfinished\n"] * 2
 
 
 async def test_a_resume_during_the_drain_waits_for_the_old_replicas(drt):
@@ -715,7 +800,8 @@ async def test_a_resume_during_the_drain_waits_for_the_old_replicas(drt):
     await runtime.apply(s)
     # The new replicas take the old ones' names and working dirs: they wait.
     assert [(r.name, r.phase, r.reason) for r in runtime.replicas("c1")] == [
-        (f"web-{i}", "Pending", f"waiting for the previous web-{i} to end") for i in range(2)]
+        (f"web-{i}", "Pending", f"waiting for the previous web-{i} to end") for i in range(2)
+    ]
     assert all(p is None for p in runtime.replica_pids("c1").values())
     await until(running(runtime, "c1", 2), timeout=15, what="the new replicas")
     new = runtime.replica_pids("c1")
@@ -723,8 +809,7 @@ async def test_a_resume_during_the_drain_waits_for_the_old_replicas(drt):
     assert set(new.values()).isdisjoint(old.values())
     assert all(runtime.replica_port("c1", r) != ports[r] for r in new)
     wd = runtime.workdir("c1", "web-0").parent
-    assert [(wd / f"web-{i}" / "ckpt").read_text() for i in range(2)] == [
-        "started\nfinished\n"] * 2
+    assert [(wd / f"web-{i}" / "ckpt").read_text() for i in range(2)] == ["started\nfinished\n"] * 2
 
 
 async def test_a_terminate_returns_and_ends_the_cluster_in_the_background(drt):

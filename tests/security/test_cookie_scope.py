@@ -47,8 +47,10 @@ def edge(shared_ecolink_server: Any) -> Iterator[Edge]:
     api = srv.client(key)
     cluster = launch_service(api, "edge-web")
     replica = cluster["replica_states"][0]["name"]
-    s = api.post(f"/gpu-clusters/edge-web/replicas/{replica}/sessions",
-                 json={"command": ["sh"], "tty": False})
+    s = api.post(
+        f"/gpu-clusters/edge-web/replicas/{replica}/sessions",
+        json={"command": ["sh"], "tty": False},
+    )
     assert s.status_code == 201, s.text
     r = api.post("/auth/session")
     assert r.status_code == 201, r.text
@@ -70,15 +72,22 @@ def _cookie_forms(token: str) -> dict[str, list[tuple[str, str]]]:
 
 
 def _fill(e: Edge, path: str) -> str:
-    return (path.replace("{id}", e.cluster["id"]).replace("{replica}", e.replica)
-            .replace("{sid}", e.sid))
+    return (
+        path.replace("{id}", e.cluster["id"])
+        .replace("{replica}", e.replica)
+        .replace("{sid}", e.sid)
+    )
 
 
 def test_the_cookie_alone_opens_no_api_route(edge: Edge) -> None:
     e = edge
     doc = httpx.get(e.srv.url + "/openapi.json").json()
-    ops = [(m.upper(), p) for p, item in doc["paths"].items() for m in item
-           if m in ("get", "post", "put", "delete", "patch")]
+    ops = [
+        (m.upper(), p)
+        for p, item in doc["paths"].items()
+        for m in item
+        if m in ("get", "post", "put", "delete", "patch")
+    ]
     open_ops = {("GET", "/healthz"), ("GET", "/openapi.json")}
     assert len(ops) >= 20
     before = e.api.get("/gpu-clusters/edge-web").json()["replicas"]
@@ -88,8 +97,12 @@ def test_the_cookie_alone_opens_no_api_route(edge: Edge) -> None:
             if (method, path) in open_ops:
                 continue
             for form, headers in _cookie_forms(e.cookie).items():
-                r = anon.request(method, _fill(e, path), headers=headers,
-                                 json={"replicas": 3} if method in ("POST", "PUT") else None)
+                r = anon.request(
+                    method,
+                    _fill(e, path),
+                    headers=headers,
+                    json={"replicas": 3} if method in ("POST", "PUT") else None,
+                )
                 assert r.status_code == 401, (form, method, path, r.status_code, r.text)
                 is_error(r, 401, "unauthenticated")
                 checked += 1
@@ -107,21 +120,31 @@ def test_the_cookie_alone_opens_no_api_route(edge: Edge) -> None:
 
 def test_the_cookie_alone_opens_no_api_websocket(edge: Edge) -> None:
     e = edge
-    paths = ["/watch",
-             f"/gpu-clusters/{e.cluster['id']}/replicas/{e.replica}/exec?command=true",
-             f"/gpu-clusters/{e.cluster['id']}/sessions/{e.sid}/attach"]
+    paths = [
+        "/watch",
+        f"/gpu-clusters/{e.cluster['id']}/replicas/{e.replica}/exec?command=true",
+        f"/gpu-clusters/{e.cluster['id']}/sessions/{e.sid}/attach",
+    ]
     for path in paths:
         for form, headers in _cookie_forms(e.cookie).items():
             with pytest.raises(InvalidStatus) as exc:
-                connect(e.srv.ws_url(path), additional_headers=headers,
-                        subprotocols=["v5.channel.k8s.io"],  # type: ignore[list-item]
-                        open_timeout=10, proxy=None)
+                connect(
+                    e.srv.ws_url(path),
+                    additional_headers=headers,
+                    subprotocols=["v5.channel.k8s.io"],  # type: ignore[list-item]
+                    open_timeout=10,
+                    proxy=None,
+                )
             resp = exc.value.response
             assert resp.status_code == 401, (path, form, resp.status_code)
             assert json.loads(resp.body or b"{}")["error"]["code"] == "unauthenticated"
     # The key opens them.
-    with connect(e.srv.ws_url("/watch"), additional_headers={"Authorization": f"Bearer {e.key}"},
-                 open_timeout=10, proxy=None) as ws:
+    with connect(
+        e.srv.ws_url("/watch"),
+        additional_headers={"Authorization": f"Bearer {e.key}"},
+        open_timeout=10,
+        proxy=None,
+    ) as ws:
         assert json.loads(ws.recv(timeout=10))["type"] == "snapshot"
 
 
@@ -133,8 +156,13 @@ def test_only_an_api_key_mints_a_session(edge: Edge) -> None:
             is_error(r, 401, "unauthenticated")
             assert "set-cookie" not in r.headers, form
         # A wrong key beside a good cookie is no better.
-        r = anon.post("/auth/session", headers={"Cookie": f"eco_session={e.cookie}",
-                                                "Authorization": "Bearer eco_" + "x" * 43})
+        r = anon.post(
+            "/auth/session",
+            headers={
+                "Cookie": f"eco_session={e.cookie}",
+                "Authorization": "Bearer eco_" + "x" * 43,
+            },
+        )
         is_error(r, 401, "unauthenticated")
     # Two different session tokens in one request authenticate nothing (no guessing).
     other = e.api.post("/auth/session").cookies["eco_session"]
@@ -173,18 +201,31 @@ def test_cookie_websockets_check_origin(edge: Edge) -> None:
     e = edge
     url = e.srv.ws_url(f"/gpu-clusters/{e.cluster['id']}/service/ws")
     cookie = {"Cookie": f"eco_session={e.cookie}"}
-    for origin in ("http://evil.example", "null", e.srv.url.replace("127.0.0.1", "localhost"),
-                   e.srv.url + ".evil.example", "http://127.0.0.1:1"):
+    for origin in (
+        "http://evil.example",
+        "null",
+        e.srv.url.replace("127.0.0.1", "localhost"),
+        e.srv.url + ".evil.example",
+        "http://127.0.0.1:1",
+    ):
         with pytest.raises(InvalidStatus) as exc:
-            connect(url, additional_headers={**cookie, "Origin": origin}, open_timeout=10,
-                    proxy=None, origin=None)
+            connect(
+                url,
+                additional_headers={**cookie, "Origin": origin},
+                open_timeout=10,
+                proxy=None,
+                origin=None,
+            )
         resp = exc.value.response
         assert resp.status_code == 403, (origin, resp.status_code)
         assert json.loads(resp.body or b"{}")["error"]["code"] == "forbidden_origin"
     # Its own origin (or no Origin: not a browser) is fine, and the echo works.
-    for headers in ({**cookie, "Origin": e.srv.url}, cookie,
-                    # A key is never sent by a browser on its own: no Origin check.
-                    {"Authorization": f"Bearer {e.key}", "Origin": "http://evil.example"}):
+    for headers in (
+        {**cookie, "Origin": e.srv.url},
+        cookie,
+        # A key is never sent by a browser on its own: no Origin check.
+        {"Authorization": f"Bearer {e.key}", "Origin": "http://evil.example"},
+    ):
         with connect(url, additional_headers=headers, open_timeout=10, proxy=None) as ws:
             ws.send("ping")
             assert ws.recv(timeout=10) == "ping"
@@ -203,8 +244,10 @@ def test_separate_service_origin(ecolink_server_factory: Any) -> None:
         # (Set for svc.test: httpx keeps it for no 127.0.0.1 request, so read it here.)
         cookie = minted.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
     with httpx.Client(base_url=srv.url, timeout=15) as anon:
-        r = anon.get("/some/page?q=1", headers={"Host": f"{host}:{srv.port}",
-                                                "Cookie": f"eco_session={cookie}"})
+        r = anon.get(
+            "/some/page?q=1",
+            headers={"Host": f"{host}:{srv.port}", "Cookie": f"eco_session={cookie}"},
+        )
         assert r.status_code == 200, r.text
         info = r.json()
         assert info["cluster_id"] == cid and info["path"] == "/some/page"
@@ -216,12 +259,16 @@ def test_separate_service_origin(ecolink_server_factory: Any) -> None:
         assert r.status_code == 200 and r.json()["path"] == "/account", r.text
         is_error(anon.get("/", headers={"Host": host}), 401, "unauthenticated")
         # An unknown cluster's host name: 404, as for its service URL.
-        r = anon.get("/", headers={"Host": "gc-00000000deadbeef.svc.test",
-                                   "Authorization": f"Bearer {srv.key}"})
+        r = anon.get(
+            "/",
+            headers={"Host": "gc-00000000deadbeef.svc.test", "Authorization": f"Bearer {srv.key}"},
+        )
         is_error(r, 404, "not_found")
         # The API host itself still serves the API (and sandboxes the path form).
-        assert anon.get("/account", headers={"Authorization": f"Bearer {srv.key}"}).json()[
-            "name"] == "test"
+        assert (
+            anon.get("/account", headers={"Authorization": f"Bearer {srv.key}"}).json()["name"]
+            == "test"
+        )
         r = anon.get(f"/gpu-clusters/{cid}/service/", headers={"Cookie": f"eco_session={cookie}"})
         assert r.status_code == 200
         assert_sandboxed(r)
@@ -230,13 +277,23 @@ def test_separate_service_origin(ecolink_server_factory: Any) -> None:
     ws_url = f"ws://{host}:{srv.port}/ws"
     base = {"Cookie": f"eco_session={cookie}"}
     sock = socket.create_connection(("127.0.0.1", srv.port))
-    with connect(ws_url, sock=sock, additional_headers={**base, "Origin": f"http://{host}:{srv.port}"},
-                 open_timeout=10, proxy=None) as ws:
+    with connect(
+        ws_url,
+        sock=sock,
+        additional_headers={**base, "Origin": f"http://{host}:{srv.port}"},
+        open_timeout=10,
+        proxy=None,
+    ) as ws:
         ws.send("hi")
         assert ws.recv(timeout=10) == "hi"
     sock = socket.create_connection(("127.0.0.1", srv.port))
     with pytest.raises(InvalidStatus) as exc:
-        connect(ws_url, sock=sock, additional_headers={**base, "Origin": "http://evil.example"},
-                open_timeout=10, proxy=None)
+        connect(
+            ws_url,
+            sock=sock,
+            additional_headers={**base, "Origin": "http://evil.example"},
+            open_timeout=10,
+            proxy=None,
+        )
     sock.close()
     assert exc.value.response.status_code == 403

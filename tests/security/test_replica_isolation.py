@@ -22,6 +22,7 @@ from support.reliability import exec_once
 
 pytestmark = pytest.mark.timeout(180)
 
+
 def workdir(state_dir: Path, cid: str, replica: str, *, own_uids: bool = True) -> Path:
     from ecocore.clock import SystemClock
     from ecolink.runtime.local import LocalRuntime
@@ -31,8 +32,7 @@ def workdir(state_dir: Path, cid: str, replica: str, *, own_uids: bool = True) -
 
 
 def read_when_written(path: Path, timeout: float = 20.0) -> str:
-    wait_until(lambda: path.exists() and path.read_text().endswith("\n"), timeout,
-               what=str(path))
+    wait_until(lambda: path.exists() and path.read_text().endswith("\n"), timeout, what=str(path))
     return path.read_text().strip()
 
 
@@ -48,14 +48,20 @@ def probe_command(state: Path, other: Path) -> str:
         "other": f"ls {other}",
         "other_secret": f"cat {other}/secret",
     }
-    lines = [f'if {cmd} >/dev/null 2>&1; then echo "{name} readable"; '
-             f'else echo "{name} denied"; fi' for name, cmd in tries.items()]
-    return ('id -u > uid.tmp; mv uid.tmp uid; echo "$HOME" > home; { '
-            + "; ".join(lines) + "; } > probes.tmp; mv probes.tmp probes; exec sleep 1000")
+    lines = [
+        f'if {cmd} >/dev/null 2>&1; then echo "{name} readable"; else echo "{name} denied"; fi'
+        for name, cmd in tries.items()
+    ]
+    return (
+        'id -u > uid.tmp; mv uid.tmp uid; echo "$HOME" > home; { '
+        + "; ".join(lines)
+        + "; } > probes.tmp; mv probes.tmp probes; exec sleep 1000"
+    )
 
 
 def test_replicas_run_as_their_accounts_own_uid_and_cannot_read_the_ledger(
-        ecolink_server: Any) -> None:
+    ecolink_server: Any,
+) -> None:
     srv = ecolink_server
     state = srv.state_dir
     # The state directory is the backend's alone.
@@ -64,8 +70,12 @@ def test_replicas_run_as_their_accounts_own_uid_and_cannot_read_the_ledger(
 
     other_key = srv.new_account("other")
     with srv.client(other_key) as other_api:
-        b = launch(other_api, "secrets", replicas=2,
-                   command="echo hush > secret; id -u > uid; exec sleep 1000")
+        b = launch(
+            other_api,
+            "secrets",
+            replicas=2,
+            command="echo hush > secret; id -u > uid; exec sleep 1000",
+        )
         b_dir = workdir(state, b["id"], "secrets-0")
         b_uid = int(read_when_written(b_dir / "uid"))
 
@@ -83,13 +93,19 @@ def test_replicas_run_as_their_accounts_own_uid_and_cannot_read_the_ledger(
         assert wd.st_uid == a_uid and stat.S_IMODE(wd.st_mode) == 0o700
 
         assert probes.splitlines() == [
-            "db denied", "wal denied", "state denied", "uids denied", "log denied",
-            "other denied", "other_secret denied",
+            "db denied",
+            "wal denied",
+            "state denied",
+            "uids denied",
+            "log denied",
+            "other denied",
+            "other_secret denied",
         ]
 
         # Exec shells run as the replica does, and cannot read the ledger either.
-        out, _, status = exec_once(srv.ws_url, srv.key, a["id"], "probe-1",
-                                   ["sh", "-c", f"id -u; cat {state}/ecolink.db"])
+        out, _, status = exec_once(
+            srv.ws_url, srv.key, a["id"], "probe-1", ["sh", "-c", f"id -u; cat {state}/ecolink.db"]
+        )
         assert out.split()[0] == str(a_uid).encode()
         assert status is not None and status.get("status") == "Failure"
 
@@ -105,21 +121,28 @@ def test_shared_filesystems_stay_usable_by_every_replica(ecolink_server: Any) ->
         b = launch(other_api, "two", replicas=2, command=write, shared_filesystems=["team"])
         wait_for(other_api, b["id"], lambda c: c["status"] == "running")
         names = srv.state_dir / "filesystems" / "team" / "names"
-        wait_until(lambda: names.exists() and len(names.read_text().split()) == 4,
-                   what="four replicas of two accounts wrote to the shared filesystem")
+        wait_until(
+            lambda: names.exists() and len(names.read_text().split()) == 4,
+            what="four replicas of two accounts wrote to the shared filesystem",
+        )
         assert sorted(names.read_text().split()) == ["one-0", "one-1", "two-0", "two-1"]
 
 
-def test_a_replica_that_fills_its_home_is_stopped_and_says_why(
-        ecolink_server_factory: Any) -> None:
-    srv = ecolink_server_factory(extra_args=["--replica-disk-quota", "1",
-                                             "--replica-disk-check", "0.3"])
+def test_a_replica_that_fills_its_home_is_stopped_and_says_why(ecolink_server_factory: Any) -> None:
+    srv = ecolink_server_factory(
+        extra_args=["--replica-disk-quota", "1", "--replica-disk-check", "0.3"]
+    )
     with srv.client() as api:
-        c = launch(api, "filler", replicas=2,
-                   command="head -c 3000000 /dev/zero > big; exec sleep 1000")
-        done = wait_for(api, c["id"], lambda c: all(
-            s["phase"] == "Failed" for s in c["replica_states"]), timeout=30,
-            what="both replicas stopped over quota")
+        c = launch(
+            api, "filler", replicas=2, command="head -c 3000000 /dev/zero > big; exec sleep 1000"
+        )
+        done = wait_for(
+            api,
+            c["id"],
+            lambda c: all(s["phase"] == "Failed" for s in c["replica_states"]),
+            timeout=30,
+            what="both replicas stopped over quota",
+        )
         for s in done["replica_states"]:
             assert "disk quota" in (s["reason"] or ""), s
         events = api.get(f"/gpu-clusters/{c['id']}/events").json()["events"]
@@ -127,7 +150,8 @@ def test_a_replica_that_fills_its_home_is_stopped_and_says_why(
 
 
 def test_without_uid_changes_the_backend_serves_one_account_and_says_so(
-        ecolink_server_factory: Any) -> None:
+    ecolink_server_factory: Any,
+) -> None:
     srv = ecolink_server_factory(env={"ECOLINK_REPLICA_UIDS": "off"})
     assert "serves one account only" in srv.log_tail()
     r = srv.cli("accounts", "create", "second", check=False)
@@ -141,7 +165,8 @@ def test_without_uid_changes_the_backend_serves_one_account_and_says_so(
 
 
 def test_a_single_account_backend_will_not_start_on_two_accounts(
-        ecolink_server_factory: Any) -> None:
+    ecolink_server_factory: Any,
+) -> None:
     srv = ecolink_server_factory(start=False)
     srv.cli("accounts", "create", "second")  # made while replicas could change uids
     srv.env["ECOLINK_REPLICA_UIDS"] = "off"
@@ -149,4 +174,3 @@ def test_a_single_account_backend_will_not_start_on_two_accounts(
         srv.start()
     assert "serves one account only" in str(err.value)
     assert "2 accounts" in str(err.value)
-

@@ -80,9 +80,11 @@ def test_sessions_cli_lists_and_revokes(ecolink_server: Any) -> None:
     assert r.returncode == 0 and "ended 1" in r.stdout, r.stdout
     assert srv.cli("sessions", "list").stdout.splitlines()[1:] == []
     # Clear refusals.
-    for args, words in ((("revoke",), "say which sessions"),
-                        (("revoke", "zz-not-hex"), "hexadecimal"),
-                        (("revoke", "abcdef"), "no session matches"),
-                        (("revoke", "--account", "nobody"), "no account named")):
+    for args, words in (
+        (("revoke",), "say which sessions"),
+        (("revoke", "zz-not-hex"), "hexadecimal"),
+        (("revoke", "abcdef"), "no session matches"),
+        (("revoke", "--account", "nobody"), "no account named"),
+    ):
         r = srv.cli("sessions", *args, check=False)
         assert r.returncode == 1 and words in r.stderr, (args, r.stderr)

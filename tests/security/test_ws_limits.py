@@ -49,8 +49,9 @@ def test_each_route_has_its_own_frame_limit(ecolink_server: Any) -> None:
     with srv.client() as api:
         cluster = launch_service(api, "frames", replicas=2)
     replica = cluster["replica_states"][0]["name"]
-    exec_url = srv.ws_url(f"/gpu-clusters/{cluster['id']}/replicas/{replica}/exec"
-                          "?command=wc&command=-c&stdin=1")
+    exec_url = srv.ws_url(
+        f"/gpu-clusters/{cluster['id']}/replicas/{replica}/exec?command=wc&command=-c&stdin=1"
+    )
     # A whole MiB of stdin in one frame goes through.
     with ws_connect(exec_url, srv.key, subprotocols=[V5]) as ws:
         ws.send(bytes([STDIN]) + b"x" * MIB)
@@ -62,8 +63,10 @@ def test_each_route_has_its_own_frame_limit(ecolink_server: Any) -> None:
         _closed_with(ws, 1009)
     # Kept sessions take the same.
     with srv.client() as api:
-        s = api.post(f"/gpu-clusters/frames/replicas/{replica}/sessions",
-                     json={"command": ["cat"], "tty": False})
+        s = api.post(
+            f"/gpu-clusters/frames/replicas/{replica}/sessions",
+            json={"command": ["cat"], "tty": False},
+        )
         assert s.status_code == 201, s.text
     attach = srv.ws_url(f"/gpu-clusters/{cluster['id']}/sessions/{s.json()['id']}/attach")
     with ws_connect(attach, srv.key, subprotocols=[V5]) as ws:
@@ -153,7 +156,8 @@ def test_forty_oversized_frames_leave_memory_and_health_alone(ecolink_server: An
                     continue
                 # Each was closed: a close frame with 1009 (too big), nothing else kept.
                 assert b"\x88\x02" + struct.pack("!H", 1009) in got or (
-                    struct.pack("!H", 1009) in got and b"\x88" in got), (i, got[-60:])
+                    struct.pack("!H", 1009) in got and b"\x88" in got
+                ), (i, got[-60:])
             for _ in range(10):
                 started = time.monotonic()
                 assert probe.get("/healthz").status_code == 200
@@ -164,22 +168,27 @@ def test_forty_oversized_frames_leave_memory_and_health_alone(ecolink_server: An
             for ws in clients:
                 ws.abort()
     grown_mb = (peak - baseline) / 1024
-    print(f"RSS baseline {baseline / 1024:.1f} MB, peak {peak / 1024:.1f} MB "
-          f"(+{grown_mb:.1f} MB); worst /healthz {worst_health * 1000:.0f} ms")
+    print(
+        f"RSS baseline {baseline / 1024:.1f} MB, peak {peak / 1024:.1f} MB "
+        f"(+{grown_mb:.1f} MB); worst /healthz {worst_health * 1000:.0f} ms"
+    )
     assert grown_mb < 100, (baseline, peak)
     assert worst_health < 1.0, worst_health
 
 
 def test_service_websockets_count_and_are_bounded_through_the_front(
-        ecolink_server_factory: Any) -> None:
+    ecolink_server_factory: Any,
+) -> None:
     # One front process: the service sockets it tunnels and the API's own share the cap.
-    srv = ecolink_server_factory(extra_args=["--max-websockets-per-account", "3",
-                                             "--workers", "1"])
+    srv = ecolink_server_factory(extra_args=["--max-websockets-per-account", "3", "--workers", "1"])
     with srv.client() as api:
         cluster = launch_service(api, "capped")
     url = srv.ws_url(f"/gpu-clusters/{cluster['id']}/service/ws")
-    held = [ws_connect(url, srv.key), ws_connect(url, srv.key), ws_connect(srv.ws_url("/watch"),
-                                                                          srv.key)]
+    held = [
+        ws_connect(url, srv.key),
+        ws_connect(url, srv.key),
+        ws_connect(srv.ws_url("/watch"), srv.key),
+    ]
     try:
         held[0].send("hi")
         assert held[0].recv(timeout=10) == "hi"
@@ -212,8 +221,7 @@ def test_the_websocket_cap_holds_across_front_processes(ecolink_server_factory: 
     # Two front processes; the kernel spreads new connections over both. The cap is
     # the account's across the whole server: both fronts' service sockets and the
     # API's own count together.
-    srv = ecolink_server_factory(extra_args=["--max-websockets-per-account", "4",
-                                             "--workers", "2"])
+    srv = ecolink_server_factory(extra_args=["--max-websockets-per-account", "4", "--workers", "2"])
     with srv.client() as api:
         cluster = launch_service(api, "spread")
     url = srv.ws_url(f"/gpu-clusters/{cluster['id']}/service/ws")

@@ -257,8 +257,13 @@ def test_gpu_compare(snap_compare, size, monkeypatch):
         fx.app.open_cluster("gc_00007")
         await wait_for(pilot, lambda: getattr(fx.app.screen, "_loaded", False))
         await pilot.press("N")
-        await wait_for(pilot, lambda: isinstance(fx.app.screen, gpu_compare.GpuCompareScreen)
-                       and fx.app.screen.done.is_set())
+        await wait_for(
+            pilot,
+            lambda: (
+                isinstance(fx.app.screen, gpu_compare.GpuCompareScreen)
+                and fx.app.screen.done.is_set()
+            ),
+        )
         text = screen_text(fx.app)
         assert "␛]52;c;aGk=␇[bold]55C[/bold]" in text or size == (80, 24)
         assert "\x1b" not in text

@@ -19,29 +19,64 @@ from ecotui import dialogs
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
-CATALOG = {"regions": [
-    {"name": "us-east", "gpu_budget": 32, "gpu_types": [
-        {"name": "H100-80GB", "rate_per_gpu_hour": "2.500000", "gpu_counts": [1, 2, 4, 8]},
-        {"name": "A100-80GB", "rate_per_gpu_hour": "1.600000", "gpu_counts": [1, 2, 4, 8]}]},
-    {"name": "eu-west", "gpu_budget": 16, "gpu_types": [
-        {"name": "L40S", "rate_per_gpu_hour": "0.950000", "gpu_counts": [1, 2]}]},
-]}
+CATALOG = {
+    "regions": [
+        {
+            "name": "us-east",
+            "gpu_budget": 32,
+            "gpu_types": [
+                {"name": "H100-80GB", "rate_per_gpu_hour": "2.500000", "gpu_counts": [1, 2, 4, 8]},
+                {"name": "A100-80GB", "rate_per_gpu_hour": "1.600000", "gpu_counts": [1, 2, 4, 8]},
+            ],
+        },
+        {
+            "name": "eu-west",
+            "gpu_budget": 16,
+            "gpu_types": [{"name": "L40S", "rate_per_gpu_hour": "0.950000", "gpu_counts": [1, 2]}],
+        },
+    ]
+}
 
 CLUSTER = {
-    "id": "c_7f3a9e", "name": "web", "region": "us-east", "gpu_type": "H100-80GB",
-    "gpu_count": 4, "replicas": 3, "image": "ghcr.io/acme/infer:1.4", "startup_command": None,
-    "shared_filesystems": [], "status": "running", "status_reason": None, "stale": False,
-    "created_at": "2026-01-01T08:00:00Z", "started_at": "2026-01-01T08:00:00Z",
-    "expires_at": "2026-01-01T18:00:00Z", "estimated_duration_hours": "10",
-    "hourly_rate": "30.000000", "burn_rate": "30.000000",
-    "cost": {"hold": "300.000000", "spent": "120.000000", "hold_remaining": "180.000000",
-             "projected_total": "300.000000"},
+    "id": "c_7f3a9e",
+    "name": "web",
+    "region": "us-east",
+    "gpu_type": "H100-80GB",
+    "gpu_count": 4,
+    "replicas": 3,
+    "image": "ghcr.io/acme/infer:1.4",
+    "startup_command": None,
+    "shared_filesystems": [],
+    "status": "running",
+    "status_reason": None,
+    "stale": False,
+    "created_at": "2026-01-01T08:00:00Z",
+    "started_at": "2026-01-01T08:00:00Z",
+    "expires_at": "2026-01-01T18:00:00Z",
+    "estimated_duration_hours": "10",
+    "hourly_rate": "30.000000",
+    "burn_rate": "30.000000",
+    "cost": {
+        "hold": "300.000000",
+        "spent": "120.000000",
+        "hold_remaining": "180.000000",
+        "projected_total": "300.000000",
+    },
     "endpoint": {"url": "http://127.0.0.1:8765/gpu-clusters/c_7f3a9e/service/", "port": 8000},
     "ready_replicas": 3,
-    "replica_states": [{"name": f"web-{i}", "index": i, "phase": "Running", "ready": True,
-                        "restarts": 0, "reason": None, "node": "local"} for i in range(3)],
-    "gpu_summary": {"gpus": 12, "mean_utilization": 40.0, "idle_gpus": 0,
-                    "telemetry": "simulated"},
+    "replica_states": [
+        {
+            "name": f"web-{i}",
+            "index": i,
+            "phase": "Running",
+            "ready": True,
+            "restarts": 0,
+            "reason": None,
+            "node": "local",
+        }
+        for i in range(3)
+    ],
+    "gpu_summary": {"gpus": 12, "mean_utilization": 40.0, "idle_gpus": 0, "telemetry": "simulated"},
 }
 
 
@@ -55,12 +90,19 @@ class FixedClient:
         return CATALOG
 
     async def filesystems(self) -> list[dict[str, Any]]:
-        return [{"name": "weights", "description": "model weights"},
-                {"name": "datasets", "description": "training data"}]
+        return [
+            {"name": "weights", "description": "model weights"},
+            {"name": "datasets", "description": "training data"},
+        ]
 
     async def account(self) -> dict[str, Any]:
-        return {"id": "acct", "name": "demo", "balance": "1000.000000", "held": "180.000000",
-                "available": "820.000000"}
+        return {
+            "id": "acct",
+            "name": "demo",
+            "balance": "1000.000000",
+            "held": "180.000000",
+            "available": "820.000000",
+        }
 
     async def clusters(self, status: str | None = None) -> list[dict[str, Any]]:
         return [CLUSTER]
@@ -141,24 +183,39 @@ def test_launch_form_short_of_credit(snap_compare):
 
 
 def test_scale_up(snap_compare):
-    assert snap(snap_compare, lambda app: dialogs.open_scale(app, cluster()),
-                keys=("backspace",), typing="5")
+    assert snap(
+        snap_compare,
+        lambda app: dialogs.open_scale(app, cluster()),
+        keys=("backspace",),
+        typing="5",
+    )
 
 
 def test_scale_down(snap_compare):
-    assert snap(snap_compare, lambda app: dialogs.open_scale(app, cluster()),
-                keys=("backspace",), typing="2")
+    assert snap(
+        snap_compare,
+        lambda app: dialogs.open_scale(app, cluster()),
+        keys=("backspace",),
+        typing="2",
+    )
 
 
 def test_scale_stopped(snap_compare):
-    assert snap(snap_compare,
-                lambda app: dialogs.open_scale(app, cluster(status="stopped", burn_rate="0")),
-                keys=("backspace",), typing="4")
+    assert snap(
+        snap_compare,
+        lambda app: dialogs.open_scale(app, cluster(status="stopped", burn_rate="0")),
+        keys=("backspace",),
+        typing="4",
+    )
 
 
 def test_extend(snap_compare):
-    assert snap(snap_compare, lambda app: dialogs.open_extend(app, cluster()),
-                keys=("backspace",), typing="2.5")
+    assert snap(
+        snap_compare,
+        lambda app: dialogs.open_extend(app, cluster()),
+        keys=("backspace",),
+        typing="2.5",
+    )
 
 
 def test_endpoint_open(snap_compare):
@@ -166,8 +223,9 @@ def test_endpoint_open(snap_compare):
 
 
 def test_endpoint_none(snap_compare):
-    assert snap(snap_compare, lambda app: dialogs.open_endpoint(app, cluster(endpoint=None)),
-                typing="8080")
+    assert snap(
+        snap_compare, lambda app: dialogs.open_endpoint(app, cluster(endpoint=None)), typing="8080"
+    )
 
 
 def test_restart_replica(snap_compare):
@@ -179,8 +237,9 @@ def test_stop(snap_compare):
 
 
 def test_resume(snap_compare):
-    assert snap(snap_compare,
-                lambda app: dialogs.open_resume(app, cluster(status="stopped", burn_rate="0")))
+    assert snap(
+        snap_compare, lambda app: dialogs.open_resume(app, cluster(status="stopped", burn_rate="0"))
+    )
 
 
 def test_terminate_with_name_typed(snap_compare):
@@ -188,5 +247,7 @@ def test_terminate_with_name_typed(snap_compare):
 
 
 def test_expiry_warning(snap_compare):
-    assert snap(snap_compare, lambda app: dialogs.open_expiry_warning(
-        app, cluster(expires_at="2026-01-01T12:05:00Z")))
+    assert snap(
+        snap_compare,
+        lambda app: dialogs.open_expiry_warning(app, cluster(expires_at="2026-01-01T12:05:00Z")),
+    )

@@ -17,7 +17,9 @@ from support.tui_helpers import fixed_app, wait_for, wait_for_text
 async def open_gpus(pilot: Pilot) -> None:
     await wait_for_text(pilot, "12 clusters")
     await pilot.press("H")
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, GpusScreen) and pilot.app.screen.loaded)
+    await wait_for(
+        pilot, lambda: isinstance(pilot.app.screen, GpusScreen) and pilot.app.screen.loaded
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -76,8 +76,11 @@ def test_restart_dialog(snap_compare):
         text = screen_text(pilot.app)
         assert "(•) Only replica web-1" in text and "( ) The whole cluster" in text
 
-    assert snap_compare(Host(lambda app: dialogs.open_restart(app, cluster(), "web-1")),
-                        terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(
+        Host(lambda app: dialogs.open_restart(app, cluster(), "web-1")),
+        terminal_size=(80, 24),
+        run_before=run_before,
+    )
 
 
 # -- the GPU health views, port-forwards, recordings, run everywhere ----------------------------
@@ -113,10 +116,13 @@ def test_gpu_detail(snap_compare):
     assert snap_compare(fx.app, terminal_size=(80, 24), run_before=run_before)
 
 
-def _forward(fx: Any, name: str, replica: str, remote: int, local: int, **stats: Any) -> ForwardEntry:
+def _forward(
+    fx: Any, name: str, replica: str, remote: int, local: int, **stats: Any
+) -> ForwardEntry:
     cid = next(c["id"] for c in fx.fleet.clusters.values() if c["name"] == name)
-    fwd = Forward(fx.app.client, cid, remote, local, "127.0.0.1", replica,
-                  stats=ForwardStats(**stats))
+    fwd = Forward(
+        fx.app.client, cid, remote, local, "127.0.0.1", replica, stats=ForwardStats(**stats)
+    )
     return ForwardEntry(fwd, cid, name, replica)
 
 
@@ -127,8 +133,17 @@ def test_port_forwards_list(snap_compare, size):
     async def run_before(pilot: Pilot) -> None:
         await wait_for_text(pilot, "12 clusters")
         registry(fx.app).entries += [
-            _forward(fx, "vision-serve", "vision-serve-0", 8888, 40001, connections=3, active=1,
-                     bytes_in=48_213, bytes_out=1_022),
+            _forward(
+                fx,
+                "vision-serve",
+                "vision-serve-0",
+                8888,
+                40001,
+                connections=3,
+                active=1,
+                bytes_in=48_213,
+                bytes_out=1_022,
+            ),
             _forward(fx, "llama-serve", "llama-serve-1", 6006, 40002),
             _forward(fx, "rerank-serve", "rerank-serve-0", 5000, 40003, connections=2, failures=1),
         ]
@@ -152,10 +167,13 @@ def test_recordings(snap_compare, size, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     folder = tmp_path / "ecotui" / "recordings"
     folder.mkdir(parents=True)
-    for n, name in enumerate(["vision-serve-0-20260302T130000Z.cast",
-                              "llama-serve-1-20260302T134500Z.cast"]):
+    for n, name in enumerate(
+        ["vision-serve-0-20260302T130000Z.cast", "llama-serve-1-20260302T134500Z.cast"]
+    ):
         path = folder / name
-        path.write_text('{"version": 2, "width": 80, "height": 24}\n[0.1, "o", "$ nvidia-smi\\r\\n"]\n')
+        path.write_text(
+            '{"version": 2, "width": 80, "height": 24}\n[0.1, "o", "$ nvidia-smi\\r\\n"]\n'
+        )
         os.utime(path, (1_000_000 + n, 1_000_000 + n))
     fx = app_with_history()
 
@@ -177,8 +195,9 @@ def test_run_everywhere_panel(snap_compare, size, monkeypatch):
     outcomes = [
         ReplicaOutcome("vision-serve-0", b"GPU 0: NVIDIA H100\nGPU 1: NVIDIA H100\n", exit_code=0),
         ReplicaOutcome("vision-serve-1", b"GPU 0: NVIDIA H100\nGPU 1: NVIDIA H100\n", exit_code=0),
-        ReplicaOutcome("vision-serve-2", b"GPU 0: NVIDIA H100\n", b"GPU 1: fallen off the bus\n",
-                       exit_code=1),
+        ReplicaOutcome(
+            "vision-serve-2", b"GPU 0: NVIDIA H100\n", b"GPU 1: fallen off the bus\n", exit_code=1
+        ),
     ]
 
     async def fake_run(client: Any, cid: str, targets: Any, command: Any, **kw: Any) -> Any:

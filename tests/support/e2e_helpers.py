@@ -17,11 +17,24 @@ V5 = "v5.channel.k8s.io"
 V4 = "v4.channel.k8s.io"
 
 
-def launch(api: httpx.Client, name: str, *, replicas: int = 2, command: str | None = None,
-           port: int | None = None, gpu_count: int = 1, **extra: Any) -> dict[str, Any]:
+def launch(
+    api: httpx.Client,
+    name: str,
+    *,
+    replicas: int = 2,
+    command: str | None = None,
+    port: int | None = None,
+    gpu_count: int = 1,
+    **extra: Any,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "name": name, "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": gpu_count,
-        "replicas": replicas, "image": "example/app:1", "estimated_duration_hours": 1,
+        "name": name,
+        "region": "us-east",
+        "gpu_type": "H100-80GB",
+        "gpu_count": gpu_count,
+        "replicas": replicas,
+        "image": "example/app:1",
+        "estimated_duration_hours": 1,
     }
     if command is not None:
         body["startup_command"] = command
@@ -33,8 +46,13 @@ def launch(api: httpx.Client, name: str, *, replicas: int = 2, command: str | No
     return r.json()
 
 
-def wait_for(api: httpx.Client, cid: str, cond: Callable[[dict[str, Any]], bool],
-             timeout: float = 20.0, what: str = "") -> dict[str, Any]:
+def wait_for(
+    api: httpx.Client,
+    cid: str,
+    cond: Callable[[dict[str, Any]], bool],
+    timeout: float = 20.0,
+    what: str = "",
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -120,14 +138,19 @@ def exit_code(status: dict[str, Any] | None) -> int | None:
 
 async def connect(url: str, key: str, protocols: tuple[str, ...] = (V5, V4)) -> Channel:
     ws = await websockets.connect(
-        url, additional_headers={"Authorization": f"Bearer {key}"},
-        subprotocols=list(protocols) or None, max_size=None, open_timeout=10, proxy=None,
+        url,
+        additional_headers={"Authorization": f"Bearer {key}"},
+        subprotocols=list(protocols) or None,
+        max_size=None,
+        open_timeout=10,
+        proxy=None,
     )
     return Channel(ws, ws.subprotocol)
 
 
-def exec_url(server: Any, cid: str, replica: str, command: list[str] | None = None,
-             **flags: Any) -> str:
+def exec_url(
+    server: Any, cid: str, replica: str, command: list[str] | None = None, **flags: Any
+) -> str:
     q: list[tuple[str, str]] = [("command", c) for c in command or []]
     q += [(k, str(v)) for k, v in flags.items()]
     return server.ws_url(f"/gpu-clusters/{cid}/replicas/{replica}/exec?{urlencode(q)}")

@@ -11,17 +11,27 @@ import httpx
 
 from support.reliability import wait_for
 
-LAUNCH = {"region": "us-east", "gpu_type": "L40S", "gpu_count": 1, "replicas": 2,
-          "image": "busybox:1.36", "estimated_duration_hours": 2}
+LAUNCH = {
+    "region": "us-east",
+    "gpu_type": "L40S",
+    "gpu_count": 1,
+    "replicas": 2,
+    "image": "busybox:1.36",
+    "estimated_duration_hours": 2,
+}
 
 
 def launch_service(client: httpx.Client, name: str, **extra: Any) -> dict[str, Any]:
     """A cluster whose replicas run the demo service on port 8080, once both are ready."""
-    r = client.post("/gpu-clusters", json={**LAUNCH, "name": name, "expose": {"port": 8080},
-                                           **extra})
+    r = client.post(
+        "/gpu-clusters", json={**LAUNCH, "name": name, "expose": {"port": 8080}, **extra}
+    )
     assert r.status_code == 201, r.text
-    wait_for(lambda: client.get(f"/gpu-clusters/{name}").json()["ready_replicas"] == 2, 30,
-             what=f"{name} ready")
+    wait_for(
+        lambda: client.get(f"/gpu-clusters/{name}").json()["ready_replicas"] == 2,
+        30,
+        what=f"{name} ready",
+    )
     return client.get(f"/gpu-clusters/{name}").json()  # type: ignore[no-any-return]
 
 
@@ -34,8 +44,13 @@ def csp_of(r: httpx.Response) -> str:
 def assert_sandboxed(r: httpx.Response, *, same_origin: bool = False) -> None:
     tokens = csp_of(r).split()
     assert tokens[0] == "sandbox", tokens
-    assert {"allow-scripts", "allow-forms", "allow-popups", "allow-modals",
-            "allow-downloads"} <= set(tokens), tokens
+    assert {
+        "allow-scripts",
+        "allow-forms",
+        "allow-popups",
+        "allow-modals",
+        "allow-downloads",
+    } <= set(tokens), tokens
     assert ("allow-same-origin" in tokens) is same_origin, tokens
 
 
@@ -56,8 +71,14 @@ class KeepAlive:
         self.sock = socket.create_connection((host, int(port)), timeout=10)
         self.buf = b""
 
-    def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
-                body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}"]
         for k, v in (headers or {}).items():
             lines.append(f"{k}: {v}")
@@ -87,8 +108,9 @@ class KeepAlive:
         body, self.buf = self.buf[:n], self.buf[n:]
         return int(status_line.split()[1]), headers, body
 
-    def json(self, method: str, path: str, key: str | None, data: Any = None,
-             raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    def json(
+        self, method: str, path: str, key: str | None, data: Any = None, raw: bytes | None = None
+    ) -> tuple[int, dict[str, Any]]:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         body = raw if raw is not None else (json.dumps(data).encode() if data is not None else None)
         if body is not None:

@@ -50,15 +50,18 @@ gpu_counts = [1]
 REGIONS = {"rel-a": ("T1", (1, 2)), "rel-b": ("T2", (1,))}
 
 
-def write_catalog(path: Path, *, budget_a: int = 8, budget_b: int = 4, rate: str = "0.50",
-                  rate_b: str = "0.25") -> Path:
-    path.write_text(CATALOG_TEMPLATE.format(budget_a=budget_a, budget_b=budget_b, rate=rate,
-                                            rate_b=rate_b))
+def write_catalog(
+    path: Path, *, budget_a: int = 8, budget_b: int = 4, rate: str = "0.50", rate_b: str = "0.25"
+) -> Path:
+    path.write_text(
+        CATALOG_TEMPLATE.format(budget_a=budget_a, budget_b=budget_b, rate=rate, rate_b=rate_b)
+    )
     return path
 
 
-def wait_for(pred: Callable[[], T], timeout: float = 20.0, interval: float = 0.1,
-             what: str = "condition") -> T:
+def wait_for(
+    pred: Callable[[], T], timeout: float = 20.0, interval: float = 0.1, what: str = "condition"
+) -> T:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -82,12 +85,23 @@ def usd(text: str) -> int:
     return -v if neg else v
 
 
-def launch_body(name: str, *, region: str = "rel-a", gpu_count: int = 1, replicas: int = 2,
-                hours: str | float = "1", command: str | None = "sleep 3600",
-                **extra: Any) -> dict[str, Any]:
+def launch_body(
+    name: str,
+    *,
+    region: str = "rel-a",
+    gpu_count: int = 1,
+    replicas: int = 2,
+    hours: str | float = "1",
+    command: str | None = "sleep 3600",
+    **extra: Any,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "name": name, "region": region, "gpu_type": REGIONS[region][0],
-        "gpu_count": gpu_count, "replicas": replicas, "image": "busybox:1.36",
+        "name": name,
+        "region": region,
+        "gpu_type": REGIONS[region][0],
+        "gpu_count": gpu_count,
+        "replicas": replicas,
+        "image": "busybox:1.36",
         "estimated_duration_hours": hours,
     }
     if command is not None:
@@ -130,8 +144,13 @@ def check_money(client: httpx.Client, *, where: str = "") -> dict[str, Any]:
         clusters = client.get("/gpu-clusters").json()["clusters"]
         entries = ledger_all(client)
         a2 = client.get("/account").json()
-        if a1 == a2 and (not entries or (usd(entries[-1]["balance_after"]) == usd(a2["balance"])
-                                         and usd(entries[-1]["held_after"]) == usd(a2["held"]))):
+        if a1 == a2 and (
+            not entries
+            or (
+                usd(entries[-1]["balance_after"]) == usd(a2["balance"])
+                and usd(entries[-1]["held_after"]) == usd(a2["held"])
+            )
+        ):
             break
         time.sleep(0.05)
     else:
@@ -164,7 +183,8 @@ def check_money(client: httpx.Client, *, where: str = "") -> dict[str, Any]:
         else:
             raise AssertionError(p + f"unknown ledger kind {e}")
         assert (usd(e["balance_after"]), usd(e["held_after"])) == (run_bal, run_held), (
-            p + f"running totals drift at entry {e}")
+            p + f"running totals drift at entry {e}"
+        )
         assert run_held >= 0 and run_bal - run_held >= 0, p + f"below zero at entry {e}"
         if kind != "credit":
             cid = e["cluster_id"]
@@ -178,7 +198,8 @@ def check_money(client: httpx.Client, *, where: str = "") -> dict[str, Any]:
                 m["spent"] -= amt
                 assert m["spent"] <= m["hold"], p + f"cluster {cid} charged beyond its holds at {e}"
     assert (run_bal, run_held) == (balance, held), (
-        p + f"signed sums {run_bal}/{run_held} != account {balance}/{held}")
+        p + f"signed sums {run_bal}/{run_held} != account {balance}/{held}"
+    )
 
     by_id = {c["id"]: c for c in clusters}
     for cid in per:
@@ -202,18 +223,33 @@ def check_money(client: httpx.Client, *, where: str = "") -> dict[str, Any]:
 # --------------------------------------------------------------------------- websockets
 
 
-def ws_connect(url: str, key: str | None, *, subprotocols: list[str] | None = None,
-               headers: dict[str, str] | None = None, timeout: float = 10.0,
-               max_size: int | None = 2 ** 25) -> ClientConnection:
+def ws_connect(
+    url: str,
+    key: str | None,
+    *,
+    subprotocols: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+    max_size: int | None = 2**25,
+) -> ClientConnection:
     hdrs = dict(headers or {})
     if key is not None:
         hdrs["Authorization"] = f"Bearer {key}"
-    return connect(url, additional_headers=hdrs, subprotocols=subprotocols,  # type: ignore[arg-type]
-                   open_timeout=timeout, close_timeout=2, max_size=max_size, proxy=None,
-                   legacy=True)
+    return connect(
+        url,
+        additional_headers=hdrs,
+        subprotocols=subprotocols,  # type: ignore[arg-type]
+        open_timeout=timeout,
+        close_timeout=2,
+        max_size=max_size,
+        proxy=None,
+        legacy=True,
+    )
 
 
-def read_exec(ws: ClientConnection, timeout: float = 20.0) -> tuple[bytes, bytes, dict[str, Any] | None]:
+def read_exec(
+    ws: ClientConnection, timeout: float = 20.0
+) -> tuple[bytes, bytes, dict[str, Any] | None]:
     """Read channel frames until the status frame (or close): stdout, stderr, status."""
     out, err = bytearray(), bytearray()
     status: dict[str, Any] | None = None
@@ -242,8 +278,14 @@ def read_exec(ws: ClientConnection, timeout: float = 20.0) -> tuple[bytes, bytes
             return bytes(out), bytes(err), status
 
 
-def exec_once(srv_ws_url: Callable[[str], str], key: str, cluster: str, replica: str,
-              command: list[str], timeout: float = 20.0) -> tuple[bytes, bytes, dict[str, Any] | None]:
+def exec_once(
+    srv_ws_url: Callable[[str], str],
+    key: str,
+    cluster: str,
+    replica: str,
+    command: list[str],
+    timeout: float = 20.0,
+) -> tuple[bytes, bytes, dict[str, Any] | None]:
     q = urlencode([("command", c) for c in command])
     url = srv_ws_url(f"/gpu-clusters/{cluster}/replicas/{replica}/exec?{q}")
     with ws_connect(url, key, subprotocols=[V5]) as ws:
@@ -255,14 +297,25 @@ class RawWS:
     library refuses to send: bad opcodes, unmasked or oversized frames, invalid UTF-8,
     and connections dropped without a close frame (TCP reset)."""
 
-    def __init__(self, base_url: str, path: str, *, key: str | None,
-                 subprotocols: list[str] | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        path: str,
+        *,
+        key: str | None,
+        subprotocols: list[str] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         host, port = base_url.split("://", 1)[1].rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket",
-                 "Connection: Upgrade",
-                 "Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)).decode(),
-                 "Sec-WebSocket-Version: 13"]
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)).decode(),
+            "Sec-WebSocket-Version: 13",
+        ]
         if key is not None:
             lines.append(f"Authorization: Bearer {key}")
         if subprotocols:
@@ -278,8 +331,16 @@ class RawWS:
         status_line = self.head.split(b"\r\n", 1)[0].decode("latin-1")
         self.status = int(status_line.split()[1]) if len(status_line.split()) > 1 else 0
 
-    def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True,
-                   rsv: int = 0, declared_len: int | None = None) -> None:
+    def send_frame(
+        self,
+        opcode: int,
+        payload: bytes,
+        *,
+        fin: bool = True,
+        mask: bool = True,
+        rsv: int = 0,
+        declared_len: int | None = None,
+    ) -> None:
         n = len(payload) if declared_len is None else declared_len
         b0 = (0x80 if fin else 0) | (rsv & 0x7) << 4 | (opcode & 0xF)
         if n < 126:
@@ -290,8 +351,11 @@ class RawWS:
             hdr = struct.pack("!BBQ", b0, (0x80 if mask else 0) | 127, n)
         if mask:
             m = os.urandom(4)
-            masked = bytes(b ^ m[i % 4] for i, b in enumerate(payload)) if len(payload) < 65536 \
+            masked = (
+                bytes(b ^ m[i % 4] for i, b in enumerate(payload))
+                if len(payload) < 65536
                 else _mask_big(payload, m)
+            )
             self.sock.sendall(hdr + m + masked)
         else:
             self.sock.sendall(hdr + payload)

@@ -51,14 +51,22 @@ def _port_free(port: int) -> bool:
 
 
 class EcolinkServer:
-    def __init__(self, state_dir: Path, *, catalog: str | None = None,
-                 extra_args: list[str] | None = None, env: dict[str, str] | None = None,
-                 account: str = "test", credit: str = "10000",
-                 verify: str | bool = True) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        catalog: str | None = None,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        account: str = "test",
+        credit: str = "10000",
+        verify: str | bool = True,
+    ) -> None:
         self.state_dir = state_dir
         # A CA file becomes an SSL context (httpx wants one).
-        self.verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=verify)
-                                              if isinstance(verify, str) else verify)
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
         self.catalog = catalog
         self.extra_args = list(extra_args or [])
         self.env = _env(env)
@@ -72,38 +80,58 @@ class EcolinkServer:
         self.key = self.cli("keys", "create", "--account", account).stdout.split()[-1]
 
     # -- processes ---------------------------------------------------------
-    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "ecolink", *args, "--state-dir", str(self.state_dir)]
-        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, check=check,
-                              timeout=timeout)
+        return subprocess.run(
+            cmd, env=self.env, capture_output=True, text=True, check=check, timeout=timeout
+        )
 
     def start(self, port: int = 0) -> None:
         server_json = self.state_dir / "server.json"
         with contextlib.suppress(FileNotFoundError):
             server_json.unlink()
-        cmd = [sys.executable, "-m", "ecolink", "serve", "--host", "127.0.0.1",
-               "--port", str(port), "--runtime", "local", "--state-dir", str(self.state_dir),
-               # Two front processes whatever the machine: the path of several is tested.
-               "--workers", "2"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ecolink",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--runtime",
+            "local",
+            "--state-dir",
+            str(self.state_dir),
+            # Two front processes whatever the machine: the path of several is tested.
+            "--workers",
+            "2",
+        ]
         if self.catalog:
             cmd += ["--catalog", self.catalog]
         cmd += self.extra_args
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ecolink serve exited with {self.proc.returncode}:\n"
-                                   + self.log_tail())
+                raise RuntimeError(
+                    f"ecolink serve exited with {self.proc.returncode}:\n" + self.log_tail()
+                )
             try:
                 info = json.loads(server_json.read_text())
                 if info.get("pid") == self.proc.pid:
                     self.url = info["url"]
                     self.port = int(self.url.rsplit(":", 1)[1])
-                    if httpx.get(self.url + "/healthz", timeout=2,
-                                 verify=self.verify).status_code == 200:
+                    if (
+                        httpx.get(self.url + "/healthz", timeout=2, verify=self.verify).status_code
+                        == 200
+                    ):
                         return
             except (OSError, ValueError, httpx.HTTPError):
                 pass
@@ -169,15 +197,18 @@ class EcolinkServer:
 
         keys = ("ECOLINK_REPLICA_UIDS", "ECOLINK_REPLICA_ROOT")
         with mock.patch.dict(os.environ, {k: self.env[k] for k in keys if k in self.env}):
-            root = (default_replica_root(self.state_dir) if replica_uids_wanted()
-                    else self.state_dir)
+            root = default_replica_root(self.state_dir) if replica_uids_wanted() else self.state_dir
         d = root / "replicas" / cluster_id
         return d / replica if replica else d
 
     # -- clients -------------------------------------------------------------
     def client(self, key: str | None = None, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout, verify=self.verify,
-                            headers={"Authorization": f"Bearer {key or self.key}"})
+        return httpx.Client(
+            base_url=self.url,
+            timeout=timeout,
+            verify=self.verify,
+            headers={"Authorization": f"Bearer {key or self.key}"},
+        )
 
     def ws_url(self, path: str) -> str:
         scheme = "wss://" if self.url.startswith("https://") else "ws://"

@@ -69,8 +69,9 @@ class MemoryRuntime(Runtime):
         self.calls.append(("apply", spec.cluster_id))
         self.specs[spec.cluster_id] = spec
         self.states[spec.cluster_id] = [
-            ReplicaState(name=f"{spec.name}-{i}", index=i, phase="Running", ready=True,
-                         node="memory")
+            ReplicaState(
+                name=f"{spec.name}-{i}", index=i, phase="Running", ready=True, node="memory"
+            )
             for i in range(spec.replicas)
         ]
         if self.listener is not None:
@@ -97,8 +98,9 @@ class MemoryRuntime(Runtime):
     async def exec(self, cluster_id: str, replica: str, request: ExecRequest) -> ExecStream:
         raise NotImplementedError
 
-    def logs(self, cluster_id: str, replica: str, *, tail: int | None, follow: bool,
-             previous: bool) -> AsyncIterator[bytes]:
+    def logs(
+        self, cluster_id: str, replica: str, *, tail: int | None, follow: bool, previous: bool
+    ) -> AsyncIterator[bytes]:
         raise NotImplementedError
 
     async def service_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
@@ -115,23 +117,44 @@ class MemoryRuntime(Runtime):
 
 
 def catalog_for_tests(budget: int = 64) -> Catalog:
-    return parse_catalog({
-        "regions": [
-            {"name": "us-east", "gpu_budget": budget, "gpu_types": [
-                {"name": "H100-80GB", "rate_per_gpu_hour": "2.50", "gpu_counts": [1, 2, 4, 8]},
-                {"name": "L40S", "rate_per_gpu_hour": "0.95", "gpu_counts": [1, 2, 4, 8]},
-            ]},
-            {"name": "eu-west", "gpu_budget": 8, "gpu_types": [
-                {"name": "A100-80GB", "rate_per_gpu_hour": "1.753333", "gpu_counts": [1, 2]},
-            ]},
-        ]
-    })
+    return parse_catalog(
+        {
+            "regions": [
+                {
+                    "name": "us-east",
+                    "gpu_budget": budget,
+                    "gpu_types": [
+                        {
+                            "name": "H100-80GB",
+                            "rate_per_gpu_hour": "2.50",
+                            "gpu_counts": [1, 2, 4, 8],
+                        },
+                        {"name": "L40S", "rate_per_gpu_hour": "0.95", "gpu_counts": [1, 2, 4, 8]},
+                    ],
+                },
+                {
+                    "name": "eu-west",
+                    "gpu_budget": 8,
+                    "gpu_types": [
+                        {
+                            "name": "A100-80GB",
+                            "rate_per_gpu_hour": "1.753333",
+                            "gpu_counts": [1, 2],
+                        },
+                    ],
+                },
+            ]
+        }
+    )
 
 
-def make_service(store: Store | None = None, *, budget: int = 64,
-                 clock: FakeClock | None = None,
-                 runtime: MemoryRuntime | None = None) -> tuple[ClusterService, MemoryRuntime,
-                                                                FakeClock, Store]:
+def make_service(
+    store: Store | None = None,
+    *,
+    budget: int = 64,
+    clock: FakeClock | None = None,
+    runtime: MemoryRuntime | None = None,
+) -> tuple[ClusterService, MemoryRuntime, FakeClock, Store]:
     store = store or Store(":memory:")
     clock = clock or FakeClock(T0)
     runtime = runtime or MemoryRuntime()

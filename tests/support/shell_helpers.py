@@ -40,9 +40,16 @@ class HostApp(App[None]):
 
 
 def launch(api: httpx.Client, name: str, replicas: int = 2) -> dict[str, Any]:
-    body = {"name": name, "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 1,
-            "replicas": replicas, "image": "example/app:1", "estimated_duration_hours": 1,
-            "startup_command": "sleep infinity"}
+    body = {
+        "name": name,
+        "region": "us-east",
+        "gpu_type": "H100-80GB",
+        "gpu_count": 1,
+        "replicas": replicas,
+        "image": "example/app:1",
+        "estimated_duration_hours": 1,
+        "startup_command": "sleep infinity",
+    }
     r = api.post("/gpu-clusters", json=body)
     assert r.status_code == 201, r.text
     cid = r.json()["id"]
@@ -82,8 +89,9 @@ def on_prompt(view: TerminalView) -> bool:
 async def ready_shell(pane: ShellPane) -> None:
     """Wait for the shell, then give it the test prompt."""
     await wait_until(lambda: pane.state == "live", 20, "the session to attach")
-    await wait_until(lambda: pane.view.term.display() != [""] * pane.view.term.rows, 20,
-                     "the first prompt")
+    await wait_until(
+        lambda: pane.view.term.display() != [""] * pane.view.term.rows, 20, "the first prompt"
+    )
     pane.view.deliver(f"export PS1='{PROMPT}'; clear\r".encode())
     await wait_until(lambda: on_prompt(pane.view), 20, "the test prompt")
 
@@ -92,12 +100,29 @@ async def type_line(pilot: Any, text: str) -> None:
     """Type a command through Textual's key handling, as a person would."""
     keys = []
     for ch in text:
-        keys.append({" ": "space", "|": "vertical_line", ">": "greater_than_sign",
-                     "$": "dollar_sign", "'": "apostrophe", ";": "semicolon", "=": "equals_sign",
-                     "(": "left_parenthesis", ")": "right_parenthesis", "*": "asterisk",
-                     "/": "slash", "-": "minus", ".": "full_stop", "\\": "backslash",
-                     '"': "quotation_mark", "&": "ampersand", "_": "underscore",
-                     ":": "colon", ",": "comma"}.get(ch, ch))
+        keys.append(
+            {
+                " ": "space",
+                "|": "vertical_line",
+                ">": "greater_than_sign",
+                "$": "dollar_sign",
+                "'": "apostrophe",
+                ";": "semicolon",
+                "=": "equals_sign",
+                "(": "left_parenthesis",
+                ")": "right_parenthesis",
+                "*": "asterisk",
+                "/": "slash",
+                "-": "minus",
+                ".": "full_stop",
+                "\\": "backslash",
+                '"': "quotation_mark",
+                "&": "ampersand",
+                "_": "underscore",
+                ":": "colon",
+                ",": "comma",
+            }.get(ch, ch)
+        )
     await pilot.press(*keys, "enter")
 
 

@@ -22,8 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def account_env(server, monkeypatch, tmp_path, prefix: str) -> dict[str, str]:
     key = server.new_account(prefix + "-" + secrets.token_hex(4), "10000")
-    env = {"ECO_API_URL": server.url, "ECO_API_KEY": key,
-           "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    env = {
+        "ECO_API_URL": server.url,
+        "ECO_API_KEY": key,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
@@ -35,13 +39,23 @@ def end_clusters(server, key: str) -> None:
             api.delete(f"/gpu-clusters/{c['id']}")
 
 
-def launch_ready(server, key: str, name: str, replicas: int, *, hours: float = 1,
-                 command: str = "sleep infinity") -> dict[str, Any]:
+def launch_ready(
+    server, key: str, name: str, replicas: int, *, hours: float = 1, command: str = "sleep infinity"
+) -> dict[str, Any]:
     with server.client(key) as api:
-        r = api.post("/gpu-clusters", json={
-            "name": name, "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 1,
-            "replicas": replicas, "image": "busybox:1", "estimated_duration_hours": hours,
-            "startup_command": command})
+        r = api.post(
+            "/gpu-clusters",
+            json={
+                "name": name,
+                "region": "us-east",
+                "gpu_type": "H100-80GB",
+                "gpu_count": 1,
+                "replicas": replicas,
+                "image": "busybox:1",
+                "estimated_duration_hours": hours,
+                "startup_command": command,
+            },
+        )
         assert r.status_code == 201, r.text
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -54,16 +68,23 @@ def launch_ready(server, key: str, name: str, replicas: int, *, hours: float = 1
 
 def subprocess_env(env: dict[str, str]) -> dict[str, str]:
     e = dict(os.environ, **env)
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "backend"),
-                                       os.environ.get("PYTHONPATH", "")])
+    e["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT / "backend"), os.environ.get("PYTHONPATH", "")]
+    )
     return e
 
 
-def ecotui(env: dict[str, str], *argv: str, input: bytes | None = None,
-           timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "ecotui", *argv], env=subprocess_env(env),
-                          capture_output=True, input=input, timeout=timeout,
-                          stdin=None if input is not None else subprocess.DEVNULL)
+def ecotui(
+    env: dict[str, str], *argv: str, input: bytes | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "ecotui", *argv],
+        env=subprocess_env(env),
+        capture_output=True,
+        input=input,
+        timeout=timeout,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
 
 
 class PtyEcotui:
@@ -72,15 +93,22 @@ class PtyEcotui:
     def __init__(self, env: dict[str, str], *argv: str, rows: int = 24, cols: int = 80) -> None:
         self.leader, follower = pty.openpty()
         self.set_size(rows, cols, follower)
-        self.proc = subprocess.Popen([sys.executable, "-m", "ecotui", *argv],
-                                     env=subprocess_env(env), stdin=follower, stdout=follower,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ecotui", *argv],
+            env=subprocess_env(env),
+            stdin=follower,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+        )
         os.close(follower)
         self.out = b""
 
     def set_size(self, rows: int, cols: int, fd: int | None = None) -> None:
-        fcntl.ioctl(self.leader if fd is None else fd, termios.TIOCSWINSZ,
-                    struct.pack("HHHH", rows, cols, 0, 0))
+        fcntl.ioctl(
+            self.leader if fd is None else fd,
+            termios.TIOCSWINSZ,
+            struct.pack("HHHH", rows, cols, 0, 0),
+        )
 
     def resize(self, rows: int, cols: int) -> None:
         self.set_size(rows, cols)

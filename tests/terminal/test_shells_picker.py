@@ -41,7 +41,11 @@ async def test_the_picker_fits_80x24_and_enter_opens_the_highlighted_session(cli
         await wait_until(lambda: sessions.option_count == 1, what="the running session listed")
         await pilot.pause(0.2)
         # Everything is on the 80x24 screen: the list and both buttons.
-        for widget in (sessions, picker.query_one("#open", Button), picker.query_one("#cancel", Button)):
+        for widget in (
+            sessions,
+            picker.query_one("#open", Button),
+            picker.query_one("#cancel", Button),
+        ):
             r = widget.region
             assert r.height >= 1 and r.y >= 0 and r.bottom <= 24 and r.right <= 80, widget
         # No blank "Select" entry among the replicas; the list starts highlighted.
@@ -53,7 +57,9 @@ async def test_the_picker_fits_80x24_and_enter_opens_the_highlighted_session(cli
         sessions.focus()
         await pilot.press("enter")
         screen = shells(app)
-        await wait_until(lambda: not isinstance(app.screen, ShellPicker), what="the picker to close")
+        await wait_until(
+            lambda: not isinstance(app.screen, ShellPicker), what="the picker to close"
+        )
         await pilot.pause(0.3)
         assert list(screen.panes.values()) == [first] and screen.active_pane is first
         assert first.view.has_focus

@@ -16,10 +16,23 @@ COLS, ROWS = 8, 4
 # line that is not plain (one past the width: autowrap; a CR inside; wide
 # characters), which must make the block take the ordinary path.
 _PLAIN = st.one_of(st.text("abc ", max_size=COLS), st.sampled_from(["", "x" * COLS]))
-_ODD = st.one_of(st.none(), st.tuples(st.integers(0, 40),
-                                      st.sampled_from(["y" * (COLS + 1), "ab\rc", "漢字"])))
-_BEFORE = st.sampled_from(["", "$ ", "\x1b[31m", "\x1b[41m", "\x1b[2;4r", "\x1b[1;3r", "\x1b[?1049h",
-                           "\x1b[4h", "\x1b[1;1H\x1b[J", "\x1b[5;1H" + "z" * COLS])
+_ODD = st.one_of(
+    st.none(), st.tuples(st.integers(0, 40), st.sampled_from(["y" * (COLS + 1), "ab\rc", "漢字"]))
+)
+_BEFORE = st.sampled_from(
+    [
+        "",
+        "$ ",
+        "\x1b[31m",
+        "\x1b[41m",
+        "\x1b[2;4r",
+        "\x1b[1;3r",
+        "\x1b[?1049h",
+        "\x1b[4h",
+        "\x1b[1;1H\x1b[J",
+        "\x1b[5;1H" + "z" * COLS,
+    ]
+)
 
 
 def _cells(item: Line | str) -> list[tuple[str, int]]:
@@ -30,8 +43,9 @@ def _cells(item: Line | str) -> list[tuple[str, int]]:
 def _same(a: Terminal, b: Terminal) -> None:
     assert a.display() == b.display()
     assert [_cells(h) for h in a.history] == [_cells(h) for h in b.history]
-    assert [Terminal.history_wrapped(h) for h in a.history] == \
-        [Terminal.history_wrapped(h) for h in b.history]
+    assert [Terminal.history_wrapped(h) for h in a.history] == [
+        Terminal.history_wrapped(h) for h in b.history
+    ]
     assert a.history_added == b.history_added
     assert (a.x, a.y, a.wrap_pending) == (b.x, b.y, b.wrap_pending)
     for y in range(ROWS):
@@ -41,11 +55,16 @@ def _same(a: Terminal, b: Terminal) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(_BEFORE, st.lists(_PLAIN, min_size=ROWS + 2, max_size=40), _ODD, st.text("ab", max_size=3),
-       st.integers(0, 30))
+@given(
+    _BEFORE,
+    st.lists(_PLAIN, min_size=ROWS + 2, max_size=40),
+    _ODD,
+    st.text("ab", max_size=3),
+    st.integers(0, 30),
+)
 def test_a_flood_of_lines_gives_what_byte_by_byte_gives(
-        before: str, lines: list[str], odd: tuple[int, str] | None, tail: str,
-        scrollback: int) -> None:
+    before: str, lines: list[str], odd: tuple[int, str] | None, tail: str, scrollback: int
+) -> None:
     if odd is not None:
         lines.insert(odd[0], odd[1])
     data = (before + "".join(f"{ln}\r\n" for ln in lines) + tail).encode()

@@ -36,9 +36,33 @@ from ecotui.terminal.style import (
 CORPUS = Path(__file__).parent / "corpus"
 NAMES = sorted(p.stem for p in CORPUS.glob("*.bin"))
 
-ACS = {"`": "◆", "a": "▒", "f": "°", "g": "±", "j": "┘", "k": "┐", "l": "┌", "m": "└",
-       "n": "┼", "o": "⎺", "p": "⎻", "q": "─", "r": "⎼", "s": "⎽", "t": "├", "u": "┤",
-       "v": "┴", "w": "┬", "x": "│", "y": "≤", "z": "≥", "{": "π", "|": "≠", "}": "£", "~": "·"}
+ACS = {
+    "`": "◆",
+    "a": "▒",
+    "f": "°",
+    "g": "±",
+    "j": "┘",
+    "k": "┐",
+    "l": "┌",
+    "m": "└",
+    "n": "┼",
+    "o": "⎺",
+    "p": "⎻",
+    "q": "─",
+    "r": "⎼",
+    "s": "⎽",
+    "t": "├",
+    "u": "┤",
+    "v": "┴",
+    "w": "┬",
+    "x": "│",
+    "y": "≤",
+    "z": "≥",
+    "{": "π",
+    "|": "≠",
+    "}": "£",
+    "~": "·",
+}
 
 Cell = tuple[str, object, object, frozenset[str]]
 _SGR_OR_CHAR = re.compile(r"\x1b\[([0-9;:]*)m|(\x0e)|(\x0f)|(.)", re.S)
@@ -147,11 +171,30 @@ def _apply_sgr(pen: _Pen, params: str) -> None:
         i += 1
 
 
-_ATTR_CODES = {1: "bold", 2: "dim", 3: "italic", 4: "underline", 5: "blink", 7: "reverse",
-               8: "hidden", 9: "strike", 21: "dunderline", 53: "overline"}
-_FLAG_NAMES = [(BOLD, "bold"), (DIM, "dim"), (ITALIC, "italic"), (UNDERLINE, "underline"),
-               (DOUBLE_UNDERLINE, "dunderline"), (BLINK, "blink"), (REVERSE, "reverse"),
-               (HIDDEN, "hidden"), (STRIKE, "strike"), (OVERLINE, "overline")]
+_ATTR_CODES = {
+    1: "bold",
+    2: "dim",
+    3: "italic",
+    4: "underline",
+    5: "blink",
+    7: "reverse",
+    8: "hidden",
+    9: "strike",
+    21: "dunderline",
+    53: "overline",
+}
+_FLAG_NAMES = [
+    (BOLD, "bold"),
+    (DIM, "dim"),
+    (ITALIC, "italic"),
+    (UNDERLINE, "underline"),
+    (DOUBLE_UNDERLINE, "dunderline"),
+    (BLINK, "blink"),
+    (REVERSE, "reverse"),
+    (HIDDEN, "hidden"),
+    (STRIKE, "strike"),
+    (OVERLINE, "overline"),
+]
 
 
 def _color(c: int) -> object:
@@ -193,7 +236,7 @@ def feed_chunked(term: Terminal, data: bytes, seed: int) -> None:
     i = 0
     while i < len(data):
         n = rng.choice([1, 2, 3, 7, 64, 500])
-        term.feed(data[i:i + n])
+        term.feed(data[i : i + n])
         i += n
 
 
@@ -242,9 +285,11 @@ def test_corpus_matches_tmux(name: str) -> None:
     check_screen(term, meta)
     if not meta["alternate_on"] and meta["history_size"]:
         ours = [t.rstrip() for t in term.history_lines()]
-        theirs = ["".join(c[0] for c in row).rstrip()
-                  for row in parse_tmux_lines(meta["history_tail"], meta["cols"])]
-        assert ours[-len(theirs):] == theirs
+        theirs = [
+            "".join(c[0] for c in row).rstrip()
+            for row in parse_tmux_lines(meta["history_tail"], meta["cols"])
+        ]
+        assert ours[-len(theirs) :] == theirs
         assert len(ours) == meta["history_size"]
 
 
@@ -257,9 +302,23 @@ def test_corpus_in_small_chunks_matches_tmux(name: str) -> None:
 
 
 def test_corpus_has_the_programs_the_issue_names() -> None:
-    for needed in ("ls_color", "vim_edit", "vim_quit", "htop", "top", "less", "mc", "cjk", "progress",
-                   "vt_cancel_links", "vttest_box", "vttest_soft_scroll", "vttest_origin",
-                   "vttest_accordion", "vttest_insert_mode"):
+    for needed in (
+        "ls_color",
+        "vim_edit",
+        "vim_quit",
+        "htop",
+        "top",
+        "less",
+        "mc",
+        "cjk",
+        "progress",
+        "vt_cancel_links",
+        "vttest_box",
+        "vttest_soft_scroll",
+        "vttest_origin",
+        "vttest_accordion",
+        "vttest_insert_mode",
+    ):
         assert needed in NAMES
     for name in NAMES:
         assert (CORPUS / f"{name}.bin").stat().st_size < 200_000

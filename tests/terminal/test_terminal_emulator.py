@@ -79,13 +79,19 @@ def test_backspace_and_reverse_wrap_over_a_wrapped_line() -> None:
 
 # -- SGR -----------------------------------------------------------------------------------
 def test_sgr_16_256_truecolor_and_attributes() -> None:
-    t = term("\x1b[31;44mA\x1b[0m\x1b[91mB\x1b[38;5;200;48;5;17mC\x1b[38;2;1;2;3mD"
-             "\x1b[0;1;2;3;4;7;9mE\x1b[22;23;24;27;29mF\x1b[38:2::9:8:7mG")
+    t = term(
+        "\x1b[31;44mA\x1b[0m\x1b[91mB\x1b[38;5;200;48;5;17mC\x1b[38;2;1;2;3mD"
+        "\x1b[0;1;2;3;4;7;9mE\x1b[22;23;24;27;29mF\x1b[38:2::9:8:7mG"
+    )
     assert style_at(t, 0, 0) == (1, 4, 0)
     assert style_at(t, 1, 0) == (9, DEFAULT, 0)
     assert style_at(t, 2, 0) == (200, 17, 0)
     assert style_at(t, 3, 0) == (rgb(1, 2, 3), 17, 0)
-    assert style_at(t, 4, 0) == (DEFAULT, DEFAULT, BOLD | DIM | ITALIC | UNDERLINE | REVERSE | STRIKE)
+    assert style_at(t, 4, 0) == (
+        DEFAULT,
+        DEFAULT,
+        BOLD | DIM | ITALIC | UNDERLINE | REVERSE | STRIKE,
+    )
     assert style_at(t, 5, 0) == (DEFAULT, DEFAULT, 0)
     assert style_at(t, 6, 0)[0] == rgb(9, 8, 7)
 
@@ -215,8 +221,10 @@ def test_modes_the_widget_reads() -> None:
 
 def test_device_queries_are_answered() -> None:
     t = term("ab\x1b[c\x1b[>c\x1b[5n\x1b[6n\x1b[18t\x1b[?2004$p\x1b]11;?\x07")
-    assert t.take_replies() == (b"\x1b[?62;22c\x1b[>1;10;0c\x1b[0n\x1b[1;3R\x1b[8;5;20t"
-                                b"\x1b[?2004;2$y\x1b]11;rgb:0000/0000/0000\x07")
+    assert t.take_replies() == (
+        b"\x1b[?62;22c\x1b[>1;10;0c\x1b[0n\x1b[1;3R\x1b[8;5;20t"
+        b"\x1b[?2004;2$y\x1b]11;rgb:0000/0000/0000\x07"
+    )
     assert t.take_replies() == b""
 
 
@@ -273,11 +281,40 @@ def test_take_dirty_reports_changed_rows() -> None:
 
 
 # -- chunk boundaries -----------------------------------------------------------------------------------
-_PIECES = ["a", "漢", "e\u0301", "\r\n", "\n", "\r", "\t", "\x08", "\x1b[31m", "\x1b[0m",
-           "\x1b[2;3H", "\x1b[K", "\x1b[2J", "\x1b[?1049h", "\x1b[?1049l", "\x1b]0;t\x07",
-           "\x1b[3@", "\x1b[2P", "\x1b[L", "\x1b[M", "\x1b[1;3r", "\x1b[r", "\x1bM", "\x1b7",
-           "\x1b8", "\x1b(0q\x1b(B", "xyz" * 5, "\x1b[38;2;1;2;3m", "\x1b[4b", "\x1b[?7l",
-           "\x1b[?7h", "line\r\n" * 12]
+_PIECES = [
+    "a",
+    "漢",
+    "e\u0301",
+    "\r\n",
+    "\n",
+    "\r",
+    "\t",
+    "\x08",
+    "\x1b[31m",
+    "\x1b[0m",
+    "\x1b[2;3H",
+    "\x1b[K",
+    "\x1b[2J",
+    "\x1b[?1049h",
+    "\x1b[?1049l",
+    "\x1b]0;t\x07",
+    "\x1b[3@",
+    "\x1b[2P",
+    "\x1b[L",
+    "\x1b[M",
+    "\x1b[1;3r",
+    "\x1b[r",
+    "\x1bM",
+    "\x1b7",
+    "\x1b8",
+    "\x1b(0q\x1b(B",
+    "xyz" * 5,
+    "\x1b[38;2;1;2;3m",
+    "\x1b[4b",
+    "\x1b[?7l",
+    "\x1b[?7h",
+    "line\r\n" * 12,
+]
 
 
 @settings(max_examples=60, deadline=None)
@@ -290,7 +327,7 @@ def test_any_chunking_gives_the_same_screen(pieces: list[str], seed: int) -> Non
     i = 0
     while i < len(data):
         n = rng.randint(1, 9)
-        parts.feed(data[i:i + n])
+        parts.feed(data[i : i + n])
         i += n
     assert parts.display() == whole.display()
     assert parts.history_lines() == whole.history_lines()

@@ -29,17 +29,28 @@ def test_can_and_sub_abort_a_sequence_and_show_nothing() -> None:
 
 
 def test_hyperlinks_are_kept_across_sgr_and_not_in_erased_cells() -> None:
-    t = term("a \x1b]8;id=x;https://e.com/p\x1b\\li\x1b[0;1mnk\x1b]8;;\x1b\\ b\x1b[2;1H\x1b[44m\x1b[K")
+    t = term(
+        "a \x1b]8;id=x;https://e.com/p\x1b\\li\x1b[0;1mnk\x1b]8;;\x1b\\ b\x1b[2;1H\x1b[44m\x1b[K"
+    )
     link = t.styles.link
     row = t.lines[0]
-    assert [link(row.cell(x, 40)[1]) for x in range(7)] == \
-        ["", "", "https://e.com/p", "https://e.com/p", "https://e.com/p", "https://e.com/p", ""]
+    assert [link(row.cell(x, 40)[1]) for x in range(7)] == [
+        "",
+        "",
+        "https://e.com/p",
+        "https://e.com/p",
+        "https://e.com/p",
+        "https://e.com/p",
+        "",
+    ]
     assert t.styles[row.cell(4, 40)[1]][2] & 1  # bold kept with the link
     assert link(t.lines[1].cell(3, 40)[1]) == ""
 
 
 def _top_like(t: Terminal, n: int) -> list[str]:
-    lines = [f"{i:3d} root  20  0  S 0.0 0:00.00 kworker/u8:{i}-events_unbound_kthread" for i in range(n)]
+    lines = [
+        f"{i:3d} root  20  0  S 0.0 0:00.00 kworker/u8:{i}-events_unbound_kthread" for i in range(n)
+    ]
     for ln in lines:
         t.feed(ln + "\r\n")
     t.feed("$ ")
@@ -110,8 +121,13 @@ def test_text_wraps_inside_the_margins_and_cr_returns_to_the_left_one() -> None:
 def test_scrolling_moves_only_the_rectangle_of_the_margins() -> None:
     t = _grid()
     t.feed("\x1b[?69h\x1b[4;9s\x1b[2;4r\x1b[4;5H\n")  # LF at the bottom margin
-    assert t.display() == ["aaaaaaaaaaaa", "bbbccccccbbb", "cccddddddccc", "ddd      ddd",
-                           "eeeeeeeeeeee"]
+    assert t.display() == [
+        "aaaaaaaaaaaa",
+        "bbbccccccbbb",
+        "cccddddddccc",
+        "ddd      ddd",
+        "eeeeeeeeeeee",
+    ]
     assert t.history_lines() == []  # nothing of a rectangle goes to the scrollback
     t.feed("\x1b[2;5H\x1bM")  # RI at the top margin: the rectangle moves down
     assert t.display()[1:4] == ["bbb      bbb", "cccccccccccc", "dddddddddddd"]
@@ -122,8 +138,13 @@ def test_scrolling_moves_only_the_rectangle_of_the_margins() -> None:
 def test_insert_and_delete_lines_and_characters_stay_inside_the_margins() -> None:
     t = _grid()
     t.feed("\x1b[?69h\x1b[4;9s\x1b[2;5H\x1b[L")  # IL inside the margins
-    assert t.display() == ["aaaaaaaaaaaa", "bbb      bbb", "cccbbbbbbccc", "dddccccccddd",
-                           "eeeddddddeee"]
+    assert t.display() == [
+        "aaaaaaaaaaaa",
+        "bbb      bbb",
+        "cccbbbbbbccc",
+        "dddccccccddd",
+        "eeeddddddeee",
+    ]
     assert t.x == 3  # to the left margin
     t.feed("\x1b[2M")
     assert t.display()[1:] == ["bbbccccccbbb", "cccddddddccc", "ddd      ddd", "eee      eee"]

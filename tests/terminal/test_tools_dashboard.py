@@ -33,8 +33,9 @@ async def test_bang_asks_and_shows_the_folded_result(client, cluster):
         await open_run_everywhere(app, cluster)
         await pilot.pause()
         assert isinstance(app.screen, CommandPrompt)
-        app.screen.query_one(Input).value = (
-            "sh -c 'echo same; [ $ECO_REPLICA_INDEX = 2 ] && echo odd && exit 5; true'")
+        app.screen.query_one(
+            Input
+        ).value = "sh -c 'echo same; [ $ECO_REPLICA_INDEX = 2 ] && echo odd && exit 5; true'"
         await pilot.press("enter")
         await wait_until(lambda: isinstance(app.screen, RunScreen), 10, "the run panel")
         screen = app.screen
@@ -53,9 +54,14 @@ async def test_bang_asks_and_shows_the_folded_result(client, cluster):
         assert isinstance(app.screen, CommandPrompt)
         app.screen.query_one(Input).value = "printenv ECO_CLUSTER_NAME"
         await pilot.press("enter")
-        await wait_until(lambda: "box (3 replicas)" not in screen.report
-                         and screen.report.startswith("=== box-0..2 (3 replicas) · exit 0\nbox"),
-                         30, "the second report")
+        await wait_until(
+            lambda: (
+                "box (3 replicas)" not in screen.report
+                and screen.report.startswith("=== box-0..2 (3 replicas) · exit 0\nbox")
+            ),
+            30,
+            "the second report",
+        )
 
 
 async def test_bang_refuses_an_empty_or_unreadable_command(client, cluster):
@@ -95,6 +101,7 @@ async def test_nvidia_smi_view_is_a_use_of_run(client, cluster):
 
 # -- the shells screen: recording and the reservation clock -----------------------------------
 
+
 def test_clock_words_and_levels():
     from datetime import UTC, datetime, timedelta
 
@@ -103,8 +110,12 @@ def test_clock_words_and_levels():
     now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
     def at(minutes: float) -> dict:
-        return {"status": "running", "expires_at": (now + timedelta(minutes=minutes)).isoformat(),
-                "burn_rate": "12.500000", "cost": {"spent": "3.250000"}}
+        return {
+            "status": "running",
+            "expires_at": (now + timedelta(minutes=minutes)).isoformat(),
+            "burn_rate": "12.500000",
+            "cost": {"spent": "3.250000"},
+        }
 
     words, level = clock(at(90), now)
     assert (words, level) == ("1h 30m left · $12.50/h · $3.25 spent", "ok")
@@ -112,13 +123,14 @@ def test_clock_words_and_levels():
     assert clock(at(29), now)[1] == "amber"
     assert clock(at(5.5), now)[1] == "amber"
     assert clock(at(4), now)[1] == "red"
-    assert clock({"status": "terminated", "expires_at": at(10)["expires_at"]}, now) == \
-        ("terminated", "none")
+    assert clock({"status": "terminated", "expires_at": at(10)["expires_at"]}, now) == (
+        "terminated",
+        "none",
+    )
     assert clock(None, now) == ("", "none")
 
 
-async def test_record_toggle_clock_on_the_tab_and_extend(client, fresh_api, monkeypatch,
-                                                         tmp_path):
+async def test_record_toggle_clock_on_the_tab_and_extend(client, fresh_api, monkeypatch, tmp_path):
     import asyncio
     import sys
 
@@ -160,9 +172,15 @@ async def test_record_toggle_clock_on_the_tab_and_extend(client, fresh_api, monk
 
     [cast] = list_recordings()
     assert cast.parent == tmp_path / "data" / "ecotui" / "recordings"
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "asciinema", "cat",
-                                                str(cast), stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "asciinema",
+        "cat",
+        str(cast),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err
     assert b"rec-6" in out
@@ -188,7 +206,8 @@ async def test_recordings_are_listed_and_played(client, monkeypatch, tmp_path):
         assert isinstance(app.screen, RecordingsScreen)
         assert sorted(p.name for p in screen.files) == ["box-box-0-1.cast", "broken.cast"]
         screen.query_one(OptionList).highlighted = [p.name for p in screen.files].index(
-            "box-box-0-1.cast")
+            "box-box-0-1.cast"
+        )
         await pilot.press("plus")
         assert screen.speed == 2.0
         await pilot.press("enter")
@@ -198,7 +217,8 @@ async def test_recordings_are_listed_and_played(client, monkeypatch, tmp_path):
         assert shows(view, "hello from a recording")
         assert shows(view, "second line after a long pause")
         screen.query_one(OptionList).highlighted = [p.name for p in screen.files].index(
-            "broken.cast")
+            "broken.cast"
+        )
         await pilot.press("enter")
         await pilot.pause(0.2)
         assert any("Cannot play broken.cast" in n.message for n in app._notifications)

@@ -85,8 +85,10 @@ async def test_hyperlinks_are_kept_and_a_click_opens_them() -> None:
     app = ViewApp()
     async with app.run_test(size=(40, 6)) as pilot:
         v = app.query_one(TerminalView)
-        v.feed(b"see \x1b]8;id=1;https://example.com/docs\x1b\\\x1b[1mdocs\x1b[0m\x1b]8;;\x1b\\ "
-               b"\x1b]8;;file:///etc/passwd\x07file\x1b]8;;\x07")
+        v.feed(
+            b"see \x1b]8;id=1;https://example.com/docs\x1b\\\x1b[1mdocs\x1b[0m\x1b]8;;\x1b\\ "
+            b"\x1b]8;;file:///etc/passwd\x07file\x1b]8;;\x07"
+        )
         await pilot.pause(0.1)
         top = v.view_top()
         assert v.link_at(top, 5) == "https://example.com/docs"

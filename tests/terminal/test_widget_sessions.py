@@ -66,8 +66,10 @@ async def test_detach_and_reattach_replays_and_continues(client, cluster):
         await wait_until(lambda: len(screen.panes) == 1, what="the reattached tab")
         again = screen.active_pane
         assert again.sid == sid
-        await wait_until(lambda: again.state == "live" and shows(again.view, "set-zq2"),
-                         what="the kept output replayed")
+        await wait_until(
+            lambda: again.state == "live" and shows(again.view, "set-zq2"),
+            what="the kept output replayed",
+        )
         again.view.focus()
         await type_line(pilot, "echo again-$MARK")
         await wait_until(lambda: shows(again.view, "again-zq2"), what="the same shell going on")
@@ -135,8 +137,10 @@ async def test_broadcast_types_into_every_replica(client, cluster):
         assert all(p.broadcasting and p.has_class("-broadcast") for p in screen.panes.values())
         await pilot.press("enter")  # type into the active shell: it goes to both
         await type_line(pilot, "echo B-$ECO_REPLICA_NAME")
-        await wait_until(lambda: shows(first.view, "B-box-0") and shows(other.view, "B-box-1"),
-                         what="the broadcast line in both shells")
+        await wait_until(
+            lambda: shows(first.view, "B-box-0") and shows(other.view, "B-box-1"),
+            what="the broadcast line in both shells",
+        )
         await pilot.press("ctrl+right_square_bracket", "b")
         assert not banner.display and not any(p.broadcasting for p in screen.panes.values())
         await pilot.press("enter")
@@ -160,8 +164,9 @@ async def test_nvidia_smi_in_every_replica_side_by_side(client, cluster):
             else:
                 # No nvidia-smi in the replicas here: the error is shown as it is.
                 assert col.failed
-                assert "nvidia-smi" in col.outcome and ("exit code" in col.outcome
-                                                        or "could not run" in col.outcome)
+                assert "nvidia-smi" in col.outcome and (
+                    "exit code" in col.outcome or "could not run" in col.outcome
+                )
                 assert col.output
 
 
@@ -174,10 +179,13 @@ async def test_reattach_does_not_answer_the_queries_of_replayed_output(client, c
         await ready_shell(pane)
         sid = pane.sid
         # Live: the query is answered, and the program reads the answer.
-        await type_line(pilot, "stty raw -echo; printf '\\033[5n'; head -c 4 | od -An -c; "
-                               "stty sane; echo asked")
-        await wait_until(lambda: shows(pane.view, "033   [   0   n") and on_prompt(pane.view),
-                         what="the live query answered")
+        await type_line(
+            pilot, "stty raw -echo; printf '\\033[5n'; head -c 4 | od -An -c; stty sane; echo asked"
+        )
+        await wait_until(
+            lambda: shows(pane.view, "033   [   0   n") and on_prompt(pane.view),
+            what="the live query answered",
+        )
         await pilot.press("ctrl+right_square_bracket", "d")
         screen = shells(app)
         await wait_until(lambda: not screen.panes, what="the tab to close")
@@ -191,12 +199,13 @@ async def test_reattach_does_not_answer_the_queries_of_replayed_output(client, c
             sink(data)
 
         again.view.input_sink = spy
-        await wait_until(lambda: again.state == "live" and shows(again.view, "asked"),
-                         what="the kept output replayed")
+        await wait_until(
+            lambda: again.state == "live" and shows(again.view, "asked"),
+            what="the kept output replayed",
+        )
         await pilot.pause(0.5)
         assert again.attaches == 1 and b"".join(sent) == b""
         await type_line(pilot, "echo clean-$((6*7))")
         await wait_until(lambda: shows(again.view, "clean-42"), what="the command run")
         assert shows(again.view, PROMPT + "echo clean-$((6*7))")
-        assert not any("0n" in row for row in again.view.term.display()
-                       if row.startswith(PROMPT))
+        assert not any("0n" in row for row in again.view.term.display() if row.startswith(PROMPT))

@@ -112,10 +112,13 @@ async def test_every_key_goes_to_the_shell_but_ctrl_right_bracket(client, cluste
         await type_line(pilot, "stty -ixon; cat -v")
         await pilot.pause(0.3)
         # Keys the app or screen would otherwise take: quit, palette, escape, tab, q, o.
-        await pilot.press("ctrl+q", "ctrl+p", "escape", "tab", "q", "o", "alt+x", "f1", "up",
-                          "f5", "enter")
-        await wait_until(lambda: shows(view, "^Q^P^[\tqo^[x^[OP^[[A^[[15~")
-                         or shows(view, "^Q^P^["), what="cat -v to echo the keys")
+        await pilot.press(
+            "ctrl+q", "ctrl+p", "escape", "tab", "q", "o", "alt+x", "f1", "up", "f5", "enter"
+        )
+        await wait_until(
+            lambda: shows(view, "^Q^P^[\tqo^[x^[OP^[[A^[[15~") or shows(view, "^Q^P^["),
+            what="cat -v to echo the keys",
+        )
         row = next(r for r in view.term.display() if r.startswith("^Q^P"))
         assert row.replace("\t", " ").split() == ["^Q^P^[", "qo^[x^[OP^[[A^[[15~"]
         assert app.is_running and app.screen is shells(app)

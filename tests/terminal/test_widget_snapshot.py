@@ -11,9 +11,14 @@ from textual.widgets import Static
 from ecotui.screens.shells import ShellPane, shells_screen
 
 CORPUS = Path(__file__).parent / "corpus"
-CLUSTER = {"id": "gc_snap", "name": "train", "replica_states": [
-    {"name": "train-0", "node": "node-a", "ready": True},
-    {"name": "train-1", "node": "node-b", "ready": True}]}
+CLUSTER = {
+    "id": "gc_snap",
+    "name": "train",
+    "replica_states": [
+        {"name": "train-0", "node": "node-a", "ready": True},
+        {"name": "train-1", "node": "node-b", "ready": True},
+    ],
+}
 
 
 class FixedPane(ShellPane):
@@ -48,8 +53,9 @@ class SnapApp(App[None]):
         await self.push_screen(screen)
         ls = (CORPUS / "ls_color.bin").read_bytes()
         await screen.add_pane(FixedPane("train-1", b"$ exit 3\r\n", exit_code=3), focus=False)
-        await screen.add_pane(FixedPane("train-0", ls + (CORPUS / "sgr_all.bin").read_bytes()
-                                        + b"$ "), focus=True)
+        await screen.add_pane(
+            FixedPane("train-0", ls + (CORPUS / "sgr_all.bin").read_bytes() + b"$ "), focus=True
+        )
 
 
 def test_terminal_tab_snapshot(snap_compare) -> None:
@@ -63,9 +69,15 @@ class FakeClient:
     """The one call the picker makes: the cluster's running sessions."""
 
     async def sessions(self, cluster_id: str) -> list[dict]:
-        return [{"id": "ses_a1", "replica": "train-0", "command": ["bash"], "attached": 1},
-                {"id": "ses_b2", "replica": "train-1", "command": ["python3", "train.py"],
-                 "attached": 0}]
+        return [
+            {"id": "ses_a1", "replica": "train-0", "command": ["bash"], "attached": 1},
+            {
+                "id": "ses_b2",
+                "replica": "train-1",
+                "command": ["python3", "train.py"],
+                "attached": 0,
+            },
+        ]
 
 
 class PickerApp(App[None]):
@@ -75,10 +87,19 @@ class PickerApp(App[None]):
     async def on_mount(self) -> None:
         from ecotui.screens.shells import ShellPicker
 
-        other = {"id": "gc_other", "name": "serve", "replica_states": [
-            {"name": "serve-0", "ready": True}]}
-        await self.push_screen(ShellPicker(FakeClient(), [CLUSTER, other], "gc_snap",  # type: ignore[arg-type]
-                                           open_sids={"ses_a1"}))
+        other = {
+            "id": "gc_other",
+            "name": "serve",
+            "replica_states": [{"name": "serve-0", "ready": True}],
+        }
+        await self.push_screen(
+            ShellPicker(
+                FakeClient(),
+                [CLUSTER, other],
+                "gc_snap",  # type: ignore[arg-type]
+                open_sids={"ses_a1"},
+            )
+        )
 
 
 def test_shell_picker_at_80x24_snapshot(snap_compare) -> None:

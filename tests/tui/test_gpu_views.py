@@ -106,8 +106,18 @@ async def test_gpu_detail_shows_every_reading_and_unknowns():
         await wait_for(pilot, lambda: isinstance(fx.app.screen, GpuDetailScreen))
         await wait_for_text(pilot, "verdict changes")
         text = screen_text(fx.app)
-        for words in ("XID event", "79", "fallen off the bus", "ECC double-bit", "row remapping",
-                      "throttling", "PCIe", "NVLink", "MIG", "pid 4103 python"):
+        for words in (
+            "XID event",
+            "79",
+            "fallen off the bus",
+            "ECC double-bit",
+            "row remapping",
+            "throttling",
+            "PCIe",
+            "NVLink",
+            "MIG",
+            "pid 4103 python",
+        ):
             assert words in text, words
         screen = fx.app.screen
         # A source that gives nothing: every reading says unknown, none says 0.
@@ -120,9 +130,13 @@ async def test_gpu_detail_shows_every_reading_and_unknowns():
 
 
 def test_replica_health_is_the_worst_of_its_gpus():
-    rep = {"gpus": [{"health": {"verdict": "ok"}},
-                    {"health": {"verdict": "degraded", "reason": "thermal"}},
-                    {"health": {"verdict": "ok"}}]}
+    rep = {
+        "gpus": [
+            {"health": {"verdict": "ok"}},
+            {"health": {"verdict": "degraded", "reason": "thermal"}},
+            {"health": {"verdict": "ok"}},
+        ]
+    }
     assert replica_health(rep).level == "degraded"
     assert replica_health({"gpus": []}).level == "unknown"
 

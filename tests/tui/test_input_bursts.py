@@ -31,8 +31,11 @@ class PickerHost(App[None]):
         yield Static("dashboard")
 
     def on_mount(self) -> None:
-        cluster = {"id": "gc_1", "name": "web",
-                   "replica_states": [{"name": "web-0", "ready": True}]}
+        cluster = {
+            "id": "gc_1",
+            "name": "web",
+            "replica_states": [{"name": "web-0", "ready": True}],
+        }
         self.push_screen(ShellPicker(NoSessions(), [cluster]))  # type: ignore[arg-type]
 
 

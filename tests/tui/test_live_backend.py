@@ -25,8 +25,9 @@ async def test_clusters_view_shows_a_launched_cluster_live(ecolink_server, api):
         assert "0 clusters" in screen_text(app)
         r = api.post("/gpu-clusters", json=launch_body("web-a", replicas=2))
         assert r.status_code == 201, r.text
-        await wait_for(pilot, lambda: "2/2" in row_text(app, "web-a"), timeout=20,
-                       what="web-a ready 2/2")
+        await wait_for(
+            pilot, lambda: "2/2" in row_text(app, "web-a"), timeout=20, what="web-a ready 2/2"
+        )
         row = row_text(app, "web-a")
         assert "● running" in row
         assert "us-east" in row and "H100-80GB×1" in row
@@ -49,8 +50,9 @@ async def test_replica_goes_pending_with_its_reason(ecolink_server, api):
         await wait_for_text(pilot, "◌ Pending", timeout=20)
         await wait_for_text(pilot, "CrashLoopBackOff", timeout=20)
         # Crash-looping is an alert in words (alert bar) and the events log says why.
-        await wait_for(pilot, lambda: "crash-looping" in screen_text(app), timeout=30,
-                       what="crash-loop alert")
+        await wait_for(
+            pilot, lambda: "crash-looping" in screen_text(app), timeout=30, what="crash-loop alert"
+        )
         assert "exited with code 3" in screen_text(app)
         assert app.model.replicas.get(cid), "the cluster view focused the cluster"
 
@@ -60,8 +62,11 @@ async def test_connection_drops_and_returns(ecolink_server, api):
     assert r.status_code == 201, r.text
     app = live_app(ecolink_server.url, ecolink_server.key)
     async with app.run_test(size=(120, 30)) as pilot:
-        await wait_for(pilot, lambda: "steady" in screen_text(app) and "● connected" in screen_text(app),
-                       what="connected with the cluster")
+        await wait_for(
+            pilot,
+            lambda: "steady" in screen_text(app) and "● connected" in screen_text(app),
+            what="connected with the cluster",
+        )
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.model.gpu_history.get(r.json()["id"]), what="GPU history")
         metrics_before = app.model.snapshots
@@ -89,10 +94,18 @@ async def test_cluster_expires_with_alert_then_terminated(ecolink_server, api):
         row = row_text(app, "brief")
         assert row.lstrip().startswith("✖")
         # Then the backend expires it and the row says so; the alert goes away.
-        await wait_for(pilot, lambda: "terminated" in row_text(app, "brief"), timeout=90,
-                       what="brief terminated")
-        await wait_for(pilot, lambda: "brief expires in" not in screen_text(app), timeout=5,
-                       what="expiry alert cleared")
+        await wait_for(
+            pilot,
+            lambda: "terminated" in row_text(app, "brief"),
+            timeout=90,
+            what="brief terminated",
+        )
+        await wait_for(
+            pilot,
+            lambda: "brief expires in" not in screen_text(app),
+            timeout=5,
+            what="expiry alert cleared",
+        )
         assert app.model.clusters[r.json()["id"]]["status_reason"] == "expired"
 
 
@@ -115,10 +128,16 @@ async def test_logs_view_follows_and_shows_the_previous_run(ecolink_server, api)
         await wait_for_text(pilot, "“line-2” 1/")
         # The run before the last restart (the replica exits with 3 and is started again;
         # its next run has begun once it is Running after a restart).
-        await wait_for(pilot, lambda: any(s.get("restarts", 0) >= 1 and s.get("phase") == "Running"
-                                          for s in app.model.find("talky")["replica_states"]
-                                          if s["name"] == app.screen.replica),
-                       timeout=30, what="a restart")
+        await wait_for(
+            pilot,
+            lambda: any(
+                s.get("restarts", 0) >= 1 and s.get("phase") == "Running"
+                for s in app.model.find("talky")["replica_states"]
+                if s["name"] == app.screen.replica
+            ),
+            timeout=30,
+            what="a restart",
+        )
         await pilot.press("v")
         await wait_for_text(pilot, "previous run")
         await wait_for_text(pilot, "bye", timeout=10)

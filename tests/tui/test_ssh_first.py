@@ -109,9 +109,14 @@ async def test_gpu_window_says_only_as_much_history_as_there_is():
 async def test_a_manual_restart_shows_in_the_replica_row():
     fx = fixed_app()
     cid = cid_of(fx, "vision-serve")
-    fx.fleet._events[cid].append({"at": "2026-03-02T13:59:00Z", "kind": "restarted",
-                                  "message": "replica vision-serve-3 restarted",
-                                  "replica": "vision-serve-3"})
+    fx.fleet._events[cid].append(
+        {
+            "at": "2026-03-02T13:59:00Z",
+            "kind": "restarted",
+            "message": "replica vision-serve-3 restarted",
+            "replica": "vision-serve-3",
+        }
+    )
     async with fx.app.run_test(size=SMALL) as pilot:
         await wait_for_text(pilot, "12 clusters")
         await open_cluster(pilot, fx, "vision-serve")
@@ -232,8 +237,14 @@ async def test_backend_text_is_shown_not_obeyed():
     c = copy.deepcopy(fx.fleet.clusters[cid])
     c["startup_command"] = f"echo {evil}"
     c["status_reason"] = evil
-    fx.fleet._events[cid].append({"at": "2026-03-02T13:59:30Z", "kind": "replica_crashed",
-                                  "message": f"crashed: {evil}", "replica": None})
+    fx.fleet._events[cid].append(
+        {
+            "at": "2026-03-02T13:59:30Z",
+            "kind": "replica_crashed",
+            "message": f"crashed: {evil}",
+            "replica": None,
+        }
+    )
     async with fx.app.run_test(size=WIDE) as pilot:
         await wait_for_text(pilot, "12 clusters")
         fx.source.push({"type": "cluster", "cluster": c})
@@ -243,6 +254,8 @@ async def test_backend_text_is_shown_not_obeyed():
         text = screen_text(fx.app)
         shown = "␛]52;c;aGVsbG8=␇[bold]boom[/bold]"
         assert f"command echo {shown}" in text
-        assert any(f"{edge}{shown}" in text for edge in "│┃") or f"crashed: {shown}" in text  # event
+        assert (
+            any(f"{edge}{shown}" in text for edge in "│┃") or f"crashed: {shown}" in text
+        )  # event
         assert f"({shown}" in text  # the status reason
         assert "\x1b" not in text and "\x07" not in text

@@ -12,13 +12,15 @@ from textual.widgets import Input
 from ecotui.screens.forwards import ForwardsPanel, ForwardsScreen, PortForwardPrompt, registry
 from support.tui_helpers import launch_body, live_app, screen_text, wait_for, wait_for_text
 
-ECHO = ("exec python3 -c 'import os, socketserver\n"
-        "class H(socketserver.BaseRequestHandler):\n"
-        "    def handle(self):\n"
-        "        while d := self.request.recv(65536): self.request.sendall(d)\n"
-        "socketserver.ThreadingTCPServer.allow_reuse_address = True\n"
-        "socketserver.ThreadingTCPServer((\"127.0.0.1\", int(os.environ[\"PORT\"])), H)"
-        ".serve_forever()'")
+ECHO = (
+    "exec python3 -c 'import os, socketserver\n"
+    "class H(socketserver.BaseRequestHandler):\n"
+    "    def handle(self):\n"
+    "        while d := self.request.recv(65536): self.request.sendall(d)\n"
+    "socketserver.ThreadingTCPServer.allow_reuse_address = True\n"
+    'socketserver.ThreadingTCPServer(("127.0.0.1", int(os.environ["PORT"])), H)'
+    ".serve_forever()'"
+)
 
 
 async def _echo(port: int, data: bytes) -> bytes:
@@ -60,11 +62,16 @@ async def test_port_forward_from_the_replica_table(ecolink_server, api):
         reg = registry(app)
         await wait_for(pilot, lambda: len(reg.entries) == 1, timeout=15, what="the forward")
         entry = reg.entries[0]
-        assert await _echo(entry.forward.local, b"through the dashboard") == \
-            b"through the dashboard"
+        assert (
+            await _echo(entry.forward.local, b"through the dashboard") == b"through the dashboard"
+        )
         panel = app.screen.query_one(ForwardsPanel)
-        await wait_for(pilot, lambda: "1 conn" in str(panel.render()), timeout=5,
-                       what="the forward in the cluster view")
+        await wait_for(
+            pilot,
+            lambda: "1 conn" in str(panel.render()),
+            timeout=5,
+            what="the forward in the cluster view",
+        )
         text = str(panel.render())
         assert f"127.0.0.1:{entry.forward.local} → fwd-0:{port}" in text
         assert "in 21 B" in text and "out 21 B" in text
@@ -73,8 +80,14 @@ async def test_port_forward_from_the_replica_table(ecolink_server, api):
         await wait_for(pilot, lambda: isinstance(app.screen, PortForwardPrompt), what="prompt")
         app.screen.query_one("#remote", Input).value = str(ecolink_server.port)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: "nothing in fwd-0 listens" in json.dumps(
-            [n.message for n in app._notifications]), timeout=10, what="the refusal")
+        await wait_for(
+            pilot,
+            lambda: (
+                "nothing in fwd-0 listens" in json.dumps([n.message for n in app._notifications])
+            ),
+            timeout=10,
+            what="the refusal",
+        )
         assert len(reg.entries) == 1
         # W lists it, x ends it
         await pilot.press("W")
@@ -112,8 +125,9 @@ async def test_upload_and_download_from_the_replica_table(ecolink_server, api, t
         screen.query_one("#local", Input).value = str(src)
         screen.query_one("#remote", Input).value = "."
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not isinstance(app.screen, CopyScreen), timeout=30,
-                       what="the upload")
+        await wait_for(
+            pilot, lambda: not isinstance(app.screen, CopyScreen), timeout=30, what="the upload"
+        )
         assert screen.progress is not None and screen.progress.done >= 3 << 20
         assert screen.progress.total == 3 << 20
         assert "Uploaded" in (screen.result or "")
@@ -126,8 +140,9 @@ async def test_upload_and_download_from_the_replica_table(ecolink_server, api, t
         screen.query_one("#remote", Input).value = "model"
         screen.query_one("#local", Input).value = str(out)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not isinstance(app.screen, CopyScreen), timeout=30,
-                       what="the download")
+        await wait_for(
+            pilot, lambda: not isinstance(app.screen, CopyScreen), timeout=30, what="the download"
+        )
         got = out / "model" / "weights.bin"
         assert got.read_bytes() == (src / "weights.bin").read_bytes()
         assert got.stat().st_mode & 0o777 == 0o640
@@ -139,7 +154,11 @@ async def test_upload_and_download_from_the_replica_table(ecolink_server, api, t
         screen.query_one("#remote", Input).value = "no-such-thing"
         screen.query_one("#local", Input).value = str(out)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: "no such file" in str(screen.query_one(".error").render()),
-                       timeout=15, what="the error")
+        await wait_for(
+            pilot,
+            lambda: "no such file" in str(screen.query_one(".error").render()),
+            timeout=15,
+            what="the error",
+        )
         assert isinstance(app.screen, CopyScreen)
         assert sorted(p.name for p in out.iterdir()) == ["model"]

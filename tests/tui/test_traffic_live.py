@@ -26,8 +26,9 @@ def _rate(text: str) -> float:
 
 async def test_requests_through_the_url_show_in_the_views(ecolink_server, api):
     # No startup command: each replica serves HTTP on the exposed port.
-    r = api.post("/gpu-clusters", json=launch_body("served", replicas=2, command=None,
-                                                   expose={"port": 8080}))
+    r = api.post(
+        "/gpu-clusters", json=launch_body("served", replicas=2, command=None, expose={"port": 8080})
+    )
     assert r.status_code == 201, r.text
     cid = r.json()["id"]
     app = live_app(ecolink_server.url, ecolink_server.key)
@@ -37,8 +38,9 @@ async def test_requests_through_the_url_show_in_the_views(ecolink_server, api):
     async def load() -> None:
         # Requests through the public URL, with the account's key, until the test is done.
         nonlocal sent
-        async with httpx.AsyncClient(base_url=ecolink_server.url, headers={
-                "Authorization": f"Bearer {ecolink_server.key}"}) as client:
+        async with httpx.AsyncClient(
+            base_url=ecolink_server.url, headers={"Authorization": f"Bearer {ecolink_server.key}"}
+        ) as client:
             while not stop.is_set():
                 answer = await client.get(f"/gpu-clusters/{cid}/service/hello")
                 if answer.status_code == 200:
@@ -46,12 +48,14 @@ async def test_requests_through_the_url_show_in_the_views(ecolink_server, api):
                 await asyncio.sleep(0.02)
 
     async with app.run_test(size=(160, 48)) as pilot:
-        await wait_for(pilot, lambda: "2/2" in row_text(app, "served"), timeout=30,
-                       what="served ready 2/2")
+        await wait_for(
+            pilot, lambda: "2/2" in row_text(app, "served"), timeout=30, what="served ready 2/2"
+        )
         # Before any request: the traffic is unknown or a known 0, never a made-up rate.
         cells = re.search(r"✓ ok\s+(\S+)\s+(\S+)", row_text(app, "served"))
         assert cells is not None and cells.groups() in (("—", "—"), ("0", "0")), row_text(
-            app, "served")
+            app, "served"
+        )
         title_re = re.compile(r"Replicas · (\S+) req/s")
         task = asyncio.create_task(load())
         try:
@@ -62,24 +66,36 @@ async def test_requests_through_the_url_show_in_the_views(ecolink_server, api):
                 m = title_re.search(screen_text(app))
                 return _rate(m.group(1)) if m and m.group(1) != "—" else 0.0
 
-            await wait_for(pilot, lambda: sent > 0 and title_rate() > 0, timeout=30,
-                           what="a nonzero request rate in the cluster view")
+            await wait_for(
+                pilot,
+                lambda: sent > 0 and title_rate() > 0,
+                timeout=30,
+                what="a nonzero request rate in the cluster view",
+            )
             text = screen_text(app)
             assert "· direct ·" in text  # the local runtime: the front dials the replicas
             # Each replica's row has its own count (least-outstanding spreads the load).
-            await wait_for(pilot, lambda: any(
-                replica_columns(app, n, ("req/s",))["req/s"] not in ("—", "0")
-                for n in ("served-0", "served-1")), timeout=15, what="a replica's req/s")
+            await wait_for(
+                pilot,
+                lambda: any(
+                    replica_columns(app, n, ("req/s",))["req/s"] not in ("—", "0")
+                    for n in ("served-0", "served-1")
+                ),
+                timeout=15,
+                what="a replica's req/s",
+            )
             p99 = [replica_columns(app, n, ("p99",))["p99"] for n in ("served-0", "served-1")]
             assert any(v.endswith("s") for v in p99), p99  # "4.2ms": measured
             # The clusters view: the row's req/s (summaries every few seconds).
             await pilot.press("escape")
+
             def row_rate() -> float:
                 m = re.search(r"✓ ok\s+(\S+)", row_text(app, "served"))
                 return _rate(m.group(1)) if m and m.group(1) != "—" else 0.0
 
-            await wait_for(pilot, lambda: row_rate() > 0, timeout=20,
-                           what="a nonzero req/s in the row")
+            await wait_for(
+                pilot, lambda: row_rate() > 0, timeout=20, what="a nonzero req/s in the row"
+            )
             assert re.search(r"✓ ok\s+\S+\s+0\s", row_text(app, "served")), "no 5xx"
         finally:
             stop.set()

@@ -49,16 +49,21 @@ async def test_clusters_view_shows_request_and_5xx_rates():
         assert "✓ ok         0     0 " in row_text(fx.app, "llama-serve")
         # No public URL (bert), stopped (whisper): unknown, never 0.
         for name in ("bert-serve", "whisper-serve"):
-            assert "✓ ok         —     —" in row_text(fx.app, name) or \
-                "—            —     —" in row_text(fx.app, name), row_text(fx.app, name)
+            assert "✓ ok         —     —" in row_text(
+                fx.app, name
+            ) or "—            —     —" in row_text(fx.app, name), row_text(fx.app, name)
         # The next summaries frame moves the rates; traffic gone is unknown again.
         frame = fx.fleet.summaries_frame(5.0)
-        frame["traffic"][cid_of(fx, "tts-serve")] = {**tts, "requests_per_s": 1234.0,
-                                                     "errors_5xx_per_s": 12.0}
+        frame["traffic"][cid_of(fx, "tts-serve")] = {
+            **tts,
+            "requests_per_s": 1234.0,
+            "errors_5xx_per_s": 12.0,
+        }
         frame["traffic"][cid_of(fx, "llama-serve")] = None
         fx.source.push(frame)
-        await wait_for(pilot, lambda: " 1.2k " in row_text(fx.app, "tts-serve"),
-                       what="new request rate")
+        await wait_for(
+            pilot, lambda: " 1.2k " in row_text(fx.app, "tts-serve"), what="new request rate"
+        )
         assert " 12 " in row_text(fx.app, "tts-serve")
         assert "✓ ok         —     —" in row_text(fx.app, "llama-serve")
 
@@ -100,9 +105,24 @@ async def test_cluster_view_at_80x24_keeps_health_reason_and_traffic():
         await wait_for_text(pilot, "12 clusters")
         await open_cluster(pilot, fx, "tts-serve")
         table = fx.app.screen.query_one(ReplicasTable)
-        await wait_for(pilot, lambda: [k for k, _ in table.shown] == [
-            "replica", "phase", "ready", "health", "restarts", "reason", "util", "rps", "5xx"],
-            what="columns by priority")
+        await wait_for(
+            pilot,
+            lambda: (
+                [k for k, _ in table.shown]
+                == [
+                    "replica",
+                    "phase",
+                    "ready",
+                    "health",
+                    "restarts",
+                    "reason",
+                    "util",
+                    "rps",
+                    "5xx",
+                ]
+            ),
+            what="columns by priority",
+        )
         assert all(len(ln) <= 80 for ln in screen_text(fx.app).splitlines())
         cells = replica_columns(fx.app, "tts-serve-2", ("health", "util", "req/s", "5xx"))
         assert cells["health"] == "✓ ok" and cells["5xx"] == "0.4"
@@ -127,7 +147,9 @@ async def test_cluster_view_without_public_url_shows_unknown_traffic():
         await wait_for_text(pilot, "12 clusters")
         await open_cluster(pilot, fx, "bert-serve")
         assert "Replicas · — req/s (no public URL)" in screen_text(fx.app)
-        cells = replica_columns(fx.app, "bert-serve-0", ("util", "req/s", "5xx", "in flight", "p99"))
+        cells = replica_columns(
+            fx.app, "bert-serve-0", ("util", "req/s", "5xx", "in flight", "p99")
+        )
         assert cells["util"].endswith("%")
         assert [cells[k] for k in ("req/s", "5xx", "in flight", "p99")] == ["—"] * 4
 
@@ -139,12 +161,16 @@ async def test_replica_traffic_follows_replicas_frames():
         await open_cluster(pilot, fx, "tts-serve")
         cid = cid_of(fx, "tts-serve")
         frame = copy.deepcopy(fx.fleet.replicas_frame(cid, 0.0))
-        frame["replicas"][0]["traffic"].update(requests_per_s=640.0, in_flight=17,
-                                               latency_p99_ms=2500.0)
+        frame["replicas"][0]["traffic"].update(
+            requests_per_s=640.0, in_flight=17, latency_p99_ms=2500.0
+        )
         frame["replicas"][1]["traffic"] = None
         fx.source.push(frame)
-        await wait_for(pilot, lambda: "640" in cells_of(replica_line(fx.app, "tts-serve-0")),
-                       what="replica 0's new rate")
+        await wait_for(
+            pilot,
+            lambda: "640" in cells_of(replica_line(fx.app, "tts-serve-0")),
+            what="replica 0's new rate",
+        )
         line = cells_of(replica_line(fx.app, "tts-serve-0"))
         assert "17" in line and "2.5s" in line
         assert cells_of(replica_line(fx.app, "tts-serve-1")).count("—") == 4

@@ -39,7 +39,15 @@ async def test_clusters_view_shows_every_column(tmp_path):
     async with fx.app.run_test(size=BIG) as pilot:
         await wait_for_text(pilot, "12 clusters")
         row = row_text(fx.app, "tts-serve")
-        for part in ("● running", "us-east", "A100-80GB×8", "8/8", "$102.40/h", "$172.37", "2d 22h"):
+        for part in (
+            "● running",
+            "us-east",
+            "A100-80GB×8",
+            "8/8",
+            "$102.40/h",
+            "$172.37",
+            "2d 22h",
+        ):
             assert part in row, (part, row)
         assert "%" in row  # mean GPU utilisation
         assert "· terminated" in row_text(fx.app, "asr-serve")
@@ -66,17 +74,28 @@ async def test_replica_goes_pending_with_the_schedulers_reason():
         c["ready_replicas"] = 7
         reps = fx.fleet.replicas_list(cid, 1.0)
         reps[3].update(phase="Pending", ready=False, reason=reason, node=None, gpus=[])
-        fx.source.push({"type": "cluster", "cluster": c},
-                       {"type": "replicas", "cluster_id": cid, "replicas": reps},
-                       {"type": "event", "cluster_id": cid,
-                        "event": {"at": "2026-03-02T14:00:01Z", "kind": "replica_pending",
-                                  "message": f"tts-serve-3 is pending: {reason}",
-                                  "replica": "tts-serve-3"}})
+        fx.source.push(
+            {"type": "cluster", "cluster": c},
+            {"type": "replicas", "cluster_id": cid, "replicas": reps},
+            {
+                "type": "event",
+                "cluster_id": cid,
+                "event": {
+                    "at": "2026-03-02T14:00:01Z",
+                    "kind": "replica_pending",
+                    "message": f"tts-serve-3 is pending: {reason}",
+                    "replica": "tts-serve-3",
+                },
+            },
+        )
         await wait_for_text(pilot, "◌ Pending")
         text = screen_text(fx.app)
         line = next(ln for ln in text.splitlines() if "tts-serve-3" in ln and "Pending" in ln)
         assert "✗ no" in line and "Unschedulable: 0/12 nodes are" in line
-        assert "✖ ALERT Replica unschedulable: tts-serve: replica tts-serve-3 cannot be scheduled" in text
+        assert (
+            "✖ ALERT Replica unschedulable: tts-serve: replica tts-serve-3 cannot be scheduled"
+            in text
+        )
         assert "7/8 ready" in text
         assert any("Replica unschedulable" in n for n in notifications(fx.app))
         assert "tts-serve-3 is pending" in text  # the events log
@@ -98,15 +117,29 @@ async def test_cluster_expires_countdown_alert_then_terminated():
         assert "embed-serve expires in 3m 30s" in screen_text(fx.app)
         fx.clock.advance(210)
         c = copy.deepcopy(fx.fleet.clusters[cid])
-        c.update(status="terminated", status_reason="expired", burn_rate="0.000000",
-                 ready_replicas=0, replica_states=[])
+        c.update(
+            status="terminated",
+            status_reason="expired",
+            burn_rate="0.000000",
+            ready_replicas=0,
+            replica_states=[],
+        )
         fx.fleet.clusters[cid] = c
-        fx.source.push({"type": "cluster", "cluster": c},
-                       {"type": "event", "cluster_id": cid,
-                        "event": {"at": "2026-03-02T14:04:30Z", "kind": "expired",
-                                  "message": "expired: terminated at its expiry time"}})
-        await wait_for(pilot, lambda: "· terminated" in row_text(fx.app, "embed-serve"),
-                       what="terminated")
+        fx.source.push(
+            {"type": "cluster", "cluster": c},
+            {
+                "type": "event",
+                "cluster_id": cid,
+                "event": {
+                    "at": "2026-03-02T14:04:30Z",
+                    "kind": "expired",
+                    "message": "expired: terminated at its expiry time",
+                },
+            },
+        )
+        await wait_for(
+            pilot, lambda: "· terminated" in row_text(fx.app, "embed-serve"), what="terminated"
+        )
         row = row_text(fx.app, "embed-serve")
         assert "4m" not in row and "—" in row
         assert "embed-serve expires" not in screen_text(fx.app)
@@ -131,8 +164,11 @@ async def test_connection_drops_and_returns_and_history_is_restored():
         await wait_for_text(pilot, "↻ reconnecting in 2s (attempt 1)")
         fx.source.restore(fx.fleet.snapshot_frame())
         await wait_for_text(pilot, "● connected")
-        await wait_for(pilot, lambda: sum("/metrics" in r for r in fx.requests) == 2,
-                       what="history fetched again after the reconnect")
+        await wait_for(
+            pilot,
+            lambda: sum("/metrics" in r for r in fx.requests) == 2,
+            what="history fetched again after the reconnect",
+        )
         assert fx.app.model.snapshots == 2
 
 
@@ -153,10 +189,15 @@ async def test_idle_gpus_alert_names_the_cost():
         for k in range(121):
             fx.clock.advance(5)
             fx.source.push(fx.fleet.summaries_frame(5.0 * k))
-        await wait_for(pilot, lambda: any("Idle GPUs" in n for n in notifications(fx.app)),
-                       what="idle notification")
+        await wait_for(
+            pilot,
+            lambda: any("Idle GPUs" in n for n in notifications(fx.app)),
+            what="idle notification",
+        )
         (note,) = [n for n in notifications(fx.app) if "Idle GPUs" in n]
-        assert "llama-serve: 64 GPUs under 5% for 10+ minutes: you pay $160.00/h for idle GPUs" in note
+        assert (
+            "llama-serve: 64 GPUs under 5% for 10+ minutes: you pay $160.00/h for idle GPUs" in note
+        )
         assert row_text(fx.app, "llama-serve").lstrip().startswith("▲")
         await open_cluster(pilot, fx, "llama-serve")
         await wait_for_text(pilot, "▲ WARNING Idle GPUs: llama-serve: 64 GPUs under 5%")
@@ -166,9 +207,14 @@ async def test_sort_filter_and_group_from_the_keyboard():
     fx = fixed_app()
     async with fx.app.run_test(size=BIG) as pilot:
         await wait_for_text(pilot, "12 clusters")
-        names = lambda: [(ln.split()[1] if ln.split()[0] in "✖▲~" else ln.split()[0]).lstrip("✖▲~›·")  # noqa: E731
-                         for ln in screen_text(fx.app).splitlines()
-                         if "-serve" in ln and "/h" in ln or "—" in ln and "-serve" in ln]
+
+        def names() -> list[str]:
+            return [
+                (ln.split()[1] if ln.split()[0] in "✖▲~" else ln.split()[0]).lstrip("✖▲~›·")
+                for ln in screen_text(fx.app).splitlines()
+                if "-serve" in ln and "/h" in ln or "—" in ln and "-serve" in ln
+            ]
+
         assert names()[0] == "asr-serve"
         await pilot.press("o")  # status
         await wait_for_text(pilot, "sort: status ▲")
@@ -210,8 +256,14 @@ async def test_focus_follows_the_rows_on_screen_only():
         assert first == set(table.visible_keys())
         assert 0 < len(first) <= 20
         await pilot.press("ctrl+f", "ctrl+f")
-        await wait_for(pilot, lambda: set(fx.source.focused) == set(table.visible_keys())
-                       and set(fx.source.focused) != first, what="focus moved with the page")
+        await wait_for(
+            pilot,
+            lambda: (
+                set(fx.source.focused) == set(table.visible_keys())
+                and set(fx.source.focused) != first
+            ),
+            what="focus moved with the page",
+        )
         # The list keeps the latest readings of the rows on screen and no per-GPU history.
         assert set(fx.app.model.replicas) <= set(fx.source.focused)
         assert fx.app.model.gpu_history == {}
@@ -235,8 +287,11 @@ async def test_only_changed_cells_of_rows_on_screen_are_repainted():
         table._cells_fn = lambda key, widths: computed.append(key) or cells_fn(key, widths)
         visible = table.visible_keys()
         on_screen = next(k for k in visible if fx.fleet.clusters[k]["status"] == "running")
-        off_screen = next(k for k in reversed(list(fx.fleet.clusters)) if k not in visible
-                          and fx.fleet.clusters[k]["status"] == "running")
+        off_screen = next(
+            k
+            for k in reversed(list(fx.fleet.clusters))
+            if k not in visible and fx.fleet.clusters[k]["status"] == "running"
+        )
         for key in (on_screen, off_screen):
             c = copy.deepcopy(fx.fleet.clusters[key])
             c["cost"]["spent"] = "4321.000000"
@@ -253,11 +308,34 @@ async def test_footer_help_and_palette_cover_the_key_map():
     async with fx.app.run_test(size=(200, 50)) as pilot:
         await wait_for_text(pilot, "12 clusters")
         footer = "\n".join(screen_text(fx.app).splitlines()[-3:])
-        expected = ["? help", "q quit", "a account", "^p palette", "T theme", "esc back",
-                    "j/k move", "g/G top/bottom", "^f/^b page", "⏎ open", "/ filter", "o sort",
-                    "O reverse", "m group", "n launch", "+ scale", "e extend", "u endpoint",
-                    "R restart", "p stop", "P resume", "D terminate", "s shell", "l logs",
-                    "N nvidia-smi", "S shells"]
+        expected = [
+            "? help",
+            "q quit",
+            "a account",
+            "^p palette",
+            "T theme",
+            "esc back",
+            "j/k move",
+            "g/G top/bottom",
+            "^f/^b page",
+            "⏎ open",
+            "/ filter",
+            "o sort",
+            "O reverse",
+            "m group",
+            "n launch",
+            "+ scale",
+            "e extend",
+            "u endpoint",
+            "R restart",
+            "p stop",
+            "P resume",
+            "D terminate",
+            "s shell",
+            "l logs",
+            "N nvidia-smi",
+            "S shells",
+        ]
         for item in expected:
             assert item in footer, (item, footer)
         titles = {c.title for c in fx.app.get_system_commands(fx.app.screen)}
@@ -296,10 +374,19 @@ async def test_theme_toggle_and_no_color(monkeypatch):
         assert "✖ failed" in screen_text(fx.app) and "● running" in screen_text(fx.app)
 
 
-@pytest.mark.parametrize("key,dialog", [("n", "LaunchDialog"), ("plus", "ScaleDialog"),
-                                        ("e", "ExtendDialog"), ("u", "EndpointDialog"),
-                                        ("R", "RestartDialog"), ("p", "StopDialog"),
-                                        ("P", "ResumeDialog"), ("D", "TerminateDialog")])
+@pytest.mark.parametrize(
+    "key,dialog",
+    [
+        ("n", "LaunchDialog"),
+        ("plus", "ScaleDialog"),
+        ("e", "ExtendDialog"),
+        ("u", "EndpointDialog"),
+        ("R", "RestartDialog"),
+        ("p", "StopDialog"),
+        ("P", "ResumeDialog"),
+        ("D", "TerminateDialog"),
+    ],
+)
 async def test_action_keys_open_the_dialogs_on_the_selected_cluster(key, dialog):
     fx = fixed_app()
     async with fx.app.run_test(size=BIG) as pilot:
@@ -335,8 +422,12 @@ async def test_shell_keys_call_the_shell_screens_with_cluster_and_replica(monkey
         await open_cluster(pilot, fx, "vision-serve")
         await pilot.press("j", "s")  # the selected replica in the cluster view
         await pilot.pause(0.1)
-    assert calls == [("shell", "bert-serve", "bert-serve-0"), ("shells",), ("nvidia-smi", "bert-serve"),
-                     ("shell", "vision-serve", "vision-serve-1")]
+    assert calls == [
+        ("shell", "bert-serve", "bert-serve-0"),
+        ("shells",),
+        ("nvidia-smi", "bert-serve"),
+        ("shell", "vision-serve", "vision-serve-1"),
+    ]
 
 
 async def test_cluster_view_shows_cost_url_gpus_and_events():
@@ -347,9 +438,16 @@ async def test_cluster_view_shows_cost_url_gpus_and_events():
         await wait_for_text(pilot, "llama-serve-7")
         text = screen_text(fx.app)
         flat = " ".join(text.replace("│", " ").split())
-        for part in ("hourly rate $160.00/h", "burn rate $160.00/h", "hold $640.00",
-                     "spent $640.00", "hold remaining $0.00", "projected total $1,280.00",
-                     "time left 4h 00m", "available $8,379.57 (account)"):
+        for part in (
+            "hourly rate $160.00/h",
+            "burn rate $160.00/h",
+            "hold $640.00",
+            "spent $640.00",
+            "hold remaining $0.00",
+            "projected total $1,280.00",
+            "time left 4h 00m",
+            "available $8,379.57 (account)",
+        ):
             assert part in flat, part
         assert "URL http://127.0.0.1:8600/gpu-clusters/gc_00000/service/ → port 8000" in text
         assert "GPUs · telemetry: simulated" in text
@@ -432,9 +530,14 @@ async def test_connection_pseudo_frames_render_as_words():
     fx = fixed_app()
     async with fx.app.run_test(size=SMALL) as pilot:
         await wait_for_text(pilot, "● connected")
-        fx.source.push(connection_frame("reconnecting", attempt=2,
-                                        next_retry_at=fx.clock.now() + timedelta(seconds=8),
-                                        error="connection lost"))
+        fx.source.push(
+            connection_frame(
+                "reconnecting",
+                attempt=2,
+                next_retry_at=fx.clock.now() + timedelta(seconds=8),
+                error="connection lost",
+            )
+        )
         await wait_for_text(pilot, "↻ reconnecting in 8s (attempt 2) · data stale")
 
 
@@ -446,8 +549,7 @@ async def test_a_cluster_with_stale_states_says_so():
         c = copy.deepcopy(fx.fleet.clusters[cid])
         c["stale"] = True
         fx.source.push({"type": "cluster", "cluster": c})
-        await wait_for(pilot, lambda: "~running" in row_text(fx.app, "tts-serve"),
-                       what="stale row")
+        await wait_for(pilot, lambda: "~running" in row_text(fx.app, "tts-serve"), what="stale row")
         assert "~ 1 cluster stale (runtime unreachable)" in screen_text(fx.app)
         assert row_text(fx.app, "tts-serve").lstrip().startswith("~")
         await open_cluster(pilot, fx, "tts-serve")

@@ -32,12 +32,20 @@ class FailingStore(Store):
 
 
 def req(name: str = "demo", replicas: int = 3) -> LaunchRequest:
-    return LaunchRequest(name=name, region="us-east", gpu_type="H100-80GB", gpu_count=1,
-                         replicas=replicas, image="python:3.12", duration_mh=10 * MH)
+    return LaunchRequest(
+        name=name,
+        region="us-east",
+        gpu_type="H100-80GB",
+        gpu_count=1,
+        replicas=replicas,
+        image="python:3.12",
+        duration_mh=10 * MH,
+    )
 
 
-def run(fn: Callable[[ClusterService, MemoryRuntime, Any, FailingStore, str], Awaitable[None]]
-        ) -> None:
+def run(
+    fn: Callable[[ClusterService, MemoryRuntime, Any, FailingStore, str], Awaitable[None]],
+) -> None:
     async def main() -> None:
         store = FailingStore(":memory:")
         service, runtime, clock, _ = make_service(store)
@@ -70,8 +78,9 @@ ACTIONS: dict[str, Callable[[ClusterService, str, str], Awaitable[Any]]] = {
 
 @pytest.mark.parametrize("action", list(ACTIONS))
 def test_a_failed_commit_puts_the_running_cluster_back(action: str) -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any,
-                   store: FailingStore, acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: FailingStore, acct: str
+    ) -> None:
         c = await service.launch(acct, req())
         clock.advance(600)
         before = money(store, acct)
@@ -97,8 +106,9 @@ def test_a_failed_commit_puts_the_running_cluster_back(action: str) -> None:
 
 
 def test_a_failed_resume_commit_leaves_the_cluster_stopped() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any,
-                   store: FailingStore, acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: FailingStore, acct: str
+    ) -> None:
         c = await service.launch(acct, req())
         await service.stop(acct, c.id)
         before = money(store, acct)
@@ -116,8 +126,9 @@ def test_a_failed_resume_commit_leaves_the_cluster_stopped() -> None:
 
 
 def test_a_failed_launch_commit_leaves_nothing_running() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any,
-                   store: FailingStore, acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: FailingStore, acct: str
+    ) -> None:
         before = money(store, acct)
         store.fail_commits = 1
         with pytest.raises(StoreUnavailableError):
@@ -145,7 +156,8 @@ class BrokenUndoRuntime(MemoryRuntime):
 
 
 def test_when_the_undo_fails_too_the_reaper_repairs_and_logs_it(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def main() -> None:
         store = FailingStore(":memory:")
         runtime = BrokenUndoRuntime()
@@ -170,8 +182,7 @@ def test_when_the_undo_fails_too_the_reaper_repairs_and_logs_it(
             repaired = await service.reconcile()
         assert repaired == 1
         assert running_replicas(runtime, c.id) == 3
-        assert any("reconcile" in r.getMessage() and c.id in r.getMessage()
-                   for r in caplog.records)
+        assert any("reconcile" in r.getMessage() and c.id in r.getMessage() for r in caplog.records)
         assert [e.kind for e in service.events(c.id)][-1] == "reconciled"
         assert store.audit() == []
 
@@ -179,8 +190,9 @@ def test_when_the_undo_fails_too_the_reaper_repairs_and_logs_it(
 
 
 def test_the_reaper_removes_what_the_store_ended_and_stops_what_it_stopped() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any,
-                   store: FailingStore, acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: FailingStore, acct: str
+    ) -> None:
         a = await service.launch(acct, req("a"))
         b = await service.launch(acct, req("b"))
         await service.stop(acct, b.id)
@@ -198,8 +210,9 @@ def test_the_reaper_removes_what_the_store_ended_and_stops_what_it_stopped() -> 
 
 
 def test_a_difference_must_last_before_it_is_repaired() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any,
-                   store: FailingStore, acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: FailingStore, acct: str
+    ) -> None:
         c = await service.launch(acct, req())
         service.reconcile_grace_s = 3600.0
         runtime.states[c.id] = []

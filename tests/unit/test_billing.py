@@ -85,8 +85,11 @@ def test_ledger_signs_move_balance_and_held() -> None:
 
 
 def _entries(store: Store, cluster_id: str, after: int) -> list[tuple[str, int]]:
-    return [(e.kind, e.amount) for e in store.ledger_all() if e.cluster_id == cluster_id
-            and e.id > after]
+    return [
+        (e.kind, e.amount)
+        for e in store.ledger_all()
+        if e.cluster_id == cluster_id and e.id > after
+    ]
 
 
 def _last_id(store: Store) -> int:
@@ -107,9 +110,18 @@ def test_worked_example_of_billing_md_to_the_micro_dollar() -> None:
             clock.set(t0 + timedelta(hours=hours))
 
         mark = _last_id(store)
-        c = await service.launch(acct, LaunchRequest(
-            name="demo", region="us-east", gpu_type="H100-80GB", gpu_count=4, replicas=3,
-            image="python:3.12", duration_mh=10 * MH))
+        c = await service.launch(
+            acct,
+            LaunchRequest(
+                name="demo",
+                region="us-east",
+                gpu_type="H100-80GB",
+                gpu_count=4,
+                replicas=3,
+                image="python:3.12",
+                duration_mh=10 * MH,
+            ),
+        )
         assert _entries(store, c.id, mark) == [("hold", 300 * USD)]
         assert service.burn_rate(c) == 30 * USD
 
@@ -135,8 +147,7 @@ def test_worked_example_of_billing_md_to_the_micro_dollar() -> None:
         at(7)
         mark = _last_id(store)
         c = await service.stop(acct, "demo")
-        assert _entries(store, c.id, mark) == [("charge", -20 * USD),
-                                               ("hold_release", -250 * USD)]
+        assert _entries(store, c.id, mark) == [("charge", -20 * USD), ("hold_release", -250 * USD)]
         assert (c.spent_total, service.burn_rate(c), c.status) == (210 * USD, 0, "stopped")
 
         at(8)
@@ -204,16 +215,25 @@ def check_invariants(service: ClusterService) -> None:
 
 
 def _snapshot(store: Store) -> tuple[object, ...]:
-    return (tuple(store.ledger_all()),
-            tuple((c.id, c.status, c.replicas, c.expires_at, c.endpoint_port)
-                  for c in store.list_clusters(None)))
+    return (
+        tuple(store.ledger_all()),
+        tuple(
+            (c.id, c.status, c.replicas, c.expires_at, c.endpoint_port)
+            for c in store.list_clusters(None)
+        ),
+    )
 
 
 idx = st.integers(0, 3)
 hours_mh = st.integers(10_000, 12 * MH)
 action = st.one_of(
-    st.tuples(st.just("launch"), st.sampled_from([1, 2, 4, 8]), st.integers(2, 6), hours_mh,
-              st.sampled_from(["H100-80GB", "L40S", "A100-80GB"])),
+    st.tuples(
+        st.just("launch"),
+        st.sampled_from([1, 2, 4, 8]),
+        st.integers(2, 6),
+        hours_mh,
+        st.sampled_from(["H100-80GB", "L40S", "A100-80GB"]),
+    ),
     st.tuples(st.just("scale"), idx, st.integers(2, 8)),
     st.tuples(st.just("extend"), idx, hours_mh),
     st.tuples(st.just("stop"), idx),
@@ -234,21 +254,35 @@ async def _run_sequence(credit: int, steps: list[tuple[object, ...]]) -> None:
     names: list[str] = []
     for n, step in enumerate(steps):
         kind = step[0]
-        target = names[int(step[1]) % len(names)] if names and kind in (
-            "scale", "extend", "stop", "resume", "terminate", "fail") else None
+        target = (
+            names[int(step[1]) % len(names)]
+            if names and kind in ("scale", "extend", "stop", "resume", "terminate", "fail")
+            else None
+        )
         before = _snapshot(store)
-        overdue = any(c.expires_at <= service.now() and c.status in
-                      ("pending", "running", "stopping", "stopped")
-                      for c in store.list_clusters(None))
+        overdue = any(
+            c.expires_at <= service.now()
+            and c.status in ("pending", "running", "stopping", "stopped")
+            for c in store.list_clusters(None)
+        )
         try:
             if kind == "launch":
                 gpu_type = str(step[4])
                 region = "eu-west" if gpu_type == "A100-80GB" else "us-east"
                 gpu_count = int(step[1]) if gpu_type != "A100-80GB" else min(2, int(step[1]))
                 name = f"c{n}"
-                await service.launch(acct, LaunchRequest(
-                    name=name, region=region, gpu_type=gpu_type, gpu_count=gpu_count,
-                    replicas=int(step[2]), image="img", duration_mh=int(step[3])))
+                await service.launch(
+                    acct,
+                    LaunchRequest(
+                        name=name,
+                        region=region,
+                        gpu_type=gpu_type,
+                        gpu_count=gpu_count,
+                        replicas=int(step[2]),
+                        image="img",
+                        duration_mh=int(step[3]),
+                    ),
+                )
                 names.append(name)
             elif kind == "scale" and target:
                 await service.scale(acct, target, int(step[2]))
@@ -282,7 +316,9 @@ async def _run_sequence(credit: int, steps: list[tuple[object, ...]]) -> None:
         except ApiError as exc:
             assert exc.status in (402, 404, 409, 422), exc
             if not overdue:
-                assert _snapshot(store) == before, f"a refused action ({exc.status}) changed something"
+                assert _snapshot(store) == before, (
+                    f"a refused action ({exc.status}) changed something"
+                )
         check_invariants(service)
     runtime.unavailable = False
     clock.advance(800 * 3600)
@@ -292,11 +328,15 @@ async def _run_sequence(credit: int, steps: list[tuple[object, ...]]) -> None:
         assert c.status in ("terminated", "failed")
 
 
-@settings(max_examples=1000, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(credit=st.integers(0, 3000), steps=st.lists(action, min_size=1, max_size=20))
 def test_ledger_invariants_hold_over_random_action_sequences(
-        credit: int, steps: list[tuple[object, ...]]) -> None:
+    credit: int, steps: list[tuple[object, ...]]
+) -> None:
     asyncio.run(_run_sequence(credit, steps))
 
 
@@ -306,9 +346,18 @@ def test_charges_are_posted_at_least_once_a_minute_while_running(minutes: int) -
         service, _, clock, store = make_service()
         acct = new_account(service, "a", 1000)
         await service.start(background=False)
-        c = await service.launch(acct, LaunchRequest(
-            name="x", region="us-east", gpu_type="L40S", gpu_count=1, replicas=2,
-            image="img", duration_mh=24 * MH))
+        c = await service.launch(
+            acct,
+            LaunchRequest(
+                name="x",
+                region="us-east",
+                gpu_type="L40S",
+                gpu_count=1,
+                replicas=2,
+                image="img",
+                duration_mh=24 * MH,
+            ),
+        )
         for _ in range(minutes * 12):
             clock.advance(5)
             await service.tick()

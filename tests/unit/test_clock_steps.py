@@ -69,8 +69,7 @@ def test_a_step_backwards_is_logged_and_time_goes_on(caplog: pytest.LogCaptureFi
     assert clock.now() == T0 + timedelta(seconds=110)
 
 
-def test_a_large_step_forward_is_logged_and_not_followed(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_a_large_step_forward_is_logged_and_not_followed(caplog: pytest.LogCaptureFixture) -> None:
     wall, steady, clock = clocks(max_step_s=60)
     clock.now()
     with caplog.at_level(logging.WARNING, logger="ecolink.clock"):
@@ -116,11 +115,15 @@ def test_a_segment_never_starts_before_the_previous_one_ended() -> None:
     assert segment_start([Segment(0, None, 7)], -5) == 0
 
 
-@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10_000),
-                          st.integers(1, 10**7)), max_size=8),
-       st.integers(0, 20_000))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(1, 10**7)), max_size=8
+    ),
+    st.integers(0, 20_000),
+)
 def test_overlapping_segments_never_count_time_twice(
-        raw: list[tuple[int, int, int]], until: int) -> None:
+    raw: list[tuple[int, int, int]], until: int
+) -> None:
     segs = [Segment(a, a + d, r) for a, d, r in raw]
     top = max((r for _, _, r in raw), default=0)
     # Never more than the dearest rate over the time covered.
@@ -149,8 +152,15 @@ def test_the_store_opens_segments_after_the_last_end() -> None:
 
 
 def launch_req(hours: int = 10) -> LaunchRequest:
-    return LaunchRequest(name="demo", region="us-east", gpu_type="H100-80GB", gpu_count=1,
-                         replicas=2, image="x", duration_mh=hours * MH)
+    return LaunchRequest(
+        name="demo",
+        region="us-east",
+        gpu_type="H100-80GB",
+        gpu_count=1,
+        replicas=2,
+        image="x",
+        duration_mh=hours * MH,
+    )
 
 
 # A wall step: none, forward past the bound, or backwards past the tolerance.
@@ -159,8 +169,7 @@ STEPS = st.one_of(st.just(0), st.integers(61, 5 * 86400), st.integers(-5 * 86400
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(1, 2 * HOUR), STEPS), min_size=1, max_size=14))
-def test_a_jumping_wall_clock_bills_exactly_the_time_that_ran(
-        moves: list[tuple[int, int]]) -> None:
+def test_a_jumping_wall_clock_bills_exactly_the_time_that_ran(moves: list[tuple[int, int]]) -> None:
     """Whatever the wall clock does, a cluster pays for the real (steady) time it ran,
     and expires when its real duration is up, not before."""
 
@@ -199,11 +208,20 @@ def test_a_jumping_wall_clock_bills_exactly_the_time_that_ran(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(1, HOUR), st.integers(-3 * 86400, 3 * 86400),
-                          st.sampled_from(["stop", "resume", "scale", "tick"])),
-                min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, HOUR),
+            st.integers(-3 * 86400, 3 * 86400),
+            st.sampled_from(["stop", "resume", "scale", "tick"]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_actions_under_a_stepping_clock_never_overlap_or_overbill(
-        moves: list[tuple[int, int, str]]) -> None:
+    moves: list[tuple[int, int, str]],
+) -> None:
     """Stop, resume and scale while the wall clock steps anywhere: segments never
     overlap, and what is charged never exceeds the rate times the real time."""
 

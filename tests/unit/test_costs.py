@@ -17,9 +17,17 @@ H = 3_600_000_000  # microseconds per hour
 
 
 def cluster(**kw):
-    base = {"id": "c1", "name": "web", "region": "us-east", "gpu_type": "H100-80GB",
-            "gpu_count": 4, "replicas": 3, "status": "running", "hourly_rate": "30.000000",
-            "expires_at": "2026-01-01T22:00:00Z"}
+    base = {
+        "id": "c1",
+        "name": "web",
+        "region": "us-east",
+        "gpu_type": "H100-80GB",
+        "gpu_count": 4,
+        "replicas": 3,
+        "status": "running",
+        "hourly_rate": "30.000000",
+        "expires_at": "2026-01-01T22:00:00Z",
+    }
     base.update(kw)
     return base
 
@@ -39,8 +47,12 @@ def test_worked_example_of_billing_md():
     c2 = cluster(replicas=2, hourly_rate="20.000000")
     assert costs.cluster_extend_hold(c2, costs.parse_hours(2)) == 40_000_000
     # 8 h in (expires at 12 h): resume = 4 h x $20 = $80.
-    c3 = cluster(replicas=2, hourly_rate="20.000000", status="stopped",
-                 expires_at=(T0 + timedelta(hours=12)).isoformat())
+    c3 = cluster(
+        replicas=2,
+        hourly_rate="20.000000",
+        status="stopped",
+        expires_at=(T0 + timedelta(hours=12)).isoformat(),
+    )
     assert costs.cluster_resume_hold(c3, T0 + timedelta(hours=8)) == 80_000_000
 
 
@@ -90,10 +102,16 @@ def test_per_replica_rate_from_the_cluster():
     assert costs.cluster_hourly_rate(cluster()) == 30_000_000
 
 
-@given(rate=st.integers(1, 50_000_000), gpus=st.sampled_from([1, 2, 4, 8]),
-       r=st.integers(2, 20), dr=st.integers(1, 20), rem=st.integers(0, 720 * H))
+@given(
+    rate=st.integers(1, 50_000_000),
+    gpus=st.sampled_from([1, 2, 4, 8]),
+    r=st.integers(2, 20),
+    dr=st.integers(1, 20),
+    rem=st.integers(0, 720 * H),
+)
 def test_scale_hold_matches_decimal_arithmetic(rate, gpus, r, dr, rem):
     from decimal import ROUND_CEILING, Decimal
+
     per = rate * gpus
     expected = (Decimal(dr * per) * Decimal(rem) / Decimal(H)).to_integral_value(ROUND_CEILING)
     got = costs.scale_hold(per, r, r + dr, rem)
@@ -107,23 +125,36 @@ def test_hold_for_hours_is_never_below_the_exact_value(hourly, mh):
     assert hold * 10**6 >= hourly * mh > (hold - 1) * 10**6
 
 
-@given(rate=st.integers(1, 50_000_000), gpus=st.sampled_from([1, 2, 4, 8]),
-       r=st.integers(2, 20), new=st.integers(2, 40), rem_us=st.integers(0, 720 * H),
-       mh=st.integers(10_000, 720 * 10**6),
-       status=st.sampled_from(["pending", "running", "stopping", "stopped"]))
+@given(
+    rate=st.integers(1, 50_000_000),
+    gpus=st.sampled_from([1, 2, 4, 8]),
+    r=st.integers(2, 20),
+    new=st.integers(2, 40),
+    rem_us=st.integers(0, 720 * H),
+    mh=st.integers(10_000, 720 * 10**6),
+    status=st.sampled_from(["pending", "running", "stopping", "stopped"]),
+)
 def test_previews_from_api_clusters_are_the_backend_billing(rate, gpus, r, new, rem_us, mh, status):
     """What the dashboard previews from a cluster as the API shows it is what
     `ecocore.billing` (the functions the backend charges with) holds for the
     backend's own inputs: the rate per GPU-hour, GPUs per replica, replicas."""
     hourly = billing.hourly_rate(rate, gpus, r)
-    c = cluster(gpu_count=gpus, replicas=r, status=status, hourly_rate=format_usd(hourly),
-                expires_at=(T0 + timedelta(microseconds=rem_us)).isoformat())
+    c = cluster(
+        gpu_count=gpus,
+        replicas=r,
+        status=status,
+        hourly_rate=format_usd(hourly),
+        expires_at=(T0 + timedelta(microseconds=rem_us)).isoformat(),
+    )
     accruing = status in ("pending", "running")
     per_replica = billing.per_replica_rate(rate, gpus)
     assert costs.cluster_per_replica_rate(c) == per_replica
     assert costs.cluster_scale_hold(c, new, T0) == (
-        billing.scale_up_hold(per_replica, r, new, rem_us) if accruing else 0)
-    assert costs.cluster_extend_hold(c, mh) == (billing.hold_for_hours(hourly, mh) if accruing else 0)
+        billing.scale_up_hold(per_replica, r, new, rem_us) if accruing else 0
+    )
+    assert costs.cluster_extend_hold(c, mh) == (
+        billing.hold_for_hours(hourly, mh) if accruing else 0
+    )
     assert costs.cluster_resume_hold(c, T0) == billing.hold_for_duration(hourly, rem_us)
     p = costs.launch_preview(rate, gpus, r, mh, available=10**9)
     assert p.hold == billing.hold_for_hours(hourly, mh)
@@ -156,8 +187,21 @@ def test_gpu_budget_counts_only_clusters_holding_gpus_in_the_region():
 
 
 def test_catalog_rate():
-    cat = {"regions": [{"name": "us-east", "gpu_budget": 32, "gpu_types": [
-        {"name": "H100-80GB", "rate_per_gpu_hour": "2.500000", "gpu_counts": [1, 2, 4, 8]}]}]}
+    cat = {
+        "regions": [
+            {
+                "name": "us-east",
+                "gpu_budget": 32,
+                "gpu_types": [
+                    {
+                        "name": "H100-80GB",
+                        "rate_per_gpu_hour": "2.500000",
+                        "gpu_counts": [1, 2, 4, 8],
+                    }
+                ],
+            }
+        ]
+    }
     assert costs.catalog_rate(cat, "us-east", "H100-80GB") == 2_500_000
     assert costs.catalog_rate(cat, "us-east", "A100") is None
     assert costs.catalog_rate(cat, "eu-west", "H100-80GB") is None

@@ -19,27 +19,52 @@ STARTED = NOW - 3_600_000_000
 
 def cluster(status: str, replicas: int = 2, started_at: int | None = None) -> Cluster:
     return Cluster(
-        id="gc_1", account_id="acct", name="demo", region="us-east", gpu_type="L40S",
-        gpu_count=1, replicas=replicas, image="img", startup_command=None,
-        shared_filesystems=(), rate_per_gpu_hour=950_000, status=status, status_reason=None,
-        created_at=NOW - 7_200_000_000, started_at=started_at, expires_at=NOW + 3_600_000_000,
-        duration_mh=3_000_000, endpoint_port=None, suspended=False, terminated_at=None,
-        warned=0, hold_total=0, released_total=0, spent_total=0, last_charge_at=NOW,
-        version=1)
+        id="gc_1",
+        account_id="acct",
+        name="demo",
+        region="us-east",
+        gpu_type="L40S",
+        gpu_count=1,
+        replicas=replicas,
+        image="img",
+        startup_command=None,
+        shared_filesystems=(),
+        rate_per_gpu_hour=950_000,
+        status=status,
+        status_reason=None,
+        created_at=NOW - 7_200_000_000,
+        started_at=started_at,
+        expires_at=NOW + 3_600_000_000,
+        duration_mh=3_000_000,
+        endpoint_port=None,
+        suspended=False,
+        terminated_at=None,
+        warned=0,
+        hold_total=0,
+        released_total=0,
+        spent_total=0,
+        last_charge_at=NOW,
+        version=1,
+    )
 
 
 def replicas(*phases: Phase) -> list[ReplicaState]:
-    return [ReplicaState(name=f"demo-{i}", index=i, phase=p, ready=p == "Running")
-            for i, p in enumerate(phases)]
+    return [
+        ReplicaState(name=f"demo-{i}", index=i, phase=p, ready=p == "Running")
+        for i, p in enumerate(phases)
+    ]
 
 
 def test_pending_becomes_running_once_every_replica_runs_and_starts_now() -> None:
-    assert derive_status(cluster("pending"), replicas("Running", "Running"), NOW) == \
-        Derived(S.RUNNING, NOW)
+    assert derive_status(cluster("pending"), replicas("Running", "Running"), NOW) == Derived(
+        S.RUNNING, NOW
+    )
 
 
-@pytest.mark.parametrize("phases", [(), ("Running",), ("Running", "Pending"),
-                                    ("Running", "Failed"), ("Unknown", "Unknown")])
+@pytest.mark.parametrize(
+    "phases",
+    [(), ("Running",), ("Running", "Pending"), ("Running", "Failed"), ("Unknown", "Unknown")],
+)
 def test_pending_stays_pending_until_every_replica_runs(phases: tuple[Phase, ...]) -> None:
     assert derive_status(cluster("pending"), replicas(*phases), NOW) == Derived(S.PENDING, None)
 

@@ -37,10 +37,11 @@ def test_the_session_token_is_found_in_every_cookie_form() -> None:
     # Look-alike names are other cookies, kept and never taken for ours.
     assert er.session_token(["xeco_session=1; eco_session_x=2; Eco_Session=3"]) is None
     assert er.strip_session_cookie(["xeco_session=1; eco_session_x=2"]) == (
-        "xeco_session=1; eco_session_x=2")
+        "xeco_session=1; eco_session_x=2"
+    )
 
 
-@given(st.lists(st.text(alphabet=" ;,=\t\"abceo_s0i", max_size=40), max_size=4))
+@given(st.lists(st.text(alphabet=' ;,=\t"abceo_s0i', max_size=40), max_size=4))
 def test_strip_and_find_agree_on_any_header(values: list[str]) -> None:
     # Whatever the headers hold, what authenticates is exactly what is stripped.
     stripped = er.strip_session_cookie(values)
@@ -51,9 +52,16 @@ def test_the_cookie_opens_service_urls_only() -> None:
     assert er.cookie_allowed("/gpu-clusters/gc_1/service/")
     assert er.cookie_allowed("/gpu-clusters/web/service")
     assert er.cookie_allowed("/gpu-clusters/web/service/a/b?c")
-    for path in ("/account", "/auth/session", "/watch", "/gpu-clusters/web",
-                 "/gpu-clusters/web/services", "/gpu-clusters/web/replicas/r/exec",
-                 "/gpu-clusters//service/", "/x/gpu-clusters/web/service/"):
+    for path in (
+        "/account",
+        "/auth/session",
+        "/watch",
+        "/gpu-clusters/web",
+        "/gpu-clusters/web/services",
+        "/gpu-clusters/web/replicas/r/exec",
+        "/gpu-clusters//service/",
+        "/x/gpu-clusters/web/service/",
+    ):
         assert not er.cookie_allowed(path), path
 
 
@@ -69,8 +77,15 @@ def test_origins() -> None:
     assert er.origin_allowed(None, allowed)
     assert er.origin_allowed("http://127.0.0.1:8000", allowed)
     assert er.origin_allowed("HTTPS://API.example.com:443", allowed)
-    for bad in ("null", "http://127.0.0.1:8001", "https://api.example.com.evil.example",
-                "http://api.example.com", "file://", "", "javascript:alert(1)"):
+    for bad in (
+        "null",
+        "http://127.0.0.1:8001",
+        "https://api.example.com.evil.example",
+        "http://api.example.com",
+        "file://",
+        "",
+        "javascript:alert(1)",
+    ):
         assert not er.origin_allowed(bad, allowed), bad
 
 
@@ -86,8 +101,14 @@ def test_service_hosts() -> None:
     assert host == "gc-0123456789abcdef.svc.test"
     assert er.service_host_ref(host + ":8443", "svc.test") == "gc_0123456789abcdef"
     assert er.service_host_ref(host.upper(), "svc.test") == "gc_0123456789abcdef"
-    for other in ("svc.test", "x.gc-0123456789abcdef.svc.test", "gc-0123.svc.test",
-                  "gc-0123456789abcdef.svc.test.evil", "web.svc.test", None):
+    for other in (
+        "svc.test",
+        "x.gc-0123456789abcdef.svc.test",
+        "gc-0123.svc.test",
+        "gc-0123456789abcdef.svc.test.evil",
+        "web.svc.test",
+        None,
+    ):
         assert er.service_host_ref(other, "svc.test") is None, other
     assert er.service_host_ref(host, None) is None
     assert er.cookie_domain("svc.test:8443", "svc.test") == "svc.test"
@@ -103,13 +124,22 @@ def test_frame_limits() -> None:
     # Port-forward: the client's 64 KiB reads go as one message each.
     assert er.frame_limit("/gpu-clusters/x/replicas/x-0/portforward") == 64 * 1024
     assert er.frame_limit("/anything/else") == 8 * 1024
-    assert er.MAX_FRAME == max(er.frame_limit(p) for p in (
-        "/watch", "/gpu-clusters/x/replicas/x-0/exec", "/gpu-clusters/x/service/"))
+    assert er.MAX_FRAME == max(
+        er.frame_limit(p)
+        for p in ("/watch", "/gpu-clusters/x/replicas/x-0/exec", "/gpu-clusters/x/service/")
+    )
 
 
 def test_absurd_magnitudes_are_refused_before_arithmetic() -> None:
-    for value in ("1e999999", "-1e999999", "1e-999999", "1E+999999999", 1e308, 10**40,
-                  "0.01e999999"):
+    for value in (
+        "1e999999",
+        "-1e999999",
+        "1e-999999",
+        "1E+999999999",
+        1e308,
+        10**40,
+        "0.01e999999",
+    ):
         for parse in (hours_to_micro_hours, usd_to_micros):
             try:
                 parse(value)

@@ -31,8 +31,10 @@ def test_fold_groups_identical_output_majority_first():
 
 
 def test_render_shows_majority_once_and_diffs_the_rest():
-    outs = [ReplicaOutcome(f"demo-{i}", b"gpu0 ok\ngpu1 ok\n", exit_code=0)
-            for i in (0, 1, 2, 3, 4, 5, 7)]
+    outs = [
+        ReplicaOutcome(f"demo-{i}", b"gpu0 ok\ngpu1 ok\n", exit_code=0)
+        for i in (0, 1, 2, 3, 4, 5, 7)
+    ]
     outs.append(ReplicaOutcome("demo-6", b"gpu0 ok\ngpu1 FAIL\n", exit_code=2))
     text = render(outs)
     assert text.count("gpu0 ok") == 2  # once in full, once as diff context
@@ -45,8 +47,11 @@ def test_render_shows_majority_once_and_diffs_the_rest():
 
 
 def test_same_output_different_codes_is_one_group_with_both_codes():
-    outs = [ReplicaOutcome("r-0", b"x\n", exit_code=0), ReplicaOutcome("r-1", b"x\n", exit_code=3),
-            ReplicaOutcome("r-2", b"", timed_out=True, error="timed out after 1 s")]
+    outs = [
+        ReplicaOutcome("r-0", b"x\n", exit_code=0),
+        ReplicaOutcome("r-1", b"x\n", exit_code=3),
+        ReplicaOutcome("r-2", b"", timed_out=True, error="timed out after 1 s"),
+    ]
     text = render(outs)
     assert "=== r-0,1 (2 replicas) · exit 0, exit 3" in text
     assert "timed out: r-2 (1 replica)" in text

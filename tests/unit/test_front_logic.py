@@ -11,8 +11,14 @@ from ecolink.front.proxy import ErrorLog
 
 
 def test_session_tokens_and_strip_read_the_same_pairs() -> None:
-    forms = ["a=1; eco_session=T; b=2", "a=1, eco_session=T, b=2", "a=1 eco_session=T b=2",
-             "a=1;eco_session=T;b=2", "eco_session=T", "  eco_session=T  ,a=1"]
+    forms = [
+        "a=1; eco_session=T; b=2",
+        "a=1, eco_session=T, b=2",
+        "a=1 eco_session=T b=2",
+        "a=1;eco_session=T;b=2",
+        "eco_session=T",
+        "  eco_session=T  ,a=1",
+    ]
     for value in forms:
         assert cookies.session_tokens([value]) == ["T"], value
         stripped = cookies.strip_session(value)
@@ -23,7 +29,7 @@ def test_session_tokens_and_strip_read_the_same_pairs() -> None:
     assert cookies.strip_session("ECO_SESSION=T; a=1") == "a=1"
     assert cookies.session_tokens(["ECO_SESSION=T"]) == []
     # Without our cookie the header passes byte for byte.
-    assert cookies.strip_session("a=1;  b=\"x y\"") == "a=1;  b=\"x y\""
+    assert cookies.strip_session('a=1;  b="x y"') == 'a=1;  b="x y"'
     assert cookies.session_tokens(["a=1", "eco_session=U"]) == ["U"]
 
 
@@ -43,8 +49,13 @@ def test_set_cookie_scope() -> None:
 
 def _pool(policy: str) -> Pool:
     pool = Pool("c", policy)
-    pool.update([("r0", "127.0.0.1", 1, "local"), ("r1", "127.0.0.1", 2, "local"),
-                 ("r2", "127.0.0.1", 3, "local")])
+    pool.update(
+        [
+            ("r0", "127.0.0.1", 1, "local"),
+            ("r1", "127.0.0.1", 2, "local"),
+            ("r2", "127.0.0.1", 3, "local"),
+        ]
+    )
     return pool
 
 
@@ -169,14 +180,15 @@ def test_frame_guard_counts_messages_across_frames_and_reads() -> None:
     g = FrameGuard(300)
     stream = _frame(0x1, 300) + _frame(0x9, 100) + _frame(0x2, 200)
     for i in range(len(stream)):  # one byte at a time: headers cut anywhere
-        assert g.feed(stream[i:i + 1])
+        assert g.feed(stream[i : i + 1])
     # Fragments add up; a control frame between them does not count.
     g = FrameGuard(300)
     assert g.feed(_frame(0x2, 200, fin=False) + _frame(0xA, 120) + _frame(0x0, 100))
     assert not g.feed(_frame(0x2, 200, fin=False) + _frame(0x0, 101))
     # An announced length over the limit is refused on the header alone.
-    assert not FrameGuard(8 * 1024).feed(bytes([0x82, 0x80 | 127]) + (64 << 20).to_bytes(8, "big")
-                                         + b"mask")
+    assert not FrameGuard(8 * 1024).feed(
+        bytes([0x82, 0x80 | 127]) + (64 << 20).to_bytes(8, "big") + b"mask"
+    )
     assert not FrameGuard(300).feed(_frame(0x1, 301)[:8])
 
 

@@ -60,9 +60,12 @@ class Upstream:
 
 async def _request(port: int, method: str = "GET", body: bytes = b"") -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"{method} /gpu-clusters/web/service/x HTTP/1.1\r\nHost: h\r\n"
-                 f"Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n"
-                 "Connection: close\r\n\r\n".encode() + body)
+    writer.write(
+        f"{method} /gpu-clusters/web/service/x HTTP/1.1\r\nHost: h\r\n"
+        f"Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + body
+    )
     data = await reader.read()
     writer.close()
     return int(data.split()[1])
@@ -106,8 +109,9 @@ async def test_stale_pooled_connection_retried_once_for_idempotent(front: Any) -
 
 async def test_refusing_replica_is_skipped_and_backs_off(front: Any) -> None:
     f, port, up, up_port, dead_port = front
-    f.set_targets("c1", [("web-0", "127.0.0.1", dead_port, "local"),
-                         ("web-1", "127.0.0.1", up_port, "local")])
+    f.set_targets(
+        "c1", [("web-0", "127.0.0.1", dead_port, "local"), ("web-1", "127.0.0.1", up_port, "local")]
+    )
     for _ in range(3):
         assert await _request(port) == 200
     dead, live = f.pools["c1"].replicas
@@ -160,8 +164,10 @@ async def test_head_answer_ends_at_its_head_and_the_connection_serves_on() -> No
     port = server.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     for method in ("HEAD", "GET", "HEAD", "GET"):
-        writer.write(f"{method} /gpu-clusters/web/service/x HTTP/1.1\r\nHost: h\r\n"
-                     f"Authorization: Bearer {KEY}\r\n\r\n".encode())
+        writer.write(
+            f"{method} /gpu-clusters/web/service/x HTTP/1.1\r\nHost: h\r\n"
+            f"Authorization: Bearer {KEY}\r\n\r\n".encode()
+        )
     writer.write_eof()
     data = await asyncio.wait_for(reader.read(), 5)
     assert data.count(b"HTTP/1.1 200 OK") == 4

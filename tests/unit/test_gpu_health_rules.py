@@ -23,13 +23,34 @@ from ecocore.gpu_health import (
 
 NOW = 1_800_000_000.0
 HEALTHY = GpuHealth(
-    xid_events=(), ecc_sbe_volatile=3, ecc_dbe_volatile=0, ecc_sbe_aggregate=40,
-    ecc_dbe_aggregate=0, retired_pages_sbe=0, retired_pages_dbe=0, retired_pages_pending=False,
-    remap_correctable=0, remap_uncorrectable=0, remap_pending=False, remap_failed=False,
-    throttle={"power_cap": 900.0, "idle": 50.0}, sm_clock_mhz=1410, sm_clock_max_mhz=1980,
-    mem_clock_mhz=2619, pcie_gen=4, pcie_gen_max=5, pcie_width=8, pcie_width_max=16,
-    pcie_replays=5, nvlink_links=18, nvlink_crc_errors=2, nvlink_replay_errors=0,
-    nvlink_recovery_errors=0, mig_mode=False, mig_instances=(), processes=(),
+    xid_events=(),
+    ecc_sbe_volatile=3,
+    ecc_dbe_volatile=0,
+    ecc_sbe_aggregate=40,
+    ecc_dbe_aggregate=0,
+    retired_pages_sbe=0,
+    retired_pages_dbe=0,
+    retired_pages_pending=False,
+    remap_correctable=0,
+    remap_uncorrectable=0,
+    remap_pending=False,
+    remap_failed=False,
+    throttle={"power_cap": 900.0, "idle": 50.0},
+    sm_clock_mhz=1410,
+    sm_clock_max_mhz=1980,
+    mem_clock_mhz=2619,
+    pcie_gen=4,
+    pcie_gen_max=5,
+    pcie_width=8,
+    pcie_width_max=16,
+    pcie_replays=5,
+    nvlink_links=18,
+    nvlink_crc_errors=2,
+    nvlink_replay_errors=0,
+    nvlink_recovery_errors=0,
+    mig_mode=False,
+    mig_instances=(),
+    processes=(),
 )
 
 
@@ -56,8 +77,10 @@ def test_each_fatal_xid_is_failing_with_its_meaning(code):
 
 
 def test_xid_79_reads_fallen_off_the_bus():
-    assert evaluate(with_(xid_events=(XidEvent(79, NOW),)), NOW).reason == \
-        "XID 79: GPU has fallen off the bus"
+    assert (
+        evaluate(with_(xid_events=(XidEvent(79, NOW),)), NOW).reason
+        == "XID 79: GPU has fallen off the bus"
+    )
 
 
 def test_fatal_xid_is_held_for_the_hold_time_then_released():
@@ -82,7 +105,8 @@ def test_other_xid_is_degraded():
 
 def test_any_double_bit_ecc_is_failing():
     assert evaluate(with_(ecc_dbe_volatile=1), NOW) == Verdict(
-        "failing", "1 double-bit ECC error(s)")
+        "failing", "1 double-bit ECC error(s)"
+    )
 
 
 def test_aggregate_double_bit_alone_is_history_not_a_verdict():
@@ -95,15 +119,18 @@ def test_failed_row_remap_is_failing():
 
 def test_pending_row_remap_is_degraded():
     assert evaluate(with_(remap_pending=True), NOW) == Verdict(
-        "degraded", "row remap pending (needs a GPU reset)")
+        "degraded", "row remap pending (needs a GPU reset)"
+    )
 
 
 def test_pending_page_retirement_is_degraded():
     assert evaluate(with_(retired_pages_pending=True), NOW).level == "degraded"
 
 
-@pytest.mark.parametrize("reason,label", [("thermal", "thermal"), ("hw_slowdown", "hw slowdown"),
-                                          ("power_brake", "power brake")])
+@pytest.mark.parametrize(
+    "reason,label",
+    [("thermal", "thermal"), ("hw_slowdown", "hw slowdown"), ("power_brake", "power brake")],
+)
 def test_sustained_slowdown_is_degraded_from_the_threshold(reason, label):
     short = with_(throttle={reason: THROTTLE_SUSTAINED_S - 1})
     assert evaluate(short, NOW).level == "ok"
@@ -127,15 +154,20 @@ def test_rising_nvlink_errors_are_degraded():
 
 def test_pcie_replays_rising_past_the_threshold_are_degraded():
     base = 5
-    assert evaluate(with_(pcie_replays=base + PCIE_REPLAY_RISE - 1), NOW,
-                    pcie_replays_before=base).level == "ok"
+    assert (
+        evaluate(
+            with_(pcie_replays=base + PCIE_REPLAY_RISE - 1), NOW, pcie_replays_before=base
+        ).level
+        == "ok"
+    )
     v = evaluate(with_(pcie_replays=base + PCIE_REPLAY_RISE), NOW, pcie_replays_before=base)
     assert v == Verdict("degraded", f"PCIe replays rising (+{PCIE_REPLAY_RISE})")
 
 
 def test_failing_wins_over_degraded_and_lists_every_reason():
-    h = with_(ecc_dbe_volatile=2, remap_failed=True, remap_pending=True,
-              throttle={"thermal": 900.0})
+    h = with_(
+        ecc_dbe_volatile=2, remap_failed=True, remap_pending=True, throttle={"thermal": 900.0}
+    )
     v = evaluate(h, NOW)
     assert v.level == "failing"
     assert v.reason == "2 double-bit ECC error(s); row remapping failed"
@@ -156,16 +188,23 @@ def test_throttle_mask_bits():
     assert throttle_from_mask(0x1) == ("idle",)
     assert throttle_from_mask(0x4 | 0x40) == ("power_cap", "thermal")
     assert throttle_from_mask(0x8 | 0x10 | 0x20 | 0x80) == (
-        "thermal", "hw_slowdown", "sync_boost", "power_brake")
+        "thermal",
+        "hw_slowdown",
+        "sync_boost",
+        "power_brake",
+    )
 
 
 def test_json_round_trip_keeps_unknowns_as_null():
-    h = with_(xid_events=(XidEvent(79, NOW),), processes=(GpuProcess(7, "python", 512, "web-0"),),
-              mig_mode=True, mig_instances=(MigInstance(3, 0, "1g.10gb", 9984),),
-              pcie_replays=None)
+    h = with_(
+        xid_events=(XidEvent(79, NOW),),
+        processes=(GpuProcess(7, "python", 512, "web-0"),),
+        mig_mode=True,
+        mig_instances=(MigInstance(3, 0, "1g.10gb", 9984),),
+        pcie_replays=None,
+    )
     d = h.as_json()
     assert d["pcie_replays"] is None
     assert d["xid_events"] == [{"code": 79, "at": NOW, "meaning": "GPU has fallen off the bus"}]
     assert GpuHealth.from_json(d) == h
     assert GpuHealth.from_json(GpuHealth().as_json()) == GpuHealth()
-

@@ -34,7 +34,12 @@ def test_a100_with_mig_instances():
     assert h.remap_pending is None and h.remap_failed is None
     assert (h.sm_clock_mhz, h.sm_clock_max_mhz, h.mem_clock_mhz) == (1275, 1410, 1593)
     assert (h.pcie_gen, h.pcie_gen_max, h.pcie_width, h.pcie_width_max, h.pcie_replays) == (
-        4, 4, 16, 16, 0)
+        4,
+        4,
+        16,
+        16,
+        0,
+    )
     assert h.throttle == {}
     # nvidia-smi -q does not carry XIDs or NVLink counters.
     assert h.xid_events is None and h.nvlink_links is None and h.nvlink_crc_errors is None
@@ -48,7 +53,8 @@ def test_a10g_row_remap_throttle_and_processes():
     assert h.throttle == {"idle": 0.0}
     assert (h.pcie_width, h.pcie_width_max, h.pcie_gen) == (8, 16, 1)
     assert [(p.pid, p.name, p.used_memory_mib) for p in h.processes] == [
-        (725, "/usr/lib/xorg/Xorg", 22)]
+        (725, "/usr/lib/xorg/Xorg", 22)
+    ]
     assert h.mig_mode is None  # N/A on this board
 
 
@@ -116,14 +122,19 @@ def test_dcgm_without_pod_labels_is_left_out_of_replicas():
 
 def test_dcgm_health_fields_map_to_readings():
     h = dcgm_health(
-        {"DCGM_FI_DEV_XID_ERRORS": 79, "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": 2,
-         "DCGM_FI_DEV_ROW_REMAP_PENDING": 1, "DCGM_FI_DEV_ROW_REMAP_FAILURE": 0,
-         "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL": 3,
-         "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL": 4,
-         "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": 0x40 | 0x4,
-         "DCGM_FI_DEV_MEMORY_TEMP": 9.223372036854776e18,
-         "DCGM_FI_DEV_PCIE_LINK_WIDTH": 9.223372036854776e18},
-        {"GPU_I_ID": "3", "GPU_I_PROFILE": "2g.20gb"})
+        {
+            "DCGM_FI_DEV_XID_ERRORS": 79,
+            "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": 2,
+            "DCGM_FI_DEV_ROW_REMAP_PENDING": 1,
+            "DCGM_FI_DEV_ROW_REMAP_FAILURE": 0,
+            "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL": 3,
+            "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL": 4,
+            "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": 0x40 | 0x4,
+            "DCGM_FI_DEV_MEMORY_TEMP": 9.223372036854776e18,
+            "DCGM_FI_DEV_PCIE_LINK_WIDTH": 9.223372036854776e18,
+        },
+        {"GPU_I_ID": "3", "GPU_I_PROFILE": "2g.20gb"},
+    )
     assert [e.code for e in h.xid_events] == [79]
     assert h.ecc_dbe_volatile == 2 and h.remap_pending is True and h.remap_failed is False
     assert h.nvlink_crc_errors == 7

@@ -22,8 +22,13 @@ from ecolink.store.schema import MIGRATIONS, split_sql
 NOW = 1_767_225_600_000_000
 
 BODY: dict[str, Any] = {
-    "name": "demo", "region": "us-east", "gpu_type": "H100-80GB", "gpu_count": 1,
-    "replicas": 2, "image": "python:3.12", "estimated_duration_hours": 1,
+    "name": "demo",
+    "region": "us-east",
+    "gpu_type": "H100-80GB",
+    "gpu_count": 1,
+    "replicas": 2,
+    "image": "python:3.12",
+    "estimated_duration_hours": 1,
 }
 
 
@@ -40,13 +45,34 @@ def test_the_launch_field_is_optional_and_bounded() -> None:
 
 def _cluster(account_id: str, grace: int | None) -> Cluster:
     return Cluster(
-        id="gc_1", account_id=account_id, name="demo", region="us-east",
-        gpu_type="H100-80GB", gpu_count=1, replicas=2, image="img", startup_command=None,
-        shared_filesystems=(), rate_per_gpu_hour=2_500_000, status="running",
-        status_reason=None, created_at=NOW, started_at=None, expires_at=NOW + 3_600_000_000,
-        duration_mh=1_000_000, endpoint_port=None, suspended=False, terminated_at=None,
-        warned=0, hold_total=0, released_total=0, spent_total=0, last_charge_at=NOW,
-        version=0, termination_grace_seconds=grace)
+        id="gc_1",
+        account_id=account_id,
+        name="demo",
+        region="us-east",
+        gpu_type="H100-80GB",
+        gpu_count=1,
+        replicas=2,
+        image="img",
+        startup_command=None,
+        shared_filesystems=(),
+        rate_per_gpu_hour=2_500_000,
+        status="running",
+        status_reason=None,
+        created_at=NOW,
+        started_at=None,
+        expires_at=NOW + 3_600_000_000,
+        duration_mh=1_000_000,
+        endpoint_port=None,
+        suspended=False,
+        terminated_at=None,
+        warned=0,
+        hold_total=0,
+        released_total=0,
+        spent_total=0,
+        last_charge_at=NOW,
+        version=0,
+        termination_grace_seconds=grace,
+    )
 
 
 @pytest.mark.parametrize("grace", [None, 0, 45])
@@ -65,7 +91,7 @@ def test_the_store_keeps_the_grace(tmp_path: Path, grace: int | None) -> None:
 def test_clusters_from_before_the_migration_keep_the_backend_default(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    for script in MIGRATIONS[:SCHEMA_VERSION - 1]:
+    for script in MIGRATIONS[: SCHEMA_VERSION - 1]:
         for statement in split_sql(script):
             conn.execute(statement)
     conn.execute("INSERT INTO accounts (id, name, created_at) VALUES ('acct_1', 'a', 0)")
@@ -73,7 +99,8 @@ def test_clusters_from_before_the_migration_keep_the_backend_default(tmp_path: P
         "INSERT INTO clusters (id, account_id, name, region, gpu_type, gpu_count, replicas, "
         "image, rate_per_gpu_hour, status, created_at, expires_at, duration_mh, "
         "last_charge_at) VALUES ('gc_old', 'acct_1', 'old', 'us-east', 'H100-80GB', 1, 2, "
-        "'img', 1, 'running', 0, 1, 1, 0)")
+        "'img', 1, 'running', 0, 1, 1, 0)"
+    )
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
     conn.commit()
     conn.close()
@@ -107,9 +134,17 @@ def _applier(default: float | None) -> Applier:
 
 
 def _template_grace(applier: Applier, grace: float | None) -> Any:
-    spec = ClusterSpec(cluster_id="c1", account_id="a1", name="k", region="us-east",
-                       gpu_type="H100-80GB", gpu_count=1, replicas=2, image="busybox:1",
-                       termination_grace_s=grace)
+    spec = ClusterSpec(
+        cluster_id="c1",
+        account_id="a1",
+        name="k",
+        region="us-east",
+        gpu_type="H100-80GB",
+        gpu_count=1,
+        replicas=2,
+        image="busybox:1",
+        termination_grace_s=grace,
+    )
     pod = applier.deployment(spec)["spec"]["template"]["spec"]
     return pod.get("terminationGracePeriodSeconds")
 

@@ -29,32 +29,79 @@ def usd(x: str) -> str:
     return x
 
 
-def cluster(cid: str = "gc_1", name: str = "alpha", *, status: str = "running", region: str = "us-east",
-            expires_in_s: float = 4 * 3600, now: datetime = FIXED_START, replicas: int = 2,
-            gpu_count: int = 4, hourly: str = "20.000000", burn: str | None = None,
-            spent: str = "1.000000", states: list[dict] | None = None, util: float | None = 50.0,
-            idle: int = 0, gpu_type: str = "H100-80GB") -> dict:
+def cluster(
+    cid: str = "gc_1",
+    name: str = "alpha",
+    *,
+    status: str = "running",
+    region: str = "us-east",
+    expires_in_s: float = 4 * 3600,
+    now: datetime = FIXED_START,
+    replicas: int = 2,
+    gpu_count: int = 4,
+    hourly: str = "20.000000",
+    burn: str | None = None,
+    spent: str = "1.000000",
+    states: list[dict] | None = None,
+    util: float | None = 50.0,
+    idle: int = 0,
+    gpu_type: str = "H100-80GB",
+) -> dict:
     if states is None:
-        states = [{"name": f"{name}-{i}", "index": i, "phase": "Running", "ready": True,
-                   "restarts": 0, "reason": None, "node": "n1"} for i in range(replicas)]
+        states = [
+            {
+                "name": f"{name}-{i}",
+                "index": i,
+                "phase": "Running",
+                "ready": True,
+                "restarts": 0,
+                "reason": None,
+                "node": "n1",
+            }
+            for i in range(replicas)
+        ]
     return {
-        "id": cid, "name": name, "region": region, "gpu_type": gpu_type, "gpu_count": gpu_count,
-        "replicas": replicas, "status": status, "status_reason": None, "stale": False,
+        "id": cid,
+        "name": name,
+        "region": region,
+        "gpu_type": gpu_type,
+        "gpu_count": gpu_count,
+        "replicas": replicas,
+        "status": status,
+        "status_reason": None,
+        "stale": False,
         "created_at": (now - timedelta(hours=1)).isoformat(),
         "expires_at": (now + timedelta(seconds=expires_in_s)).isoformat(),
-        "hourly_rate": hourly, "burn_rate": burn if burn is not None else (hourly if status in ("running", "pending") else "0.000000"),
-        "cost": {"hold": "100.000000", "spent": spent, "hold_remaining": "99.000000",
-                 "projected_total": "81.000000"},
-        "endpoint": None, "ready_replicas": sum(1 for s in states if s["ready"]),
+        "hourly_rate": hourly,
+        "burn_rate": burn
+        if burn is not None
+        else (hourly if status in ("running", "pending") else "0.000000"),
+        "cost": {
+            "hold": "100.000000",
+            "spent": spent,
+            "hold_remaining": "99.000000",
+            "projected_total": "81.000000",
+        },
+        "endpoint": None,
+        "ready_replicas": sum(1 for s in states if s["ready"]),
         "replica_states": states,
-        "gpu_summary": {"gpus": replicas * gpu_count, "mean_utilization": util, "idle_gpus": idle,
-                        "telemetry": "simulated"},
+        "gpu_summary": {
+            "gpus": replicas * gpu_count,
+            "mean_utilization": util,
+            "idle_gpus": idle,
+            "telemetry": "simulated",
+        },
     }
 
 
 def account(available: str = "5000.000000") -> dict:
-    return {"id": "a", "name": "demo", "balance": "6000.000000", "held": "1000.000000",
-            "available": available}
+    return {
+        "id": "a",
+        "name": "demo",
+        "balance": "6000.000000",
+        "held": "1000.000000",
+        "available": available,
+    }
 
 
 def snapshot(*clusters: dict, acct: dict | None = None) -> dict:
@@ -72,6 +119,7 @@ def model(clock: Clock) -> DashboardModel:
 
 
 # -- helpers -------------------------------------------------------------------------
+
 
 def test_money_and_time_parsing():
     assert parse_micros("29.940000") == 29_940_000
@@ -96,6 +144,7 @@ def test_durations_and_local_times():
     assert fmt_local(when, UTC, now=when + timedelta(days=1)) == "Mar 02 14:05"
     # Another zone: the same instant shown in that zone's local time.
     from datetime import timezone
+
     assert fmt_local(when, timezone(timedelta(hours=2)), now=when) == "16:05:03"
 
 
@@ -107,6 +156,7 @@ def test_sparkline_scales_pads_and_shows_gaps():
 
 
 # -- frames ---------------------------------------------------------------------------
+
 
 def test_snapshot_fills_clusters_account_and_marks_everything(model):
     model.apply(snapshot(cluster("a", "alpha"), cluster("b", "beta")))
@@ -159,10 +209,26 @@ def test_cluster_removed_and_account_frames(model):
 def test_summaries_update_util_and_sparkline_only_where_changed(model):
     model.apply(snapshot(cluster("a", "alpha", util=10.0), cluster("b", "beta", util=20.0)))
     model.take_changes()
-    model.apply({"type": "summaries", "clusters": {
-        "a": {"gpus": 8, "mean_utilization": 30.0, "idle_gpus": 0, "telemetry": "simulated"},
-        "b": {"gpus": 8, "mean_utilization": 20.0, "idle_gpus": 0, "telemetry": "simulated"},
-        "zzz": {"gpus": 8, "mean_utilization": 1.0, "idle_gpus": 8, "telemetry": "nvml"}}})
+    model.apply(
+        {
+            "type": "summaries",
+            "clusters": {
+                "a": {
+                    "gpus": 8,
+                    "mean_utilization": 30.0,
+                    "idle_gpus": 0,
+                    "telemetry": "simulated",
+                },
+                "b": {
+                    "gpus": 8,
+                    "mean_utilization": 20.0,
+                    "idle_gpus": 0,
+                    "telemetry": "simulated",
+                },
+                "zzz": {"gpus": 8, "mean_utilization": 1.0, "idle_gpus": 8, "telemetry": "nvml"},
+            },
+        }
+    )
     ch = model.take_changes()
     assert ch.clusters == {"a"}  # b's summary is unchanged; zzz is unknown
     assert list(model.util_spark["a"]) == [10.0, 30.0]
@@ -174,13 +240,23 @@ def test_events_are_kept_in_order_deduplicated_and_bounded(clock):
     model.apply(snapshot(cluster("a", "alpha")))
     model.take_changes()
     for i in range(5):
-        model.apply({"type": "event", "cluster_id": "a",
-                     "event": {"at": f"2026-03-02T14:00:0{i}Z", "kind": "scaled", "message": str(i)}})
+        model.apply(
+            {
+                "type": "event",
+                "cluster_id": "a",
+                "event": {"at": f"2026-03-02T14:00:0{i}Z", "kind": "scaled", "message": str(i)},
+            }
+        )
     assert [e["message"] for e in model.events["a"]] == ["2", "3", "4"]
     assert model.take_changes().events == {"a"}
     # REST history arriving later is merged without duplicates, in time order.
-    model.load_events("a", [{"at": "2026-03-02T14:00:04Z", "kind": "scaled", "message": "4"},
-                            {"at": "2026-03-02T14:00:09Z", "kind": "extended", "message": "9"}])
+    model.load_events(
+        "a",
+        [
+            {"at": "2026-03-02T14:00:04Z", "kind": "scaled", "message": "4"},
+            {"at": "2026-03-02T14:00:09Z", "kind": "extended", "message": "9"},
+        ],
+    )
     assert [e["message"] for e in model.events["a"]] == ["3", "4", "9"]
 
 
@@ -193,7 +269,9 @@ def test_replicas_frames_build_bounded_per_gpu_history(clock):
         clock.advance(1)
         model.apply(fleet.replicas_frame(cid, float(t)))
     hist = model.gpu_history[cid]
-    assert set(hist) == {(f"{fleet.clusters[cid]['name']}-{r}", g) for r in range(2) for g in range(2)}
+    assert set(hist) == {
+        (f"{fleet.clusters[cid]['name']}-{r}", g) for r in range(2) for g in range(2)
+    }
     assert all(len(dq) == 5 for dq in hist.values())
     ch = model.take_changes()
     assert cid in ch.replicas and cid in ch.history
@@ -204,14 +282,38 @@ def test_replicas_frames_build_bounded_per_gpu_history(clock):
 def test_metrics_restore_fills_the_gap_before_live_samples(clock):
     model = DashboardModel(clock)
     model.apply(snapshot(cluster("a", "alpha")))
-    live = {"type": "replicas", "cluster_id": "a", "replicas": [
-        {"name": "alpha-0", "gpus": [{"index": 0, "utilization": 77.0, "memory_used_mib": 1,
-                                      "temperature_c": 40, "power_w": 100}]}]}
+    live = {
+        "type": "replicas",
+        "cluster_id": "a",
+        "replicas": [
+            {
+                "name": "alpha-0",
+                "gpus": [
+                    {
+                        "index": 0,
+                        "utilization": 77.0,
+                        "memory_used_mib": 1,
+                        "temperature_c": 40,
+                        "power_w": 100,
+                    }
+                ],
+            }
+        ],
+    }
     model.apply(live)  # one live sample at `now`
     t0 = clock.now()
-    samples = [[(t0 - timedelta(seconds=s)).isoformat(), 10.0 + s, 2, 30, 50] for s in (30, 20, 10, 0)]
-    model.load_metrics("a", {"interval_s": 10, "replicas": [
-        {"name": "alpha-0", "gpus": [{"index": 0, "uuid": "u", "samples": samples}]}]})
+    samples = [
+        [(t0 - timedelta(seconds=s)).isoformat(), 10.0 + s, 2, 30, 50] for s in (30, 20, 10, 0)
+    ]
+    model.load_metrics(
+        "a",
+        {
+            "interval_s": 10,
+            "replicas": [
+                {"name": "alpha-0", "gpus": [{"index": 0, "uuid": "u", "samples": samples}]}
+            ],
+        },
+    )
     hist = list(model.gpu_history["a"][("alpha-0", 0)])
     assert [round(s[1]) for s in hist] == [40, 30, 20, 10]  # restored history, in time order
     clock.advance(1)
@@ -253,39 +355,78 @@ def test_connection_states_and_stale_data(model, clock):
     clock.advance(20)  # no frame for 20 s: summaries come every 5 s
     text, level = model.connection_label()
     assert text.startswith("◌ stale: no data for 20s") and level == "warning"
-    model.apply(connection_frame("reconnecting", attempt=3,
-                                 next_retry_at=clock.now() + timedelta(seconds=4)))
+    model.apply(
+        connection_frame(
+            "reconnecting", attempt=3, next_retry_at=clock.now() + timedelta(seconds=4)
+        )
+    )
     text, level = model.connection_label()
     assert text == "↻ reconnecting in 4s (attempt 3) · data stale" and level == "error"
     assert model.is_stale()
     assert model.take_changes().connection
-    model.apply(connection_frame("reconnecting", attempt=4, error="the API key was refused (401)",
-                                 next_retry_at=clock.now() + timedelta(seconds=30)))
+    model.apply(
+        connection_frame(
+            "reconnecting",
+            attempt=4,
+            error="the API key was refused (401)",
+            next_retry_at=clock.now() + timedelta(seconds=30),
+        )
+    )
     assert model.connection_label()[0] == "✖ API key refused (401) · retry in 30s · data stale"
 
 
 # -- sorting, filtering, grouping -------------------------------------------------------
 
+
 def three(model):
-    model.apply(snapshot(
-        cluster("a", "charlie", region="us-west", util=10, hourly="30.000000", spent="5.000000",
-                expires_in_s=3000),
-        cluster("b", "alpha", region="eu-central", util=90, hourly="10.000000", spent="50.000000",
-                expires_in_s=9000, status="pending"),
-        cluster("c", "bravo", region="us-west", util=None, hourly="20.000000", spent="1.000000",
-                expires_in_s=600, status="stopped")))
+    model.apply(
+        snapshot(
+            cluster(
+                "a",
+                "charlie",
+                region="us-west",
+                util=10,
+                hourly="30.000000",
+                spent="5.000000",
+                expires_in_s=3000,
+            ),
+            cluster(
+                "b",
+                "alpha",
+                region="eu-central",
+                util=90,
+                hourly="10.000000",
+                spent="50.000000",
+                expires_in_s=9000,
+                status="pending",
+            ),
+            cluster(
+                "c",
+                "bravo",
+                region="us-west",
+                util=None,
+                hourly="20.000000",
+                spent="1.000000",
+                expires_in_s=600,
+                status="stopped",
+            ),
+        )
+    )
     model.take_changes()
 
 
-@pytest.mark.parametrize("column,expected", [
-    ("name", ["b", "c", "a"]),
-    ("status", ["b", "a", "c"]),  # pending, running, stopped
-    ("region", ["b", "c", "a"]),  # eu-central, then us-west by name
-    ("util", ["c", "a", "b"]),  # no reading first
-    ("burn", ["c", "b", "a"]),  # stopped burns 0
-    ("spent", ["c", "a", "b"]),
-    ("expires", ["c", "a", "b"]),
-])
+@pytest.mark.parametrize(
+    "column,expected",
+    [
+        ("name", ["b", "c", "a"]),
+        ("status", ["b", "a", "c"]),  # pending, running, stopped
+        ("region", ["b", "c", "a"]),  # eu-central, then us-west by name
+        ("util", ["c", "a", "b"]),  # no reading first
+        ("burn", ["c", "b", "a"]),  # stopped burns 0
+        ("spent", ["c", "a", "b"]),
+        ("expires", ["c", "a", "b"]),
+    ],
+)
 def test_sort_by_every_column(model, column, expected):
     three(model)
     model.set_sort(column, reverse=False)
@@ -330,16 +471,34 @@ def test_order_cache_is_kept_until_a_sort_value_changes(model):
     model.set_sort("spent")
     first = model.ordered_ids()
     assert model.ordered_ids() is first  # no re-sort without a change
-    model.apply({"type": "cluster", "cluster": cluster("a", "charlie", region="us-west", util=10,
-                                                      hourly="30.000000", spent="5.000000",
-                                                      expires_in_s=3000)})
+    model.apply(
+        {
+            "type": "cluster",
+            "cluster": cluster(
+                "a",
+                "charlie",
+                region="us-west",
+                util=10,
+                hourly="30.000000",
+                spent="5.000000",
+                expires_in_s=3000,
+            ),
+        }
+    )
     assert model.ordered_ids() is first  # same values: still no re-sort
-    model.apply({"type": "cluster", "cluster": cluster("a", "charlie", region="us-west",
-                                                      hourly="30.000000", spent="99.000000")})
+    model.apply(
+        {
+            "type": "cluster",
+            "cluster": cluster(
+                "a", "charlie", region="us-west", hourly="30.000000", spent="99.000000"
+            ),
+        }
+    )
     assert model.ordered_ids() == ["c", "b", "a"]
 
 
 # -- alerts -------------------------------------------------------------------------------
+
 
 def kinds(model):
     return sorted((a.cluster_id or "", a.kind, a.level) for a in model.alerts())
@@ -369,7 +528,9 @@ def test_tick_does_nothing_for_clusters_not_due(model, clock, monkeypatch):
     model.apply(snapshot(*[cluster(f"c{i}", f"n{i}", expires_in_s=10 * 3600) for i in range(200)]))
     calls = []
     original = model._recompute_alerts
-    monkeypatch.setattr(model, "_recompute_alerts", lambda cid, now: calls.append(cid) or original(cid, now))
+    monkeypatch.setattr(
+        model, "_recompute_alerts", lambda cid, now: calls.append(cid) or original(cid, now)
+    )
     for _ in range(10):
         clock.advance(1)
         model.tick()
@@ -381,8 +542,19 @@ def test_idle_gpus_alert_after_ten_minutes_with_the_cost(model, clock):
     model.apply(snapshot(cluster("a", "alpha", idle=3, util=2.0)))
     for _ in range(119):  # every 5 s for 9 min 55 s
         clock.advance(5)
-        model.apply({"type": "summaries", "clusters": {"a": {"gpus": 8, "mean_utilization": 2.0,
-                                                               "idle_gpus": 3, "telemetry": "simulated"}}})
+        model.apply(
+            {
+                "type": "summaries",
+                "clusters": {
+                    "a": {
+                        "gpus": 8,
+                        "mean_utilization": 2.0,
+                        "idle_gpus": 3,
+                        "telemetry": "simulated",
+                    }
+                },
+            }
+        )
         model.tick()
     assert kinds(model) == []
     clock.advance(5)
@@ -390,23 +562,49 @@ def test_idle_gpus_alert_after_ten_minutes_with_the_cost(model, clock):
     (alert,) = model.alerts()
     assert alert.kind == "idle" and "you pay $7.50/h for idle GPUs" in alert.message
     # Busy again: the alert clears.
-    model.apply({"type": "summaries", "clusters": {"a": {"gpus": 8, "mean_utilization": 60.0,
-                                                           "idle_gpus": 0, "telemetry": "simulated"}}})
+    model.apply(
+        {
+            "type": "summaries",
+            "clusters": {
+                "a": {"gpus": 8, "mean_utilization": 60.0, "idle_gpus": 0, "telemetry": "simulated"}
+            },
+        }
+    )
     assert kinds(model) == []
 
 
 def test_crash_loop_from_the_reason_or_from_restarts(model, clock):
-    crash = [{"name": "alpha-0", "index": 0, "phase": "Pending", "ready": False, "restarts": 4,
-              "reason": "CrashLoopBackOff: exited with code 3; restarting in 8s", "node": None}]
+    crash = [
+        {
+            "name": "alpha-0",
+            "index": 0,
+            "phase": "Pending",
+            "ready": False,
+            "restarts": 4,
+            "reason": "CrashLoopBackOff: exited with code 3; restarting in 8s",
+            "node": None,
+        }
+    ]
     model.apply(snapshot(cluster("a", "alpha", states=crash)))
     (alert,) = model.alerts()
-    assert alert.kind == "crashloop" and "alpha-0" in alert.message and "4 restarts" in alert.message
+    assert (
+        alert.kind == "crashloop" and "alpha-0" in alert.message and "4 restarts" in alert.message
+    )
     # Restarts counted from frames, without a telling reason.
     model.apply(snapshot(cluster("b", "beta")))
     for n in range(1, 4):
         clock.advance(30)
-        states = [{"name": "beta-0", "index": 0, "phase": "Running", "ready": True, "restarts": n,
-                   "reason": None, "node": "n"}]
+        states = [
+            {
+                "name": "beta-0",
+                "index": 0,
+                "phase": "Running",
+                "ready": True,
+                "restarts": n,
+                "reason": None,
+                "node": "n",
+            }
+        ]
         model.apply({"type": "cluster", "cluster": cluster("b", "beta", states=states)})
     assert ("b", "crashloop", "error") in kinds(model)
     clock.advance(11 * 60)  # no restart for 10 minutes: no longer crash-looping
@@ -415,25 +613,56 @@ def test_crash_loop_from_the_reason_or_from_restarts(model, clock):
 
 
 def test_unschedulable_and_failed_alerts_carry_the_reason(model):
-    pending = [{"name": f"alpha-{i}", "index": i, "phase": "Pending", "ready": False, "restarts": 0,
-                "reason": "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu",
-                "node": None} for i in range(2)]
-    model.apply(snapshot(cluster("a", "alpha", status="pending", states=pending),
-                         cluster("f", "fox", status="failed", states=[])))
+    pending = [
+        {
+            "name": f"alpha-{i}",
+            "index": i,
+            "phase": "Pending",
+            "ready": False,
+            "restarts": 0,
+            "reason": "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu",
+            "node": None,
+        }
+        for i in range(2)
+    ]
+    model.apply(
+        snapshot(
+            cluster("a", "alpha", status="pending", states=pending),
+            cluster("f", "fox", status="failed", states=[]),
+        )
+    )
     by_kind = {a.kind: a for a in model.alerts()}
     assert "Insufficient nvidia.com/gpu" in by_kind["unschedulable"].message
     assert "replicas alpha-0, alpha-1" in by_kind["unschedulable"].message
     assert by_kind["failed"].message.startswith("fox failed")
-    model.apply({"type": "event", "cluster_id": "f", "event": {
-        "at": "2026-03-02T14:00:00Z", "kind": "replica_failed", "message": "CUDA error: out of memory"}})
+    model.apply(
+        {
+            "type": "event",
+            "cluster_id": "f",
+            "event": {
+                "at": "2026-03-02T14:00:00Z",
+                "kind": "replica_failed",
+                "message": "CUDA error: out of memory",
+            },
+        }
+    )
     failed = next(a for a in model.alerts() if a.kind == "failed")
     assert "CUDA error: out of memory" in failed.message
     assert not [a for a in model.take_new_alerts() if a.kind == "failed"][1:]  # notified once
 
 
 def test_pending_for_an_ordinary_reason_is_not_an_alert(model):
-    pending = [{"name": "alpha-0", "index": 0, "phase": "Pending", "ready": False, "restarts": 0,
-                "reason": "ContainerCreating", "node": "n"}]
+    pending = [
+        {
+            "name": "alpha-0",
+            "index": 0,
+            "phase": "Pending",
+            "ready": False,
+            "restarts": 0,
+            "reason": "ContainerCreating",
+            "node": "n",
+        }
+    ]
     model.apply(snapshot(cluster("a", "alpha", status="pending", states=pending)))
     assert kinds(model) == []
 
@@ -456,7 +685,12 @@ def test_low_credit_when_available_is_under_a_day_of_burn(model):
 def test_alerts_are_notified_once_per_stage(model, clock):
     model.apply(snapshot(cluster("a", "alpha", expires_in_s=20 * 60)))
     assert [a.kind for a in model.take_new_alerts()] == ["expiring"]
-    model.apply({"type": "cluster", "cluster": cluster("a", "alpha", expires_in_s=20 * 60, spent="2.000000")})
+    model.apply(
+        {
+            "type": "cluster",
+            "cluster": cluster("a", "alpha", expires_in_s=20 * 60, spent="2.000000"),
+        }
+    )
     assert model.take_new_alerts() == []
 
 
@@ -469,13 +703,23 @@ def test_generated_fleet_shows_every_alert_kind():
         clock.advance(5)
         model.apply(fleet.summaries_frame(0.0))
         model.tick()
-    assert {a.kind for a in model.alerts()} == {"expiring", "idle", "crashloop", "failed",
-                                                 "unschedulable", "low_credit", "gpu_health"}
+    assert {a.kind for a in model.alerts()} == {
+        "expiring",
+        "idle",
+        "crashloop",
+        "failed",
+        "unschedulable",
+        "low_credit",
+        "gpu_health",
+    }
 
 
 def test_terminated_costs_and_find(model):
-    model.apply(snapshot(cluster("a", "alpha", status="terminated", spent="12.340000"),
-                         cluster("b", "beta")))
+    model.apply(
+        snapshot(
+            cluster("a", "alpha", status="terminated", spent="12.340000"), cluster("b", "beta")
+        )
+    )
     assert [(c["id"], spent) for c, spent in model.terminated_costs()] == [("a", 12_340_000)]
     assert model.find("beta")["id"] == "b"
     assert model.find("b")["id"] == "b"
@@ -491,6 +735,12 @@ def test_telemetry_sources_are_counted_incrementally(model):
     assert model.telemetry_sources(["a"]) == ["simulated"]
     model.apply({"type": "cluster_removed", "id": "b"})
     assert model.telemetry_sources() == ["simulated"]
-    model.apply({"type": "summaries", "clusters": {"a": {"gpus": 8, "mean_utilization": 1.0,
-                                                           "idle_gpus": 0, "telemetry": "dcgm"}}})
+    model.apply(
+        {
+            "type": "summaries",
+            "clusters": {
+                "a": {"gpus": 8, "mean_utilization": 1.0, "idle_gpus": 0, "telemetry": "dcgm"}
+            },
+        }
+    )
     assert model.telemetry_sources() == ["dcgm"]

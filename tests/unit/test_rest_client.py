@@ -14,20 +14,53 @@ from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, wire_j
 # An answer as the backend sends it: every field of ClusterOut, None fields, money strings,
 # and a field this client does not know yet.
 CLUSTER = {
-    "id": "gc_1", "name": "web", "region": "us-east", "gpu_type": "H100", "gpu_count": 8,
-    "replicas": 2, "image": "nginx:1", "startup_command": None, "shared_filesystems": [],
-    "termination_grace_seconds": 30, "status": "running", "status_reason": None,
-    "stale": False, "created_at": "2026-01-01T00:00:00Z", "started_at": None,
-    "expires_at": "2026-01-01T10:00:00Z", "estimated_duration_hours": 10.0,
-    "hourly_rate": "47.840000", "burn_rate": "47.840000",
-    "cost": {"hold": "478.400000", "spent": "0.000000", "hold_remaining": "478.400000",
-             "projected_total": "478.400000"},
-    "endpoint": {"url": "http://web.test", "port": 8000}, "ready_replicas": 1,
-    "replica_states": [{"name": "web-0", "index": 0, "phase": "Running", "ready": True,
-                        "restarts": 0, "reason": None, "node": None}],
-    "gpu_summary": {"health": None, "gpus": 16, "mean_utilization": 0.5, "idle_gpus": 0,
-                    "telemetry": "simulated"},
-    "traffic": None, "added_later": {"x": 1},
+    "id": "gc_1",
+    "name": "web",
+    "region": "us-east",
+    "gpu_type": "H100",
+    "gpu_count": 8,
+    "replicas": 2,
+    "image": "nginx:1",
+    "startup_command": None,
+    "shared_filesystems": [],
+    "termination_grace_seconds": 30,
+    "status": "running",
+    "status_reason": None,
+    "stale": False,
+    "created_at": "2026-01-01T00:00:00Z",
+    "started_at": None,
+    "expires_at": "2026-01-01T10:00:00Z",
+    "estimated_duration_hours": 10.0,
+    "hourly_rate": "47.840000",
+    "burn_rate": "47.840000",
+    "cost": {
+        "hold": "478.400000",
+        "spent": "0.000000",
+        "hold_remaining": "478.400000",
+        "projected_total": "478.400000",
+    },
+    "endpoint": {"url": "http://web.test", "port": 8000},
+    "ready_replicas": 1,
+    "replica_states": [
+        {
+            "name": "web-0",
+            "index": 0,
+            "phase": "Running",
+            "ready": True,
+            "restarts": 0,
+            "reason": None,
+            "node": None,
+        }
+    ],
+    "gpu_summary": {
+        "health": None,
+        "gpus": 16,
+        "mean_utilization": 0.5,
+        "idle_gpus": 0,
+        "telemetry": "simulated",
+    },
+    "traffic": None,
+    "added_later": {"x": 1},
 }
 
 
@@ -41,8 +74,16 @@ async def test_every_call_carries_the_bearer_key_and_the_websockets_get_the_same
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request.headers.get("Authorization"))
         if request.url.path == "/account":
-            return httpx.Response(200, json={"id": "a", "name": "x", "balance": "1.000000",
-                                             "held": "0.000000", "available": "1.000000"})
+            return httpx.Response(
+                200,
+                json={
+                    "id": "a",
+                    "name": "x",
+                    "balance": "1.000000",
+                    "held": "0.000000",
+                    "available": "1.000000",
+                },
+            )
         return httpx.Response(200, json=CLUSTER)
 
     async with client_with(handler) as client:
@@ -53,15 +94,28 @@ async def test_every_call_carries_the_bearer_key_and_the_websockets_get_the_same
     assert seen == ["Bearer eco_k", "Bearer eco_k"]
 
 
-@pytest.mark.parametrize("error", [httpx.ConnectError, httpx.ReadError, httpx.WriteError,
-                                   httpx.PoolTimeout, httpx.WriteTimeout, httpx.ReadTimeout,
-                                   httpx.RemoteProtocolError, httpx.CloseError, httpx.ProxyError])
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.ConnectError,
+        httpx.ReadError,
+        httpx.WriteError,
+        httpx.PoolTimeout,
+        httpx.WriteTimeout,
+        httpx.ReadTimeout,
+        httpx.RemoteProtocolError,
+        httpx.CloseError,
+        httpx.ProxyError,
+    ],
+)
 async def test_any_transport_error_is_backend_unreachable(error):
     def handler(request: httpx.Request) -> httpx.Response:
         raise error("boom", request=request)
 
     async with client_with(handler) as client:
-        with pytest.raises(BackendUnreachable, match="cannot reach the backend at http://backend.test"):
+        with pytest.raises(
+            BackendUnreachable, match="cannot reach the backend at http://backend.test"
+        ):
             await client.clusters()
 
 
@@ -115,9 +169,16 @@ async def test_answers_come_back_as_their_wire_models():
     async with client_with(handler) as client:
         listed = await client.clusters()
         assert [type(c) for c in listed] == [ClusterOut, ClusterOut]
-        for call in (client.cluster("web"), client.launch({}), client.scale("web", 3),
-                     client.extend("web", "1"), client.stop("web"), client.resume("web"),
-                     client.restart("web"), client.terminate("web")):
+        for call in (
+            client.cluster("web"),
+            client.launch({}),
+            client.scale("web", 3),
+            client.extend("web", "1"),
+            client.stop("web"),
+            client.resume("web"),
+            client.restart("web"),
+            client.terminate("web"),
+        ):
             c = await call
             assert isinstance(c, ClusterOut)
             assert (c.name, c.cost.hold, c.replica_states[0].ready) == ("web", "478.400000", True)
@@ -134,29 +195,45 @@ async def test_wire_json_is_the_answer_as_the_backend_sent_it():
     async with client_with(handler) as client:
         c = await client.cluster("web")
     assert json.dumps(wire_json(c), indent=2) == json.dumps(CLUSTER, indent=2)
-    account = {"id": "a", "name": "x", "balance": "1.000000", "held": "0.000000",
-               "available": "1.000000"}
+    account = {
+        "id": "a",
+        "name": "x",
+        "balance": "1.000000",
+        "held": "0.000000",
+        "available": "1.000000",
+    }
     assert wire_json(AccountOut.model_validate(account)) == account
 
 
 async def test_an_answer_that_is_not_its_model_is_refused_in_words():
     def handler(request: httpx.Request) -> httpx.Response:
         broken = dict(CLUSTER, cost={"hold": "1.000000"})
-        return httpx.Response(200, json={"clusters": [broken]} if request.url.path.endswith(
-            "clusters") else broken)
+        return httpx.Response(
+            200, json={"clusters": [broken]} if request.url.path.endswith("clusters") else broken
+        )
 
     async with client_with(handler) as client:
-        with pytest.raises(ApiRefusal, match=r"GET /gpu-clusters/web is not a ClusterOut "
-                                             r"\(cost\.spent: Field required\)"):
+        with pytest.raises(
+            ApiRefusal,
+            match=r"GET /gpu-clusters/web is not a ClusterOut "
+            r"\(cost\.spent: Field required\)",
+        ):
             await client.cluster("web")
         with pytest.raises(ApiRefusal, match="not a ClusterOut"):
             await client.clusters()
 
 
 async def test_ledger_entries_come_back_as_models_and_dump_as_sent():
-    entry = {"id": 7, "at": "2026-01-01T00:00:00Z", "cluster_id": None, "kind": "credit",
-             "amount": "100.000000", "balance_after": "100.000000", "held_after": "0.000000",
-             "memo": "welcome"}
+    entry = {
+        "id": 7,
+        "at": "2026-01-01T00:00:00Z",
+        "cluster_id": None,
+        "kind": "credit",
+        "amount": "100.000000",
+        "balance_after": "100.000000",
+        "held_after": "0.000000",
+        "memo": "welcome",
+    }
 
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.url.params["limit"] == "5"

@@ -19,13 +19,16 @@ from ecolink.runtime.base import (
 FORBIDDEN = 'deployments.apps "eco-c1" is forbidden: exceeded quota: gpus'
 
 
-@pytest.mark.parametrize(("api_status", "status", "code"), [
-    (403, 409, "conflict"),
-    (409, 409, "conflict"),
-    (404, 409, "conflict"),
-    (400, 422, "invalid_request"),
-    (422, 422, "invalid_request"),
-])
+@pytest.mark.parametrize(
+    ("api_status", "status", "code"),
+    [
+        (403, 409, "conflict"),
+        (409, 409, "conflict"),
+        (404, 409, "conflict"),
+        (400, 422, "invalid_request"),
+        (422, 422, "invalid_request"),
+    ],
+)
 def test_a_refusal_keeps_the_api_servers_words(api_status: int, status: int, code: str) -> None:
     exc = RuntimeRefused.from_api_status(api_status, FORBIDDEN)
     got_status, body = runtime_failure_answer(exc)
@@ -34,11 +37,19 @@ def test_a_refusal_keeps_the_api_servers_words(api_status: int, status: int, cod
 
 
 def test_unavailable_unknown_replica_and_the_unexpected() -> None:
-    assert runtime_failure_answer(RuntimeUnavailable("connection refused")) == (503, {
-        "error": {"code": "runtime_unavailable",
-                  "message": "the runtime cannot be reached: connection refused"}})
-    assert runtime_failure_answer(ReplicaNotFound("web-7")) == (404, {
-        "error": {"code": "not_found", "message": "no replica web-7", "field": "replica"}})
+    assert runtime_failure_answer(RuntimeUnavailable("connection refused")) == (
+        503,
+        {
+            "error": {
+                "code": "runtime_unavailable",
+                "message": "the runtime cannot be reached: connection refused",
+            }
+        },
+    )
+    assert runtime_failure_answer(ReplicaNotFound("web-7")) == (
+        404,
+        {"error": {"code": "not_found", "message": "no replica web-7", "field": "replica"}},
+    )
     status, body = runtime_failure_answer(RuntimeFailure("the API server chose no protocol"))
     assert status == 503 and body["error"]["code"] == "runtime_unavailable"
     assert "chose no protocol" not in body["error"]["message"]
@@ -63,11 +74,13 @@ async def test_the_app_answers_a_refusal_409_or_422_and_unavailable_503() -> Non
         invalid = await client.post("/raise/invalid")
         down = await client.post("/raise/down")
     assert forbidden.status_code == 409
-    assert forbidden.json() == {"error": {
-        "code": "conflict", "message": f"the API server refused: 403 {FORBIDDEN}"}}
+    assert forbidden.json() == {
+        "error": {"code": "conflict", "message": f"the API server refused: 403 {FORBIDDEN}"}
+    }
     assert invalid.status_code == 422
     assert invalid.json()["error"] == {
         "code": "invalid_request",
-        "message": "the API server refused: 422 spec.replicas: Invalid value: -1"}
+        "message": "the API server refused: 422 spec.replicas: Invalid value: -1",
+    }
     assert down.status_code == 503
     assert down.json()["error"]["code"] == "runtime_unavailable"

@@ -30,14 +30,24 @@ US = 1_000_000
 
 
 def req(name: str = "demo", **kw: Any) -> LaunchRequest:
-    base: dict[str, Any] = dict(name=name, region="us-east", gpu_type="H100-80GB", gpu_count=4,
-                                replicas=3, image="python:3.12", duration_mh=10 * MH)
+    base: dict[str, Any] = dict(
+        name=name,
+        region="us-east",
+        gpu_type="H100-80GB",
+        gpu_count=4,
+        replicas=3,
+        image="python:3.12",
+        duration_mh=10 * MH,
+    )
     base.update(kw)
     return LaunchRequest(**base)
 
 
-def run(fn: Callable[[ClusterService, MemoryRuntime, Any, Store, str], Awaitable[None]],
-        credit: int = 1000, budget: int = 64) -> None:
+def run(
+    fn: Callable[[ClusterService, MemoryRuntime, Any, Store, str], Awaitable[None]],
+    credit: int = 1000,
+    budget: int = 64,
+) -> None:
     async def main() -> None:
         service, runtime, clock, store = make_service(budget=budget)
         acct = new_account(service, "alice", credit)
@@ -49,8 +59,9 @@ def run(fn: Callable[[ClusterService, MemoryRuntime, Any, Store, str], Awaitable
 
 
 def test_launch_holds_and_runs_the_replicas() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         c = await service.launch(acct, req())
         assert c.status == "running"  # the memory runtime reports Running at once
         assert runtime.specs[c.id].replicas == 3
@@ -64,11 +75,15 @@ def test_launch_holds_and_runs_the_replicas() -> None:
 
 
 def test_launch_refusals_name_their_field_and_change_nothing() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
-        for bad, field in [(dict(region="mars"), "region"), (dict(gpu_type="TPU"), "gpu_type"),
-                           (dict(gpu_count=3), "gpu_count"),
-                           (dict(shared_filesystems=("nope",)), "shared_filesystems")]:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
+        for bad, field in [
+            (dict(region="mars"), "region"),
+            (dict(gpu_type="TPU"), "gpu_type"),
+            (dict(gpu_count=3), "gpu_count"),
+            (dict(shared_filesystems=("nope",)), "shared_filesystems"),
+        ]:
             with pytest.raises(InvalidField) as exc:
                 await service.launch(acct, req(**bad))
             assert exc.value.field == field
@@ -82,8 +97,9 @@ def test_launch_refusals_name_their_field_and_change_nothing() -> None:
 
 
 def test_gpu_budget_refuses_with_what_is_free() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         await service.launch(acct, req("a", gpu_count=4, replicas=3, duration_mh=MH))  # 12
         with pytest.raises(Conflict) as exc:
             await service.launch(acct, req("b", gpu_count=2, replicas=3, duration_mh=MH))  # 6
@@ -104,8 +120,9 @@ def test_gpu_budget_refuses_with_what_is_free() -> None:
 
 
 def test_insufficient_balance_says_how_much_is_missing() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         with pytest.raises(InsufficientBalance) as exc:
             await service.launch(acct, req(duration_mh=10 * MH))  # hold $300
         assert "$300.000000" in exc.value.message and "$200.000000 missing" in exc.value.message
@@ -116,8 +133,9 @@ def test_insufficient_balance_says_how_much_is_missing() -> None:
 
 
 def test_runtime_unavailable_answers_503_and_nothing_changes() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         runtime.unavailable = True
         with pytest.raises(RuntimeUnavailable):
             await service.launch(acct, req())
@@ -127,10 +145,12 @@ def test_runtime_unavailable_answers_503_and_nothing_changes() -> None:
         before = (store.ledger_all(), store.cluster(c.id))
         clock.advance(3600)
         runtime.unavailable = True
-        for action in (lambda: service.scale(acct, "demo", 5),
-                       lambda: service.stop(acct, "demo"),
-                       lambda: service.terminate(acct, "demo"),
-                       lambda: service.set_endpoint(acct, "demo", 8000)):
+        for action in (
+            lambda: service.scale(acct, "demo", 5),
+            lambda: service.stop(acct, "demo"),
+            lambda: service.terminate(acct, "demo"),
+            lambda: service.set_endpoint(acct, "demo", 8000),
+        ):
             with pytest.raises(RuntimeUnavailable):
                 await action()
         assert (store.ledger_all(), store.cluster(c.id)) == before
@@ -142,8 +162,9 @@ def test_runtime_unavailable_answers_503_and_nothing_changes() -> None:
 
 
 def test_a_runtime_refusal_reaches_the_api_as_it_is_and_nothing_changes() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         words = 'deployments.apps is forbidden: User "ecolink" cannot create resource'
         runtime.refusal = RuntimeRefused.from_api_status(403, words)
         with pytest.raises(RuntimeRefused) as refused:
@@ -178,8 +199,9 @@ def _idem(key: str, fp: str) -> _Recorder:
 
 
 def test_idempotency_replays_the_first_answer_and_changes_nothing_more() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         await service.launch(acct, req(gpu_type="L40S", gpu_count=1, duration_mh=48 * MH))
         await service.scale(acct, "demo", 5, _idem("k1", "scale-5"))
         n = len(store.ledger_all())
@@ -200,8 +222,9 @@ def test_idempotency_replays_the_first_answer_and_changes_nothing_more() -> None
 
 
 def test_idempotency_keys_are_per_account() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         bob = new_account(service, "bob", 1000)
         await service.launch(acct, req(), _idem("same", "x"))
         c = await service.launch(bob, req(), _idem("same", "x"))
@@ -211,8 +234,9 @@ def test_idempotency_keys_are_per_account() -> None:
 
 
 def test_other_accounts_clusters_are_not_found() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         bob = new_account(service, "bob", 1000)
         c = await service.launch(acct, req())
         for ref in (c.id, c.name):
@@ -226,8 +250,9 @@ def test_other_accounts_clusters_are_not_found() -> None:
 
 
 def test_scale_and_extend_while_stopped_change_only_count_and_expiry() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         c = await service.launch(acct, req(duration_mh=10 * MH))
         clock.advance(3600)
         await service.stop(acct, "demo")
@@ -247,10 +272,12 @@ def test_scale_and_extend_while_stopped_change_only_count_and_expiry() -> None:
 
 
 def test_extend_is_limited_to_720_hours_in_total_and_refused_after_expiry() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
-        await service.launch(acct, req(gpu_type="L40S", gpu_count=1, replicas=2,
-                                       duration_mh=700 * MH))
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
+        await service.launch(
+            acct, req(gpu_type="L40S", gpu_count=1, replicas=2, duration_mh=700 * MH)
+        )
         with pytest.raises(InvalidField) as exc:
             await service.extend(acct, "demo", 21 * MH)
         assert exc.value.field == "hours"
@@ -265,8 +292,9 @@ def test_extend_is_limited_to_720_hours_in_total_and_refused_after_expiry() -> N
 
 
 def test_extend_after_expiry_is_refused_even_before_the_reaper_ran() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         c = await service.launch(acct, req(duration_mh=MH))
         clock.advance(3601)
         with pytest.raises(Conflict):
@@ -278,8 +306,9 @@ def test_extend_after_expiry_is_refused_even_before_the_reaper_ran() -> None:
 
 
 def test_terminate_is_idempotent_and_frees_the_name() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         c = await service.launch(acct, req())
         clock.advance(1800)
         t1 = await service.terminate(acct, "demo")
@@ -299,8 +328,9 @@ def test_terminate_is_idempotent_and_frees_the_name() -> None:
 
 
 def test_expiry_warnings_at_30_and_5_minutes() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         c = await service.launch(acct, req(duration_mh=MH))
         clock.advance(29 * 60)
         await service.tick()
@@ -324,8 +354,9 @@ def test_expiry_warnings_at_30_and_5_minutes() -> None:
 
 
 def test_reaper_expires_and_charges_only_up_to_expires_at() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         c = await service.launch(acct, req(duration_mh=MH))  # $30
         clock.advance(3 * 3600)  # the reaper was late by two hours
         await service.tick()
@@ -388,8 +419,9 @@ def test_clean_shutdown_with_local_replicas_pauses_accrual() -> None:
 
 
 def test_a_failed_cluster_releases_its_hold() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         c = await service.launch(acct, req())
         clock.advance(3600)
         service.cluster_failed(c.id, "every replica failed: exit 1")
@@ -410,8 +442,9 @@ def test_a_failed_cluster_releases_its_hold() -> None:
 
 
 def test_endpoint_set_change_and_close() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         c = await service.launch(acct, req())
         c = await service.set_endpoint(acct, "demo", 8000)
         assert c.endpoint_port == 8000 and runtime.specs[c.id].endpoint_port == 8000
@@ -432,8 +465,9 @@ def test_endpoint_set_change_and_close() -> None:
 
 
 def test_restart_and_replica_restart() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         c = await service.launch(acct, req())
         await service.restart(acct, "demo")
         state = await service.restart_replica(acct, "demo", "demo-1")
@@ -451,8 +485,9 @@ def test_restart_and_replica_restart() -> None:
 
 
 def test_charges_accrue_while_pending_and_stop_while_stopped() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         c = await service.launch(acct, req(duration_mh=10 * MH))
         clock.advance(3600)
         await service.stop(acct, "demo")
@@ -465,8 +500,9 @@ def test_charges_accrue_while_pending_and_stop_while_stopped() -> None:
 
 
 def test_timestamps_move_with_the_injected_clock() -> None:
-    async def body(service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store,
-                   acct: str) -> None:
+    async def body(
+        service: ClusterService, runtime: MemoryRuntime, clock: Any, store: Store, acct: str
+    ) -> None:
         t0 = clock.now()
         c = await service.launch(acct, req(duration_mh=MH // 2))
         assert c.expires_at - c.created_at == 1800 * US

@@ -66,8 +66,9 @@ class FakeRuntime:
 @pytest.fixture
 def manager(tmp_path: Path):
     rt = FakeRuntime()
-    return SessionManager(rt, FakeClock(), state_dir=tmp_path, keep_bytes=256 * 1024,
-                          slow_grace_s=0.3), rt
+    return SessionManager(
+        rt, FakeClock(), state_dir=tmp_path, keep_bytes=256 * 1024, slow_grace_s=0.3
+    ), rt
 
 
 async def drain(session, client, into: bytearray, limit: int | None = None) -> None:
@@ -84,7 +85,7 @@ async def test_replay_keeps_the_newest_output(manager):
     stream = rt.streams[0]
     blob = bytes(i % 251 for i in range(1_000_000))
     for i in range(0, len(blob), 1000):
-        stream.q.put_nowait((STDOUT, blob[i:i + 1000]))
+        stream.q.put_nowait((STDOUT, blob[i : i + 1000]))
     stream.q.put_nowait((STDERR, b"warning\n"))
     stream.code = 0
     stream.q.put_nowait(None)

@@ -21,23 +21,23 @@ S = ClusterStatus
 
 # Every move the service makes, with the use case that makes it.
 SERVICE_MOVES = [
-    (S.PENDING, S.RUNNING),        # every replica runs
-    (S.STOPPING, S.STOPPED),       # no replica is left
-    (S.PENDING, S.STOPPING),       # stop
-    (S.RUNNING, S.STOPPING),       # stop
-    (S.STOPPED, S.PENDING),        # resume
-    (S.STOPPING, S.PENDING),       # resume before the replicas are gone
-    (S.PENDING, S.TERMINATING),    # expiry
+    (S.PENDING, S.RUNNING),  # every replica runs
+    (S.STOPPING, S.STOPPED),  # no replica is left
+    (S.PENDING, S.STOPPING),  # stop
+    (S.RUNNING, S.STOPPING),  # stop
+    (S.STOPPED, S.PENDING),  # resume
+    (S.STOPPING, S.PENDING),  # resume before the replicas are gone
+    (S.PENDING, S.TERMINATING),  # expiry
     (S.RUNNING, S.TERMINATING),
     (S.STOPPING, S.TERMINATING),
     (S.STOPPED, S.TERMINATING),
     (S.TERMINATING, S.TERMINATED),  # the runtime removed it
-    (S.PENDING, S.TERMINATED),     # terminate
+    (S.PENDING, S.TERMINATED),  # terminate
     (S.RUNNING, S.TERMINATED),
     (S.STOPPING, S.TERMINATED),
     (S.STOPPED, S.TERMINATED),
     (S.FAILED, S.TERMINATED),
-    (S.PENDING, S.FAILED),         # the runtime gave up
+    (S.PENDING, S.FAILED),  # the runtime gave up
     (S.RUNNING, S.FAILED),
 ]
 
@@ -59,16 +59,19 @@ def test_every_move_the_service_makes_is_legal(old: ClusterStatus, new: ClusterS
     assert check_move(old.value, new.value) is new
 
 
-@pytest.mark.parametrize(("old", "new"), [
-    (S.TERMINATED, S.PENDING),
-    (S.TERMINATED, S.TERMINATING),
-    (S.TERMINATING, S.PENDING),
-    (S.TERMINATING, S.STOPPED),
-    (S.STOPPED, S.RUNNING),   # a resume goes through pending
-    (S.STOPPED, S.STOPPING),
-    (S.FAILED, S.RUNNING),
-    (S.FAILED, S.PENDING),
-])
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (S.TERMINATED, S.PENDING),
+        (S.TERMINATED, S.TERMINATING),
+        (S.TERMINATING, S.PENDING),
+        (S.TERMINATING, S.STOPPED),
+        (S.STOPPED, S.RUNNING),  # a resume goes through pending
+        (S.STOPPED, S.STOPPING),
+        (S.FAILED, S.RUNNING),
+        (S.FAILED, S.PENDING),
+    ],
+)
 def test_moves_the_table_refuses(old: ClusterStatus, new: ClusterStatus) -> None:
     assert not can_move(old, new)
     with pytest.raises(IllegalTransition) as refused:

@@ -25,15 +25,37 @@ from ecolink.store import (
 NOW = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 
 
-def _cluster(store: Store, account_id: str, cid: str = "gc_1", name: str = "demo",
-             status: str = "running") -> Cluster:
+def _cluster(
+    store: Store, account_id: str, cid: str = "gc_1", name: str = "demo", status: str = "running"
+) -> Cluster:
     c = Cluster(
-        id=cid, account_id=account_id, name=name, region="us-east", gpu_type="H100-80GB",
-        gpu_count=1, replicas=2, image="img", startup_command=None, shared_filesystems=("w",),
-        rate_per_gpu_hour=2_500_000, status=status, status_reason=None, created_at=NOW,
-        started_at=None, expires_at=NOW + 3_600_000_000, duration_mh=1_000_000,
-        endpoint_port=None, suspended=False, terminated_at=None, warned=0, hold_total=0,
-        released_total=0, spent_total=0, last_charge_at=NOW, version=0)
+        id=cid,
+        account_id=account_id,
+        name=name,
+        region="us-east",
+        gpu_type="H100-80GB",
+        gpu_count=1,
+        replicas=2,
+        image="img",
+        startup_command=None,
+        shared_filesystems=("w",),
+        rate_per_gpu_hour=2_500_000,
+        status=status,
+        status_reason=None,
+        created_at=NOW,
+        started_at=None,
+        expires_at=NOW + 3_600_000_000,
+        duration_mh=1_000_000,
+        endpoint_port=None,
+        suspended=False,
+        terminated_at=None,
+        warned=0,
+        hold_total=0,
+        released_total=0,
+        spent_total=0,
+        last_charge_at=NOW,
+        version=0,
+    )
     with store.tx():
         store.insert_cluster(c)
     return c
@@ -47,7 +69,8 @@ def test_schema_is_versioned_with_wal_and_foreign_keys(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.IntegrityError), store.tx():
         store.execute(
             "INSERT INTO api_keys (account_id, prefix, key_hash, created_at) VALUES (?,?,?,?)",
-            ("acct_missing", "eco_x", "h", NOW))
+            ("acct_missing", "eco_x", "h", NOW),
+        )
     store.close()
 
 
@@ -57,8 +80,17 @@ def test_migrations_run_on_open_and_a_newer_schema_is_refused(tmp_path: Path) ->
     store = Store(path)
     assert store.schema_version() == SCHEMA_VERSION
     tables = {r[0] for r in store.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"accounts", "api_keys", "console_sessions", "clusters", "cluster_segments",
-            "ledger", "events", "idempotency", "kept_sessions"} <= tables
+    assert {
+        "accounts",
+        "api_keys",
+        "console_sessions",
+        "clusters",
+        "cluster_segments",
+        "ledger",
+        "events",
+        "idempotency",
+        "kept_sessions",
+    } <= tables
     store.close()
     Store(path).close()  # opening again migrates nothing and keeps the data
     raw = sqlite3.connect(path)
@@ -96,8 +128,11 @@ def test_postings_that_would_make_available_negative_are_refused(tmp_path: Path)
     with pytest.raises(StoreError), store.tx():
         store.post(a.id, None, "hold", 101, "too much", NOW)
     with pytest.raises(sqlite3.IntegrityError), store.tx():
-        store.execute("INSERT INTO ledger (account_id, at, kind, amount, balance_after,"
-                      " held_after) VALUES (?, ?, 'charge', 5, 0, 0)", (a.id, NOW))
+        store.execute(
+            "INSERT INTO ledger (account_id, at, kind, amount, balance_after,"
+            " held_after) VALUES (?, ?, 'charge', 5, 0, 0)",
+            (a.id, NOW),
+        )
     # A failed transaction leaves nothing behind.
     assert [e.kind for e in store.ledger_all()] == ["credit"]
     with pytest.raises(StoreError, match="transaction"):
@@ -199,8 +234,9 @@ def test_idempotency_records_are_per_account_and_kept_24_hours(tmp_path: Path) -
     with store.tx():
         a = store.create_account("alice", NOW)
         b = store.create_account("bob", NOW)
-        store.save_idempotency(IdempotencyRecord(a.id, "k", "fp", 201, "application/json",
-                                                 b"{}", NOW))
+        store.save_idempotency(
+            IdempotencyRecord(a.id, "k", "fp", 201, "application/json", b"{}", NOW)
+        )
     assert store.idempotency(a.id, "k", NOW + 1) is not None
     assert store.idempotency(b.id, "k", NOW + 1) is None
     day = 24 * 3600 * 1_000_000
@@ -232,13 +268,29 @@ def test_kept_session_records_end_on_restart(tmp_path: Path) -> None:
     with store.tx():
         a = store.create_account("alice", NOW)
     _cluster(store, a.id)
-    store.save_kept_session({"id": "s1", "cluster_id": "gc_1", "replica": "demo-0",
-                             "command": ["bash"], "tty": True, "started_at": NOW})
-    store.save_kept_session({"id": "s2", "cluster_id": "gc_1", "replica": "demo-1",
-                             "command": ["sh", "-c", "exit 3"], "tty": False,
-                             "started_at": NOW + 1})
-    store.update_kept_session("s2", exited=True, exit_code=3, ended_reason="exited",
-                              ended_at=NOW + 2)
+    store.save_kept_session(
+        {
+            "id": "s1",
+            "cluster_id": "gc_1",
+            "replica": "demo-0",
+            "command": ["bash"],
+            "tty": True,
+            "started_at": NOW,
+        }
+    )
+    store.save_kept_session(
+        {
+            "id": "s2",
+            "cluster_id": "gc_1",
+            "replica": "demo-1",
+            "command": ["sh", "-c", "exit 3"],
+            "tty": False,
+            "started_at": NOW + 1,
+        }
+    )
+    store.update_kept_session(
+        "s2", exited=True, exit_code=3, ended_reason="exited", ended_at=NOW + 2
+    )
     assert store.end_open_kept_sessions("backend_restart", NOW + 5) == 1
     recs = {r["id"]: r for r in store.kept_sessions("gc_1")}
     assert recs["s1"]["ended_reason"] == "backend_restart" and recs["s1"]["exited"]

@@ -77,8 +77,11 @@ def test_a_read_the_database_keeps_out_is_unavailable_in_time(tmp_path: Path) ->
     store, acct = _store(tmp_path, busy_timeout_ms=300)
     # Hold every read mark of the WAL's shared memory from another process: no
     # reader can start (SQLite's own retries last about 10 s, whatever the timeout).
-    holder = subprocess.Popen([sys.executable, "-c", READERS_OUT, str(tmp_path / "ecolink.db")],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", READERS_OUT, str(tmp_path / "ecolink.db")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "taken"
 
     async def main() -> float:

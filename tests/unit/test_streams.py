@@ -36,8 +36,9 @@ class StreamingRuntime(MemoryRuntime):
         index = int(replica.rsplit("-", 1)[1])
         return HostPort("127.0.0.1", port * 10 + index)
 
-    def logs(self, cluster_id: str, replica: str, *, tail: int | None, follow: bool,
-             previous: bool) -> AsyncIterator[bytes]:
+    def logs(
+        self, cluster_id: str, replica: str, *, tail: int | None, follow: bool, previous: bool
+    ) -> AsyncIterator[bytes]:
         async def lines() -> AsyncIterator[bytes]:
             try:
                 for n in range(100):
@@ -53,9 +54,18 @@ async def _setup(replicas: int = 3) -> tuple[ClusterStreams, StreamingRuntime, s
     service, _, _, store = make_service(runtime=runtime)
     alice = new_account(service, "alice", 1000)
     await service.start(background=False)
-    c = await service.launch(alice, LaunchRequest(
-        name="web", region="us-east", gpu_type="L40S", gpu_count=1, replicas=replicas,
-        image="img", duration_mh=MH))
+    c = await service.launch(
+        alice,
+        LaunchRequest(
+            name="web",
+            region="us-east",
+            gpu_type="L40S",
+            gpu_count=1,
+            replicas=replicas,
+            image="img",
+            duration_mh=MH,
+        ),
+    )
     return ClusterStreams(service, runtime, store, None), runtime, alice, c
 
 
@@ -65,8 +75,7 @@ def test_service_targets_take_turns_and_skip_unreachable_replicas() -> None:
         with pytest.raises(NotFound):  # no endpoint yet
             await streams.service_targets(alice, "web")
         await streams.service.set_endpoint(alice, "web", 800)
-        firsts = [(await streams.service_targets(alice, "web")).targets[0].port
-                  for _ in range(4)]
+        firsts = [(await streams.service_targets(alice, "web")).targets[0].port for _ in range(4)]
         assert firsts == [8000, 8001, 8002, 8000]
         found = await streams.service_targets(alice, c.id)
         assert found.cluster_id == c.id

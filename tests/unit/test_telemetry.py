@@ -131,8 +131,11 @@ class FakeRuntime:
         if self.fail:
             raise RuntimeError("down")
         return [
-            ReplicaTelemetry(r, "simulated", self.src.read(f"{cid}/{r}", "H100", [0, 1],
-                                                           active=True, now=self.clock.now()))
+            ReplicaTelemetry(
+                r,
+                "simulated",
+                self.src.read(f"{cid}/{r}", "H100", [0, 1], active=True, now=self.clock.now()),
+            )
             for r in self.replicas.get(cid, [])
         ]
 

@@ -45,7 +45,8 @@ def recorded(monkeypatch):
         "nvmlDeviceGetName": lambda h: b"NVIDIA A100-SXM4-80GB",
         "nvmlDeviceGetUUID": lambda h: UUID.encode(),
         "nvmlDeviceGetMemoryInfo": lambda h: types.SimpleNamespace(
-            total=(19968 if h in mig_handles else 81920) * MIB, used=50 * MIB),
+            total=(19968 if h in mig_handles else 81920) * MIB, used=50 * MIB
+        ),
         "nvmlDeviceGetEnforcedPowerLimit": lambda h: 500_000,
         "nvmlDeviceGetUtilizationRates": lambda h: types.SimpleNamespace(gpu=0, memory=0),
         "nvmlDeviceGetTemperature": lambda h, kind: 27,
@@ -63,17 +64,18 @@ def recorded(monkeypatch):
         "nvmlDeviceGetMaxPcieLinkWidth": lambda h: 16,
         "nvmlDeviceGetPcieReplayCounter": lambda h: 0,
         "nvmlDeviceGetNvLinkState": lambda h, link: (
-            pynvml.NVML_FEATURE_ENABLED if link < 12 else unsupported()),
+            pynvml.NVML_FEATURE_ENABLED if link < 12 else unsupported()
+        ),
         "nvmlDeviceGetNvLinkErrorCounter": lambda h, link, kind: 1 if (link, kind) == (2, 2) else 0,
         "nvmlDeviceGetMigMode": lambda h: (pynvml.NVML_DEVICE_MIG_ENABLE,) * 2,
         "nvmlDeviceGetMaxMigDeviceCount": lambda h: 7,
-        "nvmlDeviceGetMigDeviceHandleByIndex": lambda h, i: (
-            f"mig{i}" if i < 4 else unsupported()),
+        "nvmlDeviceGetMigDeviceHandleByIndex": lambda h, i: f"mig{i}" if i < 4 else unsupported(),
         "nvmlDeviceGetGpuInstanceId": lambda mh: mig_handles[mh],
         "nvmlDeviceGetComputeInstanceId": lambda mh: 0,
         "nvmlDeviceGetComputeRunningProcesses": lambda h: [
             types.SimpleNamespace(pid=4242, usedGpuMemory=12 * MIB),
-            types.SimpleNamespace(pid=4343, usedGpuMemory=None)],
+            types.SimpleNamespace(pid=4343, usedGpuMemory=None),
+        ],
         "nvmlEventSetCreate": lambda: "set",
         "nvmlDeviceRegisterEvents": lambda h, kinds, s: None,
         "nvmlEventSetWait_v2": wait,
@@ -81,13 +83,17 @@ def recorded(monkeypatch):
     }
     for name, fn in values.items():
         monkeypatch.setattr(pynvml, name, fn)
-    monkeypatch.setattr("ecolink.telemetry_health._replica_of_pid",
-                        lambda pid: {4242: "web-0"}.get(pid))
+    monkeypatch.setattr(
+        "ecolink.telemetry_health._replica_of_pid", lambda pid: {4242: "web-0"}.get(pid)
+    )
     monkeypatch.setattr("ecolink.telemetry_health._proc_name", lambda pid: "python")
 
     def xid(code: int) -> None:
-        events.append(types.SimpleNamespace(
-            eventType=pynvml.nvmlEventTypeXidCriticalError, eventData=code, device="gpu0"))
+        events.append(
+            types.SimpleNamespace(
+                eventType=pynvml.nvmlEventTypeXidCriticalError, eventData=code, device="gpu0"
+            )
+        )
 
     return xid
 
@@ -103,7 +109,11 @@ def test_nvml_reads_every_health_field(recorded):
     h = g.health
     assert (g.uuid, g.memory_total_mib, g.power_w) == (UUID, 81920, 67.0)
     assert (h.ecc_sbe_volatile, h.ecc_dbe_volatile, h.ecc_sbe_aggregate, h.ecc_dbe_aggregate) == (
-        0, 0, 0, 0)
+        0,
+        0,
+        0,
+        0,
+    )
     assert h.retired_pages_sbe is None and h.retired_pages_pending is None  # unsupported
     assert (h.remap_pending, h.remap_failed) == (False, False)
     assert h.throttle == {"idle": 0.0}
@@ -112,9 +122,15 @@ def test_nvml_reads_every_health_field(recorded):
     assert (h.nvlink_links, h.nvlink_crc_errors, h.nvlink_replay_errors) == (12, 1, 0)
     assert h.mig_mode is True
     assert [(m.gpu_instance, m.memory_total_mib) for m in h.mig_instances] == [
-        (3, 19968), (4, 19968), (5, 19968), (6, 19968)]
+        (3, 19968),
+        (4, 19968),
+        (5, 19968),
+        (6, 19968),
+    ]
     assert [(p.pid, p.used_memory_mib, p.replica) for p in h.processes] == [
-        (4242, 12, "web-0"), (4343, None, None)]
+        (4242, 12, "web-0"),
+        (4343, None, None),
+    ]
     assert h.xid_events == ()
     src.close()
 
@@ -209,14 +225,19 @@ class FakeRuntime:
 
 async def test_hub_serves_verdicts_summary_and_history():
     clock = FakeClock(T0)
-    rt = FakeRuntime([reading(GpuHealth(throttle={}), "GPU-a"),
-                      reading(GpuHealth(ecc_dbe_volatile=1), "GPU-b")])
+    rt = FakeRuntime(
+        [reading(GpuHealth(throttle={}), "GPU-a"), reading(GpuHealth(ecc_dbe_volatile=1), "GPU-b")]
+    )
     hub = TelemetryHub(rt, clock)  # type: ignore[arg-type]
     hub.track("c1")
     await hub.sample_once()
     s = hub.summary("c1")
-    assert s["health"] == {"verdict": "failing", "reason": "1 double-bit ECC error(s)",
-                           "failing": 1, "degraded": 0}
+    assert s["health"] == {
+        "verdict": "failing",
+        "reason": "1 double-bit ECC error(s)",
+        "failing": 1,
+        "degraded": 0,
+    }
     from ecolink.runtime.base import ReplicaState
 
     (rep,) = hub.replicas_json("c1", [ReplicaState("web-0", 0, "Running", True, 0, None, None)])
@@ -224,5 +245,6 @@ async def test_hub_serves_verdicts_summary_and_history():
     assert rep["gpus"][0]["health"]["pcie_replays"] is None
     m = hub.metrics("c1", None)
     gpus = {g["uuid"]: g for g in m["replicas"][0]["gpus"]}
-    assert gpus["GPU-b"]["health"] == [["2026-03-01T12:00:00Z", "failing",
-                                        "1 double-bit ECC error(s)"]]
+    assert gpus["GPU-b"]["health"] == [
+        ["2026-03-01T12:00:00Z", "failing", "1 double-bit ECC error(s)"]
+    ]

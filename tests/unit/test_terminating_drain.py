@@ -23,8 +23,14 @@ class DrainingRuntime(MemoryRuntime):
         self.calls.append(("terminate", cluster_id))
         self.specs.pop(cluster_id, None)
         self.states[cluster_id] = [
-            ReplicaState(name=s.name, index=s.index, phase="Running", ready=False,
-                         reason="Terminating", node=s.node)
+            ReplicaState(
+                name=s.name,
+                index=s.index,
+                phase="Running",
+                ready=False,
+                reason="Terminating",
+                node=s.node,
+            )
             for s in self.states.get(cluster_id, [])
         ]
 
@@ -35,8 +41,15 @@ class DrainingRuntime(MemoryRuntime):
 
 
 def _req(name: str, hours: int = 1) -> LaunchRequest:
-    return LaunchRequest(name=name, region="us-east", gpu_type="H100-80GB", gpu_count=1,
-                         replicas=2, image="x", duration_mh=hours * MH)
+    return LaunchRequest(
+        name=name,
+        region="us-east",
+        gpu_type="H100-80GB",
+        gpu_count=1,
+        replicas=2,
+        image="x",
+        duration_mh=hours * MH,
+    )
 
 
 def test_an_expired_cluster_is_terminated_once_its_replicas_are_gone() -> None:

@@ -32,8 +32,9 @@ def test_nothing_a_terminal_would_obey_is_left(s):
     assert "\x1b" not in out and "\x07" not in out
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn",
-                                                            "Zl", "Zp"))))
+@given(
+    st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")))
+)
 def test_printable_text_is_unchanged(s):
     assert visible(s) == s
 

@@ -13,22 +13,46 @@ from ecotui.testing import GeneratedFleet
 from ecotui.widgets.replicas_table import replica_cells
 
 BUSY = {"requests_per_s": 12.34, "errors_5xx_per_s": 0.4, "in_flight": 3, "path": "pod-ip"}
-REPLICA = {"path": "port-forward", "requests_per_s": 0.0, "errors_5xx_per_s": 0.0,
-           "statuses": {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0}, "in_flight": 0,
-           "latency_p50_ms": None, "latency_p99_ms": None}
+REPLICA = {
+    "path": "port-forward",
+    "requests_per_s": 0.0,
+    "errors_5xx_per_s": 0.0,
+    "statuses": {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0},
+    "in_flight": 0,
+    "latency_p50_ms": None,
+    "latency_p99_ms": None,
+}
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (None, "—"), (0, "0"), (0.0, "0"), (0.04, "0.0"), (0.4, "0.4"), (9.96, "10"), (12.34, "12"),
-    (999.4, "999"), (999.6, "1.0k"), (1234.0, "1.2k"), ("junk", "—"),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "—"),
+        (0, "0"),
+        (0.0, "0"),
+        (0.04, "0.0"),
+        (0.4, "0.4"),
+        (9.96, "10"),
+        (12.34, "12"),
+        (999.4, "999"),
+        (999.6, "1.0k"),
+        (1234.0, "1.2k"),
+        ("junk", "—"),
+    ],
+)
 def test_rates_per_second(value, text):
     assert traffic.fmt_per_s(value) == text
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (None, "—"), (0.8, "0.8ms"), (42.4, "42ms"), (1320.0, "1.3s"),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "—"),
+        (0.8, "0.8ms"),
+        (42.4, "42ms"),
+        (1320.0, "1.3s"),
+    ],
+)
 def test_latencies(value, text):
     assert traffic.fmt_ms(value) == text
 
@@ -38,7 +62,8 @@ def test_paths_in_words():
     assert traffic.path_words("pod-ip") == "direct to pod IPs"
     assert traffic.path_words("port-forward") == "via API server port-forward"
     assert traffic.path_words("pod-ip,port-forward") == (
-        "direct to pod IPs and via API server port-forward")
+        "direct to pod IPs and via API server port-forward"
+    )
     assert traffic.path_words(None) is None
 
 
@@ -49,18 +74,25 @@ def test_replica_cells_unknown_and_known():
     # Counted and idle: the rates are a known 0; the p99 of no request is unknown.
     cells = replica_cells({"name": "r-0", "phase": "Running", "traffic": REPLICA})
     assert [cells[k] for k in ("rps", "5xx", "inflight", "p99")] == ["0", "0", "0", "—"]
-    busy = {**REPLICA, "requests_per_s": 25.0, "errors_5xx_per_s": 1.5, "in_flight": 4,
-            "latency_p99_ms": 250.0}
+    busy = {
+        **REPLICA,
+        "requests_per_s": 25.0,
+        "errors_5xx_per_s": 1.5,
+        "in_flight": 4,
+        "latency_p99_ms": 250.0,
+    }
     cells = replica_cells({"name": "r-0", "phase": "Running", "traffic": busy})
     assert [cells[k] for k in ("rps", "5xx", "inflight", "p99")] == ["25", "1.5", "4", "250ms"]
 
 
 def test_cluster_summary_says_how_replicas_are_reached():
     assert traffic.cluster_summary({"traffic": BUSY, "endpoint": {"port": 1}}) == (
-        "12 req/s · 5xx 0.4/s · direct to pod IPs · 3 in flight")
+        "12 req/s · 5xx 0.4/s · direct to pod IPs · 3 in flight"
+    )
     assert traffic.cluster_summary({"traffic": None, "endpoint": {"port": 1}}) == "— req/s"
     assert traffic.cluster_summary({"traffic": None, "endpoint": None}) == (
-        "— req/s (no public URL)")
+        "— req/s (no public URL)"
+    )
 
 
 def test_show_prints_the_traffic_line():

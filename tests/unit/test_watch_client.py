@@ -63,7 +63,12 @@ async def test_frames_with_auth_and_connection_state(peer):
     client = WatchClient(peer.url, "eco_good")
     gen = client.frames()
     frames = await take(gen, 4)
-    assert [f["type"] for f in frames] == ["connection", "connection", "snapshot", "cluster_removed"]
+    assert [f["type"] for f in frames] == [
+        "connection",
+        "connection",
+        "snapshot",
+        "cluster_removed",
+    ]
     assert frames[0]["state"] == "connecting" and frames[1]["state"] == "connected"
     assert peer.headers == ["Bearer eco_good"]
     await client.close()
@@ -90,8 +95,9 @@ async def test_focus_is_sent_and_resent_after_a_reconnect(peer):
 
 
 async def test_refused_key_is_reported_and_retried_with_growing_back_off(peer):
-    client = WatchClient(peer.url, "eco_bad", backoff_initial=0.01, backoff_factor=2.0,
-                         backoff_max=0.04, jitter=0.0)
+    client = WatchClient(
+        peer.url, "eco_bad", backoff_initial=0.01, backoff_factor=2.0, backoff_max=0.04, jitter=0.0
+    )
     gen = client.frames()
     frames = await take(gen, 8)
     waits = [f for f in frames if f.get("next_retry_at")]
@@ -118,9 +124,13 @@ async def test_unreachable_backend_reports_reconnecting_with_next_retry_time():
 
 def test_backoff_grows_exponentially_up_to_the_cap_with_jitter():
     rng = random.Random(1)
-    plain = [backoff_delay(a, initial=0.5, factor=2, maximum=8, jitter=0, rng=rng) for a in range(1, 8)]
+    plain = [
+        backoff_delay(a, initial=0.5, factor=2, maximum=8, jitter=0, rng=rng) for a in range(1, 8)
+    ]
     assert plain == [0.5, 1, 2, 4, 8, 8, 8]
-    jittered = [backoff_delay(3, initial=0.5, factor=2, maximum=8, jitter=0.2, rng=rng) for _ in range(50)]
+    jittered = [
+        backoff_delay(3, initial=0.5, factor=2, maximum=8, jitter=0.2, rng=rng) for _ in range(50)
+    ]
     assert all(2.0 <= d <= 2.4 for d in jittered) and len(set(jittered)) > 1
 
 
@@ -131,18 +141,34 @@ def test_urls_follow_the_scheme():
 
 def test_connection_frames_are_the_wire_models_frames():
     when = datetime(2026, 3, 2, 14, 0, 5, tzinfo=UTC)
-    frame = parse_frame(json.dumps(connection_frame("reconnecting", attempt=2, next_retry_at=when,
-                                                    error="connection lost (1006)")))
+    frame = parse_frame(
+        json.dumps(
+            connection_frame(
+                "reconnecting", attempt=2, next_retry_at=when, error="connection lost (1006)"
+            )
+        )
+    )
     assert isinstance(frame, WatchConnection)
-    assert (frame.state, frame.attempt, frame.error) == ("reconnecting", 2, "connection lost (1006)")
+    assert (frame.state, frame.attempt, frame.error) == (
+        "reconnecting",
+        2,
+        "connection lost (1006)",
+    )
     assert frame.next_retry_at == "2026-03-02T14:00:05+00:00"
 
 
 def test_frames_are_told_apart_by_type_and_bad_ones_refused():
-    summaries = parse_frame(json.dumps({
-        "type": "summaries",
-        "clusters": {"c1": {"gpus": 8, "mean_utilization": 3.5, "idle_gpus": 2, "telemetry": "nvml"}},
-        "traffic": {"c1": None}}))
+    summaries = parse_frame(
+        json.dumps(
+            {
+                "type": "summaries",
+                "clusters": {
+                    "c1": {"gpus": 8, "mean_utilization": 3.5, "idle_gpus": 2, "telemetry": "nvml"}
+                },
+                "traffic": {"c1": None},
+            }
+        )
+    )
     assert isinstance(summaries, WatchSummaries)
     assert summaries.clusters["c1"].idle_gpus == 2 and summaries.traffic == {"c1": None}
     with pytest.raises(ValidationError):

@@ -23,8 +23,14 @@ def _frames(client: object) -> list[dict[str, object]]:
 def test_hub_coalesces_isolates_and_announces_removal(tmp_path: Path) -> None:
     async def main() -> None:
         service, runtime, clock, store = make_service()
-        ctx = AppContext(service=service, store=store, runtime=runtime, clock=clock,
-                         state_dir=tmp_path, catalog=service.catalog)
+        ctx = AppContext(
+            service=service,
+            store=store,
+            runtime=runtime,
+            clock=clock,
+            state_dir=tmp_path,
+            catalog=service.catalog,
+        )
         hub = WatchHub(ctx)
         service.observers.append(hub)
         alice = new_account(service, "alice", 1000)
@@ -34,9 +40,18 @@ def test_hub_coalesces_isolates_and_announces_removal(tmp_path: Path) -> None:
         b = hub.connect(bob)
         snap = json.loads(await hub.snapshot(a))
         assert snap["type"] == "snapshot" and snap["clusters"] == []
-        c = await service.launch(alice, LaunchRequest(
-            name="x", region="us-east", gpu_type="L40S", gpu_count=1, replicas=2,
-            image="img", duration_mh=MH))
+        c = await service.launch(
+            alice,
+            LaunchRequest(
+                name="x",
+                region="us-east",
+                gpu_type="L40S",
+                gpu_count=1,
+                replicas=2,
+                image="img",
+                duration_mh=MH,
+            ),
+        )
         for n in range(5):  # many changes before the flush: one frame for the cluster
             await service.scale(alice, "x", 2 + n % 2 + 1)
         await hub._flush()
@@ -45,13 +60,23 @@ def test_hub_coalesces_isolates_and_announces_removal(tmp_path: Path) -> None:
         assert len(clusters) == 1
         assert clusters[0]["cluster"]["replicas"] == 3  # type: ignore[index]
         assert [f["event"]["kind"] for f in fa if f["type"] == "event"] == (  # type: ignore[index]
-            ["launched"] + ["scaled"] * 5)
+            ["launched"] + ["scaled"] * 5
+        )
         assert any(f["type"] == "account" for f in fa)
         assert _frames(b) == []  # nothing of alice's reaches bob
         # Focus on bob's cluster id from alice's client is ignored.
-        bc = await service.launch(bob, LaunchRequest(
-            name="y", region="us-east", gpu_type="L40S", gpu_count=1, replicas=2,
-            image="img", duration_mh=MH))
+        bc = await service.launch(
+            bob,
+            LaunchRequest(
+                name="y",
+                region="us-east",
+                gpu_type="L40S",
+                gpu_count=1,
+                replicas=2,
+                image="img",
+                duration_mh=MH,
+            ),
+        )
         await hub.set_focus(a, [bc.id, "x"])
         assert a.focus == {c.id}
         await hub.replicas_round()
@@ -79,20 +104,44 @@ def test_hub_coalesces_isolates_and_announces_removal(tmp_path: Path) -> None:
 def test_a_reused_snapshot_comes_with_what_changed_since(tmp_path: Path) -> None:
     async def main() -> None:
         service, runtime, clock, store = make_service()
-        ctx = AppContext(service=service, store=store, runtime=runtime, clock=clock,
-                         state_dir=tmp_path, catalog=service.catalog)
+        ctx = AppContext(
+            service=service,
+            store=store,
+            runtime=runtime,
+            clock=clock,
+            state_dir=tmp_path,
+            catalog=service.catalog,
+        )
         hub = WatchHub(ctx)
         service.observers.append(hub)
         alice = new_account(service, "alice", 1000)
         await service.start(background=False)
-        first = await service.launch(alice, LaunchRequest(
-            name="a", region="us-east", gpu_type="L40S", gpu_count=1, replicas=2,
-            image="img", duration_mh=MH))
+        first = await service.launch(
+            alice,
+            LaunchRequest(
+                name="a",
+                region="us-east",
+                gpu_type="L40S",
+                gpu_count=1,
+                replicas=2,
+                image="img",
+                duration_mh=MH,
+            ),
+        )
         c1 = hub.connect(alice)
         s1 = await hub.snapshot(c1)
-        later = await service.launch(alice, LaunchRequest(
-            name="b", region="us-east", gpu_type="L40S", gpu_count=1, replicas=2,
-            image="img", duration_mh=MH))
+        later = await service.launch(
+            alice,
+            LaunchRequest(
+                name="b",
+                region="us-east",
+                gpu_type="L40S",
+                gpu_count=1,
+                replicas=2,
+                image="img",
+                duration_mh=MH,
+            ),
+        )
         c2 = hub.connect(alice)
         c2.queue.drain()
         s2 = await hub.snapshot(c2)
@@ -100,8 +149,10 @@ def test_a_reused_snapshot_comes_with_what_changed_since(tmp_path: Path) -> None
         ids = [c["id"] for c in json.loads(s2)["clusters"]]
         assert ids == [first.id]
         queued = _frames(c2)
-        assert any(f["type"] == "cluster" and f["cluster"]["id"] == later.id  # type: ignore[index]
-                   for f in queued)
+        assert any(
+            f["type"] == "cluster" and f["cluster"]["id"] == later.id  # type: ignore[index]
+            for f in queued
+        )
         assert any(f["type"] == "account" for f in queued)
         assert c2.known == {first.id, later.id}
         # Too old: rendered afresh, with both clusters.

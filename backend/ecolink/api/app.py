@@ -44,7 +44,7 @@ def create_app(ctx: AppContext) -> FastAPI:
         title="ecolink",
         version=__version__,
         description="GPU clusters: launch, scale, extend, stop, resume, terminate; "
-                    "billing by holds; live watch feed.",
+        "billing by holds; live watch feed.",
         lifespan=_lifespan(ctx),
         openapi_url="/openapi.json",
         docs_url="/docs",
@@ -112,8 +112,9 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version,
-                             description=app.description, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         _add_components(schema)
         for path, ops in schema.get("paths", {}).items():
             for method, op in ops.items():
@@ -138,11 +139,17 @@ def _add_components(schema: dict[str, Any]) -> None:
             schemas.setdefault(name, sub)
         schemas[model.__name__] = js
     components["securitySchemes"] = {
-        "apiKey": {"type": "http", "scheme": "bearer",
-                   "description": "an API key: Authorization: Bearer eco_..."},
-        "consoleSession": {"type": "apiKey", "in": "cookie", "name": "eco_session",
-                           "description": "opens the service URLs "
-                                          "/gpu-clusters/{id}/service/... only"},
+        "apiKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "an API key: Authorization: Bearer eco_...",
+        },
+        "consoleSession": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": "eco_session",
+            "description": "opens the service URLs /gpu-clusters/{id}/service/... only",
+        },
     }
     schema["security"] = [{"apiKey": []}, {"consoleSession": []}]
 

@@ -25,12 +25,10 @@ from ecolink.errors import Unauthenticated
 from ecolink.store import Account, StoreUnavailable, to_us
 
 # Routes anyone may call (GET/HEAD only).
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs",
-                        "/docs/oauth2-redirect"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 
 _UNAUTHENTICATED = json.dumps(
-    {"error": {"code": "unauthenticated",
-               "message": "missing, wrong or revoked credentials"}}
+    {"error": {"code": "unauthenticated", "message": "missing, wrong or revoked credentials"}}
 ).encode()
 
 Headers = Mapping[str, str] | list[tuple[bytes, bytes]]
@@ -97,8 +95,9 @@ async def find_credentials(ctx: AppContext, headers: Headers, path: str) -> Cred
     cookie = session_cookie(headers) if edge_rules.cookie_allowed(path) else None
     if token is None and cookie is None:
         return None
-    return await ctx.store.cached_read(("credentials", token, cookie),
-                                       lambda: _lookup(ctx, token, cookie))
+    return await ctx.store.cached_read(
+        ("credentials", token, cookie), lambda: _lookup(ctx, token, cookie)
+    )
 
 
 def _lookup(ctx: AppContext, token: str | None, cookie: str | None) -> Credentials | None:
@@ -125,8 +124,9 @@ def authenticate(conn: HTTPConnection) -> Account | None:
     acct = state.get("account")
     if isinstance(acct, Account):
         return acct
-    return authenticate_headers(get_ctx(conn), conn.scope.get("headers") or [],
-                                conn.scope.get("path", ""))
+    return authenticate_headers(
+        get_ctx(conn), conn.scope.get("headers") or [], conn.scope.get("path", "")
+    )
 
 
 def require_account(conn: HTTPConnection) -> Account:
@@ -141,8 +141,11 @@ async def require_ws_account(websocket: WebSocket) -> Account:
     upgrade and raises Unauthenticated (the handler just returns)."""
     acct = (websocket.scope.get("state") or {}).get("account")
     if not isinstance(acct, Account):
-        found = await find_credentials(get_ctx(websocket), websocket.scope.get("headers") or [],
-                                       websocket.scope.get("path", ""))
+        found = await find_credentials(
+            get_ctx(websocket),
+            websocket.scope.get("headers") or [],
+            websocket.scope.get("path", ""),
+        )
         acct = found.account if found else None
     if acct is None:
         await deny_websocket(websocket.scope, websocket.receive, websocket.send)
@@ -150,16 +153,18 @@ async def require_ws_account(websocket: WebSocket) -> Account:
     return acct
 
 
-async def deny_websocket(scope: Scope, receive: Receive, send: Send, status: int = 401,
-                         body: bytes = _UNAUTHENTICATED) -> None:
+async def deny_websocket(
+    scope: Scope, receive: Receive, send: Send, status: int = 401, body: bytes = _UNAUTHENTICATED
+) -> None:
     """Refuse a WebSocket upgrade with an HTTP answer in the error form."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         if status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="ecolink"'))
-        await send({"type": "websocket.http.response.start", "status": status,
-                    "headers": headers})
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         # The server cannot send an HTTP answer: refuse the handshake (403 on the wire).
@@ -207,8 +212,12 @@ class AuthMiddleware:
                 _onto_service_path(scope, ref)
                 service_origin = True
         state["service_origin"] = service_origin
-        if (not service_origin and kind == "http" and scope["method"] in ("GET", "HEAD")
-                and scope["path"] in OPEN_PATHS):
+        if (
+            not service_origin
+            and kind == "http"
+            and scope["method"] in ("GET", "HEAD")
+            and scope["path"] in OPEN_PATHS
+        ):
             await self.app(scope, receive, send)
             return
         if kind == "http" and edge_rules.service_ref(scope["path"]) is not None:
@@ -232,23 +241,38 @@ class AuthMiddleware:
             return
         await self._websocket(ctx, found, scope, receive, send)
 
-    async def _websocket(self, ctx: AppContext, found: Credentials, scope: Scope,
-                         receive: Receive, send: Send) -> None:
+    async def _websocket(
+        self, ctx: AppContext, found: Credentials, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         if found.via == "cookie":
             origin = _header(scope.get("headers") or [], "origin")
             allowed = _allowed_origins(ctx, scope)
             if not edge_rules.origin_allowed(origin, allowed):
-                await deny_websocket(scope, receive, send, 403, _error(
-                    "forbidden_origin",
-                    f"a console session opens WebSockets from {allowed[0] if allowed else 'this origin'} only"))
+                await deny_websocket(
+                    scope,
+                    receive,
+                    send,
+                    403,
+                    _error(
+                        "forbidden_origin",
+                        f"a console session opens WebSockets from {allowed[0] if allowed else 'this origin'} only",
+                    ),
+                )
                 return
         counts = ctx.websockets_open
         acct_id = found.account.id
         cap = ctx.max_websockets_per_account
         if counts.get(acct_id, 0) >= cap:
-            await deny_websocket(scope, receive, send, 429, _error(
-                "too_many_websockets",
-                f"this account has {cap} WebSockets open, the most allowed; close one first"))
+            await deny_websocket(
+                scope,
+                receive,
+                send,
+                429,
+                _error(
+                    "too_many_websockets",
+                    f"this account has {cap} WebSockets open, the most allowed; close one first",
+                ),
+            )
             return
         counts[acct_id] = counts.get(acct_id, 0) + 1
         limit = edge_rules.frame_limit(scope["path"])
@@ -273,8 +297,13 @@ class AuthMiddleware:
                 return message
             closed = True
             with contextlib.suppress(Exception):
-                await send({"type": "websocket.close", "code": 1009,
-                            "reason": f"message too big: at most {limit} bytes here"})
+                await send(
+                    {
+                        "type": "websocket.close",
+                        "code": 1009,
+                        "reason": f"message too big: at most {limit} bytes here",
+                    }
+                )
             return {"type": "websocket.disconnect", "code": 1009}
 
         try:
@@ -293,8 +322,10 @@ def _with_csp(send: Send, policy: bytes) -> Send:
 
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [(b"content-security-policy", policy),
-                                              *message.get("headers", [])]}
+            message = {
+                **message,
+                "headers": [(b"content-security-policy", policy), *message.get("headers", [])],
+            }
         await send(message)
 
     return sending
@@ -310,20 +341,28 @@ def _onto_service_path(scope: Scope, ref: str) -> None:
 
 
 async def _send_401(send: Send) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": 401,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(_UNAUTHENTICATED)).encode()),
-                    (b"www-authenticate", b'Bearer realm="ecolink"')],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_UNAUTHENTICATED)).encode()),
+                (b"www-authenticate", b'Bearer realm="ecolink"'),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": _UNAUTHENTICATED})
 
 
 _STORE_UNREADABLE = json.dumps(
-    {"error": {"code": "store_unavailable",
-               "message": "the database cannot be read now (another process holds it, or "
-                          "the disk is slow); nothing was changed, try again"}}
+    {
+        "error": {
+            "code": "store_unavailable",
+            "message": "the database cannot be read now (another process holds it, or "
+            "the disk is slow); nothing was changed, try again",
+        }
+    }
 ).encode()
 
 
@@ -332,11 +371,15 @@ async def _send_store_unavailable(scope: Scope, receive: Receive, send: Send) ->
     if scope["type"] == "websocket":
         await deny_websocket(scope, receive, send, 503, _STORE_UNREADABLE)
         return
-    await send({
-        "type": "http.response.start",
-        "status": 503,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(_STORE_UNREADABLE)).encode()),
-                    (b"retry-after", b"1")],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_STORE_UNREADABLE)).encode()),
+                (b"retry-after", b"1"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": _STORE_UNREADABLE})

@@ -26,9 +26,7 @@ def choose_subprotocol(ws: WebSocket) -> str | None:
         if p in offered:
             return p
     if offered:
-        raise InvalidField(
-            f"unsupported subprotocol; use {V5} or {V4}", "Sec-WebSocket-Protocol"
-        )
+        raise InvalidField(f"unsupported subprotocol; use {V5} or {V4}", "Sec-WebSocket-Protocol")
     return None
 
 

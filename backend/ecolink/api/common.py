@@ -138,19 +138,23 @@ class HttpRecorder:
         return StoredAnswer(*self.respond(result))
 
 
-def idempotency(request: Request, data: Any,
-                respond: Callable[[object], tuple[int, str, bytes]]) -> HttpRecorder | None:
+def idempotency(
+    request: Request, data: Any, respond: Callable[[object], tuple[int, str, bytes]]
+) -> HttpRecorder | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
     key = key.strip()
     if not key or len(key) > 255 or not key.isprintable():
-        raise InvalidField("Idempotency-Key must be 1 to 255 printable characters",
-                           field="Idempotency-Key")
+        raise InvalidField(
+            "Idempotency-Key must be 1 to 255 printable characters", field="Idempotency-Key"
+        )
     return HttpRecorder(key=key, fingerprint=fingerprint(request, data), respond=respond)
 
 
-def respond_json(status: int, render: Callable[[Any], Any]) -> Callable[[object], tuple[int, str, bytes]]:
+def respond_json(
+    status: int, render: Callable[[Any], Any]
+) -> Callable[[object], tuple[int, str, bytes]]:
     def respond(result: object) -> tuple[int, str, bytes]:
         return status, "application/json", dumps(render(result))
 

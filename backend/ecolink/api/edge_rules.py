@@ -78,8 +78,12 @@ def strip_session_cookie(values: Iterable[str]) -> str | None:
     """One Cookie header value holding every cookie of `values` but `eco_session`
     (parsed exactly as `session_tokens` parses; the name in any case goes too, so
     nothing that looks like ours reaches a replica), or None when nothing is left."""
-    kept = [part for value in values for part in _COOKIE_SEP.split(value)
-            if part and part.partition("=")[0].lower() != SESSION_COOKIE]
+    kept = [
+        part
+        for value in values
+        for part in _COOKIE_SEP.split(value)
+        if part and part.partition("=")[0].lower() != SESSION_COOKIE
+    ]
     return "; ".join(kept) if kept else None
 
 
@@ -100,8 +104,14 @@ def header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[s
 # but the page gets an opaque origin, so its scripts cannot read or send anything
 # as the API's origin. Never `allow-same-origin` here.
 SANDBOX_ALLOWANCES = (
-    "allow-scripts", "allow-forms", "allow-popups", "allow-popups-to-escape-sandbox",
-    "allow-modals", "allow-downloads", "allow-pointer-lock", "allow-presentation",
+    "allow-scripts",
+    "allow-forms",
+    "allow-popups",
+    "allow-popups-to-escape-sandbox",
+    "allow-modals",
+    "allow-downloads",
+    "allow-pointer-lock",
+    "allow-presentation",
     "allow-orientation-lock",
 )
 SERVICE_CSP = "sandbox " + " ".join(SANDBOX_ALLOWANCES)
@@ -217,8 +227,13 @@ DEFAULT_FRAME_LIMIT = 8 * KIB
 SERVICE_UPSTREAM_FRAME_LIMIT = 16 * MIB
 SERVICE_UPSTREAM_QUEUE = 4
 # The most any route takes: what the server itself buffers at most per message.
-MAX_FRAME = max(WATCH_FRAME_LIMIT, EXEC_FRAME_LIMIT, SERVICE_FRAME_LIMIT, DEFAULT_FRAME_LIMIT,
-                PORTFORWARD_FRAME_LIMIT)
+MAX_FRAME = max(
+    WATCH_FRAME_LIMIT,
+    EXEC_FRAME_LIMIT,
+    SERVICE_FRAME_LIMIT,
+    DEFAULT_FRAME_LIMIT,
+    PORTFORWARD_FRAME_LIMIT,
+)
 
 _EXEC_PATH = re.compile(r"^/gpu-clusters/[^/]+/(replicas/[^/]+/exec|sessions/[^/]+/attach)$")
 _PORTFORWARD_PATH = re.compile(r"^/gpu-clusters/[^/]+/replicas/[^/]+/portforward$")

@@ -35,16 +35,15 @@ _DESCRIPTIONS = {
     401: "missing, wrong or revoked credentials (`unauthenticated`)",
     404: "unknown id or name, or not this account's (`not_found`)",
     409: "not allowed in the current state, name in use, over the GPU budget, an "
-         "Idempotency-Key reused with a different request, or the runtime refused the "
-         "change (its words in the message) (`conflict`)",
-    402: "a hold cannot be placed; the message says how much is missing "
-         "(`insufficient_balance`)",
+    "Idempotency-Key reused with a different request, or the runtime refused the "
+    "change (its words in the message) (`conflict`)",
+    402: "a hold cannot be placed; the message says how much is missing (`insufficient_balance`)",
     413: "the request body is too large (`invalid_request`)",
     422: "a field is missing or out of range; `field` names it, or the runtime found "
-         "the object invalid (its words in the message) (`invalid_request`)",
+    "the object invalid (its words in the message) (`invalid_request`)",
     503: "the runtime cannot be reached; nothing was changed (`runtime_unavailable`), or the "
-         "database cannot be written in time (`store_unavailable`; the message says "
-         "whether anything was changed)",
+    "database cannot be written in time (`store_unavailable`; the message says "
+    "whether anything was changed)",
 }
 
 
@@ -56,8 +55,13 @@ def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in statuses}
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     err: dict[str, str] = {"code": code, "message": message}
     if field is not None:
         err["field"] = field
@@ -80,7 +84,7 @@ def validation_message(err: dict[str, Any]) -> str:
         return f"unknown field {field}"
     msg = str(err.get("msg", "invalid value"))
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     return f"{field}: {msg}"
 
 
@@ -116,16 +120,24 @@ def install(app: FastAPI) -> None:
     async def replay(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, Replayed)
         answer = exc.answer
-        return Response(answer.body, status_code=answer.status, media_type=answer.content_type,
-                        headers={"idempotent-replayed": "true"})
+        return Response(
+            answer.body,
+            status_code=answer.status,
+            media_type=answer.content_type,
+            headers={"idempotent-replayed": "true"},
+        )
 
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 404:
             return error_response(404, "not_found", "no such route")
         if exc.status_code == 405:
-            return error_response(405, "method_not_allowed", "method not allowed here",
-                                  headers=dict(exc.headers or {}))
+            return error_response(
+                405,
+                "method_not_allowed",
+                "method not allowed here",
+                headers=dict(exc.headers or {}),
+            )
         if exc.status_code >= 500:
             return error_response(503, "runtime_unavailable", str(exc.detail))
         return error_response(exc.status_code, "invalid_request", str(exc.detail))
@@ -136,8 +148,9 @@ def install(app: FastAPI) -> None:
         if not errors:
             return error_response(422, "invalid_request", "invalid request")
         first = errors[0]
-        return error_response(422, "invalid_request", validation_message(first),
-                              first_error_field(first))
+        return error_response(
+            422, "invalid_request", validation_message(first), first_error_field(first)
+        )
 
     async def runtime_failure(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RuntimeFailure)
@@ -146,20 +159,27 @@ def install(app: FastAPI) -> None:
 
     async def store_busy(_: Request, exc: Exception) -> Response:
         if isinstance(exc, StoreUnavailable):  # a read: it changes nothing
-            return error_response(503, "store_unavailable",
-                                  "the database cannot be read now (another process holds "
-                                  "it, or the disk is slow); nothing was changed, try again")
+            return error_response(
+                503,
+                "store_unavailable",
+                "the database cannot be read now (another process holds "
+                "it, or the disk is slow); nothing was changed, try again",
+            )
         # A transaction that did not commit rolled back whole.
-        return error_response(503, "store_unavailable",
-                              "the database cannot be written now (another process holds "
-                              "it, or the disk failed); nothing was changed, try again")
+        return error_response(
+            503,
+            "store_unavailable",
+            "the database cannot be written now (another process holds "
+            "it, or the disk failed); nothing was changed, try again",
+        )
 
     async def anything(_: Request, exc: Exception) -> Response:
         # A bug must not turn into a 500: say 503, nothing was changed (the
         # transaction rolled back), and keep the traceback in the log.
         log.error("unexpected error", exc_info=exc)
-        return error_response(503, "runtime_unavailable",
-                              "the request could not be completed; nothing was changed")
+        return error_response(
+            503, "runtime_unavailable", "the request could not be completed; nothing was changed"
+        )
 
     default = app.router.default
 

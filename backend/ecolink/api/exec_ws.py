@@ -55,8 +55,15 @@ def exec_request(ws: WebSocket) -> ExecRequest:
         raise InvalidField("the command is too long", "command")
     width = _int_param(ws, "width", 80)
     height = _int_param(ws, "height", 24)
-    return ExecRequest(command=command, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty,
-                       width=width, height=height)
+    return ExecRequest(
+        command=command,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        tty=tty,
+        width=width,
+        height=height,
+    )
 
 
 def _int_param(ws: WebSocket, name: str, default: int) -> int:
@@ -103,8 +110,12 @@ async def exec_ws(websocket: WebSocket, id: str, replica: str) -> None:
     if opened.stream is None:
         await _failed_to_start(websocket, opened)
         return
-    await bridge(websocket, opened.stream, v5=opened.subprotocol == V5,
-                 stdin=opened.request.stdin or opened.request.tty)
+    await bridge(
+        websocket,
+        opened.stream,
+        v5=opened.subprotocol == V5,
+        stdin=opened.request.stdin or opened.request.tty,
+    )
 
 
 async def _failed_to_start(ws: WebSocket, opened: _Opened) -> None:
@@ -135,15 +146,22 @@ async def bridge(ws: WebSocket, stream: ExecStream, *, v5: bool, stdin: bool) ->
 
     out_task = asyncio.create_task(output())
     in_task = asyncio.create_task(
-        pump_input(ws, v5=v5, write=stream.write if stdin else None, resize=stream.resize,
-                   close_stdin=stream.close_stdin)
+        pump_input(
+            ws,
+            v5=v5,
+            write=stream.write if stdin else None,
+            resize=stream.resize,
+            close_stdin=stream.close_stdin,
+        )
     )
     try:
         done, _ = await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
         if out_task in done:
             in_task.cancel()
             exc = out_task.exception()
-            if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError | OSError):
+            if exc is not None and not isinstance(
+                exc, WebSocketDisconnect | RuntimeError | OSError
+            ):
                 log.warning("exec output failed: %s", exc)
             await close_quietly(ws)
         else:

@@ -29,13 +29,27 @@ _DIGITS = re.compile(r"[0-9]{1,7}")
 
 _FLAG_SCHEMA: dict[str, Any] = {"type": "string", "enum": [*TRUE, *FALSE], "default": "0"}
 LOGS_PARAMS: list[dict[str, Any]] = [
-    {"name": "tail", "in": "query", "required": False,
-     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_TAIL},
-     "description": "only the last N lines (default: everything kept)"},
-    {"name": "follow", "in": "query", "required": False, "schema": _FLAG_SCHEMA,
-     "description": "`1`/`true`: keep streaming new output until the replica goes away"},
-    {"name": "previous", "in": "query", "required": False, "schema": _FLAG_SCHEMA,
-     "description": "`1`/`true`: the run before the last restart"},
+    {
+        "name": "tail",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_TAIL},
+        "description": "only the last N lines (default: everything kept)",
+    },
+    {
+        "name": "follow",
+        "in": "query",
+        "required": False,
+        "schema": _FLAG_SCHEMA,
+        "description": "`1`/`true`: keep streaming new output until the replica goes away",
+    },
+    {
+        "name": "previous",
+        "in": "query",
+        "required": False,
+        "schema": _FLAG_SCHEMA,
+        "description": "`1`/`true`: the run before the last restart",
+    },
 ]
 
 
@@ -63,20 +77,22 @@ def _tail(request: Request) -> int | None:
 
 @router.get(
     "/gpu-clusters/{id}/replicas/{replica}/logs",
-    responses={**refusals(401, 404, 422, 503),
-               200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                     "description": "the replica's output"}},
+    responses={
+        **refusals(401, 404, 422, 503),
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "the replica's output",
+        },
+    },
     response_class=Response,
     openapi_extra={"parameters": LOGS_PARAMS},
     summary="A replica's output (tail, follow, previous run)",
 )
-async def replica_logs(request: Request, ctx: Ctx, cluster: OwnedCluster,
-                       replica: str) -> Response:
+async def replica_logs(request: Request, ctx: Ctx, cluster: OwnedCluster, replica: str) -> Response:
     tail = _tail(request)
     follow = _flag(request, "follow")
     previous = _flag(request, "previous")
-    body = ctx.streams.replica_logs(cluster, replica, tail=tail, follow=follow,
-                                    previous=previous)
+    body = ctx.streams.replica_logs(cluster, replica, tail=tail, follow=follow, previous=previous)
     headers = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
     if follow:
         headers["x-accel-buffering"] = "no"

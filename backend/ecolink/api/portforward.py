@@ -74,7 +74,8 @@ async def portforward_ws(websocket: WebSocket, id: str, replica: str) -> None:
             raise Conflict(f"nothing in {replica} listens on port {port}", "port") from None
         except (TimeoutError, OSError) as exc:
             raise RuntimeUnavailable(
-                f"{replica} port {port} cannot be reached: {exc or 'timed out'}") from None
+                f"{replica} port {port} cannot be reached: {exc or 'timed out'}"
+            ) from None
 
     opened = await before_upgrade(websocket, prepare)
     if opened is None:
@@ -93,9 +94,12 @@ async def portforward_ws(websocket: WebSocket, id: str, replica: str) -> None:
     await relay(websocket, forward.reader, forward.writer, refusal)
 
 
-async def relay(ws: WebSocket, reader: asyncio.StreamReader,
-                writer: asyncio.StreamWriter,
-                refusal: Callable[[], str | None] | None = None) -> None:
+async def relay(
+    ws: WebSocket,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    refusal: Callable[[], str | None] | None = None,
+) -> None:
     """Bytes both ways until either side is done. A connection that ends before its
     first byte because the replica's side refused it closes with CLOSE_REFUSED."""
 
@@ -148,26 +152,40 @@ async def relay(ws: WebSocket, reader: asyncio.StreamReader,
         await close_quietly(ws)
 
 
-@router.get(PATH, summary="Port-forward (WebSocket): one TCP connection to a port of a replica",
-            responses={426: {"description": "not a WebSocket upgrade"},
-                       **refusals(401, 404, 409, 422, 503)},
-            description=(
-                "Upgrade to WebSocket with `?port=P`. Binary frames carry the bytes of one "
-                "TCP connection both ways; an empty binary frame from the client ends its "
-                "direction (half-close). The server closes with 1000 when the replica "
-                "closes the connection, 1011 (reason in words) when it fails, 4409 (reason in "
-                "words) when the kubernetes runtime finds after the upgrade that nothing "
-                "listens on the port. Refused before "
-                "the upgrade: 401, 404 (cluster or replica), 422 (port), 409 (nothing in the "
-                "replica listens on the port; the local runtime reaches only ports the "
-                "replica's own processes listen on), 503 (runtime unreachable). A plain GET "
-                "is 426."),
-            openapi_extra={"parameters": [{
-                "name": "port", "in": "query", "required": True,
-                "schema": {"type": "integer", "minimum": 1, "maximum": 65535}}]})
+@router.get(
+    PATH,
+    summary="Port-forward (WebSocket): one TCP connection to a port of a replica",
+    responses={
+        426: {"description": "not a WebSocket upgrade"},
+        **refusals(401, 404, 409, 422, 503),
+    },
+    description=(
+        "Upgrade to WebSocket with `?port=P`. Binary frames carry the bytes of one "
+        "TCP connection both ways; an empty binary frame from the client ends its "
+        "direction (half-close). The server closes with 1000 when the replica "
+        "closes the connection, 1011 (reason in words) when it fails, 4409 (reason in "
+        "words) when the kubernetes runtime finds after the upgrade that nothing "
+        "listens on the port. Refused before "
+        "the upgrade: 401, 404 (cluster or replica), 422 (port), 409 (nothing in the "
+        "replica listens on the port; the local runtime reaches only ports the "
+        "replica's own processes listen on), 503 (runtime unreachable). A plain GET "
+        "is 426."
+    ),
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "port",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 65535},
+            }
+        ]
+    },
+)
 async def portforward_doc(request: Request, cluster: OwnedCluster, replica: str) -> Response:
     # As for the upgrade: another account's cluster is 404 (OwnedCluster) before
     # anything about the port is said.
     _port(request)
-    return error_response(426, "invalid_request",
-                          "port-forward is a WebSocket: send Upgrade: websocket")
+    return error_response(
+        426, "invalid_request", "port-forward is a WebSocket: send Upgrade: websocket"
+    )

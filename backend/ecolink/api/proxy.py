@@ -48,21 +48,47 @@ log = logging.getLogger(__name__)
 
 router = APIRouter()
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "trailers", "transfer-encoding", "upgrade", "host", "authorization",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "authorization",
+    }
+)
 WS_SKIP = HOP_BY_HOP | {
-    "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-    "sec-websocket-protocol", "sec-websocket-accept", "content-length",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "sec-websocket-accept",
+    "content-length",
 }
-RESPONSE_SKIP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "trailers", "transfer-encoding", "upgrade",
-})
+RESPONSE_SKIP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 
 
-def _forward_headers(conn: Request | WebSocket, skip: frozenset[str], prefix: str) -> list[tuple[str, str]]:
+def _forward_headers(
+    conn: Request | WebSocket, skip: frozenset[str], prefix: str
+) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     # Headers the client named in Connection are hop-by-hop too.
     named = {h.strip().lower() for h in conn.headers.get("connection", "").split(",")}
@@ -115,8 +141,11 @@ def _upstream_path(conn: Request | WebSocket, ref: str) -> str:
     return rest + ("?" + qs.decode("latin-1") if qs else "")
 
 
-@router.api_route("/gpu-clusters/{id}/service", methods=["GET", "HEAD", "POST", "PUT", "PATCH",
-                  "DELETE", "OPTIONS"], include_in_schema=False)
+@router.api_route(
+    "/gpu-clusters/{id}/service",
+    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
+)
 async def service_root(request: Request, cluster: OwnedCluster) -> Response:
     # Only relative links resolve right under a trailing slash (the cluster is looked
     # up first: another account's is 404).
@@ -158,7 +187,8 @@ async def proxy_http(request: Request) -> Response:
                 if reused and not body_started:
                     continue
                 raise RuntimeUnavailable(
-                    "the replica behind the service URL broke the exchange") from exc
+                    "the replica behind the service URL broke the exchange"
+                ) from exc
             return _respond(state, target, conn, response, request.method)
         if body_started:
             break
@@ -166,15 +196,20 @@ async def proxy_http(request: Request) -> Response:
     raise RuntimeUnavailable("no replica behind the service URL could be reached")
 
 
-async def _exchange(conn: UpstreamConn, request: Request, target: HostPort,
-                    headers: list[tuple[str, str]], path: str, has_body: bool) -> Any:
+async def _exchange(
+    conn: UpstreamConn,
+    request: Request,
+    target: HostPort,
+    headers: list[tuple[str, str]],
+    path: str,
+    has_body: bool,
+) -> Any:
     """Send the request (streaming its body) and read the response head."""
     try:
         h = [("Host", f"{target.host}:{target.port}"), *headers]
         if not has_body and request.method not in ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE"):
             h.append(("Content-Length", "0"))
-        conn.writer.write(conn.h11.send(h11.Request(method=request.method, target=path,
-                                                    headers=h)))
+        conn.writer.write(conn.h11.send(h11.Request(method=request.method, target=path, headers=h)))
         if has_body:
             async for chunk in request.stream():
                 if chunk:
@@ -200,22 +235,26 @@ SMALL_BODY = 1024 * 1024
 
 
 class _SmallRelay(Response):
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]],
-                 body: AsyncIterator[bytes]) -> None:
+    def __init__(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: AsyncIterator[bytes]
+    ) -> None:
         self.status_code = status
         self.raw_headers = headers
         self.body_iter = body
         self.background = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": self.status_code,
-                    "headers": self.raw_headers})
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
         async for chunk in self.body_iter:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _respond(state: ProxyState, target: HostPort, conn: UpstreamConn, response: Any, method: str) -> Response:
+def _respond(
+    state: ProxyState, target: HostPort, conn: UpstreamConn, response: Any, method: str
+) -> Response:
     raw_headers: list[tuple[bytes, bytes]] = []
     length: int | None = None
     for k, v in response.headers:
@@ -264,8 +303,14 @@ class _ProxyEndpoint:
         await response(scope, receive, send)
 
 
-router.routes.append(Route("/gpu-clusters/{id}/service/{path:path}", _ProxyEndpoint(),
-                           methods=None, include_in_schema=False))
+router.routes.append(
+    Route(
+        "/gpu-clusters/{id}/service/{path:path}",
+        _ProxyEndpoint(),
+        methods=None,
+        include_in_schema=False,
+    )
+)
 
 
 @router.websocket("/gpu-clusters/{id}/service/{path:path}")
@@ -283,8 +328,9 @@ async def proxy_ws(websocket: WebSocket, id: str, path: str) -> None:
     await _relay_ws(websocket, upstream)
 
 
-async def _connect_upstream(websocket: WebSocket, ref: str,
-                            targets: list[HostPort]) -> ClientConnection | None:
+async def _connect_upstream(
+    websocket: WebSocket, ref: str, targets: list[HostPort]
+) -> ClientConnection | None:
     """A WebSocket to the first replica that takes it; None when none did (the client
     has its refusal: the replica's own HTTP answer, or 503)."""
     headers = _forward_headers(websocket, WS_SKIP, _prefix(websocket, ref))
@@ -308,12 +354,17 @@ async def _connect_upstream(websocket: WebSocket, ref: str,
             if isinstance(exc, websockets.InvalidStatus):
                 # The replica answered the upgrade with an HTTP error: pass it on.
                 r = exc.response
-                await _deny_raw(websocket, r.status_code, bytes(r.body or b""),
-                                r.headers.get("content-type", "text/plain"))
+                await _deny_raw(
+                    websocket,
+                    r.status_code,
+                    bytes(r.body or b""),
+                    r.headers.get("content-type", "text/plain"),
+                )
                 return None
             continue
-    await deny_error(websocket, RuntimeUnavailable(
-        "no replica behind the service URL could be reached"))
+    await deny_error(
+        websocket, RuntimeUnavailable("no replica behind the service URL could be reached")
+    )
     return None
 
 
@@ -362,9 +413,16 @@ async def _relay_ws(websocket: WebSocket, upstream: ClientConnection) -> None:
 
 async def _deny_raw(ws: WebSocket, status: int, body: bytes, ctype: str) -> None:
     if "websocket.http.response" in (ws.scope.get("extensions") or {}):
-        await ws.send({"type": "websocket.http.response.start", "status": status,
-                       "headers": [(b"content-type", ctype.encode("latin-1")),
-                                   (b"content-length", str(len(body)).encode())]})
+        await ws.send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", ctype.encode("latin-1")),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await ws.send({"type": "websocket.http.response.body", "body": body})
     else:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):

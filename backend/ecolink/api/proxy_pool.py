@@ -62,14 +62,14 @@ class ProxyState:
             conn.close()
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=65536), CONNECT_TIMEOUT_S)
+                asyncio.open_connection(host, port, limit=65536), CONNECT_TIMEOUT_S
+            )
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"cannot connect to {host}:{port}: {exc}") from exc
         return UpstreamConn(reader, writer), False
 
     def release(self, host: str, port: int, conn: UpstreamConn) -> None:
-        ok = (conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE
-              and conn.usable())
+        ok = conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE and conn.usable()
         if ok:
             try:
                 conn.h11.start_next_cycle()

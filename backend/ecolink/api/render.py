@@ -42,8 +42,16 @@ def ledger_entry_json(e: LedgerEntry) -> dict[str, Any]:
     }
 
 
-LEDGER_CSV_COLUMNS = ["id", "at", "cluster_id", "kind", "amount", "balance_after", "held_after",
-                      "memo"]
+LEDGER_CSV_COLUMNS = [
+    "id",
+    "at",
+    "cluster_id",
+    "kind",
+    "amount",
+    "balance_after",
+    "held_after",
+    "memo",
+]
 
 
 def ledger_csv(entries: list[LedgerEntry]) -> str:
@@ -96,8 +104,12 @@ def endpoint_url(ctx: AppContext, c: Cluster, base: str | None = None) -> str:
 
 
 def empty_summary(ctx: AppContext) -> dict[str, Any]:
-    return {"gpus": 0, "mean_utilization": 0.0, "idle_gpus": 0,
-            "telemetry": ctx.runtime.info.telemetry}
+    return {
+        "gpus": 0,
+        "mean_utilization": 0.0,
+        "idle_gpus": 0,
+        "telemetry": ctx.runtime.info.telemetry,
+    }
 
 
 def gpu_summary(ctx: AppContext, c: Cluster) -> dict[str, Any]:
@@ -160,7 +172,8 @@ def _store_fields(ctx: AppContext, c: Cluster, base_url: str | None) -> dict[str
         "shared_filesystems": list(c.shared_filesystems),
         "termination_grace_seconds": termination_grace_seconds(ctx, c),
         "status": c.status,
-        "status_reason": c.status_reason if c.status in ("terminated", "terminating", "failed")
+        "status_reason": c.status_reason
+        if c.status in ("terminated", "terminating", "failed")
         else None,
         "created_at": rfc3339(c.created_at),
         "started_at": rfc3339(c.started_at) if c.started_at is not None else None,
@@ -174,8 +187,11 @@ def _store_fields(ctx: AppContext, c: Cluster, base_url: str | None) -> dict[str
             "hold_remaining": format_usd(hold_remaining),
             "projected_total": format_usd(projected),
         },
-        "endpoint": ({"url": endpoint_url(ctx, c, base_url), "port": c.endpoint_port}
-                     if c.endpoint_port is not None else None),
+        "endpoint": (
+            {"url": endpoint_url(ctx, c, base_url), "port": c.endpoint_port}
+            if c.endpoint_port is not None
+            else None
+        ),
     }
 
 
@@ -191,8 +207,9 @@ def _runtime_fields(ctx: AppContext, c: Cluster) -> dict[str, Any]:
     }
 
 
-def cluster_json(ctx: AppContext, c: Cluster, *, now: int | None = None,
-                 base_url: str | None = None) -> dict[str, Any]:
+def cluster_json(
+    ctx: AppContext, c: Cluster, *, now: int | None = None, base_url: str | None = None
+) -> dict[str, Any]:
     """api.md's cluster object."""
     d = _store_fields(ctx, c, base_url)
     d.update(_runtime_fields(ctx, c))
@@ -209,9 +226,21 @@ def cluster_json_text(ctx: AppContext, c: Cluster, *, base_url: str | None = Non
     key = (c.id, base_url)
     # Every field the store part shows (the version alone could repeat after a
     # transaction that rendered and then did not commit).
-    sig = (c.version, c.status, c.status_reason, c.replicas, c.hold_total, c.released_total,
-           c.spent_total, c.last_charge_at, c.expires_at, c.duration_mh, c.started_at,
-           c.endpoint_port, c.suspended)
+    sig = (
+        c.version,
+        c.status,
+        c.status_reason,
+        c.replicas,
+        c.hold_total,
+        c.released_total,
+        c.spent_total,
+        c.last_charge_at,
+        c.expires_at,
+        c.duration_mh,
+        c.started_at,
+        c.endpoint_port,
+        c.suspended,
+    )
     hit = cache.get(key)
     if hit is not None and hit[0] == sig:
         head = hit[1]

@@ -30,15 +30,24 @@ from ecolink.store import SESSION_TTL_US, rfc3339
 router = APIRouter()
 
 
-@router.get("/healthz", response_model=Health, tags=["open"],
-            summary="Liveness and version (no credentials needed)")
+@router.get(
+    "/healthz",
+    response_model=Health,
+    tags=["open"],
+    summary="Liveness and version (no credentials needed)",
+)
 async def healthz() -> Response:
     return json_response({"status": "ok", "version": __version__})
 
 
-@router.post("/auth/session", status_code=201, response_model=AuthSessionOut,
-             responses=refusals(401), tags=["auth"],
-             summary="Start a console session: sets the eco_session cookie (12 hours)")
+@router.post(
+    "/auth/session",
+    status_code=201,
+    response_model=AuthSessionOut,
+    responses=refusals(401),
+    tags=["auth"],
+    summary="Start a console session: sets the eco_session cookie (12 hours)",
+)
 async def create_session(request: Request, ctx: Ctx, acct: CurrentAccount) -> Response:
     key_id = getattr(request.state, "key_id", None)
     if getattr(request.state, "auth", None) != "key" or key_id is None:
@@ -47,40 +56,73 @@ async def create_session(request: Request, ctx: Ctx, acct: CurrentAccount) -> Re
     token, expires = await ctx.streams.open_console_session(acct.id, key_id)
     resp = json_response({"account": account_json(acct), "expires_at": rfc3339(expires)}, 201)
     secure = ctx.tls or request.url.scheme == "https"
-    resp.set_cookie(SESSION_COOKIE, token, max_age=SESSION_TTL_US // 1_000_000, path="/",
-                    httponly=True, samesite="strict", secure=secure,
-                    domain=cookie_domain(request.headers.get("host"), ctx.service_domain))
+    resp.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=SESSION_TTL_US // 1_000_000,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+        domain=cookie_domain(request.headers.get("host"), ctx.service_domain),
+    )
     return resp
 
 
-@router.delete("/auth/session", status_code=204, responses=refusals(401), tags=["auth"],
-               summary="End the console session of the eco_session cookie (with an API key "
-               "of the same account)")
+@router.delete(
+    "/auth/session",
+    status_code=204,
+    responses=refusals(401),
+    tags=["auth"],
+    summary="End the console session of the eco_session cookie (with an API key "
+    "of the same account)",
+)
 async def delete_session(request: Request, ctx: Ctx, acct: CurrentAccount) -> Response:
     token = session_cookie(request.headers)
     if token:
         await ctx.streams.end_console_session(acct.id, token)
     resp = Response(status_code=204)
     secure = ctx.tls or request.url.scheme == "https"
-    resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=secure,
-                       domain=cookie_domain(request.headers.get("host"), ctx.service_domain))
+    resp.delete_cookie(
+        SESSION_COOKIE,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+        domain=cookie_domain(request.headers.get("host"), ctx.service_domain),
+    )
     return resp
 
 
-@router.get("/catalog", response_model=CatalogOut, responses=refusals(401), tags=["catalog"],
-            summary="Regions, GPU types, per-GPU rates and GPU budgets")
+@router.get(
+    "/catalog",
+    response_model=CatalogOut,
+    responses=refusals(401),
+    tags=["catalog"],
+    summary="Regions, GPU types, per-GPU rates and GPU budgets",
+)
 async def catalog(ctx: Ctx) -> Response:
     return json_response(ctx.catalog.as_json())
 
 
-@router.get("/filesystems", response_model=FilesystemsOut, responses=refusals(401),
-            tags=["catalog"], summary="Shared filesystems this account may attach")
+@router.get(
+    "/filesystems",
+    response_model=FilesystemsOut,
+    responses=refusals(401),
+    tags=["catalog"],
+    summary="Shared filesystems this account may attach",
+)
 async def filesystems(ctx: Ctx) -> Response:
     return json_response({"filesystems": ctx.service.filesystems()})
 
 
-@router.get("/account", response_model=AccountOut, responses=refusals(401), tags=["account"],
-            summary="Balance, held and available")
+@router.get(
+    "/account",
+    response_model=AccountOut,
+    responses=refusals(401),
+    tags=["account"],
+    summary="Balance, held and available",
+)
 async def account(ctx: Ctx, acct: CurrentAccount) -> Response:
     return json_response(account_json(await ctx.streams.account(acct.id)))
 
@@ -104,15 +146,32 @@ def _int_param(request: Request, name: str, lo: int, hi: int | None) -> int | No
 
 
 _LEDGER_PARAMS: list[dict[str, Any]] = [
-    {"name": "cluster_id", "in": "query", "required": False, "schema": {"type": "string"},
-     "description": "only this cluster's entries (its id or name)"},
-    {"name": "limit", "in": "query", "required": False,
-     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
-    {"name": "before", "in": "query", "required": False,
-     "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
-     "description": "entries older than this id"},
-    {"name": "format", "in": "query", "required": False,
-     "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}},
+    {
+        "name": "cluster_id",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "only this cluster's entries (its id or name)",
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    },
+    {
+        "name": "before",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        "description": "entries older than this id",
+    },
+    {
+        "name": "format",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"},
+    },
 ]
 
 
@@ -120,8 +179,10 @@ _LEDGER_PARAMS: list[dict[str, Any]] = [
     "/account/ledger",
     response_model=LedgerOut,
     responses={
-        200: {"content": {"text/csv": {"schema": {"type": "string"}}},
-              "description": "entries newest first (JSON, or CSV with ?format=csv)"},
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "entries newest first (JSON, or CSV with ?format=csv)",
+        },
         **refusals(401, 404, 422),
     },
     openapi_extra={"parameters": _LEDGER_PARAMS},
@@ -135,9 +196,11 @@ async def ledger(request: Request, ctx: Ctx, acct: CurrentAccount) -> Response:
     fmt = request.query_params.get("format", "json")
     if fmt not in ("json", "csv"):
         raise InvalidField("format must be json or csv", field="format")
-    entries = await ctx.streams.ledger(acct.id, cluster_ref=cluster_ref, limit=limit,
-                                       before=before)
+    entries = await ctx.streams.ledger(acct.id, cluster_ref=cluster_ref, limit=limit, before=before)
     if fmt == "csv":
-        return Response(ledger_csv(entries), media_type="text/csv; charset=utf-8",
-                        headers={"content-disposition": 'attachment; filename="ledger.csv"'})
+        return Response(
+            ledger_csv(entries),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": 'attachment; filename="ledger.csv"'},
+        )
     return json_response({"entries": [ledger_entry_json(e) for e in entries]})

@@ -58,10 +58,12 @@ router = APIRouter(tags=["clusters"])
 STATUSES = tuple(str(s) for s in ClusterStatus)
 
 IDEMPOTENCY_HEADER: dict[str, Any] = {
-    "name": "Idempotency-Key", "in": "header", "required": False,
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
     "description": "per account, kept 24 hours: a retry with the same key and body returns "
-                   "the first answer and changes nothing more",
+    "the first answer and changes nothing more",
 }
 
 
@@ -110,9 +112,14 @@ async def _lookup(request: Request, ref: str) -> tuple[AppContext, str, Cluster]
 # ---------------------------------------------------------------------------- launch, list, get
 
 
-@router.post("/gpu-clusters", status_code=201, response_model=ClusterOut,
-             responses=refusals(400, 401, 409, 402, 413, 422, 503),
-             openapi_extra=_body("LaunchIn"), summary="Launch a cluster")
+@router.post(
+    "/gpu-clusters",
+    status_code=201,
+    response_model=ClusterOut,
+    responses=refusals(400, 401, 409, 402, 413, 422, 503),
+    openapi_extra=_body("LaunchIn"),
+    summary="Launch a cluster",
+)
 async def launch(request: Request) -> Response:
     ctx = get_ctx(request)
     acct = account_of(request)
@@ -139,16 +146,25 @@ async def launch(request: Request) -> Response:
 
 
 _LIST_PARAMS: list[dict[str, Any]] = [
-    {"name": "status", "in": "query", "required": False,
-     "schema": {"type": "string"},
-     "description": "only clusters in these statuses (comma-separated: "
-                    + ", ".join(STATUSES) + ")"},
+    {
+        "name": "status",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "only clusters in these statuses (comma-separated: "
+        + ", ".join(STATUSES)
+        + ")",
+    },
 ]
 
 
-@router.get("/gpu-clusters", response_model=ClustersOut, responses=refusals(401, 422),
-            openapi_extra={"parameters": _LIST_PARAMS},
-            summary="The account's clusters (terminated ones stay listed 7 days)")
+@router.get(
+    "/gpu-clusters",
+    response_model=ClustersOut,
+    responses=refusals(401, 422),
+    openapi_extra={"parameters": _LIST_PARAMS},
+    summary="The account's clusters (terminated ones stay listed 7 days)",
+)
 async def list_clusters(request: Request) -> Response:
     ctx = get_ctx(request)
     acct = account_of(request)
@@ -158,29 +174,39 @@ async def list_clusters(request: Request) -> Response:
         statuses = [s.strip() for s in raw.split(",") if s.strip()]
         for s in statuses:
             if s not in STATUSES:
-                raise InvalidField(f"unknown status {s!r}; one of {', '.join(STATUSES)}",
-                                   field="status")
+                raise InvalidField(
+                    f"unknown status {s!r}; one of {', '.join(STATUSES)}", field="status"
+                )
     clusters = await ctx.streams.list_clusters(acct.id, statuses)
     base = _base(ctx, request)
     text = ",".join(cluster_json_text(ctx, c, base_url=base) for c in clusters)
-    return Response(('{"clusters":[' + text + "]}").encode("utf-8"),
-                    media_type="application/json")
+    return Response(('{"clusters":[' + text + "]}").encode("utf-8"), media_type="application/json")
 
 
-@router.get("/gpu-clusters/{id}", response_model=ClusterOut, responses=refusals(401, 404),
-            summary="One cluster, by id or name")
+@router.get(
+    "/gpu-clusters/{id}",
+    response_model=ClusterOut,
+    responses=refusals(401, 404),
+    summary="One cluster, by id or name",
+)
 async def get_cluster(request: Request, id: str) -> Response:
     ctx, _, c = await _lookup(request, id)
-    return Response(cluster_json_text(ctx, c, base_url=_base(ctx, request)).encode("utf-8"),
-                    media_type="application/json")
+    return Response(
+        cluster_json_text(ctx, c, base_url=_base(ctx, request)).encode("utf-8"),
+        media_type="application/json",
+    )
 
 
 # ---------------------------------------------------------------------------- actions
 
 
-@router.post("/gpu-clusters/{id}/scale", response_model=ClusterOut,
-             responses=refusals(400, 401, 404, 409, 402, 413, 422, 503),
-             openapi_extra=_body("ScaleIn"), summary="Change the replica count")
+@router.post(
+    "/gpu-clusters/{id}/scale",
+    response_model=ClusterOut,
+    responses=refusals(400, 401, 404, 409, 402, 413, 422, 503),
+    openapi_extra=_body("ScaleIn"),
+    summary="Change the replica count",
+)
 async def scale(request: Request, id: str) -> Response:
     ctx, account_id, c = await _lookup(request, id)
     data, _ = await read_object(request)
@@ -191,10 +217,13 @@ async def scale(request: Request, id: str) -> Response:
     return json_response(render(c))
 
 
-@router.post("/gpu-clusters/{id}/extend", response_model=ClusterOut,
-             responses=refusals(400, 401, 404, 409, 402, 413, 422, 503),
-             openapi_extra=_body("ExtendIn"),
-             summary="Add hours before expiry (total at most 720)")
+@router.post(
+    "/gpu-clusters/{id}/extend",
+    response_model=ClusterOut,
+    responses=refusals(400, 401, 404, 409, 402, 413, 422, 503),
+    openapi_extra=_body("ExtendIn"),
+    summary="Add hours before expiry (total at most 720)",
+)
 async def extend(request: Request, id: str) -> Response:
     ctx, account_id, c = await _lookup(request, id)
     data, _ = await read_object(request)
@@ -205,9 +234,13 @@ async def extend(request: Request, id: str) -> Response:
     return json_response(render(c))
 
 
-@router.post("/gpu-clusters/{id}/stop", response_model=ClusterOut,
-             responses=refusals(401, 404, 409, 422, 503), openapi_extra=_NO_BODY,
-             summary="Stop: charges stop, the unused hold is released")
+@router.post(
+    "/gpu-clusters/{id}/stop",
+    response_model=ClusterOut,
+    responses=refusals(401, 404, 409, 422, 503),
+    openapi_extra=_NO_BODY,
+    summary="Stop: charges stop, the unused hold is released",
+)
 async def stop(request: Request, id: str) -> Response:
     ctx, account_id, c = await _lookup(request, id)
     render = _renderer(ctx, request)
@@ -216,9 +249,13 @@ async def stop(request: Request, id: str) -> Response:
     return json_response(render(c))
 
 
-@router.post("/gpu-clusters/{id}/resume", response_model=ClusterOut,
-             responses=refusals(401, 404, 409, 402, 422, 503), openapi_extra=_NO_BODY,
-             summary="Resume a stopped cluster (holds the time to expiry)")
+@router.post(
+    "/gpu-clusters/{id}/resume",
+    response_model=ClusterOut,
+    responses=refusals(401, 404, 409, 402, 422, 503),
+    openapi_extra=_NO_BODY,
+    summary="Resume a stopped cluster (holds the time to expiry)",
+)
 async def resume(request: Request, id: str) -> Response:
     ctx, account_id, c = await _lookup(request, id)
     render = _renderer(ctx, request)
@@ -227,9 +264,13 @@ async def resume(request: Request, id: str) -> Response:
     return json_response(render(c))
 
 
-@router.post("/gpu-clusters/{id}/restart", response_model=ClusterOut,
-             responses=refusals(401, 404, 409, 422, 503), openapi_extra=_NO_BODY,
-             summary="Rolling restart, one replica at a time")
+@router.post(
+    "/gpu-clusters/{id}/restart",
+    response_model=ClusterOut,
+    responses=refusals(401, 404, 409, 422, 503),
+    openapi_extra=_NO_BODY,
+    summary="Rolling restart, one replica at a time",
+)
 async def restart(request: Request, id: str) -> Response:
     ctx, account_id, c = await _lookup(request, id)
     render = _renderer(ctx, request)
@@ -238,9 +279,13 @@ async def restart(request: Request, id: str) -> Response:
     return json_response(render(c))
 
 
-@router.delete("/gpu-clusters/{id}", response_model=ClusterOut,
-               responses=refusals(401, 404, 409, 422, 503), openapi_extra=_NO_BODY,
-               summary="Terminate (again: 200, same answer)")
+@router.delete(
+    "/gpu-clusters/{id}",
+    response_model=ClusterOut,
+    responses=refusals(401, 404, 409, 422, 503),
+    openapi_extra=_NO_BODY,
+    summary="Terminate (again: 200, same answer)",
+)
 async def terminate(request: Request, id: str) -> Response:
     ctx, account_id, c = await _lookup(request, id)
     render = _renderer(ctx, request)
@@ -252,10 +297,13 @@ async def terminate(request: Request, id: str) -> Response:
 # ---------------------------------------------------------------------------- endpoint
 
 
-@router.put("/gpu-clusters/{id}/endpoint", response_model=EndpointOut,
-            responses=refusals(400, 401, 404, 409, 413, 422, 503),
-            openapi_extra=_body("EndpointIn"),
-            summary="Open the public URL, or change only its port")
+@router.put(
+    "/gpu-clusters/{id}/endpoint",
+    response_model=EndpointOut,
+    responses=refusals(400, 401, 404, 409, 413, 422, 503),
+    openapi_extra=_body("EndpointIn"),
+    summary="Open the public URL, or change only its port",
+)
 async def set_endpoint(request: Request, id: str) -> Response:
     ctx, account_id, c = await _lookup(request, id)
     data, _ = await read_object(request)
@@ -271,9 +319,13 @@ async def set_endpoint(request: Request, id: str) -> Response:
     return json_response(render(c))
 
 
-@router.delete("/gpu-clusters/{id}/endpoint", status_code=204,
-               responses=refusals(401, 404, 409, 422, 503), openapi_extra=_NO_BODY,
-               summary="Close the public URL")
+@router.delete(
+    "/gpu-clusters/{id}/endpoint",
+    status_code=204,
+    responses=refusals(401, 404, 409, 422, 503),
+    openapi_extra=_NO_BODY,
+    summary="Close the public URL",
+)
 async def close_endpoint(request: Request, id: str) -> Response:
     ctx, account_id, c = await _lookup(request, id)
 
@@ -288,16 +340,24 @@ async def close_endpoint(request: Request, id: str) -> Response:
 # ---------------------------------------------------------------------------- replicas
 
 
-@router.get("/gpu-clusters/{id}/replicas", response_model=ReplicasOut,
-            responses=refusals(401, 404), summary="Replica states with their GPUs")
+@router.get(
+    "/gpu-clusters/{id}/replicas",
+    response_model=ReplicasOut,
+    responses=refusals(401, 404),
+    summary="Replica states with their GPUs",
+)
 async def replicas(request: Request, id: str) -> Response:
     ctx, _, c = await _lookup(request, id)
     return json_response({"replicas": replicas_json(ctx, c)})
 
 
-@router.post("/gpu-clusters/{id}/replicas/{replica}/restart", response_model=ReplicaStateOut,
-             responses=refusals(401, 404, 409, 422, 503), openapi_extra=_NO_BODY,
-             summary="Restart one replica")
+@router.post(
+    "/gpu-clusters/{id}/replicas/{replica}/restart",
+    response_model=ReplicaStateOut,
+    responses=refusals(401, 404, 409, 422, 503),
+    openapi_extra=_NO_BODY,
+    summary="Restart one replica",
+)
 async def restart_replica(request: Request, id: str, replica: str) -> Response:
     ctx, account_id, c = await _lookup(request, id)
 
@@ -311,15 +371,23 @@ async def restart_replica(request: Request, id: str, replica: str) -> Response:
 
 
 _METRICS_PARAMS: list[dict[str, Any]] = [
-    {"name": "since", "in": "query", "required": False,
-     "schema": {"type": "string", "format": "date-time"},
-     "description": "only samples after this RFC 3339 time (default: the last hour)"},
+    {
+        "name": "since",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "format": "date-time"},
+        "description": "only samples after this RFC 3339 time (default: the last hour)",
+    },
 ]
 
 
-@router.get("/gpu-clusters/{id}/metrics", response_model=MetricsOut,
-            responses=refusals(401, 404, 422), openapi_extra={"parameters": _METRICS_PARAMS},
-            summary="GPU samples per replica (at least the last hour)")
+@router.get(
+    "/gpu-clusters/{id}/metrics",
+    response_model=MetricsOut,
+    responses=refusals(401, 404, 422),
+    openapi_extra={"parameters": _METRICS_PARAMS},
+    summary="GPU samples per replica (at least the last hour)",
+)
 async def metrics(request: Request, id: str) -> Response:
     ctx, _, c = await _lookup(request, id)
     since: datetime | None = None
@@ -335,13 +403,18 @@ async def metrics(request: Request, id: str) -> Response:
         except ValueError:
             raise InvalidField("since must be an RFC 3339 time", field="since") from None
     if ctx.telemetry is None:
-        return json_response({"interval_s": 1.0, "telemetry": ctx.runtime.info.telemetry,
-                              "replicas": []})
+        return json_response(
+            {"interval_s": 1.0, "telemetry": ctx.runtime.info.telemetry, "replicas": []}
+        )
     return json_response(ctx.telemetry.metrics(c.id, since))
 
 
-@router.get("/gpu-clusters/{id}/events", response_model=EventsOut,
-            responses=refusals(401, 404), summary="The cluster's events, oldest first")
+@router.get(
+    "/gpu-clusters/{id}/events",
+    response_model=EventsOut,
+    responses=refusals(401, 404),
+    summary="The cluster's events, oldest first",
+)
 async def events(request: Request, id: str) -> Response:
     ctx, _, c = await _lookup(request, id)
     return json_response({"events": [event_json(e) for e in await ctx.streams.events(c.id)]})

@@ -26,15 +26,30 @@ from ecolink.telemetry import IDLE_UTILIZATION
 router = APIRouter(tags=["gpus"])
 
 _PARAMS: list[dict[str, Any]] = [
-    {"name": "unhealthy", "in": "query", "required": False,
-     "schema": {"type": "boolean"}, "description": "only degraded and failing GPUs"},
-    {"name": "brief", "in": "query", "required": False, "schema": {"type": "boolean"},
-     "description": "health as verdict and reason only (the full readings are on the "
-                    "cluster's replicas route); for lists of thousands of GPUs"},
-    {"name": "since", "in": "query", "required": False, "schema": {"type": "string"},
-     "description": "the `version` of an earlier answer: only what changed since (new rows "
-                    "whole, changed fields with the row's key, `removed` keys); an unknown "
-                    "version gets the whole list"},
+    {
+        "name": "unhealthy",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "boolean"},
+        "description": "only degraded and failing GPUs",
+    },
+    {
+        "name": "brief",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "boolean"},
+        "description": "health as verdict and reason only (the full readings are on the "
+        "cluster's replicas route); for lists of thousands of GPUs",
+    },
+    {
+        "name": "since",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "the `version` of an earlier answer: only what changed since (new rows "
+        "whole, changed fields with the row's key, `removed` keys); an unknown "
+        "version gets the whole list",
+    },
 ]
 # The last answers kept per (account, query), for `since`.
 _KEEP_VERSIONS = 4
@@ -48,9 +63,13 @@ def _flag(request: Request, name: str) -> bool:
     return raw in ("true", "1")
 
 
-@router.get("/gpus", response_model=FleetGpusOut, responses=refusals(401, 422),
-            openapi_extra={"parameters": _PARAMS},
-            summary="Every GPU of the account's clusters, with its health")
+@router.get(
+    "/gpus",
+    response_model=FleetGpusOut,
+    responses=refusals(401, 422),
+    openapi_extra={"parameters": _PARAMS},
+    summary="Every GPU of the account's clusters, with its health",
+)
 async def fleet_gpus(request: Request, ctx: Ctx, acct: CurrentAccount) -> Response:
     only_bad = _flag(request, "unhealthy")
     brief = _flag(request, "brief")
@@ -69,23 +88,25 @@ async def fleet_gpus(request: Request, ctx: Ctx, acct: CurrentAccount) -> Respon
                 if only_bad and level not in ("degraded", "failing"):
                     continue
                 idle = g.get("utilization", 0.0) < IDLE_UTILIZATION
-                rows.append({
-                    "cluster_id": c.id,
-                    "cluster": c.name,
-                    "region": c.region,
-                    "replica": rep.get("name"),
-                    "index": g.get("index"),
-                    "uuid": g.get("uuid"),
-                    "name": g.get("name"),
-                    "utilization": g.get("utilization"),
-                    "memory_used_mib": g.get("memory_used_mib"),
-                    "memory_total_mib": g.get("memory_total_mib"),
-                    "temperature_c": g.get("temperature_c"),
-                    "power_w": g.get("power_w"),
-                    "telemetry": rep.get("telemetry"),
-                    "idle_cost_per_hour": format_usd(per_gpu if idle else 0),
-                    "health": {"verdict": level, "reason": h.get("reason")} if brief else h,
-                })
+                rows.append(
+                    {
+                        "cluster_id": c.id,
+                        "cluster": c.name,
+                        "region": c.region,
+                        "replica": rep.get("name"),
+                        "index": g.get("index"),
+                        "uuid": g.get("uuid"),
+                        "name": g.get("name"),
+                        "utilization": g.get("utilization"),
+                        "memory_used_mib": g.get("memory_used_mib"),
+                        "memory_total_mib": g.get("memory_total_mib"),
+                        "temperature_c": g.get("temperature_c"),
+                        "power_w": g.get("power_w"),
+                        "telemetry": rep.get("telemetry"),
+                        "idle_cost_per_hour": format_usd(per_gpu if idle else 0),
+                        "health": {"verdict": level, "reason": h.get("reason")} if brief else h,
+                    }
+                )
     overall = worst(verdicts)
     store = ctx.gpu_versions
     versions = store.get((acct.id, brief, only_bad))
@@ -93,12 +114,14 @@ async def fleet_gpus(request: Request, ctx: Ctx, acct: CurrentAccount) -> Respon
         while len(store) >= _MAX_LISTS:  # the lists read longest ago go first
             store.pop(next(iter(store)))
         versions = store[(acct.id, brief, only_bad)] = RowVersions(_KEEP_VERSIONS)
-    return json_response({
-        **versions.answer(rows, since),
-        "health": {
-            "verdict": overall.level,
-            "reason": overall.reason,
-            "failing": sum(1 for v in verdicts if v.level == "failing"),
-            "degraded": sum(1 for v in verdicts if v.level == "degraded"),
-        },
-    })
+    return json_response(
+        {
+            **versions.answer(rows, since),
+            "health": {
+                "verdict": overall.level,
+                "reason": overall.reason,
+                "failing": sum(1 for v in verdicts if v.level == "failing"),
+                "degraded": sum(1 for v in verdicts if v.level == "degraded"),
+            },
+        }
+    )

@@ -118,15 +118,17 @@ def _parse_create(data: Any) -> tuple[list[str] | str | None, bool, int, int]:
     openapi_extra=_CREATE_BODY,
     summary="Start a kept shell session in a replica",
     description="409 `conflict` once the cluster has 32 kept sessions still running; "
-                "end one first. Of the ended sessions, the newest 32 are listed.",
+    "end one first. Of the ended sessions, the newest 32 are listed.",
 )
-async def create_session(request: Request, ctx: Ctx, cluster: OwnedCluster,
-                         replica: str) -> Response:
+async def create_session(
+    request: Request, ctx: Ctx, cluster: OwnedCluster, replica: str
+) -> Response:
     raw = await read_body(request)
     data = parse_json(raw) if raw.strip() else {}
     command, tty, width, height = _parse_create(data)
-    s = await ctx.streams.create_session(cluster, replica, command, tty=tty, width=width,
-                                         height=height)
+    s = await ctx.streams.create_session(
+        cluster, replica, command, tty=tty, width=width, height=height
+    )
     return json_response(s.as_json(), status=201)
 
 
@@ -184,8 +186,9 @@ async def attach_session(websocket: WebSocket, id: str, sid: str) -> None:
 
     out_task = asyncio.create_task(output())
     in_task = asyncio.create_task(
-        pump_input(websocket, v5=proto == V5, write=s.write, resize=s.resize,
-                   close_stdin=s.close_stdin)
+        pump_input(
+            websocket, v5=proto == V5, write=s.write, resize=s.resize, close_stdin=s.close_stdin
+        )
     )
     try:
         await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)

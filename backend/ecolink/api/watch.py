@@ -61,9 +61,15 @@ class WatchClient:
 class WatchHub:
     """Observer of the service; renders changes once and queues them per client."""
 
-    def __init__(self, ctx: AppContext, *, summary_interval_s: float = 5.0,
-                 replicas_interval_s: float = 1.0, flush_delay_s: float = 0.05,
-                 max_events: int = 10_000) -> None:
+    def __init__(
+        self,
+        ctx: AppContext,
+        *,
+        summary_interval_s: float = 5.0,
+        replicas_interval_s: float = 1.0,
+        flush_delay_s: float = 0.05,
+        max_events: int = 10_000,
+    ) -> None:
         self.ctx = ctx
         self.summary_interval_s = summary_interval_s
         self.replicas_interval_s = replicas_interval_s
@@ -84,10 +90,14 @@ class WatchHub:
             return
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="watch-flush"),
-            asyncio.create_task(self._every(self.summary_interval_s, self.summaries_round,
-                                            "summaries"), name="watch-summaries"),
-            asyncio.create_task(self._every(self.replicas_interval_s, self.replicas_round,
-                                            "replicas"), name="watch-replicas"),
+            asyncio.create_task(
+                self._every(self.summary_interval_s, self.summaries_round, "summaries"),
+                name="watch-summaries",
+            ),
+            asyncio.create_task(
+                self._every(self.replicas_interval_s, self.replicas_round, "replicas"),
+                name="watch-replicas",
+            ),
         ]
 
     async def stop(self) -> None:
@@ -139,8 +149,9 @@ class WatchHub:
         clients = self.clients.get(event.account_id)
         if not clients:
             return
-        frame = _dumps({"type": "event", "cluster_id": event.cluster_id,
-                        "event": event_json(event)})
+        frame = _dumps(
+            {"type": "event", "cluster_id": event.cluster_id, "event": event_json(event)}
+        )
         for c in clients:
             c.queue.put_event(frame)
 
@@ -162,29 +173,38 @@ class WatchHub:
             account_changed = account_id in self._account_changed_since
 
             def read_changes() -> tuple[list[Cluster | None], Account | None]:
-                return ([streams.owned_cluster(account_id, cid) for cid in changed],
-                        streams.account_or_none(account_id) if account_changed else None)
+                return (
+                    [streams.owned_cluster(account_id, cid) for cid in changed],
+                    streams.account_or_none(account_id) if account_changed else None,
+                )
 
             found, acct = await ctx.store.run_read(read_changes)
             client.known = set(ids)
             for c in found:
                 if c is not None:
                     client.queue.put_state(
-                        "c:" + c.id, '{"type":"cluster","cluster":' + cluster_json_text(ctx, c) + "}")
+                        "c:" + c.id,
+                        '{"type":"cluster","cluster":' + cluster_json_text(ctx, c) + "}",
+                    )
                     client.known.add(c.id)
             if acct is not None:
-                client.queue.put_state("account", _dumps({"type": "account",
-                                                          "account": account_json(acct)}))
+                client.queue.put_state(
+                    "account", _dumps({"type": "account", "account": account_json(acct)})
+                )
             return text
         service = ctx.service
         clusters, account = await ctx.store.run_read(
-            lambda: (service.list_clusters(account_id), service.account(account_id)))
+            lambda: (service.list_clusters(account_id), service.account(account_id))
+        )
         ids = frozenset(c.id for c in clusters)
         client.known = set(ids)
-        text = ('{"type":"snapshot","clusters":['
-                + ",".join(cluster_json_text(ctx, c) for c in clusters)
-                + '],"account":' + _dumps(account_json(account))
-                + "}")
+        text = (
+            '{"type":"snapshot","clusters":['
+            + ",".join(cluster_json_text(ctx, c) for c in clusters)
+            + '],"account":'
+            + _dumps(account_json(account))
+            + "}"
+        )
         self._snapshots[account_id] = (ids, text, time.monotonic())
         self._changed_since[account_id] = set()
         self._account_changed_since.discard(account_id)
@@ -195,15 +215,21 @@ class WatchHub:
         streams = ctx.streams
         dirty, self._dirty = self._dirty, defaultdict(set)
         accounts, self._dirty_accounts = self._dirty_accounts, set()
-        wanted = [(account_id, cid) for account_id, cids in dirty.items()
-                  if self.clients.get(account_id) for cid in cids]
+        wanted = [
+            (account_id, cid)
+            for account_id, cids in dirty.items()
+            if self.clients.get(account_id)
+            for cid in cids
+        ]
         wanted_accounts = [a for a in accounts if self.clients.get(a)]
         if not wanted and not wanted_accounts:
             return
 
         def read() -> tuple[list[Cluster | None], list[Account | None]]:
-            return ([streams.owned_cluster(a, cid) for a, cid in wanted],
-                    [streams.account_or_none(a) for a in wanted_accounts])
+            return (
+                [streams.owned_cluster(a, cid) for a, cid in wanted],
+                [streams.account_or_none(a) for a in wanted_accounts],
+            )
 
         found, accts = await ctx.store.run_read(read)
         now = ctx.service.now()
@@ -232,36 +258,43 @@ class WatchHub:
         accounts = list(self.clients)
         if not accounts:
             return
-        lists = await ctx.store.run_read(
-            lambda: [service.list_clusters(a) for a in accounts])
+        lists = await ctx.store.run_read(lambda: [service.list_clusters(a) for a in accounts])
         for account_id, clusters in zip(accounts, lists, strict=True):
             clients = self.clients.get(account_id)
             if not clients:
                 continue
             ids = {c.id for c in clusters}
-            frame = _dumps({"type": "summaries",
-                            "clusters": {c.id: gpu_summary(ctx, c) for c in clusters},
-                            "traffic": {c.id: traffic_json(ctx, c) for c in clusters}})
+            frame = _dumps(
+                {
+                    "type": "summaries",
+                    "clusters": {c.id: gpu_summary(ctx, c) for c in clusters},
+                    "traffic": {c.id: traffic_json(ctx, c) for c in clusters},
+                }
+            )
             for cl in clients:
                 for gone in cl.known - ids:
-                    cl.queue.put_state("c:" + gone, _dumps({"type": "cluster_removed",
-                                                            "id": gone}))
+                    cl.queue.put_state("c:" + gone, _dumps({"type": "cluster_removed", "id": gone}))
                 cl.known &= ids
                 cl.queue.put_state("summaries", frame)
 
     def _replicas_frame(self, c: Cluster) -> str:
-        return _dumps({"type": "replicas", "cluster_id": c.id,
-                       "replicas": brief_health(replicas_json(self.ctx, c))})
+        return _dumps(
+            {
+                "type": "replicas",
+                "cluster_id": c.id,
+                "replicas": brief_health(replicas_json(self.ctx, c)),
+            }
+        )
 
     async def _clusters_by_id(self, ids: list[str]) -> dict[str, Cluster]:
         streams = self.ctx.streams
-        found = await self.ctx.store.run_read(
-            lambda: [streams.cluster_by_id(cid) for cid in ids])
+        found = await self.ctx.store.run_read(lambda: [streams.cluster_by_id(cid) for cid in ids])
         return {c.id: c for c in found if c is not None}
 
     async def replicas_round(self) -> None:
-        focused = sorted({cid for clients in self.clients.values() for cl in clients
-                          for cid in cl.focus})
+        focused = sorted(
+            {cid for clients in self.clients.values() for cl in clients for cid in cl.focus}
+        )
         if not focused:
             return
         clusters = await self._clusters_by_id(focused)
@@ -281,7 +314,8 @@ class WatchHub:
         account_id = client.account_id
         wanted = refs[:MAX_FOCUS]
         found = await self.ctx.store.run_read(
-            lambda: [streams.find_cluster(account_id, ref) for ref in wanted])
+            lambda: [streams.find_cluster(account_id, ref) for ref in wanted]
+        )
         focused = {c.id: c for c in found if c is not None}
         client.focus = set(focused)
         for cid, c in focused.items():
@@ -299,8 +333,9 @@ class WatchHub:
             except Exception:
                 log.exception("watch flush failed")
 
-    async def _every(self, interval_s: float, round_: Callable[[], Awaitable[None]],
-                     what: str) -> None:
+    async def _every(
+        self, interval_s: float, round_: Callable[[], Awaitable[None]], what: str
+    ) -> None:
         while True:
             await asyncio.sleep(interval_s)
             try:
@@ -363,8 +398,10 @@ async def watch(websocket: WebSocket) -> None:
             await websocket.close(code=1013, reason="the database cannot be read now; try again")
             return
         await websocket.send_text(snapshot)
-        tasks = [asyncio.create_task(_sender(websocket, client)),
-                 asyncio.create_task(_receiver(websocket, hub, client))]
+        tasks = [
+            asyncio.create_task(_sender(websocket, client)),
+            asyncio.create_task(_receiver(websocket, hub, client)),
+        ]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for t in done:
             exc = t.exception()

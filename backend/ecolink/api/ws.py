@@ -23,13 +23,18 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-STORE_UNREADABLE = {"error": {"code": "store_unavailable",
-                              "message": "the database cannot be read now (another process "
-                                         "holds it, or the disk is slow); try again"}}
+STORE_UNREADABLE = {
+    "error": {
+        "code": "store_unavailable",
+        "message": "the database cannot be read now (another process "
+        "holds it, or the disk is slow); try again",
+    }
+}
 
 
-async def before_upgrade(websocket: WebSocket,
-                         prepare: Callable[[AppContext, Account], Awaitable[T]]) -> T | None:
+async def before_upgrade(
+    websocket: WebSocket, prepare: Callable[[AppContext, Account], Awaitable[T]]
+) -> T | None:
     """Authenticate, then `prepare` what the socket will relay (find the cluster,
     parse the query, open the stream). Whatever fails is answered before the upgrade
     and gives None: the route then just returns."""
@@ -48,12 +53,16 @@ async def deny(ws: WebSocket, status: int, body: dict[str, Any]) -> None:
     """Answer an HTTP error instead of upgrading (api.md's error form)."""
     raw = json.dumps(body).encode()
     if "websocket.http.response" in (ws.scope.get("extensions") or {}):
-        await ws.send({
-            "type": "websocket.http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(raw)).encode())],
-        })
+        await ws.send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(raw)).encode()),
+                ],
+            }
+        )
         await ws.send({"type": "websocket.http.response.body", "body": raw})
     else:
         await ws.close(code=1008 if status in (401, 404) else 1011)
@@ -68,8 +77,11 @@ async def deny_error(ws: WebSocket, exc: Exception) -> None:
         await deny(ws, 503, STORE_UNREADABLE)
     else:
         log.error("exec refused", exc_info=exc)
-        await deny(ws, 503, {"error": {"code": "runtime_unavailable",
-                                       "message": "the exec could not be started"}})
+        await deny(
+            ws,
+            503,
+            {"error": {"code": "runtime_unavailable", "message": "the exec could not be started"}},
+        )
 
 
 async def close_quietly(ws: WebSocket, code: int = 1000, reason: str = "") -> None:

@@ -8,8 +8,24 @@ from dataclasses import dataclass, field
 from time import monotonic as _monotonic
 
 # Latency histogram bounds in seconds (the last bucket is open-ended).
-BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-           10.0, 30.0, 60.0)
+BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 
@@ -60,9 +76,15 @@ class Replica:
         self.latency_sum += seconds
 
     def counters(self) -> dict[str, object]:
-        return {"requests": self.requests, "statuses": list(self.statuses),
-                "errors": self.errors, "in_flight": self.in_flight, "hist": list(self.hist),
-                "latency_sum": self.latency_sum, "path": self.path}
+        return {
+            "requests": self.requests,
+            "statuses": list(self.statuses),
+            "errors": self.errors,
+            "in_flight": self.in_flight,
+            "hist": list(self.hist),
+            "latency_sum": self.latency_sum,
+            "path": self.path,
+        }
 
 
 class Pool:

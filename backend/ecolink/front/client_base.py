@@ -22,10 +22,17 @@ def error_body(status: int, code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
-_REASONS = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
-            429: b"Too Many Requests",
-            408: b"Request Timeout", 431: b"Request Header Fields Too Large",
-            503: b"Service Unavailable", 307: b"Temporary Redirect"}
+_REASONS = {
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    429: b"Too Many Requests",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+    307: b"Temporary Redirect",
+}
 
 
 class ClientBase(asyncio.Protocol):
@@ -171,8 +178,14 @@ class ClientBase(asyncio.Protocol):
             self._resume_reading()
         self._next()
 
-    def _answer_error(self, ex: Exchange, status: int, code: str, message: str,
-                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def _answer_error(
+        self,
+        ex: Exchange,
+        status: int,
+        code: str,
+        message: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         if self.transport is None or self.closed:
             return
         if ex.answered:
@@ -196,11 +209,20 @@ class ClientBase(asyncio.Protocol):
             else:
                 self._resume_reading()
 
-    def _write_simple(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
-                      keep_alive: bool, http11: bool, csp: bytes = b"") -> None:
+    def _write_simple(
+        self,
+        status: int,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        http11: bool,
+        csp: bytes = b"",
+    ) -> None:
         assert self.transport is not None
-        out = [b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%b"
-               % (status, _REASONS.get(status, b"Error"), len(body), csp)]
+        out = [
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%b"
+            % (status, _REASONS.get(status, b"Error"), len(body), csp)
+        ]
         for k, v in headers:
             out.append(b"%s: %s\r\n" % (k, v))
         if not keep_alive:

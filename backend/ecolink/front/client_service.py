@@ -88,40 +88,53 @@ class ServiceRouting(UpstreamExchange):
                 account = table.account_for_session(session)
                 by_cookie = account is not None
         if account is None:
-            self._answer_error(ex, 401, _UNAUTHENTICATED["code"], _UNAUTHENTICATED["message"],
-                               [(b"www-authenticate", b'Bearer realm="ecolink"')])
+            self._answer_error(
+                ex,
+                401,
+                _UNAUTHENTICATED["code"],
+                _UNAUTHENTICATED["message"],
+                [(b"www-authenticate", b'Bearer realm="ecolink"')],
+            )
             return
         if by_cookie and ex.upgrade and origin is not None:
             allowed = self._allowed_origins(ex.host)
             if not edge_rules.origin_allowed(origin.decode("latin-1"), allowed):
                 # A page of another site cannot open a WebSocket with the user's cookie.
-                self._answer_error(ex, 403, "forbidden_origin", (
-                    "a console session opens WebSockets from "
-                    f"{allowed[0] if allowed else 'this origin'} only"))
+                self._answer_error(
+                    ex,
+                    403,
+                    "forbidden_origin",
+                    (
+                        "a console session opens WebSockets from "
+                        f"{allowed[0] if allowed else 'this origin'} only"
+                    ),
+                )
                 return
         if ex.upgrade:
             cap = self.cfg.max_websockets_per_account
             if front.websockets_open.get(account, 0) >= cap:
-                self._answer_error(ex, 429, "too_many_websockets", (
-                    f"this account has {cap} WebSockets open, the most allowed; "
-                    "close one first"))
+                self._answer_error(
+                    ex,
+                    429,
+                    "too_many_websockets",
+                    (f"this account has {cap} WebSockets open, the most allowed; close one first"),
+                )
                 return
             ex.account = account
             if front.reserve_websocket is not None:
                 # A worker front: the cap holds across the whole server, so the
                 # control plane, which counts every front's WebSockets, says.
-                self.loop.create_task(self._reserve_websocket(ex, account, at_root,
-                                                                  cookie_values))
+                self.loop.create_task(self._reserve_websocket(ex, account, at_root, cookie_values))
                 return
         self._service_route(ex, account, at_root, cookie_values)
 
-    async def _reserve_websocket(self, ex: Exchange, account: str, at_root: bytes | None,
-                                 cookie_values: list[str]) -> None:
+    async def _reserve_websocket(
+        self, ex: Exchange, account: str, at_root: bytes | None, cookie_values: list[str]
+    ) -> None:
         front = self.front
         assert front.reserve_websocket is not None and front.release_websocket is not None
         try:
-            ok: bool | None = await asyncio.wait_for(front.reserve_websocket(account),
-                                                     FEED_WAIT_S)
+            ok: bool | None = await asyncio.wait_for(front.reserve_websocket(account), FEED_WAIT_S)
         except Exception as exc:  # the control plane is busy or gone
             front.errors(f"WebSocket count not checked: {exc!r}")
             ok = None
@@ -130,20 +143,25 @@ class ServiceRouting(UpstreamExchange):
                 front.release_websocket(account)
             return
         if ok is None:
-            self._answer_error(ex, 503, "runtime_unavailable",
-                               "the WebSocket could not be counted; try again")
+            self._answer_error(
+                ex, 503, "runtime_unavailable", "the WebSocket could not be counted; try again"
+            )
             return
         if not ok:
             cap = self.cfg.max_websockets_per_account
-            self._answer_error(ex, 429, "too_many_websockets", (
-                f"this account has {cap} WebSockets open, the most allowed; "
-                "close one first"))
+            self._answer_error(
+                ex,
+                429,
+                "too_many_websockets",
+                (f"this account has {cap} WebSockets open, the most allowed; close one first"),
+            )
             return
         self.ws_reserved = account
         self._service_route(ex, account, at_root, cookie_values)
 
-    def _service_route(self, ex: Exchange, account: str, at_root: bytes | None,
-                       cookie_values: list[str]) -> None:
+    def _service_route(
+        self, ex: Exchange, account: str, at_root: bytes | None, cookie_values: list[str]
+    ) -> None:
         """The rest of a service-URL request once its account may send it: the cluster,
         the head its replica sees, and the replica."""
         front = self.front

@@ -19,8 +19,14 @@ class Tunnelling(ClientBase):
     """The 101 answer, the tunnel it opens, and how the tunnel ends (a message over
     the limit closes it with 1009; either way the client gets the close frame)."""
 
-    def upstream_upgraded(self, up: Upstream, status: int, reason: bytes,
-                          headers: list[tuple[bytes, bytes]], rest: bytes) -> None:
+    def upstream_upgraded(
+        self,
+        up: Upstream,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        rest: bytes,
+    ) -> None:
         ex = self.active
         if ex is None or ex.up is not up or self.transport is None or not ex.upgrade:
             up.close()
@@ -28,8 +34,11 @@ class Tunnelling(ClientBase):
         out = [b"HTTP/1.1 101 %s\r\n" % (reason or b"Switching Protocols"), ex.csp]
         for name, value in headers:
             n = name.lower()
-            if ex.kind == "service" and n == b"set-cookie" and not cookies.set_cookie_allowed(
-                    value.decode("latin-1"), ex.prefixes):
+            if (
+                ex.kind == "service"
+                and n == b"set-cookie"
+                and not cookies.set_cookie_allowed(value.decode("latin-1"), ex.prefixes)
+            ):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
         out.append(b"\r\n")
@@ -46,10 +55,14 @@ class Tunnelling(ClientBase):
             counts[ex.account] = counts.get(ex.account, 0) + 1
         # What a WebSocket client may send on this route, checked frame by frame as it
         # passes (another protocol a replica upgrades to passes as it is).
-        if any(n.lower() == b"upgrade" and v.strip().lower() == b"websocket"
-               for n, v in ex.headers):
-            path = "/gpu-clusters/-/service/" if ex.kind == "service" else unquote(
-                ex.url.partition(b"?")[0].decode("latin-1"))
+        if any(
+            n.lower() == b"upgrade" and v.strip().lower() == b"websocket" for n, v in ex.headers
+        ):
+            path = (
+                "/gpu-clusters/-/service/"
+                if ex.kind == "service"
+                else unquote(ex.url.partition(b"?")[0].decode("latin-1"))
+            )
             self.frames = FrameGuard(edge_rules.frame_limit(path))
         if rest:
             self._write(rest)

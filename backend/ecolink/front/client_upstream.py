@@ -36,14 +36,21 @@ class UpstreamExchange(Tunnelling):
             if n == b"host":
                 host = value
                 continue
-            if (n in REQ_DROP or n in named or n.startswith(b"x-forwarded-")
-                    or n == b"forwarded" or n == b"x-real-ip"):
+            if (
+                n in REQ_DROP
+                or n in named
+                or n.startswith(b"x-forwarded-")
+                or n == b"forwarded"
+                or n == b"x-real-ip"
+            ):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
         if host:
             out.append(b"host: %s\r\n" % host)
-        out.append(b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n" % (
-            self.addr.encode(), self.cfg.scheme.encode()))
+        out.append(
+            b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\n"
+            % (self.addr.encode(), self.cfg.scheme.encode())
+        )
         self._framing_headers(ex, out)
         ex.head_out = b"".join(out)
         up = self.front.api_conns.take_idle(self.front.api_socket)
@@ -58,8 +65,9 @@ class UpstreamExchange(Tunnelling):
         except UpstreamUnreachable as exc:
             self.front.errors(f"the API application cannot be reached: {exc}")
             if self.active is ex:
-                self._answer_error(ex, 503, "runtime_unavailable",
-                                   "the API cannot be reached; nothing was changed")
+                self._answer_error(
+                    ex, 503, "runtime_unavailable", "the API cannot be reached; nothing was changed"
+                )
             return
         if self.active is not ex or self.closed:
             self.front.api_conns.release(up)
@@ -82,16 +90,18 @@ class UpstreamExchange(Tunnelling):
     def _dispatch_service(self, ex: Exchange, pool: Pool | None) -> None:
         if pool is None or not pool.replicas:
             msg = pool.error if pool is not None else None
-            self._answer_error(ex, 503, "runtime_unavailable",
-                               msg or "no ready replica behind the service URL")
+            self._answer_error(
+                ex, 503, "runtime_unavailable", msg or "no ready replica behind the service URL"
+            )
             return
         ex.replicas = pool.order()
         self._try_next_replica(ex)
 
     def _try_next_replica(self, ex: Exchange) -> None:
         if not ex.replicas:
-            self._answer_error(ex, 503, "runtime_unavailable",
-                               "no replica behind the service URL could be reached")
+            self._answer_error(
+                ex, 503, "runtime_unavailable", "no replica behind the service URL could be reached"
+            )
             return
         r = ex.replicas.pop(0)
         ex.replica = r
@@ -130,7 +140,11 @@ class UpstreamExchange(Tunnelling):
             r = ex.replica
             assert r is not None
             head = b"%s %s HTTP/1.1\r\nHost: %s\r\n%b" % (
-                ex.method.encode(), ex.upath, r.host_port, ex.head_out)
+                ex.method.encode(),
+                ex.upath,
+                r.host_port,
+                ex.head_out,
+            )
         else:
             head = ex.head_out
         if ex.expect and not ex.body_done and not ex.body and self.transport is not None:
@@ -147,8 +161,9 @@ class UpstreamExchange(Tunnelling):
                 self._resume_reading()
 
     # ------------------------------------------------------------------ upstream events
-    def upstream_head(self, up: Upstream, status: int, reason: bytes,
-                      headers: list[tuple[bytes, bytes]]) -> None:
+    def upstream_head(
+        self, up: Upstream, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
         ex = self.active
         if ex is None or ex.up is not up or self.transport is None:
             return
@@ -167,8 +182,11 @@ class UpstreamExchange(Tunnelling):
                 continue
             if n == b"content-length":
                 length = value
-            elif service and n == b"set-cookie" and not cookies.set_cookie_allowed(
-                    value.decode("latin-1"), ex.prefixes):
+            elif (
+                service
+                and n == b"set-cookie"
+                and not cookies.set_cookie_allowed(value.decode("latin-1"), ex.prefixes)
+            ):
                 continue
             out.append(b"%s: %s\r\n" % (name, value))
         no_body = ex.method == "HEAD" or status in (204, 304)
@@ -252,15 +270,24 @@ class UpstreamExchange(Tunnelling):
                 ex.retried = True
                 self.loop.create_task(self._connect_api(ex))
                 return
-            self._answer_error(ex, 503, "runtime_unavailable",
-                               "the API closed the connection; the request may not have run")
+            self._answer_error(
+                ex,
+                503,
+                "runtime_unavailable",
+                "the API closed the connection; the request may not have run",
+            )
             return
         r = ex.replica
         if r is not None:
             r.in_flight -= 1
             ex.replica = None
-        if stale and not ex.retried and ex.method in IDEMPOTENT and not ex.sent_body \
-                and r is not None:
+        if (
+            stale
+            and not ex.retried
+            and ex.method in IDEMPOTENT
+            and not ex.sent_body
+            and r is not None
+        ):
             # A pooled connection the replica had closed meanwhile: once more, fresh.
             ex.retried = True
             ex.replicas.insert(0, r)
@@ -272,8 +299,9 @@ class UpstreamExchange(Tunnelling):
         if not ex.sent_body and not ex.retried:
             self._try_next_replica(ex)
             return
-        self._answer_error(ex, 503, "runtime_unavailable",
-                           "the replica behind the service URL broke the exchange")
+        self._answer_error(
+            ex, 503, "runtime_unavailable", "the replica behind the service URL broke the exchange"
+        )
 
     def _retry_fresh(self, ex: Exchange) -> None:
         r = ex.replicas.pop(0)

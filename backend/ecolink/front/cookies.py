@@ -14,8 +14,14 @@ from ecolink.api.edge_rules import (
     strip_session_cookie,
 )
 
-__all__ = ["SESSION_COOKIE", "session_token", "session_tokens", "strip_session",
-           "strip_session_values", "set_cookie_allowed"]
+__all__ = [
+    "SESSION_COOKIE",
+    "session_token",
+    "session_tokens",
+    "strip_session",
+    "strip_session_values",
+    "set_cookie_allowed",
+]
 
 
 def strip_session(value: str) -> str | None:

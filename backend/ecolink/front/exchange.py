@@ -11,16 +11,36 @@ if TYPE_CHECKING:
     from ecolink.front.upstream import Upstream
 
 # Request headers that end at this hop (or that the front sets itself).
-REQ_DROP = frozenset({
-    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
-    b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length",
-    b"expect",
-})
+REQ_DROP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"expect",
+    }
+)
 SERVICE_DROP = REQ_DROP | {b"authorization", b"forwarded", b"x-real-ip"}
-RESP_DROP = frozenset({
-    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
-    b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
-})
+RESP_DROP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 NO_BODY_OK = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 
@@ -29,11 +49,39 @@ class Exchange:
     """One request from the client, from its head to the end of its answer."""
 
     __slots__ = (
-        "method", "url", "headers", "http11", "keep_alive", "upgrade", "chunked",
-        "length", "body", "body_bytes", "body_done", "kind", "cluster_id", "ref",
-        "replica", "up", "started", "status", "framing", "answered", "tunnel_rest",
-        "head_out", "upath", "prefixes", "replicas", "tries", "retried", "sent_body",
-        "local", "expect", "csp", "host", "account",
+        "method",
+        "url",
+        "headers",
+        "http11",
+        "keep_alive",
+        "upgrade",
+        "chunked",
+        "length",
+        "body",
+        "body_bytes",
+        "body_done",
+        "kind",
+        "cluster_id",
+        "ref",
+        "replica",
+        "up",
+        "started",
+        "status",
+        "framing",
+        "answered",
+        "tunnel_rest",
+        "head_out",
+        "upath",
+        "prefixes",
+        "replicas",
+        "tries",
+        "retried",
+        "sent_body",
+        "local",
+        "expect",
+        "csp",
+        "host",
+        "account",
     )
 
     def __init__(self) -> None:
@@ -72,10 +120,8 @@ class Exchange:
         self.account = ""
 
 
-
 class HeadTooLarge(Exception):
     """The request head grew past `max_head_bytes` (raised from the parser's callbacks)."""
-
 
 
 def connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:

@@ -25,7 +25,7 @@ class FrameGuard:
                 self.left -= take
                 i += take
                 continue
-            head = self.head + data[i:i + 14]
+            head = self.head + data[i : i + 14]
             if len(head) < 2:
                 self.head = head
                 return True

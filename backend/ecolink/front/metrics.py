@@ -25,24 +25,32 @@ router = APIRouter()
 
 
 class _Collector:
-    def __init__(self, counters: dict[str, dict[str, dict[str, Any]]],
-                 names: dict[str, str]) -> None:
+    def __init__(
+        self, counters: dict[str, dict[str, dict[str, Any]]], names: dict[str, str]
+    ) -> None:
         self.counters = counters
         self.names = names
 
     def collect(self) -> Any:
         labels = ["cluster_id", "cluster", "replica"]
-        req = CounterMetricFamily("ecolink_service_requests",
-                                  "Requests answered by a replica, by status class",
-                                  labels=[*labels, "class"])
-        err = CounterMetricFamily("ecolink_service_failures",
-                                  "Requests the front answered 503 for (refused, reset)",
-                                  labels=labels)
-        infl = GaugeMetricFamily("ecolink_service_in_flight",
-                                 "Requests in flight to the replica", labels=labels)
-        lat = HistogramMetricFamily("ecolink_service_latency_seconds",
-                                    "Time from request to the end of the answer",
-                                    labels=labels)
+        req = CounterMetricFamily(
+            "ecolink_service_requests",
+            "Requests answered by a replica, by status class",
+            labels=[*labels, "class"],
+        )
+        err = CounterMetricFamily(
+            "ecolink_service_failures",
+            "Requests the front answered 503 for (refused, reset)",
+            labels=labels,
+        )
+        infl = GaugeMetricFamily(
+            "ecolink_service_in_flight", "Requests in flight to the replica", labels=labels
+        )
+        lat = HistogramMetricFamily(
+            "ecolink_service_latency_seconds",
+            "Time from request to the end of the answer",
+            labels=labels,
+        )
         for cid, replicas in sorted(self.counters.items()):
             if cid not in self.names:
                 continue
@@ -70,5 +78,6 @@ async def metrics(request: Request) -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(counters, names))
     instance: bytes = request.app.state.metrics.exposition()
-    return Response(generate_latest(registry) + instance,
-                    media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(
+        generate_latest(registry) + instance, media_type="text/plain; version=0.0.4; charset=utf-8"
+    )

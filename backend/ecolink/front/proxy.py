@@ -38,17 +38,23 @@ class ClientProtocol(RequestParsing):
         self.addr_b = self.addr.encode()
         self.scheme_b = self.cfg.scheme.encode()
         self.xff_line = b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (
-            self.addr_b, self.scheme_b)
+            self.addr_b,
+            self.scheme_b,
+        )
         front = self.front
-        if (len(front.clients) >= self.cfg.max_connections
-                or front.per_address[self.addr] >= self.cfg.max_per_address):
+        if (
+            len(front.clients) >= self.cfg.max_connections
+            or front.per_address[self.addr] >= self.cfg.max_per_address
+        ):
             front.refused += 1
             front.errors(f"connection refused: over the connection cap ({self.addr})")
             self.closed = True
             t = self.transport
             assert t is not None
-            t.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                    b"Connection: close\r\n\r\n")
+            t.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                b"Connection: close\r\n\r\n"
+            )
             t.close()
             return
         front.clients.add(self)

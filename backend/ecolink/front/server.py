@@ -84,11 +84,13 @@ def ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     return ctx
 
 
-async def serve_front(front: Front, sock: socket.socket,
-                      tls: ssl.SSLContext | None) -> asyncio.AbstractServer:
+async def serve_front(
+    front: Front, sock: socket.socket, tls: ssl.SSLContext | None
+) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: ClientProtocol(front), sock=sock, ssl=tls,
-                                      backlog=4096)
+    server = await loop.create_server(
+        lambda: ClientProtocol(front), sock=sock, ssl=tls, backlog=4096
+    )
 
     async def housekeeping() -> None:
         n = 0
@@ -181,8 +183,11 @@ class ControlPlane:
         kind = getattr(runtime, "target_path", None)
         out: Targets = []
         for name, hp in await streams.replica_targets(cluster_id, ready, info.endpoint_port):
-            path = kind(cluster_id, name) if callable(kind) else (
-                "local" if runtime.info.name == "local" else "port-forward")
+            path = (
+                kind(cluster_id, name)
+                if callable(kind)
+                else ("local" if runtime.info.name == "local" else "port-forward")
+            )
             out.append((name, hp.host, hp.port, path))
         return out, None
 
@@ -316,8 +321,9 @@ def apply_targets(front: Front, changed: dict[str, Any]) -> None:
             front.set_targets(cid, None)
         else:
             targets, error = value
-            front.set_targets(cid, [(str(t[0]), str(t[1]), int(t[2]), str(t[3])) for t in targets],
-                             error)
+            front.set_targets(
+                cid, [(str(t[0]), str(t[1]), int(t[2]), str(t[3])) for t in targets], error
+            )
 
 
 # --------------------------------------------------------------------------- in `ecolink serve`
@@ -326,9 +332,18 @@ def apply_targets(front: Front, changed: dict[str, Any]) -> None:
 class FrontGroup:
     """The control plane's side: its own front, the worker processes, the feed."""
 
-    def __init__(self, ctx: Any, *, host: str, sock: socket.socket, api_socket: str,
-                 workers: int, cfg: FrontConfig, tls_cert: str | None,
-                 tls_key: str | None) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        *,
+        host: str,
+        sock: socket.socket,
+        api_socket: str,
+        workers: int,
+        cfg: FrontConfig,
+        tls_cert: str | None,
+        tls_key: str | None,
+    ) -> None:
         self.ctx = ctx
         self.host = host
         self.sock = sock
@@ -354,22 +369,33 @@ class FrontGroup:
         self.control = ControlPlane(self.ctx, self.table, self.feed_path)
         self.table.on_change = _threadsafe(self.control.wake)
         self.table.start()
-        self.front = Front(self.table, self.api_socket, self.cfg,
-                           request_targets=self.control.targets_now,
-                           websockets_open=self.ctx.websockets_open)
+        self.front = Front(
+            self.table,
+            self.api_socket,
+            self.cfg,
+            request_targets=self.control.targets_now,
+            websockets_open=self.ctx.websockets_open,
+        )
         self.control.local.append(self.front)
         await self.control.start()
         self.traffic = TrafficView(self.counters)
         self.traffic.start()
         self.ctx.traffic = self.traffic
-        self.server = await serve_front(self.front, self.sock,
-                                        ssl_context(self.tls_cert, self.tls_key))
+        self.server = await serve_front(
+            self.front, self.sock, ssl_context(self.tls_cert, self.tls_key)
+        )
         port = self.sock.getsockname()[1]
         for _ in range(self.workers - 1):
-            conf = {"host": self.host, "port": port, "db": str(self.ctx.store.path),
-                    "api": self.api_socket, "feed": self.feed_path,
-                    "tls_cert": self.tls_cert, "tls_key": self.tls_key,
-                    "cfg": asdict(self.cfg)}
+            conf = {
+                "host": self.host,
+                "port": port,
+                "db": str(self.ctx.store.path),
+                "api": self.api_socket,
+                "feed": self.feed_path,
+                "tls_cert": self.tls_cert,
+                "tls_key": self.tls_key,
+                "cfg": asdict(self.cfg),
+            }
             self.procs.append(_spawn(conf))
 
     def stop_accepting(self) -> None:
@@ -411,6 +437,7 @@ def _threadsafe(fn: Callable[[], None]) -> Callable[[], None]:
     def call() -> None:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(fn)
+
     return call
 
 
@@ -445,16 +472,23 @@ async def run_worker(conf: dict[str, Any]) -> None:
         writer.write((json.dumps({"need": cluster_id}) + "\n").encode())
         await fut
 
-    front = Front(table, conf["api"], cfg, request_targets=request_targets,
-                  reserve_websocket=reserve_websocket, release_websocket=release_websocket)
+    front = Front(
+        table,
+        conf["api"],
+        cfg,
+        request_targets=request_targets,
+        reserve_websocket=reserve_websocket,
+        release_websocket=release_websocket,
+    )
     sock = bind_socket(conf["host"], conf["port"], reuse_port=True)
     server = await serve_front(front, sock, ssl_context(conf["tls_cert"], conf["tls_key"]))
 
     async def send_stats() -> None:
         while True:
             await asyncio.sleep(STATS_EVERY_S)
-            writer.write((json.dumps({"pid": os.getpid(), "stats": front.counters()})
-                          + "\n").encode())
+            writer.write(
+                (json.dumps({"pid": os.getpid(), "stats": front.counters()}) + "\n").encode()
+            )
 
     stats = asyncio.create_task(send_stats())
     try:
@@ -488,8 +522,9 @@ def worker_main(argv: list[str]) -> int:
     import uvloop
 
     conf = json.loads(argv[0])
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # The format `ecolink serve` was given (it sets the variable for its workers).
     from ecolink.observe.logs import apply_log_format
 

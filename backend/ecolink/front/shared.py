@@ -75,32 +75,42 @@ class ErrorLog:
             return
         self.counts[what] = n + 1
         if now - self.last[what] >= self.every_s:
-            self.logger.warning("%s (repeated %d times in %.0f s)", what, n + 1,
-                                now - self.last[what])
+            self.logger.warning(
+                "%s (repeated %d times in %.0f s)", what, n + 1, now - self.last[what]
+            )
             self.counts[what] = 0
             self.last[what] = now
-
 
 
 class Front:
     """What every connection of one front process shares."""
 
-    def __init__(self, table: Table, api_socket: str, cfg: FrontConfig,
-                 request_targets: Callable[[str], Any] | None = None,
-                 websockets_open: dict[str, int] | None = None,
-                 reserve_websocket: Callable[[str], Awaitable[bool]] | None = None,
-                 release_websocket: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        table: Table,
+        api_socket: str,
+        cfg: FrontConfig,
+        request_targets: Callable[[str], Any] | None = None,
+        websockets_open: dict[str, int] | None = None,
+        reserve_websocket: Callable[[str], Awaitable[bool]] | None = None,
+        release_websocket: Callable[[str], None] | None = None,
+    ) -> None:
         self.table = table
         self.api_socket = api_socket
         self.cfg = cfg
         self.pools: dict[str, Pool] = {}
         self.versions: dict[str, int] = {}
         self.policies: dict[str, str] = {}
-        self.conns = ConnPool(max_per_key=cfg.upstream_max_per_replica,
-                              connect_timeout=cfg.connect_timeout,
-                              idle_timeout=cfg.upstream_idle_timeout)
-        self.api_conns = ConnPool(max_per_key=1 << 16, connect_timeout=cfg.connect_timeout,
-                                  idle_timeout=cfg.upstream_idle_timeout)
+        self.conns = ConnPool(
+            max_per_key=cfg.upstream_max_per_replica,
+            connect_timeout=cfg.connect_timeout,
+            idle_timeout=cfg.upstream_idle_timeout,
+        )
+        self.api_conns = ConnPool(
+            max_per_key=1 << 16,
+            connect_timeout=cfg.connect_timeout,
+            idle_timeout=cfg.upstream_idle_timeout,
+        )
         self.clients: set[Client] = set()
         self.per_address: collections.Counter[str] = collections.Counter()
         self.errors = ErrorLog(log)
@@ -108,7 +118,8 @@ class Front:
         # Service WebSockets open per account (in `ecolink serve`'s own process the
         # same count as the API's, so both kinds share one cap there).
         self.websockets_open: dict[str, int] = (
-            websockets_open if websockets_open is not None else {})
+            websockets_open if websockets_open is not None else {}
+        )
         # In a worker front: the control plane keeps the server-wide count, so a
         # WebSocket is reserved there before it is opened and released there after.
         self.reserve_websocket = reserve_websocket
@@ -121,8 +132,13 @@ class Front:
         self._route_snap: object = None
 
     # -- fed by the control plane
-    def set_targets(self, cluster_id: str, targets: list[tuple[str, str, int, str]] | None,
-                    error: str | None = None, policy: str | None = None) -> None:
+    def set_targets(
+        self,
+        cluster_id: str,
+        targets: list[tuple[str, str, int, str]] | None,
+        error: str | None = None,
+        policy: str | None = None,
+    ) -> None:
         if targets is None:
             self.pools.pop(cluster_id, None)
             return
@@ -167,16 +183,22 @@ class Front:
         if info is None:
             return None
         prefix = "/gpu-clusters/" + quote(ref, safe="") + "/service"
-        prefixes = tuple({prefix, f"/gpu-clusters/{info.id}/service",
-                          "/gpu-clusters/" + quote(info.name, safe="") + "/service"})
+        prefixes = tuple(
+            {
+                prefix,
+                f"/gpu-clusters/{info.id}/service",
+                "/gpu-clusters/" + quote(info.name, safe="") + "/service",
+            }
+        )
         hit = (info, prefix, prefixes)
         if len(self._routes) < 10_000 and getattr(self.table, "snap", None) is snap:
             self._routes[(account, ref)] = hit
         return hit
 
     def counters(self) -> dict[str, dict[str, Any]]:
-        return {cid: {r.name: r.counters() for r in pool.replicas}
-                for cid, pool in self.pools.items()}
+        return {
+            cid: {r.name: r.counters() for r in pool.replicas} for cid, pool in self.pools.items()
+        }
 
     def housekeeping(self) -> None:
         self.conns.sweep()

@@ -39,7 +39,7 @@ class ClusterInfo:
 
 @dataclass
 class Snapshot:
-    keys: dict[str, str] = field(default_factory=dict)          # sha256 hex -> account
+    keys: dict[str, str] = field(default_factory=dict)  # sha256 hex -> account
     sessions: dict[str, tuple[str, int]] = field(default_factory=dict)  # hash -> (acct, exp µs)
     clusters: dict[str, ClusterInfo] = field(default_factory=dict)
     by_name: dict[tuple[str, str], str] = field(default_factory=dict)  # (acct, name) -> id
@@ -55,7 +55,8 @@ def load_snapshot(conn: sqlite3.Connection) -> Snapshot:
     conn.execute("BEGIN")
     try:
         for key_hash, account in conn.execute(
-                "SELECT key_hash, account_id FROM api_keys WHERE revoked_at IS NULL"):
+            "SELECT key_hash, account_id FROM api_keys WHERE revoked_at IS NULL"
+        ):
             snap.keys[key_hash] = account
         for token_hash, account, expires in conn.execute(_SESSIONS_SQL):
             snap.sessions[token_hash] = (account, expires)
@@ -93,9 +94,13 @@ class Table:
 
     def __init__(self, db_path: Path | str, on_change: Callable[[], None] | None = None) -> None:
         self.db_path = str(db_path)
-        self._conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True,
-                                     isolation_level=None, check_same_thread=False,
-                                     timeout=2.0)
+        self._conn = sqlite3.connect(
+            f"file:{self.db_path}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=2.0,
+        )
         self._lock = threading.Lock()
         self._version = -1
         self.snap = Snapshot()

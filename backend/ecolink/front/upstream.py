@@ -15,12 +15,19 @@ import httptools
 class Handler(Protocol):
     """What an upstream connection reports to the exchange that holds it."""
 
-    def upstream_head(self, up: Upstream, status: int, reason: bytes,
-                      headers: list[tuple[bytes, bytes]]) -> None: ...
+    def upstream_head(
+        self, up: Upstream, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None: ...
     def upstream_body(self, data: bytes) -> None: ...
     def upstream_done(self, up: Upstream) -> None: ...
-    def upstream_upgraded(self, up: Upstream, status: int, reason: bytes,
-                          headers: list[tuple[bytes, bytes]], rest: bytes) -> None: ...
+    def upstream_upgraded(
+        self,
+        up: Upstream,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        rest: bytes,
+    ) -> None: ...
     def upstream_lost(self, up: Upstream, exc: BaseException | None) -> None: ...
     def upstream_pause(self) -> None: ...
     def upstream_resume(self) -> None: ...
@@ -88,8 +95,9 @@ class Upstream(asyncio.Protocol):
             offset = exc.args[0] if exc.args else len(data)
             self.tunnel = True
             if self.handler is not None:
-                self.handler.upstream_upgraded(self, 101, self._reason, self._headers,
-                                               data[offset:])
+                self.handler.upstream_upgraded(
+                    self, 101, self._reason, self._headers, data[offset:]
+                )
         except (httptools.HttpParserError, ValueError):
             if not self._head_done:
                 self.keep_alive = False
@@ -176,8 +184,14 @@ class UpstreamUnreachable(Exception):
 class ConnPool:
     """Idle keep-alive connections per address, and a bound on open ones."""
 
-    def __init__(self, *, max_per_key: int = 256, connect_timeout: float = 5.0,
-                 idle_timeout: float = 30.0, max_idle_per_key: int = 256) -> None:
+    def __init__(
+        self,
+        *,
+        max_per_key: int = 256,
+        connect_timeout: float = 5.0,
+        idle_timeout: float = 30.0,
+        max_idle_per_key: int = 256,
+    ) -> None:
         self.max_per_key = max_per_key
         self.max_idle_per_key = max_idle_per_key
         self.connect_timeout = connect_timeout

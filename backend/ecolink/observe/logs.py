@@ -24,7 +24,8 @@ LOG_FORMATS = ("text", "json")
 _WELL_FORMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "ecolink_request_id", default=None)
+    "ecolink_request_id", default=None
+)
 
 
 def request_id_from(value: str | None) -> str:
@@ -53,8 +54,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z"),
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -62,8 +64,11 @@ class JsonFormatter(logging.Formatter):
         rid = getattr(record, "request_id", None)
         if rid is not None:
             out["request_id"] = rid
-        if (record.name == "uvicorn.access" and isinstance(record.args, tuple)
-                and len(record.args) == len(_ACCESS_FIELDS)):
+        if (
+            record.name == "uvicorn.access"
+            and isinstance(record.args, tuple)
+            and len(record.args) == len(_ACCESS_FIELDS)
+        ):
             out.update(zip(_ACCESS_FIELDS, record.args, strict=True))
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)

@@ -35,8 +35,22 @@ if TYPE_CHECKING:
 
 UNMATCHED = "<unmatched>"
 _EXEC_ROUTE_PARTS = ("/exec", "/sessions/{sid}/attach")
-STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                 2.5, 5.0, 10.0)
+STORE_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class Metrics:
@@ -48,20 +62,33 @@ class Metrics:
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("ecolink_http_requests", "HTTP requests answered",
-                                ["method", "route", "status"], registry=r)
-        self.latency = Histogram("ecolink_http_request_duration_seconds",
-                                 "Time from a request to the end of its answer",
-                                 ["method", "route"], registry=r)
-        self.websockets = Gauge("ecolink_websockets_open", "WebSockets open, by route",
-                                ["route"], registry=r)
-        self.store = Histogram("ecolink_store_call_duration_seconds",
-                               "Time of a store call (tx: a whole write transaction)",
-                               ["call"], buckets=STORE_BUCKETS, registry=r)
+        self.requests = Counter(
+            "ecolink_http_requests",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "ecolink_http_request_duration_seconds",
+            "Time from a request to the end of its answer",
+            ["method", "route"],
+            registry=r,
+        )
+        self.websockets = Gauge(
+            "ecolink_websockets_open", "WebSockets open, by route", ["route"], registry=r
+        )
+        self.store = Histogram(
+            "ecolink_store_call_duration_seconds",
+            "Time of a store call (tx: a whole write transaction)",
+            ["call"],
+            buckets=STORE_BUCKETS,
+            registry=r,
+        )
         # No leader election yet: a single instance does the periodic work itself,
         # so it is the leader for as long as it runs.
-        self.leader = Gauge("ecolink_leader",
-                            "1 while this instance does the periodic work", registry=r)
+        self.leader = Gauge(
+            "ecolink_leader", "1 while this instance does the periodic work", registry=r
+        )
         self.leader.set(1)
         self.exec_websockets = 0
         # The labelled children, looked up once each (labels() takes a lock).
@@ -72,7 +99,8 @@ class Metrics:
         counter = self._counted.get((method, route, status))
         if counter is None:
             counter = self._counted[(method, route, status)] = self.requests.labels(
-                method, route, str(status))
+                method, route, str(status)
+            )
         timer = self._timed.get((method, route))
         if timer is None:
             timer = self._timed[(method, route)] = self.latency.labels(method, route)
@@ -100,17 +128,22 @@ class _ContextCollector:
         hub = getattr(ctx, "hub", None)
         watch = GaugeMetricFamily("ecolink_watch_clients", "Clients of /watch connected")
         watch.add_metric([], sum(len(s) for s in hub.clients.values()) if hub else 0)
-        execs = GaugeMetricFamily("ecolink_exec_sessions",
-                                  "Shells open: direct exec WebSockets, and kept sessions "
-                                  "still running", labels=["kind"])
+        execs = GaugeMetricFamily(
+            "ecolink_exec_sessions",
+            "Shells open: direct exec WebSockets, and kept sessions still running",
+            labels=["kind"],
+        )
         execs.add_metric(["direct"], self.metrics.exec_websockets)
         execs.add_metric(["kept"], _live_kept_sessions(ctx))
-        available = GaugeMetricFamily("ecolink_runtime_available",
-                                      "1 while the runtime can be reached")
+        available = GaugeMetricFamily(
+            "ecolink_runtime_available", "1 while the runtime can be reached"
+        )
         available.add_metric([], 1 if ctx.runtime.available() else 0)
-        proxied = CounterMetricFamily("ecolink_proxy_requests",
-                                      "Requests on service URLs (every cluster), by status "
-                                      "class", labels=["class"])
+        proxied = CounterMetricFamily(
+            "ecolink_proxy_requests",
+            "Requests on service URLs (every cluster), by status class",
+            labels=["class"],
+        )
         classes = [0] * 5
         totals = ctx.traffic.totals() if ctx.traffic is not None else {}
         for replicas in totals.values():
@@ -119,8 +152,9 @@ class _ContextCollector:
                     classes[i] += n
         for i, n in enumerate(classes):
             proxied.add_metric([f"{i + 1}xx"], n)
-        clusters = GaugeMetricFamily("ecolink_proxy_clusters",
-                                     "Clusters whose service URL had traffic")
+        clusters = GaugeMetricFamily(
+            "ecolink_proxy_clusters", "Clusters whose service URL had traffic"
+        )
         clusters.add_metric([], len(totals))
         yield from (watch, execs, available, proxied, clusters)
 
@@ -181,8 +215,9 @@ class ObserveMiddleware:
     """Outermost of the app's own middleware: request ids, request counts and
     latencies, open WebSockets."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics,
-                 routes: Callable[[], list[BaseRoute]]) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, routes: Callable[[], list[BaseRoute]]
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
@@ -216,9 +251,12 @@ class ObserveMiddleware:
         try:
             await self.app(scope, receive, send_noting_status)
         finally:
-            self.metrics.request_done(scope.get("method", ""),
-                                      route_template(scope, self.routes()), status,
-                                      time.perf_counter() - start)
+            self.metrics.request_done(
+                scope.get("method", ""),
+                route_template(scope, self.routes()),
+                status,
+                time.perf_counter() - start,
+            )
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = route_template(scope, self.routes())
@@ -249,8 +287,7 @@ def instrument_store(store: object, histogram: Histogram) -> None:
             continue
         bound = getattr(store, name)
         child = histogram.labels(name)
-        timed = (_timed_transaction(bound, child) if name == "tx"
-                 else _timed_call(bound, child))
+        timed = _timed_transaction(bound, child) if name == "tx" else _timed_call(bound, child)
         setattr(store, name, timed)
     setattr(store, _TIMED_MARK, True)
 

@@ -37,15 +37,16 @@ def _database_answers(ctx: AppContext) -> str | None:
 async def readyz(request: Request) -> JSONResponse:
     ctx = get_ctx(request)
     try:
-        why = await asyncio.wait_for(asyncio.to_thread(_database_answers, ctx),
-                                     DATABASE_TIMEOUT_S)
+        why = await asyncio.wait_for(asyncio.to_thread(_database_answers, ctx), DATABASE_TIMEOUT_S)
     except TimeoutError:
         why = f"the database did not answer within {DATABASE_TIMEOUT_S:g} s"
     if why is not None:
-        return JSONResponse({"error": {"code": "store_unavailable", "message": why}},
-                            status_code=503)
+        return JSONResponse(
+            {"error": {"code": "store_unavailable", "message": why}}, status_code=503
+        )
     if not ctx.runtime.available():
         return JSONResponse(
-            {"error": {"code": "runtime_unavailable",
-                       "message": "the runtime cannot be reached"}}, status_code=503)
+            {"error": {"code": "runtime_unavailable", "message": "the runtime cannot be reached"}},
+            status_code=503,
+        )
     return JSONResponse({"status": "ready"})

@@ -153,7 +153,9 @@ def _health_from_smi(gpu: ET.Element) -> GpuHealth:
         ecc_dbe_volatile=dbe_v,
         ecc_sbe_aggregate=sbe_a,
         ecc_dbe_aggregate=dbe_a,
-        retired_pages_sbe=_int(_find(gpu, "retired_pages/multiple_single_bit_retirement/retired_count")),
+        retired_pages_sbe=_int(
+            _find(gpu, "retired_pages/multiple_single_bit_retirement/retired_count")
+        ),
         retired_pages_dbe=_int(_find(gpu, "retired_pages/double_bit_retirement/retired_count")),
         retired_pages_pending=_yes(_find(gpu, "retired_pages/pending_retirement")),
         remap_correctable=_int(_find(gpu, "remapped_rows/remapped_row_corr")),
@@ -213,13 +215,25 @@ def parse_nvidia_smi_xml(text: str) -> list[GpuReading]:
                 memory_used_mib=used or 0,
                 memory_total_mib=total or 0,
                 temperature_c=_num(_find(gpu, "temperature/gpu_temp")) or 0.0,
-                power_w=_num(_find(gpu, "gpu_power_readings/power_draw",
-                                   "gpu_power_readings/instant_power_draw",
-                                   "gpu_power_readings/average_power_draw",
-                                   "power_readings/power_draw")) or 0.0,
-                power_limit_w=_num(_find(gpu, "gpu_power_readings/current_power_limit",
-                                         "power_readings/enforced_power_limit",
-                                         "power_readings/power_limit")) or 0.0,
+                power_w=_num(
+                    _find(
+                        gpu,
+                        "gpu_power_readings/power_draw",
+                        "gpu_power_readings/instant_power_draw",
+                        "gpu_power_readings/average_power_draw",
+                        "power_readings/power_draw",
+                    )
+                )
+                or 0.0,
+                power_limit_w=_num(
+                    _find(
+                        gpu,
+                        "gpu_power_readings/current_power_limit",
+                        "power_readings/enforced_power_limit",
+                        "power_readings/power_limit",
+                    )
+                )
+                or 0.0,
                 health=_health_from_smi(gpu),
             )
         )

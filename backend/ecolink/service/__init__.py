@@ -84,8 +84,9 @@ class ClusterService:
         expiry = Expiry(core)
         self._actions = Actions(core, expiry, self._events, runtime.filesystems)
         self._reconciler = Reconciler(core, expiry, self._events, grace_s=reconcile_grace_s)
-        self._reaper = Reaper(core, expiry, self._reconciler,
-                              charge_interval_s=charge_interval_s, tick_s=tick_s)
+        self._reaper = Reaper(
+            core, expiry, self._reconciler, charge_interval_s=charge_interval_s, tick_s=tick_s
+        )
         self.started = False
 
     @property
@@ -104,11 +105,12 @@ class ClusterService:
     def get_cluster(self, account_id: str, ref: str) -> Cluster:
         return self._core.get_cluster(account_id, ref)
 
-    def list_clusters(self, account_id: str,
-                      statuses: Sequence[str] | None = None) -> list[Cluster]:
+    def list_clusters(
+        self, account_id: str, statuses: Sequence[str] | None = None
+    ) -> list[Cluster]:
         return self.store.list_clusters(
-            account_id, statuses=statuses,
-            terminated_since=self.now() - LISTED_AFTER_TERMINATION_US)
+            account_id, statuses=statuses, terminated_since=self.now() - LISTED_AFTER_TERMINATION_US
+        )
 
     def account(self, account_id: str) -> Account:
         acct = self.store.account(account_id)
@@ -116,8 +118,14 @@ class ClusterService:
             raise NotFound("no such account")
         return acct
 
-    def ledger(self, account_id: str, *, cluster_id: str | None = None, limit: int = 100,
-               before: int | None = None) -> list[LedgerEntry]:
+    def ledger(
+        self,
+        account_id: str,
+        *,
+        cluster_id: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[LedgerEntry]:
         return self.store.ledger(account_id, cluster_id=cluster_id, limit=limit, before=before)
 
     def events(self, cluster_id: str, limit: int = 1000) -> list[Event]:
@@ -141,16 +149,17 @@ class ClusterService:
         """The catalog-dependent field checks (422), in api.md's field order."""
         self._actions.validate_launch(req)
 
-    async def launch(self, account_id: str, req: LaunchRequest,
-                     idem: Recorder = None) -> Cluster:
+    async def launch(self, account_id: str, req: LaunchRequest, idem: Recorder = None) -> Cluster:
         return await self._actions.launch(account_id, req, idem)
 
-    async def scale(self, account_id: str, ref: str, replicas: int,
-                    idem: Recorder = None) -> Cluster:
+    async def scale(
+        self, account_id: str, ref: str, replicas: int, idem: Recorder = None
+    ) -> Cluster:
         return await self._actions.scale(account_id, ref, replicas, idem)
 
-    async def extend(self, account_id: str, ref: str, micro_hours: int,
-                     idem: Recorder = None) -> Cluster:
+    async def extend(
+        self, account_id: str, ref: str, micro_hours: int, idem: Recorder = None
+    ) -> Cluster:
         return await self._actions.extend(account_id, ref, micro_hours, idem)
 
     async def stop(self, account_id: str, ref: str, idem: Recorder = None) -> Cluster:
@@ -165,16 +174,17 @@ class ClusterService:
     async def restart(self, account_id: str, ref: str, idem: Recorder = None) -> Cluster:
         return await self._actions.restart(account_id, ref, idem)
 
-    async def restart_replica(self, account_id: str, ref: str, replica: str,
-                              idem: Recorder = None) -> ReplicaState:
+    async def restart_replica(
+        self, account_id: str, ref: str, replica: str, idem: Recorder = None
+    ) -> ReplicaState:
         return await self._actions.restart_replica(account_id, ref, replica, idem)
 
-    async def set_endpoint(self, account_id: str, ref: str, port: int,
-                           idem: Recorder = None) -> Cluster:
+    async def set_endpoint(
+        self, account_id: str, ref: str, port: int, idem: Recorder = None
+    ) -> Cluster:
         return await self._actions.set_port(account_id, ref, port, idem)
 
-    async def close_endpoint(self, account_id: str, ref: str,
-                             idem: Recorder = None) -> Cluster:
+    async def close_endpoint(self, account_id: str, ref: str, idem: Recorder = None) -> Cluster:
         return await self._actions.set_port(account_id, ref, None, idem)
 
     # -- the reaper --------------------------------------------------------------------
@@ -209,8 +219,9 @@ class ClusterService:
     def replicas_changed(self, cluster_id: str, replicas: Sequence[ReplicaState]) -> None:
         self._events.replicas_changed(cluster_id, replicas)
 
-    def runtime_event(self, cluster_id: str, kind: str, message: str,
-                      replica: str | None = None) -> None:
+    def runtime_event(
+        self, cluster_id: str, kind: str, message: str, replica: str | None = None
+    ) -> None:
         self._events.runtime_event(cluster_id, kind, message, replica)
 
     def cluster_failed(self, cluster_id: str, message: str) -> None:

@@ -31,8 +31,14 @@ T = TypeVar("T")
 
 
 class Action:
-    def __init__(self, core: Core, expiry: Expiry, listener: RuntimeEvents, account_id: str,
-                 idem: IdempotencyRecorder | None) -> None:
+    def __init__(
+        self,
+        core: Core,
+        expiry: Expiry,
+        listener: RuntimeEvents,
+        account_id: str,
+        idem: IdempotencyRecorder | None,
+    ) -> None:
         self.core = core
         self.expiry = expiry
         self.listener = listener
@@ -73,8 +79,9 @@ class Action:
             self.core.untrack(c.id)
         if self._follow:
             self.listener.follow_runtime(c)
-        self.core.bus.publish(cluster=c, account=self.account_id if self._money else None,
-                              events=self.events)
+        self.core.bus.publish(
+            cluster=c, account=self.account_id if self._money else None, events=self.events
+        )
 
     @contextlib.asynccontextmanager
     async def unlocked(self) -> AsyncIterator[None]:
@@ -139,11 +146,19 @@ class Action:
         self.core.store.update_cluster(c)
         self.changed = c
 
-    async def commit(self, body: Callable[[], T], *, money: bool = False, follow: bool = False,
-                     track: bool | None = None, undone: str = "nothing was changed") -> T:
+    async def commit(
+        self,
+        body: Callable[[], T],
+        *,
+        money: bool = False,
+        follow: bool = False,
+        track: bool | None = None,
+        undone: str = "nothing was changed",
+    ) -> T:
         """Run `body` and keep its result as the answer, in one transaction.
         `money`: the account's balance moved; `follow`: derive the status from the
         replicas again once published; `track`: start (True) or stop (False) telemetry."""
+
         def tx() -> T:
             result = body()
             self._record(result)
@@ -179,6 +194,14 @@ class Action:
         if idem is None:
             return
         answer = self.core.on_loop(lambda: idem.record(result))
-        self.core.store.save_idempotency(IdempotencyRecord(
-            self.account_id, idem.key, idem.fingerprint, answer.status, answer.content_type,
-            answer.body, self.now))
+        self.core.store.save_idempotency(
+            IdempotencyRecord(
+                self.account_id,
+                idem.key,
+                idem.fingerprint,
+                answer.status,
+                answer.content_type,
+                answer.body,
+                self.now,
+            )
+        )

@@ -32,8 +32,13 @@ ENDING = TERMINAL | {S.TERMINATING}
 
 
 class Actions:
-    def __init__(self, core: Core, expiry: Expiry, listener: RuntimeEvents,
-                 filesystems: Callable[[], list[dict[str, str]]]) -> None:
+    def __init__(
+        self,
+        core: Core,
+        expiry: Expiry,
+        listener: RuntimeEvents,
+        filesystems: Callable[[], list[dict[str, str]]],
+    ) -> None:
         self.core = core
         self.ledger = core.ledger
         self.expiry = expiry
@@ -41,8 +46,9 @@ class Actions:
         self.filesystems = filesystems
 
     @contextlib.asynccontextmanager
-    async def _action(self, account_id: str, idem: IdempotencyRecorder | None,
-                      ref: str | None = None) -> AsyncIterator[Action]:
+    async def _action(
+        self, account_id: str, idem: IdempotencyRecorder | None, ref: str | None = None
+    ) -> AsyncIterator[Action]:
         """Lock, now, replay check, and the cluster `ref` (expired first if overdue)."""
         act = Action(self.core, self.expiry, self.listener, account_id, idem)
         try:
@@ -62,8 +68,9 @@ class Actions:
             raise InvalidField(f"unknown region {req.region!r}", field="region")
         gtype = region.gpu_type(req.gpu_type)
         if gtype is None:
-            raise InvalidField(f"region {req.region} has no GPU type {req.gpu_type!r}",
-                               field="gpu_type")
+            raise InvalidField(
+                f"region {req.region} has no GPU type {req.gpu_type!r}", field="gpu_type"
+            )
         if req.gpu_count not in gtype.gpu_counts:
             counts = ", ".join(str(n) for n in gtype.gpu_counts)
             raise InvalidField(f"gpu_count must be one of {counts}", field="gpu_count")
@@ -74,8 +81,9 @@ class Actions:
                     raise InvalidField(f"no shared filesystem {fs!r}", field="shared_filesystems")
         return gtype
 
-    async def launch(self, account_id: str, req: LaunchRequest,
-                     idem: IdempotencyRecorder | None = None) -> Cluster:
+    async def launch(
+        self, account_id: str, req: LaunchRequest, idem: IdempotencyRecorder | None = None
+    ) -> Cluster:
         gtype = self.validate_launch(req)
         core, ledger = self.core, self.ledger
         async with self._action(account_id, idem) as act:
@@ -101,12 +109,16 @@ class Actions:
                     follow(c, states, now)
                     update_warnings(c, now)
                     act.save(c)
-                    act.event(c, "launched",
-                              f"launched {c.replicas} x {c.gpu_count} {c.gpu_type} in "
-                              f"{c.region} for {hours} h; hold ${format_usd(hold)}")
+                    act.event(
+                        c,
+                        "launched",
+                        f"launched {c.replicas} x {c.gpu_count} {c.gpu_type} in "
+                        f"{c.region} for {hours} h; hold ${format_usd(hold)}",
+                    )
                     if c.endpoint_port is not None:
-                        act.event(c, "endpoint_changed",
-                                  f"public URL opened on port {c.endpoint_port}")
+                        act.event(
+                            c, "endpoint_changed", f"public URL opened on port {c.endpoint_port}"
+                        )
                     for at, kind, msg, replica in self.listener.held_back(c.id):
                         act.events.append(core.event(c, kind, msg, at, replica))
                     # From here on runtime events find the cluster in the store.
@@ -118,8 +130,9 @@ class Actions:
                 self.listener.release(c.id)
 
     # -- actions on a cluster --------------------------------------------------------------
-    async def scale(self, account_id: str, ref: str, replicas: int,
-                    idem: IdempotencyRecorder | None = None) -> Cluster:
+    async def scale(
+        self, account_id: str, ref: str, replicas: int, idem: IdempotencyRecorder | None = None
+    ) -> Cluster:
         core, ledger = self.core, self.ledger
         async with self._action(account_id, idem, ref) as act:
             c = act.cluster
@@ -134,11 +147,12 @@ class Actions:
                 if replicas > old:
                     ledger.check_budget(account_id, c.region, c.gpu_count * replicas, c.id)
                 per_replica = billing.per_replica_rate(c.rate_per_gpu_hour, c.gpu_count)
-                extra_hold = billing.scale_up_hold(per_replica, old, replicas,
-                                                   c.expires_at - now)
+                extra_hold = billing.scale_up_hold(per_replica, old, replicas, c.expires_at - now)
                 ledger.check_balance(account_id, extra_hold)
-                await act.apply(core.spec(dataclasses.replace(c, replicas=replicas), run=True),
-                                restore=core.spec(c, run=True))
+                await act.apply(
+                    core.spec(dataclasses.replace(c, replicas=replicas), run=True),
+                    restore=core.spec(c, run=True),
+                )
             states = core.runtime.replicas(c.id)
 
             def body() -> Cluster:
@@ -151,14 +165,19 @@ class Actions:
                 if running:
                     follow(c, states, now)
                 act.save(c)
-                act.event(c, "scaled", f"scaled from {old} to {replicas} replicas"
-                          + (f"; hold ${format_usd(extra_hold)}" if extra_hold else ""))
+                act.event(
+                    c,
+                    "scaled",
+                    f"scaled from {old} to {replicas} replicas"
+                    + (f"; hold ${format_usd(extra_hold)}" if extra_hold else ""),
+                )
                 return c
 
             return await act.commit(body, money=True, follow=True)
 
-    async def extend(self, account_id: str, ref: str, micro_hours: int,
-                     idem: IdempotencyRecorder | None = None) -> Cluster:
+    async def extend(
+        self, account_id: str, ref: str, micro_hours: int, idem: IdempotencyRecorder | None = None
+    ) -> Cluster:
         ledger = self.ledger
         async with self._action(account_id, idem, ref) as act:
             c = act.cluster
@@ -167,7 +186,8 @@ class Actions:
                 left = billing.MAX_DURATION_MICRO_HOURS - c.duration_mh
                 raise InvalidField(
                     f"a cluster runs at most 720 h in total; at most {format_hours(left)} h more",
-                    field="hours")
+                    field="hours",
+                )
             act.refuse_if(c.status in ENDING, f"cannot extend a {c.status} cluster")
             running = c.status in ACCRUING
             hold = billing.hold_for_hours(hourly(c), micro_hours) if running else 0
@@ -183,8 +203,11 @@ class Actions:
                 c.duration_mh += micro_hours
                 update_warnings(c, now)
                 act.save(c)
-                act.event(c, "extended", f"extended by {hours} h"
-                          + (f"; hold ${format_usd(hold)}" if hold else ""))
+                act.event(
+                    c,
+                    "extended",
+                    f"extended by {hours} h" + (f"; hold ${format_usd(hold)}" if hold else ""),
+                )
                 return c
 
             c = await act.commit(body, money=True)
@@ -195,8 +218,9 @@ class Actions:
             log.warning("could not tell the replicas of %s the new expiry", c.id, exc_info=True)
         return c
 
-    async def stop(self, account_id: str, ref: str,
-                   idem: IdempotencyRecorder | None = None) -> Cluster:
+    async def stop(
+        self, account_id: str, ref: str, idem: IdempotencyRecorder | None = None
+    ) -> Cluster:
         async with self._action(account_id, idem, ref) as act:
             c = act.cluster
             now = act.now
@@ -219,15 +243,17 @@ class Actions:
 
             return await act.commit(body, money=True, follow=True)
 
-    async def resume(self, account_id: str, ref: str,
-                     idem: IdempotencyRecorder | None = None) -> Cluster:
+    async def resume(
+        self, account_id: str, ref: str, idem: IdempotencyRecorder | None = None
+    ) -> Cluster:
         async with self._action(account_id, idem, ref) as act:
             c = act.cluster
             now = act.now
             if c.status in ACCRUING:
                 return await act.unchanged(c)
-            act.refuse_if(c.status not in (S.STOPPED, S.STOPPING),
-                          f"cannot resume a {c.status} cluster")
+            act.refuse_if(
+                c.status not in (S.STOPPED, S.STOPPING), f"cannot resume a {c.status} cluster"
+            )
             self.ledger.check_budget(account_id, c.region, c.gpu_count * c.replicas, c.id)
             hold = billing.hold_for_duration(hourly(c), c.expires_at - now)
             self.ledger.check_balance(account_id, hold)
@@ -248,8 +274,9 @@ class Actions:
 
             return await act.commit(body, money=True, follow=True, track=True)
 
-    async def terminate(self, account_id: str, ref: str,
-                        idem: IdempotencyRecorder | None = None) -> Cluster:
+    async def terminate(
+        self, account_id: str, ref: str, idem: IdempotencyRecorder | None = None
+    ) -> Cluster:
         async with self._action(account_id, idem, ref) as act:
             c = act.cluster
             now = act.now
@@ -273,13 +300,21 @@ class Actions:
                 act.event(c, "terminated", "terminated by the user")
                 return c
 
-            return await act.commit(body, money=True, track=False, undone=(
-                "the cluster was not terminated: it runs on, its replicas started again "
-                "(with new working directories), and no money moved"
-                if before is not None else "nothing was changed"))
+            return await act.commit(
+                body,
+                money=True,
+                track=False,
+                undone=(
+                    "the cluster was not terminated: it runs on, its replicas started again "
+                    "(with new working directories), and no money moved"
+                    if before is not None
+                    else "nothing was changed"
+                ),
+            )
 
-    async def restart(self, account_id: str, ref: str,
-                      idem: IdempotencyRecorder | None = None) -> Cluster:
+    async def restart(
+        self, account_id: str, ref: str, idem: IdempotencyRecorder | None = None
+    ) -> Cluster:
         async with self._action(account_id, idem, ref) as act:
             c = act.cluster
             act.refuse_if(c.status not in ACCRUING, f"cannot restart a {c.status} cluster")
@@ -295,21 +330,24 @@ class Actions:
 
             return await act.commit(body)
 
-    async def restart_replica(self, account_id: str, ref: str, replica: str,
-                              idem: IdempotencyRecorder | None = None) -> ReplicaState:
+    async def restart_replica(
+        self, account_id: str, ref: str, replica: str, idem: IdempotencyRecorder | None = None
+    ) -> ReplicaState:
         runtime = self.core.runtime
         async with self._action(account_id, idem, ref) as act:
             c = act.cluster
             if not any(s.name == replica for s in runtime.replicas(c.id)):
                 raise NotFound(f"no replica {replica!r} in cluster {c.name}", field="replica")
-            act.refuse_if(c.status not in ACCRUING,
-                          f"cannot restart a replica of a {c.status} cluster")
+            act.refuse_if(
+                c.status not in ACCRUING, f"cannot restart a replica of a {c.status} cluster"
+            )
             async with act.unlocked():
                 try:
                     await runtime.restart(c.id, replica)
                 except ReplicaNotFound as exc:
-                    raise NotFound(f"no replica {replica!r} in cluster {c.name}",
-                                   field="replica") from exc
+                    raise NotFound(
+                        f"no replica {replica!r} in cluster {c.name}", field="replica"
+                    ) from exc
                 state = next((s for s in runtime.replicas(c.id) if s.name == replica), None)
                 if state is None:
                     state = ReplicaState(name=replica, index=0, phase="Pending", ready=False)
@@ -321,20 +359,25 @@ class Actions:
 
             return await act.commit(body)
 
-    async def set_port(self, account_id: str, ref: str, port: int | None,
-                       idem: IdempotencyRecorder | None) -> Cluster:
+    async def set_port(
+        self, account_id: str, ref: str, port: int | None, idem: IdempotencyRecorder | None
+    ) -> Cluster:
         """Open, move or close the public URL (`port` None closes it)."""
         core = self.core
         async with self._action(account_id, idem, ref) as act:
             c = act.cluster
-            act.refuse_if(port is not None and c.status in (S.TERMINATED, S.TERMINATING),
-                          f"cannot open the public URL of a {c.status} cluster")
+            act.refuse_if(
+                port is not None and c.status in (S.TERMINATED, S.TERMINATING),
+                f"cannot open the public URL of a {c.status} cluster",
+            )
             old = c.endpoint_port
             if old == port:
                 return await act.unchanged(c)
             if c.status in ACCRUING:
-                await act.apply(core.spec(dataclasses.replace(c, endpoint_port=port), run=True),
-                                restore=core.spec(c, run=True))
+                await act.apply(
+                    core.spec(dataclasses.replace(c, endpoint_port=port), run=True),
+                    restore=core.spec(c, run=True),
+                )
 
             def body() -> Cluster:
                 c = act.fresh()
@@ -352,16 +395,33 @@ class Actions:
             return await act.commit(body)
 
 
-def _new_cluster(account_id: str, req: LaunchRequest, rate_per_gpu_hour: int,
-                 now: int) -> Cluster:
+def _new_cluster(account_id: str, req: LaunchRequest, rate_per_gpu_hour: int, now: int) -> Cluster:
     return Cluster(
-        id=new_id("gc"), account_id=account_id, name=req.name, region=req.region,
-        gpu_type=req.gpu_type, gpu_count=req.gpu_count, replicas=req.replicas,
-        image=req.image, startup_command=req.startup_command,
-        shared_filesystems=req.shared_filesystems, rate_per_gpu_hour=rate_per_gpu_hour,
-        status=S.PENDING, status_reason=None, created_at=now, started_at=None,
+        id=new_id("gc"),
+        account_id=account_id,
+        name=req.name,
+        region=req.region,
+        gpu_type=req.gpu_type,
+        gpu_count=req.gpu_count,
+        replicas=req.replicas,
+        image=req.image,
+        startup_command=req.startup_command,
+        shared_filesystems=req.shared_filesystems,
+        rate_per_gpu_hour=rate_per_gpu_hour,
+        status=S.PENDING,
+        status_reason=None,
+        created_at=now,
+        started_at=None,
         expires_at=now + billing.micro_hours_to_us(req.duration_mh),
-        duration_mh=req.duration_mh, endpoint_port=req.expose_port, suspended=False,
-        terminated_at=None, warned=0, hold_total=0, released_total=0, spent_total=0,
-        last_charge_at=now, version=0, termination_grace_seconds=req.termination_grace_seconds,
+        duration_mh=req.duration_mh,
+        endpoint_port=req.expose_port,
+        suspended=False,
+        terminated_at=None,
+        warned=0,
+        hold_total=0,
+        released_total=0,
+        spent_total=0,
+        last_charge_at=now,
+        version=0,
+        termination_grace_seconds=req.termination_grace_seconds,
     )

@@ -29,8 +29,13 @@ class ChangeBus:
     def __init__(self) -> None:
         self.observers: list[Observer] = []
 
-    def publish(self, *, cluster: Cluster | None = None, account: str | None = None,
-                 events: Iterable[Event] = ()) -> None:
+    def publish(
+        self,
+        *,
+        cluster: Cluster | None = None,
+        account: str | None = None,
+        events: Iterable[Event] = (),
+    ) -> None:
         if cluster is not None:
             self._each(methodcaller("cluster_changed", cluster.account_id, cluster.id))
         if account is not None:

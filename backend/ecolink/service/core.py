@@ -55,8 +55,14 @@ class LaunchRequest:
 
 
 class Core:
-    def __init__(self, store: Store, runtime: Runtime, catalog: Catalog, clock: Clock,
-                 tracker: Tracker | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runtime: Runtime,
+        catalog: Catalog,
+        clock: Clock,
+        tracker: Tracker | None,
+    ) -> None:
         self.store = store
         self.runtime = runtime
         self.catalog = catalog
@@ -136,8 +142,7 @@ class Core:
             else:
                 await self.runtime.apply(spec)
         except Exception:
-            log.exception("could not put cluster %s back; the reaper will reconcile it",
-                          cluster_id)
+            log.exception("could not put cluster %s back; the reaper will reconcile it", cluster_id)
             return False
         return True
 
@@ -150,8 +155,9 @@ class Core:
             self.tracker.untrack(cluster_id)
 
     # -- writes ----------------------------------------------------------------
-    def event(self, c: Cluster, kind: str, message: str, at: int,
-              replica: str | None = None) -> Event:
+    def event(
+        self, c: Cluster, kind: str, message: str, at: int, replica: str | None = None
+    ) -> Event:
         return self.store.add_event(c.account_id, c.id, at, kind, message, replica)
 
     def on_loop(self, fn: Callable[[], T]) -> T:
@@ -171,8 +177,9 @@ class Core:
         loop.call_soon_threadsafe(run)
         return done.result(timeout=30)
 
-    async def commit(self, body: Callable[[], T], undo: Undo | None = None,
-                     undone: str = "nothing was changed") -> T:
+    async def commit(
+        self, body: Callable[[], T], undo: Undo | None = None, undone: str = "nothing was changed"
+    ) -> T:
         """Run `body` as one transaction in the store's writer thread.
 
         If it does not commit, `undo` puts the runtime back as it was, so the action
@@ -190,11 +197,13 @@ class Core:
             if restored:
                 raise StoreUnavailableError(
                     "the database cannot be written now (another process holds it, or the "
-                    f"disk failed); {undone}; try again") from exc
+                    f"disk failed); {undone}; try again"
+                ) from exc
             raise StoreUnavailableError(
                 "the database cannot be written now, and the runtime could not be put back "
                 "yet; no money moved, and the backend restores the cluster to its last "
-                "stored state") from exc
+                "stored state"
+            ) from exc
         except BaseException:
             if undo is not None:
                 await undo()

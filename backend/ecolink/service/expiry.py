@@ -47,8 +47,7 @@ class Expiry:
             c.status_reason = "expired"
             c.suspended = False
             core.store.update_cluster(c)
-            ev = core.event(c, "expired", "the cluster reached its expiry and was terminated",
-                            now)
+            ev = core.event(c, "expired", "the cluster reached its expiry and was terminated", now)
             return c, ev
 
         done = await core.commit(body)
@@ -80,8 +79,9 @@ class Expiry:
             until = self._draining.setdefault(c.id, time.monotonic() + grace + DRAIN_SLACK_S)
             if time.monotonic() < until:
                 return
-            log.warning("the replicas of %s outlived their termination grace; recording "
-                        "it terminated", c.id)
+            log.warning(
+                "the replicas of %s outlived their termination grace; recording it terminated", c.id
+            )
         self._draining.pop(c.id, None)
         now = core.now()
 

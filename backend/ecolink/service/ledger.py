@@ -23,8 +23,9 @@ def money_of(c: Cluster) -> ClusterMoney:
 
 def hourly(c: Cluster, replicas: int | None = None) -> int:
     """What `c` costs an hour (with `replicas` instead of its own count, if given)."""
-    return billing.hourly_rate(c.rate_per_gpu_hour, c.gpu_count,
-                               c.replicas if replicas is None else replicas)
+    return billing.hourly_rate(
+        c.rate_per_gpu_hour, c.gpu_count, c.replicas if replicas is None else replicas
+    )
 
 
 class Ledger:
@@ -33,8 +34,9 @@ class Ledger:
         self.catalog = catalog
 
     # -- checks --------------------------------------------------------------
-    def check_budget(self, account_id: str, region: str, gpus_needed: int,
-                     exclude: str | None) -> None:
+    def check_budget(
+        self, account_id: str, region: str, gpus_needed: int, exclude: str | None
+    ) -> None:
         r = self.catalog.region(region)
         budget = r.gpu_budget if r is not None else 0
         used = self.store.gpus_in_use(account_id, region, BUDGETED, exclude)

@@ -58,4 +58,3 @@ def update_warnings(c: Cluster, now: int) -> None:
     for bit, before in WARNINGS:
         if c.warned & bit and c.expires_at - now > before:
             c.warned &= ~bit
-

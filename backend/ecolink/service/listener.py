@@ -90,12 +90,12 @@ class RuntimeEvents:
             self.core.wake.set()  # the reaper records it terminated now
         follow(c, replicas, self.core.now())
         if c.status != before:
-            self.spawn(self._save_status(cluster_id, before, ClusterStatus(c.status),
-                                         c.started_at))
+            self.spawn(self._save_status(cluster_id, before, ClusterStatus(c.status), c.started_at))
         self.core.bus.publish(cluster=c)
 
-    def runtime_event(self, cluster_id: str, kind: str, message: str,
-                      replica: str | None = None) -> None:
+    def runtime_event(
+        self, cluster_id: str, kind: str, message: str, replica: str | None = None
+    ) -> None:
         now = self.core.now()
         if self._keep_early(cluster_id, (now, kind, message, replica)):
             return
@@ -105,8 +105,9 @@ class RuntimeEvents:
         self.spawn(self.fail(cluster_id, message))
 
     # -- the writes behind them ------------------------------------------------------
-    async def _save_status(self, cluster_id: str, before: ClusterStatus,
-                           status: ClusterStatus, started_at: int | None) -> None:
+    async def _save_status(
+        self, cluster_id: str, before: ClusterStatus, status: ClusterStatus, started_at: int | None
+    ) -> None:
         def body() -> Cluster | None:
             fresh = self.core.store.cluster(cluster_id)
             if fresh is None or fresh.status != before:
@@ -119,14 +120,16 @@ class RuntimeEvents:
         try:
             fresh = await self.core.commit(body)
         except StoreUnavailableError:
-            log.warning("could not record that cluster %s is %s; the next change will",
-                        cluster_id, status)
+            log.warning(
+                "could not record that cluster %s is %s; the next change will", cluster_id, status
+            )
             return
         if fresh is not None:
             self.core.bus.publish(cluster=fresh)
 
-    async def _save_event(self, cluster_id: str, now: int, kind: str, message: str,
-                          replica: str | None) -> None:
+    async def _save_event(
+        self, cluster_id: str, now: int, kind: str, message: str, replica: str | None
+    ) -> None:
         def body() -> Event | None:
             if self._keep_early(cluster_id, (now, kind, message, replica)):
                 return None  # a launch that has not committed yet
@@ -138,8 +141,9 @@ class RuntimeEvents:
         try:
             ev = await self.core.commit(body)
         except StoreUnavailableError:
-            log.warning("could not record the event %s of cluster %s: %s", kind, cluster_id,
-                        message)
+            log.warning(
+                "could not record the event %s of cluster %s: %s", kind, cluster_id, message
+            )
             return
         if ev is not None:
             self.core.bus.publish(events=[ev])

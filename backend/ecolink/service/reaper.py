@@ -21,8 +21,15 @@ CHARGE_BATCH = 50
 
 
 class Reaper:
-    def __init__(self, core: Core, expiry: Expiry, repair: Reconciler, *,
-                 charge_interval_s: float, tick_s: float) -> None:
+    def __init__(
+        self,
+        core: Core,
+        expiry: Expiry,
+        repair: Reconciler,
+        *,
+        charge_interval_s: float,
+        tick_s: float,
+    ) -> None:
         self.core = core
         self.expiry = expiry
         self.repair = repair
@@ -53,7 +60,8 @@ class Reaper:
         due_before = now if force else now - int(self.charge_interval_us * 5 / 6)
         by_account: dict[str, list[Cluster]] = defaultdict(list)
         accruing = await core.store.run_read(
-            lambda: core.store.list_clusters(None, statuses=ACCRUING))
+            lambda: core.store.list_clusters(None, statuses=ACCRUING)
+        )
         for c in accruing:
             if not c.suspended and c.last_charge_at <= due_before and c.expires_at > now:
                 by_account[c.account_id].append(c)
@@ -63,14 +71,18 @@ class Reaper:
             # In batches, one transaction each: a thousand clusters' charges must not
             # hold the writer for long.
             for i in range(0, len(clusters), CHARGE_BATCH):
-                batch = clusters[i:i + CHARGE_BATCH]
+                batch = clusters[i : i + CHARGE_BATCH]
 
                 def body(batch: list[Cluster] = batch) -> int:
                     n = 0
                     for stale in batch:
                         fresh = core.store.cluster(stale.id)
-                        if (fresh is None or fresh.status not in ACCRUING
-                                or fresh.suspended or fresh.expires_at <= now):
+                        if (
+                            fresh is None
+                            or fresh.status not in ACCRUING
+                            or fresh.suspended
+                            or fresh.expires_at <= now
+                        ):
                             continue
                         before = fresh.spent_total
                         core.ledger.settle(fresh, now, now)
@@ -107,8 +119,9 @@ class Reaper:
                 continue
             minutes = max(1, -(-left // (60 * MICROS_PER_SECOND)))
 
-            def body(cid: str = cid, new_bits: int = new_bits, left: int = left,
-                     minutes: int = minutes) -> Event | None:
+            def body(
+                cid: str = cid, new_bits: int = new_bits, left: int = left, minutes: int = minutes
+            ) -> Event | None:
                 fresh = core.store.cluster(cid)
                 if fresh is None:
                     return None
@@ -116,9 +129,13 @@ class Reaper:
                 # Both moments may pass at once: one warning is enough.
                 fresh.warned |= sum(bit for bit, before in WARNINGS if left <= before)
                 core.store.update_cluster(fresh)
-                return core.event(fresh, "expiry_warning",
-                                  f"expires in {minutes} minute{'s' if minutes != 1 else ''}; "
-                                  "extend it to keep it running", now)
+                return core.event(
+                    fresh,
+                    "expiry_warning",
+                    f"expires in {minutes} minute{'s' if minutes != 1 else ''}; "
+                    "extend it to keep it running",
+                    now,
+                )
 
             ev = await core.commit(body)
             if ev is not None:
@@ -131,8 +148,9 @@ class Reaper:
         now = self.core.now()
         best: int | None = None
         for _, _, expires_at, warned in self.core.store.deadlines(EXPIRABLE):
-            moments = [expires_at] + [expires_at - before for bit, before in WARNINGS
-                                      if not warned & bit]
+            moments = [expires_at] + [
+                expires_at - before for bit, before in WARNINGS if not warned & bit
+            ]
             for m in moments:
                 if m > now and (best is None or m < best):
                     best = m
@@ -146,7 +164,8 @@ class Reaper:
         await self.post_charges()
         if core.runtime_started:
             terminating = await core.store.run_read(
-                lambda: core.store.list_clusters(None, statuses=(ClusterStatus.TERMINATING,)))
+                lambda: core.store.list_clusters(None, statuses=(ClusterStatus.TERMINATING,))
+            )
             for c in terminating:
                 async with core.lock(c.account_id):
                     await self.expiry.finish_terminating(c)

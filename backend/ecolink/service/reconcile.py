@@ -23,8 +23,9 @@ _KNOWN = (S.PENDING, S.RUNNING, S.STOPPING, S.STOPPED)
 
 
 class Reconciler:
-    def __init__(self, core: Core, expiry: Expiry, events: RuntimeEvents, *,
-                 grace_s: float) -> None:
+    def __init__(
+        self, core: Core, expiry: Expiry, events: RuntimeEvents, *, grace_s: float
+    ) -> None:
         self.core = core
         self.expiry = expiry
         self.events = events
@@ -51,8 +52,9 @@ class Reconciler:
             first = self._suspects.setdefault(cid, mono)
             return mono - first >= self.grace_s
 
-        clusters = await core.store.run_read(lambda: core.store.list_clusters(
-            None, statuses=(S.PENDING, S.RUNNING, S.STOPPED)))
+        clusters = await core.store.run_read(
+            lambda: core.store.list_clusters(None, statuses=(S.PENDING, S.RUNNING, S.STOPPED))
+        )
         for c in clusters:
             replicas = core.runtime.replicas(c.id)
             if c.status in ACCRUING:
@@ -75,8 +77,9 @@ class Reconciler:
                     log.warning("reconcile: could not repair cluster %s: %s", c.id, exc)
                     continue
                 now = core.now()
-                message = (f"the runtime differed from the record (the cluster {what}); "
-                           "it was put back")
+                message = (
+                    f"the runtime differed from the record (the cluster {what}); it was put back"
+                )
 
                 def record(f: Cluster = fresh, m: str = message, t: int = now) -> Event:
                     return core.event(f, "reconciled", m, t)
@@ -95,8 +98,11 @@ class Reconciler:
                     continue
                 if not confirmed(cid):
                     continue
-                log.warning("reconcile: the runtime runs cluster %s, which is %s in the store; "
-                            "removing it", cid, "unknown" if known is None else known.status)
+                log.warning(
+                    "reconcile: the runtime runs cluster %s, which is %s in the store; removing it",
+                    cid,
+                    "unknown" if known is None else known.status,
+                )
                 try:
                     await core.runtime.terminate(cid)
                 except Exception as exc:
@@ -117,9 +123,11 @@ class Reconciler:
         latest = await core.store.run_read(core.store.latest_time)
         if latest is not None:
             if latest > to_us(core.clock.now()):
-                log.warning("the clock reads earlier than the last recorded time by %.1f s; "
-                            "time is counted from the record, never backwards",
-                            (latest - to_us(core.clock.now())) / MICROS_PER_SECOND)
+                log.warning(
+                    "the clock reads earlier than the last recorded time by %.1f s; "
+                    "time is counted from the record, never backwards",
+                    (latest - to_us(core.clock.now())) / MICROS_PER_SECOND,
+                )
             core.not_before(latest)
         now = core.now()
         await core.commit(lambda: core.store.end_open_kept_sessions("backend_restart", now))
@@ -152,6 +160,7 @@ class Reconciler:
             before = c.status
             follow(c, core.runtime.replicas(c.id), now)
             if c.status != before:
+
                 def save(c: Cluster = c) -> None:
                     core.store.update_cluster(c)
 

@@ -72,8 +72,7 @@ class AccountsTable(Database):
         if not key.startswith("eco_") or len(key) > 200:
             return None
         row = self._conn.execute(
-            "SELECT account_id, key_hash, id FROM api_keys"
-            " WHERE prefix = ? AND revoked_at IS NULL",
+            "SELECT account_id, key_hash, id FROM api_keys WHERE prefix = ? AND revoked_at IS NULL",
             (key[:KEY_PREFIX_LEN],),
         ).fetchone()
         # Hash anyway when the prefix is unknown so both paths cost the same.
@@ -112,6 +111,7 @@ class AccountsTable(Database):
         # anyway: a session is checked against its key on every use).
         self._conn.executemany(
             "DELETE FROM console_sessions WHERE key_id IN"
-            " (SELECT id FROM api_keys WHERE prefix = ?)", [(p,) for p in found]
+            " (SELECT id FROM api_keys WHERE prefix = ?)",
+            [(p,) for p in found],
         )
         return found

@@ -114,8 +114,9 @@ class ClustersTable(Database):
         ).fetchall()
         return [(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
 
-    def gpus_in_use(self, account_id: str, region: str, statuses: Iterable[str],
-                    exclude: str | None = None) -> int:
+    def gpus_in_use(
+        self, account_id: str, region: str, statuses: Iterable[str], exclude: str | None = None
+    ) -> int:
         st = list(statuses)
         row = self._conn.execute(
             "SELECT COALESCE(SUM(gpu_count * replicas), 0) FROM clusters WHERE account_id = ?"

@@ -58,9 +58,13 @@ class ConsoleSessionsTable(AccountsTable):
         ).fetchall()
         return [ConsoleSessionInfo(*r) for r in rows]
 
-    def revoke_console_sessions(self, *, id_prefix: str | None = None,
-                                account_id: str | None = None,
-                                key_prefix: str | None = None) -> int:
+    def revoke_console_sessions(
+        self,
+        *,
+        id_prefix: str | None = None,
+        account_id: str | None = None,
+        key_prefix: str | None = None,
+    ) -> int:
         """End the sessions matching every given filter (at least one); their count."""
         self._write()
         where: list[str] = []
@@ -78,7 +82,8 @@ class ConsoleSessionsTable(AccountsTable):
         if not where:
             raise StoreError("say which sessions to end")
         cur = self._conn.execute(
-            "DELETE FROM console_sessions WHERE " + " AND ".join(where), params)
+            "DELETE FROM console_sessions WHERE " + " AND ".join(where), params
+        )
         return int(cur.rowcount)
 
     def delete_console_session(self, token: str) -> None:

@@ -63,8 +63,14 @@ class Database:
     The table classes of this package build on it; their writes call `_write()`
     first (a write needs a transaction) and read and write through `_conn`."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL",
-                 busy_timeout_ms: int = BUSY_TIMEOUT_MS, readers: int = 4) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        readers: int = 4,
+    ) -> None:
         self.path = str(path)
         self.busy_timeout_ms = busy_timeout_ms
         self._writer = self._connect()
@@ -88,8 +94,12 @@ class Database:
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=self.busy_timeout_ms / 1000)
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.busy_timeout_ms / 1000,
+        )
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
@@ -126,18 +136,22 @@ class Database:
     async def run_write(self, fn: Callable[[], T]) -> T:
         """Run `fn` inside one transaction, in the writer thread (an in-memory database,
         which has one connection and no lock to wait for, runs it here)."""
+
         def job() -> T:
             with self.tx():
                 return fn()
+
         if self.path == ":memory:":
             return job()
         return await asyncio.get_running_loop().run_in_executor(self._write_pool, job)
 
-    def submit_write(self, fn: Callable[[], object], what: str,
-                     done: Callable[[], None] | None = None) -> None:
+    def submit_write(
+        self, fn: Callable[[], object], what: str, done: Callable[[], None] | None = None
+    ) -> None:
         """Queue `fn` as one transaction for the writer thread and return at once (for
         records nobody waits for); a failure is logged. `done` runs after it, in the
         writer thread, whether it committed or not."""
+
         def job() -> None:
             try:
                 with self.tx():
@@ -147,6 +161,7 @@ class Database:
             finally:
                 if done is not None:
                     done()
+
         if self.path == ":memory:":
             job()
         else:
@@ -198,8 +213,9 @@ class Database:
     def _start_watch(self) -> None:
         if self._watch is not None or self.path == ":memory:":
             return
-        self._watch = threading.Thread(target=self._watch_commits, name="ecolink-db-watch",
-                                       daemon=True)
+        self._watch = threading.Thread(
+            target=self._watch_commits, name="ecolink-db-watch", daemon=True
+        )
         self._watch.start()
 
     def _watch_commits(self) -> None:

@@ -12,8 +12,15 @@ from ecolink.store.kept import KeptSessionsTable
 from ecolink.store.ledger import LedgerTable
 
 
-class Store(ConsoleSessionsTable, AccountsTable, ClustersTable, LedgerTable, EventsTable,
-            IdempotencyTable, KeptSessionsTable):
+class Store(
+    ConsoleSessionsTable,
+    AccountsTable,
+    ClustersTable,
+    LedgerTable,
+    EventsTable,
+    IdempotencyTable,
+    KeptSessionsTable,
+):
     """The SQLite database of one state directory.
 
     One `Database` (one write connection, one `tx()`, the writer thread and the
@@ -42,7 +49,11 @@ class Store(ConsoleSessionsTable, AccountsTable, ClustersTable, LedgerTable, Eve
                 problems.append(f"cluster {c.id}: spent more than held")
             if c.status in ("stopped", "terminated", "failed") and hold - released - spent != 0:
                 problems.append(f"cluster {c.id}: {c.status} but still holds money")
-            if c.status in ("pending", "running") and not c.suspended and not self.has_open_segment(c.id):
+            if (
+                c.status in ("pending", "running")
+                and not c.suspended
+                and not self.has_open_segment(c.id)
+            ):
                 problems.append(f"cluster {c.id}: accrues but has no open time segment")
             if c.status not in ("pending", "running") and self.has_open_segment(c.id):
                 problems.append(f"cluster {c.id}: {c.status} but has an open time segment")

@@ -25,8 +25,15 @@ class IdempotencyTable(Database):
         self._conn.execute(
             "INSERT OR REPLACE INTO idempotency (account_id, key, fingerprint, status,"
             " content_type, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (rec.account_id, rec.key, rec.fingerprint, rec.status, rec.content_type, rec.body,
-             rec.created_at),
+            (
+                rec.account_id,
+                rec.key,
+                rec.fingerprint,
+                rec.status,
+                rec.content_type,
+                rec.body,
+                rec.created_at,
+            ),
         )
 
     def prune_idempotency(self, now: int) -> None:

@@ -21,10 +21,16 @@ class KeptSessionsTable(Database):
                 " started_at, exited, exit_code, ended_reason, ended_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    rec["id"], rec["cluster_id"], rec["replica"], json.dumps(list(rec["command"])),
-                    int(bool(rec.get("tty", True))), int(rec["started_at"]),
-                    int(bool(rec.get("exited", False))), rec.get("exit_code"),
-                    rec.get("ended_reason"), rec.get("ended_at"),
+                    rec["id"],
+                    rec["cluster_id"],
+                    rec["replica"],
+                    json.dumps(list(rec["command"])),
+                    int(bool(rec.get("tty", True))),
+                    int(rec["started_at"]),
+                    int(bool(rec.get("exited", False))),
+                    rec.get("exit_code"),
+                    rec.get("ended_reason"),
+                    rec.get("ended_at"),
                 ),
             )
 
@@ -50,9 +56,16 @@ class KeptSessionsTable(Database):
         ).fetchall()
         return [
             {
-                "id": r[0], "cluster_id": r[1], "replica": r[2], "command": json.loads(r[3]),
-                "tty": bool(r[4]), "started_at": r[5], "exited": bool(r[6]), "exit_code": r[7],
-                "ended_reason": r[8], "ended_at": r[9],
+                "id": r[0],
+                "cluster_id": r[1],
+                "replica": r[2],
+                "command": json.loads(r[3]),
+                "tty": bool(r[4]),
+                "started_at": r[5],
+                "exited": bool(r[6]),
+                "exit_code": r[7],
+                "ended_reason": r[8],
+                "ended_at": r[9],
             }
             for r in rows
         ]

@@ -48,9 +48,7 @@ class LedgerTable(Database):
         )
         entry_id = cur.lastrowid
         assert entry_id is not None
-        return LedgerEntry(
-            entry_id, account_id, cluster_id, at, kind, amount, balance, held, memo
-        )
+        return LedgerEntry(entry_id, account_id, cluster_id, at, kind, amount, balance, held, memo)
 
     def ledger(
         self,

@@ -24,5 +24,7 @@ def rfc3339(us: int) -> str:
     """RFC 3339 UTC with microseconds: 2026-01-01T00:00:00.000000Z. (Cached: the same
     few instants of every cluster are formatted again and again.)"""
     d = from_us(us)
-    return (f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:"
-            f"{d.second:02d}.{d.microsecond:06d}Z")
+    return (
+        f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:"
+        f"{d.second:02d}.{d.microsecond:06d}Z"
+    )

@@ -142,18 +142,30 @@ def _refusal_from(exc: InvalidStatus) -> ApiRefusal:
     status = resp.status_code
     try:
         err = json.loads(resp.body or b"{}")["error"]
-        return ApiRefusal(status, err.get("code", "error"), err.get("message", ""), err.get("field"))
+        return ApiRefusal(
+            status, err.get("code", "error"), err.get("message", ""), err.get("field")
+        )
     except (ValueError, KeyError, TypeError):
-        return ApiRefusal(status, "error", (resp.body or b"").decode("utf-8", "replace")[:200]
-                          or resp.reason_phrase)
+        return ApiRefusal(
+            status,
+            "error",
+            (resp.body or b"").decode("utf-8", "replace")[:200] or resp.reason_phrase,
+        )
 
 
 async def _open(client: EcoClient, path: str, *, open_timeout: float = 15.0) -> ExecConnection:
     url = client.ws_url(path)
     try:
-        ws = await connect(url, subprotocols=list(SUBPROTOCOLS),
-                           additional_headers=client.auth_headers(), open_timeout=open_timeout,
-                           max_size=None, compression=None, ping_interval=20, ping_timeout=60)
+        ws = await connect(
+            url,
+            subprotocols=list(SUBPROTOCOLS),
+            additional_headers=client.auth_headers(),
+            open_timeout=open_timeout,
+            max_size=None,
+            compression=None,
+            ping_interval=20,
+            ping_timeout=60,
+        )
     except InvalidStatus as exc:
         raise _refusal_from(exc) from exc
     except (OSError, TimeoutError, InvalidHandshake) as exc:
@@ -161,28 +173,52 @@ async def _open(client: EcoClient, path: str, *, open_timeout: float = 15.0) -> 
     return ExecConnection(ws)
 
 
-def exec_path(cluster: str, replica: str, command: Sequence[str] | None = None, *,
-              stdin: bool = False, stdout: bool = True, stderr: bool = True,
-              tty: bool = False) -> str:
+def exec_path(
+    cluster: str,
+    replica: str,
+    command: Sequence[str] | None = None,
+    *,
+    stdin: bool = False,
+    stdout: bool = True,
+    stderr: bool = True,
+    tty: bool = False,
+) -> str:
     query: list[tuple[str, str]] = [("command", c) for c in (command or ())]
-    query += [("stdin", "1" if stdin else "0"), ("stdout", "1" if stdout else "0"),
-              ("stderr", "1" if stderr else "0"), ("tty", "1" if tty else "0")]
-    return (f"/gpu-clusters/{quote(cluster, safe='')}/replicas/{quote(replica, safe='')}/exec?"
-            + urlencode(query))
+    query += [
+        ("stdin", "1" if stdin else "0"),
+        ("stdout", "1" if stdout else "0"),
+        ("stderr", "1" if stderr else "0"),
+        ("tty", "1" if tty else "0"),
+    ]
+    return (
+        f"/gpu-clusters/{quote(cluster, safe='')}/replicas/{quote(replica, safe='')}/exec?"
+        + urlencode(query)
+    )
 
 
-async def open_exec(client: EcoClient, cluster: str, replica: str,
-                    command: Sequence[str] | None = None, *, stdin: bool = False,
-                    stdout: bool = True, stderr: bool = True, tty: bool = False) -> ExecConnection:
+async def open_exec(
+    client: EcoClient,
+    cluster: str,
+    replica: str,
+    command: Sequence[str] | None = None,
+    *,
+    stdin: bool = False,
+    stdout: bool = True,
+    stderr: bool = True,
+    tty: bool = False,
+) -> ExecConnection:
     """Start a one-shot exec in a replica (no command: a login shell)."""
-    return await _open(client, exec_path(cluster, replica, command, stdin=stdin, stdout=stdout,
-                                         stderr=stderr, tty=tty))
+    return await _open(
+        client,
+        exec_path(cluster, replica, command, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty),
+    )
 
 
 async def attach_session(client: EcoClient, cluster: str, sid: str) -> ExecConnection:
     """Attach to a kept session: its kept output is replayed, then it goes on live."""
-    return await _open(client, f"/gpu-clusters/{quote(cluster, safe='')}/sessions/"
-                               f"{quote(sid, safe='')}/attach")
+    return await _open(
+        client, f"/gpu-clusters/{quote(cluster, safe='')}/sessions/{quote(sid, safe='')}/attach"
+    )
 
 
 @dataclass(frozen=True)
@@ -197,8 +233,15 @@ class CommandResult:
         return self.exit_code == 0 and self.error is None
 
 
-async def run_command(client: EcoClient, cluster: str, replica: str, command: Sequence[str], *,
-                      timeout: float = 30.0, max_bytes: int = 4 << 20) -> CommandResult:
+async def run_command(
+    client: EcoClient,
+    cluster: str,
+    replica: str,
+    command: Sequence[str],
+    *,
+    timeout: float = 30.0,
+    max_bytes: int = 4 << 20,
+) -> CommandResult:
     """Run `command` in a replica to its end; its output and exit code."""
     out = bytearray()
     err = bytearray()
@@ -222,8 +265,9 @@ async def run_command(client: EcoClient, cluster: str, replica: str, command: Se
         await conn.close()
     st = conn.status
     if st is None:
-        return CommandResult(bytes(out), bytes(err), None,
-                             "the connection ended without an exit status")
+        return CommandResult(
+            bytes(out), bytes(err), None, "the connection ended without an exit status"
+        )
     if st.success:
         return CommandResult(bytes(out), bytes(err), 0)
     if st.exit_code is None:

@@ -58,8 +58,14 @@ def new_idempotency_key() -> str:
 class EcoClient:
     """Async client for one backend with one API key."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 15.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 15.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self._auth = BearerAuth(api_key)
@@ -80,9 +86,15 @@ class EcoClient:
         await self.aclose()
 
     # -- plumbing ---------------------------------------------------------
-    async def request(self, method: str, path: str, *, json: Any = None,
-                      params: dict[str, Any] | None = None,
-                      idempotency_key: str | None = None) -> httpx.Response:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> httpx.Response:
         headers: dict[str, str] = {}
         if method in ("POST", "PUT", "DELETE"):
             headers["Idempotency-Key"] = idempotency_key or new_idempotency_key()
@@ -104,8 +116,11 @@ class EcoClient:
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise ApiRefusal(resp.status_code, "error",
-                             f"the backend's answer to {method} {path} is not a JSON object")
+            raise ApiRefusal(
+                resp.status_code,
+                "error",
+                f"the backend's answer to {method} {path} is not a JSON object",
+            )
         return data
 
     async def _object(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
@@ -118,17 +133,21 @@ class EcoClient:
         """The answer parsed as its wire model (an `ApiRefusal` when it is not one)."""
         return _parse(model, await self._object(method, path, **kw), method, path)
 
-    async def _models(self, model: type[_M], key: str, method: str, path: str,
-                      **kw: Any) -> list[_M]:
+    async def _models(
+        self, model: type[_M], key: str, method: str, path: str, **kw: Any
+    ) -> list[_M]:
         """The list under `key` of the answer, each item parsed as its wire model."""
-        return [_parse(model, item, method, path)
-                for item in await self._list(key, method, path, **kw)]
+        return [
+            _parse(model, item, method, path) for item in await self._list(key, method, path, **kw)
+        ]
 
     async def _list(self, key: str, method: str, path: str, **kw: Any) -> list[dict[str, Any]]:
         """The list under `key` of the answer (`{"clusters": [...]}`)."""
         items = (await self._object(method, path, **kw)).get(key)
         if not isinstance(items, list):
-            raise ApiRefusal(200, "error", f"the backend's answer to {method} {path} has no {key!r} list")
+            raise ApiRefusal(
+                200, "error", f"the backend's answer to {method} {path} has no {key!r} list"
+            )
         return items
 
     # -- open routes ------------------------------------------------------
@@ -145,13 +164,17 @@ class EcoClient:
     async def account(self) -> AccountOut:
         return await self._model(AccountOut, "GET", "/account")
 
-    async def ledger(self, *, cluster_id: str | None = None, limit: int | None = None,
-                     before: int | None = None) -> list[LedgerEntryOut]:
-        params = {k: v for k, v in
-                  {"cluster_id": cluster_id, "limit": limit, "before": before}.items()
-                  if v is not None}
-        return await self._models(LedgerEntryOut, "entries", "GET", "/account/ledger",
-                                  params=params)
+    async def ledger(
+        self, *, cluster_id: str | None = None, limit: int | None = None, before: int | None = None
+    ) -> list[LedgerEntryOut]:
+        params = {
+            k: v
+            for k, v in {"cluster_id": cluster_id, "limit": limit, "before": before}.items()
+            if v is not None
+        }
+        return await self._models(
+            LedgerEntryOut, "entries", "GET", "/account/ledger", params=params
+        )
 
     async def ledger_csv(self, *, cluster_id: str | None = None, limit: int | None = None) -> str:
         params: dict[str, Any] = {"format": "csv"}
@@ -169,40 +192,75 @@ class EcoClient:
     async def cluster(self, ref: str) -> ClusterOut:
         return await self._model(ClusterOut, "GET", f"/gpu-clusters/{ref}")
 
-    async def launch(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> ClusterOut:
-        return await self._model(ClusterOut, "POST", "/gpu-clusters", json=body, idempotency_key=idempotency_key)
+    async def launch(
+        self, body: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> ClusterOut:
+        return await self._model(
+            ClusterOut, "POST", "/gpu-clusters", json=body, idempotency_key=idempotency_key
+        )
 
-    async def scale(self, ref: str, replicas: int, *, idempotency_key: str | None = None) -> ClusterOut:
-        return await self._model(ClusterOut, "POST", f"/gpu-clusters/{ref}/scale", json={"replicas": replicas},
-                                idempotency_key=idempotency_key)
+    async def scale(
+        self, ref: str, replicas: int, *, idempotency_key: str | None = None
+    ) -> ClusterOut:
+        return await self._model(
+            ClusterOut,
+            "POST",
+            f"/gpu-clusters/{ref}/scale",
+            json={"replicas": replicas},
+            idempotency_key=idempotency_key,
+        )
 
-    async def extend(self, ref: str, hours: str, *, idempotency_key: str | None = None) -> ClusterOut:
-        return await self._model(ClusterOut, "POST", f"/gpu-clusters/{ref}/extend", json={"hours": hours},
-                                idempotency_key=idempotency_key)
+    async def extend(
+        self, ref: str, hours: str, *, idempotency_key: str | None = None
+    ) -> ClusterOut:
+        return await self._model(
+            ClusterOut,
+            "POST",
+            f"/gpu-clusters/{ref}/extend",
+            json={"hours": hours},
+            idempotency_key=idempotency_key,
+        )
 
     async def stop(self, ref: str, *, idempotency_key: str | None = None) -> ClusterOut:
-        return await self._model(ClusterOut, "POST", f"/gpu-clusters/{ref}/stop", idempotency_key=idempotency_key)
+        return await self._model(
+            ClusterOut, "POST", f"/gpu-clusters/{ref}/stop", idempotency_key=idempotency_key
+        )
 
     async def resume(self, ref: str, *, idempotency_key: str | None = None) -> ClusterOut:
-        return await self._model(ClusterOut, "POST", f"/gpu-clusters/{ref}/resume", idempotency_key=idempotency_key)
+        return await self._model(
+            ClusterOut, "POST", f"/gpu-clusters/{ref}/resume", idempotency_key=idempotency_key
+        )
 
-    async def restart(self, ref: str, replica: str | None = None, *,
-                      idempotency_key: str | None = None) -> ClusterOut | ReplicaStateOut:
+    async def restart(
+        self, ref: str, replica: str | None = None, *, idempotency_key: str | None = None
+    ) -> ClusterOut | ReplicaStateOut:
         """The cluster (a rolling restart of every replica) or the one replica restarted."""
         if replica:
-            return await self._model(ReplicaStateOut, "POST",
-                                     f"/gpu-clusters/{ref}/replicas/{replica}/restart",
-                                     idempotency_key=idempotency_key)
-        return await self._model(ClusterOut, "POST", f"/gpu-clusters/{ref}/restart",
-                                 idempotency_key=idempotency_key)
+            return await self._model(
+                ReplicaStateOut,
+                "POST",
+                f"/gpu-clusters/{ref}/replicas/{replica}/restart",
+                idempotency_key=idempotency_key,
+            )
+        return await self._model(
+            ClusterOut, "POST", f"/gpu-clusters/{ref}/restart", idempotency_key=idempotency_key
+        )
 
     async def terminate(self, ref: str, *, idempotency_key: str | None = None) -> ClusterOut:
-        return await self._model(ClusterOut, "DELETE", f"/gpu-clusters/{ref}", idempotency_key=idempotency_key)
+        return await self._model(
+            ClusterOut, "DELETE", f"/gpu-clusters/{ref}", idempotency_key=idempotency_key
+        )
 
-    async def set_endpoint(self, ref: str, port: int, *,
-                           idempotency_key: str | None = None) -> EndpointOut:
-        return await self._model(EndpointOut, "PUT", f"/gpu-clusters/{ref}/endpoint", json={"port": port},
-                                idempotency_key=idempotency_key)
+    async def set_endpoint(
+        self, ref: str, port: int, *, idempotency_key: str | None = None
+    ) -> EndpointOut:
+        return await self._model(
+            EndpointOut,
+            "PUT",
+            f"/gpu-clusters/{ref}/endpoint",
+            json={"port": port},
+            idempotency_key=idempotency_key,
+        )
 
     async def close_endpoint(self, ref: str, *, idempotency_key: str | None = None) -> None:
         await self._json("DELETE", f"/gpu-clusters/{ref}/endpoint", idempotency_key=idempotency_key)
@@ -210,12 +268,14 @@ class EcoClient:
     async def replicas(self, ref: str) -> list[dict[str, Any]]:
         return await self._list("replicas", "GET", f"/gpu-clusters/{ref}/replicas")
 
-    async def fleet_gpus(self, *, unhealthy: bool = False, brief: bool = False,
-                         since: str | None = None) -> dict[str, Any]:
+    async def fleet_gpus(
+        self, *, unhealthy: bool = False, brief: bool = False, since: str | None = None
+    ) -> dict[str, Any]:
         """Every GPU of the account's live clusters with its health (`GET /gpus`); `brief`:
         the verdict and reason only; `since`: what changed since that answer's version."""
-        params: dict[str, str] = {k: "true" for k, on in (("unhealthy", unhealthy),
-                                                          ("brief", brief)) if on}
+        params: dict[str, str] = {
+            k: "true" for k, on in (("unhealthy", unhealthy), ("brief", brief)) if on
+        }
         if since:
             params["since"] = since
         return await self._object("GET", "/gpus", params=params or None)
@@ -227,26 +287,30 @@ class EcoClient:
     async def events(self, ref: str) -> list[dict[str, Any]]:
         return await self._list("events", "GET", f"/gpu-clusters/{ref}/events")
 
-    async def logs(self, ref: str, replica: str, *, tail: int | None = None,
-                   previous: bool = False) -> str:
+    async def logs(
+        self, ref: str, replica: str, *, tail: int | None = None, previous: bool = False
+    ) -> str:
         params: dict[str, Any] = {}
         if tail is not None:
             params["tail"] = tail
         if previous:
             params["previous"] = 1
-        return (await self.request("GET", f"/gpu-clusters/{ref}/replicas/{replica}/logs",
-                                   params=params)).text
+        return (
+            await self.request("GET", f"/gpu-clusters/{ref}/replicas/{replica}/logs", params=params)
+        ).text
 
-    async def follow_logs(self, ref: str, replica: str, *, tail: int | None = None,
-                          previous: bool = False) -> AsyncIterator[bytes]:
+    async def follow_logs(
+        self, ref: str, replica: str, *, tail: int | None = None, previous: bool = False
+    ) -> AsyncIterator[bytes]:
         params: dict[str, Any] = {"follow": 1}
         if tail is not None:
             params["tail"] = tail
         if previous:
             params["previous"] = 1
         try:
-            async with self._http.stream("GET", f"/gpu-clusters/{ref}/replicas/{replica}/logs",
-                                         params=params, timeout=None) as resp:
+            async with self._http.stream(
+                "GET", f"/gpu-clusters/{ref}/replicas/{replica}/logs", params=params, timeout=None
+            ) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise _refusal(resp)
@@ -256,16 +320,25 @@ class EcoClient:
             raise BackendUnreachable(f"cannot reach the backend at {self.base_url}: {exc}") from exc
 
     # -- sessions ---------------------------------------------------------
-    async def create_session(self, ref: str, replica: str, *, command: list[str] | str | None = None,
-                             tty: bool = True, width: int | None = None,
-                             height: int | None = None) -> dict[str, Any]:
+    async def create_session(
+        self,
+        ref: str,
+        replica: str,
+        *,
+        command: list[str] | str | None = None,
+        tty: bool = True,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"tty": tty}
         if command:
             body["command"] = command
         if width and height:  # the terminal's size from the start (no resize race)
             body["width"] = int(width)
             body["height"] = int(height)
-        return await self._object("POST", f"/gpu-clusters/{ref}/replicas/{replica}/sessions", json=body)
+        return await self._object(
+            "POST", f"/gpu-clusters/{ref}/replicas/{replica}/sessions", json=body
+        )
 
     async def sessions(self, ref: str) -> list[dict[str, Any]]:
         return await self._list("sessions", "GET", f"/gpu-clusters/{ref}/sessions")
@@ -276,8 +349,8 @@ class EcoClient:
     # -- websockets -------------------------------------------------------
     def ws_url(self, path: str) -> str:
         if self.base_url.startswith("https://"):
-            return "wss://" + self.base_url[len("https://"):] + path
-        return "ws://" + self.base_url[len("http://"):] + path
+            return "wss://" + self.base_url[len("https://") :] + path
+        return "ws://" + self.base_url[len("http://") :] + path
 
     def auth_headers(self) -> dict[str, str]:
         """The credentials for a WebSocket handshake (the same as every REST call's)."""
@@ -290,15 +363,20 @@ def _parse(model: type[_M], data: object, method: str, path: str) -> _M:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "the answer"
-        raise ApiRefusal(200, "error", f"the backend's answer to {method} {path} is not "
-                         f"a {model.__name__} ({where}: {first['msg']})") from exc
+        raise ApiRefusal(
+            200,
+            "error",
+            f"the backend's answer to {method} {path} is not "
+            f"a {model.__name__} ({where}: {first['msg']})",
+        ) from exc
 
 
 def _refusal(resp: httpx.Response) -> ApiRefusal:
     try:
         err = resp.json()["error"]
-        return ApiRefusal(resp.status_code, err.get("code", "error"), err.get("message", ""),
-                          err.get("field"))
+        return ApiRefusal(
+            resp.status_code, err.get("code", "error"), err.get("message", ""), err.get("field")
+        )
     except Exception:
         return ApiRefusal(resp.status_code, "error", resp.text[:200] or resp.reason_phrase)
 

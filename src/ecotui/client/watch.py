@@ -38,16 +38,27 @@ class FrameSource(Protocol):
 ConnectionState = Literal["connecting", "connected", "reconnecting", "closed"]
 
 
-def backoff_delay(attempt: int, *, initial: float, factor: float, maximum: float,
-                  jitter: float, rng: random.Random) -> float:
+def backoff_delay(
+    attempt: int,
+    *,
+    initial: float,
+    factor: float,
+    maximum: float,
+    jitter: float,
+    rng: random.Random,
+) -> float:
     """Seconds to wait before reconnect attempt `attempt` (1-based)."""
     base = min(maximum, initial * factor ** max(0, attempt - 1))
     return base * (1.0 + jitter * rng.random())
 
 
-def connection_frame(state: ConnectionState, *, attempt: int = 0,
-                     next_retry_at: datetime | None = None,
-                     error: str | None = None) -> dict[str, Any]:
+def connection_frame(
+    state: ConnectionState,
+    *,
+    attempt: int = 0,
+    next_retry_at: datetime | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
     """The frame saying how the connection stands: `ecocore.wire.WatchConnection`'s shape
     (built as a dict: the dashboard does not load pydantic for it)."""
     return {
@@ -62,15 +73,25 @@ def connection_frame(state: ConnectionState, *, attempt: int = 0,
 class WatchClient:
     """One live /watch subscription that survives network failures."""
 
-    def __init__(self, base_url: str, api_key: str, *, clock: Clock | None = None,
-                 backoff_initial: float = 0.5, backoff_factor: float = 2.0,
-                 backoff_max: float = 30.0, jitter: float = 0.2, open_timeout: float = 10.0,
-                 ping_interval: float | None = 20.0, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        clock: Clock | None = None,
+        backoff_initial: float = 0.5,
+        backoff_factor: float = 2.0,
+        backoff_max: float = 30.0,
+        jitter: float = 0.2,
+        open_timeout: float = 10.0,
+        ping_interval: float | None = 20.0,
+        rng: random.Random | None = None,
+    ) -> None:
         base = base_url.rstrip("/")
         if base.startswith("https://"):
-            self.url = "wss://" + base[len("https://"):] + "/watch"
+            self.url = "wss://" + base[len("https://") :] + "/watch"
         elif base.startswith("http://"):
-            self.url = "ws://" + base[len("http://"):] + "/watch"
+            self.url = "ws://" + base[len("http://") :] + "/watch"
         else:
             self.url = base + "/watch"
         self._headers = bearer_headers(api_key)
@@ -115,14 +136,20 @@ class WatchClient:
         """Frames for ever (until `close()`), with connection frames in between."""
         self.attempt = 0
         while not self._closed:
-            yield connection_frame("connecting" if self.connections == 0 else "reconnecting",
-                                   attempt=self.attempt)
+            yield connection_frame(
+                "connecting" if self.connections == 0 else "reconnecting", attempt=self.attempt
+            )
             error: str | None = None
             try:
-                async with connect(self.url, additional_headers=self._headers,
-                                   open_timeout=self.open_timeout, ping_interval=self.ping_interval,
-                                   ping_timeout=self.ping_interval, max_size=None,
-                                   max_queue=None) as ws:
+                async with connect(
+                    self.url,
+                    additional_headers=self._headers,
+                    open_timeout=self.open_timeout,
+                    ping_interval=self.ping_interval,
+                    ping_timeout=self.ping_interval,
+                    max_size=None,
+                    max_queue=None,
+                ) as ws:
                     self._ws = ws
                     self.connections += 1
                     self.attempt = 0
@@ -139,26 +166,37 @@ class WatchClient:
                     error = "the backend closed the connection"
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                error = ("the API key was refused (401)" if status == 401
-                         else f"the backend answered HTTP {status}")
+                error = (
+                    "the API key was refused (401)"
+                    if status == 401
+                    else f"the backend answered HTTP {status}"
+                )
             except InvalidURI as exc:
                 error = f"bad backend URL: {exc}"
             except ConnectionClosed as exc:
                 error = f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
             except (OSError, TimeoutError, InvalidHandshake) as exc:
-                error = f"cannot reach the backend: {exc}" if str(exc) else "cannot reach the backend"
+                error = (
+                    f"cannot reach the backend: {exc}" if str(exc) else "cannot reach the backend"
+                )
             finally:
                 self._ws = None
             if self._closed:
                 break
             self.attempt += 1
-            delay = backoff_delay(self.attempt, initial=self.backoff_initial,
-                                  factor=self.backoff_factor, maximum=self.backoff_max,
-                                  jitter=self.jitter, rng=self._rng)
+            delay = backoff_delay(
+                self.attempt,
+                initial=self.backoff_initial,
+                factor=self.backoff_factor,
+                maximum=self.backoff_max,
+                jitter=self.jitter,
+                rng=self._rng,
+            )
             retry_at = self.clock.now() + timedelta(seconds=delay)
             self._wake.clear()  # before yielding: the consumer may call reconnect_now() at once
-            yield connection_frame("reconnecting", attempt=self.attempt, next_retry_at=retry_at,
-                                   error=error)
+            yield connection_frame(
+                "reconnecting", attempt=self.attempt, next_retry_at=retry_at, error=error
+            )
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
         yield connection_frame("closed")

@@ -84,13 +84,13 @@ def open_extend(app: App[Any], cluster: ClusterArg, callback: Callback = None) -
     return _push(app, ExtendDialog(plain(cluster), _client(app), **_env(app)), callback)
 
 
-def open_endpoint(app: App[Any], cluster: ClusterArg,
-                  callback: Callback = None) -> EndpointDialog:
+def open_endpoint(app: App[Any], cluster: ClusterArg, callback: Callback = None) -> EndpointDialog:
     return _push(app, EndpointDialog(plain(cluster), _client(app), **_env(app)), callback)
 
 
-def open_restart(app: App[Any], cluster: ClusterArg, replica: str | None = None,
-                 callback: Callback = None) -> RestartDialog:
+def open_restart(
+    app: App[Any], cluster: ClusterArg, replica: str | None = None, callback: Callback = None
+) -> RestartDialog:
     return _push(app, RestartDialog(plain(cluster), _client(app), replica, **_env(app)), callback)
 
 
@@ -102,13 +102,15 @@ def open_resume(app: App[Any], cluster: ClusterArg, callback: Callback = None) -
     return _push(app, ResumeDialog(plain(cluster), _client(app), **_env(app)), callback)
 
 
-def open_terminate(app: App[Any], cluster: ClusterArg,
-                   callback: Callback = None) -> TerminateDialog:
+def open_terminate(
+    app: App[Any], cluster: ClusterArg, callback: Callback = None
+) -> TerminateDialog:
     return _push(app, TerminateDialog(plain(cluster), _client(app), **_env(app)), callback)
 
 
-def open_expiry_warning(app: App[Any], cluster: ClusterArg,
-                        callback: Callback = None) -> ExpiryWarningDialog:
+def open_expiry_warning(
+    app: App[Any], cluster: ClusterArg, callback: Callback = None
+) -> ExpiryWarningDialog:
     """The warning; its `e` key closes it and opens the extend dialog."""
 
     def done(choice: str | None) -> None:

@@ -177,8 +177,9 @@ class ActionDialog(ModalCard[Any]):
     #: API field name -> id of the widget that holds it.
     FIELDS: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, client: EcoClient, *, clock: Clock | None = None,
-                 tz: tzinfo | None = None) -> None:
+    def __init__(
+        self, client: EcoClient, *, clock: Clock | None = None, tz: tzinfo | None = None
+    ) -> None:
         super().__init__()
         self.client = client
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -209,8 +210,9 @@ class ActionDialog(ModalCard[Any]):
                     yield Label(self.keys_text(), id="keys")
                     yield from self.compose_extra_buttons()
                     yield Button("Cancel", id="cancel", compact=True)
-                    yield Button(self.CONFIRM_LABEL, id="confirm", variant=self.CONFIRM_VARIANT,
-                                 compact=True)
+                    yield Button(
+                        self.CONFIRM_LABEL, id="confirm", variant=self.CONFIRM_VARIANT, compact=True
+                    )
             yield from self.compose_body()
 
     def title_text(self) -> str:
@@ -227,8 +229,9 @@ class ActionDialog(ModalCard[Any]):
         return ()
 
     @staticmethod
-    def field_row(label: str, widget: Widget, hint: str | None = None,
-                  hint_id: str | None = None) -> Iterable[Widget]:
+    def field_row(
+        label: str, widget: Widget, hint: str | None = None, hint_id: str | None = None
+    ) -> Iterable[Widget]:
         """A labelled input line followed by its (hidden) error line."""
         children: list[Widget] = [Label(label, classes="label"), widget]
         if hint is not None:
@@ -330,9 +333,11 @@ class ActionDialog(ModalCard[Any]):
         except BackendUnreachable:
             self.busy = False
             self._set_buttons_disabled(False)
-            self.set_status("Cannot reach the backend, so it is not known whether this was "
-                            "applied. Confirm again to retry: the retry cannot apply it twice.",
-                            "error")
+            self.set_status(
+                "Cannot reach the backend, so it is not known whether this was "
+                "applied. Confirm again to retry: the retry cannot apply it twice.",
+                "error",
+            )
             return
         except Exception as exc:  # keep the dashboard alive whatever the answer was
             self.busy = False
@@ -436,8 +441,11 @@ class ActionDialog(ModalCard[Any]):
     def _input_changed(self, event: Input.Changed) -> None:
         wid = event.input.id
         # Only an edit clears the mark (a late Changed for the submitted value does not).
-        if wid and event.input.has_class("field-invalid") and (
-                self._marked_values.get(wid) != event.value):
+        if (
+            wid
+            and event.input.has_class("field-invalid")
+            and (self._marked_values.get(wid) != event.value)
+        ):
             self.clear_field_error(wid)
         self.refresh_preview()
 

@@ -54,17 +54,25 @@ class EndpointDialog(ClusterDialog):
                 f"forwards to port {self.endpoint['port']} of each ready replica, "
                 "load-balanced (on the local runtime: the port each replica was given in "
                 "$PORT). Requests need the header `Authorization: Bearer API_KEY`. "
-                "A new port keeps the URL.", id="url", classes="text", markup=False)
+                "A new port keeps the URL.",
+                id="url",
+                classes="text",
+                markup=False,
+            )
             port = str(self.endpoint["port"])
         else:
             yield Static(
                 "No public URL yet. Opening one forwards requests that carry "
                 "`Authorization: Bearer API_KEY`, load-balanced, to this port of each ready "
-                "replica (on the local runtime: the port in each replica's $PORT).", id="url",
-                classes="text", markup=False)
+                "replica (on the local runtime: the port in each replica's $PORT).",
+                id="url",
+                classes="text",
+                markup=False,
+            )
             port = ""
-        yield from self.field_row("Port", EcoInput(port, id="port", compact=True, type="integer",
-                                                placeholder="8000"))
+        yield from self.field_row(
+            "Port", EcoInput(port, id="port", compact=True, type="integer", placeholder="8000")
+        )
 
     def compose_extra_buttons(self) -> Iterable[Widget]:
         if self.endpoint:
@@ -96,8 +104,9 @@ class EndpointDialog(ClusterDialog):
     def action_copy_curl(self) -> None:
         if self.endpoint:
             self.app.copy_to_clipboard(curl_line(self.endpoint["url"]))
-            self.set_status("Copied a curl line to the clipboard; put your key in place of "
-                            "eco_YOUR_KEY.")
+            self.set_status(
+                "Copied a curl line to the clipboard; put your key in place of eco_YOUR_KEY."
+            )
 
     def request_for(self, operation: str) -> Any:
         if operation == "close":
@@ -112,8 +121,9 @@ class EndpointDialog(ClusterDialog):
         if operation == "close":
             await self.client.close_endpoint(self.cluster["id"], idempotency_key=idempotency_key)
             return None
-        return await self.client.set_endpoint(self.cluster["id"], body["port"],
-                                              idempotency_key=idempotency_key)
+        return await self.client.set_endpoint(
+            self.cluster["id"], body["port"], idempotency_key=idempotency_key
+        )
 
     def after_success(self, operation: str, result: Any) -> None:
         name = self.cluster["name"]

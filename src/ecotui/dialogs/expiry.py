@@ -35,8 +35,9 @@ class ExpiryWarningDialog(ModalCard[str | None]):
         Binding("escape", "dismiss_warning", "Dismiss"),
     ]
 
-    def __init__(self, cluster: dict[str, Any], *, clock: Clock | None = None,
-                 tz: tzinfo | None = None) -> None:
+    def __init__(
+        self, cluster: dict[str, Any], *, clock: Clock | None = None, tz: tzinfo | None = None
+    ) -> None:
         super().__init__()
         self.cluster = cluster
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -50,7 +51,9 @@ class ExpiryWarningDialog(ModalCard[str | None]):
             yield Static(cluster_summary(c), classes="text")
             yield Static(
                 "At expiry it terminates: its replicas are deleted, charges stop there and "
-                "the unused hold is released. Extend it to keep it running.", classes="text")
+                "the unused hold is released. Extend it to keep it running.",
+                classes="text",
+            )
             with Horizontal(id="buttons"):
                 yield Button("Dismiss", id="dismiss", compact=True)
                 yield Button("Extend… (e)", id="extend", variant="primary", compact=True)
@@ -63,8 +66,11 @@ class ExpiryWarningDialog(ModalCard[str | None]):
         now = self.clock.now()
         remaining = costs.remaining_us(self.cluster["expires_at"], now)
         at = wording.local_time_text(self.cluster["expires_at"], self.tz, now=now)
-        text = (f"{self.cluster['name']} expires in {wording.duration_text(remaining)}, at {at}."
-                if remaining > 0 else f"{self.cluster['name']} has reached its expiry ({at}).")
+        text = (
+            f"{self.cluster['name']} expires in {wording.duration_text(remaining)}, at {at}."
+            if remaining > 0
+            else f"{self.cluster['name']} has reached its expiry ({at})."
+        )
         self.query_one("#left", Static).update(text)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

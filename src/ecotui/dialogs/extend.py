@@ -21,8 +21,9 @@ class ExtendDialog(ClusterDialog):
     PROGRESS = "Extending… waiting for the backend to confirm."
     FIELDS = {"hours": "hours"}
 
-    def __init__(self, cluster: dict[str, Any], client: EcoClient, *, hours: str = "1",
-                 **kw: Any) -> None:
+    def __init__(
+        self, cluster: dict[str, Any], client: EcoClient, *, hours: str = "1", **kw: Any
+    ) -> None:
         super().__init__(cluster, client, **kw)
         self.initial_hours = hours
 
@@ -33,8 +34,10 @@ class ExtendDialog(ClusterDialog):
         yield Static(cluster_summary(self.cluster), classes="text")
         yield Static("", id="expiry", classes="text")
         yield from self.field_row(
-            "Hours to add", EcoInput(self.initial_hours, id="hours", compact=True, type="number"),
-            hint=self._hours_hint())
+            "Hours to add",
+            EcoInput(self.initial_hours, id="hours", compact=True, type="number"),
+            hint=self._hours_hint(),
+        )
         yield Static("", id="preview", classes="preview")
 
     def _hours_hint(self) -> str:
@@ -59,7 +62,8 @@ class ExtendDialog(ClusterDialog):
         remaining = costs.remaining_us(c["expires_at"], now)
         self.query_one("#expiry", Static).update(
             f"Expires {self.when(c['expires_at'])} ({wording.duration_text(remaining)} left); "
-            "at expiry it terminates.")
+            "at expiry it terminates."
+        )
         preview = self.query_one("#preview", Static)
         raw = self.query_one("#hours", Input).value.strip()
         try:
@@ -73,33 +77,41 @@ class ExtendDialog(ClusterDialog):
         new_expiry = costs.add_micro_hours(c["expires_at"], mh)
         lines = [f"New expiry        {self.when(new_expiry)}"]
         if c.get("status") in costs.ACCRUING_STATUSES:
-            lines.append(f"Additional hold   {fmt_usd(hold)} "
-                         f"({costs.format_hours(mh)} h × "
-                         f"{fmt_usd(costs.cluster_hourly_rate(c))}/h)")
+            lines.append(
+                f"Additional hold   {fmt_usd(hold)} "
+                f"({costs.format_hours(mh)} h × "
+                f"{fmt_usd(costs.cluster_hourly_rate(c))}/h)"
+            )
             if self.available is not None:
                 left = costs.left_after(self.available, hold)
                 if left < 0:
-                    lines.append(f"Available         {fmt_usd(self.available)}: "
-                                 f"short by {fmt_usd(-left)}")
+                    lines.append(
+                        f"Available         {fmt_usd(self.available)}: short by {fmt_usd(-left)}"
+                    )
                 else:
-                    lines.append(f"Available         {fmt_usd(self.available)} → "
-                                 f"{fmt_usd(left)} left")
+                    lines.append(
+                        f"Available         {fmt_usd(self.available)} → {fmt_usd(left)} left"
+                    )
         else:
-            lines.append(f"{c['name']} is {c['status']}: only the expiry moves; nothing is "
-                         "held now.")
+            lines.append(
+                f"{c['name']} is {c['status']}: only the expiry moves; nothing is held now."
+            )
         preview.update("\n".join(lines))
 
     def request_for(self, operation: str) -> Any:
         return {"hours": self.query_one("#hours", Input).value.strip()}
 
     async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
-        return await self.client.extend(self.cluster["id"], body["hours"],
-                                        idempotency_key=idempotency_key)
+        return await self.client.extend(
+            self.cluster["id"], body["hours"], idempotency_key=idempotency_key
+        )
 
     def done_message(self, operation: str, result: Any) -> str | None:
         result = plain(result)
-        return (f"{result.get('name', self.cluster['name'])}: now expires "
-                f"{self.when(result['expires_at'])}")
+        return (
+            f"{result.get('name', self.cluster['name'])}: now expires "
+            f"{self.when(result['expires_at'])}"
+        )
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

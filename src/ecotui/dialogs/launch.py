@@ -29,10 +29,17 @@ class LaunchDialog(ActionDialog):
     CONFIRM_LABEL = "Launch"
     PROGRESS = "Launching… waiting for the backend to confirm."
     FIELDS: ClassVar[dict[str, str]] = {
-        "name": "name", "region": "region", "gpu_type": "gpu_type", "gpu_count": "gpu_count",
-        "replicas": "replicas", "image": "image", "estimated_duration_hours": "hours",
-        "startup_command": "startup_command", "shared_filesystems": "shared_fs",
-        "expose": "port", "port": "port",
+        "name": "name",
+        "region": "region",
+        "gpu_type": "gpu_type",
+        "gpu_count": "gpu_count",
+        "replicas": "replicas",
+        "image": "image",
+        "estimated_duration_hours": "hours",
+        "startup_command": "startup_command",
+        "shared_filesystems": "shared_fs",
+        "expose": "port",
+        "port": "port",
     }
     DEFAULT_CSS = """
     LaunchDialog #form {
@@ -63,10 +70,16 @@ class LaunchDialog(ActionDialog):
     }
     """
 
-    def __init__(self, client: EcoClient, *, catalog: dict[str, Any] | None = None,
-                 filesystems: list[dict[str, Any]] | None = None,
-                 account: dict[str, Any] | None = None,
-                 clusters: list[dict[str, Any]] | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        client: EcoClient,
+        *,
+        catalog: dict[str, Any] | None = None,
+        filesystems: list[dict[str, Any]] | None = None,
+        account: dict[str, Any] | None = None,
+        clusters: list[dict[str, Any]] | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(client, **kw)
         self.catalog = catalog
         self.filesystems = filesystems
@@ -102,7 +115,8 @@ class LaunchDialog(ActionDialog):
                 if asyncio.iscoroutine(coro):
                     coro.close()
             self.query_one("#loading", Static).update(
-                f"Cannot load the catalog: {exc}. Close this and try again.")
+                f"Cannot load the catalog: {exc}. Close this and try again."
+            )
             return
         for (name, _), value in zip(needed, results, strict=True):
             if name == "account":
@@ -119,44 +133,82 @@ class LaunchDialog(ActionDialog):
             self.query_one("#loading", Static).update("The catalog offers no region.")
             return
         rows: list[Widget] = []
-        rows += self.field_row("Name", EcoInput("", id="name", compact=True,
-                                             placeholder="a DNS label, e.g. inference-a"))
-        rows += self.field_row("Region", Select([(r, r) for r in regions], id="region",
-                                                allow_blank=False, compact=True))
+        rows += self.field_row(
+            "Name",
+            EcoInput("", id="name", compact=True, placeholder="a DNS label, e.g. inference-a"),
+        )
+        rows += self.field_row(
+            "Region",
+            Select([(r, r) for r in regions], id="region", allow_blank=False, compact=True),
+        )
         types = self._gpu_types(regions[0])
-        rows += self.field_row("GPU type", Select(types, id="gpu_type", allow_blank=False,
-                                                  compact=True))
+        rows += self.field_row(
+            "GPU type", Select(types, id="gpu_type", allow_blank=False, compact=True)
+        )
         counts = self._gpu_counts(regions[0], types[0][1]) if types else [("1", 1)]
-        rows += self.field_row("GPUs per replica", Select(counts, id="gpu_count",
-                                                          allow_blank=False, compact=True))
-        rows += self.field_row("Replicas", EcoInput("2", id="replicas", compact=True, type="integer"),
-                               hint="", hint_id="replicas-hint")
-        rows += self.field_row("Image", EcoInput("", id="image", compact=True,
-                                              placeholder="registry/name:tag"))
-        rows += self.field_row("Duration (hours)", EcoInput("1", id="hours", compact=True,
-                                                         type="number"),
-                               hint="then it terminates")
-        rows += self.field_row("Startup command", EcoInput("", id="startup_command", compact=True,
-                                                        placeholder="optional sh -c line; serve on $PORT"))
+        rows += self.field_row(
+            "GPUs per replica", Select(counts, id="gpu_count", allow_blank=False, compact=True)
+        )
+        rows += self.field_row(
+            "Replicas",
+            EcoInput("2", id="replicas", compact=True, type="integer"),
+            hint="",
+            hint_id="replicas-hint",
+        )
+        rows += self.field_row(
+            "Image", EcoInput("", id="image", compact=True, placeholder="registry/name:tag")
+        )
+        rows += self.field_row(
+            "Duration (hours)",
+            EcoInput("1", id="hours", compact=True, type="number"),
+            hint="then it terminates",
+        )
+        rows += self.field_row(
+            "Startup command",
+            EcoInput(
+                "",
+                id="startup_command",
+                compact=True,
+                placeholder="optional sh -c line; serve on $PORT",
+            ),
+        )
         fs = self.filesystems or []
         if fs:
-            rows += self.field_row("Filesystems", EcoSelectionList(
-                *[(f"{f['name']}  {f.get('description') or ''}".rstrip(), f["name"])
-                  for f in fs], id="shared_fs", compact=True))
+            rows += self.field_row(
+                "Filesystems",
+                EcoSelectionList(
+                    *[
+                        (f"{f['name']}  {f.get('description') or ''}".rstrip(), f["name"])
+                        for f in fs
+                    ],
+                    id="shared_fs",
+                    compact=True,
+                ),
+            )
         else:
-            rows += self.field_row("Filesystems", Static(
-                "none yet: `ecolink filesystems create NAME` makes one", id="shared_fs",
-                markup=False))
-        rows.append(Horizontal(Label("Public URL", classes="label"),
-                               EcoCheckbox(_expose_label(False), id="expose", compact=True),
-                               EcoInput("8000", id="port", compact=True, type="integer",
-                                     disabled=True),
-                               classes="row", id="port-row"))
+            rows += self.field_row(
+                "Filesystems",
+                Static(
+                    "none yet: `ecolink filesystems create NAME` makes one",
+                    id="shared_fs",
+                    markup=False,
+                ),
+            )
+        rows.append(
+            Horizontal(
+                Label("Public URL", classes="label"),
+                EcoCheckbox(_expose_label(False), id="expose", compact=True),
+                EcoInput("8000", id="port", compact=True, type="integer", disabled=True),
+                classes="row",
+                id="port-row",
+            )
+        )
         rows.append(Static("", classes="field-error", id="port-error"))
         form = self.query_one("#form", VerticalScroll)
         await form.mount_all(rows)
         self.query_one("#loading", Static).update(
-            "Nothing is sent until you press Launch; the backend checks everything.")
+            "Nothing is sent until you press Launch; the backend checks everything."
+        )
         self.loaded = True
         self.query_one("#name", Input).focus()
         self.refresh_preview()
@@ -171,8 +223,13 @@ class LaunchDialog(ActionDialog):
 
     def _gpu_types(self, region: str) -> list[tuple[str, str]]:
         r = self._region(region) or {}
-        return [(f"{t['name']}  {fmt_usd(costs.usd_to_micros(t['rate_per_gpu_hour']))}"
-                 "/GPU-h", t["name"]) for t in r.get("gpu_types", [])]
+        return [
+            (
+                f"{t['name']}  {fmt_usd(costs.usd_to_micros(t['rate_per_gpu_hour']))}/GPU-h",
+                t["name"],
+            )
+            for t in r.get("gpu_types", [])
+        ]
 
     def _gpu_counts(self, region: str, gpu_type: str) -> list[tuple[str, int]]:
         r = self._region(region) or {}
@@ -255,13 +312,19 @@ class LaunchDialog(ActionDialog):
         free = self.free_gpus(str(region)) if region else None
         if free is not None and gpu_count:
             r_max = costs.max_replicas(free, int(gpu_count))
-            hint.update(f"2 to {r_max} ({free} GPUs free)" if r_max >= 2
-                        else f"no room: {free} GPUs free in {region}")
+            hint.update(
+                f"2 to {r_max} ({free} GPUs free)"
+                if r_max >= 2
+                else f"no room: {free} GPUs free in {region}"
+            )
         else:
             hint.update("at least 2")
         preview = self.query_one("#preview", Static)
-        rate = (costs.catalog_rate(self.catalog or {}, str(region), str(gpu_type))
-                if region and gpu_type else None)
+        rate = (
+            costs.catalog_rate(self.catalog or {}, str(region), str(gpu_type))
+            if region and gpu_type
+            else None
+        )
         try:
             replicas = int(self.query_one("#replicas", Input).value.strip())
         except ValueError:
@@ -273,19 +336,24 @@ class LaunchDialog(ActionDialog):
         available = costs.usd_to_micros((self.account or {}).get("available", "0"))
         if rate is None or replicas is None or mh is None or not gpu_count:
             self.preview = None
-            preview.update("Enter replicas and hours to see the rate and the hold.\n"
-                           f"Available {fmt_usd(available)}")
+            preview.update(
+                "Enter replicas and hours to see the rate and the hold.\n"
+                f"Available {fmt_usd(available)}"
+            )
             preview.remove_class("-short")
             self.update_confirm()
             return
         p = costs.launch_preview(rate, int(gpu_count), replicas, mh, available)
         self.preview = p
-        line1 = (f"{fmt_usd(rate)}/GPU-h × {gpu_count} GPUs × {replicas} replicas = "
-                 f"{fmt_usd(p.hourly_rate)}/h")
-        line2 = (f"Hold {fmt_usd(p.hold)} for {costs.format_hours(mh)} h · available "
-                 f"{fmt_usd(available)} → ")
-        line2 += (f"short by {fmt_usd(p.short_by)}" if p.short_by
-                  else f"{fmt_usd(p.left)} left")
+        line1 = (
+            f"{fmt_usd(rate)}/GPU-h × {gpu_count} GPUs × {replicas} replicas = "
+            f"{fmt_usd(p.hourly_rate)}/h"
+        )
+        line2 = (
+            f"Hold {fmt_usd(p.hold)} for {costs.format_hours(mh)} h · available "
+            f"{fmt_usd(available)} → "
+        )
+        line2 += f"short by {fmt_usd(p.short_by)}" if p.short_by else f"{fmt_usd(p.left)} left"
         preview.update(f"{line1}\n{line2}")
         preview.set_class(p.short_by > 0, "-short")
         self.update_confirm()
@@ -332,9 +400,11 @@ class LaunchDialog(ActionDialog):
 
     def done_message(self, operation: str, result: Any) -> str | None:
         result = plain(result)
-        return (f"Launched {result['name']}: "
-                f"{fmt_usd(costs.usd_to_micros(result['hourly_rate']))}/h, "
-                f"hold {fmt_usd(costs.usd_to_micros(result['cost']['hold']))}")
+        return (
+            f"Launched {result['name']}: "
+            f"{fmt_usd(costs.usd_to_micros(result['hourly_rate']))}/h, "
+            f"hold {fmt_usd(costs.usd_to_micros(result['cost']['hold']))}"
+        )
 
 
 def _expose_label(on: bool) -> str:

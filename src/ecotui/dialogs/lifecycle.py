@@ -39,11 +39,13 @@ class StopDialog(ClusterDialog):
         yield Static(
             f"Its replicas stop and its charges stop. Charges are posted up to now, and "
             f"what it still holds (about {_held_now(c)}) is released to your account.",
-            classes="text")
+            classes="text",
+        )
         yield Static(
             f"It still expires {self.when(c['expires_at'])}. Resuming places a new hold "
             "for the time then remaining. The public URL, if any, stays.",
-            classes="text")
+            classes="text",
+        )
 
     async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
         return await self.client.stop(self.cluster["id"], idempotency_key=idempotency_key)
@@ -78,8 +80,10 @@ class ResumeDialog(ClusterDialog):
         hold = costs.cluster_resume_hold(c, now)
         self.preview_hold = hold
         if remaining <= 0:
-            text = (f"{c['name']} expired {self.when(c['expires_at'])}; it cannot run again. "
-                    "Launch a new cluster instead.")
+            text = (
+                f"{c['name']} expired {self.when(c['expires_at'])}; it cannot run again. "
+                "Launch a new cluster instead."
+            )
         else:
             lines = [
                 f"Its {gpus_text(c)} start again and charges accrue at "
@@ -91,11 +95,13 @@ class ResumeDialog(ClusterDialog):
             if self.available is not None:
                 left = costs.left_after(self.available, hold)
                 if left < 0:
-                    lines.append(f"Available         {fmt_usd(self.available)}: "
-                                 f"short by {fmt_usd(-left)}")
+                    lines.append(
+                        f"Available         {fmt_usd(self.available)}: short by {fmt_usd(-left)}"
+                    )
                 else:
-                    lines.append(f"Available         {fmt_usd(self.available)} → "
-                                 f"{fmt_usd(left)} left")
+                    lines.append(
+                        f"Available         {fmt_usd(self.available)} → {fmt_usd(left)} left"
+                    )
             text = "\n".join(lines)
         self.query_one("#preview", Static).update(text)
 
@@ -122,9 +128,11 @@ class TerminateDialog(ClusterDialog):
         yield Static(
             f"This cannot be undone: its replicas are deleted{url}. Charges are posted up "
             f"to now and the unused hold (about {_held_now(c)}) is released.",
-            classes="text")
-        yield from self.field_row("Type its name", EcoInput("", id="confirm_name", compact=True,
-                                                         placeholder=c["name"]))
+            classes="text",
+        )
+        yield from self.field_row(
+            "Type its name", EcoInput("", id="confirm_name", compact=True, placeholder=c["name"])
+        )
 
     def on_mount(self) -> None:
         self.query_one("#confirm_name", Input).focus()

@@ -18,8 +18,9 @@ class RestartDialog(ClusterDialog):
     CONFIRM_VARIANT = "warning"
     PROGRESS = "Restarting… waiting for the backend to confirm."
 
-    def __init__(self, cluster: dict[str, Any], client: EcoClient, replica: str | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self, cluster: dict[str, Any], client: EcoClient, replica: str | None = None, **kw: Any
+    ) -> None:
         super().__init__(cluster, client, **kw)
         self.replica = replica
 
@@ -31,14 +32,21 @@ class RestartDialog(ClusterDialog):
         yield Static(
             "A restart stops the replica's process and starts it again: shells and "
             "commands running in it end. The cluster's rate and hold do not change.",
-            classes="text")
+            classes="text",
+        )
         buttons = []
         if self.replica:
-            buttons.append(EcoRadioButton(f"Only replica {self.replica}", value=True,
-                                       id="one", compact=True))
-        buttons.append(EcoRadioButton(
-            f"The whole cluster ({c['replicas']} replicas), one replica at a time",
-            value=not self.replica, id="all", compact=True))
+            buttons.append(
+                EcoRadioButton(f"Only replica {self.replica}", value=True, id="one", compact=True)
+            )
+        buttons.append(
+            EcoRadioButton(
+                f"The whole cluster ({c['replicas']} replicas), one replica at a time",
+                value=not self.replica,
+                id="all",
+                compact=True,
+            )
+        )
         yield RadioSet(*buttons, id="scope", compact=True, classes="text")
 
     def on_mount(self) -> None:
@@ -52,8 +60,9 @@ class RestartDialog(ClusterDialog):
         return {"replica": None if self.whole_cluster() else self.replica}
 
     async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
-        return await self.client.restart(self.cluster["id"], body["replica"],
-                                         idempotency_key=idempotency_key)
+        return await self.client.restart(
+            self.cluster["id"], body["replica"], idempotency_key=idempotency_key
+        )
 
     def done_message(self, operation: str, result: Any) -> str | None:
         if self.whole_cluster():

@@ -33,9 +33,11 @@ class ScaleDialog(ClusterDialog):
     def compose_body(self) -> Iterable[Widget]:
         yield Static(cluster_summary(self.cluster), classes="text")
         yield from self.field_row(
-            "Replicas", EcoInput(str(self.cluster["replicas"]), id="replicas", compact=True,
-                              type="integer"),
-            hint="", hint_id="replicas-hint")
+            "Replicas",
+            EcoInput(str(self.cluster["replicas"]), id="replicas", compact=True, type="integer"),
+            hint="",
+            hint_id="replicas-hint",
+        )
         yield Static("", id="preview", classes="preview")
 
     def on_mount(self) -> None:
@@ -48,15 +50,20 @@ class ScaleDialog(ClusterDialog):
         """The account's available money and the region's free GPUs, for the preview."""
         try:
             account, catalog, clusters = await asyncio.gather(
-                self.client.account(), self.client.catalog(), self.client.clusters())
+                self.client.account(), self.client.catalog(), self.client.clusters()
+            )
         except Exception as exc:  # the preview works without them; the backend still checks
             log.warning("ScaleDialog: no account or catalog for the preview: %r", exc)
             return
         self.available = costs.usd_to_micros(plain(account)["available"])
         for region in catalog.get("regions", []):
             if region.get("name") == self.cluster["region"]:
-                free = costs.gpus_free(int(region["gpu_budget"]), [plain(c) for c in clusters],
-                                       self.cluster["region"], exclude_id=self.cluster["id"])
+                free = costs.gpus_free(
+                    int(region["gpu_budget"]),
+                    [plain(c) for c in clusters],
+                    self.cluster["region"],
+                    exclude_id=self.cluster["id"],
+                )
                 self.max_replicas = costs.max_replicas(free, int(self.cluster["gpu_count"]))
         self.refresh_preview()
 
@@ -85,30 +92,35 @@ class ScaleDialog(ClusterDialog):
         per = costs.cluster_per_replica_rate(c)
         r = int(c["replicas"])
         new_rate = per * r_new
-        rate_line = (f"New hourly rate   {fmt_usd(new_rate)}/h "
-                     f"(now {fmt_usd(per * r)}/h)")
+        rate_line = f"New hourly rate   {fmt_usd(new_rate)}/h (now {fmt_usd(per * r)}/h)"
         now = self.now()
         remaining = costs.remaining_us(c["expires_at"], now)
         if stopped:
             self.preview_hold = 0
-            lines = [rate_line,
-                     f"{c['name']} is {c['status']}: only the desired count changes and "
-                     "nothing is held now. Resuming holds the time then remaining at the "
-                     "new rate."]
+            lines = [
+                rate_line,
+                f"{c['name']} is {c['status']}: only the desired count changes and "
+                "nothing is held now. Resuming holds the time then remaining at the "
+                "new rate.",
+            ]
         elif r_new > r:
             hold = costs.cluster_scale_hold(c, r_new, now)
             self.preview_hold = hold
-            lines = [rate_line,
-                     f"Additional hold   {fmt_usd(hold)} for the "
-                     f"{wording.duration_text(remaining)} remaining"]
+            lines = [
+                rate_line,
+                f"Additional hold   {fmt_usd(hold)} for the "
+                f"{wording.duration_text(remaining)} remaining",
+            ]
             if self.available is not None:
                 left = costs.left_after(self.available, hold)
                 lines.append(self._left_line(left))
         elif r_new < r:
             self.preview_hold = 0
-            lines = [rate_line,
-                     "Scaling down refunds nothing: the hold stays as it is, and charges "
-                     "follow the new rate from now."]
+            lines = [
+                rate_line,
+                "Scaling down refunds nothing: the hold stays as it is, and charges "
+                "follow the new rate from now.",
+            ]
         else:
             self.preview_hold = 0
             lines = [f"{c['name']} already has {r} replicas."]
@@ -117,10 +129,8 @@ class ScaleDialog(ClusterDialog):
 
     def _left_line(self, left: int) -> str:
         if left < 0:
-            return (f"Available         {fmt_usd(self.available or 0)}: "
-                    f"short by {fmt_usd(-left)}")
-        return (f"Available         {fmt_usd(self.available or 0)} → "
-                f"{fmt_usd(left)} left")
+            return f"Available         {fmt_usd(self.available or 0)}: short by {fmt_usd(-left)}"
+        return f"Available         {fmt_usd(self.available or 0)} → {fmt_usd(left)} left"
 
     def request_for(self, operation: str) -> Any:
         raw = self.query_one("#replicas", Input).value.strip()
@@ -131,8 +141,9 @@ class ScaleDialog(ClusterDialog):
             return {"replicas": raw}
 
     async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
-        return await self.client.scale(self.cluster["id"], body["replicas"],
-                                       idempotency_key=idempotency_key)
+        return await self.client.scale(
+            self.cluster["id"], body["replicas"], idempotency_key=idempotency_key
+        )
 
     def done_message(self, operation: str, result: Any) -> str | None:
         result = plain(result)

@@ -29,8 +29,14 @@ from ecotui.wording import fmt_duration, fmt_rate, fmt_usd
 
 # Statuses in which a cluster's replicas run or are about to (its burn counts).
 ACTIVE = BUDGETED
-UNSCHEDULABLE_WORDS = ("unschedulable", "insufficient", "failedscheduling",
-                       "didn't match", "no nodes", "not enough")
+UNSCHEDULABLE_WORDS = (
+    "unschedulable",
+    "insufficient",
+    "failedscheduling",
+    "didn't match",
+    "no nodes",
+    "not enough",
+)
 CRASH_WORDS = ("crashloop", "back-off", "backoff")
 
 
@@ -59,18 +65,33 @@ def health_alerts(cid: str, c: Mapping[str, Any]) -> list[Alert]:
     verdict, reason, failing, degraded = cluster_health(c)
     name = c.get("name", cid)
     if verdict == "failing":
-        return [Alert(cid, "gpu_health", "error", "GPU failing",
-                      f"{name}: {failing} GPU{'s' if failing != 1 else ''} failing: {reason}",
-                      stage=f"failing:{failing}:{reason}")]
+        return [
+            Alert(
+                cid,
+                "gpu_health",
+                "error",
+                "GPU failing",
+                f"{name}: {failing} GPU{'s' if failing != 1 else ''} failing: {reason}",
+                stage=f"failing:{failing}:{reason}",
+            )
+        ]
     if verdict == "degraded":
-        return [Alert(cid, "gpu_health", "warning", "GPU degraded",
-                      f"{name}: {degraded} GPU{'s' if degraded != 1 else ''} degraded: {reason}",
-                      stage=f"degraded:{degraded}:{reason}")]
+        return [
+            Alert(
+                cid,
+                "gpu_health",
+                "warning",
+                "GPU degraded",
+                f"{name}: {degraded} GPU{'s' if degraded != 1 else ''} degraded: {reason}",
+                stage=f"degraded:{degraded}:{reason}",
+            )
+        ]
     return []
 
 
-def cluster_alerts(cid: str, c: Mapping[str, Any], view: ClusterView, seen: Activity,
-                   now: datetime) -> tuple[Alert, ...]:
+def cluster_alerts(
+    cid: str, c: Mapping[str, Any], view: ClusterView, seen: Activity, now: datetime
+) -> tuple[Alert, ...]:
     """Every alert a cluster raises now (pure)."""
     name = c.get("name", cid)
     status = c.get("status")
@@ -85,10 +106,16 @@ def cluster_alerts(cid: str, c: Mapping[str, Any], view: ClusterView, seen: Acti
         if timedelta(0) < left <= EXPIRY_WARN:
             critical = left <= EXPIRY_CRITICAL
             mins = 5 if critical else 30
-            out.append(Alert(
-                cid, "expiring", "error" if critical else "warning", "Expiring soon",
-                f"{name} expires in under {mins} minutes; extend it (e) to keep it",
-                stage=str(mins)))
+            out.append(
+                Alert(
+                    cid,
+                    "expiring",
+                    "error" if critical else "warning",
+                    "Expiring soon",
+                    f"{name} expires in under {mins} minutes; extend it (e) to keep it",
+                    stage=str(mins),
+                )
+            )
     unsched: list[Mapping[str, Any]] = []
     crashing: list[Mapping[str, Any]] = []
     for r in c.get("replica_states") or ():
@@ -104,26 +131,47 @@ def cluster_alerts(cid: str, c: Mapping[str, Any], view: ClusterView, seen: Acti
     # One alert per cluster and kind, naming the replicas, not one per replica.
     if unsched:
         who = _replica_list(unsched)
-        out.append(Alert(cid, "unschedulable", "error", "Replica unschedulable",
-                         f"{name}: {who} cannot be scheduled: {unsched[0].get('reason')}",
-                         stage=str(len(unsched))))
+        out.append(
+            Alert(
+                cid,
+                "unschedulable",
+                "error",
+                "Replica unschedulable",
+                f"{name}: {who} cannot be scheduled: {unsched[0].get('reason')}",
+                stage=str(len(unsched)),
+            )
+        )
     if crashing:
         who = _replica_list(crashing)
         restarts = max(int(r.get("restarts") or 0) for r in crashing)
         reason = crashing[0].get("reason")
-        out.append(Alert(cid, "crashloop", "error", "Replica crash-looping",
-                         f"{name}: {who} crash-looping ({restarts} restarts)"
-                         + (f": {reason}" if reason else ""),
-                         stage=",".join(r.get("name", "") for r in crashing)))
+        out.append(
+            Alert(
+                cid,
+                "crashloop",
+                "error",
+                "Replica crash-looping",
+                f"{name}: {who} crash-looping ({restarts} restarts)"
+                + (f": {reason}" if reason else ""),
+                stage=",".join(r.get("name", "") for r in crashing),
+            )
+        )
     out.extend(health_alerts(cid, c))
     since = seen.idle_since
     if status == "running" and since is not None and now - since >= IDLE_AFTER:
         idle = seen.idle_gpus
         cost = idle * view.per_gpu_rate
-        out.append(Alert(cid, "idle", "warning", "Idle GPUs",
-                         f"{name}: {idle} GPU{'s' if idle != 1 else ''} under "
-                         f"{IDLE_UTILIZATION:g}% for 10+ minutes: you pay {fmt_rate(cost)} for idle GPUs",
-                         stage=str(idle)))
+        out.append(
+            Alert(
+                cid,
+                "idle",
+                "warning",
+                "Idle GPUs",
+                f"{name}: {idle} GPU{'s' if idle != 1 else ''} under "
+                f"{IDLE_UTILIZATION:g}% for 10+ minutes: you pay {fmt_rate(cost)} for idle GPUs",
+                stage=str(idle),
+            )
+        )
     return tuple(out)
 
 
@@ -132,10 +180,17 @@ def account_alerts(available: int, running_burn: int) -> tuple[Alert, ...]:
     if running_burn <= 0 or available >= running_burn * 24:
         return ()
     hours = available / running_burn
-    return (Alert(None, "low_credit", "error" if hours < 1 else "warning", "Low credit",
-                  f"available credit {fmt_usd(available)} covers {fmt_duration(hours * 3600)} "
-                  f"of the {fmt_rate(running_burn)} your clusters burn "
-                  f"(less than a day)"),)
+    return (
+        Alert(
+            None,
+            "low_credit",
+            "error" if hours < 1 else "warning",
+            "Low credit",
+            f"available credit {fmt_usd(available)} covers {fmt_duration(hours * 3600)} "
+            f"of the {fmt_rate(running_burn)} your clusters burn "
+            f"(less than a day)",
+        ),
+    )
 
 
 class AlertScheduler:
@@ -155,8 +210,12 @@ class AlertScheduler:
 
     # -- what the rules see over time --------------------------------------
     def activity(self, cid: str, failure_detail: str | None) -> Activity:
-        return Activity(self.restart_times.get(cid, {}), self.idle_since.get(cid),
-                        self.idle_min.get(cid, 0), failure_detail)
+        return Activity(
+            self.restart_times.get(cid, {}),
+            self.idle_since.get(cid),
+            self.idle_min.get(cid, 0),
+            failure_detail,
+        )
 
     def track_idle(self, cid: str, running: bool, idle: int, now: datetime) -> bool:
         """Note the idle GPU count; True when the cluster's alerts must be recomputed."""
@@ -177,7 +236,9 @@ class AlertScheduler:
     def stop_idle(self, cid: str) -> None:
         self.idle_since.pop(cid, None)
 
-    def track_restarts(self, cid: str, replica_states: Iterable[Mapping[str, Any]], now: datetime) -> None:
+    def track_restarts(
+        self, cid: str, replica_states: Iterable[Mapping[str, Any]], now: datetime
+    ) -> None:
         seen = self.restarts_seen.setdefault(cid, {})
         for r in replica_states:
             name = r.get("name", "")

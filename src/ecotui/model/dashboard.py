@@ -28,12 +28,20 @@ _FAILURE_KINDS = ("replica_failed", "terminated", "expired")
 class DashboardModel:
     """State of one dashboard session: clusters, account, events, replicas, history, alerts."""
 
-    def __init__(self, clock: Clock, *, history_len: int = 900, spark_len: int = 24,
-                 events_len: int = 500, history_clusters: int = 4) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        history_len: int = 900,
+        spark_len: int = 24,
+        events_len: int = 500,
+        history_clusters: int = 4,
+    ) -> None:
         self.clock = clock
         self.fleet = FleetState(events_len=events_len)
-        self.history = GpuHistory(history_len=history_len, spark_len=spark_len,
-                                  history_clusters=history_clusters)
+        self.history = GpuHistory(
+            history_len=history_len, spark_len=spark_len, history_clusters=history_clusters
+        )
         self.scheduler = AlertScheduler()
         self.view = FleetView(self.fleet.clusters, self.fleet.views, self._order_changed)
         self._changes = Changes()
@@ -159,7 +167,11 @@ class DashboardModel:
         if self.fleet.add_events(cid, [ev]):
             self._changes.events.add(cid)
         # A failure's message arrives as an event: refresh the alert's words.
-        if cid in self.fleet.clusters and ev.get("kind") in ("replica_failed", "replica_crashed", "terminated"):
+        if cid in self.fleet.clusters and ev.get("kind") in (
+            "replica_failed",
+            "replica_crashed",
+            "terminated",
+        ):
             self._recompute_alerts(cid, now)
 
     def _on_summaries(self, frame: Frame, now: datetime) -> None:
@@ -261,8 +273,11 @@ class DashboardModel:
             # No replicas run any more: per-second replica frames stop, drop the last ones.
             self._changes.replicas.add(cid)
         self._changes.clusters.add(cid)
-        if old is None or status != old.get("status") \
-                or self.view.order_value(old, old_view) != self.view.order_value(c, view):
+        if (
+            old is None
+            or status != old.get("status")
+            or self.view.order_value(old, old_view) != self.view.order_value(c, view)
+        ):
             self._order_dirty()
         summary = c.get("gpu_summary")
         if summary and (old is None or old.get("gpu_summary") != summary):
@@ -315,10 +330,14 @@ class DashboardModel:
         c = self.fleet.clusters.get(cid)
         alerts: tuple[Alert, ...] = ()
         if c is not None:
-            detail = (self.fleet.last_event_message(cid, _FAILURE_KINDS)
-                      if c.get("status") == "failed" else None)
-            alerts = cluster_alerts(cid, c, self.fleet.views[cid],
-                                    self.scheduler.activity(cid, detail), now)
+            detail = (
+                self.fleet.last_event_message(cid, _FAILURE_KINDS)
+                if c.get("status") == "failed"
+                else None
+            )
+            alerts = cluster_alerts(
+                cid, c, self.fleet.views[cid], self.scheduler.activity(cid, detail), now
+            )
         if self.scheduler.set_cluster(cid, alerts):
             self._changes.alerts = True
             self._changes.clusters.add(cid)
@@ -326,8 +345,9 @@ class DashboardModel:
     def _recompute_account_alerts(self) -> None:
         alerts: tuple[Alert, ...] = ()
         if self.fleet.account is not None:
-            alerts = account_alerts(self.fleet.account_micros.get("available", 0),
-                                    self.fleet.running_burn)
+            alerts = account_alerts(
+                self.fleet.account_micros.get("available", 0), self.fleet.running_burn
+            )
         if self.scheduler.set_account(alerts):
             self._changes.alerts = True
 

@@ -41,7 +41,9 @@ class FleetState:
         self._telemetry_count: dict[str, int] = {}
 
     # -- folding -----------------------------------------------------------
-    def put_cluster(self, c: dict[str, Any], now: datetime) -> tuple[dict[str, Any] | None, ClusterView | None] | None:
+    def put_cluster(
+        self, c: dict[str, Any], now: datetime
+    ) -> tuple[dict[str, Any] | None, ClusterView | None] | None:
         """Store a cluster; None when nothing changed, else its previous dict and view."""
         cid = c["id"]
         old = self.clusters.get(cid)
@@ -86,7 +88,9 @@ class FleetState:
         if account == self.account:
             return False
         self.account = account
-        self.account_micros = {k: parse_micros(account.get(k)) for k in ("balance", "held", "available")}
+        self.account_micros = {
+            k: parse_micros(account.get(k)) for k in ("balance", "held", "available")
+        }
         return True
 
     def add_events(self, cid: str, events: Iterable[dict[str, Any]]) -> bool:
@@ -186,8 +190,11 @@ class FleetState:
 
     def terminated_costs(self) -> list[tuple[dict[str, Any], int]]:
         """Ended clusters still listed, with what each cost."""
-        return [(c, self.views[cid].spent) for cid, c in self.clusters.items()
-                if c.get("status") in TERMINAL]
+        return [
+            (c, self.views[cid].spent)
+            for cid, c in self.clusters.items()
+            if c.get("status") in TERMINAL
+        ]
 
     def find(self, ref: str) -> dict[str, Any] | None:
         if ref in self.clusters:

@@ -19,8 +19,9 @@ GpuSamples = dict[tuple[str, int], deque[Sample]]
 
 
 class GpuHistory:
-    def __init__(self, *, history_len: int = 900, spark_len: int = 24,
-                 history_clusters: int = 4) -> None:
+    def __init__(
+        self, *, history_len: int = 900, spark_len: int = 24, history_clusters: int = 4
+    ) -> None:
         self.history_len = history_len
         self.spark_len = spark_len
         self.history_clusters = history_clusters
@@ -53,8 +54,15 @@ class GpuHistory:
                     if dq is None:
                         dq = hist[key] = deque(maxlen=maxlen)
                     u = float(g.get("utilization") or 0.0)
-                    dq.append((t, u, float(g.get("memory_used_mib") or 0),
-                               float(g.get("temperature_c") or 0.0), float(g.get("power_w") or 0.0)))
+                    dq.append(
+                        (
+                            t,
+                            u,
+                            float(g.get("memory_used_mib") or 0),
+                            float(g.get("temperature_c") or 0.0),
+                            float(g.get("power_w") or 0.0),
+                        )
+                    )
                     total += u
                     n += 1
         else:
@@ -81,13 +89,23 @@ class GpuHistory:
                     when = parse_time_or_none(s[0])
                     if when is None:
                         continue
-                    restored.append((when.timestamp(), float(s[1] or 0), float(s[2] or 0),
-                                     float(s[3] or 0), float(s[4] or 0)))
+                    restored.append(
+                        (
+                            when.timestamp(),
+                            float(s[1] or 0),
+                            float(s[2] or 0),
+                            float(s[3] or 0),
+                            float(s[4] or 0),
+                        )
+                    )
                 old = hist.get(key) or deque()
                 last_restored = restored[-1][0] if restored else float("-inf")
                 first_restored = restored[0][0] if restored else float("inf")
-                merged = ([s for s in old if s[0] < first_restored] + restored
-                          + [s for s in old if s[0] > last_restored])
+                merged = (
+                    [s for s in old if s[0] < first_restored]
+                    + restored
+                    + [s for s in old if s[0] > last_restored]
+                )
                 hist[key] = deque(merged, maxlen=self.history_len)
 
     def push_spark(self, cid: str, summary: Mapping[str, Any]) -> None:

@@ -33,18 +33,23 @@ def cost_view(model: DashboardModel, cid: str, now: datetime, tz: tzinfo | None)
         left_txt, level = "—", ""
     avail = model.account_micros.get("available") if model.account is not None else None
     low_credit = any(a.kind == "low_credit" for a in model.alerts())
-    return CostView((
-        CostRow("hourly rate", fmt_rate(view.hourly)),
-        CostRow("burn rate", fmt_rate(view.burn)),
-        CostRow("hold", fmt_usd(view.hold)),
-        CostRow("spent", fmt_usd(view.spent)),
-        CostRow("hold remaining", fmt_usd(view.hold_remaining)),
-        CostRow("projected total", fmt_usd(view.projected)),
-        CostRow("time left", left_txt, level),
-        CostRow("expires at", fmt_local(view.expires_at, tz, now=now)),
-        CostRow("available", "—" if avail is None else f"{fmt_usd(avail)} (account)",
-                "warning" if low_credit else ""),
-    ))
+    return CostView(
+        (
+            CostRow("hourly rate", fmt_rate(view.hourly)),
+            CostRow("burn rate", fmt_rate(view.burn)),
+            CostRow("hold", fmt_usd(view.hold)),
+            CostRow("spent", fmt_usd(view.spent)),
+            CostRow("hold remaining", fmt_usd(view.hold_remaining)),
+            CostRow("projected total", fmt_usd(view.projected)),
+            CostRow("time left", left_txt, level),
+            CostRow("expires at", fmt_local(view.expires_at, tz, now=now)),
+            CostRow(
+                "available",
+                "—" if avail is None else f"{fmt_usd(avail)} (account)",
+                "warning" if low_credit else "",
+            ),
+        )
+    )
 
 
 def status_view(model: DashboardModel, now: datetime, tz: tzinfo | None) -> StatusView:
@@ -68,8 +73,10 @@ def alert_text(a: Alert, model: DashboardModel, now: datetime) -> str:
         view = model.nums[a.cluster_id]
         if view.expires_at is not None:
             name = model.clusters[a.cluster_id].get("name")
-            return (f"{name} expires in {fmt_duration((view.expires_at - now).total_seconds())}; "
-                    f"extend it (e) to keep it")
+            return (
+                f"{name} expires in {fmt_duration((view.expires_at - now).total_seconds())}; "
+                f"extend it (e) to keep it"
+            )
     return a.message
 
 
@@ -78,8 +85,10 @@ def alerts_view(model: DashboardModel, now: datetime, cluster_id: str | None = N
     alerts = model.alerts()
     if cluster_id is not None:
         alerts = [a for a in alerts if a.cluster_id in (None, cluster_id)]
-    return AlertsView(tuple(AlertLine(a.level, a.title, alert_text(a, model, now))
-                            for a in alerts[:ALERT_LINES]), len(alerts))
+    return AlertsView(
+        tuple(AlertLine(a.level, a.title, alert_text(a, model, now)) for a in alerts[:ALERT_LINES]),
+        len(alerts),
+    )
 
 
 def gpu_panel_view(model: DashboardModel, cid: str, now: datetime) -> GpuPanelView:

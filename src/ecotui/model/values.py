@@ -31,8 +31,13 @@ STALE_AFTER = timedelta(seconds=15)
 STATUS_ORDER: dict[str, int] = {s.value: i for i, s in enumerate(ORDER)}
 # A symbol beside every status word: status is never told by colour alone.
 STATUS_SYMBOL = {
-    "running": "●", "pending": "◌", "stopping": "◑", "stopped": "○",
-    "terminating": "◑", "terminated": "·", "failed": "✖",
+    "running": "●",
+    "pending": "◌",
+    "stopping": "◑",
+    "stopped": "○",
+    "terminating": "◑",
+    "terminated": "·",
+    "failed": "✖",
 }
 
 Level = Literal["", "warning", "error"]
@@ -175,8 +180,18 @@ class Changes:
     snapshot: bool = False  # a (re)connection's snapshot arrived
 
     def __bool__(self) -> bool:
-        return bool(self.clusters or self.removed or self.replicas or self.events or self.history
-                    or self.account or self.connection or self.order or self.alerts or self.snapshot)
+        return bool(
+            self.clusters
+            or self.removed
+            or self.replicas
+            or self.events
+            or self.history
+            or self.account
+            or self.connection
+            or self.order
+            or self.alerts
+            or self.snapshot
+        )
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,32 @@ from ecotui.gpu_health import cluster_health, health_rank
 from ecotui.model.values import STATUS_ORDER, ClusterView, GroupRow
 from ecotui.traffic import sort_value as traffic_sort_value
 
-SORT_COLUMNS = ("name", "status", "region", "gpu", "replicas", "util", "health", "reqs", "5xx",
-                "burn", "spent", "expires")
+SORT_COLUMNS = (
+    "name",
+    "status",
+    "region",
+    "gpu",
+    "replicas",
+    "util",
+    "health",
+    "reqs",
+    "5xx",
+    "burn",
+    "spent",
+    "expires",
+)
 GROUPINGS = (None, "region", "status")
 
 
 class FleetView:
     """Sort, filter and group over the fleet's clusters (their API dicts and views)."""
 
-    def __init__(self, clusters: Mapping[str, dict[str, Any]], views: Mapping[str, ClusterView],
-                 on_dirty: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        clusters: Mapping[str, dict[str, Any]],
+        views: Mapping[str, ClusterView],
+        on_dirty: Callable[[], None],
+    ) -> None:
         self._clusters = clusters
         self._views = views
         self._on_dirty = on_dirty
@@ -54,7 +70,7 @@ class FleetView:
         if col in ("reqs", "5xx"):
             return traffic_sort_value(c, col)
         if col == "util":
-            mu = ((c.get("gpu_summary") or {}).get("mean_utilization"))
+            mu = (c.get("gpu_summary") or {}).get("mean_utilization")
             return -1.0 if mu is None else float(mu)
         if view is None:
             return 0
@@ -69,7 +85,9 @@ class FleetView:
     def matches(self, c: Mapping[str, Any]) -> bool:
         if not self.filter_text:
             return True
-        hay = " ".join(str(c.get(k, "")) for k in ("name", "id", "region", "status", "gpu_type")).lower()
+        hay = " ".join(
+            str(c.get(k, "")) for k in ("name", "id", "region", "status", "gpu_type")
+        ).lower()
         return all(term in hay for term in self.filter_text.lower().split())
 
     def set_sort(self, column: str, reverse: bool | None = None) -> None:
@@ -108,7 +126,11 @@ class FleetView:
             ids = [cid for cid, c in clusters.items() if self.matches(c)]
 
             def key(cid: str) -> Any:
-                return (self.order_value(clusters[cid], views.get(cid)), clusters[cid].get("name", ""), cid)
+                return (
+                    self.order_value(clusters[cid], views.get(cid)),
+                    clusters[cid].get("name", ""),
+                    cid,
+                )
 
             ids.sort(key=key, reverse=self.sort_reverse)
             self._order_cache = ids

@@ -35,9 +35,17 @@ from ecotui.widgets.controls import EcoInput
 from ecotui.wording import fmt_duration, fmt_local, fmt_rate, fmt_usd, parse_time_or_none
 
 PAGE = 100
-LEDGER_COLUMNS = [("id", "#"), ("at", "at"), ("cluster", "cluster"), ("kind", "kind"),
-                  ("amount", "amount"), ("available", "avail ±"), ("balance", "balance after"),
-                  ("held", "held after"), ("memo", "memo")]
+LEDGER_COLUMNS = [
+    ("id", "#"),
+    ("at", "at"),
+    ("cluster", "cluster"),
+    ("kind", "kind"),
+    ("amount", "amount"),
+    ("available", "avail ±"),
+    ("balance", "balance after"),
+    ("held", "held after"),
+    ("memo", "memo"),
+]
 NARROW_LEDGER = {"at", "cluster", "kind", "amount", "available", "memo"}
 RELOAD_EVERY_S = 5.0
 
@@ -86,7 +94,10 @@ class AccountScreen(DashboardScreen):
     def compose_body(self) -> ComposeResult:
         yield Static("", id="balances")
         yield Label("", id="ledger-caption")
-        yield EcoInput(placeholder="filter the ledger: cluster, kind, memo (enter keeps, esc clears)", id="filter")
+        yield EcoInput(
+            placeholder="filter the ledger: cluster, kind, memo (enter keeps, esc clears)",
+            id="filter",
+        )
         with Horizontal(id="tables"):
             ledger = LedgerTable(id="ledger", cursor_type="row")
             ledger.border_title = "Ledger (newest first)"
@@ -101,8 +112,12 @@ class AccountScreen(DashboardScreen):
         self._ledger_columns()
         ledger = self.query_one("#ledger", DataTable)
         ended = self.query_one("#ended", DataTable)
-        for key, label in (("name", "cluster"), ("status", "status"), ("gpus", "GPUs"),
-                           ("spent", "cost")):
+        for key, label in (
+            ("name", "cluster"),
+            ("status", "status"),
+            ("gpus", "GPUs"),
+            ("spent", "cost"),
+        ):
             ended.add_column(label, key=key)
         ledger.focus()
         self.load_ledger()
@@ -132,8 +147,9 @@ class AccountScreen(DashboardScreen):
         self._last_load = asyncio.get_running_loop().time()
         self._want_reload = False
         try:
-            entries = await self.eco.client.ledger(cluster_id=self.cluster_filter, limit=PAGE,
-                                                   before=self._befores[-1])
+            entries = await self.eco.client.ledger(
+                cluster_id=self.cluster_filter, limit=PAGE, before=self._befores[-1]
+            )
         except (ApiRefusal, BackendUnreachable) as exc:
             self.notify(f"could not read the ledger: {exc}", severity="warning", timeout=4)
             return
@@ -158,8 +174,10 @@ class AccountScreen(DashboardScreen):
                 continue
             self._shown += 1
             cells = {
-                "id": str(e.id), "at": fmt_local(parse_time_or_none(e.at), self.eco.tz, now=now),
-                "cluster": Text(visible(name)), "kind": Text(words),
+                "id": str(e.id),
+                "at": fmt_local(parse_time_or_none(e.at), self.eco.tz, now=now),
+                "cluster": Text(visible(name)),
+                "kind": Text(words),
                 "amount": Text(fmt_usd(abs(amount))),
                 "available": Text(_signed(effect) if effect else "0"),
                 "balance": fmt_usd(parse_micros(e.balance_after)),
@@ -185,8 +203,10 @@ class AccountScreen(DashboardScreen):
         count = f"{len(self.entries)} entries"
         if self.text_filter.strip():
             count = f"“{self.text_filter.strip()}” {self._shown} of {count}"
-        text = (f"ledger · {who} · page {page} · {count}"
-                f"{' · newer: [' if page > 1 else ''} · {more} · x exports CSV")
+        text = (
+            f"ledger · {who} · page {page} · {count}"
+            f"{' · newer: [' if page > 1 else ''} · {more} · x exports CSV"
+        )
         self.query_one("#ledger-caption", Label).update(text)
 
     def _balances(self) -> None:
@@ -197,8 +217,10 @@ class AccountScreen(DashboardScreen):
             return
         a = m.account_micros
         burn = m.running_burn
-        text = (f"{m.account.get('name', '')} · balance {fmt_usd(a.get('balance', 0))} · "
-                f"held {fmt_usd(a.get('held', 0))} · available {fmt_usd(a.get('available', 0))}")
+        text = (
+            f"{m.account.get('name', '')} · balance {fmt_usd(a.get('balance', 0))} · "
+            f"held {fmt_usd(a.get('held', 0))} · available {fmt_usd(a.get('available', 0))}"
+        )
         if burn:
             hours = a.get("available", 0) / burn
             text += f"\nburn {fmt_rate(burn)}: credit lasts {fmt_duration(hours * 3600)}"
@@ -213,10 +235,13 @@ class AccountScreen(DashboardScreen):
         total = 0
         for c, spent in sorted(rows, key=lambda x: x[0].get("name", "")):
             total += spent
-            table.add_row(Text(visible(c.get("name"))),
-                          Text(visible(f"{c.get('status')} ({c.get('status_reason') or '—'})")),
-                          Text(visible(f"{c.get('gpu_type')}×{c.get('gpu_count')}×{c.get('replicas')}")),
-                          fmt_usd(spent), key=str(c.get("id")))
+            table.add_row(
+                Text(visible(c.get("name"))),
+                Text(visible(f"{c.get('status')} ({c.get('status_reason') or '—'})")),
+                Text(visible(f"{c.get('gpu_type')}×{c.get('gpu_count')}×{c.get('replicas')}")),
+                fmt_usd(spent),
+                key=str(c.get("id")),
+            )
         table.border_title = f"Ended clusters: cost {fmt_usd(total)}"
         # No ended cluster: the ledger gets the rows.
         self.query_one("#ended-box").set_class(not rows, "-empty")
@@ -229,8 +254,14 @@ class AccountScreen(DashboardScreen):
             if len(self._befores) == 1:
                 self._want_reload = True
         if changes.clusters or changes.removed or changes.snapshot:
-            if any(self.eco.model.clusters.get(cid, {}).get("status") in ("terminated", "failed")
-                   for cid in changes.clusters) or changes.removed or changes.snapshot:
+            if (
+                any(
+                    self.eco.model.clusters.get(cid, {}).get("status") in ("terminated", "failed")
+                    for cid in changes.clusters
+                )
+                or changes.removed
+                or changes.snapshot
+            ):
                 self._ended()
         if second and self._want_reload:
             loop_time = asyncio.get_running_loop().time()
@@ -305,8 +336,11 @@ class AccountScreen(DashboardScreen):
         stamp = self.eco.clock.now().astimezone(self.eco.tz).strftime("%Y%m%d-%H%M%S")
         suffix = ""
         if self.cluster_filter:
-            suffix = "-" + str((self.eco.model.clusters.get(self.cluster_filter) or {}).get(
-                "name", self.cluster_filter))
+            suffix = "-" + str(
+                (self.eco.model.clusters.get(self.cluster_filter) or {}).get(
+                    "name", self.cluster_filter
+                )
+            )
         folder = self.export_dir or self.eco.export_dir or default_export_dir()
         path = folder / f"ecotui-ledger{suffix}-{stamp}.csv"
 

@@ -40,12 +40,29 @@ from ecotui.wording import fmt_duration, fmt_local, fmt_rate, fmt_usd, parse_tim
 
 EXPIRY_STYLE = {"error": "bold red", "warning": "bold yellow", "": ""}
 
-EVENT_SYMBOL = {"replica_crashed": "✖", "replica_failed": "✖", "expired": "✖", "terminated": "■",
-                "expiry_warning": "▲", "replica_pending": "◌", "replica_ready": "✓",
-                "launched": "▶", "scaled": "↕", "extended": "+", "stopped": "○", "resumed": "▶",
-                "restarted": "↻", "endpoint_changed": "⇄"}
-EVENT_LEVEL = {"replica_crashed": "error", "replica_failed": "error", "expired": "error",
-               "expiry_warning": "warning", "replica_pending": "warning"}
+EVENT_SYMBOL = {
+    "replica_crashed": "✖",
+    "replica_failed": "✖",
+    "expired": "✖",
+    "terminated": "■",
+    "expiry_warning": "▲",
+    "replica_pending": "◌",
+    "replica_ready": "✓",
+    "launched": "▶",
+    "scaled": "↕",
+    "extended": "+",
+    "stopped": "○",
+    "resumed": "▶",
+    "restarted": "↻",
+    "endpoint_changed": "⇄",
+}
+EVENT_LEVEL = {
+    "replica_crashed": "error",
+    "replica_failed": "error",
+    "expired": "error",
+    "expiry_warning": "warning",
+    "replica_pending": "warning",
+}
 
 
 class ClusterScreen(DashboardScreen):
@@ -104,8 +121,9 @@ class ClusterScreen(DashboardScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="info")
-        yield EcoInput(placeholder="filter replicas and events (enter keeps, esc clears)",
-                       id="filter")
+        yield EcoInput(
+            placeholder="filter replicas and events (enter keeps, esc clears)", id="filter"
+        )
         with Container(id="body"):
             with Vertical(id="left"):
                 yield ReplicasTable(id="replicas")
@@ -113,8 +131,14 @@ class ClusterScreen(DashboardScreen):
                 yield GpuPanel(id="gpus")
             with Vertical(id="right"):
                 yield CostPanel(id="cost")
-                log = RichLog(id="events", max_lines=500, wrap=True, markup=False, auto_scroll=True,
-                              min_width=20)
+                log = RichLog(
+                    id="events",
+                    max_lines=500,
+                    wrap=True,
+                    markup=False,
+                    auto_scroll=True,
+                    min_width=20,
+                )
                 log.border_title = "3 Events"
                 yield log
 
@@ -244,7 +268,9 @@ class ClusterScreen(DashboardScreen):
         self._events()
 
     def _cost(self, now: datetime) -> None:
-        self.query_one(CostPanel).view = cost_view(self.eco.model, self.cluster_id, now, self.eco.tz)
+        self.query_one(CostPanel).view = cost_view(
+            self.eco.model, self.cluster_id, now, self.eco.tz
+        )
 
     def _gpus(self, now: datetime) -> None:
         self.query_one(GpuPanel).view = gpu_panel_view(self.eco.model, self.cluster_id, now)
@@ -253,8 +279,14 @@ class ClusterScreen(DashboardScreen):
         rows = self._with_restarts(self.eco.model.replica_rows(self.cluster_id))
         if self.filter_text:
             needle = self.filter_text.lower()
-            rows = [r for r in rows if needle in " ".join(
-                str(r.get(k) or "") for k in ("name", "phase", "reason", "node")).lower()]
+            rows = [
+                r
+                for r in rows
+                if needle
+                in " ".join(
+                    str(r.get(k) or "") for k in ("name", "phase", "reason", "node")
+                ).lower()
+            ]
         self.query_one(ReplicasTable).sync(rows)
 
     def _with_restarts(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -281,17 +313,23 @@ class ClusterScreen(DashboardScreen):
         log = self.query_one("#events", RichLog)
         events = list(self.eco.model.events.get(self.cluster_id, ()))
         if self._events_written > len(events) or (
-                self._events_written and len(events) and self._written_last != _ev_key(
-                    events[self._events_written - 1])):
+            self._events_written
+            and len(events)
+            and self._written_last != _ev_key(events[self._events_written - 1])
+        ):
             # history arrived and reordered the list: rewrite it
             log.clear()
             self._events_written = 0
         now = self.eco.clock.now()
         needle = self.filter_text.lower()
-        for ev in events[self._events_written:]:
+        for ev in events[self._events_written :]:
             at = parse_time_or_none(ev.get("at"))
             kind = str(ev.get("kind", ""))
-            if needle and needle not in f"{kind} {ev.get('message') or ''} {ev.get('replica') or ''}".lower():
+            if (
+                needle
+                and needle
+                not in f"{kind} {ev.get('message') or ''} {ev.get('replica') or ''}".lower()
+            ):
                 continue
             line = Text(no_wrap=False)
             line.append(f"{fmt_local(at, self.eco.tz, now=now)} ", "dim")
@@ -319,15 +357,25 @@ class ClusterScreen(DashboardScreen):
         st = f"{STATUS_SYMBOL.get(status, '?')} {status}"
         if c.get("status_reason"):
             st += f" ({visible(c['status_reason'])})"
-        t.append(st, "bold red" if status == "failed" else "bold green" if status == "running"
-                 else "bold yellow" if status == "pending" else "bold")
+        t.append(
+            st,
+            "bold red"
+            if status == "failed"
+            else "bold green"
+            if status == "running"
+            else "bold yellow"
+            if status == "pending"
+            else "bold",
+        )
         if c.get("stale"):
             t.append(" ~ STALE: runtime unreachable, last known states", "bold yellow")
         if nums.expires_at is not None and status not in ("terminated", "failed"):
             left = (nums.expires_at - now).total_seconds()
             t.append(" · ")
-            t.append(f"{fmt_duration(left)} left" if left > 0 else "expired",
-                     EXPIRY_STYLE[nums.expiry_level(now)])
+            t.append(
+                f"{fmt_duration(left)} left" if left > 0 else "expired",
+                EXPIRY_STYLE[nums.expiry_level(now)],
+            )
         t.append(f" · burn {fmt_rate(nums.burn) if nums.burn else '—'}")
         t.append(f" · spent {fmt_usd(nums.spent)}")
         if wide:
@@ -341,9 +389,11 @@ class ClusterScreen(DashboardScreen):
             t.append(f" → port {ep.get('port')}")
         else:
             t.append("no public URL (u opens one)", "dim")
-        t.append(f" · {c.get('ready_replicas', 0)}/{c.get('replicas', 0)} ready · "
-                 f"{visible(c.get('region'))} · {visible(c.get('gpu_type'))}×{c.get('gpu_count')}"
-                 f"{' per replica' if wide else ''}")
+        t.append(
+            f" · {c.get('ready_replicas', 0)}/{c.get('replicas', 0)} ready · "
+            f"{visible(c.get('region'))} · {visible(c.get('gpu_type'))}×{c.get('gpu_count')}"
+            f"{' per replica' if wide else ''}"
+        )
         if nums.expires_at is not None and status not in ("terminated", "failed"):
             t.append(f" · expires {fmt_local(nums.expires_at, self.eco.tz, now=now)}")
         if wide:

@@ -50,8 +50,15 @@ COLUMN_LABEL["gpu"] = "GPUs"
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 EMPTY_TEXT = "No clusters yet: press n to launch the first one"
 
-STATUS_LEVEL = {"running": "ok", "pending": "warning", "stopping": "warning", "stopped": "dim",
-                "terminating": "dim", "terminated": "dim", "failed": "error"}
+STATUS_LEVEL = {
+    "running": "ok",
+    "pending": "warning",
+    "stopping": "warning",
+    "stopped": "dim",
+    "terminating": "dim",
+    "terminated": "dim",
+    "failed": "error",
+}
 
 
 def health_cell(c: dict[str, Any]) -> Cell:
@@ -63,8 +70,9 @@ def health_cell(c: dict[str, Any]) -> Cell:
     verdict, _, failing, degraded = cluster_health(c)
     n = failing if verdict == "failing" else degraded if verdict == "degraded" else 0
     count = "" if n <= 1 else f" {n}" if n <= 9 else "+"
-    text = {"ok": "✓ ok", "degraded": "▲ degr", "failing": "✖ fail",
-            "unknown": "? unkn"}.get(verdict, "? unkn") + count
+    text = {"ok": "✓ ok", "degraded": "▲ degr", "failing": "✖ fail", "unknown": "? unkn"}.get(
+        verdict, "? unkn"
+    ) + count
     return (text, HEALTH_LEVEL.get(verdict, "dim"))
 
 
@@ -88,8 +96,10 @@ class ClustersScreen(DashboardScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="caption")
-        yield EcoInput(placeholder="filter clusters: name, region, status, GPU type (enter keeps, esc clears)",
-                    id="filter")
+        yield EcoInput(
+            placeholder="filter clusters: name, region, status, GPU type (enter keeps, esc clears)",
+            id="filter",
+        )
         yield FleetTable(COLUMNS, self._cells, id="fleet")
 
     @property
@@ -106,8 +116,7 @@ class ClustersScreen(DashboardScreen):
         now = self._now or self.eco.clock.now()
         status = c.get("status", "")
         alerts = m.cluster_alerts(cid)
-        level = ("error" if any(a.level == "error" for a in alerts)
-                 else "warning" if alerts else "")
+        level = "error" if any(a.level == "error" for a in alerts) else "warning" if alerts else ""
         marker = "✖" if level == "error" else "▲" if level == "warning" else ""
         if not marker and c.get("stale"):
             marker = "~"
@@ -214,10 +223,15 @@ class ClustersScreen(DashboardScreen):
         m = self.eco.model
         total = len(m.clusters)
         shown = len(m.ordered_ids())
-        parts = [f"{total} cluster{'s' if total != 1 else ''}" if shown == total
-                 else f"{shown} of {total} clusters match “{m.filter_text}”"]
-        parts.append(f"sort: {COLUMN_LABEL.get(m.sort_column, m.sort_column)} "
-                     f"{'▼' if m.sort_reverse else '▲'}")
+        parts = [
+            f"{total} cluster{'s' if total != 1 else ''}"
+            if shown == total
+            else f"{shown} of {total} clusters match “{m.filter_text}”"
+        ]
+        parts.append(
+            f"sort: {COLUMN_LABEL.get(m.sort_column, m.sort_column)} "
+            f"{'▼' if m.sort_reverse else '▲'}"
+        )
         parts.append(f"group: {m.group_by or 'none'}")
         if m.stale_ids:
             n = len(m.stale_ids)

@@ -55,6 +55,7 @@ def commands_for(app: Any) -> dict[str, Command]:
 
 # -- the commands ----------------------------------------------------------------
 
+
 def _find_cluster(app: Host, ref: str) -> str | None:
     m = eco_host(app).model
     if ref in m.clusters:
@@ -216,8 +217,9 @@ class CommandLine(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(id="cmd-row"):
             yield Static(":", id="cmd-colon", markup=False)
-            yield CommandInput(placeholder="command (tab completes, enter runs, esc closes)",
-                               id="cmd-input")
+            yield CommandInput(
+                placeholder="command (tab completes, enter runs, esc closes)", id="cmd-input"
+            )
         yield Static("", id="cmd-hint")
 
     @property
@@ -247,11 +249,16 @@ class CommandLine(Vertical):
         if not before and not value:
             text = "  ".join(f":{n}" for n in sorted({c.name for c in cmds.values()}))
         elif found:
-            text = "  ".join(found[:12]) + (f"  … {len(found) - 12} more" if len(found) > 12 else "")
+            text = "  ".join(found[:12]) + (
+                f"  … {len(found) - 12} more" if len(found) > 12 else ""
+            )
         else:
             cmd = cmds.get(value.split(" ")[0])
-            text = f":{cmd.name} {' '.join(a.upper() for a in cmd.args)}: {cmd.help}" if cmd \
+            text = (
+                f":{cmd.name} {' '.join(a.upper() for a in cmd.args)}: {cmd.help}"
+                if cmd
                 else "no such command"
+            )
         self.query_one("#cmd-hint", Static).update(Content(visible(text)))
 
     @on(Input.Changed, "#cmd-input")

@@ -38,8 +38,9 @@ class CopyScreen(ModalScreen[str | None]):
     CopyScreen .progress-line { height: auto; color: $text-muted; }
     """
 
-    def __init__(self, client: EcoClient, cluster: dict[str, Any], replica: str,
-                 direction: Direction) -> None:
+    def __init__(
+        self, client: EcoClient, cluster: dict[str, Any], replica: str, direction: Direction
+    ) -> None:
         super().__init__()
         self.client = client
         self.cluster = cluster
@@ -56,13 +57,15 @@ class CopyScreen(ModalScreen[str | None]):
             if self.direction == "upload":
                 yield Static(f"Upload to {where}")
                 yield EcoInput(placeholder="local file or directory", id="local")
-                yield EcoInput(placeholder="path in the replica (default: its working dir)",
-                            id="remote")
+                yield EcoInput(
+                    placeholder="path in the replica (default: its working dir)", id="remote"
+                )
             else:
                 yield Static(f"Download from {where}")
                 yield EcoInput(placeholder="path in the replica", id="remote")
-                yield EcoInput(value=os.getcwd(), placeholder="local directory or file name",
-                            id="local")
+                yield EcoInput(
+                    value=os.getcwd(), placeholder="local directory or file name", id="local"
+                )
             yield ProgressBar(total=None, show_eta=True)
             yield Static("", classes="progress-line")
             yield Static("", classes="error")
@@ -105,12 +108,24 @@ class CopyScreen(ModalScreen[str | None]):
                 local_path = os.path.expanduser(local)
                 if not os.path.lexists(local_path):
                     raise CopyError(f"{local}: no such file or directory")
-                await upload(self.client, self.cluster_id, self.replica, local_path, remote,
-                             progress=self._sized(local_path))
+                await upload(
+                    self.client,
+                    self.cluster_id,
+                    self.replica,
+                    local_path,
+                    remote,
+                    progress=self._sized(local_path),
+                )
                 self.result = f"Uploaded {local} to {self.replica}:{remote}"
             else:
-                landed = await download(self.client, self.cluster_id, self.replica, remote,
-                                        os.path.expanduser(local), progress=self.progress)
+                landed = await download(
+                    self.client,
+                    self.cluster_id,
+                    self.replica,
+                    remote,
+                    os.path.expanduser(local),
+                    progress=self.progress,
+                )
                 self.result = f"Downloaded {self.replica}:{remote} to {landed}"
         except (CopyError, OSError, ApiRefusal, BackendUnreachable) as exc:
             self.copying = False
@@ -129,8 +144,9 @@ class CopyScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-async def open_copy(app: App[Any], cluster: dict[str, Any], replica: str,
-                    direction: Direction) -> None:
+async def open_copy(
+    app: App[Any], cluster: dict[str, Any], replica: str, direction: Direction
+) -> None:
     """`>` (upload) or `<` (download) on a replica."""
     client = client_host(app).client
 

@@ -45,9 +45,11 @@ class ForwardEntry:
 
     def describe(self) -> str:
         f, s = self.forward, self.forward.stats
-        text = (f"{f.address}:{f.local} → {self.replica}:{f.remote}  "
-                f"{s.connections} conn ({s.active} open)  "
-                f"in {human_bytes(s.bytes_in)}  out {human_bytes(s.bytes_out)}")
+        text = (
+            f"{f.address}:{f.local} → {self.replica}:{f.remote}  "
+            f"{s.connections} conn ({s.active} open)  "
+            f"in {human_bytes(s.bytes_in)}  out {human_bytes(s.bytes_out)}"
+        )
         if s.failures:
             text += f"  {s.failures} failed"
         return text
@@ -62,8 +64,15 @@ class ForwardRegistry:
     def of(self, cluster_id: str) -> list[ForwardEntry]:
         return [e for e in self.entries if e.cluster_id == cluster_id]
 
-    async def start(self, client: EcoClient, cluster: dict[str, Any], replica: str, remote: int,
-                    local: int = 0, address: str = "127.0.0.1") -> ForwardEntry:
+    async def start(
+        self,
+        client: EcoClient,
+        cluster: dict[str, Any],
+        replica: str,
+        remote: int,
+        local: int = 0,
+        address: str = "127.0.0.1",
+    ) -> ForwardEntry:
         """Check the target, listen, and keep it (ForwardError / OSError when not)."""
         entry: ForwardEntry | None = None
 
@@ -171,7 +180,10 @@ class ForwardsPanel(Static):
 class ForwardsScreen(ModalScreen[None]):
     """Every forward of the dashboard (or of one cluster); `x` ends the highlighted one."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [*FORWARDS_VIEW, Binding("escape", "dismiss_screen", "close")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *FORWARDS_VIEW,
+        Binding("escape", "dismiss_screen", "close"),
+    ]
     DEFAULT_CSS = """
     ForwardsScreen { align: center middle; }
     ForwardsScreen > Vertical { width: 100; max-width: 100%; height: auto; max-height: 100%;

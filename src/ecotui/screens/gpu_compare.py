@@ -44,8 +44,10 @@ def describe(result: CommandResult) -> tuple[str, str]:
     if result.exit_code == 0:
         return "exit code 0", out.rstrip()
     if result.exit_code == 127:
-        return ("nvidia-smi is not installed in this replica (exit code 127)",
-                (err or out).rstrip() or "command not found")
+        return (
+            "nvidia-smi is not installed in this replica (exit code 127)",
+            (err or out).rstrip() or "command not found",
+        )
     return f"nvidia-smi failed with exit code {result.exit_code}", (out + err).rstrip()
 
 
@@ -94,7 +96,9 @@ class GpuCompareScreen(Screen[None]):
     GpuCompareScreen #columns { height: 1fr; }
     """
 
-    def __init__(self, client: EcoClient, cluster: dict[str, Any], *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, client: EcoClient, cluster: dict[str, Any], *, timeout: float = 30.0
+    ) -> None:
         super().__init__()
         self.client = client
         self.cluster = cluster
@@ -105,8 +109,10 @@ class GpuCompareScreen(Screen[None]):
         self.done = asyncio.Event()
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(visible(f"nvidia-smi in every replica of {self.cluster.get('name')}")),
-                     id="gpu-title")
+        yield Static(
+            Text(visible(f"nvidia-smi in every replica of {self.cluster.get('name')}")),
+            id="gpu-title",
+        )
         yield HorizontalScroll(id="columns")
         yield KeyBar()
 
@@ -150,11 +156,15 @@ class GpuCompareScreen(Screen[None]):
         await box.mount_all(list(self.columns.values()))
 
         async def one(col: ReplicaColumn) -> ReplicaOutcome:
-            o = await run_one(self.client, self.cluster_id, col.replica, COMMAND,
-                              timeout=self.timeout)
-            result = CommandResult(o.stdout, o.stderr, o.exit_code,
-                                   f"no answer within {self.timeout:g} s" if o.timed_out
-                                   else o.error)
+            o = await run_one(
+                self.client, self.cluster_id, col.replica, COMMAND, timeout=self.timeout
+            )
+            result = CommandResult(
+                o.stdout,
+                o.stderr,
+                o.exit_code,
+                f"no answer within {self.timeout:g} s" if o.timed_out else o.error,
+            )
             outcome, text = describe(result)
             # Replica output: shown, never obeyed (an escape sequence stays visible text).
             text = "\n".join(visible_line(line) for line in text.split("\n"))
@@ -162,8 +172,9 @@ class GpuCompareScreen(Screen[None]):
             return o
 
         self.outcomes = list(await asyncio.gather(*(one(c) for c in self.columns.values())))
-        self.query_one("#gpu-title", Static).update(Text(
-            f"nvidia-smi in every replica of {self.cluster.get('name')}: {self.agreement()}"))
+        self.query_one("#gpu-title", Static).update(
+            Text(f"nvidia-smi in every replica of {self.cluster.get('name')}: {self.agreement()}")
+        )
         self.done.set()
 
 

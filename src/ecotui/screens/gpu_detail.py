@@ -29,9 +29,14 @@ def open_worst_gpu(app: Any, cluster: dict[str, Any], replica: dict[str, Any]) -
     if not gpus:
         return False
     g = max(gpus, key=lambda x: (health_rank(gpu_verdict(x).level), -int(x.get("index") or 0)))
-    app.push_screen(GpuDetailScreen(str(cluster.get("id")), str(replica.get("name")),
-                                    int(g.get("index") or 0),
-                                    initial={**g, "cluster": cluster.get("name")}))
+    app.push_screen(
+        GpuDetailScreen(
+            str(cluster.get("id")),
+            str(replica.get("name")),
+            int(g.get("index") or 0),
+            initial={**g, "cluster": cluster.get("name")},
+        )
+    )
     return True
 
 
@@ -48,8 +53,15 @@ class GpuDetailScreen(DashboardScreen):
     GpuDetailScreen #gpu-history { height: auto; margin-top: 1; }
     """
 
-    def __init__(self, cluster_id: str, replica: str, index: int, *,
-                 initial: dict[str, Any] | None = None, autoload: bool = True) -> None:
+    def __init__(
+        self,
+        cluster_id: str,
+        replica: str,
+        index: int,
+        *,
+        initial: dict[str, Any] | None = None,
+        autoload: bool = True,
+    ) -> None:
         super().__init__()
         self.cluster_id = cluster_id
         self.replica = replica
@@ -82,7 +94,9 @@ class GpuDetailScreen(DashboardScreen):
             reps = await client.replicas(self.cluster_id)
             metrics = await client.metrics(self.cluster_id)
         except Exception as exc:
-            self.notify(f"cannot read GPU {self.index} of {self.replica}: {exc}", severity="warning")
+            self.notify(
+                f"cannot read GPU {self.index} of {self.replica}: {exc}", severity="warning"
+            )
             return
         rep = next((r for r in reps if r.get("name") == self.replica), None)
         g = next((x for x in (rep or {}).get("gpus") or () if x.get("index") == self.index), None)
@@ -106,8 +120,11 @@ class GpuDetailScreen(DashboardScreen):
         if not self.is_attached:
             return
         g = self.gpu
-        name = g.get("cluster") or (self.eco.model.clusters.get(self.cluster_id) or {}).get("name") \
+        name = (
+            g.get("cluster")
+            or (self.eco.model.clusters.get(self.cluster_id) or {}).get("name")
             or self.cluster_id
+        )
         head = Text.assemble(
             (f"{name} / {self.replica} / GPU {self.index}", "bold"),
             f"  {g.get('name') or ''}  {g.get('uuid') or ''}\n",
@@ -126,8 +143,11 @@ class GpuDetailScreen(DashboardScreen):
         if not self.readings_loaded and set(health) <= {"verdict", "reason"}:
             lines = lines[:2] + [("readings", "loading …")]
         for key, value in lines:
-            style = STYLE.get(verdict, "") if key in ("verdict", "reason") else (
-                "dim" if value.startswith("unknown") else "")
+            style = (
+                STYLE.get(verdict, "")
+                if key in ("verdict", "reason")
+                else ("dim" if value.startswith("unknown") else "")
+            )
             table.add_row(key, Text(value, style=style))
         self.query_one("#gpu-health", Static).update(table)
         hist = Text()
@@ -135,10 +155,13 @@ class GpuDetailScreen(DashboardScreen):
         utils = [float(s[1]) for s in self.samples if len(s) > 1 and s[1] is not None]
         temps = [float(s[3]) for s in self.samples if len(s) > 3 and s[3] is not None]
         if utils:
-            hist.append(f"util  {sparkline(utils[-width:], min(width, len(utils)))} "
-                        f"now {utils[-1]:.0f}%\n")
-            hist.append(f"temp  {sparkline(temps[-width:], min(width, len(temps)))} "
-                        f"max {max(temps):.0f}°C\n")
+            hist.append(
+                f"util  {sparkline(utils[-width:], min(width, len(utils)))} now {utils[-1]:.0f}%\n"
+            )
+            hist.append(
+                f"temp  {sparkline(temps[-width:], min(width, len(temps)))} "
+                f"max {max(temps):.0f}°C\n"
+            )
         else:
             hist.append("no samples yet\n", style="dim")
         hist.append("verdict changes:", style="bold")

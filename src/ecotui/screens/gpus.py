@@ -41,8 +41,13 @@ COLUMNS = [
 ]
 
 SORTS = ("health", "util", "mem", "temp", "idle")
-SORT_LABEL = {"health": "health", "util": "utilisation", "mem": "memory", "temp": "temperature",
-              "idle": "idle cost"}
+SORT_LABEL = {
+    "health": "health",
+    "util": "utilisation",
+    "mem": "memory",
+    "temp": "temperature",
+    "idle": "idle cost",
+}
 RELOAD_S = 3.0
 
 
@@ -74,9 +79,18 @@ def sort_value(g: dict[str, Any], column: str) -> Any:
 
 def matches(g: dict[str, Any], text: str) -> bool:
     h = g.get("health") or {}
-    hay = " ".join(str(x) for x in (
-        g.get("cluster"), g.get("replica"), g.get("name"), g.get("uuid"), g.get("region"),
-        h.get("verdict"), h.get("reason"))).lower()
+    hay = " ".join(
+        str(x)
+        for x in (
+            g.get("cluster"),
+            g.get("replica"),
+            g.get("name"),
+            g.get("uuid"),
+            g.get("region"),
+            h.get("verdict"),
+            h.get("reason"),
+        )
+    ).lower()
     return all(word in hay for word in text.lower().split())
 
 
@@ -107,8 +121,11 @@ class GpusScreen(DashboardScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Label("loading GPUs …", id="caption")
-        yield EcoInput(placeholder="filter GPUs: cluster, replica, type, health, reason "
-                                "(enter keeps, esc clears)", id="filter")
+        yield EcoInput(
+            placeholder="filter GPUs: cluster, replica, type, health, reason "
+            "(enter keeps, esc clears)",
+            id="filter",
+        )
         yield FleetTable(COLUMNS, self._cells, id="gpus")
 
     @property
@@ -165,17 +182,25 @@ class GpusScreen(DashboardScreen):
         old = self.gpus
         self._replace(old, new, {k for k, g in new.items() if old.get(k) != g}, health)
 
-    def _replace(self, old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]],
-                 changed: set[str], health: dict[str, Any] | None) -> None:
+    def _replace(
+        self,
+        old: dict[str, dict[str, Any]],
+        new: dict[str, dict[str, Any]],
+        changed: set[str],
+        health: dict[str, Any] | None,
+    ) -> None:
         # Re-sort only when the rows or a sort value changed: a reload that only moves
         # readings of a health-sorted list repaints the changed rows on screen, no more.
         col = self.sort_column
         reorder = new.keys() != old.keys() or any(
-            sort_value(old[k], col) != sort_value(new[k], col) for k in changed if k in old)
+            sort_value(old[k], col) != sort_value(new[k], col) for k in changed if k in old
+        )
         if self.filter_text:
             reorder = reorder or any(
                 matches(old[k], self.filter_text) != matches(new[k], self.filter_text)
-                for k in changed if k in old)
+                for k in changed
+                if k in old
+            )
         self.gpus = new
         self.fleet_health = health or {}
         self.loaded = True
@@ -187,7 +212,9 @@ class GpusScreen(DashboardScreen):
         self._caption()
 
     def _sync_rows(self) -> None:
-        keys = [k for k, g in self.gpus.items() if not self.filter_text or matches(g, self.filter_text)]
+        keys = [
+            k for k, g in self.gpus.items() if not self.filter_text or matches(g, self.filter_text)
+        ]
         col = self.sort_column
         keys.sort(key=lambda k: row_key_tuple(k))
         keys.sort(key=lambda k: sort_value(self.gpus[k], col), reverse=not self.sort_reverse)
@@ -199,10 +226,15 @@ class GpusScreen(DashboardScreen):
         counts = summarize(self.gpus.values())
         total = len(self.gpus)
         shown = len(self._order)
-        parts = [f"{total} GPU{'s' if total != 1 else ''}" if shown == total or not self.filter_text
-                 else f"{shown} of {total} GPUs match “{self.filter_text}”"]
-        parts.append(f"✖ {counts['failing']} failing · ▲ {counts['degraded']} degraded · "
-                     f"? {counts['unknown']} unknown")
+        parts = [
+            f"{total} GPU{'s' if total != 1 else ''}"
+            if shown == total or not self.filter_text
+            else f"{shown} of {total} GPUs match “{self.filter_text}”"
+        ]
+        parts.append(
+            f"✖ {counts['failing']} failing · ▲ {counts['degraded']} degraded · "
+            f"? {counts['unknown']} unknown"
+        )
         parts.append(f"sort: {SORT_LABEL[self.sort_column]} {'▼' if self.sort_reverse else '▲'}")
         if not self.loaded:
             parts = ["loading GPUs …"]
@@ -234,7 +266,10 @@ class GpusScreen(DashboardScreen):
             "temp": (f"{float(g.get('temperature_c') or 0):.0f}°C", ""),
             "idle": (f"${idle:.2f}" if idle else "—", "warning" if idle else "dim"),
             "name": (name, "dim"),
-            "reason": (h.get("reason") or "", level if verdict in ("degraded", "failing") else "dim"),
+            "reason": (
+                h.get("reason") or "",
+                level if verdict in ("degraded", "failing") else "dim",
+            ),
         }
 
     # -- repaint -------------------------------------------------------------------
@@ -270,8 +305,14 @@ class GpusScreen(DashboardScreen):
     def action_open_gpu(self) -> None:
         g = self.current_gpu()
         if g is not None:
-            self.app.push_screen(GpuDetailScreen(str(g.get("cluster_id")), str(g.get("replica")),
-                                                 int(g.get("index") or 0), initial=g))
+            self.app.push_screen(
+                GpuDetailScreen(
+                    str(g.get("cluster_id")),
+                    str(g.get("replica")),
+                    int(g.get("index") or 0),
+                    initial=g,
+                )
+            )
 
     @on(FleetTable.Selected, "#gpus")
     def _selected(self, event: FleetTable.Selected) -> None:

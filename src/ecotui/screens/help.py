@@ -35,8 +35,7 @@ def help_tables() -> list[Group]:
 
 def command_line_summary(app: object) -> str:
     cmds = {c.name: c for c in commands_for(app).values()}
-    return "  ".join(f":{' '.join([c.name, *(a.upper() for a in c.args)])}"
-                     for c in cmds.values())
+    return "  ".join(f":{' '.join([c.name, *(a.upper() for a in c.args)])}" for c in cmds.values())
 
 
 class HelpScreen(Screen[None]):
@@ -56,8 +55,11 @@ class HelpScreen(Screen[None]):
     """
 
     def compose(self) -> ComposeResult:
-        yield Static("ecotui help · esc or ? closes · every key below is also in the command "
-                     "palette (ctrl+p)", id="help-title")
+        yield Static(
+            "ecotui help · esc or ? closes · every key below is also in the command "
+            "palette (ctrl+p)",
+            id="help-title",
+        )
         with VerticalScroll():
             yield Static(id="help-keys")
 
@@ -74,15 +76,17 @@ class HelpScreen(Screen[None]):
         for _ in range(columns):
             grid.add_column()
         for i in range(0, len(sections), columns):
-            row: list[RenderableType] = list(sections[i:i + columns])
+            row: list[RenderableType] = list(sections[i : i + columns])
             row += [Text("")] * (columns - len(row))
             grid.add_row(*row)
             grid.add_row(*([Text("")] * columns))
-        note = Text(TERMINAL_NOTE + "\nStatus is always in words and symbols: "
-                    "● running  ◌ pending  ◑ stopping/terminating  ○ stopped  · terminated  "
-                    "✖ failed  ~ stale (runtime unreachable)  ✖/▲ alert  ✓ ready  ✗ not ready"
-                    "\nTimes are local times. NO_COLOR is respected."
-                    "\nCommand line (:, tab completes): " + command_line_summary(self.app))
+        note = Text(
+            TERMINAL_NOTE + "\nStatus is always in words and symbols: "
+            "● running  ◌ pending  ◑ stopping/terminating  ○ stopped  · terminated  "
+            "✖ failed  ~ stale (runtime unreachable)  ✖/▲ alert  ✓ ready  ✗ not ready"
+            "\nTimes are local times. NO_COLOR is respected."
+            "\nCommand line (:, tab completes): " + command_line_summary(self.app)
+        )
         # The notes come first: they hold the one key that leaves a shell, which
         # must be readable without scrolling.
         self.query_one("#help-keys", Static).update(Group(note, Text(""), grid))

@@ -52,7 +52,9 @@ class LogsScreen(DashboardScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="log-caption")
-        yield EcoInput(placeholder="search the log (enter: go to first match, esc: clear)", id="search")
+        yield EcoInput(
+            placeholder="search the log (enter: go to first match, esc: clear)", id="search"
+        )
         yield LogView(id="log")
 
     @property
@@ -73,7 +75,9 @@ class LogsScreen(DashboardScreen):
             self.stream_state = "loading"
             self._caption()
             try:
-                text = await client.logs(self.cluster_id, self.replica, tail=self.tail, previous=True)
+                text = await client.logs(
+                    self.cluster_id, self.replica, tail=self.tail, previous=True
+                )
             except (ApiRefusal, BackendUnreachable) as exc:
                 self.stream_state = f"no previous run: {exc}"
                 self._caption()
@@ -111,8 +115,10 @@ class LogsScreen(DashboardScreen):
 
     def _caption(self) -> None:
         view = self.log_view
-        parts = [visible(self.replica),
-                 f"{'previous run' if self.previous else 'current run'} · {self.stream_state}"]
+        parts = [
+            visible(self.replica),
+            f"{'previous run' if self.previous else 'current run'} · {self.stream_state}",
+        ]
         if not self.previous:
             parts.append("following" if view.follow else f"paused (+{view.unseen})")
         parts.append(f"{len(view.lines)} lines")

@@ -56,15 +56,17 @@ class RecordingsScreen(Screen[None]):
     def _title(self) -> None:
         what = f"playing {self.playing.name}" if self.playing else "choose one and press enter"
         self.query_one("#rec-title", Static).update(
-            Text(f"recordings · {what} · speed {self.speed:g}x", no_wrap=True))
+            Text(f"recordings · {what} · speed {self.speed:g}x", no_wrap=True)
+        )
 
     def action_reload(self) -> None:
         self.files = list_recordings()
         ol = self.query_one(OptionList)
         ol.clear_options()
         if not self.files:
-            ol.add_option(Option("No recordings yet: r in the shells view records one.",
-                                 disabled=True))
+            ol.add_option(
+                Option("No recordings yet: r in the shells view records one.", disabled=True)
+            )
         for p in self.files:
             ol.add_option(Option(f"{p.name}\n  {p.stat().st_size:,} bytes", id=str(p)))
         if self.files:

@@ -68,8 +68,9 @@ class CommandPrompt(ModalScreen[list[str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"Run on every ready replica of {self.cluster_name} "
-                         f"({self.replicas} ready):")
+            yield Static(
+                f"Run on every ready replica of {self.cluster_name} ({self.replicas} ready):"
+            )
             yield EcoInput(value=self.initial, placeholder="nvidia-smi -L", id="command")
             yield Static("", classes="error")
 
@@ -99,8 +100,14 @@ class RunScreen(Screen[None]):
     RunScreen #run-report { width: auto; text-wrap: nowrap; }
     """
 
-    def __init__(self, client: EcoClient, cluster: dict[str, Any], command: list[str], *,
-                 timeout: float | None = 60.0) -> None:
+    def __init__(
+        self,
+        client: EcoClient,
+        cluster: dict[str, Any],
+        command: list[str],
+        *,
+        timeout: float | None = 60.0,
+    ) -> None:
         super().__init__()
         self.client = client
         self.cluster = cluster
@@ -120,16 +127,22 @@ class RunScreen(Screen[None]):
         self.run_all()
 
     def _title(self, extra: str) -> None:
-        self.query_one("#run-title", Static).update(Text(
-            f"{shlex.join(self.command)} on {self.cluster.get('name')}: {extra}", no_wrap=True))
+        self.query_one("#run-title", Static).update(
+            Text(f"{shlex.join(self.command)} on {self.cluster.get('name')}: {extra}", no_wrap=True)
+        )
 
     def action_rerun(self) -> None:
         self.run_all()
 
     def action_ask(self) -> None:
         self.app.push_screen(
-            CommandPrompt(str(self.cluster.get("name")), len(ready_replicas(self.cluster)),
-                          shlex.join(self.command)), self._asked)
+            CommandPrompt(
+                str(self.cluster.get("name")),
+                len(ready_replicas(self.cluster)),
+                shlex.join(self.command),
+            ),
+            self._asked,
+        )
 
     def _asked(self, words: list[str] | None) -> None:
         if words:
@@ -148,20 +161,25 @@ class RunScreen(Screen[None]):
         if not targets:
             self._title("no ready replica")
             self.query_one("#run-report", Static).update(
-                Text(f"{self.cluster.get('name')} has no ready replica "
-                     f"({self.cluster.get('status')})."))
+                Text(
+                    f"{self.cluster.get('name')} has no ready replica "
+                    f"({self.cluster.get('status')})."
+                )
+            )
             return
         self._title(f"running on {len(targets)} replicas…")
-        self.outcomes = await run_everywhere(self.client, self.cluster_id, targets, self.command,
-                                             timeout=self.timeout)
+        self.outcomes = await run_everywhere(
+            self.client, self.cluster_id, targets, self.command, timeout=self.timeout
+        )
         self.report = render(self.outcomes)
         ok = sum(o.ok for o in self.outcomes)
         self._title(f"{ok} of {len(self.outcomes)} replicas exited 0")
         self.query_one("#run-report", Static).update(styled(self.report))
 
 
-async def open_run_everywhere(app: App[Any], cluster: dict[str, Any],
-                              command: list[str] | None = None) -> None:
+async def open_run_everywhere(
+    app: App[Any], cluster: dict[str, Any], command: list[str] | None = None
+) -> None:
     """`!`: ask for a command (unless given), then show the folded result."""
     client = client_host(app).client
 
@@ -172,5 +190,6 @@ async def open_run_everywhere(app: App[Any], cluster: dict[str, Any],
     if command:
         start(command)
         return
-    await app.push_screen(CommandPrompt(str(cluster.get("name")),
-                                        len(ready_replicas(cluster))), start)
+    await app.push_screen(
+        CommandPrompt(str(cluster.get("name")), len(ready_replicas(cluster))), start
+    )

@@ -59,9 +59,13 @@ def start_recording(pane: Any, path: Path | None = None) -> Path:
     """Record what the pane shows from now on (OSError when the file cannot be made)."""
     term = pane.view.term
     path = path or default_recording_path(pane.cluster_name, pane.replica)
-    pane.recorder = CastWriter(path, term.cols, term.rows,
-                               title=f"{pane.cluster_name}/{pane.replica}",
-                               env={"TERM": "xterm-256color"})
+    pane.recorder = CastWriter(
+        path,
+        term.cols,
+        term.rows,
+        title=f"{pane.cluster_name}/{pane.replica}",
+        env={"TERM": "xterm-256color"},
+    )
     return path
 
 

@@ -78,9 +78,16 @@ class ShellPane(Vertical):
     ShellPane.-focused > .shell-header { text-style: bold; }
     """
 
-    def __init__(self, client: EcoClient, cluster: dict[str, Any], replica: str, *,
-                 command: list[str] | str | None = None, sid: str | None = None,
-                 scrollback: int = 10_000) -> None:
+    def __init__(
+        self,
+        client: EcoClient,
+        cluster: dict[str, Any],
+        replica: str,
+        *,
+        command: list[str] | str | None = None,
+        sid: str | None = None,
+        scrollback: int = 10_000,
+    ) -> None:
         self.pane_id = f"shell-{next(_ids)}"
         super().__init__(id=self.pane_id)
         self.client = client
@@ -113,8 +120,13 @@ class ShellPane(Vertical):
 
     @property
     def label(self) -> str:
-        mark = {"exited": " ✕", "ended": " ✕", "error": " !", "reconnecting": " …",
-                "connecting": " …"}.get(self.state, "")
+        mark = {
+            "exited": " ✕",
+            "ended": " ✕",
+            "error": " !",
+            "reconnecting": " …",
+            "connecting": " …",
+        }.get(self.state, "")
         return f"{'◉ ' if self.broadcasting else ''}{self.cluster_name}/{self.replica}{mark}"
 
     def compose(self) -> ComposeResult:
@@ -247,8 +259,13 @@ class ShellPane(Vertical):
                 term = self.view.term
                 try:
                     info = await self.client.create_session(
-                        self.cluster_id, self.replica, command=self.command, tty=True,
-                        width=term.cols, height=term.rows)
+                        self.cluster_id,
+                        self.replica,
+                        command=self.command,
+                        tty=True,
+                        width=term.cols,
+                        height=term.rows,
+                    )
                 except (ApiRefusal, BackendUnreachable) as exc:
                     self._set_state("error", f"could not open a shell in {self.replica}: {exc}")
                     return
@@ -364,9 +381,14 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
     ShellPicker #picker-buttons Button { margin-right: 2; }
     """
 
-    def __init__(self, client: EcoClient, clusters: list[dict[str, Any]],
-                 cluster_id: str | None = None, replica: str | None = None,
-                 open_sids: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        client: EcoClient,
+        clusters: list[dict[str, Any]],
+        cluster_id: str | None = None,
+        replica: str | None = None,
+        open_sids: set[str] | None = None,
+    ) -> None:
         super().__init__()
         self.client = client
         self.clusters = {str(c.get("id")): c for c in clusters}
@@ -377,21 +399,29 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("[b]Open a shell[/b]  [dim]enter: open · tab: next field · esc: cancel[/dim]")
+            yield Label(
+                "[b]Open a shell[/b]  [dim]enter: open · tab: next field · esc: cancel[/dim]"
+            )
             with Horizontal(classes="picker-row"):
                 yield Label("cluster")
-                yield Select([(str(c.get("name") or cid), cid) for cid, c in self.clusters.items()],
-                             value=self.cluster_id or Select.BLANK, allow_blank=False, id="cluster",
-                             compact=True)
+                yield Select(
+                    [(str(c.get("name") or cid), cid) for cid, c in self.clusters.items()],
+                    value=self.cluster_id or Select.BLANK,
+                    allow_blank=False,
+                    id="cluster",
+                    compact=True,
+                )
             with Horizontal(classes="picker-row"):
                 yield Label("replica")
                 options = self._replica_options()
-                yield Select(options or [("no replica", "")], allow_blank=False, id="replica",
-                             compact=True)
+                yield Select(
+                    options or [("no replica", "")], allow_blank=False, id="replica", compact=True
+                )
             with Horizontal(classes="picker-row"):
                 yield Label("command")
-                yield EcoInput(placeholder="empty: a login shell (bash, else sh)", id="command",
-                            compact=True)
+                yield EcoInput(
+                    placeholder="empty: a login shell (bash, else sh)", id="command", compact=True
+                )
             yield Label("or attach to a running session:", id="sessions-label")
             yield EcoOptionList(id="sessions")
             with Horizontal(id="picker-buttons"):
@@ -405,8 +435,10 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
 
     def _replica_options(self) -> list[tuple[str, str]]:
         c = self.clusters.get(self.cluster_id or "") or {}
-        return [(f"{r.get('name')}{'' if r.get('ready') else ' (not ready)'}", str(r.get("name")))
-                for r in c.get("replica_states") or []]
+        return [
+            (f"{r.get('name')}{'' if r.get('ready') else ' (not ready)'}", str(r.get("name")))
+            for r in c.get("replica_states") or []
+        ]
 
     def _fill_replicas(self) -> None:
         c = self.clusters.get(self.cluster_id or "") or {}
@@ -415,8 +447,16 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
         sel = self.query_one("#replica", Select)
         sel.set_options(options or [("no replica", "")])
         names = [o[1] for o in options]
-        pick = self.replica if self.replica in names else (
-            next((str(r.get("name")) for r in states if r.get("ready")), names[0] if names else None))
+        pick = (
+            self.replica
+            if self.replica in names
+            else (
+                next(
+                    (str(r.get("name")) for r in states if r.get("ready")),
+                    names[0] if names else None,
+                )
+            )
+        )
         if pick is not None:
             sel.value = pick
 
@@ -441,10 +481,17 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
         self.sessions = [s for s in sessions if not s.get("exited") and not s.get("ended_reason")]
         for s in self.sessions:
             cmd = " ".join(s.get("command") or []) or "shell"
-            where = "open in a tab" if str(s.get("id")) in self.open_sids else \
-                f"{s.get('attached', 0)} attached"
-            ol.add_option(Option(Text(f"{s.get('replica')}: {cmd}  (session {s.get('id')}, {where})"),
-                                 id=str(s.get("id"))))
+            where = (
+                "open in a tab"
+                if str(s.get("id")) in self.open_sids
+                else f"{s.get('attached', 0)} attached"
+            )
+            ol.add_option(
+                Option(
+                    Text(f"{s.get('replica')}: {cmd}  (session {s.get('id')}, {where})"),
+                    id=str(s.get("id")),
+                )
+            )
         if self.sessions:
             ol.highlighted = 0  # Enter on the list takes the first one; Down moves from there
 
@@ -455,8 +502,12 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
         if replica is Select.BLANK or not replica:
             return None
         command = self.query_one("#command", Input).value.strip()
-        return {"cluster": self.clusters[self.cluster_id], "replica": str(replica),
-                "command": command or None, "sid": None}
+        return {
+            "cluster": self.clusters[self.cluster_id],
+            "replica": str(replica),
+            "command": command or None,
+            "sid": None,
+        }
 
     @on(Input.Submitted, "#command")
     @on(Button.Pressed, "#open")
@@ -473,8 +524,14 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
         s = next((x for x in self.sessions if str(x.get("id")) == sid), None)
         if s is None or not self.cluster_id:
             return
-        self.dismiss({"cluster": self.clusters[self.cluster_id], "replica": str(s.get("replica")),
-                      "command": s.get("command"), "sid": sid})
+        self.dismiss(
+            {
+                "cluster": self.clusters[self.cluster_id],
+                "replica": str(s.get("replica")),
+                "command": s.get("command"),
+                "sid": sid,
+            }
+        )
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
@@ -513,12 +570,15 @@ class ShellsScreen(Screen[None]):
         return client_host(self.app).client
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(f"shells · keys go to the shell; {RELEASE_KEY_DISPLAY} gives them back"),
-                     id="shells-title")
+        yield Static(
+            Text(f"shells · keys go to the shell; {RELEASE_KEY_DISPLAY} gives them back"),
+            id="shells-title",
+        )
         yield Tabs(id="shell-tabs")
         yield Static("", id="broadcast-banner")
-        yield EcoInput(placeholder="search the scrollback (enter: newest match, esc: close)",
-                    id="shell-search")
+        yield EcoInput(
+            placeholder="search the scrollback (enter: newest match, esc: close)", id="shell-search"
+        )
         yield Static("No shells open: press o to open one", id="shells-empty")
         yield Horizontal(id="panes")
         yield KeyBar()
@@ -535,12 +595,19 @@ class ShellsScreen(Screen[None]):
         """The tab already showing kept session `sid`, if one does."""
         if sid is None:
             return None
-        return next((p for p in self.panes.values()
-                     if p.sid == sid and p.state not in ENDED_STATES), None)
+        return next(
+            (p for p in self.panes.values() if p.sid == sid and p.state not in ENDED_STATES), None
+        )
 
-    async def add_session(self, cluster: dict[str, Any], replica: str, *,
-                          command: list[str] | str | None = None, sid: str | None = None,
-                          focus: bool = True) -> ShellPane:
+    async def add_session(
+        self,
+        cluster: dict[str, Any],
+        replica: str,
+        *,
+        command: list[str] | str | None = None,
+        sid: str | None = None,
+        focus: bool = True,
+    ) -> ShellPane:
         """A tab for a new session, or for kept session `sid`; a session already in a
         tab is not opened twice (keys would reach it twice): that tab is focused."""
         open_already = self.pane_of_session(sid)
@@ -673,8 +740,9 @@ class ShellsScreen(Screen[None]):
         await pane.detach()
         await self.remove_pane(pane)
         if pane.sid and pane.state not in ENDED_STATES:
-            self.notify(f"Detached from {pane.replica}: the session keeps running "
-                        "(o to attach again)")
+            self.notify(
+                f"Detached from {pane.replica}: the session keeps running (o to attach again)"
+            )
 
     def action_toggle_record(self) -> None:
         pane = self.active_pane
@@ -732,10 +800,15 @@ class ShellsScreen(Screen[None]):
             cluster_id = self.active_pane.cluster_id
         open_sids = {p.sid for p in self.panes.values() if p.sid and p.state not in ENDED_STATES}
         choice = await self.app.push_screen_wait(
-            ShellPicker(self.client, clusters, cluster_id, replica, open_sids))
+            ShellPicker(self.client, clusters, cluster_id, replica, open_sids)
+        )
         if choice:
-            await self.add_session(choice["cluster"], choice["replica"],
-                                   command=choice.get("command"), sid=choice.get("sid"))
+            await self.add_session(
+                choice["cluster"],
+                choice["replica"],
+                command=choice.get("command"),
+                sid=choice.get("sid"),
+            )
 
     # -- broadcast --------------------------------------------------------------------------
     def _hook(self, pane: ShellPane) -> None:
@@ -786,16 +859,23 @@ class ShellsScreen(Screen[None]):
                 opened.append(name)
         for p in self.panes_of(cluster_id):
             self._hook(p)
-        n = len({p.sid or p.pane_id for p in self.panes_of(cluster_id)
-                 if p.state not in ENDED_STATES})
+        n = len(
+            {p.sid or p.pane_id for p in self.panes_of(cluster_id) if p.state not in ENDED_STATES}
+        )
         banner = self.query_one("#broadcast-banner", Static)
         new = f"; opened new shells in {', '.join(opened)}" if opened else ""
-        banner.update(Text(f"BROADCAST ON: what you type in a shell of {cluster.get('name')} goes to "
-                           f"all {n} of its sessions{new} (b: off)"))
+        banner.update(
+            Text(
+                f"BROADCAST ON: what you type in a shell of {cluster.get('name')} goes to "
+                f"all {n} of its sessions{new} (b: off)"
+            )
+        )
         banner.add_class("-shown")
         if opened:
-            self.notify(f"Broadcast opened {len(opened)} new shell{'s' if len(opened) > 1 else ''} "
-                        f"to reach every ready replica: {', '.join(opened)}")
+            self.notify(
+                f"Broadcast opened {len(opened)} new shell{'s' if len(opened) > 1 else ''} "
+                f"to reach every ready replica: {', '.join(opened)}"
+            )
 
     def _broadcast_off(self) -> None:
         cid = self.broadcast_cluster
@@ -865,7 +945,9 @@ class ShellsScreen(Screen[None]):
     def action_copy_selection(self) -> None:
         if (v := self._view()) is not None:
             text = v.copy_selection()
-            self.notify("Copied the selection" if text else "Nothing selected (drag with the mouse)")
+            self.notify(
+                "Copied the selection" if text else "Nothing selected (drag with the mouse)"
+            )
 
     def action_copy_screen(self) -> None:
         if (v := self._view()) is not None and v.copy_screen():
@@ -901,15 +983,22 @@ async def open_shells_view(app: App[Any]) -> ShellsScreen:
     return screen
 
 
-async def open_shell(app: App[Any], cluster: dict[str, Any], replica: str | None = None, *,
-                     command: list[str] | str | None = None) -> ShellPane | None:
+async def open_shell(
+    app: App[Any],
+    cluster: dict[str, Any],
+    replica: str | None = None,
+    *,
+    command: list[str] | str | None = None,
+) -> ShellPane | None:
     """`s`: a new shell in `replica` (None: the cluster's first ready replica)."""
     if replica is None:
         states = cluster.get("replica_states") or []
         ready = [r for r in states if r.get("ready")]
         pick = (ready or states or [None])[0]
         if pick is None:
-            app.notify(f"{cluster.get('name')} has no replica to open a shell in", severity="warning")
+            app.notify(
+                f"{cluster.get('name')} has no replica to open a shell in", severity="warning"
+            )
             return None
         replica = str(pick.get("name"))
     screen = await _show(app)

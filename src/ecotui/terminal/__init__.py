@@ -10,5 +10,12 @@ from .keys import encode_focus, encode_key, encode_mouse, encode_paste
 from .line import Line
 from .style import StyleTable
 
-__all__ = ["Line", "StyleTable", "Terminal", "encode_focus", "encode_key", "encode_mouse",
-           "encode_paste"]
+__all__ = [
+    "Line",
+    "StyleTable",
+    "Terminal",
+    "encode_focus",
+    "encode_key",
+    "encode_mouse",
+    "encode_paste",
+]

@@ -85,9 +85,24 @@ class _Saved:
 
 
 def _xterm_palette(n: int) -> tuple[int, int, int]:
-    base = [(0, 0, 0), (205, 0, 0), (0, 205, 0), (205, 205, 0), (0, 0, 238), (205, 0, 205),
-            (0, 205, 205), (229, 229, 229), (127, 127, 127), (255, 0, 0), (0, 255, 0),
-            (255, 255, 0), (92, 92, 255), (255, 0, 255), (0, 255, 255), (255, 255, 255)]
+    base = [
+        (0, 0, 0),
+        (205, 0, 0),
+        (0, 205, 0),
+        (205, 205, 0),
+        (0, 0, 238),
+        (205, 0, 205),
+        (0, 205, 205),
+        (229, 229, 229),
+        (127, 127, 127),
+        (255, 0, 0),
+        (0, 255, 0),
+        (255, 255, 0),
+        (92, 92, 255),
+        (255, 0, 255),
+        (0, 255, 255),
+        (255, 255, 255),
+    ]
     if n < 16:
         return base[n]
     if n < 232:
@@ -106,7 +121,9 @@ class Terminal:
         self.rows = max(1, rows)
         self.styles = StyleTable()
         self.history: deque[Line | str] = deque(maxlen=max(0, scrollback))
-        self.history_added = 0  # lines ever added to the scrollback (to keep a scrolled view steady)
+        self.history_added = (
+            0  # lines ever added to the scrollback (to keep a scrolled view steady)
+        )
         self.main: list[Line] = [Line() for _ in range(self.rows)]
         self.alt: list[Line] = [Line() for _ in range(self.rows)]
         self.lines = self.main
@@ -212,8 +229,11 @@ class Terminal:
         if self.all_dirty or len(snap) != len(lines):
             self.all_dirty = False
             return None
-        return {y for y, ln in enumerate(lines)
-                if snap[y][0] is not ln or snap[y][1] != ln.gen or snap[y][2] != ln.end}
+        return {
+            y
+            for y, ln in enumerate(lines)
+            if snap[y][0] is not ln or snap[y][1] != ln.gen or snap[y][2] != ln.end
+        }
 
     def line(self, y: int) -> Line:
         return self.lines[y]
@@ -262,8 +282,9 @@ class Terminal:
         for i in range(1, n, 2):
             c = parts[i]
             sid = from_pen(c)  # only SGR sequences are ever in this cache
-            if sid is not None or (c[-1] == "m" and len(c) > 2 and c[1] == "["
-                                   and c[2:3] not in _NOT_SGR):
+            if sid is not None or (
+                c[-1] == "m" and len(c) > 2 and c[1] == "[" and c[2:3] not in _NOT_SGR
+            ):
                 if sid is None:
                     sid = sgr(pen, c[2:-1], c)
                 if sid != pen:
@@ -278,7 +299,7 @@ class Terminal:
                 elif c[1] == "[":
                     csi(c)
                     if self.lr_active:  # margins were set: the rest goes through margins.py
-                        margins.run(self, parts[i + 1:])
+                        margins.run(self, parts[i + 1 :])
                         return
                 else:
                     k = c[1]
@@ -299,8 +320,13 @@ class Terminal:
                     x = self.x
                     w = len(text)
                     line = self.lines[self.y]
-                    if (line.segs is not None and x == line.end and x + w < self.cols
-                            and not self._graphics and not self.insert):
+                    if (
+                        line.segs is not None
+                        and x == line.end
+                        and x + w < self.cols
+                        and not self._graphics
+                        and not self.insert
+                    ):
                         # Append a run to a row in run form (see line.py).
                         line.segs.append((text, pen))
                         line.end = self.x = x + w  # `end` changing marks the row dirty
@@ -368,13 +394,20 @@ class Terminal:
         """
         cols = self.cols
         rows = self.rows
-        if (self.top != 0 or self.bottom != rows - 1 or self.insert or self._graphics
-                or self.newline_mode or not text.isascii() or "\x1b" in text
-                or self.styles.fill(self.pen) != 0):
+        if (
+            self.top != 0
+            or self.bottom != rows - 1
+            or self.insert
+            or self._graphics
+            or self.newline_mode
+            or not text.isascii()
+            or "\x1b" in text
+            or self.styles.fill(self.pen) != 0
+        ):
             return False
         a = text.index("\n")
         b = text.rindex("\n")
-        inner = text[a + 1: b + 1]
+        inner = text[a + 1 : b + 1]
         if inner.count("\r") != nl - 1 or inner.count("\r\n") != nl - 1:
             return False
         middle = inner.split("\r\n")
@@ -412,7 +445,7 @@ class Terminal:
                 k = r - (rows - 1)
                 if keep_history and k:
                     cap = hist.maxlen or 0
-                    moved = rest[:k] if k <= cap else rest[k - cap:k]
+                    moved = rest[:k] if k <= cap else rest[k - cap : k]
                     if pen == 0:
                         hist.extend(moved)
                     else:
@@ -429,7 +462,7 @@ class Terminal:
         self.x = 0
         self.wrap_pending = False
         if b + 1 < len(text):
-            self._segment(text[b + 1:])
+            self._segment(text[b + 1 :])
         return True
 
     # -- printing ---------------------------------------------------------------------
@@ -681,9 +714,15 @@ class Terminal:
         self.newline_mode = nm
 
     def _save_cursor(self) -> None:
-        saved = _Saved(self.x, self.y, self.pen, self.origin, self.wrap_pending,
-                       (self.charsets[0], self.charsets[1], self.charsets[2], self.charsets[3]),
-                       self.gl)
+        saved = _Saved(
+            self.x,
+            self.y,
+            self.pen,
+            self.origin,
+            self.wrap_pending,
+            (self.charsets[0], self.charsets[1], self.charsets[2], self.charsets[3]),
+            self.gl,
+        )
         if self.alt_active:
             self._saved_alt = saved
         else:
@@ -844,11 +883,15 @@ class Terminal:
         self.lines[self.y].erase(self.x, self.x + n, self.styles.fill(self.pen), self.cols)
 
     def _ich(self, params: list[int]) -> None:
-        self.lines[self.y].insert_blanks(self.x, self._p(params), self.styles.fill(self.pen), self.cols)
+        self.lines[self.y].insert_blanks(
+            self.x, self._p(params), self.styles.fill(self.pen), self.cols
+        )
         self.wrap_pending = False
 
     def _dch(self, params: list[int]) -> None:
-        self.lines[self.y].delete_cells(self.x, self._p(params), self.styles.fill(self.pen), self.cols)
+        self.lines[self.y].delete_cells(
+            self.x, self._p(params), self.styles.fill(self.pen), self.cols
+        )
         self.wrap_pending = False
 
     def _il(self, params: list[int]) -> None:
@@ -1024,12 +1067,23 @@ class Terminal:
     def _decrqm(self, params: list[int], private: bool) -> None:
         p = params[0] if params else 0
         if private:
-            table = {1: self.app_cursor, 5: self.reverse_video, 6: self.origin, 7: self.autowrap,
-                     25: self.cursor_visible, 66: self.app_keypad, 1004: self.focus_events,
-                     1006: self.mouse_encoding == "sgr", 1049: self.alt_active,
-                     2004: self.bracketed_paste, 2026: self.synchronized, 69: self.lr_mode,
-                     1000: self.mouse_tracking == 1000, 1002: self.mouse_tracking == 1002,
-                     1003: self.mouse_tracking == 1003}
+            table = {
+                1: self.app_cursor,
+                5: self.reverse_video,
+                6: self.origin,
+                7: self.autowrap,
+                25: self.cursor_visible,
+                66: self.app_keypad,
+                1004: self.focus_events,
+                1006: self.mouse_encoding == "sgr",
+                1049: self.alt_active,
+                2004: self.bracketed_paste,
+                2026: self.synchronized,
+                69: self.lr_mode,
+                1000: self.mouse_tracking == 1000,
+                1002: self.mouse_tracking == 1002,
+                1003: self.mouse_tracking == 1003,
+            }
             state = (1 if table[p] else 2) if p in table else 0
             self.replies += f"\x1b[?{p};{state}$y".encode()
         else:
@@ -1103,14 +1157,17 @@ class Terminal:
             self.clipboard.append((selection or "c", text))
         elif num in ("10", "11") and arg == "?":
             r, g, b = self.default_fg if num == "10" else self.default_bg
-            self.replies += f"\x1b]{num};rgb:{r:02x}{r:02x}/{g:02x}{g:02x}/{b:02x}{b:02x}{term}".encode()
+            self.replies += (
+                f"\x1b]{num};rgb:{r:02x}{r:02x}/{g:02x}{g:02x}/{b:02x}{b:02x}{term}".encode()
+            )
         elif num == "4":
             fields = arg.split(";")
             for i in range(0, len(fields) - 1, 2):
                 if fields[i + 1] == "?" and fields[i].isdigit() and int(fields[i]) < 256:
                     r, g, b = _xterm_palette(int(fields[i]))
-                    self.replies += (f"\x1b]4;{fields[i]};rgb:{r:02x}{r:02x}/{g:02x}{g:02x}/"
-                                     f"{b:02x}{b:02x}{term}").encode()
+                    self.replies += (
+                        f"\x1b]4;{fields[i]};rgb:{r:02x}{r:02x}/{g:02x}{g:02x}/{b:02x}{b:02x}{term}"
+                    ).encode()
 
     def _dcs(self, c: str) -> None:
         # DECRQSS (DCS $ q ... ST): answer "not supported" so a program does not wait.
@@ -1153,7 +1210,9 @@ class Terminal:
         self.rows = rows
         self.top, self.bottom = 0, rows - 1
         self._reset_margins()
-        self.tabs = {t for t in self.tabs if t < cols} | set(range(max(8, (old_cols // 8 + 1) * 8), cols, 8))
+        self.tabs = {t for t in self.tabs if t < cols} | set(
+            range(max(8, (old_cols // 8 + 1) * 8), cols, 8)
+        )
         self.x = min(self.x, cols - 1)
         self.wrap_pending = False
         for s in (self._saved_main, self._saved_alt):
@@ -1180,8 +1239,10 @@ class Terminal:
         start = max(0, len(rewrapped) - rows)
         if ry < start:
             start = ry
-        screen = [ln if isinstance(ln, Line) else _line_from_history(ln, cols)
-                  for ln in rewrapped[start:start + rows]]
+        screen = [
+            ln if isinstance(ln, Line) else _line_from_history(ln, cols)
+            for ln in rewrapped[start : start + rows]
+        ]
         screen.extend(Line() for _ in range(rows - len(screen)))
         hist.clear()
         hist.extend(ln.compact() if isinstance(ln, Line) else ln for ln in rewrapped[:start])
@@ -1201,11 +1262,14 @@ class Terminal:
             # Drop blank rows below the cursor first, then push rows off the top.
             cut_bottom = 0
             cursor = self.y if active else old - 1
-            while old - cut_bottom > rows and old - 1 - cut_bottom > cursor and \
-                    not buf[old - 1 - cut_bottom].text():
+            while (
+                old - cut_bottom > rows
+                and old - 1 - cut_bottom > cursor
+                and not buf[old - 1 - cut_bottom].text()
+            ):
                 cut_bottom += 1
             if cut_bottom:
-                del buf[old - cut_bottom:]
+                del buf[old - cut_bottom :]
             extra = len(buf) - rows
             if extra > 0:
                 for ln in buf[:extra]:
@@ -1291,8 +1355,9 @@ _CSI: dict[tuple[str, str, str], Callable[[Terminal, list[int]], object]] = {
     ("", "", "n"): lambda t, p: t._dsr(p, False),
     ("?", "", "n"): lambda t, p: t._dsr(p, True),
     ("", "", "r"): Terminal._decstbm,
-    ("", "", "s"): lambda t, p: (margins.set_margins(t, p) if t.lr_mode
-                                 else t._save_cursor() if not p else None),
+    ("", "", "s"): lambda t, p: (
+        margins.set_margins(t, p) if t.lr_mode else t._save_cursor() if not p else None
+    ),
     ("", "", "u"): lambda t, p: t._restore_cursor(),
     ("", "", "t"): Terminal._window_ops,
     (">", "", "q"): Terminal._xtversion,

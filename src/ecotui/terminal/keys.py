@@ -13,31 +13,99 @@ from __future__ import annotations
 _MOD_BITS = {"shift": 1, "alt": 2, "meta": 2, "ctrl": 4, "super": 8, "hyper": 8}
 
 _CURSOR = {"up": "A", "down": "B", "right": "C", "left": "D", "home": "H", "end": "F"}
-_TILDE = {"insert": 2, "delete": 3, "pageup": 5, "page_up": 5, "pagedown": 6, "page_down": 6,
-          "f5": 15, "f6": 17, "f7": 18, "f8": 19, "f9": 20, "f10": 21, "f11": 23, "f12": 24,
-          "f13": 25, "f14": 26, "f15": 28, "f16": 29, "f17": 31, "f18": 32, "f19": 33, "f20": 34}
+_TILDE = {
+    "insert": 2,
+    "delete": 3,
+    "pageup": 5,
+    "page_up": 5,
+    "pagedown": 6,
+    "page_down": 6,
+    "f5": 15,
+    "f6": 17,
+    "f7": 18,
+    "f8": 19,
+    "f9": 20,
+    "f10": 21,
+    "f11": 23,
+    "f12": 24,
+    "f13": 25,
+    "f14": 26,
+    "f15": 28,
+    "f16": 29,
+    "f17": 31,
+    "f18": 32,
+    "f19": 33,
+    "f20": 34,
+}
 _SS3_F = {"f1": "P", "f2": "Q", "f3": "R", "f4": "S"}
-_SIMPLE = {"enter": b"\r", "return": b"\r", "tab": b"\t", "escape": b"\x1b", "backspace": b"\x7f",
-           "space": b" "}
+_SIMPLE = {
+    "enter": b"\r",
+    "return": b"\r",
+    "tab": b"\t",
+    "escape": b"\x1b",
+    "backspace": b"\x7f",
+    "space": b" ",
+}
 # Ctrl with punctuation, by Textual's key names.
-_CTRL_PUNCT = {"space": 0, "at": 0, "left_square_bracket": 0x1b, "backslash": 0x1c,
-               "right_square_bracket": 0x1d, "circumflex_accent": 0x1e, "caret": 0x1e,
-               "underscore": 0x1f, "question_mark": 0x7f, "minus": 0x1f, "2": 0, "3": 0x1b,
-               "4": 0x1c, "5": 0x1d, "6": 0x1e, "7": 0x1f, "8": 0x7f}
-_NAMED_CHARS = {"exclamation_mark": "!", "quotation_mark": '"', "number_sign": "#",
-                "dollar_sign": "$", "percent_sign": "%", "ampersand": "&", "apostrophe": "'",
-                "left_parenthesis": "(", "right_parenthesis": ")", "asterisk": "*", "plus": "+",
-                "comma": ",", "minus": "-", "full_stop": ".", "slash": "/", "colon": ":",
-                "semicolon": ";", "less_than_sign": "<", "equals_sign": "=",
-                "greater_than_sign": ">", "question_mark": "?", "at": "@",
-                "left_square_bracket": "[", "backslash": "\\", "right_square_bracket": "]",
-                "circumflex_accent": "^", "underscore": "_", "grave_accent": "`",
-                "left_curly_bracket": "{", "vertical_line": "|", "right_curly_bracket": "}",
-                "tilde": "~", "space": " "}
+_CTRL_PUNCT = {
+    "space": 0,
+    "at": 0,
+    "left_square_bracket": 0x1B,
+    "backslash": 0x1C,
+    "right_square_bracket": 0x1D,
+    "circumflex_accent": 0x1E,
+    "caret": 0x1E,
+    "underscore": 0x1F,
+    "question_mark": 0x7F,
+    "minus": 0x1F,
+    "2": 0,
+    "3": 0x1B,
+    "4": 0x1C,
+    "5": 0x1D,
+    "6": 0x1E,
+    "7": 0x1F,
+    "8": 0x7F,
+}
+_NAMED_CHARS = {
+    "exclamation_mark": "!",
+    "quotation_mark": '"',
+    "number_sign": "#",
+    "dollar_sign": "$",
+    "percent_sign": "%",
+    "ampersand": "&",
+    "apostrophe": "'",
+    "left_parenthesis": "(",
+    "right_parenthesis": ")",
+    "asterisk": "*",
+    "plus": "+",
+    "comma": ",",
+    "minus": "-",
+    "full_stop": ".",
+    "slash": "/",
+    "colon": ":",
+    "semicolon": ";",
+    "less_than_sign": "<",
+    "equals_sign": "=",
+    "greater_than_sign": ">",
+    "question_mark": "?",
+    "at": "@",
+    "left_square_bracket": "[",
+    "backslash": "\\",
+    "right_square_bracket": "]",
+    "circumflex_accent": "^",
+    "underscore": "_",
+    "grave_accent": "`",
+    "left_curly_bracket": "{",
+    "vertical_line": "|",
+    "right_curly_bracket": "}",
+    "tilde": "~",
+    "space": " ",
+}
 
 
-def encode_key(key: str, character: str | None = None, *, app_cursor: bool = False,
-               app_keypad: bool = False) -> bytes | None:
+def encode_key(
+    key: str, character: str | None = None, *, app_cursor: bool = False, app_keypad: bool = False
+) -> bytes | None:
     """Bytes for one key press, or None if it has no encoding."""
     parts = key.split("+")
     name = parts[-1]
@@ -115,9 +183,19 @@ def encode_focus(focused: bool) -> bytes:
     return b"\x1b[I" if focused else b"\x1b[O"
 
 
-def encode_mouse(kind: str, button: int, x: int, y: int, *, tracking: int, encoding: str,
-                 shift: bool = False, meta: bool = False, ctrl: bool = False,
-                 buttons_down: bool = False) -> bytes | None:
+def encode_mouse(
+    kind: str,
+    button: int,
+    x: int,
+    y: int,
+    *,
+    tracking: int,
+    encoding: str,
+    shift: bool = False,
+    meta: bool = False,
+    ctrl: bool = False,
+    buttons_down: bool = False,
+) -> bytes | None:
     """A mouse event for a program that enabled mouse reporting, or None.
 
     kind: "press", "release", "move", "scroll_up", "scroll_down"; button 0 left,

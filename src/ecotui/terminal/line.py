@@ -273,7 +273,7 @@ class Line:
             nxt = col + len(text)
             if nxt > x:
                 segs[i] = (text[: x - col], sid)
-                del segs[i + 1:]
+                del segs[i + 1 :]
                 self.end = x
                 return True
             col = nxt
@@ -306,8 +306,8 @@ class Line:
         n = min(n, cols - x)
         if chars[x] == "" and x:
             chars[x - 1] = " "
-        del chars[x:x + n]
-        del styles[x:x + n]
+        del chars[x : x + n]
+        del styles[x : x + n]
         if x < len(chars) and chars[x] == "":
             chars[x] = " "
         chars.extend(" " * n)

@@ -27,8 +27,15 @@ MAX_BATCH = 128 * 1024  # bounded so a key press never waits long behind a flood
 
 
 class LocalPty:
-    def __init__(self, argv: Sequence[str], cols: int = 80, rows: int = 24, *,
-                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        cols: int = 80,
+        rows: int = 24,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.cols = cols
         self.rows = rows
@@ -42,8 +49,11 @@ class LocalPty:
         self._on_output: Callable[[bytes], None] | None = None
         self._on_exit: Callable[[int | None], None] | None = None
 
-    def start(self, on_output: Callable[[bytes], None],
-              on_exit: Callable[[int | None], None] | None = None) -> None:
+    def start(
+        self,
+        on_output: Callable[[bytes], None],
+        on_exit: Callable[[int | None], None] | None = None,
+    ) -> None:
         """Spawn the program; call from a running event loop."""
         self._loop = asyncio.get_running_loop()
         self._on_output = on_output

@@ -65,11 +65,11 @@ def scroll_up(t: Terminal, n: int) -> None:
         if i + n < len(rows):
             src = rows[i + n]
             assert src.chars is not None and src.styles is not None
-            dst.chars[left:right + 1] = src.chars[left:right + 1]
-            dst.styles[left:right + 1] = src.styles[left:right + 1]
+            dst.chars[left : right + 1] = src.chars[left : right + 1]
+            dst.styles[left : right + 1] = src.styles[left : right + 1]
         else:
-            dst.chars[left:right + 1] = [" "] * width
-            dst.styles[left:right + 1] = [fill] * width
+            dst.chars[left : right + 1] = [" "] * width
+            dst.styles[left : right + 1] = [fill] * width
 
 
 def scroll_down(t: Terminal, n: int) -> None:
@@ -84,11 +84,11 @@ def scroll_down(t: Terminal, n: int) -> None:
         if i - n >= 0:
             src = rows[i - n]
             assert src.chars is not None and src.styles is not None
-            dst.chars[left:right + 1] = src.chars[left:right + 1]
-            dst.styles[left:right + 1] = src.styles[left:right + 1]
+            dst.chars[left : right + 1] = src.chars[left : right + 1]
+            dst.styles[left : right + 1] = src.styles[left : right + 1]
         else:
-            dst.chars[left:right + 1] = [" "] * width
-            dst.styles[left:right + 1] = [fill] * width
+            dst.chars[left : right + 1] = [" "] * width
+            dst.styles[left : right + 1] = [fill] * width
 
 
 def index(t: Terminal) -> None:
@@ -141,15 +141,15 @@ def _chars_op(t: Terminal, n: int, *, insert: bool) -> None:
     fill = t.styles.fill(t.pen)
     chars, styles = ln.chars, ln.styles
     if insert:
-        chars[x + n:right + 1] = chars[x:right + 1 - n]
-        styles[x + n:right + 1] = styles[x:right + 1 - n]
-        chars[x:x + n] = [" "] * n
-        styles[x:x + n] = [fill] * n
+        chars[x + n : right + 1] = chars[x : right + 1 - n]
+        styles[x + n : right + 1] = styles[x : right + 1 - n]
+        chars[x : x + n] = [" "] * n
+        styles[x : x + n] = [fill] * n
     else:
-        chars[x:right + 1 - n] = chars[x + n:right + 1]
-        styles[x:right + 1 - n] = styles[x + n:right + 1]
-        chars[right + 1 - n:right + 1] = [" "] * n
-        styles[right + 1 - n:right + 1] = [fill] * n
+        chars[x : right + 1 - n] = chars[x + n : right + 1]
+        styles[x : right + 1 - n] = styles[x + n : right + 1]
+        chars[right + 1 - n : right + 1] = [" "] * n
+        styles[right + 1 - n : right + 1] = [fill] * n
     t.wrap_pending = False
 
 
@@ -212,8 +212,11 @@ def _csi(t: Terminal, c: str) -> bool:
         return False
     if any(ch in " !\"#$%&'()*+,-./" for ch in body):
         return False
-    params = [int(p) if p.isdigit() else 0
-              for p in (q.split(":", 1)[0] for q in body.split(";"))] if body else []
+    params = (
+        [int(p) if p.isdigit() else 0 for p in (q.split(":", 1)[0] for q in body.split(";"))]
+        if body
+        else []
+    )
     n = params[0] if params and params[0] else 1
     if final in "Hf":
         row = n - 1

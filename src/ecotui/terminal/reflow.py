@@ -84,8 +84,9 @@ def _wrap(cells: list[Cell], cols: int) -> list[list[Cell]]:
             return rows
 
 
-def reflow(items: list[Line | str], old_cols: int, cols: int,
-           cursor: tuple[int, int]) -> tuple[list[Line | str], tuple[int, int]]:
+def reflow(
+    items: list[Line | str], old_cols: int, cols: int, cursor: tuple[int, int]
+) -> tuple[list[Line | str], tuple[int, int]]:
     """Rewrap rows (scrollback then screen, oldest first) from `old_cols` to `cols`.
 
     cursor: (index into items, column). Returns the new rows and the cursor's
@@ -142,4 +143,3 @@ def reflow(items: list[Line | str], old_cols: int, cols: int,
     if cy >= n:
         new_cursor = (len(out) + cy - n, min(cx, cols - 1))
     return out, new_cursor
-

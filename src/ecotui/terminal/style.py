@@ -34,10 +34,29 @@ Style = tuple[int, int, int]  # (fg, bg, flags)
 DEFAULT_STYLE: Style = (DEFAULT, DEFAULT, 0)
 
 # SGR parameters that set one flag / clear some flags.
-_SET_FLAG = {1: BOLD, 2: DIM, 3: ITALIC, 4: UNDERLINE, 5: BLINK, 6: BLINK, 7: REVERSE,
-             8: HIDDEN, 9: STRIKE, 21: DOUBLE_UNDERLINE, 53: OVERLINE}
-_CLEAR_FLAGS = {22: BOLD | DIM, 23: ITALIC, 24: UNDERLINE | DOUBLE_UNDERLINE, 25: BLINK,
-                27: REVERSE, 28: HIDDEN, 29: STRIKE, 55: OVERLINE}
+_SET_FLAG = {
+    1: BOLD,
+    2: DIM,
+    3: ITALIC,
+    4: UNDERLINE,
+    5: BLINK,
+    6: BLINK,
+    7: REVERSE,
+    8: HIDDEN,
+    9: STRIKE,
+    21: DOUBLE_UNDERLINE,
+    53: OVERLINE,
+}
+_CLEAR_FLAGS = {
+    22: BOLD | DIM,
+    23: ITALIC,
+    24: UNDERLINE | DOUBLE_UNDERLINE,
+    25: BLINK,
+    27: REVERSE,
+    28: HIDDEN,
+    29: STRIKE,
+    55: OVERLINE,
+}
 
 
 def rgb(r: int, g: int, b: int) -> int:
@@ -226,8 +245,16 @@ class _ByPen(dict[int, dict[str, int]]):
 class StyleTable:
     """Interns styles to small ints; caches SGR transitions and erase fills."""
 
-    __slots__ = ("styles", "_ids", "sgr_by_pen", "_cached", "_fill", "_deltas", "links",
-                 "_link_ids")
+    __slots__ = (
+        "styles",
+        "_ids",
+        "sgr_by_pen",
+        "_cached",
+        "_fill",
+        "_deltas",
+        "links",
+        "_link_ids",
+    )
 
     def __init__(self) -> None:
         self.styles: list[Style] = [DEFAULT_STYLE]

@@ -1,5 +1,4 @@
-"""Constants and small formatters the generated fleet shares.
-"""
+"""Constants and small formatters the generated fleet shares."""
 
 from __future__ import annotations
 
@@ -9,10 +8,25 @@ MICRO = 1_000_000
 FIXED_START = datetime(2026, 3, 2, 14, 0, 0, tzinfo=UTC)
 
 REGIONS = ("us-east", "us-west", "eu-central")
-GPU_TYPES = (("H100-80GB", 2_500_000, 81559, 700.0), ("A100-80GB", 1_600_000, 81920, 400.0),
-             ("L40S", 900_000, 46068, 350.0))
-WORDS = ("llama", "mistral", "embed", "whisper", "sdxl", "rerank", "qwen", "vision", "asr", "tts",
-         "bert", "clip")
+GPU_TYPES = (
+    ("H100-80GB", 2_500_000, 81559, 700.0),
+    ("A100-80GB", 1_600_000, 81920, 400.0),
+    ("L40S", 900_000, 46068, 350.0),
+)
+WORDS = (
+    "llama",
+    "mistral",
+    "embed",
+    "whisper",
+    "sdxl",
+    "rerank",
+    "qwen",
+    "vision",
+    "asr",
+    "tts",
+    "bert",
+    "clip",
+)
 ROLES = ("serve", "batch", "eval", "api", "infer", "train")
 
 

@@ -19,9 +19,17 @@ from ecotui.testing.telemetry import FleetTelemetry
 class GeneratedFleet(FleetTelemetry):
     """N clusters of R replicas with G GPUs each; the first few show every alert and state."""
 
-    def __init__(self, clusters: int = 10, replicas: int = 8, gpus: int = 8, *, seed: int = 7,
-                 start: datetime = FIXED_START, telemetry: str = "simulated",
-                 balance_usd: int = 25_000) -> None:
+    def __init__(
+        self,
+        clusters: int = 10,
+        replicas: int = 8,
+        gpus: int = 8,
+        *,
+        seed: int = 7,
+        start: datetime = FIXED_START,
+        telemetry: str = "simulated",
+        balance_usd: int = 25_000,
+    ) -> None:
         self.n = clusters
         self.r = replicas
         self.g = gpus
@@ -87,85 +95,175 @@ class GeneratedFleet(FleetTelemetry):
             node: str | None = f"node-{region}-{(i * 3 + k) % 40:02d}"
             if status == "pending" or (special == 4 and k >= replicas - 1):
                 phase, rdy, node = "Pending", False, None
-                rreason = ("Unschedulable: 0/12 nodes are available: "
-                           "12 Insufficient nvidia.com/gpu")
+                rreason = "Unschedulable: 0/12 nodes are available: 12 Insufficient nvidia.com/gpu"
             elif special == 7 and k == 1:
                 phase, rdy, restarts, rreason = "Running", False, 7, "CrashLoopBackOff"
             elif status == "failed":
                 phase, rdy, rreason = "Failed", False, "Error: exit code 1"
             if rdy:
                 ready += 1
-            states.append({"name": f"{name}-{k}", "index": k, "phase": phase, "ready": rdy,
-                           "restarts": restarts, "reason": rreason, "node": node})
+            states.append(
+                {
+                    "name": f"{name}-{k}",
+                    "index": k,
+                    "phase": phase,
+                    "ready": rdy,
+                    "restarts": restarts,
+                    "reason": rreason,
+                    "node": node,
+                }
+            )
         base = 0.0 if status not in ("running",) else rng.uniform(35, 95)
         if special == 0:
             base = 2.0  # idle GPUs
         self._base_util[cid] = base
         cluster = {
-            "id": cid, "name": name, "region": region, "gpu_type": gpu_type,
-            "gpu_count": gpu_count, "replicas": replicas,
+            "id": cid,
+            "name": name,
+            "region": region,
+            "gpu_type": gpu_type,
+            "gpu_count": gpu_count,
+            "replicas": replicas,
             "image": f"ghcr.io/example/{name.split('-')[0]}:1.{i % 7}",
-            "startup_command": None, "shared_filesystems": ["models"] if i % 4 == 0 else [],
+            "startup_command": None,
+            "shared_filesystems": ["models"] if i % 4 == 0 else [],
             "termination_grace_seconds": DEFAULT_TERMINATION_GRACE_SECONDS,
-            "status": status, "status_reason": reason, "stale": False,
-            "created_at": iso(created), "started_at": iso(created + timedelta(seconds=40)),
-            "expires_at": iso(expires), "estimated_duration_hours": str(hours),
-            "hourly_rate": usd(hourly), "burn_rate": usd(burn),
-            "cost": {"hold": usd(hold), "spent": usd(spent), "hold_remaining": usd(hold_remaining),
-                     "projected_total": usd(projected)},
-            "endpoint": ({"url": f"http://127.0.0.1:8600/gpu-clusters/{cid}/service/", "port": 8000}
-                         if i % 3 == 0 else None),
-            "ready_replicas": ready, "replica_states": states,
+            "status": status,
+            "status_reason": reason,
+            "stale": False,
+            "created_at": iso(created),
+            "started_at": iso(created + timedelta(seconds=40)),
+            "expires_at": iso(expires),
+            "estimated_duration_hours": str(hours),
+            "hourly_rate": usd(hourly),
+            "burn_rate": usd(burn),
+            "cost": {
+                "hold": usd(hold),
+                "spent": usd(spent),
+                "hold_remaining": usd(hold_remaining),
+                "projected_total": usd(projected),
+            },
+            "endpoint": (
+                {"url": f"http://127.0.0.1:8600/gpu-clusters/{cid}/service/", "port": 8000}
+                if i % 3 == 0
+                else None
+            ),
+            "ready_replicas": ready,
+            "replica_states": states,
             "gpu_summary": self._summary(cid, 0.0, status, states),
         }
         cluster["traffic"] = self.cluster_traffic(cluster, 0.0)
         self._events[cid] = self._make_events(cid, name, created, status, states, special)
         return cluster
 
-    def _make_events(self, cid: str, name: str, created: datetime, status: str,
-                     states: list[dict[str, Any]], special: int | None) -> list[dict[str, Any]]:
-        evs = [{"at": iso(created), "kind": "launched",
-                "message": f"launched {name} with {self.r} replicas"}]
+    def _make_events(
+        self,
+        cid: str,
+        name: str,
+        created: datetime,
+        status: str,
+        states: list[dict[str, Any]],
+        special: int | None,
+    ) -> list[dict[str, Any]]:
+        evs = [
+            {
+                "at": iso(created),
+                "kind": "launched",
+                "message": f"launched {name} with {self.r} replicas",
+            }
+        ]
         for s in states:
             if s["ready"]:
-                evs.append({"at": iso(created + timedelta(seconds=30 + s["index"])),
-                            "kind": "replica_ready", "message": f"{s['name']} is ready",
-                            "replica": s["name"]})
+                evs.append(
+                    {
+                        "at": iso(created + timedelta(seconds=30 + s["index"])),
+                        "kind": "replica_ready",
+                        "message": f"{s['name']} is ready",
+                        "replica": s["name"],
+                    }
+                )
             elif s["phase"] == "Pending":
-                evs.append({"at": iso(created + timedelta(seconds=5)), "kind": "replica_pending",
-                            "message": f"{s['name']} is pending: {s['reason']}", "replica": s["name"]})
+                evs.append(
+                    {
+                        "at": iso(created + timedelta(seconds=5)),
+                        "kind": "replica_pending",
+                        "message": f"{s['name']} is pending: {s['reason']}",
+                        "replica": s["name"],
+                    }
+                )
         if special == 7:
-            evs.append({"at": iso(self.start - timedelta(minutes=2)), "kind": "replica_crashed",
-                        "message": f"{name}-1 exited with code 1 (restart 7)", "replica": f"{name}-1"})
+            evs.append(
+                {
+                    "at": iso(self.start - timedelta(minutes=2)),
+                    "kind": "replica_crashed",
+                    "message": f"{name}-1 exited with code 1 (restart 7)",
+                    "replica": f"{name}-1",
+                }
+            )
         if status == "failed":
-            evs.append({"at": iso(created + timedelta(minutes=3)), "kind": "replica_failed",
-                        "message": "replica exited with code 1: CUDA error: out of memory",
-                        "replica": f"{name}-0"})
+            evs.append(
+                {
+                    "at": iso(created + timedelta(minutes=3)),
+                    "kind": "replica_failed",
+                    "message": "replica exited with code 1: CUDA error: out of memory",
+                    "replica": f"{name}-0",
+                }
+            )
         if special == 2:
-            evs.append({"at": iso(self.start - timedelta(minutes=25, seconds=30)),
-                        "kind": "expiry_warning", "message": f"{name} expires in 30 minutes"})
+            evs.append(
+                {
+                    "at": iso(self.start - timedelta(minutes=25, seconds=30)),
+                    "kind": "expiry_warning",
+                    "message": f"{name} expires in 30 minutes",
+                }
+            )
         if status == "stopped":
-            evs.append({"at": iso(created + timedelta(hours=1)), "kind": "stopped",
-                        "message": "stopped by the user; unused hold released"})
+            evs.append(
+                {
+                    "at": iso(created + timedelta(hours=1)),
+                    "kind": "stopped",
+                    "message": "stopped by the user; unused hold released",
+                }
+            )
         if status == "terminated":
-            evs.append({"at": iso(created + timedelta(hours=1)), "kind": "terminated",
-                        "message": "terminated by the user"})
+            evs.append(
+                {
+                    "at": iso(created + timedelta(hours=1)),
+                    "kind": "terminated",
+                    "message": "terminated by the user",
+                }
+            )
         return evs
 
     def _build_ledger(self) -> None:
         entries: list[tuple[datetime, str | None, str, int, str]] = [
-            (self.start - timedelta(days=3), None, "credit", self.balance, "demo credit")]
+            (self.start - timedelta(days=3), None, "credit", self.balance, "demo credit")
+        ]
         for c in self.clusters.values():
             created = datetime.fromisoformat(c["created_at"].replace("Z", "+00:00"))
             hold = int(c["cost"]["hold"].replace(".", ""))
             spent = int(c["cost"]["spent"].replace(".", ""))
             entries.append((created, c["id"], "hold", hold, f"launch {c['name']}"))
             if spent:
-                entries.append((created + timedelta(minutes=50), c["id"], "charge", -spent,
-                                f"usage of {c['name']}"))
+                entries.append(
+                    (
+                        created + timedelta(minutes=50),
+                        c["id"],
+                        "charge",
+                        -spent,
+                        f"usage of {c['name']}",
+                    )
+                )
             if c["status"] in ("stopped", "failed", "terminated"):
-                entries.append((created + timedelta(hours=1), c["id"], "hold_release",
-                                -(hold - spent), f"{c['status']} {c['name']}"))
+                entries.append(
+                    (
+                        created + timedelta(hours=1),
+                        c["id"],
+                        "hold_release",
+                        -(hold - spent),
+                        f"{c['status']} {c['name']}",
+                    )
+                )
         entries.sort(key=lambda e: e[0])
         balance = held = 0
         for n, (at, cid, kind, amount, memo) in enumerate(entries, start=1):
@@ -178,30 +276,50 @@ class GeneratedFleet(FleetTelemetry):
             elif kind == "charge":
                 balance += amount
                 held += amount
-            self._ledger.append({"id": n, "at": iso(at), "cluster_id": cid, "kind": kind,
-                                 "amount": usd(amount), "balance_after": usd(balance),
-                                 "held_after": usd(held), "memo": memo})
+            self._ledger.append(
+                {
+                    "id": n,
+                    "at": iso(at),
+                    "cluster_id": cid,
+                    "kind": kind,
+                    "amount": usd(amount),
+                    "balance_after": usd(balance),
+                    "held_after": usd(held),
+                    "memo": memo,
+                }
+            )
         self._balance, self._held = balance, held
 
     # -- reading ---------------------------------------------------------------
     @property
     def account(self) -> dict[str, Any]:
-        return {"id": "acct_demo", "name": "demo", "balance": usd(self._balance),
-                "held": usd(self._held), "available": usd(self._balance - self._held)}
+        return {
+            "id": "acct_demo",
+            "name": "demo",
+            "balance": usd(self._balance),
+            "held": usd(self._held),
+            "available": usd(self._balance - self._held),
+        }
 
     def snapshot_frame(self) -> dict[str, Any]:
-        return {"type": "snapshot", "clusters": [copy.deepcopy(c) for c in self.clusters.values()],
-                "account": self.account}
-
+        return {
+            "type": "snapshot",
+            "clusters": [copy.deepcopy(c) for c in self.clusters.values()],
+            "account": self.account,
+        }
 
     def events(self, cid: str) -> list[dict[str, Any]]:
         return list(self._events.get(cid, []))
 
-    def ledger(self, *, cluster_id: str | None = None, limit: int = 100,
-               before: int | None = None) -> list[dict[str, Any]]:
-        rows = [e for e in reversed(self._ledger)
-                if (cluster_id is None or e["cluster_id"] == cluster_id)
-                and (before is None or e["id"] < before)]
+    def ledger(
+        self, *, cluster_id: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[dict[str, Any]]:
+        rows = [
+            e
+            for e in reversed(self._ledger)
+            if (cluster_id is None or e["cluster_id"] == cluster_id)
+            and (before is None or e["id"] < before)
+        ]
         return rows[:limit]
 
     def ledger_csv(self, cluster_id: str | None = None) -> str:
@@ -217,15 +335,19 @@ class GeneratedFleet(FleetTelemetry):
         if previous:
             for k in range(8):
                 out.append(f"{iso(start + timedelta(seconds=k))} loading weights shard {k}/8")
-            out.append(f"{iso(start + timedelta(seconds=9))} RuntimeError: CUDA error: out of memory")
+            out.append(
+                f"{iso(start + timedelta(seconds=9))} RuntimeError: CUDA error: out of memory"
+            )
             return "\n".join(out) + "\n"
         for k in range(lines):
             at = iso(start + timedelta(seconds=k))
             if k % 10 == 0:
                 out.append(f"{at} INFO  {replica}: GET /health 200 0.4ms")
             else:
-                out.append(f"{at} INFO  {replica}: POST /v1/generate 200 {40 + (k * 7) % 90}ms "
-                           f"tokens={128 + (k * 31) % 900}")
+                out.append(
+                    f"{at} INFO  {replica}: POST /v1/generate 200 {40 + (k * 7) % 90}ms "
+                    f"tokens={128 + (k * 31) % 900}"
+                )
         return "\n".join(out) + "\n"
 
     # -- change (benchmark churn) ----------------------------------------------

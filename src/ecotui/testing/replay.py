@@ -27,9 +27,13 @@ from ecotui.testing.fleet import GeneratedFleet
 class ReplayFrameSource:
     """A frame source fed by the test or benchmark (stands in for the /watch socket)."""
 
-    def __init__(self, frames: Iterable[dict[str, Any]] = (), *,
-                 on_focus: Callable[[list[str]], Iterable[dict[str, Any]]] | None = None,
-                 connected: bool = True) -> None:
+    def __init__(
+        self,
+        frames: Iterable[dict[str, Any]] = (),
+        *,
+        on_focus: Callable[[list[str]], Iterable[dict[str, Any]]] | None = None,
+        connected: bool = True,
+    ) -> None:
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._initial = list(frames)
         self._on_focus = on_focus
@@ -42,11 +46,19 @@ class ReplayFrameSource:
         for f in frames:
             self._queue.put_nowait(f)
 
-    def drop(self, *, retry_in: float = 4.0, attempt: int = 1, now: datetime | None = None,
-             error: str = "connection lost") -> None:
+    def drop(
+        self,
+        *,
+        retry_in: float = 4.0,
+        attempt: int = 1,
+        now: datetime | None = None,
+        error: str = "connection lost",
+    ) -> None:
         """The connection went away: what the watch client reports then."""
         when = (now or datetime.now(UTC)) + timedelta(seconds=retry_in)
-        self.push(connection_frame("reconnecting", attempt=attempt, next_retry_at=when, error=error))
+        self.push(
+            connection_frame("reconnecting", attempt=attempt, next_retry_at=when, error=error)
+        )
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         self.push(connection_frame("connected"), snapshot)
@@ -111,41 +123,74 @@ def fleet_transport(fleet: GeneratedFleet) -> httpx.MockTransport:
         if path == "/account":
             return httpx.Response(200, json=fleet.account)
         if path == "/catalog":
-            return httpx.Response(200, json={"regions": [
-                {"name": region, "gpu_budget": 256, "gpu_types": [
-                    {"name": name, "rate_per_gpu_hour": usd(rate), "gpu_counts": [1, 2, 4, 8]}
-                    for name, rate, _mem, _power in GPU_TYPES]}
-                for region in REGIONS]})
+            return httpx.Response(
+                200,
+                json={
+                    "regions": [
+                        {
+                            "name": region,
+                            "gpu_budget": 256,
+                            "gpu_types": [
+                                {
+                                    "name": name,
+                                    "rate_per_gpu_hour": usd(rate),
+                                    "gpu_counts": [1, 2, 4, 8],
+                                }
+                                for name, rate, _mem, _power in GPU_TYPES
+                            ],
+                        }
+                        for region in REGIONS
+                    ]
+                },
+            )
         if path == "/filesystems":
-            return httpx.Response(200, json={"filesystems": [
-                {"name": "models", "description": "shared model weights"}]})
+            return httpx.Response(
+                200,
+                json={"filesystems": [{"name": "models", "description": "shared model weights"}]},
+            )
         if path == "/account/ledger":
             cid = q.get("cluster_id") or None
             if q.get("format") == "csv":
-                return httpx.Response(200, text=fleet.ledger_csv(cid),
-                                      headers={"content-type": "text/csv"})
+                return httpx.Response(
+                    200, text=fleet.ledger_csv(cid), headers={"content-type": "text/csv"}
+                )
             before = int(q["before"]) if q.get("before") else None
-            return httpx.Response(200, json={"entries": fleet.ledger(
-                cluster_id=cid, limit=int(q.get("limit") or 100), before=before)})
+            return httpx.Response(
+                200,
+                json={
+                    "entries": fleet.ledger(
+                        cluster_id=cid, limit=int(q.get("limit") or 100), before=before
+                    )
+                },
+            )
         if path == "/gpu-clusters":
-            return httpx.Response(200, json={"clusters": [_as_backend(c) for c in
-                                                         fleet.clusters.values()]})
+            return httpx.Response(
+                200, json={"clusters": [_as_backend(c) for c in fleet.clusters.values()]}
+            )
         if path == "/gpus":
-            return httpx.Response(200, json=fleet.fleet_gpus_answer(
-                unhealthy=q.get("unhealthy") in ("1", "true"), brief=q.get("brief") in ("1", "true"),
-                since=q.get("since")))
+            return httpx.Response(
+                200,
+                json=fleet.fleet_gpus_answer(
+                    unhealthy=q.get("unhealthy") in ("1", "true"),
+                    brief=q.get("brief") in ("1", "true"),
+                    since=q.get("since"),
+                ),
+            )
         m = _CLUSTER_ROUTE.match(path)
         if m:
             ref, rest = m.group(1), m.group(2) or ""
             c = fleet.clusters.get(ref) or next(
-                (x for x in fleet.clusters.values() if x["name"] == ref), None)
+                (x for x in fleet.clusters.values() if x["name"] == ref), None
+            )
             if c is None:
-                return httpx.Response(404, json={"error": {"code": "not_found",
-                                                           "message": f"no cluster {ref}"}})
+                return httpx.Response(
+                    404, json={"error": {"code": "not_found", "message": f"no cluster {ref}"}}
+                )
             cid = c["id"]
             if request.method != "GET":
-                return httpx.Response(409, json={"error": {"code": "conflict",
-                                                           "message": "this feed is read-only"}})
+                return httpx.Response(
+                    409, json={"error": {"code": "conflict", "message": "this feed is read-only"}}
+                )
             if rest == "":
                 return httpx.Response(200, json=_as_backend(c))
             if rest == "replicas":
@@ -161,8 +206,11 @@ def fleet_transport(fleet: GeneratedFleet) -> httpx.MockTransport:
                 text = fleet.logs(cid, lm.group(1), previous=q.get("previous") in ("1", "true"))
                 if q.get("follow") in ("1", "true"):
                     # A follow stays open after the tail, as the backend's does.
-                    return httpx.Response(200, stream=_FollowStream(text.encode()),
-                                          headers={"content-type": "text/plain"})
+                    return httpx.Response(
+                        200,
+                        stream=_FollowStream(text.encode()),
+                        headers={"content-type": "text/plain"},
+                    )
                 return httpx.Response(200, text=text, headers={"content-type": "text/plain"})
         return httpx.Response(404, json={"error": {"code": "not_found", "message": path}})
 

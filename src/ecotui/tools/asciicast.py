@@ -31,8 +31,9 @@ def recordings_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "ecotui" / "recordings"
 
 
-def default_recording_path(cluster: str, replica: str, *, now: datetime | None = None,
-                           env: Mapping[str, str] | None = None) -> Path:
+def default_recording_path(
+    cluster: str, replica: str, *, now: datetime | None = None, env: Mapping[str, str] | None = None
+) -> Path:
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     return recordings_dir(env) / f"{cluster}-{replica}-{stamp}.cast"
 
@@ -50,10 +51,17 @@ def list_recordings(env: Mapping[str, str] | None = None) -> list[Path]:
 class CastWriter:
     """Writes one asciicast v2 file as the session goes (each event flushed)."""
 
-    def __init__(self, path: str | os.PathLike[str], width: int, height: int, *,
-                 title: str | None = None, env: Mapping[str, str] | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 timestamp: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        width: int,
+        height: int,
+        *,
+        title: str | None = None,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        timestamp: float | None = None,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -62,7 +70,9 @@ class CastWriter:
         self._start = clock()
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         header: dict[str, Any] = {
-            "version": 2, "width": int(width), "height": int(height),
+            "version": 2,
+            "width": int(width),
+            "height": int(height),
             "timestamp": int(timestamp if timestamp is not None else time.time()),
         }
         if title:
@@ -162,8 +172,9 @@ def resize_sequence(data: str) -> str | None:
     return None if size is None else f"\x1b[8;{size[1]};{size[0]}t"
 
 
-def schedule(events: list[tuple[float, str, str]], *, speed: float = 1.0,
-             idle_limit: float | None = None) -> Iterator[tuple[float, str, str]]:
+def schedule(
+    events: list[tuple[float, str, str]], *, speed: float = 1.0, idle_limit: float | None = None
+) -> Iterator[tuple[float, str, str]]:
     """Events with the delay to wait before each: gaps capped at `idle_limit`,
     then divided by `speed`."""
     prev = 0.0

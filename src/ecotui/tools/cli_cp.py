@@ -36,13 +36,19 @@ async def _bounded(jobs: Sequence[Awaitable[object]]) -> list[BaseException | No
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
-    s = sub.add_parser("cp", parents=[common],
-                       help="copy files to or from replicas: cp SRC NAME[/REPLICA]:PATH, "
-                            "cp NAME[/REPLICA]:PATH DST ('-': stdin/stdout)")
+    s = sub.add_parser(
+        "cp",
+        parents=[common],
+        help="copy files to or from replicas: cp SRC NAME[/REPLICA]:PATH, "
+        "cp NAME[/REPLICA]:PATH DST ('-': stdin/stdout)",
+    )
     s.add_argument("src")
     s.add_argument("dst")
-    s.add_argument("--all", action="store_true",
-                   help="NAME:PATH means every ready replica (default: the first ready one)")
+    s.add_argument(
+        "--all",
+        action="store_true",
+        help="NAME:PATH means every ready replica (default: the first ready one)",
+    )
 
 
 async def _targets(client: EcoClient, where: RemotePath, every: bool) -> tuple[str, list[str]]:
@@ -61,8 +67,9 @@ async def _targets(client: EcoClient, where: RemotePath, every: bool) -> tuple[s
 async def cmd_cp(client: EcoClient, args: argparse.Namespace) -> int:
     src, dst = parse_location(args.src), parse_location(args.dst)
     if (src is None) == (dst is None):
-        raise UsageError("one side of cp must be NAME[/REPLICA]:PATH and the other a local "
-                         "path or -")
+        raise UsageError(
+            "one side of cp must be NAME[/REPLICA]:PATH and the other a local path or -"
+        )
     try:
         if dst is not None:  # upload
             if args.src != "-" and not os.path.lexists(args.src):
@@ -70,8 +77,7 @@ async def cmd_cp(client: EcoClient, args: argparse.Namespace) -> int:
             if args.src == "-" and args.all:
                 raise UsageError("--all cannot copy standard input (it can be read once)")
             cid, replicas = await _targets(client, dst, args.all)
-            results = await _bounded(
-                [upload(client, cid, r, args.src, dst.path) for r in replicas])
+            results = await _bounded([upload(client, cid, r, args.src, dst.path) for r in replicas])
             failed = [(r, e) for r, e in zip(replicas, results, strict=True) if e is not None]
             for r, e in failed:
                 if not isinstance(e, CopyError | OSError):
@@ -84,8 +90,10 @@ async def cmd_cp(client: EcoClient, args: argparse.Namespace) -> int:
             await download(client, cid, replicas[0], src.path, args.dst)
             return EXIT_OK
         if args.dst == "-" or not os.path.isdir(args.dst):
-            raise UsageError("with --all, DST must be an existing directory (one folder per "
-                             "replica is made in it)")
+            raise UsageError(
+                "with --all, DST must be an existing directory (one folder per "
+                "replica is made in it)"
+            )
         jobs = []
         for r in replicas:
             into = os.path.join(args.dst, r)

@@ -19,14 +19,21 @@ from ecotui.tools.portforward import Forward, ForwardError, is_port_spec, parse_
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
-    s = sub.add_parser("port-forward", parents=[common],
-                       help="forward local ports to a replica: port-forward NAME [REPLICA] "
-                            "[LOCAL:]REMOTE...")
+    s = sub.add_parser(
+        "port-forward",
+        parents=[common],
+        help="forward local ports to a replica: port-forward NAME [REPLICA] [LOCAL:]REMOTE...",
+    )
     s.add_argument("name")
-    s.add_argument("ports", nargs="+", metavar="[REPLICA] [LOCAL:]REMOTE",
-                   help="the replica (default: the first ready one) and the ports")
-    s.add_argument("--address", default="127.0.0.1",
-                   help="the local address to listen on (default 127.0.0.1)")
+    s.add_argument(
+        "ports",
+        nargs="+",
+        metavar="[REPLICA] [LOCAL:]REMOTE",
+        help="the replica (default: the first ready one) and the ports",
+    )
+    s.add_argument(
+        "--address", default="127.0.0.1", help="the local address to listen on (default 127.0.0.1)"
+    )
 
 
 def _stderr_line(text: str) -> None:
@@ -47,8 +54,10 @@ async def cmd_port_forward(client: EcoClient, args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     c = await client.cluster(args.name)
-    forwards = [Forward(client, c.id, remote, local, args.address, replica,
-                        on_line=_stderr_line) for local, remote in specs]
+    forwards = [
+        Forward(client, c.id, remote, local, args.address, replica, on_line=_stderr_line)
+        for local, remote in specs
+    ]
     try:
         for f in forwards:
             try:
@@ -59,8 +68,10 @@ async def cmd_port_forward(client: EcoClient, args: argparse.Namespace) -> int:
             try:
                 await f.start()
             except OSError as exc:
-                err(f"cannot listen on {args.address}:{f.local}: "
-                    f"{'the port is in use' if exc.errno == 98 else exc.strerror or exc}")
+                err(
+                    f"cannot listen on {args.address}:{f.local}: "
+                    f"{'the port is in use' if exc.errno == 98 else exc.strerror or exc}"
+                )
                 return EXIT_REFUSED
             print(f"Forwarding from {f.address}:{f.local} -> {f.remote}", flush=True)
         await asyncio.Event().wait()  # until interrupted

@@ -26,10 +26,19 @@ from ecotui.tools.common import positive_float as _positive_float
 def add_parser(sub: Subcommands) -> None:
     s = sub.add_parser("replay", help="play a shell recording (asciicast v2) in this terminal")
     s.add_argument("file", nargs="?", help="a .cast file, or a recording's name")
-    s.add_argument("--speed", type=_positive_float, default=1.0, metavar="X",
-                   help="play X times as fast (default 1)")
-    s.add_argument("--idle-limit", type=_positive_float, metavar="S",
-                   help="wait at most S seconds between two events")
+    s.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="play X times as fast (default 1)",
+    )
+    s.add_argument(
+        "--idle-limit",
+        type=_positive_float,
+        metavar="S",
+        help="wait at most S seconds between two events",
+    )
     s.add_argument("--list", action="store_true", help="list the recordings kept by ecotui")
 
 
@@ -50,8 +59,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"{p.name}  {p.stat().st_size} bytes")
         return EXIT_OK
     if not args.file:
-        print("ecotui: replay needs a FILE (ecotui replay --list shows the recordings)",
-              file=sys.stderr)
+        print(
+            "ecotui: replay needs a FILE (ecotui replay --list shows the recordings)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     path = resolve(args.file)
     try:

@@ -15,31 +15,45 @@ from ecotui.tools.fold import parse_selection, render
 from ecotui.tools.runner import all_replicas, ready_replicas, run_everywhere
 
 
-def add_parser(sub: Subcommands, common: Parser,
-               data: Parser) -> None:
-    s = sub.add_parser("run", parents=[common, data],
-                       help="run a command on every ready replica, output folded: "
-                            "run NAME -- CMD...")
+def add_parser(sub: Subcommands, common: Parser, data: Parser) -> None:
+    s = sub.add_parser(
+        "run",
+        parents=[common, data],
+        help="run a command on every ready replica, output folded: run NAME -- CMD...",
+    )
     s.add_argument("name")
     _options(s)
     s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD")
 
 
 def _options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--replicas", metavar="LIST",
-                   help="only these replicas: names, indices or ranges (demo-0,2,4-6)")
-    p.add_argument("--timeout", type=_seconds, metavar="S",
-                   help="end the command on replicas still running after S seconds")
+    p.add_argument(
+        "--replicas",
+        metavar="LIST",
+        help="only these replicas: names, indices or ranges (demo-0,2,4-6)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        help="end the command on replicas still running after S seconds",
+    )
 
 
-def late_options(args: argparse.Namespace, add: Callable[[argparse.ArgumentParser], None],
-                 usage: str, *, json_flag: bool = False, required: bool = True) -> list[str]:
+def late_options(
+    args: argparse.Namespace,
+    add: Callable[[argparse.ArgumentParser], None],
+    usage: str,
+    *,
+    json_flag: bool = False,
+    required: bool = True,
+) -> list[str]:
     """The command after `--`, with options written between NAME and `--` parsed
     into `args` (argparse stops at the first positional's remainder)."""
     rest = list(args.cmd)
     if "--" in rest:
         i = rest.index("--")
-        pre, cmd = rest[:i], rest[i + 1:]
+        pre, cmd = rest[:i], rest[i + 1 :]
     elif rest and rest[0].startswith("-") and not required:
         pre, cmd = rest, []  # options only
     else:
@@ -52,8 +66,10 @@ def late_options(args: argparse.Namespace, add: Callable[[argparse.ArgumentParse
         extra, unknown = p.parse_known_args(pre)
         positional = [u for u in unknown if not u.startswith("-")]
         if unknown:
-            raise UsageError(f"unexpected {' '.join(unknown)!s} before --"
-                             + (" (put the command after --)" if positional else ""))
+            raise UsageError(
+                f"unexpected {' '.join(unknown)!s} before --"
+                + (" (put the command after --)" if positional else "")
+            )
         for k, v in vars(extra).items():
             if v not in (None, False):
                 setattr(args, k, v)
@@ -73,8 +89,9 @@ def _seconds(text: str) -> float:
 
 
 async def cmd_run(client: EcoClient, args: argparse.Namespace) -> int:
-    command = late_options(args, _options, "run needs a command: ecotui run NAME -- CMD...",
-                           json_flag=True)
+    command = late_options(
+        args, _options, "run needs a command: ecotui run NAME -- CMD...", json_flag=True
+    )
     c = await client.cluster(args.name)
     if args.replicas:
         try:
@@ -102,6 +119,8 @@ async def cmd_run(client: EcoClient, args: argparse.Namespace) -> int:
     sys.stdout.flush()
     timed_out = [o.name for o in outcomes if o.timed_out]
     if timed_out and not args.json:
-        print(f"ecotui: timed out after {args.timeout:g} s and ended: {', '.join(timed_out)}",
-              file=sys.stderr)
+        print(
+            f"ecotui: timed out after {args.timeout:g} s and ended: {', '.join(timed_out)}",
+            file=sys.stderr,
+        )
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_REFUSED

@@ -40,21 +40,32 @@ POLL_S = 5.0  # an extend is noticed within this
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
-    s = sub.add_parser("shell", parents=[common],
-                       help="an interactive shell in a replica (in this terminal)")
+    s = sub.add_parser(
+        "shell", parents=[common], help="an interactive shell in a replica (in this terminal)"
+    )
     _options(s)
     # One remainder: argparse would take a `--` right after NAME as NAME's own.
-    s.add_argument("words", nargs=argparse.REMAINDER, metavar="NAME [REPLICA] [-- CMD...]",
-                   help="the cluster, the replica (default: the first ready one), and the "
-                        "command (default: a login shell)")
+    s.add_argument(
+        "words",
+        nargs=argparse.REMAINDER,
+        metavar="NAME [REPLICA] [-- CMD...]",
+        help="the cluster, the replica (default: the first ready one), and the "
+        "command (default: a login shell)",
+    )
 
 
 def _options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--session", metavar="SID",
-                   help="attach to kept session SID, or start a kept session with 'new'; "
-                        "ctrl+] detaches and leaves it running")
-    p.add_argument("--record", metavar="FILE",
-                   help="record to an asciicast v2 file (a directory: a new file in it)")
+    p.add_argument(
+        "--session",
+        metavar="SID",
+        help="attach to kept session SID, or start a kept session with 'new'; "
+        "ctrl+] detaches and leaves it running",
+    )
+    p.add_argument(
+        "--record",
+        metavar="FILE",
+        help="record to an asciicast v2 file (a directory: a new file in it)",
+    )
 
 
 def _split(args: argparse.Namespace) -> list[str]:
@@ -62,7 +73,7 @@ def _split(args: argparse.Namespace) -> list[str]:
     words = list(args.words)
     if "--" in words:
         i = words.index("--")
-        pre, cmd = words[:i], words[i + 1:]
+        pre, cmd = words[:i], words[i + 1 :]
     else:
         pre, cmd = words, []
     p = LateParser(prog="ecotui shell", add_help=False)
@@ -79,8 +90,9 @@ def _split(args: argparse.Namespace) -> list[str]:
 class ExpiryWarner:
     """Says once, on stderr, when 10 and then 2 minutes are left (pure but for `say`)."""
 
-    def __init__(self, name: str, say: Callable[[str], None],
-                 thresholds: tuple[int, ...] = WARN_AT_S) -> None:
+    def __init__(
+        self, name: str, say: Callable[[str], None], thresholds: tuple[int, ...] = WARN_AT_S
+    ) -> None:
         self.name = name
         self.say = say
         self.thresholds = sorted(thresholds, reverse=True)
@@ -95,9 +107,11 @@ class ExpiryWarner:
                 # Also mark the larger thresholds: a late start says only the nearest.
                 self.warned.update(x for x in self.thresholds if x >= t)
                 mins = max(0, int(left_s // 60))
-                self.say(f"ecotui: {self.name} expires in {mins} min "
-                         f"({wording.duration_text(costs.remaining_us(expires_at, now))} left); "
-                         f"extend with: ecotui extend {self.name} HOURS")
+                self.say(
+                    f"ecotui: {self.name} expires in {mins} min "
+                    f"({wording.duration_text(costs.remaining_us(expires_at, now))} left); "
+                    f"extend with: ecotui extend {self.name} HOURS"
+                )
             if left_s > t:
                 # extended past this one: warn again if it comes near again
                 self.warned.discard(t)
@@ -120,17 +134,20 @@ async def cmd_shell(client: EcoClient, args: argparse.Namespace) -> int:
         if sid == "new":
             if replica is None:
                 raise UsageError("a new kept session needs a REPLICA")
-            s = await client.create_session(c.id, replica, command=command or None,
-                                            tty=interactive, width=width, height=height)
+            s = await client.create_session(
+                c.id, replica, command=command or None, tty=interactive, width=width, height=height
+            )
             sid = s["id"]
-            print(f"ecotui: kept session {sid} on {replica}; ctrl+] detaches, "
-                  f"reattach with: ecotui shell {c.name} --session {sid}", file=sys.stderr)
+            print(
+                f"ecotui: kept session {sid} on {replica}; ctrl+] detaches, "
+                f"reattach with: ecotui shell {c.name} --session {sid}",
+                file=sys.stderr,
+            )
         conn = await attach_session(client, c.id, sid)
         label = replica or sid
     else:
         assert replica is not None
-        conn = await open_exec(client, c.id, replica, command or None, stdin=True,
-                               tty=interactive)
+        conn = await open_exec(client, c.id, replica, command or None, stdin=True, tty=interactive)
         label = replica
     recorder = None
     if args.record is not None:
@@ -138,8 +155,7 @@ async def cmd_shell(client: EcoClient, args: argparse.Namespace) -> int:
         if os.path.isdir(path):
             path = str(Path(path) / default_recording_path(c.name, label).name)
         try:
-            recorder = CastWriter(path, width, height, title=f"{c.name}/{label}",
-                                  env=os.environ)
+            recorder = CastWriter(path, width, height, title=f"{c.name}/{label}", env=os.environ)
         except OSError as exc:
             await conn.close()
             raise UsageError(f"cannot record to {path}: {exc.strerror or exc}") from exc
@@ -156,8 +172,10 @@ async def cmd_shell(client: EcoClient, args: argparse.Namespace) -> int:
         if recorder is not None:
             recorder.close()
     if code == "detached":
-        print(f"\r\necotui: detached; reattach with: ecotui shell {c.name} --session "
-              f"{sid}", file=sys.stderr)
+        print(
+            f"\r\necotui: detached; reattach with: ecotui shell {c.name} --session {sid}",
+            file=sys.stderr,
+        )
         return EXIT_OK
     return int(code)
 
@@ -167,6 +185,7 @@ def _say(raw: bool) -> Callable[[str], None]:
         # Raw mode: the terminal does not turn \n into \r\n.
         sys.stderr.write(("\r\n" + text + "\r\n") if raw else (text + "\n"))
         sys.stderr.flush()
+
     return say
 
 
@@ -190,8 +209,10 @@ def _size() -> tuple[int, int]:
 def _exit_code(conn: ExecConnection) -> int | str:
     st = conn.status
     if st is None:
-        print("\r\necotui: the connection closed before the shell's exit status arrived",
-              file=sys.stderr)
+        print(
+            "\r\necotui: the connection closed before the shell's exit status arrived",
+            file=sys.stderr,
+        )
         return EXIT_REFUSED
     if st.success:
         return EXIT_OK
@@ -201,8 +222,9 @@ def _exit_code(conn: ExecConnection) -> int | str:
     return st.exit_code
 
 
-async def _interactive(conn: ExecConnection, recorder: CastWriter | None, *,
-                       detach: bool) -> int | str:
+async def _interactive(
+    conn: ExecConnection, recorder: CastWriter | None, *, detach: bool
+) -> int | str:
     loop = asyncio.get_running_loop()
     fd_in = sys.stdin.fileno()
     fd_out = sys.stdout.fileno()

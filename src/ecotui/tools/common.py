@@ -48,6 +48,7 @@ def usage_guard(handler: Callable[..., Awaitable[int]]) -> Callable[..., Awaitab
         except UsageError as exc:
             err(str(exc))
             return EXIT_USAGE
+
     return guarded
 
 

@@ -40,15 +40,15 @@ CHUNK = 64 * 1024
 _REMOTE = re.compile(r"^([a-z][a-z0-9-]{0,39})(?:/([A-Za-z0-9][A-Za-z0-9._-]*))?:(.*)$")
 
 # The replica-side scripts (sh): "$1" the path, "$2" a name.
-PROBE = r'''p="$1"
+PROBE = r"""p="$1"
 if [ -L "$p" ] && [ ! -e "$p" ]; then echo "link 0"
 elif [ -d "$p" ]; then echo "dir $(du -sk "$p" 2>/dev/null | cut -f1)"
 elif [ -e "$p" ]; then echo "file $(wc -c < "$p")"
-else echo missing; fi'''
+else echo missing; fi"""
 PACK = r'''p="$1"; cd "$(dirname "$p")" && exec tar cf - "$(basename "$p")"'''
 # "$3" a token naming the hidden directory, so the client can remove it after a
 # failure that killed this script (a replica restart SIGKILLs what is left).
-UNPACK = r'''dst="$1"; name="$2"; token="$3"
+UNPACK = r"""dst="$1"; name="$2"; token="$3"
 if [ -d "$dst" ]; then parent="$dst"; final="$dst/$name"
 else parent=$(dirname "$dst"); final="$dst"; fi
 if [ ! -d "$parent" ]; then echo "$parent: no such directory" >&2; exit 2; fi
@@ -60,7 +60,7 @@ if [ "$4" = raw ]; then cat > "$tmp/$name" || exit 1
 else tar xpf - -C "$tmp" || exit 1; fi
 if [ -d "$final" ] && [ ! -d "$tmp/$name" ]; then echo "$final: is a directory" >&2; exit 21; fi
 if [ -e "$final" ] && [ -d "$tmp/$name" ]; then echo "$final: already exists" >&2; exit 17; fi
-mv -f "$tmp/$name" "$final" || exit 1'''
+mv -f "$tmp/$name" "$final" || exit 1"""
 CLEANUP = r'''dst="$1"
 if [ -d "$dst" ]; then parent="$dst"; else parent=$(dirname "$dst"); fi
 rm -rf "$parent/.ecotui-cp.$2"'''
@@ -93,6 +93,7 @@ def parse_location(text: str) -> RemotePath | None:
 
 # -- progress ------------------------------------------------------------------------
 
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
@@ -103,15 +104,23 @@ def human_bytes(n: float) -> str:
 
 def eta_text(seconds: float) -> str:
     s = int(max(0, seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
-        f"{s // 60}:{s % 60:02d}"
+    return (
+        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    )
 
 
 class Progress:
     """Bytes done out of a total, drawn on one line of a terminal (else silent)."""
 
-    def __init__(self, label: str, total: int | None, *, out: IO[str] | None = None,
-                 clock: Callable[[], float] = time.monotonic, width: int = 24) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int | None,
+        *,
+        out: IO[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        width: int = 24,
+    ) -> None:
         self.label = label
         self.total = total
         self.done = 0
@@ -137,8 +146,10 @@ class Progress:
             fill = int(frac * self.width)
             bar = "#" * fill + "-" * (self.width - fill)
             left = (self.total - self.done) / rate if rate > 0 else 0
-            return (f"{self.label} [{bar}] {frac * 100:3.0f}% {human_bytes(self.done)} / "
-                    f"{human_bytes(self.total)}  {human_bytes(rate)}/s  ETA {eta_text(left)}")
+            return (
+                f"{self.label} [{bar}] {frac * 100:3.0f}% {human_bytes(self.done)} / "
+                f"{human_bytes(self.total)}  {human_bytes(rate)}/s  ETA {eta_text(left)}"
+            )
         return f"{self.label} {human_bytes(self.done)}  {human_bytes(rate)}/s"
 
     def draw(self, now: float | None = None) -> None:
@@ -158,6 +169,7 @@ def progress_for(label: str, total: int | None) -> Progress:
 
 
 # -- replica-side helpers ---------------------------------------------------------------
+
 
 async def _collect(conn: ExecConnection) -> tuple[bytes, bytes]:
     out, err = bytearray(), bytearray()
@@ -195,6 +207,7 @@ async def probe(client: EcoClient, cluster: str, replica: str, path: str) -> tup
 
 # -- download ----------------------------------------------------------------------------
 
+
 async def _pipe_frames(conn: ExecConnection, fd: int, progress: Progress) -> bytes:
     """stdout frames into a pipe (blocking writes in a thread: bounded memory); stderr kept."""
     loop = asyncio.get_running_loop()
@@ -203,7 +216,7 @@ async def _pipe_frames(conn: ExecConnection, fd: int, progress: Progress) -> byt
     def write_all(data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
 
     try:
         async for channel, payload in conn.frames():
@@ -221,8 +234,16 @@ def _final_destination(dst: Path, name: str) -> Path:
     return dst / name if dst.is_dir() else dst
 
 
-async def download(client: EcoClient, cluster: str, replica: str, src: str, dst: str, *,
-                   label: str | None = None, progress: Progress | None = None) -> Path | None:
+async def download(
+    client: EcoClient,
+    cluster: str,
+    replica: str,
+    src: str,
+    dst: str,
+    *,
+    label: str | None = None,
+    progress: Progress | None = None,
+) -> Path | None:
     """Copy `src` of the replica to the local `dst` ("-": standard output). Returns
     where it landed (None for standard output)."""
     kind, size = await probe(client, cluster, replica, src)
@@ -260,8 +281,9 @@ async def download(client: EcoClient, cluster: str, replica: str, src: str, dst:
     return final
 
 
-async def _download_stdout(client: EcoClient, cluster: str, replica: str, src: str, kind: str,
-                           progress: Progress) -> None:
+async def _download_stdout(
+    client: EcoClient, cluster: str, replica: str, src: str, kind: str, progress: Progress
+) -> None:
     command = ["cat", "--", src] if kind == "file" else ["sh", "-c", PACK, "sh", src]
     conn = await open_exec(client, cluster, replica, command)
     out = sys.stdout.buffer
@@ -282,16 +304,19 @@ async def _download_stdout(client: EcoClient, cluster: str, replica: str, src: s
     progress.finish()
 
 
-async def _unpack_from(client: EcoClient, cluster: str, replica: str, src: str, into: Path,
-                       progress: Progress) -> None:
+async def _unpack_from(
+    client: EcoClient, cluster: str, replica: str, src: str, into: Path, progress: Progress
+) -> None:
     conn = await open_exec(client, cluster, replica, ["sh", "-c", PACK, "sh", src])
     r, w = os.pipe()
     problem: list[BaseException] = []
 
     def unpack() -> None:
         try:
-            with os.fdopen(r, "rb", buffering=CHUNK) as f, \
-                    tarfile.open(fileobj=f, mode="r|", bufsize=16 * CHUNK) as t:
+            with (
+                os.fdopen(r, "rb", buffering=CHUNK) as f,
+                tarfile.open(fileobj=f, mode="r|", bufsize=16 * CHUNK) as t,
+            ):
                 t.extractall(into, filter="tar")
                 # drain whatever follows the archive's end
                 while f.read(CHUNK):
@@ -317,6 +342,7 @@ async def _unpack_from(client: EcoClient, cluster: str, replica: str, src: str, 
 
 # -- upload --------------------------------------------------------------------------------
 
+
 def local_size(path: Path) -> int:
     if path.is_symlink() or not path.is_dir():
         return path.lstat().st_size
@@ -328,8 +354,16 @@ def local_size(path: Path) -> int:
     return total
 
 
-async def upload(client: EcoClient, cluster: str, replica: str, src: str, dst: str, *,
-                 progress: Progress | None = None, stdin: IO[bytes] | None = None) -> None:
+async def upload(
+    client: EcoClient,
+    cluster: str,
+    replica: str,
+    src: str,
+    dst: str,
+    *,
+    progress: Progress | None = None,
+    stdin: IO[bytes] | None = None,
+) -> None:
     """Copy the local `src` ("-": `stdin`) to `dst` in the replica."""
     token = secrets.token_hex(6)
     if src == "-":
@@ -400,15 +434,17 @@ async def upload(client: EcoClient, cluster: str, replica: str, src: str, dst: s
     progress.finish()
 
 
-async def _cleanup(client: EcoClient, cluster: str, replica: str, dst: str, token: str, *,
-                   within: float = 15.0) -> None:
+async def _cleanup(
+    client: EcoClient, cluster: str, replica: str, dst: str, token: str, *, within: float = 15.0
+) -> None:
     """Remove the hidden directory of a failed upload (the script removes it itself
     unless it was killed); retried while the replica comes back from a restart."""
     deadline = time.monotonic() + within
     while True:
         try:
-            conn = await open_exec(client, cluster, replica, ["sh", "-c", CLEANUP, "sh", dst,
-                                                              token])
+            conn = await open_exec(
+                client, cluster, replica, ["sh", "-c", CLEANUP, "sh", dst, token]
+            )
             try:
                 await _collect(conn)
             finally:
@@ -424,10 +460,12 @@ async def _cleanup(client: EcoClient, cluster: str, replica: str, dst: str, toke
 
 def _stream_tar(path: Path, name: str) -> Callable[[int], None]:
     def run(fd: int) -> None:
-        with os.fdopen(fd, "wb", buffering=CHUNK, closefd=False) as f, \
-                tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT,
-                             bufsize=16 * CHUNK) as t:
+        with (
+            os.fdopen(fd, "wb", buffering=CHUNK, closefd=False) as f,
+            tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT, bufsize=16 * CHUNK) as t,
+        ):
             t.add(path, arcname=name, recursive=True)
+
     return run
 
 
@@ -439,5 +477,6 @@ def _stream_file(src: IO[bytes]) -> Callable[[int], None]:
                 return
             view = memoryview(chunk)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
+
     return run

@@ -40,11 +40,15 @@ class ReplicaOutcome:
         return f"failed: {self.error or 'no exit status'}"
 
     def as_json(self) -> dict[str, object]:
-        return {"name": self.name, "exit_code": self.exit_code,
-                "stdout": self.stdout.decode("utf-8", "replace"),
-                "stderr": self.stderr.decode("utf-8", "replace"),
-                "duration": round(self.duration, 3), "timed_out": self.timed_out,
-                "error": self.error}
+        return {
+            "name": self.name,
+            "exit_code": self.exit_code,
+            "stdout": self.stdout.decode("utf-8", "replace"),
+            "stderr": self.stderr.decode("utf-8", "replace"),
+            "duration": round(self.duration, 3),
+            "timed_out": self.timed_out,
+            "error": self.error,
+        }
 
 
 @dataclass
@@ -62,8 +66,9 @@ class Group:
     def text_lines(self) -> list[str]:
         """The output as lines; stderr lines marked so a diff shows where each came from."""
         lines = self.stdout.decode("utf-8", "replace").splitlines()
-        lines += ["[stderr] " + line
-                  for line in self.stderr.decode("utf-8", "replace").splitlines()]
+        lines += [
+            "[stderr] " + line for line in self.stderr.decode("utf-8", "replace").splitlines()
+        ]
         return lines
 
 
@@ -113,7 +118,7 @@ def _runs(numbers: Sequence[int]) -> list[str]:
         if j - i >= 2:
             out.append(f"{numbers[i]}..{numbers[j]}")
         else:
-            out.extend(str(n) for n in numbers[i:j + 1])
+            out.extend(str(n) for n in numbers[i : j + 1])
         i = j + 1
     return out
 
@@ -162,9 +167,14 @@ def render(outcomes: Sequence[ReplicaOutcome], *, context: int = 3) -> str:
     for g in groups[1:]:
         lines.append("")
         lines.append(f"=== {heading(g.names)} · {group_status(g)} · differs from the majority")
-        diff = difflib.unified_diff(majority.text_lines(), g.text_lines(),
-                                    fromfile=replica_ranges(majority.names),
-                                    tofile=replica_ranges(g.names), n=context, lineterm="")
+        diff = difflib.unified_diff(
+            majority.text_lines(),
+            g.text_lines(),
+            fromfile=replica_ranges(majority.names),
+            tofile=replica_ranges(g.names),
+            n=context,
+            lineterm="",
+        )
         lines += list(diff)
     lines.append("")
     lines += status_summary(outcomes)

@@ -37,8 +37,9 @@ _SPEC = re.compile(r"^(?:(\d*):)?(\d+)$")
 class ForwardError(Exception):
     """A connection could not be carried; the message says why, in words."""
 
-    def __init__(self, message: str, *, status: int | None = None,
-                 unreachable: bool = False) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, unreachable: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.unreachable = unreachable
@@ -67,19 +68,28 @@ def parse_spec(text: str) -> tuple[int, int]:
 
 
 def forward_path(cluster: str, replica: str, port: int) -> str:
-    return (f"/gpu-clusters/{quote(cluster, safe='')}/replicas/{quote(replica, safe='')}"
-            f"/portforward?port={port}")
+    return (
+        f"/gpu-clusters/{quote(cluster, safe='')}/replicas/{quote(replica, safe='')}"
+        f"/portforward?port={port}"
+    )
 
 
-async def dial(client: EcoClient, cluster: str, replica: str, port: int, *,
-               open_timeout: float = 15.0) -> ClientConnection:
+async def dial(
+    client: EcoClient, cluster: str, replica: str, port: int, *, open_timeout: float = 15.0
+) -> ClientConnection:
     """One WebSocket to `port` of the replica; ForwardError when refused."""
     try:
-        return await connect(client.ws_url(forward_path(cluster, replica, port)),
-                             additional_headers=client.auth_headers(),
-                             open_timeout=open_timeout, max_size=4 * CHUNK, max_queue=4,
-                             write_limit=CHUNK, compression=None, ping_interval=20,
-                             ping_timeout=60)
+        return await connect(
+            client.ws_url(forward_path(cluster, replica, port)),
+            additional_headers=client.auth_headers(),
+            open_timeout=open_timeout,
+            max_size=4 * CHUNK,
+            max_queue=4,
+            write_limit=CHUNK,
+            compression=None,
+            ping_interval=20,
+            ping_timeout=60,
+        )
     except InvalidStatus as exc:
         resp = exc.response
         try:
@@ -88,8 +98,9 @@ async def dial(client: EcoClient, cluster: str, replica: str, port: int, *,
             message = (resp.body or b"").decode("utf-8", "replace")[:200] or resp.reason_phrase
         raise ForwardError(message, status=resp.status_code) from exc
     except (OSError, TimeoutError, InvalidHandshake) as exc:
-        raise ForwardError(f"cannot reach the backend at {client.base_url}: {exc}",
-                           unreachable=True) from exc
+        raise ForwardError(
+            f"cannot reach the backend at {client.base_url}: {exc}", unreachable=True
+        ) from exc
 
 
 @dataclass
@@ -124,8 +135,9 @@ class Forward:
 
     async def start(self) -> None:
         """Bind the local port (OSError when it is in use)."""
-        self._server = await asyncio.start_server(self._accept, self.address, self.local,
-                                                  limit=CHUNK)
+        self._server = await asyncio.start_server(
+            self._accept, self.address, self.local, limit=CHUNK
+        )
         sock = self._server.sockets[0]
         self.local = int(sock.getsockname()[1])
 
@@ -139,8 +151,9 @@ class Forward:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ws.wait_closed(), CHECK_WAIT_S)
             if ws.close_code == CLOSE_REFUSED:
-                raise ForwardError(ws.close_reason or f"nothing listens on port {self.remote}",
-                                   status=409)
+                raise ForwardError(
+                    ws.close_reason or f"nothing listens on port {self.remote}", status=409
+                )
         finally:
             await ws.close()
 
@@ -156,8 +169,7 @@ class Forward:
                 raise ForwardError(str(exc), unreachable=True) from exc
             ready = ready_replicas(wire_json(c))
             if not ready:
-                raise ForwardError(f"{c.name} has no ready replica ({c.status})",
-                                   status=409)
+                raise ForwardError(f"{c.name} has no ready replica ({c.status})", status=409)
             self._chosen = ready[0]
         return self._chosen
 
@@ -198,8 +210,9 @@ class Forward:
             if task is not None:
                 self._tasks.discard(task)
 
-    async def _relay(self, ws: ClientConnection, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+    async def _relay(
+        self, ws: ClientConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         async def local_to_remote() -> None:
             while True:
                 data = await reader.read(CHUNK)
@@ -221,11 +234,15 @@ class Forward:
             if ws.close_code == CLOSE_REFUSED:
                 self.stats.failures += 1
                 self.stats.last_error = ws.close_reason or "refused"
-                self.on_line(f"{self.address}:{self.local} -> {self.target}: refused"
-                             f" ({ws.close_reason or 'nothing listens on the port'})")
+                self.on_line(
+                    f"{self.address}:{self.local} -> {self.target}: refused"
+                    f" ({ws.close_reason or 'nothing listens on the port'})"
+                )
             elif ws.close_code not in (None, 1000):
-                self.on_line(f"{self.address}:{self.local} -> {self.target}: connection lost"
-                             f" ({ws.close_reason or ws.close_code})")
+                self.on_line(
+                    f"{self.address}:{self.local} -> {self.target}: connection lost"
+                    f" ({ws.close_reason or ws.close_code})"
+                )
 
         up = asyncio.create_task(local_to_remote())
         down = asyncio.create_task(remote_to_local())

@@ -29,15 +29,23 @@ def all_replicas(cluster: dict[str, Any]) -> list[str]:
     return sort_names(s["name"] for s in cluster.get("replica_states") or [])
 
 
-async def run_one(client: EcoClient, cluster: str, replica: str, command: Sequence[str], *,
-                  timeout: float | None = None, max_bytes: int = MAX_OUTPUT) -> ReplicaOutcome:
+async def run_one(
+    client: EcoClient,
+    cluster: str,
+    replica: str,
+    command: Sequence[str],
+    *,
+    timeout: float | None = None,
+    max_bytes: int = MAX_OUTPUT,
+) -> ReplicaOutcome:
     start = time.monotonic()
     out, err = bytearray(), bytearray()
     try:
         conn = await open_exec(client, cluster, replica, command)
     except (ApiRefusal, BackendUnreachable) as exc:
-        return ReplicaOutcome(replica, error=str(exc) or type(exc).__name__,
-                              duration=time.monotonic() - start)
+        return ReplicaOutcome(
+            replica, error=str(exc) or type(exc).__name__, duration=time.monotonic() - start
+        )
 
     async def collect() -> None:
         async for channel, payload in conn.frames():
@@ -54,23 +62,42 @@ async def run_one(client: EcoClient, cluster: str, replica: str, command: Sequen
         await conn.close()  # closing the exec ends the command in the replica
     took = time.monotonic() - start
     if timed_out:
-        return ReplicaOutcome(replica, bytes(out), bytes(err), None,
-                              f"timed out after {timeout:g} s", True, took)
+        return ReplicaOutcome(
+            replica, bytes(out), bytes(err), None, f"timed out after {timeout:g} s", True, took
+        )
     st = conn.status
     if st is None:
-        return ReplicaOutcome(replica, bytes(out), bytes(err), None,
-                              "the connection ended without an exit status", duration=took)
+        return ReplicaOutcome(
+            replica,
+            bytes(out),
+            bytes(err),
+            None,
+            "the connection ended without an exit status",
+            duration=took,
+        )
     if st.success:
         return ReplicaOutcome(replica, bytes(out), bytes(err), 0, duration=took)
     if st.exit_code is None:
-        return ReplicaOutcome(replica, bytes(out), bytes(err), None,
-                              st.message or st.reason or "failed", duration=took)
+        return ReplicaOutcome(
+            replica,
+            bytes(out),
+            bytes(err),
+            None,
+            st.message or st.reason or "failed",
+            duration=took,
+        )
     return ReplicaOutcome(replica, bytes(out), bytes(err), st.exit_code, duration=took)
 
 
-async def run_everywhere(client: EcoClient, cluster: str, replicas: Sequence[str],
-                         command: Sequence[str], *, timeout: float | None = None,
-                         parallel: int = MAX_PARALLEL) -> list[ReplicaOutcome]:
+async def run_everywhere(
+    client: EcoClient,
+    cluster: str,
+    replicas: Sequence[str],
+    command: Sequence[str],
+    *,
+    timeout: float | None = None,
+    parallel: int = MAX_PARALLEL,
+) -> list[ReplicaOutcome]:
     """Run `command` on every replica in `replicas` at once (at most `parallel`
     execs open together); one outcome per replica, in natural order."""
     gate = asyncio.Semaphore(max(1, parallel))

@@ -9,5 +9,14 @@ from ecotui.widgets.log_view import LogView
 from ecotui.widgets.replicas_table import ReplicasTable
 from ecotui.widgets.status_bar import StatusBar
 
-__all__ = ["AlertBar", "Column", "CostPanel", "FleetTable", "GpuPanel", "KeyBar", "LogView",
-           "ReplicasTable", "StatusBar"]
+__all__ = [
+    "AlertBar",
+    "Column",
+    "CostPanel",
+    "FleetTable",
+    "GpuPanel",
+    "KeyBar",
+    "LogView",
+    "ReplicasTable",
+    "StatusBar",
+]

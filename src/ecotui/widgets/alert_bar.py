@@ -69,8 +69,10 @@ class AlertBar(Static):
             text.append(visible(a.text))
         if total > len(shown) and limit > 1:
             text.append("\n")
-            text.append(f"  … and {total - len(shown)} more alerts",
-                        self.get_component_rich_style("alert-bar--more"))
+            text.append(
+                f"  … and {total - len(shown)} more alerts",
+                self.get_component_rich_style("alert-bar--more"),
+            )
         self.set_class(total > 0, "-shown")
         if self._last is None or text.plain != self._last.plain or text.spans != self._last.spans:
             self._last = text

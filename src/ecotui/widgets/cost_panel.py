@@ -47,7 +47,7 @@ class CostPanel(Static):
         text = Text(no_wrap=True, overflow="ellipsis")
         two = width >= 58 and len(rows) > 1
         if two:
-            pairs = [rows[i:i + 2] for i in range(0, len(rows), 2)]
+            pairs = [rows[i : i + 2] for i in range(0, len(rows), 2)]
         else:
             pairs = [[r] for r in rows]
         for n, pair in enumerate(pairs):

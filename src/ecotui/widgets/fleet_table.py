@@ -48,8 +48,13 @@ class FleetTable(ScrollView, can_focus=True):
     BINDINGS: ClassVar[list[BindingType]] = [*MOVEMENT]
 
     COMPONENT_CLASSES = {
-        "fleet-table--header", "fleet-table--cursor", "fleet-table--group",
-        "fleet-table--ok", "fleet-table--warning", "fleet-table--error", "fleet-table--dim",
+        "fleet-table--header",
+        "fleet-table--cursor",
+        "fleet-table--group",
+        "fleet-table--ok",
+        "fleet-table--warning",
+        "fleet-table--error",
+        "fleet-table--dim",
         "fleet-table--sorted",
     }
 
@@ -105,8 +110,15 @@ class FleetTable(ScrollView, can_focus=True):
         def control(self) -> FleetTable:
             return self.table
 
-    def __init__(self, columns: Sequence[Column], cells: CellsFn, *, name: str | None = None,
-                 id: str | None = None, classes: str | None = None) -> None:
+    def __init__(
+        self,
+        columns: Sequence[Column],
+        cells: CellsFn,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.columns = list(columns)
         self._cells_fn = cells
@@ -261,8 +273,10 @@ class FleetTable(ScrollView, can_focus=True):
         i = int(self.scroll_y) + y - 1
         if i >= len(self._rows):
             if i == 0 and not self._rows:
-                return Strip([Segment(self.empty_text.center(width)[:width], base + self._style("dim"))],
-                             width)
+                return Strip(
+                    [Segment(self.empty_text.center(width)[:width], base + self._style("dim"))],
+                    width,
+                )
             return Strip.blank(width, base)
         self.renders += 1
         row = self._rows[i]

@@ -31,8 +31,14 @@ NAME_WIDTH = 16
 class GpuPanel(ScrollView, can_focus=True):
     BINDINGS: ClassVar[list[BindingType]] = [*MOVEMENT]
 
-    COMPONENT_CLASSES = {"gpu-panel--header", "gpu-panel--label", "gpu-panel--spark",
-                         "gpu-panel--hot", "gpu-panel--idle", "gpu-panel--dim"}
+    COMPONENT_CLASSES = {
+        "gpu-panel--header",
+        "gpu-panel--label",
+        "gpu-panel--spark",
+        "gpu-panel--hot",
+        "gpu-panel--idle",
+        "gpu-panel--dim",
+    }
 
     DEFAULT_CSS = """
     GpuPanel {
@@ -75,14 +81,16 @@ class GpuPanel(ScrollView, can_focus=True):
             for g in gpus:
                 lines.append(("gpu", r.get("name", ""), int(g.get("index", 0))))
         if len(lines) == 1 and view.running:
-            for (rname, idx) in sorted(view.samples):
+            for rname, idx in sorted(view.samples):
                 lines.append(("gpu", rname, idx))
         if len(lines) == 1:
             lines.append(("empty", "", None))
         self._lines = lines
         self._cache.clear()
         self.virtual_size = Size(self.size.width, len(lines))
-        self.border_title = f"{self.title_prefix} · telemetry: {', '.join(view.telemetry) or 'unknown'}"
+        self.border_title = (
+            f"{self.title_prefix} · telemetry: {', '.join(view.telemetry) or 'unknown'}"
+        )
         self.refresh()
 
     def _spark_width(self) -> int:
@@ -141,8 +149,11 @@ class GpuPanel(ScrollView, can_focus=True):
             strip = Strip([Segment(text[:width].ljust(width), base + self._st("header"))], width)
         elif kind == "empty":
             status = self.view.status if self.view is not None else "unknown"
-            text = ("no GPU readings yet" if status in ("running", "pending")
-                    else f"no GPUs: the cluster is {status}")
+            text = (
+                "no GPU readings yet"
+                if status in ("running", "pending")
+                else f"no GPUs: the cluster is {status}"
+            )
             strip = Strip([Segment(text[:width].ljust(width), base + self._st("dim"))], width)
         elif kind == "nogpu":
             state = next((r for r in self._replicas() if r.get("name") == rname), {})
@@ -168,31 +179,43 @@ class GpuPanel(ScrollView, can_focus=True):
         reading = None
         for r in self._replicas():
             if r.get("name") == rname:
-                reading = next((g for g in r.get("gpus") or () if int(g.get("index", -1)) == idx), None)
+                reading = next(
+                    (g for g in r.get("gpus") or () if int(g.get("index", -1)) == idx), None
+                )
                 break
         if reading is None and hist:
             t, u, mem, temp, power = hist[-1]
-            reading = {"utilization": u, "memory_used_mib": mem, "memory_total_mib": 0,
-                       "temperature_c": temp, "power_w": power, "power_limit_w": 0}
+            reading = {
+                "utilization": u,
+                "memory_used_mib": mem,
+                "memory_total_mib": 0,
+                "temperature_c": temp,
+                "power_w": power,
+                "power_limit_w": 0,
+            }
         if reading:
             u = float(reading.get("utilization") or 0)
             mem = float(reading.get("memory_used_mib") or 0) / 1024
             total = float(reading.get("memory_total_mib") or 0) / 1024
             mem_txt = f"{mem:>3.0f}/{total:.0f}G" if total else f"{mem:>3.0f}G"
-            tail = (f" {u:>3.0f}% {mem_txt:>8} {float(reading.get('temperature_c') or 0):>3.0f}°C "
-                    f"{float(reading.get('power_w') or 0):>4.0f}W")
+            tail = (
+                f" {u:>3.0f}% {mem_txt:>8} {float(reading.get('temperature_c') or 0):>3.0f}°C "
+                f"{float(reading.get('power_w') or 0):>4.0f}W"
+            )
         else:
             u = 0.0
             tail = "   no reading"
         spark_style = "idle" if u < 5 else "hot" if u >= 90 else "spark"
         label = f"{_short(rname):<{NAME_WIDTH}} {idx:>3} "
-        segs = [Segment(label, base + self._st("label")),
-                Segment(spark, base + self._st(spark_style)),
-                Segment(tail, base)]
+        segs = [
+            Segment(label, base + self._st("label")),
+            Segment(spark, base + self._st(spark_style)),
+            Segment(tail, base),
+        ]
         return Strip(segs).adjust_cell_length(width, base)
 
 
 def _short(name: str) -> str:
     """A replica's whole name, or its end when longer than the column ("…serve-3")."""
     name = visible(name)
-    return name if len(name) <= NAME_WIDTH else "…" + name[-(NAME_WIDTH - 1):]
+    return name if len(name) <= NAME_WIDTH else "…" + name[-(NAME_WIDTH - 1) :]

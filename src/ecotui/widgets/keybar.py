@@ -98,8 +98,9 @@ class KeyBar(Static):
                     break
                 keep.pop()
             items = [*chosen, more]
-        self.update(Content("\n").join(Content("  ").join(line)
-                                       for line in self._wrap(items, width)))
+        self.update(
+            Content("\n").join(Content("  ").join(line) for line in self._wrap(items, width))
+        )
 
     @staticmethod
     def _wrap(items: list[tuple[str, str, str]], width: int) -> list[list[Content]]:

@@ -114,8 +114,11 @@ class LogView(ScrollView, can_focus=True):
     def set_search(self, text: str) -> int:
         self.search = text
         self._pattern = re.compile(re.escape(text), re.IGNORECASE) if text else None
-        self.matches = ([i for i, line in enumerate(self.lines) if self._pattern.search(line)]
-                        if self._pattern else [])
+        self.matches = (
+            [i for i, line in enumerate(self.lines) if self._pattern.search(line)]
+            if self._pattern
+            else []
+        )
         self.match_index = -1
         self.refresh()
         return len(self.matches)
@@ -130,8 +133,10 @@ class LogView(ScrollView, can_focus=True):
             if step > 0:
                 self.match_index = next((k for k, m in enumerate(self.matches) if m >= top), 0)
             else:
-                self.match_index = next((k for k in range(len(self.matches) - 1, -1, -1)
-                                         if self.matches[k] < top), len(self.matches) - 1)
+                self.match_index = next(
+                    (k for k in range(len(self.matches) - 1, -1, -1) if self.matches[k] < top),
+                    len(self.matches) - 1,
+                )
         else:
             self.match_index = (self.match_index + step) % len(self.matches)
         line = self.matches[self.match_index]
@@ -183,8 +188,8 @@ class LogView(ScrollView, can_focus=True):
             pos = 0
             for m in self._pattern.finditer(line):
                 if m.start() > pos:
-                    segs.append(Segment(line[pos:m.start()], style))
-                segs.append(Segment(line[m.start():m.end()], hl))
+                    segs.append(Segment(line[pos : m.start()], style))
+                segs.append(Segment(line[m.start() : m.end()], hl))
                 pos = m.end()
             if pos < len(line):
                 segs.append(Segment(line[pos:], style))

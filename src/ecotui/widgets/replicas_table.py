@@ -27,17 +27,46 @@ from ecotui.wording import sparkline
 PHASE_SYMBOL = {"Running": "●", "Pending": "◌", "Succeeded": "✓", "Failed": "✖", "Unknown": "?"}
 
 # The reason comes early (what an on-call engineer looks for), capped so GPU columns stay in view.
-COLUMNS = [("replica", "replica"), ("phase", "phase"), ("ready", "ready"), ("health", "health"),
-           ("restarts", "restarts"),
-           ("reason", "reason"), ("node", "node"), ("gpus", "GPU util"), ("util", "util"),
-           ("rps", "req/s"), ("5xx", "5xx"), ("inflight", "in flight"), ("p99", "p99"),
-           ("mem", "mem GiB"), ("temp", "temp"), ("power", "power")]
+COLUMNS = [
+    ("replica", "replica"),
+    ("phase", "phase"),
+    ("ready", "ready"),
+    ("health", "health"),
+    ("restarts", "restarts"),
+    ("reason", "reason"),
+    ("node", "node"),
+    ("gpus", "GPU util"),
+    ("util", "util"),
+    ("rps", "req/s"),
+    ("5xx", "5xx"),
+    ("inflight", "in flight"),
+    ("p99", "p99"),
+    ("mem", "mem GiB"),
+    ("temp", "temp"),
+    ("power", "power"),
+]
 REASON_WIDTH = 30
 # Which columns stay when the table is narrow: first listed, last dropped.
 # Traffic sits beside the GPU utilisation (busy GPUs with no requests, or the reverse, is
 # what the pair is for); the node before memory, which the GPU panel shows per GPU.
-PRIORITY = ["replica", "ready", "phase", "health", "restarts", "reason", "util", "rps", "5xx", "gpus",
-            "node", "p99", "mem", "inflight", "temp", "power"]
+PRIORITY = [
+    "replica",
+    "ready",
+    "phase",
+    "health",
+    "restarts",
+    "reason",
+    "util",
+    "rps",
+    "5xx",
+    "gpus",
+    "node",
+    "p99",
+    "mem",
+    "inflight",
+    "temp",
+    "power",
+]
 
 
 def replica_cells(r: dict[str, Any]) -> dict[str, str]:

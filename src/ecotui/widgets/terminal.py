@@ -94,11 +94,20 @@ class TerminalView(TerminalText, can_focus=True):
             super().__init__()
             self.terminal = terminal
 
-    def __init__(self, *, cols: int = 80, rows: int = 24, scrollback: int = 10_000,
-                 fps: float = 30.0, name: str | None = None, id: str | None = None,
-                 classes: str | None = None) -> None:
-        super().__init__(Terminal(cols, rows, scrollback=scrollback), name=name, id=id,
-                         classes=classes)
+    def __init__(
+        self,
+        *,
+        cols: int = 80,
+        rows: int = 24,
+        scrollback: int = 10_000,
+        fps: float = 30.0,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(
+            Terminal(cols, rows, scrollback=scrollback), name=name, id=id, classes=classes
+        )
         self.scrollback = scrollback
         self.fps = max(1.0, fps)
         self.input_sink: Callable[[bytes], None] | None = None
@@ -237,17 +246,26 @@ class TerminalView(TerminalText, can_focus=True):
         fgc = _color(fg)
         bgc = _color(bg)
         if flags & REVERSE:
-            fgc, bgc = (bgc or base.bgcolor or Color.parse("black"),
-                        fgc or base.color or Color.parse("white"))
+            fgc, bgc = (
+                bgc or base.bgcolor or Color.parse("black"),
+                fgc or base.color or Color.parse("white"),
+            )
         if flags & HIDDEN:  # drawn in the background colour (Textual has no conceal)
             fgc = bgc or base.bgcolor
-        style = Style(color=fgc, bgcolor=bgc, bold=bool(flags & BOLD) or None,
-                      dim=bool(flags & DIM) or None, italic=bool(flags & ITALIC) or None,
-                      underline=bool(flags & UNDERLINE) or None,
-                      underline2=bool(flags & DOUBLE_UNDERLINE) or None,
-                      blink=bool(flags & BLINK) or None, conceal=bool(flags & HIDDEN) or None,
-                      strike=bool(flags & STRIKE) or None, overline=bool(flags & OVERLINE) or None,
-                      link=self.term.styles.link(sid) or None)
+        style = Style(
+            color=fgc,
+            bgcolor=bgc,
+            bold=bool(flags & BOLD) or None,
+            dim=bool(flags & DIM) or None,
+            italic=bool(flags & ITALIC) or None,
+            underline=bool(flags & UNDERLINE) or None,
+            underline2=bool(flags & DOUBLE_UNDERLINE) or None,
+            blink=bool(flags & BLINK) or None,
+            conceal=bool(flags & HIDDEN) or None,
+            strike=bool(flags & STRIKE) or None,
+            overline=bool(flags & OVERLINE) or None,
+            link=self.term.styles.link(sid) or None,
+        )
         return base + style
 
     def on_resize(self, event: events.Resize) -> None:
@@ -294,13 +312,20 @@ class TerminalView(TerminalText, can_focus=True):
         if self._matches:
             for i, (mrow, c0, c1) in enumerate(self._matches):
                 if mrow == row:
-                    strip = _overlay(strip, c0, c1, _CURRENT_MATCH if i == self._match_index else _MATCH)
+                    strip = _overlay(
+                        strip, c0, c1, _CURRENT_MATCH if i == self._match_index else _MATCH
+                    )
         sel = self._selection_span(row, width)
         if sel is not None:
             strip = _overlay(strip, sel[0], sel[1], _SELECTION)
         term = self.term
-        if (self._view_top is None and term.cursor_visible and y == term.y
-                and self.has_focus and not self.disabled):
+        if (
+            self._view_top is None
+            and term.cursor_visible
+            and y == term.y
+            and self.has_focus
+            and not self.disabled
+        ):
             x0, x1 = self._cursor_span(min(term.x, width - 1))
             strip = _overlay(strip, x0, x1, Style(reverse=True))
         return strip
@@ -327,8 +352,9 @@ class TerminalView(TerminalText, can_focus=True):
         event.stop()
         event.prevent_default()
         term = self.term
-        data = encode_key(event.key, event.character, app_cursor=term.app_cursor,
-                          app_keypad=term.app_keypad)
+        data = encode_key(
+            event.key, event.character, app_cursor=term.app_cursor, app_keypad=term.app_keypad
+        )
         if data:
             self.send(data)
 
@@ -353,9 +379,18 @@ class TerminalView(TerminalText, can_focus=True):
 
     def _report(self, kind: str, event: events.MouseEvent, button: int) -> None:
         term = self.term
-        data = encode_mouse(kind, button, event.x, event.y, tracking=term.mouse_tracking,
-                            encoding=term.mouse_encoding, shift=event.shift, meta=event.meta,
-                            ctrl=event.ctrl, buttons_down=self._mouse_buttons > 0)
+        data = encode_mouse(
+            kind,
+            button,
+            event.x,
+            event.y,
+            tracking=term.mouse_tracking,
+            encoding=term.mouse_encoding,
+            shift=event.shift,
+            meta=event.meta,
+            ctrl=event.ctrl,
+            buttons_down=self._mouse_buttons > 0,
+        )
         if data:
             self.send(data, user=False)
 
@@ -435,8 +470,15 @@ class TerminalView(TerminalText, can_focus=True):
 
     def debug_state(self) -> dict[str, Any]:
         t = self.term
-        return {"cols": t.cols, "rows": t.rows, "alt": t.alt_active, "x": t.x, "y": t.y,
-                "history": len(t.history), "frames": self.frames}
+        return {
+            "cols": t.cols,
+            "rows": t.rows,
+            "alt": t.alt_active,
+            "x": t.x,
+            "y": t.y,
+            "history": len(t.history),
+            "frames": self.frames,
+        }
 
 
 def _color(c: int) -> Color | None:

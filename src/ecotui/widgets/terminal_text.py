@@ -21,8 +21,14 @@ _OPENABLE = ("http", "https", "mailto")
 class TerminalText(Widget):
     """Scrollback, selection and search over a `Terminal` (no painting, no input)."""
 
-    def __init__(self, term: Terminal, *, name: str | None = None, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(
+        self,
+        term: Terminal,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.term = term
         # Scrollback view: absolute row at the top, None while following the live screen.
@@ -198,7 +204,7 @@ class TerminalText(Widget):
             start = low.find(needle)
             while start >= 0:
                 c0 = text_width(text[:start])
-                c1 = c0 + text_width(text[start:start + len(pattern)])
+                c1 = c0 + text_width(text[start : start + len(pattern)])
                 self._matches.append((row, c0, c1))
                 start = low.find(needle, start + max(1, len(needle)))
         if not self._matches:

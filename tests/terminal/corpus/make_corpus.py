@@ -36,8 +36,15 @@ MAX_BYTES = 190_000
 
 
 # -- recording ---------------------------------------------------------------------------
-def record(argv: list[str], cols: int, rows: int, steps: list[tuple[str, Any]], *,
-           cwd: str | None = None, env: dict[str, str] | None = None) -> bytes:
+def record(
+    argv: list[str],
+    cols: int,
+    rows: int,
+    steps: list[tuple[str, Any]],
+    *,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+) -> bytes:
     """Run argv in a PTY of cols x rows, play `steps`, return all its output.
 
     steps: ("wait", seconds), ("send", bytes), ("until", bytes, timeout): wait
@@ -112,33 +119,65 @@ def tmux_screen(data: bytes, cols: int, rows: int) -> dict[str, Any]:
         sock = f"corpus{os.getpid()}"
         base = ["tmux", "-L", sock, "-f", str(conf)]
         cmd = f"stty raw -echo; cat {bin_path}; sleep 1; tmux -L {sock} wait-for -S replayed; sleep 600"
-        subprocess.run(base + ["new-session", "-d", "-s", "c", "-x", str(cols), "-y", str(rows), cmd],
-                       check=True)
+        subprocess.run(
+            base + ["new-session", "-d", "-s", "c", "-x", str(cols), "-y", str(rows), cmd],
+            check=True,
+        )
         try:
             subprocess.run(base + ["wait-for", "replayed"], check=True, timeout=60)
             time.sleep(0.3)
-            screen = subprocess.run(base + ["capture-pane", "-p", "-e", "-N", "-t", "c"],
-                                    check=True, capture_output=True).stdout.decode("utf-8", "replace")
-            hist = subprocess.run(base + ["capture-pane", "-p", "-e", "-N", "-S", "-30", "-E", "-1", "-t", "c"],
-                                  check=True, capture_output=True).stdout.decode("utf-8", "replace")
-            info = subprocess.run(
-                base + ["display", "-p", "-t", "c",
-                        "#{cursor_x} #{cursor_y} #{alternate_on} #{history_size} #{pane_width} #{pane_height}"],
-                check=True, capture_output=True).stdout.decode().split()
+            screen = subprocess.run(
+                base + ["capture-pane", "-p", "-e", "-N", "-t", "c"],
+                check=True,
+                capture_output=True,
+            ).stdout.decode("utf-8", "replace")
+            hist = subprocess.run(
+                base + ["capture-pane", "-p", "-e", "-N", "-S", "-30", "-E", "-1", "-t", "c"],
+                check=True,
+                capture_output=True,
+            ).stdout.decode("utf-8", "replace")
+            info = (
+                subprocess.run(
+                    base
+                    + [
+                        "display",
+                        "-p",
+                        "-t",
+                        "c",
+                        "#{cursor_x} #{cursor_y} #{alternate_on} #{history_size} #{pane_width} #{pane_height}",
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
+                .stdout.decode()
+                .split()
+            )
         finally:
             subprocess.run(base + ["kill-server"], check=False)
     cx, cy, alt, hsize, pw, ph = (int(v) for v in info)
     assert (pw, ph) == (cols, rows), (pw, ph)
     screen_lines = screen.split("\n")[:rows]
     hist_lines = hist.split("\n")[:-1] if hsize else []
-    return {"cursor": [cx, cy], "alternate_on": bool(alt), "history_size": hsize,
-            "screen": screen_lines, "history_tail": hist_lines[-min(30, hsize):] if hsize else []}
+    return {
+        "cursor": [cx, cy],
+        "alternate_on": bool(alt),
+        "history_size": hsize,
+        "screen": screen_lines,
+        "history_tail": hist_lines[-min(30, hsize) :] if hsize else [],
+    }
 
 
 # -- the entries -------------------------------------------------------------------------------
 def _env(**extra: str) -> dict[str, str]:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "TERM": "xterm-256color", "LANG": "C.UTF-8",
-           "LC_ALL": "C.UTF-8", "PS1": "$ ", "COLUMNS": "", "LINES": ""}
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "TERM": "xterm-256color",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PS1": "$ ",
+        "COLUMNS": "",
+        "LINES": "",
+    }
     env.update(extra)
     return {k: v for k, v in env.items() if v}
 
@@ -182,7 +221,7 @@ if __name__ == "__main__":
     print(greet(os.environ.get("USER", "world")))
 '''
 
-_PROGRESS = r'''
+_PROGRESS = r"""
 import sys, time
 w = sys.stdout.write
 for i in range(0, 101, 5):
@@ -204,7 +243,7 @@ for i in range(20):
 w("\r\x1b[2Kdone\n")
 for i in range(3):
     w(f"\x1b[7m epoch {i} \x1b[0m loss=\x1b[38;5;{160 + i}m{1.0 / (i + 1):.4f}\x1b[0m\n")
-'''
+"""
 
 _CJK = (
     "中文: 你好，世界！这是一个测试。\r\n"
@@ -236,7 +275,7 @@ def _synthetic_vt() -> bytes:
     w("\x1b[r\x1b[H\x1b[?6h\x1b[3;5r\x1b[1;1Horigin\x1b[?6l\x1b[r")  # origin mode
     w("\x1b[18;1H\x1b[K\tT1\tT2\x1b[3g\x1b[18;30H\x1bH\x1b[18;1H\tX")  # tabs
     w("\x1b[19;1H\x1b[Kx\x1b[5b|")  # REP
-    w("\x1b[20;1H\x1b[K\x1b(0lqqqwqqqk\x1b(B ascii \x0e" "x\x0f ")  # DEC graphics, SO/SI
+    w("\x1b[20;1H\x1b[K\x1b(0lqqqwqqqk\x1b(B ascii \x0ex\x0f ")  # DEC graphics, SO/SI
     w("\x1b[21;75H\x1b[Kwrap-pending-test")  # autowrap across the edge
     w("\x1b[22;1H\x1b[K\x1b[4hINS\x1b[1;1H\x1b[4l")
     w("\x1b[22;1Hab\x1b[4hcd\x1b[4l")
@@ -256,17 +295,34 @@ def _sgr_all() -> bytes:
     out = []
     w = out.append
     for i in range(8):
-        w(f"\x1b[{30 + i}mfg{i}\x1b[0m \x1b[{90 + i}mbr{i}\x1b[0m \x1b[{40 + i}m bg{i} \x1b[0m"
-          f" \x1b[{100 + i}m bb{i} \x1b[0m\r\n")
+        w(
+            f"\x1b[{30 + i}mfg{i}\x1b[0m \x1b[{90 + i}mbr{i}\x1b[0m \x1b[{40 + i}m bg{i} \x1b[0m"
+            f" \x1b[{100 + i}m bb{i} \x1b[0m\r\n"
+        )
     for row in range(4):
         w("".join(f"\x1b[48;5;{16 + row * 54 + k}m " for k in range(54)) + "\x1b[0m\r\n")
     for row in range(2):
-        w("".join(f"\x1b[38;2;{k * 4};{255 - k * 4};{row * 120}m#" for k in range(60)) + "\x1b[0m\r\n")
-    attrs = [(1, "bold"), (2, "dim"), (3, "italic"), (4, "underline"), (5, "blink"), (7, "reverse"),
-             (8, "hidden"), (9, "strike"), (21, "dunder"), (53, "over")]
+        w(
+            "".join(f"\x1b[38;2;{k * 4};{255 - k * 4};{row * 120}m#" for k in range(60))
+            + "\x1b[0m\r\n"
+        )
+    attrs = [
+        (1, "bold"),
+        (2, "dim"),
+        (3, "italic"),
+        (4, "underline"),
+        (5, "blink"),
+        (7, "reverse"),
+        (8, "hidden"),
+        (9, "strike"),
+        (21, "dunder"),
+        (53, "over"),
+    ]
     w(" ".join(f"\x1b[{a}m{name}\x1b[0m" for a, name in attrs) + "\r\n")
     w("\x1b[1;3;4;31;42mall\x1b[22mnobold\x1b[23mnoit\x1b[24mnoul\x1b[39mdeffg\x1b[49mdefbg\r\n")
-    w("\x1b[38:5:208mcolon256\x1b[0m \x1b[38:2::255:100:0mcolonrgb\x1b[0m \x1b[4:3mcurly\x1b[0m\r\n")
+    w(
+        "\x1b[38:5:208mcolon256\x1b[0m \x1b[38:2::255:100:0mcolonrgb\x1b[0m \x1b[4:3mcurly\x1b[0m\r\n"
+    )
     w("\x1b[7;34mrev-blue\x1b[27mnorev\x1b[0m\r\n")
     return "".join(out).encode()
 
@@ -310,7 +366,9 @@ def entries(tmp: Path) -> dict[str, tuple[int, int, Any]]:
     prog = tmp / "progress.py"
     prog.write_text(_PROGRESS)
     text = tmp / "text.txt"
-    text.write_text("".join(f"{i:04d} the quick brown fox jumps over the lazy dog\n" for i in range(300)))
+    text.write_text(
+        "".join(f"{i:04d} the quick brown fox jumps over the lazy dog\n" for i in range(300))
+    )
     home = tmp / "home"
     home.mkdir()
     env = _env(HOME=str(home))
@@ -318,54 +376,192 @@ def entries(tmp: Path) -> dict[str, tuple[int, int, Any]]:
     isolated = ["unshare", "--pid", "--fork", "--mount-proc"]
 
     def sh(cmd: str, cols: int, rows: int, wait: float = 1.0) -> Any:
-        return lambda: record(["sh", "-c", cmd], cols, rows, [("end", wait + 5)], cwd=str(tree), env=env)
+        return lambda: record(
+            ["sh", "-c", cmd], cols, rows, [("end", wait + 5)], cwd=str(tree), env=env
+        )
 
     return {
-        "ls_color": (80, 24, sh("ls --color=always -C; ls --color=always -l --time-style=+X; "
-                                "ls --color=always src", 80, 24)),
-        "vim_edit": (80, 24, lambda: record(
-            ["vim", "--clean", "-n", "-c", "set number", "greet.py"], 80, 24,
-            [("wait", 1.0), ("send", b"/Counter\r"), ("wait", 0.3), ("send", b"otext added here\x1b"),
-             ("wait", 0.3), ("send", b":split\r"), ("wait", 0.3), ("send", b"G"), ("wait", 0.5)],
-            cwd=str(tmp), env=env)),
-        "vim_quit": (80, 24, lambda: record(
-            ["bash", "--norc", "--noprofile", "-i"], 80, 24,
-            [("wait", 0.5), ("send", b"echo before vim\r"), ("wait", 0.3),
-             ("send", b"vim --clean -n greet.py\r"), ("wait", 1.0), ("send", b"jjdd"),
-             ("wait", 0.3), ("send", b":q!\r"), ("wait", 0.5), ("send", b"echo after vim\r"),
-             ("wait", 0.5)], cwd=str(tmp), env=env)),
+        "ls_color": (
+            80,
+            24,
+            sh(
+                "ls --color=always -C; ls --color=always -l --time-style=+X; ls --color=always src",
+                80,
+                24,
+            ),
+        ),
+        "vim_edit": (
+            80,
+            24,
+            lambda: record(
+                ["vim", "--clean", "-n", "-c", "set number", "greet.py"],
+                80,
+                24,
+                [
+                    ("wait", 1.0),
+                    ("send", b"/Counter\r"),
+                    ("wait", 0.3),
+                    ("send", b"otext added here\x1b"),
+                    ("wait", 0.3),
+                    ("send", b":split\r"),
+                    ("wait", 0.3),
+                    ("send", b"G"),
+                    ("wait", 0.5),
+                ],
+                cwd=str(tmp),
+                env=env,
+            ),
+        ),
+        "vim_quit": (
+            80,
+            24,
+            lambda: record(
+                ["bash", "--norc", "--noprofile", "-i"],
+                80,
+                24,
+                [
+                    ("wait", 0.5),
+                    ("send", b"echo before vim\r"),
+                    ("wait", 0.3),
+                    ("send", b"vim --clean -n greet.py\r"),
+                    ("wait", 1.0),
+                    ("send", b"jjdd"),
+                    ("wait", 0.3),
+                    ("send", b":q!\r"),
+                    ("wait", 0.5),
+                    ("send", b"echo after vim\r"),
+                    ("wait", 0.5),
+                ],
+                cwd=str(tmp),
+                env=env,
+            ),
+        ),
         # In their own PID namespace, so only themselves show in the process list.
-        "htop": (100, 30, lambda: record(isolated + ["htop", "-d", "5", "--no-mouse"], 100, 30,
-                                         [("wait", 1.6)], cwd=str(tmp), env=env)),
-        "top": (90, 25, lambda: record(isolated + ["top", "-d", "0.5"], 90, 25,
-                                       [("wait", 1.3)], cwd=str(tmp), env=env)),
-        "less": (80, 24, lambda: record(["less", "text.txt"], 80, 24,
-                                        [("wait", 0.5), ("send", b" "), ("wait", 0.2), ("send", b"/fox 01\r"),
-                                         ("wait", 0.3), ("send", b"kk"), ("wait", 0.3)],
-                                        cwd=str(tmp), env=env)),
+        "htop": (
+            100,
+            30,
+            lambda: record(
+                isolated + ["htop", "-d", "5", "--no-mouse"],
+                100,
+                30,
+                [("wait", 1.6)],
+                cwd=str(tmp),
+                env=env,
+            ),
+        ),
+        "top": (
+            90,
+            25,
+            lambda: record(
+                isolated + ["top", "-d", "0.5"], 90, 25, [("wait", 1.3)], cwd=str(tmp), env=env
+            ),
+        ),
+        "less": (
+            80,
+            24,
+            lambda: record(
+                ["less", "text.txt"],
+                80,
+                24,
+                [
+                    ("wait", 0.5),
+                    ("send", b" "),
+                    ("wait", 0.2),
+                    ("send", b"/fox 01\r"),
+                    ("wait", 0.3),
+                    ("send", b"kk"),
+                    ("wait", 0.3),
+                ],
+                cwd=str(tmp),
+                env=env,
+            ),
+        ),
         "cjk": (41, 16, sh(f"printf '%s' '{_CJK}'", 41, 16)),
-        "progress": (80, 24, lambda: record([py, "progress.py"], 80, 24, [("end", 10)],
-                                            cwd=str(tmp), env=env)),
-        "bash_readline": (40, 12, lambda: record(
-            ["bash", "--norc", "--noprofile", "-i"], 40, 12,
-            [("wait", 0.5), ("send", b"echo " + b"x" * 50 + b" end"), ("wait", 0.3),
-             ("send", b"\x1b[D" * 10), ("wait", 0.2), ("send", b"\x7f\x7fINS"), ("wait", 0.2),
-             ("send", b"\r"), ("wait", 0.3), ("send", b"printf '\\033[1;32mgreen\\033[0m\\n'\r"),
-             ("wait", 0.5)], cwd=str(tmp), env=env)),
-        "tmux_nested": (80, 24, lambda: record(
-            ["tmux", "-L", f"nested{os.getpid()}", "-f", "/dev/null", "new-session",
-             "seq 1 60; sleep 30"], 80, 24,
-            [("wait", 1.0), ("send", b"\x02\""), ("wait", 0.5), ("send", b"ls --color=always tree\r"),
-             ("wait", 0.5), ("send", b"\x02%"), ("wait", 0.5), ("send", b"seq 100 140\r"),
-             ("wait", 0.8)], cwd=str(tmp), env=_env(HOME=str(home), SHELL="/bin/sh"))),
+        "progress": (
+            80,
+            24,
+            lambda: record([py, "progress.py"], 80, 24, [("end", 10)], cwd=str(tmp), env=env),
+        ),
+        "bash_readline": (
+            40,
+            12,
+            lambda: record(
+                ["bash", "--norc", "--noprofile", "-i"],
+                40,
+                12,
+                [
+                    ("wait", 0.5),
+                    ("send", b"echo " + b"x" * 50 + b" end"),
+                    ("wait", 0.3),
+                    ("send", b"\x1b[D" * 10),
+                    ("wait", 0.2),
+                    ("send", b"\x7f\x7fINS"),
+                    ("wait", 0.2),
+                    ("send", b"\r"),
+                    ("wait", 0.3),
+                    ("send", b"printf '\\033[1;32mgreen\\033[0m\\n'\r"),
+                    ("wait", 0.5),
+                ],
+                cwd=str(tmp),
+                env=env,
+            ),
+        ),
+        "tmux_nested": (
+            80,
+            24,
+            lambda: record(
+                [
+                    "tmux",
+                    "-L",
+                    f"nested{os.getpid()}",
+                    "-f",
+                    "/dev/null",
+                    "new-session",
+                    "seq 1 60; sleep 30",
+                ],
+                80,
+                24,
+                [
+                    ("wait", 1.0),
+                    ("send", b'\x02"'),
+                    ("wait", 0.5),
+                    ("send", b"ls --color=always tree\r"),
+                    ("wait", 0.5),
+                    ("send", b"\x02%"),
+                    ("wait", 0.5),
+                    ("send", b"seq 100 140\r"),
+                    ("wait", 0.8),
+                ],
+                cwd=str(tmp),
+                env=_env(HOME=str(home), SHELL="/bin/sh"),
+            ),
+        ),
         "vt_synthetic": (80, 24, lambda: _synthetic_vt()),
         "vt_cancel_links": (80, 24, lambda: _cancel_and_links()),
         # HOME is the temporary directory, so mc shows its paths as ~/...; no free space.
-        "mc": (80, 24, lambda: _mc_config(tmp) or record(
-            ["mc", "-u", "-d", "tree", "tree/src"], 80, 24,
-            [("wait", 2.5), ("send", b"\x1b[B\x1b[B\x1b[B"), ("wait", 0.8), ("send", b"\t"),
-             ("wait", 0.8), ("send", b"\x1b[B"), ("wait", 1.5)], cwd=str(tmp),
-            env=_env(HOME=str(tmp)))),
+        "mc": (
+            80,
+            24,
+            lambda: (
+                _mc_config(tmp)
+                or record(
+                    ["mc", "-u", "-d", "tree", "tree/src"],
+                    80,
+                    24,
+                    [
+                        ("wait", 2.5),
+                        ("send", b"\x1b[B\x1b[B\x1b[B"),
+                        ("wait", 0.8),
+                        ("send", b"\t"),
+                        ("wait", 0.8),
+                        ("send", b"\x1b[B"),
+                        ("wait", 1.5),
+                    ],
+                    cwd=str(tmp),
+                    env=_env(HOME=str(tmp)),
+                )
+            ),
+        ),
         # vttest screens: menu 1 (cursor movements), 2 (screen features), 8 (VT102).
         "vttest_box": (80, 24, _vttest([b"1\r"])),
         "vttest_autowrap": (80, 24, _vttest([b"1\r", b"\r", b"\r"])),
@@ -402,9 +598,13 @@ def main(argv: list[str]) -> int:
             expected = tmux_screen(data, cols, rows)
             (HERE / f"{name}.bin").write_bytes(data)
             meta = {"name": name, "cols": cols, "rows": rows, "bytes": len(data), **expected}
-            (HERE / f"{name}.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
-            print(f"{name}: {len(data)} bytes, cursor {expected['cursor']}, "
-                  f"alternate {expected['alternate_on']}")
+            (HERE / f"{name}.json").write_text(
+                json.dumps(meta, indent=1, ensure_ascii=False) + "\n"
+            )
+            print(
+                f"{name}: {len(data)} bytes, cursor {expected['cursor']}, "
+                f"alternate {expected['alternate_on']}"
+            )
     return 0
 
 

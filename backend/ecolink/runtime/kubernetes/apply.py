@@ -40,8 +40,16 @@ Spawn = Callable[[Coroutine[Any, Any, None]], None]
 class Applier:
     """Desired state (specs) and the writes that make the cluster match it."""
 
-    def __init__(self, api: KubeApi, informer: Informer, clock: Clock, spawn: Spawn, *,
-                 termination_grace_s: float | None, terminate_timeout_s: float) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        informer: Informer,
+        clock: Clock,
+        spawn: Spawn,
+        *,
+        termination_grace_s: float | None,
+        terminate_timeout_s: float,
+    ) -> None:
         self._api = api
         self._informer = informer
         self._clock = clock
@@ -61,8 +69,9 @@ class Applier:
 
     def deployment(self, spec: ClusterSpec, restarted_at: str | None = None) -> Obj:
         grace = spec.termination_grace_s
-        return ko.deployment(spec, restarted_at,
-                             self.termination_grace_s if grace is None else grace)
+        return ko.deployment(
+            spec, restarted_at, self.termination_grace_s if grace is None else grace
+        )
 
     @contextlib.contextmanager
     def _busy_with(self, cid: str) -> Any:
@@ -120,7 +129,8 @@ class Applier:
         if fields == ["replicas"] and live is not None:
             had = (live.get("spec") or {}).get("replicas")
             self._listener.runtime_event(
-                cid, "scaled",
+                cid,
+                "scaled",
                 f"the Deployment was scaled to {had} outside ecolink; restored {spec.replicas}",
             )
         elif fields == ["deleted"]:
@@ -129,9 +139,11 @@ class Applier:
             )
         else:
             self._listener.runtime_event(
-                cid, "restarted",
+                cid,
+                "restarted",
                 "the Deployment was changed outside ecolink ("
-                + ", ".join(fields) + "); restored what was asked for",
+                + ", ".join(fields)
+                + "); restored what was asked for",
             )
 
     async def reconcile_all(self, remove_unknown: bool) -> None:
@@ -204,7 +216,8 @@ class Applier:
             live = None
         if live is None:
             created = await api.call(
-                api.apps.create_namespaced_deployment, api.ns,
+                api.apps.create_namespaced_deployment,
+                api.ns,
                 k8s_client.V1Deployment.from_dict(self.deployment(spec)),
             )
             self._note_written(cid, created)
@@ -217,8 +230,11 @@ class Applier:
         if not fields:
             if int((live.get("spec") or {}).get("replicas") or 0) != spec.replicas:
                 patched = await api.call(
-                    api.apps.patch_namespaced_deployment, name, api.ns,
-                    {"spec": {"replicas": spec.replicas}}, _content_type=MERGE_PATCH,
+                    api.apps.patch_namespaced_deployment,
+                    name,
+                    api.ns,
+                    {"spec": {"replicas": spec.replicas}},
+                    _content_type=MERGE_PATCH,
                 )
                 self._note_written(cid, patched)
             return
@@ -229,13 +245,16 @@ class Applier:
         meta = dict(live["metadata"])
         meta["labels"] = {**(meta.get("labels") or {}), **desired["metadata"]["labels"]}
         meta["annotations"] = {
-            **(meta.get("annotations") or {}), **desired["metadata"]["annotations"]
+            **(meta.get("annotations") or {}),
+            **desired["metadata"]["annotations"],
         }
         meta.pop("managedFields", None)
         body["metadata"] = meta
         body["spec"] = {**live["spec"], **desired["spec"]}
         replaced = await api.call(
-            api.apps.replace_namespaced_deployment, name, api.ns,
+            api.apps.replace_namespaced_deployment,
+            name,
+            api.ns,
             k8s_client.V1Deployment.from_dict(body),
         )
         self._note_written(cid, replaced)
@@ -259,7 +278,8 @@ class Applier:
                     raise
                 try:
                     await api.call(
-                        api.core.create_namespaced_service, api.ns,
+                        api.core.create_namespaced_service,
+                        api.ns,
                         k8s_client.V1Service.from_dict(desired),
                     )
                     return
@@ -282,7 +302,10 @@ class Applier:
             }
             try:
                 await api.call(
-                    api.core.patch_namespaced_service, name, api.ns, patch,
+                    api.core.patch_namespaced_service,
+                    name,
+                    api.ns,
+                    patch,
                     _content_type=MERGE_PATCH,
                 )
                 return
@@ -330,12 +353,17 @@ class Applier:
             raise ReplicaNotFound(f"no cluster {cluster_id}")
         api = self._api
         stamp = self._clock.now().isoformat()
-        patch = {"spec": {"template": {"metadata": {"annotations": {ko.RESTART_ANNOTATION: stamp}}}}}
+        patch = {
+            "spec": {"template": {"metadata": {"annotations": {ko.RESTART_ANNOTATION: stamp}}}}
+        }
         with self._busy_with(cluster_id):
             try:
                 patched = await api.call(
-                    api.apps.patch_namespaced_deployment, ko.object_name(cluster_id), api.ns,
-                    patch, _content_type=MERGE_PATCH,
+                    api.apps.patch_namespaced_deployment,
+                    ko.object_name(cluster_id),
+                    api.ns,
+                    patch,
+                    _content_type=MERGE_PATCH,
                 )
             except ApiException as e:
                 raise refusal(e) from e

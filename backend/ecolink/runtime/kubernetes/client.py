@@ -110,7 +110,9 @@ def load_target(namespace: str | None = None, context: str | None = None) -> Kub
         config_file = os.pathsep.join(paths)
         try:
             k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=config_file, context=context, client_configuration=cfg,
+                config_file=config_file,
+                context=context,
+                client_configuration=cfg,
                 persist_config=False,
             )
         except (ConfigException, OSError, ValueError) as e:
@@ -118,7 +120,8 @@ def load_target(namespace: str | None = None, context: str | None = None) -> Kub
         if ns is None:
             try:
                 contexts, active = k8s_config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-                    config_file=config_file)
+                    config_file=config_file
+                )
                 chosen = active
                 if context:
                     chosen = next((c for c in contexts if c["name"] == context), active)
@@ -129,7 +132,8 @@ def load_target(namespace: str | None = None, context: str | None = None) -> Kub
     elif os.environ.get("KUBERNETES_SERVICE_HOST"):
         try:
             k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=cfg)
+                client_configuration=cfg
+            )
         except ConfigException as e:
             raise RuntimeUnavailable(f"in-cluster configuration: {e}") from e
         if ns is None and SERVICE_ACCOUNT_NAMESPACE.exists():

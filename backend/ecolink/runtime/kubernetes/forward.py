@@ -26,15 +26,23 @@ class PodDialer:
     (`KUBERNETES_SERVICE_HOST` set) unless `ECOLINK_POD_IP=always`; `never` turns it
     off."""
 
-    def __init__(self, timeout: float = 0.5, ttl_ok: float = 30.0, ttl_no: float = 30.0,
-                 enabled: bool | None = None) -> None:
+    def __init__(
+        self,
+        timeout: float = 0.5,
+        ttl_ok: float = 30.0,
+        ttl_no: float = 30.0,
+        enabled: bool | None = None,
+    ) -> None:
         self.timeout = timeout
         self.ttl_ok = ttl_ok
         self.ttl_no = ttl_no
         mode = os.environ.get("ECOLINK_POD_IP", "auto")
         in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-        self.enabled = enabled if enabled is not None else (
-            mode == "always" or (mode == "auto" and in_cluster))
+        self.enabled = (
+            enabled
+            if enabled is not None
+            else (mode == "always" or (mode == "auto" and in_cluster))
+        )
         self._seen: dict[tuple[str, int], tuple[bool, float]] = {}
 
     async def reachable(self, ip: str, port: int) -> bool:
@@ -58,8 +66,9 @@ class PodDialer:
 class Forwards:
     """The port-forward listeners in use, one per (pod, port)."""
 
-    def __init__(self, target: KubeTarget,
-                 spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    def __init__(
+        self, target: KubeTarget, spawn: Callable[[Coroutine[Any, Any, None]], None]
+    ) -> None:
         self._target = target
         self._spawn = spawn
         self._listeners: dict[tuple[str, int], PortForwardListener] = {}

@@ -93,22 +93,38 @@ class Informer:
         self._synced = {"deployments": asyncio.Event(), "pods": asyncio.Event()}
         self.watchers = [
             WatchLoop(
-                "deployments", api.apps.list_namespaced_deployment, (ns,), ko.MANAGED_SELECTOR,
-                loop, self._on_deployments_synced, self._on_deployment_event,
+                "deployments",
+                api.apps.list_namespaced_deployment,
+                (ns,),
+                ko.MANAGED_SELECTOR,
+                loop,
+                self._on_deployments_synced,
+                self._on_deployment_event,
                 lambda ok, err: self._on_health("deployments", ok, err),
                 timeout_seconds=self.watch_timeout_s,
             ),
             WatchLoop(
-                "pods", api.core.list_namespaced_pod, (ns,), ko.MANAGED_SELECTOR,
-                loop, self._on_pods_synced, self._on_pod_event,
+                "pods",
+                api.core.list_namespaced_pod,
+                (ns,),
+                ko.MANAGED_SELECTOR,
+                loop,
+                self._on_pods_synced,
+                self._on_pod_event,
                 lambda ok, err: self._on_health("pods", ok, err),
                 timeout_seconds=self.watch_timeout_s,
             ),
             # Shared filesystems: not needed for availability (RBAC may forbid).
             WatchLoop(
-                "filesystems", api.core.list_namespaced_persistent_volume_claim, (ns,),
-                ko.FILESYSTEM_SELECTOR, loop, self._on_pvcs_synced, self._on_pvc_event,
-                lambda ok, err: None, timeout_seconds=self.watch_timeout_s,
+                "filesystems",
+                api.core.list_namespaced_persistent_volume_claim,
+                (ns,),
+                ko.FILESYSTEM_SELECTOR,
+                loop,
+                self._on_pvcs_synced,
+                self._on_pvc_event,
+                lambda ok, err: None,
+                timeout_seconds=self.watch_timeout_s,
             ),
         ]
         for w in self.watchers:
@@ -272,7 +288,8 @@ class Informer:
             event(cid, "replica_pending", f"{name}: {state.reason}", name)
         if before is not None and state.restarts > before.restarts:
             event(
-                cid, "replica_crashed",
+                cid,
+                "replica_crashed",
                 f"{name} restarted ({state.restarts} restarts)"
                 + (f": {state.reason}" if state.reason else ""),
                 name,

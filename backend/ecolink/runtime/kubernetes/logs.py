@@ -29,8 +29,9 @@ def _failure(item: BaseException, replica: str) -> Exception:
     return RuntimeFailure(str(item))
 
 
-async def pod_logs(api: KubeApi, pod: str, replica: str, *, tail: int | None, follow: bool,
-                   previous: bool) -> AsyncIterator[bytes]:
+async def pod_logs(
+    api: KubeApi, pod: str, replica: str, *, tail: int | None, follow: bool, previous: bool
+) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=8)
     holder: dict[str, Any] = {}
@@ -46,14 +47,16 @@ async def pod_logs(api: KubeApi, pod: str, replica: str, *, tail: int | None, fo
 
     def reader() -> None:
         try:
-            kw: dict[str, Any] = {"container": ko.CONTAINER, "follow": follow,
-                                  "previous": previous}
+            kw: dict[str, Any] = {"container": ko.CONTAINER, "follow": follow, "previous": previous}
             if tail is not None:
                 kw["tail_lines"] = tail
             # Not preloaded: an urllib3 response to stream, not the text.
             resp: Any = api.core.read_namespaced_pod_log(
-                pod, api.ns, _preload_content=False,
-                _request_timeout=(5, 24 * 3600) if follow else REQUEST_TIMEOUT, **kw,
+                pod,
+                api.ns,
+                _preload_content=False,
+                _request_timeout=(5, 24 * 3600) if follow else REQUEST_TIMEOUT,
+                **kw,
             )
             holder["resp"] = resp
             for chunk in resp.stream(4096, decode_content=True):

@@ -99,11 +99,14 @@ def node_selector(spec: ClusterSpec) -> dict[str, str]:
 
 
 def shared_volume_name(filesystem: str) -> str:
-    return f"fs-{_DNS_BAD.sub('-', filesystem.lower()).strip('-')[:40]}-{_short_hash(filesystem)[:6]}"
+    return (
+        f"fs-{_DNS_BAD.sub('-', filesystem.lower()).strip('-')[:40]}-{_short_hash(filesystem)[:6]}"
+    )
 
 
-def pod_template(spec: ClusterSpec, restarted_at: str | None = None,
-                 termination_grace_s: float | None = None) -> dict[str, Any]:
+def pod_template(
+    spec: ClusterSpec, restarted_at: str | None = None, termination_grace_s: float | None = None
+) -> dict[str, Any]:
     """The pod of every replica. `termination_grace_s` (the backend's
     --termination-grace-seconds) is how long a pod has between SIGTERM and
     SIGKILL when it is deleted; None leaves the cluster's default."""
@@ -136,8 +139,12 @@ def pod_template(spec: ClusterSpec, restarted_at: str | None = None,
             {"name": "ECO_EXPIRES_AT", "valueFrom": {"fieldRef": field}},
             {"name": "ECO_EXPIRES_AT_FILE", "value": f"{EXPIRY_DIR}/expires_at"},
         ]
-        volumes.append({"name": EXPIRY_VOLUME, "downwardAPI": {
-            "items": [{"path": "expires_at", "fieldRef": field}]}})
+        volumes.append(
+            {
+                "name": EXPIRY_VOLUME,
+                "downwardAPI": {"items": [{"path": "expires_at", "fieldRef": field}]},
+            }
+        )
         mounts.append({"name": EXPIRY_VOLUME, "mountPath": EXPIRY_DIR, "readOnly": True})
     for fs in spec.shared_filesystems:
         vol = shared_volume_name(fs)
@@ -168,8 +175,9 @@ def pod_template(spec: ClusterSpec, restarted_at: str | None = None,
     return {"metadata": {"labels": _labels(spec), "annotations": annotations}, "spec": pod_spec}
 
 
-def deployment(spec: ClusterSpec, restarted_at: str | None = None,
-               termination_grace_s: float | None = None) -> dict[str, Any]:
+def deployment(
+    spec: ClusterSpec, restarted_at: str | None = None, termination_grace_s: float | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -241,8 +249,7 @@ def owned_fields(dep: Mapping[str, Any]) -> dict[str, Any]:
     spec = dep.get("spec") or {}
     tmpl = (spec.get("template") or {}).get("spec") or {}
     containers = tmpl.get("containers") or []
-    main: Mapping[str, Any] = next(
-        (c for c in containers if c.get("name") == CONTAINER), {})
+    main: Mapping[str, Any] = next((c for c in containers if c.get("name") == CONTAINER), {})
     limits = (main.get("resources") or {}).get("limits") or {}
     probe = main.get("readinessProbe") or {}
     tolerations = sorted(

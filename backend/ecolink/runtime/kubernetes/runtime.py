@@ -78,8 +78,12 @@ class KubernetesRuntime(Runtime):
         self.info = RuntimeInfo(
             name="kubernetes",
             telemetry="nvidia-smi",
-            details={"namespace": self._ns, "server": target.server, "source": target.source,
-                     **({"context": target.context} if target.context else {})},
+            details={
+                "namespace": self._ns,
+                "server": target.server,
+                "source": target.source,
+                **({"context": target.context} if target.context else {}),
+            },
         )
         # Exec subprotocols offered, best first (tests narrow this to v4).
         self.exec_protocols: tuple[str, ...] = EXEC_PROTOCOLS
@@ -87,12 +91,22 @@ class KubernetesRuntime(Runtime):
         self.api = KubeApi(target)
         self.informer = Informer(self.api, self, watch_timeout_seconds)
         self.api.on_unreachable = self.informer.mark_unreachable
-        self.applier = Applier(self.api, self.informer, clock or SystemClock(), self._spawn,
-                               termination_grace_s=termination_grace_s,
-                               terminate_timeout_s=terminate_timeout)
+        self.applier = Applier(
+            self.api,
+            self.informer,
+            clock or SystemClock(),
+            self._spawn,
+            termination_grace_s=termination_grace_s,
+            terminate_timeout_s=terminate_timeout,
+        )
         self.forwards = Forwards(target, self._spawn)
-        self.gpu_telemetry = KubeTelemetry(self.api, self.info, self.forwards.to,
-                                           lambda: self.exec_protocols, telemetry_min_interval)
+        self.gpu_telemetry = KubeTelemetry(
+            self.api,
+            self.info,
+            self.forwards.to,
+            lambda: self.exec_protocols,
+            telemetry_min_interval,
+        )
         self._dialer = PodDialer()
         self._paths: dict[tuple[str, str], str] = {}
         # cluster id -> the expiry its pods should carry (after an extend)
@@ -218,7 +232,11 @@ class KubernetesRuntime(Runtime):
     async def exec(self, cluster_id: str, replica: str, request: ExecRequest) -> ExecStream:
         pod = self.informer.pod(cluster_id, replica)
         return await KubeExecStream.open(
-            self.target, self._ns, pod["metadata"]["name"], ko.CONTAINER, request,
+            self.target,
+            self._ns,
+            pod["metadata"]["name"],
+            ko.CONTAINER,
+            request,
             protocols=self.exec_protocols,
         )
 
@@ -226,8 +244,9 @@ class KubernetesRuntime(Runtime):
         self, cluster_id: str, replica: str, *, tail: int | None, follow: bool, previous: bool
     ) -> AsyncIterator[bytes]:
         pod = self.informer.pod(cluster_id, replica)
-        async for chunk in pod_logs(self.api, pod["metadata"]["name"], replica, tail=tail,
-                                    follow=follow, previous=previous):
+        async for chunk in pod_logs(
+            self.api, pod["metadata"]["name"], replica, tail=tail, follow=follow, previous=previous
+        ):
             yield chunk
 
     async def telemetry(self, cluster_id: str) -> list[ReplicaTelemetry]:
@@ -254,9 +273,12 @@ class KubernetesRuntime(Runtime):
     async def _patch_expiry(self, pod: str, expires_at: str) -> None:
         try:
             await self.api.call(
-                self.api.core.patch_namespaced_pod, pod, self._ns,
+                self.api.core.patch_namespaced_pod,
+                pod,
+                self._ns,
                 {"metadata": {"annotations": {ko.EXPIRES_ANNOTATION: expires_at}}},
-                _content_type=MERGE_PATCH)
+                _content_type=MERGE_PATCH,
+            )
         except Exception as exc:  # the next pod event tries again
             log.info("could not set the expiry on pod %s: %s", pod, exc)
 
@@ -284,7 +306,9 @@ class KubernetesRuntime(Runtime):
 
 
 def create_kubernetes_runtime(
-    namespace: str | None, context: str | None, clock: Clock | None = None,
+    namespace: str | None,
+    context: str | None,
+    clock: Clock | None = None,
     termination_grace_s: float | None = None,
 ) -> Runtime:
     """The runtime `ecolink serve --runtime kubernetes` uses: credentials
@@ -292,5 +316,8 @@ def create_kubernetes_runtime(
     # urllib3 warns on every retried connection; while the API server is down
     # that is one line per request. The runtime reports outages itself.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    return KubernetesRuntime(load_target(namespace=namespace, context=context), clock,
-                             termination_grace_s=termination_grace_s)
+    return KubernetesRuntime(
+        load_target(namespace=namespace, context=context),
+        clock,
+        termination_grace_s=termination_grace_s,
+    )

@@ -48,7 +48,11 @@ V5 = "v5.channel.k8s.io"
 V4 = "v4.channel.k8s.io"
 EXEC_PROTOCOLS = (V5, V4)
 # A login shell: bash where the image has it, else sh.
-LOGIN_SHELL = ("sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi")
+LOGIN_SHELL = (
+    "sh",
+    "-c",
+    "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi",
+)
 
 
 # Kubelets that do not fill in `details.causes` (KWOK among them) still end
@@ -99,8 +103,9 @@ async def _open(
             raise ReplicaNotFound(message or "not found") from e
         if status >= 500 and "container not found" not in message:
             raise RuntimeUnavailable(f"API server answered {status}: {message}") from e
-        raise RuntimeRefused(f"API server answered {status}: {message}",
-                             422 if status in (400, 422) else 409) from e
+        raise RuntimeRefused(
+            f"API server answered {status}: {message}", 422 if status in (400, 422) else 409
+        ) from e
     except (TimeoutError, OSError, websockets.exceptions.InvalidHandshake) as e:
         raise RuntimeUnavailable(f"cannot reach the API server: {e}") from e
 
@@ -250,8 +255,12 @@ async def _pump_tcp_to_ws(reader: asyncio.StreamReader, ws: ClientConnection) ->
         await ws.send(b"\x00" + data)
 
 
-async def _pump_ws_to_tcp(ws: ClientConnection, writer: asyncio.StreamWriter, port: int,
-                          refused: Callable[[str], None] | None = None) -> None:
+async def _pump_ws_to_tcp(
+    ws: ClientConnection,
+    writer: asyncio.StreamWriter,
+    port: int,
+    refused: Callable[[str], None] | None = None,
+) -> None:
     """Pod to client. A message on the error channel before any data is the kubelet
     refusing the port (nothing listens there): told to `refused`."""
     seen_port = {0: False, 1: False}

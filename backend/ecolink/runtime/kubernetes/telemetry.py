@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 def _health_field(name: str) -> bool:
     return name in DCGM_HEALTH_FIELDS or name == DCGM_XID or name in DCGM_THROTTLE
 
+
 NVIDIA_SMI_FIELDS = (
     "index",
     "uuid",
@@ -193,9 +194,14 @@ class KubeTelemetry:
     else from nvidia-smi run in each pod. `forward(namespace, pod, port)` reaches an
     exporter; `protocols()` are the exec subprotocols to offer."""
 
-    def __init__(self, api: KubeApi, info: RuntimeInfo,
-                 forward: Callable[[str, str, int], Awaitable[HostPort]],
-                 protocols: Callable[[], tuple[str, ...]], min_interval_s: float) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        info: RuntimeInfo,
+        forward: Callable[[str, str, int], Awaitable[HostPort]],
+        protocols: Callable[[], tuple[str, ...]],
+        min_interval_s: float,
+    ) -> None:
         self._api = api
         self._info = info
         self._forward = forward
@@ -219,7 +225,9 @@ class KubeTelemetry:
                 gpus = dcgm.get((self._api.ns, s.name))
                 out.append(
                     ReplicaTelemetry(
-                        s.name, "dcgm", tuple(gpus or ()),
+                        s.name,
+                        "dcgm",
+                        tuple(gpus or ()),
                         note=None if gpus else "the DCGM exporter reports no GPU for this pod",
                     )
                 )
@@ -241,7 +249,11 @@ class KubeTelemetry:
         req = ExecRequest(command=NVIDIA_SMI_XML_COMMAND, stdout=True, stderr=True)
         try:
             stream = await KubeExecStream.open(
-                self._api.target, self._api.ns, pod, ko.CONTAINER, req,
+                self._api.target,
+                self._api.ns,
+                pod,
+                ko.CONTAINER,
+                req,
                 protocols=self._protocols(),
             )
         except (RuntimeFailure, OSError) as e:
@@ -277,7 +289,9 @@ class KubeTelemetry:
         except NvidiaSmiXmlError as e:
             return ReplicaTelemetry(pod, "nvidia-smi", (), note=str(e)[:300])
         return ReplicaTelemetry(
-            pod, "nvidia-smi", tuple(gpus),
+            pod,
+            "nvidia-smi",
+            tuple(gpus),
             note=None if gpus else "nvidia-smi reported no GPU",
         )
 

@@ -237,8 +237,9 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def spawn_exec(request: ExecRequest, *, cwd: Path, env: Mapping[str, str],
-               creds: Credentials | None = None) -> LocalExec:
+def spawn_exec(
+    request: ExecRequest, *, cwd: Path, env: Mapping[str, str], creds: Credentials | None = None
+) -> LocalExec:
     """Start `request` in a replica's directory with its environment, as the uid its
     replica runs as (`creds`; None: the backend's own)."""
     as_replica = popen_credentials(creds)

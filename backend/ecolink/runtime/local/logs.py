@@ -67,7 +67,11 @@ class LogSet:
         with self.lock:
             if self.writer is not None:
                 self.writer.detached = True
-            for p in [self.current, self.previous, *(self.part(k) for k in range(1, self.backups + 2))]:
+            for p in [
+                self.current,
+                self.previous,
+                *(self.part(k) for k in range(1, self.backups + 2)),
+            ]:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
 

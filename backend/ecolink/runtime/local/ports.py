@@ -25,7 +25,7 @@ def _addr4(hex_addr: str) -> str:
 def _addr6(hex_addr: str) -> str:
     raw = bytes.fromhex(hex_addr)
     # four 32-bit words, each in host (little-endian) order
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
     return str(ipaddress.IPv6Address(words))
 
 

@@ -267,8 +267,9 @@ def _has_tty(pid: int) -> bool:
         return False
 
 
-def term_groups_and_wait_sync(match: Callable[[str], bool], root: int | None,
-                              grace_s: float, poll_s: float = 0.05) -> None:
+def term_groups_and_wait_sync(
+    match: Callable[[str], bool], root: int | None, grace_s: float, poll_s: float = 0.05
+) -> None:
     """The start of a graceful stop: SIGTERM, once, to the process group of `root`
     (the replica's own process) and to that of every child of this process whose
     marker matches (what was started in the replica through exec: shells, kept
@@ -296,8 +297,11 @@ def term_groups_and_wait_sync(match: Callable[[str], bool], root: int | None,
         if start_time(p.pid) == p.start_time:
             # A shell on a terminal ignores SIGTERM: its terminal hangs up (SIGHUP),
             # as when its window closes.
-            sigs = [signal.SIGHUP, signal.SIGTERM] if p.pid != root and _has_tty(p.pid) \
+            sigs = (
+                [signal.SIGHUP, signal.SIGTERM]
+                if p.pid != root and _has_tty(p.pid)
                 else [signal.SIGTERM]
+            )
             for sig in sigs:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(p.pid, sig)

@@ -84,8 +84,16 @@ class GpuAllocator:
 
 
 class Replica:
-    def __init__(self, cluster: LocalCluster, index: int, uid: str, port: int,
-                 gpus: tuple[int, ...], workdir: Path, logs: LogSet) -> None:
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        index: int,
+        uid: str,
+        port: int,
+        gpus: tuple[int, ...],
+        workdir: Path,
+        logs: LogSet,
+    ) -> None:
         self.cluster = cluster
         self.index = index
         self.name = f"{cluster.spec.name}-{index}"

@@ -111,7 +111,9 @@ class LocalRuntime(Runtime):
             replica_uids = replica_uids_wanted()
         self.users: ReplicaUsers | None = (
             ReplicaUsers(self.state_dir, replica_root or default_replica_root(self.state_dir))
-            if replica_uids else None)
+            if replica_uids
+            else None
+        )
         self.layout = Layout(self.state_dir, self.users)
         self.disk_quota_bytes = disk_quota_bytes
         self.disk_check_interval_s = disk_check_interval_s
@@ -131,11 +133,18 @@ class LocalRuntime(Runtime):
         count = self.source.device_count()
         self.supervisor = Supervisor(
             self.layout,
-            Timing(backoff_base_s=backoff_base_s, backoff_cap_s=backoff_cap_s,
-                   stable_after_s=stable_after_s, give_up_after=give_up_after,
-                   grace_s=grace_s, termination_grace_s=termination_grace_s,
-                   probe_interval_s=probe_interval_s),
-            GpuAllocator(count), self.source.kind)
+            Timing(
+                backoff_base_s=backoff_base_s,
+                backoff_cap_s=backoff_cap_s,
+                stable_after_s=stable_after_s,
+                give_up_after=give_up_after,
+                grace_s=grace_s,
+                termination_grace_s=termination_grace_s,
+                probe_interval_s=probe_interval_s,
+            ),
+            GpuAllocator(count),
+            self.source.kind,
+        )
         self._clusters: dict[str, LocalCluster] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.info = RuntimeInfo(
@@ -180,8 +189,13 @@ class LocalRuntime(Runtime):
             await asyncio.to_thread(self.users.prepare)
         if self.disk_quota_bytes is not None and self._quota_task is None:
             self._quota_task = asyncio.create_task(
-                sup.quota_loop(lambda: self._clusters.values(), self.disk_quota_bytes,
-                               self.disk_check_interval_s), name="local-quota")
+                sup.quota_loop(
+                    lambda: self._clusters.values(),
+                    self.disk_quota_bytes,
+                    self.disk_check_interval_s,
+                ),
+                name="local-quota",
+            )
         sup.subreaper = make_subreaper()
         self.info.details["subreaper"] = "yes" if sup.subreaper else "no"
         sup.pump()
@@ -287,8 +301,7 @@ class LocalRuntime(Runtime):
             old = c.spec
             c.spec = spec
             if spec.expires_at:
-                await asyncio.to_thread(self.layout.write_expiry, spec.cluster_id,
-                                        spec.expires_at)
+                await asyncio.to_thread(self.layout.write_expiry, spec.cluster_id, spec.expires_at)
             if spec.replicas > 0 and c.failed_reported:
                 # Asked to run again after the runtime gave up: start from scratch.
                 c.failed_reported = False
@@ -328,11 +341,13 @@ class LocalRuntime(Runtime):
                 if creds is not None:
                     with contextlib.suppress(OSError):
                         os.lchown(link, creds.uid, creds.gid)
-        logs = LogSet(self.layout.logs_dir(spec.cluster_id) / name, self.log_max_bytes,
-                      self.log_backups)
+        logs = LogSet(
+            self.layout.logs_dir(spec.cluster_id) / name, self.log_max_bytes, self.log_backups
+        )
         uid = f"{self.rid}.{spec.cluster_id}.{name}.{secrets.token_hex(4)}"
-        r = Replica(c, index, uid, free_port(), self.supervisor.gpus.take(spec.gpu_count),
-                    workdir, logs)
+        r = Replica(
+            c, index, uid, free_port(), self.supervisor.gpus.take(spec.gpu_count), workdir, logs
+        )
         r.creds = creds
         if any(d.index == index for d in c.draining):
             r.reason = waiting_reason(name)  # until its predecessor has ended
@@ -354,8 +369,9 @@ class LocalRuntime(Runtime):
                 c.replicas.clear()
                 if gone:
                     sup.retire(c, gone)
-                c.ending = asyncio.create_task(self._end_cluster(cluster_id, c),
-                                               name=f"terminate-{cluster_id}")
+                c.ending = asyncio.create_task(
+                    self._end_cluster(cluster_id, c), name=f"terminate-{cluster_id}"
+                )
             sup.notify(c)
         await self._settle(c.ending)
 
@@ -401,8 +417,12 @@ class LocalRuntime(Runtime):
         r.want = "restart"
         r.wake.set()
         # Return once the new run is started (or the replica went away).
-        deadline = (asyncio.get_running_loop().time() + self.grace_s + 10
-                    + self.supervisor.termination_grace(r.cluster))
+        deadline = (
+            asyncio.get_running_loop().time()
+            + self.grace_s
+            + 10
+            + self.supervisor.termination_grace(r.cluster)
+        )
         while r.runs == runs and not r.removed:
             r.changed.clear()
             left = deadline - asyncio.get_running_loop().time()
@@ -456,8 +476,9 @@ class LocalRuntime(Runtime):
         self, cluster_id: str, replica: str, *, tail: int | None, follow: bool, previous: bool
     ) -> AsyncIterator[bytes]:
         _, r = self._lookup(cluster_id, replica)
-        return read_logs(r.logs, tail=tail, follow=follow, previous=previous,
-                         still_there=lambda: not r.removed)
+        return read_logs(
+            r.logs, tail=tail, follow=follow, previous=previous, still_there=lambda: not r.removed
+        )
 
     async def service_target(self, cluster_id: str, replica: str, port: int) -> HostPort:
         _, r = self._lookup(cluster_id, replica)
@@ -491,8 +512,13 @@ class LocalRuntime(Runtime):
                 ReplicaTelemetry(
                     replica=r.name,
                     source=self.source.kind,
-                    gpus=self.source.read(f"{cluster_id}/{r.name}", c.spec.gpu_type, r.gpus,
-                                          active=r.phase == "Running", now=now),
+                    gpus=self.source.read(
+                        f"{cluster_id}/{r.name}",
+                        c.spec.gpu_type,
+                        r.gpus,
+                        active=r.phase == "Running",
+                        now=now,
+                    ),
                     shared=gpus.shared(r.gpus, c.spec.gpu_count),
                 )
                 for r in rs

@@ -69,8 +69,9 @@ class Timing:
 
 
 class Supervisor:
-    def __init__(self, layout: Layout, timing: Timing, gpus: GpuAllocator,
-                 telemetry_kind: str) -> None:
+    def __init__(
+        self, layout: Layout, timing: Timing, gpus: GpuAllocator, telemetry_kind: str
+    ) -> None:
         self.layout = layout
         self.timing = timing
         self.gpus = gpus
@@ -302,9 +303,11 @@ class Supervisor:
         the working dir, the logs and the name."""
         waiting = waiting_reason(r.name)
         while r.want != "remove":
-            before = [d.task for d in c.draining
-                      if d.index == r.index and d is not r and d.task is not None
-                      and not d.task.done()]
+            before = [
+                d.task
+                for d in c.draining
+                if d.index == r.index and d is not r and d.task is not None and not d.task.done()
+            ]
             if not before:
                 break
             self.set(r, reason=waiting)
@@ -329,8 +332,7 @@ class Supervisor:
             r.ready = False
             r.reason = "Terminating"
             c.draining.append(r)
-        task = asyncio.create_task(self._drain(c, gone),
-                                   name=f"drain-{c.spec.cluster_id}")
+        task = asyncio.create_task(self._drain(c, gone), name=f"drain-{c.spec.cluster_id}")
         c.drains.add(task)
         task.add_done_callback(c.drains.discard)
         return task
@@ -359,8 +361,7 @@ class Supervisor:
             wake = asyncio.ensure_future(r.wake.wait())
             waits: set[asyncio.Future[Any]] = {exit_fut, wake}
             try:
-                await asyncio.wait(waits, timeout=delay,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 wake.cancel()
             if exit_fut.done():
@@ -411,8 +412,12 @@ class Supervisor:
         # to termination_grace_s to drain or checkpoint before anything is killed.
         # Even without a grace: a shell on a terminal ignores SIGTERM, and without
         # its hangup it would sit out the kill grace and end SIGKILLed (137).
-        await asyncio.to_thread(term_groups_and_wait_sync, lambda m: m == uid,
-                                roots[0] if roots else None, termination_grace_s)
+        await asyncio.to_thread(
+            term_groups_and_wait_sync,
+            lambda m: m == uid,
+            roots[0] if roots else None,
+            termination_grace_s,
+        )
         # The replica's process may have ended (and its pid been reused) meanwhile.
         roots = [p for p in roots if r.exit is not None and not r.exit.exited]
         if termination_grace_s > 0:
@@ -421,8 +426,9 @@ class Supervisor:
             kill_grace_s = 0.0
         # As a subreaper, everything the run started is its descendant or our orphan:
         # no need to scan all of /proc (the stop's last sweep covers the rest).
-        await asyncio.to_thread(kill_tree_sync, lambda m: m == uid, roots, kill_grace_s,
-                                full_scan=not self.subreaper)
+        await asyncio.to_thread(
+            kill_tree_sync, lambda m: m == uid, roots, kill_grace_s, full_scan=not self.subreaper
+        )
         if r.exit is not None:
             try:
                 await asyncio.wait_for(r.exit.wait(), 2.0)
@@ -433,8 +439,7 @@ class Supervisor:
         """Kill what an ended run left behind (daemons): as a subreaper, those are our
         orphans, found without a scan of all /proc."""
         uid = r.uid
-        await asyncio.to_thread(kill_now_sync, lambda m: m == uid, [],
-                                full_scan=not self.subreaper)
+        await asyncio.to_thread(kill_now_sync, lambda m: m == uid, [], full_scan=not self.subreaper)
 
     async def sweep(self, match: Callable[[str], bool]) -> None:
         """The one full /proc scan at the end of a stop or terminate, in a thread."""
@@ -452,8 +457,9 @@ class Supervisor:
         self.gpus.give(r.gpus)
         r.gpus = ()
 
-    async def quota_loop(self, clusters: Callable[[], Iterable[LocalCluster]], quota: int,
-                         interval_s: float) -> None:
+    async def quota_loop(
+        self, clusters: Callable[[], Iterable[LocalCluster]], quota: int, interval_s: float
+    ) -> None:
         """Stop any replica whose working dir (its HOME) grew past the disk quota."""
         while True:
             await asyncio.sleep(interval_s)
@@ -468,9 +474,10 @@ class Supervisor:
                         continue
                     if used > quota and r.want == "run":
                         mib = 1024 * 1024
-                        r.reason = (f"stopped: its files grew past the disk quota "
-                                    f"({used // mib} MiB used, quota {quota // mib} MiB)")
-                        log.warning("replica %s of %s: %s", r.name, c.spec.cluster_id,
-                                    r.reason)
+                        r.reason = (
+                            f"stopped: its files grew past the disk quota "
+                            f"({used // mib} MiB used, quota {quota // mib} MiB)"
+                        )
+                        log.warning("replica %s of %s: %s", r.name, c.spec.cluster_id, r.reason)
                         r.want = "over_quota"
                         r.wake.set()

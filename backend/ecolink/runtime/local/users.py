@@ -48,9 +48,11 @@ def replica_uids_wanted() -> bool:
 
 
 def single_account_note() -> str:
-    return (f"replicas run as this backend's own user (uid {os.geteuid()}), not under "
-            "their own: the local runtime serves one account only (run the backend as "
-            "root to give each account's replicas their own uid)")
+    return (
+        f"replicas run as this backend's own user (uid {os.geteuid()}), not under "
+        "their own: the local runtime serves one account only (run the backend as "
+        "root to give each account's replicas their own uid)"
+    )
 
 
 def default_replica_root(state_dir: Path) -> Path:
@@ -90,8 +92,11 @@ class ReplicaUsers:
     def __init__(self, state_dir: Path, root: Path, *, uid_base: int | None = None) -> None:
         self.state_dir = state_dir
         self.root = root
-        base = uid_base if uid_base is not None else int(
-            os.environ.get("ECOLINK_REPLICA_UID_BASE", DEFAULT_UID_BASE))
+        base = (
+            uid_base
+            if uid_base is not None
+            else int(os.environ.get("ECOLINK_REPLICA_UID_BASE", DEFAULT_UID_BASE))
+        )
         self.uid_base = base
         self.shared_gid = base - 1
         self._lock = threading.Lock()
@@ -104,8 +109,7 @@ class ReplicaUsers:
     # -- layout ----------------------------------------------------------------
     def prepare(self) -> None:
         """Create the replica root; lock the state directory to the backend."""
-        for d in (self.root, self.root / "replicas", self.root / "filesystems",
-                  self.root / "bin"):
+        for d in (self.root, self.root / "replicas", self.root / "filesystems", self.root / "bin"):
             d.mkdir(parents=True, exist_ok=True)
             os.chown(d, 0, 0)
             os.chmod(d, 0o711)
@@ -225,8 +229,12 @@ def popen_credentials(creds: Credentials | None) -> PopenAs:
     from other users while shared directories stay writable by the group."""
     if creds is None:
         return {}
-    return {"user": creds.uid, "group": creds.gid, "extra_groups": [creds.shared_gid],
-            "umask": 0o007}
+    return {
+        "user": creds.uid,
+        "group": creds.gid,
+        "extra_groups": [creds.shared_gid],
+        "umask": 0o007,
+    }
 
 
 def searchable_path(path: str) -> str:
