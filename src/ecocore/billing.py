@@ -116,15 +116,6 @@ class ClusterMoney:
     def remaining(self) -> int:
         return self.hold - self.released - self.spent
 
-    def with_hold(self, amount: int) -> ClusterMoney:
-        return ClusterMoney(self.hold + amount, self.released, self.spent)
-
-    def with_charge(self, amount: int) -> ClusterMoney:
-        return ClusterMoney(self.hold, self.released, self.spent + amount)
-
-    def with_release(self, amount: int) -> ClusterMoney:
-        return ClusterMoney(self.hold, self.released + amount, self.spent)
-
 
 def charge_due(money: ClusterMoney, segments: Iterable[Segment], until_us: int) -> int:
     """The charge to post now (a positive number, 0 when nothing is due): the exact
@@ -139,15 +130,6 @@ def scale_up_hold(per_replica: int, old_replicas: int, new_replicas: int, remain
     if new_replicas <= old_replicas:
         return 0
     return hold_for_duration(per_replica * (new_replicas - old_replicas), remaining_us)
-
-
-@dataclass(frozen=True)
-class Posting:
-    """One ledger line an action posts (signed as the ledger stores it)."""
-
-    kind: LedgerKind
-    amount: int
-    memo: str
 
 
 def signed(kind: LedgerKind, magnitude: int) -> int:

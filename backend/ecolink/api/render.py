@@ -10,13 +10,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ecocore import billing
-from ecocore.money import format_usd
+from ecocore.money import MICRO, format_usd
 from ecolink.api.context import AppContext
 from ecolink.api.edge_rules import service_host
 from ecolink.runtime.base import ReplicaState
 from ecolink.store import Account, Cluster, Event, LedgerEntry, rfc3339
-
-US = 1_000_000
 
 
 def account_json(a: Account) -> dict[str, Any]:
@@ -88,7 +86,7 @@ def event_json(e: Event) -> dict[str, Any]:
 
 
 def hours_number(micro_hours: int) -> int | float:
-    whole, frac = divmod(micro_hours, US)
+    whole, frac = divmod(micro_hours, MICRO)
     return whole if frac == 0 else float(f"{whole}.{frac:06d}")
 
 
