@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -36,8 +37,28 @@ def login_shell_argv() -> list[str]:
     return [shell, "-l"]
 
 
+# Signals a terminal session must start with at their default action, whatever the
+# backend inherited (e.g. SIGHUP ignored under nohup): else a shell ignores the hangup
+# that ends it at stop, and is killed at the end of the grace instead.
+_DEFAULT_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 def _set_ctty() -> None:  # runs in the child, after setsid
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    # libc's signal(): Python's signal.signal() is for the main thread only, and Popen
+    # may run in another one.
+    for sig in _DEFAULT_SIGNALS:
+        _libc.signal(int(sig), ctypes.c_void_p(0))  # SIG_DFL
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def set_winsize(fd: int, width: int, height: int) -> None:
