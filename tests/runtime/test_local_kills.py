@@ -113,8 +113,14 @@ async def test_an_over_quota_replica_stays_stopped_until_restarted(tmp_path: Pat
         await runtime.shutdown(stop_replicas=True)
 
 
+@pytest.mark.parametrize("ignore_sighup", [False, True])
 @pytest.mark.parametrize("grace", [0.0, 2.0])
-async def test_a_terminal_shell_is_hung_up_whatever_the_grace(tmp_path: Path, grace: float) -> None:
+async def test_a_terminal_shell_is_hung_up_whatever_the_grace(
+    tmp_path: Path, grace: float, ignore_sighup: bool
+) -> None:
+    """Also when the backend ignores SIGHUP (started under nohup): children inherit
+    that, and the shell must still end at its hangup, not be killed after the grace."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_sighup else signal.SIG_DFL)
     runtime = LocalRuntime(
         tmp_path / "state",
         SystemClock(),
@@ -154,54 +160,6 @@ async def test_a_terminal_shell_is_hung_up_whatever_the_grace(tmp_path: Path, gr
         await runtime.apply(ClusterSpec(**{**spec.__dict__, "replicas": 0}))
         assert (await asyncio.wait_for(ex.result(), 10)).exit_code == 129  # SIGHUP
         assert loop.time() - started < 4  # not the 5 s kill grace
-        await ex.kill()
-    finally:
-        await runtime.shutdown(stop_replicas=True)
-
-
-async def test_a_terminal_shell_is_hung_up_even_when_the_backend_ignores_sighup(
-    tmp_path: Path,
-) -> None:
-    """A backend started under nohup ignores SIGHUP, and children inherit that; an
-    interactive shell started through exec must still end at its hangup (129), not
-    sit out the grace and be killed (137)."""
-    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    runtime = LocalRuntime(
-        tmp_path / "state",
-        SystemClock(),
-        telemetry_source=SyntheticSource(),
-        grace_s=5.0,
-        termination_grace_s=3.0,
-        probe_interval_s=0.1,
-    )
-    await runtime.start(Recorder(), [])
-    try:
-        spec = ClusterSpec(
-            cluster_id="c1",
-            account_id="acct",
-            name="web",
-            region="local",
-            gpu_type="H100-80GB",
-            gpu_count=1,
-            replicas=1,
-            image="x:1",
-            startup_command="exec sleep 300",
-        )
-        await runtime.apply(spec)
-        await until(
-            lambda: [r.ready for r in runtime.replicas("c1")] == [True], what="the replica runs"
-        )
-        ex = await runtime.exec(
-            "c1",
-            "web-0",
-            ExecRequest(command=("sh", "-i"), tty=True, stdin=True, width=80, height=24),
-        )
-        await ex.write(b"echo rea''dy\n")
-        got = b""
-        while b"ready" not in got:
-            got += (await asyncio.wait_for(ex.read(), 10))[1]
-        await runtime.apply(ClusterSpec(**{**spec.__dict__, "replicas": 0}))
-        assert (await asyncio.wait_for(ex.result(), 15)).exit_code == 129  # SIGHUP
         await ex.kill()
     finally:
         signal.signal(signal.SIGHUP, before)
