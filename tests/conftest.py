@@ -53,7 +53,44 @@ for _p in (ROOT / "backend", ROOT / "src"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from support.server import EcolinkServer  # noqa: E402 - after the path set-up
+from support import service_harness  # noqa: E402 - after the path set-up
+from support.postgres import PostgresServer  # noqa: E402
+from support.server import EcolinkServer  # noqa: E402
+
+_postgres: PostgresServer | None = None
+
+
+def postgres_server() -> PostgresServer:
+    """One throwaway Postgres server for this test process (started on first use)."""
+    global _postgres
+    if _postgres is None:
+        _postgres = PostgresServer()
+    return _postgres
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _postgres is not None:
+        _postgres.close()
+
+
+@pytest.fixture
+def postgres() -> PostgresServer:
+    """The test process's Postgres server (`new_database()` for a migrated database)."""
+    return postgres_server()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Callable[[], str]:
+    """Run the test on each store engine: returns a callable that makes a new database
+    of that engine (a SQLite `:memory:` one, or a migrated Postgres database) and its
+    target for `Store`; `make_service()` without a store uses it too."""
+    if request.param == "postgres":
+        server = postgres_server()
+        factory: Callable[[], str] = server.new_database
+    else:
+        factory = service_harness.memory_database
+    monkeypatch.setattr(service_harness, "new_database", factory)
+    return factory
 
 
 @pytest.fixture

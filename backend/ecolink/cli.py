@@ -25,6 +25,7 @@ from ecolink.cli_common import CliError, now_us, table
 from ecolink.cli_sessions import cmd_sessions
 from ecolink.runtime.local.users import single_account_note
 from ecolink.state_dir import local_single_account, open_store, state_dir_from
+from ecolink.store import StoreError
 
 if TYPE_CHECKING:
     import uvicorn
@@ -100,6 +101,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         service_domain=service_domain,
         max_websockets_per_account=args.max_websockets_per_account,
         db_busy_timeout_s=args.db_busy_timeout,
+        database=args.database,
         replica_disk_quota_mib=args.replica_disk_quota,
         replica_disk_check_s=args.replica_disk_check,
         max_clock_step_s=args.max_clock_step,
@@ -403,9 +405,8 @@ def _parse_usd(text: str) -> int:
 
 def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
     from ecocore.money import format_usd
-    from ecolink.store import StoreError
 
-    store = open_store(state_dir_from(args.state_dir))
+    store = open_store(state_dir_from(args.state_dir), database=args.database)
     try:
         if args.accounts_cmd == "create":
             if not ACCOUNT_NAME_RE.match(args.name):
@@ -467,7 +468,7 @@ def cmd_accounts(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
     from ecolink.store import rfc3339
 
-    store = open_store(state_dir_from(args.state_dir))
+    store = open_store(state_dir_from(args.state_dir), database=args.database)
     try:
         if args.keys_cmd == "create":
             with store.tx():
@@ -547,6 +548,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         default=argparse.SUPPRESS,
         help="state directory (default: $ECOLINK_STATE_DIR, else the XDG data dir)",
+    )
+    common.add_argument(
+        "--database",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="a postgresql:// database shared by several instances (default: "
+        "$ECOLINK_DATABASE_URL, else the state directory's SQLite file)",
     )
 
     p = argparse.ArgumentParser(
@@ -708,7 +716,30 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("name")
     fc.add_argument("--description", default=None)
     fsub.add_parser("list", parents=[common])
+
+    sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="bring the database's schema up to this ecolink's (run before serving a "
+        "new version on a shared database)",
+    )
     return p
+
+
+def cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
+    """Bring the database to this ecolink's schema; each revision commits whole, so
+    an interrupted run leaves the last one finished and the next run completes it."""
+    from ecolink.state_dir import database_target
+    from ecolink.store.engine import redact
+    from ecolink.store.migrate import migrate
+
+    target = database_target(state_dir_from(args.state_dir), args.database)
+    before, after = migrate(target)
+    if before == after:
+        print(f"{redact(target)}: schema revision {after}, up to date", file=out)
+    else:
+        print(f"{redact(target)}: schema revision {before or 'none'} -> {after}", file=out)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -716,6 +747,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "state_dir"):
         args.state_dir = None
+    if not hasattr(args, "database"):
+        args.database = None
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -733,7 +766,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_filesystems(args, sys.stdout)
         if args.cmd == "sessions":
             return cmd_sessions(args, sys.stdout)
+        if args.cmd == "migrate":
+            return cmd_migrate(args, sys.stdout)
     except CliError as exc:
+        print(f"ecolink: {exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:  # a schema refused, a database out of reach
         print(f"ecolink: {exc}", file=sys.stderr)
         return 1
     parser.error("unknown command")

@@ -17,7 +17,7 @@ _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 def cmd_sessions(args: argparse.Namespace, out: TextIO) -> int:
     from ecolink.store import rfc3339
 
-    store = open_store(state_dir_from(args.state_dir))
+    store = open_store(state_dir_from(args.state_dir), database=args.database)
     try:
         account_id = None
         if args.account is not None:

@@ -23,7 +23,7 @@ from ecolink.runtime.local.users import single_account_note
 from ecolink.service import ClusterService
 from ecolink.sessions import SessionManager
 from ecolink.state_dir import RUNTIME_FILE, local_single_account, open_store
-from ecolink.store import Store
+from ecolink.store import Store, StoreError
 from ecolink.telemetry import TelemetryHub
 
 log = logging.getLogger("ecolink")
@@ -51,6 +51,9 @@ class ServeConfig:
     service_domain: str | None = None
     max_websockets_per_account: int = MAX_WEBSOCKETS_PER_ACCOUNT
     db_busy_timeout_s: float | None = None
+    # A database URL (Postgres) instead of the state directory's SQLite file; None:
+    # $ECOLINK_DATABASE_URL, else that file.
+    database: str | None = None
     replica_disk_quota_mib: float | None = 10240.0
     replica_disk_check_s: float = 10.0
     max_clock_step_s: float = 60.0
@@ -68,7 +71,12 @@ def build_context(config: ServeConfig) -> AppContext:
         raise SetupError(str(exc)) from exc
     clock = config.clock or SteadyClock(SystemClock(), max_step_s=config.max_clock_step_s)
     state_dir = config.state_dir
-    store = open_store(state_dir, busy_timeout_s=config.db_busy_timeout_s)
+    try:
+        store = open_store(
+            state_dir, busy_timeout_s=config.db_busy_timeout_s, database=config.database
+        )
+    except StoreError as exc:
+        raise SetupError(str(exc)) from exc
     with contextlib.suppress(OSError):
         (state_dir / RUNTIME_FILE).write_text(config.runtime + "\n")
     try:

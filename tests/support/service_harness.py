@@ -7,7 +7,7 @@ down), so tests can check that a refused action changed nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 from ecocore.clock import FakeClock
@@ -148,6 +148,16 @@ def catalog_for_tests(budget: int = 64) -> Catalog:
     )
 
 
+def memory_database() -> str:
+    return ":memory:"
+
+
+# Where `make_service` keeps its state when given no store: a new database each call.
+# The `engine` fixture (tests/conftest.py) points it at a new Postgres database
+# instead, so the same tests run on both engines.
+new_database: Callable[[], str] = memory_database
+
+
 def make_service(
     store: Store | None = None,
     *,
@@ -155,7 +165,7 @@ def make_service(
     clock: FakeClock | None = None,
     runtime: MemoryRuntime | None = None,
 ) -> tuple[ClusterService, MemoryRuntime, FakeClock, Store]:
-    store = store or Store(":memory:")
+    store = store or Store(new_database())
     clock = clock or FakeClock(T0)
     runtime = runtime or MemoryRuntime()
     service = ClusterService(store, runtime, catalog_for_tests(budget), clock)

@@ -14,7 +14,11 @@ import pytest
 from ecolink.errors import StoreUnavailableError
 from ecolink.service import ClusterService, LaunchRequest
 from ecolink.store import Store, StoreBusy
+from support import service_harness
 from support.service_harness import MemoryRuntime, make_service, new_account
+
+# Every test here runs on each store engine (SQLite and Postgres).
+pytestmark = pytest.mark.usefixtures("engine")
 
 MH = 1_000_000
 USD = 1_000_000
@@ -47,7 +51,7 @@ def run(
     fn: Callable[[ClusterService, MemoryRuntime, Any, FailingStore, str], Awaitable[None]],
 ) -> None:
     async def main() -> None:
-        store = FailingStore(":memory:")
+        store = FailingStore(service_harness.new_database())
         service, runtime, clock, _ = make_service(store)
         service.reconcile_grace_s = 0.0
         acct = new_account(service, "alice", 1000)
@@ -159,7 +163,7 @@ def test_when_the_undo_fails_too_the_reaper_repairs_and_logs_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def main() -> None:
-        store = FailingStore(":memory:")
+        store = FailingStore(service_harness.new_database())
         runtime = BrokenUndoRuntime()
         service, _, clock, _ = make_service(store, runtime=runtime)
         service.reconcile_grace_s = 0.0

@@ -19,6 +19,9 @@ from ecolink.service import ClusterService, LaunchRequest
 from ecolink.store import Store, to_us
 from support.service_harness import make_service, new_account
 
+# Every test here runs on each store engine (SQLite and Postgres).
+pytestmark = pytest.mark.usefixtures("engine")
+
 H = billing.US_PER_HOUR
 MH = 1_000_000  # micro-hours per hour
 USD = 1_000_000
@@ -328,13 +331,23 @@ async def _run_sequence(credit: int, steps: list[tuple[object, ...]]) -> None:
         assert c.status in ("terminated", "failed")
 
 
-@settings(
-    max_examples=1000,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+
+
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+@settings(max_examples=1000, deadline=None, suppress_health_check=_SLOW_OK)
 @given(credit=st.integers(0, 3000), steps=st.lists(action, min_size=1, max_size=20))
 def test_ledger_invariants_hold_over_random_action_sequences(
+    credit: int, steps: list[tuple[object, ...]]
+) -> None:
+    asyncio.run(_run_sequence(credit, steps))
+
+
+# The same on Postgres, with fewer examples: each one makes a database (0.2 s).
+@pytest.mark.parametrize("engine", ["postgres"], indirect=True)
+@settings(max_examples=100, deadline=None, suppress_health_check=_SLOW_OK)
+@given(credit=st.integers(0, 3000), steps=st.lists(action, min_size=1, max_size=20))
+def test_ledger_invariants_hold_over_random_action_sequences_on_postgres(
     credit: int, steps: list[tuple[object, ...]]
 ) -> None:
     asyncio.run(_run_sequence(credit, steps))

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_store import _cluster
 
 from ecocore import billing
 from ecocore.billing import ACCRUING, Segment, accrued, segment_start
@@ -18,7 +19,11 @@ from ecocore.clock import FakeClock
 from ecolink.clock import SteadyClock
 from ecolink.service import LaunchRequest
 from ecolink.store import Store, to_us
+from support import service_harness
 from support.service_harness import T0, make_service, new_account
+
+# Every test here runs on each store engine (SQLite and Postgres).
+pytestmark = pytest.mark.usefixtures("engine")
 
 MH = 1_000_000
 US = 1_000_000
@@ -136,11 +141,10 @@ def test_overlapping_segments_never_count_time_twice(
 
 
 def test_the_store_opens_segments_after_the_last_end() -> None:
-    store = Store(":memory:")
+    store = Store(service_harness.new_database())
     with store.tx():
         acct = store.create_account("a", 0)
-        del acct
-    store.execute("PRAGMA foreign_keys = OFF")
+    _cluster(store, acct.id, cid="gc_x")
     with store.tx():
         store.open_segment("gc_x", 1_000, 5)
         store.close_segment("gc_x", 2_000)

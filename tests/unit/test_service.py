@@ -24,6 +24,9 @@ from ecolink.service import ClusterService, LaunchRequest
 from ecolink.store import Store
 from support.service_harness import MemoryRuntime, make_service, new_account
 
+# Every test here runs on each store engine (SQLite and Postgres).
+pytestmark = pytest.mark.usefixtures("engine")
+
 MH = 1_000_000
 USD = 1_000_000
 US = 1_000_000
@@ -425,10 +428,12 @@ def test_a_failed_cluster_releases_its_hold() -> None:
         c = await service.launch(acct, req())
         clock.advance(3600)
         service.cluster_failed(c.id, "every replica failed: exit 1")
-        await asyncio.sleep(0)
-        for _ in range(10):
-            await asyncio.sleep(0)
         c2 = store.cluster(c.id)
+        for _ in range(500):  # written by the writer thread of a database on disk
+            await asyncio.sleep(0.01)
+            c2 = store.cluster(c.id)
+            if c2 is not None and c2.status == "failed":
+                break
         assert c2 is not None
         assert (c2.status, c2.status_reason) == ("failed", "error")
         assert c2.spent_total == 30 * USD and c2.released_total == 270 * USD

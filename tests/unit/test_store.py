@@ -1,4 +1,4 @@
-"""The SQLite store: schema and migrations, WAL and foreign keys, the append-only
+"""The store, on SQLite and on Postgres (the same tests): schema and migrations, WAL and foreign keys, the append-only
 ledger and its constraints, hashed API keys, console sessions, idempotency records,
 kept-session records."""
 
@@ -21,8 +21,31 @@ from ecolink.store import (
     rfc3339,
     to_us,
 )
+from ecolink.store.migrate import HEAD
+from ecolink.store.schema import statements
 
 NOW = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+
+
+TABLES = (
+    "accounts",
+    "api_keys",
+    "console_sessions",
+    "clusters",
+    "cluster_segments",
+    "ledger",
+    "events",
+    "idempotency",
+    "kept_sessions",
+)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new database of each engine: a SQLite file, or a migrated Postgres database."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres").new_database())
+    return str(tmp_path / "e.db")
 
 
 def _cluster(
@@ -80,28 +103,41 @@ def test_migrations_run_on_open_and_a_newer_schema_is_refused(tmp_path: Path) ->
     store = Store(path)
     assert store.schema_version() == SCHEMA_VERSION
     tables = {r[0] for r in store.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {
-        "accounts",
-        "api_keys",
-        "console_sessions",
-        "clusters",
-        "cluster_segments",
-        "ledger",
-        "events",
-        "idempotency",
-        "kept_sessions",
-    } <= tables
+    assert set(TABLES) <= tables
     store.close()
     Store(path).close()  # opening again migrates nothing and keeps the data
     raw = sqlite3.connect(path)
-    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.execute("UPDATE alembic_version SET version_num = '9999'")
+    raw.commit()
     raw.close()
     with pytest.raises(StoreError, match="newer"):
         Store(path)
 
 
-def test_ledger_is_append_only_and_moves_the_account(tmp_path: Path) -> None:
-    store = Store(tmp_path / "e.db")
+def test_a_database_from_before_alembic_is_stamped_and_brought_up_to_date(
+    tmp_path: Path,
+) -> None:
+    """A SQLite file that counted its migrations in `PRAGMA user_version` (revision 2
+    here) keeps its data and gets the missing revision, recorded by Alembic."""
+    path = tmp_path / "e.db"
+    raw = sqlite3.connect(path, isolation_level=None)
+    for number in (1, 2):
+        for statement in statements(number, "sqlite"):
+            raw.execute(statement)
+    raw.execute("PRAGMA user_version = 2")
+    raw.execute("INSERT INTO accounts (id, name, created_at) VALUES ('acct_old', 'old', 1)")
+    raw.close()
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD
+    assert store.account_by_name("old") is not None
+    columns = {r[1] for r in store.execute("PRAGMA table_info(clusters)")}
+    assert "termination_grace_seconds" in columns
+    store.close()
+
+
+def test_ledger_is_append_only_and_moves_the_account(db: str) -> None:
+    store = Store(db)
     with store.tx():
         a = store.create_account("alice", NOW)
         e1 = store.post(a.id, None, "credit", 100, "credit", NOW)
@@ -112,22 +148,22 @@ def test_ledger_is_append_only_and_moves_the_account(tmp_path: Path) -> None:
     assert (e4.balance_after, e4.held_after) == (90, 0)
     acct = store.account(a.id)
     assert acct is not None and (acct.balance, acct.held, acct.available) == (90, 0, 90)
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"), store.tx():
+    with pytest.raises(store.engine.all_errors, match="append-only"), store.tx():
         store.execute("UPDATE ledger SET amount = 1 WHERE id = ?", (e1.id,))
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"), store.tx():
+    with pytest.raises(store.engine.all_errors, match="append-only"), store.tx():
         store.execute("DELETE FROM ledger")
     assert len(store.ledger_all()) == 4
     assert store.audit() == []
 
 
-def test_postings_that_would_make_available_negative_are_refused(tmp_path: Path) -> None:
-    store = Store(tmp_path / "e.db")
+def test_postings_that_would_make_available_negative_are_refused(db: str) -> None:
+    store = Store(db)
     with store.tx():
         a = store.create_account("alice", NOW)
         store.post(a.id, None, "credit", 100, "credit", NOW)
     with pytest.raises(StoreError), store.tx():
         store.post(a.id, None, "hold", 101, "too much", NOW)
-    with pytest.raises(sqlite3.IntegrityError), store.tx():
+    with pytest.raises(store.engine.integrity_errors), store.tx():
         store.execute(
             "INSERT INTO ledger (account_id, at, kind, amount, balance_after,"
             " held_after) VALUES (?, ?, 'charge', 5, 0, 0)",
@@ -139,8 +175,8 @@ def test_postings_that_would_make_available_negative_are_refused(tmp_path: Path)
         store.post(a.id, None, "credit", 1, "outside a transaction", NOW)
 
 
-def test_ledger_pages_newest_first_by_cluster(tmp_path: Path) -> None:
-    store = Store(tmp_path / "e.db")
+def test_ledger_pages_newest_first_by_cluster(db: str) -> None:
+    store = Store(db)
     with store.tx():
         a = store.create_account("alice", NOW)
         store.post(a.id, None, "credit", 1000, "c", NOW)
@@ -156,8 +192,8 @@ def test_ledger_pages_newest_first_by_cluster(tmp_path: Path) -> None:
     assert [e.amount for e in store.ledger(a.id, cluster_id="gc_2")] == [13, 11]
 
 
-def test_api_keys_are_stored_hashed_and_revocable(tmp_path: Path) -> None:
-    path = tmp_path / "e.db"
+def test_api_keys_are_stored_hashed_and_revocable(db: str) -> None:
+    path = db
     store = Store(path)
     with store.tx():
         a = store.create_account("alice", NOW)
@@ -168,10 +204,14 @@ def test_api_keys_are_stored_hashed_and_revocable(tmp_path: Path) -> None:
     assert store.account_for_key(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
     assert store.account_for_key("eco_" + "x" * 43) is None
     assert store.account_for_key("not-a-key") is None
+    every_row = repr([store.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES])
+    assert key not in every_row and hash_secret(key) in every_row
     store.close()
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("e.db"))
-    assert key.encode() not in raw
-    assert hash_secret(key).encode() in raw
+    if not db.startswith("postgresql://"):  # nor anywhere in the file and its WAL
+        files = Path(db).parent.iterdir()
+        raw = b"".join(p.read_bytes() for p in files if p.name.startswith("e.db"))
+        assert key.encode() not in raw
+        assert hash_secret(key).encode() in raw
     store = Store(path)
     with store.tx():
         revoked = store.revoke_api_keys(key[:12], NOW)
@@ -181,8 +221,8 @@ def test_api_keys_are_stored_hashed_and_revocable(tmp_path: Path) -> None:
     assert info.revoked_at == NOW and info.account_name == "alice"
 
 
-def test_console_sessions_expire_after_12_hours(tmp_path: Path) -> None:
-    store = Store(tmp_path / "e.db")
+def test_console_sessions_expire_after_12_hours(db: str) -> None:
+    store = Store(db)
     with store.tx():
         a = store.create_account("alice", NOW)
         key = store.create_api_key(a.id, NOW)
@@ -199,8 +239,8 @@ def test_console_sessions_expire_after_12_hours(tmp_path: Path) -> None:
     assert store.account_for_session(token, NOW + 1) is None
 
 
-def test_console_sessions_end_with_the_key_that_minted_them(tmp_path: Path) -> None:
-    store = Store(tmp_path / "e.db")
+def test_console_sessions_end_with_the_key_that_minted_them(db: str) -> None:
+    store = Store(db)
     with store.tx():
         a = store.create_account("alice", NOW)
         key, other = store.create_api_key(a.id, NOW), store.create_api_key(a.id, NOW)
@@ -215,7 +255,7 @@ def test_console_sessions_end_with_the_key_that_minted_them(tmp_path: Path) -> N
     assert [s.key_prefix for s in listed].count(key[:12]) == 2 and len(listed) == 3
     assert all(s.account_name == "alice" and len(s.id) == 12 for s in listed)
     # Revoking in another connection (another process) ends them on next use.
-    second = Store(tmp_path / "e.db")
+    second = Store(db)
     with second.tx():
         second.revoke_api_keys(key[:12], NOW)
     second.close()
@@ -229,8 +269,8 @@ def test_console_sessions_end_with_the_key_that_minted_them(tmp_path: Path) -> N
     assert store.account_for_session(t3, NOW + 1) is None
 
 
-def test_idempotency_records_are_per_account_and_kept_24_hours(tmp_path: Path) -> None:
-    store = Store(tmp_path / "e.db")
+def test_idempotency_records_are_per_account_and_kept_24_hours(db: str) -> None:
+    store = Store(db)
     with store.tx():
         a = store.create_account("alice", NOW)
         b = store.create_account("bob", NOW)
@@ -246,12 +286,12 @@ def test_idempotency_records_are_per_account_and_kept_24_hours(tmp_path: Path) -
     assert store.execute("SELECT COUNT(*) FROM idempotency").fetchone()[0] == 0
 
 
-def test_names_are_unique_among_clusters_not_terminated(tmp_path: Path) -> None:
-    store = Store(tmp_path / "e.db")
+def test_names_are_unique_among_clusters_not_terminated(db: str) -> None:
+    store = Store(db)
     with store.tx():
         a = store.create_account("alice", NOW)
     c = _cluster(store, a.id, "gc_1")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(store.engine.integrity_errors):
         _cluster(store, a.id, "gc_2")
     c.status = "terminated"
     with store.tx():
@@ -263,8 +303,8 @@ def test_names_are_unique_among_clusters_not_terminated(tmp_path: Path) -> None:
     assert old is not None and old.shared_filesystems == ("w",) and old.version == 1
 
 
-def test_kept_session_records_end_on_restart(tmp_path: Path) -> None:
-    store = Store(tmp_path / "e.db")
+def test_kept_session_records_end_on_restart(db: str) -> None:
+    store = Store(db)
     with store.tx():
         a = store.create_account("alice", NOW)
     _cluster(store, a.id)

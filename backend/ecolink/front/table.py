@@ -5,13 +5,16 @@ plane, which runs the runtime).
 The database is read through its own WAL reader connection. `PRAGMA data_version`
 moves whenever another connection commits, so a poll every `POLL_S` costs a few
 microseconds when nothing changed and a revoked key stops working within
-`POLL_S` plus one reload, in every front process. A credential that is not in the
+`POLL_S` plus one reload, in every front process. On Postgres every commit is
+announced (NOTIFY, see `ecolink.store.database`): the table listens, and reloads
+once after each burst of them. A credential that is not in the
 table is looked up again after the same check, so a key made a moment ago works
 at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import sqlite3
@@ -20,6 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from ecolink.store.engine import PostgresEngine, is_postgres_url
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,7 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def load_snapshot(conn: sqlite3.Connection) -> Snapshot:
+def load_snapshot(conn: Any) -> Snapshot:
     """The credential and cluster tables as the front needs them: one read transaction."""
     snap = Snapshot()
     conn.execute("BEGIN")
@@ -94,15 +100,12 @@ class Table:
 
     def __init__(self, db_path: Path | str, on_change: Callable[[], None] | None = None) -> None:
         self.db_path = str(db_path)
-        self._conn = sqlite3.connect(
-            f"file:{self.db_path}?mode=ro",
-            uri=True,
-            isolation_level=None,
-            check_same_thread=False,
-            timeout=2.0,
-        )
+        self._pg = PostgresEngine(self.db_path) if is_postgres_url(self.db_path) else None
+        self._conn: Any = self._connect()
         self._lock = threading.Lock()
         self._version = -1
+        # Postgres: a commit was announced since the last load (or may have been).
+        self._dirty = True
         self.snap = Snapshot()
         self.on_change = on_change
         self._stop = threading.Event()
@@ -110,15 +113,36 @@ class Table:
         self._hashes: dict[str, str] = {}  # key -> its hash (the table decides, not this)
         self.refresh()
 
+    def _connect(self) -> Any:
+        if self._pg is not None:
+            return self._pg.connect(reader=True)
+        return sqlite3.connect(
+            f"file:{self.db_path}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=2.0,
+        )
+
     def refresh(self) -> bool:
         """Reload when the database changed since the last load; True if it did."""
         with self._lock:
             try:
-                version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-                if version == self._version:
-                    return False
+                if self._pg is not None:
+                    if not self._dirty:
+                        return False
+                    self._dirty = False
+                    if not self._pg.usable(self._conn):
+                        self._conn = self._connect()
+                    version = self._version + 1
+                else:
+                    version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+                    if version == self._version:
+                        return False
                 snap = load_snapshot(self._conn)
-            except sqlite3.Error as exc:
+            except Exception as exc:
+                if self._pg is not None:
+                    self._dirty = True
                 log.warning("reading the credential tables failed: %s", exc)
                 return False
             self._version = version
@@ -127,11 +151,22 @@ class Table:
             self.on_change()
         return True
 
+    def _noticed(self, payload: str) -> None:
+        self._dirty = True
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="front-table", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        if self._pg is not None:
+            listener = threading.Thread(
+                target=self._pg.listen,
+                args=(self._noticed, self._stop.is_set, POLL_S * 25),
+                name="front-table-listen",
+                daemon=True,
+            )
+            listener.start()
         while not self._stop.wait(POLL_S):
             self.refresh()
 
@@ -139,7 +174,7 @@ class Table:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=1)
-        with self._lock:
+        with self._lock, contextlib.suppress(Exception):
             self._conn.close()
 
     # -- lookups (the event loop's thread; `snap` is replaced whole, never mutated)

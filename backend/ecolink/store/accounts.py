@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import sqlite3
 
 from ecolink.store.database import Database, StoreError
 from ecolink.store.records import Account, ApiKeyInfo
@@ -20,10 +19,12 @@ class AccountsTable(Database):
         self._write()
         acct_id = new_id("acct")
         try:
-            self._conn.execute(
-                "INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)", (acct_id, name, now)
-            )
-        except sqlite3.IntegrityError as exc:
+            with self._savepoint():
+                self._conn.execute(
+                    "INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)",
+                    (acct_id, name, now),
+                )
+        except self.engine.integrity_errors as exc:
             raise StoreError(f"an account named {name!r} exists") from exc
         return Account(acct_id, name, now, 0, 0)
 
@@ -53,12 +54,13 @@ class AccountsTable(Database):
         for _ in range(10):
             key = new_api_key()
             try:
-                self._conn.execute(
-                    "INSERT INTO api_keys (account_id, prefix, key_hash, created_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (account_id, key[:KEY_PREFIX_LEN], hash_secret(key), now),
-                )
-            except sqlite3.IntegrityError:
+                with self._savepoint():
+                    self._conn.execute(
+                        "INSERT INTO api_keys (account_id, prefix, key_hash, created_at)"
+                        " VALUES (?, ?, ?, ?)",
+                        (account_id, key[:KEY_PREFIX_LEN], hash_secret(key), now),
+                    )
+            except self.engine.integrity_errors:
                 continue  # prefix collision: draw again
             return key
         raise StoreError("could not draw a unique key")

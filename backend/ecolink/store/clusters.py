@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import fields
 from typing import Any
@@ -18,7 +17,7 @@ _FS_INDEX = CLUSTER_COLUMNS.index("shared_filesystems")
 _SUSPENDED_INDEX = CLUSTER_COLUMNS.index("suspended")
 
 
-def cluster_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Cluster:
+def cluster_from_row(row: tuple[Any, ...]) -> Cluster:
     values = list(row)
     fs = values[_FS_INDEX]
     values[_FS_INDEX] = () if not fs or fs == "[]" else tuple(json.loads(fs))
@@ -46,6 +45,7 @@ class ClustersTable(Database):
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
         self._conn.execute(f"INSERT INTO clusters ({cols}) VALUES ({marks})", row)
+        self.touched(f"c:{c.account_id}:{c.id}")
 
     def update_cluster(self, c: Cluster) -> None:
         """Write every field of `c` and bump its version."""
@@ -54,6 +54,7 @@ class ClustersTable(Database):
         row = cluster_to_row(c)
         sets = ", ".join(f"{k} = :{k}" for k in row if k != "id")
         self._conn.execute(f"UPDATE clusters SET {sets} WHERE id = :id", row)
+        self.touched(f"c:{c.account_id}:{c.id}")
 
     def cluster(self, cluster_id: str) -> Cluster | None:
         row = self._conn.execute(self._SELECT_CLUSTER + " WHERE id = ?", (cluster_id,)).fetchone()
@@ -129,11 +130,12 @@ class ClustersTable(Database):
         """The latest instant the database records (ledger, segments, charges): a
         restarted backend never counts time from before it."""
         row = self._conn.execute(
-            "SELECT MAX(COALESCE((SELECT MAX(at) FROM ledger), 0),"
-            " COALESCE((SELECT MAX(MAX(start_at, COALESCE(end_at, 0))) FROM cluster_segments), 0),"
-            " COALESCE((SELECT MAX(last_charge_at) FROM clusters), 0))"
+            "SELECT (SELECT MAX(at) FROM ledger), (SELECT MAX(start_at) FROM cluster_segments),"
+            " (SELECT MAX(end_at) FROM cluster_segments),"
+            " (SELECT MAX(last_charge_at) FROM clusters)"
         ).fetchone()
-        return int(row[0]) if row and row[0] else None
+        latest = max((int(v) for v in row if v is not None), default=0)
+        return latest or None
 
     # -- segments ------------------------------------------------------------
     def open_segment(self, cluster_id: str, start: int, hourly_rate: int) -> int:
@@ -150,9 +152,9 @@ class ClustersTable(Database):
     def close_segment(self, cluster_id: str, end: int) -> None:
         self._write()
         self._conn.execute(
-            "UPDATE cluster_segments SET end_at = MAX(start_at, ?)"
+            "UPDATE cluster_segments SET end_at = CASE WHEN start_at > ? THEN start_at ELSE ? END"
             " WHERE cluster_id = ? AND end_at IS NULL",
-            (end, cluster_id),
+            (end, end, cluster_id),
         )
 
     def segments(self, cluster_id: str) -> list[Segment]:

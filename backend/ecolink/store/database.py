@@ -1,9 +1,10 @@
-"""The database: connections, transactions, the writer thread and migrations.
+"""The database: connections, transactions, the writer thread and the schema check.
 
 One writer, many readers: `tx()` uses the one write connection (behind a lock, so
 one transaction at a time in this process); reads outside a transaction use a
 connection of their own thread, which WAL lets read while a writer (of this process
-or another) holds the write lock. An event loop never calls the store directly:
+or another) holds the write lock. The same holds on Postgres (`engine`), where
+another instance's commits are announced by NOTIFY instead of seen in the file. An event loop never calls the store directly:
 `run_write` runs a transaction in the single writer thread and `run_read` runs reads
 in a small pool, so a locked or slow database delays those calls only; a read it
 does not let through in time raises `StoreUnavailable`. `cached_read` keeps the
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ecolink.store.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
+from ecolink.store.engine import Engine, PostgresEngine, SqliteEngine, is_postgres_url
+from ecolink.store.tokens import new_id
 
 log = logging.getLogger("ecolink.store")
 
@@ -56,9 +57,9 @@ class StoreUnavailable(StoreBusy):
 
 
 class Database:
-    """One SQLite database file (WAL, foreign keys, versioned schema): its write
+    """One database (a SQLite file in WAL mode, or Postgres; see `engine`): its write
     connection and single writer thread, its per-thread read connections, `tx()`,
-    and the migrations that run on open.
+    the schema check on open, and the change watch.
 
     The table classes of this package build on it; their writes call `_write()`
     first (a write needs a transaction) and read and write through `_conn`."""
@@ -70,17 +71,31 @@ class Database:
         synchronous: str = "FULL",
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         readers: int = 4,
+        migrate: bool = True,
     ) -> None:
+        """`path`: a SQLite file, `:memory:`, or a `postgresql://` URL. `migrate`:
+        bring the schema up to date on open (the embedded SQLite default); otherwise a
+        schema that is not this code's refuses to open (`ecolink migrate` moves it)."""
         self.path = str(path)
         self.busy_timeout_ms = busy_timeout_ms
-        self._writer = self._connect()
-        if self.path != ":memory:":
-            self._writer.execute("PRAGMA journal_mode = WAL")
-        # FULL: a committed ledger entry survives even a power cut, not only a crash.
-        self._writer.execute(f"PRAGMA synchronous = {synchronous}")
+        self.engine: Engine = (
+            PostgresEngine(self.path)
+            if is_postgres_url(self.path)
+            else SqliteEngine(self.path, busy_timeout_ms, synchronous)
+        )
+        self.dialect = self.engine.dialect
+        self._memory = self.engine.memory
+        from ecolink.store.migrate import ensure_schema
+
+        if self._memory:  # one connection, which holds the whole database
+            self._writer: Any = self._connect(reader=False)
+            ensure_schema(self.engine, migrate=migrate, conn=self._writer)
+        else:  # migrate (or check) before anything else holds a connection
+            ensure_schema(self.engine, migrate=migrate)
+            self._writer = self._connect(reader=False)
         self._wlock = threading.Lock()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[Any] = []
         self._readers_lock = threading.Lock()
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="ecolink-db-writer")
         self._read_pool = ThreadPoolExecutor(readers, thread_name_prefix="ecolink-db-reader")
@@ -91,29 +106,28 @@ class Database:
         self._cache: dict[Hashable, tuple[int, float, Any]] = {}
         self._watch: threading.Thread | None = None
         self._watch_stop = threading.Event()
-        self._migrate()
+        # What the open transaction changed ("c:<account>:<cluster>", "a:<account>",
+        # "e:<event id>"), announced to the other instances when it commits.
+        self._touched: list[str] = []
+        self._remote: list[Callable[[list[str]], None]] = []
+        self.instance = new_id("inst")
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            check_same_thread=False,
-            timeout=self.busy_timeout_ms / 1000,
-        )
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        return conn
+    def _connect(self, *, reader: bool) -> Any:
+        try:
+            return self.engine.connect(reader=reader)
+        except self.engine.unavailable_errors as exc:
+            cls = StoreUnavailable if reader else StoreBusy
+            raise cls(f"the database cannot be reached: {exc}") from exc
 
     @property
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> Any:
         """The writer inside this thread's transaction, else this thread's reader (an
         in-memory database has one connection only)."""
-        if getattr(self._local, "in_tx", False) or self.path == ":memory:":
+        if getattr(self._local, "in_tx", False) or self._memory:
             return self._writer
-        conn: sqlite3.Connection | None = getattr(self._local, "reader", None)
-        if conn is None:
-            conn = self._connect()
-            conn.execute("PRAGMA query_only = ON")
+        conn = getattr(self._local, "reader", None)
+        if conn is None or not self.engine.usable(conn):
+            conn = self._connect(reader=True)
             self._local.reader = conn
             with self._readers_lock:
                 self._readers.append(conn)
@@ -127,10 +141,11 @@ class Database:
         self._read_pool.shutdown(wait=True)
         with self._readers_lock:
             for conn in self._readers:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*self.engine.all_errors):
                     conn.close()
             self._readers.clear()
-        self._writer.close()
+        with contextlib.suppress(*self.engine.all_errors):
+            self._writer.close()
 
     # -- off the event loop --------------------------------------------------
     async def run_write(self, fn: Callable[[], T]) -> T:
@@ -141,7 +156,7 @@ class Database:
             with self.tx():
                 return fn()
 
-        if self.path == ":memory:":
+        if self._memory:
             return job()
         return await asyncio.get_running_loop().run_in_executor(self._write_pool, job)
 
@@ -162,7 +177,7 @@ class Database:
                 if done is not None:
                     done()
 
-        if self.path == ":memory:":
+        if self._memory:
             job()
         else:
             self._write_pool.submit(job)
@@ -172,13 +187,14 @@ class Database:
         through within the busy timeout (another process holds it exclusively, the
         disk stalls), or that waited that long for a reader thread, raises
         `StoreUnavailable`; the event loop never waits for it."""
-        if self.path == ":memory:":
+        if self._memory:
             return fn()
+        unavailable = self.engine.unavailable_errors
 
         def job() -> T:
             try:
                 return fn()
-            except sqlite3.OperationalError as exc:
+            except unavailable as exc:
                 raise StoreUnavailable(f"the database cannot be read: {exc}") from exc
 
         future = asyncio.get_running_loop().run_in_executor(self._read_pool, job)
@@ -211,23 +227,33 @@ class Database:
         return value
 
     def _start_watch(self) -> None:
-        if self._watch is not None or self.path == ":memory:":
+        if self._watch is not None or self._memory:
             return
         self._watch = threading.Thread(
             target=self._watch_commits, name="ecolink-db-watch", daemon=True
         )
         self._watch.start()
 
+    def on_remote_change(self, callback: Callable[[list[str]], None]) -> None:
+        """Call `callback` (in the watch thread) with what another instance's commit
+        changed (see `_touched`; an empty list: anything may have changed)."""
+        self._remote.append(callback)
+        self._start_watch()
+
     def _watch_commits(self) -> None:
-        """`PRAGMA data_version` moves when another connection commits (a few
-        microseconds to ask); each move is a new generation."""
-        conn = self._connect()
+        engine = self.engine
+        if isinstance(engine, PostgresEngine):
+            engine.listen(self._noticed, self._watch_stop.is_set, WATCH_S * 25)
+            return
+        # SQLite: `PRAGMA data_version` moves when another connection commits (a few
+        # microseconds to ask); each move is a new generation.
+        conn = engine.connect(reader=True)
         try:
             last = None
             while not self._watch_stop.wait(WATCH_S):
                 try:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]
-                except sqlite3.Error:
+                except engine.all_errors:
                     self._generation += 1  # cannot tell: assume it changed
                     continue
                 if version != last:
@@ -236,25 +262,28 @@ class Database:
         finally:
             conn.close()
 
+    def _noticed(self, payload: str) -> None:
+        """A Postgres notification: "<instance> <item> <item> ...", or "" (the watch
+        lost its connection: anything may have changed)."""
+        sender, _, rest = payload.partition(" ")
+        if payload and sender == self.instance:
+            return  # our own commit: the generation already moved in `tx()`
+        self._generation += 1
+        self._tell_remote(rest.split() if payload else [])
+
+    def _tell_remote(self, items: list[str]) -> None:
+        for callback in self._remote:
+            try:
+                callback(items)
+            except Exception:
+                log.exception("a change listener failed")
+
     # -- schema ------------------------------------------------------------
     def schema_version(self) -> int:
-        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        """The number of the schema revision the database is at (0: none)."""
+        from ecolink.store.migrate import current_revision
 
-    def _migrate(self) -> None:
-        version = self.schema_version()
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the database has schema version {version}, newer than this ecolink "
-                f"({SCHEMA_VERSION}); upgrade ecolink"
-            )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self.tx():
-                # A second process may have migrated in the meantime.
-                if self.schema_version() >= target:
-                    continue
-                for statement in split_sql(MIGRATIONS[target - 1]):
-                    self._conn.execute(statement)
-                self._conn.execute(f"PRAGMA user_version = {target}")
+        return int(current_revision(self._conn) or 0)
 
     # -- transactions ------------------------------------------------------
     @contextlib.contextmanager
@@ -266,22 +295,28 @@ class Database:
         if getattr(self._local, "in_tx", False):
             raise StoreError("nested transaction")
         with self._wlock:
+            unavailable = self.engine.unavailable_errors
             try:
-                self._writer.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
+                if not self.engine.usable(self._writer):
+                    self._writer = self._connect(reader=False)
+                self.engine.begin(self._writer)
+            except unavailable as exc:
                 raise StoreBusy(f"the database cannot be written: {exc}") from exc
             self._local.in_tx = True
+            self._touched = []
             try:
                 yield
                 self._before_commit()
+                if self._touched or self.dialect == "postgresql":
+                    self._announce()
                 self._writer.execute("COMMIT")
                 self._generation += 1
             except BaseException as exc:
                 self._local.in_tx = False
                 self._generation += 1  # whatever failed, cached reads are read again
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*self.engine.all_errors):
                     self._writer.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError):
+                if isinstance(exc, unavailable):
                     raise StoreBusy(f"the database cannot be written: {exc}") from exc
                 raise
             finally:
@@ -289,6 +324,26 @@ class Database:
 
     def _before_commit(self) -> None:
         """A seam for tests that make a commit fail."""
+
+    def touched(self, item: str) -> None:
+        """Note what this transaction changes, for the other instances' watchers."""
+        self._touched.append(item)
+
+    def _announce(self) -> None:
+        """Postgres: NOTIFY the other instances of what this transaction changed, in
+        the transaction (it is delivered when, and only if, it commits). A payload
+        must stay under 8,000 bytes: a long list goes in several."""
+        items = list(dict.fromkeys(self._touched))
+        chunk: list[str] = []
+        size = len(self.instance)
+        for item in items:
+            if size + len(item) + 1 > 7_000 and chunk:
+                self.engine.announce(self._writer, " ".join([self.instance, *chunk]))
+                chunk, size = [], len(self.instance)
+            chunk.append(item)
+            size += len(item) + 1
+        if chunk or not items:
+            self.engine.announce(self._writer, " ".join([self.instance, *chunk]))
 
     @property
     def in_tx(self) -> bool:
@@ -307,5 +362,19 @@ class Database:
             with self.tx():
                 yield
 
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+    @contextlib.contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        """A statement that may break a constraint on purpose (and be handled): on
+        Postgres a failed statement spoils its whole transaction unless it ran
+        inside a savepoint that is rolled back."""
+        self._writer.execute("SAVEPOINT attempt")
+        try:
+            yield
+        except BaseException:
+            self._writer.execute("ROLLBACK TO SAVEPOINT attempt")
+            self._writer.execute("RELEASE SAVEPOINT attempt")
+            raise
+        self._writer.execute("RELEASE SAVEPOINT attempt")
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
         return self._conn.execute(sql, params)

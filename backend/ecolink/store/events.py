@@ -19,13 +19,15 @@ class EventsTable(Database):
         replica: str | None = None,
     ) -> Event:
         self._write()
-        cur = self._conn.execute(
-            "INSERT INTO events (account_id, cluster_id, at, kind, message, replica)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (account_id, cluster_id, at, kind, message, replica),
+        event_id = int(
+            self._conn.execute(
+                "INSERT INTO events (account_id, cluster_id, at, kind, message, replica)"
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                (account_id, cluster_id, at, kind, message, replica),
+            ).fetchone()[0]
         )
-        assert cur.lastrowid is not None
-        return Event(cur.lastrowid, account_id, cluster_id, at, kind, message, replica)
+        self.touched(f"e:{event_id}")
+        return Event(event_id, account_id, cluster_id, at, kind, message, replica)
 
     def events(self, cluster_id: str, limit: int = 1000) -> list[Event]:
         """The newest `limit` events, oldest first."""

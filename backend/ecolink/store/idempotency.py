@@ -23,8 +23,11 @@ class IdempotencyTable(Database):
     def save_idempotency(self, rec: IdempotencyRecord) -> None:
         self._write()
         self._conn.execute(
-            "INSERT OR REPLACE INTO idempotency (account_id, key, fingerprint, status,"
-            " content_type, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO idempotency (account_id, key, fingerprint, status,"
+            " content_type, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (account_id, key) DO UPDATE SET fingerprint = excluded.fingerprint,"
+            " status = excluded.status, content_type = excluded.content_type,"
+            " body = excluded.body, created_at = excluded.created_at",
             (
                 rec.account_id,
                 rec.key,

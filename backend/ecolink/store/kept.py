@@ -17,9 +17,14 @@ class KeptSessionsTable(Database):
     def save_kept_session(self, rec: dict[str, Any]) -> None:
         with self._maybe_tx():
             self._conn.execute(
-                "INSERT OR REPLACE INTO kept_sessions (id, cluster_id, replica, command, tty,"
+                "INSERT INTO kept_sessions (id, cluster_id, replica, command, tty,"
                 " started_at, exited, exit_code, ended_reason, ended_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET cluster_id = excluded.cluster_id,"
+                " replica = excluded.replica, command = excluded.command, tty = excluded.tty,"
+                " started_at = excluded.started_at, exited = excluded.exited,"
+                " exit_code = excluded.exit_code, ended_reason = excluded.ended_reason,"
+                " ended_at = excluded.ended_at",
                 (
                     rec["id"],
                     rec["cluster_id"],

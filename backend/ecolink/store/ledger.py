@@ -30,24 +30,28 @@ class LedgerTable(Database):
     ) -> LedgerEntry:
         """Append one signed ledger entry and move the account's totals with it."""
         self._write()
+        # Postgres: the account's row stays locked until the transaction ends, so no
+        # other instance posts from the totals read here.
         row = self._conn.execute(
-            "SELECT balance, held FROM accounts WHERE id = ?", (account_id,)
+            "SELECT balance, held FROM accounts WHERE id = ?" + self.engine.for_update,
+            (account_id,),
         ).fetchone()
         if row is None:
             raise StoreError(f"no account {account_id}")
         balance, held = apply_posting(int(row[0]), int(row[1]), kind, amount)
         if held < 0 or balance - held < 0:
             raise StoreError("the posting would leave the account below zero available")
-        cur = self._conn.execute(
-            "INSERT INTO ledger (account_id, cluster_id, at, kind, amount, balance_after,"
-            " held_after, memo) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (account_id, cluster_id, at, kind, amount, balance, held, memo),
+        entry_id = int(
+            self._conn.execute(
+                "INSERT INTO ledger (account_id, cluster_id, at, kind, amount, balance_after,"
+                " held_after, memo) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (account_id, cluster_id, at, kind, amount, balance, held, memo),
+            ).fetchone()[0]
         )
         self._conn.execute(
             "UPDATE accounts SET balance = ?, held = ? WHERE id = ?", (balance, held, account_id)
         )
-        entry_id = cur.lastrowid
-        assert entry_id is not None
+        self.touched(f"a:{account_id}")
         return LedgerEntry(entry_id, account_id, cluster_id, at, kind, amount, balance, held, memo)
 
     def ledger(

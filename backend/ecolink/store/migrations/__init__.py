@@ -1,0 +1,1 @@
+"""The Alembic environment of the store's schema (see `ecolink.store.migrate`)."""

@@ -1,0 +1,1 @@
+"""The revisions, one per migration of `ecolink.store.schema`."""
