@@ -40,6 +40,7 @@ from ecolink.service.lifecycle import MICROS_PER_SECOND
 from ecolink.service.listener import RuntimeEvents
 from ecolink.service.reaper import Reaper
 from ecolink.service.reconcile import Reconciler
+from ecolink.service.remote import RemoteChanges
 from ecolink.store import Account, Cluster, Event, LedgerEntry, Store
 
 __all__ = [
@@ -81,6 +82,7 @@ class ClusterService:
         self._core = core = Core(store, runtime, catalog, clock, tracker)
         self.observers: list[Observer] = core.bus.observers
         self._events = RuntimeEvents(core)
+        self._remote = RemoteChanges(store, core.bus)
         expiry = Expiry(core)
         self._actions = Actions(core, expiry, self._events, runtime.filesystems)
         self._reconciler = Reconciler(core, expiry, self._events, grace_s=reconcile_grace_s)
@@ -205,6 +207,7 @@ class ClusterService:
         """Reconcile after a start (expire what expired while down, resume accrual,
         hand the runtime its clusters), then start the reaper."""
         await self._reconciler.start(self._reaper.expire_due)
+        self._remote.attach()
         if background:
             self._reaper.start()
         self.started = True

@@ -43,6 +43,20 @@ class ChangeBus:
         for ev in events:
             self._each(methodcaller("event_added", ev))
 
+    def publish_ids(
+        self,
+        clusters: Iterable[tuple[str, str]] = (),
+        accounts: Iterable[str] = (),
+        events: Iterable[Event] = (),
+    ) -> None:
+        """What another instance changed, by (account id, cluster id) and account id."""
+        for account_id, cluster_id in clusters:
+            self._each(methodcaller("cluster_changed", account_id, cluster_id))
+        for account_id in accounts:
+            self._each(methodcaller("account_changed", account_id))
+        for ev in events:
+            self._each(methodcaller("event_added", ev))
+
     def _each(self, tell: methodcaller) -> None:
         for o in self.observers:
             try:

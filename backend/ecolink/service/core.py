@@ -8,7 +8,6 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -54,6 +53,45 @@ class LaunchRequest:
     termination_grace_seconds: int | None = None
 
 
+class AccountLock:
+    """An account's lock: its actions, expiries and charges run one at a time. In
+    this process an asyncio lock; on a database several instances share (Postgres),
+    also the account's advisory lock there, so the instances take turns as well and
+    two launches through two instances can never both spend the same credit."""
+
+    def __init__(self, store: Store, account_id: str) -> None:
+        self._local = asyncio.Lock()
+        self._store = store
+        self._account_id = account_id
+        self._handle: object | None = None
+
+    async def acquire(self) -> None:
+        await self._local.acquire()
+        try:
+            self._handle = await self._store.lock_account(self._account_id)
+        except BaseException as exc:
+            self._local.release()
+            if isinstance(exc, StoreBusy):
+                raise StoreUnavailableError(
+                    f"the database cannot be reached now ({exc}); nothing was changed; try again"
+                ) from exc
+            raise
+
+    def release(self) -> None:
+        handle, self._handle = self._handle, None
+        self._store.unlock_account(handle)
+        self._local.release()
+
+    def locked(self) -> bool:
+        return self._local.locked()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
 class Core:
     def __init__(
         self,
@@ -73,7 +111,7 @@ class Core:
         self.runtime_started = False
         # Set to make the reaper look at its deadlines again at once.
         self.wake = asyncio.Event()
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: dict[str, AccountLock] = {}
         self._last_now = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -92,9 +130,12 @@ class Core:
         """Count time from `at` at the earliest (the last time the store recorded)."""
         self._last_now = max(self._last_now, at)
 
-    def lock(self, account_id: str) -> asyncio.Lock:
+    def lock(self, account_id: str) -> AccountLock:
         """The account's lock: its actions, expiries and charges run one at a time."""
-        return self._locks[account_id]
+        found = self._locks.get(account_id)
+        if found is None:
+            found = self._locks[account_id] = AccountLock(self.store, account_id)
+        return found
 
     # -- reads -----------------------------------------------------------------
     def get_cluster(self, account_id: str, ref: str) -> Cluster:

@@ -111,6 +111,9 @@ class Database:
         self._touched: list[str] = []
         self._remote: list[Callable[[list[str]], None]] = []
         self.instance = new_id("inst")
+        # Postgres: idle connections for account locks, and the threads that wait.
+        self._lock_conns: list[Any] = []
+        self._lock_pool: ThreadPoolExecutor | None = None
 
     def _connect(self, *, reader: bool) -> Any:
         try:
@@ -139,6 +142,11 @@ class Database:
             self._watch.join(timeout=5)
         self._write_pool.shutdown(wait=True)
         self._read_pool.shutdown(wait=True)
+        if self._lock_pool is not None:
+            self._lock_pool.shutdown(wait=True)
+        for conn in self._lock_conns:
+            with contextlib.suppress(*self.engine.all_errors):
+                conn.close()
         with self._readers_lock:
             for conn in self._readers:
                 with contextlib.suppress(*self.engine.all_errors):
@@ -277,6 +285,55 @@ class Database:
                 callback(items)
             except Exception:
                 log.exception("a change listener failed")
+
+    # -- account locks across instances -------------------------------------------
+    async def lock_account(self, account_id: str) -> object | None:
+        """Postgres: hold the account's advisory lock (one per account across every
+        instance on the database) until `unlock_account(handle)`; a lock not granted
+        within the lock timeout, or a database out of reach, raises `StoreBusy`.
+        SQLite: nothing to do (one process, whose writes are serial); None."""
+        if self.dialect != "postgresql":
+            return None
+        if self._lock_pool is None:
+            self._lock_pool = ThreadPoolExecutor(32, thread_name_prefix="ecolink-db-lock")
+
+        def take() -> object:
+            conn: Any = self._lock_conns.pop() if self._lock_conns else None
+            try:
+                if conn is None or not self.engine.usable(conn):
+                    conn = self.engine.connect(reader=False)
+                    conn.execute(f"SET lock_timeout = '{int(self.busy_timeout_ms * 3)}ms'")
+                conn.execute("SELECT pg_advisory_lock(hashtextextended(?, 0))", (account_id,))
+            except self.engine.all_errors as exc:
+                if conn is not None:
+                    with contextlib.suppress(*self.engine.all_errors):
+                        conn.close()
+                raise StoreBusy(f"the account could not be locked: {exc}") from exc
+            return (conn, account_id)
+
+        return await asyncio.get_running_loop().run_in_executor(self._lock_pool, take)
+
+    def unlock_account(self, handle: object | None) -> None:
+        """Let go of a lock `lock_account` took (in a lock thread: nobody waits)."""
+        if handle is None or self._lock_pool is None:
+            return
+        assert isinstance(handle, tuple)
+        conn: Any = handle[0]
+        account_id: str = handle[1]
+
+        def give() -> None:
+            try:
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(?, 0))", (account_id,))
+            except self.engine.all_errors:
+                with contextlib.suppress(*self.engine.all_errors):
+                    conn.close()  # a lost session has let go of its locks already
+                return
+            if len(self._lock_conns) < 32:
+                self._lock_conns.append(conn)
+            else:
+                conn.close()
+
+        self._lock_pool.submit(give)
 
     # -- schema ------------------------------------------------------------
     def schema_version(self) -> int:

@@ -29,6 +29,17 @@ class EventsTable(Database):
         self.touched(f"e:{event_id}")
         return Event(event_id, account_id, cluster_id, at, kind, message, replica)
 
+    def events_by_id(self, ids: list[int]) -> list[Event]:
+        """The events of `ids` that exist, in order."""
+        if not ids:
+            return []
+        rows = self._conn.execute(
+            "SELECT id, account_id, cluster_id, at, kind, message, replica FROM events"
+            f" WHERE id IN ({', '.join('?' * len(ids))}) ORDER BY id",
+            ids,
+        ).fetchall()
+        return [Event(*r) for r in rows]
+
     def events(self, cluster_id: str, limit: int = 1000) -> list[Event]:
         """The newest `limit` events, oldest first."""
         rows = self._conn.execute(
