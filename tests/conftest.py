@@ -26,7 +26,9 @@ Fixture names are stable; other test folders rely on them.
 `ecolink_server_factory` (function scope) -> callable(**opts) -> EcolinkServer, for
   servers with options: catalog=PATH (a catalog TOML file), credit="10000",
   extra_args=[...] (more `ecolink serve` flags), env={...}, start=True (False: call
-  .start() yourself), verify=True|CA_PATH (for --tls-cert servers; .client() uses it).
+  .start() yourself), verify=True|CA_PATH (for --tls-cert servers; .client() uses it),
+  account="test" (the name of the account it makes: servers sharing one database
+  through env={"ECOLINK_DATABASE_URL": ...} need one each).
   All are stopped at teardown.
 `shared_ecolink_server` (module scope) -> EcolinkServer shared by a test module.
 `fresh_api` (function scope) -> httpx.Client for a NEW account ($10,000) on the shared
@@ -107,6 +109,7 @@ def ecolink_server_factory(
         env: dict[str, str] | None = None,
         start: bool = True,
         verify: str | bool = True,
+        account: str = "test",
     ) -> EcolinkServer:
         d = tmp_path_factory.mktemp("ecolink")
         srv = EcolinkServer(
@@ -116,6 +119,7 @@ def ecolink_server_factory(
             extra_args=extra_args,
             env=env,
             verify=verify,
+            account=account,
         )
         servers.append(srv)
         if start:

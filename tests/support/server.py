@@ -217,7 +217,7 @@ class EcolinkServer:
     def store(self) -> Any:
         from ecolink.store import Store
 
-        return Store(self.state_dir / "ecolink.db")
+        return Store(self.env.get("ECOLINK_DATABASE_URL") or self.state_dir / "ecolink.db")
 
     def new_account(self, name: str, credit: str = "1000") -> str:
         """A new account with `credit` dollars; returns its API key. Written straight

@@ -98,8 +98,17 @@ def migrate(target: str) -> tuple[str | None, str]:
     return before, HEAD
 
 
-def _upgrade(engine: Engine, conn: Any) -> None:
-    """Run Alembic to `HEAD` (loaded only here: an up-to-date open never pays for it)."""
+def _upgrade_to(target: str, revision: str) -> None:
+    """Bring `target` to `revision` only (tests of a migration's steps)."""
+    engine: Engine = (
+        PostgresEngine(target) if is_postgres_url(target) else SqliteEngine(target, 10_000, "FULL")
+    )
+    _upgrade(engine, None, revision)
+
+
+def _upgrade(engine: Engine, conn: Any, revision: str = "head") -> None:
+    """Run Alembic to `revision` (loaded only here: an up-to-date open never pays for
+    it)."""
     from alembic import command
     from alembic.config import Config
     from sqlalchemy import create_engine, event, text
@@ -138,7 +147,7 @@ def _upgrade(engine: Engine, conn: Any) -> None:
                     command.stamp(cfg, legacy)
                     sa_conn.commit()
                 cfg.attributes["connection"] = sa_conn
-                command.upgrade(cfg, "head")
+                command.upgrade(cfg, revision)
                 sa_conn.commit()
             finally:
                 if isinstance(engine, PostgresEngine):

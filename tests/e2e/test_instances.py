@@ -1,0 +1,189 @@
+"""End to end: several `ecolink serve` instances on one Postgres database. Any
+instance answers any request; an account's credit is never spent twice through two
+instances; a change made through one reaches the `/watch` clients of the others
+within a second; the schema is moved by `ecolink migrate` only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from ecolink.store.migrate import HEAD
+from support.postgres import PostgresServer
+from support.server import EcolinkServer, _env
+
+LAUNCH: dict[str, Any] = {
+    "region": "us-east",
+    "gpu_type": "H100-80GB",  # $2.50 per GPU-hour: 1 GPU, 2 replicas, 1 hour hold $5
+    "gpu_count": 1,
+    "replicas": 2,
+    "image": "busybox:1.36",
+    "estimated_duration_hours": 1,
+    "startup_command": "sleep 600",
+}
+
+
+def _instances(
+    factory: Callable[..., EcolinkServer], postgres: PostgresServer, n: int
+) -> list[EcolinkServer]:
+    env = {"ECOLINK_DATABASE_URL": postgres.new_database()}
+    return [factory(env=env, account=f"owner{i}") for i in range(n)]
+
+
+def test_launches_through_three_instances_never_spend_the_same_credit_twice(
+    ecolink_server_factory: Callable[..., EcolinkServer], postgres: PostgresServer
+) -> None:
+    servers = _instances(ecolink_server_factory, postgres, 3)
+    key = servers[0].new_account("team", credit="20")  # room for exactly 4 holds
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+    start = threading.Barrier(12)
+
+    def send(srv: EcolinkServer, i: int) -> None:
+        with srv.client(key=key, timeout=60) as c:
+            start.wait()
+            r = c.post("/gpu-clusters", json={**LAUNCH, "name": f"job{i}"})
+        with lock:
+            answers.append(r)
+
+    threads = [threading.Thread(target=send, args=(servers[i % 3], i)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    codes = sorted(r.status_code for r in answers)
+    assert len(answers) == 12
+    assert codes.count(201) + codes.count(202) == 4, [r.text for r in answers]
+    assert all(c in (201, 202, 402) for c in codes), [r.text for r in answers]
+    refused = [r.json() for r in answers if r.status_code == 402]
+    assert all(e["error"]["code"] == "insufficient_balance" for e in refused)
+    # Every instance sees the same account: $10 held in full, nothing overdrawn.
+    for srv in servers:
+        with srv.client(key=key) as c:
+            acct = c.get("/account").json()
+        assert acct["balance"] == "20.000000"
+        assert acct["held"] == "20.000000" and acct["available"] == "0.000000"
+    store = servers[0].store()
+    try:
+        assert store.audit() == []
+        assert len(store.list_clusters(None, statuses=["pending", "running"])) == 4
+    finally:
+        store.close()
+
+
+def test_a_change_through_one_instance_reaches_watch_clients_of_another_within_a_second(
+    ecolink_server_factory: Callable[..., EcolinkServer], postgres: PostgresServer
+) -> None:
+    a, b = _instances(ecolink_server_factory, postgres, 2)
+    key = a.new_account("team", credit="100")
+
+    async def main() -> float:
+        async with websockets.connect(
+            b.ws_url("/watch"), additional_headers={"Authorization": f"Bearer {key}"}
+        ) as ws:
+            snapshot = json.loads(await ws.recv())
+            assert snapshot["type"] == "snapshot" and snapshot["clusters"] == []
+            async with httpx.AsyncClient(
+                base_url=a.url, headers={"Authorization": f"Bearer {key}"}
+            ) as c:
+                sent = time.monotonic()
+                r = await c.post("/gpu-clusters", json={**LAUNCH, "name": "seen"})
+                assert r.status_code in (201, 202), r.text
+                cid = r.json()["id"]
+            deadline = sent + 10
+            while time.monotonic() < deadline:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+                if frame["type"] == "cluster" and frame["cluster"]["id"] == cid:
+                    return time.monotonic() - sent
+            raise AssertionError("the launch never reached the other instance's watch")
+
+    took = asyncio.run(main())
+    assert took < 1.0, f"{took:.3f} s from the launch's answer to the other instance's frame"
+
+
+def test_serve_refuses_a_database_behind_this_schema_and_migrate_moves_it(
+    ecolink_server_factory: Callable[..., EcolinkServer],
+    postgres: PostgresServer,
+    tmp_path: Path,
+) -> None:
+    url = postgres.new_database(migrated=False)
+
+    def ecolink(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ecolink", *args, "--state-dir", str(tmp_path)],
+            env={**_env(), "ECOLINK_DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    for refused in (ecolink("serve", "--port", "0"), ecolink("accounts", "list")):
+        assert refused.returncode == 1
+        assert "schema revision none" in refused.stderr
+        assert "ecolink migrate" in refused.stderr
+    first = ecolink("migrate")
+    assert first.returncode == 0 and f"none -> {HEAD}" in first.stdout
+    again = ecolink("migrate")
+    assert again.returncode == 0 and "up to date" in again.stdout
+    srv = ecolink_server_factory(env={"ECOLINK_DATABASE_URL": url})
+    with srv.client() as c:
+        assert c.get("/account").json()["balance"] == "10000.000000"
+
+
+def test_an_interrupted_migration_is_completed_by_the_next(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """Revision 0002 waits on a lock a test connection holds; `migrate` is SIGKILLed
+    there. Revision 0001 stays whole, 0002 left nothing behind, and the next run
+    finishes the job."""
+    import psycopg
+
+    url = postgres.new_database(migrated=False)
+    argv = [sys.executable, "-m", "ecolink", "migrate", "--state-dir", str(tmp_path)]
+    env = {**_env(), "ECOLINK_DATABASE_URL": url}
+    # Revision 0001 alone first, so that the table 0002 alters exists to be locked.
+    from ecolink.store.migrate import _upgrade_to
+
+    _upgrade_to(url, "0001")
+    with psycopg.connect(url) as blocker:
+        blocker.execute("LOCK TABLE console_sessions IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        with psycopg.connect(url, autocommit=True) as watcher:
+            while time.monotonic() < deadline:
+                waiting = watcher.execute(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                ).fetchone()
+                if waiting and waiting[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the migration never reached the locked table")
+        proc.kill()
+        proc.wait(10)
+        blocker.rollback()
+    with psycopg.connect(url, autocommit=True) as check:
+        assert check.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        columns = {
+            r[0]
+            for r in check.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'console_sessions'"
+            )
+        }
+        assert "key_id" not in columns
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"0001 -> {HEAD}" in done.stdout
