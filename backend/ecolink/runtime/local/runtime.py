@@ -78,6 +78,20 @@ from ecolink.telemetry import GpuSource, detect_source
 log = logging.getLogger(__name__)
 
 
+def asked_to_run_again(old: ClusterSpec, new: ClusterSpec) -> bool:
+    """Whether `new` asks a cluster the runtime gave up on to run again: it was
+    stopped, or what its replicas run changed. A change of the public URL, the
+    expiry, the grace or the count is none (only new replicas start)."""
+    same_run = dataclasses.replace(
+        old,
+        replicas=new.replicas,
+        endpoint_port=new.endpoint_port,
+        expires_at=new.expires_at,
+        termination_grace_s=new.termination_grace_s,
+    )
+    return old.replicas == 0 or same_run != new
+
+
 class LocalRuntime(Runtime):
     def __init__(
         self,
@@ -302,7 +316,7 @@ class LocalRuntime(Runtime):
             c.spec = spec
             if spec.expires_at:
                 await asyncio.to_thread(self.layout.write_expiry, spec.cluster_id, spec.expires_at)
-            if spec.replicas > 0 and c.failed_reported:
+            if spec.replicas > 0 and c.failed_reported and asked_to_run_again(old, spec):
                 # Asked to run again after the runtime gave up: start from scratch.
                 c.failed_reported = False
                 for r in c.replicas.values():
