@@ -58,7 +58,7 @@ from ecolink.runtime.base import (
 from ecolink.runtime.local.exec import spawn_exec
 from ecolink.runtime.local.layout import Layout
 from ecolink.runtime.local.logs import LogSet, read_logs
-from ecolink.runtime.local.ports import replica_listener
+from ecolink.runtime.local.ports import Undecided, quick_listener, replica_listener
 from ecolink.runtime.local.proc import (
     find_marked,
     free_port,
@@ -508,7 +508,11 @@ class LocalRuntime(Runtime):
         # Only a port the replica's own processes listen on (`ports`).
         _, r = self._lookup(cluster_id, replica)
         roots = [r.proc.pid] if r.proc and r.exit and not r.exit.exited else []
-        host = await asyncio.to_thread(replica_listener, r.uid, roots, port)
+        try:
+            # The common case on the loop (a thread's hop costs more than the look).
+            host = quick_listener(roots, port)
+        except Undecided:
+            host = await asyncio.to_thread(replica_listener, r.uid, roots, port)
         if host is None:
             raise PortNotListening(f"nothing in {r.name} listens on port {port}")
         return HostPort(host, port)
