@@ -1,16 +1,13 @@
-"""Which ports a local replica listens on (Linux /proc), for port-forward.
+"""Which ports a local replica listens on (Linux), for port-forward.
 
 A port-forward to a local replica may reach only a port that one of the
-replica's own processes listens on: the listening sockets come from
-/proc/net/tcp and /proc/net/tcp6, their owners from the socket inodes in
+replica's own processes listens on: the listening sockets come from the
+kernel's socket diagnostics (netlink `SOCK_DIAG_BY_FAMILY`, listening sockets
+only: a few records), else from /proc/net/tcp and /proc/net/tcp6 (every socket
+of the machine, TIME_WAIT included: megabytes on a busy one, too slow to read at
+every forwarded connection); their owners from the socket inodes in
 /proc/PID/fd of the replica's processes (those carrying its marker, plus the
 descendants of its main process).
-
-The listening sockets come from the kernel's socket diagnostics (netlink
-`SOCK_DIAG_BY_FAMILY`, listening sockets only: a few records), else from
-/proc/net/tcp and /proc/net/tcp6, which list every socket of the machine
-(TIME_WAIT included: megabytes on a busy one, read and parsed at every
-forwarded connection).
 """
 
 from __future__ import annotations
@@ -95,14 +92,7 @@ def parse_diag(data: bytes) -> tuple[list[tuple[str, int, int]], bool]:
                 raise OSError(-errno, os.strerror(-errno))
             return out, True
         if kind == _SOCK_DIAG_BY_FAMILY and body + _DIAG_MSG.size <= len(data):
-            fields = _DIAG_MSG.unpack_from(data, body)
-            family, state, sport, src, inode = (
-                fields[0],
-                fields[1],
-                fields[4],
-                fields[6],
-                fields[-1],
-            )
+            family, state, _, _, sport, _, src, *_, inode = _DIAG_MSG.unpack_from(data, body)
             if state == _TCP_LISTEN and inode:
                 if family == socket.AF_INET:
                     host = str(ipaddress.IPv4Address(src[:4]))
@@ -118,7 +108,7 @@ def diag_listeners() -> list[tuple[str, int, int]]:
     OSError where the kernel (or a sandbox) does not offer it."""
     out: list[tuple[str, int, int]] = []
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
-        nl.settimeout(2.0)
+        nl.settimeout(0.5)  # the kernel answers at once: a longer wait is a sandbox
         for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
             nl.sendall(diag_request(family, seq))
             done = False
