@@ -6,6 +6,7 @@
 - `ecotui run` on 8 replicas against 8 sequential execs of the same command.
 
     python bench/tools.py [--mb 1024] [--stream-mb 128] [--conns 200] [--repeat 5]
+                          [--only portforward|cp|run]
 
 Starts its own `ecolink serve` on a temporary state dir and stops it at the end.
 Prints medians and the ratios (tool / baseline).
@@ -216,7 +217,9 @@ def main() -> None:
     ap.add_argument("--stream-mb", type=int, default=128, help="port-forward stream size, MiB")
     ap.add_argument("--conns", type=int, default=200, help="connections for the rate")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--only", choices=("portforward", "cp", "run"), help="one part alone")
     args = ap.parse_args()
+    parts = {args.only} if args.only else {"portforward", "cp", "run"}
     mib = 1024 * 1024
     with tempfile.TemporaryDirectory() as d:
         tmpd = Path(d)
@@ -256,72 +259,77 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-            fwd = ForwardThread(be, "bench", names[0], port)
-            try:
-                total = args.stream_mb * mib
-                d_tp, f_tp, d_cr, f_cr = [], [], [], []
-                for _ in range(args.repeat):
-                    d_tp.append(total / stream(port, total) / mib)
-                    f_tp.append(total / stream(fwd.port, total) / mib)
-                    d_cr.append(connections(port, args.conns))
-                    f_cr.append(connections(fwd.port, args.conns))
-            finally:
-                fwd.close()
-
-            data = tmpd / "data.bin"
-            with open(data, "wb") as f:
-                for _ in range(args.mb):
-                    f.write(os.urandom(mib))
-            want = sha(data)
-            back = tmpd / "back.bin"
-            cp_up, cp_down, cat_up, cat_down = [], [], [], []
-            for _ in range(max(1, args.repeat // 2)):
-                cat_up.append(
-                    timed(
-                        ["exec", "-i", "bench", names[1], "--", "sh", "-c", "cat > cat.bin"],
-                        env,
-                        stdin=data,
+            if "portforward" in parts:
+                fwd = ForwardThread(be, "bench", names[0], port)
+                try:
+                    total = args.stream_mb * mib
+                    d_tp, f_tp, d_cr, f_cr = [], [], [], []
+                    for _ in range(args.repeat):
+                        d_tp.append(total / stream(port, total) / mib)
+                        f_tp.append(total / stream(fwd.port, total) / mib)
+                        d_cr.append(connections(port, args.conns))
+                        f_cr.append(connections(fwd.port, args.conns))
+                finally:
+                    fwd.close()
+            if "cp" in parts:
+                data = tmpd / "data.bin"
+                with open(data, "wb") as f:
+                    for _ in range(args.mb):
+                        f.write(os.urandom(mib))
+                want = sha(data)
+                back = tmpd / "back.bin"
+                cp_up, cp_down, cat_up, cat_down = [], [], [], []
+                for _ in range(max(1, args.repeat // 2)):
+                    cat_up.append(
+                        timed(
+                            ["exec", "-i", "bench", names[1], "--", "sh", "-c", "cat > cat.bin"],
+                            env,
+                            stdin=data,
+                        )
                     )
-                )
-                cat_down.append(
-                    timed(["exec", "bench", names[1], "--", "cat", "cat.bin"], env, stdout=back)
-                )
-                assert sha(back) == want
-                back.unlink()
-                cp_up.append(timed(["cp", str(data), f"bench/{names[1]}:cp.bin"], env))
-                cp_down.append(timed(["cp", f"bench/{names[1]}:cp.bin", str(back)], env))
-                assert sha(back) == want
-                back.unlink()
-            folded, sequential = asyncio.run(run_vs_exec(be, "bench", names, args.repeat))
+                    cat_down.append(
+                        timed(["exec", "bench", names[1], "--", "cat", "cat.bin"], env, stdout=back)
+                    )
+                    assert sha(back) == want
+                    back.unlink()
+                    cp_up.append(timed(["cp", str(data), f"bench/{names[1]}:cp.bin"], env))
+                    cp_down.append(timed(["cp", f"bench/{names[1]}:cp.bin", str(back)], env))
+                    assert sha(back) == want
+                    back.unlink()
+            if "run" in parts:
+                folded, sequential = asyncio.run(run_vs_exec(be, "bench", names, args.repeat))
         finally:
             be.stop()
 
     med = statistics.median
-    print("port-forward (echo server in the replica), medians of", args.repeat)
-    print(
-        f"  throughput  direct {med(d_tp):8.1f} MiB/s   forward {med(f_tp):8.1f} MiB/s"
-        f"   ratio {med(f_tp) / med(d_tp):.3f}"
-    )
-    print(
-        f"  conn rate   direct {med(d_cr):8.1f} /s      forward {med(f_cr):8.1f} /s"
-        f"      ratio {med(f_cr) / med(d_cr):.3f}"
-    )
-    print(f"cp of {args.mb} MiB vs cat through ecotui exec (s), medians")
-    print(
-        f"  upload      cat {med(cat_up):7.2f}   cp {med(cp_up):7.2f}"
-        f"   ratio cp/cat {med(cp_up) / med(cat_up):.2f}"
-        f"   ({args.mb / med(cp_up):.0f} MiB/s)"
-    )
-    print(
-        f"  download    cat {med(cat_down):7.2f}   cp {med(cp_down):7.2f}"
-        f"   ratio cp/cat {med(cp_down) / med(cat_down):.2f}"
-        f"   ({args.mb / med(cp_down):.0f} MiB/s)"
-    )
-    print(f"run on {len(names)} replicas vs {len(names)} sequential execs (s), medians")
-    print(
-        f"  run {med(folded):.3f}   sequential exec {med(sequential):.3f}"
-        f"   speed-up {med(sequential) / med(folded):.1f}x"
-    )
+    if "portforward" in parts:
+        print("port-forward (echo server in the replica), medians of", args.repeat)
+        print(
+            f"  throughput  direct {med(d_tp):8.1f} MiB/s   forward {med(f_tp):8.1f} MiB/s"
+            f"   ratio {med(f_tp) / med(d_tp):.3f}"
+        )
+        print(
+            f"  conn rate   direct {med(d_cr):8.1f} /s      forward {med(f_cr):8.1f} /s"
+            f"      ratio {med(f_cr) / med(d_cr):.3f}"
+        )
+    if "cp" in parts:
+        print(f"cp of {args.mb} MiB vs cat through ecotui exec (s), medians")
+        print(
+            f"  upload      cat {med(cat_up):7.2f}   cp {med(cp_up):7.2f}"
+            f"   ratio cp/cat {med(cp_up) / med(cat_up):.2f}"
+            f"   ({args.mb / med(cp_up):.0f} MiB/s)"
+        )
+        print(
+            f"  download    cat {med(cat_down):7.2f}   cp {med(cp_down):7.2f}"
+            f"   ratio cp/cat {med(cp_down) / med(cat_down):.2f}"
+            f"   ({args.mb / med(cp_down):.0f} MiB/s)"
+        )
+    if "run" in parts:
+        print(f"run on {len(names)} replicas vs {len(names)} sequential execs (s), medians")
+        print(
+            f"  run {med(folded):.3f}   sequential exec {med(sequential):.3f}"
+            f"   speed-up {med(sequential) / med(folded):.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""Each cluster's own `termination_grace_seconds` on the local runtime: at stop a
-replica gets SIGTERM, then that cluster's grace to checkpoint before it is killed,
+"""Each cluster's own `termination_grace_seconds` on the local runtime: at stop (and
+at expiry) a replica gets SIGTERM, then that cluster's grace to checkpoint before it is killed,
 whatever the backend's default (`--termination-grace-seconds`, 3 in tests)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
-from support.e2e_helpers import all_ready, launch, wait_for
+from support.e2e_helpers import all_ready, launch, wait_for, wait_until
 
 # On SIGTERM: note the start of a 3 s checkpoint, take it (ignoring further TERMs
 # so the grace alone decides), note its end and exit.
@@ -123,3 +124,37 @@ def test_a_resume_during_the_drain_starts_after_it(ecolink_server):
         assert [(work / f"again-{i}" / "ckpt").read_text() for i in range(2)] == [
             "started\nfinished\n"
         ] * 2
+
+
+def test_at_expiry_replicas_get_sigterm_and_the_grace(ecolink_server):
+    # The checkpoint goes to a shared filesystem: a terminated cluster's working
+    # dirs are removed once its replicas have ended.
+    ecolink_server.cli("filesystems", "create", "ckpt")
+    shared = ecolink_server.state_dir / "filesystems" / "ckpt"
+    note = '"$ECO_FS_CKPT/$ECO_REPLICA_NAME"'
+    command = (
+        f'trap \'trap "" TERM; echo started > {note}; sleep 2; echo finished >> {note}; '
+        "exit 0' TERM; while :; do sleep 0.1; done"
+    )
+    with ecolink_server.client() as api:
+        c = launch(
+            api,
+            "brief",
+            command=command,
+            estimated_duration_hours="0.01",  # 36 s
+            shared_filesystems=["ckpt"],
+            termination_grace_seconds=6,
+        )
+        wait_for(api, c["id"], all_ready(2))
+        c = wait_for(api, c["id"], lambda x: x["status"] == "terminated", timeout=120)
+        assert c["status_reason"] == "expired"
+
+    def texts() -> list[str]:
+        files = [shared / f"brief-{i}" for i in range(2)]
+        return [f.read_text() if f.exists() else "" for f in files]
+
+    # The status may say terminated while the replicas still drain (in the
+    # background); a checkpoint killed halfway never says finished.
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: all("finished" in t for t in texts()), timeout=10)
+    assert texts() == ["started\nfinished\n"] * 2

@@ -185,9 +185,66 @@ async def test_crash_restarts_with_backoff_then_gives_up(rt):
     assert all(r.restarts == 4 for r in runtime.replicas("c1"))
     assert rec.failed and rec.failed[0][0] == "c1"
     assert any(e[1] == "replica_failed" for e in rec.events)
+    # Opening the public URL is not asking it to run again.
+    runs = [r.runs for r in runtime._clusters["c1"].replicas.values()]
+    await runtime.apply(spec(startup_command="echo starting; exit 3", endpoint_port=9000))
+    await asyncio.sleep(0.3)
+    assert [r.runs for r in runtime._clusters["c1"].replicas.values()] == runs
+    assert all(r.phase == "Failed" for r in runtime.replicas("c1"))
     # Asked to run again, it starts afresh.
     await runtime.apply(spec(startup_command="exec sleep 300"))
     await until(running(runtime, "c1", 2), what="running again")
+
+
+async def test_a_replica_that_gave_up_stays_down_across_endpoint_changes(rt):
+    runtime, rec = rt
+    # web-0 crashes at once, web-1 runs: web-0 gives up while the cluster runs on.
+    crashy = '[ "$ECO_REPLICA_INDEX" = 0 ] && exit 3; exec sleep 300'
+    base = spec(startup_command=crashy)
+    await runtime.apply(base)
+    await until(
+        lambda: [r.phase for r in runtime.replicas("c1")] == ["Failed", "Running"],
+        what="web-0 gave up",
+    )
+    assert not rec.failed
+    web0 = runtime._clusters["c1"].replicas[0]
+    runs = web0.runs
+    # Opening, moving and closing the public URL is no reason to start it again;
+    # nor is an extend.
+    for port in (9000, 9001, None):
+        await runtime.apply(replace(base, endpoint_port=port))
+        await asyncio.sleep(0.3)
+    await runtime.apply(replace(base, expires_at="2030-01-01T00:00:00Z"))
+    await asyncio.sleep(0.3)
+    assert web0.runs == runs
+    r0 = runtime.replicas("c1")[0]
+    assert r0.phase == "Failed" and "gave up after 4 crashes" in (r0.reason or "")
+    # A restart asked for does start it again, from a fresh count.
+    await runtime.restart("c1", "web-0")
+    assert web0.runs == runs + 1
+
+
+async def test_an_endpoint_change_does_not_cut_a_crash_backoff(tmp_path):
+    runtime = LocalRuntime(
+        tmp_path,
+        SystemClock(),
+        telemetry_source=SyntheticSource(),
+        backoff_base_s=5.0,
+        backoff_cap_s=5.0,
+        give_up_after=100,
+    )
+    await runtime.start(Recorder(), [])
+    try:
+        base = spec(replicas=1, startup_command="exit 1")
+        await runtime.apply(base)
+        c = runtime._clusters["c1"]
+        await until(lambda: "restarting in 5s" in (runtime.replicas("c1")[0].reason or ""))
+        runs = c.replicas[0].runs
+        await runtime.apply(replace(base, endpoint_port=9000))
+        await asyncio.sleep(0.5)
+        assert c.replicas[0].runs == runs
+    finally:
+        await runtime.shutdown(stop_replicas=True)
 
 
 async def test_command_not_found_is_a_clear_reason(rt):

@@ -58,7 +58,7 @@ from ecolink.runtime.base import (
 from ecolink.runtime.local.exec import spawn_exec
 from ecolink.runtime.local.layout import Layout
 from ecolink.runtime.local.logs import LogSet, read_logs
-from ecolink.runtime.local.ports import replica_listener
+from ecolink.runtime.local.ports import Undecided, quick_listener, replica_listener
 from ecolink.runtime.local.proc import (
     find_marked,
     free_port,
@@ -76,6 +76,20 @@ from ecolink.runtime.local.users import (
 from ecolink.telemetry import GpuSource, detect_source
 
 log = logging.getLogger(__name__)
+
+
+def asked_to_run_again(old: ClusterSpec, new: ClusterSpec) -> bool:
+    """Whether `new` asks a cluster the runtime gave up on to run again: it was
+    stopped, or what its replicas run changed. A change of the public URL, the
+    expiry, the grace or the count is none (only new replicas start)."""
+    same_run = dataclasses.replace(
+        old,
+        replicas=new.replicas,
+        endpoint_port=new.endpoint_port,
+        expires_at=new.expires_at,
+        termination_grace_s=new.termination_grace_s,
+    )
+    return old.replicas == 0 or same_run != new
 
 
 class LocalRuntime(Runtime):
@@ -302,7 +316,7 @@ class LocalRuntime(Runtime):
             c.spec = spec
             if spec.expires_at:
                 await asyncio.to_thread(self.layout.write_expiry, spec.cluster_id, spec.expires_at)
-            if spec.replicas > 0 and c.failed_reported:
+            if spec.replicas > 0 and c.failed_reported and asked_to_run_again(old, spec):
                 # Asked to run again after the runtime gave up: start from scratch.
                 c.failed_reported = False
                 for r in c.replicas.values():
@@ -494,7 +508,11 @@ class LocalRuntime(Runtime):
         # Only a port the replica's own processes listen on (`ports`).
         _, r = self._lookup(cluster_id, replica)
         roots = [r.proc.pid] if r.proc and r.exit and not r.exit.exited else []
-        host = await asyncio.to_thread(replica_listener, r.uid, roots, port)
+        try:
+            # The common case on the loop (a thread's hop costs more than the look).
+            host = quick_listener(roots, port)
+        except Undecided:
+            host = await asyncio.to_thread(replica_listener, r.uid, roots, port)
         if host is None:
             raise PortNotListening(f"nothing in {r.name} listens on port {port}")
         return HostPort(host, port)

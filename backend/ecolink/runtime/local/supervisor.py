@@ -279,7 +279,11 @@ class Supervisor:
                     )
                     self.event(c, "replica_failed", f"{r.name} {r.reason}", r.name)
                     self.check_cluster_failed(c)
-                    await r.wake.wait()
+                    # Given up: only a restart or a removal starts it again, not a
+                    # wake that asks for a probe (an endpoint change).
+                    while r.wants("run"):
+                        r.wake.clear()
+                        await r.wake.wait()
                     continue
                 delay = min(t.backoff_cap_s, t.backoff_base_s * 2 ** (r.failures - 1))
                 self.set(
@@ -289,8 +293,12 @@ class Supervisor:
                     restarts=restarts,
                     reason=f"CrashLoopBackOff: {desc}; restarting in {delay:g}s",
                 )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(r.wake.wait(), delay)
+                # The back-off runs its course unless a restart or removal is asked for.
+                deadline = loop.time() + delay
+                while r.wants("run") and (left := deadline - loop.time()) > 0:
+                    r.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(r.wake.wait(), left)
                 if r.want == "run":
                     self.set(r, reason=f"last exit: {desc}")
         finally:
