@@ -187,3 +187,61 @@ def test_an_interrupted_migration_is_completed_by_the_next(
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert f"0001 -> {HEAD}" in done.stdout
+
+
+def test_every_instance_answers_503_while_the_database_is_away_and_recovers_by_itself(
+    ecolink_server_factory: Callable[..., EcolinkServer], postgres: PostgresServer
+) -> None:
+    """The database server stops for 30 s under two instances: every request that
+    needs it is answered 503 at once, none crashes, `/readyz` says so, and both serve
+    again once it is back, without a restart and with nothing half-written."""
+    servers = _instances(ecolink_server_factory, postgres, 2)
+    key = servers[0].new_account("team", credit="100")
+    clients = [srv.client(key=key, timeout=30) for srv in servers]
+    try:
+        r = clients[0].post("/gpu-clusters", json={**LAUNCH, "name": "before"})
+        assert r.status_code == 201, r.text
+        before = clients[1].get("/account").json()
+        postgres.stop()
+        try:
+            away_until = time.monotonic() + 30
+            rounds = 0
+            while time.monotonic() < away_until or rounds < 2:
+                for i, c in enumerate(clients):
+                    for method, path, body in (
+                        ("GET", "/account", None),
+                        ("GET", "/gpu-clusters", None),
+                        ("POST", "/gpu-clusters", {**LAUNCH, "name": f"during{rounds}{i}"}),
+                        ("POST", "/gpu-clusters/before/extend", {"hours": 1}),
+                    ):
+                        t = time.monotonic()
+                        r = c.request(method, path, json=body)
+                        took = time.monotonic() - t
+                        assert r.status_code == 503, (method, path, r.text)
+                        assert r.json()["error"]["code"] == "store_unavailable"
+                        assert took < 5, f"{method} {path} took {took:.1f} s"
+                    assert c.get("/readyz").status_code == 503
+                    assert c.get("/healthz").status_code == 200  # alive all along
+                rounds += 1
+                time.sleep(1)
+            assert all(srv.proc is not None and srv.proc.poll() is None for srv in servers)
+        finally:
+            postgres.start()
+        deadline = time.monotonic() + 20
+        for c in clients:
+            while c.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "an instance did not recover"
+                time.sleep(0.2)
+            assert c.get("/account").json() == before
+        r = clients[1].post("/gpu-clusters", json={**LAUNCH, "name": "after"})
+        assert r.status_code == 201, r.text
+        names = {x["name"] for x in clients[0].get("/gpu-clusters").json()["clusters"]}
+        assert names == {"before", "after"}
+    finally:
+        for c in clients:
+            c.close()
+    store = servers[0].store()
+    try:
+        assert store.audit() == []
+    finally:
+        store.close()

@@ -106,6 +106,7 @@ class Table:
         self._version = -1
         # Postgres: a commit was announced since the last load (or may have been).
         self._dirty = True
+        self._failing = False
         self.snap = Snapshot()
         self.on_change = on_change
         self._stop = threading.Event()
@@ -143,8 +144,13 @@ class Table:
             except Exception as exc:
                 if self._pg is not None:
                     self._dirty = True
-                log.warning("reading the credential tables failed: %s", exc)
+                if not self._failing:  # once per outage, not at every poll
+                    log.warning("reading the credential tables failed: %s", exc)
+                    self._failing = True
                 return False
+            if self._failing:
+                log.warning("the credential tables can be read again")
+                self._failing = False
             self._version = version
             self.snap = snap
         if self.on_change is not None:

@@ -24,7 +24,12 @@ def _database_answers(ctx: AppContext) -> str | None:
     path = getattr(store, "path", None)
     # SQLite: an open connection goes on writing to a file that was removed or
     # replaced, and whatever it writes is lost with the process.
-    if isinstance(path, str) and path != ":memory:" and not os.path.exists(path):
+    if (
+        getattr(store, "dialect", "sqlite") == "sqlite"
+        and isinstance(path, str)
+        and path != ":memory:"
+        and not os.path.exists(path)
+    ):
         return f"the database file {os.path.basename(path)} is gone"
     try:
         store.execute("SELECT 1").fetchall()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ecolink.store.engine import Engine, PostgresEngine, SqliteEngine, is_postgres_url
+from ecolink.store.errors import StoreBusy, StoreError, StoreUnavailable
 from ecolink.store.tokens import new_id
 
 log = logging.getLogger("ecolink.store")
@@ -39,21 +40,6 @@ READ_GRACE_S = 1.0
 WATCH_S = 0.02
 CACHE_TTL_S = 1.0
 CACHE_MAX = 10_000
-
-
-class StoreError(Exception):
-    """A store call refused: a constraint, a missing row, a write outside a
-    transaction, a nested transaction, or a database newer than this code."""
-
-
-class StoreBusy(StoreError):
-    """The database could not be written (locked past the busy timeout, or a disk
-    error); the transaction was rolled back, so nothing of it was stored."""
-
-
-class StoreUnavailable(StoreBusy):
-    """The database could not be read in time (locked past the busy timeout, or a
-    disk error): a read only, so nothing was changed."""
 
 
 class Database:
@@ -298,18 +284,23 @@ class Database:
             self._lock_pool = ThreadPoolExecutor(32, thread_name_prefix="ecolink-db-lock")
 
         def take() -> object:
-            conn: Any = self._lock_conns.pop() if self._lock_conns else None
-            try:
-                if conn is None or not self.engine.usable(conn):
-                    conn = self.engine.connect(reader=False)
-                    conn.execute(f"SET lock_timeout = '{int(self.busy_timeout_ms * 3)}ms'")
-                conn.execute("SELECT pg_advisory_lock(hashtextextended(?, 0))", (account_id,))
-            except self.engine.all_errors as exc:
-                if conn is not None:
-                    with contextlib.suppress(*self.engine.all_errors):
-                        conn.close()
-                raise StoreBusy(f"the account could not be locked: {exc}") from exc
-            return (conn, account_id)
+            # An idle connection may have died with a database that restarted since:
+            # such a failure is tried once more on a new connection.
+            for fresh in (False, True):
+                conn: Any = None if fresh or not self._lock_conns else self._lock_conns.pop()
+                try:
+                    if conn is None or not self.engine.usable(conn):
+                        conn = self.engine.connect(reader=False)
+                        conn.execute(f"SET lock_timeout = '{int(self.busy_timeout_ms * 3)}ms'")
+                    conn.execute("SELECT pg_advisory_lock(hashtextextended(?, 0))", (account_id,))
+                    return (conn, account_id)
+                except self.engine.all_errors as exc:
+                    if conn is not None:
+                        with contextlib.suppress(*self.engine.all_errors):
+                            conn.close()
+                    if fresh or not isinstance(exc, self.engine.unavailable_errors):
+                        raise StoreBusy(f"the account could not be locked: {exc}") from exc
+            raise AssertionError("unreachable")
 
         return await asyncio.get_running_loop().run_in_executor(self._lock_pool, take)
 
@@ -356,7 +347,17 @@ class Database:
             try:
                 if not self.engine.usable(self._writer):
                     self._writer = self._connect(reader=False)
-                self.engine.begin(self._writer)
+                try:
+                    self.engine.begin(self._writer)
+                except unavailable:
+                    if self._memory or self.dialect == "sqlite":
+                        raise
+                    # The connection died with a database that restarted since: once
+                    # more, on a new one (nothing was sent on the old one).
+                    with contextlib.suppress(*self.engine.all_errors):
+                        self._writer.close()
+                    self._writer = self._connect(reader=False)
+                    self.engine.begin(self._writer)
             except unavailable as exc:
                 raise StoreBusy(f"the database cannot be written: {exc}") from exc
             self._local.in_tx = True

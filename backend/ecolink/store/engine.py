@@ -17,6 +17,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from ecolink.store.errors import StoreBusy, StoreUnavailable
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -144,15 +146,38 @@ def to_pyformat(sql: str) -> str:
 
 
 class PgConnection:
-    """A psycopg connection that takes the store's SQL (see `to_pyformat`)."""
+    """A psycopg connection that takes the store's SQL (see `to_pyformat`).
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+    A server out of reach raises `StoreUnavailable` (a reader) or `StoreBusy` (the
+    writer). A reader whose connection died (the server restarted since its last
+    use) connects again and asks once more: a read changes nothing."""
+
+    def __init__(self, raw: psycopg.Connection[Any], engine: PostgresEngine, reader: bool) -> None:
         self.raw = raw
+        self.engine = engine
+        self.reader = reader
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
-        if not params:
-            return self.raw.execute(to_pyformat(sql))  # type: ignore[arg-type]
-        return self.raw.execute(to_pyformat(sql), params)  # type: ignore[arg-type]
+        import psycopg
+
+        query = to_pyformat(sql)
+        for again in (False, True):
+            try:
+                if not params:
+                    return self.raw.execute(query)  # type: ignore[arg-type]
+                return self.raw.execute(query, params)  # type: ignore[arg-type]
+            except psycopg.OperationalError as exc:
+                dead = self.raw.closed or self.raw.broken
+                if self.reader and dead and not again:
+                    try:
+                        self.raw = self.engine.raw_connect(reader=True)
+                    except psycopg.OperationalError as exc2:
+                        raise StoreUnavailable(f"the database cannot be read: {exc2}") from exc2
+                    continue
+                if self.reader:
+                    raise StoreUnavailable(f"the database cannot be read: {exc}") from exc
+                raise StoreBusy(f"the database cannot be written: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def executemany(self, sql: str, seq: Sequence[Any]) -> Any:
         cur = self.raw.cursor()
@@ -177,14 +202,20 @@ class PostgresEngine:
         self.memory = False
         self.integrity_errors: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
         # The server gone, a broken connection, a timeout: unavailable for now.
-        self.unavailable_errors: tuple[type[Exception], ...] = (psycopg.OperationalError,)
-        self.all_errors: tuple[type[Exception], ...] = (psycopg.Error,)
+        self.unavailable_errors: tuple[type[Exception], ...] = (
+            psycopg.OperationalError,
+            StoreBusy,
+        )
+        self.all_errors: tuple[type[Exception], ...] = (psycopg.Error, StoreBusy)
 
     @property
     def label(self) -> str:
         return redact(self.url)
 
     def connect(self, *, reader: bool) -> PgConnection:
+        return PgConnection(self.raw_connect(reader=reader), self, reader)
+
+    def raw_connect(self, *, reader: bool) -> psycopg.Connection[Any]:
         import psycopg
 
         raw = psycopg.connect(
@@ -195,7 +226,7 @@ class PostgresEngine:
         )
         if reader:
             raw.execute("SET default_transaction_read_only = on")
-        return PgConnection(raw)
+        return raw
 
     @staticmethod
     def usable(conn: Any) -> bool:
