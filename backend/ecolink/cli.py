@@ -723,6 +723,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="bring the database's schema up to this ecolink's (run before serving a "
         "new version on a shared database)",
     )
+    ex = sub.add_parser(
+        "export", parents=[common], help="write every row of the database to a file"
+    )
+    ex.add_argument("file", metavar="FILE", help="JSON Lines file (- for stdout)")
+    im = sub.add_parser(
+        "import", parents=[common], help="load an export into a new, empty database"
+    )
+    im.add_argument("file", metavar="FILE", help="a file `ecolink export` wrote (- for stdin)")
     return p
 
 
@@ -768,6 +776,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sessions(args, sys.stdout)
         if args.cmd == "migrate":
             return cmd_migrate(args, sys.stdout)
+        if args.cmd in ("export", "import"):
+            from ecolink.cli_transfer import cmd_transfer
+
+            return cmd_transfer(args, sys.stdout)
     except CliError as exc:
         print(f"ecolink: {exc}", file=sys.stderr)
         return 1
