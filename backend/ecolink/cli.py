@@ -74,6 +74,10 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
 
     if args.log_format not in ("text", "json"):
         raise CliError(f"ECOLINK_LOG_FORMAT={args.log_format!r}: use text or json")
+    if args.leader_election not in ("auto", "lease", "postgres", "none"):
+        raise CliError(
+            f"ECOLINK_LEADER_ELECTION={args.leader_election!r}: use auto, lease, postgres or none"
+        )
     tls = bool(args.tls_cert or args.tls_key)
     if tls and not (args.tls_cert and args.tls_key):
         raise CliError("--tls-cert and --tls-key go together")
@@ -104,6 +108,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         replica_disk_check_s=args.replica_disk_check,
         max_clock_step_s=args.max_clock_step,
         termination_grace_s=args.termination_grace_seconds,
+        leader_election=args.leader_election,
     )
 
 
@@ -590,6 +595,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
     s.add_argument("--access-log", action="store_true")
+    s.add_argument(
+        "--leader-election",
+        choices=["auto", "lease", "postgres", "none"],
+        default=os.environ.get("ECOLINK_LEADER_ELECTION") or "auto",
+        help="who does the periodic work among instances: a Kubernetes Lease, a Postgres "
+        "advisory lock, or none (this instance alone); auto: the Lease in-cluster, else "
+        "the lock on Postgres, else none (default: $ECOLINK_LEADER_ELECTION, else auto)",
+    )
     s.add_argument(
         "--log-format",
         choices=["text", "json"],
