@@ -22,7 +22,7 @@ from ecolink.leadership import Leadership, SoleLeader
 from ecolink.observe.logs import JsonFormatter
 from ecolink.service import ClusterService, LaunchRequest
 from ecolink.store import Store, to_us
-from support.service_harness import T0, MemoryRuntime, catalog_for_tests, new_account
+from support.service_harness import T0, MemoryRuntime, catalog_for_tests, make_service, new_account
 
 MH = 1_000_000
 
@@ -290,4 +290,28 @@ def test_metrics_report_whether_this_instance_leads(tmp_path: Path) -> None:
     assert leader() == 1
     handed.hand(False)
     assert leader() == 0
+    store.close()
+
+
+def test_serve_refuses_a_forced_election_that_cannot_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecolink.cli import main
+
+    state = str(tmp_path / "state")
+    assert main(["serve", "--state-dir", state, "--leader-election", "lease"]) == 1
+    assert "--leader-election lease needs --runtime kubernetes" in capsys.readouterr().err
+    assert main(["serve", "--state-dir", state, "--leader-election", "postgres"]) == 1
+    assert "needs a Postgres database" in capsys.readouterr().err
+    monkeypatch.setenv("ECOLINK_LEADER_ELECTION", "raft")
+    assert main(["serve", "--state-dir", state]) == 1
+    assert "ECOLINK_LEADER_ELECTION='raft'" in capsys.readouterr().err
+
+
+def test_the_embedded_default_leads_alone() -> None:
+    from ecolink.wiring import ServeConfig
+
+    assert ServeConfig(state_dir=Path(".")).leader_election == "auto"
+    service, _, _, store = make_service()
+    assert isinstance(service.leadership, SoleLeader) and service.leadership.leading
     store.close()

@@ -134,9 +134,14 @@ class AdvisoryLockLeadership(Leadership):
         )
         try:
             for name, value in SESSION_SETTINGS:
-                with contextlib.suppress(psycopg.errors.UndefinedObject):
-                    # Older servers lack some settings; the others still hold.
+                try:
                     await conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.DatabaseError as exc:
+                    # An older server without the setting, or one that does not let
+                    # it be changed: the lock works without it.
+                    log.info("leader election: %s not set: %s", name, _first_line(exc))
         except BaseException:
             await conn.close()
             raise
