@@ -163,8 +163,12 @@ class AdvisoryLockLeadership(Leadership):
         once), then check it still answers and still holds the lock."""
         conn = self._conn
         assert conn is not None
+        began = time.monotonic()
         async for _ in conn.notifies(timeout=self.check_s):
             pass
+        rest = self.check_s - (time.monotonic() - began)
+        if rest > 0:
+            await asyncio.sleep(rest)
         cur = await asyncio.wait_for(
             conn.execute(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"

@@ -118,7 +118,10 @@ class LeaseLeadership(Leadership):
         holder = spec.get("holderIdentity") or None
         record = (holder, spec.get("renewTime"), lease["metadata"].get("resourceVersion"))
         if record != self._observed:
-            self._observed, self._observed_at = record, sent
+            # Seen now, after the read: never earlier than the write that made it, so
+            # its holder (which steps down `renew_deadline_s` after sending it) is
+            # gone before this candidate may take over.
+            self._observed, self._observed_at = record, self._monotonic()
         if holder == self.identity:
             if await self._write(lease, sent, renew=True):
                 self._renewed_at = sent
@@ -128,7 +131,7 @@ class LeaseLeadership(Leadership):
         if self._leading:
             self._set(False, f"the Lease is held by {holder or 'nobody'}")
         duration = spec.get("leaseDurationSeconds") or self.duration_s
-        if holder is not None and sent - self._observed_at < duration:
+        if holder is not None and self._monotonic() - self._observed_at < duration:
             return  # held, and renewed within its duration as far as this clock saw
         if await self._write(lease, sent, renew=False):
             self._renewed_at = sent
