@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
 from collections.abc import Iterator
 
@@ -219,3 +220,48 @@ def test_auto_picks_the_lock_for_a_postgres_database_and_none_otherwise() -> Non
         choose("postgres", runtime, None)
     with pytest.raises(LeadershipError, match="needs --runtime kubernetes"):
         choose("lease", runtime, None)
+
+
+LEADER_PROCESS = """
+import asyncio, sys
+from ecolink.leadership.advisory import AdvisoryLockLeadership
+
+async def main():
+    lock = AdvisoryLockLeadership(sys.argv[1], identity="child", retry_s=0.2)
+    await lock.start()
+    while not lock.leading:
+        await asyncio.sleep(0.05)
+    print("leading", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_sigkilled_leader_process_is_replaced_at_once(pg: PostgresServer) -> None:
+    url = pg.new_database(migrated=False)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", LEADER_PROCESS, url, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(child.stdout.readline(), 30)
+        assert line.strip() == b"leading"
+        (follower,) = candidates(url, 1)
+        await follower.start()
+        try:
+            await asyncio.sleep(2 * RETRY_S)
+            assert not follower.leading
+            child.kill()
+            killed = time.monotonic()
+            await child.wait()
+            while not follower.leading:
+                assert time.monotonic() - killed < TAKEOVER_BOUND_S
+                await asyncio.sleep(0.01)
+            print(f"advisory lock takeover after SIGKILL: {time.monotonic() - killed:.2f} s")
+        finally:
+            await follower.stop()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
