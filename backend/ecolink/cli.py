@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from ecolink import __version__
 from ecolink.cli_common import CliError, now_us, table
 from ecolink.cli_sessions import cmd_sessions
+from ecolink.leadership import ELECTION_MODES
 from ecolink.runtime.local.users import single_account_note
 from ecolink.state_dir import local_single_account, open_store, state_dir_from
 
@@ -74,7 +75,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
 
     if args.log_format not in ("text", "json"):
         raise CliError(f"ECOLINK_LOG_FORMAT={args.log_format!r}: use text or json")
-    if args.leader_election not in ("auto", "lease", "postgres", "none"):
+    if args.leader_election not in ELECTION_MODES:
         raise CliError(
             f"ECOLINK_LEADER_ELECTION={args.leader_election!r}: use auto, lease, postgres or none"
         )
@@ -597,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--access-log", action="store_true")
     s.add_argument(
         "--leader-election",
-        choices=["auto", "lease", "postgres", "none"],
+        choices=ELECTION_MODES,
         default=os.environ.get("ECOLINK_LEADER_ELECTION") or "auto",
         help="who does the periodic work among instances: a Kubernetes Lease, a Postgres "
         "advisory lock, or none (this instance alone); auto: the Lease in-cluster, else "

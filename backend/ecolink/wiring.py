@@ -17,7 +17,8 @@ from ecolink.api.context import AppContext
 from ecolink.api.edge_rules import MAX_WEBSOCKETS_PER_ACCOUNT
 from ecolink.catalog import CatalogError, load_catalog
 from ecolink.clock import SteadyClock
-from ecolink.leadership import ElectionMode, LeadershipError, choose
+from ecolink.leadership import ElectionMode, LeadershipError
+from ecolink.leadership.choice import choose
 from ecolink.runtime.base import Runtime, RuntimeUnavailable
 from ecolink.runtime.local import LocalRuntime
 from ecolink.runtime.local.users import single_account_note

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from ecolink.leadership import LeadershipError, choose
+from ecolink.leadership import LeadershipError
 from ecolink.leadership.advisory import LEADER_LOCK_KEY, AdvisoryLockLeadership
+from ecolink.leadership.choice import choose
 from support.postgres import PostgresServer, postgres_server
 from support.service_harness import MemoryRuntime
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from ecolink.leadership import Leadership
+from ecolink.leadership.base import Leadership
 
 log = logging.getLogger("ecolink.leadership")
 

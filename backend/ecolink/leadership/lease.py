@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 
-from ecolink.leadership import Leadership
+from ecolink.leadership.base import Leadership
 from ecolink.runtime.base import RuntimeUnavailable
 from ecolink.runtime.kubernetes.client import KubeApi, Obj
 
