@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from ecolink import __version__
 from ecolink.cli_common import CliError, now_us, table
 from ecolink.cli_sessions import cmd_sessions
+from ecolink.leadership import ELECTION_MODES
 from ecolink.runtime.local.users import single_account_note
 from ecolink.state_dir import local_single_account, open_store, state_dir_from
 from ecolink.store import StoreError
@@ -75,6 +76,10 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
 
     if args.log_format not in ("text", "json"):
         raise CliError(f"ECOLINK_LOG_FORMAT={args.log_format!r}: use text or json")
+    if args.leader_election not in ELECTION_MODES:
+        raise CliError(
+            f"ECOLINK_LEADER_ELECTION={args.leader_election!r}: use auto, lease, postgres or none"
+        )
     tls = bool(args.tls_cert or args.tls_key)
     if tls and not (args.tls_cert and args.tls_key):
         raise CliError("--tls-cert and --tls-key go together")
@@ -106,6 +111,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         replica_disk_check_s=args.replica_disk_check,
         max_clock_step_s=args.max_clock_step,
         termination_grace_s=args.termination_grace_seconds,
+        leader_election=args.leader_election,
     )
 
 
@@ -598,6 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
     s.add_argument("--access-log", action="store_true")
+    s.add_argument(
+        "--leader-election",
+        choices=ELECTION_MODES,
+        default=os.environ.get("ECOLINK_LEADER_ELECTION") or "auto",
+        help="who does the periodic work among instances: a Kubernetes Lease, a Postgres "
+        "advisory lock, or none (this instance alone); auto: the Lease in-cluster, else "
+        "the lock on Postgres, else none (default: $ECOLINK_LEADER_ELECTION, else auto)",
+    )
     s.add_argument(
         "--log-format",
         choices=["text", "json"],

@@ -17,6 +17,8 @@ from ecolink.api.context import AppContext
 from ecolink.api.edge_rules import MAX_WEBSOCKETS_PER_ACCOUNT
 from ecolink.catalog import CatalogError, load_catalog
 from ecolink.clock import SteadyClock
+from ecolink.leadership import ElectionMode, LeadershipError
+from ecolink.leadership.choice import choose
 from ecolink.runtime.base import Runtime, RuntimeUnavailable
 from ecolink.runtime.local import LocalRuntime
 from ecolink.runtime.local.users import single_account_note
@@ -60,6 +62,10 @@ class ServeConfig:
     termination_grace_s: float = 30.0
     # None: the system clock (steps of it checked against a clock that never steps).
     clock: Clock | None = None
+    # Who does the periodic work (ecolink.leadership.choose); the database's URL when
+    # it is not this state directory's SQLite file.
+    leader_election: ElectionMode = "auto"
+    database_url: str | None = None
 
 
 def build_context(config: ServeConfig) -> AppContext:
@@ -84,8 +90,15 @@ def build_context(config: ServeConfig) -> AppContext:
     except SetupError:
         store.close()
         raise
+    try:
+        leadership = choose(config.leader_election, runtime, config.database_url)
+    except LeadershipError as exc:
+        store.close()
+        raise SetupError(str(exc)) from exc
     telemetry = TelemetryHub(runtime, clock)
-    service = ClusterService(store, runtime, catalog, clock, tracker=telemetry)
+    service = ClusterService(
+        store, runtime, catalog, clock, tracker=telemetry, leadership=leadership
+    )
     sessions = SessionManager(runtime, clock, store=store, state_dir=state_dir)
     return AppContext(
         service=service,

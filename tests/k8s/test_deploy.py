@@ -198,6 +198,8 @@ def test_the_role_grants_what_the_runtime_calls_and_nothing_more(deployed: Any) 
         lambda: apps.list_namespaced_deployment("default"),
         lambda: apps.list_namespaced_stateful_set(ns),
         lambda: core.delete_namespace(ns),
+        lambda: client.CoordinationV1Api(scoped).list_namespaced_lease(ns),
+        lambda: client.CoordinationV1Api(scoped).delete_namespaced_lease("ecolink-leader", ns),
         lambda: client.RbacAuthorizationV1Api(scoped).create_namespaced_role_binding(
             ns,
             {
@@ -222,11 +224,12 @@ def test_ecolink_with_only_the_service_account_token_runs_clusters(
 ) -> None:
     admin, _, ns, kubeconfig, _ = deployed
     # No --namespace, no --context: the token's kubeconfig says where, as the
-    # service account's files do in a pod.
+    # service account's files do in a pod. The Lease is what in-cluster credentials
+    # choose; here it is asked for.
     srv = EcolinkServer(
         tmp_path,
         catalog=str(ROOT / "deploy/base/catalog.toml"),
-        extra_args=["--runtime", "kubernetes"],
+        extra_args=["--runtime", "kubernetes", "--leader-election", "lease"],
         env={"KUBECONFIG": str(kubeconfig)},
     )
     srv.start()
@@ -234,6 +237,9 @@ def test_ecolink_with_only_the_service_account_token_runs_clusters(
         key = srv.new_account("team-" + secrets.token_hex(3), "10000")
         with srv.client(key) as api:
             _run_every_operation(k8s_env, srv, api, key, admin, ns)
+            lease = client.CoordinationV1Api(admin).read_namespaced_lease("ecolink-leader", ns)
+            assert lease.spec.holder_identity
+            assert "ecolink_leader 1.0" in api.get("/metrics").text
             _readyz_follows_the_api_server(k8s_env, srv)
     finally:
         srv.close()

@@ -64,6 +64,12 @@ class JsonFormatter(logging.Formatter):
         rid = getattr(record, "request_id", None)
         if rid is not None:
             out["request_id"] = rid
+        # Structured fields a line carries (`extra={"fields": {...}}`), never
+        # replacing the ones above.
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for k, v in fields.items():
+                out.setdefault(str(k), v)
         if (
             record.name == "uvicorn.access"
             and isinstance(record.args, tuple)

@@ -84,12 +84,6 @@ class Metrics:
             buckets=STORE_BUCKETS,
             registry=r,
         )
-        # No leader election yet: a single instance does the periodic work itself,
-        # so it is the leader for as long as it runs.
-        self.leader = Gauge(
-            "ecolink_leader", "1 while this instance does the periodic work", registry=r
-        )
-        self.leader.set(1)
         self.exec_websockets = 0
         # The labelled children, looked up once each (labels() takes a lock).
         self._counted: dict[tuple[str, str, int], Any] = {}
@@ -139,6 +133,10 @@ class _ContextCollector:
             "ecolink_runtime_available", "1 while the runtime can be reached"
         )
         available.add_metric([], 1 if ctx.runtime.available() else 0)
+        leader = GaugeMetricFamily(
+            "ecolink_leader", "1 while this instance does the periodic work (the leader)"
+        )
+        leader.add_metric([], 1 if ctx.service.leadership.leading else 0)
         proxied = CounterMetricFamily(
             "ecolink_proxy_requests",
             "Requests on service URLs (every cluster), by status class",
@@ -156,7 +154,7 @@ class _ContextCollector:
             "ecolink_proxy_clusters", "Clusters whose service URL had traffic"
         )
         clusters.add_metric([], len(totals))
-        yield from (watch, execs, available, proxied, clusters)
+        yield from (watch, execs, available, leader, proxied, clusters)
 
 
 def _live_kept_sessions(ctx: AppContext) -> int:

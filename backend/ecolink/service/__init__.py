@@ -30,6 +30,7 @@ from ecocore.status import ACCRUING
 from ecolink.catalog import Catalog
 from ecolink.errors import NotFound
 from ecolink.idempotency import IdempotencyRecorder
+from ecolink.leadership import Leadership, SoleLeader
 from ecolink.runtime.base import ClusterSpec, ReplicaState, Runtime
 from ecolink.service.actions import Actions
 from ecolink.service.changes import Observer
@@ -74,20 +75,30 @@ class ClusterService:
         charge_interval_s: float = 60.0,
         tick_s: float = 5.0,
         reconcile_grace_s: float = 15.0,
+        leadership: Leadership | None = None,
     ) -> None:
         self.store = store
         self.runtime = runtime
         self.catalog = catalog
         self.clock = clock
+        # Who does the periodic work; one instance alone always does.
+        self.leadership = leadership = leadership or SoleLeader()
         self._core = core = Core(store, runtime, catalog, clock, tracker)
         self.observers: list[Observer] = core.bus.observers
         self._events = RuntimeEvents(core)
         self._remote = RemoteChanges(store, core.bus)
         expiry = Expiry(core)
         self._actions = Actions(core, expiry, self._events, runtime.filesystems)
-        self._reconciler = Reconciler(core, expiry, self._events, grace_s=reconcile_grace_s)
+        self._reconciler = Reconciler(
+            core, expiry, self._events, grace_s=reconcile_grace_s, leadership=leadership
+        )
         self._reaper = Reaper(
-            core, expiry, self._reconciler, charge_interval_s=charge_interval_s, tick_s=tick_s
+            core,
+            expiry,
+            self._reconciler,
+            charge_interval_s=charge_interval_s,
+            tick_s=tick_s,
+            leadership=leadership,
         )
         self.started = False
 
@@ -204,8 +215,10 @@ class ClusterService:
 
     # -- start and shutdown ----------------------------------------------------------------
     async def start(self, *, background: bool = True) -> None:
-        """Reconcile after a start (expire what expired while down, resume accrual,
-        hand the runtime its clusters), then start the reaper."""
+        """Join the leader election, reconcile after a start (as the leader: expire
+        what expired while down, resume accrual; every instance: hand the runtime its
+        clusters), then start the reaper (its rounds run while this instance leads)."""
+        await self.leadership.start()
         await self._reconciler.start(self._reaper.expire_due)
         self._remote.attach()
         if background:
@@ -213,10 +226,12 @@ class ClusterService:
         self.started = True
 
     async def shutdown(self, *, stop_replicas: bool) -> None:
-        """Stop the reaper and post charges up to now (see `Reconciler.shutdown`)."""
+        """Stop the reaper, post charges up to now (see `Reconciler.shutdown`), then
+        hand the leadership over."""
         await self._reaper.stop()
         self._events.cancel()
         await self._reconciler.shutdown(stop_replicas=stop_replicas)
+        await self.leadership.stop()
 
     # -- the runtime's listener ------------------------------------------------------------
     def replicas_changed(self, cluster_id: str, replicas: Sequence[ReplicaState]) -> None:

@@ -1,5 +1,9 @@
 """Store and runtime kept in step: the repair of differences (the store is the
-source of truth), and what a start and a shutdown do to the clusters and the ledger."""
+source of truth), and what a start and a shutdown do to the clusters and the ledger.
+
+Every instance starts its runtime; what changes the store on its own initiative
+(repairs, expiries and accrual at a start, finishing removals, the final charges
+of a shutdown whose replicas keep running) is the leader's (`ecolink.leadership`)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from ecocore.status import ACCRUING, TERMINAL, ClusterStatus
 from ecolink.clock import monotonic
+from ecolink.leadership import Leadership
 from ecolink.runtime.base import RuntimeUnavailable
 from ecolink.service.core import Core
 from ecolink.service.expiry import Expiry
@@ -24,12 +29,19 @@ _KNOWN = (S.PENDING, S.RUNNING, S.STOPPING, S.STOPPED)
 
 class Reconciler:
     def __init__(
-        self, core: Core, expiry: Expiry, events: RuntimeEvents, *, grace_s: float
+        self,
+        core: Core,
+        expiry: Expiry,
+        events: RuntimeEvents,
+        *,
+        grace_s: float,
+        leadership: Leadership,
     ) -> None:
         self.core = core
         self.expiry = expiry
         self.events = events
         self.grace_s = grace_s
+        self.leadership = leadership
         # Differences between store and runtime seen once: cluster id -> when.
         self._suspects: dict[str, float] = {}
 
@@ -41,7 +53,8 @@ class Reconciler:
         A difference must be seen on two rounds `grace_s` apart (a runtime converges
         in its own time); each repair is logged and recorded as an event."""
         core = self.core
-        if not core.runtime_started:
+        if not core.runtime_started or not self.leadership.leading:
+            self._suspects.clear()
             return 0
         mono = monotonic()
         seen: set[str] = set()
@@ -56,6 +69,8 @@ class Reconciler:
             lambda: core.store.list_clusters(None, statuses=(S.PENDING, S.RUNNING, S.STOPPED))
         )
         for c in clusters:
+            if not self.leadership.leading:
+                return repaired
             replicas = core.runtime.replicas(c.id)
             if c.status in ACCRUING:
                 wrong = not replicas and c.replicas > 0
@@ -117,8 +132,9 @@ class Reconciler:
     # -- start and shutdown ----------------------------------------------------------
     async def start(self, expire_due: Callable[[], Awaitable[int]]) -> None:
         """Reconcile after a start: expire what expired while down (charging only up to
-        expires_at), resume accrual of clusters a clean shutdown suspended, hand the
-        runtime the clusters it should run."""
+        expires_at) and resume accrual of clusters a clean shutdown suspended (both
+        as the leader: a follower leaves them to it), hand the runtime the clusters it
+        should run."""
         core = self.core
         latest = await core.store.run_read(core.store.latest_time)
         if latest is not None:
@@ -131,6 +147,9 @@ class Reconciler:
             core.not_before(latest)
         now = core.now()
         await core.commit(lambda: core.store.end_open_kept_sessions("backend_restart", now))
+        if not self.leadership.leading:
+            await self.start_runtime()
+            return
         await expire_due()
 
         def resume_accrual() -> None:
@@ -153,8 +172,9 @@ class Reconciler:
             log.warning("the runtime cannot be reached; retrying")
             return
         core.runtime_started = True
-        for c in core.store.list_clusters(None, statuses=(S.TERMINATING,)):
-            await self.expiry.finish_terminating(c)
+        if self.leadership.leading:
+            for c in core.store.list_clusters(None, statuses=(S.TERMINATING,)):
+                await self.expiry.finish_terminating(c)
         now = core.now()
         for c in core.store.list_clusters(None, statuses=(S.PENDING, S.RUNNING, S.STOPPING)):
             before = c.status
@@ -171,9 +191,16 @@ class Reconciler:
     async def shutdown(self, *, stop_replicas: bool) -> None:
         """Post charges up to now. With `stop_replicas` (the local runtime) the replicas
         stop with the backend, so accrual pauses until the next start; a runtime whose
-        replicas keep running (kubernetes) keeps accruing."""
+        replicas keep running (kubernetes) keeps accruing, and only the leader posts
+        (the next leader goes on from what is stored)."""
         core = self.core
         now = core.now()
+        if not stop_replicas and not self.leadership.leading:
+            try:
+                await core.runtime.shutdown(stop_replicas)
+            except Exception:
+                log.exception("runtime shutdown failed")
+            return
 
         def final() -> None:
             for c in core.store.list_clusters(None, statuses=ACCRUING):

@@ -1,5 +1,6 @@
-"""What the kubernetes runtime asks of the API server, as RBAC rules of a namespaced
-Role: every call it makes, and nothing else. `deploy/base/role.yaml` grants exactly
+"""What the kubernetes runtime (and the leader election of instances running with it)
+asks of the API server, as RBAC rules of a namespaced Role: every call it makes, and
+nothing else. `deploy/base/role.yaml` grants exactly
 these (a test compares the two and runs every operation with a token of that Role).
 
 Not granted, and not needed to run clusters: listing pods in every namespace to
@@ -25,4 +26,7 @@ RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "services", ("create", "delete", "get", "patch")),
     # informer.py: the shared filesystems (optional: without it none are offered).
     ("", "persistentvolumeclaims", ("list", "watch")),
+    # ecolink/leadership/lease.py: the leader's Lease (read, made once, renewed,
+    # taken over and handed back by updates).
+    ("coordination.k8s.io", "leases", ("create", "get", "update")),
 )
