@@ -62,10 +62,8 @@ class ServeConfig:
     termination_grace_s: float = 30.0
     # None: the system clock (steps of it checked against a clock that never steps).
     clock: Clock | None = None
-    # Who does the periodic work (ecolink.leadership.choose); the database's URL when
-    # it is not this state directory's SQLite file.
+    # Who does the periodic work (ecolink.leadership.choose, given the store's target).
     leader_election: ElectionMode = "auto"
-    database_url: str | None = None
 
 
 def build_context(config: ServeConfig) -> AppContext:
@@ -91,7 +89,7 @@ def build_context(config: ServeConfig) -> AppContext:
         store.close()
         raise
     try:
-        leadership = choose(config.leader_election, runtime, config.database_url)
+        leadership = choose(config.leader_election, runtime, store.path)
     except LeadershipError as exc:
         store.close()
         raise SetupError(str(exc)) from exc
