@@ -82,7 +82,9 @@ def postgres() -> PostgresServer:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Callable[[], str]:
+def engine(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[], str]]:
     """Run the test on each store engine: returns a callable that makes a new database
     of that engine (a SQLite `:memory:` one, or a migrated Postgres database) and its
     target for `Store`; `make_service()` without a store uses it too."""
@@ -92,7 +94,8 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> C
     else:
         factory = service_harness.memory_database
     monkeypatch.setattr(service_harness, "new_database", factory)
-    return factory
+    yield factory
+    service_harness.close_made()
 
 
 @pytest.fixture

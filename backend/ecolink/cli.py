@@ -189,6 +189,8 @@ def _serve(args: argparse.Namespace, ctx: AppContext) -> int:
     url = f"{scheme}://{_url_host(args.host)}:{sock.getsockname()[1]}"
     # The served address is known only now that the socket is bound.
     ctx.public_url = (args.public_url or url).rstrip("/")
+    if ctx.presence is not None:  # where other instances on the database reach this one
+        ctx.presence.address = os.environ.get("ECOLINK_ADVERTISE_URL") or url
     config = _uvicorn_config(create_app(ctx), args)
     front = _front(args, ctx, sock, api_socket, workers, scheme)
     redact_logs()  # after uvicorn.Config: it sets up its handlers

@@ -19,6 +19,7 @@ from ecolink.catalog import CatalogError, load_catalog
 from ecolink.clock import SteadyClock
 from ecolink.leadership import ElectionMode, LeadershipError
 from ecolink.leadership.choice import choose
+from ecolink.presence import Presence, PresenceRefused
 from ecolink.runtime.base import Runtime, RuntimeUnavailable
 from ecolink.runtime.local import LocalRuntime
 from ecolink.runtime.local.users import single_account_note
@@ -83,6 +84,12 @@ def build_context(config: ServeConfig) -> AppContext:
         raise SetupError(str(exc)) from exc
     with contextlib.suppress(OSError):
         (state_dir / RUNTIME_FILE).write_text(config.runtime + "\n")
+    presence = Presence(store, clock, catalog)
+    try:
+        presence.register()
+    except (PresenceRefused, StoreError) as exc:
+        store.close()
+        raise SetupError(str(exc)) from exc
     try:
         runtime = _runtime(config, clock, store)
     except SetupError:
@@ -112,6 +119,7 @@ def build_context(config: ServeConfig) -> AppContext:
         stop_replicas_on_shutdown=config.runtime == "local",
         service_domain=config.service_domain,
         max_websockets_per_account=config.max_websockets_per_account,
+        presence=presence,
     )
 
 

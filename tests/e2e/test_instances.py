@@ -21,7 +21,7 @@ import websockets
 
 from ecolink.store.migrate import HEAD
 from support.postgres import PostgresServer
-from support.server import EcolinkServer, _env
+from support.server import ROOT, EcolinkServer, _env
 
 LAUNCH: dict[str, Any] = {
     "region": "us-east",
@@ -245,3 +245,42 @@ def test_every_instance_answers_503_while_the_database_is_away_and_recovers_by_i
         assert store.audit() == []
     finally:
         store.close()
+
+
+def test_a_second_instance_with_another_catalog_is_refused(
+    ecolink_server_factory: Callable[..., EcolinkServer],
+    postgres: PostgresServer,
+    tmp_path: Path,
+) -> None:
+    url = postgres.new_database()
+    first = ecolink_server_factory(env={"ECOLINK_DATABASE_URL": url})
+    cheaper = tmp_path / "catalog.toml"
+    cheaper.write_text(
+        (ROOT / "backend" / "ecolink" / "catalog.toml")
+        .read_text()
+        .replace('rate_per_gpu_hour = "2.50"', 'rate_per_gpu_hour = "1.25"')
+    )
+    assert cheaper.read_text() != (ROOT / "backend" / "ecolink" / "catalog.toml").read_text()
+    second = ecolink_server_factory(
+        env={"ECOLINK_DATABASE_URL": url}, catalog=cheaper, start=False, account="other"
+    )
+    with pytest.raises(RuntimeError):
+        second.start()
+    said = second.log_path.read_text()
+    assert "serves a different catalog" in said and first.url in said
+    # The same catalog, written differently, is the same catalog.
+    reordered = tmp_path / "same.toml"
+    reordered.write_text(
+        "# the packaged catalog\n" + (ROOT / "backend/ecolink/catalog.toml").read_text()
+    )
+    third = ecolink_server_factory(
+        env={"ECOLINK_DATABASE_URL": url}, catalog=reordered, account="third"
+    )
+    with third.client() as c:
+        assert c.get("/account").status_code == 200
+    # Once the first is gone (a clean stop), a new catalog may start.
+    first.stop()
+    third.stop()
+    second.start()
+    with second.client() as c:
+        assert c.get("/account").status_code == 200

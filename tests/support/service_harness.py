@@ -156,6 +156,13 @@ def memory_database() -> str:
 # The `engine` fixture (tests/conftest.py) points it at a new Postgres database
 # instead, so the same tests run on both engines.
 new_database: Callable[[], str] = memory_database
+# The stores `make_service` opened, closed by `close_made` (each holds connections).
+made: list[Store] = []
+
+
+def close_made() -> None:
+    while made:
+        made.pop().close()
 
 
 def make_service(
@@ -165,7 +172,9 @@ def make_service(
     clock: FakeClock | None = None,
     runtime: MemoryRuntime | None = None,
 ) -> tuple[ClusterService, MemoryRuntime, FakeClock, Store]:
-    store = store or Store(new_database())
+    if store is None:
+        store = Store(new_database())
+        made.append(store)
     clock = clock or FakeClock(T0)
     runtime = runtime or MemoryRuntime()
     service = ClusterService(store, runtime, catalog_for_tests(budget), clock)

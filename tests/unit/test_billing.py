@@ -17,6 +17,7 @@ from ecolink.errors import ApiError
 from ecolink.runtime.base import RuntimeUnavailable
 from ecolink.service import ClusterService, LaunchRequest
 from ecolink.store import Store, to_us
+from support import service_harness
 from support.service_harness import make_service, new_account
 
 # Every test here runs on each store engine (SQLite and Postgres).
@@ -251,6 +252,13 @@ action = st.one_of(
 
 
 async def _run_sequence(credit: int, steps: list[tuple[object, ...]]) -> None:
+    try:
+        await _sequence(credit, steps)
+    finally:
+        service_harness.close_made()  # a database per example: let each one go
+
+
+async def _sequence(credit: int, steps: list[tuple[object, ...]]) -> None:
     service, runtime, clock, store = make_service(budget=40)
     acct = new_account(service, "prop", credit)
     await service.start(background=False)

@@ -208,7 +208,10 @@ def test_a_jumping_wall_clock_bills_exactly_the_time_that_ran(moves: list[tuple[
                 assert a.end_us is not None and b.start_us >= a.end_us
         assert store.audit() == []
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        service_harness.close_made()  # a database per example
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -260,7 +263,10 @@ def test_actions_under_a_stepping_clock_never_overlap_or_overbill(
                 assert a.end_us is not None and b.start_us >= a.end_us
         assert store.audit() == []
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        service_harness.close_made()  # a database per example
 
 
 def test_a_restart_after_the_clock_went_back_counts_from_the_record() -> None:

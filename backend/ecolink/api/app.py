@@ -89,9 +89,13 @@ def _lifespan(ctx: AppContext) -> Callable[[FastAPI], AbstractAsyncContextManage
         if ctx.telemetry is not None:
             await ctx.telemetry.start()
         await ctx.hub.start()
+        if ctx.presence is not None:
+            ctx.presence.start(ctx.presence.address)
         try:
             yield
         finally:
+            if ctx.presence is not None:
+                await ctx.presence.stop()
             await ctx.hub.stop()
             if ctx.sessions is not None:
                 try:

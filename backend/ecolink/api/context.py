@@ -15,6 +15,7 @@ from ecocore.fleet_delta import RowVersions
 from ecolink.api.edge_rules import MAX_WEBSOCKETS_PER_ACCOUNT
 from ecolink.api.proxy_pool import ProxyState
 from ecolink.catalog import Catalog
+from ecolink.presence import Presence
 from ecolink.runtime.base import Runtime
 from ecolink.service import ClusterService
 from ecolink.sessions import SessionManager
@@ -61,6 +62,9 @@ class AppContext:
     websockets_open: dict[str, int] = field(default_factory=dict)
     # The front's counters of service-URL traffic; None until the front starts.
     traffic: TrafficView | None = None
+    # This instance's row among those serving from the database (None in tests that
+    # build a context by hand).
+    presence: Presence | None = None
     # The read and stream use cases, over the service, runtime, store and sessions.
     streams: ClusterStreams = field(init=False)
     # The watch hub, made by create_app.

@@ -96,7 +96,7 @@ class Database:
         # "e:<event id>"), announced to the other instances when it commits.
         self._touched: list[str] = []
         self._remote: list[Callable[[list[str]], None]] = []
-        self.instance = new_id("inst")
+        self.instance_id = new_id("inst")
         # Postgres: idle connections for account locks, and the threads that wait.
         self._lock_conns: list[Any] = []
         self._lock_pool: ThreadPoolExecutor | None = None
@@ -124,7 +124,8 @@ class Database:
 
     def close(self) -> None:
         self._watch_stop.set()
-        if self._watch is not None:
+        if self._watch is not None and self.dialect == "sqlite":
+            # (A Postgres listener ends by itself within its tick: nobody waits.)
             self._watch.join(timeout=5)
         self._write_pool.shutdown(wait=True)
         self._read_pool.shutdown(wait=True)
@@ -260,7 +261,7 @@ class Database:
         """A Postgres notification: "<instance> <item> <item> ...", or "" (the watch
         lost its connection: anything may have changed)."""
         sender, _, rest = payload.partition(" ")
-        if payload and sender == self.instance:
+        if payload and sender == self.instance_id:
             return  # our own commit: the generation already moved in `tx()`
         self._generation += 1
         self._tell_remote(rest.split() if payload else [])
@@ -393,15 +394,15 @@ class Database:
         must stay under 8,000 bytes: a long list goes in several."""
         items = list(dict.fromkeys(self._touched))
         chunk: list[str] = []
-        size = len(self.instance)
+        size = len(self.instance_id)
         for item in items:
             if size + len(item) + 1 > 7_000 and chunk:
-                self.engine.announce(self._writer, " ".join([self.instance, *chunk]))
-                chunk, size = [], len(self.instance)
+                self.engine.announce(self._writer, " ".join([self.instance_id, *chunk]))
+                chunk, size = [], len(self.instance_id)
             chunk.append(item)
             size += len(item) + 1
         if chunk or not items:
-            self.engine.announce(self._writer, " ".join([self.instance, *chunk]))
+            self.engine.announce(self._writer, " ".join([self.instance_id, *chunk]))
 
     @property
     def in_tx(self) -> bool:

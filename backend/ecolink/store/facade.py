@@ -8,6 +8,7 @@ from ecolink.store.clusters import ClustersTable
 from ecolink.store.console import ConsoleSessionsTable
 from ecolink.store.events import EventsTable
 from ecolink.store.idempotency import IdempotencyTable
+from ecolink.store.instances import InstancesTable
 from ecolink.store.kept import KeptSessionsTable
 from ecolink.store.ledger import LedgerTable
 
@@ -20,6 +21,7 @@ class Store(
     EventsTable,
     IdempotencyTable,
     KeptSessionsTable,
+    InstancesTable,
 ):
     """The SQLite database of one state directory.
 

@@ -150,6 +150,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE clusters ADD COLUMN termination_grace_seconds INTEGER
         CHECK (termination_grace_seconds IS NULL OR termination_grace_seconds >= 0);
     """,
+    # 4: the instances serving from this database (several share one on Postgres):
+    # where each answers, the catalog it serves, when it was last seen; and which
+    # instance holds each kept session.
+    """
+    CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        address TEXT,
+        catalog TEXT NOT NULL,
+        version TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        seen_at INTEGER NOT NULL
+    );
+    ALTER TABLE kept_sessions ADD COLUMN instance_id TEXT;
+    """,
 ]
 
 # Postgres, statement by statement (a trigger function's body holds `;`).
@@ -287,6 +301,17 @@ PG_MIGRATIONS: list[list[str]] = [
     [
         """ALTER TABLE clusters ADD COLUMN termination_grace_seconds BIGINT
             CHECK (termination_grace_seconds IS NULL OR termination_grace_seconds >= 0)""",
+    ],
+    [
+        """CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            address TEXT,
+            catalog TEXT NOT NULL,
+            version TEXT NOT NULL,
+            started_at BIGINT NOT NULL,
+            seen_at BIGINT NOT NULL
+        )""",
+        "ALTER TABLE kept_sessions ADD COLUMN instance_id TEXT",
     ],
 ]
 
