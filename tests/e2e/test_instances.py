@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -284,3 +285,83 @@ def test_a_second_instance_with_another_catalog_is_refused(
     second.start()
     with second.client() as c:
         assert c.get("/account").status_code == 200
+
+
+def _leading(srv: EcolinkServer) -> bool:
+    """Whether `srv` reports itself the leader (`ecolink_leader` on /metrics)."""
+    if srv.proc is None or srv.proc.poll() is not None:
+        return False
+    try:
+        with srv.client(timeout=5) as c:
+            text = c.get("/metrics").text
+    except httpx.HTTPError:
+        return False
+    return any(
+        line.split()[-1] == "1.0"
+        for line in text.splitlines()
+        if line.startswith("ecolink_leader ")
+    )
+
+
+def test_killing_leaders_at_random_moments_misses_no_expiry_and_charges_nothing_twice(
+    ecolink_server_factory: Callable[..., EcolinkServer], postgres: PostgresServer
+) -> None:
+    """Three instances; the leader (who expires and charges) is SIGKILLed at random
+    moments while three clusters run out. Another takes over within 15 s each time;
+    every cluster ends expired, charged exactly its held time, once."""
+    rng = random.Random(19)
+    servers = _instances(ecolink_server_factory, postgres, 3)
+    key = servers[0].new_account("team", credit="100")
+    ids = []
+    for i, hours in enumerate((0.01, 0.02, 0.03)):  # 36, 72 and 108 s
+        with servers[i].client(key=key) as c:
+            r = c.post(
+                "/gpu-clusters",
+                json={**LAUNCH, "name": f"short{i}", "estimated_duration_hours": hours},
+            )
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    store = servers[0].store()
+    try:
+        last_expiry = max(c.expires_at for c in (store.cluster(i) for i in ids) if c is not None)
+    finally:
+        store.close()
+    takeovers: list[float] = []
+    while time.time() * 1_000_000 < last_expiry + 5_000_000:
+        leaders = [s for s in servers if _leading(s)]
+        assert len(leaders) <= 1, "two instances lead at once"
+        if not leaders:
+            time.sleep(0.2)
+            continue
+        time.sleep(rng.uniform(0, 3))
+        victim = leaders[0]
+        victim.kill()
+        killed = time.monotonic()
+        while not any(_leading(s) for s in servers if s is not victim):
+            assert time.monotonic() - killed < 15, "no instance took over within 15 s"
+            time.sleep(0.1)
+        takeovers.append(time.monotonic() - killed)
+        victim.start()
+    assert len(takeovers) >= 3, takeovers
+    # Whoever leads now finishes what came due.
+    deadline = time.monotonic() + 30
+    store = servers[0].store()
+    try:
+        while True:
+            clusters = [store.cluster(i) for i in ids]
+            if all(c is not None and c.status == "terminated" for c in clusters):
+                break
+            assert time.monotonic() < deadline, [c and c.status for c in clusters]
+            time.sleep(0.5)
+        for c in clusters:
+            assert c is not None
+            assert c.status_reason == "expired"
+            # Charged exactly to its expiry: what it held, posted once.
+            assert c.spent_total == c.hold_total
+            charges = [e for e in store.ledger_all() if e.cluster_id == c.id and e.kind == "charge"]
+            assert -sum(e.amount for e in charges) == c.spent_total
+            assert c.terminated_at is not None
+            assert c.terminated_at - c.expires_at < 20_000_000, "the expiry came late"
+        assert store.audit() == []
+    finally:
+        store.close()
