@@ -140,8 +140,19 @@ def test_the_manifests_render_and_are_accepted(k8s_env: Any, deployed: Any) -> N
     assert c.readiness_probe.http_get.path == "/readyz"
     assert c.liveness_probe.http_get.path == "/healthz"
     assert "--runtime=kubernetes" in c.args and "--catalog=/etc/ecolink/catalog.toml" in c.args
-    db = next(e for e in c.env if e.name == "ECOLINK_DATABASE_URL")
-    assert db.value_from.secret_key_ref.name == "ecolink-database"
+    # The overlay keeps its ledger in SQLite: no database URL, no Secret needed.
+    assert not [e for e in c.env if e.name == "ECOLINK_DATABASE_URL"]
+    # The base: every instance on the Postgres database the Secret names, migrated by
+    # each pod's init container before it serves, and reachable at its pod address.
+    base_spec = base["Deployment"]["spec"]["template"]["spec"]
+    (serve,) = base_spec["containers"]
+    (migrate,) = base_spec["initContainers"]
+    assert migrate["args"] == ["migrate"]
+    for container in (serve, migrate):
+        db = next(e for e in container["env"] if e["name"] == "ECOLINK_DATABASE_URL")
+        assert db["valueFrom"]["secretKeyRef"] == {"name": "ecolink-database", "key": "url"}
+    advertise = next(e for e in serve["env"] if e["name"] == "ECOLINK_ADVERTISE_URL")
+    assert advertise["value"] == "http://$(POD_IP):8080"
     volumes = {v.name: v for v in spec.volumes}
     cm = client.CoreV1Api(admin).read_namespaced_config_map(volumes["catalog"].config_map.name, ns)
     assert cm.data["catalog.toml"] == (ROOT / "deploy/base/catalog.toml").read_text()
@@ -219,10 +230,16 @@ def test_the_role_grants_what_the_runtime_calls_and_nothing_more(deployed: Any) 
         assert info.value.status == 403
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_ecolink_with_only_the_service_account_token_runs_clusters(
-    k8s_env: Any, deployed: Any, tmp_path: Path
+    k8s_env: Any, deployed: Any, tmp_path: Path, database: str, request: pytest.FixtureRequest
 ) -> None:
+    """As the sqlite overlay runs it, and as the base does: on a Postgres database
+    (migrated first, as the init container does)."""
     admin, _, ns, kubeconfig, _ = deployed
+    env = {"KUBECONFIG": str(kubeconfig)}
+    if database == "postgres":
+        env["ECOLINK_DATABASE_URL"] = request.getfixturevalue("postgres").new_database()
     # No --namespace, no --context: the token's kubeconfig says where, as the
     # service account's files do in a pod. The Lease is what in-cluster credentials
     # choose; here it is asked for.
@@ -230,7 +247,7 @@ def test_ecolink_with_only_the_service_account_token_runs_clusters(
         tmp_path,
         catalog=str(ROOT / "deploy/base/catalog.toml"),
         extra_args=["--runtime", "kubernetes", "--leader-election", "lease"],
-        env={"KUBECONFIG": str(kubeconfig)},
+        env=env,
     )
     srv.start()
     try:
