@@ -62,7 +62,7 @@ class Action:
         await self._lock.acquire()
         self._held = True
         self.now = self.core.now()
-        self._check_replay()
+        await self._check_replay()
 
     def leave(self) -> None:
         if self._held:
@@ -96,12 +96,19 @@ class Action:
             self.now = self.core.now()
 
     # -- the steps ----------------------------------------------------------------------
+    async def read(self, fn: Callable[[], T]) -> T:
+        """`fn`'s reads (and checks) in a reader thread: the event loop never waits on
+        the database (a locked SQLite file, a Postgres server far away or gone)."""
+        return await self.core.store.run_read(fn)
+
     async def current(self, ref: str) -> Cluster:
         """The cluster, expired first if its time is up (the reaper may lag)."""
-        c = self.core.get_cluster(self.account_id, ref)
+        account_id = self.account_id
+        c = await self.read(lambda: self.core.get_cluster(account_id, ref))
         if c.status in EXPIRABLE and c.expires_at <= self.now:
             await self.expiry.expire_locked(c, self.now)
-            c = self.core.get_cluster(self.account_id, c.id)
+            cid = c.id
+            c = await self.read(lambda: self.core.get_cluster(account_id, cid))
         self.cluster_id = c.id
         self._cluster = c
         return c
@@ -178,11 +185,12 @@ class Action:
         return c
 
     # -- idempotency --------------------------------------------------------------------
-    def _check_replay(self) -> None:
+    async def _check_replay(self) -> None:
         idem = self.idem
         if idem is None:
             return
-        rec = self.core.store.idempotency(self.account_id, idem.key, self.now)
+        store, account_id, key, now = self.core.store, self.account_id, idem.key, self.now
+        rec = await self.read(lambda: store.idempotency(account_id, key, now))
         if rec is None:
             return
         if rec.fingerprint != idem.fingerprint:

@@ -88,12 +88,16 @@ class Actions:
         core, ledger = self.core, self.ledger
         async with self._action(account_id, idem) as act:
             now = act.now
-            if core.store.name_in_use(account_id, req.name):
-                raise Conflict(f"a cluster named {req.name!r} exists", field="name")
-            ledger.check_budget(account_id, req.region, req.gpu_count * req.replicas, None)
             rate = billing.hourly_rate(gtype.rate_per_gpu_hour, req.gpu_count, req.replicas)
             hold = billing.hold_for_hours(rate, req.duration_mh)
-            ledger.check_balance(account_id, hold)
+
+            def checks() -> None:
+                if core.store.name_in_use(account_id, req.name):
+                    raise Conflict(f"a cluster named {req.name!r} exists", field="name")
+                ledger.check_budget(account_id, req.region, req.gpu_count * req.replicas, None)
+                ledger.check_balance(account_id, hold)
+
+            await act.read(checks)
             c = _new_cluster(account_id, req, gtype.rate_per_gpu_hour, now)
             act.cluster_id = c.id
             self.listener.hold_back(c.id)
@@ -144,11 +148,15 @@ class Actions:
             running = c.status in ACCRUING
             extra_hold = 0
             if running:
-                if replicas > old:
-                    ledger.check_budget(account_id, c.region, c.gpu_count * replicas, c.id)
                 per_replica = billing.per_replica_rate(c.rate_per_gpu_hour, c.gpu_count)
                 extra_hold = billing.scale_up_hold(per_replica, old, replicas, c.expires_at - now)
-                ledger.check_balance(account_id, extra_hold)
+
+                def checks() -> None:
+                    if replicas > old:
+                        ledger.check_budget(account_id, c.region, c.gpu_count * replicas, c.id)
+                    ledger.check_balance(account_id, extra_hold)
+
+                await act.read(checks)
                 await act.apply(
                     core.spec(dataclasses.replace(c, replicas=replicas), run=True),
                     restore=core.spec(c, run=True),
@@ -191,7 +199,7 @@ class Actions:
             act.refuse_if(c.status in ENDING, f"cannot extend a {c.status} cluster")
             running = c.status in ACCRUING
             hold = billing.hold_for_hours(hourly(c), micro_hours) if running else 0
-            ledger.check_balance(account_id, hold)
+            await act.read(lambda: ledger.check_balance(account_id, hold))
             hours = format_hours(micro_hours)
 
             def body() -> Cluster:
@@ -254,9 +262,13 @@ class Actions:
             act.refuse_if(
                 c.status not in (S.STOPPED, S.STOPPING), f"cannot resume a {c.status} cluster"
             )
-            self.ledger.check_budget(account_id, c.region, c.gpu_count * c.replicas, c.id)
             hold = billing.hold_for_duration(hourly(c), c.expires_at - now)
-            self.ledger.check_balance(account_id, hold)
+
+            def checks() -> None:
+                self.ledger.check_budget(account_id, c.region, c.gpu_count * c.replicas, c.id)
+                self.ledger.check_balance(account_id, hold)
+
+            await act.read(checks)
             await act.apply(self.core.spec(c, run=True), restore=self.core.spec(c, run=False))
             states = self.core.runtime.replicas(c.id)
 
