@@ -110,7 +110,7 @@ class EcoApp(App[None]):
         count = 0
         async for frame in self.feed.frames():
             model.apply(frame)
-            kind = frame.get("type")
+            kind = frame.type
             if kind == "snapshot":
                 if model.snapshots > 1:
                     self._restore_history()
