@@ -191,7 +191,7 @@ class DashboardModel:
             c = clusters.get(cid)
             if c is None:
                 continue
-            summary = summary_out.model_dump()
+            summary = summary_out.model_dump(exclude_unset=True)
             old = c.get("gpu_summary")
             self.fleet.note_telemetry(cid, summary)
             if old != summary:
@@ -208,7 +208,7 @@ class DashboardModel:
             c = clusters.get(cid)
             if c is None:
                 continue
-            traffic = None if traffic_out is None else traffic_out.model_dump()
+            traffic = None if traffic_out is None else traffic_out.model_dump(exclude_unset=True)
             if c.get("traffic") == traffic:
                 continue
             clusters[cid] = {**c, "traffic": traffic}
@@ -222,7 +222,7 @@ class DashboardModel:
             return
         if not self.history.wants(cid):
             return  # in flight from before a focus change: not kept, memory stays bounded
-        reps = [r.model_dump() for r in frame.replicas]
+        reps = [r.model_dump(exclude_unset=True) for r in frame.replicas]
         self.fleet.put_replicas(cid, reps, now)
         self._changes.replicas.add(cid)
         moved = self.history.add_replicas(cid, reps, now)

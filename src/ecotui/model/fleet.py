@@ -55,7 +55,7 @@ class FleetState:
         the screens (smaller than the model). None when nothing changed, else the
         previous record and view."""
         cid = cluster.id
-        c = cluster.model_dump()
+        c = cluster.model_dump(exclude_unset=True)
         old = self.clusters.get(cid)
         if old == c:
             return None
@@ -115,7 +115,7 @@ class FleetState:
             if k in seen:
                 continue
             seen.add(k)
-            dq.append(event.model_dump())
+            dq.append(event.model_dump(exclude_unset=True))
             added = True
         if added and len(dq) > 1 and str(dq[-2].get("at", "")) > str(dq[-1].get("at", "")):
             # keep time order when REST history arrives after live events
