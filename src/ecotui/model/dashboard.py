@@ -150,12 +150,16 @@ class DashboardModel:
             self.apply(f)
 
     def _on_snapshot(self, frame: WatchSnapshot, now: datetime) -> None:
-        incoming = {c.id: c for c in frame.clusters}
+        incoming = {c.id for c in frame.clusters}
         for cid in list(self.fleet.clusters):
             if cid not in incoming:
                 self._remove(cid)
-        for c in incoming.values():
-            self._put_cluster(c, now)
+        # Each cluster's model is let go once folded: a large fleet's snapshot is never
+        # held twice over (as models and as the records kept), which bounds peak memory.
+        pending = frame.clusters
+        pending.reverse()
+        while pending:
+            self._put_cluster(pending.pop(), now)
         self._put_account(frame.account)
         self.fleet.snapshots += 1
         self._changes.snapshot = True
