@@ -1,5 +1,8 @@
 """REST client for the ecolink API (api.md), used by the dashboard and the CLI.
 
+Every JSON answer comes back as its `ecocore.wire` model, the ones the backend builds its
+answers from (an answer that is not one is an `ApiRefusal` saying where it is not).
+
 Every mutating call sends an `Idempotency-Key` (a fresh one unless the caller
 passes its own, so a retry of the same action can reuse it). Non-2xx answers
 raise `ApiRefusal` carrying api.md's error form; a backend that cannot be

@@ -137,7 +137,8 @@ class DashboardModel:
 
     # -- feed --------------------------------------------------------------
     def apply(self, frame: WatchFrame) -> None:
-        """Fold one watch frame (or a connection frame of the watch client) into the model."""
+        """Fold one watch frame (or a connection frame of the watch client) into the model.
+        A snapshot's list of clusters is used up (emptied) on the way."""
         now = self.clock.now()
         if not isinstance(frame, WatchConnection) and self.fleet.note_frame(now):
             self._changes.connection = True  # stale no more: repaint the indicator
