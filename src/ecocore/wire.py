@@ -397,6 +397,25 @@ class EventsOut(_Answer):
     events: list[EventOut]
 
 
+class SessionOut(_Answer):
+    """A kept shell session in a replica (POST, GET and DELETE .../sessions)."""
+
+    id: str
+    cluster_id: str
+    replica: str
+    command: list[str]
+    tty: bool
+    started_at: str
+    exited: bool
+    exit_code: int | None
+    ended_reason: Literal["exited", "backend_restart", "deleted"] | None
+    attached: int
+
+
+class SessionsOut(_Answer):
+    sessions: list[SessionOut]
+
+
 # --------------------------------------------------------------------------- watch frames
 
 

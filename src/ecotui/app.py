@@ -29,7 +29,7 @@ from textual.screen import Screen
 
 from ecotui.client.rest import EcoClient
 from ecotui.client.watch import FrameSource, WatchClient
-from ecotui.host import OpenCluster, OpenLogs, OpenView
+from ecotui.host import OpenCluster, OpenLogs, OpenShell, OpenView
 from ecotui.keymap import GLOBAL, key_label
 from ecotui.model import Alert, Clock, DashboardModel, SystemClock
 from ecotui.screens.account import AccountScreen
@@ -110,7 +110,7 @@ class EcoApp(App[None]):
         count = 0
         async for frame in self.feed.frames():
             model.apply(frame)
-            kind = frame.get("type")
+            kind = frame.type
             if kind == "snapshot":
                 if model.snapshots > 1:
                     self._restore_history()
@@ -224,9 +224,26 @@ class EcoApp(App[None]):
         self.push_screen(LogsScreen(message.cluster_id, message.replica))
 
     def on_open_view(self, message: OpenView) -> None:
+        if message.view == "shells":
+            self.open_shells()
+            return
         {"help": self.action_help, "account": self.action_account, "gpus": self.action_show_gpus}[
             message.view
         ]()
+
+    # The shells (and the terminal emulator under them) are imported on first use: a
+    # dashboard that opens no shell never loads them (about 3.5 MiB at start).
+    @work(group="shells")
+    async def open_shells(self) -> None:
+        from ecotui.screens import shells
+
+        await shells.open_shells_view(self)
+
+    @work(group="shells")
+    async def on_open_shell(self, message: OpenShell) -> None:
+        from ecotui.screens import shells
+
+        await shells.open_shell(self, message.cluster, message.replica)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

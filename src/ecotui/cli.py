@@ -533,7 +533,7 @@ async def _launch_question(client: EcoClient, args: argparse.Namespace) -> str:
 async def cmd_scale(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if not args.yes:
-        per = costs.cluster_per_replica_rate(wire_json(c))
+        per = costs.cluster_per_replica_rate(c)
         r = int(c.replicas)
         new_rate = wording.usd(per * args.replicas)
         if c.status not in costs.ACCRUING_STATUSES:
@@ -542,7 +542,7 @@ async def cmd_scale(client: EcoClient, args: argparse.Namespace) -> int:
                 f"now. New rate when it runs: {new_rate}/h."
             )
         elif args.replicas > r:
-            hold = costs.cluster_scale_hold(wire_json(c), args.replicas, _now())
+            hold = costs.cluster_scale_hold(c, args.replicas, _now())
             money = (
                 f"New rate {new_rate}/h. Additional hold about {wording.usd_exact(hold)} "
                 f"for the {_until(c.expires_at)} remaining."
@@ -574,7 +574,7 @@ async def cmd_extend(client: EcoClient, args: argparse.Namespace) -> int:
             new_expiry = costs.add_micro_hours(c.expires_at, mh)
             if c.status in costs.ACCRUING_STATUSES:
                 money = (
-                    f"Additional hold {wording.usd_exact(costs.cluster_extend_hold(wire_json(c), mh))}"
+                    f"Additional hold {wording.usd_exact(costs.cluster_extend_hold(c, mh))}"
                     f" ({args.hours} h x {_money(c.hourly_rate)}/h)."
                 )
             else:
@@ -650,7 +650,7 @@ async def cmd_stop(client: EcoClient, args: argparse.Namespace) -> int:
 async def cmd_resume(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if not args.yes:
-        hold = costs.cluster_resume_hold(wire_json(c), _now())
+        hold = costs.cluster_resume_hold(c, _now())
         _confirm(
             args,
             _wrap(

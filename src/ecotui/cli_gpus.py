@@ -81,7 +81,8 @@ def render_gpus(rows: list[dict[str, Any]], *, detail: bool) -> str:
 
 async def cmd_gpus(client: EcoClient, args: argparse.Namespace) -> int:
     data = await client.fleet_gpus(unhealthy=args.unhealthy)
-    rows = list(data.get("gpus") or [])
+    # The rows as the backend sent them (`--json` prints them so).
+    rows = [g.model_dump(mode="json", exclude_unset=True) for g in data.gpus]
     if args.name:
         rows = [g for g in rows if args.name in (g.get("cluster"), g.get("cluster_id"))]
         if not rows:
@@ -89,7 +90,11 @@ async def cmd_gpus(client: EcoClient, args: argparse.Namespace) -> int:
             if c.status not in ("running", "pending", "stopping"):
                 raise ApiRefusal(409, "conflict", f"cluster {c.name} is {c.status}: it has no GPUs")
     if args.json:
-        body = {"gpus": rows, "health": data.get("health")} if not args.name else {"gpus": rows}
+        body = (
+            {"gpus": rows, "health": data.health.model_dump(mode="json", exclude_unset=True)}
+            if not args.name
+            else {"gpus": rows}
+        )
         sys.stdout.write(json.dumps(body, indent=2) + "\n")
         return 0
     print(render_gpus(rows, detail=bool(args.name)))

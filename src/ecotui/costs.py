@@ -10,10 +10,10 @@ Pure: no textual, no IO, no clock of its own (callers pass `now`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ecocore import billing
 from ecocore.billing import US_PER_HOUR, US_PER_MICRO_HOUR, hold_for_duration, hold_for_hours
@@ -27,6 +27,9 @@ from ecocore.money import (
 )
 from ecocore.status import ACCRUING, BUDGETED
 from ecotui.wording import parse_time
+
+if TYPE_CHECKING:
+    from ecocore.wire import CatalogOut, ClusterOut
 
 __all__ = [
     "MICRO",
@@ -120,39 +123,37 @@ def resume_hold(hourly: int, remaining: int) -> int:
 # -- the same, from a cluster object as the API gives it ---------------------
 
 
-def cluster_hourly_rate(cluster: Mapping[str, Any]) -> int:
+def cluster_hourly_rate(cluster: ClusterOut) -> int:
     """What the cluster costs per hour at its desired count while it runs."""
-    return usd_to_micros(cluster["hourly_rate"])
+    return usd_to_micros(cluster.hourly_rate)
 
 
-def cluster_per_replica_rate(cluster: Mapping[str, Any]) -> int:
-    replicas = int(cluster["replicas"])
-    hourly = cluster_hourly_rate(cluster)
-    if replicas <= 0:
+def cluster_per_replica_rate(cluster: ClusterOut) -> int:
+    if cluster.replicas <= 0:
         raise ValueError("cluster has no replicas")
-    return hourly // replicas
+    return cluster_hourly_rate(cluster) // cluster.replicas
 
 
-def _accruing(cluster: Mapping[str, Any]) -> bool:
-    return cluster.get("status") in ACCRUING_STATUSES
+def _accruing(cluster: ClusterOut) -> bool:
+    return cluster.status in ACCRUING_STATUSES
 
 
-def cluster_scale_hold(cluster: Mapping[str, Any], new_replicas: int, now: datetime) -> int:
+def cluster_scale_hold(cluster: ClusterOut, new_replicas: int, now: datetime) -> int:
     return scale_hold(
         cluster_per_replica_rate(cluster),
-        int(cluster["replicas"]),
+        cluster.replicas,
         new_replicas,
-        remaining_us(cluster["expires_at"], now),
+        remaining_us(cluster.expires_at, now),
         accruing=_accruing(cluster),
     )
 
 
-def cluster_extend_hold(cluster: Mapping[str, Any], micro_hours: int) -> int:
+def cluster_extend_hold(cluster: ClusterOut, micro_hours: int) -> int:
     return extend_hold(cluster_hourly_rate(cluster), micro_hours, accruing=_accruing(cluster))
 
 
-def cluster_resume_hold(cluster: Mapping[str, Any], now: datetime) -> int:
-    return resume_hold(cluster_hourly_rate(cluster), remaining_us(cluster["expires_at"], now))
+def cluster_resume_hold(cluster: ClusterOut, now: datetime) -> int:
+    return resume_hold(cluster_hourly_rate(cluster), remaining_us(cluster.expires_at, now))
 
 
 def left_after(available: int, hold: int) -> int:
@@ -164,22 +165,22 @@ def left_after(available: int, hold: int) -> int:
 
 
 def gpus_in_use(
-    clusters: Iterable[Mapping[str, Any]], region: str, *, exclude_id: str | None = None
+    clusters: Iterable[ClusterOut], region: str, *, exclude_id: str | None = None
 ) -> int:
     """GPUs the account's clusters hold in `region` (pending, running, stopping)."""
     total = 0
     for c in clusters:
-        if c.get("region") != region or c.get("status") not in GPU_HOLDING_STATUSES:
+        if c.region != region or c.status not in GPU_HOLDING_STATUSES:
             continue
-        if exclude_id is not None and c.get("id") == exclude_id:
+        if exclude_id is not None and c.id == exclude_id:
             continue
-        total += billing.gpus(int(c.get("gpu_count", 0)), int(c.get("replicas", 0)))
+        total += billing.gpus(c.gpu_count, c.replicas)
     return total
 
 
 def gpus_free(
     budget: int,
-    clusters: Iterable[Mapping[str, Any]],
+    clusters: Iterable[ClusterOut],
     region: str,
     *,
     exclude_id: str | None = None,
@@ -191,14 +192,14 @@ def max_replicas(free_gpus: int, gpu_count: int) -> int:
     return free_gpus // gpu_count if gpu_count > 0 else 0
 
 
-def catalog_rate(catalog: Mapping[str, Any], region: str, gpu_type: str) -> int | None:
+def catalog_rate(catalog: CatalogOut, region: str, gpu_type: str) -> int | None:
     """The catalog's rate per GPU-hour in micro-dollars, or None if not offered."""
-    for r in catalog.get("regions", []):
-        if r.get("name") != region:
+    for r in catalog.regions:
+        if r.name != region:
             continue
-        for t in r.get("gpu_types", []):
-            if t.get("name") == gpu_type:
-                return usd_to_micros(t["rate_per_gpu_hour"])
+        for t in r.gpu_types:
+            if t.name == gpu_type:
+                return usd_to_micros(t.rate_per_gpu_hour)
     return None
 
 

@@ -4,7 +4,7 @@ Screens and dialogs never import the app. They type what they read of it
 against these protocols (`DialogHost` for the dialogs, `EcoHost` for the
 dashboard's own screens; a small test app satisfies the first alone), and
 they ask for a view by posting a message the app handles (`OpenCluster`,
-`OpenLogs`, `OpenView`).
+`OpenLogs`, `OpenView`, `OpenShell`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from textual.app import App
 from textual.message import Message
 
 from ecocore.clock import Clock
-from ecotui.client.rest import EcoClient
+from ecotui.client.rest import ClusterArg, EcoClient
 from ecotui.model import DashboardModel
 
 
@@ -85,4 +85,12 @@ class OpenLogs(Message):
 class OpenView(Message):
     """Show one of the app's fixed views (unless it is already on top)."""
 
-    view: Literal["help", "account", "gpus"]
+    view: Literal["help", "account", "gpus", "shells"]
+
+
+@dataclass
+class OpenShell(Message):
+    """Open a shell in a replica of the cluster, in the shells view."""
+
+    cluster: ClusterArg
+    replica: str

@@ -7,11 +7,14 @@ One formatter for each: dollars (`usd`), countdowns (`fmt_duration`), API times
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ecocore.money import MICRO, usd_to_micros
+
+if TYPE_CHECKING:
+    from ecocore.wire import ClusterOut
 
 __all__ = [
     "NAME_WORDS",
@@ -240,15 +243,14 @@ def field_words(field: str | None, message: str) -> str:
 # -- a cluster in one sentence -------------------------------------------------
 
 
-def gpus_text(cluster: Mapping[str, Any]) -> str:
-    r = int(cluster["replicas"])
-    return f"{r} replica{'s' if r != 1 else ''} × {cluster['gpu_count']} {cluster['gpu_type']}"
+def gpus_text(cluster: ClusterOut) -> str:
+    r = cluster.replicas
+    return f"{r} replica{'s' if r != 1 else ''} × {cluster.gpu_count} {cluster.gpu_type}"
 
 
-def cluster_summary(cluster: Mapping[str, Any]) -> str:
+def cluster_summary(cluster: ClusterOut) -> str:
     """`web (running): 3 replicas × 4 H100-80GB in us-east at $30.00/h.`"""
-    rate = fmt_usd(usd_to_micros(cluster["hourly_rate"]))
+    rate = fmt_usd(usd_to_micros(cluster.hourly_rate))
     return (
-        f"{cluster['name']} ({cluster['status']}): {gpus_text(cluster)} in "
-        f"{cluster['region']} at {rate}/h."
+        f"{cluster.name} ({cluster.status}): {gpus_text(cluster)} in {cluster.region} at {rate}/h."
     )

@@ -395,7 +395,7 @@ async def test_restart_a_replica_and_the_whole_cluster(account):
             await click(pilot, "#confirm")
             await settle(pilot)
             assert app.screen is not d and d.refusal is None
-        events = [e["kind"] for e in await client.events(c.id)]
+        events = [e.kind for e in await client.events(c.id)]
         assert "restarted" in events
 
 

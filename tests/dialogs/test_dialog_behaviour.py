@@ -15,6 +15,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Button, Input, Static
 
 from ecocore.clock import FakeClock
+from ecocore.wire import AccountOut, CatalogOut, ClusterOut, EndpointOut, FilesystemOut
 from ecotui import dialogs
 from ecotui.client.rest import ApiRefusal, BackendUnreachable
 
@@ -38,7 +39,14 @@ CLUSTER = {
     "gpu_count": 4,
     "replicas": 3,
     "image": "img",
+    "startup_command": None,
+    "shared_filesystems": [],
+    "termination_grace_seconds": 30,
     "status": "running",
+    "status_reason": None,
+    "stale": False,
+    "created_at": "2026-01-01T08:00:00Z",
+    "started_at": "2026-01-01T08:00:00Z",
     "expires_at": "2026-01-01T18:00:00Z",
     "estimated_duration_hours": "10",
     "hourly_rate": "30.000000",
@@ -50,13 +58,16 @@ CLUSTER = {
         "projected_total": "180.000000",
     },
     "endpoint": {"url": "http://127.0.0.1:9/gpu-clusters/c1/service/", "port": 8000},
+    "ready_replicas": 0,
     "replica_states": [],
+    "gpu_summary": {"gpus": 0, "mean_utilization": 0.0, "idle_gpus": 0, "telemetry": "simulated"},
 }
 
 
 class ScriptedClient:
-    """Answers reads with fixed data; mutating calls pop the next scripted outcome
-    (an exception to raise, or a value) and are recorded with their key."""
+    """Answers reads with fixed data (the wire models the REST client returns); mutating
+    calls pop the next scripted outcome (an exception to raise, or a value) and are
+    recorded with their key."""
 
     def __init__(self, *outcomes: Any) -> None:
         self.outcomes = list(outcomes)
@@ -64,22 +75,24 @@ class ScriptedClient:
         self.gate: asyncio.Event | None = None
 
     async def catalog(self):
-        return CATALOG
+        return CatalogOut.model_validate(CATALOG)
 
     async def filesystems(self):
-        return [{"name": "weights", "description": ""}]
+        return [FilesystemOut(name="weights", description="")]
 
     async def account(self):
-        return {"available": "500.000000", "balance": "500.000000", "held": "0.000000"}
+        return AccountOut(
+            id="a", name="demo", available="500.000000", balance="500.000000", held="0.000000"
+        )
 
     async def clusters(self, status=None):
-        return [CLUSTER]
+        return [ClusterOut.model_validate(CLUSTER)]
 
     async def _act(self, name, *args, idempotency_key=None):
         self.calls.append((name, args, idempotency_key))
         if self.gate is not None:
             await self.gate.wait()
-        outcome = self.outcomes.pop(0) if self.outcomes else dict(CLUSTER)
+        outcome = self.outcomes.pop(0) if self.outcomes else ClusterOut.model_validate(CLUSTER)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -197,7 +210,7 @@ async def test_scale_retry_after_unreachable_reuses_the_idempotency_key():
     (n1, a1, k1), (n2, a2, k2), (n3, a3, k3) = client.calls
     assert a1 == a2 == ("c1", 5) and a3 == ("c1", 6)
     assert k1 and k1 == k2 and k3 and k3 != k1
-    assert app.results and app.results[0]["name"] == "web"
+    assert app.results and app.results[0].name == "web"
 
 
 async def test_progress_is_shown_until_the_backend_answers():
@@ -331,7 +344,7 @@ async def test_endpoint_copies_url_and_curl_line():
 
 async def test_endpoint_change_port_and_close():
     url = CLUSTER["endpoint"]["url"]
-    client = ScriptedClient({"url": url, "port": 9000}, None)
+    client = ScriptedClient(EndpointOut(url=url, port=9000), None)
     app = Host(client)
     async with app.run_test(size=(80, 24)) as pilot:
         d = OPENERS["endpoint"](app)
@@ -348,7 +361,7 @@ async def test_endpoint_change_port_and_close():
         ("set_endpoint", ("c1", 9000)),
         ("close_endpoint", ("c1",)),
     ]
-    assert app.results == [{"url": url, "port": 9000}, {"closed": True}]
+    assert app.results == [EndpointOut(url=url, port=9000), {"closed": True}]
 
 
 async def test_restart_one_replica_or_whole_cluster():
@@ -424,5 +437,5 @@ async def test_expiry_warning_offers_extend_in_one_key():
         await pilot.press("e")
         await settle(pilot)
         assert isinstance(app.screen, dialogs.ExtendDialog)
-        assert app.screen.cluster["name"] == "web"
+        assert app.screen.cluster.name == "web"
     assert client.calls == []

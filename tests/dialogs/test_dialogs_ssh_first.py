@@ -11,6 +11,7 @@ from textual import events
 from textual.widgets import Button, Input, Select
 from textual.widgets._select import SelectCurrent
 
+from ecocore.wire import CatalogOut
 from ecotui import dialogs
 from ecotui.client.rest import ApiRefusal
 
@@ -42,7 +43,7 @@ def text_of(app) -> str:
 
 class TwoRegions(ScriptedClient):
     async def catalog(self):
-        return TWO_REGIONS
+        return CatalogOut.model_validate(TWO_REGIONS)
 
 
 class NoFilesystems(ScriptedClient):

@@ -303,6 +303,7 @@ def test_logs_tail_follow_and_previous(shared_ecolink_server, fresh_api):
 
 async def test_attach_says_how_many_bytes_are_replayed(shared_ecolink_server, fresh_api, cluster):
     """`x-eco-replay-bytes` on the upgrade answer: the kept output before live output."""
+    from ecocore.wire import SessionOut
     from ecotui.client.exec import attach_session
     from ecotui.client.rest import EcoClient
 
@@ -311,7 +312,8 @@ async def test_attach_says_how_many_bytes_are_replayed(shared_ecolink_server, fr
         info = await client.create_session(
             cluster["id"], "box-0", command=["sh", "-c", "echo kept-$((40+2)); exec cat"], tty=False
         )
-        sid = str(info["id"])
+        assert isinstance(info, SessionOut)
+        sid = info.id
         first = await attach_session(client, cluster["id"], sid)
         got = b""
         async for _ch, data in first.frames():

@@ -15,6 +15,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 
 from ecocore.clock import FakeClock
+from ecocore.wire import AccountOut, CatalogOut, ClusterOut, FilesystemOut
 from ecotui import dialogs
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -47,6 +48,7 @@ CLUSTER = {
     "image": "ghcr.io/acme/infer:1.4",
     "startup_command": None,
     "shared_filesystems": [],
+    "termination_grace_seconds": 30,
     "status": "running",
     "status_reason": None,
     "stale": False,
@@ -81,31 +83,32 @@ CLUSTER = {
 
 
 class FixedClient:
-    """Answers with the fixed data above; records what it was asked to do."""
+    """Answers with the fixed data above, as the REST client's wire models; records what it
+    was asked to do."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
-    async def catalog(self) -> dict[str, Any]:
-        return CATALOG
+    async def catalog(self) -> CatalogOut:
+        return CatalogOut.model_validate(CATALOG)
 
-    async def filesystems(self) -> list[dict[str, Any]]:
+    async def filesystems(self) -> list[FilesystemOut]:
         return [
-            {"name": "weights", "description": "model weights"},
-            {"name": "datasets", "description": "training data"},
+            FilesystemOut(name="weights", description="model weights"),
+            FilesystemOut(name="datasets", description="training data"),
         ]
 
-    async def account(self) -> dict[str, Any]:
-        return {
-            "id": "acct",
-            "name": "demo",
-            "balance": "1000.000000",
-            "held": "180.000000",
-            "available": "820.000000",
-        }
+    async def account(self) -> AccountOut:
+        return AccountOut(
+            id="acct",
+            name="demo",
+            balance="1000.000000",
+            held="180.000000",
+            available="820.000000",
+        )
 
-    async def clusters(self, status: str | None = None) -> list[dict[str, Any]]:
-        return [CLUSTER]
+    async def clusters(self, status: str | None = None) -> list[ClusterOut]:
+        return [ClusterOut.model_validate(CLUSTER)]
 
 
 class Host(App[None]):

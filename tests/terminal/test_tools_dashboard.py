@@ -7,10 +7,12 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input, OptionList, Static
 
+from ecocore.wire import ClusterOut
 from ecotui.client.rest import EcoClient
 from ecotui.screens.gpu_compare import GpuCompareScreen, open_gpu_compare
 from ecotui.screens.run_everywhere import CommandPrompt, RunScreen, open_run_everywhere
 from support.shell_helpers import HostApp, launch, wait_until
+from support.wire import cluster_out
 
 
 @pytest.fixture
@@ -109,13 +111,13 @@ def test_clock_words_and_levels():
 
     now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
-    def at(minutes: float) -> dict:
-        return {
-            "status": "running",
-            "expires_at": (now + timedelta(minutes=minutes)).isoformat(),
-            "burn_rate": "12.500000",
-            "cost": {"spent": "3.250000"},
-        }
+    def at(minutes: float, status: str = "running") -> ClusterOut:
+        c = cluster_out(
+            status=status,
+            expires_at=(now + timedelta(minutes=minutes)).isoformat(),
+            burn_rate="12.500000",
+        )
+        return c.model_copy(update={"cost": c.cost.model_copy(update={"spent": "3.250000"})})
 
     words, level = clock(at(90), now)
     assert (words, level) == ("1h 30m left · $12.50/h · $3.25 spent", "ok")
@@ -123,7 +125,7 @@ def test_clock_words_and_levels():
     assert clock(at(29), now)[1] == "amber"
     assert clock(at(5.5), now)[1] == "amber"
     assert clock(at(4), now)[1] == "red"
-    assert clock({"status": "terminated", "expires_at": at(10)["expires_at"]}, now) == (
+    assert clock(at(10, "terminated"), now) == (
         "terminated",
         "none",
     )

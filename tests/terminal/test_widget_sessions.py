@@ -8,6 +8,7 @@ import shutil
 import pytest
 from textual.widgets import OptionList
 
+from ecocore.wire import SessionOut
 from ecotui.client.rest import EcoClient
 from ecotui.screens.gpu_compare import GpuCompareScreen, open_gpu_compare
 from ecotui.screens.shells import ShellPicker, open_shell
@@ -36,8 +37,8 @@ def client(shared_ecolink_server, fresh_api):
     return EcoClient(shared_ecolink_server.url, fresh_api.account_key)
 
 
-async def _session(client: EcoClient, cid: str, sid: str) -> dict:
-    return next(s for s in await client.sessions(cid) if s["id"] == sid)
+async def _session(client: EcoClient, cid: str, sid: str) -> SessionOut:
+    return next(s for s in await client.sessions(cid) if s.id == sid)
 
 
 async def test_detach_and_reattach_replays_and_continues(client, cluster):
@@ -54,7 +55,7 @@ async def test_detach_and_reattach_replays_and_continues(client, cluster):
         screen = shells(app)
         await wait_until(lambda: not screen.panes, what="the tab to close")
         s = await _session(client, cid, sid)
-        assert not s["exited"] and s["ended_reason"] is None
+        assert not s.exited and s.ended_reason is None
         # Reattach from the picker's list of running sessions.
         await pilot.press("o")
         await wait_until(lambda: isinstance(app.screen, ShellPicker), what="the picker")

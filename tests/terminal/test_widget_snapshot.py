@@ -8,6 +8,7 @@ from pathlib import Path
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
+from ecocore.wire import SessionOut
 from ecotui.screens.shells import ShellPane, shells_screen
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -68,15 +69,24 @@ def test_terminal_tab_snapshot(snap_compare) -> None:
 class FakeClient:
     """The one call the picker makes: the cluster's running sessions."""
 
-    async def sessions(self, cluster_id: str) -> list[dict]:
+    async def sessions(self, cluster_id: str) -> list[SessionOut]:
+        def session(sid: str, replica: str, command: list[str], attached: int) -> SessionOut:
+            return SessionOut(
+                id=sid,
+                cluster_id=cluster_id,
+                replica=replica,
+                command=command,
+                tty=True,
+                started_at="2026-01-01T00:00:00.000000Z",
+                exited=False,
+                exit_code=None,
+                ended_reason=None,
+                attached=attached,
+            )
+
         return [
-            {"id": "ses_a1", "replica": "train-0", "command": ["bash"], "attached": 1},
-            {
-                "id": "ses_b2",
-                "replica": "train-1",
-                "command": ["python3", "train.py"],
-                "attached": 0,
-            },
+            session("ses_a1", "train-0", ["bash"], 1),
+            session("ses_b2", "train-1", ["python3", "train.py"], 0),
         ]
 
 

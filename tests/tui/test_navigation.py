@@ -65,3 +65,35 @@ async def test_a_double_click_on_a_row_opens_that_cluster_and_a_header_click_sor
         assert header.column == table.sort_column
         assert isinstance(selected, FleetTable.Selected) and selected.control is table
         assert fx.app.screen.cluster_id == selected.key
+
+
+async def test_the_shells_keys_open_the_shells_view_loaded_on_first_use():
+    from ecotui.screens.shells import ShellPicker, ShellsScreen
+
+    fx = fixed_app()
+    async with fx.app.run_test(size=BIG) as pilot:
+        await wait_for_text(pilot, "12 clusters")
+        # S: the shells view; with no shell open yet, the picker over it.
+        await pilot.press("S")
+        await wait_for(pilot, lambda: isinstance(fx.app.screen, ShellPicker), what="picker")
+        assert isinstance(fx.app.screen_stack[-2], ShellsScreen)
+        assert fx.app.screen.query_one("#cluster").value == fx.app.screen.cluster_id
+
+
+async def test_s_opens_a_shell_in_the_selected_replica_through_the_app():
+    from ecotui.screens.shells import ShellsScreen
+
+    fx = fixed_app()
+    cid = next(c["id"] for c in fx.fleet.clusters.values() if c["name"] == "tts-serve")
+    async with fx.app.run_test(size=BIG) as pilot:
+        await wait_for_text(pilot, "12 clusters")
+        fx.app.open_cluster(cid)
+        await wait_for(pilot, lambda: getattr(fx.app.screen, "_loaded", False), what="history")
+        replica = fx.app.screen.current_replica()
+        assert replica is not None
+        await pilot.press("s")
+        await wait_for(pilot, lambda: isinstance(fx.app.screen, ShellsScreen), what="shells")
+        (pane,) = fx.app.screen.panes.values()
+        assert (pane.cluster_id, pane.replica) == (cid, replica)
+        # The pane has the cluster as the REST client reads it: its reservation clock.
+        assert pane.cluster_info is not None and pane.cluster_info.id == cid

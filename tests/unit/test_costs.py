@@ -10,26 +10,17 @@ from hypothesis import strategies as st
 
 from ecocore import billing
 from ecocore.money import format_usd
+from ecocore.wire import CatalogOut
 from ecotui import costs, wording
+from support.wire import cluster_out
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 H = 3_600_000_000  # microseconds per hour
 
 
 def cluster(**kw):
-    base = {
-        "id": "c1",
-        "name": "web",
-        "region": "us-east",
-        "gpu_type": "H100-80GB",
-        "gpu_count": 4,
-        "replicas": 3,
-        "status": "running",
-        "hourly_rate": "30.000000",
-        "expires_at": "2026-01-01T22:00:00Z",
-    }
-    base.update(kw)
-    return base
+    """A cluster as the REST client answers it."""
+    return cluster_out(**kw)
 
 
 def test_worked_example_of_billing_md():
@@ -92,7 +83,7 @@ def test_pending_clusters_accrue_so_they_hold():
 
 def test_expired_cluster_has_nothing_remaining():
     c = cluster(expires_at="2026-01-01T11:00:00Z", status="stopped")
-    assert costs.remaining_us(c["expires_at"], T0) == 0
+    assert costs.remaining_us(c.expires_at, T0) == 0
     assert costs.cluster_resume_hold(c, T0) == 0
     assert costs.cluster_scale_hold(cluster(expires_at="2026-01-01T11:00:00Z"), 9, T0) == 0
 
@@ -202,6 +193,7 @@ def test_catalog_rate():
             }
         ]
     }
+    cat = CatalogOut.model_validate(cat)
     assert costs.catalog_rate(cat, "us-east", "H100-80GB") == 2_500_000
     assert costs.catalog_rate(cat, "us-east", "A100") is None
     assert costs.catalog_rate(cat, "eu-west", "H100-80GB") is None

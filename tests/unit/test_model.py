@@ -7,11 +7,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ecocore.wire import EventOut, MetricsOut
 from ecotui.client.watch import connection_frame
 from ecotui.model import DashboardModel, GroupRow, parse_micros
-from ecotui.testing import FIXED_START, GeneratedFleet
+from ecotui.testing import FIXED_START, GeneratedFleet, as_frame
 from ecotui.wording import fmt_duration, fmt_local, fmt_usd, sparkline
 from ecotui.wording import parse_time_or_none as parse_time
+
+
+def apply(model: DashboardModel, frame) -> None:
+    """Fold a frame given as the backend's JSON object, parsed as the watch client does."""
+    model.apply(as_frame(frame))
 
 
 class Clock:
@@ -67,10 +73,16 @@ def cluster(
         "gpu_type": gpu_type,
         "gpu_count": gpu_count,
         "replicas": replicas,
+        "image": "ghcr.io/acme/infer:1.4",
+        "startup_command": None,
+        "shared_filesystems": [],
+        "termination_grace_seconds": 30,
         "status": status,
         "status_reason": None,
         "stale": False,
         "created_at": (now - timedelta(hours=1)).isoformat(),
+        "started_at": (now - timedelta(hours=1)).isoformat(),
+        "estimated_duration_hours": 5.0,
         "expires_at": (now + timedelta(seconds=expires_in_s)).isoformat(),
         "hourly_rate": hourly,
         "burn_rate": burn
@@ -85,9 +97,10 @@ def cluster(
         "endpoint": None,
         "ready_replicas": sum(1 for s in states if s["ready"]),
         "replica_states": states,
+        # util None: no GPU reports, as the backend says it (`gpus` 0, a mean of 0.0).
         "gpu_summary": {
-            "gpus": replicas * gpu_count,
-            "mean_utilization": util,
+            "gpus": replicas * gpu_count if util is not None else 0,
+            "mean_utilization": util if util is not None else 0.0,
             "idle_gpus": idle,
             "telemetry": "simulated",
         },
@@ -159,7 +172,7 @@ def test_sparkline_scales_pads_and_shows_gaps():
 
 
 def test_snapshot_fills_clusters_account_and_marks_everything(model):
-    model.apply(snapshot(cluster("a", "alpha"), cluster("b", "beta")))
+    apply(model, snapshot(cluster("a", "alpha"), cluster("b", "beta")))
     ch = model.take_changes()
     assert ch.snapshot and ch.order and ch.account
     assert ch.clusters == {"a", "b"}
@@ -169,19 +182,19 @@ def test_snapshot_fills_clusters_account_and_marks_everything(model):
 
 
 def test_second_snapshot_removes_clusters_that_are_gone(model):
-    model.apply(snapshot(cluster("a", "alpha"), cluster("b", "beta")))
+    apply(model, snapshot(cluster("a", "alpha"), cluster("b", "beta")))
     model.take_changes()
-    model.apply(snapshot(cluster("b", "beta")))
+    apply(model, snapshot(cluster("b", "beta")))
     ch = model.take_changes()
     assert ch.removed == {"a"}
     assert list(model.clusters) == ["b"]
 
 
 def test_burst_of_frames_coalesces_to_one_dirty_key(model):
-    model.apply(snapshot(cluster("a", "alpha")))
+    apply(model, snapshot(cluster("a", "alpha")))
     model.take_changes()
     for k in range(50):
-        model.apply({"type": "cluster", "cluster": cluster("a", "alpha", spent=f"{k}.000000")})
+        apply(model, {"type": "cluster", "cluster": cluster("a", "alpha", spent=f"{k}.000000")})
     ch = model.take_changes()
     assert ch.clusters == {"a"}
     assert model.nums["a"].spent == 49_000_000
@@ -189,17 +202,17 @@ def test_burst_of_frames_coalesces_to_one_dirty_key(model):
 
 def test_identical_frame_changes_nothing(model):
     c = cluster("a", "alpha")
-    model.apply(snapshot(c))
+    apply(model, snapshot(c))
     model.take_changes()
-    model.apply({"type": "cluster", "cluster": copy.deepcopy(c)})
+    apply(model, {"type": "cluster", "cluster": copy.deepcopy(c)})
     assert not model.take_changes()
 
 
 def test_cluster_removed_and_account_frames(model):
-    model.apply(snapshot(cluster("a", "alpha")))
+    apply(model, snapshot(cluster("a", "alpha")))
     model.take_changes()
-    model.apply({"type": "account", "account": account("12.500000")})
-    model.apply({"type": "cluster_removed", "id": "a"})
+    apply(model, {"type": "account", "account": account("12.500000")})
+    apply(model, {"type": "cluster_removed", "id": "a"})
     ch = model.take_changes()
     assert ch.account and ch.removed == {"a"}
     assert model.account_micros["available"] == 12_500_000
@@ -207,9 +220,10 @@ def test_cluster_removed_and_account_frames(model):
 
 
 def test_summaries_update_util_and_sparkline_only_where_changed(model):
-    model.apply(snapshot(cluster("a", "alpha", util=10.0), cluster("b", "beta", util=20.0)))
+    apply(model, snapshot(cluster("a", "alpha", util=10.0), cluster("b", "beta", util=20.0)))
     model.take_changes()
-    model.apply(
+    apply(
+        model,
         {
             "type": "summaries",
             "clusters": {
@@ -227,7 +241,7 @@ def test_summaries_update_util_and_sparkline_only_where_changed(model):
                 },
                 "zzz": {"gpus": 8, "mean_utilization": 1.0, "idle_gpus": 8, "telemetry": "nvml"},
             },
-        }
+        },
     )
     ch = model.take_changes()
     assert ch.clusters == {"a"}  # b's summary is unchanged; zzz is unknown
@@ -237,15 +251,16 @@ def test_summaries_update_util_and_sparkline_only_where_changed(model):
 
 def test_events_are_kept_in_order_deduplicated_and_bounded(clock):
     model = DashboardModel(clock, events_len=3)
-    model.apply(snapshot(cluster("a", "alpha")))
+    apply(model, snapshot(cluster("a", "alpha")))
     model.take_changes()
     for i in range(5):
-        model.apply(
+        apply(
+            model,
             {
                 "type": "event",
                 "cluster_id": "a",
                 "event": {"at": f"2026-03-02T14:00:0{i}Z", "kind": "scaled", "message": str(i)},
-            }
+            },
         )
     assert [e["message"] for e in model.events["a"]] == ["2", "3", "4"]
     assert model.take_changes().events == {"a"}
@@ -253,8 +268,8 @@ def test_events_are_kept_in_order_deduplicated_and_bounded(clock):
     model.load_events(
         "a",
         [
-            {"at": "2026-03-02T14:00:04Z", "kind": "scaled", "message": "4"},
-            {"at": "2026-03-02T14:00:09Z", "kind": "extended", "message": "9"},
+            EventOut(at="2026-03-02T14:00:04Z", kind="scaled", message="4"),
+            EventOut(at="2026-03-02T14:00:09Z", kind="extended", message="9"),
         ],
     )
     assert [e["message"] for e in model.events["a"]] == ["3", "4", "9"]
@@ -263,11 +278,11 @@ def test_events_are_kept_in_order_deduplicated_and_bounded(clock):
 def test_replicas_frames_build_bounded_per_gpu_history(clock):
     model = DashboardModel(clock, history_len=5)
     fleet = GeneratedFleet(1, replicas=2, gpus=2)
-    model.apply(fleet.snapshot_frame())
+    apply(model, fleet.snapshot_frame())
     cid = next(iter(fleet.clusters))
     for t in range(8):
         clock.advance(1)
-        model.apply(fleet.replicas_frame(cid, float(t)))
+        apply(model, fleet.replicas_frame(cid, float(t)))
     hist = model.gpu_history[cid]
     assert set(hist) == {
         (f"{fleet.clusters[cid]['name']}-{r}", g) for r in range(2) for g in range(2)
@@ -281,66 +296,79 @@ def test_replicas_frames_build_bounded_per_gpu_history(clock):
 
 def test_metrics_restore_fills_the_gap_before_live_samples(clock):
     model = DashboardModel(clock)
-    model.apply(snapshot(cluster("a", "alpha")))
+    apply(model, snapshot(cluster("a", "alpha")))
     live = {
         "type": "replicas",
         "cluster_id": "a",
         "replicas": [
             {
                 "name": "alpha-0",
+                "index": 0,
+                "phase": "Running",
+                "ready": True,
+                "restarts": 0,
+                "reason": None,
+                "node": "n1",
+                "telemetry": "simulated",
                 "gpus": [
                     {
                         "index": 0,
+                        "uuid": "u",
+                        "name": "H100-80GB",
                         "utilization": 77.0,
                         "memory_used_mib": 1,
+                        "memory_total_mib": 81920,
                         "temperature_c": 40,
                         "power_w": 100,
+                        "power_limit_w": 700,
                     }
                 ],
             }
         ],
     }
-    model.apply(live)  # one live sample at `now`
+    apply(model, live)  # one live sample at `now`
     t0 = clock.now()
     samples = [
         [(t0 - timedelta(seconds=s)).isoformat(), 10.0 + s, 2, 30, 50] for s in (30, 20, 10, 0)
     ]
     model.load_metrics(
         "a",
-        {
-            "interval_s": 10,
-            "replicas": [
-                {"name": "alpha-0", "gpus": [{"index": 0, "uuid": "u", "samples": samples}]}
-            ],
-        },
+        MetricsOut.model_validate(
+            {
+                "interval_s": 10,
+                "replicas": [
+                    {"name": "alpha-0", "gpus": [{"index": 0, "uuid": "u", "samples": samples}]}
+                ],
+            }
+        ),
     )
     hist = list(model.gpu_history["a"][("alpha-0", 0)])
     assert [round(s[1]) for s in hist] == [40, 30, 20, 10]  # restored history, in time order
     clock.advance(1)
-    model.apply(live)
+    apply(model, live)
     assert list(model.gpu_history["a"][("alpha-0", 0)])[-1][1] == 77.0
 
 
 def test_focus_keeps_history_only_for_clusters_on_screen_plus_a_few(clock):
     model = DashboardModel(clock, history_clusters=2)
     fleet = GeneratedFleet(12, replicas=2, gpus=1)
-    model.apply(fleet.snapshot_frame())
+    apply(model, fleet.snapshot_frame())
     ids = [cid for cid, c in fleet.clusters.items() if c["status"] == "running"]
     assert model.set_focus(ids[:3]) is True
     assert model.set_focus(ids[:3]) is False
     for cid in ids:
-        model.apply(fleet.replicas_frame(cid, 0.0))
+        apply(model, fleet.replicas_frame(cid, 0.0))
     # Frames for clusters not in focus (in flight from before a focus change) are dropped.
     assert set(model.gpu_history) == set(ids[:3]) == set(model.replicas)
     model.set_focus(ids[3:4])
-    model.apply(fleet.replicas_frame(ids[3], 1.0))
+    apply(model, fleet.replicas_frame(ids[3], 1.0))
     assert len(model.gpu_history) == 2 and ids[3] in model.gpu_history
     assert ids[2] in model.gpu_history  # the most recent of the others stays
     assert set(model.replicas) == {ids[3]}
     # Focused for the list only (no history drawn): latest readings, no history kept.
     model.set_focus(ids[4:6], history=[])
     for cid in ids[4:6]:
-        model.apply(fleet.replicas_frame(cid, 2.0))
+        apply(model, fleet.replicas_frame(cid, 2.0))
     assert set(model.replicas) == set(ids[4:6])
     assert not set(ids[4:6]) & set(model.gpu_history)
     assert model.mean_util(ids[4]) == model.live_util[ids[4]]
@@ -348,29 +376,31 @@ def test_focus_keeps_history_only_for_clusters_on_screen_plus_a_few(clock):
 
 def test_connection_states_and_stale_data(model, clock):
     assert model.connection_label()[0] == "… connecting"
-    model.apply(connection_frame("connected"))
-    model.apply(snapshot(cluster("a", "alpha")))
+    apply(model, connection_frame("connected"))
+    apply(model, snapshot(cluster("a", "alpha")))
     assert model.connection_label() == ("● connected", "ok")
     assert not model.is_stale()
     clock.advance(20)  # no frame for 20 s: summaries come every 5 s
     text, level = model.connection_label()
     assert text.startswith("◌ stale: no data for 20s") and level == "warning"
-    model.apply(
+    apply(
+        model,
         connection_frame(
             "reconnecting", attempt=3, next_retry_at=clock.now() + timedelta(seconds=4)
-        )
+        ),
     )
     text, level = model.connection_label()
     assert text == "↻ reconnecting in 4s (attempt 3) · data stale" and level == "error"
     assert model.is_stale()
     assert model.take_changes().connection
-    model.apply(
+    apply(
+        model,
         connection_frame(
             "reconnecting",
             attempt=4,
             error="the API key was refused (401)",
             next_retry_at=clock.now() + timedelta(seconds=30),
-        )
+        ),
     )
     assert model.connection_label()[0] == "✖ API key refused (401) · retry in 30s · data stale"
 
@@ -379,7 +409,8 @@ def test_connection_states_and_stale_data(model, clock):
 
 
 def three(model):
-    model.apply(
+    apply(
+        model,
         snapshot(
             cluster(
                 "a",
@@ -410,7 +441,7 @@ def three(model):
                 expires_in_s=600,
                 status="stopped",
             ),
-        )
+        ),
     )
     model.take_changes()
 
@@ -471,7 +502,8 @@ def test_order_cache_is_kept_until_a_sort_value_changes(model):
     model.set_sort("spent")
     first = model.ordered_ids()
     assert model.ordered_ids() is first  # no re-sort without a change
-    model.apply(
+    apply(
+        model,
         {
             "type": "cluster",
             "cluster": cluster(
@@ -483,16 +515,17 @@ def test_order_cache_is_kept_until_a_sort_value_changes(model):
                 spent="5.000000",
                 expires_in_s=3000,
             ),
-        }
+        },
     )
     assert model.ordered_ids() is first  # same values: still no re-sort
-    model.apply(
+    apply(
+        model,
         {
             "type": "cluster",
             "cluster": cluster(
                 "a", "charlie", region="us-west", hourly="30.000000", spent="99.000000"
             ),
-        }
+        },
     )
     assert model.ordered_ids() == ["c", "b", "a"]
 
@@ -505,7 +538,7 @@ def kinds(model):
 
 
 def test_expiring_alert_at_30_then_5_minutes_via_the_heap(model, clock):
-    model.apply(snapshot(cluster("a", "alpha", expires_in_s=40 * 60)))
+    apply(model, snapshot(cluster("a", "alpha", expires_in_s=40 * 60)))
     assert kinds(model) == []
     clock.advance(9 * 60)  # 31 min left
     model.tick()
@@ -525,7 +558,7 @@ def test_expiring_alert_at_30_then_5_minutes_via_the_heap(model, clock):
 
 
 def test_tick_does_nothing_for_clusters_not_due(model, clock, monkeypatch):
-    model.apply(snapshot(*[cluster(f"c{i}", f"n{i}", expires_in_s=10 * 3600) for i in range(200)]))
+    apply(model, snapshot(*[cluster(f"c{i}", f"n{i}", expires_in_s=10 * 3600) for i in range(200)]))
     calls = []
     original = model._recompute_alerts
     monkeypatch.setattr(
@@ -539,10 +572,11 @@ def test_tick_does_nothing_for_clusters_not_due(model, clock, monkeypatch):
 
 def test_idle_gpus_alert_after_ten_minutes_with_the_cost(model, clock):
     # 2 replicas x 4 GPUs at $20/h: $2.50 per GPU-hour; 3 idle GPUs cost $7.50/h.
-    model.apply(snapshot(cluster("a", "alpha", idle=3, util=2.0)))
+    apply(model, snapshot(cluster("a", "alpha", idle=3, util=2.0)))
     for _ in range(119):  # every 5 s for 9 min 55 s
         clock.advance(5)
-        model.apply(
+        apply(
+            model,
             {
                 "type": "summaries",
                 "clusters": {
@@ -553,7 +587,7 @@ def test_idle_gpus_alert_after_ten_minutes_with_the_cost(model, clock):
                         "telemetry": "simulated",
                     }
                 },
-            }
+            },
         )
         model.tick()
     assert kinds(model) == []
@@ -562,13 +596,14 @@ def test_idle_gpus_alert_after_ten_minutes_with_the_cost(model, clock):
     (alert,) = model.alerts()
     assert alert.kind == "idle" and "you pay $7.50/h for idle GPUs" in alert.message
     # Busy again: the alert clears.
-    model.apply(
+    apply(
+        model,
         {
             "type": "summaries",
             "clusters": {
                 "a": {"gpus": 8, "mean_utilization": 60.0, "idle_gpus": 0, "telemetry": "simulated"}
             },
-        }
+        },
     )
     assert kinds(model) == []
 
@@ -585,13 +620,13 @@ def test_crash_loop_from_the_reason_or_from_restarts(model, clock):
             "node": None,
         }
     ]
-    model.apply(snapshot(cluster("a", "alpha", states=crash)))
+    apply(model, snapshot(cluster("a", "alpha", states=crash)))
     (alert,) = model.alerts()
     assert (
         alert.kind == "crashloop" and "alpha-0" in alert.message and "4 restarts" in alert.message
     )
     # Restarts counted from frames, without a telling reason.
-    model.apply(snapshot(cluster("b", "beta")))
+    apply(model, snapshot(cluster("b", "beta")))
     for n in range(1, 4):
         clock.advance(30)
         states = [
@@ -605,7 +640,7 @@ def test_crash_loop_from_the_reason_or_from_restarts(model, clock):
                 "node": "n",
             }
         ]
-        model.apply({"type": "cluster", "cluster": cluster("b", "beta", states=states)})
+        apply(model, {"type": "cluster", "cluster": cluster("b", "beta", states=states)})
     assert ("b", "crashloop", "error") in kinds(model)
     clock.advance(11 * 60)  # no restart for 10 minutes: no longer crash-looping
     model.tick()
@@ -625,17 +660,19 @@ def test_unschedulable_and_failed_alerts_carry_the_reason(model):
         }
         for i in range(2)
     ]
-    model.apply(
+    apply(
+        model,
         snapshot(
             cluster("a", "alpha", status="pending", states=pending),
             cluster("f", "fox", status="failed", states=[]),
-        )
+        ),
     )
     by_kind = {a.kind: a for a in model.alerts()}
     assert "Insufficient nvidia.com/gpu" in by_kind["unschedulable"].message
     assert "replicas alpha-0, alpha-1" in by_kind["unschedulable"].message
     assert by_kind["failed"].message.startswith("fox failed")
-    model.apply(
+    apply(
+        model,
         {
             "type": "event",
             "cluster_id": "f",
@@ -644,7 +681,7 @@ def test_unschedulable_and_failed_alerts_carry_the_reason(model):
                 "kind": "replica_failed",
                 "message": "CUDA error: out of memory",
             },
-        }
+        },
     )
     failed = next(a for a in model.alerts() if a.kind == "failed")
     assert "CUDA error: out of memory" in failed.message
@@ -663,33 +700,34 @@ def test_pending_for_an_ordinary_reason_is_not_an_alert(model):
             "node": "n",
         }
     ]
-    model.apply(snapshot(cluster("a", "alpha", status="pending", states=pending)))
+    apply(model, snapshot(cluster("a", "alpha", status="pending", states=pending)))
     assert kinds(model) == []
 
 
 def test_low_credit_when_available_is_under_a_day_of_burn(model):
     # $20/h burn -> a day is $480.
-    model.apply(snapshot(cluster("a", "alpha"), acct=account("479.000000")))
+    apply(model, snapshot(cluster("a", "alpha"), acct=account("479.000000")))
     (alert,) = model.alerts()
     assert alert.kind == "low_credit" and alert.cluster_id is None
     assert "$479.00" in alert.message and "$20.00/h" in alert.message
-    model.apply({"type": "account", "account": account("481.000000")})
+    apply(model, {"type": "account", "account": account("481.000000")})
     assert model.alerts() == []
     # Stopping the cluster stops the burn, so even little credit is fine.
-    model.apply({"type": "account", "account": account("1.000000")})
+    apply(model, {"type": "account", "account": account("1.000000")})
     assert [a.kind for a in model.alerts()] == ["low_credit"]
-    model.apply({"type": "cluster", "cluster": cluster("a", "alpha", status="stopped")})
+    apply(model, {"type": "cluster", "cluster": cluster("a", "alpha", status="stopped")})
     assert model.alerts() == [] and model.running_burn == 0
 
 
 def test_alerts_are_notified_once_per_stage(model, clock):
-    model.apply(snapshot(cluster("a", "alpha", expires_in_s=20 * 60)))
+    apply(model, snapshot(cluster("a", "alpha", expires_in_s=20 * 60)))
     assert [a.kind for a in model.take_new_alerts()] == ["expiring"]
-    model.apply(
+    apply(
+        model,
         {
             "type": "cluster",
             "cluster": cluster("a", "alpha", expires_in_s=20 * 60, spent="2.000000"),
-        }
+        },
     )
     assert model.take_new_alerts() == []
 
@@ -698,10 +736,10 @@ def test_generated_fleet_shows_every_alert_kind():
     clock = Clock()
     model = DashboardModel(clock)
     fleet = GeneratedFleet(12)
-    model.apply(fleet.snapshot_frame())
+    apply(model, fleet.snapshot_frame())
     for _ in range(121):
         clock.advance(5)
-        model.apply(fleet.summaries_frame(0.0))
+        apply(model, fleet.summaries_frame(0.0))
         model.tick()
     assert {a.kind for a in model.alerts()} == {
         "expiring",
@@ -715,10 +753,11 @@ def test_generated_fleet_shows_every_alert_kind():
 
 
 def test_terminated_costs_and_find(model):
-    model.apply(
+    apply(
+        model,
         snapshot(
             cluster("a", "alpha", status="terminated", spent="12.340000"), cluster("b", "beta")
-        )
+        ),
     )
     assert [(c["id"], spent) for c, spent in model.terminated_costs()] == [("a", 12_340_000)]
     assert model.find("beta")["id"] == "b"
@@ -730,17 +769,18 @@ def test_telemetry_sources_are_counted_incrementally(model):
     a = cluster("a", "alpha")
     b = cluster("b", "beta")
     b["gpu_summary"]["telemetry"] = "nvml"
-    model.apply(snapshot(a, b))
+    apply(model, snapshot(a, b))
     assert model.telemetry_sources() == ["nvml", "simulated"]
     assert model.telemetry_sources(["a"]) == ["simulated"]
-    model.apply({"type": "cluster_removed", "id": "b"})
+    apply(model, {"type": "cluster_removed", "id": "b"})
     assert model.telemetry_sources() == ["simulated"]
-    model.apply(
+    apply(
+        model,
         {
             "type": "summaries",
             "clusters": {
                 "a": {"gpus": 8, "mean_utilization": 1.0, "idle_gpus": 0, "telemetry": "dcgm"}
             },
-        }
+        },
     )
     assert model.telemetry_sources() == ["dcgm"]

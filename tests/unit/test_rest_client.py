@@ -1,5 +1,6 @@
 """The REST client's plumbing: one bearer-auth place, every transport failure as
-BackendUnreachable (also mid-stream), answers that are not JSON objects refused."""
+BackendUnreachable (also mid-stream), answers that are not JSON objects refused, and
+every answer returned as its `ecocore.wire` model."""
 
 from __future__ import annotations
 
@@ -8,8 +9,28 @@ import json
 import httpx
 import pytest
 
-from ecocore.wire import AccountOut, ClusterOut, EndpointOut, LedgerEntryOut, ReplicaStateOut
+from ecocore.wire import (
+    AccountOut,
+    CatalogOut,
+    ClusterOut,
+    EndpointOut,
+    EventOut,
+    FilesystemOut,
+    GpuOut,
+    GpuTypeOut,
+    Health,
+    LedgerEntryOut,
+    MetricsGpuOut,
+    MetricsOut,
+    MetricsReplicaOut,
+    RegionOut,
+    ReplicaOut,
+    ReplicaStateOut,
+    SessionOut,
+)
+from ecocore.wire_health import FleetGpuOut, FleetGpusOut, HealthSummaryOut
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, wire_json
+from ecotui.testing import GeneratedFleet, fleet_transport
 
 # An answer as the backend sends it: every field of ClusterOut, None fields, money strings,
 # and a field this client does not know yet.
@@ -243,3 +264,65 @@ async def test_ledger_entries_come_back_as_models_and_dump_as_sent():
         (got,) = await client.ledger(limit=5)
     assert isinstance(got, LedgerEntryOut) and (got.id, got.kind) == (7, "credit")
     assert wire_json(got) == entry
+
+
+SESSION = {
+    "id": "ses_1",
+    "cluster_id": "gc_00000",
+    "replica": "web-0",
+    "command": ["bash"],
+    "tty": True,
+    "started_at": "2026-01-01T00:00:00.000000Z",
+    "exited": False,
+    "exit_code": None,
+    "ended_reason": None,
+    "attached": 0,
+}
+
+
+async def test_every_read_comes_back_as_its_wire_model():
+    fleet = GeneratedFleet(3, replicas=2, gpus=2)
+    cid = next(iter(fleet.clusters))
+    answers = fleet_transport(fleet)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/sessions"):
+            if request.method == "POST":
+                assert json.loads(request.content) == {"tty": True, "width": 80, "height": 24}
+                return httpx.Response(201, json=SESSION)
+            return httpx.Response(200, json={"sessions": [SESSION]})
+        return await answers.handle_async_request(request)
+
+    client = EcoClient("http://backend.test", "eco_k", transport=httpx.MockTransport(handler))
+    async with client:
+        assert isinstance(await client.healthz(), Health)
+        catalog = await client.catalog()
+        assert isinstance(catalog, CatalogOut)
+        assert isinstance(catalog.regions[0], RegionOut)
+        assert isinstance(catalog.regions[0].gpu_types[0], GpuTypeOut)
+        (fs,) = await client.filesystems()
+        assert isinstance(fs, FilesystemOut) and fs.name == "models"
+        replicas = await client.replicas(cid)
+        assert [type(r) for r in replicas] == [ReplicaOut, ReplicaOut]
+        assert isinstance(replicas[0].gpus[0], GpuOut)
+        metrics = await client.metrics(cid)
+        assert isinstance(metrics, MetricsOut) and isinstance(
+            metrics.replicas[0], MetricsReplicaOut
+        )
+        assert isinstance(metrics.replicas[0].gpus[0], MetricsGpuOut)
+        events = await client.events(cid)
+        assert events and all(isinstance(e, EventOut) for e in events)
+        whole = await client.fleet_gpus(brief=True)
+        assert isinstance(whole, FleetGpusOut) and whole.since is None
+        assert whole.gpus and all(isinstance(g, FleetGpuOut) for g in whole.gpus)
+        assert isinstance(whole.health, HealthSummaryOut)
+        later = await client.fleet_gpus(brief=True, since=whole.version)
+        assert isinstance(later, FleetGpusOut) and later.since == whole.version
+        s = await client.create_session(cid, "web-0", width=80, height=24)
+        assert isinstance(s, SessionOut) and (s.id, s.command, s.exit_code) == (
+            "ses_1",
+            ["bash"],
+            None,
+        )
+        (listed,) = await client.sessions(cid)
+        assert isinstance(listed, SessionOut) and listed == s

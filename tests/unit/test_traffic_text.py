@@ -9,7 +9,7 @@ import pytest
 from ecotui import traffic
 from ecotui.cli import render_cluster
 from ecotui.model import DashboardModel
-from ecotui.testing import GeneratedFleet
+from ecotui.testing import GeneratedFleet, as_frame
 from ecotui.widgets.replicas_table import replica_cells
 
 BUSY = {"requests_per_s": 12.34, "errors_5xx_per_s": 0.4, "in_flight": 3, "path": "pod-ip"}
@@ -55,6 +55,11 @@ def test_rates_per_second(value, text):
 )
 def test_latencies(value, text):
     assert traffic.fmt_ms(value) == text
+
+
+def apply(model: DashboardModel, frame) -> None:
+    """Fold a frame given as the backend's JSON object, parsed as the watch client does."""
+    model.apply(as_frame(frame))
 
 
 def test_paths_in_words():
@@ -113,17 +118,17 @@ class Clock:
 def test_summaries_carry_traffic_into_the_model_and_its_order():
     fleet = GeneratedFleet(12, 2, 1)
     m = DashboardModel(Clock())
-    m.apply(fleet.snapshot_frame())
+    apply(m, fleet.snapshot_frame())
     m.take_changes()
     cid = "gc_00009"
     before = m.clusters[cid]["traffic"]
     frame = fleet.summaries_frame(3.0)
     frame["traffic"][cid] = {**before, "requests_per_s": 999.0}
-    m.apply(frame)
+    apply(m, frame)
     assert m.clusters[cid]["traffic"]["requests_per_s"] == 999.0
     assert cid in m.take_changes().clusters
     # A repeated frame changes nothing.
-    m.apply(frame)
+    apply(m, frame)
     assert cid not in m.take_changes().clusters
     # Sorted by request rate: the busiest first when reversed, unknown ones last.
     m.set_sort("reqs", reverse=True)
@@ -131,10 +136,10 @@ def test_summaries_carry_traffic_into_the_model_and_its_order():
     assert order[0] == cid and order[1] == "gc_00000"  # 999 req/s, then the idle 0
     assert all(m.clusters[i]["traffic"] is None for i in order[2:])
     # A summaries frame of an older backend (no traffic) keeps what is known.
-    m.apply({"type": "summaries", "clusters": {}})
+    apply(m, {"type": "summaries", "clusters": {}})
     assert m.clusters[cid]["traffic"]["requests_per_s"] == 999.0
     # Traffic that becomes unknown is unknown again, not 0.
-    m.apply({"type": "summaries", "clusters": {}, "traffic": {cid: None}})
+    apply(m, {"type": "summaries", "clusters": {}, "traffic": {cid: None}})
     assert m.clusters[cid]["traffic"] is None
 
 

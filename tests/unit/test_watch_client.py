@@ -1,4 +1,5 @@
-"""The /watch client against a WebSocket peer on loopback: auth, frames, focus, back-off."""
+"""The /watch client against a WebSocket peer on loopback: auth, frames parsed as their
+wire models (bad ones skipped), focus, back-off."""
 
 from __future__ import annotations
 
@@ -12,8 +13,23 @@ from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Response
 
-from ecocore.wire import WatchConnection, WatchSummaries, parse_frame
+from ecocore.wire import (
+    WatchClusterRemoved,
+    WatchConnection,
+    WatchFrame,
+    WatchSnapshot,
+    WatchSummaries,
+    parse_frame,
+)
 from ecotui.client.watch import WatchClient, backoff_delay, connection_frame
+
+ACCOUNT = {
+    "id": "a",
+    "name": "demo",
+    "balance": "1.000000",
+    "held": "0.000000",
+    "available": "1.000000",
+}
 
 
 class Peer:
@@ -33,8 +49,9 @@ class Peer:
 
     async def handler(self, conn: ServerConnection) -> None:
         self.connections.append(conn)
-        await conn.send(json.dumps({"type": "snapshot", "clusters": [], "account": {"id": "a"}}))
+        await conn.send(json.dumps({"type": "snapshot", "clusters": [], "account": ACCOUNT}))
         await conn.send("not json at all")
+        await conn.send(json.dumps({"type": "account", "account": {"id": "a"}}))  # no account
         await conn.send(json.dumps({"type": "cluster_removed", "id": "x"}))
         async for msg in conn:
             frame = json.loads(msg)
@@ -51,7 +68,7 @@ async def peer():
         yield p
 
 
-async def take(gen, n: int, timeout: float = 5.0) -> list[dict]:
+async def take(gen, n: int, timeout: float = 5.0) -> list[WatchFrame]:
     out = []
     async with asyncio.timeout(timeout):
         while len(out) < n:
@@ -63,13 +80,18 @@ async def test_frames_with_auth_and_connection_state(peer):
     client = WatchClient(peer.url, "eco_good")
     gen = client.frames()
     frames = await take(gen, 4)
-    assert [f["type"] for f in frames] == [
-        "connection",
-        "connection",
-        "snapshot",
-        "cluster_removed",
+    # The message that is not JSON and the account frame without an account are skipped.
+    assert [type(f) for f in frames] == [
+        WatchConnection,
+        WatchConnection,
+        WatchSnapshot,
+        WatchClusterRemoved,
     ]
-    assert frames[0]["state"] == "connecting" and frames[1]["state"] == "connected"
+    connecting, connected, snapshot, removed = frames
+    assert isinstance(connecting, WatchConnection) and connecting.state == "connecting"
+    assert isinstance(connected, WatchConnection) and connected.state == "connected"
+    assert isinstance(snapshot, WatchSnapshot) and snapshot.account.available == "1.000000"
+    assert isinstance(removed, WatchClusterRemoved) and removed.id == "x"
     assert peer.headers == ["Bearer eco_good"]
     await client.close()
     await gen.aclose()
@@ -84,10 +106,10 @@ async def test_focus_is_sent_and_resent_after_a_reconnect(peer):
     assert peer.focus == [["c1", "c2"]]
     await peer.connections[0].close()
     frames = await take(gen, 5)
-    states = [f.get("state") for f in frames if f["type"] == "connection"]
-    assert states[:3] == ["reconnecting", "reconnecting", "connected"]
-    retry = next(f for f in frames if f.get("next_retry_at"))
-    assert retry["attempt"] == 1 and "connection" in retry["error"]
+    conns = [f for f in frames if isinstance(f, WatchConnection)]
+    assert [f.state for f in conns][:3] == ["reconnecting", "reconnecting", "connected"]
+    retry = next(f for f in conns if f.next_retry_at)
+    assert retry.attempt == 1 and "connection" in (retry.error or "")
     await asyncio.sleep(0.1)
     assert peer.focus == [["c1", "c2"], ["c1", "c2"]]
     await client.close()
@@ -100,9 +122,10 @@ async def test_refused_key_is_reported_and_retried_with_growing_back_off(peer):
     )
     gen = client.frames()
     frames = await take(gen, 8)
-    waits = [f for f in frames if f.get("next_retry_at")]
-    assert waits and all("401" in f["error"] for f in waits)
-    assert [f["attempt"] for f in waits] == list(range(1, len(waits) + 1))
+    assert all(isinstance(f, WatchConnection) for f in frames)
+    waits = [f for f in frames if isinstance(f, WatchConnection) and f.next_retry_at]
+    assert waits and all("401" in (f.error or "") for f in waits)
+    assert [f.attempt for f in waits] == list(range(1, len(waits) + 1))
     assert len(peer.headers) >= 3
     await client.close()
     await gen.aclose()
@@ -111,13 +134,15 @@ async def test_refused_key_is_reported_and_retried_with_growing_back_off(peer):
 async def test_unreachable_backend_reports_reconnecting_with_next_retry_time():
     client = WatchClient("http://127.0.0.1:9", "eco_x", backoff_initial=5.0, jitter=0.0)
     gen = client.frames()
-    frames = await take(gen, 2)
-    assert frames[1]["state"] == "reconnecting" and frames[1]["next_retry_at"]
-    assert "cannot reach the backend" in frames[1]["error"]
+    _, waiting = await take(gen, 2)
+    assert isinstance(waiting, WatchConnection)
+    assert waiting.state == "reconnecting" and waiting.next_retry_at
+    assert "cannot reach the backend" in (waiting.error or "")
     # reconnect_now() cuts the wait short.
     client.reconnect_now()
     (again,) = await take(gen, 1, timeout=1.0)
-    assert again["state"] == "connecting" and again["attempt"] == 1  # never connected yet
+    assert isinstance(again, WatchConnection)
+    assert again.state == "connecting" and again.attempt == 1  # never connected yet
     await client.close()
     await gen.aclose()
 
@@ -141,13 +166,11 @@ def test_urls_follow_the_scheme():
 
 def test_connection_frames_are_the_wire_models_frames():
     when = datetime(2026, 3, 2, 14, 0, 5, tzinfo=UTC)
-    frame = parse_frame(
-        json.dumps(
-            connection_frame(
-                "reconnecting", attempt=2, next_retry_at=when, error="connection lost (1006)"
-            )
-        )
+    made = connection_frame(
+        "reconnecting", attempt=2, next_retry_at=when, error="connection lost (1006)"
     )
+    frame = parse_frame(made.model_dump_json())
+    assert frame == made
     assert isinstance(frame, WatchConnection)
     assert (frame.state, frame.attempt, frame.error) == (
         "reconnecting",

@@ -1,5 +1,8 @@
 """REST client for the ecolink API (api.md), used by the dashboard and the CLI.
 
+Every JSON answer comes back as its `ecocore.wire` model, the ones the backend builds its
+answers from (an answer that is not one is an `ApiRefusal` saying where it is not).
+
 Every mutating call sends an `Idempotency-Key` (a fresh one unless the caller
 passes its own, so a retry of the same action can reuse it). Non-2xx answers
 raise `ApiRefusal` carrying api.md's error form; a backend that cannot be
@@ -9,7 +12,7 @@ reached raises `BackendUnreachable`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -17,11 +20,19 @@ from pydantic import BaseModel, ValidationError
 
 from ecocore.wire import (
     AccountOut,
+    CatalogOut,
     ClusterOut,
     EndpointOut,
+    EventOut,
+    FilesystemOut,
+    Health,
     LedgerEntryOut,
+    MetricsOut,
+    ReplicaOut,
     ReplicaStateOut,
+    SessionOut,
 )
+from ecocore.wire_health import FleetGpusOut
 from ecotui.client.auth import BearerAuth
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -151,15 +162,15 @@ class EcoClient:
         return items
 
     # -- open routes ------------------------------------------------------
-    async def healthz(self) -> dict[str, Any]:
-        return await self._object("GET", "/healthz")
+    async def healthz(self) -> Health:
+        return await self._model(Health, "GET", "/healthz")
 
     # -- catalog, account, ledger ----------------------------------------
-    async def catalog(self) -> dict[str, Any]:
-        return await self._object("GET", "/catalog")
+    async def catalog(self) -> CatalogOut:
+        return await self._model(CatalogOut, "GET", "/catalog")
 
-    async def filesystems(self) -> list[dict[str, Any]]:
-        return await self._list("filesystems", "GET", "/filesystems")
+    async def filesystems(self) -> list[FilesystemOut]:
+        return await self._models(FilesystemOut, "filesystems", "GET", "/filesystems")
 
     async def account(self) -> AccountOut:
         return await self._model(AccountOut, "GET", "/account")
@@ -265,12 +276,12 @@ class EcoClient:
     async def close_endpoint(self, ref: str, *, idempotency_key: str | None = None) -> None:
         await self._json("DELETE", f"/gpu-clusters/{ref}/endpoint", idempotency_key=idempotency_key)
 
-    async def replicas(self, ref: str) -> list[dict[str, Any]]:
-        return await self._list("replicas", "GET", f"/gpu-clusters/{ref}/replicas")
+    async def replicas(self, ref: str) -> list[ReplicaOut]:
+        return await self._models(ReplicaOut, "replicas", "GET", f"/gpu-clusters/{ref}/replicas")
 
     async def fleet_gpus(
         self, *, unhealthy: bool = False, brief: bool = False, since: str | None = None
-    ) -> dict[str, Any]:
+    ) -> FleetGpusOut:
         """Every GPU of the account's live clusters with its health (`GET /gpus`); `brief`:
         the verdict and reason only; `since`: what changed since that answer's version."""
         params: dict[str, str] = {
@@ -278,14 +289,14 @@ class EcoClient:
         }
         if since:
             params["since"] = since
-        return await self._object("GET", "/gpus", params=params or None)
+        return await self._model(FleetGpusOut, "GET", "/gpus", params=params or None)
 
-    async def metrics(self, ref: str, since: str | None = None) -> dict[str, Any]:
+    async def metrics(self, ref: str, since: str | None = None) -> MetricsOut:
         params = {"since": since} if since else None
-        return await self._object("GET", f"/gpu-clusters/{ref}/metrics", params=params)
+        return await self._model(MetricsOut, "GET", f"/gpu-clusters/{ref}/metrics", params=params)
 
-    async def events(self, ref: str) -> list[dict[str, Any]]:
-        return await self._list("events", "GET", f"/gpu-clusters/{ref}/events")
+    async def events(self, ref: str) -> list[EventOut]:
+        return await self._models(EventOut, "events", "GET", f"/gpu-clusters/{ref}/events")
 
     async def logs(
         self, ref: str, replica: str, *, tail: int | None = None, previous: bool = False
@@ -329,19 +340,19 @@ class EcoClient:
         tty: bool = True,
         width: int | None = None,
         height: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> SessionOut:
         body: dict[str, Any] = {"tty": tty}
         if command:
             body["command"] = command
         if width and height:  # the terminal's size from the start (no resize race)
             body["width"] = int(width)
             body["height"] = int(height)
-        return await self._object(
-            "POST", f"/gpu-clusters/{ref}/replicas/{replica}/sessions", json=body
+        return await self._model(
+            SessionOut, "POST", f"/gpu-clusters/{ref}/replicas/{replica}/sessions", json=body
         )
 
-    async def sessions(self, ref: str) -> list[dict[str, Any]]:
-        return await self._list("sessions", "GET", f"/gpu-clusters/{ref}/sessions")
+    async def sessions(self, ref: str) -> list[SessionOut]:
+        return await self._models(SessionOut, "sessions", "GET", f"/gpu-clusters/{ref}/sessions")
 
     async def end_session(self, ref: str, sid: str) -> None:
         await self._json("DELETE", f"/gpu-clusters/{ref}/sessions/{sid}")
@@ -388,6 +399,12 @@ def wire_json(answer: BaseModel) -> dict[str, Any]:
     return answer.model_dump(mode="json")
 
 
-def plain(answer: BaseModel | dict[str, Any]) -> dict[str, Any]:
-    """`wire_json` for an answer model; a JSON object (from a stand-in client) as it is."""
-    return wire_json(answer) if isinstance(answer, BaseModel) else answer
+# A cluster as the REST client answers it, or as the dashboard's model keeps it (the
+# watch feed's JSON object of the same cluster).
+ClusterArg = ClusterOut | Mapping[str, Any]
+
+
+def as_cluster(cluster: ClusterArg) -> ClusterOut:
+    """The cluster as its wire model: an answer as it is, a record of the watch feed
+    parsed (pydantic's ValidationError when it is no cluster of api.md)."""
+    return cluster if isinstance(cluster, ClusterOut) else ClusterOut.model_validate(cluster)

@@ -4,8 +4,8 @@ Each `open_*` pushes its dialog on `app` and returns the dialog. A dialog uses
 only what `ecotui.host.DialogHost` names of its app (`client`, an
 `ecotui.client.rest.EcoClient`; `clock`; `tz`, the zone to show times in, None
 for the local zone) plus `app.notify` and `app.push_screen`, so it runs in the
-dashboard and in a small host app alike. `cluster` is the cluster object as the
-API gives it. `callback`, when given, gets the dialog's result: the backend's
+dashboard and in a small host app alike. `cluster` is the REST client's
+`ClusterOut`, or the dashboard model's record of the cluster (parsed as one). `callback`, when given, gets the dialog's result: the backend's
 answer, or None when cancelled.
 """
 
@@ -17,8 +17,7 @@ from typing import Any, TypeVar
 from textual.app import App
 from textual.screen import Screen
 
-from ecocore.wire import ClusterOut
-from ecotui.client.rest import EcoClient, plain
+from ecotui.client.rest import ClusterArg, EcoClient
 from ecotui.dialogs._base import ActionDialog
 from ecotui.dialogs.endpoint import EndpointDialog, curl_line
 from ecotui.dialogs.expiry import ExpiryWarningDialog
@@ -54,8 +53,6 @@ __all__ = [
 
 ScreenT = TypeVar("ScreenT", bound=Screen[Any])
 Callback = Callable[[Any], Any] | None
-# A cluster as the dashboard's model holds it, or as the REST client answers it.
-ClusterArg = dict[str, Any] | ClusterOut
 
 
 def _env(app: App[Any]) -> dict[str, Any]:
@@ -77,35 +74,35 @@ def open_launch(app: App[Any], callback: Callback = None) -> LaunchDialog:
 
 
 def open_scale(app: App[Any], cluster: ClusterArg, callback: Callback = None) -> ScaleDialog:
-    return _push(app, ScaleDialog(plain(cluster), _client(app), **_env(app)), callback)
+    return _push(app, ScaleDialog(cluster, _client(app), **_env(app)), callback)
 
 
 def open_extend(app: App[Any], cluster: ClusterArg, callback: Callback = None) -> ExtendDialog:
-    return _push(app, ExtendDialog(plain(cluster), _client(app), **_env(app)), callback)
+    return _push(app, ExtendDialog(cluster, _client(app), **_env(app)), callback)
 
 
 def open_endpoint(app: App[Any], cluster: ClusterArg, callback: Callback = None) -> EndpointDialog:
-    return _push(app, EndpointDialog(plain(cluster), _client(app), **_env(app)), callback)
+    return _push(app, EndpointDialog(cluster, _client(app), **_env(app)), callback)
 
 
 def open_restart(
     app: App[Any], cluster: ClusterArg, replica: str | None = None, callback: Callback = None
 ) -> RestartDialog:
-    return _push(app, RestartDialog(plain(cluster), _client(app), replica, **_env(app)), callback)
+    return _push(app, RestartDialog(cluster, _client(app), replica, **_env(app)), callback)
 
 
 def open_stop(app: App[Any], cluster: ClusterArg, callback: Callback = None) -> StopDialog:
-    return _push(app, StopDialog(plain(cluster), _client(app), **_env(app)), callback)
+    return _push(app, StopDialog(cluster, _client(app), **_env(app)), callback)
 
 
 def open_resume(app: App[Any], cluster: ClusterArg, callback: Callback = None) -> ResumeDialog:
-    return _push(app, ResumeDialog(plain(cluster), _client(app), **_env(app)), callback)
+    return _push(app, ResumeDialog(cluster, _client(app), **_env(app)), callback)
 
 
 def open_terminate(
     app: App[Any], cluster: ClusterArg, callback: Callback = None
 ) -> TerminateDialog:
-    return _push(app, TerminateDialog(plain(cluster), _client(app), **_env(app)), callback)
+    return _push(app, TerminateDialog(cluster, _client(app), **_env(app)), callback)
 
 
 def open_expiry_warning(
@@ -119,4 +116,4 @@ def open_expiry_warning(
         elif callback is not None:
             callback(None)
 
-    return _push(app, ExpiryWarningDialog(plain(cluster), **_env(app)), done)
+    return _push(app, ExpiryWarningDialog(cluster, **_env(app)), done)

@@ -32,13 +32,15 @@ from textual.widgets import Button, Input, Label, Static
 from textual.widgets.button import ButtonVariant
 
 from ecocore.clock import Clock, SystemClock
+from ecocore.wire import ClusterOut
 from ecotui import costs, wording
 from ecotui.client.rest import (
     ApiRefusal,
     BackendUnreachable,
+    ClusterArg,
     EcoClient,
+    as_cluster,
     new_idempotency_key,
-    plain,
 )
 from ecotui.text import money_in_cents, visible
 from ecotui.wording import field_words
@@ -457,7 +459,7 @@ class ActionDialog(ModalCard[Any]):
         except Exception as exc:  # the preview works without it
             log.warning("%s: no available money for the preview: %r", type(self).__name__, exc)
             return
-        self.available = costs.usd_to_micros(plain(account)["available"])
+        self.available = costs.usd_to_micros(account.available)
         self.refresh_preview()
 
     def refresh_preview(self) -> None:
@@ -465,10 +467,11 @@ class ActionDialog(ModalCard[Any]):
 
 
 class ClusterDialog(ActionDialog):
-    """A dialog about one existing cluster (`cluster`, as the API gives it)."""
+    """A dialog about one existing cluster (`cluster`: the REST answer, or the watch feed's
+    record of it, parsed as the same wire model)."""
 
-    def __init__(self, cluster: dict[str, Any], client: EcoClient, **kw: Any) -> None:
+    def __init__(self, cluster: ClusterArg, client: EcoClient, **kw: Any) -> None:
         super().__init__(client, **kw)
-        self.cluster = cluster
+        self.cluster: ClusterOut = as_cluster(cluster)
         #: The additional hold the preview shows now (micro-dollars), None if unknown.
         self.preview_hold: int | None = None

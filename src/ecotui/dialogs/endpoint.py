@@ -14,7 +14,8 @@ from textual.binding import Binding, BindingType
 from textual.widget import Widget
 from textual.widgets import Button, Input, Static
 
-from ecotui.client.rest import EcoClient, plain
+from ecocore.wire import EndpointOut
+from ecotui.client.rest import ClusterArg, EcoClient
 from ecotui.dialogs._base import ActionDialog, ClusterDialog
 from ecotui.text import visible
 from ecotui.widgets.controls import EcoInput
@@ -35,23 +36,23 @@ class EndpointDialog(ClusterDialog):
         Binding("ctrl+k", "copy_curl", "Copy curl", show=False),
     ]
 
-    def __init__(self, cluster: dict[str, Any], client: EcoClient, **kw: Any) -> None:
+    def __init__(self, cluster: ClusterArg, client: EcoClient, **kw: Any) -> None:
         super().__init__(cluster, client, **kw)
-        self.endpoint: dict[str, Any] | None = cluster.get("endpoint")
+        self.endpoint: EndpointOut | None = self.cluster.endpoint
 
     @property
     def CONFIRM_LABEL(self) -> str:  # type: ignore[override]
         return "Change port" if self.endpoint else "Open URL"
 
     def title_text(self) -> str:
-        return f"Public URL of {self.cluster['name']}"
+        return f"Public URL of {self.cluster.name}"
 
     def compose_body(self) -> Iterable[Widget]:
         yield Static(cluster_summary(self.cluster), classes="text")
         if self.endpoint:
             yield Static(
-                f"{visible(self.endpoint['url'])}\n"
-                f"forwards to port {self.endpoint['port']} of each ready replica, "
+                f"{visible(self.endpoint.url)}\n"
+                f"forwards to port {self.endpoint.port} of each ready replica, "
                 "load-balanced (on the local runtime: the port each replica was given in "
                 "$PORT). Requests need the header `Authorization: Bearer API_KEY`. "
                 "A new port keeps the URL.",
@@ -59,7 +60,7 @@ class EndpointDialog(ClusterDialog):
                 classes="text",
                 markup=False,
             )
-            port = str(self.endpoint["port"])
+            port = str(self.endpoint.port)
         else:
             yield Static(
                 "No public URL yet. Opening one forwards requests that carry "
@@ -98,12 +99,12 @@ class EndpointDialog(ClusterDialog):
 
     def action_copy_url(self) -> None:
         if self.endpoint:
-            self.app.copy_to_clipboard(self.endpoint["url"])
+            self.app.copy_to_clipboard(self.endpoint.url)
             self.set_status("Copied the URL to the clipboard.")
 
     def action_copy_curl(self) -> None:
         if self.endpoint:
-            self.app.copy_to_clipboard(curl_line(self.endpoint["url"]))
+            self.app.copy_to_clipboard(curl_line(self.endpoint.url))
             self.set_status(
                 "Copied a curl line to the clipboard; put your key in place of eco_YOUR_KEY."
             )
@@ -119,21 +120,21 @@ class EndpointDialog(ClusterDialog):
 
     async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
         if operation == "close":
-            await self.client.close_endpoint(self.cluster["id"], idempotency_key=idempotency_key)
+            await self.client.close_endpoint(self.cluster.id, idempotency_key=idempotency_key)
             return None
         return await self.client.set_endpoint(
-            self.cluster["id"], body["port"], idempotency_key=idempotency_key
+            self.cluster.id, body["port"], idempotency_key=idempotency_key
         )
 
     def after_success(self, operation: str, result: Any) -> None:
-        name = self.cluster["name"]
+        name = self.cluster.name
         if operation == "close":
             self.endpoint = None
             self.app.notify(f"{name}: public URL closed")
             self.dismiss({"closed": True})
             return
-        self.endpoint = answer = plain(result)
-        self.app.notify(f"{name}: {answer['url']} → port {answer['port']}")
+        self.endpoint = result
+        self.app.notify(f"{name}: {result.url} → port {result.port}")
         self.dismiss(result)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import tzinfo
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -12,7 +12,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Static
 
 from ecocore.clock import Clock, SystemClock
+from ecocore.wire import ClusterOut
 from ecotui import costs, wording
+from ecotui.client.rest import ClusterArg, as_cluster
 from ecotui.dialogs._base import ModalCard
 from ecotui.wording import cluster_summary
 
@@ -36,17 +38,17 @@ class ExpiryWarningDialog(ModalCard[str | None]):
     ]
 
     def __init__(
-        self, cluster: dict[str, Any], *, clock: Clock | None = None, tz: tzinfo | None = None
+        self, cluster: ClusterArg, *, clock: Clock | None = None, tz: tzinfo | None = None
     ) -> None:
         super().__init__()
-        self.cluster = cluster
+        self.cluster: ClusterOut = as_cluster(cluster)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.tz = tz
 
     def compose(self) -> ComposeResult:
         c = self.cluster
         with Vertical(id="dialog") as box:
-            box.border_title = f"{c['name']} expires soon"
+            box.border_title = f"{c.name} expires soon"
             yield Static("", id="left", classes="text")
             yield Static(cluster_summary(c), classes="text")
             yield Static(
@@ -64,12 +66,12 @@ class ExpiryWarningDialog(ModalCard[str | None]):
 
     def _tick(self) -> None:
         now = self.clock.now()
-        remaining = costs.remaining_us(self.cluster["expires_at"], now)
-        at = wording.local_time_text(self.cluster["expires_at"], self.tz, now=now)
+        remaining = costs.remaining_us(self.cluster.expires_at, now)
+        at = wording.local_time_text(self.cluster.expires_at, self.tz, now=now)
         text = (
-            f"{self.cluster['name']} expires in {wording.duration_text(remaining)}, at {at}."
+            f"{self.cluster.name} expires in {wording.duration_text(remaining)}, at {at}."
             if remaining > 0
-            else f"{self.cluster['name']} has reached its expiry ({at})."
+            else f"{self.cluster.name} has reached its expiry ({at})."
         )
         self.query_one("#left", Static).update(text)
 

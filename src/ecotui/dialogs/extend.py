@@ -10,7 +10,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from ecotui import costs, wording
-from ecotui.client.rest import EcoClient, plain
+from ecotui.client.rest import ClusterArg, EcoClient
 from ecotui.dialogs._base import ClusterDialog
 from ecotui.widgets.controls import EcoInput
 from ecotui.wording import cluster_summary, fmt_usd
@@ -22,13 +22,13 @@ class ExtendDialog(ClusterDialog):
     FIELDS = {"hours": "hours"}
 
     def __init__(
-        self, cluster: dict[str, Any], client: EcoClient, *, hours: str = "1", **kw: Any
+        self, cluster: ClusterArg, client: EcoClient, *, hours: str = "1", **kw: Any
     ) -> None:
         super().__init__(cluster, client, **kw)
         self.initial_hours = hours
 
     def title_text(self) -> str:
-        return f"Extend {self.cluster['name']}"
+        return f"Extend {self.cluster.name}"
 
     def compose_body(self) -> Iterable[Widget]:
         yield Static(cluster_summary(self.cluster), classes="text")
@@ -42,7 +42,7 @@ class ExtendDialog(ClusterDialog):
 
     def _hours_hint(self) -> str:
         try:
-            total = costs.hours_to_micro_hours(self.cluster.get("estimated_duration_hours", 0))
+            total = costs.hours_to_micro_hours(self.cluster.estimated_duration_hours)
         except costs.MoneyError:
             return ""
         left = max(0, costs.MAX_TOTAL_MICRO_HOURS - total)
@@ -59,9 +59,9 @@ class ExtendDialog(ClusterDialog):
             return
         c = self.cluster
         now = self.now()
-        remaining = costs.remaining_us(c["expires_at"], now)
+        remaining = costs.remaining_us(c.expires_at, now)
         self.query_one("#expiry", Static).update(
-            f"Expires {self.when(c['expires_at'])} ({wording.duration_text(remaining)} left); "
+            f"Expires {self.when(c.expires_at)} ({wording.duration_text(remaining)} left); "
             "at expiry it terminates."
         )
         preview = self.query_one("#preview", Static)
@@ -74,9 +74,9 @@ class ExtendDialog(ClusterDialog):
             return
         hold = costs.cluster_extend_hold(c, mh)
         self.preview_hold = hold
-        new_expiry = costs.add_micro_hours(c["expires_at"], mh)
+        new_expiry = costs.add_micro_hours(c.expires_at, mh)
         lines = [f"New expiry        {self.when(new_expiry)}"]
-        if c.get("status") in costs.ACCRUING_STATUSES:
+        if c.status in costs.ACCRUING_STATUSES:
             lines.append(
                 f"Additional hold   {fmt_usd(hold)} "
                 f"({costs.format_hours(mh)} h × "
@@ -93,9 +93,7 @@ class ExtendDialog(ClusterDialog):
                         f"Available         {fmt_usd(self.available)} → {fmt_usd(left)} left"
                     )
         else:
-            lines.append(
-                f"{c['name']} is {c['status']}: only the expiry moves; nothing is held now."
-            )
+            lines.append(f"{c.name} is {c.status}: only the expiry moves; nothing is held now.")
         preview.update("\n".join(lines))
 
     def request_for(self, operation: str) -> Any:
@@ -103,15 +101,11 @@ class ExtendDialog(ClusterDialog):
 
     async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
         return await self.client.extend(
-            self.cluster["id"], body["hours"], idempotency_key=idempotency_key
+            self.cluster.id, body["hours"], idempotency_key=idempotency_key
         )
 
     def done_message(self, operation: str, result: Any) -> str | None:
-        result = plain(result)
-        return (
-            f"{result.get('name', self.cluster['name'])}: now expires "
-            f"{self.when(result['expires_at'])}"
-        )
+        return f"{result.name}: now expires {self.when(result.expires_at)}"
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

@@ -17,8 +17,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
 
+from ecocore.wire import AccountOut, CatalogOut, ClusterOut, FilesystemOut, RegionOut
 from ecotui import costs
-from ecotui.client.rest import EcoClient, plain
+from ecotui.client.rest import EcoClient
 from ecotui.dialogs._base import ActionDialog
 from ecotui.widgets.controls import EcoCheckbox, EcoInput, EcoSelectionList
 from ecotui.wording import fmt_usd
@@ -74,10 +75,10 @@ class LaunchDialog(ActionDialog):
         self,
         client: EcoClient,
         *,
-        catalog: dict[str, Any] | None = None,
-        filesystems: list[dict[str, Any]] | None = None,
-        account: dict[str, Any] | None = None,
-        clusters: list[dict[str, Any]] | None = None,
+        catalog: CatalogOut | None = None,
+        filesystems: list[FilesystemOut] | None = None,
+        account: AccountOut | None = None,
+        clusters: list[ClusterOut] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(client, **kw)
@@ -119,16 +120,12 @@ class LaunchDialog(ActionDialog):
             )
             return
         for (name, _), value in zip(needed, results, strict=True):
-            if name == "account":
-                value = plain(value)
-            elif name == "clusters":
-                value = [plain(c) for c in value]
             setattr(self, name, value)
         await self._build_form()
 
     async def _build_form(self) -> None:
         assert self.catalog is not None
-        regions = [r["name"] for r in self.catalog.get("regions", [])]
+        regions = [r.name for r in self.catalog.regions]
         if not regions:
             self.query_one("#loading", Static).update("The catalog offers no region.")
             return
@@ -177,10 +174,7 @@ class LaunchDialog(ActionDialog):
             rows += self.field_row(
                 "Filesystems",
                 EcoSelectionList(
-                    *[
-                        (f"{f['name']}  {f.get('description') or ''}".rstrip(), f["name"])
-                        for f in fs
-                    ],
+                    *[(f"{f.name}  {f.description}".rstrip(), f.name) for f in fs],
                     id="shared_fs",
                     compact=True,
                 ),
@@ -214,28 +208,22 @@ class LaunchDialog(ActionDialog):
         self.refresh_preview()
 
     # -- catalog lookups --------------------------------------------------------
-    def _region(self, name: str) -> dict[str, Any] | None:
-        regions: list[dict[str, Any]] = (self.catalog or {}).get("regions", [])
-        for r in regions:
-            if r["name"] == name:
-                return r
-        return None
+    def _region(self, name: str) -> RegionOut | None:
+        regions = self.catalog.regions if self.catalog is not None else []
+        return next((r for r in regions if r.name == name), None)
 
     def _gpu_types(self, region: str) -> list[tuple[str, str]]:
-        r = self._region(region) or {}
+        r = self._region(region)
         return [
-            (
-                f"{t['name']}  {fmt_usd(costs.usd_to_micros(t['rate_per_gpu_hour']))}/GPU-h",
-                t["name"],
-            )
-            for t in r.get("gpu_types", [])
+            (f"{t.name}  {fmt_usd(costs.usd_to_micros(t.rate_per_gpu_hour))}/GPU-h", t.name)
+            for t in (r.gpu_types if r is not None else [])
         ]
 
     def _gpu_counts(self, region: str, gpu_type: str) -> list[tuple[str, int]]:
-        r = self._region(region) or {}
-        for t in r.get("gpu_types", []):
-            if t["name"] == gpu_type:
-                return [(str(n), int(n)) for n in t.get("gpu_counts", [])]
+        r = self._region(region)
+        for t in r.gpu_types if r is not None else []:
+            if t.name == gpu_type:
+                return [(str(n), n) for n in t.gpu_counts]
         return []
 
     def _value(self, wid: str) -> Any:
@@ -300,7 +288,7 @@ class LaunchDialog(ActionDialog):
         r = self._region(region)
         if r is None or self.clusters is None:
             return None
-        return costs.gpus_free(int(r["gpu_budget"]), self.clusters, region)
+        return costs.gpus_free(r.gpu_budget, self.clusters, region)
 
     def refresh_preview(self) -> None:
         if not self.loaded:
@@ -321,8 +309,8 @@ class LaunchDialog(ActionDialog):
             hint.update("at least 2")
         preview = self.query_one("#preview", Static)
         rate = (
-            costs.catalog_rate(self.catalog or {}, str(region), str(gpu_type))
-            if region and gpu_type
+            costs.catalog_rate(self.catalog, str(region), str(gpu_type))
+            if self.catalog is not None and region and gpu_type
             else None
         )
         try:
@@ -333,7 +321,7 @@ class LaunchDialog(ActionDialog):
             mh: int | None = costs.parse_hours(self.query_one("#hours", Input).value.strip())
         except costs.MoneyError:
             mh = None
-        available = costs.usd_to_micros((self.account or {}).get("available", "0"))
+        available = costs.usd_to_micros(self.account.available if self.account else "0")
         if rate is None or replicas is None or mh is None or not gpu_count:
             self.preview = None
             preview.update(
@@ -399,11 +387,10 @@ class LaunchDialog(ActionDialog):
         return await self.client.launch(body, idempotency_key=idempotency_key)
 
     def done_message(self, operation: str, result: Any) -> str | None:
-        result = plain(result)
         return (
-            f"Launched {result['name']}: "
-            f"{fmt_usd(costs.usd_to_micros(result['hourly_rate']))}/h, "
-            f"hold {fmt_usd(costs.usd_to_micros(result['cost']['hold']))}"
+            f"Launched {result.name}: "
+            f"{fmt_usd(costs.usd_to_micros(result.hourly_rate))}/h, "
+            f"hold {fmt_usd(costs.usd_to_micros(result.cost.hold))}"
         )
 
 

@@ -10,17 +10,16 @@ from typing import Any
 from textual.widget import Widget
 from textual.widgets import Button, Input, Static
 
+from ecocore.wire import ClusterOut
 from ecotui import costs, wording
-from ecotui.client.rest import plain
 from ecotui.dialogs._base import ClusterDialog
 from ecotui.widgets.controls import EcoInput
 from ecotui.wording import cluster_summary, fmt_usd, gpus_text
 
 
-def _held_now(cluster: dict[str, Any]) -> str:
-    cost = cluster.get("cost") or {}
+def _held_now(cluster: ClusterOut) -> str:
     try:
-        return fmt_usd(costs.usd_to_micros(cost.get("hold_remaining", "0")))
+        return fmt_usd(costs.usd_to_micros(cluster.cost.hold_remaining))
     except costs.MoneyError:
         return "?"
 
@@ -31,7 +30,7 @@ class StopDialog(ClusterDialog):
     PROGRESS = "Stopping… waiting for the backend to confirm."
 
     def title_text(self) -> str:
-        return f"Stop {self.cluster['name']}?"
+        return f"Stop {self.cluster.name}?"
 
     def compose_body(self) -> Iterable[Widget]:
         c = self.cluster
@@ -42,17 +41,16 @@ class StopDialog(ClusterDialog):
             classes="text",
         )
         yield Static(
-            f"It still expires {self.when(c['expires_at'])}. Resuming places a new hold "
+            f"It still expires {self.when(c.expires_at)}. Resuming places a new hold "
             "for the time then remaining. The public URL, if any, stays.",
             classes="text",
         )
 
     async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
-        return await self.client.stop(self.cluster["id"], idempotency_key=idempotency_key)
+        return await self.client.stop(self.cluster.id, idempotency_key=idempotency_key)
 
     def done_message(self, operation: str, result: Any) -> str | None:
-        result = plain(result)
-        return f"{result.get('name', self.cluster['name'])}: {result.get('status', 'stopping')}"
+        return f"{result.name}: {result.status}"
 
 
 class ResumeDialog(ClusterDialog):
@@ -60,7 +58,7 @@ class ResumeDialog(ClusterDialog):
     PROGRESS = "Resuming… waiting for the backend to confirm."
 
     def title_text(self) -> str:
-        return f"Resume {self.cluster['name']}?"
+        return f"Resume {self.cluster.name}?"
 
     def compose_body(self) -> Iterable[Widget]:
         yield Static(cluster_summary(self.cluster), classes="text")
@@ -76,12 +74,12 @@ class ResumeDialog(ClusterDialog):
             return
         c = self.cluster
         now = self.now()
-        remaining = costs.remaining_us(c["expires_at"], now)
+        remaining = costs.remaining_us(c.expires_at, now)
         hold = costs.cluster_resume_hold(c, now)
         self.preview_hold = hold
         if remaining <= 0:
             text = (
-                f"{c['name']} expired {self.when(c['expires_at'])}; it cannot run again. "
+                f"{c.name} expired {self.when(c.expires_at)}; it cannot run again. "
                 "Launch a new cluster instead."
             )
         else:
@@ -90,7 +88,7 @@ class ResumeDialog(ClusterDialog):
                 f"{fmt_usd(costs.cluster_hourly_rate(c))}/h.",
                 "",
                 f"New hold          {fmt_usd(hold)} for the "
-                f"{wording.duration_text(remaining)} until it expires {self.when(c['expires_at'])}",
+                f"{wording.duration_text(remaining)} until it expires {self.when(c.expires_at)}",
             ]
             if self.available is not None:
                 left = costs.left_after(self.available, hold)
@@ -106,11 +104,10 @@ class ResumeDialog(ClusterDialog):
         self.query_one("#preview", Static).update(text)
 
     async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
-        return await self.client.resume(self.cluster["id"], idempotency_key=idempotency_key)
+        return await self.client.resume(self.cluster.id, idempotency_key=idempotency_key)
 
     def done_message(self, operation: str, result: Any) -> str | None:
-        result = plain(result)
-        return f"{result.get('name', self.cluster['name'])}: resuming"
+        return f"{result.name}: resuming"
 
 
 class TerminateDialog(ClusterDialog):
@@ -119,19 +116,19 @@ class TerminateDialog(ClusterDialog):
     PROGRESS = "Terminating… waiting for the backend to confirm."
 
     def title_text(self) -> str:
-        return f"Terminate {self.cluster['name']}?"
+        return f"Terminate {self.cluster.name}?"
 
     def compose_body(self) -> Iterable[Widget]:
         c = self.cluster
         yield Static(cluster_summary(c), classes="text")
-        url = " and its public URL closes" if c.get("endpoint") else ""
+        url = " and its public URL closes" if c.endpoint else ""
         yield Static(
             f"This cannot be undone: its replicas are deleted{url}. Charges are posted up "
             f"to now and the unused hold (about {_held_now(c)}) is released.",
             classes="text",
         )
         yield from self.field_row(
-            "Type its name", EcoInput("", id="confirm_name", compact=True, placeholder=c["name"])
+            "Type its name", EcoInput("", id="confirm_name", compact=True, placeholder=c.name)
         )
 
     def on_mount(self) -> None:
@@ -139,7 +136,7 @@ class TerminateDialog(ClusterDialog):
         self.update_confirm()
 
     def can_submit(self, operation: str) -> bool:
-        return self.query_one("#confirm_name", Input).value.strip() == str(self.cluster["name"])
+        return self.query_one("#confirm_name", Input).value.strip() == str(self.cluster.name)
 
     def update_confirm(self) -> None:
         if self.composed and not self.busy:
@@ -149,11 +146,10 @@ class TerminateDialog(ClusterDialog):
         self.update_confirm()
 
     async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
-        return await self.client.terminate(self.cluster["id"], idempotency_key=idempotency_key)
+        return await self.client.terminate(self.cluster.id, idempotency_key=idempotency_key)
 
     def done_message(self, operation: str, result: Any) -> str | None:
-        result = plain(result)
-        return f"{result.get('name', self.cluster['name'])}: {result.get('status', 'terminating')}"
+        return f"{result.name}: {result.status}"
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

@@ -8,7 +8,7 @@ from typing import Any
 from textual.widget import Widget
 from textual.widgets import RadioSet, Static
 
-from ecotui.client.rest import EcoClient
+from ecotui.client.rest import ClusterArg, EcoClient
 from ecotui.dialogs._base import ClusterDialog
 from ecotui.widgets.controls import EcoRadioButton
 
@@ -19,13 +19,13 @@ class RestartDialog(ClusterDialog):
     PROGRESS = "Restarting… waiting for the backend to confirm."
 
     def __init__(
-        self, cluster: dict[str, Any], client: EcoClient, replica: str | None = None, **kw: Any
+        self, cluster: ClusterArg, client: EcoClient, replica: str | None = None, **kw: Any
     ) -> None:
         super().__init__(cluster, client, **kw)
         self.replica = replica
 
     def title_text(self) -> str:
-        return f"Restart {self.replica or self.cluster['name']}?"
+        return f"Restart {self.replica or self.cluster.name}?"
 
     def compose_body(self) -> Iterable[Widget]:
         c = self.cluster
@@ -41,7 +41,7 @@ class RestartDialog(ClusterDialog):
             )
         buttons.append(
             EcoRadioButton(
-                f"The whole cluster ({c['replicas']} replicas), one replica at a time",
+                f"The whole cluster ({c.replicas} replicas), one replica at a time",
                 value=not self.replica,
                 id="all",
                 compact=True,
@@ -61,10 +61,10 @@ class RestartDialog(ClusterDialog):
 
     async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
         return await self.client.restart(
-            self.cluster["id"], body["replica"], idempotency_key=idempotency_key
+            self.cluster.id, body["replica"], idempotency_key=idempotency_key
         )
 
     def done_message(self, operation: str, result: Any) -> str | None:
         if self.whole_cluster():
-            return f"{self.cluster['name']}: rolling restart, one replica at a time"
+            return f"{self.cluster.name}: rolling restart, one replica at a time"
         return f"{self.replica}: restarting"

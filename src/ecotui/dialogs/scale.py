@@ -12,7 +12,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from ecotui import costs, wording
-from ecotui.client.rest import EcoClient, plain
+from ecotui.client.rest import ClusterArg, EcoClient
 from ecotui.dialogs._base import ClusterDialog, log
 from ecotui.widgets.controls import EcoInput
 from ecotui.wording import cluster_summary, fmt_usd
@@ -23,18 +23,18 @@ class ScaleDialog(ClusterDialog):
     PROGRESS = "Scaling… waiting for the backend to confirm."
     FIELDS = {"replicas": "replicas"}
 
-    def __init__(self, cluster: dict[str, Any], client: EcoClient, **kw: Any) -> None:
+    def __init__(self, cluster: ClusterArg, client: EcoClient, **kw: Any) -> None:
         super().__init__(cluster, client, **kw)
         self.max_replicas: int | None = None
 
     def title_text(self) -> str:
-        return f"Scale {self.cluster['name']}"
+        return f"Scale {self.cluster.name}"
 
     def compose_body(self) -> Iterable[Widget]:
         yield Static(cluster_summary(self.cluster), classes="text")
         yield from self.field_row(
             "Replicas",
-            EcoInput(str(self.cluster["replicas"]), id="replicas", compact=True, type="integer"),
+            EcoInput(str(self.cluster.replicas), id="replicas", compact=True, type="integer"),
             hint="",
             hint_id="replicas-hint",
         )
@@ -55,16 +55,16 @@ class ScaleDialog(ClusterDialog):
         except Exception as exc:  # the preview works without them; the backend still checks
             log.warning("ScaleDialog: no account or catalog for the preview: %r", exc)
             return
-        self.available = costs.usd_to_micros(plain(account)["available"])
-        for region in catalog.get("regions", []):
-            if region.get("name") == self.cluster["region"]:
+        self.available = costs.usd_to_micros(account.available)
+        for region in catalog.regions:
+            if region.name == self.cluster.region:
                 free = costs.gpus_free(
-                    int(region["gpu_budget"]),
-                    [plain(c) for c in clusters],
-                    self.cluster["region"],
-                    exclude_id=self.cluster["id"],
+                    region.gpu_budget,
+                    clusters,
+                    self.cluster.region,
+                    exclude_id=self.cluster.id,
                 )
-                self.max_replicas = costs.max_replicas(free, int(self.cluster["gpu_count"]))
+                self.max_replicas = costs.max_replicas(free, int(self.cluster.gpu_count))
         self.refresh_preview()
 
     def new_replicas(self) -> int | None:
@@ -77,7 +77,7 @@ class ScaleDialog(ClusterDialog):
         if not self.composed:
             return
         c = self.cluster
-        stopped = c.get("status") not in costs.ACCRUING_STATUSES
+        stopped = c.status not in costs.ACCRUING_STATUSES
         hint = self.query_one("#replicas-hint", Static)
         if self.max_replicas is not None and not stopped:
             hint.update(f"2 to {max(2, self.max_replicas)} (region budget)")
@@ -90,16 +90,16 @@ class ScaleDialog(ClusterDialog):
             preview.update("Enter a whole number of replicas.")
             return
         per = costs.cluster_per_replica_rate(c)
-        r = int(c["replicas"])
+        r = int(c.replicas)
         new_rate = per * r_new
         rate_line = f"New hourly rate   {fmt_usd(new_rate)}/h (now {fmt_usd(per * r)}/h)"
         now = self.now()
-        remaining = costs.remaining_us(c["expires_at"], now)
+        remaining = costs.remaining_us(c.expires_at, now)
         if stopped:
             self.preview_hold = 0
             lines = [
                 rate_line,
-                f"{c['name']} is {c['status']}: only the desired count changes and "
+                f"{c.name} is {c.status}: only the desired count changes and "
                 "nothing is held now. Resuming holds the time then remaining at the "
                 "new rate.",
             ]
@@ -123,7 +123,7 @@ class ScaleDialog(ClusterDialog):
             ]
         else:
             self.preview_hold = 0
-            lines = [f"{c['name']} already has {r} replicas."]
+            lines = [f"{c.name} already has {r} replicas."]
         preview.update("\n".join(lines))
         self.update_confirm()
 
@@ -142,12 +142,11 @@ class ScaleDialog(ClusterDialog):
 
     async def send(self, operation: str, body: Any, idempotency_key: str) -> Any:
         return await self.client.scale(
-            self.cluster["id"], body["replicas"], idempotency_key=idempotency_key
+            self.cluster.id, body["replicas"], idempotency_key=idempotency_key
         )
 
     def done_message(self, operation: str, result: Any) -> str | None:
-        result = plain(result)
-        return f"{result.get('name', self.cluster['name'])}: scaling to {result.get('replicas')} replicas"
+        return f"{result.name}: scaling to {result.replicas} replicas"
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

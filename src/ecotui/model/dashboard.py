@@ -12,16 +12,30 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from ecocore.clock import Clock
+from ecocore.wire import (
+    AccountOut,
+    ClusterOut,
+    EventOut,
+    MetricsOut,
+    WatchAccount,
+    WatchCluster,
+    WatchClusterRemoved,
+    WatchConnection,
+    WatchEvent,
+    WatchFrame,
+    WatchReplicas,
+    WatchSnapshot,
+    WatchSummaries,
+)
 from ecotui.model.alerts import AlertScheduler, account_alerts, cluster_alerts
 from ecotui.model.fleet import BURNING, FleetState
 from ecotui.model.history import GpuHistory, GpuSamples
 from ecotui.model.values import Alert, Changes, ClusterView, ConnectionInfo, GroupRow
 from ecotui.model.view import FleetView
 
-Frame = dict[str, Any]
 _FAILURE_KINDS = ("replica_failed", "terminated", "expired")
 
 
@@ -58,7 +72,7 @@ class DashboardModel:
     views = nums
 
     @property
-    def account(self) -> dict[str, Any] | None:
+    def account(self) -> AccountOut | None:
         return self.fleet.account
 
     @property
@@ -122,64 +136,67 @@ class DashboardModel:
         return self.view.group_by
 
     # -- feed --------------------------------------------------------------
-    def apply(self, frame: Frame) -> None:
-        """Fold one watch frame (or a connection pseudo-frame) into the model."""
-        kind = frame.get("type")
+    def apply(self, frame: WatchFrame) -> None:
+        """Fold one watch frame (or a connection frame of the watch client) into the model.
+        A snapshot's list of clusters is used up (emptied) on the way."""
         now = self.clock.now()
-        if kind != "connection" and self.fleet.note_frame(now):
+        if not isinstance(frame, WatchConnection) and self.fleet.note_frame(now):
             self._changes.connection = True  # stale no more: repaint the indicator
-        handler = self._handlers.get(kind)  # type: ignore[arg-type]
+        handler = self._handlers.get(type(frame))
         if handler is not None:
             handler(self, frame, now)
 
-    def apply_many(self, frames: Iterable[Frame]) -> None:
+    def apply_many(self, frames: Iterable[WatchFrame]) -> None:
         for f in frames:
             self.apply(f)
 
-    def _on_snapshot(self, frame: Frame, now: datetime) -> None:
-        incoming = {c["id"]: c for c in frame.get("clusters", [])}
+    def _on_snapshot(self, frame: WatchSnapshot, now: datetime) -> None:
+        incoming = {c.id for c in frame.clusters}
         for cid in list(self.fleet.clusters):
             if cid not in incoming:
                 self._remove(cid)
-        for c in incoming.values():
-            self._put_cluster(c, now)
-        if frame.get("account") is not None:
-            self._put_account(frame["account"])
+        # Each cluster's model is let go once folded: a large fleet's snapshot is never
+        # held twice over (as models and as the records kept), which bounds peak memory.
+        pending = frame.clusters
+        pending.reverse()
+        while pending:
+            self._put_cluster(pending.pop(), now)
+        self._put_account(frame.account)
         self.fleet.snapshots += 1
         self._changes.snapshot = True
         self._changes.order = True
         self.view.forget_order()
 
-    def _on_cluster(self, frame: Frame, now: datetime) -> None:
-        self._put_cluster(frame["cluster"], now)
+    def _on_cluster(self, frame: WatchCluster, now: datetime) -> None:
+        self._put_cluster(frame.cluster, now)
 
-    def _on_removed(self, frame: Frame, now: datetime) -> None:
-        self._remove(frame["id"])
+    def _on_removed(self, frame: WatchClusterRemoved, now: datetime) -> None:
+        self._remove(frame.id)
 
-    def _on_account(self, frame: Frame, now: datetime) -> None:
-        self._put_account(frame["account"])
+    def _on_account(self, frame: WatchAccount, now: datetime) -> None:
+        self._put_account(frame.account)
 
-    def _on_event(self, frame: Frame, now: datetime) -> None:
-        cid = frame.get("cluster_id")
-        ev = frame.get("event") or {}
+    def _on_event(self, frame: WatchEvent, now: datetime) -> None:
+        cid = frame.cluster_id
         if not cid:
             return
-        if self.fleet.add_events(cid, [ev]):
+        if self.fleet.add_events(cid, [frame.event]):
             self._changes.events.add(cid)
         # A failure's message arrives as an event: refresh the alert's words.
-        if cid in self.fleet.clusters and ev.get("kind") in (
+        if cid in self.fleet.clusters and frame.event.kind in (
             "replica_failed",
             "replica_crashed",
             "terminated",
         ):
             self._recompute_alerts(cid, now)
 
-    def _on_summaries(self, frame: Frame, now: datetime) -> None:
+    def _on_summaries(self, frame: WatchSummaries, now: datetime) -> None:
         clusters = self.fleet.clusters
-        for cid, summary in (frame.get("clusters") or {}).items():
+        for cid, summary_out in frame.clusters.items():
             c = clusters.get(cid)
             if c is None:
                 continue
+            summary = summary_out.model_dump(exclude_unset=True)
             old = c.get("gpu_summary")
             self.fleet.note_telemetry(cid, summary)
             if old != summary:
@@ -192,22 +209,25 @@ class DashboardModel:
             self.history.push_spark(cid, summary)
             self._track_idle(cid, summary, now)
         # The service URL's traffic per cluster (null: no public URL or nothing counted yet).
-        for cid, traffic in (frame.get("traffic") or {}).items():
+        for cid, traffic_out in frame.traffic.items():
             c = clusters.get(cid)
-            if c is None or c.get("traffic") == traffic:
+            if c is None:
+                continue
+            traffic = None if traffic_out is None else traffic_out.model_dump(exclude_unset=True)
+            if c.get("traffic") == traffic:
                 continue
             clusters[cid] = {**c, "traffic": traffic}
             self._changes.clusters.add(cid)
             if self.view.sort_column in ("reqs", "5xx"):
                 self._order_dirty()
 
-    def _on_replicas(self, frame: Frame, now: datetime) -> None:
-        cid = frame.get("cluster_id")
+    def _on_replicas(self, frame: WatchReplicas, now: datetime) -> None:
+        cid = frame.cluster_id
         if not cid or cid not in self.fleet.clusters:
             return
         if not self.history.wants(cid):
             return  # in flight from before a focus change: not kept, memory stays bounded
-        reps = frame.get("replicas") or []
+        reps = [r.model_dump(exclude_unset=True) for r in frame.replicas]
         self.fleet.put_replicas(cid, reps, now)
         self._changes.replicas.add(cid)
         moved = self.history.add_replicas(cid, reps, now)
@@ -216,33 +236,33 @@ class DashboardModel:
         if moved:
             self._changes.clusters.add(cid)
 
-    def _on_connection(self, frame: Frame, now: datetime) -> None:
+    def _on_connection(self, frame: WatchConnection, now: datetime) -> None:
         self.fleet.set_connection(frame, now)
         self._changes.connection = True
 
-    _handlers: dict[str, Callable[[DashboardModel, Frame, datetime], None]] = {
-        "snapshot": _on_snapshot,
-        "cluster": _on_cluster,
-        "cluster_removed": _on_removed,
-        "account": _on_account,
-        "event": _on_event,
-        "summaries": _on_summaries,
-        "replicas": _on_replicas,
-        "connection": _on_connection,
+    _handlers: ClassVar[dict[type[WatchFrame], Callable[[DashboardModel, Any, datetime], None]]] = {
+        WatchSnapshot: _on_snapshot,
+        WatchCluster: _on_cluster,
+        WatchClusterRemoved: _on_removed,
+        WatchAccount: _on_account,
+        WatchEvent: _on_event,
+        WatchSummaries: _on_summaries,
+        WatchReplicas: _on_replicas,
+        WatchConnection: _on_connection,
     }
 
     # -- REST-sourced data (fetched by the app's workers) --------------------
-    def load_events(self, cluster_id: str, events: list[dict[str, Any]]) -> None:
+    def load_events(self, cluster_id: str, events: list[EventOut]) -> None:
         """Events from GET /events (oldest first), merged with those seen live."""
-        if self.fleet.add_events(cluster_id, sorted(events, key=lambda e: str(e.get("at", "")))):
+        if self.fleet.add_events(cluster_id, sorted(events, key=lambda e: e.at)):
             self._changes.events.add(cluster_id)
 
-    def load_metrics(self, cluster_id: str, metrics: dict[str, Any]) -> None:
+    def load_metrics(self, cluster_id: str, metrics: MetricsOut) -> None:
         """History from GET /metrics, e.g. after a reconnect: backfills the gap."""
         self.history.load_metrics(cluster_id, metrics)
         self._changes.history.add(cluster_id)
 
-    def load_account(self, account: dict[str, Any]) -> None:
+    def load_account(self, account: AccountOut) -> None:
         self._put_account(account)
 
     def set_focus(self, ids: Iterable[str], history: Iterable[str] | None = None) -> bool:
@@ -260,12 +280,12 @@ class DashboardModel:
         return True
 
     # -- folding, and what reacts to it --------------------------------------
-    def _put_cluster(self, c: dict[str, Any], now: datetime) -> None:
-        put = self.fleet.put_cluster(c, now)
+    def _put_cluster(self, cluster: ClusterOut, now: datetime) -> None:
+        put = self.fleet.put_cluster(cluster, now)
         if put is None:
             return
         old, old_view = put
-        cid = c["id"]
+        cid = cluster.id
         c = self.fleet.clusters[cid]
         view = self.fleet.views[cid]
         status = c.get("status")
@@ -301,7 +321,7 @@ class DashboardModel:
         self._order_dirty()
         self._recompute_account_alerts()
 
-    def _put_account(self, account: dict[str, Any]) -> None:
+    def _put_account(self, account: AccountOut) -> None:
         if self.fleet.put_account(account):
             self._changes.account = True
             self._recompute_account_alerts()

@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ecocore.status import BUDGETED, TERMINAL
-from ecotui.model.values import STALE_AFTER, ClusterView, ConnectionInfo, parse_micros
+from ecocore.wire import AccountOut, ClusterOut, EventOut, WatchConnection
+from ecotui.model.values import (
+    STALE_AFTER,
+    ClusterView,
+    ConnectionInfo,
+    parse_micros,
+    summary_util,
+)
 from ecotui.wording import fmt_duration, parse_time_or_none
 
 # Statuses whose burn counts towards the low-credit alert.
@@ -26,7 +33,7 @@ class FleetState:
         self.events_len = events_len
         self.clusters: dict[str, dict[str, Any]] = {}
         self.views: dict[str, ClusterView] = {}
-        self.account: dict[str, Any] | None = None
+        self.account: AccountOut | None = None
         self.account_micros: dict[str, int] = {}
         self.events: dict[str, deque[dict[str, Any]]] = {}
         self.replicas: dict[str, list[dict[str, Any]]] = {}
@@ -42,29 +49,30 @@ class FleetState:
 
     # -- folding -----------------------------------------------------------
     def put_cluster(
-        self, c: dict[str, Any], now: datetime
+        self, cluster: ClusterOut, now: datetime
     ) -> tuple[dict[str, Any] | None, ClusterView | None] | None:
-        """Store a cluster; None when nothing changed, else its previous dict and view."""
-        cid = c["id"]
+        """Store a cluster: its frozen view, and its record as the API's JSON object for
+        the screens (smaller than the model). None when nothing changed, else the
+        previous record and view."""
+        cid = cluster.id
+        c = cluster.model_dump(exclude_unset=True)
         old = self.clusters.get(cid)
         if old == c:
             return None
-        if old is not None and "gpu_summary" not in c and "gpu_summary" in old:
-            c = {**c, "gpu_summary": old["gpu_summary"]}
         self.clusters[cid] = c
         self.cluster_at[cid] = now
-        if c.get("stale"):
+        if cluster.stale:
             self.stale_ids.add(cid)
         else:
             self.stale_ids.discard(cid)
         old_view = self.views.get(cid)
-        view = self.views[cid] = ClusterView.of(c)
+        view = self.views[cid] = ClusterView.of(cluster)
         # The running burn total is kept incrementally for the low-credit alert.
-        if old_view is not None and old is not None and old.get("status") in BURNING:
+        if old_view is not None and old_view.status in BURNING:
             self.running_burn -= old_view.burn
-        if c.get("status") in BURNING:
+        if view.status in BURNING:
             self.running_burn += view.burn
-        self.note_telemetry(cid, c.get("gpu_summary"))
+        self.note_telemetry(cid, c["gpu_summary"])
         return old, old_view
 
     def drop_replicas(self, cid: str) -> bool:
@@ -84,28 +92,30 @@ class FleetState:
             d.pop(cid, None)
         return old
 
-    def put_account(self, account: dict[str, Any]) -> bool:
+    def put_account(self, account: AccountOut) -> bool:
         if account == self.account:
             return False
         self.account = account
         self.account_micros = {
-            k: parse_micros(account.get(k)) for k in ("balance", "held", "available")
+            "balance": parse_micros(account.balance),
+            "held": parse_micros(account.held),
+            "available": parse_micros(account.available),
         }
         return True
 
-    def add_events(self, cid: str, events: Iterable[dict[str, Any]]) -> bool:
+    def add_events(self, cid: str, events: Iterable[EventOut]) -> bool:
         """Merge events (duplicates dropped, time order kept); True when any was new."""
         dq = self.events.get(cid)
         if dq is None:
             dq = self.events[cid] = deque(maxlen=self.events_len)
         seen = {(e.get("at"), e.get("kind"), e.get("message"), e.get("replica")) for e in dq}
         added = False
-        for ev in events:
-            k = (ev.get("at"), ev.get("kind"), ev.get("message"), ev.get("replica"))
+        for event in events:
+            k = (event.at, event.kind, event.message, event.replica)
             if k in seen:
                 continue
             seen.add(k)
-            dq.append(ev)
+            dq.append(event.model_dump(exclude_unset=True))
             added = True
         if added and len(dq) > 1 and str(dq[-2].get("at", "")) > str(dq[-1].get("at", "")):
             # keep time order when REST history arrives after live events
@@ -124,15 +134,15 @@ class FleetState:
         self.replicas[cid] = reps
         self.replicas_at[cid] = now
 
-    def set_connection(self, frame: Mapping[str, Any], now: datetime) -> None:
+    def set_connection(self, frame: WatchConnection, now: datetime) -> None:
         conn = self.connection
-        state = frame.get("state", "connecting")
+        state = frame.state
         if state != conn.state:
             conn.since = now
         conn.state = state
-        conn.attempt = int(frame.get("attempt") or 0)
-        conn.next_retry_at = parse_time_or_none(frame.get("next_retry_at"))
-        conn.error = frame.get("error")
+        conn.attempt = frame.attempt
+        conn.next_retry_at = parse_time_or_none(frame.next_retry_at)
+        conn.error = frame.error
         if state == "connected":
             conn.ever_connected = True
             conn.last_frame_at = now
@@ -171,9 +181,7 @@ class FleetState:
         return sorted(seen)
 
     def summary_util(self, cid: str) -> float | None:
-        summary = (self.clusters.get(cid) or {}).get("gpu_summary") or {}
-        mu = summary.get("mean_utilization")
-        return None if mu is None else float(mu)
+        return summary_util((self.clusters.get(cid) or {}).get("gpu_summary"))
 
     def replica_rows(self, cid: str) -> list[dict[str, Any]]:
         """A cluster's replicas for display: states from whichever frame is newer (the

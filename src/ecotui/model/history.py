@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ecotui.model.values import Sample
+from ecotui.model.values import Sample, summary_util
 from ecotui.wording import parse_time_or_none
+
+if TYPE_CHECKING:
+    from ecocore.wire import MetricsOut
 
 GpuSamples = dict[tuple[str, int], deque[Sample]]
 
@@ -78,14 +81,14 @@ class GpuHistory:
     def records(self, cid: str) -> bool:
         return cid in self.history_wanted or not self.focus_used
 
-    def load_metrics(self, cid: str, metrics: Mapping[str, Any]) -> None:
+    def load_metrics(self, cid: str, metrics: MetricsOut) -> None:
         """History from GET /metrics, e.g. after a reconnect: backfills the gap."""
         hist = self.samples_for(cid)
-        for rep in metrics.get("replicas") or ():
-            for g in rep.get("gpus") or ():
-                key = (rep.get("name", ""), int(g.get("index", 0)))
+        for rep in metrics.replicas:
+            for g in rep.gpus:
+                key = (rep.name, g.index)
                 restored: list[Sample] = []
-                for s in g.get("samples") or ():
+                for s in g.samples:
                     when = parse_time_or_none(s[0])
                     if when is None:
                         continue
@@ -109,7 +112,7 @@ class GpuHistory:
                 hist[key] = deque(merged, maxlen=self.history_len)
 
     def push_spark(self, cid: str, summary: Mapping[str, Any]) -> None:
-        mu = summary.get("mean_utilization")
+        mu = summary_util(summary)
         if mu is None:
             return
         dq = self.util_spark.get(cid)

@@ -10,11 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ecocore.money import MICRO
 from ecocore.status import ORDER, ClusterStatus
 from ecotui.wording import parse_time_or_none
+
+if TYPE_CHECKING:
+    from ecocore.wire import ClusterOut
 
 # Alert thresholds (issue text): expiring soon at 30 and 5 minutes; GPUs idle
 # under 5 % for 10 minutes; a day of burn for the account's available credit.
@@ -53,6 +56,15 @@ def parse_micros(value: Any) -> int:
         return int((Decimal(str(value)) * MICRO).to_integral_value())
     except (InvalidOperation, ValueError):
         return 0
+
+
+def summary_util(summary: Mapping[str, Any] | None) -> float | None:
+    """A GPU summary's mean utilisation, None when no GPU reported: the backend sends
+    0.0 with `gpus: 0` then (a stopped cluster), which is no reading, not idle GPUs."""
+    if not summary or not summary.get("gpus"):
+        return None
+    mu = summary.get("mean_utilization")
+    return None if mu is None else float(mu)
 
 
 _STATUSES: dict[object, ClusterStatus] = {s.value: s for s in ClusterStatus}
@@ -98,27 +110,25 @@ class ClusterView:
     gpus: int
 
     @classmethod
-    def of(cls, c: Mapping[str, Any]) -> ClusterView:
-        cost = c.get("cost") or {}
-        gpu_count = int(c.get("gpu_count") or 0)
-        replicas = int(c.get("replicas") or 0)
+    def of(cls, c: ClusterOut) -> ClusterView:
+        cost = c.cost
         return cls(
-            id=str(c.get("id", "")),
-            name=str(c.get("name", "")),
-            status=status_of(c.get("status")),
-            region=str(c.get("region", "")),
-            gpu_type=str(c.get("gpu_type", "")),
-            gpu_count=gpu_count,
-            replicas=replicas,
-            hourly=parse_micros(c.get("hourly_rate")),
-            burn=parse_micros(c.get("burn_rate")),
-            hold=parse_micros(cost.get("hold")),
-            spent=parse_micros(cost.get("spent")),
-            hold_remaining=parse_micros(cost.get("hold_remaining")),
-            projected=parse_micros(cost.get("projected_total")),
-            expires_at=parse_time_or_none(c.get("expires_at")),
-            created_at=parse_time_or_none(c.get("created_at")),
-            gpus=gpu_count * replicas,
+            id=c.id,
+            name=c.name,
+            status=status_of(c.status),
+            region=c.region,
+            gpu_type=c.gpu_type,
+            gpu_count=c.gpu_count,
+            replicas=c.replicas,
+            hourly=parse_micros(c.hourly_rate),
+            burn=parse_micros(c.burn_rate),
+            hold=parse_micros(cost.hold),
+            spent=parse_micros(cost.spent),
+            hold_remaining=parse_micros(cost.hold_remaining),
+            projected=parse_micros(cost.projected_total),
+            expires_at=parse_time_or_none(c.expires_at),
+            created_at=parse_time_or_none(c.created_at),
+            gpus=c.gpu_count * c.replicas,
         )
 
     @property

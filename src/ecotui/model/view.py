@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ecotui.gpu_health import cluster_health, health_rank
-from ecotui.model.values import STATUS_ORDER, ClusterView, GroupRow
+from ecotui.model.values import STATUS_ORDER, ClusterView, GroupRow, summary_util
 from ecotui.traffic import sort_value as traffic_sort_value
 
 SORT_COLUMNS = (
@@ -70,8 +70,8 @@ class FleetView:
         if col in ("reqs", "5xx"):
             return traffic_sort_value(c, col)
         if col == "util":
-            mu = (c.get("gpu_summary") or {}).get("mean_utilization")
-            return -1.0 if mu is None else float(mu)
+            mu = summary_util(c.get("gpu_summary"))
+            return -1.0 if mu is None else mu
         if view is None:
             return 0
         if col == "burn":

@@ -218,7 +218,7 @@ class AccountScreen(DashboardScreen):
         a = m.account_micros
         burn = m.running_burn
         text = (
-            f"{m.account.get('name', '')} · balance {fmt_usd(a.get('balance', 0))} · "
+            f"{m.account.name} · balance {fmt_usd(a.get('balance', 0))} · "
             f"held {fmt_usd(a.get('held', 0))} · available {fmt_usd(a.get('available', 0))}"
         )
         if burn:

@@ -16,10 +16,10 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 
 from ecotui import dialogs
-from ecotui.host import EcoHost, OpenLogs, eco_host
+from ecotui.host import EcoHost, OpenLogs, OpenShell, OpenView, eco_host
 from ecotui.model import Changes
 from ecotui.model.panels import alerts_view, status_view
-from ecotui.screens import copy_files, forwards, gpu_compare, run_everywhere, shells
+from ecotui.screens import copy_files, forwards, gpu_compare, run_everywhere
 from ecotui.screens.command_line import CommandLine
 from ecotui.widgets.alert_bar import AlertBar
 from ecotui.widgets.keybar import KeyBar
@@ -168,10 +168,10 @@ class DashboardScreen(Screen[None]):
             return
         replica = self._need_replica(c, "no replica to open a shell in")
         if replica is not None:
-            self._in_worker(shells.open_shell(self.app, c, replica))
+            self.post_message(OpenShell(c, replica))
 
     def action_shells(self) -> None:
-        self._in_worker(shells.open_shells_view(self.app))
+        self.post_message(OpenView("shells"))
 
     def action_nvidia_smi(self) -> None:
         if (c := self._need_cluster()) is not None:

@@ -98,18 +98,19 @@ class GpuDetailScreen(DashboardScreen):
                 f"cannot read GPU {self.index} of {self.replica}: {exc}", severity="warning"
             )
             return
-        rep = next((r for r in reps if r.get("name") == self.replica), None)
-        g = next((x for x in (rep or {}).get("gpus") or () if x.get("index") == self.index), None)
+        rep = next((r for r in reps if r.name == self.replica), None)
+        g = next((x for x in rep.gpus if x.index == self.index), None) if rep else None
         if g is not None:
-            self.gpu.update(g)
+            # The row shown holds the fleet list's fields too (cluster, idle cost).
+            self.gpu.update(g.model_dump(exclude_unset=True))
         self.readings_loaded = True
-        for r in metrics.get("replicas") or ():
-            if r.get("name") != self.replica:
+        for r in metrics.replicas:
+            if r.name != self.replica:
                 continue
-            for mg in r.get("gpus") or ():
-                if mg.get("index") == self.index:
-                    self.samples = list(mg.get("samples") or [])
-                    self.transitions = list(mg.get("health") or [])
+            for mg in r.gpus:
+                if mg.index == self.index:
+                    self.samples = list(mg.samples)
+                    self.transitions = list(mg.health)
         self.render_gpu()
 
     def set_history(self, samples: list[list[Any]], transitions: list[list[Any]]) -> None:

@@ -18,6 +18,7 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.widgets import Input, Label
 
+from ecocore.wire_health import FleetGpusOut
 from ecotui.gpu_health import HEALTH_LEVEL, health_rank, label, summarize
 from ecotui.keymap import GPUS_VIEW
 from ecotui.model import Changes
@@ -153,27 +154,31 @@ class GpusScreen(DashboardScreen):
         self.error = None
         self.apply_answer(data)
 
-    def apply_answer(self, data: dict[str, Any]) -> None:
-        """A `GET /gpus` answer, whole or since the version held."""
-        health = data.get("health") or {}
-        if "since" not in data:
-            self.version = data.get("version")
-            self.set_gpus(data.get("gpus") or [], health)
+    def apply_answer(self, data: FleetGpusOut | dict[str, Any]) -> None:
+        """A `GET /gpus` answer (or its JSON object), whole or since the version held."""
+        answer = data if isinstance(data, FleetGpusOut) else FleetGpusOut.model_validate(data)
+        health = answer.health.model_dump(exclude_unset=True)
+        # Rows are held as the answer's objects: a row `since` a version carries only
+        # the fields that changed, merged into the row held.
+        rows = [g.model_dump(exclude_unset=True) for g in answer.gpus]
+        if answer.since is None:
+            self.version = answer.version
+            self.set_gpus(rows, health)
             return
-        if data.get("since") != self.version:
+        if answer.since != self.version:
             self.version = None  # not what this view holds: read the whole list next
             return
         old = self.gpus
         new = dict(old)
         changed: set[str] = set()
-        for d in data.get("gpus") or ():
+        for d in rows:
             k = row_key(d)
             prev = new.get(k)
             new[k] = d if prev is None else {**prev, **d}
             changed.add(k)
-        for gone in data.get("removed") or ():
+        for gone in answer.removed or ():
             new.pop("/".join(map(str, gone)), None)
-        self.version = data.get("version")
+        self.version = answer.version
         self._replace(old, new, changed, health)
 
     def set_gpus(self, rows: list[dict[str, Any]], health: dict[str, Any] | None = None) -> None:

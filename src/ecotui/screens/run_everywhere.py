@@ -19,7 +19,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Input, Static
 
-from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, wire_json
+from ecocore.wire import ClusterOut
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, ClusterArg, EcoClient, as_cluster
 from ecotui.host import client_host
 from ecotui.keymap import RUN_VIEW
 from ecotui.tools.fold import ReplicaOutcome, render
@@ -103,15 +104,15 @@ class RunScreen(Screen[None]):
     def __init__(
         self,
         client: EcoClient,
-        cluster: dict[str, Any],
+        cluster: ClusterArg,
         command: list[str],
         *,
         timeout: float | None = 60.0,
     ) -> None:
         super().__init__()
         self.client = client
-        self.cluster = cluster
-        self.cluster_id = str(cluster.get("id"))
+        self.cluster: ClusterOut = as_cluster(cluster)
+        self.cluster_id = self.cluster.id
         self.command = command
         self.timeout = timeout
         self.outcomes: list[ReplicaOutcome] = []
@@ -128,7 +129,7 @@ class RunScreen(Screen[None]):
 
     def _title(self, extra: str) -> None:
         self.query_one("#run-title", Static).update(
-            Text(f"{shlex.join(self.command)} on {self.cluster.get('name')}: {extra}", no_wrap=True)
+            Text(f"{shlex.join(self.command)} on {self.cluster.name}: {extra}", no_wrap=True)
         )
 
     def action_rerun(self) -> None:
@@ -137,7 +138,7 @@ class RunScreen(Screen[None]):
     def action_ask(self) -> None:
         self.app.push_screen(
             CommandPrompt(
-                str(self.cluster.get("name")),
+                self.cluster.name,
                 len(ready_replicas(self.cluster)),
                 shlex.join(self.command),
             ),
@@ -152,7 +153,7 @@ class RunScreen(Screen[None]):
     @work(group="run-everywhere", exclusive=True, exit_on_error=False)
     async def run_all(self) -> None:
         try:
-            self.cluster = wire_json(await self.client.cluster(self.cluster_id))
+            self.cluster = await self.client.cluster(self.cluster_id)
         except (ApiRefusal, BackendUnreachable) as exc:
             self._title("cannot run")
             self.query_one("#run-report", Static).update(Text(str(exc)))
@@ -161,10 +162,7 @@ class RunScreen(Screen[None]):
         if not targets:
             self._title("no ready replica")
             self.query_one("#run-report", Static).update(
-                Text(
-                    f"{self.cluster.get('name')} has no ready replica "
-                    f"({self.cluster.get('status')})."
-                )
+                Text(f"{self.cluster.name} has no ready replica ({self.cluster.status}).")
             )
             return
         self._title(f"running on {len(targets)} replicas…")
@@ -178,10 +176,11 @@ class RunScreen(Screen[None]):
 
 
 async def open_run_everywhere(
-    app: App[Any], cluster: dict[str, Any], command: list[str] | None = None
+    app: App[Any], cluster: ClusterArg, command: list[str] | None = None
 ) -> None:
     """`!`: ask for a command (unless given), then show the folded result."""
     client = client_host(app).client
+    cluster = as_cluster(cluster)
 
     def start(words: list[str] | None) -> None:
         if words:
@@ -190,6 +189,4 @@ async def open_run_everywhere(
     if command:
         start(command)
         return
-    await app.push_screen(
-        CommandPrompt(str(cluster.get("name")), len(ready_replicas(cluster))), start
-    )
+    await app.push_screen(CommandPrompt(cluster.name, len(ready_replicas(cluster))), start)

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
+from ecocore.wire import ClusterOut
 from ecotui import costs, wording
 from ecotui.tools.asciicast import CastWriter, default_recording_path
 
@@ -19,18 +20,17 @@ AMBER_S = 30 * 60
 RED_S = 5 * 60
 
 
-def clock(cluster: dict[str, Any] | None, now: datetime) -> tuple[str, str]:
+def clock(cluster: ClusterOut | None, now: datetime) -> tuple[str, str]:
     """(the clock's words, its level: "ok", "amber", "red" or "none")."""
-    if not cluster or not cluster.get("expires_at"):
+    if cluster is None or not cluster.expires_at:
         return "", "none"
-    if cluster.get("status") in ("terminated", "failed", "terminating"):
-        return str(cluster.get("status")), "none"
-    left_us = costs.remaining_us(cluster["expires_at"], now)
-    cost = cluster.get("cost") or {}
+    if cluster.status in ("terminated", "failed", "terminating"):
+        return cluster.status, "none"
+    left_us = costs.remaining_us(cluster.expires_at, now)
     parts = [f"{wording.duration_text(left_us)} left"]
     try:
-        parts.append(f"{wording.usd(costs.usd_to_micros(cluster.get('burn_rate') or '0'))}/h")
-        parts.append(f"{wording.usd(costs.usd_to_micros(cost.get('spent') or '0'))} spent")
+        parts.append(f"{wording.usd(costs.usd_to_micros(cluster.burn_rate))}/h")
+        parts.append(f"{wording.usd(costs.usd_to_micros(cluster.cost.spent))} spent")
     except costs.MoneyError:
         pass
     left_s = left_us / 1e6

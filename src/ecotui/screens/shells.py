@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
+from pydantic import ValidationError
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -36,9 +38,10 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Label, OptionList, Select, Static, Tab, Tabs
 from textual.widgets.option_list import Option
 
+from ecocore.wire import ClusterOut, ReplicaOut, SessionOut
 from ecotui import dialogs
 from ecotui.client.exec import ExecConnection, attach_session
-from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, wire_json
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, ClusterArg, EcoClient, as_cluster
 from ecotui.host import client_host
 from ecotui.keymap import RELEASE_KEY_DISPLAY, SHELLS_VIEW
 from ecotui.screens.recordings import open_recordings
@@ -51,18 +54,56 @@ ENDED_STATES = ("exited", "ended", "error")
 _ids = itertools.count(1)
 
 
-def _gpu_words(replica: dict[str, Any]) -> str:
-    gpus = replica.get("gpus") or []
-    if not gpus:
+def _gpu_words(replica: ReplicaOut) -> str:
+    if not replica.gpus:
         return "no GPUs"
-    parts = []
-    for g in gpus:
-        util = g.get("utilization")
-        util_s = f" {util:.0f}%" if isinstance(util, (int, float)) else ""
-        parts.append(f"{g.get('index')}:{g.get('name', 'GPU')}{util_s}")
-    source = replica.get("telemetry")
-    suffix = " (simulated)" if source == "simulated" else ""
+    parts = [f"{g.index}:{g.name} {g.utilization:.0f}%" for g in replica.gpus]
+    suffix = " (simulated)" if replica.telemetry == "simulated" else ""
     return f"GPUs {', '.join(parts)}{suffix}"
+
+
+class ReplicaPick(NamedTuple):
+    name: str
+    ready: bool
+    node: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PickChoice:
+    """What the picker offers of a cluster: its name and its replicas, ready or not."""
+
+    id: str
+    name: str
+    replicas: tuple[ReplicaPick, ...]
+    cluster: ClusterArg  # what a shell is then opened with
+
+    @classmethod
+    def of(cls, c: ClusterArg) -> PickChoice:
+        """From the REST answer, or from a record or description of the cluster (the
+        picker needs its id, name and replicas only)."""
+        if isinstance(c, ClusterOut):
+            picks = tuple(ReplicaPick(r.name, r.ready, r.node) for r in c.replica_states)
+            return cls(c.id, c.name or c.id, picks, c)
+        cid = str(c.get("id"))
+        picks = tuple(
+            ReplicaPick(str(r.get("name")), bool(r.get("ready")), _text_or_none(r.get("node")))
+            for r in c.get("replica_states") or ()
+        )
+        return cls(cid, str(c.get("name") or cid), picks, c)
+
+    def node_of(self, replica: str) -> str | None:
+        return next((r.node for r in self.replicas if r.name == replica), None)
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _as_cluster_or_none(cluster: ClusterArg) -> ClusterOut | None:
+    try:
+        return as_cluster(cluster)
+    except ValidationError:
+        return None
 
 
 class ShellPane(Vertical):
@@ -81,7 +122,7 @@ class ShellPane(Vertical):
     def __init__(
         self,
         client: EcoClient,
-        cluster: dict[str, Any],
+        cluster: ClusterArg,
         replica: str,
         *,
         command: list[str] | str | None = None,
@@ -91,12 +132,16 @@ class ShellPane(Vertical):
         self.pane_id = f"shell-{next(_ids)}"
         super().__init__(id=self.pane_id)
         self.client = client
-        self.cluster_id = str(cluster.get("id"))
-        self.cluster_name = str(cluster.get("name") or self.cluster_id)
+        target = PickChoice.of(cluster)
+        self.cluster_id = target.id
+        self.cluster_name = target.name
+        # The cluster as last read, for the reservation clock and the extend dialog (a
+        # partial description waits for the header's read of it).
+        self.cluster_info: ClusterOut | None = _as_cluster_or_none(cluster)
         self.replica = replica
         self.command = command
         self.sid = sid
-        self.node: str | None = self._node_from(cluster)
+        self.node: str | None = target.node_of(replica)
         self.gpus = ""
         self.state = "connecting"
         self.detail = ""
@@ -105,18 +150,10 @@ class ShellPane(Vertical):
         self.attaches = 0  # successful attaches (1 + reattaches)
         self.broadcasting = False
         self.recorder: Any = None  # an asciicast writer while `r` records (shell_tools)
-        self.cluster_info: dict[str, Any] = dict(cluster)  # for the reservation clock
         self._conn: ExecConnection | None = None
         self._outq: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._leaving = False
         self.view = TerminalView(scrollback=scrollback)
-
-    def _node_from(self, cluster: dict[str, Any]) -> str | None:
-        for r in cluster.get("replica_states") or []:
-            if r.get("name") == self.replica:
-                node = r.get("node")
-                return None if node is None else str(node)
-        return None
 
     @property
     def label(self) -> str:
@@ -195,14 +232,14 @@ class ShellPane(Vertical):
     @work(group="header", exclusive=True, exit_on_error=False)
     async def load_header(self) -> None:
         with contextlib.suppress(ApiRefusal, BackendUnreachable):
-            self.cluster_info = wire_json(await self.client.cluster(self.cluster_id))
+            self.cluster_info = await self.client.cluster(self.cluster_id)
         try:
             replicas = await self.client.replicas(self.cluster_id)
         except (ApiRefusal, BackendUnreachable):
             return
         for r in replicas:
-            if r.get("name") == self.replica:
-                self.node = r.get("node") or self.node
+            if r.name == self.replica:
+                self.node = r.node or self.node
                 self.gpus = _gpu_words(r)
                 self._show()
                 return
@@ -269,7 +306,7 @@ class ShellPane(Vertical):
                 except (ApiRefusal, BackendUnreachable) as exc:
                     self._set_state("error", f"could not open a shell in {self.replica}: {exc}")
                     return
-                self.sid = str(info["id"])
+                self.sid = info.id
             try:
                 conn = await attach_session(self.client, self.cluster_id, self.sid)
             except ApiRefusal as exc:
@@ -331,10 +368,10 @@ class ShellPane(Vertical):
             self._set_state("ended", f"unknown: {exc}")
             return
         for s in sessions:
-            if str(s.get("id")) == self.sid:
-                reason = s.get("ended_reason")
-                if reason == "exited" or (reason is None and s.get("exited")):
-                    self.exit_code = s.get("exit_code")
+            if s.id == self.sid:
+                reason = s.ended_reason
+                if reason == "exited" or (reason is None and s.exited):
+                    self.exit_code = s.exit_code
                     self._set_state("exited")
                 else:
                     self.ended_reason = reason or "ended"
@@ -384,17 +421,17 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
     def __init__(
         self,
         client: EcoClient,
-        clusters: list[dict[str, Any]],
+        clusters: list[ClusterArg],
         cluster_id: str | None = None,
         replica: str | None = None,
         open_sids: set[str] | None = None,
     ) -> None:
         super().__init__()
         self.client = client
-        self.clusters = {str(c.get("id")): c for c in clusters}
+        self.clusters = {c.id: c for c in map(PickChoice.of, clusters)}
         self.cluster_id = cluster_id or (next(iter(self.clusters)) if self.clusters else None)
         self.replica = replica
-        self.sessions: list[dict[str, Any]] = []
+        self.sessions: list[SessionOut] = []
         self.open_sids = open_sids or set()  # sessions already shown in a tab
 
     def compose(self) -> ComposeResult:
@@ -405,7 +442,7 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
             with Horizontal(classes="picker-row"):
                 yield Label("cluster")
                 yield Select(
-                    [(str(c.get("name") or cid), cid) for cid, c in self.clusters.items()],
+                    [(c.name, cid) for cid, c in self.clusters.items()],
                     value=self.cluster_id or Select.BLANK,
                     allow_blank=False,
                     id="cluster",
@@ -433,16 +470,15 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
         self.load_sessions()
         self.query_one("#command", Input).focus()
 
+    def _states(self) -> tuple[ReplicaPick, ...]:
+        c = self.clusters.get(self.cluster_id or "")
+        return c.replicas if c is not None else ()
+
     def _replica_options(self) -> list[tuple[str, str]]:
-        c = self.clusters.get(self.cluster_id or "") or {}
-        return [
-            (f"{r.get('name')}{'' if r.get('ready') else ' (not ready)'}", str(r.get("name")))
-            for r in c.get("replica_states") or []
-        ]
+        return [(f"{r.name}{'' if r.ready else ' (not ready)'}", r.name) for r in self._states()]
 
     def _fill_replicas(self) -> None:
-        c = self.clusters.get(self.cluster_id or "") or {}
-        states = c.get("replica_states") or []
+        states = self._states()
         options = self._replica_options()
         sel = self.query_one("#replica", Select)
         sel.set_options(options or [("no replica", "")])
@@ -452,7 +488,7 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
             if self.replica in names
             else (
                 next(
-                    (str(r.get("name")) for r in states if r.get("ready")),
+                    (r.name for r in states if r.ready),
                     names[0] if names else None,
                 )
             )
@@ -478,20 +514,11 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
             sessions = await self.client.sessions(self.cluster_id)
         except (ApiRefusal, BackendUnreachable):
             return
-        self.sessions = [s for s in sessions if not s.get("exited") and not s.get("ended_reason")]
+        self.sessions = [s for s in sessions if not s.exited and not s.ended_reason]
         for s in self.sessions:
-            cmd = " ".join(s.get("command") or []) or "shell"
-            where = (
-                "open in a tab"
-                if str(s.get("id")) in self.open_sids
-                else f"{s.get('attached', 0)} attached"
-            )
-            ol.add_option(
-                Option(
-                    Text(f"{s.get('replica')}: {cmd}  (session {s.get('id')}, {where})"),
-                    id=str(s.get("id")),
-                )
-            )
+            cmd = " ".join(s.command) or "shell"
+            where = "open in a tab" if s.id in self.open_sids else f"{s.attached} attached"
+            ol.add_option(Option(Text(f"{s.replica}: {cmd}  (session {s.id}, {where})"), id=s.id))
         if self.sessions:
             ol.highlighted = 0  # Enter on the list takes the first one; Down moves from there
 
@@ -503,7 +530,7 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
             return None
         command = self.query_one("#command", Input).value.strip()
         return {
-            "cluster": self.clusters[self.cluster_id],
+            "cluster": self.clusters[self.cluster_id].cluster,
             "replica": str(replica),
             "command": command or None,
             "sid": None,
@@ -521,14 +548,14 @@ class ShellPicker(ModalScreen[dict[str, Any] | None]):
     @on(OptionList.OptionSelected, "#sessions")
     def _attach_session(self, event: OptionList.OptionSelected) -> None:
         sid = event.option.id
-        s = next((x for x in self.sessions if str(x.get("id")) == sid), None)
+        s = next((x for x in self.sessions if x.id == sid), None)
         if s is None or not self.cluster_id:
             return
         self.dismiss(
             {
-                "cluster": self.clusters[self.cluster_id],
-                "replica": str(s.get("replica")),
-                "command": s.get("command"),
+                "cluster": self.clusters[self.cluster_id].cluster,
+                "replica": s.replica,
+                "command": s.command,
                 "sid": sid,
             }
         )
@@ -601,7 +628,7 @@ class ShellsScreen(Screen[None]):
 
     async def add_session(
         self,
-        cluster: dict[str, Any],
+        cluster: ClusterArg,
         replica: str,
         *,
         command: list[str] | str | None = None,
@@ -767,6 +794,9 @@ class ShellsScreen(Screen[None]):
         pane = self.active_pane
         if pane is None:
             return
+        if pane.cluster_info is None:
+            self.notify("The cluster is still being read; try again", severity="warning")
+            return
         dialogs.open_extend(self.app, pane.cluster_info, lambda _result: pane.load_header())
 
     async def action_end_session(self) -> None:
@@ -788,19 +818,21 @@ class ShellsScreen(Screen[None]):
 
     async def _pick(self, cluster_id: str | None, replica: str | None) -> None:
         try:
-            clusters = [wire_json(c) for c in await self.client.clusters()]
+            clusters = await self.client.clusters()
         except (ApiRefusal, BackendUnreachable) as exc:
             self.notify(f"Cannot list clusters: {exc}", severity="error")
             return
-        clusters = [c for c in clusters if c.get("status") not in ("terminated", "terminating")]
-        if not clusters:
+        live: list[ClusterArg] = [
+            c for c in clusters if c.status not in ("terminated", "terminating")
+        ]
+        if not live:
             self.notify("No cluster to open a shell in", severity="warning")
             return
         if cluster_id is None and self.active_pane is not None:
             cluster_id = self.active_pane.cluster_id
         open_sids = {p.sid for p in self.panes.values() if p.sid and p.state not in ENDED_STATES}
         choice = await self.app.push_screen_wait(
-            ShellPicker(self.client, clusters, cluster_id, replica, open_sids)
+            ShellPicker(self.client, live, cluster_id, replica, open_sids)
         )
         if choice:
             await self.add_session(
@@ -845,16 +877,16 @@ class ShellsScreen(Screen[None]):
         """Type once into every ready replica of the cluster: opens the missing shells
         (running `command`, the command of the shell broadcast was started from)."""
         try:
-            cluster = wire_json(await self.client.cluster(cluster_id))
+            cluster = await self.client.cluster(cluster_id)
         except (ApiRefusal, BackendUnreachable) as exc:
             self.notify(f"Cannot read the cluster: {exc}", severity="error")
             return
         self.broadcast_cluster = cluster_id
         have = {p.replica for p in self.panes_of(cluster_id) if p.state not in ENDED_STATES}
         opened: list[str] = []
-        for r in cluster.get("replica_states") or []:
-            name = str(r.get("name"))
-            if r.get("ready") and name not in have:
+        for r in cluster.replica_states:
+            name = r.name
+            if r.ready and name not in have:
                 await self.add_session(cluster, name, command=command, focus=False)
                 opened.append(name)
         for p in self.panes_of(cluster_id):
@@ -866,7 +898,7 @@ class ShellsScreen(Screen[None]):
         new = f"; opened new shells in {', '.join(opened)}" if opened else ""
         banner.update(
             Text(
-                f"BROADCAST ON: what you type in a shell of {cluster.get('name')} goes to "
+                f"BROADCAST ON: what you type in a shell of {cluster.name} goes to "
                 f"all {n} of its sessions{new} (b: off)"
             )
         )
@@ -985,21 +1017,19 @@ async def open_shells_view(app: App[Any]) -> ShellsScreen:
 
 async def open_shell(
     app: App[Any],
-    cluster: dict[str, Any],
+    cluster: ClusterArg,
     replica: str | None = None,
     *,
     command: list[str] | str | None = None,
 ) -> ShellPane | None:
     """`s`: a new shell in `replica` (None: the cluster's first ready replica)."""
+    cluster = as_cluster(cluster)
     if replica is None:
-        states = cluster.get("replica_states") or []
-        ready = [r for r in states if r.get("ready")]
-        pick = (ready or states or [None])[0]
+        states = cluster.replica_states
+        pick = next((r for r in states if r.ready), states[0] if states else None)
         if pick is None:
-            app.notify(
-                f"{cluster.get('name')} has no replica to open a shell in", severity="warning"
-            )
+            app.notify(f"{cluster.name} has no replica to open a shell in", severity="warning")
             return None
-        replica = str(pick.get("name"))
+        replica = pick.name
     screen = await _show(app)
     return await screen.add_session(cluster, replica, command=command)

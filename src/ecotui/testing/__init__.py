@@ -7,6 +7,13 @@ itself imports this package. No textual here.
 
 from ecotui.testing.common import FIXED_START
 from ecotui.testing.fleet import GeneratedFleet
-from ecotui.testing.replay import ReplayFrameSource, dumps, fleet_transport
+from ecotui.testing.replay import ReplayFrameSource, as_frame, dumps, fleet_transport
 
-__all__ = ["FIXED_START", "GeneratedFleet", "ReplayFrameSource", "dumps", "fleet_transport"]
+__all__ = [
+    "FIXED_START",
+    "GeneratedFleet",
+    "ReplayFrameSource",
+    "as_frame",
+    "dumps",
+    "fleet_transport",
+]

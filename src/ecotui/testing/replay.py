@@ -3,7 +3,9 @@ the network.
 
 `ReplayFrameSource` is a frame source with the watch client's interface
 (`frames()`, `focus()`, `close()`) that yields frames a test pushes, and
-answers focus with replicas frames like the backend does. `fleet_transport`
+answers focus with replicas frames like the backend does. A frame may be pushed
+as the JSON object the backend would send: it is parsed as the watch client
+parses the socket's messages, so it must be one of api.md's frames. `fleet_transport`
 answers the REST routes the dashboard reads from the same fleet (an
 `httpx.MockTransport` for `EcoClient(transport=...)`).
 """
@@ -19,9 +21,19 @@ from typing import Any
 
 import httpx
 
+from ecocore.wire import WATCH_FRAME, WatchFrame
 from ecotui.client.watch import connection_frame
 from ecotui.testing.common import GPU_TYPES, REGIONS, usd
 from ecotui.testing.fleet import GeneratedFleet
+
+# A frame as a test gives it: parsed already, or the JSON object the backend sends.
+FrameIn = WatchFrame | dict[str, Any]
+
+
+def as_frame(frame: FrameIn) -> WatchFrame:
+    """The frame model of a frame given as a JSON object (pydantic's ValidationError
+    when it is none of api.md's frames)."""
+    return WATCH_FRAME.validate_python(frame) if isinstance(frame, dict) else frame
 
 
 class ReplayFrameSource:
@@ -29,12 +41,12 @@ class ReplayFrameSource:
 
     def __init__(
         self,
-        frames: Iterable[dict[str, Any]] = (),
+        frames: Iterable[FrameIn] = (),
         *,
-        on_focus: Callable[[list[str]], Iterable[dict[str, Any]]] | None = None,
+        on_focus: Callable[[list[str]], Iterable[FrameIn]] | None = None,
         connected: bool = True,
     ) -> None:
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[FrameIn | None] = asyncio.Queue()
         self._initial = list(frames)
         self._on_focus = on_focus
         self._connected = connected
@@ -42,7 +54,7 @@ class ReplayFrameSource:
         self.focus_calls = 0
         self._closed = False
 
-    def push(self, *frames: dict[str, Any]) -> None:
+    def push(self, *frames: FrameIn) -> None:
         for f in frames:
             self._queue.put_nowait(f)
 
@@ -60,7 +72,7 @@ class ReplayFrameSource:
             connection_frame("reconnecting", attempt=attempt, next_retry_at=when, error=error)
         )
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
+    def restore(self, snapshot: FrameIn) -> None:
         self.push(connection_frame("connected"), snapshot)
 
     async def focus(self, cluster_ids: Iterable[str]) -> None:
@@ -74,16 +86,16 @@ class ReplayFrameSource:
         self._closed = True
         self._queue.put_nowait(None)
 
-    async def frames(self) -> AsyncIterator[dict[str, Any]]:
+    async def frames(self) -> AsyncIterator[WatchFrame]:
         if self._connected:
             yield connection_frame("connected")
         for f in self._initial:
-            yield f
+            yield as_frame(f)
         while not self._closed:
             item = await self._queue.get()
             if item is None:
                 break
-            yield item
+            yield as_frame(item)
 
 
 class _FollowStream(httpx.AsyncByteStream):
@@ -101,15 +113,6 @@ class _FollowStream(httpx.AsyncByteStream):
 
 
 _CLUSTER_ROUTE = re.compile(r"^/gpu-clusters/([^/]+)(?:/(.*))?$")
-
-
-def _as_backend(cluster: dict[str, Any]) -> dict[str, Any]:
-    """A cluster as the backend answers it over REST: a cluster without GPUs has a mean
-    utilisation of 0.0 there (the generated watch frames keep null for it)."""
-    summary = cluster.get("gpu_summary") or {}
-    if summary.get("mean_utilization", 0.0) is not None:
-        return cluster
-    return {**cluster, "gpu_summary": {**summary, "mean_utilization": 0.0}}
 
 
 def fleet_transport(fleet: GeneratedFleet) -> httpx.MockTransport:
@@ -164,9 +167,7 @@ def fleet_transport(fleet: GeneratedFleet) -> httpx.MockTransport:
                 },
             )
         if path == "/gpu-clusters":
-            return httpx.Response(
-                200, json={"clusters": [_as_backend(c) for c in fleet.clusters.values()]}
-            )
+            return httpx.Response(200, json={"clusters": list(fleet.clusters.values())})
         if path == "/gpus":
             return httpx.Response(
                 200,
@@ -192,7 +193,7 @@ def fleet_transport(fleet: GeneratedFleet) -> httpx.MockTransport:
                     409, json={"error": {"code": "conflict", "message": "this feed is read-only"}}
                 )
             if rest == "":
-                return httpx.Response(200, json=_as_backend(c))
+                return httpx.Response(200, json=c)
             if rest == "replicas":
                 return httpx.Response(200, json={"replicas": fleet.replicas_list(cid, 0.0)})
             if rest == "metrics":

@@ -105,7 +105,7 @@ class FleetTelemetry:
         if status != "running" or not running:
             return {
                 "gpus": 0,
-                "mean_utilization": None,
+                "mean_utilization": 0.0,
                 "idle_gpus": 0,
                 "telemetry": self.telemetry,
                 "health": {"verdict": "unknown", "reason": "no GPUs", "failing": 0, "degraded": 0},

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Sequence
 
 from ecotui.cli_io import Parser, Subcommands
-from ecotui.client.rest import EcoClient, wire_json
+from ecotui.client.rest import EcoClient
 from ecotui.tools.common import EXIT_OK, EXIT_REFUSED, UsageError, err
 from ecotui.tools.copy import CopyError, RemotePath, download, parse_location, upload
 from ecotui.tools.runner import all_replicas, ready_replicas
@@ -54,11 +54,11 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
 async def _targets(client: EcoClient, where: RemotePath, every: bool) -> tuple[str, list[str]]:
     c = await client.cluster(where.cluster)
     if where.replica is not None:
-        if where.replica not in all_replicas(wire_json(c)):
-            names = ", ".join(all_replicas(wire_json(c))) or "none"
+        if where.replica not in all_replicas(c):
+            names = ", ".join(all_replicas(c)) or "none"
             raise CopyError(f"{c.name} has no replica {where.replica} (its replicas: {names})")
         return c.id, [where.replica]
-    ready = ready_replicas(wire_json(c))
+    ready = ready_replicas(c)
     if not ready:
         raise CopyError(f"{c.name} has no ready replica ({c.status})")
     return c.id, ready if every else ready[:1]

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 
 from ecotui.cli_io import Parser, Subcommands
-from ecotui.client.rest import EcoClient, wire_json
+from ecotui.client.rest import EcoClient
 from ecotui.tools.common import EXIT_OK, EXIT_REFUSED, LateParser, UsageError
 from ecotui.tools.fold import parse_selection, render
 from ecotui.tools.runner import all_replicas, ready_replicas, run_everywhere
@@ -95,18 +95,18 @@ async def cmd_run(client: EcoClient, args: argparse.Namespace) -> int:
     c = await client.cluster(args.name)
     if args.replicas:
         try:
-            targets = parse_selection(args.replicas, all_replicas(wire_json(c)))
+            targets = parse_selection(args.replicas, all_replicas(c))
         except ValueError as exc:
-            names = ", ".join(all_replicas(wire_json(c))) or "none"
+            names = ", ".join(all_replicas(c)) or "none"
             print(f"ecotui: {c.name}: {exc} (its replicas: {names})", file=sys.stderr)
             return EXIT_REFUSED
-        ready = set(ready_replicas(wire_json(c)))
+        ready = set(ready_replicas(c))
         not_ready = [t for t in targets if t not in ready]
         if not_ready:
             print(f"ecotui: {c.name}: not ready: {', '.join(not_ready)}", file=sys.stderr)
             return EXIT_REFUSED
     else:
-        targets = ready_replicas(wire_json(c))
+        targets = ready_replicas(c)
         if not targets:
             print(f"ecotui: {c.name} has no ready replica ({c.status})", file=sys.stderr)
             return EXIT_REFUSED

@@ -29,7 +29,7 @@ from ecocore.wire import ClusterOut
 from ecotui import costs, wording
 from ecotui.cli_io import Parser, Subcommands
 from ecotui.client.exec import STDOUT, ExecConnection, attach_session, open_exec
-from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, wire_json
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.tools.asciicast import CastWriter, default_recording_path
 from ecotui.tools.common import EXIT_OK, EXIT_REFUSED, LateParser, UsageError, pump_stdin
 from ecotui.tools.runner import ready_replicas
@@ -123,7 +123,7 @@ async def cmd_shell(client: EcoClient, args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     replica = args.replica
     if replica is None and args.session in (None, "new"):
-        ready = ready_replicas(wire_json(c))
+        ready = ready_replicas(c)
         if not ready:
             print(f"ecotui: {c.name} has no ready replica ({c.status})", file=sys.stderr)
             return EXIT_REFUSED
@@ -137,7 +137,7 @@ async def cmd_shell(client: EcoClient, args: argparse.Namespace) -> int:
             s = await client.create_session(
                 c.id, replica, command=command or None, tty=interactive, width=width, height=height
             )
-            sid = s["id"]
+            sid = s.id
             print(
                 f"ecotui: kept session {sid} on {replica}; ctrl+] detaches, "
                 f"reattach with: ecotui shell {c.name} --session {sid}",

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient, wire_json
+from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.tools.runner import ready_replicas
 
 CHUNK = 64 * 1024
@@ -167,7 +167,7 @@ class Forward:
                 raise ForwardError(exc.message or str(exc), status=exc.status) from exc
             except BackendUnreachable as exc:
                 raise ForwardError(str(exc), unreachable=True) from exc
-            ready = ready_replicas(wire_json(c))
+            ready = ready_replicas(c)
             if not ready:
                 raise ForwardError(f"{c.name} has no ready replica ({c.status})", status=409)
             self._chosen = ready[0]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any
 
+from ecocore.wire import ClusterOut
 from ecotui.client.exec import STDOUT, open_exec
 from ecotui.client.rest import ApiRefusal, BackendUnreachable, EcoClient
 from ecotui.tools.fold import ReplicaOutcome, sort_names
@@ -20,13 +20,13 @@ MAX_OUTPUT = 4 << 20  # per replica and stream
 MAX_PARALLEL = 64
 
 
-def ready_replicas(cluster: dict[str, Any]) -> list[str]:
+def ready_replicas(cluster: ClusterOut) -> list[str]:
     """The names of the cluster's ready replicas, in natural order."""
-    return sort_names(s["name"] for s in cluster.get("replica_states") or [] if s.get("ready"))
+    return sort_names(s.name for s in cluster.replica_states if s.ready)
 
 
-def all_replicas(cluster: dict[str, Any]) -> list[str]:
-    return sort_names(s["name"] for s in cluster.get("replica_states") or [])
+def all_replicas(cluster: ClusterOut) -> list[str]:
+    return sort_names(s.name for s in cluster.replica_states)
 
 
 async def run_one(
