@@ -74,7 +74,7 @@ async def metrics(request: Request) -> Response:
     ctx = get_ctx(request)
     view = ctx.traffic
     counters = view.totals() if view is not None else {}
-    names = {c.id: c.name for c in ctx.service.list_clusters(acct.id)}
+    names = {c.id: c.name for c in await ctx.streams.list_clusters(acct.id)}
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(counters, names))
     instance: bytes = request.app.state.metrics.exposition()

@@ -19,7 +19,7 @@ from ecolink.errors import StoreUnavailableError
 from ecolink.runtime.base import ReplicaState
 from ecolink.service.core import Core
 from ecolink.service.lifecycle import alive, derive_status, follow, move
-from ecolink.store import Cluster, Event
+from ecolink.store import Cluster, Event, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ class RuntimeEvents:
         self._early: dict[str, list[EarlyEvent]] = {}
         self._early_lock = threading.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        # The newest replica report not yet followed, per cluster: one task per
+        # cluster follows them in order, the newest only (reads off the loop).
+        self._pending: dict[str, Sequence[ReplicaState]] = {}
 
     # -- launches that have not committed yet ------------------------------------
     def hold_back(self, cluster_id: str) -> None:
@@ -82,15 +85,39 @@ class RuntimeEvents:
 
     # -- RuntimeListener -------------------------------------------------------------
     def replicas_changed(self, cluster_id: str, replicas: Sequence[ReplicaState]) -> None:
-        c = self.core.store.cluster(cluster_id)
-        if c is None:
-            return
+        following = cluster_id in self._pending
+        self._pending[cluster_id] = replicas
+        if not following:
+            self.spawn(self._follow(cluster_id))
+
+    async def _follow(self, cluster_id: str) -> None:
+        """Follow `cluster_id`'s replica reports until none is left: the cluster is
+        read in a reader thread, so a report arriving meanwhile waits its turn, and
+        only the newest of those is followed."""
+        store = self.core.store
+        try:
+            while True:
+                replicas = self._pending[cluster_id]
+                try:
+                    c = await store.run_read(lambda: store.cluster(cluster_id))
+                except StoreError as exc:
+                    log.warning("could not follow cluster %s's replicas: %s", cluster_id, exc)
+                    c = None
+                if c is not None:
+                    self._followed(c, replicas)
+                if self._pending.get(cluster_id) is replicas:
+                    return
+        finally:
+            if self._pending.get(cluster_id) is not None:
+                del self._pending[cluster_id]
+
+    def _followed(self, c: Cluster, replicas: Sequence[ReplicaState]) -> None:
         before = ClusterStatus(c.status)
         if before is ClusterStatus.TERMINATING and not alive(replicas):
             self.core.wake.set()  # the reaper records it terminated now
         follow(c, replicas, self.core.now())
         if c.status != before:
-            self.spawn(self._save_status(cluster_id, before, ClusterStatus(c.status), c.started_at))
+            self.spawn(self._save_status(c.id, before, ClusterStatus(c.status), c.started_at))
         self.core.bus.publish(cluster=c)
 
     def runtime_event(
@@ -150,7 +177,8 @@ class RuntimeEvents:
 
     async def fail(self, cluster_id: str, message: str) -> None:
         """The runtime gave up on the cluster: stop charging, release the hold."""
-        c = self.core.store.cluster(cluster_id)
+        store = self.core.store
+        c = await store.run_read(lambda: store.cluster(cluster_id))
         if c is None:
             return
         ledger = self.core.ledger
