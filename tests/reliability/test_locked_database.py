@@ -12,13 +12,16 @@ Another process takes SQLite's write lock (`BEGIN IMMEDIATE`) and holds it:
 - with the read marks of the WAL's shared memory held, which keeps readers out too,
   under a short busy timeout: `/healthz` still answers within 0.5 s, every read (route, credentials
   check, the watch feed's upgrade) answers 200 or 503 `store_unavailable` within the
-  busy timeout and its grace, never hangs, and reads work again once the lock is gone.
+  busy timeout and its grace, never hangs, and reads work again once the lock is gone;
+  unknown keys at a service URL (which make the front look at the database again) are
+  answered 401 within 0.5 s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import subprocess
 import sys
 import threading
@@ -134,6 +137,8 @@ def test_a_held_write_lock_never_freezes_the_api(ecolink_server: Any) -> None:
                     time.sleep(0.1)
             writer.join(timeout=30)
         assert len(health) >= 20 and max(health) < 0.5, (len(health), max(health))
+        assert probes and {code for code, _ in probes} == {401}
+        assert max(t for _, t in probes) < 0.5, sorted(t for _, t in probes)[-5:]
         assert set(reads) == {200}
         # The write waited for the lock, then went through.
         assert write["status"] == 200, write
@@ -193,8 +198,23 @@ def test_reads_the_database_refuses_answer_503_and_never_freeze_the_api(
                 watch.append(exc.response.status_code)
             watch.append(time.monotonic() - t)
 
+        probes: list[tuple[int, float]] = []
+
+        def stranger() -> None:
+            # Unknown keys at a service URL: the front looks at the database again for
+            # each (a key made a moment ago must work), and must never wait for it.
+            with httpx.Client(base_url=srv.url, timeout=30) as c:
+                while not stop.is_set():
+                    t = time.monotonic()
+                    resp = c.get(
+                        f"/gpu-clusters/{cid}/service/",
+                        headers={"Authorization": f"Bearer eco_{secrets.token_urlsafe(32)}"},
+                    )
+                    probes.append((resp.status_code, time.monotonic() - t))
+
         # Six readers: more than the store's reader threads, so some reads also queue.
         threads = [threading.Thread(target=reader, args=(i,)) for i in range(6)]
+        threads.append(threading.Thread(target=stranger))
         with write_lock_held(srv.state_dir / "ecolink.db", 6.0, readers_too=True):
             t0 = time.monotonic()
             for th in threads:
@@ -212,6 +232,8 @@ def test_reads_the_database_refuses_answer_503_and_never_freeze_the_api(
         for th in threads:
             th.join(timeout=30)
         assert len(health) >= 20 and max(health) < 0.5, (len(health), max(health))
+        assert probes and {code for code, _ in probes} == {401}
+        assert max(t for _, t in probes) < 0.5, sorted(t for _, t in probes)[-5:]
         # Every read answered: 200 or a truthful 503, within the busy timeout (1 s) and
         # its grace (1 s), never hanging for the whole lock.
         assert reads and {(s, c) for _, s, c, _ in reads} <= {

@@ -102,8 +102,12 @@ class Table:
         self.db_path = str(db_path)
         self._pg = PostgresEngine(self.db_path) if is_postgres_url(self.db_path) else None
         self._conn: Any = self._connect()
+        # The event loop's own look at a SQLite file: it never waits for a lock (a
+        # database another process holds answers "busy" at once, not in 2 s).
+        self._loop_conn: Any = None if self._pg is not None else self._connect(timeout=0.0)
         self._lock = threading.Lock()
         self._version = -1
+        self._loop_version = -1
         # Postgres: a commit was announced since the last load (or may have been).
         self._dirty = True
         self._failing = False
@@ -114,20 +118,34 @@ class Table:
         self._hashes: dict[str, str] = {}  # key -> its hash (the table decides, not this)
         self.refresh()
 
-    def _connect(self) -> Any:
+    def _connect(self, timeout: float = 2.0) -> Any:
         if self._pg is not None:
             return self._pg.connect(reader=True)
-        return sqlite3.connect(
+        conn = sqlite3.connect(
             f"file:{self.db_path}?mode=ro",
             uri=True,
             isolation_level=None,
             check_same_thread=False,
-            timeout=2.0,
+            timeout=timeout,
         )
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        return conn
 
-    def refresh(self) -> bool:
-        """Reload when the database changed since the last load; True if it did."""
-        with self._lock:
+    def refresh(self, *, from_loop: bool = False) -> bool:
+        """Reload when the database changed since the last load; True if it did.
+
+        `from_loop`: asked by the event loop (an unknown key, a session's use). That
+        never waits: not for the poll thread (which is reloading already), not for a
+        SQLite file another process holds (its own connection gives up at once), and
+        on Postgres not at all (a commit's notice reaches the poll thread, which
+        reloads within POLL_S)."""
+        if from_loop:
+            if self._pg is not None or not self._lock.acquire(blocking=False):
+                return False
+        else:
+            self._lock.acquire()
+        try:
+            conn = self._loop_conn if from_loop else self._conn
             try:
                 if self._pg is not None:
                     if not self._dirty:
@@ -135,12 +153,18 @@ class Table:
                     self._dirty = False
                     if not self._pg.usable(self._conn):
                         self._conn = self._connect()
+                        conn = self._conn
                     version = self._version + 1
                 else:
+                    # Each connection counts other connections' commits its own way:
+                    # both are read before the load, so a commit during it still
+                    # shows as a change to either afterwards.
                     version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-                    if version == self._version:
+                    loop_version = self._loop_conn.execute("PRAGMA data_version").fetchone()[0]
+                    seen = loop_version if from_loop else version
+                    if seen == (self._loop_version if from_loop else self._version):
                         return False
-                snap = load_snapshot(self._conn)
+                snap = load_snapshot(conn)
             except Exception as exc:
                 if self._pg is not None:
                     self._dirty = True
@@ -152,7 +176,11 @@ class Table:
                 log.warning("the credential tables can be read again")
                 self._failing = False
             self._version = version
+            if self._pg is None:
+                self._loop_version = loop_version
             self.snap = snap
+        finally:
+            self._lock.release()
         if self.on_change is not None:
             self.on_change()
         return True
@@ -194,7 +222,7 @@ class Table:
                 self._hashes.clear()
             self._hashes[key] = h
         acct = self.snap.keys.get(h)
-        if acct is None and self.refresh():
+        if acct is None and self.refresh(from_loop=True):
             acct = self.snap.keys.get(h)
         return acct
 
@@ -205,7 +233,7 @@ class Table:
         # A session ends at once when it is ended or its key revoked (in any process
         # that shares the database): look at the database's version on every use
         # (`PRAGMA data_version`, a few microseconds; it reloads only on a change).
-        self.refresh()
+        self.refresh(from_loop=True)
         entry = self.snap.sessions.get(h)
         if entry is None or entry[1] <= int(time.time() * 1_000_000):
             return None
@@ -220,6 +248,6 @@ class Table:
             cid = snap.by_name.get((account_id, ref))
             if cid is not None:
                 return snap.clusters[cid]
-            if not self.refresh():
+            if not self.refresh(from_loop=True):
                 return None
         return None
