@@ -137,8 +137,6 @@ def test_a_held_write_lock_never_freezes_the_api(ecolink_server: Any) -> None:
                     time.sleep(0.1)
             writer.join(timeout=30)
         assert len(health) >= 20 and max(health) < 0.5, (len(health), max(health))
-        assert probes and {code for code, _ in probes} == {401}
-        assert max(t for _, t in probes) < 0.5, sorted(t for _, t in probes)[-5:]
         assert set(reads) == {200}
         # The write waited for the lock, then went through.
         assert write["status"] == 200, write
