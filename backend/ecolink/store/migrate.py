@@ -45,9 +45,15 @@ def current_revision(conn: Any) -> str | None:
     return None
 
 
-def ensure_schema(engine: Engine, *, migrate: bool, conn: Any = None) -> None:
-    """Check (and, when `migrate`, bring up to `HEAD`) the schema of `engine`'s
-    database; `conn`: the connection to use (an in-memory database has only one)."""
+def _engine_for(target: str) -> Engine:
+    if is_postgres_url(target):
+        return PostgresEngine(target)
+    return SqliteEngine(target, 10_000, "FULL")
+
+
+def _known_revision(engine: Engine, conn: Any = None) -> str | None:
+    """The database's revision (through `conn`, else a connection of its own), refused
+    when it is newer than this code."""
     own = conn is None
     if own:
         try:
@@ -59,40 +65,33 @@ def ensure_schema(engine: Engine, *, migrate: bool, conn: Any = None) -> None:
     finally:
         if own:
             conn.close()
-    if revision == HEAD:
-        return
     if revision is not None and revision not in REVISIONS:
         raise SchemaError(
             f"the database {engine.label} has schema revision {revision}, newer than "
             f"this ecolink knows (up to {HEAD}); upgrade ecolink"
         )
+    return revision
+
+
+def ensure_schema(engine: Engine, *, migrate: bool, conn: Any = None) -> None:
+    """Check (and, when `migrate`, bring up to `HEAD`) the schema of `engine`'s
+    database; `conn`: the connection to use (an in-memory database has only one)."""
+    revision = _known_revision(engine, conn)
+    if revision == HEAD:
+        return
     if not migrate:
         raise SchemaError(
             f"the database {engine.label} is at schema revision {revision or 'none'}; this "
             f"ecolink needs {HEAD}: run `ecolink migrate --database URL` first"
         )
-    _upgrade(engine, None if own else conn)
+    _upgrade(engine, conn)
 
 
 def migrate(target: str) -> tuple[str | None, str]:
     """Bring the database `target` (a SQLite path or a `postgresql://` URL) to `HEAD`;
     returns the revisions before and after."""
-    engine: Engine = (
-        PostgresEngine(target) if is_postgres_url(target) else SqliteEngine(target, 10_000, "FULL")
-    )
-    try:
-        conn = engine.connect(reader=False)
-    except engine.unavailable_errors as exc:
-        raise SchemaError(f"cannot reach the database {engine.label}: {exc}") from exc
-    try:
-        before = current_revision(conn)
-    finally:
-        conn.close()
-    if before is not None and before not in REVISIONS:
-        raise SchemaError(
-            f"the database {engine.label} has schema revision {before}, newer than this "
-            f"ecolink knows (up to {HEAD}); upgrade ecolink"
-        )
+    engine = _engine_for(target)
+    before = _known_revision(engine)
     if before != HEAD:
         _upgrade(engine, None)
     return before, HEAD
@@ -100,10 +99,7 @@ def migrate(target: str) -> tuple[str | None, str]:
 
 def _upgrade_to(target: str, revision: str) -> None:
     """Bring `target` to `revision` only (tests of a migration's steps)."""
-    engine: Engine = (
-        PostgresEngine(target) if is_postgres_url(target) else SqliteEngine(target, 10_000, "FULL")
-    )
-    _upgrade(engine, None, revision)
+    _upgrade(_engine_for(target), None, revision)
 
 
 def _upgrade(engine: Engine, conn: Any, revision: str = "head") -> None:
