@@ -86,7 +86,7 @@ class ClusterService:
         self._core = core = Core(store, runtime, catalog, clock, tracker)
         self.observers: list[Observer] = core.bus.observers
         self._events = RuntimeEvents(core)
-        self._remote = RemoteChanges(store, core.bus)
+        self._remote = RemoteChanges(store, core.bus, core.track, core.untrack)
         expiry = Expiry(core)
         self._actions = Actions(core, expiry, self._events, runtime.filesystems)
         self._reconciler = Reconciler(

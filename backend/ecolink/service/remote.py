@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 
+from ecocore.status import ACCRUING
 from ecolink.service.changes import ChangeBus
 from ecolink.store import Store, StoreError
 
@@ -17,9 +19,19 @@ log = logging.getLogger(__name__)
 
 
 class RemoteChanges:
-    def __init__(self, store: Store, bus: ChangeBus) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: ChangeBus,
+        track: Callable[[str], None],
+        untrack: Callable[[str], None],
+    ) -> None:
         self.store = store
         self.bus = bus
+        # This instance's telemetry follows the clusters that run, whoever launched
+        # or stopped them.
+        self.track = track
+        self.untrack = untrack
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -51,10 +63,26 @@ class RemoteChanges:
             elif kind == "e" and rest.isdigit():
                 event_ids.append(int(rest))
         self.bus.publish_ids(clusters, accounts)
+        if clusters:
+            self._spawn(self._follow([cid for _, cid in clusters]))
         if event_ids:
-            task = asyncio.get_running_loop().create_task(self._events(event_ids))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._events(event_ids))
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow(self, ids: list[str]) -> None:
+        store = self.store
+        try:
+            found = await store.run_read(lambda: [store.cluster(cid) for cid in ids])
+        except StoreError as exc:
+            log.warning("could not read another instance's clusters: %s", exc)
+            return
+        for c in found:
+            if c is not None:
+                (self.track if c.status in ACCRUING else self.untrack)(c.id)
 
     async def _events(self, ids: list[int]) -> None:
         try:
