@@ -105,6 +105,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         tls=tls,
         service_domain=service_domain,
         max_websockets_per_account=args.max_websockets_per_account,
+        max_portforwards_per_account=args.max_portforwards_per_account,
         db_busy_timeout_s=args.db_busy_timeout,
         database=args.database,
         replica_disk_quota_mib=args.replica_disk_quota,
@@ -549,7 +550,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ecolink.api.edge_rules import MAX_WEBSOCKETS_PER_ACCOUNT
+    from ecolink.api.edge_rules import MAX_PORTFORWARDS_PER_ACCOUNT, MAX_WEBSOCKETS_PER_ACCOUNT
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -596,6 +597,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=MAX_WEBSOCKETS_PER_ACCOUNT,
         metavar="N",
         help=f"WebSockets one account may hold open at once (default {MAX_WEBSOCKETS_PER_ACCOUNT})",
+    )
+    s.add_argument(
+        "--max-portforwards-per-account",
+        type=_positive_int,
+        default=MAX_PORTFORWARDS_PER_ACCOUNT,
+        metavar="N",
+        help="port-forward connections one account may hold open at once, counted apart "
+        f"from the other WebSockets (default {MAX_PORTFORWARDS_PER_ACCOUNT})",
     )
     s.add_argument("--tls-cert", default=None)
     s.add_argument("--tls-key", default=None)

@@ -14,7 +14,7 @@ from typing import Literal
 
 from ecocore.clock import Clock, SystemClock
 from ecolink.api.context import AppContext
-from ecolink.api.edge_rules import MAX_WEBSOCKETS_PER_ACCOUNT
+from ecolink.api.edge_rules import MAX_PORTFORWARDS_PER_ACCOUNT, MAX_WEBSOCKETS_PER_ACCOUNT
 from ecolink.catalog import CatalogError, load_catalog
 from ecolink.clock import SteadyClock
 from ecolink.leadership import ElectionMode, LeadershipError
@@ -53,6 +53,7 @@ class ServeConfig:
     tls: bool = False
     service_domain: str | None = None
     max_websockets_per_account: int = MAX_WEBSOCKETS_PER_ACCOUNT
+    max_portforwards_per_account: int = MAX_PORTFORWARDS_PER_ACCOUNT
     db_busy_timeout_s: float | None = None
     # A database URL (Postgres) instead of the state directory's SQLite file; None:
     # $ECOLINK_DATABASE_URL, else that file.
@@ -119,6 +120,7 @@ def build_context(config: ServeConfig) -> AppContext:
         stop_replicas_on_shutdown=config.runtime == "local",
         service_domain=config.service_domain,
         max_websockets_per_account=config.max_websockets_per_account,
+        max_portforwards_per_account=config.max_portforwards_per_account,
         presence=presence,
     )
 

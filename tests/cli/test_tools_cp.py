@@ -323,3 +323,36 @@ def test_all_downloads_run_in_parallel_and_bounded(monkeypatch, tmp_path):
     assert peak == cli_cp.PARALLEL
     assert sorted(done) == sorted(n for n in names if n != "w-1")
     assert (tmp_path / "w-0" / "f").read_text() == "w-0"
+
+
+def test_no_space_left_on_the_replica_fails_clearly_and_leaves_nothing(
+    ecolink_server_factory, monkeypatch, tmp_path
+):
+    # The local runtime's per-replica disk quota (1 MiB, checked every 0.2 s) against
+    # a 256 MiB upload: the replica runs out of room long before the copy is done.
+    srv = ecolink_server_factory(
+        extra_args=["--replica-disk-quota", "1", "--replica-disk-check", "0.2"]
+    )
+    env = account_env(srv, monkeypatch, tmp_path, "full")
+    c = launch_ready(srv, env["ECO_API_KEY"], "full", 2)
+    home = srv.replica_dir(c["id"], "full-0")
+    assert home.is_dir()
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(256 << 20)
+    p = ecotui(env, "cp", str(big), "full/full-0:big.bin")
+    assert p.returncode == 1, p.stderr
+    assert b"full-0:big.bin: no space left on the replica" in p.stderr, p.stderr
+    assert b"disk quota" in p.stderr and b"quota 1 MiB" in p.stderr, p.stderr
+    assert p.stderr.count(b"\n") == 1, p.stderr  # one line, no traceback
+    # Nothing half-copied is left in the replica's home: neither the file nor the
+    # hidden directory it was unpacked into.
+    assert home.is_dir() and sorted(x.name for x in home.rglob("*")) == []
+    assert big.stat().st_size == 256 << 20  # the source is untouched
+    # The other replica is untouched, and takes a copy that fits.
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"fits\n")
+    p = ecotui(env, "cp", str(small), "full/full-1:small.txt")
+    assert p.returncode == 0, p.stderr
+    assert remote(env, "full", "full-1", "cat small.txt; ls -a") == "fits\n.\n..\nsmall.txt\n"
+    end_clusters(srv, env["ECO_API_KEY"])

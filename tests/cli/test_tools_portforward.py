@@ -1,17 +1,21 @@
 """`ecotui port-forward` and the backend's portforward WebSocket, against a real
 backend with the local runtime: byte-exact both ways, concurrent connections,
 half-close, only the replica's own ports, clear lines and exits on bad input,
-and a forward that keeps serving across a replica restart and a backend restart."""
+a forward that keeps serving across a replica restart, a backend restart and a
+network blip, and one forward carrying far more connections than the account's
+WebSocket cap, which still holds for everything else."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -21,7 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection
 
+from support.reliability import ws_connect
 from support.tools_helpers import account_env, ecotui, end_clusters, launch_ready, subprocess_env
 
 # An echo server on $PORT (on FIXED for replica 0 when FIXED is set).
@@ -255,3 +261,204 @@ def test_keeps_serving_across_replica_and_backend_restarts(ecolink_server, monke
     finally:
         fwd.stop()
     end_clusters(ecolink_server, env["ECO_API_KEY"])
+
+
+def recv_exactly(s: socket.socket, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        d = s.recv(n - len(got))
+        if not d:
+            break
+        got += d
+    return got
+
+
+def refused_with(url: str, key: str) -> dict[str, str]:
+    with pytest.raises(InvalidStatus) as exc:
+        ws_connect(url, key).close()
+    resp = exc.value.response
+    assert resp.status_code == 429, resp.status_code
+    return json.loads(resp.body or b"{}")["error"]
+
+
+def test_one_forward_carries_many_more_connections_than_the_websocket_cap(
+    ecolink_server_factory, monkeypatch, tmp_path
+):
+    # The general cap stays at its default (64); port-forward connections have their own.
+    srv = ecolink_server_factory(extra_args=["--max-portforwards-per-account", "160"])
+    env = account_env(srv, monkeypatch, tmp_path, "many")
+    key = env["ECO_API_KEY"]
+    launch_ready(srv, key, "many", 2, command=ECHO)
+    port = replica_ports(env, "many")["many-0"]
+    wait_listening(port)
+    fwd = PortForward(env, "many", "many-0", f":{port}")
+    held: list[socket.socket] = []
+    sockets: list[ClientConnection] = []
+    try:
+        local = fwd.local_port()
+        for _ in range(150):
+            held.append(socket.create_connection(("127.0.0.1", local), timeout=30))
+        for i, s in enumerate(held):
+            s.sendall(b"conn %03d\n" % i)
+        for i, s in enumerate(held):
+            assert recv_exactly(s, 9) == b"conn %03d\n" % i, (i, fwd.err_lines)
+        # All 150 forwarded connections are open at once; each still answers.
+        for i, s in enumerate(held):
+            s.sendall(b"again %03d\n" % i)
+            assert recv_exactly(s, 10) == b"again %03d\n" % i, (i, fwd.err_lines)
+        assert fwd.err_lines == []
+
+        # The account's other WebSockets are capped as before: 64, the 65th refused.
+        watch = srv.ws_url("/watch")
+        for _ in range(64):
+            sockets.append(ws_connect(watch, key))
+            assert json.loads(sockets[-1].recv(timeout=10))["type"] == "snapshot"
+        err = refused_with(watch, key)
+        assert err["code"] == "too_many_websockets" and "64 WebSockets" in err["message"], err
+        exec_url = srv.ws_url("/gpu-clusters/many/replicas/many-0/exec?command=true")
+        assert refused_with(exec_url, key)["code"] == "too_many_websockets"
+
+        # Port-forward connections have a cap of their own (here 160): 10 more, then 429.
+        pf_url = srv.ws_url(f"/gpu-clusters/many/replicas/many-0/portforward?port={port}")
+        for _ in range(10):
+            sockets.append(ws_connect(pf_url, key))
+        err = refused_with(pf_url, key)
+        assert err["code"] == "too_many_portforwards", err
+        assert "160 port-forward connections" in err["message"], err
+        assert fwd.proc.poll() is None
+
+        # Closing forwarded connections frees their places.
+        for s in held:
+            s.close()
+        held.clear()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if echo_roundtrip(local, b"after") == b"after":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, fwd.err_lines
+            time.sleep(0.2)
+    finally:
+        for s in held:
+            s.close()
+        for ws in sockets:
+            ws.close()
+        fwd.stop()
+    end_clusters(srv, key)
+
+
+class Relay:
+    """A TCP relay in front of the backend that a test can cut (every connection
+    through it reset, new ones refused) and restore on the same port: a network blip
+    between the CLI and the backend."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.port = 0
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        assert self.listener is not None
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for c in conns:
+            # a reset, as a broken path gives: no close frame, no FIN
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+
+
+def test_keeps_serving_across_a_network_blip(shared_ecolink_server, env):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch_ready(
+        shared_ecolink_server, env["ECO_API_KEY"], "blip", 2, command=f"FIXED={port} " + ECHO
+    )
+    wait_listening(port)
+    relay = Relay(shared_ecolink_server.port)
+    env = dict(env, ECO_API_URL=f"http://127.0.0.1:{relay.port}")
+    fwd = PortForward(env, "blip", f":{port}")  # no replica: looked up through the relay
+    try:
+        local = fwd.local_port()
+        assert echo_roundtrip(local, b"before") == b"before"
+        held = socket.create_connection(("127.0.0.1", local), timeout=30)
+        held.sendall(b"open")
+        assert recv_exactly(held, 4) == b"open"
+
+        relay.cut()
+        # The connection that was open when the path broke ends, with a line ...
+        try:
+            rest = held.recv(100)
+        except OSError:
+            rest = b""
+        assert rest == b""
+        held.close()
+        line = fwd.wait_err("connection lost")
+        assert f"127.0.0.1:{local} -> blip-0:{port}" in line and "broke" in line, line
+        # ... and each connection during the blip is closed at once, with a line.
+        for _ in range(3):
+            try:
+                got = echo_roundtrip(local, b"during")
+            except OSError:
+                got = b""
+            assert got == b""
+        line = fwd.wait_err("cannot reach the backend")
+        assert f"127.0.0.1:{relay.port}" in line, line
+        assert fwd.proc.poll() is None
+
+        relay.restore()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if echo_roundtrip(local, b"after") == b"after":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, fwd.err_lines
+            time.sleep(0.2)
+        payloads = [os.urandom(100_000 + i) for i in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(lambda b: echo_roundtrip(local, b), payloads)) == payloads
+        assert fwd.proc.poll() is None
+    finally:
+        fwd.stop()
+        relay.cut()

@@ -130,6 +130,18 @@ def test_frame_limits() -> None:
     )
 
 
+def test_portforward_sockets_are_counted_apart() -> None:
+    assert er.is_portforward("/gpu-clusters/x/replicas/x-0/portforward")
+    for path in (
+        "/watch",
+        "/gpu-clusters/x/replicas/x-0/exec",
+        "/gpu-clusters/x/service/replicas/x-0/portforward",
+        "/gpu-clusters/x/replicas/x-0/portforward/more",
+    ):
+        assert not er.is_portforward(path), path
+    assert er.MAX_PORTFORWARDS_PER_ACCOUNT > er.MAX_WEBSOCKETS_PER_ACCOUNT
+
+
 def test_absurd_magnitudes_are_refused_before_arithmetic() -> None:
     for value in (
         "1e999999",

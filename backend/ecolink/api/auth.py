@@ -259,19 +259,26 @@ class AuthMiddleware:
                     ),
                 )
                 return
-        counts = ctx.websockets_open
         acct_id = found.account.id
-        cap = ctx.max_websockets_per_account
+        if edge_rules.is_portforward(scope["path"]):
+            # Forwarded TCP connections: a cap of their own, so that a forward carrying
+            # many connections neither hits the general cap nor crowds out the rest.
+            counts = ctx.portforwards_open
+            cap = ctx.max_portforwards_per_account
+            code = "too_many_portforwards"
+            what = f"{cap} port-forward connections"
+        else:
+            counts = ctx.websockets_open
+            cap = ctx.max_websockets_per_account
+            code = "too_many_websockets"
+            what = f"{cap} WebSockets"
         if counts.get(acct_id, 0) >= cap:
             await deny_websocket(
                 scope,
                 receive,
                 send,
                 429,
-                _error(
-                    "too_many_websockets",
-                    f"this account has {cap} WebSockets open, the most allowed; close one first",
-                ),
+                _error(code, f"this account has {what} open, the most allowed; close one first"),
             )
             return
         counts[acct_id] = counts.get(acct_id, 0) + 1

@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 
 from ecocore.clock import Clock
 from ecocore.fleet_delta import RowVersions
-from ecolink.api.edge_rules import MAX_WEBSOCKETS_PER_ACCOUNT
+from ecolink.api.edge_rules import MAX_PORTFORWARDS_PER_ACCOUNT, MAX_WEBSOCKETS_PER_ACCOUNT
 from ecolink.api.proxy_pool import ProxyState
 from ecolink.catalog import Catalog
 from ecolink.presence import Presence
@@ -54,12 +54,16 @@ class AppContext:
     service_domain: str | None = None
     # WebSockets one account may hold open at once.
     max_websockets_per_account: int = MAX_WEBSOCKETS_PER_ACCOUNT
+    # Port-forward WebSockets one account may hold open at once (a cap of their own).
+    max_portforwards_per_account: int = MAX_PORTFORWARDS_PER_ACCOUNT
     # The service URL's keep-alive connections to replicas.
     proxy: ProxyState = field(default_factory=ProxyState)
     render_cache: RenderCache = field(default_factory=dict)
     gpu_versions: GpuListVersions = field(default_factory=dict)
     # WebSockets open per account id (the auth middleware's and the front's cap).
     websockets_open: dict[str, int] = field(default_factory=dict)
+    # Port-forward WebSockets open per account id (counted apart from the rest).
+    portforwards_open: dict[str, int] = field(default_factory=dict)
     # The front's counters of service-URL traffic; None until the front starts.
     traffic: TrafficView | None = None
     # This instance's row among those serving from the database (None in tests that

@@ -239,6 +239,11 @@ _EXEC_PATH = re.compile(r"^/gpu-clusters/[^/]+/(replicas/[^/]+/exec|sessions/[^/
 _PORTFORWARD_PATH = re.compile(r"^/gpu-clusters/[^/]+/replicas/[^/]+/portforward$")
 
 
+def is_portforward(path: str) -> bool:
+    """Whether `path` is a port-forward WebSocket (one forwarded TCP connection)."""
+    return _PORTFORWARD_PATH.match(path) is not None
+
+
 def frame_limit(path: str) -> int:
     """The largest message a client may send on the WebSocket at `path`."""
     if path == "/watch":
@@ -255,3 +260,7 @@ def frame_limit(path: str) -> int:
 # WebSockets one account may hold open at once (watch feeds, terminals, service
 # sockets together); the next one is refused with a clear answer.
 MAX_WEBSOCKETS_PER_ACCOUNT = 64
+# Port-forward WebSockets (one per forwarded TCP connection) have a cap of their own:
+# a forward carries many connections at once, and each holds little (messages of at
+# most 64 KiB, checked frame by frame, one chunk in flight each way).
+MAX_PORTFORWARDS_PER_ACCOUNT = 1024

@@ -2,8 +2,10 @@
 
 `GET /gpu-clusters/{id}/replicas/{replica}/portforward?port=P`, upgraded to
 WebSocket. Authorised like exec (an API key of the cluster's account; 401, 404
-before the upgrade). Before the upgrade the backend connects to the port; a
-port nothing in the replica listens on is `409` (field `port`), a runtime that
+before the upgrade). Each is one forwarded TCP connection, counted against a cap
+of its own per account (`--max-portforwards-per-account`, 429 beyond), not the
+cap of the account's other WebSockets. Before the upgrade the backend connects to
+the port; a port nothing in the replica listens on is `409` (field `port`), a runtime that
 cannot be reached `503`. After it, binary frames carry the bytes both ways; an
 empty binary frame from the client ends its direction (half-close); when the
 replica closes the connection the server closes the WebSocket (1000), and an
@@ -157,6 +159,11 @@ async def relay(
     summary="Port-forward (WebSocket): one TCP connection to a port of a replica",
     responses={
         426: {"description": "not a WebSocket upgrade"},
+        429: {
+            "description": "the account holds `--max-portforwards-per-account` port-forward "
+            "connections already (`too_many_portforwards`); they are counted apart from "
+            "its other WebSockets"
+        },
         **refusals(401, 404, 409, 422, 503),
     },
     description=(
@@ -168,8 +175,9 @@ async def relay(
         "listens on the port. Refused before "
         "the upgrade: 401, 404 (cluster or replica), 422 (port), 409 (nothing in the "
         "replica listens on the port; the local runtime reaches only ports the "
-        "replica's own processes listen on), 503 (runtime unreachable). A plain GET "
-        "is 426."
+        "replica's own processes listen on), 429 (too many port-forward connections "
+        "open; a cap of their own, apart from the account's other WebSockets), 503 "
+        "(runtime unreachable). A plain GET is 426."
     ),
     openapi_extra={
         "parameters": [

@@ -428,10 +428,61 @@ async def upload(
     fail = _failure(conn, bytes(err), f"{replica}:{dst}")
     if fail is not None:
         await _cleanup(client, cluster, replica, dst, token)
-        raise fail  # (the reader then saw a broken pipe: a consequence, not the cause)
+        # (the reader then saw a broken pipe: a consequence, not the cause)
+        raise await _upload_failure(client, cluster, replica, dst, conn, bytes(err), fail)
     if problem:
         raise CopyError(f"{src}: cannot read: {problem[0]}")
     progress.finish()
+
+
+# What a write that found no room says on the replica's side (tar, cat, sh).
+_NO_SPACE = ("No space left on device", "Disk quota exceeded")
+# How long a failed upload waits for a replica that was being stopped to say why.
+STOPPED_WAIT_S = 5.0
+
+
+async def _upload_failure(
+    client: EcoClient,
+    cluster: str,
+    replica: str,
+    dst: str,
+    conn: ExecConnection,
+    err: bytes,
+    fail: CopyError,
+) -> CopyError:
+    """The failure of an upload in words: "no space left on the replica" when a write
+    found no room, or when the replica was stopped for its disk quota (the local
+    runtime's limit) while the copy ran; why the replica went away when it did."""
+    what = f"{replica}:{dst}"
+    text = err.decode("utf-8", "replace")
+    for line in text.splitlines():
+        if any(words in line for words in _NO_SPACE):
+            return CopyError(f"{what}: no space left on the replica ({line.strip()})")
+    st = conn.status
+    killed = (
+        st is None or st.exit_code in (137, 143) or (st.message or "") in ("Terminated", "Killed")
+    )
+    if not killed:
+        return fail
+    deadline = time.monotonic() + STOPPED_WAIT_S
+    while True:
+        try:
+            c = await client.cluster(cluster)
+        except (ApiRefusal, BackendUnreachable):
+            return fail
+        state = next((r for r in c.replica_states if r.name == replica), None)
+        if state is None:
+            return CopyError(f"{what}: {replica} went away during the copy")
+        reason = state.reason or ""
+        if "disk quota" in reason:
+            return CopyError(f"{what}: no space left on the replica: {replica} {reason}")
+        if state.phase != "Running" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    if state.phase != "Running":
+        why = f": {state.reason}" if state.reason else ""
+        return CopyError(f"{what}: {replica} went away during the copy ({state.phase}{why})")
+    return fail
 
 
 async def _cleanup(

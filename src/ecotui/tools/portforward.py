@@ -31,6 +31,9 @@ CHUNK = 64 * 1024
 # (kubernetes: nothing listens on the port), and how long a check waits for it.
 CLOSE_REFUSED = 4409
 CHECK_WAIT_S = 1.0
+# Connections the kernel queues for us before we accept them: a burst of hundreds
+# (a browser, a load test) waits here instead of retrying its SYN a second later.
+BACKLOG = 1024
 _SPEC = re.compile(r"^(?:(\d*):)?(\d+)$")
 
 
@@ -136,7 +139,7 @@ class Forward:
     async def start(self) -> None:
         """Bind the local port (OSError when it is in use)."""
         self._server = await asyncio.start_server(
-            self._accept, self.address, self.local, limit=CHUNK
+            self._accept, self.address, self.local, limit=CHUNK, backlog=BACKLOG
         )
         sock = self._server.sockets[0]
         self.local = int(sock.getsockname()[1])
@@ -237,6 +240,11 @@ class Forward:
                 self.on_line(
                     f"{self.address}:{self.local} -> {self.target}: refused"
                     f" ({ws.close_reason or 'nothing listens on the port'})"
+                )
+            elif ws.close_code == 1006:  # no close frame: the connection itself broke
+                self.on_line(
+                    f"{self.address}:{self.local} -> {self.target}: connection lost"
+                    f" (the connection to the backend at {self.client.base_url} broke)"
                 )
             elif ws.close_code not in (None, 1000):
                 self.on_line(
