@@ -90,18 +90,23 @@ async def test_interactive_shell_with_resize(running, protocol):
     )
     try:
         await stream.write(b"stty size\n")
-        await read_until(stream, b"24 80")
+        await read_until(stream, b"24 80", timeout=30)
         await stream.resize(132, 40)
-        # Resize and stdin travel separately: ask until the new size shows.
+        # Resize and stdin travel separately: ask until the new size shows. Every byte
+        # read is kept, so an answer split over two reads still counts.
         seen = b""
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while b"40 132" not in seen:
             assert time.monotonic() < deadline, f"size never changed: {seen!r}"
             await stream.write(b"stty size\n")
-            try:
-                seen += await read_until(stream, b"40 132", timeout=1)
-            except TimeoutError:
-                pass
+            ask_again = time.monotonic() + 1
+            while b"40 132" not in seen and time.monotonic() < ask_again:
+                try:
+                    frame = await asyncio.wait_for(stream.read(), ask_again - time.monotonic())
+                except TimeoutError:
+                    break
+                assert frame is not None, f"stream ended before the new size; got {seen!r}"
+                seen += frame[1]
         await stream.write(b"exit 7\n")
         await collect(stream)
         assert (await stream.result()).exit_code == 7
