@@ -12,7 +12,10 @@ code 4008), never the others, and nothing a client keeping up has not seen is lo
 
 Records go to the store (`kept_sessions`) so a restarted backend reports the sessions
 its restart ended (`ended_reason` "backend_restart"); without a store, a small JSON
-file in the state dir does the same.
+file in the state dir does the same. Each record names the instance holding it:
+instances sharing a database list each other's sessions, reach them through their
+holder, and report those of an instance gone as ended ("instance_gone"); a start
+ends only the sessions of this state dir's previous run (`HOLDER_FILE`).
 
 Bounded per cluster: at most `max_live` (32) sessions still running (one more is
 refused with 409 conflict), and of the ended ones only the newest `keep_ended` (32)
@@ -555,7 +558,7 @@ class SessionManager:
         """Records of open sessions whose holder is gone (not seen for `ALIVE_US`, or
         no longer registered) say they ended, here and, soon after, in the store."""
         now = _us(self.clock.now())
-        gone = []
+        gone: set[str] = set()
         for r in recs:
             if not self.held_elsewhere(r):
                 continue
@@ -563,16 +566,15 @@ class SessionManager:
             if seen is not None and seen > now - ALIVE_US:
                 continue
             r.update(exited=True, ended_reason=INSTANCE_GONE, ended_at=now)
-            gone.append(r["id"])
+            gone.add(str(r["instance_id"]))
         if gone and self.store is not None:
             store = self.store
-            for sid in gone:
-                store.submit_write(
-                    lambda sid=sid: store.update_kept_session(
-                        sid, exited=True, ended_reason=INSTANCE_GONE, ended_at=now
-                    ),
-                    f"the end of session {sid} (its instance is gone)",
-                )
+            holders = sorted(gone)
+            # Only records still open: an end recorded meanwhile is kept as it is.
+            store.submit_write(
+                lambda: store.end_open_kept_sessions(INSTANCE_GONE, now, holders),
+                f"the end of the sessions of instances gone ({', '.join(holders)})",
+            )
 
     def record(
         self, cluster_id: str, sid: str, stored: builtins.list[dict[str, Any]] | None

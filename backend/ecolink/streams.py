@@ -264,8 +264,12 @@ class ClusterStreams:
         address = rec.get("holder_address")
         if forwarded or not address:
             raise RuntimeUnavailable(
-                f"session {sid!r} is held by instance {rec['instance_id']}, which "
-                + ("does not hold it" if forwarded else "has no address to reach it at")
+                f"session {sid!r} is held by instance {rec['instance_id']}, "
+                + (
+                    "and this request was passed on by another instance already"
+                    if forwarded
+                    else "which has no address to reach it at"
+                )
             )
         return HeldElsewhere(str(rec["instance_id"]), str(address))
 

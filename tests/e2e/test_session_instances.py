@@ -42,13 +42,15 @@ def _instance_at(srv: EcolinkServer) -> str:
     return ids[0]
 
 
-async def _refused(url: str, key: str) -> tuple[int, dict[str, Any], float]:
+async def _refused(
+    url: str, key: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], float]:
     """The HTTP answer that refuses an attach, and how long it took."""
     t = time.monotonic()
     with pytest.raises(websockets.InvalidStatus) as e:
         await websockets.connect(
             url,
-            additional_headers={"Authorization": f"Bearer {key}"},
+            additional_headers={"Authorization": f"Bearer {key}", **(headers or {})},
             subprotocols=[V5],
             proxy=None,
             open_timeout=30,
@@ -88,6 +90,14 @@ async def test_a_session_held_by_one_instance_is_reached_through_another_and_end
         assert set(listed) == set(made.values())
         assert all(s["instance"] == a_id and not s["exited"] for s in listed.values())
         assert all(s["ended_reason"] is None for s in listed.values())
+
+        # A request another instance passed on already is never passed on again.
+        status, body, _ = await _refused(
+            b.ws_url(f"/gpu-clusters/{cid}/sessions/{made['waits']}/attach"),
+            key,
+            {"x-eco-forwarded-from": a_id},
+        )
+        assert status == 503 and body["error"]["code"] == "runtime_unavailable", body
 
         # A restart of B does not end A's sessions.
         b.restart()

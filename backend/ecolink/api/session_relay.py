@@ -89,6 +89,7 @@ async def open_on_holder(
             compression=None,
             proxy=None,
             open_timeout=CONNECT_TIMEOUT_S,
+            close_timeout=CONNECT_TIMEOUT_S,
             max_size=MAX_FRAME,
             max_queue=MAX_QUEUE,
             user_agent_header=None,

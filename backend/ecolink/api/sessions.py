@@ -8,6 +8,9 @@
   `x-eco-replay-bytes` header says how many bytes of output are the replayed history,
   so a terminal does not answer the queries in it again
 - `DELETE /gpu-clusters/{id}/sessions/{sid}` → the ended session
+
+A session another instance on the same database holds is listed here too; its
+attach and end are relayed to that instance (`session_relay`).
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ async def list_sessions(ctx: Ctx, cluster: OwnedCluster) -> Response:
 @router.delete(
     "/gpu-clusters/{id}/sessions/{sid}",
     response_model=SessionOut,
-    responses=refusals(401, 404),
+    responses=refusals(401, 404, 503),
     summary="End a kept session",
 )
 async def end_session(request: Request, ctx: Ctx, cluster: OwnedCluster, sid: str) -> Response:
