@@ -129,9 +129,9 @@ async def test_a_session_held_by_one_instance_is_reached_through_another_and_end
         await far.send_stdin(b"echo far-$((40 + 2))\n")
         await near.until_out(b"far-42")
         await far.until_out(b"far-42")
-        await far.resize(91, 17)
-        await near.send_stdin(b"stty size\n")
-        await far.until_out(b"17 91")
+        await far.resize(91, 17)  # in order with what follows on the same socket
+        await far.send_stdin(b"stty size\n")
+        await near.until_out(b"17 91")
         assert _sessions(via_a, cid)[made["shell"]]["attached"] == 2
         await far.ws.close()
         await near.ws.close()
