@@ -32,7 +32,7 @@ import logging
 import os
 import secrets
 import shlex
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -315,6 +315,10 @@ class SessionManager:
         # The instance holding this manager's sessions (its row among the instances
         # serving from the store's database).
         self.instance_id: str | None = getattr(store, "instance_id", None)
+        # Since when this instance's own heartbeats have all been recorded (None: they
+        # fail now); until then, others' missing heartbeats may be the database's
+        # absence, not theirs. Set by whoever runs the heartbeats (presence).
+        self.steady_since: Callable[[], int | None] = lambda: 0
         # Whatever was open when the last backend stopped ended with it.
         self._end_open_records("backend_restart")
 
@@ -558,6 +562,9 @@ class SessionManager:
         """Records of open sessions whose holder is gone (not seen for `ALIVE_US`, or
         no longer registered) say they ended, here and, soon after, in the store."""
         now = _us(self.clock.now())
+        since = self.steady_since()
+        if since is None or since > now - ALIVE_US:
+            return  # this instance cannot tell yet
         gone: set[str] = set()
         for r in recs:
             if not self.held_elsewhere(r):

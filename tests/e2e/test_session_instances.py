@@ -228,3 +228,40 @@ def test_a_restarted_instance_ends_its_own_sessions_at_once_and_no_others(
             cid, sid = ids["on-b"]
             s = _sessions(api, cid)[sid]
             assert (s["exited"], s["ended_reason"], s["instance"]) == (False, None, b_id)
+
+
+def test_sessions_are_not_reported_gone_because_the_database_was_away(
+    ecolink_server_factory: Callable[..., EcolinkServer], postgres: PostgresServer
+) -> None:
+    """The database away for twice the liveness bound: no instance could be seen
+    meanwhile, so none counts as gone for it; A's session stays open as B lists it
+    from its first answer after the database is back, and after."""
+    env = {"ECOLINK_DATABASE_URL": postgres.new_database(), "ECOLINK_INSTANCE_ALIVE_S": "3"}
+    a = ecolink_server_factory(env=env, account="owner-a")
+    b = ecolink_server_factory(env=env, account="owner-b")
+    key = a.new_account("team", credit="100")
+    with a.client(key=key) as via_a, b.client(key=key) as via_b:
+        c = launch(via_a, "box", replicas=2, command="sleep infinity")
+        cid = wait_for(via_a, c["id"], all_ready(2), what="ready replicas")["id"]
+        r = via_a.post(
+            f"/gpu-clusters/{cid}/replicas/box-0/sessions",
+            json={"command": "sleep 3600", "tty": False},
+        )
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        time.sleep(ALIVE_S + 1)  # B has been up long enough to judge others
+        postgres.stop()
+        try:
+            time.sleep(2 * ALIVE_S)
+        finally:
+            postgres.start()
+        deadline = time.monotonic() + 30
+        while (r := via_b.get(f"/gpu-clusters/{cid}/sessions")).status_code != 200:
+            assert r.status_code == 503, r.text
+            assert time.monotonic() < deadline, "B did not recover"
+            time.sleep(0.05)
+        first = {s["id"]: s for s in r.json()["sessions"]}[sid]
+        assert (first["exited"], first["ended_reason"]) == (False, None)
+        time.sleep(ALIVE_S + 2)  # B judges again; A has been seen since
+        s = _sessions(via_b, cid)[sid]
+        assert (s["exited"], s["ended_reason"]) == (False, None)
