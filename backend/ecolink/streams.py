@@ -290,7 +290,7 @@ class ClusterStreams:
         if rec is not None and sm.held_elsewhere(rec):
             return self._holder(sid, rec, forwarded)
         known = sm.known(cluster.id, sid, recs) if rec is None else rec
-        why = f" (ended: {known['ended_reason']})" if known else ""
+        why = f" (ended: {known['ended_reason']})" if known and known["ended_reason"] else ""
         raise NotFound(f"no live session {sid!r}{why}", "sid") from None
 
     # -- console sessions (the eco_session cookie) -----------------------------------

@@ -99,11 +99,35 @@ async def test_a_session_held_by_one_instance_is_reached_through_another_and_end
         )
         assert status == 503 and body["error"]["code"] == "runtime_unavailable", body
 
+        # What the holder refuses is refused as it said it: a record naming A that A
+        # does not hold (as if it had ended while B read the record).
+        store = b.store()
+        try:
+            store.save_kept_session(
+                {
+                    "id": "ses_phantom",
+                    "cluster_id": cid,
+                    "replica": "box-0",
+                    "command": ["sh"],
+                    "started_at": 1,
+                    "instance_id": a_id,
+                }
+            )
+        finally:
+            store.close()
+        status, body, _ = await _refused(
+            b.ws_url(f"/gpu-clusters/{cid}/sessions/ses_phantom/attach"), key
+        )
+        assert status == 404 and body["error"]["code"] == "not_found", body
+        assert body["error"]["message"] == "no live session 'ses_phantom'"
+
         # A restart of B does not end A's sessions.
         b.restart()
         assert _instance_at(b) != b_id
         listed = _sessions(via_b, cid)
-        assert [(s["exited"], s["ended_reason"]) for s in listed.values()] == [(False, None)] * 3
+        assert [(listed[sid]["exited"], listed[sid]["ended_reason"]) for sid in made.values()] == [
+            (False, None)
+        ] * 3
 
         # Attached through B: input reaches A's process, its output and exit code come
         # back, and the holder's close ends the relayed socket.
@@ -172,6 +196,7 @@ async def test_a_session_held_by_one_instance_is_reached_through_another_and_end
             made["asks"]: "exited",
             made["waits"]: "instance_gone",
             made["shell"]: "deleted",
+            "ses_phantom": "instance_gone",
         }
         status, body, took = await _refused(waits, key)
         assert status == 404 and "instance_gone" in body["error"]["message"], body
