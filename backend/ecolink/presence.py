@@ -39,14 +39,19 @@ class Presence:
         self.catalog = catalog_fingerprint(catalog)
         self.address: str | None = None
         self._task: asyncio.Task[None] | None = None
+        # Since when this instance has been seen without a miss (None while its
+        # heartbeats fail): only after `ALIVE_US` of that can another instance's
+        # missing heartbeats say that it is gone, not that the database was away.
+        self._steady_since: int | None = None
 
     def now(self) -> int:
         return to_us(self.clock.now())
 
     def register(self) -> None:
         """Record this instance (before serving); `PresenceRefused` says who differs."""
+        now = self.now()
         with self.store.tx():
-            differ = self.store.register_instance(self.id, self.catalog, VERSION, self.now())
+            differ = self.store.register_instance(self.id, self.catalog, VERSION, now)
         if differ:
             names = ", ".join(
                 f"{i.id} (at {i.address or 'an unknown address'}, ecolink {i.version})"
@@ -59,6 +64,11 @@ class Presence:
                 f"theirs, or stop them first (an instance not seen for "
                 f"{ALIVE_US // 1_000_000} s counts as gone)"
             )
+        self._steady_since = now
+
+    def steady_since(self) -> int | None:
+        """Since when this instance's heartbeats have all been recorded (us)."""
+        return self._steady_since
 
     def start(self, address: str | None = None) -> None:
         self.address = address
@@ -77,7 +87,11 @@ class Presence:
                     lambda: self.store.instance_seen(self.id, now, address)  # noqa: B023
                 )
             except StoreError as exc:
+                self._steady_since = None
                 log.warning("could not record this instance as seen: %s", exc)
+            else:
+                if self._steady_since is None:
+                    self._steady_since = now
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -12,7 +12,10 @@ code 4008), never the others, and nothing a client keeping up has not seen is lo
 
 Records go to the store (`kept_sessions`) so a restarted backend reports the sessions
 its restart ended (`ended_reason` "backend_restart"); without a store, a small JSON
-file in the state dir does the same.
+file in the state dir does the same. Each record names the instance holding it:
+instances sharing a database list each other's sessions, reach them through their
+holder, and report those of an instance gone as ended ("instance_gone"); a start
+ends only the sessions of this state dir's previous run (`HOLDER_FILE`).
 
 Bounded per cluster: at most `max_live` (32) sessions still running (one more is
 refused with 409 conflict), and of the ended ones only the newest `keep_ended` (32)
@@ -29,7 +32,7 @@ import logging
 import os
 import secrets
 import shlex
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +47,7 @@ from ecolink.runtime.base import (
     ReplicaNotFound,
     Runtime,
 )
+from ecolink.store.instances import ALIVE_US
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,10 @@ FRAME_MAX = 64 * 1024
 CLOSE_TOO_SLOW = 4008
 MAX_LIVE_SESSIONS = 32  # per cluster
 KEEP_ENDED_SESSIONS = 32  # per cluster
+# The state dir's record of the instance it last served as.
+HOLDER_FILE = "sessions.holder"
+# Why a session held by an instance that is gone is reported ended.
+INSTANCE_GONE = "instance_gone"
 
 
 def _us(when: datetime) -> int:
@@ -257,6 +265,7 @@ class Session:
             "exit_code": self.exit_code,
             "ended_reason": self.ended_reason,
             "attached": sum(1 for c in self.clients if not c.dropped),
+            "instance": self.manager.instance_id,
         }
 
 
@@ -298,10 +307,18 @@ class SessionManager:
         # Creations under way per cluster (between the limit check and the runtime's
         # answer), so that concurrent requests cannot overshoot the limit.
         self._starting: dict[str, int] = {}
+        self._state_dir = Path(state_dir) if state_dir else None
         self._file = (Path(state_dir) / "sessions.json") if (state_dir and store is None) else None
         self._sessions: dict[str, Session] = {}
         # Ends of sessions on their way to the store: session id -> record changes.
         self._ending: dict[str, dict[str, Any]] = {}
+        # The instance holding this manager's sessions (its row among the instances
+        # serving from the store's database).
+        self.instance_id: str | None = getattr(store, "instance_id", None)
+        # Since when this instance's own heartbeats have all been recorded (None: they
+        # fail now); until then, others' missing heartbeats may be the database's
+        # absence, not theirs. Set by whoever runs the heartbeats (presence).
+        self.steady_since: Callable[[], int | None] = lambda: 0
         # Whatever was open when the last backend stopped ended with it.
         self._end_open_records("backend_restart")
 
@@ -309,7 +326,8 @@ class SessionManager:
     def _end_open_records(self, reason: str) -> None:
         now = _us(self.clock.now())
         if self.store is not None:
-            self.store.end_open_kept_sessions(reason, now)
+            previous = self._previous_holder()
+            self.store.end_kept_sessions_at_start(now, previous, now - ALIVE_US)
             return
         recs = self._file_records()
         changed = False
@@ -319,6 +337,21 @@ class SessionManager:
                 changed = True
         if changed:
             self._write_file(recs)
+
+    def _previous_holder(self) -> str | None:
+        """The instance this state directory served as before (its sessions ended
+        with it), recorded in the state dir; this instance's id takes its place."""
+        if self._state_dir is None or self.instance_id is None:
+            return None
+        path = self._state_dir / HOLDER_FILE
+        previous = None
+        with contextlib.suppress(OSError):
+            previous = path.read_text().strip() or None
+        with contextlib.suppress(OSError):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(self.instance_id + "\n")
+            os.replace(tmp, path)
+        return previous
 
     def _file_records(self) -> list[dict[str, Any]]:
         if self._file is None:
@@ -349,6 +382,7 @@ class SessionManager:
             "exit_code": None,
             "ended_reason": None,
             "ended_at": None,
+            "instance_id": self.instance_id,
         }
         try:
             if self.store is not None:
@@ -478,6 +512,7 @@ class SessionManager:
             recs = stored if stored is not None else self.store.kept_sessions(cluster_id)
             for r in recs:
                 r.update(self._ending.get(r["id"], {}))
+            self._settle_gone(recs)
         else:
             recs = [r for r in self._file_records() if r.get("cluster_id") == cluster_id]
         seen = set()
@@ -498,6 +533,7 @@ class SessionManager:
                         "exit_code": r["exit_code"],
                         "ended_reason": r["ended_reason"],
                         "attached": 0,
+                        "instance": r.get("instance_id"),
                     }
                 )
             seen.add(r["id"])
@@ -511,6 +547,55 @@ class SessionManager:
             drop = {r["id"] for r in ended[: len(ended) - self.keep_ended]}
             out = [r for r in out if r["id"] not in drop]
         return out
+
+    def held_elsewhere(self, r: dict[str, Any]) -> bool:
+        """Whether a record is of a session still open that another instance holds."""
+        return (
+            not r["exited"]
+            and r["ended_reason"] is None
+            and r.get("instance_id") is not None
+            and r.get("instance_id") != self.instance_id
+            and r["id"] not in self._sessions
+        )
+
+    def _settle_gone(self, recs: builtins.list[dict[str, Any]]) -> None:
+        """Records of open sessions whose holder is gone (not seen for `ALIVE_US`, or
+        no longer registered) say they ended, here and, soon after, in the store."""
+        now = _us(self.clock.now())
+        since = self.steady_since()
+        if since is None or since > now - ALIVE_US:
+            return  # this instance cannot tell yet
+        gone: set[str] = set()
+        for r in recs:
+            if not self.held_elsewhere(r):
+                continue
+            seen = r.get("holder_seen_at")
+            if seen is not None and seen > now - ALIVE_US:
+                continue
+            r.update(exited=True, ended_reason=INSTANCE_GONE, ended_at=now)
+            gone.add(str(r["instance_id"]))
+        if gone and self.store is not None:
+            store = self.store
+            holders = sorted(gone)
+            # Only records still open: an end recorded meanwhile is kept as it is.
+            store.submit_write(
+                lambda: store.end_open_kept_sessions(INSTANCE_GONE, now, holders),
+                f"the end of the sessions of instances gone ({', '.join(holders)})",
+            )
+
+    def record(
+        self, cluster_id: str, sid: str, stored: builtins.list[dict[str, Any]] | None
+    ) -> dict[str, Any] | None:
+        """The store's record of a session (its holder gone settled), None if none."""
+        if self.store is None:
+            return None
+        recs = stored if stored is not None else self.store.kept_sessions(cluster_id)
+        for r in recs:
+            if r["id"] == sid:
+                r.update(self._ending.get(sid, {}))
+                self._settle_gone([r])
+                return r
+        return None
 
     def known(
         self, cluster_id: str, sid: str, stored: builtins.list[dict[str, Any]] | None = None

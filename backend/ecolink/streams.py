@@ -42,6 +42,14 @@ class ServiceTargets:
     targets: list[HostPort]
 
 
+@dataclass(frozen=True, slots=True)
+class HeldElsewhere:
+    """A kept session that another live instance holds: attach there."""
+
+    instance_id: str
+    address: str
+
+
 @dataclass(slots=True)
 class Forward:
     """One port-forward connection to a replica's port."""
@@ -231,28 +239,59 @@ class ClusterStreams:
         sm = self._manager()
         return sm.list(cluster.id, await self._records(sm, cluster))
 
-    async def end_session(self, cluster: Cluster, sid: str) -> dict[str, Any]:
-        """End a kept session; one that ended before (a backend restart) is answered
-        as it is."""
+    async def end_session(
+        self, cluster: Cluster, sid: str, *, forwarded: bool = False
+    ) -> dict[str, Any] | HeldElsewhere:
+        """End a kept session; one that ended before (a backend restart, its instance
+        gone) is answered as it is; one that another live instance holds is ended
+        there (503 when that instance cannot be told; see `live_session`)."""
         sm = self._manager()
         try:
             s = await sm.end(cluster.id, sid, "deleted")
         except SessionNotFound:
-            rec = sm.known(cluster.id, sid, await self._records(sm, cluster))
+            recs = await self._records(sm, cluster)
+            held = sm.record(cluster.id, sid, recs)
+            if held is not None and sm.held_elsewhere(held):
+                return self._holder(sid, held, forwarded)
+            rec = sm.known(cluster.id, sid, recs)
             if rec is None:
                 raise NotFound(f"no session {sid!r}", "sid") from None
             return rec
         return s.as_json()
 
-    async def live_session(self, cluster: Cluster, sid: str) -> Session:
-        """A session still running, to attach to (404 saying why when it ended)."""
+    @staticmethod
+    def _holder(sid: str, rec: dict[str, Any], forwarded: bool) -> HeldElsewhere:
+        address = rec.get("holder_address")
+        if forwarded or not address:
+            raise RuntimeUnavailable(
+                f"session {sid!r} is held by instance {rec['instance_id']}, "
+                + (
+                    "and this request was passed on by another instance already"
+                    if forwarded
+                    else "which has no address to reach it at"
+                )
+            )
+        return HeldElsewhere(str(rec["instance_id"]), str(address))
+
+    async def live_session(
+        self, cluster: Cluster, sid: str, *, forwarded: bool = False
+    ) -> Session | HeldElsewhere:
+        """A session still running, to attach to: this instance's own, or where another
+        live instance holds it, that instance (503 when it cannot be told; 404 saying
+        why when the session ended, its holder gone included). `forwarded`: the
+        request came from another instance already, and is never passed on again."""
         sm = self._manager()
         try:
             return sm.get(cluster.id, sid)
         except SessionNotFound:
-            rec = sm.known(cluster.id, sid, await self._records(sm, cluster))
-            why = f" (ended: {rec['ended_reason']})" if rec else ""
-            raise NotFound(f"no live session {sid!r}{why}", "sid") from None
+            pass
+        recs = await self._records(sm, cluster)
+        rec = sm.record(cluster.id, sid, recs)
+        if rec is not None and sm.held_elsewhere(rec):
+            return self._holder(sid, rec, forwarded)
+        known = sm.known(cluster.id, sid, recs) if rec is None else rec
+        why = f" (ended: {known['ended_reason']})" if known and known["ended_reason"] else ""
+        raise NotFound(f"no live session {sid!r}{why}", "sid") from None
 
     # -- console sessions (the eco_session cookie) -----------------------------------
     async def open_console_session(self, account_id: str, key_id: int) -> tuple[str, int]:

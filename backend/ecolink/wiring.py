@@ -106,6 +106,7 @@ def build_context(config: ServeConfig) -> AppContext:
         store, runtime, catalog, clock, tracker=telemetry, leadership=leadership
     )
     sessions = SessionManager(runtime, clock, store=store, state_dir=state_dir)
+    sessions.steady_since = presence.steady_since
     return AppContext(
         service=service,
         store=store,

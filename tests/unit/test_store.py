@@ -338,6 +338,68 @@ def test_kept_session_records_end_on_restart(db: str) -> None:
     assert recs["s1"]["command"] == ["bash"]
 
 
+def test_a_start_ends_only_the_kept_sessions_of_its_previous_run_and_of_gone_instances(
+    db: str,
+) -> None:
+    """SQLite (one instance a database): a start ends every open session. Postgres
+    (shared): only those of this state's previous run, those naming no holder, and
+    those of instances gone; a live instance's sessions stay open."""
+    from ecolink.store.instances import ALIVE_US
+
+    store = Store(db)
+    with store.tx():
+        a = store.create_account("alice", NOW)
+    _cluster(store, a.id)
+    with store.tx():
+        assert store.register_instance("inst_live", "cat", "1", NOW) == []
+    if store.dialect == "postgresql":
+        with store.tx():
+            assert store.register_instance("inst_prev", "cat", "1", NOW) == []
+            assert store.register_instance("inst_stale", "cat", "1", NOW - ALIVE_US - 1) == []
+            store.instance_seen("inst_live", NOW, "http://10.0.0.1:8000")
+    holders = {
+        "s_live": "inst_live",
+        "s_stale": "inst_stale",
+        "s_prev": "inst_prev",
+        "s_none": None,
+        "s_unknown": "inst_unknown",
+    }
+    for i, (sid, holder) in enumerate(holders.items()):
+        store.save_kept_session(
+            {
+                "id": sid,
+                "cluster_id": "gc_1",
+                "replica": "demo-0",
+                "command": ["bash"],
+                "started_at": NOW + i,
+                "instance_id": holder,
+            }
+        )
+    recs = {r["id"]: r for r in store.kept_sessions("gc_1")}
+    assert {sid: r["instance_id"] for sid, r in recs.items()} == holders
+    assert recs["s_unknown"]["holder_seen_at"] is None
+    if store.dialect == "postgresql":  # a row not seen for too long: gone as well
+        assert recs["s_stale"]["holder_seen_at"] == NOW - ALIVE_US - 1
+    assert recs["s_live"]["holder_seen_at"] == NOW
+    with store.tx():
+        ended = store.end_kept_sessions_at_start(NOW + 5, "inst_prev", NOW + 5 - ALIVE_US)
+    reasons = {r["id"]: r["ended_reason"] for r in store.kept_sessions("gc_1")}
+    if store.dialect == "postgresql":
+        assert recs["s_live"]["holder_address"] == "http://10.0.0.1:8000"
+        assert ended == 4
+        assert reasons == {
+            "s_live": None,
+            "s_stale": "instance_gone",
+            "s_prev": "backend_restart",
+            "s_none": "backend_restart",
+            "s_unknown": "instance_gone",
+        }
+    else:
+        assert ended == 5
+        assert set(reasons.values()) == {"backend_restart"}
+    store.close()
+
+
 def test_time_helpers_are_exact() -> None:
     assert to_us(from_us(NOW + 123_457)) == NOW + 123_457
     assert rfc3339(NOW + 5) == "2026-01-01T00:00:00.000005Z"

@@ -8,6 +8,9 @@
   `x-eco-replay-bytes` header says how many bytes of output are the replayed history,
   so a terminal does not answer the queries in it again
 - `DELETE /gpu-clusters/{id}/sessions/{sid}` → the ended session
+
+A session another instance on the same database holds is listed here too; its
+attach and end are relayed to that instance (`session_relay`).
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
+from websockets.asyncio.client import ClientConnection
 
 from ecolink.api.channels import V5, choose_subprotocol, pump_input, status_frame
 from ecolink.api.common import json_response, parse_json, read_body
 from ecolink.api.context import AppContext
 from ecolink.api.deps import Ctx, OwnedCluster
 from ecolink.api.errors import refusals
+from ecolink.api.session_relay import end_on_holder, forwarded, open_on_holder, relay
 from ecolink.api.ws import before_upgrade, close_quietly
 from ecolink.errors import InvalidField, MalformedRequest
 from ecolink.sessions import CLOSE_TOO_SLOW, ClientTooSlow, Session
 from ecolink.store import Account
+from ecolink.streams import HeldElsewhere
 
 router = APIRouter(tags=["sessions"])
 
@@ -63,8 +69,11 @@ class SessionOut(BaseModel):
     started_at: str = Field(json_schema_extra={"format": "date-time"})
     exited: bool
     exit_code: int | None
-    ended_reason: Literal["exited", "backend_restart", "deleted"] | None
+    ended_reason: Literal["exited", "backend_restart", "deleted", "instance_gone"] | None
     attached: int = Field(ge=0)
+    instance: str | None = Field(
+        default=None, description="the instance holding the session (several share a database)"
+    )
 
 
 class SessionsOut(BaseModel):
@@ -145,24 +154,39 @@ async def list_sessions(ctx: Ctx, cluster: OwnedCluster) -> Response:
 @router.delete(
     "/gpu-clusters/{id}/sessions/{sid}",
     response_model=SessionOut,
-    responses=refusals(401, 404),
+    responses=refusals(401, 404, 503),
     summary="End a kept session",
 )
-async def end_session(ctx: Ctx, cluster: OwnedCluster, sid: str) -> Response:
-    return json_response(await ctx.streams.end_session(cluster, sid))
+async def end_session(request: Request, ctx: Ctx, cluster: OwnedCluster, sid: str) -> Response:
+    ended = await ctx.streams.end_session(cluster, sid, forwarded=forwarded(request))
+    if isinstance(ended, HeldElsewhere):  # another instance holds it: ended there
+        return await end_on_holder(request, ended, _instance_id(ctx))
+    return json_response(ended)
+
+
+def _instance_id(ctx: AppContext) -> str:
+    return ctx.presence.id if ctx.presence is not None else ctx.store.instance_id
 
 
 @router.websocket("/gpu-clusters/{id}/sessions/{sid}/attach")
 async def attach_session(websocket: WebSocket, id: str, sid: str) -> None:
-    async def prepare(ctx: AppContext, account: Account) -> tuple[Session, str | None]:
+    async def prepare(
+        ctx: AppContext, account: Account
+    ) -> tuple[Session | ClientConnection, str | None]:
         cluster = await ctx.streams.cluster(account.id, id)
         proto = choose_subprotocol(websocket)
-        return await ctx.streams.live_session(cluster, sid), proto
+        found = await ctx.streams.live_session(cluster, sid, forwarded=forwarded(websocket))
+        if isinstance(found, HeldElsewhere):  # another instance holds it: relayed
+            return await open_on_holder(websocket, found, proto, _instance_id(ctx)), proto
+        return found, proto
 
     found = await before_upgrade(websocket, prepare)
     if found is None:
         return
     s, proto = found
+    if not isinstance(s, Session):
+        await relay(websocket, s)
+        return
     client = s.attach()
     # How many bytes of the first frames are replayed history (a terminal must not
     # answer the queries in them again: the program that asked is long past them).

@@ -19,6 +19,7 @@ from ecolink.service.expiry import Expiry
 from ecolink.service.lifecycle import MICROS_PER_SECOND, alive, follow
 from ecolink.service.listener import RuntimeEvents
 from ecolink.store import Cluster, Event, to_us
+from ecolink.store.instances import ALIVE_US
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class Reconciler:
                 )
             core.not_before(latest)
         now = core.now()
-        await core.commit(lambda: core.store.end_open_kept_sessions("backend_restart", now))
+        await core.commit(lambda: core.store.end_kept_sessions_at_start(now, None, now - ALIVE_US))
         if not self.leadership.leading:
             await self.start_runtime()
             return

@@ -5,13 +5,26 @@ instance that holds it."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ecolink.store.database import Database
 
-# How long an instance not seen counts as gone, and how often a live one says so.
-ALIVE_US = 15_000_000
-HEARTBEAT_S = 5.0
+
+def _alive_us() -> int:
+    """15 s, or `ECOLINK_INSTANCE_ALIVE_S` seconds (at least 1) where set."""
+    raw = os.environ.get("ECOLINK_INSTANCE_ALIVE_S", "").strip()
+    try:
+        seconds = float(raw) if raw else 15.0
+    except ValueError:
+        seconds = 15.0
+    return int(max(1.0, seconds) * 1_000_000)
+
+
+# How long an instance not seen counts as gone, and how often a live one says so
+# (three times within that bound).
+ALIVE_US = _alive_us()
+HEARTBEAT_S = min(5.0, ALIVE_US / 3_000_000)
 # Instances register one at a time (Postgres: this transaction-scoped advisory lock).
 _REGISTER_LOCK = 0x6563_6F6C_696E_6B02
 
