@@ -400,19 +400,24 @@ class EventsOut(_Answer):
 class SessionOut(_Answer):
     """A kept shell session in a replica (POST, GET and DELETE .../sessions)."""
 
+    model_config = ConfigDict(extra="allow", title="SessionOut")
     id: str
     cluster_id: str
     replica: str
     command: list[str]
     tty: bool
-    started_at: str
+    started_at: str = Field(json_schema_extra={"format": "date-time"})
     exited: bool
     exit_code: int | None
-    ended_reason: Literal["exited", "backend_restart", "deleted"] | None
-    attached: int
+    ended_reason: Literal["exited", "backend_restart", "deleted", "instance_gone"] | None
+    attached: int = Field(ge=0)
+    instance: str | None = Field(
+        default=None, description="the instance holding the session (several share a database)"
+    )
 
 
 class SessionsOut(_Answer):
+    model_config = ConfigDict(extra="allow", title="SessionsOut")
     sessions: list[SessionOut]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection
 
+from ecocore.wire import SessionOut, SessionsOut
 from ecolink.api.channels import V5, choose_subprotocol, pump_input, status_frame
 from ecolink.api.common import json_response, parse_json, read_body
 from ecolink.api.context import AppContext
@@ -57,28 +58,6 @@ class SessionIn(BaseModel):
     tty: bool = True
     width: int = Field(default=80, ge=1, le=MAX_SIZE)
     height: int = Field(default=24, ge=1, le=MAX_SIZE)
-
-
-class SessionOut(BaseModel):
-    model_config = ConfigDict(title="SessionOut")
-    id: str
-    cluster_id: str
-    replica: str
-    command: list[str]
-    tty: bool
-    started_at: str = Field(json_schema_extra={"format": "date-time"})
-    exited: bool
-    exit_code: int | None
-    ended_reason: Literal["exited", "backend_restart", "deleted", "instance_gone"] | None
-    attached: int = Field(ge=0)
-    instance: str | None = Field(
-        default=None, description="the instance holding the session (several share a database)"
-    )
-
-
-class SessionsOut(BaseModel):
-    model_config = ConfigDict(title="SessionsOut")
-    sessions: list[SessionOut]
 
 
 # Inline (the app's component list is not this module's): a plain, $ref-free schema.
