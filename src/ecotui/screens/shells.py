@@ -62,6 +62,14 @@ def _gpu_words(replica: ReplicaOut) -> str:
     return f"GPUs {', '.join(parts)}{suffix}"
 
 
+# Why a kept session ended, in words (the API's `ended_reason`).
+_ENDED = {
+    "backend_restart": "by a backend restart",
+    "instance_gone": "with the backend instance that held it (it stopped or was lost)",
+    "deleted": "(ended by its owner)",
+}
+
+
 class ReplicaPick(NamedTuple):
     name: str
     ready: bool
@@ -202,9 +210,8 @@ class ShellPane(Vertical):
             code = "unknown" if self.exit_code is None else str(self.exit_code)
             return f"process exited with code {code}; press Enter for a new shell"
         if self.state == "ended":
-            if self.ended_reason == "backend_restart":
-                return "session ended by a backend restart; press Enter for a new shell"
-            return f"session ended ({self.ended_reason or 'gone'}); press Enter for a new shell"
+            why = _ENDED.get(self.ended_reason or "", f"({self.ended_reason or 'gone'})")
+            return f"session ended {why}; press Enter for a new shell"
         if self.state == "error":
             return f"{self.detail}; press Enter to try again"
         return ""
