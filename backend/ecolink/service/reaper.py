@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import defaultdict
 
@@ -78,7 +79,7 @@ class Reaper:
                 break
             if expires_at <= now:
                 async with core.lock(account_id):
-                    fresh = core.store.cluster(cid)
+                    fresh = await core.store.run_read(functools.partial(core.store.cluster, cid))
                     if fresh is not None and fresh.status in EXPIRABLE and fresh.expires_at <= now:
                         await self.expiry.expire_locked(fresh, now)
                         n += 1
@@ -186,11 +187,12 @@ class Reaper:
                 core.bus.publish(events=[ev])
         return out
 
-    def next_deadline(self) -> int | None:
+    async def next_deadline(self) -> int | None:
         """The next expiry or warning moment (microseconds), for the reaper's sleep."""
         now = self.core.now()
         best: int | None = None
-        for _, _, expires_at, warned in self.core.store.deadlines(EXPIRABLE):
+        store = self.core.store
+        for _, _, expires_at, warned in await store.run_read(lambda: store.deadlines(EXPIRABLE)):
             moments = [expires_at] + [
                 expires_at - before for bit, before in WARNINGS if not warned & bit
             ]
@@ -242,7 +244,7 @@ class Reaper:
             delay = self.tick_s
             if self.leadership.leading:
                 try:
-                    nxt = self.next_deadline()
+                    nxt = await self.next_deadline()
                 except Exception:
                     log.exception("reading the next deadline failed")
                     nxt = None

@@ -7,6 +7,7 @@ of a shutdown whose replicas keep running) is the leader's (`ecolink.leadership`
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -83,7 +84,7 @@ class Reconciler:
             if not wrong or not confirmed(c.id):
                 continue
             async with core.lock(c.account_id):
-                fresh = core.store.cluster(c.id)
+                fresh = await core.store.run_read(functools.partial(core.store.cluster, c.id))
                 if fresh is None or fresh.status != c.status:
                     continue
                 log.warning("reconcile: cluster %s %s; putting the runtime back", c.id, what)
@@ -109,7 +110,7 @@ class Reconciler:
             for cid in list(ids()):
                 if self.events.launching(cid):
                     continue
-                known = core.store.cluster(cid)
+                known = await core.store.run_read(functools.partial(core.store.cluster, cid))
                 if known is not None and known.status not in TERMINAL:
                     continue
                 if not confirmed(cid):
