@@ -387,7 +387,11 @@ def main() -> None:
             cid, ports = be.launch("bench", 2)
             sink_script = tmpd / "sink.py"
             sink_script.write_text(SINK)
-            sink_id, sink_ports = be.launch("sink", 2, f"{sys.executable} {sink_script}")
+            # Run as root, replicas run under their own uids: they must reach the script.
+            tmpd.chmod(0o755)
+            sink_script.chmod(0o644)
+            # The system's python3: this interpreter may sit where other uids cannot go.
+            sink_id, sink_ports = be.launch("sink", 2, f"python3 {sink_script}")
             nginx_proc, nport = start_nginx(nginx_bin, tmpd, ports)
             bport = int(be.url.rsplit(":", 1)[1])
             auth = {"Authorization": f"Bearer {be.key}"}
