@@ -173,6 +173,17 @@ class LeaseLeadership(Leadership):
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
         spec["leaseDurationSeconds"] = self.duration_s
         spec["renewTime"] = now
+        try:
+            self._lease = await self._replace(lease, spec)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False  # someone else wrote it first
+            raise
+        return True
+
+    async def _replace(self, lease: Obj, spec: dict[str, Any]) -> Obj:
+        """Write `spec` over the Lease as it was read (its resourceVersion: a concurrent
+        writer makes this fail with 409)."""
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -183,15 +194,10 @@ class LeaseLeadership(Leadership):
             },
             "spec": spec,
         }
-        try:
-            self._lease = await self.api.call(
-                self.leases.replace_namespaced_lease, self.name, self.namespace, body
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False  # someone else wrote it first
-            raise
-        return True
+        result: Obj = await self.api.call(
+            self.leases.replace_namespaced_lease, self.name, self.namespace, body
+        )
+        return result
 
     async def _release(self, was_leading: bool) -> None:
         """Hand the Lease over: no holder, so the next candidate takes it at once."""
@@ -203,20 +209,8 @@ class LeaseLeadership(Leadership):
             return
         spec.pop("holderIdentity", None)
         spec["renewTime"] = micro_time(self._wall())
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "resourceVersion": lease["metadata"]["resourceVersion"],
-            },
-            "spec": spec,
-        }
         try:
-            await self.api.call(
-                self.leases.replace_namespaced_lease, self.name, self.namespace, body
-            )
+            await self._replace(lease, spec)
         except ApiException as exc:
             if exc.status != 409:
                 raise
