@@ -92,6 +92,10 @@ class Presence:
             else:
                 if self._steady_since is None:
                     self._steady_since = now
+                if self.store.dialect != "postgresql":
+                    # One instance per SQLite file: nobody watches for its heartbeat, and
+                    # a write every 5 s would only move the caches' generation.
+                    return
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -366,7 +366,7 @@ class Database:
             try:
                 yield
                 self._before_commit()
-                if self._touched or self.dialect == "postgresql":
+                if self.dialect == "postgresql":  # (SQLite: nobody else to tell)
                     self._announce()
                 self._writer.execute("COMMIT")
                 self._generation += 1
@@ -386,7 +386,8 @@ class Database:
 
     def touched(self, item: str) -> None:
         """Note what this transaction changes, for the other instances' watchers."""
-        self._touched.append(item)
+        if self.dialect == "postgresql":
+            self._touched.append(item)
 
     def _announce(self) -> None:
         """Postgres: NOTIFY the other instances of what this transaction changed, in
