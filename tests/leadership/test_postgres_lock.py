@@ -114,7 +114,11 @@ async def test_one_of_three_leads_and_another_takes_over_when_its_session_is_kil
             nxt = await watcher.one_leader(TAKEOVER_BOUND_S, other_than=leader)
             took = time.monotonic() - killed
             takeovers.append(took)
-            # The old leader stepped down before the new one led.
+            # The old leader stepped down as the new one led: the server lets go of the
+            # lock when it ends the session, and the old leader learns it from the same
+            # closed connection, so the two may land in either order, a moment apart
+            # (never longer than its check; charges re-read under the account lock, so
+            # such a moment posts nothing twice: see tests/unit/test_leadership.py).
             stepped_down = next(
                 t
                 for t, who, leading in reversed(watcher.changes)
@@ -125,7 +129,7 @@ async def test_one_of_three_leads_and_another_takes_over_when_its_session_is_kil
                 for t, who, leading in reversed(watcher.changes)
                 if who == nxt.identity and leading
             )
-            assert stepped_down <= gained
+            assert stepped_down - gained < leader.check_s, (stepped_down, gained)
             assert not leader.leading and not await leader.confirm()
             leader = nxt
         print(
