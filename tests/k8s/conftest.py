@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,3 +240,23 @@ class Recorder:
                 await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
             except TimeoutError:
                 pass
+
+
+def forbid_deployments(core: Any, namespace: str, timeout: float = 30.0) -> None:
+    """A quota of no Deployments in ``namespace``, returned once it is enforced.
+
+    The API server's quota admission only counts a quota whose status the quota
+    controller has filled in; until then a create passes. On a busy machine that
+    takes a moment, so this waits for ``status.hard`` before returning.
+    """
+    core.create_namespaced_resource_quota(
+        namespace,
+        {
+            "metadata": {"name": "no-deployments"},
+            "spec": {"hard": {"count/deployments.apps": "0"}},
+        },
+    )
+    deadline = time.monotonic() + timeout
+    while not (core.read_namespaced_resource_quota("no-deployments", namespace).status.hard or {}):
+        assert time.monotonic() < deadline, "the quota controller never filled in the quota"
+        time.sleep(0.1)

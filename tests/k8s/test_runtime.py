@@ -15,7 +15,7 @@ from ecolink.runtime.base import ClusterSpec, RuntimeRefused, RuntimeUnavailable
 from ecolink.runtime.kubernetes import KubernetesRuntime
 from ecolink.runtime.kubernetes.client import load_target
 
-from .conftest import Recorder
+from .conftest import Recorder, forbid_deployments
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 A100 = "NVIDIA-A100-SXM4-80GB"
@@ -364,13 +364,7 @@ async def test_a_refused_apply_keeps_the_api_servers_words_and_creates_nothing(
     assert "the API server refused: 422" in str(invalid.value)
     assert "Invalid value" in str(invalid.value) and "eu west" in str(invalid.value)
     # A change the namespace forbids: a quota of no Deployments at all.
-    core.create_namespaced_resource_quota(
-        namespace,
-        {
-            "metadata": {"name": "no-deployments"},
-            "spec": {"hard": {"count/deployments.apps": "0"}},
-        },
-    )
+    forbid_deployments(core, namespace)
     spec = make_spec()
     with pytest.raises(RuntimeRefused) as forbidden:
         await runtime.apply(spec)

@@ -15,6 +15,7 @@ from kubernetes import client
 from support.e2e_helpers import V4, V5, all_ready, connect, exec_url, exit_code, launch, wait_for
 from support.server import EcolinkServer
 
+from .conftest import forbid_deployments
 from .test_streams import forward_pod_port, local_server
 
 
@@ -233,13 +234,7 @@ def test_outage_answers_503_and_stale_then_recovers(kapi, k8s_env):
 def test_a_refusal_of_the_api_server_is_answered_409_with_its_words(kapi, k8s_namespace):
     api, ns = k8s_namespace
     core = client.CoreV1Api(api)
-    core.create_namespaced_resource_quota(
-        ns,
-        {
-            "metadata": {"name": "no-deployments"},
-            "spec": {"hard": {"count/deployments.apps": "0"}},
-        },
-    )
+    forbid_deployments(core, ns)
     try:
         before = kapi.get("/account").json()
         r = kapi.post(

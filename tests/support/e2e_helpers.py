@@ -115,7 +115,11 @@ class Channel:
         deadline = time.monotonic() + timeout
         while needle not in self.out:
             left = deadline - time.monotonic()
-            if left <= 0 or not await self.recv_one(left):
+            try:
+                more = left > 0 and await self.recv_one(left)
+            except TimeoutError:
+                more = False
+            if not more:
                 raise AssertionError(f"{needle!r} not seen; got {bytes(self.out[-2000:])!r}")
 
     async def run_to_end(self, timeout: float = 20.0) -> None:
