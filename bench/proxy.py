@@ -259,6 +259,23 @@ def wrk_split(
     )
 
 
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # --------------------------------------------------------------------------- streaming
 
 
@@ -371,8 +388,11 @@ def main() -> None:
     ap.add_argument(
         "--workers",
         type=int,
-        default=None,
-        help="front processes (default: ecolink's own, the cores)",
+        default=1,
+        help=(
+            "front processes (default 1, as nginx runs 1 worker here; 0: ecolink's own "
+            "default, one per core)"
+        ),
     )
     ap.add_argument("--upload-mib", type=int, default=1024)
     args = ap.parse_args()
@@ -380,7 +400,7 @@ def main() -> None:
     conns = [int(c) for c in args.connections.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
-        be = Backend(tmpd / "state", args.workers)
+        be = Backend(tmpd / "state", args.workers or None)
         be.start()
         nginx_proc = None
         try:
@@ -400,15 +420,28 @@ def main() -> None:
                 "nginx": ([f"http://127.0.0.1:{nport}/bench"], {}),
                 "direct": ([f"http://127.0.0.1:{p}/bench" for p in ports], {}),
             }
+            # The proxy's own processes, whose CPU per request is reported beside.
+            assert be.proc is not None
+            front_pids = [be.proc.pid] + [
+                p
+                for p in children(be.proc.pid)
+                if b"ecolink.front.worker" in Path(f"/proc/{p}/cmdline").read_bytes()
+            ]
+            proxy_pids = {"service URL": front_pids, "nginx": children(nginx_proc.pid)}
             results: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {}
+            cpu: dict[tuple[str, int], list[float]] = {}
             for urls, headers in targets.values():  # warm-up
                 wrk_split(wrk_bin, urls, 32, 1, headers)
             for _ in range(args.rounds):
                 for c in conns:
                     for name, (urls, headers) in targets.items():
-                        results.setdefault((name, c), []).append(
-                            wrk_split(wrk_bin, urls, c, args.seconds, headers)
-                        )
+                        pids = proxy_pids.get(name, [])
+                        before = cpu_seconds(pids)
+                        r = wrk_split(wrk_bin, urls, c, args.seconds, headers)
+                        results.setdefault((name, c), []).append(r)
+                        if pids:
+                            used = cpu_seconds(pids) - before
+                            cpu.setdefault((name, c), []).append(used / (r[0] * args.seconds))
             sse = {
                 "service URL": statistics.median(
                     first_event(
@@ -441,7 +474,7 @@ def main() -> None:
     print(
         f"GET through 2 demo-service replicas, wrk -t2, {args.seconds:g} s per run, "
         f"{args.rounds} interleaved rounds (medians), {os.cpu_count()} cores, "
-        f"ecolink front workers: {args.workers or os.cpu_count()}"
+        f"ecolink front processes: {args.workers or os.cpu_count()}, nginx workers: 1"
     )
     for c in conns:
         print(f" {c} connections")
@@ -455,9 +488,11 @@ def main() -> None:
                 sum(r[3] for r in runs),
             )
             rps, p50, p99, errors = med[name]
+            used = cpu.get((name, c))
+            per = f"  proxy CPU {statistics.median(used) * 1e6:5.1f} us/request" if used else ""
             print(
                 f"  {name:12s} {rps:9.0f} req/s  median {p50 * 1e3:7.2f} ms  "
-                f"p99 {p99 * 1e3:7.2f} ms  errors {errors}"
+                f"p99 {p99 * 1e3:7.2f} ms  errors {errors}{per}"
             )
         s, n = med["service URL"], med["nginx"]
         print(

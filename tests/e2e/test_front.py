@@ -81,6 +81,7 @@ BAD = {
     "chunk size overflow": b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
     "transfer coding not chunked": b"Transfer-Encoding: gzip\r\n\r\n",
     "oversized head": b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+    "two host lines": b"Host: other\r\nContent-Length: 0\r\n\r\n",
 }
 
 
@@ -176,6 +177,10 @@ def test_forwarded_headers_replaced_and_path_as_sent(
             "X-Real-IP": "6.6.6.6",
             "X-Forwarded-Proto": "https",
             "X-Forwarded-Host": "evil",
+            # A header the client's Connection names ends at the front like the rest.
+            "Connection": "keep-alive, X-Hop",
+            "X-Hop": "hop-by-hop",
+            "X-Kept": "end-to-end",
         },
     )
     assert r.status_code == 200
@@ -191,6 +196,7 @@ def test_forwarded_headers_replaced_and_path_as_sent(
     assert headers["x-forwarded-proto"] == ["http"]
     assert headers["x-forwarded-host"] == [fresh_api.base_url.netloc.decode()]
     assert "6.6.6.6" not in json.dumps(info["headers"])
+    assert headers["x-kept"] == ["end-to-end"] and "x-hop" not in headers
 
 
 COOKIE_REPLICA = r"""
@@ -311,9 +317,12 @@ def test_round_robin_option_and_slow_clients(ecolink_server_factory: Any) -> Non
     with api.stream("GET", f"{base}/stream?chunks=30&delay=0.1") as long:
         lines = long.iter_lines()  # kept: a dropped iterator closes the answer
         busy = next(lines).split()[-1]
-        seen = [api.get(f"{base}/quick").json()["replica"] for _ in range(4)]
-        # Round-robin takes turns whatever each replica is doing.
-        assert seen.count(busy) == 2
+        seen = [api.get(f"{base}/quick").json()["replica"] for _ in range(6)]
+        # Round-robin takes turns whatever each replica is doing (least-outstanding
+        # would send none to the busy one). Not exactly 3 each: two fronts keep a
+        # turn each, and a replica whose readiness flickers on a busy machine leaves
+        # the rotation for a moment.
+        assert seen.count(busy) >= 2 and len(seen) - seen.count(busy) >= 2, seen
     # 500 connections with incomplete heads, and one that sends nothing.
     host, port = _addr(srv.url)
     socks = []

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from ecolink.front import cookies
 from ecolink.front.balancer import Pool
 from ecolink.front.proxy import ErrorLog
@@ -92,6 +95,39 @@ def test_failed_replica_backs_off_and_comes_back() -> None:
     for r in pool.replicas:
         r.failed(300.0)
     assert len(pool.order(300.0)) == 3
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.booleans()), min_size=1, max_size=6),
+    st.integers(0, 20),
+    st.sampled_from(["least-outstanding", "round-robin"]),
+)
+def test_order_tries_every_replica_once_healthy_first_best_at_the_head(
+    states: list[tuple[int, bool]], turn: int, policy: str
+) -> None:
+    pool = Pool("c1", policy)
+    pool.update([(f"r{i}", "127.0.0.1", 9000 + i, "local") for i in range(len(states))])
+    for r, (in_flight, sick) in zip(pool.replicas, states, strict=True):
+        r.in_flight = in_flight
+        r.down_until = 50.0 if sick else 0.0
+    pool._next = turn
+    start = turn % len(states)
+    out = pool.order(10.0)
+    assert sorted(r.name for r in out) == sorted(r.name for r in pool.replicas)
+    healthy = [r for r in out if r.down_until <= 10.0]
+    assert out[: len(healthy)] == healthy  # those in back-off come last
+    rotation = pool.replicas[start:] + pool.replicas[:start]
+    if healthy:
+        ready = [r for r in rotation if r.down_until <= 10.0]
+        if policy == "least-outstanding":
+            low = min(r.in_flight for r in ready)
+            assert out[0] is next(r for r in ready if r.in_flight == low)
+        else:
+            assert out[0] is ready[0]
+    else:
+        assert out[0] is rotation[0]
+    # The next turn starts after the one chosen.
+    assert pool._next == pool.replicas.index(out[0]) + 1
 
 
 def test_counters_keep_across_updates() -> None:

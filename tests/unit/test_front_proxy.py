@@ -18,6 +18,8 @@ KEY = "eco_test-key"
 
 
 class FakeTable:
+    snap = None  # the credential snapshot: this one never changes
+
     def account_for_key(self, key: str) -> str | None:
         return "acct" if key == KEY else None
 

@@ -4,6 +4,7 @@ round-robin), passive health, and per-replica traffic counters."""
 from __future__ import annotations
 
 import bisect
+import operator
 from dataclasses import dataclass, field
 from time import monotonic as _monotonic
 
@@ -26,13 +27,14 @@ BUCKETS = (
     30.0,
     60.0,
 )
+_IN_FLIGHT = operator.attrgetter("in_flight")
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 
 
-@dataclass
+@dataclass(eq=False)
 class Replica:
-    """One replica's address and what the front has seen of it."""
+    """One replica's address and what the front has seen of it (compared by identity)."""
 
     cluster_id: str
     name: str
@@ -49,12 +51,10 @@ class Replica:
     latency_sum: float = 0.0
 
     def __post_init__(self) -> None:
-        # The Host line of a request forwarded to it (its address, as bytes once).
+        # The Host line of a request forwarded to it (its address, as bytes once),
+        # and the key of its upstream connections.
         self.host_port = b"%s:%d" % (self.host.encode(), self.port)
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.host, self.port)
+        self.key: tuple[str, int] = (self.host, self.port)
 
     def healthy(self, now: float) -> bool:
         return self.down_until <= now
@@ -117,33 +117,18 @@ class Pool:
         if now is None:
             now = _monotonic()
         start = self._next % n
-        least = self.policy == "least-outstanding"
-        healthy: list[Replica] = []
-        sick: list[Replica] = []
-        low = -1
-        best_at = 0  # where the chosen healthy one sits in `healthy`
-        chosen_i = -1  # its index in `rs`
-        first_sick_i = -1
-        # One pass from the rotation point, by identity (no dataclass comparisons).
-        for j in range(start, start + n):
-            i = j - n if j >= n else j
-            r = rs[i]
-            if r.down_until <= now:
-                if low < 0 or (least and r.in_flight < low):
-                    low = r.in_flight
-                    best_at = len(healthy)
-                    chosen_i = i
-                healthy.append(r)
-            else:
-                if first_sick_i < 0:
-                    first_sick_i = i
-                sick.append(r)
+        rot = rs[start:] + rs[:start] if start else rs[:]  # from the rotation point
+        healthy = [r for r in rot if r.down_until <= now]
+        sick = [r for r in rot if r.down_until > now] if len(healthy) < n else []
         if not healthy:
-            self._next = first_sick_i + 1
+            self._next = rs.index(sick[0]) + 1
             return sick
-        if best_at:
-            healthy.insert(0, healthy.pop(best_at))
-        self._next = chosen_i + 1
+        # Least outstanding: the first of the least busy from the rotation point.
+        best = min(healthy, key=_IN_FLIGHT) if self.policy == "least-outstanding" else healthy[0]
+        self._next = rs.index(best) + 1
+        if best is not healthy[0]:
+            healthy.remove(best)
+            healthy.insert(0, best)
         if sick:
             healthy += sick
         return healthy

@@ -50,6 +50,13 @@ class ClientBase(asyncio.Protocol):
         self.addr_b = b""
         self.scheme_b = b""
         self.xff_line = b""
+        # The forwarding lines of the last service-URL request without X-Forwarded-For
+        # of its own, and the (host, prefix) they were made for.
+        self.fwd_key: tuple[bytes, str] | None = None
+        self.fwd_lines = b""
+        # The Authorization value of the last service-URL request that opened, the
+        # credential snapshot it was checked against, and the account it opened.
+        self.key_seen: tuple[bytes, object, str] | None = None
         self.parsing: Exchange | None = None
         self.queue: collections.deque[Exchange] = collections.deque()
         self.active: Exchange | None = None
@@ -111,10 +118,6 @@ class ClientBase(asyncio.Protocol):
             self._refuse(408, "the request head did not arrive in time")
         elif self.active is None and not self.queue:
             self._close()
-
-    def _idle(self) -> None:
-        if not self.closed and self.active is None and not self.queue and not self.in_head:
-            self._set_timer(self.cfg.idle_timeout)
 
     # ------------------------------------------------------------------ flow control
     def pause_writing(self) -> None:

@@ -6,9 +6,44 @@ from __future__ import annotations
 from time import monotonic as _monotonic
 
 from ecolink.front.client_service import ServiceRouting
-from ecolink.front.exchange import Exchange, HeadTooLarge
+from ecolink.front.exchange import NOTED, Exchange, HeadTooLarge
 
 _BODY_BUFFER_MAX = 1 << 20
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+
+
+def _note(ex: Exchange, n: bytes, value: bytes) -> None:
+    """A header of `NOTED` (lower-cased name `n`): what the exchange needs of it."""
+    if n == b"host":
+        ex.hosts += 1
+        if ex.hosts > 1:
+            # RFC 9112 3.2: a request with more than one Host line is refused, so
+            # that no two hops can read a different host from it.
+            raise ValueError("more than one Host header")
+        ex.host = value
+    elif n == b"cookie":
+        ex.cookies.append(value.decode("latin-1"))
+    elif n == b"origin":
+        ex.origin = value
+        ex.plain.append(b"origin: %s\r\n" % value)
+        ex.plain_names.append(n)
+    elif n == b"connection":
+        named = ex.named
+        if named is None:
+            named = ex.named = set()
+        named.update(t.strip().lower() for t in value.split(b","))
+    elif n == b"upgrade":
+        if not ex.upgrade_value:
+            ex.upgrade_value = value
+    elif n == b"transfer-encoding":
+        if value.strip().lower() != b"chunked":
+            raise ValueError("only the chunked transfer coding is accepted")
+        ex.chunked = True
+    elif n == b"content-length":
+        ex.length = int(value)
+    elif n == b"expect":
+        if value.strip().lower() == b"100-continue":
+            ex.expect = True
 
 
 class RequestParsing(ServiceRouting):
@@ -21,7 +56,7 @@ class RequestParsing(ServiceRouting):
         self.head_bytes = 0
         self.in_head = True
         if not self.deadline or self.active is None:
-            self._set_timer(self.cfg.head_timeout)
+            self.deadline = _monotonic() + self.cfg.head_timeout
 
     def on_url(self, url: bytes) -> None:
         ex = self.parsing
@@ -38,28 +73,32 @@ class RequestParsing(ServiceRouting):
         if self.head_bytes > self.cfg.max_head_bytes:
             raise HeadTooLarge
         ex.headers.append((name, value))
+        # One look at each header as it arrives: the ones a service URL drops,
+        # replaces or checks are noted; every other is kept as its forwarded line.
+        n = name.lower()
+        if n == b"authorization":
+            ex.auth = value
+        elif n in NOTED:
+            _note(ex, n, value)
+        elif n.startswith(b"x-forwarded-"):
+            if n == b"x-forwarded-for":
+                ex.xff.append(value)
+        else:
+            ex.plain.append(b"%s: %s\r\n" % (name, value))
+            ex.plain_names.append(n)
 
     def on_headers_complete(self) -> None:
         ex = self.parsing
         assert ex is not None
         self.in_head = False
         if self.active is None:
-            self._cancel_timer()
+            self.deadline = 0.0
         p = self.parser
-        ex.method = p.get_method().decode("latin-1")
+        m = p.get_method()
+        ex.method = _METHODS.get(m) or m.decode("latin-1")
         ex.http11 = p.get_http_version() == "1.1"
         ex.keep_alive = p.should_keep_alive()
         ex.upgrade = p.should_upgrade()
-        for name, value in ex.headers:
-            n = name.lower()
-            if n == b"transfer-encoding":
-                if value.strip().lower() != b"chunked":
-                    raise ValueError("only the chunked transfer coding is accepted")
-                ex.chunked = True
-            elif n == b"content-length":
-                ex.length = int(value)
-            elif n == b"expect" and value.strip().lower() == b"100-continue":
-                ex.expect = True
         if ex.method == "CONNECT":
             raise ValueError("CONNECT is not served here")
         self.queue.append(ex)
@@ -105,11 +144,11 @@ class RequestParsing(ServiceRouting):
         if not self.queue:
             if self.eof:
                 self._close()
-                return
-            self._idle()
+            elif not self.in_head:
+                self.deadline = _monotonic() + self.cfg.idle_timeout
             return
         ex = self.queue.popleft()
         self.active = ex
-        self._cancel_timer()
+        self.deadline = 0.0
         ex.started = _monotonic()
         self._route(ex)

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 from ecolink.api import edge_rules
 from ecolink.front import cookies
 from ecolink.front.client_upstream import UpstreamExchange
-from ecolink.front.exchange import SERVICE_DROP, Exchange, connection_tokens
+from ecolink.front.exchange import Exchange
 
 # How long a request to a running cluster waits for its first ready targets from the feed.
 FEED_WAIT_S = 2.0
@@ -35,7 +35,7 @@ class ServiceRouting(UpstreamExchange):
         url = ex.url
         suffix = self.cfg.service_domain
         if suffix:
-            host = next((v for n, v in ex.headers if n.lower() == b"host"), b"")
+            host = ex.host
             ref = edge_rules.service_host_ref(host.decode("latin-1"), suffix) if host else None
             if ref is not None:
                 # The cluster's own origin: every path is the replica's, at its root.
@@ -44,13 +44,13 @@ class ServiceRouting(UpstreamExchange):
                 ex.csp = _CSP_ORIGIN_LINE
                 self._service(ex, b"")
                 return
-        path, _, query = url.partition(b"?")
-        if path.startswith(_PREFIX):
+        if url.startswith(_PREFIX):
+            path, q, query = url.partition(b"?")
             parts = path.split(b"/", 4)
             if len(parts) == 5 and parts[3] == _SERVICE_SEG:
-                rest = b"/" + parts[4]
-                ex.upath = rest + (b"?" + query if b"?" in url else b"")
-                ex.ref = unquote(parts[2].decode("latin-1"))
+                ex.upath = b"/" + parts[4] + q + query
+                seg = parts[2].decode("latin-1")
+                ex.ref = unquote(seg) if "%" in seg else seg
                 ex.csp = _CSP_LINE
                 self._service(ex, None)
                 return
@@ -63,23 +63,22 @@ class ServiceRouting(UpstreamExchange):
         front = self.front
         table = front.table
         account = None
-        auth = None
-        origin = None
-        cookie_values = []
-        for name, value in ex.headers:
-            n = name.lower()
-            if n == b"authorization":
-                auth = value
-            elif n == b"cookie":
-                cookie_values.append(value.decode("latin-1"))
-            elif n == b"host":
-                ex.host = value
-            elif n == b"origin":
-                origin = value
+        auth = ex.auth
+        origin = ex.origin
+        cookie_values = ex.cookies
         if auth is not None:
-            scheme, _, token = auth.decode("latin-1").strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                account = table.account_for_key(token.strip())
+            # The key of the connection's last request, while the credential tables
+            # are the ones it was checked against (a revoked key is a new snapshot).
+            seen = self.key_seen
+            if seen is not None and seen[0] == auth and seen[1] is table.snap:
+                account = seen[2]
+            else:
+                scheme, _, token = auth.decode("latin-1").strip().partition(" ")
+                if scheme.lower() == "bearer" and token.strip():
+                    snap = table.snap
+                    account = table.account_for_key(token.strip())
+                    if account is not None and table.snap is snap:
+                        self.key_seen = (auth, snap, account)
         by_cookie = False
         if account is None and cookie_values:
             # The API's parser, and its rule: two different session tokens open nothing.
@@ -177,41 +176,26 @@ class ServiceRouting(UpstreamExchange):
             self._answer_error(ex, 404, "not_found", "the cluster has no service endpoint")
             return
         ex.cluster_id = info.id
-        out = []
-        named = connection_tokens(ex.headers)
-        prior_xff: list[bytes] = []
-        host = b""
-        for name, value in ex.headers:
-            n = name.lower()
-            if n == b"host":
-                host = value
-                continue
-            if n in SERVICE_DROP or n in named:
-                continue
-            if n == b"cookie":
-                continue  # below, all Cookie headers at once
-            if n.startswith(b"x-forwarded-"):
-                if n == b"x-forwarded-for":
-                    prior_xff.append(value)
-                continue
-            out.append(b"%s: %s\r\n" % (name, value))
+        # The client's own headers as the parser kept them (without the ones a
+        # service URL drops or replaces), less any its Connection header names.
+        named = ex.named
+        if named:
+            out = [line for line, n in zip(ex.plain, ex.plain_names, strict=True) if n not in named]
+        else:
+            out = ex.plain
         if cookie_values:
             for kept in cookies.strip_session_values(cookie_values):
                 out.append(b"cookie: %s\r\n" % kept.encode("latin-1"))
-        addr = self.addr_b
-        scheme_b = self.scheme_b
-        if prior_xff:
-            xff = b", ".join([*prior_xff, addr])
-            out.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (xff, scheme_b))
+        host = ex.host
+        if ex.xff:
+            out.append(self._forwarded_lines(ex.xff, host, prefix))
         else:
-            out.append(self.xff_line)
-        if host:
-            out.append(b"X-Forwarded-Host: %s\r\n" % host)
-        out.append(b"X-Forwarded-Prefix: %s\r\n" % prefix.encode())
-        fwd = b'for="%s";proto=%s' % (addr, scheme_b)
-        if host:
-            fwd += b';host="%s"' % host.replace(b'"', b"")
-        out.append(b"Forwarded: %s\r\nX-Real-IP: %s\r\n" % (fwd, addr))
+            # The same for every request of a connection to one service URL and host.
+            key = (host, prefix)
+            if key != self.fwd_key:
+                self.fwd_key = key
+                self.fwd_lines = self._forwarded_lines([], host, prefix)
+            out.append(self.fwd_lines)
         self._framing_headers(ex, out)
         ex.head_out = b"".join(out)
         pool = front.pools.get(info.id)
@@ -225,6 +209,25 @@ class ServiceRouting(UpstreamExchange):
                 self.loop.create_task(self._await_feed(ex, info.id))
                 return
         self._dispatch_service(ex, pool)
+
+    def _forwarded_lines(self, prior_xff: list[bytes], host: bytes, prefix: str) -> bytes:
+        """What the replica learns of the client and the URL it used: X-Forwarded-*,
+        Forwarded and X-Real-IP, set here whatever the client sent."""
+        addr = self.addr_b
+        scheme_b = self.scheme_b
+        if prior_xff:
+            xff = b", ".join([*prior_xff, addr])
+            out = [b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (xff, scheme_b)]
+        else:
+            out = [self.xff_line]
+        if host:
+            out.append(b"X-Forwarded-Host: %s\r\n" % host)
+        out.append(b"X-Forwarded-Prefix: %s\r\n" % prefix.encode())
+        fwd = b'for="%s";proto=%s' % (addr, scheme_b)
+        if host:
+            fwd += b';host="%s"' % host.replace(b'"', b"")
+        out.append(b"Forwarded: %s\r\nX-Real-IP: %s\r\n" % (fwd, addr))
+        return b"".join(out)
 
     async def _await_feed(self, ex: Exchange, cluster_id: str) -> None:
         await self.front.wait_for_targets(cluster_id, FEED_WAIT_S)

@@ -14,7 +14,6 @@ from ecolink.front.exchange import (
     IDEMPOTENT,
     NO_BODY_OK,
     REQ_DROP,
-    RESP_DROP,
     Exchange,
     connection_tokens,
 )
@@ -76,8 +75,7 @@ class UpstreamExchange(Tunnelling):
 
     def _framing_headers(self, ex: Exchange, out: list[bytes]) -> None:
         if ex.upgrade:
-            upgrade = next((v for n, v in ex.headers if n.lower() == b"upgrade"), b"")
-            out.append(b"connection: upgrade\r\nupgrade: %s\r\n" % upgrade)
+            out.append(b"connection: upgrade\r\nupgrade: %s\r\n" % ex.upgrade_value)
         if ex.chunked:
             out.append(b"transfer-encoding: chunked\r\n")
         elif ex.length is not None:
@@ -169,26 +167,20 @@ class UpstreamExchange(Tunnelling):
             return
         ex.status = status
         out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        length = None
-        chunked = False
-        service = ex.kind == "service"
-        if service:
+        lines = up.lines
+        if ex.kind == "service":
             out.append(ex.csp)  # first: a replica's own policy adds, never loosens
-        for name, value in headers:
-            n = name.lower()
-            if n in RESP_DROP:
-                if n == b"transfer-encoding":
-                    chunked = True
-                continue
-            if n == b"content-length":
-                length = value
-            elif (
-                service
-                and n == b"set-cookie"
-                and not cookies.set_cookie_allowed(value.decode("latin-1"), ex.prefixes)
-            ):
-                continue
-            out.append(b"%s: %s\r\n" % (name, value))
+            if up.set_cookies:
+                # A cookie scoped wider than the cluster's own paths is dropped.
+                dropped = {
+                    i
+                    for i, v in up.set_cookies
+                    if not cookies.set_cookie_allowed(v.decode("latin-1"), ex.prefixes)
+                }
+                lines = [line for i, line in enumerate(lines) if i not in dropped]
+        out += lines
+        length = up.length
+        chunked = up.chunked
         no_body = ex.method == "HEAD" or status in (204, 304)
         if no_body:
             ex.framing = "none"
@@ -210,7 +202,11 @@ class UpstreamExchange(Tunnelling):
             out.append(b"Connection: keep-alive\r\n")
         out.append(b"\r\n")
         ex.answered = True
-        self._write(b"".join(out))
+        batch = self.batch
+        if batch is not None:
+            batch.append(b"".join(out))
+        else:
+            self._write(b"".join(out))
 
     def upstream_body(self, data: bytes) -> None:
         if self.transport is None or self.closed:
@@ -221,9 +217,16 @@ class UpstreamExchange(Tunnelling):
         ex = self.active
         if ex is None or not data:
             return
-        if ex.framing == "chunked":
+        framing = ex.framing
+        if framing == "raw":
+            batch = self.batch
+            if batch is not None:
+                batch.append(data)
+            else:
+                self._write(data)
+        elif framing == "chunked":
             self._write(b"%x\r\n%b\r\n" % (len(data), data))
-        elif ex.framing != "none":
+        elif framing != "none":
             self._write(data)
 
     def upstream_done(self, up: Upstream) -> None:

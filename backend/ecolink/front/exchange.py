@@ -3,7 +3,6 @@ a hop: which request and answer headers end at the front."""
 
 from __future__ import annotations
 
-import collections
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -41,83 +40,69 @@ RESP_DROP = frozenset(
         b"upgrade",
     }
 )
+# Request headers the parser notes by name rather than forwarding as they came: each
+# is dropped, replaced or checked on a service URL (x-forwarded-* as well, by prefix).
+NOTED = SERVICE_DROP | {b"cookie", b"origin"}
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 NO_BODY_OK = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 
 
 class Exchange:
-    """One request from the client, from its head to the end of its answer."""
+    """One request from the client, from its head to the end of its answer.
 
-    __slots__ = (
-        "method",
-        "url",
-        "headers",
-        "http11",
-        "keep_alive",
-        "upgrade",
-        "chunked",
-        "length",
-        "body",
-        "body_bytes",
-        "body_done",
-        "kind",
-        "cluster_id",
-        "ref",
-        "replica",
-        "up",
-        "started",
-        "status",
-        "framing",
-        "answered",
-        "tunnel_rest",
-        "head_out",
-        "upath",
-        "prefixes",
-        "replicas",
-        "tries",
-        "retried",
-        "sent_body",
-        "local",
-        "expect",
-        "csp",
-        "host",
-        "account",
-    )
+    Every field starts as the class says; only the lists a request fills are made
+    per instance (a request costs a few allocations, not forty-odd stores)."""
+
+    method = ""
+    url = b""
+    http11 = True
+    keep_alive = True
+    upgrade = False
+    chunked = False
+    length: int | None = None
+    body_bytes = 0
+    body_done = False
+    kind = "api"
+    cluster_id = ""
+    ref = ""
+    replica: Replica | None = None
+    up: Upstream | None = None
+    started = 0.0
+    status = 0
+    framing = "none"
+    answered = False  # the answer's head went to the client
+    tunnel_rest = b""
+    head_out = b""
+    upath = b""
+    prefixes: tuple[str, ...] = ()
+    tries = 0
+    retried = False
+    sent_body = False
+    local: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
+    expect = False
+    csp = b""  # the Content-Security-Policy line of a service-URL answer
+    host = b""
+    account = ""
+    # What the parser noted of the head as each header arrived (one pass, one
+    # lower-casing per header): the credentials, the origin, the names Connection
+    # lists, the Upgrade value, the number of Host lines; below, per instance, the
+    # cookies, earlier proxies' X-Forwarded-For, and every other header as the
+    # forwarded line a replica gets (`plain`, its lower-cased names beside it in
+    # case Connection names one of them).
+    auth: bytes | None = None
+    origin: bytes | None = None
+    named: set[bytes] | None = None
+    upgrade_value = b""
+    hosts = 0
 
     def __init__(self) -> None:
-        self.method = ""
-        self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.http11 = True
-        self.keep_alive = True
-        self.upgrade = False
-        self.chunked = False
-        self.length: int | None = None
-        self.body: collections.deque[bytes] = collections.deque()
-        self.body_bytes = 0
-        self.body_done = False
-        self.kind = "api"
-        self.cluster_id = ""
-        self.ref = ""
-        self.replica: Replica | None = None
-        self.up: Upstream | None = None
-        self.started = 0.0
-        self.status = 0
-        self.framing = "none"
-        self.answered = False  # the answer's head went to the client
-        self.tunnel_rest = b""
-        self.head_out = b""
-        self.upath = b""
-        self.prefixes: tuple[str, ...] = ()
+        self.body: list[bytes] = []
         self.replicas: list[Replica] = []
-        self.tries = 0
-        self.retried = False
-        self.sent_body = False
-        self.local: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
-        self.expect = False
-        self.csp = b""  # the Content-Security-Policy line of a service-URL answer
-        self.host = b""
-        self.account = ""
+        self.cookies: list[str] = []
+        self.xff: list[bytes] = []
+        self.plain: list[bytes] = []
+        self.plain_names: list[bytes] = []
 
 
 class HeadTooLarge(Exception):

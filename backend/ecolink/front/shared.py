@@ -172,7 +172,7 @@ class Front:
     def route(self, account: str, ref: str) -> tuple[ClusterInfo, str, tuple[str, ...]] | None:
         """The account's cluster called `ref` (id or name), its service prefix as the
         client wrote it, and every prefix a replica's cookie may be scoped to."""
-        snap = getattr(self.table, "snap", None)
+        snap = self.table.snap
         if snap is not self._route_snap:
             self._routes.clear()
             self._route_snap = snap
@@ -191,7 +191,7 @@ class Front:
             }
         )
         hit = (info, prefix, prefixes)
-        if len(self._routes) < 10_000 and getattr(self.table, "snap", None) is snap:
+        if len(self._routes) < 10_000 and self.table.snap is snap:
             self._routes[(account, ref)] = hit
         return hit
 

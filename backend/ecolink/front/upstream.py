@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import httptools
 
+from ecolink.front.exchange import RESP_DROP
+
 
 class Handler(Protocol):
     """What an upstream connection reports to the exchange that holds it."""
@@ -54,6 +56,13 @@ class Upstream(asyncio.Protocol):
         self.idle_since = 0.0
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        # The answer's head as it arrived: the lines the client gets (hop-by-hop ones
+        # left out), its Content-Length, whether it was chunked, and where among the
+        # lines each Set-Cookie sits (a service URL checks their scope).
+        self.lines: list[bytes] = []
+        self.length: bytes | None = None
+        self.chunked = False
+        self.set_cookies: list[tuple[int, bytes]] = []
         self._skip = False
         self._head_done = False
         self.pooled = False
@@ -115,12 +124,26 @@ class Upstream(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._headers = []
         self._reason = b""
+        self.lines = []
+        self.length = None
+        self.chunked = False
+        self.set_cookies = []
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        n = name.lower()
+        if n in RESP_DROP:
+            if n == b"transfer-encoding":
+                self.chunked = True
+            return
+        if n == b"content-length":
+            self.length = value
+        elif n == b"set-cookie":
+            self.set_cookies.append((len(self.lines), value))
+        self.lines.append(b"%s: %s\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -265,7 +288,8 @@ class ConnPool:
         up.idle_since = time.monotonic()
         up.pooled = True
         idle.append(up)
-        self._wake(up.key)
+        if self.waiters:
+            self._wake(up.key)
 
     def forget(self, up: Upstream) -> None:
         """Called once the connection is closed."""
