@@ -102,7 +102,7 @@ def test_failed_replica_backs_off_and_comes_back() -> None:
     st.integers(0, 20),
     st.sampled_from(["least-outstanding", "round-robin"]),
 )
-def test_order_tries_every_replica_once_healthy_first_best_at_the_head(
+def test_order_tries_every_replica_once_healthy_first_best_at_the_head_and_pick_agrees(
     states: list[tuple[int, bool]], turn: int, policy: str
 ) -> None:
     pool = Pool("c1", policy)
@@ -112,7 +112,12 @@ def test_order_tries_every_replica_once_healthy_first_best_at_the_head(
         r.down_until = 50.0 if sick else 0.0
     pool._next = turn
     start = turn % len(states)
+    # pick() is order()'s first, and takes the same turn.
+    first = pool.pick(10.0)
+    after_pick = pool._next
+    pool._next = turn
     out = pool.order(10.0)
+    assert out[0] is first and pool._next == after_pick
     assert sorted(r.name for r in out) == sorted(r.name for r in pool.replicas)
     healthy = [r for r in out if r.down_until <= 10.0]
     assert out[: len(healthy)] == healthy  # those in back-off come last

@@ -107,6 +107,30 @@ class Pool:
             new.append(r)
         self.replicas = new
 
+    def pick(self, now: float | None = None) -> Replica:
+        """`order()[0]`, and the same turn taken, without ordering the rest: the
+        replica a request goes to first (the pool is not empty)."""
+        rs = self.replicas
+        n = len(rs)
+        if now is None:
+            now = _monotonic()
+        start = i = self._next % n
+        least = self.policy == "least-outstanding"
+        best = None
+        best_i = start  # all in back-off: the first from the rotation point
+        low = 0
+        for _ in range(n):
+            r = rs[i]
+            if r.down_until <= now and (best is None or r.in_flight < low):
+                best, best_i, low = r, i, r.in_flight
+                if not least or low == 0:
+                    break  # nothing after it can do better
+            i += 1
+            if i == n:
+                i = 0
+        self._next = best_i + 1
+        return best if best is not None else rs[start]
+
     def order(self, now: float | None = None) -> list[Replica]:
         """The replicas to try, best first: healthy ones by the policy, then the ones
         in back-off (a request is better tried than refused)."""

@@ -94,13 +94,19 @@ class RequestParsing(ServiceRouting):
         if self.active is None:
             self.deadline = 0.0
         p = self.parser
-        m = p.get_method()
+        m = ex.method_b = p.get_method()
         ex.method = _METHODS.get(m) or m.decode("latin-1")
         ex.http11 = p.get_http_version() == "1.1"
         ex.keep_alive = p.should_keep_alive()
         ex.upgrade = p.should_upgrade()
         if ex.method == "CONNECT":
             raise ValueError("CONNECT is not served here")
+        if self.active is None and not self.queue and not self.closed:
+            # Nothing ahead of it (the usual case): answered at once.
+            self.active = ex
+            ex.started = _monotonic()
+            self._route(ex)
+            return
         self.queue.append(ex)
         if self.active is None:
             self._next()

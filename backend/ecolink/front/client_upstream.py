@@ -27,7 +27,7 @@ class UpstreamExchange(Tunnelling):
     # ------------------------------------------------------------------ the API
     def _api(self, ex: Exchange) -> None:
         ex.kind = "api"
-        out = [b"%s %s HTTP/1.1\r\n" % (ex.method.encode(), ex.url)]
+        out = [b"%s %s HTTP/1.1\r\n" % (ex.method_b, ex.url)]
         host = b""
         named = connection_tokens(ex.headers)
         for name, value in ex.headers:
@@ -92,16 +92,30 @@ class UpstreamExchange(Tunnelling):
                 ex, 503, "runtime_unavailable", msg or "no ready replica behind the service URL"
             )
             return
-        ex.replicas = pool.order()
-        self._try_next_replica(ex)
+        # The best replica now; the rest of the order only if it fails.
+        ex.pool = pool
+        r = ex.first = pool.pick()
+        self._try_replica(ex, r)
+
+    def _replicas_left(self, ex: Exchange) -> list[Replica]:
+        """The replicas still to try after the first, in the pool's order now."""
+        left = ex.replicas
+        if left is None:
+            pool = ex.pool
+            first = ex.first
+            left = ex.replicas = [r for r in pool.order() if r is not first] if pool else []
+        return left
 
     def _try_next_replica(self, ex: Exchange) -> None:
-        if not ex.replicas:
+        left = self._replicas_left(ex)
+        if not left:
             self._answer_error(
                 ex, 503, "runtime_unavailable", "no replica behind the service URL could be reached"
             )
             return
-        r = ex.replicas.pop(0)
+        self._try_replica(ex, left.pop(0))
+
+    def _try_replica(self, ex: Exchange, r: Replica) -> None:
         ex.replica = r
         ex.tries += 1
         r.in_flight += 1
@@ -138,7 +152,7 @@ class UpstreamExchange(Tunnelling):
             r = ex.replica
             assert r is not None
             head = b"%s %s HTTP/1.1\r\nHost: %s\r\n%b" % (
-                ex.method.encode(),
+                ex.method_b,
                 ex.upath,
                 r.host_port,
                 ex.head_out,
@@ -293,7 +307,7 @@ class UpstreamExchange(Tunnelling):
         ):
             # A pooled connection the replica had closed meanwhile: once more, fresh.
             ex.retried = True
-            ex.replicas.insert(0, r)
+            self._replicas_left(ex).insert(0, r)
             self._retry_fresh(ex)
             return
         if r is not None:
@@ -307,7 +321,7 @@ class UpstreamExchange(Tunnelling):
         )
 
     def _retry_fresh(self, ex: Exchange) -> None:
-        r = ex.replicas.pop(0)
+        r = self._replicas_left(ex).pop(0)
         ex.replica = r
         r.in_flight += 1
         self.loop.create_task(self._connect_fresh(ex, r))

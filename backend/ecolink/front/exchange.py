@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ecolink.front.balancer import Replica
+    from ecolink.front.balancer import Pool, Replica
     from ecolink.front.upstream import Upstream
 
 # Request headers that end at this hop (or that the front sets itself).
@@ -54,6 +54,7 @@ class Exchange:
     per instance (a request costs a few allocations, not forty-odd stores)."""
 
     method = ""
+    method_b = b""  # as the client sent it
     url = b""
     http11 = True
     keep_alive = True
@@ -94,11 +95,15 @@ class Exchange:
     named: set[bytes] | None = None
     upgrade_value = b""
     hosts = 0
+    # A service request's pool, the replica tried first, and (made only if that one
+    # fails) the ones left to try.
+    pool: Pool | None = None
+    first: Replica | None = None
+    replicas: list[Replica] | None = None
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
-        self.replicas: list[Replica] = []
         self.cookies: list[str] = []
         self.xff: list[bytes] = []
         self.plain: list[bytes] = []
