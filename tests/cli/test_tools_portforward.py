@@ -135,6 +135,27 @@ def echo_roundtrip(port: int, payload: bytes) -> bytes:
         return b"".join(chunks)
 
 
+def echo_when_back(port: int, payload: bytes, fwd: PortForward, timeout: float) -> None:
+    """Until a forwarded connection echoes `payload` again (those before may fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if echo_roundtrip(port, payload) == payload:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, fwd.err_lines
+        time.sleep(0.2)
+
+
+def echo_or_nothing(port: int, payload: bytes) -> bytes:
+    """What a forwarded connection echoes; b"" when it is closed or refused at once."""
+    try:
+        return echo_roundtrip(port, payload)
+    except OSError:
+        return b""
+
+
 def test_forward_is_byte_exact_concurrent_and_only_the_replicas_ports(shared_ecolink_server, env):
     launch_ready(shared_ecolink_server, env["ECO_API_KEY"], "pf", 2, command=ECHO)
     ports = replica_ports(env, "pf")
@@ -230,33 +251,15 @@ def test_keeps_serving_across_replica_and_backend_restarts(ecolink_server, monke
             assert api.post("/gpu-clusters/rs/replicas/rs-0/restart").status_code == 200
         time.sleep(0.3)
         wait_listening(fixed)
-        deadline = time.monotonic() + 20
-        while True:  # connections during the restart may fail, each with a line
-            try:
-                if echo_roundtrip(local, b"two") == b"two":
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, fwd.err_lines
-            time.sleep(0.2)
+        # Connections during the restart may fail, each with a line.
+        echo_when_back(local, b"two", fwd, 20)
         ecolink_server.kill()
-        try:  # closed at once (a reset, when it is closed before it was read)
-            got = echo_roundtrip(local, b"down")
-        except OSError:
-            got = b""
-        assert got == b""
+        # Closed at once (a reset, when it is closed before it was read).
+        assert echo_or_nothing(local, b"down") == b""
         fwd.wait_err("cannot reach the backend")
         assert fwd.proc.poll() is None
         ecolink_server.restart()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if echo_roundtrip(local, b"three") == b"three":
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, fwd.err_lines
-            time.sleep(0.2)
+        echo_when_back(local, b"three", fwd, 30)
         assert fwd.proc.poll() is None
     finally:
         fwd.stop()
@@ -331,15 +334,7 @@ def test_one_forward_carries_many_more_connections_than_the_websocket_cap(
         for s in held:
             s.close()
         held.clear()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if echo_roundtrip(local, b"after") == b"after":
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, fwd.err_lines
-            time.sleep(0.2)
+        echo_when_back(local, b"after", fwd, 20)
     finally:
         for s in held:
             s.close()
@@ -436,25 +431,13 @@ def test_keeps_serving_across_a_network_blip(shared_ecolink_server, env):
         assert f"127.0.0.1:{local} -> blip-0:{port}" in line and "broke" in line, line
         # ... and each connection during the blip is closed at once, with a line.
         for _ in range(3):
-            try:
-                got = echo_roundtrip(local, b"during")
-            except OSError:
-                got = b""
-            assert got == b""
+            assert echo_or_nothing(local, b"during") == b""
         line = fwd.wait_err("cannot reach the backend")
         assert f"127.0.0.1:{relay.port}" in line, line
         assert fwd.proc.poll() is None
 
         relay.restore()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if echo_roundtrip(local, b"after") == b"after":
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, fwd.err_lines
-            time.sleep(0.2)
+        echo_when_back(local, b"after", fwd, 20)
         payloads = [os.urandom(100_000 + i) for i in range(8)]
         with ThreadPoolExecutor(8) as pool:
             assert list(pool.map(lambda b: echo_roundtrip(local, b), payloads)) == payloads

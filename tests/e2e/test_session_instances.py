@@ -32,6 +32,17 @@ def _sessions(api: httpx.Client, cid: str) -> dict[str, dict[str, Any]]:
     return {s["id"]: s for s in r.json()["sessions"]}
 
 
+def _two_instances(
+    factory: Callable[..., EcolinkServer], postgres: PostgresServer
+) -> tuple[EcolinkServer, EcolinkServer, str]:
+    """Instances A and B on one fresh Postgres database (an instance counts as gone
+    after 3 s without a heartbeat), and the key of an account both serve."""
+    env = {"ECOLINK_DATABASE_URL": postgres.new_database(), "ECOLINK_INSTANCE_ALIVE_S": "3"}
+    a = factory(env=env, account="owner-a")
+    b = factory(env=env, account="owner-b")
+    return a, b, a.new_account("team", credit="100")
+
+
 def _instance_at(srv: EcolinkServer) -> str:
     store = srv.store()
     try:
@@ -62,10 +73,7 @@ async def _refused(
 async def test_a_session_held_by_one_instance_is_reached_through_another_and_ends_with_it(
     ecolink_server_factory: Callable[..., EcolinkServer], postgres: PostgresServer
 ) -> None:
-    env = {"ECOLINK_DATABASE_URL": postgres.new_database(), "ECOLINK_INSTANCE_ALIVE_S": "3"}
-    a = ecolink_server_factory(env=env, account="owner-a")
-    b = ecolink_server_factory(env=env, account="owner-b")
-    key = a.new_account("team", credit="100")
+    a, b, key = _two_instances(ecolink_server_factory, postgres)
     with a.client(key=key) as via_a, b.client(key=key) as via_b:
         c = launch(via_a, "box", replicas=2, command="sleep infinity")
         cid = wait_for(via_a, c["id"], all_ready(2), what="ready replicas")["id"]
@@ -261,10 +269,7 @@ def test_sessions_are_not_reported_gone_because_the_database_was_away(
     """The database away for twice the liveness bound: no instance could be seen
     meanwhile, so none counts as gone for it; A's session stays open as B lists it
     from its first answer after the database is back, and after."""
-    env = {"ECOLINK_DATABASE_URL": postgres.new_database(), "ECOLINK_INSTANCE_ALIVE_S": "3"}
-    a = ecolink_server_factory(env=env, account="owner-a")
-    b = ecolink_server_factory(env=env, account="owner-b")
-    key = a.new_account("team", credit="100")
+    a, b, key = _two_instances(ecolink_server_factory, postgres)
     with a.client(key=key) as via_a, b.client(key=key) as via_b:
         c = launch(via_a, "box", replicas=2, command="sleep infinity")
         cid = wait_for(via_a, c["id"], all_ready(2), what="ready replicas")["id"]

@@ -15,7 +15,6 @@ from ecolink.front.exchange import (
     NO_BODY_OK,
     REQ_DROP,
     Exchange,
-    connection_tokens,
 )
 from ecolink.front.upstream import Upstream, UpstreamUnreachable
 
@@ -29,7 +28,7 @@ class UpstreamExchange(Tunnelling):
         ex.kind = "api"
         out = [b"%s %s HTTP/1.1\r\n" % (ex.method_b, ex.url)]
         host = b""
-        named = connection_tokens(ex.headers)
+        named = ex.named or ()  # what the client's Connection header lists
         for name, value in ex.headers:
             n = name.lower()
             if n == b"host":
@@ -216,11 +215,7 @@ class UpstreamExchange(Tunnelling):
             out.append(b"Connection: keep-alive\r\n")
         out.append(b"\r\n")
         ex.answered = True
-        batch = self.batch
-        if batch is not None:
-            batch.append(b"".join(out))
-        else:
-            self._write(b"".join(out))
+        self._write(b"".join(out))
 
     def upstream_body(self, data: bytes) -> None:
         if self.transport is None or self.closed:
@@ -231,16 +226,9 @@ class UpstreamExchange(Tunnelling):
         ex = self.active
         if ex is None or not data:
             return
-        framing = ex.framing
-        if framing == "raw":
-            batch = self.batch
-            if batch is not None:
-                batch.append(data)
-            else:
-                self._write(data)
-        elif framing == "chunked":
+        if ex.framing == "chunked":
             self._write(b"%x\r\n%b\r\n" % (len(data), data))
-        elif framing != "none":
+        elif ex.framing != "none":
             self._write(data)
 
     def upstream_done(self, up: Upstream) -> None:

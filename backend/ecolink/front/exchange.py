@@ -112,12 +112,3 @@ class Exchange:
 
 class HeadTooLarge(Exception):
     """The request head grew past `max_head_bytes` (raised from the parser's callbacks)."""
-
-
-def connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
-    """Header names the client listed in Connection (hop-by-hop as well)."""
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named.update(t.strip().lower() for t in value.split(b","))
-    return named
