@@ -3,17 +3,20 @@ database whenever it changes) and the replicas' addresses (pushed by the control
 plane, which runs the runtime).
 
 The database is read through its own WAL reader connection. `PRAGMA data_version`
-moves whenever another connection commits, so a poll every `POLL_S` costs a few
-microseconds when nothing changed and a revoked key stops working within
-`POLL_S` plus one reload, in every front process. On Postgres every commit is
-announced (NOTIFY, see `ecolink.store.database`): the table listens, and reloads
-once after each burst of them. A credential that is not in the
-table is looked up again after the same check, so a key made a moment ago works
-at once.
+moves whenever another connection commits: the event loop looks every `POLL_S` (a
+few microseconds when nothing changed) and, when it moved, wakes the table's
+thread, which reloads. A revoked key stops working within `POLL_S` plus one
+reload, in every front process. The look is the loop's own, not the thread's: a
+thread that woke every `POLL_S` took the GIL from a busy front at each SQLite call,
+and that cost a third of its requests per second (bench/proxy.py). On Postgres
+every commit is announced (NOTIFY, see `ecolink.store.database`): the table
+listens, and the notice wakes the thread. A credential that is not in the table is
+looked up again after the same check, so a key made a moment ago works at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -114,7 +117,11 @@ class Table:
         self.snap = Snapshot()
         self.on_change = on_change
         self._stop = threading.Event()
+        self._wake = threading.Event()  # the loop saw a change (or Postgres announced one)
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tick_conn: Any = None  # the loop's look at `data_version` (SQLite)
+        self._tick_version: int | None = None
         self._hashes: dict[str, str] = {}  # key -> its hash (the table decides, not this)
         self.refresh()
 
@@ -187,10 +194,35 @@ class Table:
 
     def _noticed(self, payload: str) -> None:
         self._dirty = True
+        self._wake.set()
 
     def start(self) -> None:
+        """Follow the database: from the running event loop's look every `POLL_S`
+        (SQLite) or Postgres' notices, with reloads in the table's thread; with no
+        loop running, that thread polls by itself."""
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         self._thread = threading.Thread(target=self._run, name="front-table", daemon=True)
         self._thread.start()
+        if self._loop is not None and self._pg is None:
+            self._loop.call_later(POLL_S, self._tick)
+
+    def _tick(self) -> None:
+        """The event loop's look: has anyone committed since the last one?"""
+        if self._stop.is_set() or self._loop is None:
+            return
+        try:
+            if self._tick_conn is None:
+                self._tick_conn = self._connect(timeout=0.0)
+            version = self._tick_conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            version = None  # cannot tell: the thread's reload finds out (and says)
+        if version is None or version != self._tick_version:
+            self._tick_version = version
+            self._wake.set()
+        self._loop.call_later(POLL_S, self._tick)
 
     def _run(self) -> None:
         if self._pg is not None:
@@ -201,15 +233,29 @@ class Table:
                 daemon=True,
             )
             listener.start()
-        while not self._stop.wait(POLL_S):
+        polling = self._loop is None and self._pg is None
+        while not self._stop.is_set():
+            if polling:
+                if self._stop.wait(POLL_S):
+                    break
+            else:
+                # Woken by a change; once a second regardless, should a look be lost.
+                self._wake.wait(1.0)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
             self.refresh()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=1)
         with self._lock, contextlib.suppress(Exception):
             self._conn.close()
+        if self._tick_conn is not None:
+            with contextlib.suppress(Exception):
+                self._tick_conn.close()
 
     # -- lookups (the event loop's thread; `snap` is replaced whole, never mutated)
     def account_for_key(self, key: str) -> str | None:

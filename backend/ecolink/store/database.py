@@ -92,6 +92,11 @@ class Database:
         self._cache: dict[Hashable, tuple[int, float, Any]] = {}
         self._watch: threading.Thread | None = None
         self._watch_stop = threading.Event()
+        # SQLite under an event loop: the loop the watch ticks on, its connection and
+        # the last `PRAGMA data_version` it read.
+        self._watch_loop: asyncio.AbstractEventLoop | None = None
+        self._watch_conn: Any = None
+        self._watch_version: int | None = None
         # What the open transaction changed ("c:<account>:<cluster>", "a:<account>",
         # "e:<event id>"), announced to the other instances when it commits.
         self._touched: list[str] = []
@@ -127,6 +132,9 @@ class Database:
         if self._watch is not None and self.dialect == "sqlite":
             # (A Postgres listener ends by itself within its tick: nobody waits.)
             self._watch.join(timeout=5)
+        if self._watch_conn is not None:
+            with contextlib.suppress(*self.engine.all_errors):
+                self._watch_conn.close()
         self._write_pool.shutdown(wait=True)
         self._read_pool.shutdown(wait=True)
         if self._lock_pool is not None:
@@ -222,12 +230,49 @@ class Database:
         return value
 
     def _start_watch(self) -> None:
-        if self._watch is not None or self._memory:
+        if self._memory:
+            return
+        if self.dialect == "sqlite":
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                # On the event loop that reads the cache, a look costs a few
+                # microseconds between its callbacks. A thread's look every WATCH_S
+                # took the GIL from a busy loop at every SQLite call: on a front
+                # serving a service URL (same process) that cost a third of its
+                # requests per second (bench/proxy.py).
+                if self._watch_loop is not loop:
+                    self._watch_loop = loop
+                    loop.call_later(WATCH_S, self._watch_tick, loop)
+                return
+        if self._watch is not None:
             return
         self._watch = threading.Thread(
             target=self._watch_commits, name="ecolink-db-watch", daemon=True
         )
         self._watch.start()
+
+    def _watch_tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SQLite, on the event loop: has another process committed since the last
+        look? (`PRAGMA data_version` on a connection that never waits for a lock.)"""
+        if self._watch_stop.is_set() or self._watch_loop is not loop:
+            return  # closed, or a later loop took the watch over
+        errors = self.engine.all_errors
+        try:
+            if self._watch_conn is None:
+                conn = self.engine.connect(reader=True)
+                conn.execute("PRAGMA busy_timeout = 0")
+                self._watch_conn = conn
+            version = self._watch_conn.execute("PRAGMA data_version").fetchone()[0]
+        except errors:
+            self._generation += 1  # cannot tell: assume it changed
+        else:
+            if version != self._watch_version:
+                self._generation += 1
+                self._watch_version = version
+        loop.call_later(WATCH_S, self._watch_tick, loop)
 
     def on_remote_change(self, callback: Callable[[list[str]], None]) -> None:
         """Call `callback` (in the watch thread) with what another instance's commit
