@@ -8,7 +8,9 @@ transports that only count writes: what is left is the Python the front runs for
 each request (parsing callbacks, the key check, routing, the forwarded head, the
 replica's choice, the answer's head, counters). The baseline is the least any
 httptools proxy does for the same bytes: both parsers fed, with callbacks that do
-nothing. Best of the repeats (the machine is shared), and the ratio.
+nothing. Best of the repeats (the machine is shared), and the ratio. The front that
+ships is compiled by mypyc (`python -m ecolink.front.build`); the same front as
+plain Python (`ECOLINK_FRONT_PYTHON=1`) is measured in a child process beside it.
 
 `bench/proxy.py` measures the same path with real sockets against nginx; this one
 separates what the front's code costs from what the kernel and the load cost.
@@ -17,6 +19,8 @@ separates what the front's code costs from what the kernel and the load cost.
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backend"))
 
 import httptools  # noqa: E402
 
+from ecolink.front import compiled  # noqa: E402
 from ecolink.front.proxy import ClientProtocol, Front, FrontConfig  # noqa: E402
 from ecolink.front.table import ClusterInfo, Snapshot  # noqa: E402
 from ecolink.front.upstream import Upstream  # noqa: E402
@@ -145,21 +150,32 @@ def best_per_request(one: Callable[[], None], n: int, repeats: int) -> float:
     return best / n
 
 
-async def main() -> None:
+async def main() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--requests", type=int, default=30000)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--only", action="store_true", help="this process's front alone")
     args = ap.parse_args()
     ours = best_per_request(front_round(), args.requests, args.repeats)
     floor = best_per_request(floor_round(), args.requests, args.repeats)
     print(
-        f"front, one service-URL request and its answer: {ours * 1e6:.2f} us; "
-        f"both parsers with empty callbacks: {floor * 1e6:.2f} us "
-        f"({ours / floor:.1f}x; best of {args.repeats} x {args.requests})"
+        f"{compiled.describe().split(' (')[0]}, one service-URL request and its answer: "
+        f"{ours * 1e6:.2f} us; both parsers with empty callbacks: {floor * 1e6:.2f} us "
+        f"({ours / floor:.1f}x; best of {args.repeats} x {args.requests})",
+        flush=True,
     )
+    return args
+
+
+def python_front_too(args: argparse.Namespace) -> None:
+    """The same front as plain Python, in a child process (a process runs one)."""
+    if not args.only and compiled.ACTIVE:
+        env = {**os.environ, "ECOLINK_FRONT_PYTHON": "1"}
+        cmd = [sys.executable, __file__, "--only", "--requests", str(args.requests)]
+        subprocess.run([*cmd, "--repeats", str(args.repeats)], env=env, check=True)
 
 
 if __name__ == "__main__":
     import uvloop
 
-    uvloop.run(main())
+    python_front_too(uvloop.run(main()))

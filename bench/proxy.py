@@ -5,9 +5,12 @@ reverse proxy to the same replicas and against the replicas directly, in one run
                           [--workers N] [--upload-mib 1024]
 
 Load comes from `wrk` (Debian's package; `apt-get install wrk nginx`): a Python
-client would cap the baseline and hide the gap. Rounds are interleaved (service URL,
-nginx, direct, then again) and the medians of the rounds are reported, with the
-ratios to nginx (1 worker, upstream keepalive) and the machine's core count. Also
+client would cap the baseline and hide the gap. Two backends run: one with the front
+that ships (compiled by mypyc, `python -m ecolink.front.build`, run first) and one
+with the same front as plain Python (`ECOLINK_FRONT_PYTHON=1`). Rounds are
+interleaved (both service URLs, nginx, direct, then again) and the medians of the
+rounds are reported, with the ratios to nginx (1 worker, upstream keepalive) and the
+machine's core count. Also
 measured, through the URL and directly: time to the first event of a streamed
 answer, WebSocket echo round trip, and the throughput of one large upload.
 """
@@ -69,9 +72,10 @@ def need(tool: str) -> str:
 
 
 class Backend:
-    def __init__(self, state: Path, workers: int | None) -> None:
+    def __init__(self, state: Path, workers: int | None, env: dict[str, str] | None = None) -> None:
         self.state = state
         self.workers = workers
+        self.env = {**_env(), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.key = ""
@@ -79,7 +83,7 @@ class Backend:
     def cli(self, *args: str) -> str:
         return subprocess.run(
             [sys.executable, "-m", "ecolink", *args, "--state-dir", str(self.state)],
-            env=_env(),
+            env=self.env,
             check=True,
             capture_output=True,
             text=True,
@@ -102,7 +106,7 @@ class Backend:
         ]
         if self.workers:
             cmd += ["--workers", str(self.workers)]
-        self.proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -114,6 +118,16 @@ class Backend:
                 pass
             time.sleep(0.05)
         raise SystemExit("the backend did not start")
+
+    def front(self) -> str:
+        """Which front the backend runs, as its log says: compiled, or Python."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            m = re.search(r"front: (\w+) ", (self.state / "serve.out").read_text(errors="replace"))
+            if m:
+                return m.group(1)
+            time.sleep(0.05)
+        return "unknown"
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -398,13 +412,21 @@ def main() -> None:
     args = ap.parse_args()
     wrk_bin, nginx_bin = need("wrk"), need("nginx")
     conns = [int(c) for c in args.connections.split(",")]
+    # The front that ships is compiled by mypyc (built here if these sources have no
+    # build yet); the same front as plain Python runs beside it, in the same rounds.
+    subprocess.run(
+        [sys.executable, "-m", "ecolink.front.build"], env=_env(), check=False, capture_output=True
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
         be = Backend(tmpd / "state", args.workers or None)
+        be_py = Backend(tmpd / "state-py", args.workers or None, {"ECOLINK_FRONT_PYTHON": "1"})
         be.start()
+        be_py.start()
         nginx_proc = None
         try:
             cid, ports = be.launch("bench", 2)
+            cid_py, ports_py = be_py.launch("bench", 2)
             sink_script = tmpd / "sink.py"
             sink_script.write_text(SINK)
             # Run as root, replicas run under their own uids: they must reach the script.
@@ -415,19 +437,23 @@ def main() -> None:
             nginx_proc, nport = start_nginx(nginx_bin, tmpd, ports)
             bport = int(be.url.rsplit(":", 1)[1])
             auth = {"Authorization": f"Bearer {be.key}"}
+            main_front = f"service URL ({be.front()} front)"
+            py_front = f"service URL ({be_py.front()} front)"
             targets = {
-                "service URL": ([f"{be.url}/gpu-clusters/{cid}/service/bench"], auth),
+                main_front: ([f"{be.url}/gpu-clusters/{cid}/service/bench"], auth),
+                py_front: (
+                    [f"{be_py.url}/gpu-clusters/{cid_py}/service/bench"],
+                    {"Authorization": f"Bearer {be_py.key}"},
+                ),
                 "nginx": ([f"http://127.0.0.1:{nport}/bench"], {}),
                 "direct": ([f"http://127.0.0.1:{p}/bench" for p in ports], {}),
             }
-            # The proxy's own processes, whose CPU per request is reported beside.
-            assert be.proc is not None
-            front_pids = [be.proc.pid] + [
-                p
-                for p in children(be.proc.pid)
-                if b"ecolink.front.worker" in Path(f"/proc/{p}/cmdline").read_bytes()
-            ]
-            proxy_pids = {"service URL": front_pids, "nginx": children(nginx_proc.pid)}
+            # The proxies' own processes, whose CPU per request is reported beside.
+            proxy_pids = {
+                main_front: front_pids(be),
+                py_front: front_pids(be_py),
+                "nginx": children(nginx_proc.pid),
+            }
             results: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {}
             cpu: dict[tuple[str, int], list[float]] = {}
             for urls, headers in targets.values():  # warm-up
@@ -442,6 +468,7 @@ def main() -> None:
                         if pids:
                             used = cpu_seconds(pids) - before
                             cpu.setdefault((name, c), []).append(used / (r[0] * args.seconds))
+            be_py.stop()
             sse = {
                 "service URL": statistics.median(
                     first_event(
@@ -471,6 +498,7 @@ def main() -> None:
                 nginx_proc.terminate()
                 nginx_proc.wait(10)
             be.stop()
+            be_py.stop()
     print(
         f"GET through 2 demo-service replicas, wrk -t2, {args.seconds:g} s per run, "
         f"{args.rounds} interleaved rounds (medians), {os.cpu_count()} cores, "
@@ -491,14 +519,16 @@ def main() -> None:
             used = cpu.get((name, c))
             per = f"  proxy CPU {statistics.median(used) * 1e6:5.1f} us/request" if used else ""
             print(
-                f"  {name:12s} {rps:9.0f} req/s  median {p50 * 1e3:7.2f} ms  "
+                f"  {name:32s} {rps:9.0f} req/s  median {p50 * 1e3:7.2f} ms  "
                 f"p99 {p99 * 1e3:7.2f} ms  errors {errors}{per}"
             )
-        s, n = med["service URL"], med["nginx"]
-        print(
-            f"  service URL / nginx: req/s {s[0] / n[0]:.2f}x, p99 {s[2] / n[2]:.2f}x "
-            f"(goal: >= 0.8x and <= 1.5x)"
-        )
+        n = med["nginx"]
+        for name in (main_front, py_front):
+            s = med[name]
+            print(
+                f"  {name} / nginx: req/s {s[0] / n[0]:.2f}x, p99 {s[2] / n[2]:.2f}x "
+                f"(goal: >= 0.8x and <= 1.5x)"
+            )
     print(
         f" first streamed event: service URL {sse['service URL'] * 1e3:.2f} ms, direct "
         f"{sse['direct'] * 1e3:.2f} ms ({sse['service URL'] / sse['direct']:.2f}x)"
@@ -516,6 +546,16 @@ def main() -> None:
         f" {args.upload_mib} MiB upload: service URL {up['service URL'] / 2**20:.0f} MiB/s, "
         f"direct {up['direct'] / 2**20:.0f} MiB/s ({up['service URL'] / up['direct']:.2f}x)"
     )
+
+
+def front_pids(be: Backend) -> list[int]:
+    """The backend's process and its worker fronts."""
+    assert be.proc is not None
+    return [be.proc.pid] + [
+        p
+        for p in children(be.proc.pid)
+        if b"ecolink.front.worker" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
 
 
 if __name__ == "__main__":

@@ -284,8 +284,11 @@ async def _run(
             state_dir / "server.json",
             {"url": url, "pid": os.getpid(), "version": __version__, "runtime": args.runtime},
         )
+        from ecolink.front import compiled
+
         print(
-            f"ecolink {__version__} serving on {url} (state dir {state_dir})",
+            f"ecolink {__version__} serving on {url} (state dir {state_dir}); "
+            f"{compiled.describe()}",
             file=sys.stderr,
             flush=True,
         )

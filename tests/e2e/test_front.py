@@ -487,3 +487,34 @@ def test_one_server_and_one_date_header_on_every_answer(
             assert names.count("server") <= 1 and names.count("date") <= 1, names
         else:  # a server answered: it says who and when, once
             assert names.count("server") == 1 and names.count("date") == 1, (what, names)
+
+
+@pytest.mark.parametrize("python_front", [False, True], ids=["compiled", "python"])
+def test_the_service_url_through_either_front(
+    ecolink_server_factory: Any, python_front: bool
+) -> None:
+    # The compiled front ships; the Python one is what runs where no build of these
+    # sources exists (or when asked for): both serve the same bytes, and the log
+    # says which one runs.
+    env = {"ECOLINK_FRONT_PYTHON": "1"} if python_front else None
+    srv = ecolink_server_factory(extra_args=["--workers", "1"], env=env)
+    expected = (
+        "front: Python (ECOLINK_FRONT_PYTHON is set)" if python_front else "front: compiled ("
+    )
+    deadline = time.monotonic() + 10  # (the line follows server.json by a moment)
+    while expected not in srv.log_tail() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert expected in srv.log_tail(), srv.log_tail()
+    api = srv.client()
+    c = launch(api, "either", replicas=2, port=8080)
+    wait_for(api, c["id"], all_ready(2))
+    base = f"/gpu-clusters/{c['id']}/service"
+    r = api.post(f"{base}/echo?x=1", content=b"hello", headers={"Content-Type": "text/x-a"})
+    assert r.status_code == 200 and r.content == b"hello"
+    assert r.headers["content-type"] == "text/x-a"
+    assert r.headers["content-security-policy"].startswith("sandbox")
+    with api.stream("GET", f"{base}/stream?chunks=3&delay=0.01") as s:
+        lines = list(s.iter_lines())
+    assert [line.split()[:2] for line in lines] == [["chunk", "0"], ["chunk", "1"], ["chunk", "2"]]
+    denied = httpx.get(srv.url + f"{base}/echo", timeout=10)
+    assert denied.status_code == 401 and denied.json()["error"]["code"] == "unauthenticated"
