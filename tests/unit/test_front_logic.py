@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -262,3 +263,69 @@ def test_front_sessions_live_while_their_key_does(tmp_path: Path) -> None:
         assert table.account_for_session(token) is None
     finally:
         table.stop()
+
+
+def test_a_lookup_never_reads_the_database_on_the_loop_nor_misses_a_new_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from ecolink.front import table as table_module
+    from ecolink.front.table import WAIT_S, Snapshot, Table
+    from ecolink.store import Store
+
+    store = Store(tmp_path / "ecolink.db")
+    now = int(time.time() * 1_000_000)
+    with store.tx():
+        a = store.create_account("a", now)
+        key = store.create_api_key(a.id, now)
+    kid = store.authenticate_key(key)[0]  # type: ignore[index]
+    table = Table(tmp_path / "ecolink.db")
+    table.start()
+    try:
+        assert table._shm is not None  # the WAL index header is what the loop reads
+
+        class NoReads:
+            def execute(self, *args: object) -> None:
+                raise AssertionError("the event loop read the database")
+
+        table._loop_conn = NoReads()
+        assert table.account_for_key(key) == a.id
+        # The table's thread is in the middle of a slow reload when a session is
+        # made: its first use waits for the next reload, and finds it.
+        real_load = table_module.load_snapshot
+
+        def slow_load(conn: object) -> Snapshot:
+            time.sleep(0.05)
+            return real_load(conn)
+
+        monkeypatch.setattr(table_module, "load_snapshot", slow_load)
+        with store.tx():
+            store.create_account("b", now)  # a commit the thread starts reloading for
+        table._wake.set()
+        time.sleep(0.01)
+        with store.tx():
+            token, _ = store.create_console_session(a.id, now, kid)
+        assert table.account_for_session(token) == a.id
+        # The thread stuck in the database: a lookup waits WAIT_S once, then answers
+        # from what the table has at once until the thread gets through.
+        with table._lock:
+            with store.tx():
+                token2, _ = store.create_console_session(a.id, now, kid)
+            t = time.monotonic()
+            assert table.account_for_session(token2) is None
+            assert WAIT_S * 0.8 <= time.monotonic() - t < WAIT_S + 1.0
+            t = time.monotonic()
+            assert table.account_for_session(token2) is None
+            assert time.monotonic() - t < WAIT_S / 2
+        deadline = time.monotonic() + 5
+        while table.account_for_session(token2) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert table.account_for_session(token2) == a.id
+        # A load that began earlier, published later, does not replace a newer one.
+        newest = table.snap
+        assert table._publish(0, Snapshot())
+        assert table.snap is newest
+    finally:
+        table.stop()
+        store.close()

@@ -30,7 +30,8 @@ from importlib import metadata
 from pathlib import Path
 
 # The modules of a request's path, compiled together (their classes build on each
-# other: `proxy.ClientProtocol` is the top of `client_base.ClientBase`'s layers).
+# other: `proxy.ClientProtocol` is the top of `client_base.ClientBase`'s layers; what
+# every connection shares, `shared.Front`, is read on every request).
 HOT = (
     "exchange",
     "balancer",
@@ -41,6 +42,9 @@ HOT = (
     "client_service",
     "client_head",
     "proxy",
+    "shared",
+    "cookies",
+    "frames",
 )
 FRONT = Path(__file__).resolve().parent
 # What the compiled modules were type-checked against, beside the front's own
@@ -107,7 +111,7 @@ def activate(package_path: list[str]) -> bool:
     if str(d) not in sys.path:
         sys.path.append(str(d))
     ACTIVE = True
-    REASON = f"compiled by mypyc: {d}"
+    REASON = f"mypyc build in {d}"
     return True
 
 

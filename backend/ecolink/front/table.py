@@ -2,16 +2,21 @@
 database whenever it changes) and the replicas' addresses (pushed by the control
 plane, which runs the runtime).
 
-The database is read through its own WAL reader connection. `PRAGMA data_version`
-moves whenever another connection commits: the event loop looks every `POLL_S` (a
-few microseconds when nothing changed) and, when it moved, wakes the table's
-thread, which reloads. A revoked key stops working within `POLL_S` plus one
-reload, in every front process. The look is the loop's own, not the thread's: a
-thread that woke every `POLL_S` took the GIL from a busy front at each SQLite call,
-and that cost a third of its requests per second (bench/proxy.py). On Postgres
-every commit is announced (NOTIFY, see `ecolink.store.database`): the table
-listens, and the notice wakes the thread. A credential that is not in the table is
-looked up again after the same check, so a key made a moment ago works at once.
+The database is read through its own WAL reader connection, in the table's
+thread. The event loop never reads it (a reader SQLite keeps out, for instance
+while another process holds the WAL index's read locks, waits for seconds inside
+SQLite whatever its busy timeout): it looks every `POLL_S` at the WAL index's
+header (the first 48 bytes of `<db>-shm`, which every commit rewrites; one
+`pread`, a microsecond, no lock), and when it moved wakes the thread, which
+reloads. A revoked key stops working within `POLL_S` plus one reload, in every
+front process. A lookup that needs the newest tables (an unknown credential, a
+session's every use) finds out from the same header whether the snapshot is
+behind, and only then waits for the thread's reload, at most `WAIT_S` (after a
+wait that ran out, not again until the thread gets through). The look is the
+loop's, not the thread's: a thread that woke every `POLL_S` took the GIL from a
+busy front at each SQLite call, and that cost a third of its requests per second
+(bench/proxy.py). On Postgres every commit is announced (NOTIFY, see
+`ecolink.store.database`): the table listens, and the notice wakes the thread.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -33,6 +40,7 @@ from ecolink.store.engine import PostgresEngine, is_postgres_url
 log = logging.getLogger(__name__)
 
 POLL_S = 0.02
+WAIT_S = 0.25
 ROUTABLE = frozenset({"pending", "running", "stopping", "stopped", "failed"})
 
 
@@ -108,9 +116,14 @@ class Table:
         # The event loop's own look at a SQLite file: it never waits for a lock (a
         # database another process holds answers "busy" at once, not in 2 s).
         self._loop_conn: Any = None if self._pg is not None else self._connect(timeout=0.0)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the thread's connection (and closing it)
         self._version = -1
         self._loop_version = -1
+        # Each load takes a number before it reads; the newest-started one published
+        # wins, so a slow load never replaces a newer snapshot.
+        self._tickets = itertools.count(1)
+        self._published = 0
+        self._publish_lock = threading.Lock()
         # Postgres: a commit was announced since the last load (or may have been).
         self._dirty = True
         self._failing = False
@@ -120,10 +133,31 @@ class Table:
         self._wake = threading.Event()  # the loop saw a change (or Postgres announced one)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tick_conn: Any = None  # the loop's look at `data_version` (SQLite)
-        self._tick_version: int | None = None
         self._hashes: dict[str, str] = {}  # key -> its hash (the table decides, not this)
+        # The WAL index's header: the loop's last look at it, and the one the thread
+        # read before its last reload that got through (the snapshot is as new as
+        # that); the thread's reloads begun and the last one finished (by number).
+        self._shm: int | None = None
+        self._seen_hdr = b""
+        self._loaded_hdr = b""
+        self._starts = 0
+        self._done = 0
+        self._reloaded = threading.Condition()
+        self._stuck = False  # a wait for the thread ran out: not again until it is back
         self.refresh()
+        if self._pg is None:
+            with contextlib.suppress(OSError):
+                self._shm = os.open(self.db_path + "-shm", os.O_RDONLY)
+
+    def header(self) -> bytes:
+        """The WAL index's header as it is now (b"" where there is none to read)."""
+        fd = self._shm
+        if fd is None:
+            return b""
+        try:
+            return os.pread(fd, 48, 0)
+        except OSError:
+            return b""
 
     def _connect(self, timeout: float = 2.0) -> Any:
         if self._pg is not None:
@@ -141,53 +175,109 @@ class Table:
     def refresh(self, *, from_loop: bool = False) -> bool:
         """Reload when the database changed since the last load; True if it did.
 
-        `from_loop`: asked by the event loop (an unknown key, a session's use). That
-        never waits: not for the poll thread (which is reloading already), not for a
-        SQLite file another process holds (its own connection gives up at once), and
-        on Postgres not at all (a commit's notice reaches the poll thread, which
-        reloads within POLL_S)."""
+        `from_loop`: asked by the event loop, for a lookup that needs the newest
+        tables (see `_fresh`): it never reads the database there."""
         if from_loop:
-            if self._pg is not None or not self._lock.acquire(blocking=False):
-                return False
-        else:
-            self._lock.acquire()
-        try:
-            conn = self._loop_conn if from_loop else self._conn
+            return self._fresh()
+        with self._lock:
+            with self._reloaded:
+                self._starts += 1
+                start = self._starts
+            hdr = self.header()  # before the read: a commit after it moves it
+            ticket = next(self._tickets)
             try:
                 if self._pg is not None:
                     if not self._dirty:
+                        self._finished(start, hdr)
                         return False
                     self._dirty = False
                     if not self._pg.usable(self._conn):
                         self._conn = self._connect()
-                        conn = self._conn
                     version = self._version + 1
                 else:
-                    # Each connection counts other connections' commits its own way:
-                    # both are read before the load, so a commit during it still
-                    # shows as a change to either afterwards.
                     version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-                    loop_version = self._loop_conn.execute("PRAGMA data_version").fetchone()[0]
-                    seen = loop_version if from_loop else version
-                    if seen == (self._loop_version if from_loop else self._version):
+                    if version == self._version:
+                        self._finished(start, hdr)
                         return False
-                snap = load_snapshot(conn)
+                snap = load_snapshot(self._conn)
             except Exception as exc:
                 if self._pg is not None:
                     self._dirty = True
-                if not self._failing:  # once per outage, not at every poll
-                    log.warning("reading the credential tables failed: %s", exc)
-                    self._failing = True
+                self._failed(exc)
+                self._finished(start, None)
                 return False
+            self._version = version
+            published = self._publish(ticket, snap)
+            self._finished(start, hdr)
+        return published
+
+    def _finished(self, start: int, hdr: bytes | None) -> None:
+        """Reload `start` is over; `hdr`: the header its snapshot is as new as (None:
+        it failed, the snapshot is what it was)."""
+        with self._reloaded:
+            if hdr is not None:
+                self._loaded_hdr = hdr
+                self._stuck = False
+            self._done = max(self._done, start)
+            self._reloaded.notify_all()
+
+    def _fresh(self) -> bool:
+        """The event loop's lookup needs the newest tables: True once the snapshot
+        is as new as the database is now, False if it was already (or cannot be
+        made so in `WAIT_S`). No database read on the loop: the WAL index's header
+        says whether anyone committed since the snapshot's load, and if so the
+        table's thread reloads while the loop waits for it."""
+        if self._pg is not None:
+            return False  # a commit's notice wakes the thread, which reloads
+        if self._shm is None or self._thread is None:
+            return self._from_loop()  # nothing to look at, or not started: read here
+        if self.header() == self._loaded_hdr or self._stuck:
+            return False
+        with self._reloaded:
+            want = self._starts + 1  # a reload that begins after this look
+            self._wake.set()
+            if not self._reloaded.wait_for(lambda: self._done >= want, WAIT_S):
+                self._stuck = True
+                return False
+        return True
+
+    def _from_loop(self) -> bool:
+        """A reload here, through the loop's own connection (SQLite, where no WAL
+        index header can be read, or before the thread runs); not while the table's
+        thread is in the database (it may be stuck there: so would this be)."""
+        if self._pg is not None or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            version = self._loop_conn.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._loop_version:
+                return False
+            ticket = next(self._tickets)
+            snap = load_snapshot(self._loop_conn)
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        finally:
+            self._lock.release()
+        self._loop_version = version
+        return self._publish(ticket, snap)
+
+    def _failed(self, exc: Exception) -> None:
+        if not self._failing:  # once per outage, not at every look
+            log.warning("reading the credential tables failed: %s", exc)
+            self._failing = True
+
+    def _publish(self, ticket: int, snap: Snapshot) -> bool:
+        """Make `snap` the table's, unless a load that started later (and so read the
+        database as new or newer) was published already. Either way the table's
+        snapshot is now as new as the database was when this load began: True."""
+        with self._publish_lock:
+            if ticket < self._published:
+                return True
+            self._published = ticket
+            self.snap = snap
             if self._failing:
                 log.warning("the credential tables can be read again")
                 self._failing = False
-            self._version = version
-            if self._pg is None:
-                self._loop_version = loop_version
-            self.snap = snap
-        finally:
-            self._lock.release()
         if self.on_change is not None:
             self.on_change()
         return True
@@ -206,21 +296,16 @@ class Table:
             self._loop = None
         self._thread = threading.Thread(target=self._run, name="front-table", daemon=True)
         self._thread.start()
-        if self._loop is not None and self._pg is None:
+        if self._loop is not None and self._shm is not None:
             self._loop.call_later(POLL_S, self._tick)
 
     def _tick(self) -> None:
         """The event loop's look: has anyone committed since the last one?"""
         if self._stop.is_set() or self._loop is None:
             return
-        try:
-            if self._tick_conn is None:
-                self._tick_conn = self._connect(timeout=0.0)
-            version = self._tick_conn.execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.Error:
-            version = None  # cannot tell: the thread's reload finds out (and says)
-        if version is None or version != self._tick_version:
-            self._tick_version = version
+        hdr = self.header()
+        if hdr != self._seen_hdr:
+            self._seen_hdr = hdr
             self._wake.set()
         self._loop.call_later(POLL_S, self._tick)
 
@@ -233,7 +318,7 @@ class Table:
                 daemon=True,
             )
             listener.start()
-        polling = self._loop is None and self._pg is None
+        polling = self._pg is None and (self._loop is None or self._shm is None)
         while not self._stop.is_set():
             if polling:
                 if self._stop.wait(POLL_S):
@@ -253,9 +338,10 @@ class Table:
             self._thread.join(timeout=1)
         with self._lock, contextlib.suppress(Exception):
             self._conn.close()
-        if self._tick_conn is not None:
-            with contextlib.suppress(Exception):
-                self._tick_conn.close()
+        if self._shm is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._shm)
+            self._shm = None
 
     # -- lookups (the event loop's thread; `snap` is replaced whole, never mutated)
     def account_for_key(self, key: str) -> str | None:

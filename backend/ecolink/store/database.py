@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -92,11 +93,11 @@ class Database:
         self._cache: dict[Hashable, tuple[int, float, Any]] = {}
         self._watch: threading.Thread | None = None
         self._watch_stop = threading.Event()
-        # SQLite under an event loop: the loop the watch ticks on, its connection and
-        # the last `PRAGMA data_version` it read.
+        # SQLite under an event loop: the loop the watch ticks on, the WAL index file
+        # it reads, and the last header it read there.
         self._watch_loop: asyncio.AbstractEventLoop | None = None
-        self._watch_conn: Any = None
-        self._watch_version: int | None = None
+        self._shm: int | None = None
+        self._watch_hdr = b""
         # What the open transaction changed ("c:<account>:<cluster>", "a:<account>",
         # "e:<event id>"), announced to the other instances when it commits.
         self._touched: list[str] = []
@@ -132,9 +133,10 @@ class Database:
         if self._watch is not None and self.dialect == "sqlite":
             # (A Postgres listener ends by itself within its tick: nobody waits.)
             self._watch.join(timeout=5)
-        if self._watch_conn is not None:
-            with contextlib.suppress(*self.engine.all_errors):
-                self._watch_conn.close()
+        if self._shm is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._shm)
+            self._shm = None
         self._write_pool.shutdown(wait=True)
         self._read_pool.shutdown(wait=True)
         if self._lock_pool is not None:
@@ -232,17 +234,19 @@ class Database:
     def _start_watch(self) -> None:
         if self._memory:
             return
-        if self.dialect == "sqlite":
+        if self.dialect == "sqlite" and self._watch is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 loop = None
-            if loop is not None:
-                # On the event loop that reads the cache, a look costs a few
-                # microseconds between its callbacks. A thread's look every WATCH_S
-                # took the GIL from a busy loop at every SQLite call: on a front
-                # serving a service URL (same process) that cost a third of its
-                # requests per second (bench/proxy.py).
+            if loop is not None and self._open_shm():
+                # On the event loop that reads the cache, between its callbacks: the
+                # WAL index's header (`<db>-shm`, rewritten by every commit; one pread,
+                # no lock, so never a wait). A thread's look every WATCH_S took the
+                # GIL from a busy loop at every SQLite call: on a front serving a
+                # service URL (same process) that cost a third of its requests per
+                # second (bench/proxy.py); and SQLite itself on the loop would wait
+                # seconds while another process holds the index's read locks.
                 if self._watch_loop is not loop:
                     self._watch_loop = loop
                     loop.call_later(WATCH_S, self._watch_tick, loop)
@@ -254,24 +258,25 @@ class Database:
         )
         self._watch.start()
 
+    def _open_shm(self) -> bool:
+        if self._shm is None:
+            try:
+                self._shm = os.open(str(self.path) + "-shm", os.O_RDONLY)
+            except OSError:
+                return False
+        return True
+
     def _watch_tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        """SQLite, on the event loop: has another process committed since the last
-        look? (`PRAGMA data_version` on a connection that never waits for a lock.)"""
-        if self._watch_stop.is_set() or self._watch_loop is not loop:
+        """SQLite, on the event loop: has anyone committed since the last look?"""
+        if self._watch_stop.is_set() or self._watch_loop is not loop or self._shm is None:
             return  # closed, or a later loop took the watch over
-        errors = self.engine.all_errors
         try:
-            if self._watch_conn is None:
-                conn = self.engine.connect(reader=True)
-                conn.execute("PRAGMA busy_timeout = 0")
-                self._watch_conn = conn
-            version = self._watch_conn.execute("PRAGMA data_version").fetchone()[0]
-        except errors:
-            self._generation += 1  # cannot tell: assume it changed
-        else:
-            if version != self._watch_version:
-                self._generation += 1
-                self._watch_version = version
+            hdr = os.pread(self._shm, 48, 0)
+        except OSError:
+            hdr = b""  # cannot tell: assume it changed
+        if not hdr or hdr != self._watch_hdr:
+            self._generation += 1
+            self._watch_hdr = hdr
         loop.call_later(WATCH_S, self._watch_tick, loop)
 
     def on_remote_change(self, callback: Callable[[list[str]], None]) -> None:
