@@ -11,7 +11,7 @@ down to 5.5 µs; bench/proxy.py runs both fronts beside nginx).
     python -m ecolink.front.build --status     # which front a process would run
 
 A build goes to a cache directory named by a hash of the front's sources, the
-interpreter and mypy's version (`build_dir()`); `ecolink.front` uses it only when
+interpreter (`build_dir()`); `ecolink.front` uses it only when
 that hash is the one of the sources it runs from. An edited module is never
 shadowed by an older build: it runs as Python until it is built again.
 `ECOLINK_FRONT_PYTHON=1` keeps the front in Python regardless.
@@ -26,7 +26,6 @@ import shutil
 import sys
 import sysconfig
 import tempfile
-from importlib import metadata
 from pathlib import Path
 
 # The modules of a request's path, compiled together (their classes build on each
@@ -57,19 +56,14 @@ ACTIVE = False
 REASON = "not looked for yet"
 
 
-def _mypy_version() -> str:
-    try:
-        return metadata.version("mypy")
-    except metadata.PackageNotFoundError:
-        return "none"
-
-
 def source_hash(front: Path = FRONT, also: tuple[Path, ...] = _ALSO) -> str:
-    """The build's name: the front's sources, the interpreter and mypy's version."""
+    """The build's name: the front's sources and the interpreter. (Not mypy's version:
+    a build carries its own copy of mypyc's runtime, so a newer mypy does not touch
+    it; reading the version would cost every process importlib.metadata, 40 ms.)"""
     h = hashlib.sha256()
     for path in sorted(front.glob("*.py")) + list(also):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    h.update(f"{sys.implementation.cache_tag} {_EXT} mypy {_mypy_version()}".encode())
+    h.update(f"{sys.implementation.cache_tag} {_EXT}".encode())
     return h.hexdigest()[:20]
 
 

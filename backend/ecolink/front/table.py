@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import itertools
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ecolink.store.engine import PostgresEngine, is_postgres_url
+from ecolink.store.walindex import WalIndex
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Table:
         # The WAL index's header: the loop's last look at it, and the one the thread
         # read before its last reload that got through (the snapshot is as new as
         # that); the thread's reloads begun and the last one finished (by number).
-        self._shm: int | None = None
+        self._shm: WalIndex | None = None
         self._seen_hdr = b""
         self._loaded_hdr = b""
         self._starts = 0
@@ -146,18 +146,11 @@ class Table:
         self._stuck = False  # a wait for the thread ran out: not again until it is back
         self.refresh()
         if self._pg is None:
-            with contextlib.suppress(OSError):
-                self._shm = os.open(self.db_path + "-shm", os.O_RDONLY)
+            self._shm = WalIndex.open(self.db_path)
 
     def header(self) -> bytes:
         """The WAL index's header as it is now (b"" where there is none to read)."""
-        fd = self._shm
-        if fd is None:
-            return b""
-        try:
-            return os.pread(fd, 48, 0)
-        except OSError:
-            return b""
+        return self._shm.header() if self._shm is not None else b""
 
     def _connect(self, timeout: float = 2.0) -> Any:
         if self._pg is not None:
@@ -339,9 +332,7 @@ class Table:
         with self._lock, contextlib.suppress(Exception):
             self._conn.close()
         if self._shm is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._shm)
-            self._shm = None
+            self._shm.close()
 
     # -- lookups (the event loop's thread; `snap` is replaced whole, never mutated)
     def account_for_key(self, key: str) -> str | None:

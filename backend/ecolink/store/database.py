@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 from ecolink.store.engine import Engine, PostgresEngine, SqliteEngine, is_postgres_url
 from ecolink.store.errors import StoreBusy, StoreError, StoreUnavailable
 from ecolink.store.tokens import new_id
+from ecolink.store.walindex import WalIndex
 
 log = logging.getLogger("ecolink.store")
 
@@ -96,7 +96,7 @@ class Database:
         # SQLite under an event loop: the loop the watch ticks on, the WAL index file
         # it reads, and the last header it read there.
         self._watch_loop: asyncio.AbstractEventLoop | None = None
-        self._shm: int | None = None
+        self._shm: WalIndex | None = None
         self._watch_hdr = b""
         # What the open transaction changed ("c:<account>:<cluster>", "a:<account>",
         # "e:<event id>"), announced to the other instances when it commits.
@@ -134,9 +134,7 @@ class Database:
             # (A Postgres listener ends by itself within its tick: nobody waits.)
             self._watch.join(timeout=5)
         if self._shm is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._shm)
-            self._shm = None
+            self._shm.close()
         self._write_pool.shutdown(wait=True)
         self._read_pool.shutdown(wait=True)
         if self._lock_pool is not None:
@@ -239,7 +237,9 @@ class Database:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 loop = None
-            if loop is not None and self._open_shm():
+            if self._shm is None and loop is not None:
+                self._shm = WalIndex.open(self.path)
+            if loop is not None and self._shm is not None:
                 # On the event loop that reads the cache, between its callbacks: the
                 # WAL index's header (`<db>-shm`, rewritten by every commit; one pread,
                 # no lock, so never a wait). A thread's look every WATCH_S took the
@@ -258,23 +258,12 @@ class Database:
         )
         self._watch.start()
 
-    def _open_shm(self) -> bool:
-        if self._shm is None:
-            try:
-                self._shm = os.open(str(self.path) + "-shm", os.O_RDONLY)
-            except OSError:
-                return False
-        return True
-
     def _watch_tick(self, loop: asyncio.AbstractEventLoop) -> None:
         """SQLite, on the event loop: has anyone committed since the last look?"""
         if self._watch_stop.is_set() or self._watch_loop is not loop or self._shm is None:
             return  # closed, or a later loop took the watch over
-        try:
-            hdr = os.pread(self._shm, 48, 0)
-        except OSError:
-            hdr = b""  # cannot tell: assume it changed
-        if not hdr or hdr != self._watch_hdr:
+        hdr = self._shm.header()
+        if not hdr or hdr != self._watch_hdr:  # (b"": cannot tell, so assume it changed)
             self._generation += 1
             self._watch_hdr = hdr
         loop.call_later(WATCH_S, self._watch_tick, loop)
