@@ -5,12 +5,17 @@ reverse proxy to the same replicas and against the replicas directly, in one run
                           [--workers N] [--upload-mib 1024]
 
 Load comes from `wrk` (Debian's package; `apt-get install wrk nginx`): a Python
-client would cap the baseline and hide the gap. Two backends run: one with the front
-that ships (compiled by mypyc, `python -m ecolink.front.build`, run first) and one
-with the same front as plain Python (`ECOLINK_FRONT_PYTHON=1`). Rounds are
-interleaved (both service URLs, nginx, direct, then again) and the medians of the
-rounds are reported, with the ratios to nginx (1 worker, upstream keepalive) and the
-machine's core count. Also
+client would cap the baseline and hide the gap. Three backends run: one with the
+front that ships (compiled by mypyc, `python -m ecolink.front.build`, run first; its
+event loop SCHED_BATCH), the same front under the normal scheduling policy
+(`ECOLINK_FRONT_SCHEDULING=normal`), and the same front as plain Python
+(`ECOLINK_FRONT_PYTHON=1`). One nginx (1 worker, upstream keepalive, least_conn)
+serves two ways: doing the service URL's job as the front does it (the key checked
+and stripped, the prefix stripped, the forwarded headers set, the sandbox header
+added: the replicas get the same request head from both, and the demo service
+echoes that head back), which is the baseline of the goal; and as a bare proxy.
+Rounds are interleaved (every target, then again) and the medians of the rounds
+are reported, with the ratios to both and the machine's core count. Also
 measured, through the URL and directly: time to the first event of a streamed
 answer, WebSocket echo round trip, and the throughput of one large upload.
 """
@@ -60,6 +65,10 @@ async def main():
     await server.serve_forever()
 asyncio.run(main())
 """
+
+
+NGINX = "nginx (same job)"
+NGINX_BARE = "nginx (bare proxy)"
 
 
 def need(tool: str) -> str:
@@ -185,11 +194,44 @@ def free_port() -> int:
 
 
 def start_nginx(
-    binary: str, workdir: Path, ports: list[int]
+    binary: str, workdir: Path, ports: list[int], service: tuple[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """nginx (1 worker, upstream keepalive, least_conn) in front of the replicas.
+
+    `/` is a bare reverse proxy. With `service` = (cluster id, API key), the same
+    server also does the service URL's job, as the front does it: the key checked,
+    then stripped; the `/gpu-clusters/<id>/service` prefix stripped; X-Forwarded-For,
+    -Proto, -Host and -Prefix, Forwarded and X-Real-IP set; the sandboxing
+    Content-Security-Policy added to every answer. The replicas then get the same
+    request head from both proxies (the demo service echoes it back, so its size
+    is part of what every answer costs)."""
+    from ecolink.api import edge_rules
+
     listen = free_port()
     (workdir / "logs").mkdir(exist_ok=True)
     servers = "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
+    same_job = ""
+    key_map = ""
+    if service is not None:
+        cid, key = service
+        prefix = f"/gpu-clusters/{cid}/service"
+        key_map = f'  map_hash_bucket_size 256;\n  map $http_authorization $key_ok {{ "Bearer {key}" 1; default 0; }}\n'
+        same_job = f"""
+    location {prefix}/ {{
+      if ($key_ok = 0) {{ return 401; }}
+      proxy_pass http://replicas/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "";
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Forwarded-Prefix {prefix};
+      proxy_set_header Forwarded "for=\\"$remote_addr\\";proto=$scheme;host=\\"$host\\"";
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_buffering off;
+      add_header Content-Security-Policy "{edge_rules.service_csp(False)}" always;
+    }}"""
     conf = workdir / "nginx.conf"
     conf.write_text(f"""
 worker_processes 1;
@@ -199,7 +241,7 @@ events {{ worker_connections 4096; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
-  upstream replicas {{
+{key_map}  upstream replicas {{
 {servers}    least_conn;
     keepalive 256;
   }}
@@ -211,7 +253,7 @@ http {{
       proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For $remote_addr;
       proxy_buffering off;
-    }}
+    }}{same_job}
   }}
 }}
 """)
@@ -421,12 +463,19 @@ def main() -> None:
         tmpd = Path(tmp)
         be = Backend(tmpd / "state", args.workers or None)
         be_py = Backend(tmpd / "state-py", args.workers or None, {"ECOLINK_FRONT_PYTHON": "1"})
-        be.start()
-        be_py.start()
+        # The same compiled front with the kernel's normal policy for its loop, not
+        # SCHED_BATCH: what the default changes, in the same rounds.
+        be_normal = Backend(
+            tmpd / "state-normal", args.workers or None, {"ECOLINK_FRONT_SCHEDULING": "normal"}
+        )
+        backends = (be, be_py, be_normal)
+        for b in backends:
+            b.start()
         nginx_proc = None
         try:
             cid, ports = be.launch("bench", 2)
-            cid_py, ports_py = be_py.launch("bench", 2)
+            cid_py, _ = be_py.launch("bench", 2)
+            cid_normal, _ = be_normal.launch("bench", 2)
             sink_script = tmpd / "sink.py"
             sink_script.write_text(SINK)
             # Run as root, replicas run under their own uids: they must reach the script.
@@ -434,25 +483,36 @@ def main() -> None:
             sink_script.chmod(0o644)
             # The system's python3: this interpreter may sit where other uids cannot go.
             sink_id, sink_ports = be.launch("sink", 2, f"python3 {sink_script}")
-            nginx_proc, nport = start_nginx(nginx_bin, tmpd, ports)
+            nginx_proc, nport = start_nginx(nginx_bin, tmpd, ports, (cid, be.key))
             bport = int(be.url.rsplit(":", 1)[1])
             auth = {"Authorization": f"Bearer {be.key}"}
             main_front = f"service URL ({be.front()} front)"
             py_front = f"service URL ({be_py.front()} front)"
+            normal_front = f"service URL ({be_normal.front()}, normal sched)"
             targets = {
                 main_front: ([f"{be.url}/gpu-clusters/{cid}/service/bench"], auth),
+                normal_front: (
+                    [f"{be_normal.url}/gpu-clusters/{cid_normal}/service/bench"],
+                    {"Authorization": f"Bearer {be_normal.key}"},
+                ),
                 py_front: (
                     [f"{be_py.url}/gpu-clusters/{cid_py}/service/bench"],
                     {"Authorization": f"Bearer {be_py.key}"},
                 ),
-                "nginx": ([f"http://127.0.0.1:{nport}/bench"], {}),
+                # nginx doing the service URL's job (key, prefix, forwarded headers, the
+                # sandbox header): the baseline of the goal. Then nginx as a bare proxy.
+                NGINX: ([f"http://127.0.0.1:{nport}/gpu-clusters/{cid}/service/bench"], auth),
+                NGINX_BARE: ([f"http://127.0.0.1:{nport}/bench"], {}),
                 "direct": ([f"http://127.0.0.1:{p}/bench" for p in ports], {}),
             }
             # The proxies' own processes, whose CPU per request is reported beside.
+            nginx_pids = children(nginx_proc.pid)
             proxy_pids = {
                 main_front: front_pids(be),
+                normal_front: front_pids(be_normal),
                 py_front: front_pids(be_py),
-                "nginx": children(nginx_proc.pid),
+                NGINX: nginx_pids,
+                NGINX_BARE: nginx_pids,
             }
             results: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {}
             cpu: dict[tuple[str, int], list[float]] = {}
@@ -469,6 +529,7 @@ def main() -> None:
                             used = cpu_seconds(pids) - before
                             cpu.setdefault((name, c), []).append(used / (r[0] * args.seconds))
             be_py.stop()
+            be_normal.stop()
             sse = {
                 "service URL": statistics.median(
                     first_event(
@@ -497,8 +558,8 @@ def main() -> None:
             if nginx_proc is not None:
                 nginx_proc.terminate()
                 nginx_proc.wait(10)
-            be.stop()
-            be_py.stop()
+            for b in backends:
+                b.stop()
     print(
         f"GET through 2 demo-service replicas, wrk -t2, {args.seconds:g} s per run, "
         f"{args.rounds} interleaved rounds (medians), {os.cpu_count()} cores, "
@@ -522,13 +583,12 @@ def main() -> None:
                 f"  {name:32s} {rps:9.0f} req/s  median {p50 * 1e3:7.2f} ms  "
                 f"p99 {p99 * 1e3:7.2f} ms  errors {errors}{per}"
             )
-        n = med["nginx"]
-        for name in (main_front, py_front):
-            s = med[name]
-            print(
-                f"  {name} / nginx: req/s {s[0] / n[0]:.2f}x, p99 {s[2] / n[2]:.2f}x "
-                f"(goal: >= 0.8x and <= 1.5x)"
-            )
+        for base in (NGINX, NGINX_BARE):
+            n = med[base]
+            for name in (main_front, normal_front, py_front):
+                s = med[name]
+                goal = "  (goal: >= 0.8x and <= 1.5x)" if base == NGINX else ""
+                print(f"  {name} / {base}: req/s {s[0] / n[0]:.2f}x, p99 {s[2] / n[2]:.2f}x{goal}")
     print(
         f" first streamed event: service URL {sse['service URL'] * 1e3:.2f} ms, direct "
         f"{sse['direct'] * 1e3:.2f} ms ({sse['service URL'] / sse['direct']:.2f}x)"

@@ -230,7 +230,13 @@ def _front(
     scheme: str,
 ) -> FrontGroup:
     from ecolink.front.proxy import FrontConfig
-    from ecolink.front.server import FrontGroup, connection_cap
+    from ecolink.front.server import SCHEDULING, FrontGroup, connection_cap
+
+    if args.front_scheduling not in SCHEDULING:  # (the variable's value, unchecked by argparse)
+        raise SystemExit(
+            f"ecolink serve: ECOLINK_FRONT_SCHEDULING must be batch or normal, "
+            f"not {args.front_scheduling!r}"
+        )
 
     cfg = FrontConfig(
         head_timeout=args.head_timeout,
@@ -241,6 +247,7 @@ def _front(
         public_url=ctx.public_url or "",
         service_domain=ctx.service_domain,
         max_websockets_per_account=ctx.max_websockets_per_account,
+        scheduling=args.front_scheduling,
     )
     return FrontGroup(
         ctx,
@@ -288,7 +295,7 @@ async def _run(
 
         print(
             f"ecolink {__version__} serving on {url} (state dir {state_dir}); "
-            f"{compiled.describe()}",
+            f"{compiled.describe()}; {front.scheduling}",
             file=sys.stderr,
             flush=True,
         )
@@ -703,6 +710,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--load-balancing",
         choices=["least-outstanding", "round-robin"],
         default="least-outstanding",
+    )
+    s.add_argument(
+        "--front-scheduling",
+        choices=["batch", "normal"],
+        default=os.environ.get("ECOLINK_FRONT_SCHEDULING") or "batch",
+        help="how the kernel schedules the front's event loops: batch (SCHED_BATCH, "
+        "the default: a busy front does not crowd out the replicas it feeds on "
+        "shared cores) or normal (or ECOLINK_FRONT_SCHEDULING)",
     )
 
     st = sub.add_parser("stop", parents=[common], help="stop the server of the state dir")

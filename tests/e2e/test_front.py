@@ -6,8 +6,11 @@ requests are spread over replicas."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -518,3 +521,45 @@ def test_the_service_url_through_either_front(
     assert [line.split()[:2] for line in lines] == [["chunk", "0"], ["chunk", "1"], ["chunk", "2"]]
     denied = httpx.get(srv.url + f"{base}/echo", timeout=10)
     assert denied.status_code == 401 and denied.json()["error"]["code"] == "unauthenticated"
+
+
+@pytest.mark.parametrize("scheduling", ["batch", "normal"])
+def test_the_front_runs_as_sched_batch_and_its_replicas_do_not(
+    ecolink_server_factory: Any, scheduling: str
+) -> None:
+    # By default the front's event loop is SCHED_BATCH (a busy front does not crowd
+    # out the replicas on shared cores); a replica it starts is back to normal.
+    extra = ["--workers", "1"] + (
+        ["--front-scheduling", "normal"] if scheduling == "normal" else []
+    )
+    srv = ecolink_server_factory(extra_args=extra)
+    said = "scheduling: SCHED_BATCH" if scheduling == "batch" else "scheduling: normal"
+    deadline = time.monotonic() + 10
+    while said not in srv.log_tail() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert said in srv.log_tail(), srv.log_tail()
+    want = os.SCHED_BATCH if scheduling == "batch" else os.SCHED_OTHER
+    assert os.sched_getscheduler(srv.proc.pid) == want
+    api = srv.client()
+    c = launch(api, "sched", replicas=2, port=8080)
+    wait_for(api, c["id"], all_ready(2))
+    pids = set()
+    for _ in range(6):  # both replicas answer in turn
+        r = api.get(f"/gpu-clusters/{c['id']}/service/who")
+        assert r.status_code == 200, r.text
+        pids.add(int(r.json()["pid"]))
+    assert len(pids) == 2
+    assert [os.sched_getscheduler(p) for p in pids] == [os.SCHED_OTHER] * 2
+
+
+def test_a_bad_scheduling_value_stops_serve_with_a_clear_error(tmp_path: Path) -> None:
+    env = {**os.environ, "ECOLINK_FRONT_SCHEDULING": "fast"}
+    r = subprocess.run(
+        [sys.executable, "-m", "ecolink", "serve", "--port", "0", "--state-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0
+    assert "ECOLINK_FRONT_SCHEDULING must be batch or normal, not 'fast'" in r.stderr

@@ -77,8 +77,11 @@ class ClientBase(asyncio.Protocol):
         # whose WebSocket the control plane reserved for the upgrade under way (a
         # worker front), until it turns into a tunnel or fails
         self.ws_reserved = ""
+        # When the bytes being parsed were read (monotonic): the head's deadline and
+        # the request's start are reckoned from it, one clock read per read.
+        self.rx_at = 0.0
 
-    def _next(self) -> None:
+    def _next(self, now: float = 0.0) -> None:
         """Start answering the next queued request, if any."""
         raise NotImplementedError
 
@@ -154,7 +157,7 @@ class ClientBase(asyncio.Protocol):
             self.transport.resume_reading()
 
     # ------------------------------------------------------------------ answers
-    def _finish_replica(self, ex: Exchange, *, failed: bool, status: int) -> None:
+    def _finish_replica(self, ex: Exchange, *, failed: bool, status: int, now: float = 0.0) -> None:
         r = ex.replica
         if r is None:
             return
@@ -163,9 +166,9 @@ class ClientBase(asyncio.Protocol):
         if failed:
             r.failed(time.monotonic())
         else:
-            r.answered(status, _monotonic() - ex.started)
+            r.answered(status, (now or _monotonic()) - ex.started)
 
-    def _exchange_over(self, ex: Exchange) -> None:
+    def _exchange_over(self, ex: Exchange, now: float = 0.0) -> None:
         if self.active is ex:
             self.active = None
         if not ex.keep_alive:
@@ -179,7 +182,7 @@ class ClientBase(asyncio.Protocol):
             return
         if self.paused_reading:
             self._resume_reading()
-        self._next()
+        self._next(now)
 
     def _answer_error(
         self,

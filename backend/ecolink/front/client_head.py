@@ -56,7 +56,7 @@ class RequestParsing(ServiceRouting):
         self.head_bytes = 0
         self.in_head = True
         if not self.deadline or self.active is None:
-            self.deadline = _monotonic() + self.cfg.head_timeout
+            self.deadline = self.rx_at + self.cfg.head_timeout
 
     def on_url(self, url: bytes) -> None:
         ex = self.parsing
@@ -96,15 +96,18 @@ class RequestParsing(ServiceRouting):
         p = self.parser
         m = ex.method_b = p.get_method()
         ex.method = _METHODS.get(m) or m.decode("latin-1")
-        ex.http11 = p.get_http_version() == "1.1"
-        ex.keep_alive = p.should_keep_alive()
+        ka = ex.keep_alive = p.should_keep_alive()
+        # llhttp takes versions 0.9, 1.0, 1.1 and 2.0 only; without a Connection
+        # header only 1.1 keeps the connection alive, so that says it (the version's
+        # string costs more than the rest of this callback).
+        ex.http11 = ka if ex.named is None else p.get_http_version() == "1.1"
         ex.upgrade = p.should_upgrade()
         if ex.method == "CONNECT":
             raise ValueError("CONNECT is not served here")
         if self.active is None and not self.queue and not self.closed:
             # Nothing ahead of it (the usual case): answered at once.
             self.active = ex
-            ex.started = _monotonic()
+            ex.started = self.rx_at
             self._route(ex)
             return
         self.queue.append(ex)
@@ -143,15 +146,16 @@ class RequestParsing(ServiceRouting):
             self._exchange_over(ex)
 
     # ------------------------------------------------------------------ requests
-    def _next(self) -> None:
-        """Start answering the next queued request, if any."""
+    def _next(self, now: float = 0.0) -> None:
+        """Start answering the next queued request, if any (`now`: the caller's
+        monotonic time, if it has it)."""
         if self.closed or self.active is not None:
             return
         if not self.queue:
             if self.eof:
                 self._close()
             elif not self.in_head:
-                self.deadline = _monotonic() + self.cfg.idle_timeout
+                self.deadline = (now or _monotonic()) + self.cfg.idle_timeout
             return
         ex = self.queue.popleft()
         self.active = ex

@@ -6,6 +6,7 @@ fresh connection or another replica when that is safe."""
 from __future__ import annotations
 
 import time
+from time import monotonic as _monotonic
 
 from ecolink.front import cookies
 from ecolink.front.balancer import Pool, Replica
@@ -84,7 +85,7 @@ class UpstreamExchange(Tunnelling):
         out.append(b"\r\n")
 
     # ------------------------------------------------------------------ replicas
-    def _dispatch_service(self, ex: Exchange, pool: Pool | None) -> None:
+    def _dispatch_service(self, ex: Exchange, pool: Pool | None, now: float = 0.0) -> None:
         if pool is None or not pool.replicas:
             msg = pool.error if pool is not None else None
             self._answer_error(
@@ -93,7 +94,7 @@ class UpstreamExchange(Tunnelling):
             return
         # The best replica now; the rest of the order only if it fails.
         ex.pool = pool
-        r = ex.first = pool.pick()
+        r = ex.first = pool.pick(now or None)
         self._try_replica(ex, r)
 
     def _replicas_left(self, ex: Exchange) -> list[Replica]:
@@ -243,12 +244,13 @@ class UpstreamExchange(Tunnelling):
             # cannot carry another exchange.
             up.keep_alive = False
         pool = self.front.conns if ex.kind == "service" else self.front.api_conns
-        pool.release(up)
-        self._finish_replica(ex, failed=False, status=ex.status)
+        now = _monotonic()
+        pool.release(up, now)
+        self._finish_replica(ex, failed=False, status=ex.status, now=now)
         if ex.framing == "close":
             self._close()
             return
-        self._exchange_over(ex)
+        self._exchange_over(ex, now)
 
     def upstream_lost(self, up: Upstream, exc: BaseException | None) -> None:
         if self.tunnel is up:

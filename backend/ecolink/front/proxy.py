@@ -11,6 +11,7 @@ two connections into a plain byte tunnel (WebSocket).
 from __future__ import annotations
 
 import asyncio
+from time import monotonic as _monotonic
 
 import httptools
 
@@ -114,6 +115,7 @@ class ClientProtocol(RequestParsing):
             elif self.active is not None:
                 self.active.tunnel_rest += data
             return
+        self.rx_at = _monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:

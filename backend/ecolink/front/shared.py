@@ -54,6 +54,8 @@ class FrontConfig:
     public_url: str = ""
     service_domain: str | None = None
     max_websockets_per_account: int = edge_rules.MAX_WEBSOCKETS_PER_ACCOUNT
+    # How the kernel schedules each front process's event loop (`server.apply_scheduling`).
+    scheduling: str = "batch"
 
 
 class ErrorLog:

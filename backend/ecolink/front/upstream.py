@@ -17,6 +17,7 @@ from ecolink.front.exchange import RESP_DROP
 class Handler(Protocol):
     """What an upstream connection reports to the exchange that holds it."""
 
+    # `headers` of upstream_head is empty but for a 101 (see Upstream.on_header).
     def upstream_head(
         self, up: Upstream, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     ) -> None: ...
@@ -55,7 +56,11 @@ class Upstream(asyncio.Protocol):
         self.tunnel = False
         self.idle_since = 0.0
         self._reason = b""
+        # Every header of the answer as it came, kept for a 101 only (the tunnel's
+        # answer is made from them); decided at the answer's first header.
         self._headers: list[tuple[bytes, bytes]] = []
+        self._first_header = True
+        self._keep_headers = False
         # The answer's head as it arrived: the lines the client gets (hop-by-hop ones
         # left out), its Content-Length, whether it was chunked, and where among the
         # lines each Set-Cookie sits (a service URL checks their scope).
@@ -123,6 +128,8 @@ class Upstream(asyncio.Protocol):
     # -- httptools callbacks
     def on_message_begin(self) -> None:
         self._headers = []
+        self._first_header = True
+        self._keep_headers = False
         self._reason = b""
         self.lines = []
         self.length = None
@@ -133,7 +140,11 @@ class Upstream(asyncio.Protocol):
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        if self._first_header:
+            self._first_header = False
+            self._keep_headers = self.parser.get_status_code() == 101
+        if self._keep_headers:
+            self._headers.append((name, value))
         n = name.lower()
         if n in RESP_DROP:
             if n == b"transfer-encoding":
@@ -272,8 +283,9 @@ class ConnPool:
         self._members.add(up)
         return up
 
-    def release(self, up: Upstream) -> None:
-        """The exchange is over; keep the connection if it can serve another."""
+    def release(self, up: Upstream, now: float = 0.0) -> None:
+        """The exchange is over; keep the connection if it can serve another
+        (`now`: the caller's monotonic time, if it has it)."""
         up.handler = None
         up.head_only = False
         if up.pooled:
@@ -285,7 +297,7 @@ class ConnPool:
         if len(idle) >= self.max_idle_per_key:
             up.close()
             return
-        up.idle_since = time.monotonic()
+        up.idle_since = now or time.monotonic()
         up.pooled = True
         idle.append(up)
         if self.waiters:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ecolink.runtime.base import STDERR, STDOUT, ExecRequest, ExecResult, ExecStream
-from ecolink.runtime.local.proc import ChildExit
+from ecolink.runtime.local.proc import ChildExit, normal_scheduling
 from ecolink.runtime.local.users import Credentials, popen_credentials
 
 CHUNK = 64 * 1024
@@ -293,6 +293,7 @@ def spawn_exec(
             raise
         finally:
             os.close(slave)
+        normal_scheduling(proc.pid)
         return LocalExec(proc, tty=True, master=master)
 
     stdin_r = stdin_w = -1
@@ -325,4 +326,5 @@ def spawn_exec(
         for fd in (stdin_r, out_w, err_w, devnull):
             if fd >= 0:
                 os.close(fd)
+    normal_scheduling(proc.pid)
     return LocalExec(proc, tty=False, stdin_w=stdin_w, out_fds=(out_r, err_r))

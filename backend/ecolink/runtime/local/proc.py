@@ -28,6 +28,17 @@ _MARKER_B = MARKER.encode() + b"="
 MANAGED: set[int] = set()
 
 
+def normal_scheduling(pid: int) -> None:
+    """Put a child just started back under the normal scheduling policy: a child
+    inherits its parent thread's, and the server's front runs as SCHED_BATCH
+    (`ecolink.front.server.apply_scheduling`), which is for the front alone, not
+    for replicas or shells."""
+    getter = getattr(os, "sched_getscheduler", None)
+    with contextlib.suppress(OSError):
+        if getter is not None and getter(pid) == os.SCHED_BATCH:
+            os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+
+
 def make_subreaper(on: bool = True) -> bool:
     """Make this process a child subreaper (or stop being one); False where the
     kernel refuses."""

@@ -31,6 +31,7 @@ from ecolink.runtime.local.proc import (
     free_port,
     kill_now_sync,
     kill_tree_sync,
+    normal_scheduling,
     port_free,
     sweep_sync,
     term_groups_and_wait_sync,
@@ -208,6 +209,7 @@ class Supervisor:
             raise
         finally:
             os.close(write_fd)
+        normal_scheduling(proc.pid)
         r.proc = proc
         r.exit = ChildExit(proc)
         r.runs += 1
