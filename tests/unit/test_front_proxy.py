@@ -178,3 +178,140 @@ async def test_head_answer_ends_at_its_head_and_the_connection_serves_on() -> No
     writer.close()
     close_front(f, server)
     up.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "replica_sees"),
+    [
+        ("/gpu-clusters/web/service/x?y=1", b"/x?y=1"),
+        ("/gpu-clusters/c1/service/", b"/"),
+        ("/gpu-clusters/c1/service/?q=/service/", b"/?q=/service/"),
+        ("/gpu-clusters/c1/service/a/service/b", b"/a/service/b"),
+        # the API's paths, not a service URL: the API (not running here) answers 503
+        ("/gpu-clusters/c1/service", None),
+        ("/gpu-clusters/c1/service?x=/service/y", None),
+        ("/gpu-clusters/c1/services/x", None),
+        ("/gpu-clusters/c1/other/service/x", None),
+        ("/gpu-clusters/c?1/service/x", None),
+    ],
+)
+async def test_which_paths_are_a_service_url_and_what_the_replica_gets(
+    target: str, replica_sees: bytes | None
+) -> None:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b" ")[1])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    up = await asyncio.start_server(handle, "127.0.0.1", 0)
+    f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
+    f.set_targets("c1", [("web-0", "127.0.0.1", up.sockets[0].getsockname()[1], "local")])
+    server = await serve_front(f, _listen(), None)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET {target} HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {KEY}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    close_front(f, server)
+    up.close()
+    if replica_sees is None:
+        assert data.startswith(b"HTTP/1.1 503") and b"the API cannot be reached" in data
+        assert seen == []
+    else:
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"ok")
+        assert seen == [replica_sees]
+
+
+@pytest.mark.parametrize(
+    ("version", "connection", "keeps_open", "says"),
+    [
+        ("1.1", None, True, None),
+        ("1.1", "close", False, b"connection: close"),
+        ("1.0", None, False, b"connection: close"),
+        ("1.0", "keep-alive", True, b"connection: keep-alive"),
+    ],
+)
+async def test_http_version_and_connection_decide_keep_alive(
+    version: str, connection: str | None, keeps_open: bool, says: bytes | None
+) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    up = await asyncio.start_server(handle, "127.0.0.1", 0)
+    f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
+    f.set_targets("c1", [("web-0", "127.0.0.1", up.sockets[0].getsockname()[1], "local")])
+    server = await serve_front(f, _listen(), None)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    extra = f"Connection: {connection}\r\n" if connection else ""
+    writer.write(
+        f"GET /gpu-clusters/c1/service/x HTTP/{version}\r\nHost: h\r\n"
+        f"Authorization: Bearer {KEY}\r\n{extra}\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200")
+    body = await asyncio.wait_for(reader.readexactly(2), 10)
+    assert body == b"ok"
+    if says is None:
+        assert b"connection:" not in head.lower()
+    else:
+        assert says in head.lower()
+    rest = await asyncio.wait_for(reader.read(), 0.5) if not keeps_open else None
+    if keeps_open:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.read(1), 0.3)  # still open, nothing more
+    else:
+        assert rest == b""  # closed after the answer
+    writer.close()
+    close_front(f, server)
+    up.close()
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+async def test_an_answer_without_length_is_chunked_for_1_1_only(version: str) -> None:
+    # Without a Connection header the front reads the version off keep-alive: an
+    # HTTP/1.0 client must get the body raw, then the close that ends it.
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+            )
+            await writer.drain()
+
+    up = await asyncio.start_server(handle, "127.0.0.1", 0)
+    f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
+    f.set_targets("c1", [("web-0", "127.0.0.1", up.sockets[0].getsockname()[1], "local")])
+    server = await serve_front(f, _listen(), None)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET /gpu-clusters/c1/service/x HTTP/{version}\r\nHost: h\r\n"
+        f"Authorization: Bearer {KEY}\r\n\r\n".encode()
+    )
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).lower()
+    if version == "1.1":
+        assert b"transfer-encoding: chunked" in head
+        assert await asyncio.wait_for(reader.readexactly(12), 10) == b"2\r\nok\r\n0\r\n\r\n"
+    else:
+        assert b"transfer-encoding" not in head and b"connection: close" in head
+        assert await asyncio.wait_for(reader.read(), 10) == b"ok"
+    writer.close()
+    close_front(f, server)
+    up.close()

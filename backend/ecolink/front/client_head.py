@@ -22,6 +22,8 @@ def _note(ex: Exchange, n: bytes, value: bytes) -> None:
             raise ValueError("more than one Host header")
         ex.host = value
     elif n == b"cookie":
+        if ex.cookies is None:
+            ex.cookies = []
         ex.cookies.append(value.decode("latin-1"))
     elif n == b"origin":
         ex.origin = value
@@ -82,6 +84,8 @@ class RequestParsing(ServiceRouting):
             _note(ex, n, value)
         elif n.startswith(b"x-forwarded-"):
             if n == b"x-forwarded-for":
+                if ex.xff is None:
+                    ex.xff = []
                 ex.xff.append(value)
         else:
             ex.plain.append(b"%s: %s\r\n" % (name, value))

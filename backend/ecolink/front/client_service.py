@@ -16,7 +16,9 @@ from ecolink.front.exchange import Exchange
 # How long a request to a running cluster waits for its first ready targets from the feed.
 FEED_WAIT_S = 2.0
 _PREFIX = b"/gpu-clusters/"
-_SERVICE_SEG = b"service"
+_PREFIX_LEN = len(_PREFIX)
+_SERVICE_SEG = b"/service/"
+_SERVICE_LEN = len(_SERVICE_SEG) - 1  # up to the slash the replica's path starts with
 
 # Every answer on a service URL (the replica's, and the front's own refusals) starts
 # with the sandbox of `edge_rules`: on the API's origin never `allow-same-origin`.
@@ -45,11 +47,15 @@ class ServiceRouting(UpstreamExchange):
                 self._service(ex, b"")
                 return
         if url.startswith(_PREFIX):
-            path, q, query = url.partition(b"?")
-            parts = path.split(b"/", 4)
-            if len(parts) == 5 and parts[3] == _SERVICE_SEG:
-                ex.upath = b"/" + parts[4] + q + query
-                seg = parts[2].decode("latin-1")
+            # /gpu-clusters/{ref}/service/{rest}[?query] (the path part only): the
+            # replica gets /{rest}[?query]; /gpu-clusters/{ref}/service alone is the API's.
+            end = url.find(b"?")
+            if end < 0:
+                end = len(url)
+            cut = url.find(b"/", _PREFIX_LEN, end)  # (no "?" can sit inside "/service/")
+            if cut >= 0 and url.startswith(_SERVICE_SEG, cut):
+                ex.upath = url[cut + _SERVICE_LEN :]
+                seg = url[_PREFIX_LEN:cut].decode("latin-1")
                 ex.ref = unquote(seg) if "%" in seg else seg
                 ex.csp = _CSP_LINE
                 self._service(ex, None)
@@ -128,7 +134,7 @@ class ServiceRouting(UpstreamExchange):
         self._service_route(ex, account, at_root, cookie_values, ex.started)
 
     async def _reserve_websocket(
-        self, ex: Exchange, account: str, at_root: bytes | None, cookie_values: list[str]
+        self, ex: Exchange, account: str, at_root: bytes | None, cookie_values: list[str] | None
     ) -> None:
         front = self.front
         assert front.reserve_websocket is not None and front.release_websocket is not None
@@ -163,7 +169,7 @@ class ServiceRouting(UpstreamExchange):
         ex: Exchange,
         account: str,
         at_root: bytes | None,
-        cookie_values: list[str],
+        cookie_values: list[str] | None,
         now: float = 0.0,
     ) -> None:
         """The rest of a service-URL request once its account may send it: the cluster,

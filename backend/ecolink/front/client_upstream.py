@@ -19,6 +19,8 @@ from ecolink.front.exchange import (
 )
 from ecolink.front.upstream import Upstream, UpstreamUnreachable
 
+_OK_LINE = b"HTTP/1.1 200 OK\r\n"  # most answers' status line, made once
+
 
 class UpstreamExchange(Tunnelling):
     """Forwarding one exchange: to the API, or to a replica of a service URL
@@ -180,7 +182,11 @@ class UpstreamExchange(Tunnelling):
         if ex is None or ex.up is not up or self.transport is None:
             return
         ex.status = status
-        out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        out = [
+            _OK_LINE
+            if status == 200 and reason == b"OK"
+            else b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        ]
         lines = up.lines
         if ex.kind == "service":
             out.append(ex.csp)  # first: a replica's own policy adds, never loosens

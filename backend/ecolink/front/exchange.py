@@ -92,6 +92,9 @@ class Exchange:
     # case Connection names one of them).
     auth: bytes | None = None
     origin: bytes | None = None
+    # made at the first Cookie / X-Forwarded-For line (most requests have neither)
+    cookies: list[str] | None = None
+    xff: list[bytes] | None = None
     named: set[bytes] | None = None
     upgrade_value = b""
     hosts = 0
@@ -104,8 +107,6 @@ class Exchange:
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
-        self.cookies: list[str] = []
-        self.xff: list[bytes] = []
         self.plain: list[bytes] = []
         self.plain_names: list[bytes] = []
 

@@ -127,14 +127,16 @@ class Upstream(asyncio.Protocol):
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
-        self._headers = []
+        if self._headers:  # (an empty one is kept: nothing holds on to it)
+            self._headers = []
         self._first_header = True
         self._keep_headers = False
         self._reason = b""
         self.lines = []
         self.length = None
         self.chunked = False
-        self.set_cookies = []
+        if self.set_cookies:
+            self.set_cookies = []
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
