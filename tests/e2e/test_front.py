@@ -9,8 +9,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 
 from ecolink.runtime.local.users import replica_python
 from support.e2e_helpers import all_ready, launch, wait_for
+from support.server import serve_once
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -553,13 +552,6 @@ def test_the_front_runs_as_sched_batch_and_its_replicas_do_not(
 
 
 def test_a_bad_scheduling_value_stops_serve_with_a_clear_error(tmp_path: Path) -> None:
-    env = {**os.environ, "ECOLINK_FRONT_SCHEDULING": "fast"}
-    r = subprocess.run(
-        [sys.executable, "-m", "ecolink", "serve", "--port", "0", "--state-dir", str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = serve_once(tmp_path, {"ECOLINK_FRONT_SCHEDULING": "fast"})
     assert r.returncode != 0
     assert "ECOLINK_FRONT_SCHEDULING must be batch or normal, not 'fast'" in r.stderr

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +14,7 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.e2e_helpers import all_ready, connect, exec_url, launch, wait_for, wait_until
-from support.server import EcolinkServer
+from support.server import EcolinkServer, serve_once
 
 
 def scrape(api: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -166,14 +163,7 @@ def test_request_id_crosses_the_front_and_lands_in_json_logs(
 
 
 def test_a_log_format_that_is_not_known_is_refused(tmp_path: Any) -> None:
-    env = {**os.environ, "ECOLINK_LOG_FORMAT": "xml", "PYTHONPATH": os.pathsep.join(sys.path)}
-    r = subprocess.run(
-        [sys.executable, "-m", "ecolink", "serve", "--port", "0", "--state-dir", str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = serve_once(tmp_path, {"ECOLINK_LOG_FORMAT": "xml"})
     assert r.returncode == 1
     assert "ECOLINK_LOG_FORMAT='xml': use text or json" in r.stderr
 

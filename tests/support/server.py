@@ -40,6 +40,18 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def serve_once(state_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`ecolink serve` on a free port with `env` added to this process's environment,
+    run to its end: for settings it must refuse before it serves."""
+    return subprocess.run(
+        [sys.executable, "-m", "ecolink", "serve", "--port", "0", "--state-dir", str(state_dir)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

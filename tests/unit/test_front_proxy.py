@@ -5,7 +5,9 @@ connections is skipped, and the traffic counters follow."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -78,6 +80,40 @@ def _listen() -> socket.socket:
     s.bind(("127.0.0.1", 0))
     s.listen(128)
     return s
+
+
+@contextlib.asynccontextmanager
+async def scripted_front(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[tuple[Front, int]]:
+    """A front in this process whose cluster c1 has one replica, answered by `handle`;
+    the front and that port."""
+    up = await asyncio.start_server(handle, "127.0.0.1", 0)
+    f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
+    f.set_targets("c1", [("web-0", "127.0.0.1", up.sockets[0].getsockname()[1], "local")])
+    server = await serve_front(f, _listen(), None)
+    try:
+        yield f, server.sockets[0].getsockname()[1]
+    finally:
+        close_front(f, server)
+        up.close()
+
+
+def answering(
+    answer: bytes,
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A replica that answers every request of a connection with `answer`."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(answer)
+            await writer.drain()
+
+    return handle
 
 
 @pytest.fixture
@@ -159,25 +195,19 @@ async def test_head_answer_ends_at_its_head_and_the_connection_serves_on() -> No
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
             await writer.drain()
 
-    up = await asyncio.start_server(handle, "127.0.0.1", 0)
-    f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
-    f.set_targets("c1", [("web-0", "127.0.0.1", up.sockets[0].getsockname()[1], "local")])
-    server = await serve_front(f, _listen(), None)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    for method in ("HEAD", "GET", "HEAD", "GET"):
-        writer.write(
-            f"{method} /gpu-clusters/web/service/x HTTP/1.1\r\nHost: h\r\n"
-            f"Authorization: Bearer {KEY}\r\n\r\n".encode()
-        )
-    writer.write_eof()
-    data = await asyncio.wait_for(reader.read(), 5)
-    assert data.count(b"HTTP/1.1 200 OK") == 4
-    assert data.count(b"hello") == 2 and data.endswith(b"hello")
-    assert conns == 1  # one pooled connection carried all four
-    writer.close()
-    close_front(f, server)
-    up.close()
+    async with scripted_front(handle) as (f, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for method in ("HEAD", "GET", "HEAD", "GET"):
+            writer.write(
+                f"{method} /gpu-clusters/web/service/x HTTP/1.1\r\nHost: h\r\n"
+                f"Authorization: Bearer {KEY}\r\n\r\n".encode()
+            )
+        writer.write_eof()
+        data = await asyncio.wait_for(reader.read(), 5)
+        assert data.count(b"HTTP/1.1 200 OK") == 4
+        assert data.count(b"hello") == 2 and data.endswith(b"hello")
+        assert conns == 1  # one pooled connection carried all four
+        writer.close()
 
 
 @pytest.mark.parametrize(
@@ -207,20 +237,14 @@ async def test_which_paths_are_a_service_url_and_what_the_replica_gets(
         await writer.drain()
         writer.close()
 
-    up = await asyncio.start_server(handle, "127.0.0.1", 0)
-    f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
-    f.set_targets("c1", [("web-0", "127.0.0.1", up.sockets[0].getsockname()[1], "local")])
-    server = await serve_front(f, _listen(), None)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        f"GET {target} HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {KEY}\r\n"
-        "Connection: close\r\n\r\n".encode()
-    )
-    data = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    close_front(f, server)
-    up.close()
+    async with scripted_front(handle) as (f, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {KEY}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
     if replica_sees is None:
         assert data.startswith(b"HTTP/1.1 503") and b"the API cannot be reached" in data
         assert seen == []
@@ -241,77 +265,47 @@ async def test_which_paths_are_a_service_url_and_what_the_replica_gets(
 async def test_http_version_and_connection_decide_keep_alive(
     version: str, connection: str | None, keeps_open: bool, says: bytes | None
 ) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            await writer.drain()
-
-    up = await asyncio.start_server(handle, "127.0.0.1", 0)
-    f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
-    f.set_targets("c1", [("web-0", "127.0.0.1", up.sockets[0].getsockname()[1], "local")])
-    server = await serve_front(f, _listen(), None)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    extra = f"Connection: {connection}\r\n" if connection else ""
-    writer.write(
-        f"GET /gpu-clusters/c1/service/x HTTP/{version}\r\nHost: h\r\n"
-        f"Authorization: Bearer {KEY}\r\n{extra}\r\n".encode()
-    )
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    assert head.startswith(b"HTTP/1.1 200")
-    body = await asyncio.wait_for(reader.readexactly(2), 10)
-    assert body == b"ok"
-    if says is None:
-        assert b"connection:" not in head.lower()
-    else:
-        assert says in head.lower()
-    rest = await asyncio.wait_for(reader.read(), 0.5) if not keeps_open else None
-    if keeps_open:
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(reader.read(1), 0.3)  # still open, nothing more
-    else:
-        assert rest == b""  # closed after the answer
-    writer.close()
-    close_front(f, server)
-    up.close()
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with scripted_front(answering(ok)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        extra = f"Connection: {connection}\r\n" if connection else ""
+        writer.write(
+            f"GET /gpu-clusters/c1/service/x HTTP/{version}\r\nHost: h\r\n"
+            f"Authorization: Bearer {KEY}\r\n{extra}\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        body = await asyncio.wait_for(reader.readexactly(2), 10)
+        assert body == b"ok"
+        if says is None:
+            assert b"connection:" not in head.lower()
+        else:
+            assert says in head.lower()
+        rest = await asyncio.wait_for(reader.read(), 0.5) if not keeps_open else None
+        if keeps_open:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(reader.read(1), 0.3)  # still open, nothing more
+        else:
+            assert rest == b""  # closed after the answer
+        writer.close()
 
 
 @pytest.mark.parametrize("version", ["1.0", "1.1"])
 async def test_an_answer_without_length_is_chunked_for_1_1_only(version: str) -> None:
     # Without a Connection header the front reads the version off keep-alive: an
     # HTTP/1.0 client must get the body raw, then the close that ends it.
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
-            )
-            await writer.drain()
-
-    up = await asyncio.start_server(handle, "127.0.0.1", 0)
-    f = Front(FakeTable(), "/nonexistent.sock", FrontConfig())  # type: ignore[arg-type]
-    f.set_targets("c1", [("web-0", "127.0.0.1", up.sockets[0].getsockname()[1], "local")])
-    server = await serve_front(f, _listen(), None)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        f"GET /gpu-clusters/c1/service/x HTTP/{version}\r\nHost: h\r\n"
-        f"Authorization: Bearer {KEY}\r\n\r\n".encode()
-    )
-    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).lower()
-    if version == "1.1":
-        assert b"transfer-encoding: chunked" in head
-        assert await asyncio.wait_for(reader.readexactly(12), 10) == b"2\r\nok\r\n0\r\n\r\n"
-    else:
-        assert b"transfer-encoding" not in head and b"connection: close" in head
-        assert await asyncio.wait_for(reader.read(), 10) == b"ok"
-    writer.close()
-    close_front(f, server)
-    up.close()
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    async with scripted_front(answering(chunked)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"GET /gpu-clusters/c1/service/x HTTP/{version}\r\nHost: h\r\n"
+            f"Authorization: Bearer {KEY}\r\n\r\n".encode()
+        )
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).lower()
+        if version == "1.1":
+            assert b"transfer-encoding: chunked" in head
+            assert await asyncio.wait_for(reader.readexactly(12), 10) == b"2\r\nok\r\n0\r\n\r\n"
+        else:
+            assert b"transfer-encoding" not in head and b"connection: close" in head
+            assert await asyncio.wait_for(reader.read(), 10) == b"ok"
+        writer.close()

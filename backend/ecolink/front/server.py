@@ -58,10 +58,11 @@ def apply_scheduling(policy: str) -> str:
     policy, bench/proxy.py on 2 cores showed replicas that were runnable but got
     only 1 to 4 ms of CPU in 20 to 55 ms (their event loops' heartbeats stalled
     that long, read from /proc/PID/stat and /proc/PID/sched). That put the service
-    URL's p99 at 2.9 to 4.3 times nginx's. Under SCHED_BATCH it was 0.8 to 1.1
-    times, with the same requests per second. The cost: one client's requests,
-    on cores that other processes keep busy, had a p99 3.7 ms instead of 3.1 ms.
-    "normal" (SCHED_OTHER) leaves the thread as it was."""
+    URL's p99 at 32 connections at 2.5 to 3.2 times that of nginx doing the same
+    job. Under SCHED_BATCH it was 0.87 to 0.90 times. The cost: 9 to 15% fewer
+    requests per second at 32 connections (none at 256), and one client's
+    requests, on cores that other processes keep busy, had a p99 of 3.7 ms
+    instead of 3.1 ms. "normal" (SCHED_OTHER) leaves the thread as it was."""
     if policy not in SCHEDULING:
         raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}, not {policy!r}")
     setter = getattr(os, "sched_setscheduler", None)
