@@ -131,7 +131,7 @@ class ServiceRouting(UpstreamExchange):
                 # control plane, which counts every front's WebSockets, says.
                 self.loop.create_task(self._reserve_websocket(ex, account, at_root, cookie_values))
                 return
-        self._service_route(ex, account, at_root, cookie_values, ex.started)
+        self._service_route(ex, account, at_root, cookie_values)
 
     async def _reserve_websocket(
         self, ex: Exchange, account: str, at_root: bytes | None, cookie_values: list[str] | None
@@ -165,16 +165,10 @@ class ServiceRouting(UpstreamExchange):
         self._service_route(ex, account, at_root, cookie_values)
 
     def _service_route(
-        self,
-        ex: Exchange,
-        account: str,
-        at_root: bytes | None,
-        cookie_values: list[str] | None,
-        now: float = 0.0,
+        self, ex: Exchange, account: str, at_root: bytes | None, cookie_values: list[str] | None
     ) -> None:
         """The rest of a service-URL request once its account may send it: the cluster,
-        the head its replica sees, and the replica (`now`: the request's clock, when it
-        goes on in the callback that parsed it)."""
+        the head its replica sees, and the replica."""
         front = self.front
         route = front.route(account, ex.ref)
         if route is None:
@@ -220,7 +214,7 @@ class ServiceRouting(UpstreamExchange):
                 # replicas that just got ready: wait briefly for the feed.
                 self.loop.create_task(self._await_feed(ex, info.id))
                 return
-        self._dispatch_service(ex, pool, now)
+        self._dispatch_service(ex, pool)
 
     def _forwarded_lines(self, prior_xff: list[bytes], host: bytes, prefix: str) -> bytes:
         """What the replica learns of the client and the URL it used: X-Forwarded-*,

@@ -87,7 +87,7 @@ class UpstreamExchange(Tunnelling):
         out.append(b"\r\n")
 
     # ------------------------------------------------------------------ replicas
-    def _dispatch_service(self, ex: Exchange, pool: Pool | None, now: float = 0.0) -> None:
+    def _dispatch_service(self, ex: Exchange, pool: Pool | None) -> None:
         if pool is None or not pool.replicas:
             msg = pool.error if pool is not None else None
             self._answer_error(
@@ -96,7 +96,7 @@ class UpstreamExchange(Tunnelling):
             return
         # The best replica now; the rest of the order only if it fails.
         ex.pool = pool
-        r = ex.first = pool.pick(now or None)
+        r = ex.first = pool.pick()
         self._try_replica(ex, r)
 
     def _replicas_left(self, ex: Exchange) -> list[Replica]:
