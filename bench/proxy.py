@@ -14,6 +14,8 @@ serves two ways: doing the service URL's job as the front does it (the key check
 and stripped, the prefix stripped, the forwarded headers set, the sandbox header
 added: the replicas get the same request head from both, and the demo service
 echoes that head back), which is the baseline of the goal; and as a bare proxy.
+On a machine of several cores, a fourth backend runs the front as it ships, one
+process per core, beside a second nginx doing the same job with as many workers.
 Rounds are interleaved (every target, then again) and the medians of the rounds
 are reported, with the ratios to both and the machine's core count. Also
 measured, through the URL and directly: time to the first event of a streamed
@@ -194,9 +196,13 @@ def free_port() -> int:
 
 
 def start_nginx(
-    binary: str, workdir: Path, ports: list[int], service: tuple[str, str] | None = None
+    binary: str,
+    workdir: Path,
+    ports: list[int],
+    service: tuple[str, str] | None = None,
+    workers: int = 1,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """nginx (1 worker, upstream keepalive, least_conn) in front of the replicas.
+    """nginx (`workers` workers, upstream keepalive, least_conn) in front of the replicas.
 
     `/` is a bare reverse proxy. With `service` = (cluster id, API key), the same
     server also does the service URL's job, as the front does it: the key checked,
@@ -208,6 +214,7 @@ def start_nginx(
     from ecolink.api import edge_rules
 
     listen = free_port()
+    workdir.mkdir(exist_ok=True)
     (workdir / "logs").mkdir(exist_ok=True)
     servers = "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
     same_job = ""
@@ -234,7 +241,7 @@ def start_nginx(
     }}"""
     conf = workdir / "nginx.conf"
     conf.write_text(f"""
-worker_processes 1;
+worker_processes {workers};
 error_log {workdir}/logs/error.log warn;
 pid {workdir}/nginx.pid;
 events {{ worker_connections 4096; }}
@@ -246,7 +253,7 @@ http {{
     keepalive 256;
   }}
   server {{
-    listen 127.0.0.1:{listen} backlog=4096;
+    listen 127.0.0.1:{listen} backlog=4096{" reuseport" if workers > 1 else ""};
     location / {{
       proxy_pass http://replicas;
       proxy_http_version 1.1;
@@ -468,10 +475,16 @@ def main() -> None:
         be_normal = Backend(
             tmpd / "state-normal", args.workers or None, {"ECOLINK_FRONT_SCHEDULING": "normal"}
         )
-        backends = (be, be_py, be_normal)
+        backends = [be, be_py, be_normal]
+        # As it ships, one front process per core, beside nginx with a worker per core.
+        cores = os.cpu_count() or 1
+        be_cores = None
+        if args.workers == 1 and cores > 1:
+            be_cores = Backend(tmpd / "state-cores", None)
+            backends.append(be_cores)
         for b in backends:
             b.start()
-        nginx_proc = None
+        nginx_proc = nginx_cores = None
         try:
             cid, ports = be.launch("bench", 2)
             cid_py, _ = be_py.launch("bench", 2)
@@ -514,6 +527,21 @@ def main() -> None:
                 NGINX: nginx_pids,
                 NGINX_BARE: nginx_pids,
             }
+            pairs: list[tuple[str, str]] = []
+            if be_cores is not None:
+                cid_cores, ports_cores = be_cores.launch("bench", 2)
+                nginx_cores, nport_cores = start_nginx(
+                    nginx_bin, tmpd / "nginx-cores", ports_cores, (cid_cores, be_cores.key), cores
+                )
+                cores_front = f"service URL ({cores} front processes)"
+                cores_nginx = f"nginx (same job, {cores} workers)"
+                auth_cores = {"Authorization": f"Bearer {be_cores.key}"}
+                path_cores = f"/gpu-clusters/{cid_cores}/service/bench"
+                targets[cores_front] = ([f"{be_cores.url}{path_cores}"], auth_cores)
+                targets[cores_nginx] = ([f"http://127.0.0.1:{nport_cores}{path_cores}"], auth_cores)
+                proxy_pids[cores_front] = front_pids(be_cores)
+                proxy_pids[cores_nginx] = children(nginx_cores.pid)
+                pairs.append((cores_front, cores_nginx))
             results: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {}
             cpu: dict[tuple[str, int], list[float]] = {}
             for urls, headers in targets.values():  # warm-up
@@ -530,6 +558,8 @@ def main() -> None:
                             cpu.setdefault((name, c), []).append(used / (r[0] * args.seconds))
             be_py.stop()
             be_normal.stop()
+            if be_cores is not None:
+                be_cores.stop()
             sse = {
                 "service URL": statistics.median(
                     first_event(
@@ -555,9 +585,10 @@ def main() -> None:
                 "direct": upload(sink_ports[0], "/up", {}, size),
             }
         finally:
-            if nginx_proc is not None:
-                nginx_proc.terminate()
-                nginx_proc.wait(10)
+            for proc in (nginx_proc, nginx_cores):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(10)
             for b in backends:
                 b.stop()
     print(
@@ -589,6 +620,9 @@ def main() -> None:
                 s = med[name]
                 goal = "  (goal: >= 0.8x and <= 1.5x)" if base == NGINX else ""
                 print(f"  {name} / {base}: req/s {s[0] / n[0]:.2f}x, p99 {s[2] / n[2]:.2f}x{goal}")
+        for ours, base in pairs:
+            s, n = med[ours], med[base]
+            print(f"  {ours} / {base}: req/s {s[0] / n[0]:.2f}x, p99 {s[2] / n[2]:.2f}x")
     print(
         f" first streamed event: service URL {sse['service URL'] * 1e3:.2f} ms, direct "
         f"{sse['direct'] * 1e3:.2f} ms ({sse['service URL'] / sse['direct']:.2f}x)"

@@ -551,6 +551,51 @@ def test_the_front_runs_as_sched_batch_and_its_replicas_do_not(
     assert [os.sched_getscheduler(p) for p in pids] == [os.SCHED_OTHER] * 2
 
 
+def _tty_nr(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat[stat.rfind(b")") + 2 :].split()[4])
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["no-terminal", "terminal"])
+def test_replicas_share_the_backends_session_and_scheduling_group_but_not_its_terminal(
+    ecolink_server_factory: Any, terminal: bool
+) -> None:
+    # A replica in a session of its own is a scheduling group of its own where the
+    # kernel groups by session (autogroup), and was starved beside a busy front. So
+    # it stays in the backend's session, leads a process group of its own (stopped
+    # with killpg), and never holds the backend's terminal, when there is one.
+    srv = ecolink_server_factory(start=False)
+    srv.terminal = terminal
+    srv.start()
+    serve = srv.proc.pid
+    assert (_tty_nr(serve) != 0) == terminal  # the case is the one named
+    api = srv.client()
+    c = launch(api, "group", replicas=2, port=8080)
+    wait_for(api, c["id"], all_ready(2))
+    pids = set()
+    for _ in range(6):
+        r = api.get(f"/gpu-clusters/{c['id']}/service/who")
+        assert r.status_code == 200, r.text
+        pids.add(int(r.json()["pid"]))
+    assert len(pids) == 2
+    autogroup = Path("/proc/self/autogroup").exists()
+    for pid in pids:
+        assert os.getpgid(pid) == pid
+        assert os.getsid(pid) == os.getsid(serve)
+        assert _tty_nr(pid) == 0
+        if autogroup:
+            assert (
+                Path(f"/proc/{pid}/autogroup").read_text()
+                == Path(f"/proc/{serve}/autogroup").read_text()
+            )
+    r = api.delete(f"/gpu-clusters/{c['id']}")
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{p}").exists() for p in pids)
+
+
 def test_a_bad_scheduling_value_stops_serve_with_a_clear_error(tmp_path: Path) -> None:
     r = serve_once(tmp_path, {"ECOLINK_FRONT_SCHEDULING": "fast"})
     assert r.returncode != 0

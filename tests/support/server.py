@@ -4,6 +4,7 @@ for the fixtures that hand it out and what each attribute is)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,10 @@ def serve_once(state_dir: Path, env: dict[str, str]) -> subprocess.CompletedProc
     )
 
 
+def _take_stdin_as_terminal() -> None:  # in the child, after setsid
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -85,6 +91,10 @@ class EcolinkServer:
         self.account = account
         self.log_path = state_dir / "serve.out"
         self.proc: subprocess.Popen[bytes] | None = None
+        # True before start(): serve runs in a session of its own whose controlling
+        # terminal is a pseudo-terminal (as when started from a shell), not none.
+        self.terminal = False
+        self._tty: int | None = None
         self.url = ""
         self.port = 0
         self.key = ""
@@ -125,9 +135,25 @@ class EcolinkServer:
             cmd += ["--catalog", self.catalog]
         cmd += self.extra_args
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
-        self.proc = subprocess.Popen(
-            cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
+        if self.terminal:
+            self._close_tty()
+            self._tty, follower = os.openpty()
+            try:
+                self.proc = subprocess.Popen(
+                    cmd,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=follower,
+                    start_new_session=True,
+                    preexec_fn=_take_stdin_as_terminal,
+                )
+            finally:
+                os.close(follower)
+        else:
+            self.proc = subprocess.Popen(
+                cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -182,11 +208,17 @@ class EcolinkServer:
 
     def close(self) -> None:
         self.stop()
+        self._close_tty()
         self._kill_leftovers()
         # Replicas under their own uids keep their files outside the state dir.
         root = self.replica_dir("x").parent.parent
         if root != self.state_dir and "ECOLINK_REPLICA_ROOT" not in self.env:
             shutil.rmtree(root, ignore_errors=True)
+
+    def _close_tty(self) -> None:
+        if self._tty is not None:
+            os.close(self._tty)
+            self._tty = None
 
     def _kill_leftovers(self) -> None:
         # A SIGKILLed server leaves its replicas behind: end them by their marker.

@@ -2,7 +2,8 @@
 
 A replica runs its cluster's startup command (`sh -c`), or the built-in demo HTTP
 service when there is none, in `replicas/<cluster_id>/<replica>/` under the state dir,
-in its own session, with `PORT` (a free loopback port of its own: processes cannot
+in a process group of its own inside the backend's session (without its terminal:
+`proc.replica_group_args`), with `PORT` (a free loopback port of its own: processes cannot
 share a port the way pods can, so the cluster's endpoint port maps to it), its index,
 name, cluster id, `CUDA_VISIBLE_DEVICES`, `HOME` (the working dir), `ECO_FS_<NAME>`
 for each shared filesystem (also linked into the working dir) and a marker variable that every process it

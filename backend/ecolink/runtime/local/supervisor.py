@@ -33,6 +33,7 @@ from ecolink.runtime.local.proc import (
     kill_tree_sync,
     normal_scheduling,
     port_free,
+    replica_group_args,
     sweep_sync,
     term_groups_and_wait_sync,
 )
@@ -199,8 +200,8 @@ class Supervisor:
                 stderr=write_fd,
                 cwd=r.workdir,
                 env=env,
-                start_new_session=True,
                 close_fds=True,
+                **replica_group_args(),
                 **popen_credentials(r.creds),
             )
         except BaseException:
