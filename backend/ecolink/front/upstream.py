@@ -7,35 +7,19 @@ import asyncio
 import collections
 import contextlib
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from ecolink.front.exchange import RESP_DROP
 
-
-class Handler(Protocol):
-    """What an upstream connection reports to the exchange that holds it."""
-
-    # `headers` of upstream_head is empty but for a 101 (see Upstream.on_header).
-    def upstream_head(
-        self, up: Upstream, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> None: ...
-    def upstream_body(self, data: bytes) -> None: ...
-    def upstream_done(self, up: Upstream) -> None: ...
-    def upstream_upgraded(
-        self,
-        up: Upstream,
-        status: int,
-        reason: bytes,
-        headers: list[tuple[bytes, bytes]],
-        rest: bytes,
-    ) -> None: ...
-    def upstream_lost(self, up: Upstream, exc: BaseException | None) -> None: ...
-    def upstream_pause(self) -> None: ...
-    def upstream_resume(self) -> None: ...
-    def batch_start(self) -> None: ...
-    def batch_end(self) -> None: ...
+if TYPE_CHECKING:
+    # What an upstream connection reports to: the client exchange that holds it
+    # (upstream_head, _body, _done, _upgraded, _lost, _pause, _resume, batch_start,
+    # batch_end; `headers` of upstream_head is empty but for a 101, see on_header).
+    # A class, not a Protocol: compiled by mypyc, a call to it is a native call, not
+    # a method looked up by name (five of them per request).
+    from ecolink.front.client_upstream import UpstreamExchange as Handler
 
 
 Key = tuple[str, int] | str  # (host, port), or the path of a unix socket
