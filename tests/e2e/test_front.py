@@ -522,6 +522,20 @@ def test_the_service_url_through_either_front(
     assert denied.status_code == 401 and denied.json()["error"]["code"] == "unauthenticated"
 
 
+def replica_pids(api: httpx.Client, cid: str, n: int) -> set[int]:
+    """The pids of a cluster's `n` replicas, as they answer its service URL: asked
+    until all `n` have answered (the front learns of a replica that just got ready
+    from the control plane's feed, a moment after the API says it is ready)."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + 10
+    while len(pids) < n and time.monotonic() < deadline:
+        r = api.get(f"/gpu-clusters/{cid}/service/who")
+        assert r.status_code == 200, r.text
+        pids.add(int(r.json()["pid"]))
+    assert len(pids) == n, pids
+    return pids
+
+
 @pytest.mark.parametrize("scheduling", ["batch", "normal"])
 def test_the_front_runs_as_sched_batch_and_its_replicas_do_not(
     ecolink_server_factory: Any, scheduling: str
@@ -542,12 +556,7 @@ def test_the_front_runs_as_sched_batch_and_its_replicas_do_not(
     api = srv.client()
     c = launch(api, "sched", replicas=2, port=8080)
     wait_for(api, c["id"], all_ready(2))
-    pids = set()
-    for _ in range(6):  # both replicas answer in turn
-        r = api.get(f"/gpu-clusters/{c['id']}/service/who")
-        assert r.status_code == 200, r.text
-        pids.add(int(r.json()["pid"]))
-    assert len(pids) == 2
+    pids = replica_pids(api, c["id"], 2)
     assert [os.sched_getscheduler(p) for p in pids] == [os.SCHED_OTHER] * 2
 
 
@@ -572,12 +581,7 @@ def test_replicas_share_the_backends_session_and_scheduling_group_but_not_its_te
     api = srv.client()
     c = launch(api, "group", replicas=2, port=8080)
     wait_for(api, c["id"], all_ready(2))
-    pids = set()
-    for _ in range(6):
-        r = api.get(f"/gpu-clusters/{c['id']}/service/who")
-        assert r.status_code == 200, r.text
-        pids.add(int(r.json()["pid"]))
-    assert len(pids) == 2
+    pids = replica_pids(api, c["id"], 2)
     autogroup = Path("/proc/self/autogroup").exists()
     for pid in pids:
         assert os.getpgid(pid) == pid

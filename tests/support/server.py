@@ -135,26 +135,20 @@ class EcolinkServer:
             cmd += ["--catalog", self.catalog]
         cmd += self.extra_args
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
+        stdin = subprocess.DEVNULL
+        own_terminal: dict[str, Any] = {}
         if self.terminal:
             self._close_tty()
-            self._tty, follower = os.openpty()
-            try:
-                self.proc = subprocess.Popen(
-                    cmd,
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=follower,
-                    start_new_session=True,
-                    preexec_fn=_take_stdin_as_terminal,
-                )
-            finally:
-                os.close(follower)
-        else:
+            self._tty, stdin = os.openpty()
+            own_terminal = {"start_new_session": True, "preexec_fn": _take_stdin_as_terminal}
+        try:
             self.proc = subprocess.Popen(
-                cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=stdin, **own_terminal
             )
-        log.close()
+        finally:
+            log.close()
+            if self.terminal:
+                os.close(stdin)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
