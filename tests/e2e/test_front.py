@@ -524,8 +524,8 @@ def test_the_service_url_through_either_front(
 
 def replica_pids(api: httpx.Client, cid: str, n: int) -> set[int]:
     """The pids of a cluster's `n` replicas, as they answer its service URL: asked
-    until all `n` have answered (the front learns of a replica that just got ready
-    from the control plane's feed, a moment after the API says it is ready)."""
+    until all `n` have answered (a replica the API calls ready may not listen yet:
+    the front then skips it for a short back-off)."""
     pids: set[int] = set()
     deadline = time.monotonic() + 10
     while len(pids) < n and time.monotonic() < deadline:

@@ -70,10 +70,10 @@ def replica_group_args() -> dict[str, Any]:
 
     Not a session of its own: where the kernel groups tasks by session
     (`/proc/sys/kernel/sched_autogroup_enabled`, on in most distributions' kernels),
-    each new session is a scheduling group with the weight of all of this process's
-    threads together. A replica alone in its group was measured to stall for 20-55 ms
-    at a time while runnable when the front sent it requests (p99 through the
-    service URL 2.5-3x nginx's, and nginx's own p99 suffered alike); in this
+    each session is one scheduling group, weighed against the others as a whole. A
+    replica alone in its group was measured to stall for 20-55 ms at a time while
+    runnable when a proxy sent it requests (p99 through the service URL 2.5-3x
+    nginx's; nginx's own p99 at 32 connections 16 ms instead of 2.5); in this
     process's group it is scheduled like any task beside the front (bench/proxy.py).
     A terminal is dropped only where this process has one; otherwise the start
     needs no Python in the child."""
