@@ -197,7 +197,15 @@ class EcolinkServer:
     def restart(self) -> None:
         """Start again on the same state dir (after kill() or stop())."""
         self.stop()
-        port = self.port if self.port and _port_free(self.port) else 0
+        port = 0
+        if self.port:
+            # After kill(), the old run's other front process lets the port go once
+            # it sees its control plane gone (its feed closes): give it a moment, so
+            # that the URL stays the same.
+            deadline = time.monotonic() + 5
+            while not _port_free(self.port) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            port = self.port if _port_free(self.port) else 0
         self.start(port)
 
     def close(self) -> None:
