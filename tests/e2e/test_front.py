@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ecolink.runtime.local.proc import _has_tty
 from ecolink.runtime.local.users import replica_python
 from support.e2e_helpers import all_ready, launch, wait_for
 from support.server import serve_once
@@ -560,11 +561,6 @@ def test_the_front_runs_as_sched_batch_and_its_replicas_do_not(
     assert [os.sched_getscheduler(p) for p in pids] == [os.SCHED_OTHER] * 2
 
 
-def _tty_nr(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_bytes()
-    return int(stat[stat.rfind(b")") + 2 :].split()[4])
-
-
 @pytest.mark.parametrize("terminal", [False, True], ids=["no-terminal", "terminal"])
 def test_replicas_share_the_backends_session_and_scheduling_group_but_not_its_terminal(
     ecolink_server_factory: Any, terminal: bool
@@ -577,7 +573,7 @@ def test_replicas_share_the_backends_session_and_scheduling_group_but_not_its_te
     srv.terminal = terminal
     srv.start()
     serve = srv.proc.pid
-    assert (_tty_nr(serve) != 0) == terminal  # the case is the one named
+    assert _has_tty(serve) == terminal  # the case is the one named
     api = srv.client()
     c = launch(api, "group", replicas=2, port=8080)
     wait_for(api, c["id"], all_ready(2))
@@ -586,7 +582,7 @@ def test_replicas_share_the_backends_session_and_scheduling_group_but_not_its_te
     for pid in pids:
         assert os.getpgid(pid) == pid
         assert os.getsid(pid) == os.getsid(serve)
-        assert _tty_nr(pid) == 0
+        assert not _has_tty(pid)
         if autogroup:
             assert (
                 Path(f"/proc/{pid}/autogroup").read_text()

@@ -54,15 +54,15 @@ def apply_scheduling(policy: str) -> str:
     value is kept), but the scheduler treats the thread as a throughput task that
     does not preempt others when it wakes. A front shares the cores with the
     processes it feeds: the replicas behind it and the clients in front of it, on
-    one node or one laptop. Under load it is the busiest of them. Under the normal
-    policy, bench/proxy.py on 2 cores showed replicas that were runnable but got
-    only 1 to 4 ms of CPU in 20 to 55 ms (their event loops' heartbeats stalled
-    that long, read from /proc/PID/stat and /proc/PID/sched). That put the service
-    URL's p99 at 32 connections at 2.5 to 3.2 times that of nginx doing the same
-    job. Under SCHED_BATCH it was 0.87 to 0.90 times. The cost: 9 to 15% fewer
-    requests per second at 32 connections (none at 256), and one client's
-    requests, on cores that other processes keep busy, had a p99 of 3.7 ms
-    instead of 3.1 ms. "normal" (SCHED_OTHER) leaves the thread as it was."""
+    one node or one laptop. Under load it is the busiest of them. The replicas'
+    long stalls once blamed on it came from each replica's session being a
+    scheduling group of its own (`runtime.local.proc.replica_group_args`). With
+    that fixed, bench/proxy.py on 2 cores: one front process at 256 connections had
+    a lower p99 under SCHED_BATCH than under the normal policy in four runs of five
+    (1.5 to 2.5 times nginx's, against 1.4 to 2.7); at 32 connections the two are
+    within noise. The cost: a wakeup of a lightly loaded front on busy cores waits
+    for the running task (one client's p99 3.7 ms instead of 3.1 ms, measured
+    before that fix). "normal" (SCHED_OTHER) leaves the thread as it was."""
     if policy not in SCHEDULING:
         raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}, not {policy!r}")
     setter = getattr(os, "sched_setscheduler", None)
